@@ -1,0 +1,180 @@
+//! Decisions: a [`Use`] token when a use is allowed, a [`Denied`] reason when it is not.
+
+use std::fmt;
+
+use crate::identifier::{Identifier, IdentifierKind};
+use crate::purpose::{LegalBasis, Purpose};
+use crate::recipient::Recipient;
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+
+/// Proof that using one identifier for purpose `P`, by one recipient, is allowed now.
+///
+/// Only [`Ledger::authorize`](crate::Ledger::authorize) creates a `Use`: its fields are
+/// private and it has no public constructor, so holding one means the ledger said yes.
+/// It borrows the identifier and the recipient it was decided for, is not `Clone`, and
+/// its [`Use::expose`] is the only way to read the identifier's value.
+///
+/// A `Use` is a decision at one moment: do not keep it. Ask again for the next use, so
+/// that a withdrawal in between is respected.
+///
+/// ```compile_fail,E0451
+/// // A Use cannot be forged: its fields are private.
+/// use consent_ledger::{Security, Use};
+/// let forged: Use<'static, Security> = Use { identifier: todo!(), recipient: todo!(), evidence: todo!() };
+/// ```
+pub struct Use<'a, P: Purpose> {
+    identifier: &'a Identifier<P>,
+    recipient: &'a Recipient,
+    evidence: Evidence,
+}
+
+impl<'a, P: Purpose> Use<'a, P> {
+    pub(crate) fn new(identifier: &'a Identifier<P>, recipient: &'a Recipient, evidence: Evidence) -> Self {
+        Use {
+            identifier,
+            recipient,
+            evidence,
+        }
+    }
+
+    /// The identifier's normalized value (E.164 phone number, email address, device id),
+    /// for the recipient this use was decided for.
+    pub fn expose(&self) -> &'a str {
+        self.identifier.normalized()
+    }
+
+    /// The kind of identifier.
+    pub fn kind(&self) -> IdentifierKind {
+        self.identifier.kind()
+    }
+
+    /// The recipient the use was decided for.
+    pub fn recipient(&self) -> &'a Recipient {
+        self.recipient
+    }
+
+    /// What the decision rested on.
+    pub fn evidence(&self) -> &Evidence {
+        &self.evidence
+    }
+}
+
+impl<P: Purpose> fmt::Debug for Use<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Use")
+            .field("identifier", self.identifier)
+            .field("recipient", self.recipient)
+            .field("evidence", &self.evidence)
+            .finish()
+    }
+}
+
+/// What an allowed decision rested on: enough to answer later "who, what purpose,
+/// which recipient, when, under which consent entry".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    pub(crate) subject: SubjectId,
+    pub(crate) purpose: &'static str,
+    pub(crate) basis: LegalBasis,
+    pub(crate) position: u64,
+    pub(crate) allowed_by: u64,
+    pub(crate) collected_at: u64,
+    pub(crate) decided_at: Timestamp,
+}
+
+impl Evidence {
+    /// The subject the identifier belongs to.
+    pub fn subject(&self) -> &SubjectId {
+        &self.subject
+    }
+
+    /// The purpose id.
+    pub fn purpose(&self) -> &'static str {
+        self.purpose
+    }
+
+    /// The legal basis the use relies on.
+    pub fn legal_basis(&self) -> LegalBasis {
+        self.basis
+    }
+
+    /// The ledger's length when the decision was made: every entry before this
+    /// position was taken into account.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The entry that allowed the use: the consent grant for consent-based purposes,
+    /// the collection entry otherwise.
+    pub fn allowed_by(&self) -> u64 {
+        self.allowed_by
+    }
+
+    /// The entry that recorded the identifier as collected for this purpose.
+    pub fn collected_at(&self) -> u64 {
+        self.collected_at
+    }
+
+    /// When the decision was made.
+    pub fn decided_at(&self) -> Timestamp {
+        self.decided_at
+    }
+}
+
+/// Why a use is not allowed. Decisions fail closed: anything the ledger cannot
+/// establish is a denial.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Denied {
+    /// The ledger has never recorded this identifier for any subject.
+    #[error("the identifier was never collected")]
+    UnknownIdentifier,
+    /// The identifier was collected, but not for this purpose.
+    #[error("the identifier was never collected for {purpose:?}")]
+    NotCollectedForPurpose {
+        /// The purpose asked for.
+        purpose: &'static str,
+    },
+    /// The purpose needs consent and the subject never gave it.
+    #[error("no consent was ever given for {purpose:?}")]
+    NoConsent {
+        /// The purpose asked for.
+        purpose: &'static str,
+    },
+    /// Consent was withdrawn.
+    #[error("consent for {purpose:?} was withdrawn at entry {at}")]
+    Withdrawn {
+        /// The purpose asked for.
+        purpose: &'static str,
+        /// The withdrawal entry.
+        at: u64,
+    },
+    /// Consent expired.
+    #[error("consent for {purpose:?} given at entry {grant} expired at {at}")]
+    Expired {
+        /// The purpose asked for.
+        purpose: &'static str,
+        /// The grant that expired.
+        grant: u64,
+        /// When it expired.
+        at: Timestamp,
+    },
+    /// The consent (or collection) does not cover this recipient.
+    #[error("entry {entry} does not cover {recipient}")]
+    RecipientNotCovered {
+        /// The recipient asked for.
+        recipient: Recipient,
+        /// The grant or collection entry whose scope excludes it.
+        entry: u64,
+    },
+    /// The subject was erased.
+    #[error("the subject was erased at entry {at}")]
+    SubjectErased {
+        /// The erasure entry.
+        at: u64,
+    },
+    /// The ledger's state could not be read (a thread panicked while changing it).
+    #[error("the ledger is unavailable; denied to fail closed")]
+    Unavailable,
+}

@@ -1,0 +1,734 @@
+//! Ledger entries and the one place where bytes are encoded and decoded.
+//!
+//! # Format (version 1)
+//!
+//! A stored entry is `version (1 byte) || body || signature (64 bytes)`, where `body` is
+//! the entry encoded with bincode 2.0.1 in a fixed configuration: big-endian,
+//! fixed-width integers (no varints), enum tags as `u32`, lengths as `u64`, strings as
+//! UTF-8, and a 64 KiB limit checked before anything is allocated. Signed structures
+//! hold no maps and no floats, so every value has exactly one encoding. Decoding
+//! rejects trailing bytes, out-of-range values and non-canonical scopes, and finally
+//! re-encodes the entry and rejects it if the bytes differ.
+//!
+//! The signature is Ed25519 over `"consent-ledger entry v1\n" || version || body`.
+//! The entry's hash, which the next entry carries as `prev_hash`, is SHA-256 over the
+//! whole stored entry, signature included. See `docs/format.md` for the field tables;
+//! golden vectors in the tests freeze the bytes.
+
+use bincode::config::{BigEndian, Configuration, Fixint, Limit};
+use bincode::{Decode, Encode};
+use sha2::{Digest, Sha256};
+
+use crate::error::{IntegrityProblem, WriteError};
+use crate::identifier::{IdentifierKind, Pseudonym};
+use crate::purpose::{is_valid_purpose_id, LegalBasis};
+use crate::recipient::{Name, Recipient, RecipientScope, ScopeRepr};
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+
+/// The format version byte written first in every entry.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+/// Largest encoded entry, signature included.
+pub(crate) const MAX_ENTRY_LEN: usize = 64 * 1024;
+/// Largest number of recipients in one scope.
+pub(crate) const MAX_SCOPE_RECIPIENTS: usize = 256;
+const SIGNATURE_LEN: usize = 64;
+
+type Config = Configuration<BigEndian, Fixint, Limit<MAX_ENTRY_LEN>>;
+
+const fn config() -> Config {
+    bincode::config::standard()
+        .with_big_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<MAX_ENTRY_LEN>()
+}
+
+/// SHA-256 output.
+pub(crate) type Hash = [u8; 32];
+
+/// Who made a change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Actor {
+    /// The person the data is about.
+    Subject,
+    /// A named operator of the application (staff member or tool), for example
+    /// recording a consent given on paper or acting on an erasure request.
+    Operator(Name),
+    /// The ledger itself (expiry, key management).
+    System,
+}
+
+/// One consent change, as stored (minus the signature).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
+    pub(crate) timestamp: Timestamp,
+    pub(crate) actor: Actor,
+    pub(crate) prev_hash: Hash,
+    /// Random per entry, so hashes of low-entropy entries cannot be guessed from proofs.
+    pub(crate) salt: [u8; 16],
+    pub(crate) body: Body,
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// The first entry: which ledger, which key signs, which pseudonym key it uses.
+    Genesis {
+        ledger_id: [u8; 16],
+        signing_key: [u8; 32],
+        pseudonym_key_check: [u8; 16],
+    },
+    /// An identifier was collected for a purpose, for the recipients in `scope`.
+    Collected {
+        subject: SubjectId,
+        kind: IdentifierKind,
+        /// Pseudonym under the subject's own secret (destroyed on erasure).
+        pseudonym: Pseudonym,
+        purpose: String,
+        basis: LegalBasis,
+        scope: RecipientScope,
+    },
+    /// The subject consented to a purpose for the recipients in `scope`, replacing any earlier consent.
+    Granted {
+        subject: SubjectId,
+        purpose: String,
+        scope: RecipientScope,
+        expires_at: Option<Timestamp>,
+    },
+    /// The subject withdrew consent to a purpose.
+    Withdrawn { subject: SubjectId, purpose: String },
+    /// A consent lapsed (recorded by the system when it noticed).
+    Expired { subject: SubjectId, purpose: String },
+    /// The subject was erased: its secret and index entries are destroyed.
+    Erased { subject: SubjectId },
+    /// From the next entry on, entries are signed by `new_key` (this entry is signed by the old one).
+    KeyRotated { new_key: [u8; 32] },
+    /// `key` is compromised: entries it signed from position `from` on are not trusted.
+    KeyRevoked { key: [u8; 32], from: u64 },
+}
+
+impl Body {
+    /// The subject this entry is about, if any.
+    pub(crate) fn subject(&self) -> Option<&SubjectId> {
+        match self {
+            Body::Collected { subject, .. }
+            | Body::Granted { subject, .. }
+            | Body::Withdrawn { subject, .. }
+            | Body::Expired { subject, .. }
+            | Body::Erased { subject } => Some(subject),
+            Body::Genesis { .. } | Body::KeyRotated { .. } | Body::KeyRevoked { .. } => None,
+        }
+    }
+}
+
+/// A decoded, checked stored entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub(crate) entry: Entry,
+    /// `version || body`: the signed part.
+    pub(crate) signed_len: usize,
+    pub(crate) signature: [u8; 64],
+    pub(crate) hash: Hash,
+}
+
+// ---- wire types: private mirrors with bincode derives --------------------------------
+
+#[derive(Encode, Decode)]
+struct WireEntry {
+    seq: u64,
+    timestamp: u64,
+    actor: WireActor,
+    prev_hash: [u8; 32],
+    salt: [u8; 16],
+    body: WireBody,
+}
+
+#[derive(Encode, Decode)]
+enum WireActor {
+    Subject,
+    Operator(String),
+    System,
+}
+
+#[derive(Encode, Decode)]
+enum WireBody {
+    Genesis {
+        ledger_id: [u8; 16],
+        signing_key: [u8; 32],
+        pseudonym_key_check: [u8; 16],
+    },
+    Collected {
+        subject: String,
+        kind: u8,
+        pseudonym: [u8; 32],
+        purpose: String,
+        basis: u8,
+        scope: WireScope,
+    },
+    Granted {
+        subject: String,
+        purpose: String,
+        scope: WireScope,
+        expires_at: Option<u64>,
+    },
+    Withdrawn {
+        subject: String,
+        purpose: String,
+    },
+    Expired {
+        subject: String,
+        purpose: String,
+    },
+    Erased {
+        subject: String,
+    },
+    KeyRotated {
+        new_key: [u8; 32],
+    },
+    KeyRevoked {
+        key: [u8; 32],
+        from: u64,
+    },
+}
+
+#[derive(Encode, Decode)]
+enum WireScope {
+    Recipients(Vec<WireRecipient>),
+    AllPartners,
+}
+
+#[derive(Encode, Decode)]
+enum WireRecipient {
+    FirstParty,
+    Partner(String),
+    DeveloperApp(String),
+}
+
+const fn basis_code(b: LegalBasis) -> u8 {
+    match b {
+        LegalBasis::Consent => 1,
+        LegalBasis::Contract => 2,
+        LegalBasis::LegitimateInterest => 3,
+        LegalBasis::LegalObligation => 4,
+    }
+}
+
+const fn basis_from_code(c: u8) -> Option<LegalBasis> {
+    match c {
+        1 => Some(LegalBasis::Consent),
+        2 => Some(LegalBasis::Contract),
+        3 => Some(LegalBasis::LegitimateInterest),
+        4 => Some(LegalBasis::LegalObligation),
+        _ => None,
+    }
+}
+
+fn wire_scope(s: &RecipientScope) -> WireScope {
+    match &s.0 {
+        ScopeRepr::AllPartners => WireScope::AllPartners,
+        ScopeRepr::Recipients(list) => WireScope::Recipients(
+            list.iter()
+                .map(|r| match r {
+                    Recipient::FirstParty => WireRecipient::FirstParty,
+                    Recipient::Partner(n) => WireRecipient::Partner(n.as_str().to_owned()),
+                    Recipient::DeveloperApp(n) => WireRecipient::DeveloperApp(n.as_str().to_owned()),
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn to_wire(e: &Entry) -> WireEntry {
+    let s = |x: &SubjectId| x.as_str().to_owned();
+    WireEntry {
+        seq: e.seq,
+        timestamp: e.timestamp.as_millis(),
+        actor: match &e.actor {
+            Actor::Subject => WireActor::Subject,
+            Actor::Operator(n) => WireActor::Operator(n.as_str().to_owned()),
+            Actor::System => WireActor::System,
+        },
+        prev_hash: e.prev_hash,
+        salt: e.salt,
+        body: match &e.body {
+            Body::Genesis {
+                ledger_id,
+                signing_key,
+                pseudonym_key_check,
+            } => WireBody::Genesis {
+                ledger_id: *ledger_id,
+                signing_key: *signing_key,
+                pseudonym_key_check: *pseudonym_key_check,
+            },
+            Body::Collected {
+                subject,
+                kind,
+                pseudonym,
+                purpose,
+                basis,
+                scope,
+            } => WireBody::Collected {
+                subject: s(subject),
+                kind: kind.code(),
+                pseudonym: pseudonym.0,
+                purpose: purpose.clone(),
+                basis: basis_code(*basis),
+                scope: wire_scope(scope),
+            },
+            Body::Granted {
+                subject,
+                purpose,
+                scope,
+                expires_at,
+            } => WireBody::Granted {
+                subject: s(subject),
+                purpose: purpose.clone(),
+                scope: wire_scope(scope),
+                expires_at: expires_at.map(Timestamp::as_millis),
+            },
+            Body::Withdrawn { subject, purpose } => WireBody::Withdrawn {
+                subject: s(subject),
+                purpose: purpose.clone(),
+            },
+            Body::Expired { subject, purpose } => WireBody::Expired {
+                subject: s(subject),
+                purpose: purpose.clone(),
+            },
+            Body::Erased { subject } => WireBody::Erased { subject: s(subject) },
+            Body::KeyRotated { new_key } => WireBody::KeyRotated { new_key: *new_key },
+            Body::KeyRevoked { key, from } => WireBody::KeyRevoked {
+                key: *key,
+                from: *from,
+            },
+        },
+    }
+}
+
+type Invalid = IntegrityProblem;
+
+fn subject_from(s: String) -> Result<SubjectId, Invalid> {
+    SubjectId::new(&s).map_err(|_| Invalid::InvalidField("subject id"))
+}
+
+fn purpose_from(p: String) -> Result<String, Invalid> {
+    if is_valid_purpose_id(&p) {
+        Ok(p)
+    } else {
+        Err(Invalid::InvalidField("purpose id"))
+    }
+}
+
+fn scope_from(w: WireScope) -> Result<RecipientScope, Invalid> {
+    match w {
+        WireScope::AllPartners => Ok(RecipientScope(ScopeRepr::AllPartners)),
+        WireScope::Recipients(list) => {
+            if list.is_empty() || list.len() > MAX_SCOPE_RECIPIENTS {
+                return Err(Invalid::InvalidField("recipient scope"));
+            }
+            let mut out = Vec::with_capacity(list.len());
+            for r in list {
+                let name = |n: String| Name::new(&n).map_err(|_| Invalid::InvalidField("recipient name"));
+                out.push(match r {
+                    WireRecipient::FirstParty => Recipient::FirstParty,
+                    WireRecipient::Partner(n) => Recipient::Partner(name(n)?),
+                    WireRecipient::DeveloperApp(n) => Recipient::DeveloperApp(name(n)?),
+                });
+            }
+            // Canonical: strictly increasing (sorted, no duplicates).
+            if out.windows(2).any(|w| matches!(w, [a, b] if a >= b)) {
+                return Err(Invalid::InvalidField("recipient scope order"));
+            }
+            Ok(RecipientScope(ScopeRepr::Recipients(out)))
+        }
+    }
+}
+
+fn from_wire(w: WireEntry) -> Result<Entry, Invalid> {
+    let actor = match w.actor {
+        WireActor::Subject => Actor::Subject,
+        WireActor::System => Actor::System,
+        WireActor::Operator(n) => Actor::Operator(Name::new(&n).map_err(|_| Invalid::InvalidField("operator name"))?),
+    };
+    let body = match w.body {
+        WireBody::Genesis {
+            ledger_id,
+            signing_key,
+            pseudonym_key_check,
+        } => Body::Genesis {
+            ledger_id,
+            signing_key,
+            pseudonym_key_check,
+        },
+        WireBody::Collected {
+            subject,
+            kind,
+            pseudonym,
+            purpose,
+            basis,
+            scope,
+        } => Body::Collected {
+            subject: subject_from(subject)?,
+            kind: IdentifierKind::from_code(kind).ok_or(Invalid::InvalidField("identifier kind"))?,
+            pseudonym: Pseudonym(pseudonym),
+            purpose: purpose_from(purpose)?,
+            basis: basis_from_code(basis).ok_or(Invalid::InvalidField("legal basis"))?,
+            scope: scope_from(scope)?,
+        },
+        WireBody::Granted {
+            subject,
+            purpose,
+            scope,
+            expires_at,
+        } => Body::Granted {
+            subject: subject_from(subject)?,
+            purpose: purpose_from(purpose)?,
+            scope: scope_from(scope)?,
+            expires_at: expires_at.map(Timestamp::from_millis),
+        },
+        WireBody::Withdrawn { subject, purpose } => Body::Withdrawn {
+            subject: subject_from(subject)?,
+            purpose: purpose_from(purpose)?,
+        },
+        WireBody::Expired { subject, purpose } => Body::Expired {
+            subject: subject_from(subject)?,
+            purpose: purpose_from(purpose)?,
+        },
+        WireBody::Erased { subject } => Body::Erased {
+            subject: subject_from(subject)?,
+        },
+        WireBody::KeyRotated { new_key } => Body::KeyRotated { new_key },
+        WireBody::KeyRevoked { key, from } => Body::KeyRevoked { key, from },
+    };
+    Ok(Entry {
+        seq: w.seq,
+        timestamp: Timestamp::from_millis(w.timestamp),
+        actor,
+        prev_hash: w.prev_hash,
+        salt: w.salt,
+        body,
+    })
+}
+
+/// Encodes `version || body`: the bytes to sign.
+pub(crate) fn encode_signed_part(e: &Entry) -> Result<Vec<u8>, WriteError> {
+    let mut out = vec![FORMAT_VERSION];
+    let body = bincode::encode_to_vec(to_wire(e), config()).map_err(|_| WriteError::TooLarge {
+        size: usize::MAX,
+        max: MAX_ENTRY_LEN,
+    })?;
+    out.extend_from_slice(&body);
+    let size = out.len() + SIGNATURE_LEN;
+    if size > MAX_ENTRY_LEN {
+        return Err(WriteError::TooLarge {
+            size,
+            max: MAX_ENTRY_LEN,
+        });
+    }
+    Ok(out)
+}
+
+/// Appends the signature to the signed part, giving the stored bytes.
+pub(crate) fn seal(mut signed_part: Vec<u8>, signature: &[u8; 64]) -> Vec<u8> {
+    signed_part.extend_from_slice(signature);
+    signed_part
+}
+
+/// SHA-256 of a stored entry: what the next entry's `prev_hash` must be.
+pub(crate) fn entry_hash(stored: &[u8]) -> Hash {
+    Sha256::digest(stored).into()
+}
+
+fn describe(e: &bincode::error::DecodeError) -> &'static str {
+    use bincode::error::DecodeError as D;
+    match e {
+        D::UnexpectedEnd { .. } => "ends early",
+        D::LimitExceeded => "a length exceeds the size limit",
+        D::InvalidBooleanValue(_) => "invalid boolean",
+        D::UnexpectedVariant { .. } => "unknown variant tag",
+        D::Utf8 { .. } => "invalid UTF-8 in a string",
+        D::InvalidCharEncoding(_) => "invalid character",
+        _ => "malformed",
+    }
+}
+
+/// Decodes and checks stored entry bytes: version, size, strict decoding, no trailing
+/// bytes, valid fields, canonical form. Does not check the signature or the chain.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Stored, IntegrityProblem> {
+    if bytes.len() > MAX_ENTRY_LEN {
+        return Err(Invalid::Undecodable("larger than the maximum entry size"));
+    }
+    let (version, rest) = bytes
+        .split_first()
+        .ok_or(Invalid::Undecodable("empty"))?;
+    if *version != FORMAT_VERSION {
+        return Err(Invalid::UnsupportedVersion(*version));
+    }
+    let (body, signature) = rest
+        .split_last_chunk::<SIGNATURE_LEN>()
+        .ok_or(Invalid::Undecodable("shorter than a signature"))?;
+    let (wire, used): (WireEntry, usize) =
+        bincode::decode_from_slice(body, config()).map_err(|e| Invalid::Undecodable(describe(&e)))?;
+    if used != body.len() {
+        return Err(Invalid::Undecodable("trailing bytes after the entry"));
+    }
+    let entry = from_wire(wire)?;
+    let again = bincode::encode_to_vec(to_wire(&entry), config()).map_err(|_| Invalid::NonCanonical)?;
+    if again != body {
+        return Err(Invalid::NonCanonical);
+    }
+    Ok(Stored {
+        entry,
+        signed_len: 1 + body.len(),
+        signature: *signature,
+        hash: entry_hash(bytes),
+    })
+}
+
+/// The signed part of stored bytes that [`decode`] accepted.
+pub(crate) fn signed_part<'a>(bytes: &'a [u8], stored: &Stored) -> &'a [u8] {
+    bytes.get(..stored.signed_len).unwrap_or(&[])
+}
+
+// ---- index records ---------------------------------------------------------------------
+
+/// Index record: lookup pseudonym -> (subject, kind, subject-keyed pseudonym), with an
+/// HMAC tag under the pseudonym key so a tampered index is detected when loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexRecord {
+    pub(crate) subject: SubjectId,
+    pub(crate) kind: IdentifierKind,
+    pub(crate) pseudonym: Pseudonym,
+    pub(crate) tag: [u8; 32],
+}
+
+#[derive(Encode, Decode)]
+struct WireIndex {
+    version: u8,
+    subject: String,
+    kind: u8,
+    pseudonym: [u8; 32],
+    tag: [u8; 32],
+}
+
+impl IndexRecord {
+    /// The parts the tag authenticates, together with the lookup key the record is stored under.
+    pub(crate) fn tagged_parts<'a>(lookup: &'a Pseudonym, subject: &'a SubjectId, kind: &'a [u8; 1], pseudonym: &'a Pseudonym) -> [&'a [u8]; 4] {
+        [&lookup.0, subject.as_str().as_bytes(), kind, &pseudonym.0]
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let wire = WireIndex {
+            version: FORMAT_VERSION,
+            subject: self.subject.as_str().to_owned(),
+            kind: self.kind.code(),
+            pseudonym: self.pseudonym.0,
+            tag: self.tag,
+        };
+        // Bounded: a subject id is at most 128 bytes, far under the limit.
+        bincode::encode_to_vec(wire, config()).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<IndexRecord> {
+        let (wire, used): (WireIndex, usize) = bincode::decode_from_slice(bytes, config()).ok()?;
+        if used != bytes.len() || wire.version != FORMAT_VERSION {
+            return None;
+        }
+        let rec = IndexRecord {
+            subject: SubjectId::new(&wire.subject).ok()?,
+            kind: IdentifierKind::from_code(wire.kind)?,
+            pseudonym: Pseudonym(wire.pseudonym),
+            tag: wire.tag,
+        };
+        (rec.encode() == bytes).then_some(rec)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn subject() -> SubjectId {
+        SubjectId::new("user-1").unwrap()
+    }
+
+    /// One entry of each kind with fixed field values.
+    pub(crate) fn samples() -> Vec<(&'static str, Entry)> {
+        let base = |seq: u64, body: Body| Entry {
+            seq,
+            timestamp: Timestamp::from_millis(1_700_000_000_000 + seq),
+            actor: Actor::Subject,
+            prev_hash: [seq as u8; 32],
+            salt: [0xAB; 16],
+            body,
+        };
+        let partner = Recipient::partner("acme").unwrap();
+        vec![
+            (
+                "genesis",
+                Entry {
+                    actor: Actor::System,
+                    ..base(
+                        0,
+                        Body::Genesis {
+                            ledger_id: [1; 16],
+                            signing_key: [2; 32],
+                            pseudonym_key_check: [3; 16],
+                        },
+                    )
+                },
+            ),
+            (
+                "collected",
+                base(
+                    1,
+                    Body::Collected {
+                        subject: subject(),
+                        kind: IdentifierKind::Phone,
+                        pseudonym: Pseudonym([4; 32]),
+                        purpose: "security".into(),
+                        basis: LegalBasis::LegitimateInterest,
+                        scope: RecipientScope::first_party(),
+                    },
+                ),
+            ),
+            (
+                "granted",
+                base(
+                    2,
+                    Body::Granted {
+                        subject: subject(),
+                        purpose: "partner-sharing".into(),
+                        scope: RecipientScope::any_of([partner, Recipient::FirstParty]).unwrap(),
+                        expires_at: Some(Timestamp::from_millis(1_800_000_000_000)),
+                    },
+                ),
+            ),
+            (
+                "withdrawn",
+                Entry {
+                    actor: Actor::Operator(Name::new("dpo").unwrap()),
+                    ..base(
+                        3,
+                        Body::Withdrawn {
+                            subject: subject(),
+                            purpose: "partner-sharing".into(),
+                        },
+                    )
+                },
+            ),
+            (
+                "expired",
+                Entry {
+                    actor: Actor::System,
+                    ..base(
+                        4,
+                        Body::Expired {
+                            subject: subject(),
+                            purpose: "advertising".into(),
+                        },
+                    )
+                },
+            ),
+            ("erased", base(5, Body::Erased { subject: subject() })),
+            ("key-rotated", Entry { actor: Actor::System, ..base(6, Body::KeyRotated { new_key: [5; 32] }) }),
+            (
+                "key-revoked",
+                Entry {
+                    actor: Actor::System,
+                    ..base(7, Body::KeyRevoked { key: [6; 32], from: 3 })
+                },
+            ),
+        ]
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// Golden vectors: the signed part of each sample, in hex. Changing these means a
+    /// new format version, never an edit.
+    const GOLDEN: &[(&str, &str)] = &[
+        ("genesis", "0100000000000000000000018bcfe56800000000020000000000000000000000000000000000000000000000000000000000000000abababababababababababababababab0000000001010101010101010101010101010101020202020202020202020202020202020202020202020202020202020202020203030303030303030303030303030303"),
+        ("collected", "0100000000000000010000018bcfe56801000000000101010101010101010101010101010101010101010101010101010101010101abababababababababababababababab000000010000000000000006757365722d31010404040404040404040404040404040404040404040404040404040404040404000000000000000873656375726974790300000000000000000000000100000000"),
+        ("granted", "0100000000000000020000018bcfe56802000000000202020202020202020202020202020202020202020202020202020202020202abababababababababababababababab000000020000000000000006757365722d31000000000000000f706172746e65722d73686172696e670000000000000000000000020000000000000001000000000000000461636d6501000001a3185c5000"),
+        ("withdrawn", "0100000000000000030000018bcfe5680300000001000000000000000364706f0303030303030303030303030303030303030303030303030303030303030303abababababababababababababababab000000030000000000000006757365722d31000000000000000f706172746e65722d73686172696e67"),
+        ("expired", "0100000000000000040000018bcfe56804000000020404040404040404040404040404040404040404040404040404040404040404abababababababababababababababab000000040000000000000006757365722d31000000000000000b6164766572746973696e67"),
+        ("erased", "0100000000000000050000018bcfe56805000000000505050505050505050505050505050505050505050505050505050505050505abababababababababababababababab000000050000000000000006757365722d31"),
+        ("key-rotated", "0100000000000000060000018bcfe56806000000020606060606060606060606060606060606060606060606060606060606060606abababababababababababababababab000000060505050505050505050505050505050505050505050505050505050505050505"),
+        ("key-revoked", "0100000000000000070000018bcfe56807000000020707070707070707070707070707070707070707070707070707070707070707abababababababababababababababab0000000706060606060606060606060606060606060606060606060606060606060606060000000000000003"),
+    ];
+
+    #[test]
+    fn golden_vectors_freeze_the_encoding() {
+        let mut failures = Vec::new();
+        for (name, entry) in samples() {
+            let bytes = hex(&encode_signed_part(&entry).unwrap());
+            match GOLDEN.iter().find(|(n, _)| *n == name) {
+                Some((_, want)) if *want == bytes => {}
+                _ => failures.push(format!("(\"{name}\", \"{bytes}\"),")),
+            }
+        }
+        assert!(failures.is_empty(), "golden vectors differ or are missing:\n{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn round_trip_every_kind() {
+        for (name, entry) in samples() {
+            let signed = encode_signed_part(&entry).unwrap();
+            let bytes = seal(signed.clone(), &[7; 64]);
+            let stored = decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(stored.entry, entry, "{name}");
+            assert_eq!(signed_part(&bytes, &stored), &signed[..]);
+            assert_eq!(stored.signature, [7; 64]);
+            assert_eq!(stored.hash, entry_hash(&bytes));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_bytes() {
+        let (_, entry) = samples().remove(2);
+        let bytes = seal(encode_signed_part(&entry).unwrap(), &[0; 64]);
+        assert_eq!(decode(&[]).unwrap_err(), Invalid::Undecodable("empty"));
+        assert_eq!(decode(&[2, 0, 0]).unwrap_err(), Invalid::UnsupportedVersion(2));
+        assert!(matches!(decode(&bytes[..40]).unwrap_err(), Invalid::Undecodable(_)));
+        // Trailing byte inside the body (before the signature).
+        let mut extra = encode_signed_part(&entry).unwrap();
+        extra.push(0);
+        assert!(matches!(decode(&seal(extra, &[0; 64])).unwrap_err(), Invalid::Undecodable(_)));
+        // A length field claiming a terabyte must fail without allocating it.
+        let mut huge = vec![1u8];
+        huge.extend_from_slice(&0u64.to_be_bytes()); // seq
+        huge.extend_from_slice(&0u64.to_be_bytes()); // timestamp
+        huge.extend_from_slice(&1u32.to_be_bytes()); // Operator
+        huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        huge.extend_from_slice(&[0; 64]);
+        assert!(matches!(decode(&huge).unwrap_err(), Invalid::Undecodable(_)));
+        // Unsorted scope is not canonical.
+        let mut unsorted = to_wire(&entry);
+        if let WireBody::Granted { scope: WireScope::Recipients(list), .. } = &mut unsorted.body {
+            list.reverse();
+        }
+        let mut b = vec![1u8];
+        b.extend(bincode::encode_to_vec(unsorted, config()).unwrap());
+        assert_eq!(decode(&seal(b, &[0; 64])).unwrap_err(), Invalid::InvalidField("recipient scope order"));
+    }
+
+    #[test]
+    fn index_records_round_trip_and_reject_garbage() {
+        let rec = IndexRecord {
+            subject: subject(),
+            kind: IdentifierKind::Email,
+            pseudonym: Pseudonym([9; 32]),
+            tag: [8; 32],
+        };
+        let bytes = rec.encode();
+        assert_eq!(IndexRecord::decode(&bytes), Some(rec));
+        assert_eq!(IndexRecord::decode(&bytes[..bytes.len() - 1]), None);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(IndexRecord::decode(&longer), None);
+        assert_eq!(IndexRecord::decode(&[]), None);
+    }
+}

@@ -1,0 +1,250 @@
+//! Error types, one per domain.
+//!
+//! Messages are lower-case without trailing punctuation. They name fields, kinds and
+//! ledger positions, never an identifier's value, a subject's data or key material.
+//! Every enum is `#[non_exhaustive]`: new failure modes will be added as the crate grows,
+//! so match with a wildcard arm.
+
+use crate::identifier::IdentifierKind;
+
+/// Caller input that breaks a rule: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {problem}")]
+pub struct InputError {
+    field: &'static str,
+    problem: &'static str,
+}
+
+impl InputError {
+    pub(crate) const fn new(field: &'static str, problem: &'static str) -> Self {
+        InputError { field, problem }
+    }
+
+    /// The field that was rejected, such as `"subject id"`.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// What is wrong with it, such as `"is empty"`.
+    pub fn problem(&self) -> &'static str {
+        self.problem
+    }
+}
+
+/// A raw identifier that cannot be parsed. The message never contains the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentifierError {
+    /// Nothing but whitespace was given.
+    #[error("{kind} is empty")]
+    Empty {
+        /// The kind of identifier expected.
+        kind: IdentifierKind,
+    },
+    /// The input is longer than any valid identifier of any kind.
+    #[error("{kind} input is {len} bytes, more than the {max} accepted")]
+    TooLong {
+        /// The kind of identifier expected.
+        kind: IdentifierKind,
+        /// Length of the input in bytes.
+        len: usize,
+        /// The largest length accepted.
+        max: usize,
+    },
+    /// The input is not a valid identifier of this kind.
+    #[error("invalid {kind}: {problem}")]
+    Invalid {
+        /// The kind of identifier expected.
+        kind: IdentifierKind,
+        /// What is wrong, without the value.
+        problem: &'static str,
+    },
+}
+
+/// The storage engine failed (I/O error, lock held by another process, corrupt files).
+///
+/// The source is chained for diagnostics; it describes files and operations, not data.
+#[derive(Debug, thiserror::Error)]
+#[error("storage failure while {context}")]
+pub struct StorageError {
+    context: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl StorageError {
+    pub(crate) fn new(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        StorageError {
+            context,
+            source: source.into(),
+        }
+    }
+
+    /// What the ledger was doing when storage failed.
+    pub fn context(&self) -> &'static str {
+        self.context
+    }
+}
+
+/// Where and how the signed log is broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ledger integrity broken at entry {position}: {problem}")]
+pub struct IntegrityError {
+    /// Sequence number of the first entry found bad (for a missing entry, the one expected there).
+    pub position: u64,
+    /// What is wrong there.
+    pub problem: IntegrityProblem,
+}
+
+/// What is wrong with the log at a position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntegrityProblem {
+    /// The stored bytes are not a valid entry.
+    #[error("entry bytes cannot be decoded ({0})")]
+    Undecodable(&'static str),
+    /// The entry decodes but is not in canonical form (re-encoding gives other bytes).
+    #[error("entry is not canonically encoded")]
+    NonCanonical,
+    /// The entry was written by a newer (or unknown) format version.
+    #[error("entry format version {0} is not supported")]
+    UnsupportedVersion(u8),
+    /// The entry expected at this position is missing.
+    #[error("entry is missing (next stored entry is {next})")]
+    Missing {
+        /// The next sequence number actually stored.
+        next: u64,
+    },
+    /// The storage key and the sequence number inside the entry disagree (entries moved or swapped).
+    #[error("entry is stored under position {stored_at} but says it is entry {claims}")]
+    Misplaced {
+        /// The position it is stored at.
+        stored_at: u64,
+        /// The sequence number it carries.
+        claims: u64,
+    },
+    /// The entry's previous-hash does not match the entry before it.
+    #[error("hash chain broken: previous-entry hash does not match")]
+    ChainBroken,
+    /// The signature does not verify under the key authorized at this position.
+    #[error("signature does not verify under the authorized key")]
+    BadSignature,
+    /// The entry's timestamp is earlier than its predecessor's.
+    #[error("timestamp is earlier than the previous entry's")]
+    TimeWentBackwards,
+    /// The first entry is not a genesis entry, or a genesis entry appears later.
+    #[error("genesis entry misplaced")]
+    GenesisMisplaced,
+    /// A field holds a value the format does not allow (such as an invalid purpose id).
+    #[error("invalid {0}")]
+    InvalidField(&'static str),
+    /// The entry was signed with a key after it was revoked.
+    #[error("signed with a key revoked from entry {revoked_from}")]
+    RevokedKey {
+        /// The first position at which the key is no longer trusted.
+        revoked_from: u64,
+    },
+    /// The log is shorter than a checkpoint kept elsewhere says it was.
+    #[error("log is shorter than the trusted checkpoint of size {checkpoint_size}")]
+    Truncated {
+        /// The size recorded in the trusted checkpoint.
+        checkpoint_size: u64,
+    },
+    /// The log does not extend a checkpoint kept elsewhere.
+    #[error("log is not consistent with the trusted checkpoint")]
+    InconsistentWithCheckpoint,
+}
+
+/// Opening a ledger failed. Nothing on disk was changed, except that a ledger is
+/// created in an empty directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The storage engine failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The directory holds data, but not a consent ledger.
+    #[error("the directory holds a database that is not a consent ledger")]
+    NotALedger,
+    /// The ledger was written by an unsupported version of the format.
+    #[error("ledger format version {found} is not supported (this library reads version {supported})")]
+    UnsupportedFormat {
+        /// The version found on disk.
+        found: u8,
+        /// The version this library reads and writes.
+        supported: u8,
+    },
+    /// The signing key given is not the one the log authorizes for new entries.
+    #[error("the signing key is not the key the ledger authorizes for new entries")]
+    WrongSigningKey,
+    /// The pseudonym key given is not the one the ledger was created with.
+    #[error("the pseudonym key is not the key the ledger was created with")]
+    WrongPseudonymKey,
+    /// Stored metadata or an index record is malformed.
+    #[error("stored {0} is corrupt")]
+    CorruptMetadata(&'static str),
+    /// The signed log is broken.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+}
+
+/// Appending a change failed. Unless stated otherwise nothing was appended and the
+/// ledger is unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The storage engine failed before the entry was written; nothing was appended.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An argument breaks a rule.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The subject was erased; nothing more can be recorded about it.
+    #[error("the subject was erased at entry {erased_at}")]
+    SubjectErased {
+        /// The erasure entry.
+        erased_at: u64,
+    },
+    /// The identifier is already recorded for another subject.
+    #[error("the {kind} is already recorded for another subject")]
+    HeldByAnotherSubject {
+        /// Kind of the identifier.
+        kind: IdentifierKind,
+    },
+    /// The purpose's id is not valid, so it cannot be written.
+    #[error("purpose id is not valid (1 to 64 bytes of a-z, 0-9, '-', '_', '.')")]
+    InvalidPurposeId,
+    /// The entry would exceed the maximum entry size.
+    #[error("entry would be {size} bytes, more than the {max} allowed")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// Maximum size.
+        max: usize,
+    },
+    /// The entry was written but making it durable failed: it may or may not survive a
+    /// crash, and the ledger refuses further writes (reopen it to continue from what is
+    /// on disk).
+    #[error("the entry was written but could not be made durable")]
+    NotDurable(#[source] StorageError),
+    /// An earlier write may or may not have reached the disk (for example an fsync
+    /// failed), so the ledger refuses further writes. Reopen it to continue from what
+    /// is on disk.
+    #[error("the ledger refuses writes after an earlier storage failure; reopen it")]
+    Failed,
+}
+
+/// Reading from the ledger (history, entries) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The storage engine failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A stored entry is broken.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+}

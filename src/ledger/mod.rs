@@ -1,0 +1,673 @@
+//! The ledger: recording consent changes, deciding uses, reading history, verifying.
+
+mod open;
+mod replay;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+pub use open::{LedgerBuilder, NoPseudonymKey, NoSigningKey};
+
+use crate::decision::{Denied, Use};
+use crate::entry::{self, Actor, Body, Entry, Hash, IndexRecord};
+use crate::error::{IntegrityError, IntegrityProblem, ReadError, WriteError};
+use crate::identifier::{Identifier, IdentifierKind, Pseudonym, PseudonymKey, SubjectSecret};
+use crate::purpose::{is_valid_purpose_id, LegalBasis, Purpose};
+use crate::recipient::{Recipient, RecipientScope};
+use crate::signing::{SigningKey, VerifyingKey};
+use crate::state::State;
+use crate::store::Backend;
+use crate::subject::SubjectId;
+use crate::time::{Clock, Timestamp};
+
+/// What an acknowledged append promises about crashes.
+///
+/// | setting | process crash (kill -9) | power loss / OS crash |
+/// |---|---|---|
+/// | `Immediate` (default) | nothing acknowledged is lost | nothing acknowledged is lost (as far as the drive honours fsync) |
+/// | `GroupCommit` | nothing acknowledged is lost | nothing acknowledged is lost |
+/// | `Relaxed` | changes from the last ~500 ms may be lost | changes from the last ~500 ms may be lost |
+///
+/// Lost changes are always a suffix: the log that survives is a valid prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every append is flushed and fsynced before it returns. Appends are serialized,
+    /// so throughput is one fsync per append.
+    #[default]
+    Immediate,
+    /// Appends from concurrent threads share fsyncs: each append returns once a sync
+    /// that started after it was written has finished. Same promise as `Immediate`,
+    /// far higher throughput under concurrency. A decision may see an entry whose
+    /// append has not returned yet (written, sync in flight); it never misses one
+    /// whose append returned.
+    GroupCommit,
+    /// Appends return once written to sled's in-memory log, flushed in the background
+    /// every 500 ms. For tests and bulk imports; call [`Ledger::sync`] to make
+    /// everything so far durable.
+    Relaxed,
+}
+
+/// A recorded entry: its position and timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Recorded {
+    /// The entry's sequence number (its position in the log).
+    pub seq: u64,
+    /// The time recorded in the entry.
+    pub timestamp: Timestamp,
+}
+
+/// One consent change in a subject's history, for showing to the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The entry's position in the log.
+    pub seq: u64,
+    /// When it was recorded.
+    pub timestamp: Timestamp,
+    /// Who made the change.
+    pub actor: Actor,
+    /// What changed.
+    pub change: Change,
+}
+
+/// What a history entry changed. Identifiers appear only by kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// An identifier of this kind was collected for a purpose.
+    Collected {
+        /// The kind of identifier.
+        kind: IdentifierKind,
+        /// The purpose id.
+        purpose: String,
+        /// The legal basis recorded with it.
+        legal_basis: LegalBasis,
+        /// The recipients it may be used by (for non-consent purposes).
+        scope: RecipientScope,
+    },
+    /// Consent was given.
+    Granted {
+        /// The purpose id.
+        purpose: String,
+        /// The recipients it covers.
+        scope: RecipientScope,
+        /// When it lapses, if ever.
+        expires_at: Option<Timestamp>,
+    },
+    /// Consent was withdrawn.
+    Withdrawn {
+        /// The purpose id.
+        purpose: String,
+    },
+    /// Consent lapsed.
+    Expired {
+        /// The purpose id.
+        purpose: String,
+    },
+    /// The subject was erased.
+    Erased,
+}
+
+/// The result of a full [`Ledger::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Number of entries checked (the whole log).
+    pub entries: u64,
+    /// SHA-256 of the last entry: the head of the hash chain.
+    pub head: [u8; 32],
+    /// Number of signing keys the log authorized, the genesis key included.
+    pub keys: usize,
+}
+
+/// A consent ledger: a signed, hash-chained, append-only log of consent changes on
+/// disk, and the current state that decisions read.
+///
+/// Cheap to clone (clones share one ledger) and `Send + Sync`: share it between threads.
+/// Open it with [`Ledger::builder`].
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Box<dyn Backend>,
+    state: RwLock<State>,
+    writer: Mutex<Writer>,
+    group: GroupSync,
+    clock: Arc<dyn Clock>,
+    pseudonym_key: PseudonymKey,
+    durability: Durability,
+    ledger_id: [u8; 16],
+}
+
+/// Everything the single writer needs, behind one mutex.
+struct Writer {
+    next_seq: u64,
+    last_hash: Hash,
+    last_ts: Timestamp,
+    key: SigningKey,
+    /// Set when a write may or may not have reached the disk: no more writes.
+    failed: bool,
+}
+
+/// Group commit: who is syncing, and how far the log is known durable.
+struct GroupSync {
+    state: Mutex<SyncState>,
+    done: Condvar,
+    /// Entries written to the store (not necessarily durable).
+    written: AtomicU64,
+}
+
+struct SyncState {
+    /// Entries known durable (a length: positions below it are durable).
+    durable: u64,
+    syncing: bool,
+    failed: bool,
+}
+
+/// What a write's preparation decided.
+enum Prepared {
+    /// Append this body (with the lookup pseudonym for a collection).
+    Append(Body, Option<Pseudonym>),
+    /// Nothing to append: the change is already recorded.
+    Already(Recorded),
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("store", &self.inner.store)
+            .field("entries", &self.len())
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Starts opening (or creating) the ledger in directory `path`.
+    ///
+    /// The signing key and the pseudonym key are required: `open` is not available
+    /// until both are given.
+    ///
+    /// ```compile_fail,E0599
+    /// let ledger = consent_ledger::Ledger::builder("/tmp/x").open();
+    /// ```
+    pub fn builder(path: impl Into<std::path::PathBuf>) -> LedgerBuilder {
+        LedgerBuilder::new(path.into())
+    }
+
+    /// Number of entries in the log (the current position).
+    pub fn len(&self) -> u64 {
+        self.inner.state.read().map(|s| s.len).unwrap_or(0)
+    }
+
+    /// Whether the log is empty. Never true for an open ledger: the genesis entry is
+    /// written when it is created.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ledger's random 16-byte id, fixed at creation.
+    pub fn id(&self) -> [u8; 16] {
+        self.inner.ledger_id
+    }
+
+    /// The public key that verifies entries signed from now on.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, WriteError> {
+        let w = self.inner.writer.lock().map_err(|_| WriteError::Failed)?;
+        Ok(w.key.verifying_key())
+    }
+
+    /// Decides, now, whether `identifier` may be used for its purpose `P` by `recipient`.
+    ///
+    /// The decision reads the current state: every change whose recording call has
+    /// returned, from any thread, is taken into account. On `Ok`, the [`Use`] exposes the
+    /// value and carries the [`Evidence`](crate::Evidence). On `Err`, [`Denied`] says why.
+    ///
+    /// # Errors
+    /// [`Denied`] with the reason; [`Denied::Unavailable`] when the state cannot be read.
+    pub fn authorize<'a, P: Purpose>(
+        &self,
+        identifier: &'a Identifier<P>,
+        recipient: &'a Recipient,
+    ) -> Result<Use<'a, P>, Denied> {
+        let lookup = identifier.lookup(&self.inner.pseudonym_key);
+        let state = self.inner.state.read().map_err(|_| Denied::Unavailable)?;
+        let evidence = state.decide::<P>(&lookup, recipient, || self.inner.clock.now())?;
+        Ok(Use::new(identifier, recipient, evidence))
+    }
+
+    /// Records that `identifier` was collected from `subject` for its purpose `P`, to be
+    /// used by the recipients in `scope`. For consent-based purposes a use also needs a
+    /// [`grant`](Ledger::grant); for the others, this is what allows it.
+    ///
+    /// Recording the same collection again (same purpose and scope) appends nothing
+    /// and returns the existing entry; a different scope appends a new entry that
+    /// replaces the old scope.
+    ///
+    /// # Errors
+    /// [`WriteError::HeldByAnotherSubject`] when the identifier is recorded for someone
+    /// else, [`WriteError::SubjectErased`], [`WriteError::InvalidPurposeId`], storage failures.
+    pub fn collect<P: Purpose>(
+        &self,
+        subject: &SubjectId,
+        identifier: &Identifier<P>,
+        scope: RecipientScope,
+    ) -> Result<Recorded, WriteError> {
+        self.collect_as(Actor::Subject, subject, identifier, scope)
+    }
+
+    /// Records that `subject` consents to purpose `P` for the recipients in `scope`,
+    /// until `expires_at` if given. Replaces any earlier consent to `P`.
+    ///
+    /// # Errors
+    /// [`WriteError::Input`] when `P` is not consent-based, [`WriteError::SubjectErased`],
+    /// [`WriteError::InvalidPurposeId`], storage failures.
+    pub fn grant<P: Purpose>(
+        &self,
+        subject: &SubjectId,
+        scope: RecipientScope,
+        expires_at: Option<Timestamp>,
+    ) -> Result<Recorded, WriteError> {
+        self.grant_as::<P>(Actor::Subject, subject, scope, expires_at)
+    }
+
+    /// Records that `subject` withdraws consent to purpose `P`. Effective for every
+    /// decision that starts after this call returns.
+    ///
+    /// # Errors
+    /// [`WriteError::SubjectErased`], [`WriteError::InvalidPurposeId`], storage failures.
+    pub fn withdraw<P: Purpose>(&self, subject: &SubjectId) -> Result<Recorded, WriteError> {
+        self.withdraw_as::<P>(Actor::Subject, subject)
+    }
+
+    /// Erases `subject`: appends an erasure entry, then destroys the subject's secret
+    /// and index records, so nothing in the database links its entries to any
+    /// identifier. The log keeps verifying. Erasing twice returns the first erasure.
+    ///
+    /// # Errors
+    /// Storage failures. If the entry was appended but removing the secret failed, the
+    /// removal is retried when the ledger is next opened.
+    pub fn erase(&self, subject: &SubjectId, actor: Actor) -> Result<Recorded, WriteError> {
+        let mut lookups = Vec::new();
+        let recorded = self.append(actor, |state, _| {
+            if let Some(at) = state.erased_at(subject) {
+                let ts = Timestamp::default();
+                return Ok(Prepared::Already(Recorded { seq: at, timestamp: ts }));
+            }
+            lookups = state.subject(subject).map(|s| s.lookups.clone()).unwrap_or_default();
+            Ok(Prepared::Append(
+                Body::Erased {
+                    subject: subject.clone(),
+                },
+                None,
+            ))
+        })?;
+        let store = &self.inner.store;
+        for l in &lookups {
+            store.remove_index(&l.0)?;
+        }
+        store.remove_secret(subject.as_str())?;
+        if self.inner.durability != Durability::Relaxed {
+            store.sync()?;
+        }
+        Ok(recorded)
+    }
+
+    /// Records a collection made by `actor` (for example an operator importing data).
+    /// See [`Ledger::collect`].
+    ///
+    /// # Errors
+    /// As [`Ledger::collect`].
+    pub fn collect_as<P: Purpose>(
+        &self,
+        actor: Actor,
+        subject: &SubjectId,
+        identifier: &Identifier<P>,
+        scope: RecipientScope,
+    ) -> Result<Recorded, WriteError> {
+        check_purpose::<P>()?;
+        check_scope(&scope)?;
+        let lookup = identifier.lookup(&self.inner.pseudonym_key);
+        let key = &self.inner.pseudonym_key;
+        self.append(actor, |state, store| {
+            if let Some(at) = state.erased_at(subject) {
+                return Err(WriteError::SubjectErased { erased_at: at });
+            }
+            if let Some(ident) = state.ident(&lookup) {
+                if ident.subject != *subject {
+                    return Err(WriteError::HeldByAnotherSubject {
+                        kind: identifier.kind(),
+                    });
+                }
+            }
+            if let Some(seq) = state.existing_collection(&lookup, P::ID, &scope) {
+                return Ok(Prepared::Already(Recorded {
+                    seq,
+                    timestamp: Timestamp::default(),
+                }));
+            }
+            let secret = subject_secret(store, subject)?;
+            let pseudonym = secret.pseudonym(identifier.kind(), identifier.normalized());
+            let code = [identifier.kind().code()];
+            let tag = key.index_tag(&IndexRecord::tagged_parts(&lookup, subject, &code, &pseudonym));
+            let record = IndexRecord {
+                subject: subject.clone(),
+                kind: identifier.kind(),
+                pseudonym,
+                tag,
+            };
+            // Written before the entry: an index record without its entry is inert.
+            store.put_index(&lookup.0, &record.encode())?;
+            Ok(Prepared::Append(
+                Body::Collected {
+                    subject: subject.clone(),
+                    kind: identifier.kind(),
+                    pseudonym,
+                    purpose: P::ID.to_owned(),
+                    basis: P::LEGAL_BASIS,
+                    scope,
+                },
+                Some(lookup),
+            ))
+        })
+    }
+
+    /// Records a grant made through `actor` (for example an operator recording a paper
+    /// form). See [`Ledger::grant`].
+    ///
+    /// # Errors
+    /// As [`Ledger::grant`].
+    pub fn grant_as<P: Purpose>(
+        &self,
+        actor: Actor,
+        subject: &SubjectId,
+        scope: RecipientScope,
+        expires_at: Option<Timestamp>,
+    ) -> Result<Recorded, WriteError> {
+        check_purpose::<P>()?;
+        check_scope(&scope)?;
+        if !P::LEGAL_BASIS.requires_consent() {
+            return Err(crate::error::InputError::new(
+                "purpose",
+                "does not rely on consent; record a collection for it instead",
+            )
+            .into());
+        }
+        self.append(actor, |state, _| {
+            if let Some(at) = state.erased_at(subject) {
+                return Err(WriteError::SubjectErased { erased_at: at });
+            }
+            Ok(Prepared::Append(
+                Body::Granted {
+                    subject: subject.clone(),
+                    purpose: P::ID.to_owned(),
+                    scope,
+                    expires_at,
+                },
+                None,
+            ))
+        })
+    }
+
+    /// Records a withdrawal made through `actor`. See [`Ledger::withdraw`].
+    ///
+    /// # Errors
+    /// As [`Ledger::withdraw`].
+    pub fn withdraw_as<P: Purpose>(&self, actor: Actor, subject: &SubjectId) -> Result<Recorded, WriteError> {
+        check_purpose::<P>()?;
+        self.append(actor, |state, _| {
+            if let Some(at) = state.erased_at(subject) {
+                return Err(WriteError::SubjectErased { erased_at: at });
+            }
+            Ok(Prepared::Append(
+                Body::Withdrawn {
+                    subject: subject.clone(),
+                    purpose: P::ID.to_owned(),
+                },
+                None,
+            ))
+        })
+    }
+
+    /// Makes every entry appended so far durable (flush and fsync). Useful with
+    /// [`Durability::Relaxed`]; a no-op cost otherwise.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn sync(&self) -> Result<(), WriteError> {
+        let written = self.inner.group.written.load(Ordering::SeqCst);
+        self.inner.store.sync()?;
+        let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
+        s.durable = s.durable.max(written);
+        Ok(())
+    }
+
+    /// The appending core: under the writer lock, let `prepare` check the change against
+    /// the current state and build the body; sign, store, make durable as configured,
+    /// then apply it to the state.
+    fn append(
+        &self,
+        actor: Actor,
+        prepare: impl FnOnce(&State, &dyn Backend) -> Result<Prepared, WriteError>,
+    ) -> Result<Recorded, WriteError> {
+        let inner = &*self.inner;
+        let mut w = inner.writer.lock().map_err(|_| WriteError::Failed)?;
+        if w.failed {
+            return Err(WriteError::Failed);
+        }
+        let prepared = {
+            let state = inner.state.read().map_err(|_| WriteError::Failed)?;
+            prepare(&state, &*inner.store)?
+        };
+        let (body, lookup) = match prepared {
+            Prepared::Already(recorded) => return Ok(recorded),
+            Prepared::Append(body, lookup) => (body, lookup),
+        };
+        // Timestamps never go backwards in the log: a clock that stepped back is
+        // clamped to the previous entry's time rather than refusing the change.
+        let timestamp = inner.clock.now().max(w.last_ts);
+        let mut salt = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+        let entry = Entry {
+            seq: w.next_seq,
+            timestamp,
+            actor,
+            prev_hash: w.last_hash,
+            salt,
+            body,
+        };
+        let signed = entry::encode_signed_part(&entry)?;
+        let signature = w.key.sign_entry(&signed);
+        let bytes = entry::seal(signed, &signature);
+        inner.store.append_entry(entry.seq, &bytes)?;
+        if inner.durability == Durability::Immediate {
+            if let Err(e) = inner.store.sync() {
+                w.failed = true;
+                return Err(WriteError::NotDurable(e));
+            }
+        }
+        w.next_seq = entry.seq.saturating_add(1);
+        w.last_hash = entry::entry_hash(&bytes);
+        w.last_ts = timestamp;
+        {
+            let mut state = inner.state.write().map_err(|_| WriteError::Failed)?;
+            state.apply(&entry, lookup);
+        }
+        inner.group.written.store(w.next_seq, Ordering::SeqCst);
+        drop(w);
+        let recorded = Recorded {
+            seq: entry.seq,
+            timestamp,
+        };
+        match inner.durability {
+            Durability::Immediate => {
+                if let Ok(mut s) = inner.group.state.lock() {
+                    s.durable = s.durable.max(recorded.seq.saturating_add(1));
+                }
+            }
+            Durability::GroupCommit => self.wait_durable(recorded.seq)?,
+            Durability::Relaxed => {}
+        }
+        Ok(recorded)
+    }
+
+    /// Group commit: returns once entry `seq` is durable, syncing if nobody else is.
+    fn wait_durable(&self, seq: u64) -> Result<(), WriteError> {
+        let group = &self.inner.group;
+        let mut s = group.state.lock().map_err(|_| WriteError::Failed)?;
+        loop {
+            if s.durable > seq {
+                return Ok(());
+            }
+            if s.failed {
+                return Err(WriteError::Failed);
+            }
+            if s.syncing {
+                s = group.done.wait(s).map_err(|_| WriteError::Failed)?;
+                continue;
+            }
+            s.syncing = true;
+            // Everything written before the sync starts is covered by it.
+            let target = group.written.load(Ordering::SeqCst);
+            drop(s);
+            let result = self.inner.store.sync();
+            s = group.state.lock().map_err(|_| WriteError::Failed)?;
+            s.syncing = false;
+            match result {
+                Ok(()) => s.durable = s.durable.max(target),
+                Err(e) => {
+                    s.failed = true;
+                    group.done.notify_all();
+                    drop(s);
+                    if let Ok(mut w) = self.inner.writer.lock() {
+                        w.failed = true;
+                    }
+                    return Err(WriteError::NotDurable(e));
+                }
+            }
+            group.done.notify_all();
+        }
+    }
+
+    /// The subject's consent history, oldest first, for showing to the person. After
+    /// an erasure only the erasure entry is shown.
+    ///
+    /// # Errors
+    /// Storage failures, or an [`IntegrityError`] if a stored entry is broken.
+    pub fn history(&self, subject: &SubjectId) -> Result<Vec<HistoryEntry>, ReadError> {
+        let seqs = {
+            let state = self.inner.state.read().map_err(|_| poisoned())?;
+            state.subject(subject).map(|s| s.history.clone()).unwrap_or_default()
+        };
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let bytes = self.inner.store.entry(seq)?.ok_or(IntegrityError {
+                position: seq,
+                problem: IntegrityProblem::Missing { next: seq },
+            })?;
+            let stored = entry::decode(&bytes).map_err(|problem| IntegrityError { position: seq, problem })?;
+            let e = stored.entry;
+            let change = match e.body {
+                Body::Collected {
+                    kind,
+                    purpose,
+                    basis,
+                    scope,
+                    ..
+                } => Change::Collected {
+                    kind,
+                    purpose,
+                    legal_basis: basis,
+                    scope,
+                },
+                Body::Granted {
+                    purpose,
+                    scope,
+                    expires_at,
+                    ..
+                } => Change::Granted {
+                    purpose,
+                    scope,
+                    expires_at,
+                },
+                Body::Withdrawn { purpose, .. } => Change::Withdrawn { purpose },
+                Body::Expired { purpose, .. } => Change::Expired { purpose },
+                Body::Erased { .. } => Change::Erased,
+                Body::Genesis { .. } | Body::KeyRotated { .. } | Body::KeyRevoked { .. } => continue,
+            };
+            out.push(HistoryEntry {
+                seq: e.seq,
+                timestamp: e.timestamp,
+                actor: e.actor,
+                change,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks the whole log: every entry decodes canonically, sits at its position,
+    /// links to its predecessor by hash, has a non-decreasing timestamp, and carries a
+    /// valid signature by the key authorized at its position (batch-verified); no entry
+    /// was signed with a key after its revocation.
+    ///
+    /// # Errors
+    /// [`ReadError::Integrity`] naming the first bad position; storage failures.
+    pub fn verify(&self) -> Result<VerifyReport, ReadError> {
+        let mut replay = replay::Replay::new(true);
+        for raw in self.inner.store.entries_from(0) {
+            replay.step(raw?)?;
+        }
+        replay.finish()?;
+        Ok(VerifyReport {
+            entries: replay.len(),
+            head: replay.head_hash(),
+            keys: replay.keys.len(),
+        })
+    }
+}
+
+fn poisoned() -> ReadError {
+    ReadError::Storage(crate::error::StorageError::new(
+        "reading the state",
+        std::io::Error::other("a thread panicked while changing the ledger state"),
+    ))
+}
+
+fn check_purpose<P: Purpose>() -> Result<(), WriteError> {
+    if is_valid_purpose_id(P::ID) {
+        Ok(())
+    } else {
+        Err(WriteError::InvalidPurposeId)
+    }
+}
+
+fn check_scope(scope: &RecipientScope) -> Result<(), WriteError> {
+    match scope.recipients() {
+        Some(list) if list.len() > entry::MAX_SCOPE_RECIPIENTS => {
+            Err(crate::error::InputError::new("recipient scope", "lists more than 256 recipients").into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The subject's secret, created on first use.
+fn subject_secret(store: &dyn Backend, subject: &SubjectId) -> Result<SubjectSecret, WriteError> {
+    match store.secret(subject.as_str())? {
+        Some(bytes) => {
+            let arr = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                WriteError::Storage(crate::error::StorageError::new(
+                    "reading a subject secret",
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "stored subject secret has the wrong length"),
+                ))
+            })?;
+            Ok(SubjectSecret::from_bytes(arr))
+        }
+        None => {
+            let secret = SubjectSecret::generate();
+            store.put_secret(subject.as_str(), secret.as_bytes())?;
+            Ok(secret)
+        }
+    }
+}

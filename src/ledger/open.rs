@@ -1,0 +1,307 @@
+//! Opening a ledger: the builder, creation of a new ledger, and loading an existing one.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+use super::replay::Replay;
+use super::{Durability, GroupSync, Inner, Ledger, SyncState, Writer};
+use crate::entry::{self, Actor, Body, Entry, IndexRecord};
+use crate::error::{OpenError, ReadError, StorageError};
+use crate::identifier::{Pseudonym, PseudonymKey};
+use crate::signing::SigningKey;
+use crate::state::State;
+use crate::store::{Backend, Opened, SledStore};
+use crate::subject::SubjectId;
+use crate::time::{Clock, SystemClock, Timestamp};
+
+/// Metadata key of the format marker.
+const FORMAT_KEY: &str = "format";
+
+/// Placeholder: no signing key given yet.
+#[derive(Debug, Clone, Copy)]
+pub struct NoSigningKey;
+
+/// Placeholder: no pseudonym key given yet.
+#[derive(Debug, Clone, Copy)]
+pub struct NoPseudonymKey;
+
+/// Opens or creates a [`Ledger`]. Made by [`Ledger::builder`].
+///
+/// `open` exists only once both keys are given, so forgetting one is a compile error.
+///
+/// # Defaults
+/// - durability: [`Durability::Immediate`] (every append fsynced before it returns)
+/// - clock: [`SystemClock`]
+pub struct LedgerBuilder<S = NoSigningKey, K = NoPseudonymKey> {
+    path: PathBuf,
+    signing_key: S,
+    pseudonym_key: K,
+    durability: Durability,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S, K> fmt::Debug for LedgerBuilder<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LedgerBuilder")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LedgerBuilder {
+    pub(super) fn new(path: PathBuf) -> Self {
+        LedgerBuilder {
+            path,
+            signing_key: NoSigningKey,
+            pseudonym_key: NoPseudonymKey,
+            durability: Durability::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl<K> LedgerBuilder<NoSigningKey, K> {
+    /// The key that signs new entries. On reopening it must be the key the log
+    /// currently authorizes (the genesis key, or the latest rotated-to key).
+    pub fn signing_key(self, key: SigningKey) -> LedgerBuilder<SigningKey, K> {
+        LedgerBuilder {
+            path: self.path,
+            signing_key: key,
+            pseudonym_key: self.pseudonym_key,
+            durability: self.durability,
+            clock: self.clock,
+        }
+    }
+}
+
+impl<S> LedgerBuilder<S, NoPseudonymKey> {
+    /// The application's pseudonym key. On reopening it must be the key the ledger
+    /// was created with.
+    pub fn pseudonym_key(self, key: PseudonymKey) -> LedgerBuilder<S, PseudonymKey> {
+        LedgerBuilder {
+            path: self.path,
+            signing_key: self.signing_key,
+            pseudonym_key: key,
+            durability: self.durability,
+            clock: self.clock,
+        }
+    }
+}
+
+impl<S, K> LedgerBuilder<S, K> {
+    /// What an acknowledged append promises about crashes (default [`Durability::Immediate`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Where time comes from (default [`SystemClock`]); tests use [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+}
+
+impl LedgerBuilder<SigningKey, PseudonymKey> {
+    /// Opens the ledger in the directory, creating it (and a genesis entry naming the
+    /// signing key) if the directory is empty or missing.
+    ///
+    /// Opening recomputes the whole hash chain and checks every entry's encoding,
+    /// position and timestamp, but verifies only the last signature, which covers
+    /// everything before it through the chain; [`Ledger::verify`] checks them all.
+    ///
+    /// # Errors
+    /// - [`OpenError::NotALedger`]: the directory holds other data (left untouched);
+    /// - [`OpenError::WrongSigningKey`], [`OpenError::WrongPseudonymKey`];
+    /// - [`OpenError::Integrity`] naming the first bad position;
+    /// - [`OpenError::UnsupportedFormat`], [`OpenError::CorruptMetadata`], storage failures
+    ///   (such as another process holding the ledger open).
+    ///
+    /// A failed open writes nothing.
+    pub fn open(self) -> Result<Ledger, OpenError> {
+        let background = match self.durability {
+            Durability::Relaxed => Some(500),
+            Durability::Immediate | Durability::GroupCommit => None,
+        };
+        let store: Box<dyn Backend> = match SledStore::open(&self.path, background)? {
+            Opened::Store(s) => Box::new(s),
+            Opened::Foreign => return Err(OpenError::NotALedger),
+        };
+        match store.meta(FORMAT_KEY)? {
+            None => {
+                if !store.is_empty()? {
+                    return Err(OpenError::NotALedger);
+                }
+                store.set_meta(FORMAT_KEY, &[entry::FORMAT_VERSION])?;
+            }
+            Some(v) => match v.as_slice() {
+                [entry::FORMAT_VERSION] => {}
+                [found] => {
+                    return Err(OpenError::UnsupportedFormat {
+                        found: *found,
+                        supported: entry::FORMAT_VERSION,
+                    })
+                }
+                _ => return Err(OpenError::CorruptMetadata("format marker")),
+            },
+        }
+        // A marker without entries is a creation that stopped before the genesis entry.
+        let has_entries = store.entries_from(0).next().is_some();
+        if !has_entries {
+            create_genesis(&*store, &self.signing_key, &self.pseudonym_key, &*self.clock)?;
+        }
+        load(store, self)
+    }
+}
+
+fn create_genesis(
+    store: &dyn Backend,
+    key: &SigningKey,
+    pseudonym_key: &PseudonymKey,
+    clock: &dyn Clock,
+) -> Result<(), OpenError> {
+    let mut ledger_id = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut ledger_id);
+    let mut salt = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+    let genesis = Entry {
+        seq: 0,
+        timestamp: clock.now(),
+        actor: Actor::System,
+        prev_hash: [0; 32],
+        salt,
+        body: Body::Genesis {
+            ledger_id,
+            signing_key: key.verifying_key().to_bytes(),
+            pseudonym_key_check: pseudonym_key.check_value(),
+        },
+    };
+    let signed = entry::encode_signed_part(&genesis)
+        .map_err(|_| OpenError::CorruptMetadata("genesis entry"))?;
+    let signature = key.sign_entry(&signed);
+    store.append_entry(0, &entry::seal(signed, &signature))?;
+    store.sync()?;
+    Ok(())
+}
+
+fn read_err(e: ReadError) -> OpenError {
+    match e {
+        ReadError::Storage(s) => OpenError::Storage(s),
+        ReadError::Integrity(i) => OpenError::Integrity(i),
+    }
+}
+
+fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> Result<Ledger, OpenError> {
+    let key = &b.pseudonym_key;
+    // The genesis entry names the pseudonym key (by a check value): test it before
+    // trusting anything keyed with it. Its integrity is checked with the rest below.
+    let genesis = store.entry(0)?.and_then(|bytes| entry::decode(&bytes).ok());
+    if let Some(stored) = genesis {
+        if let Body::Genesis {
+            pseudonym_key_check, ..
+        } = stored.entry.body
+        {
+            if pseudonym_key_check != key.check_value() {
+                return Err(OpenError::WrongPseudonymKey);
+            }
+        }
+    }
+    // Index records: (subject, subject-keyed pseudonym) -> lookup pseudonym, each
+    // authenticated with the pseudonym key, so a tampered index cannot point an
+    // identifier at another subject's collection.
+    let mut index: HashMap<(SubjectId, Pseudonym), Pseudonym> = HashMap::new();
+    for item in store.index_records() {
+        let (k, v) = item?;
+        let lookup = <[u8; 32]>::try_from(k.as_slice())
+            .map(Pseudonym)
+            .map_err(|_| OpenError::CorruptMetadata("index key"))?;
+        let rec = IndexRecord::decode(&v).ok_or(OpenError::CorruptMetadata("index record"))?;
+        let code = [rec.kind.code()];
+        let tag = key.index_tag(&IndexRecord::tagged_parts(&lookup, &rec.subject, &code, &rec.pseudonym));
+        if tag != rec.tag {
+            return Err(OpenError::CorruptMetadata("index record"));
+        }
+        index.insert((rec.subject, rec.pseudonym), lookup);
+    }
+
+    let mut replay = Replay::new(false);
+    let mut state = State::default();
+    for raw in store.entries_from(0) {
+        let stored = replay.step(raw?).map_err(read_err)?;
+        let lookup = match &stored.entry.body {
+            Body::Collected { subject, pseudonym, .. } => index.get(&(subject.clone(), *pseudonym)).copied(),
+            _ => None,
+        };
+        state.apply(&stored.entry, lookup);
+    }
+    replay.finish()?;
+    if replay.pseudonym_key_check != key.check_value() {
+        return Err(OpenError::WrongPseudonymKey);
+    }
+    if replay.current_key() != Some(b.signing_key.verifying_key().to_bytes()) {
+        return Err(OpenError::WrongSigningKey);
+    }
+    finish_erasures(&*store, &state, &index)?;
+
+    let head = replay.head_hash();
+    let len = replay.len();
+    let last_ts = Timestamp::from_millis(replay.last_timestamp());
+    let ledger_id = replay.ledger_id;
+    Ok(Ledger {
+        inner: Arc::new(Inner {
+            store,
+            state: RwLock::new(state),
+            writer: Mutex::new(Writer {
+                next_seq: len,
+                last_hash: head,
+                last_ts,
+                key: b.signing_key,
+                failed: false,
+            }),
+            group: GroupSync {
+                state: Mutex::new(SyncState {
+                    durable: len,
+                    syncing: false,
+                    failed: false,
+                }),
+                done: Condvar::new(),
+                written: AtomicU64::new(len),
+            },
+            clock: b.clock,
+            pseudonym_key: b.pseudonym_key,
+            durability: b.durability,
+            ledger_id,
+        }),
+    })
+}
+
+/// An erasure whose entry was written but whose key destruction did not finish (a
+/// crash in between) is completed here.
+fn finish_erasures(
+    store: &dyn Backend,
+    state: &State,
+    index: &HashMap<(SubjectId, Pseudonym), Pseudonym>,
+) -> Result<(), StorageError> {
+    let mut changed = false;
+    for ((subject, _), lookup) in index {
+        if state.erased_at(subject).is_some() {
+            store.remove_index(&lookup.0)?;
+            changed = true;
+        }
+    }
+    for subject in state.erased_subjects() {
+        if store.secret(subject.as_str())?.is_some() {
+            store.remove_secret(subject.as_str())?;
+            changed = true;
+        }
+    }
+    if changed {
+        store.sync()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Walking the stored log in order and checking it: positions, decoding, the hash
+//! chain, timestamps, genesis placement, key rotations and revocations, and
+//! signatures (all of them for [`Ledger::verify`](crate::Ledger::verify), only the
+//! last one when opening: the last signature covers the whole chain through the
+//! previous-entry hashes).
+
+use ed25519_dalek::Signature;
+
+use crate::entry::{self, Body, Hash, Stored};
+use crate::error::{IntegrityError, IntegrityProblem, ReadError};
+use crate::signing::{VerifyingKey, ENTRY_CONTEXT};
+use crate::store::RawEntry;
+
+/// A signing key and the positions it signed.
+#[derive(Debug, Clone)]
+pub(crate) struct KeySpan {
+    pub(crate) key: [u8; 32],
+    pub(crate) from: u64,
+    /// Last position signed with it so far (inclusive).
+    pub(crate) to: u64,
+}
+
+/// How many signatures to check in one batch.
+const BATCH: usize = 256;
+
+/// The checker's running state.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    next_seq: u64,
+    prev_hash: Hash,
+    last_ts: u64,
+    /// Keys in the order they were authorized; the last one signs new entries.
+    pub(crate) keys: Vec<KeySpan>,
+    /// Revocations seen: (key, first untrusted position).
+    pub(crate) revoked: Vec<([u8; 32], u64)>,
+    pub(crate) ledger_id: [u8; 16],
+    pub(crate) pseudonym_key_check: [u8; 16],
+    /// Pending signature checks: (signed bytes with context, signature, key, position).
+    pending: Vec<(Vec<u8>, [u8; 64], [u8; 32], u64)>,
+    verify_all: bool,
+    /// The last entry's signed bytes and signature, checked at the end when not verifying all.
+    last: Option<(Vec<u8>, [u8; 64], [u8; 32], u64)>,
+}
+
+fn broken(position: u64, problem: IntegrityProblem) -> IntegrityError {
+    IntegrityError { position, problem }
+}
+
+impl Replay {
+    pub(crate) fn new(verify_all: bool) -> Self {
+        Replay {
+            next_seq: 0,
+            prev_hash: [0; 32],
+            last_ts: 0,
+            keys: Vec::new(),
+            revoked: Vec::new(),
+            ledger_id: [0; 16],
+            pseudonym_key_check: [0; 16],
+            pending: Vec::new(),
+            verify_all,
+            last: None,
+        }
+    }
+
+    /// Number of entries accepted so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Hash of the last accepted entry (zeros before the first).
+    pub(crate) fn head_hash(&self) -> Hash {
+        self.prev_hash
+    }
+
+    /// Timestamp of the last accepted entry.
+    pub(crate) fn last_timestamp(&self) -> u64 {
+        self.last_ts
+    }
+
+    /// The key that signs the next entry.
+    pub(crate) fn current_key(&self) -> Option<[u8; 32]> {
+        self.keys.last().map(|k| k.key)
+    }
+
+    /// Checks the next stored entry and returns it decoded.
+    pub(crate) fn step(&mut self, raw: RawEntry) -> Result<Stored, ReadError> {
+        let expected = self.next_seq;
+        let (key, bytes) = raw;
+        let key = key.map_err(|_| broken(expected, IntegrityProblem::Undecodable("storage key is not a position")))?;
+        if key != expected {
+            return Err(broken(expected, IntegrityProblem::Missing { next: key }).into());
+        }
+        let stored = entry::decode(&bytes).map_err(|p| broken(expected, p))?;
+        let e = &stored.entry;
+        if e.seq != key {
+            return Err(broken(
+                expected,
+                IntegrityProblem::Misplaced {
+                    stored_at: key,
+                    claims: e.seq,
+                },
+            )
+            .into());
+        }
+        if e.prev_hash != self.prev_hash {
+            return Err(broken(expected, IntegrityProblem::ChainBroken).into());
+        }
+        if e.timestamp.as_millis() < self.last_ts {
+            return Err(broken(expected, IntegrityProblem::TimeWentBackwards).into());
+        }
+        let signer = match (&e.body, expected) {
+            (
+                Body::Genesis {
+                    signing_key,
+                    ledger_id,
+                    pseudonym_key_check,
+                },
+                0,
+            ) => {
+                self.ledger_id = *ledger_id;
+                self.pseudonym_key_check = *pseudonym_key_check;
+                self.keys.push(KeySpan {
+                    key: *signing_key,
+                    from: 0,
+                    to: 0,
+                });
+                *signing_key
+            }
+            (Body::Genesis { .. }, _) => return Err(broken(expected, IntegrityProblem::GenesisMisplaced).into()),
+            (_, 0) => return Err(broken(expected, IntegrityProblem::GenesisMisplaced).into()),
+            _ => {
+                let span = self
+                    .keys
+                    .last_mut()
+                    .ok_or_else(|| broken(expected, IntegrityProblem::GenesisMisplaced))?;
+                span.to = expected;
+                span.key
+            }
+        };
+        let mut signed = Vec::with_capacity(ENTRY_CONTEXT.len() + stored.signed_len);
+        signed.extend_from_slice(ENTRY_CONTEXT);
+        signed.extend_from_slice(entry::signed_part(&bytes, &stored));
+        if self.verify_all {
+            self.pending.push((signed, stored.signature, signer, expected));
+            if self.pending.len() >= BATCH {
+                self.check_pending()?;
+            }
+        } else {
+            self.last = Some((signed, stored.signature, signer, expected));
+        }
+        // Key changes take effect after this entry (which the old key signed).
+        match &e.body {
+            Body::KeyRotated { new_key } => self.keys.push(KeySpan {
+                key: *new_key,
+                from: expected.saturating_add(1),
+                to: expected,
+            }),
+            Body::KeyRevoked { key, from } => self.revoked.push((*key, *from)),
+            _ => {}
+        }
+        self.prev_hash = stored.hash;
+        self.last_ts = e.timestamp.as_millis();
+        self.next_seq = expected.saturating_add(1);
+        Ok(stored)
+    }
+
+    fn check_pending(&mut self) -> Result<(), IntegrityError> {
+        let batch = std::mem::take(&mut self.pending);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::with_capacity(batch.len());
+        for (_, _, k, pos) in &batch {
+            let key = VerifyingKey::from_bytes(k).map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?;
+            keys.push(*key.inner());
+        }
+        let msgs: Vec<&[u8]> = batch.iter().map(|(m, ..)| m.as_slice()).collect();
+        let sigs: Vec<Signature> = batch.iter().map(|(_, s, ..)| Signature::from_bytes(s)).collect();
+        if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
+            return Ok(());
+        }
+        // Some signature is bad: find the first one.
+        for ((m, s, _, pos), k) in batch.iter().zip(&keys) {
+            if k.verify_strict(m, &Signature::from_bytes(s)).is_err() {
+                return Err(broken(*pos, IntegrityProblem::BadSignature));
+            }
+        }
+        Err(broken(batch.first().map_or(0, |b| b.3), IntegrityProblem::BadSignature))
+    }
+
+    /// Finishes the walk: outstanding signatures, the last entry's signature when only
+    /// that one is checked, and revocations.
+    pub(crate) fn finish(&mut self) -> Result<(), IntegrityError> {
+        self.check_pending()?;
+        if let Some((m, s, k, pos)) = self.last.take() {
+            let key = VerifyingKey::from_bytes(&k).map_err(|_| broken(pos, IntegrityProblem::InvalidField("signing key")))?;
+            if key.inner().verify_strict(&m, &Signature::from_bytes(&s)).is_err() {
+                return Err(broken(pos, IntegrityProblem::BadSignature));
+            }
+        }
+        // The first entry signed by a key at or after its revocation point.
+        let mut first_bad: Option<(u64, u64)> = None;
+        for (key, from) in &self.revoked {
+            for span in self.keys.iter().filter(|s| s.key == *key && s.to >= s.from) {
+                if span.to >= *from {
+                    let pos = span.from.max(*from);
+                    if first_bad.is_none_or(|(p, _)| pos < p) {
+                        first_bad = Some((pos, *from));
+                    }
+                }
+            }
+        }
+        if let Some((pos, from)) = first_bad {
+            return Err(broken(pos, IntegrityProblem::RevokedKey { revoked_from: from }));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,38 @@
+//! Use personal data only for the purpose, and only by the recipient, that the person
+//! agreed to, decided at the moment of use.
+//!
+//! (The crate story is written in README.md and included below once it exists.)
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod decision;
+mod entry;
+mod error;
+mod identifier;
+mod ledger;
+mod normalize;
+mod purpose;
+mod recipient;
+mod signing;
+mod state;
+mod store;
+mod subject;
+mod time;
+
+pub use decision::{Denied, Evidence, Use};
+pub use entry::Actor;
+pub use error::{
+    IdentifierError, InputError, IntegrityError, IntegrityProblem, OpenError, ReadError, StorageError, WriteError,
+};
+pub use identifier::{Identifier, IdentifierKind, PseudonymKey};
+pub use ledger::{
+    Change, Durability, HistoryEntry, Ledger, LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded, VerifyReport,
+};
+pub use purpose::{
+    is_valid_purpose_id, Advertising, Analytics, LegalBasis, PartnerSharing, Personalization, Purpose, PurposeInfo,
+    Security, MAX_PURPOSE_ID_LEN,
+};
+pub use recipient::{Name, Recipient, RecipientScope, MAX_RECIPIENT_NAME_LEN};
+pub use signing::{InvalidKey, SigningKey, VerifyingKey};
+pub use subject::{SubjectId, MAX_SUBJECT_ID_LEN};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};

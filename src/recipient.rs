@@ -1,0 +1,235 @@
+//! Recipients (who receives data) and recipient scopes (whom a consent covers).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::InputError;
+
+/// Longest recipient name accepted, in bytes.
+pub const MAX_RECIPIENT_NAME_LEN: usize = 128;
+
+/// Who receives personal data.
+///
+/// Names are not personal data: they identify companies and registered apps. They are
+/// written to the ledger as given.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Recipient {
+    /// The application that collected the data, itself.
+    FirstParty,
+    /// A named business partner, such as an advertiser.
+    Partner(Name),
+    /// A third-party developer app registered with the platform, by its registration id.
+    DeveloperApp(Name),
+}
+
+/// A validated recipient name: 1 to 128 bytes, no control characters, no leading or
+/// trailing whitespace.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    /// Validates `name`.
+    ///
+    /// # Errors
+    /// [`InputError`] naming the problem when the name is empty, longer than
+    /// [`MAX_RECIPIENT_NAME_LEN`], contains a control character, or is padded with whitespace.
+    pub fn new(name: &str) -> Result<Self, InputError> {
+        check_name("recipient name", name, MAX_RECIPIENT_NAME_LEN)?;
+        Ok(Name(Arc::from(name)))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Shared rule for names written to the ledger in clear: recipient names, operator ids.
+pub(crate) fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), InputError> {
+    if value.is_empty() {
+        return Err(InputError::new(field, "is empty"));
+    }
+    if value.len() > max {
+        return Err(InputError::new(field, "is too long"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(InputError::new(field, "contains a control character"));
+    }
+    if value.trim() != value {
+        return Err(InputError::new(field, "has leading or trailing whitespace"));
+    }
+    Ok(())
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Recipient {
+    /// A named business partner.
+    ///
+    /// # Errors
+    /// [`InputError`] when the name is not valid (see [`Name::new`]).
+    pub fn partner(name: &str) -> Result<Self, InputError> {
+        Ok(Recipient::Partner(Name::new(name)?))
+    }
+
+    /// A registered developer app, by its registration id.
+    ///
+    /// # Errors
+    /// [`InputError`] when the id is not a valid name (see [`Name::new`]).
+    pub fn developer_app(app_id: &str) -> Result<Self, InputError> {
+        Ok(Recipient::DeveloperApp(Name::new(app_id)?))
+    }
+}
+
+impl fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Recipient::FirstParty => f.write_str("first party"),
+            Recipient::Partner(n) => write!(f, "partner {n:?}"),
+            Recipient::DeveloperApp(n) => write!(f, "developer app {n:?}"),
+        }
+    }
+}
+
+/// Whom a consent (or a non-consent collection) covers.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RecipientScope(pub(crate) ScopeRepr);
+
+/// The representation; kept private so that every value upholds "sorted, unique, non-empty".
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) enum ScopeRepr {
+    /// Exactly these recipients: sorted, without duplicates, never empty.
+    Recipients(Vec<Recipient>),
+    /// Every [`Recipient::Partner`] (not the first party, not developer apps).
+    AllPartners,
+}
+
+impl RecipientScope {
+    /// Only the application itself.
+    pub fn first_party() -> Self {
+        RecipientScope(ScopeRepr::Recipients(vec![Recipient::FirstParty]))
+    }
+
+    /// Exactly one recipient.
+    pub fn only(recipient: Recipient) -> Self {
+        RecipientScope(ScopeRepr::Recipients(vec![recipient]))
+    }
+
+    /// A set of recipients; order and duplicates do not matter.
+    ///
+    /// # Errors
+    /// [`InputError`] when the set is empty (a consent for nobody is a withdrawal: record that instead).
+    pub fn any_of(recipients: impl IntoIterator<Item = Recipient>) -> Result<Self, InputError> {
+        let mut list: Vec<Recipient> = recipients.into_iter().collect();
+        list.sort();
+        list.dedup();
+        if list.is_empty() {
+            return Err(InputError::new("recipient scope", "is empty"));
+        }
+        Ok(RecipientScope(ScopeRepr::Recipients(list)))
+    }
+
+    /// Every business partner, present and future (the "share with business partners" setting).
+    pub fn all_partners() -> Self {
+        RecipientScope(ScopeRepr::AllPartners)
+    }
+
+    /// Whether this scope covers `recipient`.
+    pub fn covers(&self, recipient: &Recipient) -> bool {
+        match &self.0 {
+            ScopeRepr::AllPartners => matches!(recipient, Recipient::Partner(_)),
+            ScopeRepr::Recipients(list) => {
+                // Short lists are the norm; a linear scan beats binary search there.
+                if list.len() <= 8 {
+                    list.iter().any(|r| r == recipient)
+                } else {
+                    list.binary_search(recipient).is_ok()
+                }
+            }
+        }
+    }
+
+    /// The listed recipients, or `None` for [`RecipientScope::all_partners`].
+    pub fn recipients(&self) -> Option<&[Recipient]> {
+        match &self.0 {
+            ScopeRepr::Recipients(list) => Some(list),
+            ScopeRepr::AllPartners => None,
+        }
+    }
+
+    /// Whether this is the all-partners scope.
+    pub fn is_all_partners(&self) -> bool {
+        matches!(self.0, ScopeRepr::AllPartners)
+    }
+}
+
+impl fmt::Debug for RecipientScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for RecipientScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            ScopeRepr::AllPartners => f.write_str("all business partners"),
+            ScopeRepr::Recipients(list) => {
+                for (i, r) in list.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    fmt::Display::fmt(r, f)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_cover_what_they_say() {
+        let acme = Recipient::partner("acme-ads").unwrap();
+        let other = Recipient::partner("other").unwrap();
+        let app = Recipient::developer_app("app-123").unwrap();
+        assert!(RecipientScope::all_partners().covers(&acme));
+        assert!(!RecipientScope::all_partners().covers(&Recipient::FirstParty));
+        assert!(!RecipientScope::all_partners().covers(&app));
+        let s = RecipientScope::any_of([acme.clone(), acme.clone(), Recipient::FirstParty]).unwrap();
+        assert_eq!(s.recipients().unwrap().len(), 2);
+        assert!(s.covers(&acme) && s.covers(&Recipient::FirstParty) && !s.covers(&other));
+        assert!(RecipientScope::any_of([]).is_err());
+        let many = RecipientScope::any_of((0..20).map(|i| Recipient::partner(&format!("p{i}")).unwrap())).unwrap();
+        assert!(many.covers(&Recipient::partner("p13").unwrap()));
+        assert!(!many.covers(&other));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(Name::new("").is_err());
+        assert!(Name::new(" x").is_err());
+        assert!(Name::new("a\nb").is_err());
+        assert!(Name::new(&"x".repeat(129)).is_err());
+        assert!(Name::new("Acme Ads GmbH").is_ok());
+    }
+}

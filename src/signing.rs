@@ -1,0 +1,126 @@
+//! Signing keys: who may append to the ledger, and how entries are signed and checked.
+//!
+//! Entries are signed with Ed25519 (RFC 8032, via `ed25519-dalek`, strict verification).
+//! The signed message is a fixed context string followed by the entry's canonical bytes,
+//! so a signature over an entry can never be replayed as a signature over anything else
+//! this crate signs (checkpoints use the signed-note format, which has its own framing).
+
+use std::fmt;
+
+use ed25519_dalek::{Signer, Verifier};
+
+/// Context prefixed to every entry before signing.
+pub(crate) const ENTRY_CONTEXT: &[u8] = b"consent-ledger entry v1\n";
+
+/// The secret key that signs new ledger entries.
+///
+/// Its `Debug` output is redacted and its bytes are wiped on drop.
+#[derive(Clone)]
+pub struct SigningKey(ed25519_dalek::SigningKey);
+
+impl SigningKey {
+    /// A key from its 32-byte secret seed.
+    pub fn from_bytes(seed: &[u8; 32]) -> Self {
+        SigningKey(ed25519_dalek::SigningKey::from_bytes(seed))
+    }
+
+    /// A fresh random key from the operating system's generator.
+    pub fn generate() -> Self {
+        SigningKey(ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng))
+    }
+
+    /// The secret seed, for storing the key in a secret manager.
+    pub fn expose_seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The public half, which anyone may hold to verify entries, checkpoints and receipts.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey(self.0.verifying_key())
+    }
+
+    pub(crate) fn sign_entry(&self, body: &[u8]) -> [u8; 64] {
+        let mut msg = Vec::with_capacity(ENTRY_CONTEXT.len() + body.len());
+        msg.extend_from_slice(ENTRY_CONTEXT);
+        msg.extend_from_slice(body);
+        self.0.sign(&msg).to_bytes()
+    }
+
+    pub(crate) fn inner(&self) -> &ed25519_dalek::SigningKey {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey([REDACTED], public {:?})", self.verifying_key())
+    }
+}
+
+/// A public Ed25519 key that verifies ledger entries, checkpoints and receipts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VerifyingKey(ed25519_dalek::VerifyingKey);
+
+impl VerifyingKey {
+    /// A key from its 32-byte encoding.
+    ///
+    /// # Errors
+    /// [`InvalidKey`] when the bytes are not a valid Ed25519 point.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, InvalidKey> {
+        ed25519_dalek::VerifyingKey::from_bytes(bytes)
+            .map(VerifyingKey)
+            .map_err(|_| InvalidKey)
+    }
+
+    /// The 32-byte encoding.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// Whether `signature` is this key's signature over the entry bytes `body`.
+    pub(crate) fn verify_entry(&self, body: &[u8], signature: &[u8; 64]) -> bool {
+        let mut msg = Vec::with_capacity(ENTRY_CONTEXT.len() + body.len());
+        msg.extend_from_slice(ENTRY_CONTEXT);
+        msg.extend_from_slice(body);
+        let sig = ed25519_dalek::Signature::from_bytes(signature);
+        self.0.verify_strict(&msg, &sig).is_ok() && self.0.verify(&msg, &sig).is_ok()
+    }
+
+    pub(crate) fn inner(&self) -> &ed25519_dalek::VerifyingKey {
+        &self.0
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VerifyingKey(")?;
+        for b in self.0.as_bytes().iter().take(8) {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("..)")
+    }
+}
+
+/// Bytes that are not a valid Ed25519 public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("bytes are not a valid ed25519 public key")]
+pub struct InvalidKey;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_and_verify_with_context() {
+        let k = SigningKey::from_bytes(&[9; 32]);
+        let sig = k.sign_entry(b"body");
+        assert!(k.verifying_key().verify_entry(b"body", &sig));
+        assert!(!k.verifying_key().verify_entry(b"bodx", &sig));
+        let other = SigningKey::from_bytes(&[8; 32]);
+        assert!(!other.verifying_key().verify_entry(b"body", &sig));
+        // A plain signature over the body (no context) is not an entry signature.
+        let plain = k.inner().sign(b"body").to_bytes();
+        assert!(!k.verifying_key().verify_entry(b"body", &plain));
+        assert!(!format!("{k:?}").contains("0909"));
+    }
+}

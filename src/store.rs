@@ -1,0 +1,222 @@
+//! The storage backend: the only module that touches sled.
+//!
+//! The ledger talks to storage through the small [`Backend`] trait, so another engine
+//! can be added without touching the rest of the crate. Four keyspaces:
+//!
+//! | tree      | key                         | value                                 | mutable |
+//! |-----------|-----------------------------|---------------------------------------|---------|
+//! | `entries` | sequence number, `u64` BE   | signed entry bytes                    | append only |
+//! | `index`   | lookup pseudonym (32 bytes) | encoded index record                  | yes (erasure) |
+//! | `secrets` | subject id (UTF-8)          | the subject's 32-byte secret          | yes (erasure) |
+//! | `meta`    | name                        | format marker, checkpoints            | yes |
+//!
+//! # Durability
+//!
+//! sled 0.34 writes to an in-memory log buffer; `flush` writes it to the `db` file with
+//! `sync_file_range`, which does not flush the drive's cache or file metadata (sled
+//! issue 1452). [`Backend::sync`] therefore flushes and then `fsync`s the data file
+//! itself, so a synced write survives power loss as far as the drive honours fsync.
+
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::StorageError;
+
+/// One stored entry as read back: its key (when it is a well-formed sequence number)
+/// and its bytes.
+pub(crate) type RawEntry = (Result<u64, Vec<u8>>, Vec<u8>);
+
+/// What the ledger needs from a storage engine.
+pub(crate) trait Backend: Send + Sync + fmt::Debug {
+    /// A metadata value.
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Sets a metadata value.
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError>;
+    /// Stores entry `seq`; fails if it exists (append only).
+    fn append_entry(&self, seq: u64, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Entry `seq`, if stored.
+    fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StorageError>;
+    /// All stored entries from `from` on, in key order.
+    fn entries_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<RawEntry, StorageError>> + '_>;
+    /// Whether nothing at all is stored in any keyspace.
+    fn is_empty(&self) -> Result<bool, StorageError>;
+    /// Index record for a lookup pseudonym.
+    fn put_index(&self, lookup: &[u8; 32], record: &[u8]) -> Result<(), StorageError>;
+    /// Removes an index record.
+    fn remove_index(&self, lookup: &[u8; 32]) -> Result<(), StorageError>;
+    /// All index records.
+    fn index_records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + '_>;
+    /// A subject's secret.
+    fn secret(&self, subject: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Stores a subject's secret.
+    fn put_secret(&self, subject: &str, secret: &[u8; 32]) -> Result<(), StorageError>;
+    /// Destroys a subject's secret.
+    fn remove_secret(&self, subject: &str) -> Result<(), StorageError>;
+    /// Makes every write so far durable (flush, then fsync the data file).
+    fn sync(&self) -> Result<(), StorageError>;
+}
+
+/// The sled-backed store.
+pub(crate) struct SledStore {
+    db: sled::Db,
+    entries: sled::Tree,
+    index: sled::Tree,
+    secrets: sled::Tree,
+    meta: sled::Tree,
+    data_file: PathBuf,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore").field("path", &self.data_file).finish_non_exhaustive()
+    }
+}
+
+/// The trees this crate creates; a database with any other tree is not a ledger.
+const TREES: [&str; 4] = ["entries", "index", "secrets", "meta"];
+
+fn err(context: &'static str) -> impl Fn(sled::Error) -> StorageError {
+    move |e| StorageError::new(context, e)
+}
+
+/// How opening the directory went, before any ledger-level checks.
+pub(crate) enum Opened {
+    /// A sled database with only this crate's trees (possibly all empty).
+    Store(SledStore),
+    /// The directory holds something else; nothing was written to it.
+    Foreign,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. A non-empty directory without a sled
+    /// database, or a sled database with foreign trees, is reported as foreign and
+    /// left untouched.
+    pub(crate) fn open(dir: &Path, background_flush_ms: Option<u64>) -> Result<Opened, StorageError> {
+        match std::fs::read_dir(dir) {
+            Ok(mut listing) => {
+                let has_files = listing.next().is_some();
+                if has_files && !dir.join("db").is_file() {
+                    return Ok(Opened::Foreign);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(Opened::Foreign),
+            Err(e) => return Err(StorageError::new("reading the ledger directory", e)),
+        }
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(background_flush_ms)
+            .open()
+            .map_err(err("opening the database"))?;
+        let default_name: &[u8] = b"__sled__default";
+        for name in db.tree_names() {
+            let known = name.as_ref() == default_name || TREES.iter().any(|t| t.as_bytes() == name.as_ref());
+            if !known {
+                return Ok(Opened::Foreign);
+            }
+        }
+        if !db.is_empty() {
+            return Ok(Opened::Foreign);
+        }
+        let tree = |name: &str| db.open_tree(name).map_err(err("opening a tree"));
+        Ok(Opened::Store(SledStore {
+            entries: tree("entries")?,
+            index: tree("index")?,
+            secrets: tree("secrets")?,
+            meta: tree("meta")?,
+            data_file: dir.join("db"),
+            db,
+        }))
+    }
+}
+
+impl Backend for SledStore {
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.meta.get(key).map_err(err("reading metadata"))?.map(|v| v.to_vec()))
+    }
+
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.meta.insert(key, value).map_err(err("writing metadata"))?;
+        Ok(())
+    }
+
+    fn append_entry(&self, seq: u64, bytes: &[u8]) -> Result<(), StorageError> {
+        let previous = self
+            .entries
+            .compare_and_swap(seq.to_be_bytes(), None as Option<&[u8]>, Some(bytes))
+            .map_err(err("appending an entry"))?;
+        previous.map_err(|_| {
+            StorageError::new(
+                "appending an entry",
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "an entry already exists at that position"),
+            )
+        })
+    }
+
+    fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .entries
+            .get(seq.to_be_bytes())
+            .map_err(err("reading an entry"))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn entries_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<RawEntry, StorageError>> + '_> {
+        Box::new(self.entries.range(from.to_be_bytes()..).map(|item| {
+            let (k, v) = item.map_err(err("reading entries"))?;
+            let key = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| k.to_vec());
+            Ok((key, v.to_vec()))
+        }))
+    }
+
+    fn is_empty(&self) -> Result<bool, StorageError> {
+        Ok(self.entries.is_empty() && self.index.is_empty() && self.secrets.is_empty() && self.meta.is_empty())
+    }
+
+    fn put_index(&self, lookup: &[u8; 32], record: &[u8]) -> Result<(), StorageError> {
+        self.index.insert(lookup, record).map_err(err("writing the index"))?;
+        Ok(())
+    }
+
+    fn remove_index(&self, lookup: &[u8; 32]) -> Result<(), StorageError> {
+        self.index.remove(lookup).map_err(err("removing from the index"))?;
+        Ok(())
+    }
+
+    fn index_records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + '_> {
+        Box::new(self.index.iter().map(|item| {
+            let (k, v) = item.map_err(err("reading the index"))?;
+            Ok((k.to_vec(), v.to_vec()))
+        }))
+    }
+
+    fn secret(&self, subject: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .secrets
+            .get(subject)
+            .map_err(err("reading a subject secret"))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn put_secret(&self, subject: &str, secret: &[u8; 32]) -> Result<(), StorageError> {
+        self.secrets.insert(subject, &secret[..]).map_err(err("writing a subject secret"))?;
+        Ok(())
+    }
+
+    fn remove_secret(&self, subject: &str) -> Result<(), StorageError> {
+        self.secrets.remove(subject).map_err(err("removing a subject secret"))?;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        self.db.flush().map_err(err("flushing to disk"))?;
+        // sled's flush ends in sync_file_range; fsync the file so the drive cache and
+        // metadata are flushed too (fdatasync reaches the inode from any handle).
+        File::open(&self.data_file)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| StorageError::new("syncing the data file", e))
+    }
+}

@@ -1,0 +1,79 @@
+//! Subjects: the people identifiers belong to, named by an opaque application id.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::InputError;
+use crate::normalize;
+use crate::recipient::check_name;
+
+/// Longest subject id accepted, in bytes.
+pub const MAX_SUBJECT_ID_LEN: usize = 128;
+
+/// The application's opaque id for a person, such as an account number or a UUID.
+///
+/// Subject ids are written to the ledger in clear, so they must not be personal data
+/// themselves: [`SubjectId::new`] refuses anything that parses as an email address or
+/// an international phone number.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubjectId(Arc<str>);
+
+impl SubjectId {
+    /// Validates an id: 1 to 128 bytes, no control characters, no surrounding
+    /// whitespace, and not an email address or phone number.
+    ///
+    /// # Errors
+    /// [`InputError`] naming the rule broken; the message does not contain the id.
+    pub fn new(id: &str) -> Result<Self, InputError> {
+        check_name("subject id", id, MAX_SUBJECT_ID_LEN)?;
+        if normalize::email(id).is_ok() {
+            return Err(InputError::new(
+                "subject id",
+                "looks like an email address; use an opaque account id",
+            ));
+        }
+        if normalize::phone(id).is_ok() {
+            return Err(InputError::new(
+                "subject id",
+                "looks like a phone number; use an opaque account id",
+            ));
+        }
+        Ok(SubjectId(Arc::from(id)))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SubjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SubjectId({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for SubjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opaque_ids_only() {
+        assert!(SubjectId::new("user-42").is_ok());
+        assert!(SubjectId::new("0f8fad5b-d9cb-469f-a165-70867728950e").is_ok());
+        assert!(SubjectId::new("12345678").is_ok());
+        assert!(SubjectId::new("").is_err());
+        assert!(SubjectId::new("alice@example.com").is_err());
+        assert!(SubjectId::new("+15550109999").is_err());
+        assert!(SubjectId::new("a\u{0}b").is_err());
+        assert!(SubjectId::new(&"x".repeat(MAX_SUBJECT_ID_LEN + 1)).is_err());
+        let e = SubjectId::new("alice@example.com").unwrap_err().to_string();
+        assert!(!e.contains("alice"), "{e}");
+    }
+}
