@@ -348,7 +348,9 @@ fn from_wire(w: WireEntry) -> Result<Entry, Invalid> {
     let actor = match w.actor {
         WireActor::Subject => Actor::Subject,
         WireActor::System => Actor::System,
-        WireActor::Operator(n) => Actor::Operator(Name::new(&n).map_err(|_| Invalid::InvalidField("operator name"))?),
+        WireActor::Operator(n) => {
+            Actor::Operator(Name::new(&n).map_err(|_| Invalid::InvalidField("operator name"))?)
+        }
     };
     let body = match w.body {
         WireBody::Genesis {
@@ -458,9 +460,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Stored, IntegrityProblem> {
     if bytes.len() > MAX_ENTRY_LEN {
         return Err(Invalid::Undecodable("larger than the maximum entry size"));
     }
-    let (version, rest) = bytes
-        .split_first()
-        .ok_or(Invalid::Undecodable("empty"))?;
+    let (version, rest) = bytes.split_first().ok_or(Invalid::Undecodable("empty"))?;
     if *version != FORMAT_VERSION {
         return Err(Invalid::UnsupportedVersion(*version));
     }
@@ -513,7 +513,12 @@ struct WireIndex {
 
 impl IndexRecord {
     /// The parts the tag authenticates, together with the lookup key the record is stored under.
-    pub(crate) fn tagged_parts<'a>(lookup: &'a Pseudonym, subject: &'a SubjectId, kind: &'a [u8; 1], pseudonym: &'a Pseudonym) -> [&'a [u8]; 4] {
+    pub(crate) fn tagged_parts<'a>(
+        lookup: &'a Pseudonym,
+        subject: &'a SubjectId,
+        kind: &'a [u8; 1],
+        pseudonym: &'a Pseudonym,
+    ) -> [&'a [u8]; 4] {
         [&lookup.0, subject.as_str().as_bytes(), kind, &pseudonym.0]
     }
 
@@ -545,7 +550,12 @@ impl IndexRecord {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
 
@@ -632,12 +642,24 @@ mod tests {
                 },
             ),
             ("erased", base(5, Body::Erased { subject: subject() })),
-            ("key-rotated", Entry { actor: Actor::System, ..base(6, Body::KeyRotated { new_key: [5; 32] }) }),
+            (
+                "key-rotated",
+                Entry {
+                    actor: Actor::System,
+                    ..base(6, Body::KeyRotated { new_key: [5; 32] })
+                },
+            ),
             (
                 "key-revoked",
                 Entry {
                     actor: Actor::System,
-                    ..base(7, Body::KeyRevoked { key: [6; 32], from: 3 })
+                    ..base(
+                        7,
+                        Body::KeyRevoked {
+                            key: [6; 32],
+                            from: 3,
+                        },
+                    )
                 },
             ),
         ]
@@ -670,7 +692,11 @@ mod tests {
                 _ => failures.push(format!("(\"{name}\", \"{bytes}\"),")),
             }
         }
-        assert!(failures.is_empty(), "golden vectors differ or are missing:\n{}", failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "golden vectors differ or are missing:\n{}",
+            failures.join("\n")
+        );
     }
 
     #[test]
@@ -692,11 +718,17 @@ mod tests {
         let bytes = seal(encode_signed_part(&entry).unwrap(), &[0; 64]);
         assert_eq!(decode(&[]).unwrap_err(), Invalid::Undecodable("empty"));
         assert_eq!(decode(&[2, 0, 0]).unwrap_err(), Invalid::UnsupportedVersion(2));
-        assert!(matches!(decode(&bytes[..40]).unwrap_err(), Invalid::Undecodable(_)));
+        assert!(matches!(
+            decode(&bytes[..40]).unwrap_err(),
+            Invalid::Undecodable(_)
+        ));
         // Trailing byte inside the body (before the signature).
         let mut extra = encode_signed_part(&entry).unwrap();
         extra.push(0);
-        assert!(matches!(decode(&seal(extra, &[0; 64])).unwrap_err(), Invalid::Undecodable(_)));
+        assert!(matches!(
+            decode(&seal(extra, &[0; 64])).unwrap_err(),
+            Invalid::Undecodable(_)
+        ));
         // A length field claiming a terabyte must fail without allocating it.
         let mut huge = vec![1u8];
         huge.extend_from_slice(&0u64.to_be_bytes()); // seq
@@ -707,12 +739,19 @@ mod tests {
         assert!(matches!(decode(&huge).unwrap_err(), Invalid::Undecodable(_)));
         // Unsorted scope is not canonical.
         let mut unsorted = to_wire(&entry);
-        if let WireBody::Granted { scope: WireScope::Recipients(list), .. } = &mut unsorted.body {
+        if let WireBody::Granted {
+            scope: WireScope::Recipients(list),
+            ..
+        } = &mut unsorted.body
+        {
             list.reverse();
         }
         let mut b = vec![1u8];
         b.extend(bincode::encode_to_vec(unsorted, config()).unwrap());
-        assert_eq!(decode(&seal(b, &[0; 64])).unwrap_err(), Invalid::InvalidField("recipient scope order"));
+        assert_eq!(
+            decode(&seal(b, &[0; 64])).unwrap_err(),
+            Invalid::InvalidField("recipient scope order")
+        );
     }
 
     #[test]

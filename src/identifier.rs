@@ -307,7 +307,8 @@ impl fmt::Debug for PseudonymKey {
 fn keyed(key: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail; the fallback keeps the
     // function total without a panic path.
-    HmacSha256::new_from_slice(key).unwrap_or_else(|_| <HmacSha256 as hmac::digest::KeyInit>::new(&Default::default()))
+    HmacSha256::new_from_slice(key)
+        .unwrap_or_else(|_| <HmacSha256 as hmac::digest::KeyInit>::new(&Default::default()))
 }
 
 /// A subject's own pseudonym secret. Identifiers appear in the signed log only as
@@ -390,7 +391,9 @@ mod tests {
         assert!(matches!(err, IdentifierError::TooLong { .. }));
         assert!(matches!(
             Identifier::<Security>::email("   ").unwrap_err(),
-            IdentifierError::Empty { kind: IdentifierKind::Email }
+            IdentifierError::Empty {
+                kind: IdentifierKind::Email
+            }
         ));
         let id = Identifier::<Security>::email("alice@example.com").unwrap();
         assert!(!format!("{id:?} {id}").contains("alice"));
@@ -400,7 +403,11 @@ mod tests {
 
     #[test]
     fn kind_codes_round_trip() {
-        for k in [IdentifierKind::Phone, IdentifierKind::Email, IdentifierKind::DeviceId] {
+        for k in [
+            IdentifierKind::Phone,
+            IdentifierKind::Email,
+            IdentifierKind::DeviceId,
+        ] {
             assert_eq!(IdentifierKind::from_code(k.code()), Some(k));
         }
         assert_eq!(IdentifierKind::from_code(0), None);

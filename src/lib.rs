@@ -22,15 +22,17 @@ mod time;
 pub use decision::{Denied, Evidence, Use};
 pub use entry::Actor;
 pub use error::{
-    IdentifierError, InputError, IntegrityError, IntegrityProblem, OpenError, ReadError, StorageError, WriteError,
+    IdentifierError, InputError, IntegrityError, IntegrityProblem, OpenError, ReadError, StorageError,
+    WriteError,
 };
 pub use identifier::{Identifier, IdentifierKind, PseudonymKey};
 pub use ledger::{
-    Change, Durability, HistoryEntry, Ledger, LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded, VerifyReport,
+    Change, Durability, HistoryEntry, Ledger, LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded,
+    VerifyReport,
 };
 pub use purpose::{
-    is_valid_purpose_id, Advertising, Analytics, LegalBasis, PartnerSharing, Personalization, Purpose, PurposeInfo,
-    Security, MAX_PURPOSE_ID_LEN,
+    is_valid_purpose_id, Advertising, Analytics, LegalBasis, PartnerSharing, Personalization, Purpose,
+    PurposeInfo, Security, MAX_PURPOSE_ID_LEN,
 };
 pub use recipient::{Name, Recipient, RecipientScope, MAX_RECIPIENT_NAME_LEN};
 pub use signing::{InvalidKey, SigningKey, VerifyingKey};

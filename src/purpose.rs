@@ -219,7 +219,12 @@ mod tests {
         assert!(!is_valid_purpose_id(&"a".repeat(65)));
     }
 
-    declare_purpose!(Newsletter, "newsletter", "the monthly newsletter", LegalBasis::Consent);
+    declare_purpose!(
+        Newsletter,
+        "newsletter",
+        "the monthly newsletter",
+        LegalBasis::Consent
+    );
 
     #[test]
     fn declared_purpose() {

@@ -219,7 +219,8 @@ mod tests {
         assert_eq!(s.recipients().unwrap().len(), 2);
         assert!(s.covers(&acme) && s.covers(&Recipient::FirstParty) && !s.covers(&other));
         assert!(RecipientScope::any_of([]).is_err());
-        let many = RecipientScope::any_of((0..20).map(|i| Recipient::partner(&format!("p{i}")).unwrap())).unwrap();
+        let many =
+            RecipientScope::any_of((0..20).map(|i| Recipient::partner(&format!("p{i}")).unwrap())).unwrap();
         assert!(many.covers(&Recipient::partner("p13").unwrap()));
         assert!(!many.covers(&other));
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::decision::{Denied, Evidence};
 use crate::entry::{Body, Entry};
-use crate::identifier::{IdentifierKind, Pseudonym};
+use crate::identifier::Pseudonym;
 use crate::purpose::{LegalBasis, Purpose};
 use crate::recipient::{Recipient, RecipientScope};
 use crate::subject::SubjectId;
@@ -21,7 +21,6 @@ type PurposeIdx = u16;
 #[derive(Debug)]
 pub(crate) struct Ident {
     pub(crate) subject: SubjectId,
-    pub(crate) kind: IdentifierKind,
     pub(crate) collections: Vec<Collection>,
 }
 
@@ -46,7 +45,6 @@ pub(crate) enum Consent {
         seq: u64,
     },
     Expired {
-        seq: u64,
         grant: u64,
         at: Timestamp,
     },
@@ -101,7 +99,10 @@ impl State {
 
     /// Subjects that were erased.
     pub(crate) fn erased_subjects(&self) -> impl Iterator<Item = &SubjectId> {
-        self.subjects.iter().filter(|(_, s)| s.erased_at.is_some()).map(|(id, _)| id)
+        self.subjects
+            .iter()
+            .filter(|(_, s)| s.erased_at.is_some())
+            .map(|(id, _)| id)
     }
 
     /// Whether `lookup` is already collected by `subject` for `purpose` with exactly `scope`.
@@ -141,7 +142,12 @@ impl State {
         if let Some(s) = self.subjects.get_mut(subject) {
             s.history.push(entry.seq);
             match (&entry.body, purpose) {
-                (Body::Granted { scope, expires_at, .. }, Some(p)) => set_consent(
+                (
+                    Body::Granted {
+                        scope, expires_at, ..
+                    },
+                    Some(p),
+                ) => set_consent(
                     s,
                     p,
                     Consent::Granted {
@@ -158,15 +164,7 @@ impl State {
                         }
                         _ => (entry.seq, entry.timestamp),
                     };
-                    set_consent(
-                        s,
-                        p,
-                        Consent::Expired {
-                            seq: entry.seq,
-                            grant,
-                            at,
-                        },
-                    );
+                    set_consent(s, p, Consent::Expired { grant, at });
                 }
                 (Body::Collected { .. }, _) => {
                     if let Some(l) = lookup {
@@ -187,17 +185,9 @@ impl State {
         for l in removed {
             self.idents.remove(&l);
         }
-        if let (
-            Body::Collected {
-                kind, basis, scope, ..
-            },
-            Some(p),
-            Some(l),
-        ) = (&entry.body, purpose, lookup)
-        {
+        if let (Body::Collected { basis, scope, .. }, Some(p), Some(l)) = (&entry.body, purpose, lookup) {
             let ident = self.idents.entry(l).or_insert_with(|| Ident {
                 subject: subject.clone(),
-                kind: *kind,
                 collections: Vec::new(),
             });
             let c = Collection {
@@ -223,7 +213,10 @@ impl State {
     ) -> Result<Evidence, Denied> {
         let purpose = P::ID;
         let ident = self.idents.get(lookup).ok_or(Denied::UnknownIdentifier)?;
-        let subject = self.subjects.get(&ident.subject).ok_or(Denied::UnknownIdentifier)?;
+        let subject = self
+            .subjects
+            .get(&ident.subject)
+            .ok_or(Denied::UnknownIdentifier)?;
         if let Some(at) = subject.erased_at {
             return Err(Denied::SubjectErased { at });
         }

@@ -27,6 +27,9 @@ use crate::error::StorageError;
 /// and its bytes.
 pub(crate) type RawEntry = (Result<u64, Vec<u8>>, Vec<u8>);
 
+/// An iterator over stored items that may fail.
+pub(crate) type Items<'a, T> = Box<dyn Iterator<Item = Result<T, StorageError>> + 'a>;
+
 /// What the ledger needs from a storage engine.
 pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// A metadata value.
@@ -38,7 +41,7 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Entry `seq`, if stored.
     fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StorageError>;
     /// All stored entries from `from` on, in key order.
-    fn entries_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<RawEntry, StorageError>> + '_>;
+    fn entries_from(&self, from: u64) -> Items<'_, RawEntry>;
     /// Whether nothing at all is stored in any keyspace.
     fn is_empty(&self) -> Result<bool, StorageError>;
     /// Index record for a lookup pseudonym.
@@ -46,7 +49,7 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Removes an index record.
     fn remove_index(&self, lookup: &[u8; 32]) -> Result<(), StorageError>;
     /// All index records.
-    fn index_records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + '_>;
+    fn index_records(&self) -> Items<'_, (Vec<u8>, Vec<u8>)>;
     /// A subject's secret.
     fn secret(&self, subject: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Stores a subject's secret.
@@ -69,7 +72,9 @@ pub(crate) struct SledStore {
 
 impl fmt::Debug for SledStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SledStore").field("path", &self.data_file).finish_non_exhaustive()
+        f.debug_struct("SledStore")
+            .field("path", &self.data_file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,7 +138,11 @@ impl SledStore {
 
 impl Backend for SledStore {
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.meta.get(key).map_err(err("reading metadata"))?.map(|v| v.to_vec()))
+        Ok(self
+            .meta
+            .get(key)
+            .map_err(err("reading metadata"))?
+            .map(|v| v.to_vec()))
     }
 
     fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
@@ -149,7 +158,10 @@ impl Backend for SledStore {
         previous.map_err(|_| {
             StorageError::new(
                 "appending an entry",
-                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "an entry already exists at that position"),
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "an entry already exists at that position",
+                ),
             )
         })
     }
@@ -162,7 +174,7 @@ impl Backend for SledStore {
             .map(|v| v.to_vec()))
     }
 
-    fn entries_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<RawEntry, StorageError>> + '_> {
+    fn entries_from(&self, from: u64) -> Items<'_, RawEntry> {
         Box::new(self.entries.range(from.to_be_bytes()..).map(|item| {
             let (k, v) = item.map_err(err("reading entries"))?;
             let key = <[u8; 8]>::try_from(k.as_ref())
@@ -173,20 +185,27 @@ impl Backend for SledStore {
     }
 
     fn is_empty(&self) -> Result<bool, StorageError> {
-        Ok(self.entries.is_empty() && self.index.is_empty() && self.secrets.is_empty() && self.meta.is_empty())
+        Ok(self.entries.is_empty()
+            && self.index.is_empty()
+            && self.secrets.is_empty()
+            && self.meta.is_empty())
     }
 
     fn put_index(&self, lookup: &[u8; 32], record: &[u8]) -> Result<(), StorageError> {
-        self.index.insert(lookup, record).map_err(err("writing the index"))?;
+        self.index
+            .insert(lookup, record)
+            .map_err(err("writing the index"))?;
         Ok(())
     }
 
     fn remove_index(&self, lookup: &[u8; 32]) -> Result<(), StorageError> {
-        self.index.remove(lookup).map_err(err("removing from the index"))?;
+        self.index
+            .remove(lookup)
+            .map_err(err("removing from the index"))?;
         Ok(())
     }
 
-    fn index_records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + '_> {
+    fn index_records(&self) -> Items<'_, (Vec<u8>, Vec<u8>)> {
         Box::new(self.index.iter().map(|item| {
             let (k, v) = item.map_err(err("reading the index"))?;
             Ok((k.to_vec(), v.to_vec()))
@@ -202,12 +221,16 @@ impl Backend for SledStore {
     }
 
     fn put_secret(&self, subject: &str, secret: &[u8; 32]) -> Result<(), StorageError> {
-        self.secrets.insert(subject, &secret[..]).map_err(err("writing a subject secret"))?;
+        self.secrets
+            .insert(subject, &secret[..])
+            .map_err(err("writing a subject secret"))?;
         Ok(())
     }
 
     fn remove_secret(&self, subject: &str) -> Result<(), StorageError> {
-        self.secrets.remove(subject).map_err(err("removing a subject secret"))?;
+        self.secrets
+            .remove(subject)
+            .map_err(err("removing a subject secret"))?;
         Ok(())
     }
 

@@ -60,6 +60,7 @@ impl fmt::Display for SubjectId {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

@@ -147,8 +147,14 @@ mod tests {
     #[test]
     fn formats_rfc3339() {
         assert_eq!(Timestamp::EPOCH.to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp::from_millis(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
-        assert_eq!(Timestamp::from_millis(1_795_599_000_123).to_string(), "2026-11-25T09:30:00.123Z");
+        assert_eq!(
+            Timestamp::from_millis(951_782_400_000).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(1_795_599_000_123).to_string(),
+            "2026-11-25T09:30:00.123Z"
+        );
         // The largest value formats without overflow.
         assert!(!Timestamp::from_millis(u64::MAX).to_string().is_empty());
     }

@@ -1,5 +1,11 @@
 //! The whole story end to end: collect, decide, grant, withdraw, reopen, verify.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
 
 use consent_ledger::*;
 
@@ -19,7 +25,9 @@ fn story() {
     let ledger = open(dir.path(), &key, &pk);
     let alice = SubjectId::new("user-1").unwrap();
     let phone = Identifier::<Security>::phone("+1 (555) 010-9999").unwrap();
-    ledger.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
+    ledger
+        .collect(&alice, &phone, RecipientScope::first_party())
+        .unwrap();
 
     let me = Recipient::FirstParty;
     let u = ledger.authorize(&phone, &me).unwrap();
@@ -29,19 +37,31 @@ fn story() {
     let acme = Recipient::partner("acme-ads").unwrap();
     assert_eq!(
         ledger.authorize(&ads, &acme).unwrap_err(),
-        Denied::NotCollectedForPurpose { purpose: "advertising" }
+        Denied::NotCollectedForPurpose {
+            purpose: "advertising"
+        }
     );
 
     let email = Identifier::<PartnerSharing>::email("alice@example.com").unwrap();
-    ledger.collect(&alice, &email, RecipientScope::first_party()).unwrap();
-    assert!(matches!(ledger.authorize(&email, &acme), Err(Denied::NoConsent { .. })));
-    let g = ledger.grant::<PartnerSharing>(&alice, RecipientScope::all_partners(), None).unwrap();
+    ledger
+        .collect(&alice, &email, RecipientScope::first_party())
+        .unwrap();
+    assert!(matches!(
+        ledger.authorize(&email, &acme),
+        Err(Denied::NoConsent { .. })
+    ));
+    let g = ledger
+        .grant::<PartnerSharing>(&alice, RecipientScope::all_partners(), None)
+        .unwrap();
     let u = ledger.authorize(&email, &acme).unwrap();
     assert_eq!(u.evidence().allowed_by(), g.seq);
     let w = ledger.withdraw::<PartnerSharing>(&alice).unwrap();
     assert_eq!(
         ledger.authorize(&email, &acme).unwrap_err(),
-        Denied::Withdrawn { purpose: "partner-sharing", at: w.seq }
+        Denied::Withdrawn {
+            purpose: "partner-sharing",
+            at: w.seq
+        }
     );
     let report = ledger.verify().unwrap();
     assert_eq!(report.entries, ledger.len());
@@ -53,7 +73,10 @@ fn story() {
     let again = open(dir.path(), &key, &pk);
     assert_eq!(again.verify().unwrap(), report);
     assert!(again.authorize(&phone, &me).is_ok());
-    assert!(matches!(again.authorize(&email, &acme), Err(Denied::Withdrawn { .. })));
+    assert!(matches!(
+        again.authorize(&email, &acme),
+        Err(Denied::Withdrawn { .. })
+    ));
     drop(again);
     let wrong = Ledger::builder(dir.path())
         .signing_key(SigningKey::generate())

@@ -294,9 +294,15 @@ impl Ledger {
         let recorded = self.append(actor, |state, _| {
             if let Some(at) = state.erased_at(subject) {
                 let ts = Timestamp::default();
-                return Ok(Prepared::Already(Recorded { seq: at, timestamp: ts }));
+                return Ok(Prepared::Already(Recorded {
+                    seq: at,
+                    timestamp: ts,
+                }));
             }
-            lookups = state.subject(subject).map(|s| s.lookups.clone()).unwrap_or_default();
+            lookups = state
+                .subject(subject)
+                .map(|s| s.lookups.clone())
+                .unwrap_or_default();
             Ok(Prepared::Append(
                 Body::Erased {
                     subject: subject.clone(),
@@ -559,7 +565,10 @@ impl Ledger {
     pub fn history(&self, subject: &SubjectId) -> Result<Vec<HistoryEntry>, ReadError> {
         let seqs = {
             let state = self.inner.state.read().map_err(|_| poisoned())?;
-            state.subject(subject).map(|s| s.history.clone()).unwrap_or_default()
+            state
+                .subject(subject)
+                .map(|s| s.history.clone())
+                .unwrap_or_default()
         };
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
@@ -567,7 +576,10 @@ impl Ledger {
                 position: seq,
                 problem: IntegrityProblem::Missing { next: seq },
             })?;
-            let stored = entry::decode(&bytes).map_err(|problem| IntegrityError { position: seq, problem })?;
+            let stored = entry::decode(&bytes).map_err(|problem| IntegrityError {
+                position: seq,
+                problem,
+            })?;
             let e = stored.entry;
             let change = match e.body {
                 Body::Collected {
@@ -659,7 +671,10 @@ fn subject_secret(store: &dyn Backend, subject: &SubjectId) -> Result<SubjectSec
             let arr = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
                 WriteError::Storage(crate::error::StorageError::new(
                     "reading a subject secret",
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "stored subject secret has the wrong length"),
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "stored subject secret has the wrong length",
+                    ),
                 ))
             })?;
             Ok(SubjectSecret::from_bytes(arr))

@@ -181,8 +181,8 @@ fn create_genesis(
             pseudonym_key_check: pseudonym_key.check_value(),
         },
     };
-    let signed = entry::encode_signed_part(&genesis)
-        .map_err(|_| OpenError::CorruptMetadata("genesis entry"))?;
+    let signed =
+        entry::encode_signed_part(&genesis).map_err(|_| OpenError::CorruptMetadata("genesis entry"))?;
     let signature = key.sign_entry(&signed);
     store.append_entry(0, &entry::seal(signed, &signature))?;
     store.sync()?;
@@ -222,7 +222,12 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             .map_err(|_| OpenError::CorruptMetadata("index key"))?;
         let rec = IndexRecord::decode(&v).ok_or(OpenError::CorruptMetadata("index record"))?;
         let code = [rec.kind.code()];
-        let tag = key.index_tag(&IndexRecord::tagged_parts(&lookup, &rec.subject, &code, &rec.pseudonym));
+        let tag = key.index_tag(&IndexRecord::tagged_parts(
+            &lookup,
+            &rec.subject,
+            &code,
+            &rec.pseudonym,
+        ));
         if tag != rec.tag {
             return Err(OpenError::CorruptMetadata("index record"));
         }
@@ -234,7 +239,9 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     for raw in store.entries_from(0) {
         let stored = replay.step(raw?).map_err(read_err)?;
         let lookup = match &stored.entry.body {
-            Body::Collected { subject, pseudonym, .. } => index.get(&(subject.clone(), *pseudonym)).copied(),
+            Body::Collected {
+                subject, pseudonym, ..
+            } => index.get(&(subject.clone(), *pseudonym)).copied(),
             _ => None,
         };
         state.apply(&stored.entry, lookup);

@@ -20,6 +20,9 @@ pub(crate) struct KeySpan {
     pub(crate) to: u64,
 }
 
+/// A signature to check: (context || signed bytes, signature, public key, position).
+type SigCheck = (Vec<u8>, [u8; 64], [u8; 32], u64);
+
 /// How many signatures to check in one batch.
 const BATCH: usize = 256;
 
@@ -36,10 +39,10 @@ pub(crate) struct Replay {
     pub(crate) ledger_id: [u8; 16],
     pub(crate) pseudonym_key_check: [u8; 16],
     /// Pending signature checks: (signed bytes with context, signature, key, position).
-    pending: Vec<(Vec<u8>, [u8; 64], [u8; 32], u64)>,
+    pending: Vec<SigCheck>,
     verify_all: bool,
     /// The last entry's signed bytes and signature, checked at the end when not verifying all.
-    last: Option<(Vec<u8>, [u8; 64], [u8; 32], u64)>,
+    last: Option<SigCheck>,
 }
 
 fn broken(position: u64, problem: IntegrityProblem) -> IntegrityError {
@@ -86,7 +89,12 @@ impl Replay {
     pub(crate) fn step(&mut self, raw: RawEntry) -> Result<Stored, ReadError> {
         let expected = self.next_seq;
         let (key, bytes) = raw;
-        let key = key.map_err(|_| broken(expected, IntegrityProblem::Undecodable("storage key is not a position")))?;
+        let key = key.map_err(|_| {
+            broken(
+                expected,
+                IntegrityProblem::Undecodable("storage key is not a position"),
+            )
+        })?;
         if key != expected {
             return Err(broken(expected, IntegrityProblem::Missing { next: key }).into());
         }
@@ -126,7 +134,9 @@ impl Replay {
                 });
                 *signing_key
             }
-            (Body::Genesis { .. }, _) => return Err(broken(expected, IntegrityProblem::GenesisMisplaced).into()),
+            (Body::Genesis { .. }, _) => {
+                return Err(broken(expected, IntegrityProblem::GenesisMisplaced).into())
+            }
             (_, 0) => return Err(broken(expected, IntegrityProblem::GenesisMisplaced).into()),
             _ => {
                 let span = self
@@ -171,7 +181,8 @@ impl Replay {
         }
         let mut keys = Vec::with_capacity(batch.len());
         for (_, _, k, pos) in &batch {
-            let key = VerifyingKey::from_bytes(k).map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?;
+            let key = VerifyingKey::from_bytes(k)
+                .map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?;
             keys.push(*key.inner());
         }
         let msgs: Vec<&[u8]> = batch.iter().map(|(m, ..)| m.as_slice()).collect();
@@ -185,7 +196,10 @@ impl Replay {
                 return Err(broken(*pos, IntegrityProblem::BadSignature));
             }
         }
-        Err(broken(batch.first().map_or(0, |b| b.3), IntegrityProblem::BadSignature))
+        Err(broken(
+            batch.first().map_or(0, |b| b.3),
+            IntegrityProblem::BadSignature,
+        ))
     }
 
     /// Finishes the walk: outstanding signatures, the last entry's signature when only
@@ -193,7 +207,8 @@ impl Replay {
     pub(crate) fn finish(&mut self) -> Result<(), IntegrityError> {
         self.check_pending()?;
         if let Some((m, s, k, pos)) = self.last.take() {
-            let key = VerifyingKey::from_bytes(&k).map_err(|_| broken(pos, IntegrityProblem::InvalidField("signing key")))?;
+            let key = VerifyingKey::from_bytes(&k)
+                .map_err(|_| broken(pos, IntegrityProblem::InvalidField("signing key")))?;
             if key.inner().verify_strict(&m, &Signature::from_bytes(&s)).is_err() {
                 return Err(broken(pos, IntegrityProblem::BadSignature));
             }
