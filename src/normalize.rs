@@ -1,28 +1,303 @@
-//! TEMPORARY stub, replaced by the real module.
-#![allow(missing_docs)]
+//! Normalization of raw identifier input, so that equal identifiers give equal strings
+//! (and so equal pseudonyms).
+//!
+//! - Phone numbers become E.164: `+`, then 7 to 15 ASCII digits, the first not `0`.
+//!   Visual separators (space, `-`, `.`, `(`, `)`, `/`) are dropped. A number must be
+//!   given in international form: without a country code there is no single right
+//!   normalization, so `0044…` or a national number is refused rather than guessed.
+//! - Email addresses are trimmed and their domain lower-cased; the local part is kept
+//!   as given (RFC 5321 leaves its case to the receiving host). Quoted local parts,
+//!   IP-literal domains, whitespace and control characters are refused.
+//! - Device and advertising ids are trimmed and ASCII-lower-cased (UUIDs are often
+//!   written in either case).
+//!
+//! Errors are static descriptions of the problem: they never contain the input.
+
+/// Longest raw input accepted for any identifier kind, in bytes, checked by the caller before normalizing.
 pub(crate) const MAX_INPUT_LEN: usize = 512;
+
+const PHONE_MIN_DIGITS: usize = 7;
+const PHONE_MAX_DIGITS: usize = 15;
+const EMAIL_MAX_LOCAL: usize = 64;
+const EMAIL_MAX_DOMAIN: usize = 253;
+const EMAIL_MAX_TOTAL: usize = 254;
+const DOMAIN_MAX_LABEL: usize = 63;
+const DEVICE_ID_MAX_CHARS: usize = 128;
+
+/// Normalizes a phone number to E.164 (`+` followed by 7 to 15 digits, first digit not 0).
 pub(crate) fn phone(input: &str) -> Result<String, &'static str> {
-    let t = input.trim();
-    if !t.starts_with('+') {
-        return Err("must start with '+' and a country code");
+    if input.len() > MAX_INPUT_LEN {
+        return Err("is too long");
     }
-    let d: String = t.chars().filter(|c| c.is_ascii_digit()).collect();
-    if t.chars().any(|c| !(c.is_ascii_digit() || " -.()/+".contains(c))) {
-        return Err("bad char");
+    let rest = input
+        .trim()
+        .strip_prefix('+')
+        .ok_or("must start with '+' and a country code")?;
+    let mut out = String::with_capacity(PHONE_MAX_DIGITS + 1);
+    out.push('+');
+    let mut digits = 0usize;
+    for c in rest.chars() {
+        match c {
+            '0'..='9' => {
+                if digits == 0 && c == '0' {
+                    return Err("country code cannot start with 0");
+                }
+                digits += 1;
+                if digits > PHONE_MAX_DIGITS {
+                    return Err("has more than 15 digits");
+                }
+                out.push(c);
+            }
+            ' ' | '-' | '.' | '(' | ')' | '/' => {}
+            _ => return Err("contains a character that is not a digit or separator"),
+        }
     }
-    if d.len() < 7 || d.len() > 15 {
-        return Err("bad length");
+    if digits < PHONE_MIN_DIGITS {
+        return Err("has too few digits for E.164");
     }
-    Ok(format!("+{d}"))
+    Ok(out)
 }
+
+/// Normalizes an email address: surrounding whitespace trimmed, domain lowercased, local part kept as given.
 pub(crate) fn email(input: &str) -> Result<String, &'static str> {
-    let t = input.trim();
-    let (l, d) = t.rsplit_once('@').ok_or("must contain exactly one '@'")?;
-    if l.is_empty() || !d.contains('.') {
-        return Err("bad");
+    if input.len() > MAX_INPUT_LEN {
+        return Err("is too long");
     }
-    Ok(format!("{l}@{}", d.to_lowercase()))
+    let t = input.trim();
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace or a control character");
+    }
+    let (local, domain) = t.rsplit_once('@').ok_or("must contain exactly one '@'")?;
+    if local.contains('@') {
+        return Err("must contain exactly one '@'");
+    }
+    if local.is_empty() {
+        return Err("local part is empty");
+    }
+    if local.len() > EMAIL_MAX_LOCAL {
+        return Err("local part is longer than 64 bytes");
+    }
+    if local.contains('"') {
+        return Err("quoted local parts are not supported");
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err("local part has a misplaced dot");
+    }
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if domain.is_empty() {
+        return Err("domain is empty");
+    }
+    if domain.len() > EMAIL_MAX_DOMAIN {
+        return Err("domain is longer than 253 bytes");
+    }
+    let mut labels = 0usize;
+    for label in domain.split('.') {
+        labels += 1;
+        if label.is_empty() {
+            return Err("domain has an empty label");
+        }
+        if label.len() > DOMAIN_MAX_LABEL {
+            return Err("domain label is longer than 63 bytes");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("domain label starts or ends with '-'");
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+        {
+            return Err("domain contains a character not allowed in a host name");
+        }
+    }
+    if labels < 2 {
+        return Err("domain must contain a dot");
+    }
+    let out = format!("{local}@{}", domain.to_lowercase());
+    if out.len() > EMAIL_MAX_TOTAL {
+        return Err("is longer than 254 bytes");
+    }
+    Ok(out)
 }
+
+/// Normalizes a device or advertising id: trimmed, ASCII letters lowercased.
 pub(crate) fn device_id(input: &str) -> Result<String, &'static str> {
-    Ok(input.trim().to_ascii_lowercase())
+    if input.len() > MAX_INPUT_LEN {
+        return Err("is too long");
+    }
+    let t = input.trim();
+    if t.is_empty() {
+        return Err("is empty");
+    }
+    if !t.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("contains a character that is not printable ASCII");
+    }
+    if t.len() > DEVICE_ID_MAX_CHARS {
+        return Err("is longer than 128 characters");
+    }
+    Ok(t.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn phones() {
+        for (raw, want) in [
+            ("+1 (555) 010-9999", "+15550109999"),
+            ("+15550109999", "+15550109999"),
+            ("+44 20 7946 0958", "+442079460958"),
+            ("  +49-30/123456  ", "+4930123456"),
+            ("+1.555.010.9999", "+15550109999"),
+            ("+6834002", "+6834002"),
+        ] {
+            assert_eq!(phone(raw).unwrap(), want, "{raw}");
+        }
+        for (raw, problem) in [
+            ("5550109999", "must start with '+' and a country code"),
+            ("0044 20 7946 0958", "must start with '+' and a country code"),
+            ("+", "has too few digits for E.164"),
+            ("+123456", "has too few digits for E.164"),
+            ("+1234567890123456", "has more than 15 digits"),
+            ("+0123456789", "country code cannot start with 0"),
+            (
+                "+1 555 CALL NOW",
+                "contains a character that is not a digit or separator",
+            ),
+            (
+                "++15550109999",
+                "contains a character that is not a digit or separator",
+            ),
+            (
+                "+1555\u{0}0109999",
+                "contains a character that is not a digit or separator",
+            ),
+            (
+                "+١٥٥٥٠١٠٩٩٩٩",
+                "contains a character that is not a digit or separator",
+            ),
+            (
+                "＋１５５５０１０９９９９",
+                "must start with '+' and a country code",
+            ),
+            (
+                "+1\u{200f}5550109999",
+                "contains a character that is not a digit or separator",
+            ),
+        ] {
+            assert_eq!(phone(raw), Err(problem), "{raw:?}");
+        }
+        assert_eq!(phone(&"9".repeat(1 << 20)), Err("is too long"));
+    }
+
+    #[test]
+    fn emails() {
+        for (raw, want) in [
+            ("  Alice.Smith@Example.COM ", "Alice.Smith@example.com"),
+            ("a@Example.COM.", "a@example.com"),
+            ("a+tag@sub.example.org", "a+tag@sub.example.org"),
+            ("b@bücher.DE", "b@bücher.de"),
+        ] {
+            assert_eq!(email(raw).unwrap(), want, "{raw}");
+        }
+        for (raw, problem) in [
+            ("alice.example.com", "must contain exactly one '@'"),
+            ("a@b@example.com", "must contain exactly one '@'"),
+            ("@example.com", "local part is empty"),
+            ("a@", "domain is empty"),
+            ("a@localhost", "domain must contain a dot"),
+            ("a@example..com", "domain has an empty label"),
+            ("a@-example.com", "domain label starts or ends with '-'"),
+            (
+                "a@exa_mple.com",
+                "domain contains a character not allowed in a host name",
+            ),
+            (
+                "a@[127.0.0.1]",
+                "domain contains a character not allowed in a host name",
+            ),
+            (".a@example.com", "local part has a misplaced dot"),
+            ("a..b@example.com", "local part has a misplaced dot"),
+            (
+                "\"a b\"@example.com",
+                "contains whitespace or a control character",
+            ),
+            ("\"ab\"@example.com", "quoted local parts are not supported"),
+            ("a b@example.com", "contains whitespace or a control character"),
+            ("a\u{7}@example.com", "contains whitespace or a control character"),
+        ] {
+            assert_eq!(email(raw), Err(problem), "{raw:?}");
+        }
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        assert_eq!(email(&long_local), Err("local part is longer than 64 bytes"));
+        let long_label = format!("a@{}.com", "b".repeat(64));
+        assert_eq!(email(&long_label), Err("domain label is longer than 63 bytes"));
+        let long_domain = format!("a@{}com", "abcdefghi.".repeat(26));
+        assert_eq!(email(&long_domain), Err("domain is longer than 253 bytes"));
+        let long_total = format!("{}@{}com", "a".repeat(64), "abcdefghi.".repeat(19));
+        assert_eq!(email(&long_total), Err("is longer than 254 bytes"));
+    }
+
+    #[test]
+    fn device_ids() {
+        assert_eq!(
+            device_id("6D92078A-8246-4BA4-AE5B-76104861E7DC").unwrap(),
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc"
+        );
+        assert_eq!(device_id("  x  "), Ok("x".to_owned()));
+        assert_eq!(device_id("   "), Err("is empty"));
+        assert_eq!(
+            device_id("a b"),
+            Err("contains a character that is not printable ASCII")
+        );
+        assert_eq!(
+            device_id("é"),
+            Err("contains a character that is not printable ASCII")
+        );
+        assert_eq!(device_id(&"a".repeat(129)), Err("is longer than 128 characters"));
+    }
+
+    fn all_problems() -> Vec<&'static str> {
+        vec![
+            "is too long",
+            "must start with '+' and a country code",
+            "country code cannot start with 0",
+            "has more than 15 digits",
+            "contains a character that is not a digit or separator",
+            "has too few digits for E.164",
+            "contains whitespace or a control character",
+            "must contain exactly one '@'",
+            "local part is empty",
+            "local part is longer than 64 bytes",
+            "quoted local parts are not supported",
+            "local part has a misplaced dot",
+            "domain is empty",
+            "domain is longer than 253 bytes",
+            "domain has an empty label",
+            "domain label is longer than 63 bytes",
+            "domain label starts or ends with '-'",
+            "domain contains a character not allowed in a host name",
+            "domain must contain a dot",
+            "is longer than 254 bytes",
+            "is empty",
+            "contains a character that is not printable ASCII",
+            "is longer than 128 characters",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn idempotent_total_and_never_echoing(s in "\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}") {
+            let problems = all_problems();
+            for f in [phone, email, device_id] {
+                match f(&s) {
+                    Ok(n) => prop_assert_eq!(f(&n), Ok(n.clone())),
+                    // Problems are a fixed set of static strings: no input can leak into them.
+                    Err(p) => prop_assert!(problems.contains(&p), "unlisted problem {:?}", p),
+                }
+            }
+        }
+    }
 }
