@@ -1,8 +1,4 @@
-//! Use personal data only for the purpose, and only by the recipient, that the person
-//! agreed to, decided at the moment of use.
-//!
-//! (The crate story is written in README.md and included below once it exists.)
-
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod decision;

@@ -110,11 +110,11 @@ macro_rules! declare_purpose {
         #[derive(Debug)]
         $vis enum $name {}
 
+        // Evaluated at compile time for every declaration, used or not.
+        const _: () = assert!($crate::is_valid_purpose_id($id), "invalid purpose id");
+
         impl $crate::Purpose for $name {
-            const ID: &'static str = {
-                assert!($crate::is_valid_purpose_id($id), "invalid purpose id");
-                $id
-            };
+            const ID: &'static str = $id;
             const DESCRIPTION: &'static str = $description;
             const LEGAL_BASIS: $crate::LegalBasis = $basis;
         }

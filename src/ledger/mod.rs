@@ -109,6 +109,30 @@ pub enum Change {
     Erased,
 }
 
+impl fmt::Display for Change {
+    /// A sentence a person can read, such as
+    /// `consent to "partner-sharing" for all business partners`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Collected {
+                kind,
+                purpose,
+                legal_basis,
+                scope,
+            } => write!(f, "{kind} collected for {purpose:?} ({legal_basis}), for {scope}"),
+            Change::Granted {
+                purpose,
+                scope,
+                expires_at: Some(t),
+            } => write!(f, "consent to {purpose:?} for {scope}, until {t}"),
+            Change::Granted { purpose, scope, .. } => write!(f, "consent to {purpose:?} for {scope}"),
+            Change::Withdrawn { purpose } => write!(f, "consent to {purpose:?} withdrawn"),
+            Change::Expired { purpose } => write!(f, "consent to {purpose:?} expired"),
+            Change::Erased => f.write_str("erased"),
+        }
+    }
+}
+
 /// The result of a full [`Ledger::verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {

@@ -1,0 +1,196 @@
+//! The story behind this crate: a phone number given for two-factor authentication
+//! must never end up matched against an advertiser's customer list.
+//!
+//! Run: `cargo run --example two_factor_vs_ads [DIR]`
+//!
+//! With no argument the ledger lives in a fresh temporary directory, deleted at the end.
+//! With `DIR`, the ledger is kept in `DIR/ledger` and its two keys in `DIR/keys`
+//! (in a real deployment keys belong in a secret manager, never next to the data);
+//! running again with the same `DIR` reopens the same ledger and appends to it.
+
+use std::error::Error;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use consent_ledger::{
+    Advertising, Denied, Identifier, Ledger, PartnerSharing, PseudonymKey, Recipient, RecipientScope,
+    Security, SigningKey, SubjectId, Use,
+};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        let mut source = e.source();
+        while let Some(s) = source {
+            eprintln!("  caused by: {s}");
+            source = s.source();
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
+    let (_temp, dir) = match std::env::args_os().nth(1) {
+        Some(d) => (None, PathBuf::from(d)),
+        None => {
+            let t = tempfile::tempdir()?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let (signing_key, pseudonym_key) = load_or_create_keys(&dir.join("keys"))?;
+    let ledger = Ledger::builder(dir.join("ledger"))
+        .signing_key(signing_key)
+        .pseudonym_key(pseudonym_key)
+        .open()?;
+    println!(
+        "Ledger opened at {} with {} entries.\n",
+        dir.join("ledger").display(),
+        ledger.len()
+    );
+
+    let alice = SubjectId::new("account-1001")?;
+
+    // 1. Alice turns on two-factor authentication and gives her phone number for it.
+    let phone_2fa = Identifier::<Security>::phone("+1 (555) 010-9999")?;
+    let r = ledger.collect(&alice, &phone_2fa, RecipientScope::first_party())?;
+    println!("1. Alice gives her phone number for two-factor authentication.");
+    println!("   Recorded as collected for \"security\" at entry {}.", r.seq);
+
+    // 2. The login code path asks the ledger, and may use the number.
+    println!("\n2. The 2FA code path asks to use it (recipient: the application itself).");
+    match ledger.authorize(&phone_2fa, &Recipient::FirstParty) {
+        Ok(use_) => send_sms(&use_, "Your login code is 482910"),
+        Err(denied) => println!("   Unexpectedly denied: {denied}"),
+    }
+
+    // 3. The ad-matching code wants phone numbers for an advertiser's customer list.
+    //
+    //    Handing it Alice's 2FA identifier does not compile:
+    //
+    //        fn match_audience(phone: &Identifier<Advertising>) { ... }
+    //        match_audience(&phone_2fa);
+    //        // error[E0308]: mismatched types: expected `Identifier<Advertising>`,
+    //        //               found `Identifier<Security>`
+    //
+    //    (tests/ui/wrong_purpose.rs keeps that case under test.) There is no From, Into
+    //    or cast between purposes either. So a careless engineer re-wraps the raw
+    //    number as an advertising identifier instead:
+    let acme = Recipient::partner("acme-ads")?;
+    let rewrapped = Identifier::<Advertising>::phone("+15550109999")?;
+    println!("\n3. Ad matching re-wraps the same number as an advertising identifier");
+    println!("   and asks to use it for partner \"acme-ads\".");
+    match ledger.authorize(&rewrapped, &acme) {
+        Ok(_) => println!("   ALLOWED: this would be the incident."),
+        Err(denied) => {
+            println!("   Denied: {denied}.");
+            assert!(matches!(denied, Denied::NotCollectedForPurpose { .. }));
+            println!("   The ledger never recorded this number as collected for advertising.");
+        }
+    }
+
+    // 4. The honest path for a new purpose: ask the person. Only a new collection for
+    //    advertising, plus her consent, allows it.
+    println!("\n4. The honest path: the app asks Alice whether her number may be used for ads");
+    println!("   with acme-ads. She agrees.");
+    let c = ledger.collect(&alice, &rewrapped, RecipientScope::only(acme.clone()))?;
+    let g = ledger.grant::<Advertising>(&alice, RecipientScope::only(acme.clone()), None)?;
+    println!(
+        "   Recorded: collected for \"advertising\" at entry {}, consent at entry {}.",
+        c.seq, g.seq
+    );
+    match ledger.authorize(&rewrapped, &acme) {
+        Ok(use_) => println!(
+            "   Now allowed, under consent entry {} (decided at ledger position {}).",
+            use_.evidence().allowed_by(),
+            use_.evidence().position()
+        ),
+        Err(denied) => println!("   Unexpectedly denied: {denied}"),
+    }
+    let other = Recipient::partner("other-ads")?;
+    if let Err(denied) = ledger.authorize(&rewrapped, &other) {
+        println!("   Another advertiser is still refused: {denied}.");
+    }
+
+    // 5. "Share your data with business partners": on, then off.
+    let email = Identifier::<PartnerSharing>::email("alice@example.com")?;
+    ledger.collect(&alice, &email, RecipientScope::first_party())?;
+    let partner = Recipient::partner("travel-partner")?;
+    println!("\n5. Alice turns on \"share my data with business partners\".");
+    let on = ledger.grant::<PartnerSharing>(&alice, RecipientScope::all_partners(), None)?;
+    println!("   Consent recorded at entry {}.", on.seq);
+    match ledger.authorize(&email, &partner) {
+        Ok(use_) => println!(
+            "   Sharing her email with travel-partner: allowed (consent entry {}).",
+            use_.evidence().allowed_by()
+        ),
+        Err(denied) => println!("   Unexpectedly denied: {denied}"),
+    }
+    let off = ledger.withdraw::<PartnerSharing>(&alice)?;
+    println!(
+        "   Alice turns the setting off: withdrawal recorded at entry {}.",
+        off.seq
+    );
+    match ledger.authorize(&email, &partner) {
+        Ok(_) => println!("   STILL ALLOWED: the setting did not take effect."),
+        Err(denied) => println!("   The very next decision: denied: {denied}."),
+    }
+
+    // 6. The evidence: the whole log verifies, and Alice can read her history.
+    let report = ledger.verify()?;
+    println!(
+        "\n6. verify(): {} entries, every signature and hash link checked; head {}.",
+        report.entries,
+        hex_prefix(&report.head)
+    );
+    println!("   Alice's consent history:");
+    for h in ledger.history(&alice)? {
+        println!("   - entry {:>3}, {}: {}", h.seq, h.timestamp, h.change);
+    }
+    Ok(())
+}
+
+/// A stand-in for an SMS gateway. It needs the number, which only a `Use` exposes; it
+/// prints a masked form, because an example's output is a log like any other.
+fn send_sms(use_: &Use<'_, Security>, text: &str) {
+    let number = use_.expose();
+    let shown: String = number
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i + 2 < number.len() && i > 1 { '•' } else { c })
+        .collect();
+    println!(
+        "   Allowed (collection entry {}). Sending SMS to {shown}: {text:?}",
+        use_.evidence().allowed_by()
+    );
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        + "…"
+}
+
+/// Keys for a kept ledger are stored beside it; a fresh run creates them.
+fn load_or_create_keys(dir: &Path) -> Result<(SigningKey, PseudonymKey), Box<dyn Error>> {
+    let signing = dir.join("signing.key");
+    let pseudonym = dir.join("pseudonym.key");
+    if signing.exists() && pseudonym.exists() {
+        let s: [u8; 32] = fs::read(&signing)?
+            .try_into()
+            .map_err(|_| "signing.key is not 32 bytes")?;
+        let p: [u8; 32] = fs::read(&pseudonym)?
+            .try_into()
+            .map_err(|_| "pseudonym.key is not 32 bytes")?;
+        return Ok((SigningKey::from_bytes(&s), PseudonymKey::from_bytes(p)));
+    }
+    fs::create_dir_all(dir)?;
+    let s = SigningKey::generate();
+    let p = PseudonymKey::generate();
+    fs::write(&signing, s.expose_seed())?;
+    fs::write(&pseudonym, p.expose_bytes())?;
+    Ok((s, p))
+}
