@@ -5,6 +5,7 @@ mod decision;
 mod entry;
 mod error;
 mod identifier;
+mod inspect;
 mod ledger;
 mod merkle;
 mod normalize;
@@ -24,6 +25,7 @@ pub use error::{
     WriteError,
 };
 pub use identifier::{Identifier, IdentifierKind, PseudonymKey};
+pub use inspect::Inspector;
 pub use ledger::{
     Change, Durability, HistoryEntry, Ledger, LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded,
     VerifyReport,

@@ -98,13 +98,28 @@ impl SledStore {
     /// database, or a sled database with foreign trees, is reported as foreign and
     /// left untouched.
     pub(crate) fn open(dir: &Path, background_flush_ms: Option<u64>) -> Result<Opened, StorageError> {
+        Self::open_inner(dir, background_flush_ms, true)
+    }
+
+    /// Opens an existing store only: a missing or empty directory is reported as
+    /// foreign and nothing is created.
+    pub(crate) fn open_existing(dir: &Path) -> Result<Opened, StorageError> {
+        Self::open_inner(dir, None, false)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        background_flush_ms: Option<u64>,
+        create: bool,
+    ) -> Result<Opened, StorageError> {
         match std::fs::read_dir(dir) {
             Ok(mut listing) => {
                 let has_files = listing.next().is_some();
-                if has_files && !dir.join("db").is_file() {
+                if (has_files || !create) && !dir.join("db").is_file() {
                     return Ok(Opened::Foreign);
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(Opened::Foreign),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(Opened::Foreign),
             Err(e) => return Err(StorageError::new("reading the ledger directory", e)),

@@ -1,7 +1,7 @@
 //! The ledger: recording consent changes, deciding uses, reading history, verifying.
 
-mod open;
-mod replay;
+pub(crate) mod open;
+pub(crate) mod replay;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -651,17 +651,22 @@ impl Ledger {
     /// # Errors
     /// [`ReadError::Integrity`] naming the first bad position; storage failures.
     pub fn verify(&self) -> Result<VerifyReport, ReadError> {
-        let mut replay = replay::Replay::new(true);
-        for raw in self.inner.store.entries_from(0) {
-            replay.step(raw?)?;
-        }
-        replay.finish()?;
-        Ok(VerifyReport {
-            entries: replay.len(),
-            head: replay.head_hash(),
-            keys: replay.keys.len(),
-        })
+        verify_store(&*self.inner.store)
     }
+}
+
+/// The full check behind [`Ledger::verify`] and [`Inspector::verify`](crate::Inspector::verify).
+pub(crate) fn verify_store(store: &dyn Backend) -> Result<VerifyReport, ReadError> {
+    let mut replay = replay::Replay::new(true);
+    for raw in store.entries_from(0) {
+        replay.step(raw?)?;
+    }
+    replay.finish()?;
+    Ok(VerifyReport {
+        entries: replay.len(),
+        head: replay.head_hash(),
+        keys: replay.keys.len(),
+    })
 }
 
 fn poisoned() -> ReadError {

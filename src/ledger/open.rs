@@ -18,7 +18,7 @@ use crate::subject::SubjectId;
 use crate::time::{Clock, SystemClock, Timestamp};
 
 /// Metadata key of the format marker.
-const FORMAT_KEY: &str = "format";
+pub(crate) const FORMAT_KEY: &str = "format";
 
 /// Placeholder: no signing key given yet.
 #[derive(Debug, Clone, Copy)]

@@ -86,7 +86,27 @@ impl Replay {
     }
 
     /// Checks the next stored entry and returns it decoded.
+    ///
+    /// When the entry is bad, an earlier entry may be the real culprit: an edited entry
+    /// still links to its predecessor, and it is its successor whose previous-hash no
+    /// longer matches. So before reporting, the signatures not yet checked (the batch,
+    /// or the previous entry when only the last is checked) are checked, and a bad one
+    /// there is reported instead: the error always names the first bad position.
     pub(crate) fn step(&mut self, raw: RawEntry) -> Result<Stored, ReadError> {
+        match self.step_inner(raw) {
+            Ok(stored) => Ok(stored),
+            Err(ReadError::Integrity(e)) => {
+                self.check_pending()?;
+                if let Some(last) = self.last.take() {
+                    check_one(&last)?;
+                }
+                Err(e.into())
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    fn step_inner(&mut self, raw: RawEntry) -> Result<Stored, ReadError> {
         let expected = self.next_seq;
         let (key, bytes) = raw;
         let key = key.map_err(|_| {
@@ -206,12 +226,8 @@ impl Replay {
     /// that one is checked, and revocations.
     pub(crate) fn finish(&mut self) -> Result<(), IntegrityError> {
         self.check_pending()?;
-        if let Some((m, s, k, pos)) = self.last.take() {
-            let key = VerifyingKey::from_bytes(&k)
-                .map_err(|_| broken(pos, IntegrityProblem::InvalidField("signing key")))?;
-            if key.inner().verify_strict(&m, &Signature::from_bytes(&s)).is_err() {
-                return Err(broken(pos, IntegrityProblem::BadSignature));
-            }
+        if let Some(last) = self.last.take() {
+            check_one(&last)?;
         }
         // The first entry signed by a key at or after its revocation point.
         let mut first_bad: Option<(u64, u64)> = None;
@@ -230,4 +246,14 @@ impl Replay {
         }
         Ok(())
     }
+}
+
+/// Checks one signature.
+fn check_one((m, s, k, pos): &SigCheck) -> Result<(), IntegrityError> {
+    let key = VerifyingKey::from_bytes(k)
+        .map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?;
+    if key.inner().verify_strict(m, &Signature::from_bytes(s)).is_err() {
+        return Err(broken(*pos, IntegrityProblem::BadSignature));
+    }
+    Ok(())
 }

@@ -1,0 +1,266 @@
+//! Tampering with the stored log, by editing the sled database directly, is detected by
+//! both `open` and `verify`, which name the first bad position and never panic.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::path::Path;
+
+use consent_ledger::{
+    Advertising, Identifier, Inspector, IntegrityError, IntegrityProblem, Ledger, OpenError, PartnerSharing,
+    PseudonymKey, ReadError, RecipientScope, Security, SigningKey, SubjectId,
+};
+use ed25519_dalek::Signer;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    key: SigningKey,
+    pk: PseudonymKey,
+    len: u64,
+}
+
+/// A ledger of 21 entries (genesis + 20), closed.
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let pk = PseudonymKey::generate();
+    let ledger = Ledger::builder(dir.path())
+        .signing_key(key.clone())
+        .pseudonym_key(pk.clone())
+        .open()
+        .unwrap();
+    for i in 0..5 {
+        let s = SubjectId::new(&format!("user-{i}")).unwrap();
+        let phone = Identifier::<Security>::phone(&format!("+1555010{i:04}")).unwrap();
+        ledger.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+        let email = Identifier::<PartnerSharing>::email(&format!("u{i}@example.com")).unwrap();
+        ledger.collect(&s, &email, RecipientScope::first_party()).unwrap();
+        ledger
+            .grant::<PartnerSharing>(&s, RecipientScope::all_partners(), None)
+            .unwrap();
+        ledger.withdraw::<Advertising>(&s).unwrap();
+    }
+    let len = ledger.len();
+    assert_eq!(len, 21);
+    ledger.verify().unwrap();
+    drop(ledger);
+    Fixture { dir, key, pk, len }
+}
+
+fn with_entries(dir: &Path, f: impl FnOnce(&sled::Tree)) {
+    let db = sled::open(dir).unwrap();
+    let tree = db.open_tree("entries").unwrap();
+    f(&tree);
+    db.flush().unwrap();
+}
+
+fn get(tree: &sled::Tree, seq: u64) -> Vec<u8> {
+    tree.get(seq.to_be_bytes()).unwrap().unwrap().to_vec()
+}
+
+/// Asserts that opening and verifying both fail at `position` with `problem`.
+fn assert_broken_at(fx: &Fixture, position: u64, problem: IntegrityProblem) {
+    let want = IntegrityError { position, problem };
+    match Ledger::builder(fx.dir.path())
+        .signing_key(fx.key.clone())
+        .pseudonym_key(fx.pk.clone())
+        .open()
+    {
+        Err(OpenError::Integrity(e)) => assert_eq!(e, want, "open"),
+        other => panic!("open should fail with {want}, got {other:?}"),
+    }
+    let inspector = Inspector::open(fx.dir.path()).unwrap();
+    match inspector.verify() {
+        Err(ReadError::Integrity(e)) => assert_eq!(e, want, "verify"),
+        other => panic!("verify should fail with {want}, got {other:?}"),
+    }
+    // The message names the position.
+    assert!(want.to_string().contains(&format!("entry {position}")));
+}
+
+/// Re-signs the signed part of stored bytes with `key`, as a forger would.
+fn resign(bytes: &[u8], key: &ed25519_dalek::SigningKey) -> Vec<u8> {
+    let signed = &bytes[..bytes.len() - 64];
+    let mut msg = b"consent-ledger entry v1\n".to_vec();
+    msg.extend_from_slice(signed);
+    let mut out = signed.to_vec();
+    out.extend_from_slice(&key.sign(&msg).to_bytes());
+    out
+}
+
+#[test]
+fn untouched_ledger_verifies_both_ways() {
+    let fx = fixture();
+    let inspector = Inspector::open(fx.dir.path()).unwrap();
+    let report = inspector.verify().unwrap();
+    assert_eq!(report.entries, fx.len);
+    assert_eq!(inspector.len().unwrap(), fx.len);
+    assert_eq!(inspector.genesis_key().unwrap(), fx.key.verifying_key());
+    drop(inspector);
+    let ledger = Ledger::builder(fx.dir.path())
+        .signing_key(fx.key.clone())
+        .pseudonym_key(fx.pk.clone())
+        .open()
+        .unwrap();
+    assert_eq!(ledger.verify().unwrap(), report);
+}
+
+#[test]
+fn flipped_byte_in_an_entry_is_found_at_that_entry() {
+    // Every byte of entry 7's signed part and signature, one at a time.
+    let fx = fixture();
+    let original = {
+        let mut v = Vec::new();
+        with_entries(fx.dir.path(), |t| v = get(t, 7));
+        v
+    };
+    for i in 0..original.len() {
+        let mut bytes = original.clone();
+        bytes[i] ^= 0x01;
+        with_entries(fx.dir.path(), |t| {
+            t.insert(7u64.to_be_bytes(), bytes.clone()).unwrap();
+        });
+        // Whatever the byte, the first bad position is 7 (decoding, version, misplaced
+        // sequence number, chain, or signature).
+        let err = Inspector::open(fx.dir.path()).unwrap().verify().unwrap_err();
+        match err {
+            ReadError::Integrity(e) => assert_eq!(e.position, 7, "byte {i}: {e}"),
+            other => panic!("byte {i}: {other}"),
+        }
+        let open = Ledger::builder(fx.dir.path())
+            .signing_key(fx.key.clone())
+            .pseudonym_key(fx.pk.clone())
+            .open();
+        match open {
+            Err(OpenError::Integrity(e)) => assert_eq!(e.position, 7, "byte {i}: {e}"),
+            other => panic!("byte {i}: open should fail, got {other:?}"),
+        }
+    }
+    with_entries(fx.dir.path(), |t| {
+        t.insert(7u64.to_be_bytes(), original.clone()).unwrap();
+    });
+    Inspector::open(fx.dir.path()).unwrap().verify().unwrap();
+}
+
+#[test]
+fn deleted_entry() {
+    let fx = fixture();
+    with_entries(fx.dir.path(), |t| {
+        t.remove(9u64.to_be_bytes()).unwrap();
+    });
+    assert_broken_at(&fx, 9, IntegrityProblem::Missing { next: 10 });
+}
+
+#[test]
+fn swapped_entries() {
+    let fx = fixture();
+    with_entries(fx.dir.path(), |t| {
+        let (a, b) = (get(t, 4), get(t, 5));
+        t.insert(4u64.to_be_bytes(), b).unwrap();
+        t.insert(5u64.to_be_bytes(), a).unwrap();
+    });
+    assert_broken_at(
+        &fx,
+        4,
+        IntegrityProblem::Misplaced {
+            stored_at: 4,
+            claims: 5,
+        },
+    );
+}
+
+#[test]
+fn forged_entry_signed_with_another_key_replacing_one() {
+    // The forger rewrites entry 6 (properly chained to 5, canonical) and signs it with
+    // its own key.
+    let fx = fixture();
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    with_entries(fx.dir.path(), |t| {
+        let forged = resign(&get(t, 6), &forger);
+        t.insert(6u64.to_be_bytes(), forged).unwrap();
+    });
+    assert_broken_at(&fx, 6, IntegrityProblem::BadSignature);
+}
+
+#[test]
+fn forged_entry_inserted_in_the_middle() {
+    // Entries from 8 on move up by one; a forged copy of entry 8 (re-signed) takes its place.
+    let fx = fixture();
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[43; 32]);
+    with_entries(fx.dir.path(), |t| {
+        for seq in (8..fx.len).rev() {
+            let v = get(t, seq);
+            t.insert((seq + 1).to_be_bytes(), v).unwrap();
+        }
+        let forged = resign(&get(t, 8), &forger);
+        t.insert(8u64.to_be_bytes(), forged).unwrap();
+    });
+    assert_broken_at(&fx, 8, IntegrityProblem::BadSignature);
+}
+
+#[test]
+fn forged_entry_appended_at_the_end() {
+    let fx = fixture();
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[44; 32]);
+    with_entries(fx.dir.path(), |t| {
+        // A copy of the last entry, re-signed: it does not even chain, and its
+        // sequence number is wrong; the first problem is the position.
+        let forged = resign(&get(t, fx.len - 1), &forger);
+        t.insert(fx.len.to_be_bytes(), forged).unwrap();
+    });
+    assert_broken_at(
+        &fx,
+        fx.len,
+        IntegrityProblem::Misplaced {
+            stored_at: fx.len,
+            claims: fx.len - 1,
+        },
+    );
+}
+
+#[test]
+fn removed_run_in_the_middle() {
+    let fx = fixture();
+    with_entries(fx.dir.path(), |t| {
+        for seq in 10..15u64 {
+            t.remove(seq.to_be_bytes()).unwrap();
+        }
+    });
+    assert_broken_at(&fx, 10, IntegrityProblem::Missing { next: 15 });
+}
+
+#[test]
+fn edited_last_entry() {
+    // Open checks the chain everywhere but only the last signature: that one must catch it.
+    let fx = fixture();
+    let last = fx.len - 1;
+    with_entries(fx.dir.path(), |t| {
+        let mut v = get(t, last);
+        let n = v.len();
+        v[n - 70] ^= 0x80; // inside the body, before the signature
+        t.insert(last.to_be_bytes(), v).unwrap();
+    });
+    let err = Inspector::open(fx.dir.path()).unwrap().verify().unwrap_err();
+    let ReadError::Integrity(e) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(e.position, last);
+}
+
+#[test]
+fn garbage_key_in_the_entries_tree() {
+    let fx = fixture();
+    with_entries(fx.dir.path(), |t| {
+        // A 3-byte key sorts before every 8-byte key that starts with 0x00 0x00 0x00 0x00...
+        t.insert([0xFFu8, 0xFF, 0xFF], b"junk".to_vec()).unwrap();
+    });
+    assert_broken_at(
+        &fx,
+        fx.len,
+        IntegrityProblem::Undecodable("storage key is not a position"),
+    );
+}
