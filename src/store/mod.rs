@@ -3,12 +3,15 @@
 //! The ledger talks to storage through the small [`Backend`] trait, so another engine
 //! can be added without touching the rest of the crate. Four keyspaces:
 //!
-//! | tree      | key                         | value                                 | mutable |
-//! |-----------|-----------------------------|---------------------------------------|---------|
-//! | `entries` | sequence number, `u64` BE   | signed entry bytes                    | append only |
-//! | `index`   | lookup pseudonym (32 bytes) | encoded index record                  | yes (erasure) |
-//! | `secrets` | subject id (UTF-8)          | the subject's 32-byte secret          | yes (erasure) |
-//! | `meta`    | name                        | format marker, checkpoints            | yes |
+//! | where | key | value | mutable |
+//! |---|---|---|---|
+//! | sled tree `entries` | sequence number, `u64` BE | signed entry bytes | append only |
+//! | sled tree `meta` | name | format marker | yes |
+//! | vault file, index slots | lookup pseudonym (32 bytes) | encoded index record | yes (erasure) |
+//! | vault file, secret slots | subject id (UTF-8) | the subject's 32-byte secret | yes (erasure) |
+//!
+//! What erasure must destroy lives in the vault (`vault.rs`), not in sled: sled is
+//! log-structured and keeps removed values in stale segments.
 //!
 //! # Durability
 //!
@@ -22,6 +25,13 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::StorageError;
+
+mod vault;
+
+use vault::{Kind, Vault};
+
+/// File name of the vault inside the ledger directory.
+const VAULT_FILE: &str = "vault";
 
 /// One stored entry as read back: its key (when it is a well-formed sequence number)
 /// and its bytes.
@@ -64,9 +74,8 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
 pub(crate) struct SledStore {
     db: sled::Db,
     entries: sled::Tree,
-    index: sled::Tree,
-    secrets: sled::Tree,
     meta: sled::Tree,
+    vault: Vault,
     data_file: PathBuf,
 }
 
@@ -79,7 +88,7 @@ impl fmt::Debug for SledStore {
 }
 
 /// The trees this crate creates; a database with any other tree is not a ledger.
-const TREES: [&str; 4] = ["entries", "index", "secrets", "meta"];
+const TREES: [&str; 2] = ["entries", "meta"];
 
 fn err(context: &'static str) -> impl Fn(sled::Error) -> StorageError {
     move |e| StorageError::new(context, e)
@@ -142,9 +151,8 @@ impl SledStore {
         let tree = |name: &str| db.open_tree(name).map_err(err("opening a tree"));
         Ok(Opened::Store(SledStore {
             entries: tree("entries")?,
-            index: tree("index")?,
-            secrets: tree("secrets")?,
             meta: tree("meta")?,
+            vault: Vault::open(&dir.join(VAULT_FILE))?,
             data_file: dir.join("db"),
             db,
         }))
@@ -200,56 +208,40 @@ impl Backend for SledStore {
     }
 
     fn is_empty(&self) -> Result<bool, StorageError> {
-        Ok(self.entries.is_empty()
-            && self.index.is_empty()
-            && self.secrets.is_empty()
-            && self.meta.is_empty())
+        Ok(self.entries.is_empty() && self.meta.is_empty() && self.vault.is_empty()?)
     }
 
     fn put_index(&self, lookup: &[u8; 32], record: &[u8]) -> Result<(), StorageError> {
-        self.index
-            .insert(lookup, record)
-            .map_err(err("writing the index"))?;
-        Ok(())
+        self.vault.put(Kind::Index, lookup, record)
     }
 
     fn remove_index(&self, lookup: &[u8; 32]) -> Result<(), StorageError> {
-        self.index
-            .remove(lookup)
-            .map_err(err("removing from the index"))?;
-        Ok(())
+        self.vault.remove(Kind::Index, lookup)
     }
 
     fn index_records(&self) -> Items<'_, (Vec<u8>, Vec<u8>)> {
-        Box::new(self.index.iter().map(|item| {
-            let (k, v) = item.map_err(err("reading the index"))?;
-            Ok((k.to_vec(), v.to_vec()))
-        }))
+        match self.vault.all(Kind::Index) {
+            Ok(all) => Box::new(all.into_iter().map(Ok)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     fn secret(&self, subject: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .secrets
-            .get(subject)
-            .map_err(err("reading a subject secret"))?
-            .map(|v| v.to_vec()))
+        self.vault.get(Kind::Secret, subject.as_bytes())
     }
 
     fn put_secret(&self, subject: &str, secret: &[u8; 32]) -> Result<(), StorageError> {
-        self.secrets
-            .insert(subject, &secret[..])
-            .map_err(err("writing a subject secret"))?;
-        Ok(())
+        self.vault.put(Kind::Secret, subject.as_bytes(), secret)
     }
 
     fn remove_secret(&self, subject: &str) -> Result<(), StorageError> {
-        self.secrets
-            .remove(subject)
-            .map_err(err("removing a subject secret"))?;
-        Ok(())
+        self.vault.remove(Kind::Secret, subject.as_bytes())
     }
 
     fn sync(&self) -> Result<(), StorageError> {
+        // The vault first: an entry must never be durable while the index record it
+        // depends on is not.
+        self.vault.sync()?;
         self.db.flush().map_err(err("flushing to disk"))?;
         // sled's flush ends in sync_file_range; fsync the file so the drive cache and
         // metadata are flushed too (fdatasync reaches the inode from any handle).

@@ -1,0 +1,356 @@
+//! The vault: the erasable part of the store, subject secrets and index records.
+//!
+//! sled is log-structured: a removed value stays in stale segments of its data file until
+//! they happen to be reused (measured: after erasing a subject, its 32-byte secret was
+//! still in the `db` file ten times over). Anything erasure must destroy therefore lives
+//! here instead: a plain file of fixed 256-byte slots, where removing a record
+//! overwrites its slot with zeros in place and fsyncs.
+//!
+//! # Layout
+//!
+//! Slot 0 is a header (`"consent-ledger vault v1\n"`, then zeros). Every other slot is
+//! either all zeros (free) or
+//!
+//! ```text
+//! kind (1: secret, 2: index) | key length (1) | key | value length (1) | value | zeros |
+//! checksum: first 16 bytes of SHA-256 over bytes 0..240, at 240..256
+//! ```
+//!
+//! A secret is keyed by the subject id (value: the 32-byte secret); an index record by
+//! its lookup pseudonym (value: the encoded index record). Slots are 256-byte aligned, so
+//! a slot write never spans a disk sector boundary of 512 bytes or more. A slot whose
+//! checksum does not match (a write torn by a crash, or damage) is treated as free and
+//! zeroed when the vault is opened: the record it held is lost, and a decision that
+//! needed it is denied (fail closed).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::StorageError;
+
+const SLOT: usize = 256;
+const BODY: usize = SLOT - 16;
+const MAGIC: &[u8] = b"consent-ledger vault v1\n";
+
+/// A key and its value.
+type Pair = (Vec<u8>, Vec<u8>);
+
+/// A decoded slot: free (`None`) or a record.
+type Decoded = Option<(Kind, Vec<u8>, Vec<u8>)>;
+
+/// What a slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Secret = 1,
+    Index = 2,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    /// (kind, key) -> (slot number, value)
+    records: HashMap<(Kind, Vec<u8>), (u64, Vec<u8>)>,
+    free: Vec<u64>,
+    /// Number of slots in the file, the header included.
+    count: u64,
+    /// Damaged slots found (and zeroed) when opening.
+    damaged: u64,
+}
+
+/// The vault file and its in-memory table.
+#[derive(Debug)]
+pub(crate) struct Vault {
+    file: Mutex<File>,
+    slots: Mutex<Slots>,
+}
+
+fn io(context: &'static str) -> impl Fn(std::io::Error) -> StorageError {
+    move |e| StorageError::new(context, e)
+}
+
+fn poisoned() -> StorageError {
+    StorageError::new(
+        "using the vault",
+        std::io::Error::other("a thread panicked while using the vault"),
+    )
+}
+
+fn checksum(body: &[u8]) -> [u8; 16] {
+    let d = Sha256::digest(body);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(d.get(..16).unwrap_or(&[0; 16]));
+    out
+}
+
+fn encode(kind: Kind, key: &[u8], value: &[u8]) -> Option<[u8; SLOT]> {
+    let klen = u8::try_from(key.len()).ok()?;
+    let vlen = u8::try_from(value.len()).ok()?;
+    let mut slot = [0u8; SLOT];
+    let mut body = Vec::with_capacity(BODY);
+    body.push(kind as u8);
+    body.push(klen);
+    body.extend_from_slice(key);
+    body.push(vlen);
+    body.extend_from_slice(value);
+    if body.len() > BODY {
+        return None;
+    }
+    slot.get_mut(..body.len())?.copy_from_slice(&body);
+    let sum = checksum(slot.get(..BODY)?);
+    slot.get_mut(BODY..)?.copy_from_slice(&sum);
+    Some(slot)
+}
+
+/// Parses a slot: `Ok(None)` for a free slot, `Err(())` for a damaged one.
+#[allow(
+    clippy::result_unit_err,
+    reason = "private helper; the caller only needs to know it is damaged"
+)]
+fn decode(slot: &[u8]) -> Result<Decoded, ()> {
+    if slot.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    let (body, sum) = slot.split_at_checked(BODY).ok_or(())?;
+    if checksum(body) != sum {
+        return Err(());
+    }
+    let kind = match body.first() {
+        Some(1) => Kind::Secret,
+        Some(2) => Kind::Index,
+        _ => return Err(()),
+    };
+    let klen = usize::from(*body.get(1).ok_or(())?);
+    let key = body.get(2..2 + klen).ok_or(())?.to_vec();
+    let vlen = usize::from(*body.get(2 + klen).ok_or(())?);
+    let value = body.get(3 + klen..3 + klen + vlen).ok_or(())?.to_vec();
+    Ok(Some((kind, key, value)))
+}
+
+impl Vault {
+    /// Opens or creates the vault at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Vault, StorageError> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io("opening the vault"))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io("reading the vault"))?;
+        let mut slots = Slots::default();
+        if bytes.is_empty() {
+            let mut header = [0u8; SLOT];
+            if let Some(h) = header.get_mut(..MAGIC.len()) {
+                h.copy_from_slice(MAGIC);
+            }
+            file.write_all(&header).map_err(io("creating the vault"))?;
+            file.sync_all().map_err(io("creating the vault"))?;
+            slots.count = 1;
+        } else {
+            if !bytes.starts_with(MAGIC) {
+                return Err(StorageError::new(
+                    "reading the vault",
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the vault file has no vault header",
+                    ),
+                ));
+            }
+            // A partial last slot (a crash while the file grew) is dropped.
+            let whole = bytes.len() / SLOT;
+            let mut damaged = Vec::new();
+            for (n, slot) in bytes.chunks_exact(SLOT).enumerate().skip(1) {
+                let n = n as u64;
+                match decode(slot) {
+                    Ok(Some((kind, key, value))) => {
+                        slots.records.insert((kind, key), (n, value));
+                    }
+                    Ok(None) => slots.free.push(n),
+                    Err(()) => damaged.push(n),
+                }
+            }
+            slots.count = whole as u64;
+            for n in &damaged {
+                write_slot(&mut file, *n, &[0u8; SLOT])?;
+                slots.free.push(*n);
+            }
+            if bytes.len() % SLOT != 0 {
+                file.set_len((whole * SLOT) as u64)
+                    .map_err(io("repairing the vault"))?;
+            }
+            if !damaged.is_empty() || bytes.len() % SLOT != 0 {
+                file.sync_all().map_err(io("repairing the vault"))?;
+            }
+            slots.damaged = damaged.len() as u64;
+        }
+        Ok(Vault {
+            file: Mutex::new(file),
+            slots: Mutex::new(slots),
+        })
+    }
+
+    pub(crate) fn get(&self, kind: Kind, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let slots = self.slots.lock().map_err(|_| poisoned())?;
+        Ok(slots.records.get(&(kind, key.to_vec())).map(|(_, v)| v.clone()))
+    }
+
+    /// Inserts or replaces a record. Replacing writes the new record over the old slot.
+    pub(crate) fn put(&self, kind: Kind, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let slot = encode(kind, key, value).ok_or_else(|| {
+            StorageError::new(
+                "writing the vault",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "record too large for a vault slot",
+                ),
+            )
+        })?;
+        let mut slots = self.slots.lock().map_err(|_| poisoned())?;
+        let n = match slots.records.get(&(kind, key.to_vec())) {
+            Some((n, _)) => *n,
+            None => match slots.free.pop() {
+                Some(n) => n,
+                None => {
+                    slots.count += 1;
+                    slots.count - 1
+                }
+            },
+        };
+        let mut file = self.file.lock().map_err(|_| poisoned())?;
+        write_slot(&mut file, n, &slot)?;
+        slots.records.insert((kind, key.to_vec()), (n, value.to_vec()));
+        Ok(())
+    }
+
+    /// Removes a record by overwriting its slot with zeros in place.
+    pub(crate) fn remove(&self, kind: Kind, key: &[u8]) -> Result<(), StorageError> {
+        let mut slots = self.slots.lock().map_err(|_| poisoned())?;
+        if let Some((n, _)) = slots.records.remove(&(kind, key.to_vec())) {
+            let mut file = self.file.lock().map_err(|_| poisoned())?;
+            write_slot(&mut file, n, &[0u8; SLOT])?;
+            slots.free.push(n);
+        }
+        Ok(())
+    }
+
+    /// All records of a kind.
+    pub(crate) fn all(&self, kind: Kind) -> Result<Vec<Pair>, StorageError> {
+        let slots = self.slots.lock().map_err(|_| poisoned())?;
+        Ok(slots
+            .records
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, key), (_, v))| (key.clone(), v.clone()))
+            .collect())
+    }
+
+    pub(crate) fn is_empty(&self) -> Result<bool, StorageError> {
+        Ok(self.slots.lock().map_err(|_| poisoned())?.records.is_empty())
+    }
+
+    /// Slots found damaged (and zeroed) when the vault was opened.
+    #[cfg_attr(not(test), allow(dead_code, reason = "exposed for tests and diagnostics"))]
+    pub(crate) fn damaged(&self) -> u64 {
+        self.slots.lock().map(|s| s.damaged).unwrap_or(0)
+    }
+
+    pub(crate) fn sync(&self) -> Result<(), StorageError> {
+        self.file
+            .lock()
+            .map_err(|_| poisoned())?
+            .sync_data()
+            .map_err(io("syncing the vault"))
+    }
+}
+
+fn write_slot(file: &mut File, n: u64, slot: &[u8; SLOT]) -> Result<(), StorageError> {
+    file.seek(SeekFrom::Start(n * SLOT as u64))
+        .map_err(io("writing the vault"))?;
+    file.write_all(slot).map_err(io("writing the vault"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_reopen_and_removal_zeroes_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault");
+        let v = Vault::open(&path).unwrap();
+        let secret = [0xA5u8; 32];
+        v.put(Kind::Secret, b"subject-1", &secret).unwrap();
+        v.put(Kind::Index, &[7; 32], b"record").unwrap();
+        v.put(Kind::Index, &[8; 32], b"other").unwrap();
+        v.sync().unwrap();
+        drop(v);
+        let v = Vault::open(&path).unwrap();
+        assert_eq!(v.get(Kind::Secret, b"subject-1").unwrap().unwrap(), secret);
+        assert_eq!(v.all(Kind::Index).unwrap().len(), 2);
+        v.remove(Kind::Secret, b"subject-1").unwrap();
+        v.remove(Kind::Index, &[7; 32]).unwrap();
+        v.sync().unwrap();
+        drop(v);
+        let raw = std::fs::read(&path).unwrap();
+        assert!(!raw.windows(32).any(|w| w == secret), "secret bytes remain");
+        assert!(!raw.windows(6).any(|w| w == b"record"), "index bytes remain");
+        assert!(raw.windows(5).any(|w| w == b"other"));
+        // Freed slots are reused: the file does not grow.
+        let v = Vault::open(&path).unwrap();
+        v.put(Kind::Secret, b"subject-2", &[1; 32]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), raw.len() as u64);
+    }
+
+    #[test]
+    fn torn_or_damaged_slots_are_dropped_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault");
+        let v = Vault::open(&path).unwrap();
+        v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
+        v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
+        drop(v);
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[SLOT + 40] ^= 1; // damage slot 1
+        raw.extend_from_slice(&[9; 100]); // a torn append
+        std::fs::write(&path, &raw).unwrap();
+        let v = Vault::open(&path).unwrap();
+        assert_eq!(v.damaged(), 1);
+        assert_eq!(v.get(Kind::Secret, b"a").unwrap(), None);
+        assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * SLOT as u64);
+    }
+
+    #[test]
+    fn foreign_file_and_oversize_records_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault");
+        std::fs::write(&path, b"not a vault").unwrap();
+        assert!(Vault::open(&path).is_err());
+        let path = dir.path().join("vault2");
+        let v = Vault::open(&path).unwrap();
+        assert!(v.put(Kind::Index, &[0; 32], &[0; 230]).is_err());
+        assert!(v.put(Kind::Secret, &[b'x'; 300], &[0; 32]).is_err());
+    }
+
+    #[test]
+    fn decode_never_panics_on_any_slot() {
+        let mut slot = [0u8; SLOT];
+        for i in 0..SLOT {
+            slot[i] = 0xFF;
+            let _ = decode(&slot);
+        }
+        // A slot with a valid checksum but lengths beyond the body.
+        let mut s = [0u8; SLOT];
+        s[0] = 1;
+        s[1] = 250;
+        let sum = checksum(&s[..BODY]);
+        s[BODY..].copy_from_slice(&sum);
+        assert_eq!(decode(&s), Err(()));
+    }
+}
