@@ -27,8 +27,8 @@ pub use error::{
 pub use identifier::{Identifier, IdentifierKind, PseudonymKey};
 pub use inspect::Inspector;
 pub use ledger::{
-    Change, Durability, HistoryEntry, Ledger, LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded,
-    VerifyReport,
+    Change, Durability, ExpiringConsent, HistoryEntry, Ledger, LedgerBuilder, NoPseudonymKey, NoSigningKey,
+    Recorded, UntrustedRange, VerifyReport,
 };
 pub use purpose::{
     is_valid_purpose_id, Advertising, Analytics, LegalBasis, PartnerSharing, Personalization, Purpose,

@@ -97,6 +97,26 @@ impl State {
         self.subjects.get(subject).and_then(|s| s.erased_at)
     }
 
+    /// Every current grant that has an expiry: (subject, purpose id, grant entry, expiry).
+    pub(crate) fn grants_with_expiry(&self) -> Vec<(SubjectId, String, u64, Timestamp)> {
+        let mut out = Vec::new();
+        for (id, s) in &self.subjects {
+            for (p, c) in &s.consents {
+                if let Consent::Granted {
+                    seq,
+                    expires_at: Some(at),
+                    ..
+                } = c
+                {
+                    if let Some(purpose) = self.purposes.get(usize::from(*p)) {
+                        out.push((id.clone(), purpose.clone(), *seq, *at));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Subjects that were erased.
     pub(crate) fn erased_subjects(&self) -> impl Iterator<Item = &SubjectId> {
         self.subjects

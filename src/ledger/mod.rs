@@ -1,5 +1,6 @@
 //! The ledger: recording consent changes, deciding uses, reading history, verifying.
 
+mod lifecycle;
 pub(crate) mod open;
 pub(crate) mod replay;
 
@@ -7,7 +8,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+pub use lifecycle::ExpiringConsent;
 pub use open::{LedgerBuilder, NoPseudonymKey, NoSigningKey};
+pub use replay::UntrustedRange;
 
 use crate::decision::{Denied, Use};
 use crate::entry::{self, Actor, Body, Entry, Hash, IndexRecord};
@@ -142,6 +145,25 @@ pub struct VerifyReport {
     pub head: [u8; 32],
     /// Number of signing keys the log authorized, the genesis key included.
     pub keys: usize,
+    /// Entries signed with a key after the position from which it was revoked as
+    /// compromised ([`Ledger::revoke_key`]). Empty unless a key was revoked.
+    pub untrusted: Vec<UntrustedRange>,
+}
+
+impl VerifyReport {
+    /// An error naming the first entry signed with a revoked key, if any.
+    ///
+    /// # Errors
+    /// [`IntegrityProblem::RevokedKey`] at the first untrusted position.
+    pub fn require_trusted(&self) -> Result<(), IntegrityError> {
+        match self.untrusted.first() {
+            None => Ok(()),
+            Some(r) => Err(IntegrityError {
+                position: r.from,
+                problem: IntegrityProblem::RevokedKey { revoked_from: r.from },
+            }),
+        }
+    }
 }
 
 /// A consent ledger: a signed, hash-chained, append-only log of consent changes on
@@ -482,6 +504,18 @@ impl Ledger {
         actor: Actor,
         prepare: impl FnOnce(&State, &dyn Backend) -> Result<Prepared, WriteError>,
     ) -> Result<Recorded, WriteError> {
+        self.append_then(actor, |state, store, _| prepare(state, store), |_| {})
+    }
+
+    /// [`Ledger::append`] where `prepare` also sees the current signing key, and
+    /// `appended` runs under the writer lock once the entry is stored (key rotation
+    /// switches keys there).
+    fn append_then(
+        &self,
+        actor: Actor,
+        prepare: impl FnOnce(&State, &dyn Backend, &SigningKey) -> Result<Prepared, WriteError>,
+        appended: impl FnOnce(&mut Writer),
+    ) -> Result<Recorded, WriteError> {
         let inner = &*self.inner;
         let mut w = inner.writer.lock().map_err(|_| WriteError::Failed)?;
         if w.failed {
@@ -489,7 +523,7 @@ impl Ledger {
         }
         let prepared = {
             let state = inner.state.read().map_err(|_| WriteError::Failed)?;
-            prepare(&state, &*inner.store)?
+            prepare(&state, &*inner.store, &w.key)?
         };
         let (body, lookup) = match prepared {
             Prepared::Already(recorded) => return Ok(recorded),
@@ -521,6 +555,7 @@ impl Ledger {
         w.next_seq = entry.seq.saturating_add(1);
         w.last_hash = entry::entry_hash(&bytes);
         w.last_ts = timestamp;
+        appended(&mut w);
         {
             let mut state = inner.state.write().map_err(|_| WriteError::Failed)?;
             state.apply(&entry, lookup);
@@ -666,6 +701,7 @@ pub(crate) fn verify_store(store: &dyn Backend) -> Result<VerifyReport, ReadErro
         entries: replay.len(),
         head: replay.head_hash(),
         keys: replay.keys.len(),
+        untrusted: replay.untrusted(),
     })
 }
 

@@ -34,8 +34,8 @@ pub(crate) struct Replay {
     last_ts: u64,
     /// Keys in the order they were authorized; the last one signs new entries.
     pub(crate) keys: Vec<KeySpan>,
-    /// Revocations seen: (key, first untrusted position).
-    pub(crate) revoked: Vec<([u8; 32], u64)>,
+    /// Revocations seen: (key, first untrusted position, revocation entry).
+    pub(crate) revoked: Vec<([u8; 32], u64, u64)>,
     pub(crate) ledger_id: [u8; 16],
     pub(crate) pseudonym_key_check: [u8; 16],
     /// Pending signature checks: (signed bytes with context, signature, key, position).
@@ -185,7 +185,7 @@ impl Replay {
                 from: expected.saturating_add(1),
                 to: expected,
             }),
-            Body::KeyRevoked { key, from } => self.revoked.push((*key, *from)),
+            Body::KeyRevoked { key, from } => self.revoked.push((*key, *from, expected)),
             _ => {}
         }
         self.prev_hash = stored.hash;
@@ -222,30 +222,47 @@ impl Replay {
         ))
     }
 
-    /// Finishes the walk: outstanding signatures, the last entry's signature when only
-    /// that one is checked, and revocations.
+    /// Finishes the walk: outstanding signatures, and the last entry's signature when
+    /// only that one is checked.
     pub(crate) fn finish(&mut self) -> Result<(), IntegrityError> {
         self.check_pending()?;
         if let Some(last) = self.last.take() {
             check_one(&last)?;
         }
-        // The first entry signed by a key at or after its revocation point.
-        let mut first_bad: Option<(u64, u64)> = None;
-        for (key, from) in &self.revoked {
+        Ok(())
+    }
+
+    /// Runs of entries signed with a key at or after the position from which it was
+    /// revoked, in log order. They verify cryptographically, but the key that signed
+    /// them was declared compromised for that range.
+    pub(crate) fn untrusted(&self) -> Vec<UntrustedRange> {
+        let mut out: Vec<UntrustedRange> = Vec::new();
+        for (key, from, revoked_by) in &self.revoked {
             for span in self.keys.iter().filter(|s| s.key == *key && s.to >= s.from) {
                 if span.to >= *from {
-                    let pos = span.from.max(*from);
-                    if first_bad.is_none_or(|(p, _)| pos < p) {
-                        first_bad = Some((pos, *from));
-                    }
+                    out.push(UntrustedRange {
+                        from: span.from.max(*from),
+                        to: span.to,
+                        revoked_by: *revoked_by,
+                    });
                 }
             }
         }
-        if let Some((pos, from)) = first_bad {
-            return Err(broken(pos, IntegrityProblem::RevokedKey { revoked_from: from }));
-        }
-        Ok(())
+        out.sort_by_key(|r| (r.from, r.to));
+        out
     }
+}
+
+/// Entries `from..=to` were signed with a key that the entry `revoked_by` declared
+/// compromised from a position at or before `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UntrustedRange {
+    /// First untrusted position.
+    pub from: u64,
+    /// Last untrusted position (inclusive).
+    pub to: u64,
+    /// The revocation entry.
+    pub revoked_by: u64,
 }
 
 /// Checks one signature.

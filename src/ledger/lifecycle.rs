@@ -1,0 +1,176 @@
+//! Lifecycle: signing-key rotation and revocation, consent expiry and refresh.
+
+use std::time::Duration;
+
+use super::{Ledger, Prepared, Recorded};
+use crate::entry::{Actor, Body};
+use crate::error::{InputError, WriteError};
+use crate::signing::{SigningKey, VerifyingKey};
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+
+/// A consent that lapses soon (or has lapsed): ask the person again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiringConsent {
+    /// Whose consent.
+    pub subject: SubjectId,
+    /// The purpose id.
+    pub purpose: String,
+    /// The grant entry.
+    pub grant: u64,
+    /// When it lapses.
+    pub expires_at: Timestamp,
+}
+
+impl Ledger {
+    /// Rotates the signing key: appends an entry, signed with the current key, that
+    /// names `new_key`; every later entry is signed with `new_key`. Reopening the
+    /// ledger then requires `new_key`.
+    ///
+    /// Use it on a schedule, and at once when the current key may be exposed (then also
+    /// [`revoke_key`](Ledger::revoke_key) the old one from the position it may have been
+    /// misused from).
+    ///
+    /// # Errors
+    /// [`WriteError::Input`] when `new_key` is the current key; storage failures.
+    pub fn rotate_key(&self, new_key: SigningKey) -> Result<Recorded, WriteError> {
+        let new_public = new_key.verifying_key().to_bytes();
+        self.append_then(
+            Actor::System,
+            |_, _, current| {
+                if current.verifying_key().to_bytes() == new_public {
+                    return Err(InputError::new("new signing key", "is the current key").into());
+                }
+                Ok(Prepared::Append(Body::KeyRotated { new_key: new_public }, None))
+            },
+            move |w| w.key = new_key,
+        )
+    }
+
+    /// Declares `key` compromised from position `from` on: [`Ledger::verify`] reports
+    /// the entries it signed at or after `from` in
+    /// [`VerifyReport::untrusted`](crate::VerifyReport::untrusted). The entries stay in
+    /// the log (nothing is rewritten); the revocation is itself a signed entry.
+    ///
+    /// The current key cannot be revoked: [`rotate_key`](Ledger::rotate_key) first, so
+    /// that new entries are signed by a key that is still trusted.
+    ///
+    /// # Errors
+    /// [`WriteError::Input`] when `key` is the current signing key or `from` is beyond
+    /// the end of the log; storage failures.
+    pub fn revoke_key(&self, key: VerifyingKey, from: u64) -> Result<Recorded, WriteError> {
+        let bytes = key.to_bytes();
+        self.append_then(
+            Actor::System,
+            |state, _, current| {
+                if current.verifying_key().to_bytes() == bytes {
+                    return Err(
+                        InputError::new("revoked key", "is the current signing key; rotate first").into(),
+                    );
+                }
+                if from > state.len {
+                    return Err(
+                        InputError::new("revocation position", "is beyond the end of the log").into(),
+                    );
+                }
+                Ok(Prepared::Append(Body::KeyRevoked { key: bytes, from }, None))
+            },
+            |_| {},
+        )
+    }
+
+    /// The current grants that lapse within `within` from now, and those that have
+    /// already lapsed but were not yet recorded as expired, earliest first, so the
+    /// application can ask the person again in time. Regulators' guidance bounds how
+    /// long some consents last: the French CNIL, for example, advises renewing cookie
+    /// consent after at most 13 months.
+    ///
+    /// ```
+    /// # use consent_ledger::*;
+    /// # use std::time::Duration;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    /// let ledger = Ledger::builder(dir.path())
+    ///     .signing_key(SigningKey::generate())
+    ///     .pseudonym_key(PseudonymKey::generate())
+    ///     .clock(clock.clone())
+    ///     .open()?;
+    /// let thirteen_months = Duration::from_secs(396 * 24 * 3600);
+    /// let alice = SubjectId::new("account-1")?;
+    /// ledger.grant::<Analytics>(&alice, RecipientScope::first_party(), Some(clock.now().saturating_add(thirteen_months)))?;
+    ///
+    /// assert!(ledger.expiring(Duration::from_secs(30 * 24 * 3600))?.is_empty());
+    /// clock.advance(Duration::from_secs(380 * 24 * 3600));
+    /// let due = ledger.expiring(Duration::from_secs(30 * 24 * 3600))?;
+    /// assert_eq!(due.len(), 1);
+    /// assert_eq!(due[0].purpose, "analytics");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`WriteError::Failed`] when the state cannot be read.
+    pub fn expiring(&self, within: Duration) -> Result<Vec<ExpiringConsent>, WriteError> {
+        let limit = self.inner.clock.now().saturating_add(within);
+        let state = self.inner.state.read().map_err(|_| WriteError::Failed)?;
+        let mut out: Vec<ExpiringConsent> = state
+            .grants_with_expiry()
+            .into_iter()
+            .filter(|(.., at)| *at <= limit)
+            .map(|(subject, purpose, grant, expires_at)| ExpiringConsent {
+                subject,
+                purpose,
+                grant,
+                expires_at,
+            })
+            .collect();
+        out.sort_by_key(|c| (c.expires_at, c.grant));
+        Ok(out)
+    }
+
+    /// Appends an `Expired` entry (actor: system) for every grant whose expiry has
+    /// passed, so that the log shows the lapse. Decisions deny lapsed consent whether or
+    /// not this has run; running it twice appends nothing the second time.
+    ///
+    /// # Errors
+    /// Storage failures; entries appended before a failure stay appended.
+    pub fn record_expiries(&self) -> Result<Vec<Recorded>, WriteError> {
+        let now = self.inner.clock.now();
+        let due: Vec<(SubjectId, String, u64)> = {
+            let state = self.inner.state.read().map_err(|_| WriteError::Failed)?;
+            state
+                .grants_with_expiry()
+                .into_iter()
+                .filter(|(.., at)| *at <= now)
+                .map(|(s, p, g, _)| (s, p, g))
+                .collect()
+        };
+        let mut out = Vec::with_capacity(due.len());
+        for (subject, purpose, grant) in due {
+            let r = self.append(Actor::System, |state, _| {
+                // Still the same lapsed grant? (A new grant may have arrived meanwhile.)
+                let still = state
+                    .grants_with_expiry()
+                    .iter()
+                    .any(|(s, p, g, at)| *s == subject && *p == purpose && *g == grant && *at <= now);
+                if !still {
+                    return Ok(Prepared::Already(Recorded {
+                        seq: grant,
+                        timestamp: now,
+                    }));
+                }
+                Ok(Prepared::Append(
+                    Body::Expired {
+                        subject: subject.clone(),
+                        purpose: purpose.clone(),
+                    },
+                    None,
+                ))
+            })?;
+            if r.seq != grant {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}

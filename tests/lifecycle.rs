@@ -1,0 +1,314 @@
+//! Key rotation and revocation, consent expiry and refresh, purpose changes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::time::Duration;
+
+use consent_ledger::{
+    Advertising, Analytics, Change, Clock, Denied, Durability, Identifier, Inspector, IntegrityProblem,
+    Ledger, ManualClock, OpenError, PseudonymKey, Recipient, RecipientScope, Security, SigningKey, SubjectId,
+    Timestamp, UntrustedRange, WriteError,
+};
+
+fn open(dir: &std::path::Path, key: &SigningKey, pk: &PseudonymKey, clock: &ManualClock) -> Ledger {
+    Ledger::builder(dir)
+        .signing_key(key.clone())
+        .pseudonym_key(pk.clone())
+        .durability(Durability::Relaxed)
+        .clock(clock.clone())
+        .open()
+        .unwrap()
+}
+
+fn subject(s: &str) -> SubjectId {
+    SubjectId::new(s).unwrap()
+}
+
+#[test]
+fn entries_verify_across_many_rotations_and_reopen_needs_the_newest_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1));
+    let keys: Vec<SigningKey> = (0..7).map(|_| SigningKey::generate()).collect();
+    let l = open(dir.path(), &keys[0], &pk, &clock);
+    let s = subject("s-1");
+    for (i, k) in keys.iter().enumerate().skip(1) {
+        l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
+            .unwrap();
+        let r = l.rotate_key(k.clone()).unwrap();
+        assert_eq!(
+            l.verifying_key().unwrap(),
+            k.verifying_key(),
+            "rotation {i} at entry {}",
+            r.seq
+        );
+        l.withdraw::<Analytics>(&s).unwrap();
+    }
+    assert!(
+        l.rotate_key(keys[6].clone()).is_err(),
+        "rotating to the current key is refused"
+    );
+    let report = l.verify().unwrap();
+    assert_eq!(report.keys, 7);
+    assert!(report.untrusted.is_empty());
+    drop(l);
+    for old in &keys[..6] {
+        let e = Ledger::builder(dir.path())
+            .signing_key(old.clone())
+            .pseudonym_key(pk.clone())
+            .open()
+            .unwrap_err();
+        assert!(matches!(e, OpenError::WrongSigningKey), "{e:?}");
+    }
+    let l = open(dir.path(), &keys[6], &pk, &clock);
+    assert_eq!(l.verify().unwrap(), report);
+    drop(l);
+    assert_eq!(Inspector::open(dir.path()).unwrap().verify().unwrap(), report);
+}
+
+#[test]
+fn an_entry_signed_with_the_old_key_after_rotation_is_rejected() {
+    // A thief of the old key appends a well-formed, properly chained entry after the
+    // rotation and signs it with the old key: both open and verify catch it.
+    use ed25519_dalek::Signer;
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1));
+    let (old, new) = (SigningKey::generate(), SigningKey::generate());
+    let l = open(dir.path(), &old, &pk, &clock);
+    let rot = l.rotate_key(new.clone()).unwrap();
+    drop(l);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let t = db.open_tree("entries").unwrap();
+        let last = t.get(rot.seq.to_be_bytes()).unwrap().unwrap().to_vec();
+        // The rotation entry has actor System (no string), so the layout is fixed:
+        // version 1 | seq 8 | timestamp 8 | actor tag 4 | prev_hash 32 | ...
+        let mut forged = last[..last.len() - 64].to_vec();
+        forged[1..9].copy_from_slice(&(rot.seq + 1).to_be_bytes());
+        let prev: [u8; 32] = Sha256::digest(&last).into();
+        forged[21..53].copy_from_slice(&prev);
+        let mut msg = b"consent-ledger entry v1\n".to_vec();
+        msg.extend_from_slice(&forged);
+        let thief = ed25519_dalek::SigningKey::from_bytes(&old.expose_seed());
+        forged.extend_from_slice(&thief.sign(&msg).to_bytes());
+        t.insert((rot.seq + 1).to_be_bytes(), forged).unwrap();
+        db.flush().unwrap();
+    }
+    let e = Inspector::open(dir.path()).unwrap().verify().unwrap_err();
+    let consent_ledger::ReadError::Integrity(e) = e else {
+        panic!("{e}")
+    };
+    assert_eq!(
+        (e.position, e.problem),
+        (rot.seq + 1, IntegrityProblem::BadSignature)
+    );
+    let e = Ledger::builder(dir.path())
+        .signing_key(new)
+        .pseudonym_key(pk.clone())
+        .open()
+        .unwrap_err();
+    let OpenError::Integrity(e) = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        (e.position, e.problem),
+        (rot.seq + 1, IntegrityProblem::BadSignature)
+    );
+    // And the thief cannot open it with the old key as if it were still valid.
+    let e = Ledger::builder(dir.path())
+        .signing_key(old)
+        .pseudonym_key(pk)
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(e, OpenError::Integrity(_) | OpenError::WrongSigningKey),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn revoked_key_entries_are_reported_not_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1));
+    let (k1, k2) = (SigningKey::generate(), SigningKey::generate());
+    let l = open(dir.path(), &k1, &pk, &clock);
+    let s = subject("s-1");
+    for _ in 0..5 {
+        l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
+            .unwrap();
+    }
+    // k1 is believed exposed from entry 3 on.
+    let e = l.revoke_key(k1.verifying_key(), 3).unwrap_err();
+    assert!(
+        matches!(e, WriteError::Input(_)),
+        "the current key cannot be revoked: {e:?}"
+    );
+    let rot = l.rotate_key(k2.clone()).unwrap();
+    assert!(
+        l.revoke_key(k1.verifying_key(), 10_000).is_err(),
+        "beyond the end"
+    );
+    let rev = l.revoke_key(k1.verifying_key(), 3).unwrap();
+    l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
+        .unwrap();
+    let report = l.verify().unwrap();
+    // Entries 3..=rot.seq were signed by k1 (the rotation entry itself included).
+    assert_eq!(
+        report.untrusted,
+        vec![UntrustedRange {
+            from: 3,
+            to: rot.seq,
+            revoked_by: rev.seq
+        }]
+    );
+    let err = report.require_trusted().unwrap_err();
+    assert_eq!(err.position, 3);
+    assert!(matches!(err.problem, IntegrityProblem::RevokedKey { .. }));
+    drop(l);
+    // The ledger still opens with the new key, and the report is stable.
+    let l = open(dir.path(), &k2, &pk, &clock);
+    assert_eq!(l.verify().unwrap(), report);
+}
+
+#[test]
+fn expiry_denies_with_the_time_lists_what_lapses_and_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let key = SigningKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let l = open(dir.path(), &key, &pk, &clock);
+    let day = Duration::from_secs(24 * 3600);
+    let acme = Recipient::partner("acme").unwrap();
+    let mut ids = Vec::new();
+    for (i, days) in [10u64, 40, 400].iter().enumerate() {
+        let s = subject(&format!("s-{i}"));
+        let id = Identifier::<Advertising>::email(&format!("u{i}@example.com")).unwrap();
+        l.collect(&s, &id, RecipientScope::only(acme.clone())).unwrap();
+        let at = clock.now().saturating_add(day * (*days as u32));
+        let g = l
+            .grant::<Advertising>(&s, RecipientScope::only(acme.clone()), Some(at))
+            .unwrap();
+        ids.push((s, id, g.seq, at));
+    }
+    // No expiry: never listed.
+    let forever = subject("s-forever");
+    l.grant::<Advertising>(&forever, RecipientScope::all_partners(), None)
+        .unwrap();
+
+    let soon = l.expiring(day * 30).unwrap();
+    assert_eq!(soon.iter().map(|c| c.grant).collect::<Vec<_>>(), vec![ids[0].2]);
+    let within_year = l.expiring(day * 365).unwrap();
+    assert_eq!(
+        within_year.iter().map(|c| c.grant).collect::<Vec<_>>(),
+        vec![ids[0].2, ids[1].2]
+    );
+    assert_eq!(within_year[0].purpose, "advertising");
+    assert_eq!(within_year[0].subject, ids[0].0);
+
+    clock.advance(day * 10);
+    // Exactly at the expiry time the consent is over.
+    assert_eq!(
+        l.authorize(&ids[0].1, &acme).unwrap_err(),
+        Denied::Expired {
+            purpose: "advertising",
+            grant: ids[0].2,
+            at: ids[0].3
+        }
+    );
+    assert!(l.authorize(&ids[1].1, &acme).is_ok());
+    // Lapsed but not yet recorded: still listed, so the application asks again.
+    assert_eq!(l.expiring(Duration::ZERO).unwrap().len(), 1);
+    let recorded = l.record_expiries().unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert!(l.record_expiries().unwrap().is_empty(), "idempotent");
+    assert!(l.expiring(Duration::ZERO).unwrap().is_empty());
+    assert_eq!(
+        l.authorize(&ids[0].1, &acme).unwrap_err(),
+        Denied::Expired {
+            purpose: "advertising",
+            grant: ids[0].2,
+            at: ids[0].3
+        }
+    );
+    let h = l.history(&ids[0].0).unwrap();
+    assert_eq!(
+        h.last().unwrap().change,
+        Change::Expired {
+            purpose: "advertising".into()
+        }
+    );
+    assert_eq!(h.last().unwrap().actor, consent_ledger::Actor::System);
+    // Refresh: the person agrees again; a new grant replaces the lapsed one.
+    let again = l
+        .grant::<Advertising>(
+            &ids[0].0,
+            RecipientScope::only(acme.clone()),
+            Some(clock.now().saturating_add(day)),
+        )
+        .unwrap();
+    assert_eq!(
+        l.authorize(&ids[0].1, &acme).unwrap().evidence().allowed_by(),
+        again.seq
+    );
+    let report = l.verify().unwrap();
+    drop(l);
+    let l = open(dir.path(), &key, &pk, &clock);
+    assert_eq!(l.verify().unwrap(), report);
+    assert_eq!(
+        l.authorize(&ids[0].1, &acme).unwrap().evidence().allowed_by(),
+        again.seq
+    );
+}
+
+#[test]
+fn a_new_purpose_needs_a_new_collection_and_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1));
+    let l = open(
+        dir.path(),
+        &SigningKey::generate(),
+        &PseudonymKey::generate(),
+        &clock,
+    );
+    let alice = subject("alice");
+    let acme = Recipient::partner("acme").unwrap();
+    let for_2fa = Identifier::<Security>::phone("+447700900123").unwrap();
+    l.collect(&alice, &for_2fa, RecipientScope::first_party())
+        .unwrap();
+    let for_ads = Identifier::<Advertising>::phone("+44 7700 900123").unwrap();
+    // Consent alone is not enough: the number was never collected for advertising.
+    l.grant::<Advertising>(&alice, RecipientScope::only(acme.clone()), None)
+        .unwrap();
+    assert_eq!(
+        l.authorize(&for_ads, &acme).unwrap_err(),
+        Denied::NotCollectedForPurpose {
+            purpose: "advertising"
+        }
+    );
+    // Collection alone is not enough either, once consent is withdrawn.
+    l.withdraw::<Advertising>(&alice).unwrap();
+    l.collect(&alice, &for_ads, RecipientScope::only(acme.clone()))
+        .unwrap();
+    assert!(matches!(
+        l.authorize(&for_ads, &acme),
+        Err(Denied::Withdrawn { .. })
+    ));
+    // Both, explicitly: allowed. The 2FA identifier still serves only 2FA.
+    let g = l
+        .grant::<Advertising>(&alice, RecipientScope::only(acme.clone()), None)
+        .unwrap();
+    assert_eq!(
+        l.authorize(&for_ads, &acme).unwrap().evidence().allowed_by(),
+        g.seq
+    );
+    assert!(l.authorize(&for_2fa, &acme).is_err());
+    // And no API turns one into the other: see tests/ui/convert_*.rs.
+}
