@@ -183,6 +183,10 @@ pub enum OpenError {
     /// The pseudonym key given is not the one the ledger was created with.
     #[error("the pseudonym key is not the key the ledger was created with")]
     WrongPseudonymKey,
+    /// The trusted checkpoint given to the builder is malformed, or not signed by any key
+    /// this ledger's log authorized, or from another ledger.
+    #[error("the trusted checkpoint is not a valid checkpoint of this ledger")]
+    UntrustedCheckpoint,
     /// Stored metadata or an index record is malformed.
     #[error("stored {0} is corrupt")]
     CorruptMetadata(&'static str),
@@ -237,10 +241,13 @@ pub enum WriteError {
     Failed,
 }
 
-/// Reading from the ledger (history, entries) failed.
+/// Reading from the ledger (history, entries, proofs) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
+    /// The position or tree size asked for is not in the log (or not yet durable).
+    #[error("position or tree size is outside the log")]
+    OutOfRange,
     /// The storage engine failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod checkpoint;
 mod decision;
 mod entry;
 mod error;
@@ -11,6 +12,7 @@ mod merkle;
 mod normalize;
 mod note;
 mod purpose;
+mod receipt;
 mod recipient;
 mod signing;
 mod state;
@@ -18,6 +20,9 @@ mod store;
 mod subject;
 mod time;
 
+pub use checkpoint::{
+    verify_consistency, verify_inclusion, AuditError, ConsistencyProof, InclusionProof, SignedCheckpoint,
+};
 pub use decision::{Denied, Evidence, Use};
 pub use entry::Actor;
 pub use error::{
@@ -30,10 +35,13 @@ pub use ledger::{
     Change, Durability, ExpiringConsent, HistoryEntry, Ledger, LedgerBuilder, NoPseudonymKey, NoSigningKey,
     Recorded, UntrustedRange, VerifyReport,
 };
+pub use merkle::ProofError;
+pub use note::NoteError;
 pub use purpose::{
     is_valid_purpose_id, Advertising, Analytics, LegalBasis, PartnerSharing, Personalization, Purpose,
     PurposeInfo, Security, MAX_PURPOSE_ID_LEN,
 };
+pub use receipt::{verify_receipt, Receipt, VerifiedReceipt, RECEIPT_VERSION};
 pub use recipient::{Name, Recipient, RecipientScope, MAX_RECIPIENT_NAME_LEN};
 pub use signing::{InvalidKey, SigningKey, VerifyingKey};
 pub use subject::{SubjectId, MAX_SUBJECT_ID_LEN};

@@ -24,10 +24,6 @@
 //! but hashes and implement RFC 9162 §2.1.3.2 and §2.1.4.2 step by step.
 //! Nothing here panics on caller-supplied sizes or indexes, including values
 //! close to `u64::MAX`: out-of-range arguments give `None` or an error.
-#![allow(
-    dead_code,
-    reason = "pub(crate) API consumed by the ledger as it is wired in; remove once every item has a caller"
-)]
 
 use sha2::{Digest, Sha256};
 
@@ -68,12 +64,12 @@ pub(crate) fn empty_root() -> Hash {
 
 /// Why a proof failed to verify.
 ///
-/// Every failure of [`verify_inclusion`] or [`verify_consistency`] maps to one
+/// Every failure of [`verify_inclusion`](crate::verify_inclusion) or [`verify_consistency`](crate::verify_consistency) maps to one
 /// of these; callers should treat all of them as "the proof does not show
 /// what was claimed".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ProofError {
+pub enum ProofError {
     /// The leaf index is not smaller than the tree size, so the leaf cannot
     /// be in the tree.
     #[error("leaf index is not below the tree size")]
@@ -230,6 +226,7 @@ impl MerkleTree {
     }
 
     /// Whether no leaf has been appended yet.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -21,10 +21,6 @@
 //! with padding, implemented here rather than pulled in as a dependency, and
 //! only canonical encodings are accepted so that each value has exactly one
 //! textual form.
-#![allow(
-    dead_code,
-    reason = "pub(crate) API consumed by the ledger as it is wired in; remove once every item has a caller"
-)]
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -58,7 +54,7 @@ const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq
 /// to log even when the input is attacker-controlled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum NoteError {
+pub enum NoteError {
     /// The note (or checkpoint body) is larger than the 1 MiB limit.
     #[error("note exceeds the 1 MiB size limit")]
     TooLarge,

@@ -46,7 +46,6 @@ impl SigningKey {
         self.0.sign(&msg).to_bytes()
     }
 
-    #[cfg(test)]
     pub(crate) fn inner(&self) -> &ed25519_dalek::SigningKey {
         &self.0
     }
@@ -79,7 +78,6 @@ impl VerifyingKey {
     }
 
     /// Whether `signature` is this key's signature over the entry bytes `body`.
-    #[cfg(test)]
     pub(crate) fn verify_entry(&self, body: &[u8], signature: &[u8; 64]) -> bool {
         let mut msg = Vec::with_capacity(ENTRY_CONTEXT.len() + body.len());
         msg.extend_from_slice(ENTRY_CONTEXT);

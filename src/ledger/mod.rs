@@ -1,6 +1,7 @@
 //! The ledger: recording consent changes, deciding uses, reading history, verifying.
 
 mod lifecycle;
+mod merkle_log;
 pub(crate) mod open;
 pub(crate) mod replay;
 
@@ -185,6 +186,9 @@ struct Inner {
     pseudonym_key: PseudonymKey,
     durability: Durability,
     ledger_id: [u8; 16],
+    /// The log as an RFC 9162 Merkle tree, built on first use (or at open when a
+    /// trusted checkpoint is checked) and then extended by every append.
+    tree: Mutex<Option<crate::merkle::MerkleTree>>,
 }
 
 /// Everything the single writer needs, behind one mutex.
@@ -556,6 +560,11 @@ impl Ledger {
         w.last_hash = entry::entry_hash(&bytes);
         w.last_ts = timestamp;
         appended(&mut w);
+        if let Ok(mut tree) = inner.tree.lock() {
+            if let Some(t) = tree.as_mut() {
+                t.push(crate::merkle::leaf_hash(&bytes));
+            }
+        }
         {
             let mut state = inner.state.write().map_err(|_| WriteError::Failed)?;
             state.apply(&entry, lookup);

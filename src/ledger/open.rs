@@ -41,6 +41,7 @@ pub struct LedgerBuilder<S = NoSigningKey, K = NoPseudonymKey> {
     pseudonym_key: K,
     durability: Durability,
     clock: Arc<dyn Clock>,
+    trusted_checkpoint: Option<String>,
 }
 
 impl<S, K> fmt::Debug for LedgerBuilder<S, K> {
@@ -61,6 +62,7 @@ impl LedgerBuilder {
             pseudonym_key: NoPseudonymKey,
             durability: Durability::default(),
             clock: Arc::new(SystemClock),
+            trusted_checkpoint: None,
         }
     }
 }
@@ -75,6 +77,7 @@ impl<K> LedgerBuilder<NoSigningKey, K> {
             pseudonym_key: self.pseudonym_key,
             durability: self.durability,
             clock: self.clock,
+            trusted_checkpoint: self.trusted_checkpoint,
         }
     }
 }
@@ -89,6 +92,7 @@ impl<S> LedgerBuilder<S, NoPseudonymKey> {
             pseudonym_key: key,
             durability: self.durability,
             clock: self.clock,
+            trusted_checkpoint: self.trusted_checkpoint,
         }
     }
 }
@@ -97,6 +101,18 @@ impl<S, K> LedgerBuilder<S, K> {
     /// What an acknowledged append promises about crashes (default [`Durability::Immediate`]).
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// A signed checkpoint kept outside the database (a file, another store), from
+    /// [`Ledger::checkpoint`]. Opening then refuses a ledger that is shorter than the
+    /// checkpoint ([`IntegrityProblem::Truncated`](crate::IntegrityProblem::Truncated))
+    /// or whose first entries are not the ones it committed to
+    /// ([`IntegrityProblem::InconsistentWithCheckpoint`](crate::IntegrityProblem::InconsistentWithCheckpoint)):
+    /// truncation and restoring an older backup are caught. The checkpoint must be signed
+    /// by a key the log authorized. Default: none.
+    pub fn trusted_checkpoint(mut self, signed_checkpoint: impl Into<String>) -> Self {
+        self.trusted_checkpoint = Some(signed_checkpoint.into());
         self
     }
 
@@ -193,6 +209,7 @@ fn read_err(e: ReadError) -> OpenError {
     match e {
         ReadError::Storage(s) => OpenError::Storage(s),
         ReadError::Integrity(i) => OpenError::Integrity(i),
+        ReadError::OutOfRange => OpenError::CorruptMetadata("log"),
     }
 }
 
@@ -236,8 +253,16 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
 
     let mut replay = Replay::new(false);
     let mut state = State::default();
+    let mut tree = b
+        .trusted_checkpoint
+        .as_ref()
+        .map(|_| crate::merkle::MerkleTree::new());
     for raw in store.entries_from(0) {
-        let stored = replay.step(raw?).map_err(read_err)?;
+        let raw = raw?;
+        if let Some(t) = tree.as_mut() {
+            t.push(crate::merkle::leaf_hash(&raw.1));
+        }
+        let stored = replay.step(raw).map_err(read_err)?;
         let lookup = match &stored.entry.body {
             Body::Collected {
                 subject, pseudonym, ..
@@ -252,6 +277,9 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     }
     if replay.current_key() != Some(b.signing_key.verifying_key().to_bytes()) {
         return Err(OpenError::WrongSigningKey);
+    }
+    if let (Some(text), Some(t)) = (&b.trusted_checkpoint, &tree) {
+        check_trusted(text, &replay, t)?;
     }
     finish_erasures(&*store, &state, &index)?;
 
@@ -283,6 +311,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             pseudonym_key: b.pseudonym_key,
             durability: b.durability,
             ledger_id,
+            tree: Mutex::new(tree),
         }),
     })
 }
@@ -309,6 +338,39 @@ fn finish_erasures(
     }
     if changed {
         store.sync()?;
+    }
+    Ok(())
+}
+
+/// Refuses a log that is shorter than, or not an extension of, a trusted checkpoint.
+fn check_trusted(text: &str, replay: &Replay, tree: &crate::merkle::MerkleTree) -> Result<(), OpenError> {
+    use crate::error::{IntegrityError, IntegrityProblem};
+    let cp = replay
+        .keys
+        .iter()
+        .find_map(|span| {
+            let key = crate::signing::VerifyingKey::from_bytes(&span.key).ok()?;
+            crate::checkpoint::SignedCheckpoint::verify(text, &key).ok()
+        })
+        .ok_or(OpenError::UntrustedCheckpoint)?;
+    if cp.origin() != crate::checkpoint::origin_of(&replay.ledger_id) {
+        return Err(OpenError::UntrustedCheckpoint);
+    }
+    if tree.len() < cp.size() {
+        return Err(IntegrityError {
+            position: tree.len(),
+            problem: IntegrityProblem::Truncated {
+                checkpoint_size: cp.size(),
+            },
+        }
+        .into());
+    }
+    if tree.root_at(cp.size()) != Some(cp.root()) {
+        return Err(IntegrityError {
+            position: cp.size().saturating_sub(1),
+            problem: IntegrityProblem::InconsistentWithCheckpoint,
+        }
+        .into());
     }
     Ok(())
 }

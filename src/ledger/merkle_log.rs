@@ -1,0 +1,151 @@
+//! The log as a Merkle tree: checkpoints, proofs and receipts, built from the ledger.
+
+use std::sync::atomic::Ordering;
+
+use super::Ledger;
+use crate::checkpoint::{ConsistencyProof, InclusionProof, SignedCheckpoint};
+use crate::error::{IntegrityError, IntegrityProblem, ReadError};
+use crate::merkle::{self, MerkleTree};
+use crate::receipt::Receipt;
+
+impl Ledger {
+    /// Runs `f` on the Merkle tree of every entry written so far, building it on first
+    /// use. The writer lock is held, so no append slips in between.
+    fn with_tree<R>(
+        &self,
+        f: impl FnOnce(&MerkleTree, &crate::signing::SigningKey) -> R,
+    ) -> Result<R, ReadError> {
+        let w = self.inner.writer.lock().map_err(|_| super::poisoned())?;
+        let mut tree = self.inner.tree.lock().map_err(|_| super::poisoned())?;
+        if tree.is_none() {
+            let mut t = MerkleTree::new();
+            for item in self.inner.store.entries_from(0) {
+                let (_, bytes) = item?;
+                t.push(merkle::leaf_hash(&bytes));
+            }
+            if t.len() != w.next_seq {
+                return Err(IntegrityError {
+                    position: t.len().min(w.next_seq),
+                    problem: IntegrityProblem::Missing { next: t.len() },
+                }
+                .into());
+            }
+            *tree = Some(t);
+        }
+        match tree.as_ref() {
+            Some(t) => Ok(f(t, &w.key)),
+            None => Err(super::poisoned()),
+        }
+    }
+
+    /// Number of entries known to be durable: what a checkpoint may cover.
+    fn durable_len(&self) -> Result<u64, ReadError> {
+        let s = self.inner.group.state.lock().map_err(|_| super::poisoned())?;
+        Ok(s.durable.min(self.inner.group.written.load(Ordering::SeqCst)))
+    }
+
+    /// A signed checkpoint (C2SP signed note) of the durable part of the log: its size
+    /// and Merkle root, signed with the current signing key. Keep the latest one outside
+    /// the database and pass it to
+    /// [`LedgerBuilder::trusted_checkpoint`](crate::LedgerBuilder::trusted_checkpoint)
+    /// when opening, to catch truncation and rollbacks. With
+    /// [`Durability::Relaxed`](crate::Durability::Relaxed), call [`Ledger::sync`] first,
+    /// or the checkpoint covers only what was synced.
+    ///
+    /// # Errors
+    /// Storage failures while building the tree on first use.
+    pub fn checkpoint(&self) -> Result<SignedCheckpoint, ReadError> {
+        let size = self.durable_len()?;
+        let id = self.inner.ledger_id;
+        self.with_tree(|t, key| {
+            let root = t
+                .root_at(size)
+                .ok_or(IntegrityProblem::Missing { next: t.len() })?;
+            SignedCheckpoint::sign(&id, size, root, key.inner())
+                .map_err(|_| IntegrityProblem::InvalidField("checkpoint"))
+        })?
+        .map_err(|problem| {
+            IntegrityError {
+                position: size,
+                problem,
+            }
+            .into()
+        })
+    }
+
+    /// Proof that entry `seq` is in the tree of the first `tree_size` entries.
+    ///
+    /// # Errors
+    /// [`ReadError::OutOfRange`] unless `seq < tree_size <= len()`.
+    pub fn inclusion_proof(&self, seq: u64, tree_size: u64) -> Result<InclusionProof, ReadError> {
+        let hashes = self.with_tree(|t, _| t.inclusion_proof(seq, tree_size))?;
+        let hashes = hashes.ok_or(ReadError::OutOfRange)?;
+        Ok(InclusionProof {
+            index: seq,
+            tree_size,
+            hashes,
+        })
+    }
+
+    /// Proof that the tree of the first `old_size` entries is a prefix of the tree of
+    /// the first `new_size`.
+    ///
+    /// # Errors
+    /// [`ReadError::OutOfRange`] unless `old_size <= new_size <= len()`.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<ConsistencyProof, ReadError> {
+        let hashes = self.with_tree(|t, _| t.consistency_proof(old_size, new_size))?;
+        let hashes = hashes.ok_or(ReadError::OutOfRange)?;
+        Ok(ConsistencyProof {
+            old_size,
+            new_size,
+            hashes,
+        })
+    }
+
+    /// The stored bytes of entry `seq` (what the Merkle leaf and the signature cover).
+    ///
+    /// # Errors
+    /// [`ReadError::OutOfRange`] when there is no such entry; storage failures.
+    pub fn entry_bytes(&self, seq: u64) -> Result<Vec<u8>, ReadError> {
+        self.inner.store.entry(seq)?.ok_or(ReadError::OutOfRange)
+    }
+
+    /// A consent receipt for entry `seq` (normally a grant or withdrawal), to give to
+    /// the person: the entry, its inclusion proof and a signed checkpoint, verifiable
+    /// offline with [`verify_receipt`](crate::verify_receipt) and the ledger's public
+    /// key. `how_to_withdraw` tells the person how to withdraw (a URL or a sentence).
+    ///
+    /// # Errors
+    /// [`ReadError::OutOfRange`] when the entry does not exist or is not yet durable
+    /// (sync first), or is not about a subject; storage failures.
+    pub fn receipt(&self, seq: u64, how_to_withdraw: &str) -> Result<Receipt, ReadError> {
+        let checkpoint = self.checkpoint()?;
+        if seq >= checkpoint.size() {
+            return Err(ReadError::OutOfRange);
+        }
+        let bytes = self.entry_bytes(seq)?;
+        let proof = self.inclusion_proof(seq, checkpoint.size())?;
+        let signer = self.signer_of(seq)?;
+        Receipt::build(&bytes, &proof, &checkpoint, &signer, how_to_withdraw).ok_or(ReadError::OutOfRange)
+    }
+
+    /// The public key that signed entry `seq`: the genesis key or the last rotation
+    /// before it.
+    fn signer_of(&self, seq: u64) -> Result<crate::signing::VerifyingKey, ReadError> {
+        let mut replay = super::replay::Replay::new(false);
+        for item in self.inner.store.entries_from(0) {
+            let stored = replay.step(item?)?;
+            if stored.entry.seq >= seq {
+                break;
+            }
+        }
+        let key = replay
+            .keys
+            .iter()
+            .rev()
+            .find(|k| k.from <= seq)
+            .map(|k| k.key)
+            .ok_or(ReadError::OutOfRange)?;
+        crate::signing::VerifyingKey::from_bytes(&key).map_err(|_| ReadError::OutOfRange)
+    }
+}

@@ -1,0 +1,292 @@
+//! Consent receipts: what a person keeps to check, without trusting the operator, that
+//! their consent change was recorded and has not been rolled back.
+//!
+//! A receipt is a JSON document (format version 1, specified in `docs/receipts.md`).
+//! Its fields are informed by ISO/IEC TS 27560 and the Kantara consent receipt: who
+//! (subject), what (action and purpose), with whom (recipients), on what legal basis,
+//! when, and how to withdraw. It also carries the signed entry itself, an inclusion proof
+//! and a signed checkpoint. [`verify_receipt`] checks all of it offline with the
+//! ledger's public key: the checkpoint signature, the entry's signature, every hash of
+//! the inclusion proof up to the checkpoint root, and that every human-readable field
+//! is exactly what the signed entry says. A later checkpoint and a consistency proof
+//! then show that the log still contains the entry
+//! ([`verify_consistency`](crate::verify_consistency)).
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, AuditError, InclusionProof, SignedCheckpoint};
+use crate::entry::{Body, Entry};
+use crate::note;
+use crate::purpose::LegalBasis;
+use crate::recipient::RecipientScope;
+use crate::signing::VerifyingKey;
+
+/// The receipt format version this library writes and reads.
+pub const RECEIPT_VERSION: u64 = 1;
+
+/// A consent receipt. Build one with [`Ledger::receipt`](crate::Ledger::receipt), store
+/// or send it as JSON ([`Receipt::to_json`]), and check it with [`verify_receipt`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    version: u64,
+    /// The ledger (checkpoint origin).
+    ledger: String,
+    entry_seq: u64,
+    /// RFC 3339, UTC.
+    timestamp: String,
+    subject: String,
+    /// `collected`, `granted`, `withdrawn`, `expired` or `erased`.
+    action: String,
+    purpose: Option<String>,
+    legal_basis: Option<String>,
+    /// Recipient descriptions, or `["all business partners"]`.
+    recipients: Vec<String>,
+    expires_at: Option<String>,
+    how_to_withdraw: String,
+    /// The stored entry, base64.
+    entry: String,
+    /// The public key that signed the entry, base64.
+    entry_signer: String,
+    inclusion_proof: ProofJson,
+    /// The signed checkpoint note.
+    checkpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProofJson {
+    index: u64,
+    tree_size: u64,
+    hashes: Vec<String>,
+}
+
+/// The human-readable part of a receipt, derived from an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fields {
+    subject: String,
+    action: &'static str,
+    purpose: Option<String>,
+    legal_basis: Option<String>,
+    recipients: Vec<String>,
+    expires_at: Option<String>,
+    timestamp: String,
+}
+
+fn scope_strings(scope: &RecipientScope) -> Vec<String> {
+    match scope.recipients() {
+        Some(list) => list.iter().map(ToString::to_string).collect(),
+        None => vec![scope.to_string()],
+    }
+}
+
+fn fields(e: &Entry) -> Option<Fields> {
+    let (subject, action, purpose, basis, recipients, expires_at) = match &e.body {
+        Body::Collected {
+            subject,
+            purpose,
+            basis,
+            scope,
+            ..
+        } => (
+            subject,
+            "collected",
+            Some(purpose.clone()),
+            Some(*basis),
+            scope_strings(scope),
+            None,
+        ),
+        Body::Granted {
+            subject,
+            purpose,
+            scope,
+            expires_at,
+        } => (
+            subject,
+            "granted",
+            Some(purpose.clone()),
+            Some(LegalBasis::Consent),
+            scope_strings(scope),
+            expires_at.map(|t| t.to_string()),
+        ),
+        Body::Withdrawn { subject, purpose } => {
+            (subject, "withdrawn", Some(purpose.clone()), None, vec![], None)
+        }
+        Body::Expired { subject, purpose } => (subject, "expired", Some(purpose.clone()), None, vec![], None),
+        Body::Erased { subject } => (subject, "erased", None, None, vec![], None),
+        Body::Genesis { .. } | Body::KeyRotated { .. } | Body::KeyRevoked { .. } => return None,
+    };
+    Some(Fields {
+        subject: subject.as_str().to_owned(),
+        action,
+        purpose,
+        legal_basis: basis.map(|b| b.as_str().to_owned()),
+        recipients,
+        expires_at,
+        timestamp: e.timestamp.to_string(),
+    })
+}
+
+impl Receipt {
+    pub(crate) fn build(
+        bytes: &[u8],
+        proof: &InclusionProof,
+        cp: &SignedCheckpoint,
+        signer: &VerifyingKey,
+        how_to_withdraw: &str,
+    ) -> Option<Receipt> {
+        let stored = crate::entry::decode(bytes).ok()?;
+        let f = fields(&stored.entry)?;
+        Some(Receipt {
+            version: RECEIPT_VERSION,
+            ledger: cp.origin().to_owned(),
+            entry_seq: stored.entry.seq,
+            timestamp: f.timestamp,
+            subject: f.subject,
+            action: f.action.to_owned(),
+            purpose: f.purpose,
+            legal_basis: f.legal_basis,
+            recipients: f.recipients,
+            expires_at: f.expires_at,
+            how_to_withdraw: how_to_withdraw.to_owned(),
+            entry: note::base64_encode(bytes),
+            entry_signer: note::base64_encode(&signer.to_bytes()),
+            inclusion_proof: ProofJson {
+                index: proof.index,
+                tree_size: proof.tree_size,
+                hashes: proof.hashes.iter().map(|h| note::base64_encode(h)).collect(),
+            },
+            checkpoint: cp.text().to_owned(),
+        })
+    }
+
+    /// The receipt as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Parses a receipt from JSON (does not verify it: see [`verify_receipt`]).
+    ///
+    /// # Errors
+    /// [`AuditError::Malformed`] when it is not a receipt document;
+    /// [`AuditError::UnsupportedVersion`] for another format version.
+    pub fn from_json(json: &str) -> Result<Receipt, AuditError> {
+        #[derive(Deserialize)]
+        struct Version {
+            version: u64,
+        }
+        let v: Version = serde_json::from_str(json).map_err(|_| AuditError::Malformed("receipt"))?;
+        if v.version != RECEIPT_VERSION {
+            return Err(AuditError::UnsupportedVersion(v.version));
+        }
+        serde_json::from_str(json).map_err(|_| AuditError::Malformed("receipt"))
+    }
+
+    /// The entry's position in the log.
+    pub fn entry_seq(&self) -> u64 {
+        self.entry_seq
+    }
+
+    /// The subject's id.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// What happened: `granted`, `withdrawn`, ...
+    pub fn action(&self) -> &str {
+        &self.action
+    }
+
+    /// The purpose id, if the entry is about one.
+    pub fn purpose(&self) -> Option<&str> {
+        self.purpose.as_deref()
+    }
+
+    /// How to withdraw, as the application stated it.
+    pub fn how_to_withdraw(&self) -> &str {
+        &self.how_to_withdraw
+    }
+}
+
+/// A receipt that passed [`verify_receipt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedReceipt {
+    /// The entry's position.
+    pub entry_seq: u64,
+    /// The subject's id.
+    pub subject: String,
+    /// What happened.
+    pub action: String,
+    /// The purpose id, if any.
+    pub purpose: Option<String>,
+    /// The checkpoint the receipt was issued under, to compare with later ones.
+    pub checkpoint: SignedCheckpoint,
+}
+
+/// Verifies a receipt offline with the ledger's public key: the checkpoint is signed by
+/// `key`; the entry's signature verifies under the key named in the receipt; the
+/// inclusion proof leads from the entry to the checkpoint's root, every hash checked;
+/// and every human-readable field is what the signed entry says.
+///
+/// # Errors
+/// [`AuditError`] naming what does not hold.
+pub fn verify_receipt(receipt: &Receipt, key: &VerifyingKey) -> Result<VerifiedReceipt, AuditError> {
+    if receipt.version != RECEIPT_VERSION {
+        return Err(AuditError::UnsupportedVersion(receipt.version));
+    }
+    let cp = SignedCheckpoint::verify(&receipt.checkpoint, key)?;
+    if cp.origin() != receipt.ledger {
+        return Err(AuditError::Mismatch(
+            "receipt names another ledger than its checkpoint",
+        ));
+    }
+    let bytes = note::base64_decode(&receipt.entry).map_err(|_| AuditError::Malformed("entry"))?;
+    let signer_bytes: [u8; 32] = note::base64_decode(&receipt.entry_signer)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(AuditError::Malformed("entry signer"))?;
+    let signer =
+        VerifyingKey::from_bytes(&signer_bytes).map_err(|_| AuditError::Malformed("entry signer"))?;
+    let entry = checkpoint::decode_signed(&bytes, &signer)?;
+    if entry.seq != receipt.entry_seq || receipt.inclusion_proof.index != entry.seq {
+        return Err(AuditError::Mismatch(
+            "receipt position does not match the signed entry",
+        ));
+    }
+    let f = fields(&entry).ok_or(AuditError::Mismatch("entry is not a consent change"))?;
+    let claimed = Fields {
+        subject: receipt.subject.clone(),
+        action: f.action,
+        purpose: receipt.purpose.clone(),
+        legal_basis: receipt.legal_basis.clone(),
+        recipients: receipt.recipients.clone(),
+        expires_at: receipt.expires_at.clone(),
+        timestamp: receipt.timestamp.clone(),
+    };
+    if claimed != f || receipt.action != f.action {
+        return Err(AuditError::Mismatch(
+            "receipt fields do not match the signed entry",
+        ));
+    }
+    let mut hashes = Vec::with_capacity(receipt.inclusion_proof.hashes.len());
+    for h in &receipt.inclusion_proof.hashes {
+        let h: [u8; 32] = note::base64_decode(h)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(AuditError::Malformed("inclusion proof"))?;
+        hashes.push(h);
+    }
+    let proof = InclusionProof {
+        index: receipt.inclusion_proof.index,
+        tree_size: receipt.inclusion_proof.tree_size,
+        hashes,
+    };
+    checkpoint::verify_inclusion(&bytes, &proof, &cp)?;
+    Ok(VerifiedReceipt {
+        entry_seq: entry.seq,
+        subject: f.subject,
+        action: f.action.to_owned(),
+        purpose: f.purpose,
+        checkpoint: cp,
+    })
+}
