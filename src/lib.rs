@@ -32,8 +32,8 @@ pub use error::{
 pub use identifier::{Identifier, IdentifierKind, PseudonymKey};
 pub use inspect::Inspector;
 pub use ledger::{
-    Change, Durability, ExpiringConsent, HistoryEntry, Ledger, LedgerBuilder, NoPseudonymKey, NoSigningKey,
-    Recorded, UntrustedRange, VerifyReport,
+    At, Change, Durability, ExpiringConsent, HistoryEntry, Ledger, LedgerBuilder, NoPseudonymKey,
+    NoSigningKey, Recorded, UntrustedRange, VerifyReport,
 };
 pub use merkle::ProofError;
 pub use note::NoteError;

@@ -1,8 +1,10 @@
 //! The ledger: recording consent changes, deciding uses, reading history, verifying.
 
+mod export;
 mod lifecycle;
 mod merkle_log;
 pub(crate) mod open;
+mod past;
 pub(crate) mod replay;
 
 use std::fmt;
@@ -11,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 pub use lifecycle::ExpiringConsent;
 pub use open::{LedgerBuilder, NoPseudonymKey, NoSigningKey};
+pub use past::At;
 pub use replay::UntrustedRange;
 
 use crate::decision::{Denied, Use};

@@ -228,28 +228,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             }
         }
     }
-    // Index records: (subject, subject-keyed pseudonym) -> lookup pseudonym, each
-    // authenticated with the pseudonym key, so a tampered index cannot point an
-    // identifier at another subject's collection.
-    let mut index: HashMap<(SubjectId, Pseudonym), Pseudonym> = HashMap::new();
-    for item in store.index_records() {
-        let (k, v) = item?;
-        let lookup = <[u8; 32]>::try_from(k.as_slice())
-            .map(Pseudonym)
-            .map_err(|_| OpenError::CorruptMetadata("index key"))?;
-        let rec = IndexRecord::decode(&v).ok_or(OpenError::CorruptMetadata("index record"))?;
-        let code = [rec.kind.code()];
-        let tag = key.index_tag(&IndexRecord::tagged_parts(
-            &lookup,
-            &rec.subject,
-            &code,
-            &rec.pseudonym,
-        ));
-        if tag != rec.tag {
-            return Err(OpenError::CorruptMetadata("index record"));
-        }
-        index.insert((rec.subject, rec.pseudonym), lookup);
-    }
+    let index = load_index(&*store, key)?;
 
     let mut replay = Replay::new(false);
     let mut state = State::default();
@@ -373,4 +352,33 @@ fn check_trusted(text: &str, replay: &Replay, tree: &crate::merkle::MerkleTree) 
         .into());
     }
     Ok(())
+}
+
+/// Index records: (subject, subject-keyed pseudonym) -> lookup pseudonym, each
+/// authenticated with the pseudonym key, so a tampered index cannot point an identifier
+/// at another subject's collection.
+pub(super) fn load_index(
+    store: &dyn Backend,
+    key: &PseudonymKey,
+) -> Result<HashMap<(SubjectId, Pseudonym), Pseudonym>, OpenError> {
+    let mut index = HashMap::new();
+    for item in store.index_records() {
+        let (k, v) = item?;
+        let lookup = <[u8; 32]>::try_from(k.as_slice())
+            .map(Pseudonym)
+            .map_err(|_| OpenError::CorruptMetadata("index key"))?;
+        let rec = IndexRecord::decode(&v).ok_or(OpenError::CorruptMetadata("index record"))?;
+        let code = [rec.kind.code()];
+        let tag = key.index_tag(&IndexRecord::tagged_parts(
+            &lookup,
+            &rec.subject,
+            &code,
+            &rec.pseudonym,
+        ));
+        if tag != rec.tag {
+            return Err(OpenError::CorruptMetadata("index record"));
+        }
+        index.insert((rec.subject, rec.pseudonym), lookup);
+    }
+    Ok(index)
 }

@@ -1,0 +1,77 @@
+//! Point-in-time decisions: was a use allowed at a past moment or ledger position?
+
+use super::open::load_index;
+use super::Ledger;
+use crate::decision::{Denied, Evidence};
+use crate::entry::Body;
+use crate::error::{OpenError, ReadError};
+use crate::identifier::Identifier;
+use crate::purpose::Purpose;
+use crate::recipient::Recipient;
+use crate::state::State;
+use crate::time::Timestamp;
+
+/// A moment in the ledger's past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// After the first `n` entries (positions `0..n`), at the time of the last of them.
+    Position(u64),
+    /// At this time: every entry recorded at or before it counts.
+    Time(Timestamp),
+}
+
+impl Ledger {
+    /// Decides, from the log, whether `identifier` could be used for `P` by `recipient`
+    /// at a past moment: the same rules as [`Ledger::authorize`], applied to the state
+    /// as it was then, so past processing can be judged lawful or not after later
+    /// changes. The evidence's `decided_at` is the moment asked about.
+    ///
+    /// Identifiers of subjects erased since are unknown: after an erasure nothing links
+    /// them to anyone, in the past either.
+    ///
+    /// # Errors
+    /// Storage and integrity failures while replaying the log; the inner result is the
+    /// decision.
+    pub fn authorize_at<P: Purpose>(
+        &self,
+        identifier: &Identifier<P>,
+        recipient: &Recipient,
+        at: At,
+    ) -> Result<Result<Evidence, Denied>, ReadError> {
+        let index = load_index(&*self.inner.store, &self.inner.pseudonym_key).map_err(|e| match e {
+            OpenError::Storage(s) => ReadError::Storage(s),
+            _ => ReadError::OutOfRange,
+        })?;
+        let mut state = State::default();
+        let mut moment = Timestamp::EPOCH;
+        for item in self.inner.store.entries_from(0) {
+            let (_, bytes) = item?;
+            let stored = crate::entry::decode(&bytes).map_err(|problem| crate::error::IntegrityError {
+                position: state.len,
+                problem,
+            })?;
+            let e = stored.entry;
+            let include = match at {
+                At::Position(n) => e.seq < n,
+                At::Time(t) => e.timestamp <= t,
+            };
+            if !include {
+                break;
+            }
+            moment = e.timestamp;
+            let lookup = match &e.body {
+                Body::Collected {
+                    subject, pseudonym, ..
+                } => index.get(&(subject.clone(), *pseudonym)).copied(),
+                _ => None,
+            };
+            state.apply(&e, lookup);
+        }
+        let now = match at {
+            At::Position(_) => moment,
+            At::Time(t) => t,
+        };
+        let lookup = identifier.lookup(&self.inner.pseudonym_key);
+        Ok(state.decide::<P>(&lookup, recipient, || now))
+    }
+}
