@@ -323,10 +323,7 @@ impl Ledger {
                     timestamp: ts,
                 }));
             }
-            lookups = state
-                .subject(subject)
-                .map(|s| s.lookups.clone())
-                .unwrap_or_default();
+            lookups = state.lookups_of(subject);
             Ok(Prepared::Append(
                 Body::Erased {
                     subject: subject.clone(),
@@ -365,8 +362,8 @@ impl Ledger {
             if let Some(at) = state.erased_at(subject) {
                 return Err(WriteError::SubjectErased { erased_at: at });
             }
-            if let Some(ident) = state.ident(&lookup) {
-                if ident.subject != *subject {
+            if let Some(holder) = state.ident_subject(&lookup) {
+                if holder != subject {
                     return Err(WriteError::HeldByAnotherSubject {
                         kind: identifier.kind(),
                     });
@@ -589,10 +586,7 @@ impl Ledger {
     pub fn history(&self, subject: &SubjectId) -> Result<Vec<HistoryEntry>, ReadError> {
         let seqs = {
             let state = self.inner.state.read().map_err(|_| poisoned())?;
-            state
-                .subject(subject)
-                .map(|s| s.history.clone())
-                .unwrap_or_default()
+            state.history(subject)
         };
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
