@@ -116,7 +116,10 @@ impl Evidence {
         self.collected_at
     }
 
-    /// When the decision was made.
+    /// When the decision was made. Read from the clock when the outcome depended on the
+    /// time (an expiring grant); otherwise, with the default clock, taken from a reading
+    /// refreshed every millisecond, so it may be a few milliseconds early.
+    /// [`position`](Evidence::position) orders decisions and changes exactly.
     pub fn decided_at(&self) -> Timestamp {
         self.decided_at
     }

@@ -542,19 +542,23 @@ impl State {
         &self,
         lookup: &Pseudonym,
         recipient: &Recipient,
-        now: impl FnOnce() -> Timestamp,
+        now: impl Fn() -> Timestamp,
     ) -> Result<Evidence, Denied> {
-        self.decide_query(&self.query::<P>(recipient), lookup, now)
+        self.decide_query(&self.query::<P>(recipient), lookup, &now, &now)
             .map(|(e, _)| e)
     }
 
     /// Decides one identifier of a prepared query; on success also returns the
     /// subject's index (to tell repeated matches of one subject apart).
+    ///
+    /// `exact` is read when the outcome depends on the time (an expiring grant), and
+    /// then also stamps the evidence; otherwise `stamp` gives the evidence's time.
     pub(crate) fn decide_query(
         &self,
         q: &Query<'_>,
         lookup: &Pseudonym,
-        now: impl FnOnce() -> Timestamp,
+        stamp: impl FnOnce() -> Timestamp,
+        exact: impl FnOnce() -> Timestamp,
     ) -> Result<(Evidence, u32), Denied> {
         let purpose = q.purpose_id;
         let mut known = false;
@@ -581,7 +585,7 @@ impl State {
         };
         let collection_basis = basis_from(rec.basis());
         let needs_consent = q.needs_consent || collection_basis.requires_consent();
-        let decided_at = now();
+        let mut decided_at = None;
         let (allowed_by, basis) = if needs_consent {
             let c = self
                 .consent(rec.subject, s, rec.purpose())
@@ -589,7 +593,9 @@ impl State {
             match c.kind {
                 GRANTED => {
                     if let Some(at) = self.time(rec.subject, &c) {
-                        if decided_at >= at {
+                        let now = exact();
+                        decided_at = Some(now);
+                        if now >= at {
                             return Err(Denied::Expired {
                                 purpose,
                                 grant: c.seq,
@@ -632,7 +638,7 @@ impl State {
                 position: self.len,
                 allowed_by,
                 collected_at: rec.seq(),
-                decided_at,
+                decided_at: decided_at.unwrap_or_else(stamp),
             },
             rec.subject,
         ))

@@ -2,6 +2,7 @@
 
 pub(crate) mod open;
 pub(crate) mod replay;
+mod ticker;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,6 +161,8 @@ struct Inner {
     writer: Mutex<Writer>,
     group: GroupSync,
     clock: Arc<dyn Clock>,
+    /// Millisecond readings of the default clock for stamping decisions.
+    ticker: Option<ticker::Ticker>,
     pseudonym_key: PseudonymKey,
     durability: Durability,
     ledger_id: [u8; 16],
@@ -258,8 +261,26 @@ impl Ledger {
     ) -> Result<Use<'a, P>, Denied> {
         let lookup = identifier.lookup(&self.inner.pseudonym_key);
         let state = self.inner.state.read().map_err(|_| Denied::Unavailable)?;
-        let evidence = state.decide::<P>(&lookup, recipient, || self.inner.clock.now())?;
+        let (evidence, _) = state.decide_query(
+            &state.query::<P>(recipient),
+            &lookup,
+            || self.stamp(),
+            || self.inner.clock.now(),
+        )?;
         Ok(Use::new(identifier, recipient, evidence))
+    }
+
+    /// The time to stamp a decision that does not depend on the time with.
+    pub(crate) fn stamp(&self) -> Timestamp {
+        match &self.inner.ticker {
+            Some(t) => t.now(),
+            None => self.inner.clock.now(),
+        }
+    }
+
+    /// The clock, read now.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.inner.clock.now()
     }
 
     /// Records that `identifier` was collected from `subject` for its purpose `P`, to be

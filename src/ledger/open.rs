@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use super::replay::Replay;
+use super::ticker::Ticker;
 use super::{Durability, GroupSync, Inner, Ledger, SyncState, Writer};
 use crate::entry::{self, Actor, Body, Entry, IndexRecord};
 use crate::error::{OpenError, ReadError, StorageError};
@@ -34,13 +35,18 @@ pub struct NoPseudonymKey;
 ///
 /// # Defaults
 /// - durability: [`Durability::Immediate`] (every append fsynced before it returns)
-/// - clock: [`SystemClock`]
+/// - clock: [`SystemClock`]; decisions that do not depend on the time are stamped from a
+///   millisecond ticker rather than a clock read each (see [`Evidence::decided_at`](crate::Evidence::decided_at)).
+///   Giving any clock with [`LedgerBuilder::clock`], `SystemClock` included, makes every
+///   decision read that clock.
 pub struct LedgerBuilder<S = NoSigningKey, K = NoPseudonymKey> {
     path: PathBuf,
     signing_key: S,
     pseudonym_key: K,
     durability: Durability,
     clock: Arc<dyn Clock>,
+    /// Stamp time-independent decisions from a ticker (default clock only).
+    ticker: bool,
 }
 
 impl<S, K> fmt::Debug for LedgerBuilder<S, K> {
@@ -61,6 +67,7 @@ impl LedgerBuilder {
             pseudonym_key: NoPseudonymKey,
             durability: Durability::default(),
             clock: Arc::new(SystemClock),
+            ticker: true,
         }
     }
 }
@@ -75,6 +82,7 @@ impl<K> LedgerBuilder<NoSigningKey, K> {
             pseudonym_key: self.pseudonym_key,
             durability: self.durability,
             clock: self.clock,
+            ticker: self.ticker,
         }
     }
 }
@@ -89,6 +97,7 @@ impl<S> LedgerBuilder<S, NoPseudonymKey> {
             pseudonym_key: key,
             durability: self.durability,
             clock: self.clock,
+            ticker: self.ticker,
         }
     }
 }
@@ -103,6 +112,7 @@ impl<S, K> LedgerBuilder<S, K> {
     /// Where time comes from (default [`SystemClock`]); tests use [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self.ticker = false;
         self
     }
 }
@@ -279,6 +289,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 done: Condvar::new(),
                 written: AtomicU64::new(len),
             },
+            ticker: if b.ticker { Ticker::start(Arc::clone(&b.clock)) } else { None },
             clock: b.clock,
             pseudonym_key: b.pseudonym_key,
             durability: b.durability,
