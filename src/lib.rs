@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audience;
 mod decision;
 mod entry;
 mod error;
@@ -18,6 +19,7 @@ mod store;
 mod subject;
 mod time;
 
+pub use audience::{AudienceCounts, AudienceMatch, AudienceMatcher, DeniedCounts};
 pub use decision::{Denied, Evidence, Use};
 pub use entry::Actor;
 pub use error::{

@@ -272,8 +272,7 @@ impl State {
 
     /// The erasure entry of a subject, if it was erased.
     pub(crate) fn erased_at(&self, subject: &SubjectId) -> Option<u64> {
-        self.find_subject(subject)
-            .and_then(|i| self.erased_at_index(i))
+        self.find_subject(subject).and_then(|i| self.erased_at_index(i))
     }
 
     /// Subjects that were erased.
@@ -300,7 +299,13 @@ impl State {
             };
             std::iter::once(&s.first)
                 .chain(more)
-                .filter_map(move |c| Some((&s.id, self.purposes.get(c.purpose as usize)?, self.view(index, c)?)))
+                .filter_map(move |c| {
+                    Some((
+                        &s.id,
+                        self.purposes.get(c.purpose as usize)?,
+                        self.view(index, c)?,
+                    ))
+                })
                 .map(|(id, p, c)| (id, &**p, c))
         })
     }
@@ -390,7 +395,9 @@ impl State {
                 scope,
                 ..
             } => {
-                if let (Some(l), Some(p), Some(sc)) = (lookup, self.intern_purpose(purpose), self.intern_scope(scope)) {
+                if let (Some(l), Some(p), Some(sc)) =
+                    (lookup, self.intern_purpose(purpose), self.intern_scope(scope))
+                {
                     self.collect(l, index, p, *basis, sc, entry.seq);
                 }
             }
@@ -447,7 +454,15 @@ impl State {
         }
     }
 
-    fn collect(&mut self, lookup: Pseudonym, subject: u32, p: PurposeIdx, basis: LegalBasis, scope: u32, seq: u64) {
+    fn collect(
+        &mut self,
+        lookup: Pseudonym,
+        subject: u32,
+        p: PurposeIdx,
+        basis: LegalBasis,
+        scope: u32,
+        seq: u64,
+    ) {
         // Replace this subject's record for the purpose, else reuse a record left by an
         // erased subject, else add one.
         let mut same = None;
@@ -538,6 +553,7 @@ impl State {
 
     /// Decides a use of the identifier with lookup pseudonym `lookup` for purpose `P`
     /// by `recipient` at time `now`.
+    #[cfg(test)]
     pub(crate) fn decide<P: Purpose>(
         &self,
         lookup: &Pseudonym,

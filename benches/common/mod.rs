@@ -93,7 +93,10 @@ pub fn fixture(subjects: u64) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let ledger_dir = dir.join("ledger");
-    eprintln!("building fixture: {subjects} subjects ({} entries) ...", entries_for(subjects));
+    eprintln!(
+        "building fixture: {subjects} subjects ({} entries) ...",
+        entries_for(subjects)
+    );
     let start = Instant::now();
     let ledger = Ledger::builder(&ledger_dir)
         .signing_key(signing_key())

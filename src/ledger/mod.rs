@@ -1,5 +1,6 @@
 //! The ledger: recording consent changes, deciding uses, reading history, verifying.
 
+mod batch;
 pub(crate) mod open;
 pub(crate) mod replay;
 mod ticker;
@@ -276,6 +277,16 @@ impl Ledger {
             Some(t) => t.now(),
             None => self.inner.clock.now(),
         }
+    }
+
+    /// The decision state.
+    pub(crate) fn state(&self) -> &RwLock<State> {
+        &self.inner.state
+    }
+
+    /// The application's pseudonym key.
+    pub(crate) fn pseudonym_key(&self) -> &PseudonymKey {
+        &self.inner.pseudonym_key
     }
 
     /// The clock, read now.

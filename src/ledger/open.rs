@@ -289,7 +289,11 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 done: Condvar::new(),
                 written: AtomicU64::new(len),
             },
-            ticker: if b.ticker { Ticker::start(Arc::clone(&b.clock)) } else { None },
+            ticker: if b.ticker {
+                Ticker::start(Arc::clone(&b.clock))
+            } else {
+                None
+            },
             clock: b.clock,
             pseudonym_key: b.pseudonym_key,
             durability: b.durability,

@@ -63,7 +63,9 @@ impl<T> Chunked<T> {
     }
 
     pub(super) fn get_mut(&mut self, index: usize) -> Option<&mut T> {
-        self.chunks.get_mut(index >> CHUNK_BITS)?.get_mut(index & CHUNK_MASK)
+        self.chunks
+            .get_mut(index >> CHUNK_BITS)?
+            .get_mut(index & CHUNK_MASK)
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
@@ -146,7 +148,10 @@ fn home32(hash: u32, capacity: usize) -> usize {
 impl IdentTable {
     /// Indexes of the records whose lookup pseudonym is `lookup`, in insertion order
     /// along the probe sequence.
-    pub(super) fn find<'t>(&'t self, lookup: &'t Pseudonym) -> impl Iterator<Item = (usize, &'t IdentRec)> + 't {
+    pub(super) fn find<'t>(
+        &'t self,
+        lookup: &'t Pseudonym,
+    ) -> impl Iterator<Item = (usize, &'t IdentRec)> + 't {
         let hash = hash32(lookup);
         let cap = self.slots.len();
         let start = home32(hash, cap);
@@ -280,7 +285,11 @@ impl SubjectIndex {
             let mut slots = vec![0u32; cap];
             for slot in self.slots.iter().copied().filter(|s| *s != 0) {
                 if let Some(existing) = ids((slot - 1) as usize) {
-                    place(&mut slots, home64(self.hasher.hash_one(existing.as_str()), cap), slot);
+                    place(
+                        &mut slots,
+                        home64(self.hasher.hash_one(existing.as_str()), cap),
+                        slot,
+                    );
                 }
             }
             self.slots = slots;
@@ -318,7 +327,11 @@ mod tests {
     fn pseudo(i: u32) -> Pseudonym {
         // Spread like an HMAC would, but also force some colliding hash prefixes.
         let mut p = [0u8; 32];
-        let h = if i % 7 == 0 { 42 } else { i.wrapping_mul(0x9E37_79B9) };
+        let h = if i % 7 == 0 {
+            42
+        } else {
+            i.wrapping_mul(0x9E37_79B9)
+        };
         p[..4].copy_from_slice(&h.to_le_bytes());
         p[4..8].copy_from_slice(&i.to_le_bytes());
         Pseudonym(p)
@@ -348,7 +361,11 @@ mod tests {
         }
         for i in 0..5_000u32 {
             let found: Vec<_> = t.find(&pseudo(i)).map(|(_, r)| r.purpose()).collect();
-            let want = if i % 10 == 0 { vec![(i % 3) as u16, 7] } else { vec![(i % 3) as u16] };
+            let want = if i % 10 == 0 {
+                vec![(i % 3) as u16, 7]
+            } else {
+                vec![(i % 3) as u16]
+            };
             assert_eq!(found, want, "{i}");
         }
         for i in 5_000..6_000u32 {
@@ -374,7 +391,9 @@ mod tests {
 
     #[test]
     fn subject_index_round_trip() {
-        let ids: Vec<SubjectId> = (0..3_000).map(|i| SubjectId::new(&format!("s-{i}")).unwrap()).collect();
+        let ids: Vec<SubjectId> = (0..3_000)
+            .map(|i| SubjectId::new(&format!("s-{i}")).unwrap())
+            .collect();
         let mut idx = SubjectIndex::default();
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(idx.find(id.as_str(), |k| ids.get(k)), None);

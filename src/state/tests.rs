@@ -64,11 +64,29 @@ const PURPOSES: [(&str, LegalBasis); 4] = [
 
 #[derive(Debug, Clone)]
 enum Op {
-    Collect { s: usize, i: usize, p: usize, scope: u8 },
-    Grant { s: usize, p: usize, scope: u8, expires: Option<u8> },
-    Withdraw { s: usize, p: usize },
-    Expire { s: usize, p: usize },
-    Erase { s: usize },
+    Collect {
+        s: usize,
+        i: usize,
+        p: usize,
+        scope: u8,
+    },
+    Grant {
+        s: usize,
+        p: usize,
+        scope: u8,
+        expires: Option<u8>,
+    },
+    Withdraw {
+        s: usize,
+        p: usize,
+    },
+    Expire {
+        s: usize,
+        p: usize,
+    },
+    Erase {
+        s: usize,
+    },
     Tick(u8),
 }
 
@@ -150,7 +168,12 @@ impl Pair {
                     Some(l),
                 );
             }
-            Op::Grant { s, p, scope: sc, expires } => {
+            Op::Grant {
+                s,
+                p,
+                scope: sc,
+                expires,
+            } => {
                 if self.new.erased_at(&subject(s)).is_some() {
                     return;
                 }
@@ -226,7 +249,10 @@ impl Pair {
             let sub = subject(s);
             assert_eq!(self.new.erased_at(&sub), self.old.erased_at(&sub));
             let old = self.old.subject(&sub);
-            assert_eq!(self.new.history(&sub), old.map(|o| o.history.clone()).unwrap_or_default());
+            assert_eq!(
+                self.new.history(&sub),
+                old.map(|o| o.history.clone()).unwrap_or_default()
+            );
             let mut want = old.map(|o| o.lookups.clone()).unwrap_or_default();
             want.sort_unstable();
             assert_eq!(self.new.lookups_of(&sub), want);
@@ -252,7 +278,10 @@ impl Pair {
                             expires_at: e2,
                         }),
                     ) => assert_eq!((seq, scope, expires_at), (s2, &sc2, e2)),
-                    (Some(Consent::Withdrawn { seq }), Some(super::reference::Consent::Withdrawn { seq: s2 })) => {
+                    (
+                        Some(Consent::Withdrawn { seq }),
+                        Some(super::reference::Consent::Withdrawn { seq: s2 }),
+                    ) => {
                         assert_eq!(seq, s2)
                     }
                     (
@@ -305,13 +334,28 @@ proptest! {
 #[test]
 fn erasure_frees_the_identifier_for_another_subject() {
     let mut pair = Pair::new();
-    pair.run(&Op::Collect { s: 0, i: 1, p: 1, scope: 2 });
-    pair.run(&Op::Grant { s: 0, p: 1, scope: 2, expires: None });
+    pair.run(&Op::Collect {
+        s: 0,
+        i: 1,
+        p: 1,
+        scope: 2,
+    });
+    pair.run(&Op::Grant {
+        s: 0,
+        p: 1,
+        scope: 2,
+        expires: None,
+    });
     pair.check();
     pair.run(&Op::Erase { s: 0 });
     pair.check();
     assert_eq!(pair.new.ident_subject(&lookup(1)), None);
-    pair.run(&Op::Collect { s: 1, i: 1, p: 0, scope: 0 });
+    pair.run(&Op::Collect {
+        s: 1,
+        i: 1,
+        p: 0,
+        scope: 0,
+    });
     pair.check();
     assert_eq!(pair.new.ident_subject(&lookup(1)), Some(&subject(1)));
     // The stale record was reused, not duplicated.
