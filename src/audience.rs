@@ -25,7 +25,7 @@
 //! ledger.collect(&bob, &Identifier::<Security>::phone("+15550100002")?, RecipientScope::first_party())?;
 //!
 //! let advertiser = Recipient::partner("acme-ads")?;
-//! let upload = ["Alice@Example.com", "+1 555 010 0002", "+15550109999", "not a number"];
+//! let upload = [" alice@EXAMPLE.com", "+1 555 010 0002", "+15550109999", "not a number"];
 //! let (matches, counts) = ledger.audience::<Advertising>(&advertiser).collect(upload);
 //! assert_eq!(matches.len(), 1);
 //! assert_eq!(matches[0].subject(), &alice);

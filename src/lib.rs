@@ -3,6 +3,7 @@
 
 pub mod audience;
 mod decision;
+pub mod delivery;
 mod entry;
 mod error;
 mod identifier;
@@ -21,6 +22,7 @@ mod time;
 
 pub use audience::{AudienceCounts, AudienceMatch, AudienceMatcher, DeniedCounts};
 pub use decision::{Denied, Evidence, Use};
+pub use delivery::{Channel, Misdelivery, Parcel};
 pub use entry::Actor;
 pub use error::{
     IdentifierError, InputError, IntegrityError, IntegrityProblem, OpenError, ReadError, StorageError,
