@@ -2,6 +2,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audience;
+#[doc(hidden)]
+pub mod bench_support;
 mod decision;
 pub mod delivery;
 mod entry;
