@@ -49,6 +49,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::mpsc;
 
 use crate::decision::{Denied, Evidence};
 use crate::identifier::{lookup_of_raw, IdentifierKind, Pseudonym};
@@ -59,9 +60,6 @@ use crate::subject::SubjectId;
 
 /// Identifiers decided under one read lock, by default.
 pub const DEFAULT_CHUNK: usize = 4096;
-
-/// Below this many identifiers in a chunk, hashing stays on the calling thread.
-const MIN_PARALLEL: usize = 512;
 
 impl IdentifierKind {
     /// Guesses the kind of an uploaded raw identifier: an email address if it contains
@@ -274,7 +272,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
         on_match: impl FnMut(AudienceMatch),
     ) -> AudienceCounts
     where
-        S: AsRef<str> + Sync,
+        S: AsRef<str> + Send,
     {
         self.run_inner(upload.into_iter(), guessed::<S>, on_match)
     }
@@ -286,7 +284,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
         on_match: impl FnMut(AudienceMatch),
     ) -> AudienceCounts
     where
-        S: AsRef<str> + Sync,
+        S: AsRef<str> + Send,
     {
         self.run_inner(upload.into_iter(), typed::<S>, on_match)
     }
@@ -294,116 +292,170 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
     /// As [`AudienceMatcher::run`], collecting the matches (at most one per subject).
     pub fn collect<S>(&self, upload: impl IntoIterator<Item = S>) -> (Vec<AudienceMatch>, AudienceCounts)
     where
-        S: AsRef<str> + Sync,
+        S: AsRef<str> + Send,
     {
         let mut out = Vec::new();
         let counts = self.run(upload, |m| out.push(m));
         (out, counts)
     }
 
-    fn run_inner<T: Sync>(
+    fn run_inner<T: Send>(
         &self,
         mut upload: impl Iterator<Item = T>,
         split: impl Fn(&T) -> (IdentifierKind, &str) + Sync,
         mut on_match: impl FnMut(AudienceMatch),
     ) -> AudienceCounts {
         let key = self.ledger.pseudonym_key();
-        let mut counts = AudienceCounts::default();
+        let hash = |rows: &[T], out: &mut Vec<Hashed>| {
+            out.clear();
+            out.extend(rows.iter().map(|row| {
+                let (kind, raw) = split(row);
+                lookup_of_raw(key, kind, raw).map(|l| (kind, l))
+            }));
+        };
+        let mut run = Run {
+            counts: AudienceCounts::default(),
+            seen: Vec::new(),
+            matches: Vec::new(),
+        };
         let mut rows: Vec<T> = Vec::with_capacity(self.chunk);
         let mut hashed: Vec<Hashed> = Vec::with_capacity(self.chunk);
-        let mut matches: Vec<AudienceMatch> = Vec::new();
-        // One bit per subject index: subjects already reported in this upload.
-        let mut seen: Vec<u64> = Vec::new();
-        let hash = |rows: &[T], out: &mut [Hashed]| {
-            for (row, slot) in rows.iter().zip(out.iter_mut()) {
-                let (kind, raw) = split(row);
-                *slot = lookup_of_raw(key, kind, raw).map(|l| (kind, l));
-            }
-        };
-        loop {
-            rows.clear();
-            rows.extend(upload.by_ref().take(self.chunk));
-            if rows.is_empty() {
-                break;
-            }
-            hashed.clear();
-            hashed.resize(rows.len(), None);
-            if self.threads > 1 && rows.len() >= MIN_PARALLEL {
-                let mid = rows.len() / 2;
-                let (rows_a, rows_b) = rows.split_at(mid);
-                let (out_a, out_b) = hashed.split_at_mut(mid);
-                std::thread::scope(|scope| {
-                    let other = scope.spawn(|| hash(rows_a, out_a));
-                    hash(rows_b, out_b);
-                    // Hashing cannot panic on input; if the thread failed anyway, its
-                    // rows stay `None` and count as malformed rather than matching.
-                    let _ = other.join();
-                });
-            } else {
-                hash(&rows, &mut hashed);
-            }
-            let base = counts.uploaded;
-            counts.uploaded += rows.len() as u64;
-            self.decide_chunk(base, &hashed, &mut counts, &mut seen, &mut matches);
-            for m in matches.drain(..) {
-                on_match(m);
-            }
-        }
-        counts
-    }
-
-    /// Decides one chunk under one read lock.
-    fn decide_chunk(
-        &self,
-        base: u64,
-        hashed: &[Hashed],
-        counts: &mut AudienceCounts,
-        seen: &mut Vec<u64>,
-        matches: &mut Vec<AudienceMatch>,
-    ) {
-        let Ok(state) = self.ledger.state().read() else {
-            for h in hashed {
-                match h {
-                    None => counts.malformed += 1,
-                    Some(_) => counts.denied.unavailable += 1,
+        if self.threads < 2 {
+            loop {
+                rows.clear();
+                rows.extend(upload.by_ref().take(self.chunk));
+                if rows.is_empty() {
+                    return run.counts;
                 }
+                hash(&rows, &mut hashed);
+                self.decide_chunk(&mut run, &[&hashed], &mut on_match);
             }
-            return;
-        };
-        let words = state.subject_count().div_ceil(64);
-        if seen.len() < words {
-            seen.resize(words, 0);
         }
-        let query = state.query::<P>(self.recipient);
-        let stamp = self.ledger.stamp();
-        for (row, h) in (base..).zip(hashed) {
-            let Some((kind, lookup)) = h else {
-                counts.malformed += 1;
-                continue;
-            };
-            match state.decide_query(&query, lookup, || stamp, || self.ledger.now()) {
-                Ok((evidence, subject)) => {
-                    let (word, bit) = ((subject / 64) as usize, 1u64 << (subject % 64));
-                    match seen.get_mut(word) {
-                        Some(w) if *w & bit != 0 => counts.duplicates += 1,
-                        Some(w) => {
-                            *w |= bit;
-                            counts.matched += 1;
-                            matches.push(AudienceMatch {
-                                row,
-                                kind: *kind,
-                                evidence,
-                            });
-                        }
-                        // Subject indices are below the count read above; fail closed.
-                        None => counts.denied.unavailable += 1,
+        // Two threads: one worker for the whole run hashes the second half of every
+        // chunk while this thread hashes the first half, then this thread decides.
+        let (first, second) = (self.chunk.div_ceil(2), self.chunk / 2);
+        std::thread::scope(|scope| {
+            let (to_worker, jobs) = mpsc::sync_channel::<(Vec<T>, Vec<Hashed>)>(1);
+            let (to_main, done) = mpsc::sync_channel::<(Vec<T>, Vec<Hashed>)>(1);
+            let hash = &hash;
+            scope.spawn(move || {
+                for (rows, mut out) in jobs {
+                    hash(&rows, &mut out);
+                    if to_main.send((rows, out)).is_err() {
+                        return;
                     }
                 }
-                Err(Denied::UnknownIdentifier) => counts.unknown += 1,
-                Err(reason) => counts.denied.count(&reason),
+            });
+            let mut spare = (Vec::with_capacity(second), Vec::with_capacity(second));
+            loop {
+                rows.clear();
+                rows.extend(upload.by_ref().take(first));
+                if rows.is_empty() {
+                    return run.counts;
+                }
+                let (mut theirs, their_out) = spare;
+                theirs.clear();
+                theirs.extend(upload.by_ref().take(second));
+                let sent = theirs.len();
+                let mut worker_out = Vec::new();
+                if sent > 0 {
+                    if let Err(mpsc::SendError((back, out))) = to_worker.send((theirs, their_out)) {
+                        // No worker: hash here.
+                        hash(&back, &mut worker_out);
+                        theirs = back;
+                        drop(out);
+                    } else {
+                        theirs = Vec::new();
+                    }
+                }
+                hash(&rows, &mut hashed);
+                let mut their_rows = theirs;
+                if sent > 0 && their_rows.is_empty() {
+                    match done.recv() {
+                        Ok((back, out)) => {
+                            their_rows = back;
+                            worker_out = out;
+                        }
+                        // The worker died (an `AsRef` implementation panicked): its rows
+                        // are denied, failing closed; the scope re-raises the panic.
+                        Err(_) => worker_out = vec![None; sent],
+                    }
+                }
+                self.decide_chunk(&mut run, &[&hashed, &worker_out], &mut on_match);
+                spare = (their_rows, worker_out);
+            }
+        })
+    }
+
+    /// Decides one chunk (given in parts, in row order) under one read lock, then hands
+    /// its matches to `on_match` with the lock released.
+    fn decide_chunk(&self, run: &mut Run, parts: &[&Vec<Hashed>], on_match: &mut impl FnMut(AudienceMatch)) {
+        let Run {
+            counts,
+            seen,
+            matches,
+        } = run;
+        let rows = parts.iter().flat_map(|p| p.iter());
+        let base = counts.uploaded;
+        counts.uploaded += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        match self.ledger.state().read() {
+            Err(_) => {
+                for h in rows {
+                    match h {
+                        None => counts.malformed += 1,
+                        Some(_) => counts.denied.unavailable += 1,
+                    }
+                }
+            }
+            Ok(state) => {
+                let words = state.subject_count().div_ceil(64);
+                if seen.len() < words {
+                    seen.resize(words, 0);
+                }
+                let query = state.query::<P>(self.recipient);
+                let stamp = self.ledger.stamp();
+                for (row, h) in (base..).zip(rows) {
+                    let Some((kind, lookup)) = h else {
+                        counts.malformed += 1;
+                        continue;
+                    };
+                    match state.decide_query(&query, lookup, || stamp, || self.ledger.now()) {
+                        Ok((evidence, subject)) => {
+                            let (word, bit) = ((subject / 64) as usize, 1u64 << (subject % 64));
+                            match seen.get_mut(word) {
+                                Some(w) if *w & bit != 0 => counts.duplicates += 1,
+                                Some(w) => {
+                                    *w |= bit;
+                                    counts.matched += 1;
+                                    matches.push(AudienceMatch {
+                                        row,
+                                        kind: *kind,
+                                        evidence,
+                                    });
+                                }
+                                // Subject indices are below the count read above; fail closed.
+                                None => counts.denied.unavailable += 1,
+                            }
+                        }
+                        Err(Denied::UnknownIdentifier) => counts.unknown += 1,
+                        Err(reason) => counts.denied.count(&reason),
+                    }
+                }
             }
         }
+        for m in matches.drain(..) {
+            on_match(m);
+        }
     }
+}
+
+/// The running totals of one upload.
+struct Run {
+    counts: AudienceCounts,
+    /// One bit per subject index: subjects already reported in this upload.
+    seen: Vec<u64>,
+    /// Matches of the chunk being decided (handed out after the lock is released).
+    matches: Vec<AudienceMatch>,
 }
 
 #[cfg(test)]
