@@ -201,7 +201,22 @@ impl State {
             .find(subject.as_str(), |i| subjects.get(i).map(|s| &s.id))
     }
 
+    /// Makes room for about `subjects` subjects and `identifiers` identifier records, so
+    /// that rebuilding a large state does not grow its indexes step by step.
+    pub(crate) fn reserve(&mut self, subjects: usize, identifiers: usize) {
+        let recs = &self.subjects;
+        self.subject_index
+            .reserve(subjects, |i| recs.get(i).map(|s| &s.id));
+        self.idents.reserve(identifiers);
+    }
+
     fn subject_or_insert(&mut self, subject: &SubjectId) -> Option<u32> {
+        // Consecutive entries are often about the same subject.
+        if let Some(last) = self.subjects.len().checked_sub(1) {
+            if self.subjects.get(last).is_some_and(|s| s.id == *subject) {
+                return u32::try_from(last).ok();
+            }
+        }
         if let Some(i) = self.find_subject(subject) {
             return Some(i);
         }

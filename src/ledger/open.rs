@@ -1,7 +1,8 @@
 //! Opening a ledger: the builder, creation of a new ledger, and loading an existing one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -221,13 +222,13 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             }
         }
     }
-    // Index records: (subject, subject-keyed pseudonym) -> lookup pseudonym, each
+    // Index records: subject-keyed pseudonym -> (lookup pseudonym, subject), each
     // authenticated with the pseudonym key, so a tampered index cannot point an
     // identifier at another subject's collection.
-    let mut index: HashMap<(SubjectId, Pseudonym), Pseudonym> = HashMap::new();
+    let mut index = IndexMap::default();
     for item in store.index_records() {
         let (k, v) = item?;
-        let lookup = <[u8; 32]>::try_from(k.as_slice())
+        let lookup = <[u8; 32]>::try_from(&*k)
             .map(Pseudonym)
             .map_err(|_| OpenError::CorruptMetadata("index key"))?;
         let rec = IndexRecord::decode(&v).ok_or(OpenError::CorruptMetadata("index record"))?;
@@ -241,17 +242,22 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         if tag != rec.tag {
             return Err(OpenError::CorruptMetadata("index record"));
         }
-        index.insert((rec.subject, rec.pseudonym), lookup);
+        index.insert(PseudonymKey32(rec.pseudonym.0), (lookup, rec.subject));
     }
 
     let mut replay = Replay::new(false);
     let mut state = State::default();
+    // Most subjects hold at least one identifier: size the tables once.
+    state.reserve(index.len(), index.len());
     for raw in store.entries_from(0) {
         let stored = replay.step(raw?).map_err(read_err)?;
         let lookup = match &stored.entry.body {
             Body::Collected {
                 subject, pseudonym, ..
-            } => index.get(&(subject.clone(), *pseudonym)).copied(),
+            } => index
+                .get(&PseudonymKey32(pseudonym.0))
+                .filter(|(_, s)| s == subject)
+                .map(|(lookup, _)| *lookup),
             _ => None,
         };
         state.apply(&stored.entry, lookup);
@@ -302,21 +308,57 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     })
 }
 
+/// Index records by the subject-keyed pseudonym in the entries: (lookup pseudonym,
+/// subject). Keys are HMAC outputs under per-subject secrets (uniform, not chosen by
+/// anyone), so their first eight bytes serve as the hash.
+type IndexMap = HashMap<PseudonymKey32, (Pseudonym, SubjectId), BuildHasherDefault<PrefixHasher>>;
+
+#[derive(PartialEq, Eq)]
+struct PseudonymKey32([u8; 32]);
+
+impl Hash for PseudonymKey32 {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        state.write_u64(u64::from_le_bytes([a, b, c, d, e, f, g, h]));
+    }
+}
+
+/// Passes a `write_u64` through as the hash.
+#[derive(Default)]
+struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (above); fold anything else in anyway.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
 /// An erasure whose entry was written but whose key destruction did not finish (a
 /// crash in between) is completed here.
-fn finish_erasures(
-    store: &dyn Backend,
-    state: &State,
-    index: &HashMap<(SubjectId, Pseudonym), Pseudonym>,
-) -> Result<(), StorageError> {
+fn finish_erasures(store: &dyn Backend, state: &State, index: &IndexMap) -> Result<(), StorageError> {
+    let erased: HashSet<&SubjectId> = state.erased_subjects().collect();
+    if erased.is_empty() {
+        return Ok(());
+    }
     let mut changed = false;
-    for ((subject, _), lookup) in index {
-        if state.erased_at(subject).is_some() {
+    for (lookup, subject) in index.values() {
+        if erased.contains(subject) {
             store.remove_index(&lookup.0)?;
             changed = true;
         }
     }
-    for subject in state.erased_subjects() {
+    for subject in erased {
         if store.secret(subject.as_str())?.is_some() {
             store.remove_secret(subject.as_str())?;
             changed = true;

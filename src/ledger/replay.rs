@@ -9,7 +9,7 @@ use ed25519_dalek::Signature;
 use crate::entry::{self, Body, Hash, Stored};
 use crate::error::{IntegrityError, IntegrityProblem, ReadError};
 use crate::signing::{VerifyingKey, ENTRY_CONTEXT};
-use crate::store::RawEntry;
+use crate::store::{Bytes, RawEntry};
 
 /// A signing key and the positions it signed.
 #[derive(Debug, Clone)]
@@ -22,6 +22,9 @@ pub(crate) struct KeySpan {
 
 /// A signature to check: (context || signed bytes, signature, public key, position).
 type SigCheck = (Vec<u8>, [u8; 64], [u8; 32], u64);
+
+/// The last entry as read (stored bytes, signed length, signature, signer, position).
+type LastEntry = (Bytes, usize, [u8; 64], [u8; 32], u64);
 
 /// How many signatures to check in one batch.
 const BATCH: usize = 256;
@@ -41,8 +44,9 @@ pub(crate) struct Replay {
     /// Pending signature checks: (signed bytes with context, signature, key, position).
     pending: Vec<SigCheck>,
     verify_all: bool,
-    /// The last entry's signed bytes and signature, checked at the end when not verifying all.
-    last: Option<SigCheck>,
+    /// The last entry's stored bytes, signed length, signer and position, checked at
+    /// the end when not verifying all (kept as read: no copy per entry).
+    last: Option<LastEntry>,
 }
 
 fn broken(position: u64, problem: IntegrityProblem) -> IntegrityError {
@@ -98,7 +102,7 @@ impl Replay {
             Err(ReadError::Integrity(e)) => {
                 self.check_pending()?;
                 if let Some(last) = self.last.take() {
-                    check_one(&last)?;
+                    check_last(&last)?;
                 }
                 Err(e.into())
             }
@@ -167,16 +171,16 @@ impl Replay {
                 span.key
             }
         };
-        let mut signed = Vec::with_capacity(ENTRY_CONTEXT.len() + stored.signed_len);
-        signed.extend_from_slice(ENTRY_CONTEXT);
-        signed.extend_from_slice(entry::signed_part(&bytes, &stored));
         if self.verify_all {
+            let mut signed = Vec::with_capacity(ENTRY_CONTEXT.len() + stored.signed_len);
+            signed.extend_from_slice(ENTRY_CONTEXT);
+            signed.extend_from_slice(entry::signed_part(&bytes, &stored));
             self.pending.push((signed, stored.signature, signer, expected));
             if self.pending.len() >= BATCH {
                 self.check_pending()?;
             }
         } else {
-            self.last = Some((signed, stored.signature, signer, expected));
+            self.last = Some((bytes, stored.signed_len, stored.signature, signer, expected));
         }
         // Key changes take effect after this entry (which the old key signed).
         match &e.body {
@@ -227,7 +231,7 @@ impl Replay {
     pub(crate) fn finish(&mut self) -> Result<(), IntegrityError> {
         self.check_pending()?;
         if let Some(last) = self.last.take() {
-            check_one(&last)?;
+            check_last(&last)?;
         }
         // The first entry signed by a key at or after its revocation point.
         let mut first_bad: Option<(u64, u64)> = None;
@@ -248,11 +252,14 @@ impl Replay {
     }
 }
 
-/// Checks one signature.
-fn check_one((m, s, k, pos): &SigCheck) -> Result<(), IntegrityError> {
+/// Checks the signature of the last entry read (kept as stored bytes).
+fn check_last((bytes, signed_len, s, k, pos): &LastEntry) -> Result<(), IntegrityError> {
     let key = VerifyingKey::from_bytes(k)
         .map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?;
-    if key.inner().verify_strict(m, &Signature::from_bytes(s)).is_err() {
+    let mut m = Vec::with_capacity(ENTRY_CONTEXT.len() + signed_len);
+    m.extend_from_slice(ENTRY_CONTEXT);
+    m.extend_from_slice(bytes.get(..*signed_len).unwrap_or(&[]));
+    if key.inner().verify_strict(&m, &Signature::from_bytes(s)).is_err() {
         return Err(broken(*pos, IntegrityProblem::BadSignature));
     }
     Ok(())

@@ -86,6 +86,11 @@ fn grown(capacity: usize) -> usize {
     (capacity + capacity / 2).max(MIN_CAPACITY)
 }
 
+/// The capacity that holds `n` entries at the largest load.
+fn capacity_for(n: usize) -> usize {
+    (n.saturating_add(1).saturating_mul(MAX_LOAD_DEN) / MAX_LOAD_NUM + 1).max(MIN_CAPACITY)
+}
+
 /// One identifier collected for one purpose: 48 bytes.
 #[derive(Debug, Clone)]
 pub(super) struct IdentRec {
@@ -200,9 +205,20 @@ impl IdentTable {
         Some(index)
     }
 
+    /// Makes room for `n` records in total without growing the index.
+    pub(super) fn reserve(&mut self, n: usize) {
+        let cap = capacity_for(n);
+        if cap > self.slots.len() {
+            self.rehash(cap);
+        }
+    }
+
     fn grow(&mut self) {
+        self.rehash(grown(self.slots.len()));
+    }
+
+    fn rehash(&mut self, cap: usize) {
         let old = std::mem::take(&mut self.slots);
-        let cap = grown(old.len());
         self.slots = vec![0; cap];
         for slot in old.into_iter().filter(|s| *s != 0) {
             place(&mut self.slots, home32((slot >> 32) as u32, cap), slot);
@@ -281,7 +297,23 @@ impl SubjectIndex {
     /// Records that subject index `index` has id `id` (not yet present).
     pub(super) fn insert<'s>(&mut self, id: &str, index: u32, ids: impl Fn(usize) -> Option<&'s SubjectId>) {
         if needs_growth(self.used, self.slots.len()) {
-            let cap = grown(self.slots.len());
+            self.rehash(grown(self.slots.len()), &ids);
+        }
+        let home = home64(self.hasher.hash_one(id), self.slots.len());
+        place(&mut self.slots, home, index.saturating_add(1));
+        self.used += 1;
+    }
+
+    /// Makes room for `n` subjects in total without growing.
+    pub(super) fn reserve<'s>(&mut self, n: usize, ids: impl Fn(usize) -> Option<&'s SubjectId>) {
+        let cap = capacity_for(n);
+        if cap > self.slots.len() {
+            self.rehash(cap, &ids);
+        }
+    }
+
+    fn rehash<'s>(&mut self, cap: usize, ids: &impl Fn(usize) -> Option<&'s SubjectId>) {
+        {
             let mut slots = vec![0u32; cap];
             for slot in self.slots.iter().copied().filter(|s| *s != 0) {
                 if let Some(existing) = ids((slot - 1) as usize) {
@@ -294,9 +326,6 @@ impl SubjectIndex {
             }
             self.slots = slots;
         }
-        let home = home64(self.hasher.hash_one(id), self.slots.len());
-        place(&mut self.slots, home, index.saturating_add(1));
-        self.used += 1;
     }
 
     #[cfg(test)]
