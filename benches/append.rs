@@ -9,7 +9,12 @@
 //! Ledgers are copies of the 10k / 100k / 1M-subject fixtures (1.25 entries per
 //! subject), so appends land in logs of those sizes; the sled baselines write to a
 //! fresh database (sled's insert cost does not depend on the tree's size).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "bench")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "bench"
+)]
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
 
 mod common;

@@ -2,7 +2,12 @@
 //! in the spellings customers type; half strangers) against 10k / 100k / 1M subjects,
 //! on 1 and 2 hashing threads, against bare HMAC-SHA256 (pre-keyed, cloned per item)
 //! over the same inputs already normalized, on one thread, in the same run.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "bench")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "bench"
+)]
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
 
 mod common;

@@ -1,7 +1,12 @@
 //! `authorize` of an allowed and of a denied use with 10k / 100k / 1M subjects in the
 //! state, against a bare `HashMap<[u8; 32], u32>` lookup (std's default SipHash-1-3
 //! hasher) of a present key in a map of the same size, measured in the same run.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "bench")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "bench"
+)]
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
 
 mod common;

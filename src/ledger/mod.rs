@@ -676,6 +676,9 @@ impl Ledger {
     ///
     /// # Errors
     /// [`ReadError::Integrity`] naming the first bad position; storage failures.
+    ///
+    /// Reading and decoding run on the calling thread while a second thread checks the
+    /// signatures, batch by batch.
     pub fn verify(&self) -> Result<VerifyReport, ReadError> {
         verify_store(&*self.inner.store)
     }
@@ -683,16 +686,42 @@ impl Ledger {
 
 /// The full check behind [`Ledger::verify`] and [`Inspector::verify`](crate::Inspector::verify).
 pub(crate) fn verify_store(store: &dyn Backend) -> Result<VerifyReport, ReadError> {
-    let mut replay = replay::Replay::new(true);
-    for raw in store.entries_from(0) {
-        replay.step(raw?)?;
-    }
-    replay.finish()?;
-    Ok(VerifyReport {
-        entries: replay.len(),
-        head: replay.head_hash(),
-        keys: replay.keys.len(),
+    std::thread::scope(|scope| {
+        let (to_checker, batches) = std::sync::mpsc::sync_channel(4);
+        let checker = scope.spawn(move || replay::check_batches(batches));
+        let mut replay = replay::Replay::pipelined(to_checker);
+        let walked = (|| -> Result<(), ReadError> {
+            for raw in store.entries_from(0) {
+                replay.step(raw?)?;
+            }
+            replay.finish()?;
+            Ok(())
+        })();
+        replay.close_checker();
+        let checked = checker.join().unwrap_or(Err(IntegrityError {
+            position: 0,
+            problem: IntegrityProblem::BadSignature,
+        }));
+        first_failure(walked, checked).map(|()| VerifyReport {
+            entries: replay.len(),
+            head: replay.head_hash(),
+            keys: replay.keys.len(),
+        })
     })
+}
+
+/// The outcome of a verification from its two halves: the walk (reading, decoding, the
+/// chain) and the signature checker. The error at the first position wins; a storage
+/// failure of the walk yields to any bad signature, which lies before it.
+fn first_failure(
+    walked: Result<(), ReadError>,
+    checked: Result<(), IntegrityError>,
+) -> Result<(), ReadError> {
+    match (walked, checked) {
+        (Err(ReadError::Integrity(w)), Err(c)) if w.position < c.position => Err(w.into()),
+        (_, Err(c)) => Err(c.into()),
+        (walked, Ok(())) => walked,
+    }
 }
 
 fn poisoned() -> ReadError {
@@ -739,5 +768,58 @@ fn subject_secret(store: &dyn Backend, subject: &SubjectId) -> Result<SubjectSec
             store.put_secret(subject.as_str(), secret.as_bytes())?;
             Ok(secret)
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn at(position: u64, problem: IntegrityProblem) -> IntegrityError {
+        IntegrityError { position, problem }
+    }
+
+    #[test]
+    fn the_first_bad_position_wins() {
+        let chain = || Err(ReadError::Integrity(at(9, IntegrityProblem::ChainBroken)));
+        let sig = |p| Err(at(p, IntegrityProblem::BadSignature));
+        assert!(matches!(first_failure(chain(), sig(4)), Err(ReadError::Integrity(e)) if e.position == 4));
+        assert!(matches!(first_failure(chain(), sig(12)), Err(ReadError::Integrity(e)) if e.position == 9));
+        assert!(matches!(first_failure(chain(), Ok(())), Err(ReadError::Integrity(e)) if e.position == 9));
+        assert!(matches!(first_failure(Ok(()), sig(3)), Err(ReadError::Integrity(e)) if e.position == 3));
+        let storage = Err(ReadError::Storage(crate::error::StorageError::new(
+            "reading entries",
+            std::io::Error::other("disk"),
+        )));
+        assert!(matches!(first_failure(storage, sig(3)), Err(ReadError::Integrity(e)) if e.position == 3));
+        assert!(first_failure(Ok(()), Ok(())).is_ok());
+    }
+
+    #[test]
+    fn the_checker_thread_names_the_bad_signature() {
+        use ed25519_dalek::Signer;
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let checker = std::thread::spawn(move || replay::check_batches(rx));
+        for b in 0..3u64 {
+            let batch: Vec<replay::SigCheck> = (0..10u64)
+                .map(|i| {
+                    let pos = b * 10 + i;
+                    let msg = pos.to_be_bytes().to_vec();
+                    let mut sig = key.inner().sign(&msg).to_bytes();
+                    if pos == 17 {
+                        sig[0] ^= 1;
+                    }
+                    (msg, sig, key.verifying_key().to_bytes(), pos)
+                })
+                .collect();
+            if tx.send(batch).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let err = checker.join().unwrap().unwrap_err();
+        assert_eq!((err.position, err.problem), (17, IntegrityProblem::BadSignature));
     }
 }

@@ -4,6 +4,8 @@
 //! last one when opening: the last signature covers the whole chain through the
 //! previous-entry hashes).
 
+use std::sync::mpsc::{Receiver, SyncSender};
+
 use ed25519_dalek::Signature;
 
 use crate::entry::{self, Body, Hash, Stored};
@@ -21,7 +23,7 @@ pub(crate) struct KeySpan {
 }
 
 /// A signature to check: (context || signed bytes, signature, public key, position).
-type SigCheck = (Vec<u8>, [u8; 64], [u8; 32], u64);
+pub(crate) type SigCheck = (Vec<u8>, [u8; 64], [u8; 32], u64);
 
 /// The last entry as read (stored bytes, signed length, signature, signer, position).
 type LastEntry = (Bytes, usize, [u8; 64], [u8; 32], u64);
@@ -44,6 +46,8 @@ pub(crate) struct Replay {
     /// Pending signature checks: (signed bytes with context, signature, key, position).
     pending: Vec<SigCheck>,
     verify_all: bool,
+    /// Where full batches go to be checked on another thread, if anywhere.
+    checker: Option<SyncSender<Vec<SigCheck>>>,
     /// The last entry's stored bytes, signed length, signer and position, checked at
     /// the end when not verifying all (kept as read: no copy per entry).
     last: Option<LastEntry>,
@@ -65,8 +69,23 @@ impl Replay {
             pseudonym_key_check: [0; 16],
             pending: Vec::new(),
             verify_all,
+            checker: None,
             last: None,
         }
+    }
+
+    /// Checks every signature, handing full batches to `checker` (a thread running
+    /// [`check_batches`]) so that reading and decoding overlap with verification.
+    pub(crate) fn pipelined(checker: SyncSender<Vec<SigCheck>>) -> Self {
+        Replay {
+            checker: Some(checker),
+            ..Replay::new(true)
+        }
+    }
+
+    /// Hangs up on the checker thread (after [`Replay::finish`] sent the last batch).
+    pub(crate) fn close_checker(&mut self) {
+        self.checker = None;
     }
 
     /// Number of entries accepted so far.
@@ -199,33 +218,67 @@ impl Replay {
     }
 
     fn check_pending(&mut self) -> Result<(), IntegrityError> {
-        let batch = std::mem::take(&mut self.pending);
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
         if batch.is_empty() {
             return Ok(());
         }
-        let mut keys = Vec::with_capacity(batch.len());
-        for (_, _, k, pos) in &batch {
-            let key = VerifyingKey::from_bytes(k)
-                .map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?;
-            keys.push(*key.inner());
+        if let Some(checker) = &self.checker {
+            let first = batch.first().map_or(0, |b| b.3);
+            // The checker stops only at a bad signature, which it reports; this error
+            // (at a later position) is then superseded by it.
+            return checker
+                .send(batch)
+                .map_err(|_| broken(first, IntegrityProblem::BadSignature));
         }
-        let msgs: Vec<&[u8]> = batch.iter().map(|(m, ..)| m.as_slice()).collect();
-        let sigs: Vec<Signature> = batch.iter().map(|(_, s, ..)| Signature::from_bytes(s)).collect();
-        if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
-            return Ok(());
-        }
-        // Some signature is bad: find the first one.
-        for ((m, s, _, pos), k) in batch.iter().zip(&keys) {
-            if k.verify_strict(m, &Signature::from_bytes(s)).is_err() {
-                return Err(broken(*pos, IntegrityProblem::BadSignature));
-            }
-        }
-        Err(broken(
-            batch.first().map_or(0, |b| b.3),
-            IntegrityProblem::BadSignature,
-        ))
+        check_batch(batch)
     }
+}
 
+/// Checks batches until the sender hangs up or one fails; the error names the first
+/// bad position.
+pub(crate) fn check_batches(batches: Receiver<Vec<SigCheck>>) -> Result<(), IntegrityError> {
+    for batch in batches {
+        check_batch(batch)?;
+    }
+    Ok(())
+}
+
+fn check_batch(batch: Vec<SigCheck>) -> Result<(), IntegrityError> {
+    let mut keys = Vec::with_capacity(batch.len());
+    // Decompressing a key costs about as much as checking a signature in a batch:
+    // do it once per run of entries signed by the same key.
+    let mut last: Option<([u8; 32], ed25519_dalek::VerifyingKey)> = None;
+    for (_, _, k, pos) in &batch {
+        let key = match last {
+            Some((bytes, key)) if bytes == *k => key,
+            _ => {
+                let key = *VerifyingKey::from_bytes(k)
+                    .map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?
+                    .inner();
+                last = Some((*k, key));
+                key
+            }
+        };
+        keys.push(key);
+    }
+    let msgs: Vec<&[u8]> = batch.iter().map(|(m, ..)| m.as_slice()).collect();
+    let sigs: Vec<Signature> = batch.iter().map(|(_, s, ..)| Signature::from_bytes(s)).collect();
+    if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
+        return Ok(());
+    }
+    // Some signature is bad: find the first one.
+    for ((m, s, _, pos), k) in batch.iter().zip(&keys) {
+        if k.verify_strict(m, &Signature::from_bytes(s)).is_err() {
+            return Err(broken(*pos, IntegrityProblem::BadSignature));
+        }
+    }
+    Err(broken(
+        batch.first().map_or(0, |b| b.3),
+        IntegrityProblem::BadSignature,
+    ))
+}
+
+impl Replay {
     /// Finishes the walk: outstanding signatures, the last entry's signature when only
     /// that one is checked, and revocations.
     pub(crate) fn finish(&mut self) -> Result<(), IntegrityError> {
