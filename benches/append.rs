@@ -1,6 +1,7 @@
 //! Appends, each against a baseline measured in the same run:
 //!
-//! - group commit, 16 threads appending consent changes at once, against bare
+//! - group commit, 16 threads (the best of 4 / 8 / 16 / 32 here) appending consent
+//!   changes at once, against bare
 //!   ed25519 signing of an entry-sized message plus a bare sled insert, one thread, no
 //!   sync (so the baseline pays for no durability at all);
 //! - fully durable appends (`Durability::Immediate`: flush and fsync per append), one
@@ -28,7 +29,13 @@ use consent_ledger::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ed25519_dalek::Signer;
 
-const THREADS: u64 = 16;
+/// Concurrent appenders for group commit (`APPEND_THREADS` overrides).
+fn threads() -> u64 {
+    std::env::var("APPEND_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16)
+}
 /// About the size of a signed grant entry.
 const MESSAGE_LEN: usize = 180;
 
@@ -91,25 +98,29 @@ fn bench(c: &mut Criterion) {
 
         let (ledger, dir) = open_copy(n, Durability::GroupCommit);
         let counter = AtomicU64::new(0);
-        g.bench_function(BenchmarkId::new("group-commit-16-threads", &size), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                std::thread::scope(|s| {
-                    for t in 0..THREADS {
-                        let (ledger, counter) = (&ledger, &counter);
-                        let mine = iters / THREADS + u64::from(t < iters % THREADS);
-                        s.spawn(move || {
-                            for _ in 0..mine {
-                                let k = counter.fetch_add(1, Ordering::Relaxed);
-                                // Each thread works on its own subjects.
-                                change(ledger, (t + THREADS * (k % 64)) % n, k / THREADS);
-                            }
-                        });
-                    }
-                });
-                start.elapsed()
-            })
-        });
+        let threads = threads();
+        g.bench_function(
+            BenchmarkId::new(format!("group-commit-{threads}-threads"), &size),
+            |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for t in 0..threads {
+                            let (ledger, counter) = (&ledger, &counter);
+                            let mine = iters / threads + u64::from(t < iters % threads);
+                            s.spawn(move || {
+                                for _ in 0..mine {
+                                    let k = counter.fetch_add(1, Ordering::Relaxed);
+                                    // Each thread works on its own subjects.
+                                    change(ledger, (t + threads * (k % 64)) % n, k / threads);
+                                }
+                            });
+                        }
+                    });
+                    start.elapsed()
+                })
+            },
+        );
         drop(ledger);
         let _ = std::fs::remove_dir_all(dir);
 
