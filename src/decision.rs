@@ -58,6 +58,37 @@ impl<'a, P: Purpose> Use<'a, P> {
     pub fn evidence(&self) -> &Evidence {
         &self.evidence
     }
+
+    /// Hands the value to `f` for delivery to `recipient`, if `recipient` is the one this
+    /// use was decided for; otherwise refuses without calling `f`.
+    ///
+    /// The `Use` is consumed: one decision, one delivery. Route every outgoing message
+    /// through this call (or a [`Channel`](crate::Channel)) so that data decided for one
+    /// recipient cannot be sent to another.
+    ///
+    /// ```compile_fail,E0382
+    /// # use consent_ledger::*;
+    /// fn fan_out(u: Use<'_, Security>, a: &Recipient, b: &Recipient) {
+    ///     let _ = u.deliver_to(a, |v| v.len());
+    ///     let _ = u.deliver_to(b, |v| v.len()); // the use was consumed by the first delivery
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Misdelivery`](crate::Misdelivery) naming both recipients.
+    pub fn deliver_to<R>(
+        self,
+        recipient: &Recipient,
+        f: impl FnOnce(&str) -> R,
+    ) -> Result<R, crate::delivery::Misdelivery> {
+        if recipient != self.recipient {
+            return Err(crate::delivery::Misdelivery {
+                intended: self.recipient.clone(),
+                attempted: recipient.clone(),
+            });
+        }
+        Ok(f(self.identifier.normalized()))
+    }
 }
 
 impl<P: Purpose> fmt::Debug for Use<'_, P> {
@@ -116,7 +147,10 @@ impl Evidence {
         self.collected_at
     }
 
-    /// When the decision was made.
+    /// When the decision was made. Read from the clock when the outcome depended on the
+    /// time (an expiring grant); otherwise, with the default clock, taken from a reading
+    /// refreshed every millisecond, so it may be a few milliseconds early.
+    /// [`position`](Evidence::position) orders decisions and changes exactly.
     pub fn decided_at(&self) -> Timestamp {
         self.decided_at
     }

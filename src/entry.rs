@@ -205,6 +205,194 @@ enum WireRecipient {
     DeveloperApp(String),
 }
 
+// Borrowed mirrors of the wire types, for encoding without cloning strings. Same
+// variants in the same order and same fields, so their bytes are the owned types'
+// bytes (`&str` encodes exactly as `String`); the golden vectors check it.
+
+#[derive(Encode)]
+struct WireEntryRef<'a> {
+    seq: u64,
+    timestamp: u64,
+    actor: WireActorRef<'a>,
+    prev_hash: [u8; 32],
+    salt: [u8; 16],
+    body: WireBodyRef<'a>,
+}
+
+#[derive(Encode)]
+enum WireActorRef<'a> {
+    Subject,
+    Operator(&'a str),
+    System,
+}
+
+#[derive(Encode)]
+enum WireBodyRef<'a> {
+    Genesis {
+        ledger_id: [u8; 16],
+        signing_key: [u8; 32],
+        pseudonym_key_check: [u8; 16],
+    },
+    Collected {
+        subject: &'a str,
+        kind: u8,
+        pseudonym: [u8; 32],
+        purpose: &'a str,
+        basis: u8,
+        scope: WireScopeRef<'a>,
+    },
+    Granted {
+        subject: &'a str,
+        purpose: &'a str,
+        scope: WireScopeRef<'a>,
+        expires_at: Option<u64>,
+    },
+    Withdrawn {
+        subject: &'a str,
+        purpose: &'a str,
+    },
+    Expired {
+        subject: &'a str,
+        purpose: &'a str,
+    },
+    Erased {
+        subject: &'a str,
+    },
+    KeyRotated {
+        new_key: [u8; 32],
+    },
+    KeyRevoked {
+        key: [u8; 32],
+        from: u64,
+    },
+}
+
+#[derive(Encode)]
+enum WireScopeRef<'a> {
+    Recipients(Vec<WireRecipientRef<'a>>),
+    AllPartners,
+}
+
+#[derive(Encode)]
+enum WireRecipientRef<'a> {
+    FirstParty,
+    Partner(&'a str),
+    DeveloperApp(&'a str),
+}
+
+fn wire_scope_ref(s: &RecipientScope) -> WireScopeRef<'_> {
+    match &s.0 {
+        ScopeRepr::AllPartners => WireScopeRef::AllPartners,
+        ScopeRepr::Recipients(list) => WireScopeRef::Recipients(
+            list.iter()
+                .map(|r| match r {
+                    Recipient::FirstParty => WireRecipientRef::FirstParty,
+                    Recipient::Partner(n) => WireRecipientRef::Partner(n.as_str()),
+                    Recipient::DeveloperApp(n) => WireRecipientRef::DeveloperApp(n.as_str()),
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn to_wire_ref(e: &Entry) -> WireEntryRef<'_> {
+    WireEntryRef {
+        seq: e.seq,
+        timestamp: e.timestamp.as_millis(),
+        actor: match &e.actor {
+            Actor::Subject => WireActorRef::Subject,
+            Actor::Operator(n) => WireActorRef::Operator(n.as_str()),
+            Actor::System => WireActorRef::System,
+        },
+        prev_hash: e.prev_hash,
+        salt: e.salt,
+        body: match &e.body {
+            Body::Genesis {
+                ledger_id,
+                signing_key,
+                pseudonym_key_check,
+            } => WireBodyRef::Genesis {
+                ledger_id: *ledger_id,
+                signing_key: *signing_key,
+                pseudonym_key_check: *pseudonym_key_check,
+            },
+            Body::Collected {
+                subject,
+                kind,
+                pseudonym,
+                purpose,
+                basis,
+                scope,
+            } => WireBodyRef::Collected {
+                subject: subject.as_str(),
+                kind: kind.code(),
+                pseudonym: pseudonym.0,
+                purpose,
+                basis: basis_code(*basis),
+                scope: wire_scope_ref(scope),
+            },
+            Body::Granted {
+                subject,
+                purpose,
+                scope,
+                expires_at,
+            } => WireBodyRef::Granted {
+                subject: subject.as_str(),
+                purpose,
+                scope: wire_scope_ref(scope),
+                expires_at: expires_at.map(Timestamp::as_millis),
+            },
+            Body::Withdrawn { subject, purpose } => WireBodyRef::Withdrawn {
+                subject: subject.as_str(),
+                purpose,
+            },
+            Body::Expired { subject, purpose } => WireBodyRef::Expired {
+                subject: subject.as_str(),
+                purpose,
+            },
+            Body::Erased { subject } => WireBodyRef::Erased {
+                subject: subject.as_str(),
+            },
+            Body::KeyRotated { new_key } => WireBodyRef::KeyRotated { new_key: *new_key },
+            Body::KeyRevoked { key, from } => WireBodyRef::KeyRevoked {
+                key: *key,
+                from: *from,
+            },
+        },
+    }
+}
+
+/// A bincode writer that compares what is written with expected bytes instead of
+/// storing it: re-encoding a decoded entry checks it is canonical without allocating.
+struct Compare<'a> {
+    expected: &'a [u8],
+    pos: usize,
+}
+
+impl bincode::enc::write::Writer for Compare<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        let end = self.pos.saturating_add(bytes.len());
+        match self.expected.get(self.pos..end) {
+            Some(e) if e == bytes => {
+                self.pos = end;
+                Ok(())
+            }
+            _ => Err(bincode::error::EncodeError::Other(
+                "differs from the stored bytes",
+            )),
+        }
+    }
+}
+
+/// Whether encoding `entry` gives exactly `body`.
+fn encodes_to(entry: &Entry, body: &[u8]) -> bool {
+    let mut w = Compare {
+        expected: body,
+        pos: 0,
+    };
+    bincode::encode_into_writer(to_wire_ref(entry), &mut w, config()).is_ok() && w.pos == body.len()
+}
+
 const fn basis_code(b: LegalBasis) -> u8 {
     match b {
         LegalBasis::Consent => 1,
@@ -224,6 +412,7 @@ const fn basis_from_code(c: u8) -> Option<LegalBasis> {
     }
 }
 
+#[cfg(test)]
 fn wire_scope(s: &RecipientScope) -> WireScope {
     match &s.0 {
         ScopeRepr::AllPartners => WireScope::AllPartners,
@@ -239,6 +428,8 @@ fn wire_scope(s: &RecipientScope) -> WireScope {
     }
 }
 
+/// The owned wire form (tests build non-canonical encodings with it).
+#[cfg(test)]
 fn to_wire(e: &Entry) -> WireEntry {
     let s = |x: &SubjectId| x.as_str().to_owned();
     WireEntry {
@@ -415,7 +606,7 @@ fn from_wire(w: WireEntry) -> Result<Entry, Invalid> {
 /// Encodes `version || body`: the bytes to sign.
 pub(crate) fn encode_signed_part(e: &Entry) -> Result<Vec<u8>, WriteError> {
     let mut out = vec![FORMAT_VERSION];
-    let body = bincode::encode_to_vec(to_wire(e), config()).map_err(|_| WriteError::TooLarge {
+    let body = bincode::encode_to_vec(to_wire_ref(e), config()).map_err(|_| WriteError::TooLarge {
         size: usize::MAX,
         max: MAX_ENTRY_LEN,
     })?;
@@ -473,8 +664,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Stored, IntegrityProblem> {
         return Err(Invalid::Undecodable("trailing bytes after the entry"));
     }
     let entry = from_wire(wire)?;
-    let again = bincode::encode_to_vec(to_wire(&entry), config()).map_err(|_| Invalid::NonCanonical)?;
-    if again != body {
+    if !encodes_to(&entry, body) {
         return Err(Invalid::NonCanonical);
     }
     Ok(Stored {
@@ -752,6 +942,29 @@ mod tests {
             decode(&seal(b, &[0; 64])).unwrap_err(),
             Invalid::InvalidField("recipient scope order")
         );
+    }
+
+    #[test]
+    fn canonical_check_compares_every_byte() {
+        for (name, entry) in samples() {
+            let signed = encode_signed_part(&entry).unwrap();
+            let body = &signed[1..];
+            assert!(encodes_to(&entry, body), "{name}");
+            let mut changed = body.to_vec();
+            let last = changed.len() - 1;
+            changed[last] ^= 1;
+            assert!(!encodes_to(&entry, &changed), "{name}");
+            assert!(!encodes_to(&entry, &body[..last]), "{name}");
+            let mut longer = body.to_vec();
+            longer.push(0);
+            assert!(!encodes_to(&entry, &longer), "{name}");
+            // The owned and borrowed wire forms encode identically.
+            assert_eq!(
+                bincode::encode_to_vec(to_wire(&entry), config()).unwrap(),
+                body,
+                "{name}"
+            );
+        }
     }
 
     #[test]

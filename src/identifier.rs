@@ -190,6 +190,18 @@ impl<P: Purpose> Identifier<P> {
     }
 }
 
+/// The lookup pseudonym of a raw identifier of `kind`, checked and normalized as
+/// [`Identifier::parse`] does; `None` when it is malformed. The normalized value is
+/// wiped before returning. For bulk matching, where building an `Identifier` per row
+/// is not needed.
+pub(crate) fn lookup_of_raw(key: &PseudonymKey, kind: IdentifierKind, raw: &str) -> Option<Pseudonym> {
+    if raw.len() > normalize::MAX_INPUT_LEN || raw.trim().is_empty() {
+        return None;
+    }
+    let value = Zeroizing::new(kind.normalize(raw).ok()?);
+    Some(key.lookup(kind, &value))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

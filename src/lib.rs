@@ -1,8 +1,12 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audience;
+#[doc(hidden)]
+pub mod bench_support;
 mod checkpoint;
 mod decision;
+pub mod delivery;
 mod entry;
 mod error;
 mod identifier;
@@ -20,10 +24,12 @@ mod store;
 mod subject;
 mod time;
 
+pub use audience::{AudienceCounts, AudienceMatch, AudienceMatcher, DeniedCounts};
 pub use checkpoint::{
     verify_consistency, verify_inclusion, AuditError, ConsistencyProof, InclusionProof, SignedCheckpoint,
 };
 pub use decision::{Denied, Evidence, Use};
+pub use delivery::{Channel, Misdelivery, Parcel};
 pub use entry::Actor;
 pub use error::{
     IdentifierError, InputError, IntegrityError, IntegrityProblem, OpenError, ReadError, StorageError,

@@ -2,7 +2,29 @@
 //!
 //! It is a pure function of the log: replaying the entries in order (with the lookup
 //! pseudonyms from the index for collection entries) rebuilds it exactly. It never does
-//! I/O, so a decision is a hash-map lookup and a few comparisons under a read lock.
+//! I/O, so a decision is a table probe and a few comparisons under a read lock.
+//!
+//! # Layout
+//!
+//! Built to hold millions of subjects in little memory (see `table.rs`):
+//!
+//! - subjects are interned to `u32` indices; a subject record is its id plus one inline
+//!   consent (32 bytes); further consents of the same subject, expiry times and erasure
+//!   details live in small side maps that are empty for most subjects;
+//! - identifier records (lookup pseudonym, purpose, legal basis, collection entry,
+//!   scope, subject: 48 bytes) sit in chunks behind an 8-byte-slot index;
+//! - recipient scopes and purpose ids are interned once and referred to by index;
+//! - the history of a subject is not stored per subject: one `u32` per log entry names
+//!   the subject it is about, and [`State::history`] scans that column.
+//!
+//! An erased subject's identifier records stay in the index but are treated as absent
+//! (the subject's record says it is erased); a later collection of the same identifier
+//! by another subject reuses them.
+
+mod table;
+
+#[cfg(test)]
+mod reference;
 
 use std::collections::HashMap;
 
@@ -14,31 +36,55 @@ use crate::recipient::{Recipient, RecipientScope};
 use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
+use table::{pack_collection, Chunked, IdentRec, IdentTable, SubjectIndex, MAX_PURPOSES};
+
 /// Index of an interned purpose id.
 type PurposeIdx = u16;
 
-/// One identifier the ledger knows, by lookup pseudonym.
-#[derive(Debug)]
-pub(crate) struct Ident {
-    pub(crate) subject: SubjectId,
-    pub(crate) collections: Vec<Collection>,
+/// "No subject" in the per-entry subject column.
+const NO_SUBJECT: u32 = u32::MAX;
+
+/// Consent record kinds.
+const NONE: u8 = 0;
+const GRANTED: u8 = 1;
+const WITHDRAWN: u8 = 2;
+const EXPIRED: u8 = 3;
+/// The subject was erased at `seq`; no other consent state is kept.
+const ERASED: u8 = 4;
+
+/// Consent record flags.
+/// `times` holds the grant's expiry (granted) or the time it lapsed (expired).
+const HAS_TIME: u8 = 1;
+/// (Inline record only.) `more` holds the subject's consents to other purposes.
+const MORE: u8 = 2;
+
+/// The latest consent event of a subject for one purpose: 16 bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct ConsentRec {
+    /// The grant or withdrawal entry; for `EXPIRED`, the grant that lapsed; for `ERASED`,
+    /// the erasure entry.
+    seq: u64,
+    /// Interned scope of a grant.
+    scope: u32,
+    purpose: PurposeIdx,
+    kind: u8,
+    flags: u8,
 }
 
-/// The identifier was collected for a purpose at entry `seq`.
+/// A subject: its id and its first consent record (32 bytes).
 #[derive(Debug)]
-pub(crate) struct Collection {
-    pub(crate) purpose: PurposeIdx,
-    pub(crate) seq: u64,
-    pub(crate) basis: LegalBasis,
-    pub(crate) scope: RecipientScope,
+struct SubjectRec {
+    id: SubjectId,
+    first: ConsentRec,
 }
 
-/// The latest consent event for a (subject, purpose).
-#[derive(Debug, Clone)]
-pub(crate) enum Consent {
+/// The latest consent event for a (subject, purpose), as read from the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code, reason = "read by consent listings (expiry) and tests")]
+pub(crate) enum Consent<'s> {
     Granted {
         seq: u64,
-        scope: RecipientScope,
+        scope: &'s RecipientScope,
         expires_at: Option<Timestamp>,
     },
     Withdrawn {
@@ -50,14 +96,14 @@ pub(crate) enum Consent {
     },
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct SubjectState {
-    pub(crate) erased_at: Option<u64>,
-    pub(crate) consents: Vec<(PurposeIdx, Consent)>,
-    /// Sequence numbers of the entries about this subject, in order.
-    pub(crate) history: Vec<u64>,
-    /// Lookup pseudonyms of the subject's identifiers.
-    pub(crate) lookups: Vec<Pseudonym>,
+/// A decision question prepared once for many identifiers: purpose `P` (resolved to
+/// its interned index) and one recipient.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Query<'r> {
+    purpose_id: &'static str,
+    purpose: Option<PurposeIdx>,
+    needs_consent: bool,
+    recipient: &'r Recipient,
 }
 
 /// The whole decision state.
@@ -65,161 +111,471 @@ pub(crate) struct SubjectState {
 pub(crate) struct State {
     /// Number of entries applied (the ledger position).
     pub(crate) len: u64,
-    purposes: Vec<String>,
-    purpose_idx: HashMap<String, PurposeIdx>,
-    idents: HashMap<Pseudonym, Ident>,
-    subjects: HashMap<SubjectId, SubjectState>,
+    purposes: Vec<Box<str>>,
+    purpose_idx: HashMap<Box<str>, PurposeIdx>,
+    scopes: Vec<RecipientScope>,
+    scope_idx: HashMap<RecipientScope, u32>,
+    subjects: Chunked<SubjectRec>,
+    subject_index: SubjectIndex,
+    idents: IdentTable,
+    /// For each entry, by position: the subject it is about, or [`NO_SUBJECT`].
+    entry_subjects: Chunked<u32>,
+    /// Consents beyond each subject's first, by subject index.
+    more: HashMap<u32, Vec<ConsentRec>>,
+    /// Expiry (granted) or lapse time (expired), by (subject index, purpose).
+    times: HashMap<(u32, PurposeIdx), Timestamp>,
+}
+
+const fn basis_code(b: LegalBasis) -> u8 {
+    match b {
+        LegalBasis::Consent => 1,
+        LegalBasis::Contract => 2,
+        LegalBasis::LegitimateInterest => 3,
+        LegalBasis::LegalObligation => 4,
+    }
+}
+
+/// Unknown codes cannot be stored by [`basis_code`]; reading one as consent-based
+/// fails closed (a use then needs a grant).
+const fn basis_from(code: u8) -> LegalBasis {
+    match code {
+        2 => LegalBasis::Contract,
+        3 => LegalBasis::LegitimateInterest,
+        4 => LegalBasis::LegalObligation,
+        _ => LegalBasis::Consent,
+    }
 }
 
 impl State {
-    fn intern(&mut self, purpose: &str) -> PurposeIdx {
-        if let Some(i) = self.purpose_idx.get(purpose) {
-            return *i;
+    /// The interned index of a purpose id, if it was ever recorded.
+    fn purpose_index(&self, id: &str) -> Option<PurposeIdx> {
+        // A handful of purposes is the norm: comparing lengths and bytes beats hashing.
+        if self.purposes.len() <= 16 {
+            self.purposes
+                .iter()
+                .position(|p| **p == *id)
+                .and_then(|i| PurposeIdx::try_from(i).ok())
+        } else {
+            self.purpose_idx.get(id).copied()
         }
-        // Purpose ids are application constants: far fewer than 65,536. Saturating keeps
-        // this total; two purposes sharing the last index would only over-deny.
-        let i = PurposeIdx::try_from(self.purposes.len()).unwrap_or(PurposeIdx::MAX);
-        self.purposes.push(purpose.to_owned());
-        self.purpose_idx.insert(purpose.to_owned(), i);
-        i
     }
 
-    pub(crate) fn ident(&self, lookup: &Pseudonym) -> Option<&Ident> {
-        self.idents.get(lookup)
+    /// Interns a purpose id. `None` once [`MAX_PURPOSES`] distinct ids were seen: entries
+    /// for further purposes are then not applied, so their uses are denied (fail closed).
+    fn intern_purpose(&mut self, id: &str) -> Option<PurposeIdx> {
+        if let Some(i) = self.purpose_idx.get(id) {
+            return Some(*i);
+        }
+        if self.purposes.len() >= MAX_PURPOSES {
+            return None;
+        }
+        let i = PurposeIdx::try_from(self.purposes.len()).ok()?;
+        self.purposes.push(id.into());
+        self.purpose_idx.insert(id.into(), i);
+        Some(i)
     }
 
-    pub(crate) fn subject(&self, subject: &SubjectId) -> Option<&SubjectState> {
-        self.subjects.get(subject)
+    fn intern_scope(&mut self, scope: &RecipientScope) -> Option<u32> {
+        if let Some(i) = self.scope_idx.get(scope) {
+            return Some(*i);
+        }
+        let i = u32::try_from(self.scopes.len()).ok().filter(|i| *i < u32::MAX)?;
+        self.scopes.push(scope.clone());
+        self.scope_idx.insert(scope.clone(), i);
+        Some(i)
+    }
+
+    fn scope_covers(&self, scope: u32, recipient: &Recipient) -> bool {
+        self.scopes
+            .get(scope as usize)
+            .is_some_and(|s| s.covers(recipient))
+    }
+
+    fn subject_rec(&self, index: u32) -> Option<&SubjectRec> {
+        self.subjects.get(index as usize)
+    }
+
+    fn find_subject(&self, subject: &SubjectId) -> Option<u32> {
+        let subjects = &self.subjects;
+        self.subject_index
+            .find(subject.as_str(), |i| subjects.get(i).map(|s| &s.id))
+    }
+
+    /// Makes room for about `subjects` subjects and `identifiers` identifier records, so
+    /// that rebuilding a large state does not grow its indexes step by step.
+    pub(crate) fn reserve(&mut self, subjects: usize, identifiers: usize) {
+        let recs = &self.subjects;
+        self.subject_index
+            .reserve(subjects, |i| recs.get(i).map(|s| &s.id));
+        self.idents.reserve(identifiers);
+    }
+
+    fn subject_or_insert(&mut self, subject: &SubjectId) -> Option<u32> {
+        // Consecutive entries are often about the same subject.
+        if let Some(last) = self.subjects.len().checked_sub(1) {
+            if self.subjects.get(last).is_some_and(|s| s.id == *subject) {
+                return u32::try_from(last).ok();
+            }
+        }
+        if let Some(i) = self.find_subject(subject) {
+            return Some(i);
+        }
+        let index = u32::try_from(self.subjects.len())
+            .ok()
+            .filter(|i| *i < NO_SUBJECT - 1)?;
+        self.subjects.push(SubjectRec {
+            id: subject.clone(),
+            first: ConsentRec::default(),
+        });
+        let subjects = &self.subjects;
+        self.subject_index
+            .insert(subject.as_str(), index, |i| subjects.get(i).map(|s| &s.id));
+        Some(index)
+    }
+
+    fn is_erased(&self, index: u32) -> bool {
+        self.subject_rec(index).is_none_or(|s| s.first.kind == ERASED)
+    }
+
+    /// The subject currently holding the identifier with lookup pseudonym `lookup`.
+    pub(crate) fn ident_subject(&self, lookup: &Pseudonym) -> Option<&SubjectId> {
+        self.idents
+            .find(lookup)
+            .filter_map(|(_, r)| self.subject_rec(r.subject))
+            .find(|s| s.first.kind != ERASED)
+            .map(|s| &s.id)
+    }
+
+    /// Lookup pseudonyms of the identifiers `subject` holds (for erasure).
+    pub(crate) fn lookups_of(&self, subject: &SubjectId) -> Vec<Pseudonym> {
+        let Some(index) = self.find_subject(subject).filter(|i| !self.is_erased(*i)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Pseudonym> = self
+            .idents
+            .recs
+            .iter()
+            .filter(|r| r.subject == index)
+            .map(|r| r.lookup)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Positions of the entries about `subject`, in order. After an erasure, only the
+    /// erasure entry.
+    pub(crate) fn history(&self, subject: &SubjectId) -> Vec<u64> {
+        let Some(index) = self.find_subject(subject) else {
+            return Vec::new();
+        };
+        if let Some(at) = self.erased_at_index(index) {
+            return vec![at];
+        }
+        (0u64..)
+            .zip(self.entry_subjects.iter())
+            .filter(|(_, s)| **s == index)
+            .map(|(seq, _)| seq)
+            .collect()
+    }
+
+    fn erased_at_index(&self, index: u32) -> Option<u64> {
+        self.subject_rec(index)
+            .filter(|s| s.first.kind == ERASED)
+            .map(|s| s.first.seq)
     }
 
     /// The erasure entry of a subject, if it was erased.
     pub(crate) fn erased_at(&self, subject: &SubjectId) -> Option<u64> {
-        self.subjects.get(subject).and_then(|s| s.erased_at)
+        self.find_subject(subject).and_then(|i| self.erased_at_index(i))
     }
 
     /// Every current grant that has an expiry: (subject, purpose id, grant entry, expiry).
     pub(crate) fn grants_with_expiry(&self) -> Vec<(SubjectId, String, u64, Timestamp)> {
-        let mut out = Vec::new();
-        for (id, s) in &self.subjects {
-            for (p, c) in &s.consents {
-                if let Consent::Granted {
+        self.consents()
+            .filter_map(|(id, purpose, c)| match c {
+                Consent::Granted {
                     seq,
                     expires_at: Some(at),
                     ..
-                } = c
-                {
-                    if let Some(purpose) = self.purposes.get(usize::from(*p)) {
-                        out.push((id.clone(), purpose.clone(), *seq, *at));
-                    }
-                }
-            }
-        }
-        out
+                } => Some((id.clone(), purpose.to_owned(), seq, at)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Subjects that were erased.
     pub(crate) fn erased_subjects(&self) -> impl Iterator<Item = &SubjectId> {
         self.subjects
             .iter()
-            .filter(|(_, s)| s.erased_at.is_some())
-            .map(|(id, _)| id)
+            .filter(|s| s.first.kind == ERASED)
+            .map(|s| &s.id)
     }
 
-    /// Whether `lookup` is already collected by `subject` for `purpose` with exactly `scope`.
+    /// Number of subjects ever seen (subject indices are below this).
+    pub(crate) fn subject_count(&self) -> usize {
+        self.subjects.len()
+    }
+
+    /// Every subject's latest consent event per purpose: (subject, purpose id, event).
+    pub(crate) fn consents(&self) -> impl Iterator<Item = (&SubjectId, &str, Consent<'_>)> + '_ {
+        (0u32..).zip(self.subjects.iter()).flat_map(move |(index, s)| {
+            let more = if s.first.flags & MORE != 0 {
+                self.more.get(&index).map(Vec::as_slice).unwrap_or(&[])
+            } else {
+                &[]
+            };
+            std::iter::once(&s.first)
+                .chain(more)
+                .filter_map(move |c| {
+                    Some((
+                        &s.id,
+                        self.purposes.get(c.purpose as usize)?,
+                        self.view(index, c)?,
+                    ))
+                })
+                .map(|(id, p, c)| (id, &**p, c))
+        })
+    }
+
+    fn time(&self, index: u32, c: &ConsentRec) -> Option<Timestamp> {
+        if c.flags & HAS_TIME != 0 {
+            self.times.get(&(index, c.purpose)).copied()
+        } else {
+            None
+        }
+    }
+
+    fn view(&self, index: u32, c: &ConsentRec) -> Option<Consent<'_>> {
+        match c.kind {
+            GRANTED => Some(Consent::Granted {
+                seq: c.seq,
+                scope: self.scopes.get(c.scope as usize)?,
+                expires_at: self.time(index, c),
+            }),
+            WITHDRAWN => Some(Consent::Withdrawn { seq: c.seq }),
+            EXPIRED => Some(Consent::Expired {
+                grant: c.seq,
+                // Always recorded with the lapse; the epoch only if the state is inconsistent.
+                at: self.time(index, c).unwrap_or_default(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn consent(&self, index: u32, s: &SubjectRec, p: PurposeIdx) -> Option<ConsentRec> {
+        if s.first.kind != NONE && s.first.purpose == p {
+            return Some(s.first);
+        }
+        if s.first.flags & MORE == 0 {
+            return None;
+        }
+        self.more.get(&index)?.iter().find(|c| c.purpose == p).copied()
+    }
+
+    /// The subject's latest consent event for purpose id `purpose`.
+    #[allow(dead_code, reason = "read by consent listings (expiry) and tests")]
+    pub(crate) fn consent_for(&self, subject: &SubjectId, purpose: &str) -> Option<Consent<'_>> {
+        let index = self.find_subject(subject)?;
+        let s = self.subject_rec(index)?;
+        let c = self.consent(index, s, self.purpose_index(purpose)?)?;
+        self.view(index, &c)
+    }
+
+    /// Whether `lookup` is already collected by its holder for `purpose` with exactly `scope`.
     pub(crate) fn existing_collection(
         &self,
         lookup: &Pseudonym,
         purpose: &str,
         scope: &RecipientScope,
     ) -> Option<u64> {
-        let p = *self.purpose_idx.get(purpose)?;
+        let p = self.purpose_index(purpose)?;
+        let sc = *self.scope_idx.get(scope)?;
         self.idents
-            .get(lookup)?
-            .collections
-            .iter()
-            .find(|c| c.purpose == p && c.scope == *scope)
-            .map(|c| c.seq)
+            .find(lookup)
+            .find(|(_, r)| r.purpose() == p && !self.is_erased(r.subject))
+            .filter(|(_, r)| r.scope == sc)
+            .map(|(_, r)| r.seq())
     }
 
     /// Applies one entry. `lookup` is the lookup pseudonym for a collection entry, when
     /// known (it is not after erasure: then the collection stays unlinked).
     pub(crate) fn apply(&mut self, entry: &Entry, lookup: Option<Pseudonym>) {
         self.len = entry.seq.saturating_add(1);
-        let Some(subject) = entry.body.subject() else {
+        let subject = entry.body.subject();
+        let index = subject.and_then(|s| self.subject_or_insert(s));
+        // Entries arrive in order from position 0; anything else leaves the column short
+        // (history then misses entries) rather than filling a gap of arbitrary size.
+        if entry.seq == self.entry_subjects.len() as u64 {
+            self.entry_subjects.push(index.unwrap_or(NO_SUBJECT));
+        }
+        let Some(index) = index else {
             return;
         };
-        if !self.subjects.contains_key(subject) {
-            self.subjects.insert(subject.clone(), SubjectState::default());
+        // An erased subject has no state left to change (a valid log has no such entries).
+        if self.is_erased(index) {
+            return;
         }
-        let purpose = match &entry.body {
-            Body::Collected { purpose, .. }
-            | Body::Granted { purpose, .. }
-            | Body::Withdrawn { purpose, .. }
-            | Body::Expired { purpose, .. } => Some(self.intern(purpose)),
-            _ => None,
-        };
-        let mut removed = Vec::new();
-        if let Some(s) = self.subjects.get_mut(subject) {
-            s.history.push(entry.seq);
-            match (&entry.body, purpose) {
-                (
-                    Body::Granted {
-                        scope, expires_at, ..
-                    },
-                    Some(p),
-                ) => set_consent(
-                    s,
-                    p,
-                    Consent::Granted {
+        match &entry.body {
+            Body::Collected {
+                purpose,
+                basis,
+                scope,
+                ..
+            } => {
+                if let (Some(l), Some(p), Some(sc)) =
+                    (lookup, self.intern_purpose(purpose), self.intern_scope(scope))
+                {
+                    self.collect(l, index, p, *basis, sc, entry.seq);
+                }
+            }
+            Body::Granted {
+                purpose,
+                scope,
+                expires_at,
+                ..
+            } => {
+                if let (Some(p), Some(sc)) = (self.intern_purpose(purpose), self.intern_scope(scope)) {
+                    let c = ConsentRec {
                         seq: entry.seq,
-                        scope: scope.clone(),
-                        expires_at: *expires_at,
-                    },
-                ),
-                (Body::Withdrawn { .. }, Some(p)) => set_consent(s, p, Consent::Withdrawn { seq: entry.seq }),
-                (Body::Expired { .. }, Some(p)) => {
-                    let (grant, at) = match s.consents.iter().find(|(q, _)| *q == p) {
-                        Some((_, Consent::Granted { seq, expires_at, .. })) => {
-                            (*seq, expires_at.unwrap_or(entry.timestamp))
+                        scope: sc,
+                        purpose: p,
+                        kind: GRANTED,
+                        flags: 0,
+                    };
+                    self.set_consent(index, c, *expires_at);
+                }
+            }
+            Body::Withdrawn { purpose, .. } => {
+                if let Some(p) = self.intern_purpose(purpose) {
+                    let c = ConsentRec {
+                        seq: entry.seq,
+                        scope: 0,
+                        purpose: p,
+                        kind: WITHDRAWN,
+                        flags: 0,
+                    };
+                    self.set_consent(index, c, None);
+                }
+            }
+            Body::Expired { purpose, .. } => {
+                if let Some(p) = self.intern_purpose(purpose) {
+                    let current = self.subject_rec(index).and_then(|s| self.consent(index, s, p));
+                    let (grant, at) = match current {
+                        Some(c) if c.kind == GRANTED => {
+                            (c.seq, self.time(index, &c).unwrap_or(entry.timestamp))
                         }
                         _ => (entry.seq, entry.timestamp),
                     };
-                    set_consent(s, p, Consent::Expired { grant, at });
+                    let c = ConsentRec {
+                        seq: grant,
+                        scope: 0,
+                        purpose: p,
+                        kind: EXPIRED,
+                        flags: 0,
+                    };
+                    self.set_consent(index, c, Some(at));
                 }
-                (Body::Collected { .. }, _) => {
-                    if let Some(l) = lookup {
-                        if !s.lookups.contains(&l) {
-                            s.lookups.push(l);
-                        }
-                    }
-                }
-                (Body::Erased { .. }, _) => {
-                    s.erased_at = Some(entry.seq);
-                    s.consents.clear();
-                    s.history = vec![entry.seq];
-                    removed = std::mem::take(&mut s.lookups);
-                }
-                _ => {}
+            }
+            Body::Erased { .. } => self.erase(index, entry.seq),
+            Body::Genesis { .. } | Body::KeyRotated { .. } | Body::KeyRevoked { .. } => {}
+        }
+    }
+
+    fn collect(
+        &mut self,
+        lookup: Pseudonym,
+        subject: u32,
+        p: PurposeIdx,
+        basis: LegalBasis,
+        scope: u32,
+        seq: u64,
+    ) {
+        // Replace this subject's record for the purpose, else reuse a record left by an
+        // erased subject, else add one.
+        let mut same = None;
+        let mut stale = None;
+        for (i, r) in self.idents.find(&lookup) {
+            if r.subject == subject && r.purpose() == p {
+                same = Some(i);
+                break;
+            }
+            if stale.is_none() && self.is_erased(r.subject) {
+                stale = Some(i);
             }
         }
-        for l in removed {
-            self.idents.remove(&l);
+        let rec = IdentRec {
+            lookup,
+            meta: pack_collection(seq, basis_code(basis), p),
+            scope,
+            subject,
+        };
+        match same.or(stale).and_then(|i| self.idents.get_mut(i)) {
+            Some(existing) => *existing = rec,
+            None => {
+                // `None` only when 4 billion records exist: the collection is then not
+                // applied and its uses are denied.
+                let _ = self.idents.insert(rec);
+            }
         }
-        if let (Body::Collected { basis, scope, .. }, Some(p), Some(l)) = (&entry.body, purpose, lookup) {
-            let ident = self.idents.entry(l).or_insert_with(|| Ident {
-                subject: subject.clone(),
-                collections: Vec::new(),
-            });
-            let c = Collection {
-                purpose: p,
-                seq: entry.seq,
-                basis: *basis,
-                scope: scope.clone(),
-            };
-            match ident.collections.iter_mut().find(|c| c.purpose == p) {
+    }
+
+    fn set_consent(&mut self, index: u32, mut c: ConsentRec, time: Option<Timestamp>) {
+        if time.is_some() {
+            c.flags |= HAS_TIME;
+        }
+        let p = c.purpose;
+        let Some(s) = self.subjects.get_mut(index as usize) else {
+            return;
+        };
+        if s.first.kind == NONE || s.first.purpose == p {
+            c.flags |= s.first.flags & MORE;
+            s.first = c;
+        } else {
+            s.first.flags |= MORE;
+            let more = self.more.entry(index).or_default();
+            match more.iter_mut().find(|x| x.purpose == p) {
                 Some(existing) => *existing = c,
-                None => ident.collections.push(c),
+                None => more.push(c),
             }
+        }
+        match time {
+            Some(t) => {
+                self.times.insert((index, p), t);
+            }
+            None => {
+                self.times.remove(&(index, p));
+            }
+        }
+    }
+
+    fn erase(&mut self, index: u32, seq: u64) {
+        let Some(s) = self.subjects.get_mut(index as usize) else {
+            return;
+        };
+        let mut purposes = vec![s.first.purpose];
+        if let Some(more) = self.more.remove(&index) {
+            purposes.extend(more.iter().map(|c| c.purpose));
+        }
+        s.first = ConsentRec {
+            seq,
+            scope: 0,
+            purpose: 0,
+            kind: ERASED,
+            flags: 0,
+        };
+        for p in purposes {
+            self.times.remove(&(index, p));
+        }
+    }
+
+    /// Prepares the question "may identifiers be used for `P` by `recipient`".
+    pub(crate) fn query<'r, P: Purpose>(&self, recipient: &'r Recipient) -> Query<'r> {
+        Query {
+            purpose_id: P::ID,
+            purpose: self.purpose_index(P::ID),
+            needs_consent: P::LEGAL_BASIS.requires_consent(),
+            recipient,
         }
     }
 
@@ -229,91 +585,108 @@ impl State {
         &self,
         lookup: &Pseudonym,
         recipient: &Recipient,
-        now: impl FnOnce() -> Timestamp,
+        now: impl Fn() -> Timestamp,
     ) -> Result<Evidence, Denied> {
-        let purpose = P::ID;
-        let ident = self.idents.get(lookup).ok_or(Denied::UnknownIdentifier)?;
-        let subject = self
-            .subjects
-            .get(&ident.subject)
-            .ok_or(Denied::UnknownIdentifier)?;
-        if let Some(at) = subject.erased_at {
-            return Err(Denied::SubjectErased { at });
+        self.decide_query(&self.query::<P>(recipient), lookup, &now, &now)
+            .map(|(e, _)| e)
+    }
+
+    /// Decides one identifier of a prepared query; on success also returns the
+    /// subject's index (to tell repeated matches of one subject apart).
+    ///
+    /// `exact` is read when the outcome depends on the time (an expiring grant), and
+    /// then also stamps the evidence; otherwise `stamp` gives the evidence's time.
+    pub(crate) fn decide_query(
+        &self,
+        q: &Query<'_>,
+        lookup: &Pseudonym,
+        stamp: impl FnOnce() -> Timestamp,
+        exact: impl FnOnce() -> Timestamp,
+    ) -> Result<(Evidence, u32), Denied> {
+        let purpose = q.purpose_id;
+        let mut known = false;
+        let mut found = None;
+        for (_, rec) in self.idents.find(lookup) {
+            let Some(s) = self.subject_rec(rec.subject) else {
+                continue;
+            };
+            if s.first.kind == ERASED {
+                continue;
+            }
+            known = true;
+            if Some(rec.purpose()) == q.purpose {
+                found = Some((rec, s));
+                break;
+            }
         }
-        let p = *self
-            .purpose_idx
-            .get(purpose)
-            .ok_or(Denied::NotCollectedForPurpose { purpose })?;
-        let collection = ident
-            .collections
-            .iter()
-            .find(|c| c.purpose == p)
-            .ok_or(Denied::NotCollectedForPurpose { purpose })?;
-        let needs_consent = P::LEGAL_BASIS.requires_consent() || collection.basis.requires_consent();
-        let decided_at = now();
+        let Some((rec, s)) = found else {
+            return Err(if known {
+                Denied::NotCollectedForPurpose { purpose }
+            } else {
+                Denied::UnknownIdentifier
+            });
+        };
+        let collection_basis = basis_from(rec.basis());
+        let needs_consent = q.needs_consent || collection_basis.requires_consent();
+        let mut decided_at = None;
         let (allowed_by, basis) = if needs_consent {
-            let consent = subject
-                .consents
-                .iter()
-                .find(|(q, _)| *q == p)
-                .map(|(_, c)| c)
+            let c = self
+                .consent(rec.subject, s, rec.purpose())
                 .ok_or(Denied::NoConsent { purpose })?;
-            match consent {
-                Consent::Withdrawn { seq } => return Err(Denied::Withdrawn { purpose, at: *seq }),
-                Consent::Expired { grant, at, .. } => {
-                    return Err(Denied::Expired {
-                        purpose,
-                        grant: *grant,
-                        at: *at,
-                    })
-                }
-                Consent::Granted {
-                    seq,
-                    scope,
-                    expires_at,
-                } => {
-                    if let Some(at) = expires_at {
-                        if decided_at >= *at {
+            match c.kind {
+                GRANTED => {
+                    if let Some(at) = self.time(rec.subject, &c) {
+                        let now = exact();
+                        decided_at = Some(now);
+                        if now >= at {
                             return Err(Denied::Expired {
                                 purpose,
-                                grant: *seq,
-                                at: *at,
+                                grant: c.seq,
+                                at,
                             });
                         }
                     }
-                    if !scope.covers(recipient) {
+                    if !self.scope_covers(c.scope, q.recipient) {
                         return Err(Denied::RecipientNotCovered {
-                            recipient: recipient.clone(),
-                            entry: *seq,
+                            recipient: q.recipient.clone(),
+                            entry: c.seq,
                         });
                     }
-                    (*seq, LegalBasis::Consent)
+                    (c.seq, LegalBasis::Consent)
                 }
+                WITHDRAWN => return Err(Denied::Withdrawn { purpose, at: c.seq }),
+                EXPIRED => {
+                    return Err(Denied::Expired {
+                        purpose,
+                        grant: c.seq,
+                        at: self.time(rec.subject, &c).unwrap_or_default(),
+                    })
+                }
+                _ => return Err(Denied::NoConsent { purpose }),
             }
         } else {
-            if !collection.scope.covers(recipient) {
+            if !self.scope_covers(rec.scope, q.recipient) {
                 return Err(Denied::RecipientNotCovered {
-                    recipient: recipient.clone(),
-                    entry: collection.seq,
+                    recipient: q.recipient.clone(),
+                    entry: rec.seq(),
                 });
             }
-            (collection.seq, collection.basis)
+            (rec.seq(), collection_basis)
         };
-        Ok(Evidence {
-            subject: ident.subject.clone(),
-            purpose,
-            basis,
-            position: self.len,
-            allowed_by,
-            collected_at: collection.seq,
-            decided_at,
-        })
+        Ok((
+            Evidence {
+                subject: s.id.clone(),
+                purpose,
+                basis,
+                position: self.len,
+                allowed_by,
+                collected_at: rec.seq(),
+                decided_at: decided_at.unwrap_or_else(stamp),
+            },
+            rec.subject,
+        ))
     }
 }
 
-fn set_consent(s: &mut SubjectState, p: PurposeIdx, c: Consent) {
-    match s.consents.iter_mut().find(|(q, _)| *q == p) {
-        Some((_, existing)) => *existing = c,
-        None => s.consents.push((p, c)),
-    }
-}
+#[cfg(test)]
+mod tests;

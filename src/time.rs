@@ -93,7 +93,12 @@ impl Clock for SystemClock {
         // A clock set before 1970 reads as the epoch rather than failing.
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            // Seconds and milliseconds separately: no 128-bit arithmetic on the decision path.
+            .map(|d| {
+                d.as_secs()
+                    .saturating_mul(1000)
+                    .saturating_add(u64::from(d.subsec_millis()))
+            })
             .unwrap_or(0);
         Timestamp(ms)
     }

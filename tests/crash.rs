@@ -4,7 +4,13 @@
 //!
 //! The default run does a few kills per durability setting; the full run
 //! (`cargo test --test crash -- --ignored crash_full`) does 60 per setting.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -12,18 +18,28 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use consent_ledger::{Analytics, Change, Durability, Ledger, PseudonymKey, RecipientScope, SigningKey, SubjectId};
+use consent_ledger::{
+    Analytics, Change, Durability, Ledger, PseudonymKey, RecipientScope, SigningKey, SubjectId,
+};
 
 const CHILD_DIR: &str = "CONSENT_LEDGER_CRASH_DIR";
 const CHILD_MODE: &str = "CONSENT_LEDGER_CRASH_MODE";
 
 fn keys() -> (SigningKey, PseudonymKey) {
-    (SigningKey::from_bytes(&[11; 32]), PseudonymKey::from_bytes([12; 32]))
+    (
+        SigningKey::from_bytes(&[11; 32]),
+        PseudonymKey::from_bytes([12; 32]),
+    )
 }
 
 fn open(dir: &Path, durability: Durability) -> Ledger {
     let (k, p) = keys();
-    Ledger::builder(dir).signing_key(k).pseudonym_key(p).durability(durability).open().unwrap()
+    Ledger::builder(dir)
+        .signing_key(k)
+        .pseudonym_key(p)
+        .durability(durability)
+        .open()
+        .unwrap()
 }
 
 fn mode(name: &str) -> Durability {
@@ -51,14 +67,20 @@ fn crash_child() {
     // Numbering continues from the log's length, so every append is unique across runs.
     let start = ledger.len() * 1000;
     let out = Mutex::new(std::io::stdout());
-    let threads = if durability == Durability::GroupCommit { 4 } else { 1 };
+    let threads = if durability == Durability::GroupCommit {
+        4
+    } else {
+        1
+    };
     std::thread::scope(|s| {
         for t in 0..threads {
             let (ledger, out) = (&ledger, &out);
             s.spawn(move || {
                 for i in 0.. {
                     let n = start + i * threads + t;
-                    let r = ledger.grant::<Analytics>(&subject(n), RecipientScope::first_party(), None).unwrap();
+                    let r = ledger
+                        .grant::<Analytics>(&subject(n), RecipientScope::first_party(), None)
+                        .unwrap();
                     let mut o = out.lock().unwrap();
                     writeln!(o, "ack {} {n}", r.seq).unwrap();
                     o.flush().unwrap();
@@ -88,7 +110,14 @@ fn crash_loop(kills: u32, seed: u64, mode_name: &str) {
     let mut acked: HashMap<u64, u64> = HashMap::new(); // seq -> n
     for kill in 0..kills {
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_MODE, mode_name)
             .stdout(Stdio::piped())
@@ -120,7 +149,9 @@ fn crash_loop(kills: u32, seed: u64, mode_name: &str) {
 
         // Reopen: the chain verifies and every acknowledged entry is there, intact.
         let ledger = open(dir.path(), mode(mode_name));
-        let report = ledger.verify().unwrap_or_else(|e| panic!("kill {kill} (seed {seed}): {e}"));
+        let report = ledger
+            .verify()
+            .unwrap_or_else(|e| panic!("kill {kill} (seed {seed}): {e}"));
         assert!(report.entries > acked.len() as u64);
         for (seq, n) in &acked {
             let h = ledger.history(&subject(*n)).unwrap();
@@ -149,7 +180,10 @@ fn crash_quick_group_commit() {
 #[test]
 #[ignore = "slow: 60 kills per durability setting"]
 fn crash_full() {
-    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234);
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234);
     crash_loop(60, seed, "immediate");
     crash_loop(60, seed ^ 0xffff, "group");
 }

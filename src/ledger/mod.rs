@@ -1,11 +1,13 @@
 //! The ledger: recording consent changes, deciding uses, reading history, verifying.
 
+mod batch;
 mod export;
 mod lifecycle;
 mod merkle_log;
 pub(crate) mod open;
 mod past;
 pub(crate) mod replay;
+mod ticker;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,6 +188,8 @@ struct Inner {
     writer: Mutex<Writer>,
     group: GroupSync,
     clock: Arc<dyn Clock>,
+    /// Millisecond readings of the default clock for stamping decisions.
+    ticker: Option<ticker::Ticker>,
     pseudonym_key: PseudonymKey,
     durability: Durability,
     ledger_id: [u8; 16],
@@ -287,8 +291,36 @@ impl Ledger {
     ) -> Result<Use<'a, P>, Denied> {
         let lookup = identifier.lookup(&self.inner.pseudonym_key);
         let state = self.inner.state.read().map_err(|_| Denied::Unavailable)?;
-        let evidence = state.decide::<P>(&lookup, recipient, || self.inner.clock.now())?;
+        let (evidence, _) = state.decide_query(
+            &state.query::<P>(recipient),
+            &lookup,
+            || self.stamp(),
+            || self.inner.clock.now(),
+        )?;
         Ok(Use::new(identifier, recipient, evidence))
+    }
+
+    /// The time to stamp a decision that does not depend on the time with.
+    pub(crate) fn stamp(&self) -> Timestamp {
+        match &self.inner.ticker {
+            Some(t) => t.now(),
+            None => self.inner.clock.now(),
+        }
+    }
+
+    /// The decision state.
+    pub(crate) fn state(&self) -> &RwLock<State> {
+        &self.inner.state
+    }
+
+    /// The application's pseudonym key.
+    pub(crate) fn pseudonym_key(&self) -> &PseudonymKey {
+        &self.inner.pseudonym_key
+    }
+
+    /// The clock, read now.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.inner.clock.now()
     }
 
     /// Records that `identifier` was collected from `subject` for its purpose `P`, to be
@@ -352,10 +384,7 @@ impl Ledger {
                     timestamp: ts,
                 }));
             }
-            lookups = state
-                .subject(subject)
-                .map(|s| s.lookups.clone())
-                .unwrap_or_default();
+            lookups = state.lookups_of(subject);
             Ok(Prepared::Append(
                 Body::Erased {
                     subject: subject.clone(),
@@ -394,8 +423,8 @@ impl Ledger {
             if let Some(at) = state.erased_at(subject) {
                 return Err(WriteError::SubjectErased { erased_at: at });
             }
-            if let Some(ident) = state.ident(&lookup) {
-                if ident.subject != *subject {
+            if let Some(holder) = state.ident_subject(&lookup) {
+                if holder != subject {
                     return Err(WriteError::HeldByAnotherSubject {
                         kind: identifier.kind(),
                     });
@@ -636,10 +665,7 @@ impl Ledger {
     pub fn history(&self, subject: &SubjectId) -> Result<Vec<HistoryEntry>, ReadError> {
         let seqs = {
             let state = self.inner.state.read().map_err(|_| poisoned())?;
-            state
-                .subject(subject)
-                .map(|s| s.history.clone())
-                .unwrap_or_default()
+            state.history(subject)
         };
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
@@ -697,6 +723,9 @@ impl Ledger {
     ///
     /// # Errors
     /// [`ReadError::Integrity`] naming the first bad position; storage failures.
+    ///
+    /// Reading and decoding run on the calling thread while a second thread checks the
+    /// signatures, batch by batch.
     pub fn verify(&self) -> Result<VerifyReport, ReadError> {
         verify_store(&*self.inner.store)
     }
@@ -704,17 +733,43 @@ impl Ledger {
 
 /// The full check behind [`Ledger::verify`] and [`Inspector::verify`](crate::Inspector::verify).
 pub(crate) fn verify_store(store: &dyn Backend) -> Result<VerifyReport, ReadError> {
-    let mut replay = replay::Replay::new(true);
-    for raw in store.entries_from(0) {
-        replay.step(raw?)?;
-    }
-    replay.finish()?;
-    Ok(VerifyReport {
-        entries: replay.len(),
-        head: replay.head_hash(),
-        keys: replay.keys.len(),
-        untrusted: replay.untrusted(),
+    std::thread::scope(|scope| {
+        let (to_checker, batches) = std::sync::mpsc::sync_channel(4);
+        let checker = scope.spawn(move || replay::check_batches(batches));
+        let mut replay = replay::Replay::pipelined(to_checker);
+        let walked = (|| -> Result<(), ReadError> {
+            for raw in store.entries_from(0) {
+                replay.step(raw?)?;
+            }
+            replay.finish()?;
+            Ok(())
+        })();
+        replay.close_checker();
+        let checked = checker.join().unwrap_or(Err(IntegrityError {
+            position: 0,
+            problem: IntegrityProblem::BadSignature,
+        }));
+        first_failure(walked, checked).map(|()| VerifyReport {
+            entries: replay.len(),
+            head: replay.head_hash(),
+            keys: replay.keys.len(),
+            untrusted: replay.untrusted(),
+        })
     })
+}
+
+/// The outcome of a verification from its two halves: the walk (reading, decoding, the
+/// chain) and the signature checker. The error at the first position wins; a storage
+/// failure of the walk yields to any bad signature, which lies before it.
+fn first_failure(
+    walked: Result<(), ReadError>,
+    checked: Result<(), IntegrityError>,
+) -> Result<(), ReadError> {
+    match (walked, checked) {
+        (Err(ReadError::Integrity(w)), Err(c)) if w.position < c.position => Err(w.into()),
+        (_, Err(c)) => Err(c.into()),
+        (walked, Ok(())) => walked,
+    }
 }
 
 fn poisoned() -> ReadError {
@@ -761,5 +816,58 @@ fn subject_secret(store: &dyn Backend, subject: &SubjectId) -> Result<SubjectSec
             store.put_secret(subject.as_str(), secret.as_bytes())?;
             Ok(secret)
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn at(position: u64, problem: IntegrityProblem) -> IntegrityError {
+        IntegrityError { position, problem }
+    }
+
+    #[test]
+    fn the_first_bad_position_wins() {
+        let chain = || Err(ReadError::Integrity(at(9, IntegrityProblem::ChainBroken)));
+        let sig = |p| Err(at(p, IntegrityProblem::BadSignature));
+        assert!(matches!(first_failure(chain(), sig(4)), Err(ReadError::Integrity(e)) if e.position == 4));
+        assert!(matches!(first_failure(chain(), sig(12)), Err(ReadError::Integrity(e)) if e.position == 9));
+        assert!(matches!(first_failure(chain(), Ok(())), Err(ReadError::Integrity(e)) if e.position == 9));
+        assert!(matches!(first_failure(Ok(()), sig(3)), Err(ReadError::Integrity(e)) if e.position == 3));
+        let storage = Err(ReadError::Storage(crate::error::StorageError::new(
+            "reading entries",
+            std::io::Error::other("disk"),
+        )));
+        assert!(matches!(first_failure(storage, sig(3)), Err(ReadError::Integrity(e)) if e.position == 3));
+        assert!(first_failure(Ok(()), Ok(())).is_ok());
+    }
+
+    #[test]
+    fn the_checker_thread_names_the_bad_signature() {
+        use ed25519_dalek::Signer;
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let checker = std::thread::spawn(move || replay::check_batches(rx));
+        for b in 0..3u64 {
+            let batch: Vec<replay::SigCheck> = (0..10u64)
+                .map(|i| {
+                    let pos = b * 10 + i;
+                    let msg = pos.to_be_bytes().to_vec();
+                    let mut sig = key.inner().sign(&msg).to_bytes();
+                    if pos == 17 {
+                        sig[0] ^= 1;
+                    }
+                    (msg, sig, key.verifying_key().to_bytes(), pos)
+                })
+                .collect();
+            if tx.send(batch).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let err = checker.join().unwrap().unwrap_err();
+        assert_eq!((err.position, err.problem), (17, IntegrityProblem::BadSignature));
     }
 }

@@ -1,12 +1,14 @@
 //! Opening a ledger: the builder, creation of a new ledger, and loading an existing one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use super::replay::Replay;
+use super::ticker::Ticker;
 use super::{Durability, GroupSync, Inner, Ledger, SyncState, Writer};
 use crate::entry::{self, Actor, Body, Entry, IndexRecord};
 use crate::error::{OpenError, ReadError, StorageError};
@@ -34,7 +36,10 @@ pub struct NoPseudonymKey;
 ///
 /// # Defaults
 /// - durability: [`Durability::Immediate`] (every append fsynced before it returns)
-/// - clock: [`SystemClock`]
+/// - clock: [`SystemClock`]; decisions that do not depend on the time are stamped from a
+///   millisecond ticker rather than a clock read each (see [`Evidence::decided_at`](crate::Evidence::decided_at)).
+///   Giving any clock with [`LedgerBuilder::clock`], `SystemClock` included, makes every
+///   decision read that clock.
 pub struct LedgerBuilder<S = NoSigningKey, K = NoPseudonymKey> {
     path: PathBuf,
     signing_key: S,
@@ -42,6 +47,8 @@ pub struct LedgerBuilder<S = NoSigningKey, K = NoPseudonymKey> {
     durability: Durability,
     clock: Arc<dyn Clock>,
     trusted_checkpoint: Option<String>,
+    /// Stamp time-independent decisions from a ticker (default clock only).
+    ticker: bool,
 }
 
 impl<S, K> fmt::Debug for LedgerBuilder<S, K> {
@@ -63,6 +70,7 @@ impl LedgerBuilder {
             durability: Durability::default(),
             clock: Arc::new(SystemClock),
             trusted_checkpoint: None,
+            ticker: true,
         }
     }
 }
@@ -78,6 +86,7 @@ impl<K> LedgerBuilder<NoSigningKey, K> {
             durability: self.durability,
             clock: self.clock,
             trusted_checkpoint: self.trusted_checkpoint,
+            ticker: self.ticker,
         }
     }
 }
@@ -93,6 +102,7 @@ impl<S> LedgerBuilder<S, NoPseudonymKey> {
             durability: self.durability,
             clock: self.clock,
             trusted_checkpoint: self.trusted_checkpoint,
+            ticker: self.ticker,
         }
     }
 }
@@ -119,6 +129,7 @@ impl<S, K> LedgerBuilder<S, K> {
     /// Where time comes from (default [`SystemClock`]); tests use [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self.ticker = false;
         self
     }
 }
@@ -232,6 +243,8 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
 
     let mut replay = Replay::new(false);
     let mut state = State::default();
+    // Most subjects hold at least one identifier: size the tables once.
+    state.reserve(index.len(), index.len());
     let mut tree = b
         .trusted_checkpoint
         .as_ref()
@@ -245,7 +258,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         let lookup = match &stored.entry.body {
             Body::Collected {
                 subject, pseudonym, ..
-            } => index.get(&(subject.clone(), *pseudonym)).copied(),
+            } => index_lookup(&index, subject, pseudonym),
             _ => None,
         };
         state.apply(&stored.entry, lookup);
@@ -286,6 +299,11 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 done: Condvar::new(),
                 written: AtomicU64::new(len),
             },
+            ticker: if b.ticker {
+                Ticker::start(Arc::clone(&b.clock))
+            } else {
+                None
+            },
             clock: b.clock,
             pseudonym_key: b.pseudonym_key,
             durability: b.durability,
@@ -295,21 +313,57 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     })
 }
 
+/// Index records by the subject-keyed pseudonym in the entries: (lookup pseudonym,
+/// subject). Keys are HMAC outputs under per-subject secrets (uniform, not chosen by
+/// anyone), so their first eight bytes serve as the hash.
+pub(super) type IndexMap = HashMap<PseudonymKey32, (Pseudonym, SubjectId), BuildHasherDefault<PrefixHasher>>;
+
+#[derive(PartialEq, Eq)]
+pub(super) struct PseudonymKey32([u8; 32]);
+
+impl Hash for PseudonymKey32 {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        state.write_u64(u64::from_le_bytes([a, b, c, d, e, f, g, h]));
+    }
+}
+
+/// Passes a `write_u64` through as the hash.
+#[derive(Default)]
+pub(super) struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (above); fold anything else in anyway.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
 /// An erasure whose entry was written but whose key destruction did not finish (a
 /// crash in between) is completed here.
-fn finish_erasures(
-    store: &dyn Backend,
-    state: &State,
-    index: &HashMap<(SubjectId, Pseudonym), Pseudonym>,
-) -> Result<(), StorageError> {
+fn finish_erasures(store: &dyn Backend, state: &State, index: &IndexMap) -> Result<(), StorageError> {
+    let erased: HashSet<&SubjectId> = state.erased_subjects().collect();
+    if erased.is_empty() {
+        return Ok(());
+    }
     let mut changed = false;
-    for ((subject, _), lookup) in index {
-        if state.erased_at(subject).is_some() {
+    for (lookup, subject) in index.values() {
+        if erased.contains(subject) {
             store.remove_index(&lookup.0)?;
             changed = true;
         }
     }
-    for subject in state.erased_subjects() {
+    for subject in erased {
         if store.secret(subject.as_str())?.is_some() {
             store.remove_secret(subject.as_str())?;
             changed = true;
@@ -354,17 +408,14 @@ fn check_trusted(text: &str, replay: &Replay, tree: &crate::merkle::MerkleTree) 
     Ok(())
 }
 
-/// Index records: (subject, subject-keyed pseudonym) -> lookup pseudonym, each
-/// authenticated with the pseudonym key, so a tampered index cannot point an identifier
-/// at another subject's collection.
-pub(super) fn load_index(
-    store: &dyn Backend,
-    key: &PseudonymKey,
-) -> Result<HashMap<(SubjectId, Pseudonym), Pseudonym>, OpenError> {
-    let mut index = HashMap::new();
+/// Reads and authenticates the index records: subject-keyed pseudonym -> (lookup
+/// pseudonym, subject). Each is tagged with the pseudonym key, so a tampered index
+/// cannot point an identifier at another subject's collection.
+pub(super) fn load_index(store: &dyn Backend, key: &PseudonymKey) -> Result<IndexMap, OpenError> {
+    let mut index = IndexMap::default();
     for item in store.index_records() {
         let (k, v) = item?;
-        let lookup = <[u8; 32]>::try_from(k.as_slice())
+        let lookup = <[u8; 32]>::try_from(&*k)
             .map(Pseudonym)
             .map_err(|_| OpenError::CorruptMetadata("index key"))?;
         let rec = IndexRecord::decode(&v).ok_or(OpenError::CorruptMetadata("index record"))?;
@@ -378,7 +429,20 @@ pub(super) fn load_index(
         if tag != rec.tag {
             return Err(OpenError::CorruptMetadata("index record"));
         }
-        index.insert((rec.subject, rec.pseudonym), lookup);
+        index.insert(PseudonymKey32(rec.pseudonym.0), (lookup, rec.subject));
     }
     Ok(index)
+}
+
+/// The lookup pseudonym of a collection entry's identifier, if its index record is
+/// still there (it is gone after erasure).
+pub(super) fn index_lookup(
+    index: &IndexMap,
+    subject: &SubjectId,
+    pseudonym: &Pseudonym,
+) -> Option<Pseudonym> {
+    index
+        .get(&PseudonymKey32(pseudonym.0))
+        .filter(|(_, s)| s == subject)
+        .map(|(lookup, _)| *lookup)
 }

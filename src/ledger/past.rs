@@ -1,6 +1,6 @@
 //! Point-in-time decisions: was a use allowed at a past moment or ledger position?
 
-use super::open::load_index;
+use super::open::{index_lookup, load_index};
 use super::Ledger;
 use crate::decision::{Denied, Evidence};
 use crate::entry::Body;
@@ -62,7 +62,7 @@ impl Ledger {
             let lookup = match &e.body {
                 Body::Collected {
                     subject, pseudonym, ..
-                } => index.get(&(subject.clone(), *pseudonym)).copied(),
+                } => index_lookup(&index, subject, pseudonym),
                 _ => None,
             };
             state.apply(&e, lookup);

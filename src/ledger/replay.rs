@@ -4,12 +4,14 @@
 //! last one when opening: the last signature covers the whole chain through the
 //! previous-entry hashes).
 
+use std::sync::mpsc::{Receiver, SyncSender};
+
 use ed25519_dalek::Signature;
 
 use crate::entry::{self, Body, Hash, Stored};
 use crate::error::{IntegrityError, IntegrityProblem, ReadError};
 use crate::signing::{VerifyingKey, ENTRY_CONTEXT};
-use crate::store::RawEntry;
+use crate::store::{Bytes, RawEntry};
 
 /// A signing key and the positions it signed.
 #[derive(Debug, Clone)]
@@ -21,7 +23,10 @@ pub(crate) struct KeySpan {
 }
 
 /// A signature to check: (context || signed bytes, signature, public key, position).
-type SigCheck = (Vec<u8>, [u8; 64], [u8; 32], u64);
+pub(crate) type SigCheck = (Vec<u8>, [u8; 64], [u8; 32], u64);
+
+/// The last entry as read (stored bytes, signed length, signature, signer, position).
+type LastEntry = (Bytes, usize, [u8; 64], [u8; 32], u64);
 
 /// How many signatures to check in one batch.
 const BATCH: usize = 256;
@@ -41,8 +46,11 @@ pub(crate) struct Replay {
     /// Pending signature checks: (signed bytes with context, signature, key, position).
     pending: Vec<SigCheck>,
     verify_all: bool,
-    /// The last entry's signed bytes and signature, checked at the end when not verifying all.
-    last: Option<SigCheck>,
+    /// Where full batches go to be checked on another thread, if anywhere.
+    checker: Option<SyncSender<Vec<SigCheck>>>,
+    /// The last entry's stored bytes, signed length, signer and position, checked at
+    /// the end when not verifying all (kept as read: no copy per entry).
+    last: Option<LastEntry>,
 }
 
 fn broken(position: u64, problem: IntegrityProblem) -> IntegrityError {
@@ -61,8 +69,23 @@ impl Replay {
             pseudonym_key_check: [0; 16],
             pending: Vec::new(),
             verify_all,
+            checker: None,
             last: None,
         }
+    }
+
+    /// Checks every signature, handing full batches to `checker` (a thread running
+    /// [`check_batches`]) so that reading and decoding overlap with verification.
+    pub(crate) fn pipelined(checker: SyncSender<Vec<SigCheck>>) -> Self {
+        Replay {
+            checker: Some(checker),
+            ..Replay::new(true)
+        }
+    }
+
+    /// Hangs up on the checker thread (after [`Replay::finish`] sent the last batch).
+    pub(crate) fn close_checker(&mut self) {
+        self.checker = None;
     }
 
     /// Number of entries accepted so far.
@@ -98,7 +121,7 @@ impl Replay {
             Err(ReadError::Integrity(e)) => {
                 self.check_pending()?;
                 if let Some(last) = self.last.take() {
-                    check_one(&last)?;
+                    check_last(&last)?;
                 }
                 Err(e.into())
             }
@@ -167,16 +190,16 @@ impl Replay {
                 span.key
             }
         };
-        let mut signed = Vec::with_capacity(ENTRY_CONTEXT.len() + stored.signed_len);
-        signed.extend_from_slice(ENTRY_CONTEXT);
-        signed.extend_from_slice(entry::signed_part(&bytes, &stored));
         if self.verify_all {
+            let mut signed = Vec::with_capacity(ENTRY_CONTEXT.len() + stored.signed_len);
+            signed.extend_from_slice(ENTRY_CONTEXT);
+            signed.extend_from_slice(entry::signed_part(&bytes, &stored));
             self.pending.push((signed, stored.signature, signer, expected));
             if self.pending.len() >= BATCH {
                 self.check_pending()?;
             }
         } else {
-            self.last = Some((signed, stored.signature, signer, expected));
+            self.last = Some((bytes, stored.signed_len, stored.signature, signer, expected));
         }
         // Key changes take effect after this entry (which the old key signed).
         match &e.body {
@@ -195,39 +218,73 @@ impl Replay {
     }
 
     fn check_pending(&mut self) -> Result<(), IntegrityError> {
-        let batch = std::mem::take(&mut self.pending);
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
         if batch.is_empty() {
             return Ok(());
         }
-        let mut keys = Vec::with_capacity(batch.len());
-        for (_, _, k, pos) in &batch {
-            let key = VerifyingKey::from_bytes(k)
-                .map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?;
-            keys.push(*key.inner());
+        if let Some(checker) = &self.checker {
+            let first = batch.first().map_or(0, |b| b.3);
+            // The checker stops only at a bad signature, which it reports; this error
+            // (at a later position) is then superseded by it.
+            return checker
+                .send(batch)
+                .map_err(|_| broken(first, IntegrityProblem::BadSignature));
         }
-        let msgs: Vec<&[u8]> = batch.iter().map(|(m, ..)| m.as_slice()).collect();
-        let sigs: Vec<Signature> = batch.iter().map(|(_, s, ..)| Signature::from_bytes(s)).collect();
-        if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
-            return Ok(());
-        }
-        // Some signature is bad: find the first one.
-        for ((m, s, _, pos), k) in batch.iter().zip(&keys) {
-            if k.verify_strict(m, &Signature::from_bytes(s)).is_err() {
-                return Err(broken(*pos, IntegrityProblem::BadSignature));
-            }
-        }
-        Err(broken(
-            batch.first().map_or(0, |b| b.3),
-            IntegrityProblem::BadSignature,
-        ))
+        check_batch(batch)
     }
+}
 
+/// Checks batches until the sender hangs up or one fails; the error names the first
+/// bad position.
+pub(crate) fn check_batches(batches: Receiver<Vec<SigCheck>>) -> Result<(), IntegrityError> {
+    for batch in batches {
+        check_batch(batch)?;
+    }
+    Ok(())
+}
+
+fn check_batch(batch: Vec<SigCheck>) -> Result<(), IntegrityError> {
+    let mut keys = Vec::with_capacity(batch.len());
+    // Decompressing a key costs about as much as checking a signature in a batch:
+    // do it once per run of entries signed by the same key.
+    let mut last: Option<([u8; 32], ed25519_dalek::VerifyingKey)> = None;
+    for (_, _, k, pos) in &batch {
+        let key = match last {
+            Some((bytes, key)) if bytes == *k => key,
+            _ => {
+                let key = *VerifyingKey::from_bytes(k)
+                    .map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?
+                    .inner();
+                last = Some((*k, key));
+                key
+            }
+        };
+        keys.push(key);
+    }
+    let msgs: Vec<&[u8]> = batch.iter().map(|(m, ..)| m.as_slice()).collect();
+    let sigs: Vec<Signature> = batch.iter().map(|(_, s, ..)| Signature::from_bytes(s)).collect();
+    if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
+        return Ok(());
+    }
+    // Some signature is bad: find the first one.
+    for ((m, s, _, pos), k) in batch.iter().zip(&keys) {
+        if k.verify_strict(m, &Signature::from_bytes(s)).is_err() {
+            return Err(broken(*pos, IntegrityProblem::BadSignature));
+        }
+    }
+    Err(broken(
+        batch.first().map_or(0, |b| b.3),
+        IntegrityProblem::BadSignature,
+    ))
+}
+
+impl Replay {
     /// Finishes the walk: outstanding signatures, and the last entry's signature when
     /// only that one is checked.
     pub(crate) fn finish(&mut self) -> Result<(), IntegrityError> {
         self.check_pending()?;
         if let Some(last) = self.last.take() {
-            check_one(&last)?;
+            check_last(&last)?;
         }
         Ok(())
     }
@@ -265,11 +322,14 @@ pub struct UntrustedRange {
     pub revoked_by: u64,
 }
 
-/// Checks one signature.
-fn check_one((m, s, k, pos): &SigCheck) -> Result<(), IntegrityError> {
+/// Checks the signature of the last entry read (kept as stored bytes).
+fn check_last((bytes, signed_len, s, k, pos): &LastEntry) -> Result<(), IntegrityError> {
     let key = VerifyingKey::from_bytes(k)
         .map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?;
-    if key.inner().verify_strict(m, &Signature::from_bytes(s)).is_err() {
+    let mut m = Vec::with_capacity(ENTRY_CONTEXT.len() + signed_len);
+    m.extend_from_slice(ENTRY_CONTEXT);
+    m.extend_from_slice(bytes.get(..*signed_len).unwrap_or(&[]));
+    if key.inner().verify_strict(&m, &Signature::from_bytes(s)).is_err() {
         return Err(broken(*pos, IntegrityProblem::BadSignature));
     }
     Ok(())

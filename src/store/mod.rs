@@ -33,9 +33,26 @@ use vault::{Kind, Vault};
 /// File name of the vault inside the ledger directory.
 const VAULT_FILE: &str = "vault";
 
+/// Stored bytes as read back, shared with the engine's cache rather than copied.
+pub(crate) struct Bytes(sled::IVec);
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({} bytes)", self.0.len())
+    }
+}
+
 /// One stored entry as read back: its key (when it is a well-formed sequence number)
 /// and its bytes.
-pub(crate) type RawEntry = (Result<u64, Vec<u8>>, Vec<u8>);
+pub(crate) type RawEntry = (Result<u64, Vec<u8>>, Bytes);
 
 /// An iterator over stored items that may fail.
 pub(crate) type Items<'a, T> = Box<dyn Iterator<Item = Result<T, StorageError>> + 'a>;
@@ -203,7 +220,7 @@ impl Backend for SledStore {
             let key = <[u8; 8]>::try_from(k.as_ref())
                 .map(u64::from_be_bytes)
                 .map_err(|_| k.to_vec());
-            Ok((key, v.to_vec()))
+            Ok((key, Bytes(v)))
         }))
     }
 

@@ -1,0 +1,174 @@
+//! Appends, each against a baseline measured in the same run:
+//!
+//! - group commit, 16 threads (the best of 4 / 8 / 16 / 32 here) appending consent
+//!   changes at once, against bare
+//!   ed25519 signing of an entry-sized message plus a bare sled insert, one thread, no
+//!   sync (so the baseline pays for no durability at all);
+//! - fully durable appends (`Durability::Immediate`: flush and fsync per append), one
+//!   thread, against a bare sled insert + flush + fsync of the data file per insert.
+//!
+//! Ledgers are copies of the 10k / 100k / 1M-subject fixtures (1.25 entries per
+//! subject), so appends land in logs of those sizes; the sled baselines write to a
+//! fresh database (sled's insert cost does not depend on the tree's size).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "bench"
+)]
+#![allow(missing_docs, reason = "criterion macros generate undocumented items")]
+
+mod common;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use consent_ledger::*;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ed25519_dalek::Signer;
+
+/// Concurrent appenders for group commit (`APPEND_THREADS` overrides).
+fn threads() -> u64 {
+    std::env::var("APPEND_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16)
+}
+/// About the size of a signed grant entry.
+const MESSAGE_LEN: usize = 180;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("append-scratch")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn open_copy(n: u64, durability: Durability) -> (Ledger, PathBuf) {
+    let dir = scratch(&format!("ledger-{n}"));
+    copy_dir(&common::ledger_dir(n), &dir);
+    let ledger = Ledger::builder(&dir)
+        .signing_key(common::signing_key())
+        .pseudonym_key(common::pseudonym_key())
+        .durability(durability)
+        .open()
+        .unwrap();
+    (ledger, dir)
+}
+
+/// One consent change for subject `i` (alternating grant and withdrawal per subject).
+fn change(ledger: &Ledger, i: u64, k: u64) {
+    let s = common::subject(i);
+    if k % 2 == 0 {
+        ledger
+            .grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+            .unwrap();
+    } else {
+        ledger.withdraw::<Advertising>(&s).unwrap();
+    }
+}
+
+fn sync_file(dir: &Path) {
+    File::open(dir.join("db")).and_then(|f| f.sync_data()).unwrap();
+}
+
+fn bench(c: &mut Criterion) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
+    let message = vec![0x5Au8; MESSAGE_LEN];
+    for n in common::sizes() {
+        let size = common::label(n);
+        let mut g = c.benchmark_group("append");
+        g.throughput(Throughput::Elements(1));
+
+        let (ledger, dir) = open_copy(n, Durability::GroupCommit);
+        let counter = AtomicU64::new(0);
+        let threads = threads();
+        g.bench_function(
+            BenchmarkId::new(format!("group-commit-{threads}-threads"), &size),
+            |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for t in 0..threads {
+                            let (ledger, counter) = (&ledger, &counter);
+                            let mine = iters / threads + u64::from(t < iters % threads);
+                            s.spawn(move || {
+                                for _ in 0..mine {
+                                    let k = counter.fetch_add(1, Ordering::Relaxed);
+                                    // Each thread works on its own subjects.
+                                    change(ledger, (t + threads * (k % 64)) % n, k / threads);
+                                }
+                            });
+                        }
+                    });
+                    start.elapsed()
+                })
+            },
+        );
+        drop(ledger);
+        let _ = std::fs::remove_dir_all(dir);
+
+        let sled_dir = scratch("sled-baseline");
+        let db = sled::Config::new().path(&sled_dir).open().unwrap();
+        let tree = db.open_tree("entries").unwrap();
+        let seq = AtomicU64::new(0);
+        g.bench_function(BenchmarkId::new("baseline-sign+sled-insert", &size), |b| {
+            b.iter(|| {
+                let sig = key.sign(&message);
+                let mut value = message.clone();
+                value.extend_from_slice(&sig.to_bytes());
+                let k = seq.fetch_add(1, Ordering::Relaxed);
+                tree.insert(k.to_be_bytes(), value).unwrap();
+            })
+        });
+
+        let (ledger, dir) = open_copy(n, Durability::Immediate);
+        let mut k = 0u64;
+        g.bench_function(BenchmarkId::new("durable-append", &size), |b| {
+            b.iter(|| {
+                change(&ledger, k % 64, k / 64);
+                k += 1;
+            })
+        });
+        drop(ledger);
+        let _ = std::fs::remove_dir_all(dir);
+
+        g.bench_function(BenchmarkId::new("baseline-sled-insert+fsync", &size), |b| {
+            b.iter(|| {
+                let mut value = message.clone();
+                value.extend_from_slice(&[0; 64]);
+                let k = seq.fetch_add(1, Ordering::Relaxed);
+                tree.insert(k.to_be_bytes(), value).unwrap();
+                db.flush().unwrap();
+                sync_file(&sled_dir);
+            })
+        });
+        g.finish();
+        drop(tree);
+        drop(db);
+        let _ = std::fs::remove_dir_all(sled_dir);
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = common::criterion().measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

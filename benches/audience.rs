@@ -1,0 +1,106 @@
+//! Audience matching of 1,000,000 uploaded identifiers (half held by fixture subjects,
+//! in the spellings customers type; half strangers) against 10k / 100k / 1M subjects,
+//! on 1 and 2 hashing threads, against bare HMAC-SHA256 (pre-keyed, cloned per item)
+//! over the same inputs already normalized, on one thread, in the same run.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "bench"
+)]
+#![allow(missing_docs, reason = "criterion macros generate undocumented items")]
+
+mod common;
+
+use std::hint::black_box;
+
+use consent_ledger::*;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const UPLOAD: u64 = 1_000_000;
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn upload(subjects: u64) -> Vec<String> {
+    (0..UPLOAD)
+        .map(|r| {
+            let h = splitmix(r);
+            if r % 2 == 0 {
+                common::raw_identifier(h % subjects)
+            } else {
+                common::unknown_identifier(h % 10_000_000)
+            }
+        })
+        .collect()
+}
+
+/// What the crate's normalization makes of the rows above (their spellings are simple:
+/// phones lose spaces, emails are already lower-case).
+fn normalized(raw: &str) -> String {
+    if raw.contains('@') {
+        raw.trim().to_owned()
+    } else {
+        raw.chars().filter(|c| *c == '+' || c.is_ascii_digit()).collect()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    for n in common::sizes() {
+        let ledger = common::open(n);
+        let acme = Recipient::partner("acme-ads").unwrap();
+        let rows = upload(n);
+        let norm: Vec<String> = rows.iter().map(|r| normalized(r)).collect();
+        // Sanity: the normalization above is the crate's (same pseudonyms, same matches).
+        let (m, counts) = ledger
+            .audience::<Advertising>(&acme)
+            .collect(rows.iter().take(1000));
+        assert!(!m.is_empty() && counts.malformed == 0, "{counts}");
+        let mac = Hmac::<Sha256>::new_from_slice(&[22; 32]).unwrap();
+
+        let mut g = c.benchmark_group("audience");
+        g.throughput(Throughput::Elements(UPLOAD));
+        let size = common::label(n);
+        for threads in [1usize, 2] {
+            g.bench_function(BenchmarkId::new(format!("match-{threads}-thread"), &size), |b| {
+                b.iter(|| {
+                    let mut matched = 0u64;
+                    let counts = ledger
+                        .audience::<Advertising>(&acme)
+                        .threads(threads)
+                        .run(&rows, |m| {
+                            black_box(m);
+                            matched += 1;
+                        });
+                    assert_eq!(counts.uploaded, UPLOAD);
+                    matched
+                })
+            });
+        }
+        g.bench_function(BenchmarkId::new("baseline-hmac-sha256", &size), |b| {
+            b.iter(|| {
+                let mut acc = 0u8;
+                for s in &norm {
+                    let mut m = mac.clone();
+                    m.update(s.as_bytes());
+                    acc ^= m.finalize().into_bytes()[0];
+                }
+                black_box(acc)
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = bench
+}
+criterion_main!(benches);

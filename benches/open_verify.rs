@@ -1,0 +1,145 @@
+//! Opening a ledger (index loaded and authenticated, hash chain recomputed, last
+//! signature verified, state rebuilt) against a bare sled open + full scan of the same
+//! `entries` tree (and, for the breakdown, of `entries` and `index`); and `verify()`
+//! (every signature, batch-verified) against bare `ed25519_dalek::verify_batch` over
+//! the same messages and signatures, prepared in memory beforehand, in batches of the
+//! same size (256). Both at 10k / 100k / 1M subjects (1.25 entries per subject).
+//!
+//! Verifying 1.25M signatures takes about half a minute, too long for criterion's 10
+//! samples per figure on a shared machine: at 1M, ours and the baseline run 3 times
+//! each, alternating, and the medians are printed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "bench"
+)]
+#![allow(missing_docs, reason = "bench")]
+
+mod common;
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use ed25519_dalek::{Signature, VerifyingKey as DalekKey};
+
+/// The context string entries are signed under (see src/signing.rs).
+const ENTRY_CONTEXT: &[u8] = b"consent-ledger entry v1\n";
+const BATCH: usize = 256;
+
+/// Opens the sled database and reads every key and value of the named trees.
+fn sled_scan(dir: &Path, trees: &[&str]) -> u64 {
+    let db = sled::Config::new().path(dir).open().unwrap();
+    let mut bytes = 0u64;
+    for name in trees {
+        let tree = db.open_tree(name).unwrap();
+        for item in tree.iter() {
+            let (k, v) = item.unwrap();
+            bytes += (k.len() + v.len()) as u64;
+        }
+    }
+    bytes
+}
+
+/// (context || signed part, signature) of every stored entry.
+fn signed_messages(dir: &Path) -> Vec<(Vec<u8>, Signature)> {
+    let db = sled::Config::new().path(dir).open().unwrap();
+    let tree = db.open_tree("entries").unwrap();
+    tree.iter()
+        .map(|item| {
+            let (_, v) = item.unwrap();
+            let (body, sig) = v.split_at(v.len() - 64);
+            let mut msg = ENTRY_CONTEXT.to_vec();
+            msg.extend_from_slice(body);
+            (msg, Signature::from_slice(sig).unwrap())
+        })
+        .collect()
+}
+
+fn bare_verify(msgs: &[(Vec<u8>, Signature)], key: &DalekKey) {
+    for chunk in msgs.chunks(BATCH) {
+        let m: Vec<&[u8]> = chunk.iter().map(|(m, _)| m.as_slice()).collect();
+        let s: Vec<Signature> = chunk.iter().map(|(_, s)| *s).collect();
+        let k = vec![*key; chunk.len()];
+        ed25519_dalek::verify_batch(&m, &s, &k).unwrap();
+    }
+}
+
+/// Whether a criterion-style name filter given on the command line (if any) selects `name`.
+fn wanted(name: &str) -> bool {
+    let mut filters = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .peekable();
+    filters.peek().is_none() || filters.any(|f| name.contains(&f))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut c: Criterion = common::criterion().configure_from_args();
+    let key = DalekKey::from_bytes(&common::signing_key().verifying_key().to_bytes()).unwrap();
+    for n in common::sizes() {
+        let dir = common::ledger_dir(n);
+        let entries = common::entries_for(n);
+        let size = common::label(n);
+        {
+            let mut g = c.benchmark_group("open");
+            g.throughput(Throughput::Elements(entries));
+            g.bench_function(BenchmarkId::new("ledger-open", &size), |b| {
+                b.iter(|| {
+                    let l = common::open(n);
+                    assert_eq!(l.len(), entries);
+                })
+            });
+            g.bench_function(BenchmarkId::new("baseline-sled-open-scan", &size), |b| {
+                b.iter(|| black_box(sled_scan(&dir, &["entries"])))
+            });
+            // Not the target's baseline: what opening must read at least (the index
+            // tree maps identifiers to collections), for the breakdown.
+            g.bench_function(BenchmarkId::new("sled-open-scan-entries+index", &size), |b| {
+                b.iter(|| black_box(sled_scan(&dir, &["entries", "index"])))
+            });
+            g.finish();
+        }
+        let msgs = signed_messages(&dir);
+        assert_eq!(msgs.len() as u64, entries);
+        let ledger = common::open(n);
+        if n < 1_000_000 {
+            let mut g = c.benchmark_group("verify");
+            g.throughput(Throughput::Elements(entries));
+            g.bench_function(BenchmarkId::new("ledger-verify", &size), |b| {
+                b.iter(|| assert_eq!(ledger.verify().unwrap().entries, entries))
+            });
+            g.bench_function(BenchmarkId::new("baseline-verify-batch", &size), |b| {
+                b.iter(|| bare_verify(&msgs, &key))
+            });
+            g.finish();
+        } else if wanted(&format!("verify/ledger-verify/{size}")) {
+            let (mut ours, mut bare) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                let t = Instant::now();
+                assert_eq!(ledger.verify().unwrap().entries, entries);
+                ours.push(t.elapsed());
+                let t = Instant::now();
+                bare_verify(&msgs, &key);
+                bare.push(t.elapsed());
+            }
+            let (o, b) = (median(ours), median(bare));
+            println!(
+                "verify/{size} ({entries} entries, 3 alternating runs): ledger-verify median {o:.2?} \
+                 ({:.0} entries/s), baseline-verify-batch median {b:.2?} ({:.0} entries/s), \
+                 throughput ratio {:.2}",
+                entries as f64 / o.as_secs_f64(),
+                entries as f64 / b.as_secs_f64(),
+                b.as_secs_f64() / o.as_secs_f64()
+            );
+        }
+    }
+    c.final_summary();
+}

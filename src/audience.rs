@@ -1,0 +1,498 @@
+//! Audience matching: which of an uploaded list of identifiers (an advertiser's
+//! customer list) may be matched to subjects for a purpose and a recipient.
+//!
+//! This is the operation behind the incident the crate exists for: a platform matched
+//! uploaded phone numbers against every account, including numbers given only for
+//! two-factor authentication. Here every uploaded identifier goes through the same
+//! decision as [`Ledger::authorize`]: it matches only if it was collected for the
+//! purpose asked for and, for consent-based purposes, the subject's consent covers the
+//! recipient right now.
+//!
+//! ```
+//! use consent_ledger::*;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let ledger = Ledger::builder(dir.path())
+//!     .signing_key(SigningKey::generate())
+//!     .pseudonym_key(PseudonymKey::generate())
+//!     .open()?;
+//! let alice = SubjectId::new("user-1")?;
+//! let bob = SubjectId::new("user-2")?;
+//! // Alice gave her email for advertising and consented; Bob gave his phone for 2FA only.
+//! let email = Identifier::<Advertising>::email("alice@example.com")?;
+//! ledger.collect(&alice, &email, RecipientScope::all_partners())?;
+//! ledger.grant::<Advertising>(&alice, RecipientScope::all_partners(), None)?;
+//! ledger.collect(&bob, &Identifier::<Security>::phone("+15550100002")?, RecipientScope::first_party())?;
+//!
+//! let advertiser = Recipient::partner("acme-ads")?;
+//! let upload = [" alice@EXAMPLE.com", "+1 555 010 0002", "+15550109999", "not a number"];
+//! let (matches, counts) = ledger.audience::<Advertising>(&advertiser).collect(upload);
+//! assert_eq!(matches.len(), 1);
+//! assert_eq!(matches[0].subject(), &alice);
+//! assert_eq!(counts.denied.not_collected_for_purpose, 1); // Bob's 2FA number
+//! assert_eq!((counts.unknown, counts.malformed), (1, 1));
+//! println!("{counts}"); // counts only, never a value
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Streaming
+//!
+//! The upload is an iterator and is read in chunks ([`DEFAULT_CHUNK`] identifiers):
+//! each chunk is normalized and pseudonymized without any lock held, then decided under
+//! one read lock of the ledger's state, then its matches are handed to the caller's
+//! callback with the lock released. Memory is bounded by the chunk size and the number
+//! of subjects (a bit per subject to report each subject once), never by the upload's
+//! length. A change recorded (for example a withdrawal acknowledged) before a chunk's
+//! decisions start is seen by every decision of that chunk, and writers wait for at
+//! most one chunk.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::mpsc;
+
+use crate::decision::{Denied, Evidence};
+use crate::identifier::{lookup_of_raw, IdentifierKind, Pseudonym};
+use crate::ledger::Ledger;
+use crate::purpose::Purpose;
+use crate::recipient::Recipient;
+use crate::subject::SubjectId;
+
+/// Identifiers decided under one read lock, by default.
+pub const DEFAULT_CHUNK: usize = 4096;
+
+impl IdentifierKind {
+    /// Guesses the kind of an uploaded raw identifier: an email address if it contains
+    /// `@`, otherwise a phone number.
+    pub fn guess(raw: &str) -> IdentifierKind {
+        if raw.contains('@') {
+            IdentifierKind::Email
+        } else {
+            IdentifierKind::Phone
+        }
+    }
+}
+
+/// Denials of an audience match, by reason (see [`Denied`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive] // new denial reasons add fields
+pub struct DeniedCounts {
+    /// Known identifiers never collected for the purpose (such as 2FA-only numbers).
+    pub not_collected_for_purpose: u64,
+    /// No consent was ever given.
+    pub no_consent: u64,
+    /// Consent was withdrawn.
+    pub withdrawn: u64,
+    /// Consent expired.
+    pub expired: u64,
+    /// The consent or collection does not cover the recipient.
+    pub recipient_not_covered: u64,
+    /// The subject was erased.
+    pub subject_erased: u64,
+    /// The ledger's state could not be read (fail closed).
+    pub unavailable: u64,
+}
+
+impl DeniedCounts {
+    /// All denials.
+    pub fn total(&self) -> u64 {
+        self.not_collected_for_purpose
+            + self.no_consent
+            + self.withdrawn
+            + self.expired
+            + self.recipient_not_covered
+            + self.subject_erased
+            + self.unavailable
+    }
+
+    fn count(&mut self, reason: &Denied) {
+        match reason {
+            Denied::NotCollectedForPurpose { .. } => self.not_collected_for_purpose += 1,
+            Denied::NoConsent { .. } => self.no_consent += 1,
+            Denied::Withdrawn { .. } => self.withdrawn += 1,
+            Denied::Expired { .. } => self.expired += 1,
+            Denied::RecipientNotCovered { .. } => self.recipient_not_covered += 1,
+            Denied::SubjectErased { .. } => self.subject_erased += 1,
+            // UnknownIdentifier is counted apart; anything else fails closed.
+            Denied::Unavailable | Denied::UnknownIdentifier => self.unavailable += 1,
+        }
+    }
+}
+
+/// What happened to an uploaded list. Holds counts only: no identifier, pseudonym or
+/// subject, so it can be logged and shown to the uploader.
+///
+/// Every uploaded identifier is counted exactly once:
+/// `uploaded == malformed + unknown + matched + duplicates + denied.total()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive] // more outcomes may be counted
+pub struct AudienceCounts {
+    /// Identifiers read from the upload.
+    pub uploaded: u64,
+    /// Identifiers that are not a valid phone number or email address.
+    pub malformed: u64,
+    /// Valid identifiers the ledger does not know.
+    pub unknown: u64,
+    /// Identifiers that matched a subject (reported through the callback).
+    pub matched: u64,
+    /// Identifiers that would match a subject already matched earlier in this upload
+    /// (each subject is reported once).
+    pub duplicates: u64,
+    /// Known identifiers whose use is not allowed, by reason.
+    pub denied: DeniedCounts,
+}
+
+impl fmt::Display for AudienceCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.denied;
+        write!(
+            f,
+            "uploaded {}, malformed {}, unknown {}, matched {}, duplicates {}, denied {} \
+             (not collected for the purpose {}, no consent {}, withdrawn {}, expired {}, \
+             recipient not covered {}, erased {}, unavailable {})",
+            self.uploaded,
+            self.malformed,
+            self.unknown,
+            self.matched,
+            self.duplicates,
+            d.total(),
+            d.not_collected_for_purpose,
+            d.no_consent,
+            d.withdrawn,
+            d.expired,
+            d.recipient_not_covered,
+            d.subject_erased,
+            d.unavailable
+        )
+    }
+}
+
+/// One matched subject: which upload row matched, and the evidence that allowed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudienceMatch {
+    row: u64,
+    kind: IdentifierKind,
+    evidence: Evidence,
+}
+
+impl AudienceMatch {
+    /// The position of the matching identifier in the upload, from 0.
+    pub fn row(&self) -> u64 {
+        self.row
+    }
+
+    /// The kind of the matching identifier.
+    pub fn kind(&self) -> IdentifierKind {
+        self.kind
+    }
+
+    /// The matched subject.
+    pub fn subject(&self) -> &SubjectId {
+        self.evidence.subject()
+    }
+
+    /// What allowed the match: the same evidence [`Ledger::authorize`] gives.
+    pub fn evidence(&self) -> &Evidence {
+        &self.evidence
+    }
+}
+
+/// Matches uploaded identifiers for purpose `P` and one recipient. Made by
+/// [`Ledger::audience`].
+///
+/// # Defaults
+/// - chunk size: [`DEFAULT_CHUNK`];
+/// - threads: 2 when the machine has at least 2 cores, else 1 (normalizing and hashing
+///   are split between them; decisions are made on the calling thread).
+pub struct AudienceMatcher<'l, P: Purpose> {
+    ledger: &'l Ledger,
+    recipient: &'l Recipient,
+    chunk: usize,
+    threads: usize,
+    _purpose: PhantomData<fn() -> P>,
+}
+
+impl<P: Purpose> fmt::Debug for AudienceMatcher<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AudienceMatcher")
+            .field("purpose", &P::ID)
+            .field("recipient", self.recipient)
+            .field("chunk", &self.chunk)
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+impl Ledger {
+    /// Starts matching uploaded identifiers for purpose `P` and `recipient`; see the
+    /// [`audience` module](crate::audience).
+    pub fn audience<'l, P: Purpose>(&'l self, recipient: &'l Recipient) -> AudienceMatcher<'l, P> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+        AudienceMatcher {
+            ledger: self,
+            recipient,
+            chunk: DEFAULT_CHUNK,
+            threads,
+            _purpose: PhantomData,
+        }
+    }
+}
+
+fn guessed<S: AsRef<str>>(s: &S) -> (IdentifierKind, &str) {
+    let raw = s.as_ref();
+    (IdentifierKind::guess(raw), raw)
+}
+
+fn typed<S: AsRef<str>>((kind, s): &(IdentifierKind, S)) -> (IdentifierKind, &str) {
+    (*kind, s.as_ref())
+}
+
+/// One row after normalizing and hashing: its kind and lookup pseudonym, or malformed.
+type Hashed = Option<(IdentifierKind, Pseudonym)>;
+
+impl<'l, P: Purpose> AudienceMatcher<'l, P> {
+    /// Identifiers decided under one read lock (at least 1).
+    pub fn chunk_size(mut self, n: usize) -> Self {
+        self.chunk = n.max(1);
+        self
+    }
+
+    /// Threads that normalize and hash: 1 or 2 (more are capped at 2).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.clamp(1, 2);
+        self
+    }
+
+    /// Matches raw identifiers, guessing each one's kind with [`IdentifierKind::guess`],
+    /// and calls `on_match` for each matched subject (once per subject) as the upload is
+    /// read. Returns the counts.
+    pub fn run<S>(
+        &self,
+        upload: impl IntoIterator<Item = S>,
+        on_match: impl FnMut(AudienceMatch),
+    ) -> AudienceCounts
+    where
+        S: AsRef<str> + Send,
+    {
+        self.run_inner(upload.into_iter(), guessed::<S>, on_match)
+    }
+
+    /// As [`AudienceMatcher::run`], with each identifier's kind given.
+    pub fn run_typed<S>(
+        &self,
+        upload: impl IntoIterator<Item = (IdentifierKind, S)>,
+        on_match: impl FnMut(AudienceMatch),
+    ) -> AudienceCounts
+    where
+        S: AsRef<str> + Send,
+    {
+        self.run_inner(upload.into_iter(), typed::<S>, on_match)
+    }
+
+    /// As [`AudienceMatcher::run`], collecting the matches (at most one per subject).
+    pub fn collect<S>(&self, upload: impl IntoIterator<Item = S>) -> (Vec<AudienceMatch>, AudienceCounts)
+    where
+        S: AsRef<str> + Send,
+    {
+        let mut out = Vec::new();
+        let counts = self.run(upload, |m| out.push(m));
+        (out, counts)
+    }
+
+    fn run_inner<T: Send>(
+        &self,
+        mut upload: impl Iterator<Item = T>,
+        split: impl Fn(&T) -> (IdentifierKind, &str) + Sync,
+        mut on_match: impl FnMut(AudienceMatch),
+    ) -> AudienceCounts {
+        let key = self.ledger.pseudonym_key();
+        let hash = |rows: &[T], out: &mut Vec<Hashed>| {
+            out.clear();
+            out.extend(rows.iter().map(|row| {
+                let (kind, raw) = split(row);
+                lookup_of_raw(key, kind, raw).map(|l| (kind, l))
+            }));
+        };
+        let mut run = Run {
+            counts: AudienceCounts::default(),
+            seen: Vec::new(),
+            matches: Vec::new(),
+        };
+        let mut rows: Vec<T> = Vec::with_capacity(self.chunk);
+        let mut hashed: Vec<Hashed> = Vec::with_capacity(self.chunk);
+        if self.threads < 2 {
+            loop {
+                rows.clear();
+                rows.extend(upload.by_ref().take(self.chunk));
+                if rows.is_empty() {
+                    return run.counts;
+                }
+                hash(&rows, &mut hashed);
+                self.decide_chunk(&mut run, &[&hashed], &mut on_match);
+            }
+        }
+        // Two threads: one worker for the whole run hashes the second half of every
+        // chunk while this thread hashes the first half, then this thread decides.
+        let (first, second) = (self.chunk.div_ceil(2), self.chunk / 2);
+        std::thread::scope(|scope| {
+            let (to_worker, jobs) = mpsc::sync_channel::<(Vec<T>, Vec<Hashed>)>(1);
+            let (to_main, done) = mpsc::sync_channel::<(Vec<T>, Vec<Hashed>)>(1);
+            let hash = &hash;
+            scope.spawn(move || {
+                for (rows, mut out) in jobs {
+                    hash(&rows, &mut out);
+                    if to_main.send((rows, out)).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut spare = (Vec::with_capacity(second), Vec::with_capacity(second));
+            loop {
+                rows.clear();
+                rows.extend(upload.by_ref().take(first));
+                if rows.is_empty() {
+                    return run.counts;
+                }
+                let (mut theirs, their_out) = spare;
+                theirs.clear();
+                theirs.extend(upload.by_ref().take(second));
+                let sent = theirs.len();
+                let mut worker_out = Vec::new();
+                if sent > 0 {
+                    if let Err(mpsc::SendError((back, out))) = to_worker.send((theirs, their_out)) {
+                        // No worker: hash here.
+                        hash(&back, &mut worker_out);
+                        theirs = back;
+                        drop(out);
+                    } else {
+                        theirs = Vec::new();
+                    }
+                }
+                hash(&rows, &mut hashed);
+                let mut their_rows = theirs;
+                if sent > 0 && their_rows.is_empty() {
+                    match done.recv() {
+                        Ok((back, out)) => {
+                            their_rows = back;
+                            worker_out = out;
+                        }
+                        // The worker died (an `AsRef` implementation panicked): its rows
+                        // are denied, failing closed; the scope re-raises the panic.
+                        Err(_) => worker_out = vec![None; sent],
+                    }
+                }
+                self.decide_chunk(&mut run, &[&hashed, &worker_out], &mut on_match);
+                spare = (their_rows, worker_out);
+            }
+        })
+    }
+
+    /// Decides one chunk (given in parts, in row order) under one read lock, then hands
+    /// its matches to `on_match` with the lock released.
+    fn decide_chunk(&self, run: &mut Run, parts: &[&Vec<Hashed>], on_match: &mut impl FnMut(AudienceMatch)) {
+        let Run {
+            counts,
+            seen,
+            matches,
+        } = run;
+        let rows = parts.iter().flat_map(|p| p.iter());
+        let base = counts.uploaded;
+        counts.uploaded += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        match self.ledger.state().read() {
+            Err(_) => {
+                for h in rows {
+                    match h {
+                        None => counts.malformed += 1,
+                        Some(_) => counts.denied.unavailable += 1,
+                    }
+                }
+            }
+            Ok(state) => {
+                let words = state.subject_count().div_ceil(64);
+                if seen.len() < words {
+                    seen.resize(words, 0);
+                }
+                let query = state.query::<P>(self.recipient);
+                let stamp = self.ledger.stamp();
+                for (row, h) in (base..).zip(rows) {
+                    let Some((kind, lookup)) = h else {
+                        counts.malformed += 1;
+                        continue;
+                    };
+                    match state.decide_query(&query, lookup, || stamp, || self.ledger.now()) {
+                        Ok((evidence, subject)) => {
+                            let (word, bit) = ((subject / 64) as usize, 1u64 << (subject % 64));
+                            match seen.get_mut(word) {
+                                Some(w) if *w & bit != 0 => counts.duplicates += 1,
+                                Some(w) => {
+                                    *w |= bit;
+                                    counts.matched += 1;
+                                    matches.push(AudienceMatch {
+                                        row,
+                                        kind: *kind,
+                                        evidence,
+                                    });
+                                }
+                                // Subject indices are below the count read above; fail closed.
+                                None => counts.denied.unavailable += 1,
+                            }
+                        }
+                        Err(Denied::UnknownIdentifier) => counts.unknown += 1,
+                        Err(reason) => counts.denied.count(&reason),
+                    }
+                }
+            }
+        }
+        for m in matches.drain(..) {
+            on_match(m);
+        }
+    }
+}
+
+/// The running totals of one upload.
+struct Run {
+    counts: AudienceCounts,
+    /// One bit per subject index: subjects already reported in this upload.
+    seen: Vec<u64>,
+    /// Matches of the chunk being decided (handed out after the lock is released).
+    matches: Vec<AudienceMatch>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guesses_kinds() {
+        assert_eq!(IdentifierKind::guess("a@b.c"), IdentifierKind::Email);
+        assert_eq!(IdentifierKind::guess("+1 555"), IdentifierKind::Phone);
+        assert_eq!(IdentifierKind::guess(""), IdentifierKind::Phone);
+    }
+
+    #[test]
+    fn counts_display_holds_only_numbers() {
+        let mut c = AudienceCounts {
+            uploaded: 10,
+            malformed: 1,
+            unknown: 2,
+            matched: 3,
+            duplicates: 1,
+            ..AudienceCounts::default()
+        };
+        c.denied.count(&Denied::NoConsent {
+            purpose: "advertising",
+        });
+        c.denied.count(&Denied::Withdrawn {
+            purpose: "advertising",
+            at: 4,
+        });
+        c.denied.count(&Denied::NotCollectedForPurpose {
+            purpose: "advertising",
+        });
+        assert_eq!(c.denied.total(), 3);
+        let shown = c.to_string();
+        assert!(shown.starts_with("uploaded 10, malformed 1, unknown 2, matched 3, duplicates 1, denied 3"));
+        assert!(!shown.contains('@') && !shown.contains('+'));
+    }
+}

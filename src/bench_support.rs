@@ -1,0 +1,96 @@
+//! Not part of the API: hooks for the crate's own benchmarks (`benches/memory.rs`),
+//! which need to build the private decision state directly. May change at any time.
+#![doc(hidden)]
+#![allow(missing_docs, reason = "hidden bench hooks")]
+
+use crate::entry::{Actor, Body, Entry};
+use crate::identifier::{IdentifierKind, Pseudonym};
+use crate::purpose::LegalBasis;
+use crate::recipient::RecipientScope;
+use crate::state::State;
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+
+/// Heap bytes of a decision state built from synthetic subjects.
+#[derive(Debug, Clone, Copy)]
+pub struct StateMemory {
+    pub subjects: u64,
+    pub active_grants: u64,
+    /// Heap bytes held by the state (the subject ids' own allocations excluded: they
+    /// were allocated before the state was built and it only shares them).
+    pub state_bytes: i64,
+    /// `size_of::<SubjectId>()` per subject: the id handle the state stores for each.
+    pub id_handle_bytes: u64,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn pseudonym(i: u64) -> Pseudonym {
+    let mut p = [0u8; 32];
+    for (j, chunk) in p.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&splitmix(i.wrapping_mul(4).wrapping_add(j as u64)).to_le_bytes());
+    }
+    Pseudonym(p)
+}
+
+/// Builds a state of `ids.len()` subjects, each with one email collected for
+/// advertising (all partners) and, if `grant`, an active advertising grant; returns
+/// the heap bytes the state holds, measured with `live_bytes` (a counting allocator's
+/// reading) before and after, once every temporary is dropped.
+pub fn state_memory(ids: &[SubjectId], grant: bool, live_bytes: &dyn Fn() -> isize) -> StateMemory {
+    let before = live_bytes();
+    let mut state = State::default();
+    let mut seq = 0u64;
+    let mut apply = |state: &mut State, body: Body, lookup: Option<Pseudonym>| {
+        let entry = Entry {
+            seq,
+            timestamp: Timestamp::from_millis(1_800_000_000_000),
+            actor: Actor::Subject,
+            prev_hash: [0; 32],
+            salt: [0; 16],
+            body,
+        };
+        state.apply(&entry, lookup);
+        seq += 1;
+    };
+    for (i, id) in (0u64..).zip(ids) {
+        apply(
+            &mut state,
+            Body::Collected {
+                subject: id.clone(),
+                kind: IdentifierKind::Email,
+                pseudonym: Pseudonym([0; 32]),
+                purpose: "advertising".into(),
+                basis: LegalBasis::Consent,
+                scope: RecipientScope::all_partners(),
+            },
+            Some(pseudonym(i)),
+        );
+        if grant {
+            apply(
+                &mut state,
+                Body::Granted {
+                    subject: id.clone(),
+                    purpose: "advertising".into(),
+                    scope: RecipientScope::all_partners(),
+                    expires_at: None,
+                },
+                None,
+            );
+        }
+    }
+    let after = live_bytes();
+    let report = StateMemory {
+        subjects: ids.len() as u64,
+        active_grants: if grant { ids.len() as u64 } else { 0 },
+        state_bytes: (after - before) as i64,
+        id_handle_bytes: std::mem::size_of_val(ids) as u64,
+    };
+    drop(state);
+    report
+}

@@ -1,0 +1,64 @@
+//! Batch authorization: many identifiers decided under one read lock per chunk.
+
+use super::Ledger;
+use crate::audience::DEFAULT_CHUNK;
+use crate::decision::{Denied, Use};
+use crate::identifier::Identifier;
+use crate::purpose::Purpose;
+use crate::recipient::Recipient;
+
+impl Ledger {
+    /// Decides, now, a use of each identifier for its purpose `P` by `recipient`: the
+    /// same answers, in the same order, as calling [`Ledger::authorize`] on each one.
+    ///
+    /// Decisions are made in chunks of [`DEFAULT_CHUNK`](crate::audience::DEFAULT_CHUNK)
+    /// under one read lock each, so a change recorded before a chunk starts is seen by
+    /// all of its decisions and writers wait for at most one chunk.
+    ///
+    /// ```
+    /// # use consent_ledger::*;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let ledger = Ledger::builder(dir.path()).signing_key(SigningKey::generate())
+    /// #     .pseudonym_key(PseudonymKey::generate()).open()?;
+    /// let alice = SubjectId::new("user-1")?;
+    /// let phone = Identifier::<Security>::phone("+15550100001")?;
+    /// ledger.collect(&alice, &phone, RecipientScope::first_party())?;
+    /// let stranger = Identifier::<Security>::phone("+15550100002")?;
+    /// let ids = [phone, stranger];
+    /// let decisions = ledger.authorize_batch(&ids, &Recipient::FirstParty);
+    /// assert!(decisions[0].is_ok());
+    /// assert_eq!(decisions[1].as_ref().unwrap_err(), &Denied::UnknownIdentifier);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn authorize_batch<'a, P: Purpose>(
+        &self,
+        identifiers: impl IntoIterator<Item = &'a Identifier<P>>,
+        recipient: &'a Recipient,
+    ) -> Vec<Result<Use<'a, P>, Denied>> {
+        let key = &self.inner.pseudonym_key;
+        let mut out = Vec::new();
+        let mut chunk = Vec::with_capacity(DEFAULT_CHUNK);
+        let mut ids = identifiers.into_iter();
+        loop {
+            chunk.clear();
+            // Lookups (an HMAC the first time per identifier) outside the lock.
+            chunk.extend(ids.by_ref().take(DEFAULT_CHUNK).map(|id| (id, id.lookup(key))));
+            if chunk.is_empty() {
+                return out;
+            }
+            let Ok(state) = self.inner.state.read() else {
+                out.extend(chunk.iter().map(|_| Err(Denied::Unavailable)));
+                continue;
+            };
+            let query = state.query::<P>(recipient);
+            let stamp = self.stamp();
+            out.extend(chunk.iter().map(|(id, lookup)| {
+                state
+                    .decide_query(&query, lookup, || stamp, || self.now())
+                    .map(|(evidence, _)| Use::new(id, recipient, evidence))
+            }));
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Compact storage for the decision state: chunked dense arrays and two open-addressing
+//! indexes over them (identifiers by lookup pseudonym, subjects by id).
+//!
+//! Why not `HashMap`: with a million subjects a `HashMap` keyed by pseudonym or
+//! `SubjectId` costs its key, its value and about half a table of empty buckets per
+//! entry (hashbrown doubles its capacity), and doubling the dense arrays would copy
+//! tens of megabytes under the write lock. Here records live once, in fixed-size chunks
+//! that never move, and the indexes hold only 4- or 8-byte slots that grow by 1.5x.
+//!
+//! Nothing is ever removed from an index: records are overwritten in place, so linear
+//! probing needs no tombstones.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+use crate::identifier::Pseudonym;
+use crate::subject::SubjectId;
+
+/// Elements per chunk (a power of two).
+const CHUNK_BITS: u32 = 10;
+const CHUNK: usize = 1 << CHUNK_BITS;
+const CHUNK_MASK: usize = CHUNK - 1;
+
+/// An append-only array stored in chunks of [`CHUNK`] elements: pushing never moves
+/// existing elements, and at most one chunk is partly empty.
+#[derive(Debug)]
+pub(super) struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Chunked<T> {
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends `value` and returns its index.
+    pub(super) fn push(&mut self, value: T) -> usize {
+        let index = self.len;
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => last.push(value),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(value);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+        index
+    }
+
+    pub(super) fn get(&self, index: usize) -> Option<&T> {
+        self.chunks.get(index >> CHUNK_BITS)?.get(index & CHUNK_MASK)
+    }
+
+    pub(super) fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        self.chunks
+            .get_mut(index >> CHUNK_BITS)?
+            .get_mut(index & CHUNK_MASK)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.chunks.iter().flatten()
+    }
+}
+
+/// Largest load (occupied / capacity) before an index grows, as a fraction.
+const MAX_LOAD_NUM: usize = 4;
+const MAX_LOAD_DEN: usize = 5;
+const MIN_CAPACITY: usize = 16;
+
+fn needs_growth(used: usize, capacity: usize) -> bool {
+    (used + 1) * MAX_LOAD_DEN > capacity * MAX_LOAD_NUM
+}
+
+fn grown(capacity: usize) -> usize {
+    (capacity + capacity / 2).max(MIN_CAPACITY)
+}
+
+/// The capacity that holds `n` entries at the largest load.
+fn capacity_for(n: usize) -> usize {
+    (n.saturating_add(1).saturating_mul(MAX_LOAD_DEN) / MAX_LOAD_NUM + 1).max(MIN_CAPACITY)
+}
+
+/// One identifier collected for one purpose: 48 bytes.
+#[derive(Debug, Clone)]
+pub(super) struct IdentRec {
+    pub(super) lookup: Pseudonym,
+    /// `seq << 16 | basis << 12 | purpose`: see [`pack_collection`].
+    pub(super) meta: u64,
+    /// Interned recipient scope of the collection.
+    pub(super) scope: u32,
+    /// Subject index.
+    pub(super) subject: u32,
+}
+
+/// Largest purpose index that fits a record (12 bits).
+pub(super) const MAX_PURPOSES: usize = 1 << 12;
+/// Largest sequence number that fits a record (48 bits); a sled database of 2^48
+/// entries (about 280 trillion) is far beyond any real ledger.
+const MAX_SEQ: u64 = (1 << 48) - 1;
+
+pub(super) fn pack_collection(seq: u64, basis: u8, purpose: u16) -> u64 {
+    (seq.min(MAX_SEQ) << 16) | (u64::from(basis & 0xF) << 12) | u64::from(purpose & 0xFFF)
+}
+
+impl IdentRec {
+    pub(super) fn seq(&self) -> u64 {
+        self.meta >> 16
+    }
+
+    pub(super) fn basis(&self) -> u8 {
+        ((self.meta >> 12) & 0xF) as u8
+    }
+
+    pub(super) fn purpose(&self) -> u16 {
+        (self.meta & 0xFFF) as u16
+    }
+}
+
+/// Identifier records indexed by lookup pseudonym. Several records may share a lookup
+/// (one per purpose it was collected for, or a stale record of an erased subject).
+///
+/// A slot is `0` (empty) or `hash32 << 32 | (record index + 1)`, where `hash32` is the
+/// pseudonym's first four bytes: pseudonyms are HMAC outputs under the application's
+/// secret key, so they are uniformly distributed and cannot be chosen by an attacker.
+/// Growing the index reads only the slots, never the records.
+#[derive(Debug, Default)]
+pub(super) struct IdentTable {
+    slots: Vec<u64>,
+    pub(super) recs: Chunked<IdentRec>,
+}
+
+fn hash32(lookup: &Pseudonym) -> u32 {
+    let [a, b, c, d, ..] = lookup.0;
+    u32::from_le_bytes([a, b, c, d])
+}
+
+/// Multiply-shift range reduction of a 32-bit hash onto `0..capacity`.
+fn home32(hash: u32, capacity: usize) -> usize {
+    ((u64::from(hash) * capacity as u64) >> 32) as usize
+}
+
+impl IdentTable {
+    /// Indexes of the records whose lookup pseudonym is `lookup`, in insertion order
+    /// along the probe sequence.
+    pub(super) fn find<'t>(
+        &'t self,
+        lookup: &'t Pseudonym,
+    ) -> impl Iterator<Item = (usize, &'t IdentRec)> + 't {
+        let hash = hash32(lookup);
+        let cap = self.slots.len();
+        let start = home32(hash, cap);
+        let mut i = start;
+        let mut done = cap == 0;
+        std::iter::from_fn(move || {
+            while !done {
+                let slot = self.slots.get(i).copied().unwrap_or(0);
+                if slot == 0 {
+                    done = true;
+                    return None;
+                }
+                i += 1;
+                if i == cap {
+                    i = 0;
+                }
+                if i == start {
+                    done = true;
+                }
+                if (slot >> 32) as u32 == hash {
+                    let index = (slot & 0xFFFF_FFFF) as usize - 1;
+                    if let Some(rec) = self.recs.get(index) {
+                        if rec.lookup == *lookup {
+                            return Some((index, rec));
+                        }
+                    }
+                }
+            }
+            None
+        })
+    }
+
+    /// Adds a record and returns its index; `None` when the index space is exhausted.
+    pub(super) fn insert(&mut self, rec: IdentRec) -> Option<usize> {
+        if self.recs.len() >= u32::MAX as usize - 1 {
+            return None;
+        }
+        if needs_growth(self.recs.len(), self.slots.len()) {
+            self.grow();
+        }
+        let hash = hash32(&rec.lookup);
+        let index = self.recs.push(rec);
+        let slot = (u64::from(hash) << 32) | (index as u64 + 1);
+        let home = home32(hash, self.slots.len());
+        place(&mut self.slots, home, slot);
+        Some(index)
+    }
+
+    /// Makes room for `n` records in total without growing the index.
+    pub(super) fn reserve(&mut self, n: usize) {
+        let cap = capacity_for(n);
+        if cap > self.slots.len() {
+            self.rehash(cap);
+        }
+    }
+
+    fn grow(&mut self) {
+        self.rehash(grown(self.slots.len()));
+    }
+
+    fn rehash(&mut self, cap: usize) {
+        let old = std::mem::take(&mut self.slots);
+        self.slots = vec![0; cap];
+        for slot in old.into_iter().filter(|s| *s != 0) {
+            place(&mut self.slots, home32((slot >> 32) as u32, cap), slot);
+        }
+    }
+
+    pub(super) fn get_mut(&mut self, index: usize) -> Option<&mut IdentRec> {
+        self.recs.get_mut(index)
+    }
+
+    /// Bytes of slot storage (for memory accounting in tests).
+    #[cfg(test)]
+    pub(super) fn slot_capacity(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+/// Writes `slot` at the first empty position from `home` on (wrapping). The caller
+/// keeps the table below full, so an empty position exists.
+fn place<S: Copy + PartialEq + Default>(slots: &mut [S], home: usize, slot: S) {
+    let cap = slots.len();
+    let mut i = home;
+    for _ in 0..cap {
+        if let Some(s) = slots.get_mut(i) {
+            if *s == S::default() {
+                *s = slot;
+                return;
+            }
+        }
+        i += 1;
+        if i == cap {
+            i = 0;
+        }
+    }
+}
+
+/// Subject indexes by id. A slot is `0` (empty) or `subject index + 1`; the id is
+/// compared in the dense subject array, and hashed with a per-process random key
+/// (subject ids come from the application and may be chosen by users).
+#[derive(Debug, Default)]
+pub(super) struct SubjectIndex {
+    slots: Vec<u32>,
+    used: usize,
+    hasher: RandomState,
+}
+
+fn home64(hash: u64, capacity: usize) -> usize {
+    ((u128::from(hash) * capacity as u128) >> 64) as usize
+}
+
+impl SubjectIndex {
+    /// The index of `id`, given a way to read the id of a subject index.
+    pub(super) fn find<'s>(&self, id: &str, ids: impl Fn(usize) -> Option<&'s SubjectId>) -> Option<u32> {
+        let cap = self.slots.len();
+        if cap == 0 {
+            return None;
+        }
+        let mut i = home64(self.hasher.hash_one(id), cap);
+        for _ in 0..cap {
+            let slot = self.slots.get(i).copied().unwrap_or(0);
+            if slot == 0 {
+                return None;
+            }
+            let index = slot - 1;
+            if ids(index as usize).is_some_and(|s| s.as_str() == id) {
+                return Some(index);
+            }
+            i += 1;
+            if i == cap {
+                i = 0;
+            }
+        }
+        None
+    }
+
+    /// Records that subject index `index` has id `id` (not yet present).
+    pub(super) fn insert<'s>(&mut self, id: &str, index: u32, ids: impl Fn(usize) -> Option<&'s SubjectId>) {
+        if needs_growth(self.used, self.slots.len()) {
+            self.rehash(grown(self.slots.len()), &ids);
+        }
+        let home = home64(self.hasher.hash_one(id), self.slots.len());
+        place(&mut self.slots, home, index.saturating_add(1));
+        self.used += 1;
+    }
+
+    /// Makes room for `n` subjects in total without growing.
+    pub(super) fn reserve<'s>(&mut self, n: usize, ids: impl Fn(usize) -> Option<&'s SubjectId>) {
+        let cap = capacity_for(n);
+        if cap > self.slots.len() {
+            self.rehash(cap, &ids);
+        }
+    }
+
+    fn rehash<'s>(&mut self, cap: usize, ids: &impl Fn(usize) -> Option<&'s SubjectId>) {
+        {
+            let mut slots = vec![0u32; cap];
+            for slot in self.slots.iter().copied().filter(|s| *s != 0) {
+                if let Some(existing) = ids((slot - 1) as usize) {
+                    place(
+                        &mut slots,
+                        home64(self.hasher.hash_one(existing.as_str()), cap),
+                        slot,
+                    );
+                }
+            }
+            self.slots = slots;
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn slot_capacity(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_keeps_elements_in_place() {
+        let mut c = Chunked::default();
+        for i in 0..(3 * CHUNK + 5) {
+            assert_eq!(c.push(i), i);
+        }
+        assert_eq!(c.len(), 3 * CHUNK + 5);
+        assert_eq!(c.get(CHUNK), Some(&CHUNK));
+        assert_eq!(c.get(3 * CHUNK + 5), None);
+        *c.get_mut(7).unwrap() = 70;
+        assert_eq!(c.iter().nth(7), Some(&70));
+        assert_eq!(c.iter().count(), 3 * CHUNK + 5);
+    }
+
+    fn pseudo(i: u32) -> Pseudonym {
+        // Spread like an HMAC would, but also force some colliding hash prefixes.
+        let mut p = [0u8; 32];
+        let h = if i % 7 == 0 {
+            42
+        } else {
+            i.wrapping_mul(0x9E37_79B9)
+        };
+        p[..4].copy_from_slice(&h.to_le_bytes());
+        p[4..8].copy_from_slice(&i.to_le_bytes());
+        Pseudonym(p)
+    }
+
+    #[test]
+    fn ident_table_finds_every_record_and_nothing_else() {
+        let mut t = IdentTable::default();
+        for i in 0..5_000u32 {
+            let rec = IdentRec {
+                lookup: pseudo(i),
+                meta: pack_collection(u64::from(i), 1, (i % 3) as u16),
+                scope: i,
+                subject: i,
+            };
+            t.insert(rec).unwrap();
+            if i % 10 == 0 {
+                // A second record for the same lookup (another purpose).
+                t.insert(IdentRec {
+                    lookup: pseudo(i),
+                    meta: pack_collection(u64::from(i), 2, 7),
+                    scope: i,
+                    subject: i,
+                })
+                .unwrap();
+            }
+        }
+        for i in 0..5_000u32 {
+            let found: Vec<_> = t.find(&pseudo(i)).map(|(_, r)| r.purpose()).collect();
+            let want = if i % 10 == 0 {
+                vec![(i % 3) as u16, 7]
+            } else {
+                vec![(i % 3) as u16]
+            };
+            assert_eq!(found, want, "{i}");
+        }
+        for i in 5_000..6_000u32 {
+            assert_eq!(t.find(&pseudo(i)).count(), 0);
+        }
+        assert!(t.slot_capacity() * 4 >= t.recs.len() * 5);
+        let nine = pseudo(9);
+        let r = t.find(&nine).next().unwrap().1;
+        assert_eq!((r.seq(), r.basis(), r.purpose()), (9, 1, 0));
+    }
+
+    #[test]
+    fn packing_saturates_instead_of_wrapping() {
+        let m = pack_collection(u64::MAX, 0xFF, 0xFFFF);
+        let r = IdentRec {
+            lookup: Pseudonym([0; 32]),
+            meta: m,
+            scope: 0,
+            subject: 0,
+        };
+        assert_eq!((r.seq(), r.basis(), r.purpose()), (MAX_SEQ, 0xF, 0xFFF));
+    }
+
+    #[test]
+    fn subject_index_round_trip() {
+        let ids: Vec<SubjectId> = (0..3_000)
+            .map(|i| SubjectId::new(&format!("s-{i}")).unwrap())
+            .collect();
+        let mut idx = SubjectIndex::default();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(idx.find(id.as_str(), |k| ids.get(k)), None);
+            idx.insert(id.as_str(), i as u32, |k| ids.get(k));
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(idx.find(id.as_str(), |k| ids.get(k)), Some(i as u32));
+        }
+        assert_eq!(idx.find("nobody", |k| ids.get(k)), None);
+        assert!(idx.slot_capacity() < ids.len() * 2);
+    }
+}

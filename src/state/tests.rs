@@ -1,0 +1,435 @@
+//! The compact state against the plain reference model, driven by the same random
+//! sequences of valid consent changes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use proptest::prelude::*;
+
+use super::reference::Reference;
+use super::*;
+use crate::entry::Actor;
+use crate::identifier::IdentifierKind;
+use crate::purpose::{Advertising, Analytics, PartnerSharing, Security};
+
+const SUBJECTS: usize = 6;
+const IDENTS: usize = 10;
+
+fn subject(i: usize) -> SubjectId {
+    SubjectId::new(&format!("subject-{i}")).unwrap()
+}
+
+/// Lookup pseudonyms; identifiers 0..4 share their first four bytes, so their index
+/// slots collide and probing is exercised.
+fn lookup(i: usize) -> Pseudonym {
+    let mut p = [0u8; 32];
+    if i >= 4 {
+        p[0] = (i as u8).wrapping_mul(37);
+    }
+    p[8] = i as u8;
+    p[31] = 0xEE;
+    Pseudonym(p)
+}
+
+fn recipients() -> Vec<Recipient> {
+    vec![
+        Recipient::FirstParty,
+        Recipient::partner("acme").unwrap(),
+        Recipient::partner("bolt").unwrap(),
+        Recipient::developer_app("app-1").unwrap(),
+    ]
+}
+
+fn scope(i: u8) -> RecipientScope {
+    let r = recipients();
+    match i % 5 {
+        0 => RecipientScope::first_party(),
+        1 => RecipientScope::only(r[1].clone()),
+        2 => RecipientScope::all_partners(),
+        3 => RecipientScope::any_of([r[1].clone(), Recipient::FirstParty]).unwrap(),
+        _ => RecipientScope::only(r[3].clone()),
+    }
+}
+
+/// (id, basis) of the purposes used.
+const PURPOSES: [(&str, LegalBasis); 4] = [
+    ("security", LegalBasis::LegitimateInterest),
+    ("advertising", LegalBasis::Consent),
+    ("partner-sharing", LegalBasis::Consent),
+    ("analytics", LegalBasis::Consent),
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Collect {
+        s: usize,
+        i: usize,
+        p: usize,
+        scope: u8,
+    },
+    Grant {
+        s: usize,
+        p: usize,
+        scope: u8,
+        expires: Option<u8>,
+    },
+    Withdraw {
+        s: usize,
+        p: usize,
+    },
+    Expire {
+        s: usize,
+        p: usize,
+    },
+    Erase {
+        s: usize,
+    },
+    Tick(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..SUBJECTS, 0..IDENTS, 0..4usize, 0..5u8).prop_map(|(s, i, p, scope)| Op::Collect { s, i, p, scope }),
+        3 => (0..SUBJECTS, 1..4usize, 0..5u8, proptest::option::of(0..20u8))
+            .prop_map(|(s, p, scope, expires)| Op::Grant { s, p, scope, expires }),
+        2 => (0..SUBJECTS, 1..4usize).prop_map(|(s, p)| Op::Withdraw { s, p }),
+        1 => (0..SUBJECTS, 1..4usize).prop_map(|(s, p)| Op::Expire { s, p }),
+        1 => (0..SUBJECTS).prop_map(|s| Op::Erase { s }),
+        1 => (0..10u8).prop_map(Op::Tick),
+    ]
+}
+
+/// Both states plus the bookkeeping the ledger does before appending.
+struct Pair {
+    new: State,
+    old: Reference,
+    now: u64,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let mut p = Pair {
+            new: State::default(),
+            old: Reference::default(),
+            now: 1_000,
+        };
+        p.append(
+            Body::Genesis {
+                ledger_id: [0; 16],
+                signing_key: [0; 32],
+                pseudonym_key_check: [0; 16],
+            },
+            None,
+        );
+        p
+    }
+
+    fn append(&mut self, body: Body, lookup: Option<Pseudonym>) {
+        let entry = Entry {
+            seq: self.new.len,
+            timestamp: Timestamp::from_millis(self.now),
+            actor: Actor::System,
+            prev_hash: [0; 32],
+            salt: [0; 16],
+            body,
+        };
+        self.new.apply(&entry, lookup);
+        self.old.apply(&entry, lookup);
+    }
+
+    /// Applies `op` the way the ledger would (skipping what it refuses).
+    fn run(&mut self, op: &Op) {
+        match *op {
+            Op::Collect { s, i, p, scope: sc } => {
+                let sub = subject(s);
+                if self.new.erased_at(&sub).is_some() {
+                    return;
+                }
+                let l = lookup(i);
+                if self.new.ident_subject(&l).is_some_and(|h| *h != sub) {
+                    return;
+                }
+                let (purpose, basis) = PURPOSES[p];
+                if self.new.existing_collection(&l, purpose, &scope(sc)).is_some() {
+                    return;
+                }
+                self.append(
+                    Body::Collected {
+                        subject: sub,
+                        kind: IdentifierKind::Phone,
+                        pseudonym: Pseudonym([i as u8; 32]),
+                        purpose: purpose.into(),
+                        basis,
+                        scope: scope(sc),
+                    },
+                    Some(l),
+                );
+            }
+            Op::Grant {
+                s,
+                p,
+                scope: sc,
+                expires,
+            } => {
+                if self.new.erased_at(&subject(s)).is_some() {
+                    return;
+                }
+                self.append(
+                    Body::Granted {
+                        subject: subject(s),
+                        purpose: PURPOSES[p].0.into(),
+                        scope: scope(sc),
+                        expires_at: expires.map(|e| Timestamp::from_millis(self.now + u64::from(e))),
+                    },
+                    None,
+                );
+            }
+            Op::Withdraw { s, p } | Op::Expire { s, p } => {
+                if self.new.erased_at(&subject(s)).is_some() {
+                    return;
+                }
+                let (subject, purpose) = (subject(s), PURPOSES[p].0.into());
+                let body = if matches!(op, Op::Withdraw { .. }) {
+                    Body::Withdrawn { subject, purpose }
+                } else {
+                    Body::Expired { subject, purpose }
+                };
+                self.append(body, None);
+            }
+            Op::Erase { s } => {
+                if self.new.erased_at(&subject(s)).is_some() {
+                    return;
+                }
+                self.append(Body::Erased { subject: subject(s) }, None);
+            }
+            Op::Tick(t) => self.now += u64::from(t),
+        }
+    }
+
+    fn check(&self) {
+        let now = Timestamp::from_millis(self.now);
+        for i in 0..IDENTS {
+            let l = lookup(i);
+            for r in &recipients() {
+                assert_eq!(
+                    self.new.decide::<Security>(&l, r, || now),
+                    self.old.decide::<Security>(&l, r, || now),
+                    "security {i} {r}"
+                );
+                assert_eq!(
+                    self.new.decide::<Advertising>(&l, r, || now),
+                    self.old.decide::<Advertising>(&l, r, || now),
+                    "advertising {i} {r}"
+                );
+                assert_eq!(
+                    self.new.decide::<PartnerSharing>(&l, r, || now),
+                    self.old.decide::<PartnerSharing>(&l, r, || now),
+                    "partner-sharing {i} {r}"
+                );
+                assert_eq!(
+                    self.new.decide::<Analytics>(&l, r, || now),
+                    self.old.decide::<Analytics>(&l, r, || now),
+                    "analytics {i} {r}"
+                );
+            }
+            assert_eq!(self.new.ident_subject(&l), self.old.ident(&l).map(|x| &x.subject));
+            for (p, _) in PURPOSES {
+                for sc in 0..5 {
+                    assert_eq!(
+                        self.new.existing_collection(&l, p, &scope(sc)),
+                        self.old.existing_collection(&l, p, &scope(sc))
+                    );
+                }
+            }
+        }
+        for s in 0..SUBJECTS {
+            let sub = subject(s);
+            assert_eq!(self.new.erased_at(&sub), self.old.erased_at(&sub));
+            let old = self.old.subject(&sub);
+            assert_eq!(
+                self.new.history(&sub),
+                old.map(|o| o.history.clone()).unwrap_or_default()
+            );
+            let mut want = old.map(|o| o.lookups.clone()).unwrap_or_default();
+            want.sort_unstable();
+            assert_eq!(self.new.lookups_of(&sub), want);
+            for (p, _) in PURPOSES {
+                let want = old.and_then(|o| {
+                    o.consents
+                        .iter()
+                        .find(|(q, _)| self.old_purpose(*q) == p)
+                        .map(|(_, c)| c.clone())
+                });
+                let got = self.new.consent_for(&sub, p);
+                match (got, want) {
+                    (None, None) => {}
+                    (
+                        Some(Consent::Granted {
+                            seq,
+                            scope,
+                            expires_at,
+                        }),
+                        Some(super::reference::Consent::Granted {
+                            seq: s2,
+                            scope: sc2,
+                            expires_at: e2,
+                        }),
+                    ) => assert_eq!((seq, scope, expires_at), (s2, &sc2, e2)),
+                    (
+                        Some(Consent::Withdrawn { seq }),
+                        Some(super::reference::Consent::Withdrawn { seq: s2 }),
+                    ) => {
+                        assert_eq!(seq, s2)
+                    }
+                    (
+                        Some(Consent::Expired { grant, at }),
+                        Some(super::reference::Consent::Expired { grant: g2, at: a2 }),
+                    ) => assert_eq!((grant, at), (g2, a2)),
+                    (got, want) => panic!("consent {s} {p}: {got:?} vs {want:?}"),
+                }
+            }
+        }
+        let mut erased: Vec<_> = self.new.erased_subjects().cloned().collect();
+        let mut want: Vec<_> = self.old.erased_subjects().cloned().collect();
+        erased.sort();
+        want.sort();
+        assert_eq!(erased, want);
+        assert_eq!(self.new.len, self.old.len);
+        let listed = self.new.consents().count();
+        let want: usize = (0..SUBJECTS)
+            .filter_map(|s| self.old.subject(&subject(s)))
+            .map(|o| o.consents.len())
+            .sum();
+        assert_eq!(listed, want);
+    }
+
+    fn old_purpose(&self, q: u16) -> &'static str {
+        // Both intern purposes in first-seen order.
+        let (id, _) = self
+            .new
+            .purposes
+            .get(q as usize)
+            .and_then(|p| PURPOSES.iter().find(|(id, _)| **id == **p))
+            .unwrap();
+        id
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compact_state_agrees_with_reference_model(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut pair = Pair::new();
+        for op in &ops {
+            pair.run(op);
+            pair.check();
+        }
+    }
+}
+
+#[test]
+fn erasure_frees_the_identifier_for_another_subject() {
+    let mut pair = Pair::new();
+    pair.run(&Op::Collect {
+        s: 0,
+        i: 1,
+        p: 1,
+        scope: 2,
+    });
+    pair.run(&Op::Grant {
+        s: 0,
+        p: 1,
+        scope: 2,
+        expires: None,
+    });
+    pair.check();
+    pair.run(&Op::Erase { s: 0 });
+    pair.check();
+    assert_eq!(pair.new.ident_subject(&lookup(1)), None);
+    pair.run(&Op::Collect {
+        s: 1,
+        i: 1,
+        p: 0,
+        scope: 0,
+    });
+    pair.check();
+    assert_eq!(pair.new.ident_subject(&lookup(1)), Some(&subject(1)));
+    // The stale record was reused, not duplicated.
+    assert_eq!(pair.new.idents.recs.len(), 1);
+}
+
+#[test]
+fn many_subjects_grow_every_table() {
+    let mut state = State::default();
+    let n = 5_000u64;
+    let mut seq = 0;
+    let mut apply = |state: &mut State, body: Body, l: Option<Pseudonym>| {
+        let e = Entry {
+            seq,
+            timestamp: Timestamp::from_millis(seq),
+            actor: Actor::System,
+            prev_hash: [0; 32],
+            salt: [0; 16],
+            body,
+        };
+        seq += 1;
+        state.apply(&e, l);
+    };
+    let pseudo = |i: u64| {
+        let mut p = [0u8; 32];
+        p[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+        Pseudonym(p)
+    };
+    for i in 0..n {
+        let s = SubjectId::new(&format!("acct-{i}")).unwrap();
+        apply(
+            &mut state,
+            Body::Collected {
+                subject: s.clone(),
+                kind: IdentifierKind::Email,
+                pseudonym: Pseudonym([0; 32]),
+                purpose: "advertising".into(),
+                basis: LegalBasis::Consent,
+                scope: RecipientScope::all_partners(),
+            },
+            Some(pseudo(i)),
+        );
+        if i % 2 == 0 {
+            apply(
+                &mut state,
+                Body::Granted {
+                    subject: s,
+                    purpose: "advertising".into(),
+                    scope: RecipientScope::all_partners(),
+                    expires_at: None,
+                },
+                None,
+            );
+        }
+    }
+    let acme = Recipient::partner("acme").unwrap();
+    let mut allowed = 0;
+    for i in 0..n {
+        let d = state.decide::<Advertising>(&pseudo(i), &acme, || Timestamp::EPOCH);
+        match d {
+            Ok(e) => {
+                allowed += 1;
+                assert_eq!(e.subject().as_str(), format!("acct-{i}"));
+                assert_eq!(i % 2, 0);
+            }
+            Err(Denied::NoConsent { .. }) => assert_eq!(i % 2, 1),
+            Err(other) => panic!("{i}: {other}"),
+        }
+    }
+    assert_eq!(allowed, n / 2);
+    assert_eq!(
+        state.decide::<Advertising>(&pseudo(n + 1), &acme, || Timestamp::EPOCH),
+        Err(Denied::UnknownIdentifier)
+    );
+    assert_eq!(state.history(&SubjectId::new("acct-10").unwrap()).len(), 2);
+    assert_eq!(state.subject_count(), n as usize);
+}

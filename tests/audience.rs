@@ -1,0 +1,317 @@
+//! Audience matching and batch authorization agree with one-by-one `authorize`; 2FA-only
+//! numbers never match; a withdrawal is seen by the very next match (and chunk).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::collections::HashSet;
+
+use consent_ledger::*;
+use proptest::prelude::*;
+
+fn ledger(dir: &std::path::Path, clock: &ManualClock) -> Ledger {
+    Ledger::builder(dir)
+        .signing_key(SigningKey::generate())
+        .pseudonym_key(PseudonymKey::generate())
+        .durability(Durability::Relaxed)
+        .clock(clock.clone())
+        .open()
+        .unwrap()
+}
+
+fn phone(i: u32) -> String {
+    format!("+1 555 01{i:05}")
+}
+
+fn email(i: u32) -> String {
+    format!("Person{i}@Example.COM")
+}
+
+/// What a random subject holds.
+#[derive(Debug, Clone)]
+struct Account {
+    /// Phone collected for 2FA only (`Security`).
+    twofa_phone: bool,
+    /// Email collected for advertising, with this consent state.
+    ads_email: Option<AdsConsent>,
+    /// The 2FA phone also collected for advertising (the same number, two purposes).
+    phone_for_ads_too: bool,
+    erased: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum AdsConsent {
+    None,
+    AllPartners,
+    OnlyAcme,
+    Withdrawn,
+    Expiring(u64),
+}
+
+fn account() -> impl Strategy<Value = Account> {
+    (
+        any::<bool>(),
+        proptest::option::of(prop_oneof![
+            Just(AdsConsent::None),
+            Just(AdsConsent::AllPartners),
+            Just(AdsConsent::OnlyAcme),
+            Just(AdsConsent::Withdrawn),
+            (0..20u64).prop_map(AdsConsent::Expiring),
+        ]),
+        any::<bool>(),
+        proptest::bool::weighted(0.1),
+    )
+        .prop_map(|(twofa_phone, ads_email, phone_for_ads_too, erased)| Account {
+            twofa_phone,
+            ads_email,
+            phone_for_ads_too,
+            erased,
+        })
+}
+
+fn load(ledger: &Ledger, accounts: &[Account]) {
+    let acme = Recipient::partner("acme-ads").unwrap();
+    for (i, a) in accounts.iter().enumerate() {
+        let i = i as u32;
+        let s = SubjectId::new(&format!("acct-{i}")).unwrap();
+        if a.twofa_phone {
+            let id = Identifier::<Security>::phone(&phone(i)).unwrap();
+            ledger.collect(&s, &id, RecipientScope::first_party()).unwrap();
+            if a.phone_for_ads_too {
+                let id = Identifier::<Advertising>::phone(&phone(i)).unwrap();
+                ledger.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+            }
+        }
+        if let Some(c) = a.ads_email {
+            let id = Identifier::<Advertising>::email(&email(i)).unwrap();
+            ledger.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+            let all = RecipientScope::all_partners();
+            match c {
+                AdsConsent::None => {}
+                AdsConsent::AllPartners => {
+                    ledger.grant::<Advertising>(&s, all, None).unwrap();
+                }
+                AdsConsent::OnlyAcme => {
+                    ledger
+                        .grant::<Advertising>(&s, RecipientScope::only(acme.clone()), None)
+                        .unwrap();
+                }
+                AdsConsent::Withdrawn => {
+                    ledger.grant::<Advertising>(&s, all, None).unwrap();
+                    ledger.withdraw::<Advertising>(&s).unwrap();
+                }
+                AdsConsent::Expiring(ms) => {
+                    let at = Timestamp::from_millis(1_000 + ms);
+                    ledger.grant::<Advertising>(&s, all, Some(at)).unwrap();
+                }
+            }
+        }
+        if a.erased {
+            ledger.erase(&s, Actor::Subject).unwrap();
+        }
+    }
+}
+
+/// The upload: every account's identifiers in both raw forms, strangers and garbage,
+/// shuffled by `order`.
+fn upload(n: u32, order: &[u32]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for &k in order {
+        let i = k % (n + 5);
+        match k % 5 {
+            0 | 1 => rows.push(phone(i)),
+            2 | 3 => rows.push(email(i)),
+            _ => rows.push(format!("garbage {k}")),
+        }
+    }
+    rows
+}
+
+/// One-by-one decisions for the upload: (matched subjects in first-match order with
+/// their rows, counts).
+fn one_by_one(ledger: &Ledger, rows: &[String], to: &Recipient) -> (Vec<(u64, SubjectId)>, AudienceCounts) {
+    let mut counts = AudienceCounts::default();
+    let mut seen = HashSet::new();
+    let mut matched = Vec::new();
+    for (row, raw) in rows.iter().enumerate() {
+        counts.uploaded += 1;
+        let kind = IdentifierKind::guess(raw);
+        let Ok(id) = Identifier::<Advertising>::parse(kind, raw) else {
+            counts.malformed += 1;
+            continue;
+        };
+        match ledger.authorize(&id, to) {
+            Ok(u) => {
+                if seen.insert(u.evidence().subject().clone()) {
+                    counts.matched += 1;
+                    matched.push((row as u64, u.evidence().subject().clone()));
+                } else {
+                    counts.duplicates += 1;
+                }
+            }
+            Err(Denied::UnknownIdentifier) => counts.unknown += 1,
+            Err(Denied::NotCollectedForPurpose { .. }) => counts.denied.not_collected_for_purpose += 1,
+            Err(Denied::NoConsent { .. }) => counts.denied.no_consent += 1,
+            Err(Denied::Withdrawn { .. }) => counts.denied.withdrawn += 1,
+            Err(Denied::Expired { .. }) => counts.denied.expired += 1,
+            Err(Denied::RecipientNotCovered { .. }) => counts.denied.recipient_not_covered += 1,
+            Err(Denied::SubjectErased { .. }) => counts.denied.subject_erased += 1,
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    (matched, counts)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matching_and_batches_agree_with_authorize(
+        accounts in proptest::collection::vec(account(), 1..40),
+        order in proptest::collection::vec(0..200u32, 0..300),
+        chunk in 1..64usize,
+        threads in 1..3usize,
+        now in 990..1_030u64,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(Timestamp::from_millis(1_000));
+        let ledger = ledger(dir.path(), &clock);
+        load(&ledger, &accounts);
+        clock.set(Timestamp::from_millis(now));
+        let rows = upload(accounts.len() as u32, &order);
+        for to in [Recipient::partner("acme-ads").unwrap(), Recipient::partner("other").unwrap()] {
+            let (want, want_counts) = one_by_one(&ledger, &rows, &to);
+            let mut got = Vec::new();
+            let counts = ledger
+                .audience::<Advertising>(&to)
+                .chunk_size(chunk)
+                .threads(threads)
+                .run(&rows, |m| got.push(m));
+            prop_assert_eq!(counts, want_counts);
+            let got_pairs: Vec<_> = got.iter().map(|m| (m.row(), m.subject().clone())).collect();
+            prop_assert_eq!(got_pairs, want);
+            prop_assert_eq!(
+                counts.uploaded,
+                counts.malformed + counts.unknown + counts.matched + counts.duplicates + counts.denied.total()
+            );
+            for m in &got {
+                // Same evidence as a one-by-one decision of that row.
+                let raw = &rows[m.row() as usize];
+                let id = Identifier::<Advertising>::parse(m.kind(), raw).unwrap();
+                let single = ledger.authorize(&id, &to).unwrap();
+                prop_assert_eq!(single.evidence(), m.evidence());
+            }
+
+            // Batch authorization: same answers, same order.
+            let ids: Vec<Identifier<Advertising>> = rows
+                .iter()
+                .filter_map(|r| Identifier::parse(IdentifierKind::guess(r), r).ok())
+                .collect();
+            let batch = ledger.authorize_batch(&ids, &to);
+            prop_assert_eq!(batch.len(), ids.len());
+            for (id, b) in ids.iter().zip(&batch) {
+                let single = ledger.authorize(id, &to);
+                match (b, &single) {
+                    (Ok(x), Ok(y)) => {
+                        prop_assert_eq!(x.evidence(), y.evidence());
+                        prop_assert_eq!(x.expose(), y.expose());
+                    }
+                    (Err(x), Err(y)) => prop_assert_eq!(x, y),
+                    (x, y) => prop_assert!(false, "batch {:?} vs single {:?}", x.as_ref().err(), y.as_ref().err()),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn two_factor_numbers_never_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_000));
+    let ledger = ledger(dir.path(), &clock);
+    let accounts: Vec<Account> = (0..50)
+        .map(|i| Account {
+            twofa_phone: true,
+            // Every account consented to advertising with its email.
+            ads_email: Some(AdsConsent::AllPartners),
+            phone_for_ads_too: i % 10 == 0,
+            erased: false,
+        })
+        .collect();
+    load(&ledger, &accounts);
+    let acme = Recipient::partner("acme-ads").unwrap();
+    // The advertiser uploads only phone numbers, in several spellings.
+    let rows: Vec<String> = (0..50u32)
+        .flat_map(|i| {
+            [
+                phone(i),
+                format!("+1-555-01-{i:05}"),
+                format!("  +1 (555) 01{i:05} "),
+            ]
+        })
+        .collect();
+    let (matches, counts) = ledger.audience::<Advertising>(&acme).collect(&rows);
+    // Only the five numbers also collected for advertising match; 2FA-only ones never.
+    let matched: HashSet<_> = matches.iter().map(|m| m.subject().as_str().to_owned()).collect();
+    let want: HashSet<_> = (0..50)
+        .filter(|i| i % 10 == 0)
+        .map(|i| format!("acct-{i}"))
+        .collect();
+    assert_eq!(matched, want);
+    assert_eq!(counts.matched, 5);
+    assert_eq!(counts.duplicates, 10);
+    assert_eq!(counts.denied.not_collected_for_purpose, 135);
+    assert_eq!(counts.unknown, 0);
+    // The same numbers are usable for security by the first party.
+    let id = Identifier::<Security>::phone(&phone(3)).unwrap();
+    assert!(ledger.authorize(&id, &Recipient::FirstParty).is_ok());
+}
+
+#[test]
+fn withdrawal_drops_out_at_the_next_match_and_the_next_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_000));
+    let ledger = ledger(dir.path(), &clock);
+    let accounts: Vec<Account> = (0..8)
+        .map(|_| Account {
+            twofa_phone: false,
+            ads_email: Some(AdsConsent::AllPartners),
+            phone_for_ads_too: false,
+            erased: false,
+        })
+        .collect();
+    load(&ledger, &accounts);
+    let acme = Recipient::partner("acme-ads").unwrap();
+    let rows: Vec<String> = (0..8).map(email).collect();
+    let (m, _) = ledger.audience::<Advertising>(&acme).collect(&rows);
+    assert_eq!(m.len(), 8);
+
+    let s3 = SubjectId::new("acct-3").unwrap();
+    ledger.withdraw::<Advertising>(&s3).unwrap();
+    let (m, counts) = ledger.audience::<Advertising>(&acme).collect(&rows);
+    assert_eq!(m.len(), 7);
+    assert!(m.iter().all(|x| x.subject() != &s3));
+    assert_eq!(counts.denied.withdrawn, 1);
+
+    // Within one run: a withdrawal made from the callback after the first chunk (rows
+    // 0-1) is seen by the second chunk (rows 2-3), which decides subject 2 and 3.
+    let s5 = SubjectId::new("acct-5").unwrap();
+    let mut seen = Vec::new();
+    let counts = ledger
+        .audience::<Advertising>(&acme)
+        .chunk_size(2)
+        .threads(1)
+        .run(&rows, |x| {
+            if x.row() == 0 {
+                ledger.withdraw::<Advertising>(&s5).unwrap();
+            }
+            seen.push(x.subject().clone());
+        });
+    assert!(!seen.contains(&s5));
+    assert_eq!(counts.denied.withdrawn, 2);
+    assert_eq!(counts.matched, 6);
+}
