@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use consent_ledger::*;
 
 /// Bump when the fixture profile or the ledger format changes.
-const FIXTURE_VERSION: u32 = 2;
+const FIXTURE_VERSION: u32 = 3;
 
 pub fn signing_key() -> SigningKey {
     SigningKey::from_bytes(&[11; 32])
