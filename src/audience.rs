@@ -443,7 +443,15 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                 }
             }
         }
+        let record = self.ledger.records_decisions();
         for m in matches.drain(..) {
+            // A match is a use: recorded as configured; one that cannot be recorded is
+            // not handed out.
+            if record && self.ledger.record(&m.evidence, self.recipient).is_err() {
+                counts.matched = counts.matched.saturating_sub(1);
+                counts.denied.unavailable += 1;
+                continue;
+            }
             on_match(m);
         }
     }

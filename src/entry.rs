@@ -739,6 +739,96 @@ impl IndexRecord {
     }
 }
 
+// ---- decision records ------------------------------------------------------------------
+
+/// The fields of a decision record (one allowed use, or an aggregate of several), as
+/// encoded; the authentication tag is added by the recorder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecisionFields {
+    pub(crate) subject: SubjectId,
+    pub(crate) purpose: String,
+    pub(crate) recipient: Recipient,
+    pub(crate) basis: LegalBasis,
+    pub(crate) allowed_by: u64,
+    pub(crate) collected_at: u64,
+    pub(crate) first_position: u64,
+    pub(crate) last_position: u64,
+    pub(crate) first_at: Timestamp,
+    pub(crate) last_at: Timestamp,
+    pub(crate) count: u64,
+}
+
+#[derive(Encode, Decode)]
+struct WireDecision {
+    version: u8,
+    subject: String,
+    purpose: String,
+    recipient: WireRecipient,
+    basis: u8,
+    allowed_by: u64,
+    collected_at: u64,
+    first_position: u64,
+    last_position: u64,
+    first_at: u64,
+    last_at: u64,
+    count: u64,
+}
+
+impl DecisionFields {
+    /// The canonical bytes (bounded: ids and names are short, far under the limit).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let wire = WireDecision {
+            version: FORMAT_VERSION,
+            subject: self.subject.as_str().to_owned(),
+            purpose: self.purpose.clone(),
+            recipient: match &self.recipient {
+                Recipient::FirstParty => WireRecipient::FirstParty,
+                Recipient::Partner(n) => WireRecipient::Partner(n.as_str().to_owned()),
+                Recipient::DeveloperApp(n) => WireRecipient::DeveloperApp(n.as_str().to_owned()),
+            },
+            basis: basis_code(self.basis),
+            allowed_by: self.allowed_by,
+            collected_at: self.collected_at,
+            first_position: self.first_position,
+            last_position: self.last_position,
+            first_at: self.first_at.as_millis(),
+            last_at: self.last_at.as_millis(),
+            count: self.count,
+        };
+        bincode::encode_to_vec(wire, config()).unwrap_or_default()
+    }
+
+    /// Decodes canonical bytes: any other bytes (trailing data, another version, an
+    /// invalid field, a non-canonical form, an inconsistent range) are `None`.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<DecisionFields> {
+        let (w, used): (WireDecision, usize) = bincode::decode_from_slice(bytes, config()).ok()?;
+        if used != bytes.len() || w.version != FORMAT_VERSION {
+            return None;
+        }
+        let name = |n: String| Name::new(&n).ok();
+        let rec = DecisionFields {
+            subject: SubjectId::new(&w.subject).ok()?,
+            purpose: purpose_from(w.purpose).ok()?,
+            recipient: match w.recipient {
+                WireRecipient::FirstParty => Recipient::FirstParty,
+                WireRecipient::Partner(n) => Recipient::Partner(name(n)?),
+                WireRecipient::DeveloperApp(n) => Recipient::DeveloperApp(name(n)?),
+            },
+            basis: basis_from_code(w.basis)?,
+            allowed_by: w.allowed_by,
+            collected_at: w.collected_at,
+            first_position: w.first_position,
+            last_position: w.last_position,
+            first_at: Timestamp::from_millis(w.first_at),
+            last_at: Timestamp::from_millis(w.last_at),
+            count: w.count,
+        };
+        let consistent =
+            rec.count > 0 && rec.first_position <= rec.last_position && rec.first_at <= rec.last_at;
+        (consistent && rec.encode() == bytes).then_some(rec)
+    }
+}
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -887,6 +977,40 @@ mod tests {
             "golden vectors differ or are missing:\n{}",
             failures.join("\n")
         );
+    }
+
+    /// Decision records are not signed, but they are stored: their bytes are frozen too.
+    #[test]
+    fn decision_record_golden_vector() {
+        let rec = DecisionFields {
+            subject: subject(),
+            purpose: "advertising".into(),
+            recipient: Recipient::Partner(Name::new("acme").unwrap()),
+            basis: LegalBasis::Consent,
+            allowed_by: 7,
+            collected_at: 3,
+            first_position: 8,
+            last_position: 9,
+            first_at: Timestamp::from_millis(1_700_000_000_000),
+            last_at: Timestamp::from_millis(1_700_000_000_500),
+            count: 2,
+        };
+        let bytes = rec.encode();
+        assert_eq!(
+            hex(&bytes),
+            "010000000000000006757365722d31000000000000000b6164766572746973696e6700000001000000000000000461636d650100000000000000070000000000000003000000000000000800000000000000090000018bcfe568000000018bcfe569f40000000000000002"
+        );
+        assert_eq!(DecisionFields::decode(&bytes), Some(rec.clone()));
+        // Trailing bytes, a cut, another version, an empty range: all refused.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(DecisionFields::decode(&longer), None);
+        assert_eq!(DecisionFields::decode(&bytes[..bytes.len() - 1]), None);
+        let mut other = bytes.clone();
+        other[0] = 2;
+        assert_eq!(DecisionFields::decode(&other), None);
+        let none = DecisionFields { count: 0, ..rec };
+        assert_eq!(DecisionFields::decode(&none.encode()), None);
     }
 
     #[test]

@@ -254,4 +254,8 @@ pub enum ReadError {
     /// A stored entry is broken.
     #[error(transparent)]
     Integrity(#[from] IntegrityError),
+    /// A stored decision record does not decode or its tag does not match: it was
+    /// edited, or written with another pseudonym key.
+    #[error("a stored decision record is corrupt or was not written by this ledger")]
+    CorruptRecord,
 }

@@ -49,7 +49,7 @@ impl Inspector {
     /// holding the ledger open).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, OpenError> {
         let store: Box<dyn Backend> = match SledStore::open_existing(dir.as_ref())? {
-            Opened::Store(s) => Box::new(s),
+            Opened::Store(s) => s,
             Opened::Foreign => return Err(OpenError::NotALedger),
         };
         match store.meta(FORMAT_KEY)?.as_deref() {

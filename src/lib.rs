@@ -18,6 +18,7 @@ mod note;
 mod purpose;
 mod receipt;
 mod recipient;
+mod records;
 mod signing;
 mod state;
 mod store;
@@ -38,8 +39,9 @@ pub use error::{
 pub use identifier::{Identifier, IdentifierKind, PseudonymKey};
 pub use inspect::Inspector;
 pub use ledger::{
-    At, Change, Durability, ExpiringConsent, HistoryEntry, Ledger, LedgerBuilder, NoPseudonymKey,
-    NoSigningKey, Recorded, UntrustedRange, VerifyReport,
+    At, Change, Durability, ExpiringConsent, HistoryEntry, Hypothesis, ImpactQuery, ImpactReport, Ledger,
+    LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded, Unlawful, UnlawfulUse, UntrustedRange,
+    VerifyReport,
 };
 pub use merkle::ProofError;
 pub use note::NoteError;
@@ -49,6 +51,7 @@ pub use purpose::{
 };
 pub use receipt::{verify_receipt, Receipt, VerifiedReceipt, RECEIPT_VERSION};
 pub use recipient::{Name, Recipient, RecipientScope, MAX_RECIPIENT_NAME_LEN};
+pub use records::{DecisionRecord, Recording};
 pub use signing::{InvalidKey, SigningKey, VerifyingKey};
 pub use subject::{SubjectId, MAX_SUBJECT_ID_LEN};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -54,11 +54,22 @@ impl Ledger {
             };
             let query = state.query::<P>(recipient);
             let stamp = self.stamp();
+            let start = out.len();
             out.extend(chunk.iter().map(|(id, lookup)| {
                 state
                     .decide_query(&query, lookup, || stamp, || self.now())
                     .map(|(evidence, _)| Use::new(id, recipient, evidence))
             }));
+            drop(state);
+            if self.records_decisions() {
+                for d in out.iter_mut().skip(start) {
+                    if let Ok(u) = d {
+                        if self.record(u.evidence(), recipient).is_err() {
+                            *d = Err(Denied::Unavailable);
+                        }
+                    }
+                }
+            }
         }
     }
 }

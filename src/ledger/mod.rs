@@ -2,6 +2,7 @@
 
 mod batch;
 mod export;
+mod impact;
 mod lifecycle;
 mod merkle_log;
 pub(crate) mod open;
@@ -13,6 +14,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+pub use impact::{Hypothesis, ImpactQuery, ImpactReport, Unlawful, UnlawfulUse};
 pub use lifecycle::ExpiringConsent;
 pub use open::{LedgerBuilder, NoPseudonymKey, NoSigningKey};
 pub use past::At;
@@ -196,6 +198,15 @@ struct Inner {
     /// The log as an RFC 9162 Merkle tree, built on first use (or at open when a
     /// trusted checkpoint is checked) and then extended by every append.
     tree: Mutex<Option<crate::merkle::MerkleTree>>,
+    /// Decision records, as configured.
+    recorder: crate::records::Recorder,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Aggregated counts still in memory; a failure here cannot be reported.
+        let _ = self.recorder.flush(&*self.store, &self.pseudonym_key);
+    }
 }
 
 /// Everything the single writer needs, behind one mutex.
@@ -297,7 +308,35 @@ impl Ledger {
             || self.stamp(),
             || self.inner.clock.now(),
         )?;
+        drop(state);
+        self.record(&evidence, recipient)?;
         Ok(Use::new(identifier, recipient, evidence))
+    }
+
+    /// Records an allowed use as configured; a use that must be recorded and cannot be
+    /// is denied.
+    pub(crate) fn record(&self, evidence: &crate::Evidence, recipient: &Recipient) -> Result<(), Denied> {
+        self.inner
+            .recorder
+            .record(&*self.inner.store, &self.inner.pseudonym_key, evidence, recipient)
+            .map_err(|_| Denied::Unavailable)
+    }
+
+    /// Whether allowed uses are recorded.
+    pub(crate) fn records_decisions(&self) -> bool {
+        self.inner.recorder.is_on()
+    }
+
+    /// Every stored decision record (aggregates held in memory are written first).
+    ///
+    /// # Errors
+    /// Storage failures; [`ReadError::CorruptRecord`] for a record that was edited or
+    /// written with another pseudonym key.
+    pub fn decision_records(&self) -> Result<Vec<crate::DecisionRecord>, ReadError> {
+        self.inner
+            .recorder
+            .flush(&*self.inner.store, &self.inner.pseudonym_key)?;
+        crate::records::read_all(&*self.inner.store, &self.inner.pseudonym_key)
     }
 
     /// The time to stamp a decision that does not depend on the time with.
@@ -526,6 +565,9 @@ impl Ledger {
     /// Storage failures.
     pub fn sync(&self) -> Result<(), WriteError> {
         let written = self.inner.group.written.load(Ordering::SeqCst);
+        self.inner
+            .recorder
+            .flush(&*self.inner.store, &self.inner.pseudonym_key)?;
         self.inner.store.sync()?;
         let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
         s.durable = s.durable.max(written);

@@ -49,6 +49,7 @@ pub struct LedgerBuilder<S = NoSigningKey, K = NoPseudonymKey> {
     trusted_checkpoint: Option<String>,
     /// Stamp time-independent decisions from a ticker (default clock only).
     ticker: bool,
+    recording: crate::records::Recording,
 }
 
 impl<S, K> fmt::Debug for LedgerBuilder<S, K> {
@@ -71,6 +72,7 @@ impl LedgerBuilder {
             clock: Arc::new(SystemClock),
             trusted_checkpoint: None,
             ticker: true,
+            recording: crate::records::Recording::Off,
         }
     }
 }
@@ -87,6 +89,7 @@ impl<K> LedgerBuilder<NoSigningKey, K> {
             clock: self.clock,
             trusted_checkpoint: self.trusted_checkpoint,
             ticker: self.ticker,
+            recording: self.recording,
         }
     }
 }
@@ -103,6 +106,7 @@ impl<S> LedgerBuilder<S, NoPseudonymKey> {
             clock: self.clock,
             trusted_checkpoint: self.trusted_checkpoint,
             ticker: self.ticker,
+            recording: self.recording,
         }
     }
 }
@@ -111,6 +115,13 @@ impl<S, K> LedgerBuilder<S, K> {
     /// What an acknowledged append promises about crashes (default [`Durability::Immediate`]).
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Which allowed uses to record as [`DecisionRecord`](crate::DecisionRecord)s, for
+    /// audits and [impact queries](Ledger::impact). Default: [`Recording::Off`](crate::Recording::Off).
+    pub fn record_decisions(mut self, recording: crate::records::Recording) -> Self {
+        self.recording = recording;
         self
     }
 
@@ -156,7 +167,7 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
             Durability::Immediate | Durability::GroupCommit => None,
         };
         let store: Box<dyn Backend> = match SledStore::open(&self.path, background)? {
-            Opened::Store(s) => Box::new(s),
+            Opened::Store(s) => s,
             Opened::Foreign => return Err(OpenError::NotALedger),
         };
         match store.meta(FORMAT_KEY)? {
@@ -221,6 +232,7 @@ fn read_err(e: ReadError) -> OpenError {
         ReadError::Storage(s) => OpenError::Storage(s),
         ReadError::Integrity(i) => OpenError::Integrity(i),
         ReadError::OutOfRange => OpenError::CorruptMetadata("log"),
+        ReadError::CorruptRecord => OpenError::CorruptMetadata("decision record"),
     }
 }
 
@@ -275,6 +287,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     }
     finish_erasures(&*store, &state, &index)?;
 
+    let recorder = crate::records::Recorder::new(b.recording, &*store)?;
     let head = replay.head_hash();
     let len = replay.len();
     let last_ts = Timestamp::from_millis(replay.last_timestamp());
@@ -309,6 +322,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             durability: b.durability,
             ledger_id,
             tree: Mutex::new(tree),
+            recorder,
         }),
     })
 }

@@ -1,12 +1,13 @@
 //! The storage backend: the only module that touches sled.
 //!
 //! The ledger talks to storage through the small [`Backend`] trait, so another engine
-//! can be added without touching the rest of the crate. Four keyspaces:
+//! can be added without touching the rest of the crate. Five keyspaces:
 //!
 //! | where | key | value | mutable |
 //! |---|---|---|---|
 //! | sled tree `entries` | sequence number, `u64` BE | signed entry bytes | append only |
 //! | sled tree `meta` | name | format marker | yes |
+//! | sled tree `decisions` | record key (see `records.rs`) | encoded decision record | aggregates grow |
 //! | vault file, index slots | lookup pseudonym (32 bytes) | encoded index record | yes (erasure) |
 //! | vault file, secret slots | subject id (UTF-8) | the subject's 32-byte secret | yes (erasure) |
 //!
@@ -85,6 +86,14 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn remove_secret(&self, subject: &str) -> Result<(), StorageError>;
     /// Makes every write so far durable (flush, then fsync the data file).
     fn sync(&self) -> Result<(), StorageError>;
+    /// Stores a decision record (replacing one with the same key).
+    fn put_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError>;
+    /// Reads one decision record.
+    fn decision(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Every decision record whose key starts with `prefix`, in key order.
+    fn decisions(&self, prefix: &[u8]) -> Items<'_, (Vec<u8>, Vec<u8>)>;
+    /// The greatest decision key starting with `prefix`.
+    fn last_decision_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 }
 
 /// The sled-backed store.
@@ -92,6 +101,7 @@ pub(crate) struct SledStore {
     db: sled::Db,
     entries: sled::Tree,
     meta: sled::Tree,
+    decisions: sled::Tree,
     vault: Vault,
     data_file: PathBuf,
 }
@@ -105,7 +115,7 @@ impl fmt::Debug for SledStore {
 }
 
 /// The trees this crate creates; a database with any other tree is not a ledger.
-const TREES: [&str; 2] = ["entries", "meta"];
+const TREES: [&str; 3] = ["entries", "meta", "decisions"];
 
 fn err(context: &'static str) -> impl Fn(sled::Error) -> StorageError {
     move |e| StorageError::new(context, e)
@@ -114,7 +124,7 @@ fn err(context: &'static str) -> impl Fn(sled::Error) -> StorageError {
 /// How opening the directory went, before any ledger-level checks.
 pub(crate) enum Opened {
     /// A sled database with only this crate's trees (possibly all empty).
-    Store(SledStore),
+    Store(Box<SledStore>),
     /// The directory holds something else; nothing was written to it.
     Foreign,
 }
@@ -166,13 +176,14 @@ impl SledStore {
             return Ok(Opened::Foreign);
         }
         let tree = |name: &str| db.open_tree(name).map_err(err("opening a tree"));
-        Ok(Opened::Store(SledStore {
+        Ok(Opened::Store(Box::new(SledStore {
             entries: tree("entries")?,
             meta: tree("meta")?,
+            decisions: tree("decisions")?,
             vault: Vault::open(&dir.join(VAULT_FILE))?,
             data_file: dir.join("db"),
             db,
-        }))
+        })))
     }
 }
 
@@ -253,6 +264,35 @@ impl Backend for SledStore {
 
     fn remove_secret(&self, subject: &str) -> Result<(), StorageError> {
         self.vault.remove(Kind::Secret, subject.as_bytes())
+    }
+
+    fn put_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError> {
+        self.decisions
+            .insert(key, record)
+            .map_err(err("writing a decision record"))?;
+        Ok(())
+    }
+
+    fn decision(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .decisions
+            .get(key)
+            .map_err(err("reading a decision record"))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn decisions(&self, prefix: &[u8]) -> Items<'_, (Vec<u8>, Vec<u8>)> {
+        Box::new(self.decisions.scan_prefix(prefix).map(|item| {
+            let (k, v) = item.map_err(err("reading decision records"))?;
+            Ok((k.to_vec(), v.to_vec()))
+        }))
+    }
+
+    fn last_decision_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.decisions.scan_prefix(prefix).next_back() {
+            None => Ok(None),
+            Some(item) => Ok(Some(item.map_err(err("reading decision records"))?.0.to_vec())),
+        }
     }
 
     fn sync(&self) -> Result<(), StorageError> {

@@ -1,0 +1,375 @@
+//! Impact queries: after an incident, who was affected, by which uses, and which of
+//! those uses had no valid consent under a stated hypothesis.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use super::Ledger;
+use crate::entry::{self, Body, Entry};
+use crate::error::{IntegrityError, ReadError};
+use crate::identifier::{IdentifierKind, Pseudonym};
+use crate::purpose::{LegalBasis, Purpose};
+use crate::recipient::Recipient;
+use crate::records::DecisionRecord;
+use crate::state::{Consent, State};
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+
+/// A counterfactual rule under which recorded uses are judged again, to measure the
+/// blast radius of a bug or a misconfiguration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Hypothesis {
+    /// Identifiers their subject gave for `given_for` count as never consented for
+    /// `used_for`, whatever the ledger says (for example: every number given for
+    /// two-factor authentication was never consented for advertising).
+    NeverConsented {
+        /// Purpose id the identifier was given for.
+        given_for: String,
+        /// Purpose id of the uses judged.
+        used_for: String,
+    },
+    /// Every change takes effect at the moment it was recorded: a use at time T is
+    /// judged against all changes recorded up to T, even if it was decided on an older
+    /// state (a cached decision, a lagging replica, a `Use` kept and used later).
+    WithdrawalsImmediate,
+    /// Consents granted in `[from, until)` count as never given (a consent switch that
+    /// was on by default, a form that pre-ticked a box).
+    GrantsVoidBetween {
+        /// Start of the period (inclusive).
+        from: Timestamp,
+        /// End of the period (exclusive).
+        until: Timestamp,
+    },
+}
+
+impl Hypothesis {
+    /// [`Hypothesis::NeverConsented`] for identifiers given for `G`, used for `U`.
+    pub fn never_consented<G: Purpose, U: Purpose>() -> Self {
+        Hypothesis::NeverConsented {
+            given_for: G::ID.to_owned(),
+            used_for: U::ID.to_owned(),
+        }
+    }
+}
+
+/// What an impact query asks: uses in a time window, for a purpose (or all), by a
+/// recipient (or all), judged under some hypotheses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImpactQuery {
+    from: Timestamp,
+    until: Timestamp,
+    purpose: Option<String>,
+    recipient: Option<Recipient>,
+    hypotheses: Vec<Hypothesis>,
+}
+
+impl ImpactQuery {
+    /// Uses made in `[from, until)`, any purpose, any recipient, no hypothesis.
+    pub fn between(from: Timestamp, until: Timestamp) -> Self {
+        ImpactQuery {
+            from,
+            until,
+            purpose: None,
+            recipient: None,
+            hypotheses: Vec::new(),
+        }
+    }
+
+    /// Only uses for purpose `P`.
+    pub fn purpose<P: Purpose>(self) -> Self {
+        self.purpose_id(P::ID)
+    }
+
+    /// Only uses for the purpose with this id (for tools that read it as text).
+    pub fn purpose_id(mut self, id: &str) -> Self {
+        self.purpose = Some(id.to_owned());
+        self
+    }
+
+    /// Only uses by this recipient.
+    pub fn recipient(mut self, recipient: Recipient) -> Self {
+        self.recipient = Some(recipient);
+        self
+    }
+
+    /// Judges the uses under `hypothesis` as well (hypotheses combine).
+    pub fn assume(mut self, hypothesis: Hypothesis) -> Self {
+        self.hypotheses.push(hypothesis);
+        self
+    }
+
+    fn selects(&self, r: &DecisionRecord) -> bool {
+        let (first, last) = r.times();
+        first < self.until
+            && last >= self.from
+            && self.purpose.as_deref().is_none_or(|p| p == r.purpose())
+            && self.recipient.as_ref().is_none_or(|x| x == r.recipient())
+    }
+
+    fn withdrawals_immediate(&self) -> bool {
+        self.hypotheses.contains(&Hypothesis::WithdrawalsImmediate)
+    }
+
+    fn grant_void(&self, at: Timestamp) -> bool {
+        self.hypotheses.iter().any(|h| match h {
+            Hypothesis::GrantsVoidBetween { from, until } => *from <= at && at < *until,
+            _ => false,
+        })
+    }
+}
+
+/// Why a recorded use had no valid basis under the query's hypotheses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unlawful {
+    /// The identifier was given for another purpose (a [`Hypothesis::NeverConsented`]).
+    GivenFor {
+        /// The purpose the identifier was given for.
+        purpose: String,
+    },
+    /// No consent was in force.
+    NoConsent,
+    /// Consent had been withdrawn at this entry.
+    Withdrawn {
+        /// The withdrawal entry.
+        at: u64,
+    },
+    /// The grant had expired.
+    Expired {
+        /// The grant.
+        grant: u64,
+    },
+    /// The consent in force did not cover the recipient.
+    RecipientNotCovered {
+        /// The grant.
+        grant: u64,
+    },
+    /// The subject had been erased at this entry.
+    Erased {
+        /// The erasure entry.
+        at: u64,
+    },
+}
+
+/// A recorded use (or aggregate of uses) that had no valid basis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnlawfulUse {
+    /// The record.
+    pub record: DecisionRecord,
+    /// Kind of the identifier used, from its collection entry.
+    pub kind: Option<IdentifierKind>,
+    /// Why.
+    pub reason: Unlawful,
+}
+
+/// The answer to an [`ImpactQuery`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImpactReport {
+    /// Decision records selected.
+    pub records: u64,
+    /// Uses they count.
+    pub uses: u64,
+    /// Subjects whose data was used, sorted.
+    pub subjects: Vec<SubjectId>,
+    /// Identifiers used: (subject, collection entry, kind), sorted.
+    pub identifiers: Vec<(SubjectId, u64, Option<IdentifierKind>)>,
+    /// Uses per recipient.
+    pub by_recipient: Vec<(Recipient, u64)>,
+    /// Records without a valid basis under the hypotheses, in record order.
+    pub unlawful: Vec<UnlawfulUse>,
+    /// Uses they count.
+    pub unlawful_uses: u64,
+    /// Subjects affected by them, sorted.
+    pub unlawful_subjects: Vec<SubjectId>,
+}
+
+/// What pass one learns about collections.
+struct Collection {
+    subject: SubjectId,
+    pseudonym: Pseudonym,
+    kind: IdentifierKind,
+}
+
+impl Ledger {
+    /// Answers an impact query from the decision records (see
+    /// [`LedgerBuilder::record_decisions`](crate::LedgerBuilder::record_decisions)) and
+    /// the log: which subjects' data was used in the window, by whom, through which
+    /// identifiers, and which uses had no valid consent when judged again under the
+    /// query's hypotheses. Each use is judged at the ledger position it was decided at
+    /// (both the first and the last use of an aggregate).
+    ///
+    /// # Errors
+    /// Storage failures, a corrupt decision record, an entry that does not decode.
+    pub fn impact(&self, q: &ImpactQuery) -> Result<ImpactReport, ReadError> {
+        let records: Vec<DecisionRecord> = self
+            .decision_records()?
+            .into_iter()
+            .filter(|r| q.selects(r))
+            .collect();
+        let store = &*self.inner.store;
+
+        // Pass one: timestamps (to place a time on the log) and collections.
+        let mut times: Vec<Timestamp> = Vec::new();
+        let mut collections: HashMap<u64, Collection> = HashMap::new();
+        let mut given: HashSet<(SubjectId, Pseudonym, String)> = HashSet::new();
+        for e in decoded(store) {
+            let e = e?;
+            if let Body::Collected {
+                subject,
+                kind,
+                pseudonym,
+                purpose,
+                ..
+            } = &e.body
+            {
+                given.insert((subject.clone(), *pseudonym, purpose.clone()));
+                collections.insert(
+                    e.seq,
+                    Collection {
+                        subject: subject.clone(),
+                        pseudonym: *pseudonym,
+                        kind: *kind,
+                    },
+                );
+            }
+            times.push(e.timestamp);
+        }
+
+        // Each record is judged at its first and last use: (position, time, record).
+        let mut points: Vec<(u64, Timestamp, usize)> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            let (p1, p2) = r.positions();
+            let (t1, t2) = r.times();
+            for (p, t) in [(p1, t1), (p2, t2)] {
+                let p = if q.withdrawals_immediate() {
+                    p.max(times.partition_point(|x| *x <= t) as u64)
+                } else {
+                    p
+                };
+                points.push((p, t, i));
+            }
+        }
+        points.sort_unstable_by_key(|(p, ..)| *p);
+        points.dedup();
+
+        // Pass two: replay (with voided grants left out) and judge at each point.
+        let mut verdicts: Vec<Option<Unlawful>> = vec![None; records.len()];
+        let mut state = State::default();
+        let mut entries = decoded(store);
+        let mut next = 0u64;
+        for (p, t, i) in points {
+            while next < p {
+                match entries.next() {
+                    Some(e) => {
+                        let e = e?;
+                        let void = matches!(e.body, Body::Granted { .. }) && q.grant_void(e.timestamp);
+                        if void {
+                            state.len = e.seq.saturating_add(1);
+                        } else {
+                            state.apply(&e, None);
+                        }
+                        next = e.seq.saturating_add(1);
+                    }
+                    None => break,
+                }
+            }
+            let (Some(r), Some(slot)) = (records.get(i), verdicts.get_mut(i)) else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = judge(q, &state, r, t, &collections, &given);
+            }
+        }
+
+        let mut report = ImpactReport {
+            records: records.len() as u64,
+            ..ImpactReport::default()
+        };
+        let mut subjects = BTreeSet::new();
+        let mut identifiers = BTreeSet::new();
+        let mut by_recipient: BTreeMap<Recipient, u64> = BTreeMap::new();
+        let mut unlawful_subjects = BTreeSet::new();
+        for (r, verdict) in records.into_iter().zip(verdicts) {
+            report.uses = report.uses.saturating_add(r.count());
+            subjects.insert(r.subject().clone());
+            let kind = collections.get(&r.collected_at()).map(|c| c.kind);
+            identifiers.insert((r.subject().clone(), r.collected_at(), kind));
+            *by_recipient.entry(r.recipient().clone()).or_default() += r.count();
+            if let Some(reason) = verdict {
+                report.unlawful_uses = report.unlawful_uses.saturating_add(r.count());
+                unlawful_subjects.insert(r.subject().clone());
+                report.unlawful.push(UnlawfulUse {
+                    record: r,
+                    kind,
+                    reason,
+                });
+            }
+        }
+        report.subjects = subjects.into_iter().collect();
+        report.identifiers = identifiers.into_iter().collect();
+        report.by_recipient = by_recipient.into_iter().collect();
+        report.unlawful_subjects = unlawful_subjects.into_iter().collect();
+        Ok(report)
+    }
+}
+
+/// The log's entries in order, decoded (the log's integrity is [`Ledger::verify`]'s job).
+fn decoded(store: &dyn crate::store::Backend) -> impl Iterator<Item = Result<Entry, ReadError>> + '_ {
+    let mut pos = 0u64;
+    store.entries_from(0).map(move |item| {
+        let (_, bytes) = item?;
+        let stored = entry::decode(&bytes).map_err(|problem| IntegrityError {
+            position: pos,
+            problem,
+        })?;
+        pos = pos.saturating_add(1);
+        Ok(stored.entry)
+    })
+}
+
+/// The reason a use had no valid basis at this state and time, if any.
+fn judge(
+    q: &ImpactQuery,
+    state: &State,
+    r: &DecisionRecord,
+    at: Timestamp,
+    collections: &HashMap<u64, Collection>,
+    given: &HashSet<(SubjectId, Pseudonym, String)>,
+) -> Option<Unlawful> {
+    if let Some(at) = state.erased_at(r.subject()) {
+        return Some(Unlawful::Erased { at });
+    }
+    for h in &q.hypotheses {
+        if let Hypothesis::NeverConsented { given_for, used_for } = h {
+            let same_identifier_given = collections
+                .get(&r.collected_at())
+                .is_some_and(|c| given.contains(&(c.subject.clone(), c.pseudonym, given_for.clone())));
+            if used_for == r.purpose() && same_identifier_given {
+                return Some(Unlawful::GivenFor {
+                    purpose: given_for.clone(),
+                });
+            }
+        }
+    }
+    if r.legal_basis() != LegalBasis::Consent {
+        return None;
+    }
+    match state.consent_for(r.subject(), r.purpose()) {
+        None => Some(Unlawful::NoConsent),
+        Some(Consent::Withdrawn { seq }) => Some(Unlawful::Withdrawn { at: seq }),
+        Some(Consent::Expired { grant, .. }) => Some(Unlawful::Expired { grant }),
+        Some(Consent::Granted {
+            seq,
+            scope,
+            expires_at,
+        }) => {
+            if expires_at.is_some_and(|e| at >= e) {
+                Some(Unlawful::Expired { grant: seq })
+            } else if !scope.covers(r.recipient()) {
+                Some(Unlawful::RecipientNotCovered { grant: seq })
+            } else {
+                None
+            }
+        }
+    }
+}

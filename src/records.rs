@@ -1,0 +1,353 @@
+//! Decision records: which allowed uses happened, kept beside the ledger.
+//!
+//! The ledger records consent changes; decision records say what was done under them:
+//! subject, purpose, recipient, which collection (so which identifier) and which
+//! consent entry, at which position and time. They are what an operator reads after
+//! an incident ([`Ledger::impact`](crate::Ledger::impact)).
+//!
+//! Records hold the application's subject ids and entry positions, never identifier
+//! values. Each carries an HMAC tag under the pseudonym key, so an edited or inserted
+//! record is refused when read.
+//!
+//! Storage keys (sled tree `decisions`):
+//!
+//! | mode | key |
+//! |---|---|
+//! | every decision | `0x01`, record number (`u64` BE) |
+//! | aggregated | `0x02`, bucket start in ms (`u64` BE), 16 bytes of SHA-256 over the grouping fields |
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::decision::Evidence;
+use crate::entry::DecisionFields;
+use crate::error::{ReadError, StorageError};
+use crate::identifier::PseudonymKey;
+use crate::purpose::LegalBasis;
+use crate::recipient::Recipient;
+use crate::store::Backend;
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+
+/// Which allowed uses are recorded (set with
+/// [`LedgerBuilder::record_decisions`](crate::LedgerBuilder::record_decisions)).
+///
+/// Denied uses are never recorded: nothing was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Recording {
+    /// No records (the default).
+    #[default]
+    Off,
+    /// One record per allowed use, written to the store as part of the decision. If it
+    /// cannot be written the use is denied ([`Denied::Unavailable`](crate::Denied::Unavailable)):
+    /// an operator who asked for every use to be recorded gets no unrecorded use.
+    Every,
+    /// One record per subject, purpose, recipient, collection, consent entry and time
+    /// bucket, with the number of uses and the first and last of them. Counted in
+    /// memory and written when a bucket's table fills up, on
+    /// [`Ledger::sync`](crate::Ledger::sync), on
+    /// [`Ledger::decision_records`](crate::Ledger::decision_records) and when the
+    /// ledger is dropped. A process crash loses the counts not yet written.
+    Aggregated {
+        /// Bucket length (at least one millisecond).
+        bucket: Duration,
+    },
+}
+
+/// A record of allowed uses: one use, or an aggregate of uses in one time bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    pub(crate) fields: DecisionFields,
+}
+
+impl DecisionRecord {
+    /// The subject whose identifier was used.
+    pub fn subject(&self) -> &SubjectId {
+        &self.fields.subject
+    }
+
+    /// The purpose id of the use.
+    pub fn purpose(&self) -> &str {
+        &self.fields.purpose
+    }
+
+    /// Who received the data.
+    pub fn recipient(&self) -> &Recipient {
+        &self.fields.recipient
+    }
+
+    /// The legal basis the use relied on.
+    pub fn legal_basis(&self) -> LegalBasis {
+        self.fields.basis
+    }
+
+    /// The entry that allowed the use (the grant, or the collection when the purpose
+    /// is not consent-based).
+    pub fn allowed_by(&self) -> u64 {
+        self.fields.allowed_by
+    }
+
+    /// The collection entry of the identifier used: it names the identifier (by kind
+    /// and pseudonym) without its value.
+    pub fn collected_at(&self) -> u64 {
+        self.fields.collected_at
+    }
+
+    /// Number of uses in this record (1 unless aggregated).
+    pub fn count(&self) -> u64 {
+        self.fields.count
+    }
+
+    /// Ledger positions of the first and the last use (see [`Evidence::position`]).
+    pub fn positions(&self) -> (u64, u64) {
+        (self.fields.first_position, self.fields.last_position)
+    }
+
+    /// Times of the first and the last use.
+    pub fn times(&self) -> (Timestamp, Timestamp) {
+        (self.fields.first_at, self.fields.last_at)
+    }
+}
+
+/// Domain separation for the records' tags.
+const TAG_DOMAIN: &[u8] = b"consent-ledger decision record v1";
+const EVERY: u8 = 1;
+const AGGREGATED: u8 = 2;
+const SHARDS: usize = 16;
+/// Aggregates held per shard before the shard is written out.
+const SHARD_LIMIT: usize = 4096;
+
+/// Writes decision records as configured.
+pub(crate) struct Recorder {
+    mode: Recording,
+    bucket_ms: u64,
+    next: AtomicU64,
+    shards: Vec<Mutex<HashMap<u64, Vec<DecisionFields>>>>,
+    hasher: RandomState,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tag(key: &PseudonymKey, body: &[u8]) -> [u8; 32] {
+    key.index_tag(&[TAG_DOMAIN, body])
+}
+
+fn seal(key: &PseudonymKey, fields: &DecisionFields) -> Vec<u8> {
+    let mut bytes = fields.encode();
+    let t = tag(key, &bytes);
+    bytes.extend_from_slice(&t);
+    bytes
+}
+
+/// Checks the tag and decodes a stored record.
+pub(crate) fn open_record(key: &PseudonymKey, bytes: &[u8]) -> Option<DecisionFields> {
+    let split = bytes.len().checked_sub(32)?;
+    let (body, t) = bytes.split_at(split);
+    let expected = tag(key, body);
+    let same = t
+        .iter()
+        .zip(expected.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0;
+    if !same {
+        return None;
+    }
+    DecisionFields::decode(body)
+}
+
+fn corrupt() -> ReadError {
+    ReadError::CorruptRecord
+}
+
+impl Recorder {
+    /// A recorder continuing the records already in `store`.
+    pub(crate) fn new(mode: Recording, store: &dyn Backend) -> Result<Recorder, StorageError> {
+        let next = match store.last_decision_key(&[EVERY])? {
+            Some(k) => k
+                .get(1..9)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, |b| u64::from_be_bytes(b).saturating_add(1)),
+            None => 0,
+        };
+        let bucket_ms = match mode {
+            Recording::Aggregated { bucket } => u64::try_from(bucket.as_millis()).unwrap_or(u64::MAX).max(1),
+            _ => 1,
+        };
+        Ok(Recorder {
+            mode,
+            bucket_ms,
+            next: AtomicU64::new(next),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        })
+    }
+
+    /// Whether anything is recorded.
+    pub(crate) fn is_on(&self) -> bool {
+        self.mode != Recording::Off
+    }
+
+    /// Records one allowed use.
+    pub(crate) fn record(
+        &self,
+        store: &dyn Backend,
+        key: &PseudonymKey,
+        ev: &Evidence,
+        recipient: &Recipient,
+    ) -> Result<(), StorageError> {
+        match self.mode {
+            Recording::Off => Ok(()),
+            Recording::Every => {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                let mut k = Vec::with_capacity(9);
+                k.push(EVERY);
+                k.extend_from_slice(&n.to_be_bytes());
+                store.put_decision(&k, &seal(key, &fields_of(ev, recipient)))
+            }
+            Recording::Aggregated { .. } => {
+                let bucket = ev.decided_at.as_millis() / self.bucket_ms;
+                let mut h = self.hasher.build_hasher();
+                bucket.hash(&mut h);
+                ev.subject.as_str().hash(&mut h);
+                ev.purpose.hash(&mut h);
+                recipient.hash(&mut h);
+                ev.allowed_by.hash(&mut h);
+                ev.collected_at.hash(&mut h);
+                let hash = h.finish();
+                let shard = self.shard(hash).ok_or_else(poisoned)?;
+                let mut map = shard.lock().map_err(|_| poisoned())?;
+                let slot = map.entry(hash).or_default();
+                let same = |f: &DecisionFields| {
+                    f.first_at.as_millis() / self.bucket_ms == bucket
+                        && f.subject == ev.subject
+                        && f.purpose == ev.purpose
+                        && f.recipient == *recipient
+                        && f.allowed_by == ev.allowed_by
+                        && f.collected_at == ev.collected_at
+                };
+                match slot.iter_mut().find(|f| same(f)) {
+                    Some(f) => {
+                        f.count = f.count.saturating_add(1);
+                        f.first_position = f.first_position.min(ev.position);
+                        f.last_position = f.last_position.max(ev.position);
+                        f.last_at = f.last_at.max(ev.decided_at);
+                    }
+                    None => slot.push(fields_of(ev, recipient)),
+                }
+                if map.len() >= SHARD_LIMIT {
+                    self.write_out(store, key, &mut map)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn shard(&self, hash: u64) -> Option<&Mutex<HashMap<u64, Vec<DecisionFields>>>> {
+        // Always some: there are `SHARDS` shards.
+        self.shards.get((hash % SHARDS as u64) as usize)
+    }
+
+    /// Writes every aggregate held in memory.
+    pub(crate) fn flush(&self, store: &dyn Backend, key: &PseudonymKey) -> Result<(), StorageError> {
+        if !matches!(self.mode, Recording::Aggregated { .. }) {
+            return Ok(());
+        }
+        for shard in &self.shards {
+            let mut map = shard.lock().map_err(|_| poisoned())?;
+            self.write_out(store, key, &mut map)?;
+        }
+        Ok(())
+    }
+
+    /// Merges a shard's aggregates into the stored ones (under the shard's lock: a
+    /// grouping key always falls in the same shard, so no other writer touches it).
+    fn write_out(
+        &self,
+        store: &dyn Backend,
+        key: &PseudonymKey,
+        map: &mut HashMap<u64, Vec<DecisionFields>>,
+    ) -> Result<(), StorageError> {
+        for (_, group) in map.drain() {
+            for mut f in group {
+                let k = aggregate_key(&f, self.bucket_ms);
+                if let Some(old) = store.decision(&k)?.and_then(|b| open_record(key, &b)) {
+                    f.count = f.count.saturating_add(old.count);
+                    f.first_position = f.first_position.min(old.first_position);
+                    f.last_position = f.last_position.max(old.last_position);
+                    f.first_at = f.first_at.min(old.first_at);
+                    f.last_at = f.last_at.max(old.last_at);
+                }
+                store.put_decision(&k, &seal(key, &f))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn poisoned() -> StorageError {
+    StorageError::new(
+        "recording a decision",
+        std::io::Error::other("a thread panicked while recording"),
+    )
+}
+
+fn fields_of(ev: &Evidence, recipient: &Recipient) -> DecisionFields {
+    DecisionFields {
+        subject: ev.subject.clone(),
+        purpose: ev.purpose.to_owned(),
+        recipient: recipient.clone(),
+        basis: ev.basis,
+        allowed_by: ev.allowed_by,
+        collected_at: ev.collected_at,
+        first_position: ev.position,
+        last_position: ev.position,
+        first_at: ev.decided_at,
+        last_at: ev.decided_at,
+        count: 1,
+    }
+}
+
+fn aggregate_key(f: &DecisionFields, bucket_ms: u64) -> Vec<u8> {
+    let bucket = f.first_at.as_millis() / bucket_ms * bucket_ms;
+    let mut h = Sha256::new();
+    let group = DecisionFields {
+        first_position: 0,
+        last_position: 0,
+        first_at: Timestamp::EPOCH,
+        last_at: Timestamp::EPOCH,
+        count: 1,
+        ..f.clone()
+    };
+    h.update(group.encode());
+    let digest = h.finalize();
+    let mut k = Vec::with_capacity(25);
+    k.push(AGGREGATED);
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k.extend_from_slice(digest.get(..16).unwrap_or(&[]));
+    k
+}
+
+/// Every stored record, in key order (every-decision records first, by number; then
+/// aggregates by bucket).
+pub(crate) fn read_all(store: &dyn Backend, key: &PseudonymKey) -> Result<Vec<DecisionRecord>, ReadError> {
+    let mut out = Vec::new();
+    for item in store.decisions(&[]) {
+        let (_, v) = item?;
+        let fields = open_record(key, &v).ok_or_else(corrupt)?;
+        out.push(DecisionRecord { fields });
+    }
+    Ok(out)
+}

@@ -1,0 +1,366 @@
+//! Decision records (off, every decision, aggregated) and impact queries.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::time::Duration;
+
+use consent_ledger::{
+    Advertising, Clock, Denied, Durability, Hypothesis, Identifier, ImpactQuery, Ledger, ManualClock,
+    PartnerSharing, PseudonymKey, ReadError, Recipient, RecipientScope, Recording, Security, SigningKey,
+    SubjectId, Timestamp, Unlawful,
+};
+
+const T0: u64 = 1_700_000_000_000;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    key: SigningKey,
+    pk: PseudonymKey,
+    clock: ManualClock,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            key: SigningKey::generate(),
+            pk: PseudonymKey::generate(),
+            clock: ManualClock::new(Timestamp::from_millis(T0)),
+        }
+    }
+
+    fn open(&self, recording: Recording) -> Result<Ledger, consent_ledger::OpenError> {
+        Ledger::builder(self.dir.path())
+            .signing_key(self.key.clone())
+            .pseudonym_key(self.pk.clone())
+            .durability(Durability::Relaxed)
+            .clock(self.clock.clone())
+            .record_decisions(recording)
+            .open()
+    }
+
+    fn tick(&self, ms: u64) {
+        self.clock.advance(Duration::from_millis(ms));
+    }
+}
+
+fn subject(s: &str) -> SubjectId {
+    SubjectId::new(s).unwrap()
+}
+
+fn email(i: u32) -> String {
+    format!("person{i}@example.org")
+}
+
+#[test]
+fn off_records_nothing_every_records_each_allowed_use() {
+    let f = Fixture::new();
+    let acme = Recipient::partner("acme").unwrap();
+    {
+        let l = f.open(Recording::Off).unwrap();
+        let id = Identifier::<Advertising>::email(&email(1)).unwrap();
+        l.collect(&subject("s-1"), &id, RecipientScope::all_partners())
+            .unwrap();
+        l.grant::<Advertising>(&subject("s-1"), RecipientScope::all_partners(), None)
+            .unwrap();
+        l.authorize(&id, &acme).unwrap();
+        assert!(l.decision_records().unwrap().is_empty());
+    }
+    let l = f.open(Recording::Every).unwrap();
+    let id = Identifier::<Advertising>::email(&email(1)).unwrap();
+    let stranger = Identifier::<Advertising>::email(&email(2)).unwrap();
+    let u1 = l.authorize(&id, &acme).unwrap();
+    f.tick(10);
+    let u2 = l.authorize(&id, &acme).unwrap();
+    // Denied uses are not recorded.
+    assert_eq!(
+        l.authorize(&stranger, &acme).unwrap_err(),
+        Denied::UnknownIdentifier
+    );
+    let recs = l.decision_records().unwrap();
+    assert_eq!(recs.len(), 2);
+    for (r, u) in recs.iter().zip([&u1, &u2]) {
+        let e = u.evidence();
+        assert_eq!(r.subject(), e.subject());
+        assert_eq!(r.purpose(), "advertising");
+        assert_eq!(r.recipient(), &acme);
+        assert_eq!(r.allowed_by(), e.allowed_by());
+        assert_eq!(r.collected_at(), e.collected_at());
+        assert_eq!(r.positions(), (e.position(), e.position()));
+        assert_eq!(r.times(), (e.decided_at(), e.decided_at()));
+        assert_eq!(r.count(), 1);
+    }
+    drop((u1, u2));
+    drop(l);
+    // Records survive reopening, and numbering continues after them.
+    let l = f.open(Recording::Every).unwrap();
+    l.authorize(&id, &acme).unwrap();
+    assert_eq!(l.decision_records().unwrap().len(), 3);
+}
+
+#[test]
+fn batch_and_audience_matches_are_recorded_too() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let s = subject(&format!("s-{i}"));
+        let id = Identifier::<Advertising>::email(&email(i)).unwrap();
+        l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+        if i % 2 == 0 {
+            l.grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+                .unwrap();
+        }
+        ids.push(id);
+    }
+    let batch = l.authorize_batch(&ids, &acme);
+    assert_eq!(batch.iter().filter(|d| d.is_ok()).count(), 3);
+    assert_eq!(l.decision_records().unwrap().len(), 3);
+    let upload: Vec<String> = (0..6).map(email).collect();
+    let (matches, counts) = l.audience::<Advertising>(&acme).collect(upload);
+    assert_eq!(counts.matched, 3);
+    assert_eq!(matches.len(), 3);
+    assert_eq!(l.decision_records().unwrap().len(), 6);
+}
+
+#[test]
+fn aggregated_counts_per_bucket_and_survive_drop() {
+    let f = Fixture::new();
+    let acme = Recipient::partner("acme").unwrap();
+    let beta = Recipient::partner("beta").unwrap();
+    let bucket = Recording::Aggregated {
+        bucket: Duration::from_secs(60),
+    };
+    let id = Identifier::<Advertising>::email(&email(1)).unwrap();
+    {
+        let l = f.open(bucket).unwrap();
+        l.collect(&subject("s-1"), &id, RecipientScope::all_partners())
+            .unwrap();
+        l.grant::<Advertising>(&subject("s-1"), RecipientScope::all_partners(), None)
+            .unwrap();
+        for _ in 0..100 {
+            l.authorize(&id, &acme).unwrap();
+        }
+        l.authorize(&id, &beta).unwrap();
+        f.tick(60_000);
+        for _ in 0..5 {
+            l.authorize(&id, &acme).unwrap();
+        }
+        // Dropped without sync: the counts are written on drop.
+    }
+    let l = f.open(bucket).unwrap();
+    let mut recs = l.decision_records().unwrap();
+    recs.sort_by_key(|r| (r.times().0, r.recipient().to_string()));
+    let summary: Vec<(String, u64)> = recs
+        .iter()
+        .map(|r| (r.recipient().to_string(), r.count()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("partner \"acme\"".to_string(), 100),
+            ("partner \"beta\"".to_string(), 1),
+            ("partner \"acme\"".to_string(), 5),
+        ]
+    );
+    // Flushing twice merges into the same record instead of adding another.
+    for _ in 0..3 {
+        l.authorize(&id, &acme).unwrap();
+    }
+    l.sync().unwrap();
+    l.authorize(&id, &acme).unwrap();
+    let recs = l.decision_records().unwrap();
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs.iter().map(|r| r.count()).sum::<u64>(), 110);
+}
+
+#[test]
+fn edited_records_are_refused() {
+    let f = Fixture::new();
+    {
+        let l = f.open(Recording::Every).unwrap();
+        let id = Identifier::<Security>::phone("+15550100001").unwrap();
+        l.collect(&subject("s-1"), &id, RecipientScope::first_party())
+            .unwrap();
+        l.authorize(&id, &Recipient::FirstParty).unwrap();
+        l.sync().unwrap();
+    }
+    // Edit the stored record in place: flip one byte of its value.
+    {
+        let db = sled::open(f.dir.path()).unwrap();
+        let tree = db.open_tree("decisions").unwrap();
+        let (k, v) = tree.iter().next().unwrap().unwrap();
+        let mut v = v.to_vec();
+        v[10] ^= 1;
+        tree.insert(k, v).unwrap();
+        db.flush().unwrap();
+    }
+    let l = f.open(Recording::Every).unwrap();
+    assert!(matches!(l.decision_records(), Err(ReadError::CorruptRecord)));
+    // The ledger itself is untouched.
+    l.verify().unwrap();
+}
+
+#[test]
+fn records_hold_no_identifier_values() {
+    let f = Fixture::new();
+    let phone = "+15550109999";
+    let mail = "secret.person@example.org";
+    {
+        let l = f.open(Recording::Every).unwrap();
+        let p = Identifier::<Security>::phone(phone).unwrap();
+        let m = Identifier::<Advertising>::email(mail).unwrap();
+        l.collect(&subject("s-1"), &p, RecipientScope::first_party())
+            .unwrap();
+        l.collect(&subject("s-1"), &m, RecipientScope::all_partners())
+            .unwrap();
+        l.grant::<Advertising>(&subject("s-1"), RecipientScope::all_partners(), None)
+            .unwrap();
+        l.authorize(&p, &Recipient::FirstParty).unwrap();
+        l.authorize(&m, &Recipient::partner("acme").unwrap()).unwrap();
+        let recs = l.decision_records().unwrap();
+        let shown = format!("{recs:?}");
+        assert!(!shown.contains(phone) && !shown.contains("5550109999") && !shown.contains(mail));
+        l.sync().unwrap();
+    }
+    let db = sled::open(f.dir.path()).unwrap();
+    let tree = db.open_tree("decisions").unwrap();
+    assert_eq!(tree.len(), 2);
+    for item in tree.iter() {
+        let (_, v) = item.unwrap();
+        let v = String::from_utf8_lossy(&v);
+        assert!(!v.contains("5550109999") && !v.contains("secret.person"));
+    }
+}
+
+/// The incident: for a period, a sign-up form recorded 2FA numbers as collected for
+/// advertising with consent pre-ticked. The impact query finds exactly the subjects
+/// whose numbers were matched then, and the blast radius under the hypotheses.
+#[test]
+fn impact_query_finds_the_misconfigured_period() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    let beta = Recipient::partner("beta").unwrap();
+
+    // Before the bad release: 4 people opted in to ads with their email, 4 gave a
+    // phone for 2FA only.
+    for i in 0..4 {
+        let s = subject(&format!("ok-{i}"));
+        let id = Identifier::<Advertising>::email(&email(i)).unwrap();
+        l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+        l.grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+            .unwrap();
+        let phone = Identifier::<Security>::phone(&format!("+1555010{i:04}")).unwrap();
+        l.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+    }
+    f.tick(1000);
+    let bad_from = f.clock.now();
+    // The bad release: 3 people enrolling in 2FA also get their number recorded for
+    // advertising, with a pre-ticked grant.
+    for i in 0..3 {
+        let s = subject(&format!("victim-{i}"));
+        let raw = format!("+1555020{i:04}");
+        let phone = Identifier::<Security>::phone(&raw).unwrap();
+        l.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+        let ad = Identifier::<Advertising>::phone(&raw).unwrap();
+        l.collect(&s, &ad, RecipientScope::all_partners()).unwrap();
+        l.grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+            .unwrap();
+    }
+    // Ad matching during the period: everyone advertising-collected is matched.
+    f.tick(1000);
+    let mut upload: Vec<String> = (0..4).map(email).collect();
+    upload.extend((0..3).map(|i| format!("+1555020{i:04}")));
+    upload.extend((0..4).map(|i| format!("+1555010{i:04}")));
+    let (m, _) = l.audience::<Advertising>(&acme).collect(upload.clone());
+    assert_eq!(
+        m.len(),
+        7,
+        "4 opted in, 3 victims; the 2FA-only numbers never match"
+    );
+    f.tick(1000);
+    let bad_until = f.clock.now();
+    // After the fix: one victim withdraws; a later match to beta.
+    l.withdraw::<Advertising>(&subject("victim-0")).unwrap();
+    f.tick(1000);
+    let (m2, _) = l.audience::<Advertising>(&beta).collect(upload);
+    assert_eq!(m2.len(), 6);
+    let end = Timestamp::from_millis(T0 + 1_000_000);
+
+    // Plain query over the bad period: 7 subjects used, all lawful as recorded.
+    let plain = l
+        .impact(&ImpactQuery::between(bad_from, bad_until).purpose::<Advertising>())
+        .unwrap();
+    assert_eq!(plain.subjects.len(), 7);
+    assert_eq!(plain.uses, 7);
+    assert!(plain.unlawful.is_empty());
+
+    // Hypothesis: numbers given for 2FA never consented for ads.
+    let q = ImpactQuery::between(bad_from, bad_until)
+        .purpose::<Advertising>()
+        .assume(Hypothesis::never_consented::<Security, Advertising>());
+    let r = l.impact(&q).unwrap();
+    let names: Vec<&str> = r.unlawful_subjects.iter().map(|s| s.as_str()).collect();
+    assert_eq!(names, ["victim-0", "victim-1", "victim-2"]);
+    assert!(r.unlawful.iter().all(|u| u.reason
+        == Unlawful::GivenFor {
+            purpose: "security".into()
+        }));
+
+    // Hypothesis: grants made during the bad period are void. Over the whole time,
+    // the victims' uses lack consent (both matches); the opted-in people are fine.
+    let q = ImpactQuery::between(Timestamp::from_millis(T0), end)
+        .purpose::<Advertising>()
+        .assume(Hypothesis::GrantsVoidBetween {
+            from: bad_from,
+            until: bad_until,
+        });
+    let r = l.impact(&q).unwrap();
+    assert_eq!(r.uses, 13);
+    assert_eq!(r.unlawful_uses, 5, "3 victims matched for acme, 2 for beta");
+    assert!(r.unlawful.iter().all(|u| u.reason == Unlawful::NoConsent));
+    assert_eq!(r.unlawful_subjects.len(), 3);
+
+    // Only one recipient.
+    let r = l
+        .impact(&ImpactQuery::between(Timestamp::from_millis(T0), end).recipient(beta.clone()))
+        .unwrap();
+    assert_eq!(r.by_recipient, vec![(beta, 6)]);
+    // Another purpose: nothing.
+    let r = l
+        .impact(&ImpactQuery::between(Timestamp::from_millis(T0), end).purpose::<PartnerSharing>())
+        .unwrap();
+    assert_eq!(r.records, 0);
+}
+
+/// "Treat withdrawals as effective immediately": a `Use` decided before a withdrawal
+/// and used after it (recorded at the later time by an aggregate) is caught only
+/// under the hypothesis.
+#[test]
+fn withdrawals_immediate_catches_uses_decided_on_an_older_state() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    let s = subject("s-1");
+    let id = Identifier::<Advertising>::email(&email(1)).unwrap();
+    l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+    l.grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+        .unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    // A use decided now ...
+    l.authorize(&id, &acme).unwrap();
+    // ... and a withdrawal recorded at the same millisecond: the decision was made on
+    // the state before it.
+    l.withdraw::<Advertising>(&s).unwrap();
+    let all = ImpactQuery::between(Timestamp::from_millis(T0), Timestamp::from_millis(T0 + 1));
+    assert!(l.impact(&all).unwrap().unlawful.is_empty());
+    let r = l.impact(&all.assume(Hypothesis::WithdrawalsImmediate)).unwrap();
+    assert_eq!(r.unlawful.len(), 1);
+    assert!(matches!(r.unlawful[0].reason, Unlawful::Withdrawn { .. }));
+}
