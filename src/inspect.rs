@@ -5,11 +5,13 @@ use std::fmt;
 use std::path::Path;
 
 use crate::entry::{self, Body};
+use crate::error::StorageError;
 use crate::error::{IntegrityError, IntegrityProblem, OpenError, ReadError};
 use crate::ledger::open::FORMAT_KEY;
-use crate::ledger::{verify_store, VerifyReport};
+use crate::ledger::{verify_store, HistoryEntry, VerifyReport};
 use crate::signing::VerifyingKey;
 use crate::store::{Backend, Opened, SledStore};
+use crate::subject::SubjectId;
 
 /// A keyless, read-only view of a ledger directory.
 ///
@@ -38,6 +40,15 @@ impl fmt::Debug for Inspector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inspector").field("store", &self.store).finish()
     }
+}
+
+/// The part of a log that checks out; see [`Inspector::valid_prefix`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidPrefix {
+    /// Entries `0..len` are intact.
+    pub len: u64,
+    /// What is wrong at position `len`, if anything.
+    pub problem: Option<IntegrityError>,
 }
 
 impl Inspector {
@@ -70,6 +81,66 @@ impl Inspector {
     /// [`ReadError::Integrity`] naming the first bad position; storage failures.
     pub fn verify(&self) -> Result<VerifyReport, ReadError> {
         verify_store(&*self.store)
+    }
+
+    /// [`Inspector::verify`], calling `progress` with the number of entries read so far
+    /// (every few thousand entries and once at the end), for a progress bar.
+    ///
+    /// # Errors
+    /// As [`Inspector::verify`].
+    pub fn verify_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, ReadError> {
+        crate::ledger::verify_store_with(&*self.store, &mut progress)
+    }
+
+    /// The longest prefix of the log that checks out (positions, encoding, hash chain,
+    /// timestamps and every signature in it), and the problem that ends it, if any.
+    /// Damage past the last good entry does not hide the good ones: read them with
+    /// [`Inspector::entries`] up to [`ValidPrefix::len`].
+    ///
+    /// # Errors
+    /// Storage failures only; damage is reported in the result.
+    pub fn valid_prefix(&self) -> Result<ValidPrefix, StorageError> {
+        match crate::ledger::verify_store(&*self.store) {
+            Ok(report) => Ok(ValidPrefix {
+                len: report.entries,
+                problem: None,
+            }),
+            Err(ReadError::Integrity(e)) => Ok(ValidPrefix {
+                len: e.position,
+                problem: Some(e),
+            }),
+            Err(ReadError::Storage(e)) => Err(e),
+            Err(ReadError::OutOfRange | ReadError::CorruptRecord) => Err(StorageError::new(
+                "reading the log",
+                std::io::Error::other("unexpected read error"),
+            )),
+        }
+    }
+
+    /// Entries `0..upto` about subjects, decoded, with the subject each is about, for
+    /// export (for example the valid prefix of a damaged log). Key-management entries
+    /// are left out; each [`HistoryEntry`] keeps its position.
+    ///
+    /// # Errors
+    /// [`ReadError::Integrity`] if an entry below `upto` does not decode; storage failures.
+    pub fn entries(&self, upto: u64) -> Result<Vec<(SubjectId, HistoryEntry)>, ReadError> {
+        let mut out = Vec::new();
+        for item in self.store.entries_from(0) {
+            let (key, bytes) = item?;
+            let pos = key.unwrap_or(u64::MAX);
+            if pos >= upto {
+                break;
+            }
+            let stored = entry::decode(&bytes).map_err(|problem| IntegrityError {
+                position: pos,
+                problem,
+            })?;
+            let subject = stored.entry.body.subject().cloned();
+            if let (Some(subject), Some(h)) = (subject, crate::ledger::history_entry(stored.entry)) {
+                out.push((subject, h));
+            }
+        }
+        Ok(out)
     }
 
     /// Number of entries stored (checked or not).

@@ -37,7 +37,7 @@ pub use error::{
     WriteError,
 };
 pub use identifier::{Identifier, IdentifierKind, PseudonymKey};
-pub use inspect::Inspector;
+pub use inspect::{Inspector, ValidPrefix};
 pub use ledger::{
     At, Change, Durability, ExpiringConsent, HistoryEntry, Hypothesis, ImpactQuery, ImpactReport, Ledger,
     LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded, Unlawful, UnlawfulUse, UntrustedRange,

@@ -719,41 +719,9 @@ impl Ledger {
                 position: seq,
                 problem,
             })?;
-            let e = stored.entry;
-            let change = match e.body {
-                Body::Collected {
-                    kind,
-                    purpose,
-                    basis,
-                    scope,
-                    ..
-                } => Change::Collected {
-                    kind,
-                    purpose,
-                    legal_basis: basis,
-                    scope,
-                },
-                Body::Granted {
-                    purpose,
-                    scope,
-                    expires_at,
-                    ..
-                } => Change::Granted {
-                    purpose,
-                    scope,
-                    expires_at,
-                },
-                Body::Withdrawn { purpose, .. } => Change::Withdrawn { purpose },
-                Body::Expired { purpose, .. } => Change::Expired { purpose },
-                Body::Erased { .. } => Change::Erased,
-                Body::Genesis { .. } | Body::KeyRotated { .. } | Body::KeyRevoked { .. } => continue,
-            };
-            out.push(HistoryEntry {
-                seq: e.seq,
-                timestamp: e.timestamp,
-                actor: e.actor,
-                change,
-            });
+            if let Some(h) = history_entry(stored.entry) {
+                out.push(h);
+            }
         }
         Ok(out)
     }
@@ -773,8 +741,59 @@ impl Ledger {
     }
 }
 
+/// A log entry as shown in a history; `None` for entries about no subject (genesis,
+/// key management).
+pub(crate) fn history_entry(e: Entry) -> Option<HistoryEntry> {
+    let change = match e.body {
+        Body::Collected {
+            kind,
+            purpose,
+            basis,
+            scope,
+            ..
+        } => Change::Collected {
+            kind,
+            purpose,
+            legal_basis: basis,
+            scope,
+        },
+        Body::Granted {
+            purpose,
+            scope,
+            expires_at,
+            ..
+        } => Change::Granted {
+            purpose,
+            scope,
+            expires_at,
+        },
+        Body::Withdrawn { purpose, .. } => Change::Withdrawn { purpose },
+        Body::Expired { purpose, .. } => Change::Expired { purpose },
+        Body::Erased { .. } => Change::Erased,
+        Body::Genesis { .. } | Body::KeyRotated { .. } | Body::KeyRevoked { .. } => return None,
+    };
+    Some(HistoryEntry {
+        seq: e.seq,
+        timestamp: e.timestamp,
+        actor: e.actor,
+        change,
+    })
+}
+
+/// How often verification reports progress, in entries.
+pub(crate) const PROGRESS_EVERY: u64 = 4096;
+
 /// The full check behind [`Ledger::verify`] and [`Inspector::verify`](crate::Inspector::verify).
 pub(crate) fn verify_store(store: &dyn Backend) -> Result<VerifyReport, ReadError> {
+    verify_store_with(store, &mut |_| {})
+}
+
+/// [`verify_store`], calling `progress` with the number of entries read every
+/// [`PROGRESS_EVERY`] entries.
+pub(crate) fn verify_store_with(
+    store: &dyn Backend,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport, ReadError> {
     std::thread::scope(|scope| {
         let (to_checker, batches) = std::sync::mpsc::sync_channel(4);
         let checker = scope.spawn(move || replay::check_batches(batches));
@@ -782,8 +801,12 @@ pub(crate) fn verify_store(store: &dyn Backend) -> Result<VerifyReport, ReadErro
         let walked = (|| -> Result<(), ReadError> {
             for raw in store.entries_from(0) {
                 replay.step(raw?)?;
+                if replay.len() % PROGRESS_EVERY == 0 {
+                    progress(replay.len());
+                }
             }
             replay.finish()?;
+            progress(replay.len());
             Ok(())
         })();
         replay.close_checker();
