@@ -81,12 +81,11 @@ fn main() -> Result<(), Error> {
     clock.advance(HOUR);
     let bad_from = clock.now();
     // 09:00 to 12:00: the bad release. 40 sign-ups an hour; matching every hour.
-    for hour in 0..3 {
+    for partner in [&acme, &bright, &acme] {
         for _ in 0..40 {
             signup(&ledger, true)?;
         }
         clock.advance(Duration::from_secs(1800));
-        let partner = &partners[hour % 2];
         let matched = match_round(&ledger, partner);
         println!("{}  match for {partner}: {matched} subjects", clock.now());
         clock.advance(Duration::from_secs(1800));
