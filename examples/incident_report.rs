@@ -39,10 +39,10 @@ fn main() -> Result<(), Error> {
         .clock(clock.clone())
         .record_decisions(Recording::Every)
         .open()?;
-    let partners = [
+    let (acme, bright) = (
         Recipient::partner("acme-ads")?,
         Recipient::partner("brightreach")?,
-    ];
+    );
     let form = Actor::Operator(Name::new("signup-form v41")?);
 
     // 08:00: 400 accounts. Every one gave a phone for 2FA; every third also opted in
