@@ -1,0 +1,416 @@
+//! `ledger_audit`: a command-line tool for operators and auditors.
+//!
+//! ```text
+//! cargo run --example ledger_audit -- <command> [--json] ...
+//!
+//!   verify DIR                                  full check, with a progress bar
+//!   prefix DIR                                  the intact prefix of a damaged log
+//!   checkpoint DIR --keys KEYS                  sign and print a checkpoint
+//!   key --keys KEYS                             the current public key (hex)
+//!   history DIR --keys KEYS SUBJECT             one subject's consent history
+//!   receipt DIR --keys KEYS SEQ                 a consent receipt for entry SEQ (JSON)
+//!   verify-receipt FILE PUBKEY_HEX              check a receipt offline
+//!   impact DIR --keys KEYS --from MS --until MS [--purpose ID] [--partner NAME]
+//!          [--assume never:GIVEN_FOR:USED_FOR] [--assume withdrawals-immediate]
+//!          [--assume void-grants:FROM_MS:UNTIL_MS]
+//! ```
+//!
+//! `DIR` is a ledger directory; `KEYS` a directory holding `signing.key` (32-byte
+//! seed) and `pseudonym.key` (32 bytes), as `two_factor_vs_ads DIR` keeps them in
+//! `DIR/keys`. Times are milliseconds since the Unix epoch. Exit status: 0 when every
+//! check passed, 1 when a check failed, 2 for a usage or I/O error.
+//!
+//! Try it: `cargo run --example two_factor_vs_ads /tmp/demo`, then
+//! `cargo run --example ledger_audit -- verify /tmp/demo/ledger`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use consent_ledger::{
+    verify_receipt, Hypothesis, ImpactQuery, Inspector, Ledger, PseudonymKey, Receipt, Recipient, SigningKey,
+    SubjectId, Timestamp, VerifyingKey,
+};
+use serde_json::json;
+
+type Error = Box<dyn std::error::Error>;
+
+/// A check that ran and failed (exit 1), as opposed to an error (exit 2).
+struct Failed(String);
+
+struct Args {
+    json: bool,
+    keys: Option<PathBuf>,
+    options: Vec<(String, String)>,
+    positional: Vec<String>,
+}
+
+fn parse(args: impl Iterator<Item = String>) -> Result<Args, Error> {
+    let mut out = Args {
+        json: false,
+        keys: None,
+        options: Vec::new(),
+        positional: Vec::new(),
+    };
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--json" => out.json = true,
+            "--keys" => out.keys = Some(args.next().ok_or("--keys needs a directory")?.into()),
+            o if o.starts_with("--") => {
+                let v = args.next().ok_or_else(|| format!("{o} needs a value"))?;
+                out.options.push((o.trim_start_matches("--").to_owned(), v));
+            }
+            _ => out.positional.push(a),
+        }
+    }
+    Ok(out)
+}
+
+impl Args {
+    fn pos(&self, i: usize, what: &str) -> Result<&str, Error> {
+        self.positional
+            .get(i)
+            .map(String::as_str)
+            .ok_or_else(|| format!("missing {what}").into())
+    }
+
+    fn opt(&self, name: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn opts<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.options
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn ledger(&self, dir: &str) -> Result<Ledger, Error> {
+        let keys = self.keys.as_deref().ok_or("this command needs --keys KEYS")?;
+        let (s, p) = load_keys(keys)?;
+        Ok(Ledger::builder(dir).signing_key(s).pseudonym_key(p).open()?)
+    }
+}
+
+fn load_keys(dir: &Path) -> Result<(SigningKey, PseudonymKey), Error> {
+    let read32 = |name: &str| -> Result<[u8; 32], Error> {
+        std::fs::read(dir.join(name))?
+            .try_into()
+            .map_err(|_| format!("{name} is not 32 bytes").into())
+    };
+    Ok((
+        SigningKey::from_bytes(&read32("signing.key")?),
+        PseudonymKey::from_bytes(read32("pseudonym.key")?),
+    ))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Result<[u8; 32], Error> {
+    if s.len() != 64 || !s.is_ascii() {
+        return Err("a public key is 64 hex digits".into());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        let pair = s.get(2 * i..2 * i + 2).ok_or("bad hex")?;
+        *b = u8::from_str_radix(pair, 16).map_err(|_| "bad hex")?;
+    }
+    Ok(out)
+}
+
+fn millis(s: Option<&str>, what: &str) -> Result<Timestamp, Error> {
+    let s = s.ok_or_else(|| format!("missing --{what} (milliseconds since the epoch)"))?;
+    Ok(Timestamp::from_millis(s.parse().map_err(|_| {
+        format!("--{what}: not a number of milliseconds")
+    })?))
+}
+
+/// Prints `human` or `machine` and returns the outcome.
+fn emit(a: &Args, human: String, machine: serde_json::Value) {
+    if a.json {
+        println!("{machine}");
+    } else {
+        println!("{human}");
+    }
+}
+
+fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
+    let command = a.pos(
+        0,
+        "command (verify, prefix, checkpoint, key, history, receipt, verify-receipt, impact)",
+    )?;
+    match command {
+        "verify" => {
+            let dir = a.pos(1, "ledger directory")?;
+            let inspector = Inspector::open(dir)?;
+            let total = inspector.len()?.max(1);
+            let show = !a.json;
+            let result = inspector.verify_with_progress(|done| {
+                if show {
+                    let width = 40u64;
+                    let filled = (done.min(total) * width / total) as usize;
+                    eprint!(
+                        "\r[{}{}] {done}/{total}",
+                        "#".repeat(filled),
+                        " ".repeat(width as usize - filled)
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+            });
+            if show {
+                eprintln!();
+            }
+            match result {
+                Ok(r) => {
+                    let untrusted: Vec<_> = r
+                        .untrusted
+                        .iter()
+                        .map(|u| json!({"from": u.from, "to": u.to, "revoked_by": u.revoked_by}))
+                        .collect();
+                    emit(
+                        a,
+                        format!(
+                            "ok: {} entries, {} signing key(s), head {}{}",
+                            r.entries,
+                            r.keys,
+                            hex(&r.head),
+                            if r.untrusted.is_empty() {
+                                String::new()
+                            } else {
+                                format!("\nUNTRUSTED ranges (signed by revoked keys): {:?}", r.untrusted)
+                            }
+                        ),
+                        json!({"ok": r.untrusted.is_empty(), "entries": r.entries, "keys": r.keys,
+                               "head": hex(&r.head), "untrusted": untrusted}),
+                    );
+                    Ok(if r.untrusted.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(Failed("entries signed by a revoked key".into()))
+                    })
+                }
+                Err(e) => {
+                    emit(
+                        a,
+                        format!("FAILED: {e}"),
+                        json!({"ok": false, "error": e.to_string()}),
+                    );
+                    Ok(Err(Failed(e.to_string())))
+                }
+            }
+        }
+        "prefix" => {
+            let inspector = Inspector::open(a.pos(1, "ledger directory")?)?;
+            let p = inspector.valid_prefix()?;
+            let entries = inspector.entries(p.len)?;
+            let list: Vec<_> = entries
+                .iter()
+                .map(|(s, h)| {
+                    json!({"seq": h.seq, "subject": s.as_str(), "time": h.timestamp.to_string(),
+                                     "change": h.change.to_string()})
+                })
+                .collect();
+            let problem = p.problem.as_ref().map(ToString::to_string);
+            emit(
+                a,
+                format!(
+                    "intact prefix: entries 0..{}{}",
+                    p.len,
+                    problem
+                        .as_deref()
+                        .map(|e| format!(", then: {e}"))
+                        .unwrap_or_default()
+                ),
+                json!({"intact": p.len, "problem": problem, "entries": list}),
+            );
+            Ok(match problem {
+                None => Ok(()),
+                Some(e) => Err(Failed(e)),
+            })
+        }
+        "checkpoint" => {
+            let l = a.ledger(a.pos(1, "ledger directory")?)?;
+            let cp = l.checkpoint()?;
+            emit(
+                a,
+                cp.text().to_owned(),
+                json!({"origin": cp.origin(), "size": cp.size(), "root": hex(&cp.root()), "note": cp.text()}),
+            );
+            Ok(Ok(()))
+        }
+        "key" => {
+            let keys = a.keys.as_deref().ok_or("key needs --keys KEYS")?;
+            let (s, _) = load_keys(keys)?;
+            let k = hex(&s.verifying_key().to_bytes());
+            emit(a, k.clone(), json!({"public_key": k}));
+            Ok(Ok(()))
+        }
+        "history" => {
+            let l = a.ledger(a.pos(1, "ledger directory")?)?;
+            let subject = SubjectId::new(a.pos(2, "subject id")?)?;
+            let h = l.history(&subject)?;
+            let human: Vec<String> = h
+                .iter()
+                .map(|e| format!("#{:<6} {}  {}  ({:?})", e.seq, e.timestamp, e.change, e.actor))
+                .collect();
+            let machine: Vec<_> = h
+                .iter()
+                .map(|e| {
+                    json!({"seq": e.seq, "time": e.timestamp.to_string(), "change": e.change.to_string(),
+                                "actor": format!("{:?}", e.actor)})
+                })
+                .collect();
+            emit(
+                a,
+                human.join("\n"),
+                json!({"subject": subject.as_str(), "history": machine}),
+            );
+            Ok(Ok(()))
+        }
+        "receipt" => {
+            let l = a.ledger(a.pos(1, "ledger directory")?)?;
+            let seq: u64 = a
+                .pos(2, "entry position")?
+                .parse()
+                .map_err(|_| "SEQ is a number")?;
+            l.sync()?;
+            let how = a
+                .opt("withdraw")
+                .unwrap_or("Use the privacy settings page of the application.");
+            let r = l.receipt(seq, how)?;
+            println!("{}", r.to_json());
+            Ok(Ok(()))
+        }
+        "verify-receipt" => {
+            let text = std::fs::read_to_string(a.pos(1, "receipt file")?)?;
+            let key = VerifyingKey::from_bytes(&unhex32(a.pos(2, "public key (hex)")?)?)?;
+            let checked = Receipt::from_json(&text).and_then(|r| verify_receipt(&r, &key));
+            match checked {
+                Ok(v) => {
+                    emit(
+                        a,
+                        format!(
+                            "ok: entry {} ({} of {:?} for subject {}) is in the log of size {}",
+                            v.entry_seq,
+                            v.action,
+                            v.purpose.as_deref().unwrap_or("-"),
+                            v.subject,
+                            v.checkpoint.size()
+                        ),
+                        json!({"ok": true, "entry": v.entry_seq, "action": v.action, "purpose": v.purpose,
+                               "subject": v.subject, "tree_size": v.checkpoint.size()}),
+                    );
+                    Ok(Ok(()))
+                }
+                Err(e) => {
+                    emit(
+                        a,
+                        format!("FAILED: {e}"),
+                        json!({"ok": false, "error": e.to_string()}),
+                    );
+                    Ok(Err(Failed(e.to_string())))
+                }
+            }
+        }
+        "impact" => {
+            let l = a.ledger(a.pos(1, "ledger directory")?)?;
+            let mut q =
+                ImpactQuery::between(millis(a.opt("from"), "from")?, millis(a.opt("until"), "until")?);
+            if let Some(p) = a.opt("purpose") {
+                q = q.purpose_id(p);
+            }
+            if let Some(p) = a.opt("partner") {
+                q = q.recipient(Recipient::partner(p)?);
+            }
+            for h in a.opts("assume") {
+                let parts: Vec<&str> = h.split(':').collect();
+                q = q.assume(match parts.as_slice() {
+                    ["withdrawals-immediate"] => Hypothesis::WithdrawalsImmediate,
+                    ["never", given, used] => Hypothesis::NeverConsented {
+                        given_for: (*given).to_owned(),
+                        used_for: (*used).to_owned(),
+                    },
+                    ["void-grants", from, until] => Hypothesis::GrantsVoidBetween {
+                        from: millis(Some(from), "assume void-grants FROM")?,
+                        until: millis(Some(until), "assume void-grants UNTIL")?,
+                    },
+                    _ => return Err(format!("unknown hypothesis {h:?}").into()),
+                });
+            }
+            let r = l.impact(&q)?;
+            let unlawful: Vec<_> = r
+                .unlawful
+                .iter()
+                .map(|u| {
+                    let rec = &u.record;
+                    json!({"subject": rec.subject().as_str(), "purpose": rec.purpose(),
+                           "recipient": rec.recipient().to_string(), "uses": rec.count(),
+                           "collected_at": rec.collected_at(), "allowed_by": rec.allowed_by(),
+                           "first": rec.times().0.to_string(), "last": rec.times().1.to_string(),
+                           "reason": format!("{:?}", u.reason)})
+                })
+                .collect();
+            let by_recipient: Vec<_> = r
+                .by_recipient
+                .iter()
+                .map(|(rec, n)| json!({"recipient": rec.to_string(), "uses": n}))
+                .collect();
+            emit(
+                a,
+                format!(
+                    "{} uses in {} records, {} subjects; without valid consent under the hypotheses: {} uses, {} subjects{}",
+                    r.uses,
+                    r.records,
+                    r.subjects.len(),
+                    r.unlawful_uses,
+                    r.unlawful_subjects.len(),
+                    r.unlawful
+                        .iter()
+                        .map(|u| format!(
+                            "\n  {} -> {} at {}: {:?}",
+                            u.record.subject(),
+                            u.record.recipient(),
+                            u.record.times().0,
+                            u.reason
+                        ))
+                        .collect::<String>()
+                ),
+                json!({"records": r.records, "uses": r.uses, "subjects": r.subjects.len(),
+                       "by_recipient": by_recipient, "unlawful_uses": r.unlawful_uses,
+                       "unlawful_subjects": r.unlawful_subjects.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                       "unlawful": unlawful}),
+            );
+            Ok(Ok(()))
+        }
+        other => Err(format!("unknown command {other:?}").into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(Failed(why))) => {
+            if !args.json {
+                eprintln!("check failed: {why}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
