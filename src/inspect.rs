@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::entry::{self, Body};
 use crate::error::StorageError;
 use crate::error::{IntegrityError, IntegrityProblem, OpenError, ReadError};
-use crate::ledger::open::FORMAT_KEY;
+use crate::ledger::open::{check_format_marker, FORMAT_KEY};
 use crate::ledger::{verify_store, HistoryEntry, VerifyReport};
 use crate::signing::VerifyingKey;
 use crate::store::{Backend, Opened, SledStore};
@@ -63,13 +63,8 @@ impl Inspector {
             Opened::Store(s) => s,
             Opened::Foreign => return Err(OpenError::NotALedger),
         };
-        match store.meta(FORMAT_KEY)?.as_deref() {
-            Some([entry::FORMAT_VERSION]) => Ok(Inspector { store }),
-            Some([found]) => Err(OpenError::UnsupportedFormat {
-                found: *found,
-                supported: entry::FORMAT_VERSION,
-            }),
-            Some(_) => Err(OpenError::CorruptMetadata("format marker")),
+        match store.meta(FORMAT_KEY)? {
+            Some(marker) => check_format_marker(&marker).map(|()| Inspector { store }),
             None => Err(OpenError::NotALedger),
         }
     }

@@ -9,6 +9,9 @@ mod decision;
 pub mod delivery;
 mod entry;
 mod error;
+#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod identifier;
 mod inspect;
 mod ledger;

@@ -177,16 +177,7 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
                 }
                 store.set_meta(FORMAT_KEY, &[entry::FORMAT_VERSION])?;
             }
-            Some(v) => match v.as_slice() {
-                [entry::FORMAT_VERSION] => {}
-                [found] => {
-                    return Err(OpenError::UnsupportedFormat {
-                        found: *found,
-                        supported: entry::FORMAT_VERSION,
-                    })
-                }
-                _ => return Err(OpenError::CorruptMetadata("format marker")),
-            },
+            Some(v) => check_format_marker(&v)?,
         }
         // A marker without entries is a creation that stopped before the genesis entry.
         let has_entries = store.entries_from(0).next().is_some();
@@ -194,6 +185,22 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
             create_genesis(&*store, &self.signing_key, &self.pseudonym_key, &*self.clock)?;
         }
         load(store, self)
+    }
+}
+
+/// Checks the stored format marker: one byte, the format version this library reads.
+///
+/// # Errors
+/// [`OpenError::UnsupportedFormat`] for another version; [`OpenError::CorruptMetadata`]
+/// when the marker is not a single byte.
+pub(crate) fn check_format_marker(marker: &[u8]) -> Result<(), OpenError> {
+    match marker {
+        [entry::FORMAT_VERSION] => Ok(()),
+        [found] => Err(OpenError::UnsupportedFormat {
+            found: *found,
+            supported: entry::FORMAT_VERSION,
+        }),
+        _ => Err(OpenError::CorruptMetadata("format marker")),
     }
 }
 

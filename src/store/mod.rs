@@ -29,6 +29,8 @@ use crate::error::StorageError;
 
 mod vault;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use vault::{sample_file as sample_vault_file, scan as scan_vault};
 use vault::{Kind, Vault};
 
 /// File name of the vault inside the ledger directory.
@@ -42,6 +44,14 @@ impl std::ops::Deref for Bytes {
 
     fn deref(&self) -> &[u8] {
         &self.0
+    }
+}
+
+#[cfg(feature = "fuzzing")]
+impl Bytes {
+    /// Bytes not read from storage (the fuzz hooks replay logs built in memory).
+    pub(crate) fn from_vec(bytes: Vec<u8>) -> Self {
+        Bytes(sled::IVec::from(bytes))
     }
 }
 

@@ -127,7 +127,180 @@ fn decode(slot: &[u8]) -> Result<Decoded, ()> {
     let key = body.get(2..2 + klen).ok_or(())?.to_vec();
     let vlen = usize::from(*body.get(2 + klen).ok_or(())?);
     let value = body.get(3 + klen..3 + klen + vlen).ok_or(())?.to_vec();
+    // Canonical: nothing but zeros after the value (a slot holds one record, nothing more).
+    if body
+        .get(3 + klen + vlen..)
+        .is_some_and(|rest| rest.iter().any(|b| *b != 0))
+    {
+        return Err(());
+    }
     Ok(Some((kind, key, value)))
+}
+
+/// What reading the vault file's bytes found, and what opening must repair.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    slots: Slots,
+    /// Slots to zero: damaged, or a conflicting or duplicate copy of a record.
+    zero: Vec<u64>,
+    /// The file needs a fresh header (it was empty, or a header write was torn).
+    new_header: bool,
+    /// The file ends in a partial slot and must be cut to `slots.count` slots.
+    truncate: bool,
+}
+
+/// The header slot: the magic line, then zeros.
+fn header() -> [u8; SLOT] {
+    let mut header = [0u8; SLOT];
+    if let Some(h) = header.get_mut(..MAGIC.len()) {
+        h.copy_from_slice(MAGIC);
+    }
+    header
+}
+
+/// Reads the vault file's bytes into the in-memory table, deciding what to repair.
+///
+/// An empty file, or a file holding only the beginning of a header (creation stopped
+/// part-way), is a new vault. A slot that does not decode is damaged. A record whose
+/// key is already held by an earlier slot is a copy that no write of this crate makes:
+/// if the values agree, the later copy is dropped; if they disagree, neither can be
+/// trusted and all copies are dropped (fail closed). Either way every copy is zeroed,
+/// so no slot holds a record the table does not track, which erasure could then miss.
+///
+/// # Errors
+/// When the bytes do not start with the vault header.
+pub(crate) fn scan(bytes: &[u8]) -> Result<Scan, StorageError> {
+    let mut slots = Slots::default();
+    let header = header();
+    if bytes.len() < SLOT && header.starts_with(bytes) {
+        slots.count = 1;
+        return Ok(Scan {
+            slots,
+            zero: Vec::new(),
+            new_header: true,
+            truncate: false,
+        });
+    }
+    if !bytes.starts_with(MAGIC) || bytes.len() < SLOT {
+        return Err(StorageError::new(
+            "reading the vault",
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the vault file has no vault header",
+            ),
+        ));
+    }
+    // A partial last slot (a crash while the file grew) is dropped.
+    let whole = bytes.len() / SLOT;
+    let mut zero = Vec::new();
+    let mut damaged = 0u64;
+    // Keys found in more than one slot with different values: none of them is trusted.
+    let mut conflicted: Vec<(Kind, Vec<u8>)> = Vec::new();
+    for (n, slot) in bytes.chunks_exact(SLOT).enumerate().skip(1) {
+        let n = n as u64;
+        match decode(slot) {
+            Ok(Some((kind, key, value))) => {
+                let id = (kind, key);
+                if conflicted.contains(&id) {
+                    zero.push(n);
+                    continue;
+                }
+                match slots.records.get(&id) {
+                    None => {
+                        slots.records.insert(id, (n, value));
+                    }
+                    Some((_, held)) if *held == value => zero.push(n),
+                    Some((first, _)) => {
+                        zero.push(*first);
+                        zero.push(n);
+                        slots.records.remove(&id);
+                        conflicted.push(id);
+                    }
+                }
+            }
+            Ok(None) => slots.free.push(n),
+            Err(()) => {
+                damaged += 1;
+                zero.push(n);
+            }
+        }
+    }
+    zero.sort_unstable();
+    slots.free.extend_from_slice(&zero);
+    slots.count = whole as u64;
+    slots.damaged = damaged;
+    Ok(Scan {
+        slots,
+        zero,
+        new_header: false,
+        truncate: bytes.len() % SLOT != 0,
+    })
+}
+
+impl Scan {
+    /// Number of records read.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn records(&self) -> usize {
+        self.slots.records.len()
+    }
+
+    /// Checks the table against the bytes it was read from: every slot after the header
+    /// is exactly one of tracked record, free, or to be zeroed; every tracked record
+    /// re-encodes to the bytes of its slot; and the header slot is never handed out.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn consistent_with(&self, bytes: &[u8]) -> Result<(), &'static str> {
+        let s = &self.slots;
+        if s.count == 0 {
+            return Err("a vault without a header slot");
+        }
+        let mut seen = vec![0u8; usize::try_from(s.count).map_err(|_| "slot count overflows")?];
+        let used = s.records.values().map(|(n, _)| *n).chain(s.free.iter().copied());
+        for n in used {
+            let slot = seen
+                .get_mut(usize::try_from(n).map_err(|_| "slot number overflows")?)
+                .ok_or("a slot number beyond the file")?;
+            if n == 0 {
+                return Err("the header slot is used for a record");
+            }
+            *slot = slot.saturating_add(1);
+        }
+        if seen.iter().skip(1).any(|c| *c != 1) {
+            return Err("a slot is neither a record nor free, or both");
+        }
+        for ((kind, key), (n, value)) in &s.records {
+            let start = usize::try_from(*n)
+                .map_err(|_| "slot number overflows")?
+                .saturating_mul(SLOT);
+            let on_disk = bytes
+                .get(start..start.saturating_add(SLOT))
+                .ok_or("record beyond the file")?;
+            if encode(*kind, key, value).as_ref().map(|e| &e[..]) != Some(on_disk) {
+                return Err("a record does not re-encode to its slot");
+            }
+        }
+        for n in &self.zero {
+            if s.records.values().any(|(m, _)| m == n) {
+                return Err("a slot to be zeroed still holds a tracked record");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A small valid vault file (a secret, an index record, a free slot), for fuzz seeds.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn sample_file() -> Vec<u8> {
+    let mut out = header().to_vec();
+    let records = [
+        encode(Kind::Secret, b"user-1", &[0xA5; 32]),
+        encode(Kind::Index, &[7; 32], &[1; 100]),
+        Some([0; SLOT]),
+        encode(Kind::Secret, b"user-2", &[0x5A; 32]),
+    ];
+    for slot in records.iter().flatten() {
+        out.extend_from_slice(slot);
+    }
+    out
 }
 
 impl Vault {
@@ -142,55 +315,27 @@ impl Vault {
             .map_err(io("opening the vault"))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io("reading the vault"))?;
-        let mut slots = Slots::default();
-        if bytes.is_empty() {
-            let mut header = [0u8; SLOT];
-            if let Some(h) = header.get_mut(..MAGIC.len()) {
-                h.copy_from_slice(MAGIC);
-            }
-            file.write_all(&header).map_err(io("creating the vault"))?;
-            file.sync_all().map_err(io("creating the vault"))?;
-            slots.count = 1;
-        } else {
-            if !bytes.starts_with(MAGIC) {
-                return Err(StorageError::new(
-                    "reading the vault",
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "the vault file has no vault header",
-                    ),
-                ));
-            }
-            // A partial last slot (a crash while the file grew) is dropped.
-            let whole = bytes.len() / SLOT;
-            let mut damaged = Vec::new();
-            for (n, slot) in bytes.chunks_exact(SLOT).enumerate().skip(1) {
-                let n = n as u64;
-                match decode(slot) {
-                    Ok(Some((kind, key, value))) => {
-                        slots.records.insert((kind, key), (n, value));
-                    }
-                    Ok(None) => slots.free.push(n),
-                    Err(()) => damaged.push(n),
-                }
-            }
-            slots.count = whole as u64;
-            for n in &damaged {
-                write_slot(&mut file, *n, &[0u8; SLOT])?;
-                slots.free.push(*n);
-            }
-            if bytes.len() % SLOT != 0 {
-                file.set_len((whole * SLOT) as u64)
-                    .map_err(io("repairing the vault"))?;
-            }
-            if !damaged.is_empty() || bytes.len() % SLOT != 0 {
-                file.sync_all().map_err(io("repairing the vault"))?;
-            }
-            slots.damaged = damaged.len() as u64;
+        let scan = scan(&bytes)?;
+        let mut repaired = false;
+        if scan.new_header {
+            write_slot(&mut file, 0, &header())?;
+            repaired = true;
+        }
+        for n in &scan.zero {
+            write_slot(&mut file, *n, &[0u8; SLOT])?;
+            repaired = true;
+        }
+        if scan.truncate {
+            file.set_len(scan.slots.count * SLOT as u64)
+                .map_err(io("repairing the vault"))?;
+            repaired = true;
+        }
+        if repaired {
+            file.sync_all().map_err(io("repairing the vault"))?;
         }
         Ok(Vault {
             file: Mutex::new(file),
-            slots: Mutex::new(slots),
+            slots: Mutex::new(scan.slots),
         })
     }
 
@@ -336,6 +481,67 @@ mod tests {
         let v = Vault::open(&path).unwrap();
         assert!(v.put(Kind::Index, &[0; 32], &[0; 230]).is_err());
         assert!(v.put(Kind::Secret, &[b'x'; 300], &[0; 32]).is_err());
+    }
+
+    #[test]
+    fn duplicate_records_are_zeroed_so_erasure_cannot_miss_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault");
+        let v = Vault::open(&path).unwrap();
+        v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
+        v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
+        drop(v);
+        // Copies that no write of the vault makes: "a" twice with its own value, "b"
+        // again with another value.
+        let mut raw = std::fs::read(&path).unwrap();
+        raw.extend_from_slice(&encode(Kind::Secret, b"a", &[1; 32]).unwrap());
+        raw.extend_from_slice(&encode(Kind::Secret, b"b", &[9; 32]).unwrap());
+        std::fs::write(&path, &raw).unwrap();
+        let v = Vault::open(&path).unwrap();
+        assert_eq!(v.get(Kind::Secret, b"a").unwrap().unwrap(), [1; 32]);
+        // Which "b" is right cannot be told: neither is trusted.
+        assert_eq!(v.get(Kind::Secret, b"b").unwrap(), None);
+        v.remove(Kind::Secret, b"a").unwrap();
+        drop(v);
+        let raw = std::fs::read(&path).unwrap();
+        for secret in [[1u8; 32], [2; 32], [9; 32]] {
+            assert!(
+                !raw.windows(32).any(|w| w == secret),
+                "a copy of a secret remains"
+            );
+        }
+    }
+
+    #[test]
+    fn torn_header_is_a_new_vault_not_a_lost_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault");
+        // Creation stopped after part of the header reached the disk.
+        std::fs::write(&path, &MAGIC[..10]).unwrap();
+        let v = Vault::open(&path).unwrap();
+        v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
+        drop(v);
+        let v = Vault::open(&path).unwrap();
+        assert_eq!(v.get(Kind::Secret, b"a").unwrap().unwrap(), [1; 32]);
+        drop(v);
+        // The header slot itself, cut short: the record must not land on slot 0.
+        std::fs::write(&path, &header()[..100]).unwrap();
+        let v = Vault::open(&path).unwrap();
+        v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
+        drop(v);
+        assert!(std::fs::read(&path).unwrap().starts_with(MAGIC));
+        let v = Vault::open(&path).unwrap();
+        assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+    }
+
+    #[test]
+    fn bytes_after_the_value_make_a_slot_damaged() {
+        let mut s = encode(Kind::Secret, b"a", &[1; 32]).unwrap();
+        assert!(decode(&s).is_ok());
+        s[100] = 7;
+        let sum = checksum(&s[..BODY]);
+        s[BODY..].copy_from_slice(&sum);
+        assert_eq!(decode(&s), Err(()));
     }
 
     #[test]

@@ -1,0 +1,823 @@
+//! Not part of the API: entry points for the fuzz targets in `fuzz/` and the smoke test
+//! in `tests/fuzz_smoke.rs`. Enabled by the `fuzzing` feature; may change at any time.
+//!
+//! Every function here takes arbitrary bytes, hands them to one of the crate's decoders
+//! or parsers, and checks what came back. None of them panics: each returns
+//!
+//! - `Ok(true)` when the decoder accepted the input (and every check on the result held),
+//! - `Ok(false)` when it rejected the input with its typed error,
+//! - `Err(Violation)` when an invariant broke: a decoder accepted something it should
+//!   not have, a value does not round-trip, or two paths that must agree disagree. The
+//!   fuzz targets turn that into a crash.
+//!
+//! Panics inside the decoders themselves are what libFuzzer catches directly.
+
+use std::fmt;
+
+use crate::checkpoint::{self, SignedCheckpoint};
+use crate::entry::{self, Actor, Body, Entry, IndexRecord};
+use crate::error::{IntegrityProblem, OpenError, ReadError};
+use crate::identifier::{self, Identifier, IdentifierKind, Pseudonym, PseudonymKey};
+use crate::ledger::open::check_format_marker;
+use crate::ledger::replay::Replay;
+use crate::merkle::{self, MerkleTree};
+use crate::note::{self, Checkpoint};
+use crate::purpose::{is_valid_purpose_id, LegalBasis, Security, MAX_PURPOSE_ID_LEN};
+use crate::receipt::{verify_receipt, Receipt};
+use crate::recipient::{Name, Recipient, RecipientScope, MAX_RECIPIENT_NAME_LEN};
+use crate::signing::{SigningKey, VerifyingKey};
+use crate::state::State;
+use crate::store::{self, Bytes};
+use crate::subject::{SubjectId, MAX_SUBJECT_ID_LEN};
+use crate::time::Timestamp;
+
+/// An invariant that does not hold for some input: what broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Violation(pub &'static str);
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invariant violated: {}", self.0)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// `Ok(accepted)`, or the invariant an input broke.
+pub type Outcome = Result<bool, Violation>;
+
+/// A fuzz entry point.
+pub type Target = fn(&[u8]) -> Outcome;
+
+/// Every entry point, by the name of its fuzz target.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("entry", entry),
+    ("stored_metadata", stored_metadata),
+    ("vault_file", vault_file),
+    ("log", log),
+    ("signed_note", signed_note),
+    ("proofs", proofs),
+    ("receipt", receipt),
+    ("identifier", identifier),
+    ("names", names),
+];
+
+fn ensure(holds: bool, what: &'static str) -> Result<(), Violation> {
+    if holds {
+        Ok(())
+    } else {
+        Err(Violation(what))
+    }
+}
+
+/// The key that signs the seed log, its checkpoints and receipts.
+fn signing_key() -> SigningKey {
+    SigningKey::from_bytes(&[0x42; 32])
+}
+
+/// The key the seed log rotates to.
+fn second_key() -> SigningKey {
+    SigningKey::from_bytes(&[0x43; 32])
+}
+
+fn verifying_key() -> VerifyingKey {
+    signing_key().verifying_key()
+}
+
+fn pseudonym_key() -> PseudonymKey {
+    PseudonymKey::from_bytes([0x24; 32])
+}
+
+// ---- entries ----------------------------------------------------------------------------
+
+/// Stored entry bytes ([`entry::decode`]): whatever decodes must re-encode to exactly
+/// the input (one encoding per value) and hash to the hash reported; then the receipt
+/// path ([`checkpoint::decode_signed`]) and the display of decoded fields run on it.
+pub fn entry(data: &[u8]) -> Outcome {
+    let stored = match entry::decode(data) {
+        Ok(stored) => stored,
+        Err(problem) => {
+            let expected_kind = match data.first() {
+                None => matches!(problem, IntegrityProblem::Undecodable(_)),
+                Some(&v) if v != entry::FORMAT_VERSION && data.len() <= entry::MAX_ENTRY_LEN => {
+                    problem == IntegrityProblem::UnsupportedVersion(v)
+                }
+                Some(_) => !matches!(problem, IntegrityProblem::UnsupportedVersion(_)),
+            };
+            ensure(
+                expected_kind,
+                "entry rejected with the wrong problem for its version byte",
+            )?;
+            ensure(!problem.to_string().is_empty(), "empty problem message")?;
+            return Ok(false);
+        }
+    };
+    let signed =
+        entry::encode_signed_part(&stored.entry).map_err(|_| Violation("a decoded entry does not encode"))?;
+    ensure(
+        signed.len() == stored.signed_len,
+        "signed length differs from the re-encoding",
+    )?;
+    ensure(
+        entry::signed_part(data, &stored) == signed.as_slice(),
+        "decoded entry re-encodes to other bytes",
+    )?;
+    ensure(
+        entry::seal(signed, &stored.signature) == data,
+        "sealed re-encoding differs from the input",
+    )?;
+    ensure(
+        stored.hash == entry::entry_hash(data),
+        "hash is not the hash of the input",
+    )?;
+    // The receipt path: decodes again, then checks the signature (which fails here
+    // unless the fuzzer kept a seed's signature intact).
+    match checkpoint::decode_signed(data, &verifying_key()) {
+        Ok(e) => ensure(e == stored.entry, "receipt path decodes another entry")?,
+        Err(crate::AuditError::Mismatch(_)) => {}
+        Err(_) => return Err(Violation("receipt path rejects an entry the decoder accepts")),
+    }
+    describe(&stored.entry)?;
+    Ok(true)
+}
+
+/// Formats what exports, history and receipts show of an entry.
+fn describe(e: &Entry) -> Result<(), Violation> {
+    let mut text = format!("{} {:?}", e.timestamp, e.actor);
+    if let Body::Granted {
+        scope,
+        expires_at: Some(t),
+        ..
+    } = &e.body
+    {
+        text.push_str(&format!("{scope} {t}"));
+    }
+    ensure(!text.is_empty(), "empty description")
+}
+
+// ---- stored metadata --------------------------------------------------------------------
+
+/// Stored metadata: the format marker ([`check_format_marker`]) and an index record
+/// ([`IndexRecord::decode`], then its tag check as opening does). A decoded record must
+/// re-encode to the input.
+pub fn stored_metadata(data: &[u8]) -> Outcome {
+    let marker = match check_format_marker(data) {
+        Ok(()) => {
+            ensure(data == [entry::FORMAT_VERSION], "format marker accepted")?;
+            true
+        }
+        Err(OpenError::UnsupportedFormat { found, supported }) => {
+            ensure(
+                data == [found] && found != supported,
+                "unsupported format names another version",
+            )?;
+            false
+        }
+        Err(OpenError::CorruptMetadata(_)) => {
+            ensure(data.len() != 1, "a one-byte marker called corrupt")?;
+            false
+        }
+        Err(_) => return Err(Violation("format marker rejected with an unexpected error")),
+    };
+    let Some(rec) = IndexRecord::decode(data) else {
+        return Ok(marker);
+    };
+    ensure(rec.encode() == data, "index record re-encodes to other bytes")?;
+    let code = [rec.kind.code()];
+    let lookup = Pseudonym([0; 32]);
+    let tag = pseudonym_key().index_tag(&IndexRecord::tagged_parts(
+        &lookup,
+        &rec.subject,
+        &code,
+        &rec.pseudonym,
+    ));
+    // A matching tag would be a forged HMAC: only possible for a seed made with it.
+    let _authentic = tag == rec.tag;
+    Ok(true)
+}
+
+// ---- the vault --------------------------------------------------------------------------
+
+/// The vault file as opening reads it ([`store::scan_vault`]). The first byte is a
+/// flag: bit 0 fixes up the checksum of every slot (so the fuzzer reaches the slot
+/// layout behind it), bit 1 puts a valid header in front. The table read must account
+/// for every slot exactly once and match the bytes.
+pub fn vault_file(data: &[u8]) -> Outcome {
+    const SLOT: usize = 256;
+    let Some((&flags, rest)) = data.split_first() else {
+        return Ok(false);
+    };
+    let mut bytes = Vec::with_capacity(rest.len().saturating_add(SLOT));
+    if flags & 2 != 0 {
+        let mut header = [0u8; SLOT];
+        let magic = b"consent-ledger vault v1\n";
+        for (h, m) in header.iter_mut().zip(magic) {
+            *h = *m;
+        }
+        bytes.extend_from_slice(&header);
+    }
+    bytes.extend_from_slice(rest);
+    if flags & 1 != 0 {
+        for slot in bytes.chunks_exact_mut(SLOT).skip(1) {
+            if slot.iter().all(|b| *b == 0) {
+                continue;
+            }
+            let (body, sum) = slot.split_at_mut(SLOT - 16);
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(&*body);
+            for (s, d) in sum.iter_mut().zip(digest.iter()) {
+                *s = *d;
+            }
+        }
+    }
+    match store::scan_vault(&bytes) {
+        Ok(scan) => {
+            scan.consistent_with(&bytes).map_err(Violation)?;
+            Ok(scan.records() > 0)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+// ---- the log ----------------------------------------------------------------------------
+
+/// Splits fuzz input into stored log items: each is `mode (1) || length (2, BE) || bytes`.
+/// Mode 0 stores the item at the next position, mode 1 skips one, mode 2 gives it a
+/// key that is not a position, other modes skip `mode` positions.
+/// A stored log item: its key (a position, or other bytes) and its value.
+type Item = (Result<u64, Vec<u8>>, Vec<u8>);
+
+fn split_log(mut data: &[u8]) -> Vec<Item> {
+    let mut out = Vec::new();
+    let mut next = 0u64;
+    while let Some((&[mode, hi, lo], rest)) = data.split_first_chunk::<3>() {
+        let len = usize::from(u16::from_be_bytes([hi, lo])).min(rest.len());
+        let (bytes, rest) = rest.split_at(len);
+        let key = match mode {
+            0 => Ok(next),
+            1 => Ok(next.saturating_add(1)),
+            2 => Err(vec![mode; 3]),
+            m => Ok(next.saturating_add(u64::from(m))),
+        };
+        if let Ok(k) = key {
+            next = k.saturating_add(1);
+        }
+        out.push((key, bytes.to_vec()));
+        data = rest;
+    }
+    out
+}
+
+/// Walks a log as opening does (only the last signature) and as `verify` does (every
+/// signature), applying each accepted entry to a decision state. Errors must name a
+/// position already reached, and a log that passes the full check must pass the quick one.
+fn replay(items: &[Item], verify_all: bool) -> Result<Result<u64, u64>, Violation> {
+    let mut replay = Replay::new(verify_all);
+    let mut state = State::default();
+    for (n, (key, bytes)) in items.iter().enumerate() {
+        let n = n as u64;
+        match replay.step((key.clone(), Bytes::from_vec(bytes.clone()))) {
+            Ok(stored) => {
+                let lookup = match &stored.entry.body {
+                    Body::Collected { pseudonym, .. } => Some(*pseudonym),
+                    _ => None,
+                };
+                state.apply(&stored.entry, lookup);
+            }
+            Err(ReadError::Integrity(e)) => {
+                ensure(e.position <= n, "an error names a position not reached yet")?;
+                ensure(!e.to_string().is_empty(), "empty error message")?;
+                return Ok(Err(e.position));
+            }
+            Err(_) => return Err(Violation("replay fails without an integrity error")),
+        }
+    }
+    if let Err(e) = replay.finish() {
+        ensure(
+            e.position < replay.len(),
+            "final check names a position not reached",
+        )?;
+        return Ok(Err(e.position));
+    }
+    ensure(
+        replay.len() == items.len() as u64,
+        "entries accepted but not counted",
+    )?;
+    for range in replay.untrusted() {
+        ensure(
+            range.from <= range.to && range.to < replay.len(),
+            "untrusted range outside the log",
+        )?;
+    }
+    Ok(Ok(replay.len()))
+}
+
+/// A stored log (see [`split_log`] for how the input is cut into entries), replayed
+/// both the quick way (opening) and the full way (`verify`).
+pub fn log(data: &[u8]) -> Outcome {
+    let items = split_log(data);
+    let quick = replay(&items, false)?;
+    let full = replay(&items, true)?;
+    match (quick, full) {
+        (Ok(a), Ok(b)) => {
+            ensure(a == b, "quick and full replay count differently")?;
+            Ok(true)
+        }
+        (Err(_), Ok(_)) => Err(Violation("a log that verifies fully fails the quick check")),
+        (Ok(_), Err(_)) => Ok(false),
+        (Err(q), Err(f)) => {
+            // The full check finds everything the quick one does, at the same place or
+            // earlier (a bad signature in the middle only it sees).
+            ensure(f <= q, "full check reports a later position than the quick one")?;
+            Ok(false)
+        }
+    }
+}
+
+// ---- signed notes, checkpoints, base64 ----------------------------------------------------
+
+/// Signed-note text: [`note::open_note`], [`SignedCheckpoint::verify`],
+/// [`Checkpoint::parse_body`] and [`note::base64_decode`] on each line. Whatever parses
+/// must format back to the same text; whatever signs must open back to its text.
+pub fn signed_note(data: &[u8]) -> Outcome {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Ok(false);
+    };
+    let key = verifying_key();
+    let mut accepted = false;
+    for line in text.split('\n') {
+        if let Ok(bytes) = note::base64_decode(line) {
+            ensure(note::base64_encode(&bytes) == line, "base64 is not canonical")?;
+        }
+    }
+    if let Ok(cp) = Checkpoint::parse_body(text) {
+        ensure(cp.validate().is_ok(), "parsed checkpoint does not validate")?;
+        ensure(cp.body() == text, "checkpoint body does not round-trip")?;
+        accepted = true;
+    }
+    if let Ok(body) = note::open_note(text, "fuzz", key.inner()) {
+        ensure(text.starts_with(&body), "opened text is not the note's beginning")?;
+        accepted = true;
+    }
+    if let Ok(cp) = SignedCheckpoint::verify(text, &key) {
+        ensure(cp.text() == text, "verified checkpoint keeps other text")?;
+        ensure(
+            cp.origin().starts_with("consent-ledger/") && text.starts_with(cp.origin()),
+            "checkpoint origin is not its first line",
+        )?;
+        accepted = true;
+    }
+    // Anything that signs must open to the same text.
+    if text.len() < 4096 {
+        if let Ok(signed) = note::sign_note(text, "fuzz", signing_key().inner()) {
+            let opened = note::open_note(&signed, "fuzz", key.inner())
+                .map_err(|_| Violation("a freshly signed note does not open"))?;
+            ensure(opened == text, "a signed note opens to other text")?;
+        }
+    }
+    Ok(accepted)
+}
+
+// ---- Merkle proofs ------------------------------------------------------------------------
+
+fn u64_at(data: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    for (o, i) in b.iter_mut().zip(data.iter().skip(at)) {
+        *o = *i;
+    }
+    u64::from_be_bytes(b)
+}
+
+fn hashes(data: &[u8]) -> Vec<[u8; 32]> {
+    data.chunks_exact(32)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect()
+}
+
+/// Merkle proofs. A tree of up to 255 leaves is built from the first bytes; real
+/// inclusion and consistency proofs from it must verify, and the same proofs with a
+/// changed hash, index or leaf must not. The rest of the input is then checked raw as
+/// sizes, index and proof hashes, which must fail cleanly.
+pub fn proofs(data: &[u8]) -> Outcome {
+    let [n, salt, i, o, flip, ..] = *data else {
+        return Ok(false);
+    };
+    let n = u64::from(n);
+    let mut tree = MerkleTree::new();
+    let leaves: Vec<merkle::Hash> = (0..n).map(|k| merkle::leaf_hash(&[k as u8, salt])).collect();
+    for leaf in &leaves {
+        tree.push(*leaf);
+    }
+    let root = tree.root();
+    if n > 0 {
+        let index = u64::from(i) % n;
+        let proof = tree
+            .inclusion_proof(index, n)
+            .ok_or(Violation("no inclusion proof for a leaf in the tree"))?;
+        let leaf = leaves.get(index as usize).copied().unwrap_or_default();
+        merkle::verify_inclusion(index, n, &leaf, &proof, &root)
+            .map_err(|_| Violation("a true inclusion proof does not verify"))?;
+        if !proof.is_empty() {
+            let mut bad = proof.clone();
+            let at = usize::from(flip) % bad.len();
+            if let Some(b) = bad.get_mut(at).and_then(|h| h.get_mut(usize::from(flip) % 32)) {
+                *b ^= 1;
+            }
+            ensure(
+                merkle::verify_inclusion(index, n, &leaf, &bad, &root).is_err(),
+                "a changed inclusion proof verifies",
+            )?;
+            let other = (index + 1 + u64::from(flip)) % n;
+            ensure(
+                other == index || merkle::verify_inclusion(other, n, &leaf, &proof, &root).is_err(),
+                "an inclusion proof verifies for another index",
+            )?;
+        }
+        let mut wrong_leaf = leaf;
+        if let Some(b) = wrong_leaf.first_mut() {
+            *b ^= 1;
+        }
+        ensure(
+            merkle::verify_inclusion(index, n, &wrong_leaf, &proof, &root).is_err(),
+            "an inclusion proof verifies another leaf",
+        )?;
+    }
+    let old = u64::from(o) % (n + 1);
+    let old_root = tree.root_at(old).ok_or(Violation("no root for a smaller size"))?;
+    let proof = tree
+        .consistency_proof(old, n)
+        .ok_or(Violation("no consistency proof to a smaller size"))?;
+    merkle::verify_consistency(old, n, &old_root, &root, &proof)
+        .map_err(|_| Violation("a true consistency proof does not verify"))?;
+    if !proof.is_empty() {
+        let mut bad = proof.clone();
+        let at = usize::from(flip) % bad.len();
+        if let Some(b) = bad.get_mut(at).and_then(|h| h.get_mut(usize::from(flip) % 32)) {
+            *b ^= 0x80;
+        }
+        ensure(
+            merkle::verify_consistency(old, n, &old_root, &root, &bad).is_err(),
+            "a changed consistency proof verifies",
+        )?;
+    }
+    // Raw: arbitrary sizes, index and hashes.
+    let raw = data.get(5..).unwrap_or(&[]);
+    let (a, b, c) = (u64_at(raw, 0), u64_at(raw, 8), u64_at(raw, 16));
+    let proof = hashes(raw.get(24..).unwrap_or(&[]));
+    let leaf = merkle::leaf_hash(raw);
+    let _ = merkle::verify_inclusion(a, b, &leaf, &proof, &root);
+    let _ = merkle::verify_consistency(a, b, &old_root, &root, &proof);
+    let _ = merkle::verify_consistency(c, b, &root, &root, &proof);
+    Ok(true)
+}
+
+// ---- receipts -----------------------------------------------------------------------------
+
+/// Receipt JSON: [`Receipt::from_json`], then [`verify_receipt`] under the seed key. A
+/// parsed receipt must survive `to_json` / `from_json`; a verified one must say what the
+/// receipt says.
+pub fn receipt(data: &[u8]) -> Outcome {
+    let Ok(json) = std::str::from_utf8(data) else {
+        return Ok(false);
+    };
+    let Ok(r) = Receipt::from_json(json) else {
+        return Ok(false);
+    };
+    let again = Receipt::from_json(&r.to_json()).map_err(|_| Violation("a receipt does not re-parse"))?;
+    ensure(again == r, "a receipt does not round-trip through JSON")?;
+    if let Ok(v) = verify_receipt(&r, &verifying_key()) {
+        ensure(
+            v.entry_seq == r.entry_seq()
+                && v.subject == r.subject()
+                && v.action == r.action()
+                && v.purpose.as_deref() == r.purpose(),
+            "a verified receipt says something else than the receipt",
+        )?;
+    }
+    Ok(true)
+}
+
+// ---- identifiers and names ------------------------------------------------------------------
+
+/// Identifier parsing: the first byte picks phone, email or device id, the rest is the
+/// raw input. Parsing must be idempotent, the bulk path ([`identifier::lookup_of_raw`])
+/// must agree with it, and errors must stay short.
+pub fn identifier(data: &[u8]) -> Outcome {
+    let Some((&pick, rest)) = data.split_first() else {
+        return Ok(false);
+    };
+    let Ok(raw) = std::str::from_utf8(rest) else {
+        return Ok(false);
+    };
+    let kind = match pick % 3 {
+        0 => IdentifierKind::Phone,
+        1 => IdentifierKind::Email,
+        _ => IdentifierKind::DeviceId,
+    };
+    let _ = IdentifierKind::guess(raw);
+    let key = pseudonym_key();
+    let bulk = identifier::lookup_of_raw(&key, kind, raw);
+    match Identifier::<Security>::parse(kind, raw) {
+        Ok(id) => {
+            ensure(id.kind() == kind, "parsed as another kind")?;
+            let again = Identifier::<Security>::parse(kind, id.normalized())
+                .map_err(|_| Violation("a normalized identifier does not parse"))?;
+            ensure(
+                again.normalized() == id.normalized(),
+                "normalizing twice changes the value",
+            )?;
+            ensure(
+                id.same_as(&again),
+                "an identifier is not the same as its normalization",
+            )?;
+            ensure(
+                bulk == Some(id.lookup(&key)),
+                "bulk lookup disagrees with parsing",
+            )?;
+            Ok(true)
+        }
+        Err(e) => {
+            ensure(bulk.is_none(), "bulk lookup accepts what parsing rejects")?;
+            ensure(
+                e.to_string().len() < 160,
+                "error message too long (echoes input?)",
+            )?;
+            Ok(false)
+        }
+    }
+}
+
+/// Names written to the ledger in clear: [`SubjectId::new`], [`Name::new`] (recipients
+/// and operators) and purpose ids ([`is_valid_purpose_id`]). What is accepted must obey
+/// the documented rules and survive an entry round trip.
+pub fn names(data: &[u8]) -> Outcome {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return Ok(false);
+    };
+    let clean = !s.is_empty() && !s.chars().any(char::is_control) && s.trim() == s;
+    let mut accepted = false;
+    let subject = SubjectId::new(s);
+    if let Ok(id) = &subject {
+        ensure(
+            clean && s.len() <= MAX_SUBJECT_ID_LEN,
+            "subject id breaks the name rules",
+        )?;
+        ensure(
+            crate::normalize::email(s).is_err() && crate::normalize::phone(s).is_err(),
+            "subject id is an email address or a phone number",
+        )?;
+        ensure(id.as_str() == s, "subject id changed")?;
+        accepted = true;
+    }
+    let name = Name::new(s);
+    match &name {
+        Ok(n) => {
+            ensure(
+                clean && s.len() <= MAX_RECIPIENT_NAME_LEN,
+                "name breaks the rules",
+            )?;
+            ensure(n.as_str() == s, "name changed")?;
+            accepted = true;
+        }
+        Err(e) => ensure(e.field() == "recipient name", "name error names another field")?,
+    }
+    let purpose_ok = is_valid_purpose_id(s);
+    if purpose_ok {
+        ensure(
+            s.len() <= MAX_PURPOSE_ID_LEN
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)),
+            "purpose id breaks the rules",
+        )?;
+        accepted = true;
+    }
+    // Whatever the parsers accept, an entry carrying it encodes and decodes back.
+    if let (Ok(subject), Ok(name)) = (subject, name) {
+        let purpose = if purpose_ok { s } else { "security" };
+        let e = Entry {
+            seq: 1,
+            timestamp: Timestamp::from_millis(1),
+            actor: Actor::Operator(name.clone()),
+            prev_hash: [0; 32],
+            salt: [0; 16],
+            body: Body::Granted {
+                subject,
+                purpose: purpose.to_owned(),
+                scope: RecipientScope::any_of([
+                    Recipient::Partner(name.clone()),
+                    Recipient::DeveloperApp(name),
+                ])
+                .map_err(|_| Violation("a scope of valid names is rejected"))?,
+                expires_at: None,
+            },
+        };
+        let signed = entry::encode_signed_part(&e)
+            .map_err(|_| Violation("an entry of valid names does not encode"))?;
+        let back = entry::decode(&entry::seal(signed, &[0; 64]))
+            .map_err(|_| Violation("an entry of valid names does not decode"))?;
+        ensure(back.entry == e, "an entry of valid names decodes to another")?;
+    }
+    Ok(accepted)
+}
+
+// ---- seeds ----------------------------------------------------------------------------------
+
+fn subject(id: &str) -> Option<SubjectId> {
+    SubjectId::new(id).ok()
+}
+
+/// A valid signed log: genesis, collections, grants, a withdrawal, an expiry, an
+/// erasure, a key rotation (later entries signed by the new key) and a revocation.
+fn seed_log() -> Option<Vec<Vec<u8>>> {
+    let (k1, k2) = (signing_key(), second_key());
+    let user1 = subject("user-1")?;
+    let user2 = subject("user-2")?;
+    let partner = Recipient::partner("acme").ok()?;
+    let app = Recipient::developer_app("app-7").ok()?;
+    let bodies = vec![
+        (
+            Actor::System,
+            Body::Genesis {
+                ledger_id: [1; 16],
+                signing_key: k1.verifying_key().to_bytes(),
+                pseudonym_key_check: pseudonym_key().check_value(),
+            },
+        ),
+        (
+            Actor::Subject,
+            Body::Collected {
+                subject: user1.clone(),
+                kind: IdentifierKind::Phone,
+                pseudonym: Pseudonym([4; 32]),
+                purpose: "security".into(),
+                basis: LegalBasis::LegitimateInterest,
+                scope: RecipientScope::first_party(),
+            },
+        ),
+        (
+            Actor::Subject,
+            Body::Granted {
+                subject: user1.clone(),
+                purpose: "partner-sharing".into(),
+                scope: RecipientScope::any_of([partner, Recipient::FirstParty]).ok()?,
+                expires_at: Some(Timestamp::from_millis(1_800_000_000_000)),
+            },
+        ),
+        (
+            Actor::Operator(Name::new("dpo").ok()?),
+            Body::Withdrawn {
+                subject: user1.clone(),
+                purpose: "partner-sharing".into(),
+            },
+        ),
+        (
+            Actor::System,
+            Body::Expired {
+                subject: user1.clone(),
+                purpose: "advertising".into(),
+            },
+        ),
+        (
+            Actor::Subject,
+            Body::Collected {
+                subject: user2.clone(),
+                kind: IdentifierKind::Email,
+                pseudonym: Pseudonym([5; 32]),
+                purpose: "analytics".into(),
+                basis: LegalBasis::Consent,
+                scope: RecipientScope::all_partners(),
+            },
+        ),
+        (Actor::Subject, Body::Erased { subject: user1 }),
+        (
+            Actor::System,
+            Body::KeyRotated {
+                new_key: k2.verifying_key().to_bytes(),
+            },
+        ),
+        (
+            Actor::System,
+            Body::KeyRevoked {
+                key: k1.verifying_key().to_bytes(),
+                from: 3,
+            },
+        ),
+        (
+            Actor::Subject,
+            Body::Granted {
+                subject: user2,
+                purpose: "personalization".into(),
+                scope: RecipientScope::only(app),
+                expires_at: None,
+            },
+        ),
+    ];
+    let mut out = Vec::new();
+    let mut prev = [0u8; 32];
+    for (seq, (actor, body)) in bodies.into_iter().enumerate() {
+        let e = Entry {
+            seq: seq as u64,
+            timestamp: Timestamp::from_millis(1_700_000_000_000 + seq as u64 * 1000),
+            actor,
+            prev_hash: prev,
+            salt: [seq as u8; 16],
+            body,
+        };
+        let signed = entry::encode_signed_part(&e).ok()?;
+        let key = if seq <= 7 { &k1 } else { &k2 };
+        let signature = key.sign_entry(&signed);
+        let bytes = entry::seal(signed, &signature);
+        prev = entry::entry_hash(&bytes);
+        out.push(bytes);
+    }
+    Some(out)
+}
+
+/// Valid inputs for every target, to start fuzzing from: `(target, bytes)`.
+pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut out: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    let log = seed_log().unwrap_or_default();
+    for bytes in &log {
+        out.push(("entry", bytes.clone()));
+    }
+    let mut stored = Vec::new();
+    for bytes in &log {
+        stored.push(0u8);
+        stored.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        stored.extend_from_slice(bytes);
+    }
+    out.push(("log", stored));
+    if let Some(first) = log.first() {
+        let mut one = vec![0u8];
+        one.extend_from_slice(&(first.len() as u16).to_be_bytes());
+        one.extend_from_slice(first);
+        out.push(("log", one));
+    }
+
+    out.push(("stored_metadata", vec![entry::FORMAT_VERSION]));
+    out.push(("stored_metadata", vec![2]));
+    if let Some(s) = subject("user-1") {
+        let rec = IndexRecord {
+            subject: s,
+            kind: IdentifierKind::Email,
+            pseudonym: Pseudonym([9; 32]),
+            tag: [8; 32],
+        };
+        out.push(("stored_metadata", rec.encode()));
+    }
+
+    let vault = store::sample_vault_file();
+    out.push(("vault_file", [&[0u8][..], &vault].concat()));
+    out.push(("vault_file", [&[1u8][..], &vault].concat()));
+    out.push((
+        "vault_file",
+        [&[3u8][..], vault.get(256..).unwrap_or(&[])].concat(),
+    ));
+
+    // A checkpoint of the log and a receipt for its third entry.
+    let mut tree = MerkleTree::new();
+    for bytes in &log {
+        tree.push(merkle::leaf_hash(bytes));
+    }
+    let size = tree.len();
+    if let Ok(cp) = SignedCheckpoint::sign(&[1; 16], size, tree.root(), signing_key().inner()) {
+        out.push(("signed_note", cp.text().as_bytes().to_vec()));
+        if let (Some(bytes), Some(hashes)) = (log.get(2), tree.inclusion_proof(2, size)) {
+            let proof = checkpoint::InclusionProof {
+                index: 2,
+                tree_size: size,
+                hashes,
+            };
+            if let Some(r) = Receipt::build(bytes, &proof, &cp, &verifying_key(), "write to dpo@example.com")
+            {
+                out.push(("receipt", r.to_json().into_bytes()));
+            }
+        }
+    }
+    if let Ok(n) = note::sign_note("hello\nworld\n", "fuzz", signing_key().inner()) {
+        out.push(("signed_note", n.into_bytes()));
+    }
+    out.push(("proofs", vec![10, 1, 3, 4, 5]));
+    out.push(("proofs", vec![255, 9, 200, 100, 77, 0, 0, 0, 0, 0, 0, 0, 3]));
+
+    for (kind, raw) in [
+        (0u8, "+1 (555) 010-9999"),
+        (1, "Alice.Smith@Example.COM"),
+        (2, "6D92078A-8246-4BA4-AE5B-76104861E7DC"),
+        (1, "b@bücher.de."),
+    ] {
+        out.push(("identifier", [&[kind][..], raw.as_bytes()].concat()));
+    }
+    for s in [
+        "user-1",
+        "acme",
+        "partner-sharing",
+        "0f8fad5b-d9cb-469f-a165-70867728950e",
+    ] {
+        out.push(("names", s.as_bytes().to_vec()));
+    }
+    out
+}

@@ -1,0 +1,232 @@
+//! A seeded, dependency-free stand-in for the cargo-fuzz targets in `fuzz/`, so every
+//! decoder gets hostile input on every CI run: for each target, random byte strings and
+//! mutations of valid encodings (the same seeds the fuzzers start from) go through the
+//! same entry points as the fuzz targets (`consent_ledger::fuzzing`). An input that
+//! breaks an invariant fails the test and is printed in hex, ready to be added to
+//! `tests/fuzz_regressions.rs`; a panic fails it too.
+//!
+//! `FUZZ_SMOKE_ITERATIONS` scales the number of inputs (default: a few seconds per
+//! target in a debug build); `FUZZ_SMOKE_SEED` changes the seed.
+#![cfg(feature = "fuzzing")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use consent_ledger::fuzzing::{self, Outcome, TARGETS};
+
+/// SplitMix64: small, seeded, good enough to drive mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+}
+
+const INTERESTING: &[u64] = &[
+    0,
+    1,
+    2,
+    0x7F,
+    0x80,
+    0xFF,
+    0x100,
+    0xFFFF,
+    0x1_0000,
+    64 * 1024,
+    0x7FFF_FFFF,
+    0xFFFF_FFFF,
+    1 << 40,
+    u64::MAX - 1,
+    u64::MAX,
+];
+
+/// One libFuzzer-style mutation of `input`.
+fn mutate(rng: &mut Rng, input: &mut Vec<u8>, others: &[&[u8]]) {
+    let len = input.len();
+    match rng.below(10) {
+        0 if len > 0 => {
+            let i = rng.below(len);
+            input[i] ^= 1 << rng.below(8);
+        }
+        1 if len > 0 => {
+            let i = rng.below(len);
+            input[i] = rng.byte();
+        }
+        2 => {
+            let i = rng.below(len + 1);
+            let n = 1 + rng.below(8);
+            for _ in 0..n {
+                input.insert(i, rng.byte());
+            }
+        }
+        3 if len > 0 => {
+            let i = rng.below(len);
+            let n = 1 + rng.below((len - i).min(64));
+            input.drain(i..i + n);
+        }
+        4 if len > 0 => {
+            // Duplicate a chunk elsewhere.
+            let i = rng.below(len);
+            let n = 1 + rng.below((len - i).min(300));
+            let chunk = input[i..i + n].to_vec();
+            let at = rng.below(input.len() + 1);
+            input.splice(at..at, chunk);
+        }
+        5 => input.truncate(rng.below(len + 1)),
+        6 if !others.is_empty() => {
+            // Splice: our head, another seed's tail.
+            let other = others[rng.below(others.len())];
+            let cut = rng.below(len + 1);
+            let from = rng.below(other.len() + 1);
+            input.truncate(cut);
+            input.extend_from_slice(&other[from..]);
+        }
+        7 if len > 0 => {
+            // An interesting big-endian integer of 1, 2, 4 or 8 bytes.
+            let value = INTERESTING[rng.below(INTERESTING.len())];
+            let width = [1usize, 2, 4, 8][rng.below(4)];
+            let bytes = value.to_be_bytes();
+            let i = rng.below(len);
+            for (k, b) in bytes[8 - width..].iter().enumerate() {
+                if let Some(slot) = input.get_mut(i + k) {
+                    *slot = *b;
+                }
+            }
+        }
+        8 if len > 0 => {
+            // An interesting character: multi-byte UTF-8, controls, separators.
+            let s = [
+                "\u{2014} ",
+                "\n",
+                "\n\n",
+                "@",
+                "+",
+                ".",
+                " ",
+                "\u{0}",
+                "é",
+                "\u{200f}",
+                "=",
+                "\"",
+                "0",
+            ][rng.below(13)];
+            let mut i = rng.below(len + 1);
+            while i > 0 && i < input.len() && (input[i] & 0xC0) == 0x80 {
+                i -= 1;
+            }
+            input.splice(i..i, s.bytes());
+        }
+        _ => {
+            let i = rng.below(len + 1);
+            input.insert(i, rng.byte());
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn check(name: &str, target: fn(&[u8]) -> Outcome, input: &[u8], accepted: &mut u64) {
+    let result = std::panic::catch_unwind(|| target(input));
+    match result {
+        Ok(Ok(true)) => *accepted += 1,
+        Ok(Ok(false)) => {}
+        Ok(Err(v)) => panic!("{name}: {v}\ninput: {}", hex(input)),
+        Err(_) => panic!("{name}: panicked\ninput: {}", hex(input)),
+    }
+}
+
+/// Inputs per target: the expensive ones (every accepted entry is signature-checked)
+/// get fewer.
+fn budget(name: &str) -> usize {
+    let scale: f64 = std::env::var("FUZZ_SMOKE_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let base = match name {
+        "log" => 600,
+        "receipt" | "signed_note" => 1_500,
+        "entry" | "vault_file" | "proofs" => 5_000,
+        _ => 20_000,
+    };
+    ((base as f64) * scale) as usize
+}
+
+#[test]
+fn every_target_survives_random_and_mutated_input() {
+    let seed: u64 = std::env::var("FUZZ_SMOKE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED);
+    let seeds = fuzzing::seeds();
+    for (name, target) in TARGETS {
+        let mine: Vec<&[u8]> = seeds
+            .iter()
+            .filter(|(t, _)| t == name)
+            .map(|(_, b)| b.as_slice())
+            .collect();
+        assert!(!mine.is_empty(), "{name} has no seeds");
+        let mut accepted = 0u64;
+        // The seeds themselves: the valid encodings among them are accepted.
+        for s in &mine {
+            check(name, *target, s, &mut accepted);
+        }
+        assert!(accepted > 0, "{name}: every seed is rejected");
+        let mut rng = Rng(seed ^ name.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b)));
+        let n = budget(name);
+        let start = std::time::Instant::now();
+        for k in 0..n {
+            let input = if k % 8 == 0 {
+                // Random bytes.
+                let len = rng.below(600);
+                (0..len).map(|_| rng.byte()).collect()
+            } else {
+                let mut input = mine[rng.below(mine.len())].to_vec();
+                for _ in 0..1 + rng.below(4) {
+                    mutate(&mut rng, &mut input, &mine);
+                }
+                input
+            };
+            check(name, *target, &input, &mut accepted);
+        }
+        eprintln!(
+            "{name}: {n} inputs in {:.1?}, {accepted} accepted",
+            start.elapsed()
+        );
+    }
+}
+
+/// Writes the seeds as starting corpora for the cargo-fuzz targets:
+/// `cargo test --features fuzzing --test fuzz_smoke -- --ignored write_seed_corpus`
+/// (the `fuzz/run.sh` script does this first).
+#[test]
+#[ignore = "writes files under fuzz/corpus; run by fuzz/run.sh"]
+fn write_seed_corpus() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    for (k, (name, bytes)) in fuzzing::seeds().iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("seed-{k:02}")), bytes).unwrap();
+    }
+}
