@@ -90,9 +90,9 @@ fn pseudonym_key() -> PseudonymKey {
 
 // ---- entries ----------------------------------------------------------------------------
 
-/// Stored entry bytes ([`entry::decode`]): whatever decodes must re-encode to exactly
+/// Stored entry bytes (`entry::decode`): whatever decodes must re-encode to exactly
 /// the input (one encoding per value) and hash to the hash reported; then the receipt
-/// path ([`checkpoint::decode_signed`]) and the display of decoded fields run on it.
+/// path (`checkpoint::decode_signed`) and the display of decoded fields run on it.
 pub fn entry(data: &[u8]) -> Outcome {
     let stored = match entry::decode(data) {
         Ok(stored) => stored,
@@ -157,8 +157,8 @@ fn describe(e: &Entry) -> Result<(), Violation> {
 
 // ---- stored metadata --------------------------------------------------------------------
 
-/// Stored metadata: the format marker ([`check_format_marker`]) and an index record
-/// ([`IndexRecord::decode`], then its tag check as opening does). A decoded record must
+/// Stored metadata: the format marker (`check_format_marker`) and an index record
+/// (`IndexRecord::decode`, then its tag check as opening does). A decoded record must
 /// re-encode to the input.
 pub fn stored_metadata(data: &[u8]) -> Outcome {
     let marker = match check_format_marker(data) {
@@ -198,7 +198,7 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
 
 // ---- the vault --------------------------------------------------------------------------
 
-/// The vault file as opening reads it ([`store::scan_vault`]). The first byte is a
+/// The vault file as opening reads it (`store::scan_vault`). The first byte is a
 /// flag: bit 0 fixes up the checksum of every slot (so the fuzzer reaches the slot
 /// layout behind it), bit 1 puts a valid header in front. The table read must account
 /// for every slot exactly once and match the bytes.
@@ -311,7 +311,7 @@ fn replay(items: &[Item], verify_all: bool) -> Result<Result<u64, u64>, Violatio
     Ok(Ok(replay.len()))
 }
 
-/// A stored log (see [`split_log`] for how the input is cut into entries), replayed
+/// A stored log (see `split_log` for how the input is cut into entries), replayed
 /// both the quick way (opening) and the full way (`verify`).
 pub fn log(data: &[u8]) -> Outcome {
     let items = split_log(data);
@@ -335,8 +335,8 @@ pub fn log(data: &[u8]) -> Outcome {
 
 // ---- signed notes, checkpoints, base64 ----------------------------------------------------
 
-/// Signed-note text: [`note::open_note`], [`SignedCheckpoint::verify`],
-/// [`Checkpoint::parse_body`] and [`note::base64_decode`] on each line. Whatever parses
+/// Signed-note text: `note::open_note`, [`SignedCheckpoint::verify`],
+/// `Checkpoint::parse_body` and `note::base64_decode` on each line. Whatever parses
 /// must format back to the same text; whatever signs must open back to its text.
 pub fn signed_note(data: &[u8]) -> Outcome {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -503,7 +503,7 @@ pub fn receipt(data: &[u8]) -> Outcome {
 // ---- identifiers and names ------------------------------------------------------------------
 
 /// Identifier parsing: the first byte picks phone, email or device id, the rest is the
-/// raw input. Parsing must be idempotent, the bulk path ([`identifier::lookup_of_raw`])
+/// raw input. Parsing must be idempotent, the bulk path (`identifier::lookup_of_raw`)
 /// must agree with it, and errors must stay short.
 pub fn identifier(data: &[u8]) -> Outcome {
     let Some((&pick, rest)) = data.split_first() else {
