@@ -335,7 +335,7 @@ pub fn log(data: &[u8]) -> Outcome {
 
 // ---- signed notes, checkpoints, base64 ----------------------------------------------------
 
-/// Signed-note text: `note::open_note`, `SignedCheckpoint::verify`,
+/// Signed-note text: `note::open_note`, [`SignedCheckpoint::verify`],
 /// `Checkpoint::parse_body` and `note::base64_decode` on each line. Whatever parses
 /// must format back to the same text; whatever signs must open back to its text.
 pub fn signed_note(data: &[u8]) -> Outcome {
@@ -476,7 +476,7 @@ pub fn proofs(data: &[u8]) -> Outcome {
 
 // ---- receipts -----------------------------------------------------------------------------
 
-/// Receipt JSON: `Receipt::from_json`, then `verify_receipt` under the seed key. A
+/// Receipt JSON: [`Receipt::from_json`], then [`verify_receipt`] under the seed key. A
 /// parsed receipt must survive `to_json` / `from_json`; a verified one must say what the
 /// receipt says.
 pub fn receipt(data: &[u8]) -> Outcome {
@@ -550,8 +550,8 @@ pub fn identifier(data: &[u8]) -> Outcome {
     }
 }
 
-/// Names written to the ledger in clear: `SubjectId::new`, `Name::new` (recipients
-/// and operators) and purpose ids (`is_valid_purpose_id`). What is accepted must obey
+/// Names written to the ledger in clear: [`SubjectId::new`], [`Name::new`] (recipients
+/// and operators) and purpose ids ([`is_valid_purpose_id`]). What is accepted must obey
 /// the documented rules and survive an entry round trip.
 pub fn names(data: &[u8]) -> Outcome {
     let Ok(s) = std::str::from_utf8(data) else {

@@ -252,9 +252,7 @@ fn check_batch(batch: Vec<SigCheck>) -> Result<(), IntegrityError> {
         let key = match last {
             Some((bytes, key)) if bytes == *k => key,
             _ => {
-                let key = *VerifyingKey::from_bytes(k)
-                    .map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?
-                    .inner();
+                let key = signer(k, *pos)?;
                 last = Some((*k, key));
                 key
             }
@@ -322,14 +320,29 @@ pub struct UntrustedRange {
     pub revoked_by: u64,
 }
 
+/// The key that signs the entry at `pos`, ready to verify with: a valid encoding of a
+/// point in the prime-order subgroup, as every key made from a signing key is.
+///
+/// A small-order or mixed-order key (only a forged genesis or rotation entry can name
+/// one) is refused outright: batch verification, which is not strict, could accept a
+/// signature under it that the strict check of a single signature rejects, and then
+/// `verify` and `open` would disagree about the same log.
+fn signer(k: &[u8; 32], pos: u64) -> Result<ed25519_dalek::VerifyingKey, IntegrityError> {
+    let invalid = || broken(pos, IntegrityProblem::InvalidField("signing key"));
+    let key = *VerifyingKey::from_bytes(k).map_err(|_| invalid())?.inner();
+    if key.is_weak() || !key.to_edwards().is_torsion_free() {
+        return Err(invalid());
+    }
+    Ok(key)
+}
+
 /// Checks the signature of the last entry read (kept as stored bytes).
 fn check_last((bytes, signed_len, s, k, pos): &LastEntry) -> Result<(), IntegrityError> {
-    let key = VerifyingKey::from_bytes(k)
-        .map_err(|_| broken(*pos, IntegrityProblem::InvalidField("signing key")))?;
+    let key = signer(k, *pos)?;
     let mut m = Vec::with_capacity(ENTRY_CONTEXT.len() + signed_len);
     m.extend_from_slice(ENTRY_CONTEXT);
     m.extend_from_slice(bytes.get(..*signed_len).unwrap_or(&[]));
-    if key.inner().verify_strict(&m, &Signature::from_bytes(s)).is_err() {
+    if key.verify_strict(&m, &Signature::from_bytes(s)).is_err() {
         return Err(broken(*pos, IntegrityProblem::BadSignature));
     }
     Ok(())

@@ -24,6 +24,7 @@
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::error::StorageError;
 
@@ -131,6 +132,33 @@ fn err(context: &'static str) -> impl Fn(sled::Error) -> StorageError {
     move |e| StorageError::new(context, e)
 }
 
+/// How long opening waits for the database's file lock before reporting it held.
+///
+/// sled finishes some writes on its own background threads, which keep the database
+/// (and its lock) alive for a moment after the last handle is dropped: reopening a
+/// ledger right after closing it in the same process then found the lock still held
+/// (about one time in 400 in a loop of close-and-reopen). sled itself blocks on the
+/// lock in its own tests for this reason. A lock held by a ledger that is really open
+/// elsewhere is still reported, after this wait.
+const LOCK_WAIT: Duration = Duration::from_millis(500);
+
+fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
+    let start = Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if is_lock_held(&e) && start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether sled failed to open because another handle holds the database's lock.
+fn is_lock_held(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Other && e.to_string().starts_with("could not acquire lock")
+}
+
 /// How opening the directory went, before any ledger-level checks.
 pub(crate) enum Opened {
     /// A sled database with only this crate's trees (possibly all empty).
@@ -170,11 +198,8 @@ impl SledStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(Opened::Foreign),
             Err(e) => return Err(StorageError::new("reading the ledger directory", e)),
         }
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(background_flush_ms)
-            .open()
-            .map_err(err("opening the database"))?;
+        let config = sled::Config::new().path(dir).flush_every_ms(background_flush_ms);
+        let db = open_db(&config).map_err(err("opening the database"))?;
         let default_name: &[u8] = b"__sled__default";
         for name in db.tree_names() {
             let known = name.as_ref() == default_name || TREES.iter().any(|t| t.as_bytes() == name.as_ref());

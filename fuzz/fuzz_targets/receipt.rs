@@ -1,0 +1,11 @@
+//! Consent receipts: `Receipt::from_json`, JSON round trip, `verify_receipt`.
+//! See `consent_ledger::fuzzing::receipt` and fuzz/README.md.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(violation) = consent_ledger::fuzzing::receipt(data) {
+        panic!("{violation}");
+    }
+});
