@@ -79,6 +79,11 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 }
 
 /// A source of the current time. The ledger reads it for every entry and decision.
+///
+/// The ledger never lets time run backwards: an entry's timestamp is never earlier than
+/// the previous entry's, and a decision that depends on the time (an expiry) uses the
+/// latest time the ledger has seen, so a consent that has expired stays expired when
+/// the clock is stepped back. A clock stepped *forward* by mistake is taken as it is.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> Timestamp;

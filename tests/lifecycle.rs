@@ -312,3 +312,40 @@ fn a_new_purpose_needs_a_new_collection_and_consent() {
     assert!(l.authorize(&for_2fa, &acme).is_err());
     // And no API turns one into the other: see tests/ui/convert_*.rs.
 }
+
+#[test]
+fn an_expired_consent_stays_expired_when_the_clock_steps_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let key = SigningKey::generate();
+    let t0 = Timestamp::from_millis(1_700_000_000_000);
+    let clock = ManualClock::new(t0);
+    let l = open(dir.path(), &key, &pk, &clock);
+    let acme = Recipient::partner("acme").unwrap();
+    let s = subject("s-clock");
+    let id = Identifier::<Advertising>::email("clock@example.com").unwrap();
+    l.collect(&s, &id, RecipientScope::only(acme.clone())).unwrap();
+    let until = t0.saturating_add(Duration::from_secs(60));
+    let g = l
+        .grant::<Advertising>(&s, RecipientScope::only(acme.clone()), Some(until))
+        .unwrap();
+    let expired = Denied::Expired {
+        purpose: "advertising",
+        grant: g.seq,
+        at: until,
+    };
+    clock.set(until);
+    assert_eq!(l.authorize(&id, &acme).unwrap_err(), expired);
+    // An NTP step or a restored VM snapshot sets the clock back an hour: the ledger
+    // has already seen the expiry time, so the consent does not come back.
+    clock.set(t0.saturating_sub(Duration::from_secs(3600)));
+    assert_eq!(l.authorize(&id, &acme).unwrap_err(), expired);
+    assert_eq!(l.authorize_batch([&id], &acme)[0].as_ref().unwrap_err(), &expired);
+    // An entry appended now carries the latest time seen, and after reopening the
+    // ledger starts from the last entry's time.
+    let w = l.withdraw::<Analytics>(&s).unwrap();
+    assert_eq!(w.timestamp, until);
+    drop(l);
+    let l = open(dir.path(), &key, &pk, &clock);
+    assert_eq!(l.authorize(&id, &acme).unwrap_err(), expired);
+}

@@ -111,7 +111,7 @@ impl Ledger {
     /// # Errors
     /// [`WriteError::Failed`] when the state cannot be read.
     pub fn expiring(&self, within: Duration) -> Result<Vec<ExpiringConsent>, WriteError> {
-        let limit = self.inner.clock.now().saturating_add(within);
+        let limit = self.now().saturating_add(within);
         let state = self.inner.state.read().map_err(|_| WriteError::Failed)?;
         let mut out: Vec<ExpiringConsent> = state
             .grants_with_expiry()
@@ -135,7 +135,7 @@ impl Ledger {
     /// # Errors
     /// Storage failures; entries appended before a failure stay appended.
     pub fn record_expiries(&self) -> Result<Vec<Recorded>, WriteError> {
-        let now = self.inner.clock.now();
+        let now = self.now();
         let due: Vec<(SubjectId, String, u64)> = {
             let state = self.inner.state.read().map_err(|_| WriteError::Failed)?;
             state

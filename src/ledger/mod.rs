@@ -200,6 +200,10 @@ struct Inner {
     tree: Mutex<Option<crate::merkle::MerkleTree>>,
     /// Decision records, as configured.
     recorder: crate::records::Recorder,
+    /// The latest time (ms) the ledger has read from its clock or written in an entry:
+    /// decisions never see time run backwards, so a consent that has expired stays
+    /// expired when the system clock is stepped back.
+    high_water: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -306,7 +310,7 @@ impl Ledger {
             &state.query::<P>(recipient),
             &lookup,
             || self.stamp(),
-            || self.inner.clock.now(),
+            || self.now(),
         )?;
         drop(state);
         self.record(&evidence, recipient)?;
@@ -357,9 +361,11 @@ impl Ledger {
         &self.inner.pseudonym_key
     }
 
-    /// The clock, read now.
+    /// The clock, read now, never earlier than a time the ledger has already seen.
     pub(crate) fn now(&self) -> Timestamp {
-        self.inner.clock.now()
+        let t = self.inner.clock.now().as_millis();
+        let seen = self.inner.high_water.fetch_max(t, Ordering::AcqRel);
+        Timestamp::from_millis(seen.max(t))
     }
 
     /// Records that `identifier` was collected from `subject` for its purpose `P`, to be
@@ -609,7 +615,7 @@ impl Ledger {
         };
         // Timestamps never go backwards in the log: a clock that stepped back is
         // clamped to the previous entry's time rather than refusing the change.
-        let timestamp = inner.clock.now().max(w.last_ts);
+        let timestamp = self.now().max(w.last_ts);
         let mut salt = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
         let entry = Entry {

@@ -325,6 +325,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 None
             },
             clock: b.clock,
+            high_water: AtomicU64::new(last_ts.as_millis()),
             pseudonym_key: b.pseudonym_key,
             durability: b.durability,
             ledger_id,
