@@ -204,12 +204,38 @@ struct Inner {
     /// decisions never see time run backwards, so a consent that has expired stays
     /// expired when the system clock is stepped back.
     high_water: AtomicU64,
+    /// The high-water time last saved in the store's metadata, so that it survives a
+    /// restart (saved at most every [`TIME_FLOOR_STEP_MS`], on `sync` and on close).
+    time_floor_saved: Mutex<u64>,
+}
+
+/// How far the time seen may run ahead of the saved floor before it is saved again.
+const TIME_FLOOR_STEP_MS: u64 = 1_000;
+
+impl Inner {
+    /// Saves `t` as the time floor if it is later than the saved one. Best effort: on a
+    /// storage failure the floor stays at the last saved value (never later than the
+    /// truth), and the next save retries.
+    fn save_time_floor(&self, t: u64) {
+        let Ok(mut saved) = self.time_floor_saved.lock() else {
+            return;
+        };
+        if t > *saved
+            && self
+                .store
+                .set_meta(open::TIME_FLOOR_KEY, &t.to_be_bytes())
+                .is_ok()
+        {
+            *saved = t;
+        }
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Aggregated counts still in memory; a failure here cannot be reported.
         let _ = self.recorder.flush(&*self.store, &self.pseudonym_key);
+        self.save_time_floor(self.high_water.load(Ordering::Acquire));
     }
 }
 
@@ -364,8 +390,12 @@ impl Ledger {
     /// The clock, read now, never earlier than a time the ledger has already seen.
     pub(crate) fn now(&self) -> Timestamp {
         let t = self.inner.clock.now().as_millis();
-        let seen = self.inner.high_water.fetch_max(t, Ordering::AcqRel);
-        Timestamp::from_millis(seen.max(t))
+        let seen = self.inner.high_water.fetch_max(t, Ordering::AcqRel).max(t);
+        let saved = self.inner.time_floor_saved.lock().map(|s| *s).unwrap_or(u64::MAX);
+        if seen >= saved.saturating_add(TIME_FLOOR_STEP_MS) {
+            self.inner.save_time_floor(seen);
+        }
+        Timestamp::from_millis(seen)
     }
 
     /// Records that `identifier` was collected from `subject` for its purpose `P`, to be
@@ -574,6 +604,8 @@ impl Ledger {
         self.inner
             .recorder
             .flush(&*self.inner.store, &self.inner.pseudonym_key)?;
+        self.inner
+            .save_time_floor(self.inner.high_water.load(Ordering::Acquire));
         self.inner.store.sync()?;
         let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
         s.durable = s.durable.max(written);

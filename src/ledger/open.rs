@@ -21,6 +21,19 @@ use crate::time::{Clock, SystemClock, Timestamp};
 
 /// Metadata key of the format marker.
 pub(crate) const FORMAT_KEY: &str = "format";
+/// Metadata key of the latest time (ms, big-endian u64) the ledger had seen when it last
+/// saved it: decisions after a restart never run earlier than this.
+pub(crate) const TIME_FLOOR_KEY: &str = "time-floor";
+
+/// Decodes the stored time floor: absent is 0, anything but 8 bytes is corrupt.
+pub(crate) fn decode_time_floor(value: Option<&[u8]>) -> Result<u64, OpenError> {
+    match value {
+        None => Ok(0),
+        Some(v) => <[u8; 8]>::try_from(v)
+            .map(u64::from_be_bytes)
+            .map_err(|_| OpenError::CorruptMetadata("time floor")),
+    }
+}
 
 /// Placeholder: no signing key given yet.
 #[derive(Debug, Clone, Copy)]
@@ -298,6 +311,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     let head = replay.head_hash();
     let len = replay.len();
     let last_ts = Timestamp::from_millis(replay.last_timestamp());
+    let time_floor = decode_time_floor(store.meta(TIME_FLOOR_KEY)?.as_deref())?;
     let ledger_id = replay.ledger_id;
     Ok(Ledger {
         inner: Arc::new(Inner {
@@ -325,7 +339,8 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 None
             },
             clock: b.clock,
-            high_water: AtomicU64::new(last_ts.as_millis()),
+            high_water: AtomicU64::new(last_ts.as_millis().max(time_floor)),
+            time_floor_saved: Mutex::new(time_floor),
             pseudonym_key: b.pseudonym_key,
             durability: b.durability,
             ledger_id,
@@ -467,4 +482,21 @@ pub(super) fn index_lookup(
         .get(&PseudonymKey32(pseudonym.0))
         .filter(|(_, s)| s == subject)
         .map(|(lookup, _)| *lookup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_floor_is_eight_bytes_or_corrupt() {
+        assert_eq!(decode_time_floor(None).ok(), Some(0));
+        assert_eq!(decode_time_floor(Some(&7u64.to_be_bytes())).ok(), Some(7));
+        for bad in [&[][..], &[1, 2, 3], &[0; 9]] {
+            assert!(matches!(
+                decode_time_floor(Some(bad)),
+                Err(OpenError::CorruptMetadata("time floor"))
+            ));
+        }
+    }
 }
