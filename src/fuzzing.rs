@@ -15,10 +15,10 @@
 use std::fmt;
 
 use crate::checkpoint::{self, SignedCheckpoint};
-use crate::entry::{self, Actor, Body, Entry, IndexRecord};
+use crate::entry::{self, Actor, Body, DecisionFields, Entry, IndexRecord};
 use crate::error::{IntegrityProblem, OpenError, ReadError};
 use crate::identifier::{self, Identifier, IdentifierKind, Pseudonym, PseudonymKey};
-use crate::ledger::open::check_format_marker;
+use crate::ledger::open::{check_format_marker, decode_time_floor};
 use crate::ledger::replay::Replay;
 use crate::merkle::{self, MerkleTree};
 use crate::note::{self, Checkpoint};
@@ -53,6 +53,7 @@ pub type Target = fn(&[u8]) -> Outcome;
 pub const TARGETS: &[(&str, Target)] = &[
     ("entry", entry),
     ("stored_metadata", stored_metadata),
+    ("decision_record", decision_record),
     ("vault_file", vault_file),
     ("log", log),
     ("signed_note", signed_note),
@@ -179,8 +180,13 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
         }
         Err(_) => return Err(Violation("format marker rejected with an unexpected error")),
     };
+    let floor = decode_time_floor(Some(data));
+    ensure(
+        floor.is_ok() == (data.len() == 8),
+        "time floor accepted iff eight bytes",
+    )?;
     let Some(rec) = IndexRecord::decode(data) else {
-        return Ok(marker);
+        return Ok(marker || floor.is_ok());
     };
     ensure(rec.encode() == data, "index record re-encodes to other bytes")?;
     let code = [rec.kind.code()];
@@ -193,6 +199,75 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
     ));
     // A matching tag would be a forged HMAC: only possible for a seed made with it.
     let _authentic = tag == rec.tag;
+    Ok(true)
+}
+
+// ---- decision records -------------------------------------------------------------------
+
+/// A stored decision record (`records::open_record`: tag check, then
+/// `DecisionFields::decode`). The first byte is a flag: bit 0 appends the right tag for
+/// the rest under the seed pseudonym key, so the fuzzer gets past the HMAC to the
+/// decoder. An accepted record re-encodes to exactly its bytes, is consistent (a count,
+/// ordered positions and times), and the record with any other tag is refused.
+pub fn decision_record(data: &[u8]) -> Outcome {
+    let Some((&flags, rest)) = data.split_first() else {
+        return Ok(false);
+    };
+    let key = pseudonym_key();
+    let stored = if flags & 1 != 0 {
+        let mut bytes = rest.to_vec();
+        bytes.extend_from_slice(&crate::records::tag(&key, rest));
+        bytes
+    } else {
+        rest.to_vec()
+    };
+    let opened = crate::records::open_record(&key, &stored);
+    let Some(split) = stored.len().checked_sub(32) else {
+        ensure(opened.is_none(), "a record shorter than its tag was accepted")?;
+        return Ok(false);
+    };
+    let (body, tag) = stored.split_at(split);
+    let decoded = DecisionFields::decode(body);
+    let Some(fields) = opened else {
+        // Refused: either the tag is wrong or the body does not decode.
+        let tag_ok = crate::records::tag(&key, body).as_slice() == tag;
+        ensure(
+            !tag_ok || decoded.is_none(),
+            "a well-tagged valid record was refused",
+        )?;
+        return Ok(false);
+    };
+    ensure(
+        decoded.as_ref() == Some(&fields),
+        "open_record and decode disagree",
+    )?;
+    ensure(
+        fields.encode() == body,
+        "a decision record re-encodes to other bytes",
+    )?;
+    ensure(
+        fields.count > 0
+            && fields.first_position <= fields.last_position
+            && fields.first_at <= fields.last_at,
+        "an inconsistent decision record was accepted",
+    )?;
+    ensure(
+        crate::records::seal(&key, &fields) == stored,
+        "sealing the decoded record gives other bytes",
+    )?;
+    let mut forged = stored.clone();
+    if let Some(last) = forged.last_mut() {
+        *last ^= 1;
+    }
+    ensure(
+        crate::records::open_record(&key, &forged).is_none(),
+        "a record with a wrong tag was accepted",
+    )?;
+    let other = PseudonymKey::from_bytes([0x25; 32]);
+    ensure(
+        crate::records::open_record(&other, &stored).is_none(),
+        "a record was accepted under another key",
+    )?;
     Ok(true)
 }
 
@@ -767,6 +842,27 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             tag: [8; 32],
         };
         out.push(("stored_metadata", rec.encode()));
+    }
+
+    if let (Some(s), Ok(r)) = (subject("user-1"), Recipient::partner("acme")) {
+        let fields = DecisionFields {
+            subject: s,
+            purpose: "advertising".to_owned(),
+            recipient: r,
+            basis: LegalBasis::Consent,
+            allowed_by: 3,
+            collected_at: 2,
+            first_position: 4,
+            last_position: 9,
+            first_at: Timestamp::from_millis(1_700_000_000_000),
+            last_at: Timestamp::from_millis(1_700_000_060_000),
+            count: 6,
+        };
+        out.push(("decision_record", [&[1u8][..], &fields.encode()].concat()));
+        out.push((
+            "decision_record",
+            [&[0u8][..], &crate::records::seal(&pseudonym_key(), &fields)].concat(),
+        ));
     }
 
     let vault = store::sample_vault_file();

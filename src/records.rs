@@ -141,11 +141,13 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
-fn tag(key: &PseudonymKey, body: &[u8]) -> [u8; 32] {
+/// The record's authentication tag: HMAC under the pseudonym key, domain-separated.
+pub(crate) fn tag(key: &PseudonymKey, body: &[u8]) -> [u8; 32] {
     key.index_tag(&[TAG_DOMAIN, body])
 }
 
-fn seal(key: &PseudonymKey, fields: &DecisionFields) -> Vec<u8> {
+/// The stored form of a record: its canonical bytes and their tag.
+pub(crate) fn seal(key: &PseudonymKey, fields: &DecisionFields) -> Vec<u8> {
     let mut bytes = fields.encode();
     let t = tag(key, &bytes);
     bytes.extend_from_slice(&t);

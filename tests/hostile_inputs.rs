@@ -671,6 +671,17 @@ fn rows() -> Vec<Row> {
                 with_tree(fx, "meta", |t| t.insert("format", &[1u8]).unwrap());
             },
         },
+        Row {
+            input: "saved time floor that is not eight bytes",
+            feed: |fx| {
+                with_tree(fx, "meta", |t| t.insert("time-floor", &[1u8, 2, 3]).unwrap());
+                open(fx).map_or_else(Got::Open, |_| Got::Accepted)
+            },
+            expect: |g| matches!(g, Got::Open(OpenError::CorruptMetadata("time floor"))),
+            undo: |fx| {
+                with_tree(fx, "meta", |t| t.remove("time-floor").unwrap());
+            },
+        },
     ]
 }
 
