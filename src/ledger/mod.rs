@@ -206,7 +206,9 @@ struct Inner {
     high_water: AtomicU64,
     /// The high-water time last saved in the store's metadata, so that it survives a
     /// restart (saved at most every [`TIME_FLOOR_STEP_MS`], on `sync` and on close).
-    time_floor_saved: Mutex<u64>,
+    /// Read without a lock on every time-dependent decision; written under `time_floor_lock`.
+    time_floor_saved: AtomicU64,
+    time_floor_lock: Mutex<()>,
 }
 
 /// How far the time seen may run ahead of the saved floor before it is saved again.
@@ -217,16 +219,16 @@ impl Inner {
     /// storage failure the floor stays at the last saved value (never later than the
     /// truth), and the next save retries.
     fn save_time_floor(&self, t: u64) {
-        let Ok(mut saved) = self.time_floor_saved.lock() else {
+        let Ok(_writing) = self.time_floor_lock.lock() else {
             return;
         };
-        if t > *saved
+        if t > self.time_floor_saved.load(Ordering::Acquire)
             && self
                 .store
                 .set_meta(open::TIME_FLOOR_KEY, &t.to_be_bytes())
                 .is_ok()
         {
-            *saved = t;
+            self.time_floor_saved.store(t, Ordering::Release);
         }
     }
 }
@@ -390,8 +392,16 @@ impl Ledger {
     /// The clock, read now, never earlier than a time the ledger has already seen.
     pub(crate) fn now(&self) -> Timestamp {
         let t = self.inner.clock.now().as_millis();
-        let seen = self.inner.high_water.fetch_max(t, Ordering::AcqRel).max(t);
-        let saved = self.inner.time_floor_saved.lock().map(|s| *s).unwrap_or(u64::MAX);
+        // A plain load first: the shared line is written at most once per millisecond,
+        // not by every decision.
+        let high = &self.inner.high_water;
+        let current = high.load(Ordering::Acquire);
+        let seen = if t > current {
+            high.fetch_max(t, Ordering::AcqRel).max(t)
+        } else {
+            current
+        };
+        let saved = self.inner.time_floor_saved.load(Ordering::Acquire);
         if seen >= saved.saturating_add(TIME_FLOOR_STEP_MS) {
             self.inner.save_time_floor(seen);
         }
