@@ -374,7 +374,6 @@ impl State {
     }
 
     /// The subject's latest consent event for purpose id `purpose`.
-    #[allow(dead_code, reason = "read by consent listings (expiry) and tests")]
     pub(crate) fn consent_for(&self, subject: &SubjectId, purpose: &str) -> Option<Consent<'_>> {
         let index = self.find_subject(subject)?;
         let s = self.subject_rec(index)?;

@@ -119,6 +119,10 @@ enum Op {
         purpose: usize,
         recipient: usize,
     },
+    /// Append an `Expired` entry for every lapsed grant.
+    RecordExpiries,
+    /// Rotate the signing key (decisions unchanged; reopening needs the new key).
+    RotateKey,
     Reopen,
 }
 
@@ -136,6 +140,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (-6i64..12).prop_map(|k| Op::Clock { delta: k * 500 }),
         8 => (0..IDENTS, p, 0..RECIPIENTS)
             .prop_map(|(ident, purpose, recipient)| Op::Authorize { ident, purpose, recipient }),
+        1 => Just(Op::RecordExpiries),
+        1 => Just(Op::RotateKey),
         1 => Just(Op::Reopen),
     ]
 }
@@ -151,6 +157,11 @@ enum MConsent {
     },
     Withdrawn {
         seq: u64,
+    },
+    /// The grant `grant` lapsed at `at` and an `Expired` entry recorded it.
+    Expired {
+        grant: u64,
+        at: u64,
     },
 }
 
@@ -317,6 +328,11 @@ impl Model {
         match self.subjects[holder].consent[p] {
             None => MDecision::Denied(Denied::NoConsent { purpose }),
             Some(MConsent::Withdrawn { seq }) => MDecision::Denied(Denied::Withdrawn { purpose, at: seq }),
+            Some(MConsent::Expired { grant, at }) => MDecision::Denied(Denied::Expired {
+                purpose,
+                grant,
+                at: Timestamp::from_millis(at),
+            }),
             Some(MConsent::Granted { seq, scope, expires }) => {
                 if let Some(at) = expires {
                     if self.now() >= at {
@@ -336,6 +352,37 @@ impl Model {
                 allowed(seq, LegalBasis::Consent, self.len)
             }
         }
+    }
+
+    /// Every live subject's lapsed grant becomes `Expired`, one entry each; returns how
+    /// many entries were appended.
+    fn record_expiries(&mut self) -> u64 {
+        let now = self.now();
+        let mut appended = 0;
+        for s in 0..SUBJECTS {
+            if self.subjects[s].erased.is_some() {
+                continue;
+            }
+            for p in 0..PURPOSES {
+                if let Some(MConsent::Granted {
+                    seq,
+                    expires: Some(at),
+                    ..
+                }) = self.subjects[s].consent[p]
+                {
+                    if at <= now {
+                        self.append();
+                        appended += 1;
+                        self.subjects[s].consent[p] = Some(MConsent::Expired { grant: seq, at });
+                    }
+                }
+            }
+        }
+        appended
+    }
+
+    fn rotate_key(&mut self) -> MWrite {
+        self.append()
     }
 
     /// Closing saves the latest time seen, so reopening changes nothing.
@@ -516,6 +563,25 @@ fn apply(op: &Op, m: &mut Model, real: &mut Real) -> Result<(), TestCaseError> {
         } => {
             let got = decide(real.l(), ident, purpose, recipient);
             prop_assert_eq!(got, m.authorize(ident, purpose, recipient), "{:?}", op);
+        }
+        Op::RecordExpiries => {
+            let len = real.l().len();
+            let recorded = real.l().record_expiries().unwrap();
+            let expected = m.record_expiries();
+            prop_assert_eq!(recorded.len() as u64, expected, "entries appended");
+            for (i, r) in recorded.iter().enumerate() {
+                prop_assert_eq!(r.seq, len + i as u64);
+                prop_assert_eq!(r.timestamp.as_millis(), m.last_ts);
+            }
+            // Running it again appends nothing.
+            prop_assert!(real.l().record_expiries().unwrap().is_empty());
+        }
+        Op::RotateKey => {
+            let next = SigningKey::generate();
+            let len = real.l().len();
+            let got = write_outcome(real.l().rotate_key(next.clone()), len);
+            real.key = next;
+            prop_assert_eq!(got, m.rotate_key(), "{:?}", op);
         }
         Op::Reopen => {
             // Every decision before and after reopening is the same, and the log verifies.

@@ -6,6 +6,7 @@ use super::{Ledger, Prepared, Recorded};
 use crate::entry::{Actor, Body};
 use crate::error::{InputError, WriteError};
 use crate::signing::{SigningKey, VerifyingKey};
+use crate::state::Consent;
 use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
@@ -148,11 +149,13 @@ impl Ledger {
         let mut out = Vec::with_capacity(due.len());
         for (subject, purpose, grant) in due {
             let r = self.append(Actor::System, |state, _| {
-                // Still the same lapsed grant? (A new grant may have arrived meanwhile.)
-                let still = state
-                    .grants_with_expiry()
-                    .iter()
-                    .any(|(s, p, g, at)| *s == subject && *p == purpose && *g == grant && *at <= now);
+                // Still the same lapsed grant? (A new grant, a withdrawal or an erasure may
+                // have arrived meanwhile.) One subject's record, not a scan of all of them.
+                let still = state.erased_at(&subject).is_none()
+                    && matches!(
+                        state.consent_for(&subject, &purpose),
+                        Some(Consent::Granted { seq, expires_at: Some(at), .. }) if seq == grant && at <= now
+                    );
                 if !still {
                     return Ok(Prepared::Already(Recorded {
                         seq: grant,
