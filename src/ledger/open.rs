@@ -267,6 +267,13 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         } = stored.entry.body
         {
             if pseudonym_key_check != key.check_value() {
+                // A damaged genesis entry must not pass for a wrong key: only a genesis
+                // entry whose signature holds names the key the ledger was made with.
+                let mut check = Replay::new(true);
+                if let Some(raw) = store.entries_from(0).next() {
+                    check.step(raw?).map_err(read_err)?;
+                    check.finish()?;
+                }
                 return Err(OpenError::WrongPseudonymKey);
             }
         }
