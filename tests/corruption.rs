@@ -3,7 +3,7 @@
 //! typed error naming the first damaged position, never panic, never call a damaged
 //! log valid; and the intact prefix before the damage stays readable.
 //!
-//! The default run does 200 trials; `cargo test --test corruption -- --ignored` runs
+//! The default run does 800 trials; `cargo test --test corruption -- --ignored` runs
 //! 3000. `CORRUPTION_SEED=n` replays a run.
 #![allow(
     clippy::unwrap_used,
@@ -222,7 +222,7 @@ fn run(trials: u32) {
 
 #[test]
 fn random_corruption_quick() {
-    run(200);
+    run(800);
 }
 
 #[test]
