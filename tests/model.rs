@@ -1,8 +1,9 @@
 //! Model-based property test: random sequences of collections, grants (with scopes and
-//! expiry), withdrawals, erasures, clock moves, reopenings and decisions, run through
-//! the public `Ledger` API and through a small reference model written plainly below.
-//! Every result (sequence numbers, timestamps, errors, decisions and their evidence) must
-//! be the model's, and reopening the ledger at any point must change nothing.
+//! expiry), withdrawals, erasures, clock moves, expiry recording, key rotations,
+//! reopenings, decisions now and decisions at a past position or time, run through the
+//! public `Ledger` API and through a small reference model written plainly below. Every
+//! result (sequence numbers, timestamps, errors, decisions and their evidence) must be
+//! the model's, and reopening the ledger at any point must change nothing.
 //!
 //! `PROPTEST_CASES` sets the number of sequences (default 256).
 #![allow(
@@ -14,7 +15,7 @@
 )]
 
 use consent_ledger::{
-    Actor, Advertising, Denied, Durability, Identifier, Ledger, LegalBasis, ManualClock, PartnerSharing,
+    Actor, Advertising, At, Denied, Durability, Identifier, Ledger, LegalBasis, ManualClock, PartnerSharing,
     PseudonymKey, Purpose, Recipient, RecipientScope, Security, SigningKey, SubjectId, Timestamp, Use,
     WriteError,
 };
@@ -119,6 +120,16 @@ enum Op {
         purpose: usize,
         recipient: usize,
     },
+    /// A point-in-time decision: at position `len - back % len`, or at that entry's
+    /// time plus `offset` ms (`by_time`).
+    AuthorizeAt {
+        ident: usize,
+        purpose: usize,
+        recipient: usize,
+        back: u64,
+        by_time: bool,
+        offset: i64,
+    },
     /// Append an `Expired` entry for every lapsed grant.
     RecordExpiries,
     /// Rotate the signing key (decisions unchanged; reopening needs the new key).
@@ -140,6 +151,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (-6i64..12).prop_map(|k| Op::Clock { delta: k * 500 }),
         8 => (0..IDENTS, p, 0..RECIPIENTS)
             .prop_map(|(ident, purpose, recipient)| Op::Authorize { ident, purpose, recipient }),
+        2 => (0..IDENTS, 0..PURPOSES, 0..RECIPIENTS, 0u64..40, any::<bool>(), prop_oneof![Just(-1i64), Just(0), Just(1), Just(250)])
+            .prop_map(|(ident, purpose, recipient, back, by_time, offset)| Op::AuthorizeAt { ident, purpose, recipient, back, by_time, offset }),
         1 => Just(Op::RecordExpiries),
         1 => Just(Op::RotateKey),
         1 => Just(Op::Reopen),
@@ -188,6 +201,18 @@ struct Model {
     len: u64,
     idents: Vec<MIdent>,
     subjects: Vec<MSubject>,
+    /// `past[n]`: the model as it was after the first `n` entries (for point-in-time
+    /// decisions); filled as entries are appended.
+    past: Vec<Option<Snapshot>>,
+}
+
+/// The model after some prefix of the log.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    len: u64,
+    last_ts: u64,
+    idents: Vec<MIdent>,
+    subjects: Vec<MSubject>,
 }
 
 /// A write's outcome: the entry (new or already there) and its time, or the error kind.
@@ -223,6 +248,61 @@ impl Model {
             len,
             idents: vec![MIdent::default(); IDENTS],
             subjects: vec![MSubject::default(); SUBJECTS],
+            past: Vec::new(),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            len: self.len,
+            last_ts: self.last_ts,
+            idents: self.idents.clone(),
+            subjects: self.subjects.clone(),
+        }
+    }
+
+    /// The decision at a past moment: the state after the first `n` entries, at time
+    /// `now`, with the identifiers of subjects erased *since* unlinked (erasure removes
+    /// the link from the past too).
+    fn authorize_past(&self, n: u64, now: u64, i: usize, p: usize, r: usize) -> MDecision {
+        if n == 0 {
+            // Before the genesis entry nothing is known.
+            return MDecision::Denied(Denied::UnknownIdentifier);
+        }
+        let snap = match self.past.get(n as usize) {
+            Some(Some(snap)) if n < self.len => snap.clone(),
+            _ => self.snapshot(),
+        };
+        let mut then = Model {
+            clock: now,
+            seen: now,
+            last_ts: snap.last_ts,
+            len: snap.len,
+            idents: snap.idents,
+            subjects: snap.subjects,
+            past: Vec::new(),
+        };
+        for ident in &mut then.idents {
+            if ident.holder.is_some_and(|h| self.subjects[h].erased.is_some()) {
+                *ident = MIdent::default();
+            }
+        }
+        then.authorize(i, p, r)
+    }
+
+    /// How many entries have a timestamp at or before `t` (timestamps never decrease).
+    fn entries_until(&self, t: u64) -> u64 {
+        (1..=self.len)
+            .rev()
+            .find(|n| self.timestamp_of_prefix(*n) <= t)
+            .unwrap_or(0)
+    }
+
+    /// The timestamp of entry `n - 1`.
+    fn timestamp_of_prefix(&self, n: u64) -> u64 {
+        match self.past.get(n as usize) {
+            Some(Some(snap)) if n < self.len => snap.last_ts,
+            _ => self.last_ts,
         }
     }
 
@@ -232,6 +312,11 @@ impl Model {
     }
 
     fn append(&mut self) -> MWrite {
+        let n = self.len as usize;
+        if self.past.len() <= n {
+            self.past.resize(n + 1, None);
+        }
+        self.past[n] = Some(self.snapshot());
         let ts = self.now().max(self.last_ts);
         self.last_ts = ts;
         let seq = self.len;
@@ -477,6 +562,43 @@ fn decide_as<P: Purpose>(l: &Ledger, ident: usize, r: usize) -> MDecision {
     one
 }
 
+fn past_decision(
+    r: Result<Result<consent_ledger::Evidence, Denied>, consent_ledger::ReadError>,
+) -> MDecision {
+    match r.unwrap() {
+        Ok(e) => MDecision::Allowed {
+            subject: e
+                .subject()
+                .as_str()
+                .strip_prefix("subject-")
+                .and_then(|n| n.parse().ok())
+                .unwrap(),
+            allowed_by: e.allowed_by(),
+            collected_at: e.collected_at(),
+            basis: e.legal_basis(),
+            position: e.position(),
+        },
+        Err(d) => MDecision::Denied(d),
+    }
+}
+
+fn decide_at(l: &Ledger, ident: usize, p: usize, r: usize, at: At) -> MDecision {
+    let rec = recipient(r);
+    match p {
+        0 => past_decision(l.authorize_at(&Identifier::<Security>::phone(&phone(ident)).unwrap(), &rec, at)),
+        1 => past_decision(l.authorize_at(
+            &Identifier::<Advertising>::phone(&phone(ident)).unwrap(),
+            &rec,
+            at,
+        )),
+        _ => past_decision(l.authorize_at(
+            &Identifier::<PartnerSharing>::phone(&phone(ident)).unwrap(),
+            &rec,
+            at,
+        )),
+    }
+}
+
 fn decide(l: &Ledger, ident: usize, p: usize, r: usize) -> MDecision {
     match p {
         0 => decide_as::<Security>(l, ident, r),
@@ -563,6 +685,30 @@ fn apply(op: &Op, m: &mut Model, real: &mut Real) -> Result<(), TestCaseError> {
         } => {
             let got = decide(real.l(), ident, purpose, recipient);
             prop_assert_eq!(got, m.authorize(ident, purpose, recipient), "{:?}", op);
+        }
+        Op::AuthorizeAt {
+            ident,
+            purpose,
+            recipient,
+            back,
+            by_time,
+            offset,
+        } => {
+            // Positions 1..=len (the genesis entry is always there).
+            let n = m.len - back % m.len;
+            let (at, want) = if by_time {
+                let t = m.timestamp_of_prefix(n).saturating_add_signed(offset);
+                let n = m.entries_until(t);
+                (
+                    At::Time(Timestamp::from_millis(t)),
+                    m.authorize_past(n, t, ident, purpose, recipient),
+                )
+            } else {
+                let t = m.timestamp_of_prefix(n);
+                (At::Position(n), m.authorize_past(n, t, ident, purpose, recipient))
+            };
+            let got = decide_at(real.l(), ident, purpose, recipient, at);
+            prop_assert_eq!(got, want, "{:?} ({:?})", op, at);
         }
         Op::RecordExpiries => {
             let len = real.l().len();
