@@ -1,9 +1,9 @@
 //! Appends, each against a baseline measured in the same run:
 //!
-//! - group commit, 16 threads (the best of 4 / 8 / 16 / 32 here) appending consent
-//!   changes at once, against bare
-//!   ed25519 signing of an entry-sized message plus a bare sled insert, one thread, no
-//!   sync (so the baseline pays for no durability at all);
+//! - group commit, 16 and 128 threads appending consent changes at once (a caller's
+//!   append waits for a sync, so throughput grows with the callers in flight), against
+//!   bare ed25519 signing of an entry-sized message plus a bare sled insert, one
+//!   thread, no sync (so the baseline pays for no durability at all);
 //! - fully durable appends (`Durability::Immediate`: flush and fsync per append), one
 //!   thread, against a bare sled insert + flush + fsync of the data file per insert.
 //!
@@ -29,12 +29,12 @@ use consent_ledger::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ed25519_dalek::Signer;
 
-/// Concurrent appenders for group commit (`APPEND_THREADS` overrides).
-fn threads() -> u64 {
+/// Numbers of concurrent appenders for group commit (`APPEND_THREADS=16,64` overrides).
+fn thread_counts() -> Vec<u64> {
     std::env::var("APPEND_THREADS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16)
+        .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![16, 128])
 }
 /// About the size of a signed grant entry.
 const MESSAGE_LEN: usize = 180;
@@ -115,29 +115,30 @@ fn bench(c: &mut Criterion) {
 
         let (ledger, dir) = open_copy(n, Durability::GroupCommit);
         let counter = AtomicU64::new(0);
-        let threads = threads();
-        g.bench_function(
-            BenchmarkId::new(format!("group-commit-{threads}-threads"), &size),
-            |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    std::thread::scope(|s| {
-                        for t in 0..threads {
-                            let (ledger, counter) = (&ledger, &counter);
-                            let mine = iters / threads + u64::from(t < iters % threads);
-                            s.spawn(move || {
-                                for _ in 0..mine {
-                                    let k = counter.fetch_add(1, Ordering::Relaxed);
-                                    // Each thread works on its own subjects.
-                                    change(ledger, (t + threads * (k % 64)) % n, k / threads);
-                                }
-                            });
-                        }
-                    });
-                    start.elapsed()
-                })
-            },
-        );
+        for threads in thread_counts() {
+            g.bench_function(
+                BenchmarkId::new(format!("group-commit-{threads}-threads"), &size),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let start = Instant::now();
+                        std::thread::scope(|s| {
+                            for t in 0..threads {
+                                let (ledger, counter) = (&ledger, &counter);
+                                let mine = iters / threads + u64::from(t < iters % threads);
+                                s.spawn(move || {
+                                    for _ in 0..mine {
+                                        let k = counter.fetch_add(1, Ordering::Relaxed);
+                                        // Each thread works on its own subjects.
+                                        change(ledger, (t + threads * (k % 64)) % n, k / threads);
+                                    }
+                                });
+                            }
+                        });
+                        start.elapsed()
+                    })
+                },
+            );
+        }
         drop(ledger);
         let _ = std::fs::remove_dir_all(dir);
 

@@ -433,3 +433,68 @@ fn concurrent_changes_and_decisions_full() {
     run(100_000 / THREADS, Durability::GroupCommit);
     run(20_000 / THREADS, Durability::Immediate);
 }
+
+/// Under group commit, concurrent grants and withdrawals are appended in batches by
+/// whichever caller leads; each caller still gets its own result, refusals included.
+#[test]
+fn batched_callers_each_get_their_own_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let pk = PseudonymKey::generate();
+    let l = open(dir.path(), &key, &pk, Durability::GroupCommit);
+    let gone = SubjectId::new("erased-subject").unwrap();
+    let erased_at = l.erase(&gone, consent_ledger::Actor::Subject).unwrap().seq;
+    let barrier = Barrier::new(16);
+    let results: Vec<(usize, Vec<Result<u64, String>>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|t| {
+                let (l, gone, barrier) = (&l, &gone, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let mine = SubjectId::new(&format!("caller-{t}")).unwrap();
+                    let out = (0..50)
+                        .map(|i| {
+                            let r = match (t % 2, i % 2) {
+                                (0, _) => {
+                                    l.grant::<PartnerSharing>(gone, RecipientScope::all_partners(), None)
+                                }
+                                (_, 0) => {
+                                    l.grant::<PartnerSharing>(&mine, RecipientScope::all_partners(), None)
+                                }
+                                _ => l.withdraw::<PartnerSharing>(&mine),
+                            };
+                            r.map(|r| r.seq).map_err(|e| e.to_string())
+                        })
+                        .collect();
+                    (t, out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut seqs = Vec::new();
+    for (t, out) in results {
+        for r in out {
+            if t % 2 == 0 {
+                assert_eq!(r, Err(format!("the subject was erased at entry {erased_at}")));
+            } else {
+                seqs.push(r.unwrap());
+            }
+        }
+    }
+    seqs.sort_unstable();
+    let first = erased_at + 1;
+    assert_eq!(
+        seqs,
+        (first..first + 400).collect::<Vec<_>>(),
+        "each append once, no gaps"
+    );
+    assert_eq!(l.len(), first + 400);
+    for t in (1..16).step_by(2) {
+        let h = l
+            .history(&SubjectId::new(&format!("caller-{t}")).unwrap())
+            .unwrap();
+        assert_eq!(h.len(), 50, "caller {t}");
+    }
+    l.verify().unwrap().require_trusted().unwrap();
+}

@@ -1,6 +1,7 @@
 //! The ledger: recording consent changes, deciding uses, reading history, verifying.
 
 mod batch;
+mod combine;
 mod export;
 mod impact;
 mod lifecycle;
@@ -50,9 +51,12 @@ pub enum Durability {
     Immediate,
     /// Appends from concurrent threads share fsyncs: each append returns once a sync
     /// that started after it was written has finished. Same promise as `Immediate`,
-    /// far higher throughput under concurrency. A decision may see an entry whose
-    /// append has not returned yet (written, sync in flight); it never misses one
-    /// whose append returned.
+    /// far higher throughput under concurrency. Concurrent grants and withdrawals are
+    /// queued and appended in batches by one caller at a time, which hands the lead on
+    /// before waiting for its batch's sync; the other callers sleep once. A decision
+    /// may see an entry whose append has not returned yet (written, sync in flight); it
+    /// never misses one whose append returned. If the sync covering a batch fails, its
+    /// new entries report [`WriteError::Failed`].
     GroupCommit,
     /// Appends return once written to sled's in-memory log, flushed in the background
     /// every 500 ms. For tests and bulk imports; call [`Ledger::sync`] to make
@@ -209,6 +213,8 @@ struct Inner {
     /// Read without a lock on every time-dependent decision; written under `time_floor_lock`.
     time_floor_saved: AtomicU64,
     time_floor_lock: Mutex<()>,
+    /// Grants and withdrawals waiting for a leader (group commit).
+    combiner: combine::Combiner,
 }
 
 /// How far the time seen may run ahead of the saved floor before it is saved again.
@@ -568,20 +574,24 @@ impl Ledger {
             )
             .into());
         }
-        self.append(actor, |state, _| {
-            if let Some(at) = state.erased_at(subject) {
-                return Err(WriteError::SubjectErased { erased_at: at });
-            }
-            Ok(Prepared::Append(
-                Body::Granted {
-                    subject: subject.clone(),
-                    purpose: P::ID.to_owned(),
-                    scope,
-                    expires_at,
-                },
-                None,
-            ))
-        })
+        let subject = subject.clone();
+        self.append_combined(
+            actor,
+            Box::new(move |state: &State| {
+                if let Some(at) = state.erased_at(&subject) {
+                    return Err(WriteError::SubjectErased { erased_at: at });
+                }
+                Ok(Prepared::Append(
+                    Body::Granted {
+                        subject,
+                        purpose: P::ID.to_owned(),
+                        scope,
+                        expires_at,
+                    },
+                    None,
+                ))
+            }),
+        )
     }
 
     /// Records a withdrawal made through `actor`. See [`Ledger::withdraw`].
@@ -590,18 +600,22 @@ impl Ledger {
     /// As [`Ledger::withdraw`].
     pub fn withdraw_as<P: Purpose>(&self, actor: Actor, subject: &SubjectId) -> Result<Recorded, WriteError> {
         check_purpose::<P>()?;
-        self.append(actor, |state, _| {
-            if let Some(at) = state.erased_at(subject) {
-                return Err(WriteError::SubjectErased { erased_at: at });
-            }
-            Ok(Prepared::Append(
-                Body::Withdrawn {
-                    subject: subject.clone(),
-                    purpose: P::ID.to_owned(),
-                },
-                None,
-            ))
-        })
+        let subject = subject.clone();
+        self.append_combined(
+            actor,
+            Box::new(move |state: &State| {
+                if let Some(at) = state.erased_at(&subject) {
+                    return Err(WriteError::SubjectErased { erased_at: at });
+                }
+                Ok(Prepared::Append(
+                    Body::Withdrawn {
+                        subject,
+                        purpose: P::ID.to_owned(),
+                    },
+                    None,
+                ))
+            }),
+        )
     }
 
     /// Makes every entry appended so far durable (flush and fsync). Useful with
@@ -642,8 +656,26 @@ impl Ledger {
         prepare: impl FnOnce(&State, &dyn Backend, &SigningKey) -> Result<Prepared, WriteError>,
         appended: impl FnOnce(&mut Writer),
     ) -> Result<Recorded, WriteError> {
+        let mut w = self.inner.writer.lock().map_err(|_| WriteError::Failed)?;
+        let (recorded, new) = self.append_locked(&mut w, actor, prepare, appended)?;
+        drop(w);
+        if new {
+            self.make_durable(recorded.seq)?;
+        }
+        Ok(recorded)
+    }
+
+    /// The part of an append done under the writer lock: prepare, sign, store (synced
+    /// here for `Immediate`), apply to the state. Returns the entry and whether it is new
+    /// (`false`: `prepare` found it already recorded).
+    fn append_locked(
+        &self,
+        w: &mut Writer,
+        actor: Actor,
+        prepare: impl FnOnce(&State, &dyn Backend, &SigningKey) -> Result<Prepared, WriteError>,
+        appended: impl FnOnce(&mut Writer),
+    ) -> Result<(Recorded, bool), WriteError> {
         let inner = &*self.inner;
-        let mut w = inner.writer.lock().map_err(|_| WriteError::Failed)?;
         if w.failed {
             return Err(WriteError::Failed);
         }
@@ -652,7 +684,7 @@ impl Ledger {
             prepare(&state, &*inner.store, &w.key)?
         };
         let (body, lookup) = match prepared {
-            Prepared::Already(recorded) => return Ok(recorded),
+            Prepared::Already(recorded) => return Ok((recorded, false)),
             Prepared::Append(body, lookup) => (body, lookup),
         };
         // Timestamps never go backwards in the log: a clock that stepped back is
@@ -681,7 +713,7 @@ impl Ledger {
         w.next_seq = entry.seq.saturating_add(1);
         w.last_hash = entry::entry_hash(&bytes);
         w.last_ts = timestamp;
-        appended(&mut w);
+        appended(w);
         if let Ok(mut tree) = inner.tree.lock() {
             if let Some(t) = tree.as_mut() {
                 t.push(crate::merkle::leaf_hash(&bytes));
@@ -692,21 +724,28 @@ impl Ledger {
             state.apply(&entry, lookup);
         }
         inner.group.written.store(w.next_seq, Ordering::SeqCst);
-        drop(w);
-        let recorded = Recorded {
-            seq: entry.seq,
-            timestamp,
-        };
-        match inner.durability {
+        Ok((
+            Recorded {
+                seq: entry.seq,
+                timestamp,
+            },
+            true,
+        ))
+    }
+
+    /// After a new entry `seq` was appended (and the writer lock released): returns
+    /// once it is as durable as the setting promises.
+    fn make_durable(&self, seq: u64) -> Result<(), WriteError> {
+        match self.inner.durability {
             Durability::Immediate => {
-                if let Ok(mut s) = inner.group.state.lock() {
-                    s.durable = s.durable.max(recorded.seq.saturating_add(1));
+                if let Ok(mut s) = self.inner.group.state.lock() {
+                    s.durable = s.durable.max(seq.saturating_add(1));
                 }
+                Ok(())
             }
-            Durability::GroupCommit => self.wait_durable(recorded.seq)?,
-            Durability::Relaxed => {}
+            Durability::GroupCommit => self.wait_durable(seq),
+            Durability::Relaxed => Ok(()),
         }
-        Ok(recorded)
     }
 
     /// Group commit: returns once entry `seq` is durable, syncing if nobody else is.

@@ -349,6 +349,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             high_water: AtomicU64::new(last_ts.as_millis().max(time_floor)),
             time_floor_saved: AtomicU64::new(time_floor),
             time_floor_lock: Mutex::new(()),
+            combiner: super::combine::Combiner::default(),
             pseudonym_key: b.pseudonym_key,
             durability: b.durability,
             ledger_id,
