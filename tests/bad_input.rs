@@ -7,6 +7,8 @@
     reason = "tests"
 )]
 
+mod sled_util;
+
 use consent_ledger::{
     Identifier, IdentifierError, IdentifierKind, Inspector, Ledger, OpenError, PseudonymKey, Recipient,
     RecipientScope, Security, SigningKey, SubjectId, VerifyReport,
@@ -164,7 +166,7 @@ fn directory_with_other_files_is_not_a_ledger_and_is_left_alone() {
 fn other_sled_database_is_not_a_ledger() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_util::open(dir.path());
         db.open_tree("users").unwrap().insert("k", "v").unwrap();
         db.flush().unwrap();
     }
@@ -174,7 +176,7 @@ fn other_sled_database_is_not_a_ledger() {
         .open()
         .unwrap_err();
     assert!(matches!(e, OpenError::NotALedger), "{e:?}");
-    let db = sled::open(dir.path()).unwrap();
+    let db = sled_util::open(dir.path());
     assert_eq!(
         db.open_tree("users").unwrap().get("k").unwrap().unwrap().as_ref(),
         b"v"

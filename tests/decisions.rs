@@ -7,6 +7,8 @@
     reason = "tests"
 )]
 
+mod sled_util;
+
 use std::time::Duration;
 
 use consent_ledger::{
@@ -193,7 +195,7 @@ fn edited_records_are_refused() {
     }
     // Edit the stored record in place: flip one byte of its value.
     {
-        let db = sled::open(f.dir.path()).unwrap();
+        let db = sled_util::open(f.dir.path());
         let tree = db.open_tree("decisions").unwrap();
         let (k, v) = tree.iter().next().unwrap().unwrap();
         let mut v = v.to_vec();
@@ -229,7 +231,7 @@ fn records_hold_no_identifier_values() {
         assert!(!shown.contains(phone) && !shown.contains("5550109999") && !shown.contains(mail));
         l.sync().unwrap();
     }
-    let db = sled::open(f.dir.path()).unwrap();
+    let db = sled_util::open(f.dir.path());
     let tree = db.open_tree("decisions").unwrap();
     assert_eq!(tree.len(), 2);
     for item in tree.iter() {

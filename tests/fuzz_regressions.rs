@@ -12,6 +12,8 @@
     reason = "tests"
 )]
 
+mod sled_util;
+
 use std::path::Path;
 
 use consent_ledger::fuzzing::TARGETS;
@@ -66,7 +68,7 @@ fn small_order_signing_key_is_refused_by_verify_too() {
             .unwrap(),
     );
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_util::open(dir.path());
         let entries = db.open_tree("entries").unwrap();
         entries.insert(0u64.to_be_bytes(), genesis).unwrap();
         db.flush().unwrap();

@@ -14,6 +14,8 @@
     reason = "tests"
 )]
 
+mod sled_util;
+
 use std::time::Duration;
 
 use consent_ledger::{
@@ -145,7 +147,7 @@ fn assert_nothing_lost(fx: &Fx, row: &str) {
 // ---- editing the files directly (the ledger closed) ----------------------------------------
 
 fn with_tree<T>(fx: &Fx, tree: &str, f: impl FnOnce(&sled::Tree) -> T) -> T {
-    let db = sled::open(fx.dir.path()).unwrap();
+    let db = sled_util::open(fx.dir.path());
     let t = db.open_tree(tree).unwrap();
     let out = f(&t);
     db.flush().unwrap();

@@ -7,6 +7,8 @@
     reason = "tests"
 )]
 
+mod sled_util;
+
 use std::time::Duration;
 
 use consent_ledger::{
@@ -85,7 +87,7 @@ fn an_entry_signed_with_the_old_key_after_rotation_is_rejected() {
     let rot = l.rotate_key(new.clone()).unwrap();
     drop(l);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_util::open(dir.path());
         let t = db.open_tree("entries").unwrap();
         let last = t.get(rot.seq.to_be_bytes()).unwrap().unwrap().to_vec();
         // The rotation entry has actor System (no string), so the layout is fixed:

@@ -8,6 +8,8 @@
     reason = "tests"
 )]
 
+mod sled_util;
+
 use std::path::Path;
 
 use consent_ledger::{
@@ -211,7 +213,7 @@ fn opening_refuses_truncated_and_rolled_back_ledgers() {
     );
     // Cutting off the tail (which the chain alone cannot notice) is caught too.
     {
-        let db = sled::open(f.dir.path()).unwrap();
+        let db = sled_util::open(f.dir.path());
         let t = db.open_tree("entries").unwrap();
         for seq in cp.size() - 3..cp.size() {
             t.remove(seq.to_be_bytes()).unwrap();

@@ -8,6 +8,8 @@
     reason = "tests"
 )]
 
+mod sled_util;
+
 use std::path::Path;
 
 use consent_ledger::{
@@ -52,7 +54,7 @@ fn fixture() -> Fixture {
 }
 
 fn with_entries(dir: &Path, f: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(dir).unwrap();
+    let db = sled_util::open(dir);
     let tree = db.open_tree("entries").unwrap();
     f(&tree);
     db.flush().unwrap();
