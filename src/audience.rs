@@ -331,58 +331,111 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                 self.decide_chunk(&mut run, &[&hashed], &mut on_match);
             }
         }
-        // Two threads: one worker for the whole run hashes the second half of every
-        // chunk while this thread hashes the first half, then this thread decides.
-        let (first, second) = (self.chunk.div_ceil(2), self.chunk / 2);
+        // Two threads, pipelined: a worker for the whole run normalizes and hashes whole
+        // chunks ahead of this thread, which decides them in order. When the worker's
+        // next chunk is not ready yet, this thread hashes a later chunk itself instead
+        // of waiting, so both threads stay busy whichever of hashing and deciding is
+        // slower. At most `MAX_PENDING` chunks are held, whatever the upload's length.
+        const MAX_PENDING: usize = 4;
+        enum Pending {
+            /// Handed to the worker: this many rows.
+            Worker(usize),
+            /// Hashed here.
+            Mine(Vec<Hashed>),
+        }
         std::thread::scope(|scope| {
-            let (to_worker, jobs) = mpsc::sync_channel::<(Vec<T>, Vec<Hashed>)>(1);
-            let (to_main, done) = mpsc::sync_channel::<(Vec<T>, Vec<Hashed>)>(1);
+            let (to_worker, jobs) = mpsc::sync_channel::<Vec<T>>(1);
+            let (to_main, done) = mpsc::sync_channel::<Vec<Hashed>>(2);
             let hash = &hash;
             scope.spawn(move || {
-                for (rows, mut out) in jobs {
+                for rows in jobs {
+                    let mut out = Vec::with_capacity(rows.len());
                     hash(&rows, &mut out);
-                    if to_main.send((rows, out)).is_err() {
+                    drop(rows);
+                    if to_main.send(out).is_err() {
                         return;
                     }
                 }
             });
-            let mut spare = (Vec::with_capacity(second), Vec::with_capacity(second));
+            let mut pending: std::collections::VecDeque<Pending> = std::collections::VecDeque::new();
+            let mut with_worker = 0usize;
+            let mut worker_alive = true;
+            let mut upload_done = false;
+            let read_chunk = |upload: &mut dyn Iterator<Item = T>, done: &mut bool| -> Option<Vec<T>> {
+                if *done {
+                    return None;
+                }
+                let chunk: Vec<T> = upload.take(self.chunk).collect();
+                if chunk.is_empty() {
+                    *done = true;
+                    return None;
+                }
+                Some(chunk)
+            };
             loop {
-                rows.clear();
-                rows.extend(upload.by_ref().take(first));
-                if rows.is_empty() {
-                    return run.counts;
-                }
-                let (mut theirs, their_out) = spare;
-                theirs.clear();
-                theirs.extend(upload.by_ref().take(second));
-                let sent = theirs.len();
-                let mut worker_out = Vec::new();
-                if sent > 0 {
-                    if let Err(mpsc::SendError((back, out))) = to_worker.send((theirs, their_out)) {
-                        // No worker: hash here.
-                        hash(&back, &mut worker_out);
-                        theirs = back;
-                        drop(out);
-                    } else {
-                        theirs = Vec::new();
-                    }
-                }
-                hash(&rows, &mut hashed);
-                let mut their_rows = theirs;
-                if sent > 0 && their_rows.is_empty() {
-                    match done.recv() {
-                        Ok((back, out)) => {
-                            their_rows = back;
-                            worker_out = out;
+                // Keep the worker fed: one chunk in its hands, one waiting.
+                while worker_alive && with_worker < 2 && pending.len() < MAX_PENDING {
+                    let Some(chunk) = read_chunk(&mut upload, &mut upload_done) else {
+                        break;
+                    };
+                    let len = chunk.len();
+                    match to_worker.send(chunk) {
+                        Ok(()) => {
+                            pending.push_back(Pending::Worker(len));
+                            with_worker += 1;
                         }
-                        // The worker died (an `AsRef` implementation panicked): its rows
-                        // are denied, failing closed; the scope re-raises the panic.
-                        Err(_) => worker_out = vec![None; sent],
+                        Err(mpsc::SendError(back)) => {
+                            worker_alive = false;
+                            let mut out = Vec::with_capacity(back.len());
+                            hash(&back, &mut out);
+                            pending.push_back(Pending::Mine(out));
+                        }
                     }
                 }
-                self.decide_chunk(&mut run, &[&hashed, &worker_out], &mut on_match);
-                spare = (their_rows, worker_out);
+                let out = match pending.front() {
+                    None => match read_chunk(&mut upload, &mut upload_done) {
+                        // The worker is gone: hash here.
+                        Some(chunk) => {
+                            hash(&chunk, &mut hashed);
+                            self.decide_chunk(&mut run, &[&hashed], &mut on_match);
+                            continue;
+                        }
+                        None => return run.counts,
+                    },
+                    Some(Pending::Mine(_)) => match pending.pop_front() {
+                        Some(Pending::Mine(out)) => out,
+                        _ => continue,
+                    },
+                    Some(Pending::Worker(len)) => {
+                        let len = *len;
+                        let ready = match done.try_recv() {
+                            Ok(out) => Some(out),
+                            Err(mpsc::TryRecvError::Disconnected) => Some(vec![None; len]),
+                            Err(mpsc::TryRecvError::Empty) => None,
+                        };
+                        let out = match ready {
+                            Some(out) => out,
+                            None if pending.len() < MAX_PENDING => {
+                                // Not ready: hash a later chunk here rather than wait.
+                                if let Some(chunk) = read_chunk(&mut upload, &mut upload_done) {
+                                    let mut out = Vec::with_capacity(chunk.len());
+                                    hash(&chunk, &mut out);
+                                    pending.push_back(Pending::Mine(out));
+                                    continue;
+                                }
+                                // The worker died (an `AsRef` implementation panicked):
+                                // its rows count as malformed and are never matched,
+                                // failing closed; the scope re-raises the panic.
+                                done.recv().unwrap_or_else(|_| vec![None; len])
+                            }
+                            None => done.recv().unwrap_or_else(|_| vec![None; len]),
+                        };
+                        pending.pop_front();
+                        with_worker = with_worker.saturating_sub(1);
+                        out
+                    }
+                };
+                self.decide_chunk(&mut run, &[&out], &mut on_match);
             }
         })
     }

@@ -315,3 +315,43 @@ fn withdrawal_drops_out_at_the_next_match_and_the_next_chunk() {
     assert_eq!(counts.denied.withdrawn, 2);
     assert_eq!(counts.matched, 6);
 }
+
+/// A row type whose `AsRef` panics on one row: the hashing worker dies mid-upload.
+struct Exploding(String, bool);
+
+impl AsRef<str> for Exploding {
+    fn as_ref(&self) -> &str {
+        assert!(!self.1, "this row cannot be read");
+        &self.0
+    }
+}
+
+#[test]
+fn a_panicking_row_reader_propagates_and_never_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_000));
+    let ledger = ledger(dir.path(), &clock);
+    let acme = Recipient::partner("acme-ads").unwrap();
+    for at in [0usize, 5, 37, 199] {
+        let rows: Vec<Exploding> = (0..200u32).map(|i| Exploding(phone(i), i as usize == at)).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ledger = &ledger;
+        let acme = &acme;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    ledger
+                        .audience::<Advertising>(acme)
+                        .chunk_size(8)
+                        .threads(2)
+                        .run(rows, |_| {})
+                }));
+                tx.send(result.is_err()).unwrap();
+            });
+            let panicked = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("the match hung after the row reader panicked");
+            assert!(panicked, "the panic at row {at} was swallowed");
+        });
+    }
+}
