@@ -41,9 +41,11 @@
 //! The upload is an iterator and is read in chunks ([`DEFAULT_CHUNK`] identifiers):
 //! each chunk is normalized and pseudonymized without any lock held, then decided under
 //! one read lock of the ledger's state, then its matches are handed to the caller's
-//! callback with the lock released. Memory is bounded by the chunk size and the number
-//! of subjects (a bit per subject to report each subject once), never by the upload's
-//! length. A change recorded (for example a withdrawal acknowledged) before a chunk's
+//! callback with the lock released. With two threads, a worker normalizes and hashes
+//! chunks ahead while the calling thread decides them in order (and hashes a later
+//! chunk itself when the worker's next one is not ready), holding at most four chunks.
+//! Memory is bounded by the chunk size and the number of subjects (a bit per subject to
+//! report each subject once), never by the upload's length. A change recorded (for example a withdrawal acknowledged) before a chunk's
 //! decisions start is seen by every decision of that chunk, and writers wait for at
 //! most one chunk.
 
