@@ -333,7 +333,9 @@ fn a_panicking_row_reader_propagates_and_never_hangs() {
     let ledger = ledger(dir.path(), &clock);
     let acme = Recipient::partner("acme-ads").unwrap();
     for at in [0usize, 5, 37, 199] {
-        let rows: Vec<Exploding> = (0..200u32).map(|i| Exploding(phone(i), i as usize == at)).collect();
+        let rows: Vec<Exploding> = (0..200u32)
+            .map(|i| Exploding(phone(i), i as usize == at))
+            .collect();
         let (tx, rx) = std::sync::mpsc::channel();
         let ledger = &ledger;
         let acme = &acme;
