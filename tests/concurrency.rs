@@ -498,3 +498,75 @@ fn batched_callers_each_get_their_own_result() {
     }
     l.verify().unwrap().require_trusted().unwrap();
 }
+
+/// Grants (batched under group commit) racing an erasure (appended directly) of the
+/// same subjects: every grant is either in the log before the erasure or refused as
+/// erased at exactly that entry; nothing about a subject is appended after its erasure.
+#[test]
+fn grants_racing_an_erasure_never_land_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let pk = PseudonymKey::generate();
+    let l = open(dir.path(), &key, &pk, Durability::GroupCommit);
+    let subjects: Vec<SubjectId> = (0..8)
+        .map(|i| SubjectId::new(&format!("racer-{i}")).unwrap())
+        .collect();
+    let barrier = Barrier::new(9);
+    let (grants, erasures) = std::thread::scope(|scope| {
+        let granters: Vec<_> = (0..8)
+            .map(|t| {
+                let (l, subjects, barrier) = (&l, &subjects, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let mut out = Vec::new();
+                    for i in 0..200 {
+                        let s = (t + i) % subjects.len();
+                        let r = l.grant::<PartnerSharing>(&subjects[s], RecipientScope::all_partners(), None);
+                        out.push((s, r.map(|r| r.seq).map_err(|e| e.to_string())));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let eraser = {
+            let (l, subjects, barrier) = (&l, &subjects, &barrier);
+            scope.spawn(move || {
+                barrier.wait();
+                subjects
+                    .iter()
+                    .map(|s| {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        l.erase(s, consent_ledger::Actor::Subject).unwrap().seq
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        };
+        let grants: Vec<(usize, Result<u64, String>)> =
+            granters.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        (grants, eraser.join().unwrap())
+    });
+    let (mut before, mut refused) = (0, 0);
+    for (s, r) in grants {
+        match r {
+            Ok(seq) => {
+                assert!(
+                    seq < erasures[s],
+                    "grant at {seq} after erasure at {}",
+                    erasures[s]
+                );
+                before += 1;
+            }
+            Err(e) => {
+                assert_eq!(e, format!("the subject was erased at entry {}", erasures[s]));
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(before + refused, 1600);
+    assert!(refused > 0, "the erasures came too late to race anything");
+    l.verify().unwrap().require_trusted().unwrap();
+    for s in &subjects {
+        let h = l.history(s).unwrap();
+        assert!(matches!(h.last().unwrap().change, Change::Erased), "{h:?}");
+    }
+}
