@@ -157,18 +157,20 @@ fn check(name: &str, target: fn(&[u8]) -> Outcome, input: &[u8], accepted: &mut 
     }
 }
 
-/// Inputs per target: the expensive ones (every accepted entry is signature-checked)
-/// get fewer.
+/// Inputs per target: the expensive ones (every accepted entry is signature-checked,
+/// every proof rebuilt) get fewer. About five seconds in all with the test profile's
+/// optimized dependencies.
 fn budget(name: &str) -> usize {
     let scale: f64 = std::env::var("FUZZ_SMOKE_ITERATIONS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     let base = match name {
-        "log" => 600,
-        "receipt" | "signed_note" => 1_500,
-        "entry" | "vault_file" | "proofs" => 5_000,
-        _ => 20_000,
+        "log" => 3_000,
+        "receipt" | "signed_note" => 7_500,
+        "proofs" => 5_000,
+        "entry" | "vault_file" => 25_000,
+        _ => 100_000,
     };
     ((base as f64) * scale) as usize
 }
