@@ -574,24 +574,13 @@ impl Ledger {
             )
             .into());
         }
-        let subject = subject.clone();
-        self.append_combined(
-            actor,
-            Box::new(move |state: &State| {
-                if let Some(at) = state.erased_at(&subject) {
-                    return Err(WriteError::SubjectErased { erased_at: at });
-                }
-                Ok(Prepared::Append(
-                    Body::Granted {
-                        subject,
-                        purpose: P::ID.to_owned(),
-                        scope,
-                        expires_at,
-                    },
-                    None,
-                ))
-            }),
-        )
+        let purpose = P::ID;
+        self.append_consent_change(actor, subject, move |subject| Body::Granted {
+            subject,
+            purpose: purpose.to_owned(),
+            scope,
+            expires_at,
+        })
     }
 
     /// Records a withdrawal made through `actor`. See [`Ledger::withdraw`].
@@ -600,6 +589,21 @@ impl Ledger {
     /// As [`Ledger::withdraw`].
     pub fn withdraw_as<P: Purpose>(&self, actor: Actor, subject: &SubjectId) -> Result<Recorded, WriteError> {
         check_purpose::<P>()?;
+        let purpose = P::ID;
+        self.append_consent_change(actor, subject, move |subject| Body::Withdrawn {
+            subject,
+            purpose: purpose.to_owned(),
+        })
+    }
+
+    /// Appends a grant or withdrawal about `subject` (refused once the subject is
+    /// erased), through the group-commit queue.
+    fn append_consent_change(
+        &self,
+        actor: Actor,
+        subject: &SubjectId,
+        body: impl FnOnce(SubjectId) -> Body + Send + 'static,
+    ) -> Result<Recorded, WriteError> {
         let subject = subject.clone();
         self.append_combined(
             actor,
@@ -607,13 +611,7 @@ impl Ledger {
                 if let Some(at) = state.erased_at(&subject) {
                     return Err(WriteError::SubjectErased { erased_at: at });
                 }
-                Ok(Prepared::Append(
-                    Body::Withdrawn {
-                        subject,
-                        purpose: P::ID.to_owned(),
-                    },
-                    None,
-                ))
+                Ok(Prepared::Append(body(subject), None))
             }),
         )
     }
