@@ -251,7 +251,6 @@ impl Drop for Inner {
 struct Writer {
     next_seq: u64,
     last_hash: Hash,
-    last_ts: Timestamp,
     key: SigningKey,
     /// Set when a write may or may not have reached the disk: no more writes.
     failed: bool,
@@ -685,9 +684,11 @@ impl Ledger {
             Prepared::Already(recorded) => return Ok((recorded, false)),
             Prepared::Append(body, lookup) => (body, lookup),
         };
-        // Timestamps never go backwards in the log: a clock that stepped back is
-        // clamped to the previous entry's time rather than refusing the change.
-        let timestamp = self.now().max(w.last_ts);
+        // Timestamps never go backwards in the log: `now` never runs earlier than a time
+        // already seen, which includes every entry's (the high-water time starts at the
+        // last entry's at open), so a clock that stepped back is clamped rather than
+        // refusing the change.
+        let timestamp = self.now();
         let mut salt = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
         let entry = Entry {
@@ -710,7 +711,6 @@ impl Ledger {
         }
         w.next_seq = entry.seq.saturating_add(1);
         w.last_hash = entry::entry_hash(&bytes);
-        w.last_ts = timestamp;
         appended(w);
         if let Ok(mut tree) = inner.tree.lock() {
             if let Some(t) = tree.as_mut() {

@@ -327,7 +327,6 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             writer: Mutex::new(Writer {
                 next_seq: len,
                 last_hash: head,
-                last_ts,
                 key: b.signing_key,
                 failed: false,
             }),
