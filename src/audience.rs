@@ -45,9 +45,9 @@
 //! chunks ahead while the calling thread decides them in order (and hashes a later
 //! chunk itself when the worker's next one is not ready), holding at most four chunks.
 //! Memory is bounded by the chunk size and the number of subjects (a bit per subject to
-//! report each subject once), never by the upload's length. A change recorded (for example a withdrawal acknowledged) before a chunk's
-//! decisions start is seen by every decision of that chunk, and writers wait for at
-//! most one chunk.
+//! report each subject once), never by the upload's length. A change recorded (for
+//! example a withdrawal acknowledged) before a chunk's decisions start is seen by every
+//! decision of that chunk, and writers wait for at most one chunk.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -363,6 +363,11 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             let mut with_worker = 0usize;
             let mut worker_alive = true;
             let mut upload_done = false;
+            let hash_here = |rows: &[T]| {
+                let mut out = Vec::with_capacity(rows.len());
+                hash(rows, &mut out);
+                out
+            };
             let read_chunk = |upload: &mut dyn Iterator<Item = T>, done: &mut bool| -> Option<Vec<T>> {
                 if *done {
                     return None;
@@ -388,9 +393,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                         }
                         Err(mpsc::SendError(back)) => {
                             worker_alive = false;
-                            let mut out = Vec::with_capacity(back.len());
-                            hash(&back, &mut out);
-                            pending.push_back(Pending::Mine(out));
+                            pending.push_back(Pending::Mine(hash_here(&back)));
                         }
                     }
                 }
@@ -404,38 +407,34 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                         }
                         None => return run.counts,
                     },
-                    Some(Pending::Mine(_)) => match pending.pop_front() {
-                        Some(Pending::Mine(out)) => out,
-                        _ => continue,
-                    },
                     Some(Pending::Worker(len)) => {
                         let len = *len;
-                        let ready = match done.try_recv() {
-                            Ok(out) => Some(out),
-                            Err(mpsc::TryRecvError::Disconnected) => Some(vec![None; len]),
-                            Err(mpsc::TryRecvError::Empty) => None,
-                        };
-                        let out = match ready {
-                            Some(out) => out,
-                            None if pending.len() < MAX_PENDING => {
-                                // Not ready: hash a later chunk here rather than wait.
-                                if let Some(chunk) = read_chunk(&mut upload, &mut upload_done) {
-                                    let mut out = Vec::with_capacity(chunk.len());
-                                    hash(&chunk, &mut out);
-                                    pending.push_back(Pending::Mine(out));
-                                    continue;
+                        // If the worker died (an `AsRef` implementation panicked), the rows
+                        // it held count as malformed and are never matched, failing closed;
+                        // the scope re-raises the panic.
+                        let out = match done.try_recv() {
+                            Ok(out) => out,
+                            Err(mpsc::TryRecvError::Disconnected) => vec![None; len],
+                            Err(mpsc::TryRecvError::Empty) => {
+                                // Not ready: hash a later chunk here rather than wait, while
+                                // there is room for it.
+                                if pending.len() < MAX_PENDING {
+                                    if let Some(chunk) = read_chunk(&mut upload, &mut upload_done) {
+                                        pending.push_back(Pending::Mine(hash_here(&chunk)));
+                                        continue;
+                                    }
                                 }
-                                // The worker died (an `AsRef` implementation panicked):
-                                // its rows count as malformed and are never matched,
-                                // failing closed; the scope re-raises the panic.
                                 done.recv().unwrap_or_else(|_| vec![None; len])
                             }
-                            None => done.recv().unwrap_or_else(|_| vec![None; len]),
                         };
                         pending.pop_front();
                         with_worker = with_worker.saturating_sub(1);
                         out
                     }
+                    Some(Pending::Mine(_)) => match pending.pop_front() {
+                        Some(Pending::Mine(out)) => out,
+                        _ => continue,
+                    },
                 };
                 self.decide_chunk(&mut run, &[&out], &mut on_match);
             }
