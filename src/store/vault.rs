@@ -438,6 +438,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_write_marks_the_vault_for_the_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::open(&dir.path().join("vault")).unwrap();
+        let dirty = |v: &Vault| v.dirty.load(Ordering::Relaxed);
+        assert!(!dirty(&v), "a freshly opened vault has nothing to sync");
+        v.sync().unwrap();
+        v.put(Kind::Secret, b"subject-1", &[1; 32]).unwrap();
+        assert!(dirty(&v), "a put must be synced");
+        v.sync().unwrap();
+        assert!(!dirty(&v));
+        v.remove(Kind::Secret, b"subject-2").unwrap();
+        assert!(!dirty(&v), "removing an absent record writes nothing");
+        v.remove(Kind::Secret, b"subject-1").unwrap();
+        assert!(dirty(&v), "a removal must be synced");
+        v.sync().unwrap();
+        assert!(!dirty(&v));
+    }
+
+    #[test]
     fn records_survive_reopen_and_removal_zeroes_the_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
