@@ -162,7 +162,7 @@ fn worker(shared: &Shared, barrier: &Barrier, thread: usize, ops: usize, seed: u
         let purpose = rng.below(PURPOSES as u64) as usize;
         let s = &shared.subjects[subject];
         let what = format!("thread {thread} op {op} subject {subject} purpose {purpose}");
-        match rng.below(10) {
+        let change = match rng.below(10) {
             0..=2 => {
                 let scope = if rng.below(3) == 0 {
                     RecipientScope::only(shared.recipients[0].clone())
@@ -174,15 +174,7 @@ fn worker(shared: &Shared, barrier: &Barrier, thread: usize, ops: usize, seed: u
                     _ => l.grant::<PartnerSharing>(s, scope, None),
                 }
                 .unwrap_or_else(|e| panic!("{what}: grant failed: {e}"));
-                shared
-                    .ticket(subject, purpose)
-                    .fetch_max(r.seq + 1, Ordering::SeqCst);
-                log.acked.push(Acked {
-                    seq: r.seq,
-                    subject,
-                    purpose,
-                    kind: Kind::Grant,
-                });
+                Some((r.seq, Kind::Grant))
             }
             3..=4 => {
                 let r = match purpose {
@@ -190,15 +182,7 @@ fn worker(shared: &Shared, barrier: &Barrier, thread: usize, ops: usize, seed: u
                     _ => l.withdraw::<PartnerSharing>(s),
                 }
                 .unwrap_or_else(|e| panic!("{what}: withdraw failed: {e}"));
-                shared
-                    .ticket(subject, purpose)
-                    .fetch_max(r.seq + 1, Ordering::SeqCst);
-                log.acked.push(Acked {
-                    seq: r.seq,
-                    subject,
-                    purpose,
-                    kind: Kind::Withdraw,
-                });
+                Some((r.seq, Kind::Withdraw))
             }
             n => {
                 let recipient = &shared.recipients[rng.below(3) as usize];
@@ -232,7 +216,20 @@ fn worker(shared: &Shared, barrier: &Barrier, thread: usize, ops: usize, seed: u
                     Some(by) => log.allowed.push(Allowed { subject, purpose, by }),
                     None => log.denied += 1,
                 }
+                None
             }
+        };
+        // An acknowledged change: publish its ticket, remember it for the final checks.
+        if let Some((seq, kind)) = change {
+            shared
+                .ticket(subject, purpose)
+                .fetch_max(seq + 1, Ordering::SeqCst);
+            log.acked.push(Acked {
+                seq,
+                subject,
+                purpose,
+                kind,
+            });
         }
     }
     log
