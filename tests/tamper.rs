@@ -304,3 +304,67 @@ fn garbage_key_in_the_entries_tree() {
         IntegrityProblem::Undecodable("storage key is not a position"),
     );
 }
+
+/// Rewrites a vault slot with a valid slot checksum (first 16 bytes of SHA-256 over the
+/// first 240 bytes): damage the vault cannot notice, only the index tag can.
+fn rewrite_slot(raw: &mut [u8], n: usize, edit: impl FnOnce(&mut [u8])) {
+    use sha2::Digest;
+    let slot = &mut raw[n * 256..(n + 1) * 256];
+    edit(slot);
+    let sum = sha2::Sha256::digest(&slot[..240]);
+    slot[240..].copy_from_slice(&sum[..16]);
+}
+
+#[test]
+fn a_tampered_index_record_anywhere_in_the_vault_fails_open() {
+    // Enough identifiers that the index spans several read chunks, and both halves
+    // that opening authenticates on different threads hold records.
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let pk = PseudonymKey::generate();
+    let open = || {
+        Ledger::builder(dir.path())
+            .signing_key(key.clone())
+            .pseudonym_key(pk.clone())
+            .durability(consent_ledger::Durability::Relaxed)
+            .open()
+    };
+    let ledger = open().unwrap();
+    for i in 0..1500 {
+        let s = SubjectId::new(&format!("user-{i}")).unwrap();
+        let phone = Identifier::<Security>::phone(&format!("+1555{i:07}")).unwrap();
+        ledger.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+    }
+    drop(ledger);
+    let path = dir.path().join("vault");
+    let original = std::fs::read(&path).unwrap();
+    let index_slots: Vec<usize> = (1..original.len() / 256)
+        .filter(|n| original[n * 256] == 2)
+        .collect();
+    assert_eq!(index_slots.len(), 1500);
+    let picks = [
+        index_slots[0],
+        index_slots[index_slots.len() / 2],
+        index_slots[index_slots.len() - 1],
+    ];
+    for n in picks {
+        // The record's last byte (inside its tag), changed under a valid slot checksum.
+        let mut raw = original.clone();
+        rewrite_slot(&mut raw, n, |slot| {
+            let klen = usize::from(slot[1]);
+            let vlen = usize::from(slot[2 + klen]);
+            slot[2 + klen + vlen] ^= 1;
+        });
+        std::fs::write(&path, &raw).unwrap();
+        match open() {
+            Err(OpenError::CorruptMetadata("index record")) => {}
+            other => panic!("slot {n}: {other:?}"),
+        }
+    }
+    std::fs::write(&path, &original).unwrap();
+    let ledger = open().unwrap();
+    let phone = Identifier::<Security>::phone("+15550000042").unwrap();
+    assert!(ledger
+        .authorize(&phone, &consent_ledger::Recipient::FirstParty)
+        .is_ok());
+}

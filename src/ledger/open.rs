@@ -5,6 +5,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use super::replay::Replay;
@@ -278,31 +279,35 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             }
         }
     }
-    let index = load_index(&*store, key)?;
-
-    let mut replay = Replay::new(false);
-    let mut state = State::default();
-    // Most subjects hold at least one identifier: size the tables once.
-    state.reserve(index.len(), index.len());
-    let mut tree = b
-        .trusted_checkpoint
-        .as_ref()
-        .map(|_| crate::merkle::MerkleTree::new());
-    for raw in store.entries_from(0) {
-        let raw = raw?;
-        if let Some(t) = tree.as_mut() {
-            t.push(crate::merkle::leaf_hash(&raw.1));
-        }
-        let stored = replay.step(raw).map_err(read_err)?;
-        let lookup = match &stored.entry.body {
-            Body::Collected {
-                subject, pseudonym, ..
-            } => index_lookup(&index, subject, pseudonym),
-            _ => None,
+    // Two threads. This one authenticates the second half of the index, then reads the
+    // log and checks it (positions, encodings, the chain). The other authenticates the
+    // first half, then applies the checked entries to the state as they arrive; they
+    // wait in a short queue until the whole index is ready.
+    let trusted = b.trusted_checkpoint.is_some();
+    let backend: &dyn Backend = &*store;
+    let (walked, built) = std::thread::scope(|s| {
+        let (tx, rx) = sync_channel::<Vec<Entry>>(QUEUED_BATCHES);
+        let (half_tx, half_rx) = sync_channel::<Result<IndexMap, OpenError>>(1);
+        let builder = s.spawn(move || build_state(backend, key, half_rx, rx));
+        let half = load_index_part(backend, key, 1, 2);
+        let half_ok = half.is_ok();
+        // If the builder is gone, its own error is the one to report.
+        let _ = half_tx.send(half);
+        let walked = if half_ok {
+            walk_log(backend, trusted, tx)
+        } else {
+            Ok(None)
         };
-        state.apply(&stored.entry, lookup);
-    }
-    replay.finish()?;
+        let built = builder
+            .join()
+            .unwrap_or_else(|payload| std::panic::resume_unwind(payload));
+        (walked, built)
+    });
+    // The index is checked first, as it always was: its errors come before the log's.
+    let (index, state) = built?;
+    let Some((replay, tree)) = walked? else {
+        return Err(OpenError::CorruptMetadata("log"));
+    };
     if replay.pseudonym_key_check != key.check_value() {
         return Err(OpenError::WrongPseudonymKey);
     }
@@ -356,6 +361,68 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             recorder,
         }),
     })
+}
+
+/// Checked entries handed from the log reader to the state builder at a time.
+const BATCH_ENTRIES: usize = 256;
+/// Batches the log reader may be ahead of the state builder.
+const QUEUED_BATCHES: usize = 16;
+
+/// Reads the whole log in order and checks it (only the last signature), handing the
+/// checked entries to the state builder. `None` when the builder stopped taking them
+/// (its own error is then the one to report).
+fn walk_log(
+    store: &dyn Backend,
+    trusted: bool,
+    tx: SyncSender<Vec<Entry>>,
+) -> Result<Option<(Replay, Option<crate::merkle::MerkleTree>)>, OpenError> {
+    let mut replay = Replay::new(false);
+    let mut tree = trusted.then(crate::merkle::MerkleTree::new);
+    let mut batch = Vec::with_capacity(BATCH_ENTRIES);
+    for raw in store.entries_from(0) {
+        let raw = raw?;
+        if let Some(t) = tree.as_mut() {
+            t.push(crate::merkle::leaf_hash(&raw.1));
+        }
+        batch.push(replay.step(raw).map_err(read_err)?.entry);
+        if batch.len() == BATCH_ENTRIES {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ENTRIES));
+            if tx.send(full).is_err() {
+                return Ok(None);
+            }
+        }
+    }
+    if tx.send(batch).is_err() {
+        return Ok(None);
+    }
+    replay.finish()?;
+    Ok(Some((replay, tree)))
+}
+
+/// Authenticates the first half of the index and takes the second from the log
+/// reader, then rebuilds the state from the checked entries as they arrive (until the
+/// log reader hangs up).
+fn build_state(
+    store: &dyn Backend,
+    key: &PseudonymKey,
+    second_half: Receiver<Result<IndexMap, OpenError>>,
+    rx: Receiver<Vec<Entry>>,
+) -> Result<(IndexMap, State), OpenError> {
+    let mut index = load_index_part(store, key, 0, 2)?;
+    // The later half's records win, as they would in one walk over all slots.
+    let rest = second_half
+        .recv()
+        .map_err(|_| OpenError::CorruptMetadata("index record"))??;
+    index.extend(rest);
+    let mut state = State::default();
+    // Most subjects hold at least one identifier: size the tables once.
+    state.reserve(index.len(), index.len());
+    for batch in rx {
+        for entry in batch {
+            state.apply(&entry, entry_lookup(&index, &entry));
+        }
+    }
+    Ok((index, state))
 }
 
 /// Index records by the subject-keyed pseudonym in the entries: (lookup pseudonym,
@@ -457,8 +524,18 @@ fn check_trusted(text: &str, replay: &Replay, tree: &crate::merkle::MerkleTree) 
 /// pseudonym, subject). Each is tagged with the pseudonym key, so a tampered index
 /// cannot point an identifier at another subject's collection.
 pub(super) fn load_index(store: &dyn Backend, key: &PseudonymKey) -> Result<IndexMap, OpenError> {
+    load_index_part(store, key, 0, 1)
+}
+
+/// [`load_index`] for part `part` of `parts` of the stored index records.
+fn load_index_part(
+    store: &dyn Backend,
+    key: &PseudonymKey,
+    part: u64,
+    parts: u64,
+) -> Result<IndexMap, OpenError> {
     let mut index = IndexMap::default();
-    for item in store.index_records() {
+    for item in store.index_records(part, parts) {
         let (k, v) = item?;
         let lookup = <[u8; 32]>::try_from(&*k)
             .map(Pseudonym)
@@ -479,13 +556,20 @@ pub(super) fn load_index(store: &dyn Backend, key: &PseudonymKey) -> Result<Inde
     Ok(index)
 }
 
+/// The lookup pseudonym to apply `entry` with: a collection entry's, if its index
+/// record is still there (it is gone after erasure); `None` for other entries.
+pub(super) fn entry_lookup(index: &IndexMap, entry: &Entry) -> Option<Pseudonym> {
+    match &entry.body {
+        Body::Collected {
+            subject, pseudonym, ..
+        } => index_lookup(index, subject, pseudonym),
+        _ => None,
+    }
+}
+
 /// The lookup pseudonym of a collection entry's identifier, if its index record is
 /// still there (it is gone after erasure).
-pub(super) fn index_lookup(
-    index: &IndexMap,
-    subject: &SubjectId,
-    pseudonym: &Pseudonym,
-) -> Option<Pseudonym> {
+fn index_lookup(index: &IndexMap, subject: &SubjectId, pseudonym: &Pseudonym) -> Option<Pseudonym> {
     index
         .get(&PseudonymKey32(pseudonym.0))
         .filter(|(_, s)| s == subject)

@@ -1,9 +1,8 @@
 //! Point-in-time decisions: was a use allowed at a past moment or ledger position?
 
-use super::open::{index_lookup, load_index};
+use super::open::{entry_lookup, load_index};
 use super::Ledger;
 use crate::decision::{Denied, Evidence};
-use crate::entry::Body;
 use crate::error::{OpenError, ReadError};
 use crate::identifier::Identifier;
 use crate::purpose::Purpose;
@@ -59,13 +58,7 @@ impl Ledger {
                 break;
             }
             moment = e.timestamp;
-            let lookup = match &e.body {
-                Body::Collected {
-                    subject, pseudonym, ..
-                } => index_lookup(&index, subject, pseudonym),
-                _ => None,
-            };
-            state.apply(&e, lookup);
+            state.apply(&e, entry_lookup(&index, &e));
         }
         let now = match at {
             At::Position(_) => moment,

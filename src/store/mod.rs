@@ -87,8 +87,9 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn put_index(&self, lookup: &[u8; 32], record: &[u8]) -> Result<(), StorageError>;
     /// Removes an index record.
     fn remove_index(&self, lookup: &[u8; 32]) -> Result<(), StorageError>;
-    /// All index records.
-    fn index_records(&self) -> Items<'_, (Vec<u8>, Vec<u8>)>;
+    /// The index records in part `part` of `parts` (of the records stored now, split
+    /// into roughly equal parts that together hold every record once).
+    fn index_records(&self, part: u64, parts: u64) -> Items<'_, (Vec<u8>, Vec<u8>)>;
     /// A subject's secret.
     fn secret(&self, subject: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Stores a subject's secret.
@@ -282,11 +283,8 @@ impl Backend for SledStore {
         self.vault.remove(Kind::Index, lookup)
     }
 
-    fn index_records(&self) -> Items<'_, (Vec<u8>, Vec<u8>)> {
-        match self.vault.all(Kind::Index) {
-            Ok(all) => Box::new(all.into_iter().map(Ok)),
-            Err(e) => Box::new(std::iter::once(Err(e))),
-        }
+    fn index_records(&self, part: u64, parts: u64) -> Items<'_, (Vec<u8>, Vec<u8>)> {
+        Box::new(self.vault.records_in(Kind::Index, part, parts))
     }
 
     fn secret(&self, subject: &str) -> Result<Option<Vec<u8>>, StorageError> {
