@@ -502,6 +502,21 @@ fn subject_from(s: String) -> Result<SubjectId, Invalid> {
     SubjectId::new(&s).map_err(|_| Invalid::InvalidField("subject id"))
 }
 
+/// The canonical encoding of a recipient scope on its own (as inside an entry), for
+/// state snapshots.
+pub(crate) fn encode_scope(s: &RecipientScope) -> Vec<u8> {
+    // Bounded: a scope is at most MAX_SCOPE_RECIPIENTS names, far under the limit.
+    bincode::encode_to_vec(wire_scope_ref(s), config()).unwrap_or_default()
+}
+
+/// Decodes a scope written by [`encode_scope`]; `None` unless the bytes are exactly a
+/// canonical encoding of a valid scope.
+pub(crate) fn decode_scope(bytes: &[u8]) -> Option<RecipientScope> {
+    let (wire, used): (WireScope, usize) = bincode::decode_from_slice(bytes, config()).ok()?;
+    let scope = scope_from(wire).ok()?;
+    (used == bytes.len() && encode_scope(&scope) == bytes).then_some(scope)
+}
+
 fn purpose_from(p: String) -> Result<String, Invalid> {
     if is_valid_purpose_id(&p) {
         Ok(p)

@@ -55,6 +55,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("stored_metadata", stored_metadata),
     ("decision_record", decision_record),
     ("vault_file", vault_file),
+    ("state_snapshot", state_snapshot),
     ("log", log),
     ("signed_note", signed_note),
     ("proofs", proofs),
@@ -311,6 +312,54 @@ pub fn vault_file(data: &[u8]) -> Outcome {
         }
         Err(_) => Ok(false),
     }
+}
+
+// ---- state snapshots --------------------------------------------------------------------
+
+/// A state snapshot file as opening reads it (`state::snapshot::open`: magic, tag, then
+/// the body decoder). The first byte is a flag: bit 0 wraps the rest as a body in the
+/// magic and the right tag under the seed pseudonym key, so the fuzzer gets past the
+/// HMAC to the decoder. An accepted body writes back to exactly its bytes, its state
+/// covers the position it names, and the state answers questions without panicking.
+pub fn state_snapshot(data: &[u8]) -> Outcome {
+    use crate::state::snapshot;
+    let Some((&flags, rest)) = data.split_first() else {
+        return Ok(false);
+    };
+    let key = pseudonym_key();
+    let file = if flags & 1 != 0 {
+        let mut file = snapshot::MAGIC.to_vec();
+        file.extend_from_slice(&key.snapshot_tag(rest));
+        file.extend_from_slice(rest);
+        file
+    } else {
+        rest.to_vec()
+    };
+    let Some((at, state)) = snapshot::open(&file, &key) else {
+        ensure(
+            flags & 1 == 0 || snapshot::decode_body(rest).is_none(),
+            "a well-tagged valid snapshot was refused",
+        )?;
+        return Ok(false);
+    };
+    let body = file.get(snapshot::MAGIC.len() + 32..).unwrap_or(&[]);
+    ensure(
+        snapshot::encode_body(&state, &at) == body,
+        "an accepted snapshot does not write back to its bytes",
+    )?;
+    ensure(state.len == at.len, "the state does not cover the position named")?;
+    ensure(
+        snapshot::peek_position(&file) == Some(at),
+        "the unchecked position differs from the checked one",
+    )?;
+    // Questions a loaded state is asked: none may panic.
+    for (subject, purpose, _) in state.consents() {
+        let _ = state.consent_for(subject, purpose);
+        let _ = state.history(subject);
+        let _ = state.lookups_of(subject);
+    }
+    let _ = state.grants_with_expiry();
+    Ok(true)
 }
 
 // ---- the log ----------------------------------------------------------------------------
@@ -864,6 +913,13 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             [&[0u8][..], &crate::records::seal(&pseudonym_key(), &fields)].concat(),
         ));
     }
+
+    let body = crate::state::snapshot::sample_body();
+    out.push(("state_snapshot", [&[1u8][..], &body].concat()));
+    let mut file = crate::state::snapshot::MAGIC.to_vec();
+    file.extend_from_slice(&pseudonym_key().snapshot_tag(&body));
+    file.extend_from_slice(&body);
+    out.push(("state_snapshot", [&[0u8][..], &file].concat()));
 
     let vault = store::sample_vault_file();
     out.push(("vault_file", [&[0u8][..], &vault].concat()));

@@ -43,7 +43,7 @@ pub use identifier::{Identifier, IdentifierKind, PseudonymKey};
 pub use inspect::{Inspector, ValidPrefix};
 pub use ledger::{
     At, Change, Durability, ExpiringConsent, HistoryEntry, Hypothesis, ImpactQuery, ImpactReport, Ledger,
-    LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded, Unlawful, UnlawfulUse, UntrustedRange,
+    LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded, Snapshots, Unlawful, UnlawfulUse, UntrustedRange,
     VerifyReport,
 };
 pub use merkle::ProofError;

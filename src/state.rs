@@ -21,6 +21,7 @@
 //! (the subject's record says it is erased); a later collection of the same identifier
 //! by another subject reuses them.
 
+pub(crate) mod snapshot;
 mod table;
 
 #[cfg(test)]

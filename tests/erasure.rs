@@ -15,7 +15,7 @@ use std::path::Path;
 
 use consent_ledger::{
     Actor, Advertising, Change, Denied, Durability, Identifier, Ledger, Name, PseudonymKey, Recipient,
-    RecipientScope, Security, SigningKey, SubjectId,
+    RecipientScope, Security, SigningKey, Snapshots, SubjectId,
 };
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -105,6 +105,8 @@ fn brute_force_with_the_pseudonym_key_finds_no_erased_subject() {
             .signing_key(key.clone())
             .pseudonym_key(pk.clone())
             .durability(Durability::Relaxed)
+            // A state snapshot at every close: they must not keep erased links either.
+            .snapshots(Snapshots::OnClose { min_new_entries: 1 })
             .open()
             .unwrap()
     };
@@ -225,6 +227,7 @@ fn erasure_interrupted_before_the_keys_were_destroyed_is_completed_on_open() {
         Ledger::builder(dir.path())
             .signing_key(key.clone())
             .pseudonym_key(pk.clone())
+            .snapshots(Snapshots::OnClose { min_new_entries: 1 })
             .open()
             .unwrap()
     };
@@ -258,4 +261,59 @@ fn erasure_interrupted_before_the_keys_were_destroyed_is_completed_on_open() {
         "open completes the destruction"
     );
     assert!(!contains(&files(dir.path()), &lookup(&[3; 32], "+15550109999")));
+}
+
+#[test]
+fn a_snapshot_taken_before_an_interrupted_erasure_is_destroyed_on_open() {
+    // A crash right after the erasure entry: the vault and the state snapshot on disk
+    // are still those from before it.
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let pk_bytes = [4u8; 32];
+    let open = || {
+        Ledger::builder(dir.path())
+            .signing_key(key.clone())
+            .pseudonym_key(PseudonymKey::from_bytes(pk_bytes))
+            .snapshots(Snapshots::OnClose { min_new_entries: 1 })
+            .open()
+            .unwrap()
+    };
+    let ledger = open();
+    let s = SubjectId::new("account-7").unwrap();
+    let phone = Identifier::<Security>::phone("+15550107777").unwrap();
+    ledger.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+    drop(ledger);
+    let link = lookup(&pk_bytes, "+15550107777");
+    let snapshot_before = std::fs::read(dir.path().join("state")).unwrap();
+    assert!(
+        snapshot_before.windows(32).any(|w| w == link),
+        "the snapshot holds the subject's lookup before the erasure"
+    );
+    let vault_before = std::fs::read(dir.path().join("vault")).unwrap();
+    let ledger = open();
+    ledger.erase(&s, Actor::Subject).unwrap();
+    assert!(
+        !contains(&files(dir.path()), &link),
+        "erasure destroys the snapshot at once"
+    );
+    drop(ledger);
+    std::fs::write(dir.path().join("vault"), &vault_before).unwrap();
+    std::fs::write(dir.path().join("state"), &snapshot_before).unwrap();
+
+    let ledger = open();
+    assert_eq!(
+        ledger.authorize(&phone, &Recipient::FirstParty).unwrap_err(),
+        Denied::UnknownIdentifier
+    );
+    assert!(
+        !contains(&files(dir.path()), &link),
+        "open destroyed the old snapshot and the index record"
+    );
+    drop(ledger);
+    assert!(
+        !contains(&files(dir.path()), &link),
+        "nor did closing write it again"
+    );
+    let history: Vec<u64> = open().history(&s).unwrap().iter().map(|h| h.seq).collect();
+    assert_eq!(history, vec![2]);
 }

@@ -16,8 +16,8 @@
 
 use consent_ledger::{
     Actor, Advertising, At, Denied, Durability, Identifier, Ledger, LegalBasis, ManualClock, PartnerSharing,
-    PseudonymKey, Purpose, Recipient, RecipientScope, Security, SigningKey, SubjectId, Timestamp, Use,
-    WriteError,
+    PseudonymKey, Purpose, Recipient, RecipientScope, Security, SigningKey, Snapshots, SubjectId, Timestamp,
+    Use, WriteError,
 };
 use proptest::prelude::*;
 
@@ -482,6 +482,7 @@ struct Real {
     pk: PseudonymKey,
     clock: ManualClock,
     ledger: Option<Ledger>,
+    reopens: usize,
 }
 
 impl Real {
@@ -493,6 +494,7 @@ impl Real {
             pk: PseudonymKey::generate(),
             clock: ManualClock::new(Timestamp::from_millis(T0)),
             ledger: None,
+            reopens: 0,
         };
         r.reopen();
         r
@@ -500,12 +502,17 @@ impl Real {
 
     fn reopen(&mut self) {
         drop(self.ledger.take());
+        // Closing writes a state snapshot when 1, 3 or 10 entries are new (in turn), so
+        // that reopening loads one and replays a tail of zero or more entries after it.
+        let min_new_entries = [1, 3, 10][self.reopens % 3];
+        self.reopens += 1;
         self.ledger = Some(
             Ledger::builder(self.dir.path())
                 .signing_key(self.key.clone())
                 .pseudonym_key(self.pk.clone())
                 .durability(Durability::Relaxed)
                 .clock(self.clock.clone())
+                .snapshots(Snapshots::OnClose { min_new_entries })
                 .open()
                 .unwrap(),
         );

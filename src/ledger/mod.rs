@@ -64,6 +64,41 @@ pub enum Durability {
     Relaxed,
 }
 
+/// When the ledger writes a snapshot of its decision state, so that the next open
+/// loads it instead of replaying every entry.
+///
+/// Opening still reads the whole log and recomputes its hash chain (and checks the last
+/// signature); a snapshot only spares rebuilding the state and authenticating the
+/// identifier index. It is loaded only if its tag verifies under the pseudonym key and
+/// the recomputed chain passes through the entry it was taken at; otherwise the log is
+/// replayed as without one. It never holds an erased subject's lookup pseudonyms: an
+/// erasure destroys the snapshot on disk (overwritten with zeros, then removed), and
+/// the next close writes a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Snapshots {
+    /// Never write one; opening ignores and destroys any left by an earlier setting.
+    Off,
+    /// Write one when the ledger is closed (its last handle dropped) if at least
+    /// `min_new_entries` entries are not covered by the snapshot on disk, after syncing
+    /// the log so that the snapshot covers only durable entries. Writing costs about
+    /// what loading saves (a second or so per million subjects, once).
+    OnClose {
+        /// Entries beyond the snapshot on disk that make closing write a new one.
+        min_new_entries: u64,
+    },
+}
+
+impl Default for Snapshots {
+    /// [`Snapshots::OnClose`] once 10,000 entries are new: small ledgers replay in
+    /// milliseconds and never write one.
+    fn default() -> Self {
+        Snapshots::OnClose {
+            min_new_entries: 10_000,
+        }
+    }
+}
+
 /// A recorded entry: its position and timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Recorded {
@@ -215,6 +250,10 @@ struct Inner {
     time_floor_lock: Mutex<()>,
     /// Grants and withdrawals waiting for a leader (group commit).
     combiner: combine::Combiner,
+    /// When to write state snapshots.
+    snapshots: Snapshots,
+    /// Entries covered by the snapshot on disk (0: none).
+    snapshot_len: AtomicU64,
 }
 
 /// How far the time seen may run ahead of the saved floor before it is saved again.
@@ -239,10 +278,45 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Writes a state snapshot on close, if the setting asks for one. Best effort: a
+    /// failure leaves the previous snapshot (or none), and the next open replays more.
+    fn snapshot_on_close(&mut self) {
+        let Snapshots::OnClose { min_new_entries } = self.snapshots else {
+            return;
+        };
+        let (Ok(state), Ok(writer)) = (self.state.get_mut(), self.writer.get_mut()) else {
+            return;
+        };
+        let covered = *self.snapshot_len.get_mut();
+        if writer.failed
+            || state.len != writer.next_seq
+            || state.len == 0
+            || state.len.saturating_sub(covered) < min_new_entries.max(1)
+        {
+            return;
+        }
+        let at = crate::state::snapshot::Position {
+            ledger_id: self.ledger_id,
+            len: state.len,
+            head: writer.last_hash,
+        };
+        // Only durable entries may be covered: a crash must not leave a snapshot of
+        // a longer log than the one that survives.
+        if self.store.sync().is_ok() {
+            let bytes = crate::state::snapshot::seal(state, &at, &self.pseudonym_key);
+            if self.store.put_snapshot(&bytes).is_ok() {
+                *self.snapshot_len.get_mut() = state.len;
+            }
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // Aggregated counts still in memory; a failure here cannot be reported.
         let _ = self.recorder.flush(&*self.store, &self.pseudonym_key);
+        self.snapshot_on_close();
         self.save_time_floor(self.high_water.load(Ordering::Acquire));
     }
 }
@@ -487,6 +561,10 @@ impl Ledger {
             store.remove_index(&l.0)?;
         }
         store.remove_secret(subject.as_str())?;
+        // A snapshot on disk may hold the subject's lookup pseudonyms (one found
+        // unusable at open too: always try).
+        store.destroy_snapshot()?;
+        self.inner.snapshot_len.store(0, Ordering::Release);
         if self.inner.durability != Durability::Relaxed {
             store.sync()?;
         }

@@ -10,11 +10,12 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use super::replay::Replay;
 use super::ticker::Ticker;
-use super::{Durability, GroupSync, Inner, Ledger, SyncState, Writer};
+use super::{Durability, GroupSync, Inner, Ledger, Snapshots, SyncState, Writer};
 use crate::entry::{self, Actor, Body, Entry, IndexRecord};
 use crate::error::{OpenError, ReadError, StorageError};
 use crate::identifier::{Pseudonym, PseudonymKey};
 use crate::signing::SigningKey;
+use crate::state::snapshot::Position;
 use crate::state::State;
 use crate::store::{Backend, Opened, SledStore};
 use crate::subject::SubjectId;
@@ -64,6 +65,7 @@ pub struct LedgerBuilder<S = NoSigningKey, K = NoPseudonymKey> {
     /// Stamp time-independent decisions from a ticker (default clock only).
     ticker: bool,
     recording: crate::records::Recording,
+    snapshots: Snapshots,
 }
 
 impl<S, K> fmt::Debug for LedgerBuilder<S, K> {
@@ -87,6 +89,7 @@ impl LedgerBuilder {
             trusted_checkpoint: None,
             ticker: true,
             recording: crate::records::Recording::Off,
+            snapshots: Snapshots::default(),
         }
     }
 }
@@ -104,6 +107,7 @@ impl<K> LedgerBuilder<NoSigningKey, K> {
             trusted_checkpoint: self.trusted_checkpoint,
             ticker: self.ticker,
             recording: self.recording,
+            snapshots: self.snapshots,
         }
     }
 }
@@ -121,6 +125,7 @@ impl<S> LedgerBuilder<S, NoPseudonymKey> {
             trusted_checkpoint: self.trusted_checkpoint,
             ticker: self.ticker,
             recording: self.recording,
+            snapshots: self.snapshots,
         }
     }
 }
@@ -148,6 +153,13 @@ impl<S, K> LedgerBuilder<S, K> {
     /// by a key the log authorized. Default: none.
     pub fn trusted_checkpoint(mut self, signed_checkpoint: impl Into<String>) -> Self {
         self.trusted_checkpoint = Some(signed_checkpoint.into());
+        self
+    }
+
+    /// When to write state snapshots that make the next open faster (default
+    /// [`Snapshots::OnClose`] once 10,000 entries are new). See [`Snapshots`].
+    pub fn snapshots(mut self, snapshots: Snapshots) -> Self {
+        self.snapshots = snapshots;
         self
     }
 
@@ -279,34 +291,28 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             }
         }
     }
-    // Two threads. This one authenticates the second half of the index, then reads the
-    // log and checks it (positions, encodings, the chain). The other authenticates the
-    // first half, then applies the checked entries to the state as they arrive; they
-    // wait in a short queue until the whole index is ready.
     let trusted = b.trusted_checkpoint.is_some();
     let backend: &dyn Backend = &*store;
-    let (walked, built) = std::thread::scope(|s| {
-        let (tx, rx) = sync_channel::<Vec<Entry>>(QUEUED_BATCHES);
-        let (half_tx, half_rx) = sync_channel::<Result<IndexMap, OpenError>>(1);
-        let builder = s.spawn(move || build_state(backend, key, half_rx, rx));
-        let half = load_index_part(backend, key, 1, 2);
-        let half_ok = half.is_ok();
-        // If the builder is gone, its own error is the one to report.
-        let _ = half_tx.send(half);
-        let walked = if half_ok {
-            walk_log(backend, trusted, tx)
-        } else {
-            Ok(None)
-        };
-        let built = builder
-            .join()
-            .unwrap_or_else(|payload| std::panic::resume_unwind(payload));
-        (walked, built)
-    });
-    // The index is checked first, as it always was: its errors come before the log's.
-    let (index, state) = built?;
-    let Some((replay, tree)) = walked? else {
-        return Err(OpenError::CorruptMetadata("log"));
+    // A usable snapshot spares authenticating the index and replaying the state; the
+    // log is read and its chain recomputed either way.
+    let snapshot = match b.snapshots {
+        Snapshots::Off => None,
+        Snapshots::OnClose { .. } => store.snapshot()?,
+    };
+    let from_snapshot = match snapshot {
+        Some(bytes) => load_from_snapshot(backend, key, trusted, bytes)?,
+        None => None,
+    };
+    let Loaded {
+        state,
+        index,
+        replay,
+        tree,
+        mut snapshot_len,
+        tail_erased,
+    } = match from_snapshot {
+        Some(loaded) => loaded,
+        None => replay_all(backend, key, trusted)?,
     };
     if replay.pseudonym_key_check != key.check_value() {
         return Err(OpenError::WrongPseudonymKey);
@@ -317,7 +323,28 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     if let (Some(text), Some(t)) = (&b.trusted_checkpoint, &tree) {
         check_trusted(text, &replay, t)?;
     }
-    finish_erasures(&*store, &state, &index)?;
+    // The vault opens in the background while the log is read: wait for it.
+    store.ready()?;
+    // Erasures interrupted by a crash are finished here. From a snapshot, only an
+    // erasure after it, or an erased subject whose secret is still stored, can be
+    // unfinished; then the index is read after all.
+    let unfinished = match &index {
+        Some(_) => true,
+        None => tail_erased || has_erased_secret(&*store, &state)?,
+    };
+    if unfinished {
+        let index = match index {
+            Some(index) => index,
+            None => load_index(&*store, key)?,
+        };
+        finish_erasures(&*store, &state, &index)?;
+    }
+    // A snapshot taken before an erasure may hold the erased subject's lookups; with
+    // snapshots off, none is kept.
+    if tail_erased || b.snapshots == Snapshots::Off {
+        store.destroy_snapshot()?;
+        snapshot_len = 0;
+    }
 
     let recorder = crate::records::Recorder::new(b.recording, &*store)?;
     let head = replay.head_hash();
@@ -359,8 +386,158 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             ledger_id,
             tree: Mutex::new(tree),
             recorder,
+            snapshots: b.snapshots,
+            snapshot_len: AtomicU64::new(snapshot_len),
         }),
     })
+}
+
+/// What loading the log produced.
+struct Loaded {
+    state: State,
+    /// The authenticated index, when it was read.
+    index: Option<IndexMap>,
+    replay: Replay,
+    tree: Option<crate::merkle::MerkleTree>,
+    /// Entries covered by the snapshot loaded (0: none).
+    snapshot_len: u64,
+    /// Whether an entry after the snapshot erased a subject.
+    tail_erased: bool,
+}
+
+/// Replays the whole log on two threads. This one authenticates the second half of
+/// the index, then reads the log and checks it (positions, encodings, the chain). The
+/// other authenticates the first half, then applies the checked entries to the state as
+/// they arrive; they wait in a short queue until the whole index is ready.
+fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Result<Loaded, OpenError> {
+    let (walked, built) = std::thread::scope(|s| {
+        let (tx, rx) = sync_channel::<Vec<Entry>>(QUEUED_BATCHES);
+        let (half_tx, half_rx) = sync_channel::<Result<IndexMap, OpenError>>(1);
+        let builder = s.spawn(move || build_state(backend, key, half_rx, rx));
+        let half = load_index_part(backend, key, 1, 2);
+        let half_ok = half.is_ok();
+        // If the builder is gone, its own error is the one to report.
+        let _ = half_tx.send(half);
+        let walked = if half_ok {
+            walk_log(backend, trusted, tx, 0)
+        } else {
+            Ok(None)
+        };
+        let built = builder
+            .join()
+            .unwrap_or_else(|payload| std::panic::resume_unwind(payload));
+        (walked, built)
+    });
+    // The index is checked first, as it always was: its errors come before the log's.
+    let (index, state) = built?;
+    let Some((replay, tree)) = walked? else {
+        return Err(OpenError::CorruptMetadata("log"));
+    };
+    Ok(Loaded {
+        state,
+        index: Some(index),
+        replay,
+        tree,
+        snapshot_len: 0,
+        tail_erased: false,
+    })
+}
+
+/// Reads and checks the whole log on this thread while another checks and decodes the
+/// snapshot and applies the entries after it. `None` (replay everything instead) when
+/// the snapshot is unusable: damaged or not written with this pseudonym key, or not on
+/// this log (another ledger, a chain that does not pass through its head, a log shorter
+/// than it).
+fn load_from_snapshot(
+    backend: &dyn Backend,
+    key: &PseudonymKey,
+    trusted: bool,
+    bytes: Vec<u8>,
+) -> Result<Option<Loaded>, OpenError> {
+    // Where it claims to be taken, unchecked: only to skip sending the builder the
+    // entries before it. The builder checks it again once the tag holds.
+    let Some(claimed) = crate::state::snapshot::peek_position(&bytes) else {
+        return Ok(None);
+    };
+    let (walked, built) = std::thread::scope(|s| {
+        let (tx, rx) = sync_channel::<Vec<Entry>>(QUEUED_BATCHES);
+        let builder = s.spawn(move || {
+            match crate::state::snapshot::open(&bytes, key).filter(|(at, _)| *at == claimed) {
+                Some((at, state)) => apply_tail(backend, key, at, state, rx),
+                None => Ok(None),
+            }
+        });
+        let walked = walk_log(backend, trusted, tx, claimed.len);
+        let built = builder
+            .join()
+            .unwrap_or_else(|payload| std::panic::resume_unwind(payload));
+        (walked, built)
+    });
+    let Some((state, index, tail_erased)) = built? else {
+        return Ok(None);
+    };
+    let Some((replay, tree)) = walked? else {
+        return Ok(None);
+    };
+    let on_this_log = replay.ledger_id == claimed.ledger_id
+        && claimed.len <= replay.len()
+        && (claimed.len < replay.len() || replay.head_hash() == claimed.head)
+        && state.len == replay.len();
+    Ok(on_this_log.then_some(Loaded {
+        state,
+        index,
+        replay,
+        tree,
+        snapshot_len: claimed.len,
+        tail_erased,
+    }))
+}
+
+/// Applies the entries after the snapshot's position to its state, reading the index
+/// only if one of them collects an identifier. `None` when the entry right after the
+/// snapshot does not link to the head it names.
+fn apply_tail(
+    store: &dyn Backend,
+    key: &PseudonymKey,
+    at: Position,
+    mut state: State,
+    rx: Receiver<Vec<Entry>>,
+) -> Result<Option<(State, Option<IndexMap>, bool)>, OpenError> {
+    let mut index: Option<IndexMap> = None;
+    let mut erased = false;
+    for batch in rx {
+        for entry in batch.iter().filter(|e| e.seq >= at.len) {
+            if entry.seq == at.len && entry.prev_hash != at.head {
+                return Ok(None);
+            }
+            let lookup = match (&entry.body, &index) {
+                (Body::Collected { .. }, Some(index)) => entry_lookup(index, entry),
+                (Body::Collected { .. }, None) => {
+                    let loaded = load_index(store, key)?;
+                    let lookup = entry_lookup(&loaded, entry);
+                    index = Some(loaded);
+                    lookup
+                }
+                (Body::Erased { .. }, _) => {
+                    erased = true;
+                    None
+                }
+                _ => None,
+            };
+            state.apply(entry, lookup);
+        }
+    }
+    Ok(Some((state, index, erased)))
+}
+
+/// Whether an erased subject's secret is still stored (an erasure that did not finish).
+fn has_erased_secret(store: &dyn Backend, state: &State) -> Result<bool, StorageError> {
+    for subject in state.erased_subjects() {
+        if store.secret(subject.as_str())?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Checked entries handed from the log reader to the state builder at a time.
@@ -369,12 +546,13 @@ const BATCH_ENTRIES: usize = 256;
 const QUEUED_BATCHES: usize = 16;
 
 /// Reads the whole log in order and checks it (only the last signature), handing the
-/// checked entries to the state builder. `None` when the builder stopped taking them
-/// (its own error is then the one to report).
+/// checked entries from position `send_from` on to the state builder. `None` when the
+/// builder stopped taking them (its own error is then the one to report).
 fn walk_log(
     store: &dyn Backend,
     trusted: bool,
     tx: SyncSender<Vec<Entry>>,
+    send_from: u64,
 ) -> Result<Option<(Replay, Option<crate::merkle::MerkleTree>)>, OpenError> {
     let mut replay = Replay::new(false);
     let mut tree = trusted.then(crate::merkle::MerkleTree::new);
@@ -384,7 +562,11 @@ fn walk_log(
         if let Some(t) = tree.as_mut() {
             t.push(crate::merkle::leaf_hash(&raw.1));
         }
-        batch.push(replay.step(raw).map_err(read_err)?.entry);
+        let entry = replay.step(raw).map_err(read_err)?.entry;
+        if entry.seq < send_from {
+            continue;
+        }
+        batch.push(entry);
         if batch.len() == BATCH_ENTRIES {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ENTRIES));
             if tx.send(full).is_err() {

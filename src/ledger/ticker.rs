@@ -65,6 +65,12 @@ mod tests {
         assert_eq!(ticker.now(), Timestamp::from_millis(9));
         let weak = Arc::downgrade(&ticker.now);
         drop(ticker);
+        // The thread holds the reading only while it stores a tick: gone within one.
+        let mut waited = 0;
+        while weak.upgrade().is_some() && waited < 1_000 {
+            std::thread::sleep(Duration::from_millis(1));
+            waited += 1;
+        }
         assert!(weak.upgrade().is_none());
     }
 }

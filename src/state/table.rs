@@ -304,6 +304,43 @@ impl SubjectIndex {
         self.used += 1;
     }
 
+    /// Records that subject index `index` has id `id` unless `id` is already present;
+    /// whether it was recorded. One probe sequence, for bulk loading.
+    pub(super) fn insert_new<'s>(
+        &mut self,
+        id: &str,
+        index: u32,
+        ids: impl Fn(usize) -> Option<&'s SubjectId>,
+    ) -> bool {
+        if needs_growth(self.used, self.slots.len()) {
+            self.rehash(grown(self.slots.len()), &ids);
+        }
+        let cap = self.slots.len();
+        let mut i = home64(self.hasher.hash_one(id), cap);
+        for _ in 0..cap {
+            match self.slots.get(i).copied().unwrap_or(0) {
+                0 => break,
+                slot => {
+                    if ids((slot - 1) as usize).is_some_and(|s| s.as_str() == id) {
+                        return false;
+                    }
+                }
+            }
+            i += 1;
+            if i == cap {
+                i = 0;
+            }
+        }
+        match self.slots.get_mut(i) {
+            Some(slot) if *slot == 0 => {
+                *slot = index.saturating_add(1);
+                self.used += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Makes room for `n` subjects in total without growing.
     pub(super) fn reserve<'s>(&mut self, n: usize, ids: impl Fn(usize) -> Option<&'s SubjectId>) {
         let cap = capacity_for(n);
@@ -433,5 +470,25 @@ mod tests {
         }
         assert_eq!(idx.find("nobody", |k| ids.get(k)), None);
         assert!(idx.slot_capacity() < ids.len() * 2);
+    }
+
+    #[test]
+    fn bulk_insertion_refuses_an_id_already_present() {
+        let ids: Vec<SubjectId> = (0..3_000)
+            .map(|i| SubjectId::new(&format!("s-{i}")).unwrap())
+            .collect();
+        let mut idx = SubjectIndex::default();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(idx.insert_new(id.as_str(), i as u32, |k| ids.get(k)));
+        }
+        for id in &ids {
+            assert!(
+                !idx.insert_new(id.as_str(), 9_999, |k| ids.get(k)),
+                "{id:?} twice"
+            );
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(idx.find(id.as_str(), |k| ids.get(k)), Some(i as u32));
+        }
     }
 }

@@ -36,6 +36,9 @@ use vault::{Kind, Vault};
 
 /// File name of the vault inside the ledger directory.
 const VAULT_FILE: &str = "vault";
+/// File name of the state snapshot, and of one being written.
+const SNAPSHOT_FILE: &str = "state";
+const SNAPSHOT_TMP: &str = "state.tmp";
 
 /// Stored bytes as read back, shared with the engine's cache rather than copied.
 pub(crate) struct Bytes(sled::IVec);
@@ -98,6 +101,18 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn remove_secret(&self, subject: &str) -> Result<(), StorageError>;
     /// Makes every write so far durable (flush, then fsync the data file).
     fn sync(&self) -> Result<(), StorageError>;
+    /// The state snapshot's bytes, if there is one.
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Replaces the state snapshot: written to a new file, synced, then renamed over
+    /// the old one.
+    fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Destroys the state snapshot (and one left half-written): its bytes are
+    /// overwritten with zeros in place and synced before the file is removed, as the
+    /// vault does with erased records.
+    fn destroy_snapshot(&self) -> Result<(), StorageError>;
+    /// Waits until every part of the store is open (the vault opens in the background
+    /// while the log is read), reporting a failure to open it.
+    fn ready(&self) -> Result<(), StorageError>;
     /// Stores a decision record (replacing one with the same key).
     fn put_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError>;
     /// Reads one decision record.
@@ -114,8 +129,9 @@ pub(crate) struct SledStore {
     entries: sled::Tree,
     meta: sled::Tree,
     decisions: sled::Tree,
-    vault: Vault,
+    vault: LazyVault,
     data_file: PathBuf,
+    dir: PathBuf,
 }
 
 impl fmt::Debug for SledStore {
@@ -142,6 +158,120 @@ fn err(context: &'static str) -> impl Fn(sled::Error) -> StorageError {
 /// lock in its own tests for this reason. A lock held by a ledger that is really open
 /// elsewhere is still reported, after this wait.
 const LOCK_WAIT: Duration = Duration::from_millis(500);
+
+/// The vault, opened on a background thread: opening reads and checks every slot of
+/// its file (a second per million subjects), which can run while the log is read.
+/// The first use waits for it.
+struct LazyVault {
+    vault: std::sync::OnceLock<Vault>,
+    opening: std::sync::Mutex<Option<std::thread::JoinHandle<Result<Vault, StorageError>>>>,
+}
+
+impl fmt::Debug for LazyVault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyVault")
+            .field("open", &self.vault.get().is_some())
+            .finish()
+    }
+}
+
+impl LazyVault {
+    fn open(path: PathBuf) -> Self {
+        let opened = std::sync::OnceLock::new();
+        let opening = std::thread::Builder::new()
+            .name("consent-ledger vault".into())
+            .spawn({
+                let path = path.clone();
+                move || Vault::open(&path)
+            });
+        let pending = match opening {
+            Ok(handle) => Some(handle),
+            // No thread to be had: open it here and now (an error then shows on first use).
+            Err(_) => {
+                if let Ok(v) = Vault::open(&path) {
+                    let _ = opened.set(v);
+                }
+                None
+            }
+        };
+        LazyVault {
+            vault: opened,
+            opening: std::sync::Mutex::new(pending),
+        }
+    }
+
+    /// The open vault, waiting for the background open if it has not finished.
+    fn get(&self) -> Result<&Vault, StorageError> {
+        if let Some(v) = self.vault.get() {
+            return Ok(v);
+        }
+        let failed = || {
+            StorageError::new(
+                "opening the vault",
+                std::io::Error::other("the vault could not be opened"),
+            )
+        };
+        let mut opening = self.opening.lock().map_err(|_| failed())?;
+        if let Some(v) = self.vault.get() {
+            return Ok(v);
+        }
+        match opening.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Ok(v))) => {
+                let _ = self.vault.set(v);
+                self.vault.get().ok_or_else(failed)
+            }
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(payload)) => std::panic::resume_unwind(payload),
+            None => Err(failed()),
+        }
+    }
+}
+
+impl Drop for LazyVault {
+    fn drop(&mut self) {
+        // The opening thread must not outlive the store.
+        if let Ok(opening) = self.opening.get_mut() {
+            if let Some(handle) = opening.take() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// Overwrites a file's bytes with zeros in place, syncs, and removes it; nothing to do
+/// if it does not exist.
+fn destroy_file(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut left = file.metadata()?.len();
+    let zeros = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
+        file.write_all(zeros.get(..n).unwrap_or(&zeros))?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    drop(file);
+    std::fs::remove_file(path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Makes a rename or removal in `dir` durable (a no-op where directories cannot be
+/// synced).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    if cfg!(unix) {
+        File::open(dir)?.sync_all()
+    } else {
+        Ok(())
+    }
+}
 
 fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
     let start = Instant::now();
@@ -216,8 +346,9 @@ impl SledStore {
             entries: tree("entries")?,
             meta: tree("meta")?,
             decisions: tree("decisions")?,
-            vault: Vault::open(&dir.join(VAULT_FILE))?,
+            vault: LazyVault::open(dir.join(VAULT_FILE)),
             data_file: dir.join("db"),
+            dir: dir.to_path_buf(),
             db,
         })))
     }
@@ -272,31 +403,64 @@ impl Backend for SledStore {
     }
 
     fn is_empty(&self) -> Result<bool, StorageError> {
-        Ok(self.entries.is_empty() && self.meta.is_empty() && self.vault.is_empty()?)
+        Ok(self.entries.is_empty() && self.meta.is_empty() && self.vault.get()?.is_empty()?)
     }
 
     fn put_index(&self, lookup: &[u8; 32], record: &[u8]) -> Result<(), StorageError> {
-        self.vault.put(Kind::Index, lookup, record)
+        self.vault.get()?.put(Kind::Index, lookup, record)
     }
 
     fn remove_index(&self, lookup: &[u8; 32]) -> Result<(), StorageError> {
-        self.vault.remove(Kind::Index, lookup)
+        self.vault.get()?.remove(Kind::Index, lookup)
     }
 
     fn index_records(&self, part: u64, parts: u64) -> Items<'_, (Vec<u8>, Vec<u8>)> {
-        Box::new(self.vault.records_in(Kind::Index, part, parts))
+        match self.vault.get() {
+            Ok(vault) => Box::new(vault.records_in(Kind::Index, part, parts)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     fn secret(&self, subject: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.vault.get(Kind::Secret, subject.as_bytes())
+        self.vault.get()?.get(Kind::Secret, subject.as_bytes())
     }
 
     fn put_secret(&self, subject: &str, secret: &[u8; 32]) -> Result<(), StorageError> {
-        self.vault.put(Kind::Secret, subject.as_bytes(), secret)
+        self.vault.get()?.put(Kind::Secret, subject.as_bytes(), secret)
     }
 
     fn remove_secret(&self, subject: &str) -> Result<(), StorageError> {
-        self.vault.remove(Kind::Secret, subject.as_bytes())
+        self.vault.get()?.remove(Kind::Secret, subject.as_bytes())
+    }
+
+    fn ready(&self) -> Result<(), StorageError> {
+        self.vault.get().map(|_| ())
+    }
+
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::new("reading the state snapshot", e)),
+        }
+    }
+
+    fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        let err = |e| StorageError::new("writing the state snapshot", e);
+        let tmp = self.dir.join(SNAPSHOT_TMP);
+        let mut file = File::create(&tmp).map_err(err)?;
+        std::io::Write::write_all(&mut file, bytes).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(err)?;
+        sync_dir(&self.dir).map_err(err)
+    }
+
+    fn destroy_snapshot(&self) -> Result<(), StorageError> {
+        for name in [SNAPSHOT_TMP, SNAPSHOT_FILE] {
+            destroy_file(&self.dir.join(name))
+                .map_err(|e| StorageError::new("destroying the state snapshot", e))?;
+        }
+        Ok(())
     }
 
     fn put_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError> {
@@ -331,7 +495,7 @@ impl Backend for SledStore {
     fn sync(&self) -> Result<(), StorageError> {
         // The vault first: an entry must never be durable while the index record it
         // depends on is not.
-        self.vault.sync()?;
+        self.vault.get()?.sync()?;
         self.db.flush().map_err(err("flushing to disk"))?;
         // sled's flush ends in sync_file_range; fsync the file so the drive cache and
         // metadata are flushed too (fdatasync reaches the inode from any handle).

@@ -1,0 +1,575 @@
+//! State snapshots: the decision state written to a file at a log position, so that
+//! opening a large ledger loads it instead of replaying every entry.
+//!
+//! A snapshot is only a shortcut. Opening still reads the whole log and recomputes the
+//! hash chain; it loads a snapshot only when its tag verifies under the pseudonym key,
+//! it names this ledger, and the chain recomputed from the log passes through the
+//! head hash it names at its position. Anything else (missing, damaged, foreign, from a
+//! longer log) is ignored and the log is replayed as before.
+//!
+//! # Format
+//!
+//! Not bincode: a snapshot holds millions of records, and this reader checks every
+//! count against the bytes left before allocating, so a damaged length can never make
+//! it reserve more memory than the file's size. Integers are big-endian.
+//!
+//! ```text
+//! magic "consent-ledger state v1\n" (24) | tag (32): HMAC-SHA256 under the pseudonym key
+//!     over the body, domain "consent-ledger/v1/state-snapshot\0"
+//! body:
+//!   ledger id (16) | position (8) | head hash (32) | entries applied (8)
+//!   purposes:        count (4), each: length (2) | UTF-8
+//!   scopes:          count (4), each: length (4) | canonical scope encoding (as in entries)
+//!   subjects:        count (4), each: id length (1) | id | consent (16)
+//!   identifiers:     count (4), each: lookup (32) | collection (8) | scope (4) | subject (4)
+//!   entry subjects:  count (8), each: subject index (4)
+//!   more consents:   count (4), each: subject (4) | n (2) | n consents (16 each)
+//!   times:           count (4), each: subject (4) | purpose (2) | time in ms (8)
+//! consent: entry (8) | scope (4) | purpose (2) | kind (1) | flags (1)
+//! ```
+//!
+//! The identifier records of erased subjects are left out: a snapshot never holds a
+//! lookup pseudonym of an erased subject (the state keeps them in memory only as
+//! reusable, dead records).
+
+use std::collections::HashMap;
+
+use super::table::{IdentRec, MAX_PURPOSES};
+use super::{ConsentRec, State, SubjectRec, ERASED, GRANTED, HAS_TIME, MORE, NONE, NO_SUBJECT};
+use crate::entry::{decode_scope, encode_scope, Hash};
+use crate::identifier::{Pseudonym, PseudonymKey};
+use crate::purpose::is_valid_purpose_id;
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+
+/// First bytes of a snapshot file.
+pub(crate) const MAGIC: &[u8; 24] = b"consent-ledger state v1\n";
+const TAG_LEN: usize = 32;
+const CONSENT_LEN: usize = 16;
+const IDENT_LEN: usize = 48;
+
+/// Where in the log a snapshot was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// The ledger it belongs to (from the genesis entry).
+    pub(crate) ledger_id: [u8; 16],
+    /// Number of entries the state covers.
+    pub(crate) len: u64,
+    /// Hash of the last entry it covers (zeros for none).
+    pub(crate) head: Hash,
+}
+
+/// Writes the snapshot of `state`, taken at `at` (whose `len` must be `state.len`).
+pub(crate) fn seal(state: &State, at: &Position, key: &PseudonymKey) -> Vec<u8> {
+    let body = encode_body(state, at);
+    let tag = key.snapshot_tag(&body);
+    let mut out = Vec::with_capacity(MAGIC.len() + TAG_LEN + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&tag);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads a snapshot: `None` unless the magic and tag hold and the body decodes to a
+/// consistent state.
+pub(crate) fn open(bytes: &[u8], key: &PseudonymKey) -> Option<(Position, State)> {
+    let rest = bytes.strip_prefix(MAGIC.as_slice())?;
+    let (tag, body) = rest.split_first_chunk::<TAG_LEN>()?;
+    // Not a secret comparison: the tag only guards against damage and forgery, and
+    // a mismatch reveals nothing an attacker could not compute from the file.
+    if key.snapshot_tag(body) != *tag {
+        return None;
+    }
+    decode_body(body)
+}
+
+/// The position a snapshot claims, read without checking its tag (to plan work that
+/// [`open`] then confirms).
+pub(crate) fn peek_position(bytes: &[u8]) -> Option<Position> {
+    let body = bytes.strip_prefix(MAGIC.as_slice())?.get(TAG_LEN..)?;
+    let mut r = Reader { rest: body };
+    Some(Position {
+        ledger_id: r.array()?,
+        len: r.u64()?,
+        head: r.array()?,
+    })
+}
+
+fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+/// A count as written; collections past `u32::MAX` cannot occur (indices are `u32`).
+fn count32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn put_consent(out: &mut Vec<u8>, c: &ConsentRec) {
+    put_u64(out, c.seq);
+    put_u32(out, c.scope);
+    put_u16(out, c.purpose);
+    out.push(c.kind);
+    out.push(c.flags);
+}
+
+/// The body of a snapshot (everything the tag covers).
+pub(crate) fn encode_body(state: &State, at: &Position) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        128 + state.subjects.len() * 48
+            + state.idents.recs.len() * IDENT_LEN
+            + state.entry_subjects.len() * 4,
+    );
+    out.extend_from_slice(&at.ledger_id);
+    put_u64(&mut out, at.len);
+    out.extend_from_slice(&at.head);
+    put_u64(&mut out, state.len);
+    put_u32(&mut out, count32(state.purposes.len()));
+    for p in &state.purposes {
+        put_u16(&mut out, u16::try_from(p.len()).unwrap_or(u16::MAX));
+        out.extend_from_slice(p.as_bytes());
+    }
+    put_u32(&mut out, count32(state.scopes.len()));
+    for s in &state.scopes {
+        let bytes = encode_scope(s);
+        put_u32(&mut out, count32(bytes.len()));
+        out.extend_from_slice(&bytes);
+    }
+    put_u32(&mut out, count32(state.subjects.len()));
+    for s in state.subjects.iter() {
+        let id = s.id.as_str().as_bytes();
+        out.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(id);
+        put_consent(&mut out, &s.first);
+    }
+    let live = |r: &&IdentRec| !state.is_erased(r.subject);
+    put_u32(&mut out, count32(state.idents.recs.iter().filter(live).count()));
+    for r in state.idents.recs.iter().filter(live) {
+        out.extend_from_slice(&r.lookup.0);
+        put_u64(&mut out, r.meta);
+        put_u32(&mut out, r.scope);
+        put_u32(&mut out, r.subject);
+    }
+    put_u64(&mut out, state.entry_subjects.len() as u64);
+    for s in state.entry_subjects.iter() {
+        put_u32(&mut out, *s);
+    }
+    // Sorted, so that equal states write equal bytes.
+    let mut more: Vec<(&u32, &Vec<ConsentRec>)> = state.more.iter().collect();
+    more.sort_unstable_by_key(|(k, _)| **k);
+    put_u32(&mut out, count32(more.len()));
+    for (subject, list) in more {
+        put_u32(&mut out, *subject);
+        put_u16(&mut out, u16::try_from(list.len()).unwrap_or(u16::MAX));
+        for c in list {
+            put_consent(&mut out, c);
+        }
+    }
+    let mut times: Vec<(&(u32, u16), &Timestamp)> = state.times.iter().collect();
+    times.sort_unstable_by_key(|(k, _)| **k);
+    put_u32(&mut out, count32(times.len()));
+    for ((subject, purpose), t) in times {
+        put_u32(&mut out, *subject);
+        put_u16(&mut out, *purpose);
+        put_u64(&mut out, t.as_millis());
+    }
+    out
+}
+
+/// Reads fixed-size fields from a byte slice, never past its end.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = self.rest.split_at_checked(n)?;
+        self.rest = tail;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, tail) = self.rest.split_first_chunk::<N>()?;
+        self.rest = tail;
+        Some(*head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.array().map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    /// A count of items of at least `min_len` bytes each, if that many can follow.
+    fn count(&mut self, n: u64, min_len: usize) -> Option<usize> {
+        let n = usize::try_from(n).ok()?;
+        (n.checked_mul(min_len)? <= self.rest.len()).then_some(n)
+    }
+
+    fn consent(&mut self) -> Option<ConsentRec> {
+        Some(ConsentRec {
+            seq: self.u64()?,
+            scope: self.u32()?,
+            purpose: self.u16()?,
+            kind: self.u8()?,
+            flags: self.u8()?,
+        })
+    }
+}
+
+/// Whether a consent record refers only to purposes and scopes that exist.
+fn consent_ok(c: &ConsentRec, purposes: usize, scopes: usize) -> bool {
+    let known_purpose = usize::from(c.purpose) < purposes;
+    c.flags & !(HAS_TIME | MORE) == 0
+        && match c.kind {
+            NONE => c.seq == 0 && c.scope == 0 && c.purpose == 0 && c.flags == 0,
+            GRANTED => known_purpose && (c.scope as usize) < scopes,
+            super::WITHDRAWN | super::EXPIRED => known_purpose && c.scope == 0,
+            ERASED => c.scope == 0 && c.purpose == 0 && c.flags == 0,
+            _ => false,
+        }
+}
+
+/// Decodes a snapshot body into the state it describes; `None` for anything that is
+/// not exactly a consistent state.
+pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
+    let mut r = Reader { rest: body };
+    let at = Position {
+        ledger_id: r.array()?,
+        len: r.u64()?,
+        head: r.array()?,
+    };
+    let mut state = State {
+        len: r.u64()?,
+        ..State::default()
+    };
+    if state.len != at.len {
+        return None;
+    }
+    let n = r.u32()?;
+    let n = r.count(n.into(), 2).filter(|n| *n <= MAX_PURPOSES)?;
+    for _ in 0..n {
+        let len = usize::from(r.u16()?);
+        let p = std::str::from_utf8(r.take(len)?).ok()?;
+        if !is_valid_purpose_id(p) || state.purpose_idx.contains_key(p) {
+            return None;
+        }
+        state.intern_purpose(p)?;
+    }
+    let n = r.u32()?;
+    let n = r.count(n.into(), 4)?;
+    for _ in 0..n {
+        let len = usize::try_from(r.u32()?).ok()?;
+        let scope = decode_scope(r.take(len)?)?;
+        if state.scope_idx.contains_key(&scope) {
+            return None;
+        }
+        state.intern_scope(&scope)?;
+    }
+    let (purposes, scopes) = (state.purposes.len(), state.scopes.len());
+    let n = r.u32()?;
+    let n_subjects = r.count(n.into(), 1 + CONSENT_LEN)?;
+    state.reserve(n_subjects, 0);
+    for _ in 0..n_subjects {
+        let len = usize::from(r.u8()?);
+        let id = SubjectId::new(std::str::from_utf8(r.take(len)?).ok()?).ok()?;
+        let first = r.consent()?;
+        let index = u32::try_from(state.subjects.len())
+            .ok()
+            .filter(|i| *i < NO_SUBJECT - 1)?;
+        let subjects = &state.subjects;
+        let added = state
+            .subject_index
+            .insert_new(id.as_str(), index, |i| subjects.get(i).map(|s| &s.id));
+        if !added || !consent_ok(&first, purposes, scopes) {
+            return None;
+        }
+        state.subjects.push(SubjectRec { id, first });
+    }
+    let n = r.u32()?;
+    let n = r.count(n.into(), IDENT_LEN)?;
+    state.idents.reserve(n);
+    for _ in 0..n {
+        let rec = IdentRec {
+            lookup: Pseudonym(r.array()?),
+            meta: r.u64()?,
+            scope: r.u32()?,
+            subject: r.u32()?,
+        };
+        let live = state
+            .subject_rec(rec.subject)
+            .is_some_and(|s| s.first.kind != ERASED);
+        let purpose_known = usize::from(rec.purpose()) < purposes;
+        let duplicate = state
+            .idents
+            .find(&rec.lookup)
+            .any(|(_, o)| o.subject == rec.subject && o.purpose() == rec.purpose());
+        if !live || !purpose_known || (rec.scope as usize) >= scopes || duplicate {
+            return None;
+        }
+        state.idents.insert(rec)?;
+    }
+    let n = r.u64()?;
+    let n = r.count(n, 4)?;
+    if n as u64 != state.len {
+        return None;
+    }
+    for _ in 0..n {
+        let s = r.u32()?;
+        if s != NO_SUBJECT && s as usize >= n_subjects {
+            return None;
+        }
+        state.entry_subjects.push(s);
+    }
+    let n = r.u32()?;
+    let n = r.count(n.into(), 6)?;
+    let mut last = None;
+    for _ in 0..n {
+        let subject = r.u32()?;
+        let k = usize::from(r.u16()?);
+        let k = r.count(k as u64, CONSENT_LEN)?;
+        let first = state.subject_rec(subject)?.first;
+        // Sorted and unique; only a subject flagged as having more holds more.
+        if last.is_some_and(|l| l >= subject) || first.flags & MORE == 0 || k == 0 {
+            return None;
+        }
+        last = Some(subject);
+        let mut list = Vec::with_capacity(k);
+        for _ in 0..k {
+            let c = r.consent()?;
+            let clash =
+                c.purpose == first.purpose || list.iter().any(|o: &ConsentRec| o.purpose == c.purpose);
+            if !consent_ok(&c, purposes, scopes)
+                || c.kind == NONE
+                || c.kind == ERASED
+                || c.flags & MORE != 0
+                || clash
+            {
+                return None;
+            }
+            list.push(c);
+        }
+        state.more.insert(subject, list);
+    }
+    let n = r.u32()?;
+    let n = r.count(n.into(), 14)?;
+    let mut times: HashMap<(u32, u16), Timestamp> = HashMap::with_capacity(n);
+    let mut last = None;
+    for _ in 0..n {
+        let key = (r.u32()?, r.u16()?);
+        let t = Timestamp::from_millis(r.u64()?);
+        if last.is_some_and(|l| l >= key)
+            || state.subject_rec(key.0).is_none()
+            || usize::from(key.1) >= purposes
+        {
+            return None;
+        }
+        last = Some(key);
+        times.insert(key, t);
+    }
+    state.times = times;
+    if !r.rest.is_empty() || !times_match(&state) {
+        return None;
+    }
+    Some((at, state))
+}
+
+/// Every consent flagged as having a time has one, and every time belongs to such a
+/// consent.
+fn times_match(state: &State) -> bool {
+    let mut flagged = 0usize;
+    for (index, s) in (0u32..).zip(state.subjects.iter()) {
+        let more = state.more.get(&index).map(Vec::as_slice).unwrap_or(&[]);
+        if s.first.flags & MORE == 0 && !more.is_empty() {
+            return false;
+        }
+        for c in std::iter::once(&s.first).chain(more) {
+            if c.flags & HAS_TIME != 0 {
+                if !state.times.contains_key(&(index, c.purpose)) {
+                    return false;
+                }
+                flagged += 1;
+            }
+        }
+    }
+    flagged == state.times.len()
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+fn sample_entry(seq: u64, body: crate::entry::Body) -> crate::entry::Entry {
+    crate::entry::Entry {
+        seq,
+        timestamp: Timestamp::from_millis(1_000 + seq),
+        actor: crate::entry::Actor::System,
+        prev_hash: [0; 32],
+        salt: [0; 16],
+        body,
+    }
+}
+
+/// A small state with every kind of record (consents with and without expiry, more
+/// than one purpose per subject, an erased subject), for tests and fuzz seeds.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn sample_state() -> State {
+    use crate::entry::Body;
+    use crate::purpose::LegalBasis;
+    use crate::recipient::RecipientScope;
+    let subjects: Vec<SubjectId> = (0..5)
+        .filter_map(|i| SubjectId::new(&format!("user-{i}")).ok())
+        .collect();
+    let mut state = State::default();
+    let mut seq = 0;
+    let mut apply = |state: &mut State, body: Body, lookup: Option<Pseudonym>| {
+        state.apply(&sample_entry(seq, body), lookup);
+        seq += 1;
+    };
+    for (i, subject) in (0u8..).zip(&subjects) {
+        apply(
+            &mut state,
+            Body::Collected {
+                subject: subject.clone(),
+                purpose: "advertising".into(),
+                basis: LegalBasis::Consent,
+                scope: RecipientScope::all_partners(),
+                kind: crate::identifier::IdentifierKind::Email,
+                pseudonym: Pseudonym([i; 32]),
+            },
+            Some(Pseudonym([100 + i; 32])),
+        );
+        apply(
+            &mut state,
+            Body::Granted {
+                subject: subject.clone(),
+                purpose: "advertising".into(),
+                scope: RecipientScope::all_partners(),
+                expires_at: (i % 2 == 0).then(|| Timestamp::from_millis(9_000)),
+            },
+            None,
+        );
+        apply(
+            &mut state,
+            Body::Withdrawn {
+                subject: subject.clone(),
+                purpose: "analytics".into(),
+            },
+            None,
+        );
+    }
+    if let Some(third) = subjects.get(3) {
+        apply(
+            &mut state,
+            Body::Erased {
+                subject: third.clone(),
+            },
+            None,
+        );
+    }
+    state
+}
+
+/// The body of [`sample_state`]'s snapshot, for fuzz seeds.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn sample_body() -> Vec<u8> {
+    let state = sample_state();
+    let at = Position {
+        ledger_id: [7; 16],
+        len: state.len,
+        head: [9; 32],
+    };
+    encode_body(&state, &at)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        sample_state()
+    }
+
+    fn at(state: &State) -> Position {
+        Position {
+            ledger_id: [7; 16],
+            len: state.len,
+            head: [9; 32],
+        }
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_and_leaves_out_erased_subjects_lookups() {
+        let state = sample();
+        let key = PseudonymKey::from_bytes([1; 32]);
+        let bytes = seal(&state, &at(&state), &key);
+        let (pos, loaded) = open(&bytes, &key).unwrap();
+        assert_eq!(pos, at(&state));
+        assert_eq!(encode_body(&loaded, &pos), encode_body(&state, &at(&state)));
+        assert_eq!(loaded.len, state.len);
+        assert_eq!(
+            loaded.history(&SubjectId::new("user-1").unwrap()),
+            state.history(&SubjectId::new("user-1").unwrap())
+        );
+        assert!(
+            !bytes.windows(32).any(|w| w == [103; 32]),
+            "an erased subject's lookup was written"
+        );
+        assert!(bytes.windows(32).any(|w| w == [104; 32]));
+        assert_eq!(loaded.ident_subject(&Pseudonym([103; 32])), None);
+        assert_eq!(
+            loaded.ident_subject(&Pseudonym([104; 32])).map(SubjectId::as_str),
+            Some("user-4")
+        );
+    }
+
+    #[test]
+    fn another_key_or_any_changed_byte_is_refused() {
+        let state = sample();
+        let key = PseudonymKey::from_bytes([1; 32]);
+        let bytes = seal(&state, &at(&state), &key);
+        assert!(open(&bytes, &PseudonymKey::from_bytes([2; 32])).is_none());
+        for i in (0..bytes.len()).step_by(7) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x20;
+            assert!(open(&b, &key).is_none(), "byte {i}");
+        }
+        for cut in [0, 10, MAGIC.len() + TAG_LEN, bytes.len() - 1] {
+            assert!(open(&bytes[..cut], &key).is_none(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_flip_of_the_body_is_refused_or_consistent() {
+        let state = sample();
+        let body = encode_body(&state, &at(&state));
+        for cut in 0..body.len() {
+            assert!(decode_body(&body[..cut]).is_none(), "cut at {cut}");
+        }
+        for i in 0..body.len() {
+            for bit in [1u8, 0x80] {
+                let mut b = body.clone();
+                b[i] ^= bit;
+                if let Some((pos, s)) = decode_body(&b) {
+                    // Accepted only as another consistent state, which writes itself back.
+                    assert_eq!(encode_body(&s, &pos), b, "byte {i}");
+                }
+            }
+        }
+    }
+}

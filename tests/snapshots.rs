@@ -1,0 +1,183 @@
+//! State snapshots: written on close, used on open, and never trusted beyond what they
+//! prove: a damaged, foreign or stale snapshot changes no decision, only how much of the
+//! log is replayed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::path::Path;
+
+use consent_ledger::{
+    Advertising, Denied, Durability, Identifier, Ledger, PseudonymKey, Recipient, RecipientScope, Security,
+    SigningKey, Snapshots, SubjectId,
+};
+
+const EVERY_CLOSE: Snapshots = Snapshots::OnClose { min_new_entries: 1 };
+
+fn open(dir: &Path, key: &SigningKey, pk: &PseudonymKey, snapshots: Snapshots) -> Ledger {
+    Ledger::builder(dir)
+        .signing_key(key.clone())
+        .pseudonym_key(pk.clone())
+        .durability(Durability::Relaxed)
+        .snapshots(snapshots)
+        .open()
+        .unwrap()
+}
+
+fn email(i: u32) -> Identifier<Advertising> {
+    Identifier::<Advertising>::email(&format!("person{i}@example.com")).unwrap()
+}
+
+fn subject(i: u32) -> SubjectId {
+    SubjectId::new(&format!("acct-{i}")).unwrap()
+}
+
+/// Subjects `from..to` give an email for ads and a 2FA phone; even ones consent.
+fn populate(l: &Ledger, from: u32, to: u32) {
+    for i in from..to {
+        let s = subject(i);
+        l.collect(&s, &email(i), RecipientScope::all_partners()).unwrap();
+        let phone = Identifier::<Security>::phone(&format!("+1555{i:07}")).unwrap();
+        l.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+        if i % 2 == 0 {
+            l.grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+                .unwrap();
+        }
+    }
+}
+
+/// Every decision about subjects `0..n` for a partner, as text.
+fn decisions(l: &Ledger, n: u32) -> Vec<String> {
+    let acme = Recipient::partner("acme").unwrap();
+    (0..n + 2)
+        .map(|i| match l.authorize(&email(i), &acme) {
+            Ok(u) => format!("allowed by {}", u.evidence().allowed_by()),
+            Err(d) => format!("{d:?}"),
+        })
+        .collect()
+}
+
+/// A closed ledger of `n` subjects, with a snapshot written when it was closed, and its
+/// decisions.
+struct Closed {
+    dir: tempfile::TempDir,
+    key: SigningKey,
+    pk: PseudonymKey,
+    decisions: Vec<String>,
+}
+
+fn closed(n: u32, snapshots: Snapshots) -> Closed {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, pk) = (SigningKey::generate(), PseudonymKey::generate());
+    let l = open(dir.path(), &key, &pk, snapshots);
+    populate(&l, 0, n);
+    let decisions = decisions(&l, n);
+    drop(l);
+    Closed {
+        dir,
+        key,
+        pk,
+        decisions,
+    }
+}
+
+/// Opens without writing a snapshot on close.
+const NEVER_WRITE: Snapshots = Snapshots::OnClose {
+    min_new_entries: u64::MAX,
+};
+
+#[test]
+fn a_snapshot_is_written_on_close_and_reopening_decides_the_same() {
+    let Closed {
+        dir,
+        key,
+        pk,
+        decisions: before,
+    } = closed(40, EVERY_CLOSE);
+    assert!(dir.path().join("state").is_file());
+    let l = open(dir.path(), &key, &pk, EVERY_CLOSE);
+    assert_eq!(decisions(&l, 40), before);
+    // More after the snapshot, not closed with a new one: a tail is replayed.
+    populate(&l, 40, 50);
+    l.withdraw::<Advertising>(&subject(2)).unwrap();
+    let later = decisions(&l, 50);
+    drop(l);
+    let l = open(
+        dir.path(),
+        &key,
+        &pk,
+        Snapshots::OnClose {
+            min_new_entries: 1_000,
+        },
+    );
+    assert_eq!(decisions(&l, 50), later);
+    assert!(matches!(
+        l.authorize(&email(2), &Recipient::partner("acme").unwrap()),
+        Err(Denied::Withdrawn { .. })
+    ));
+    l.verify().unwrap();
+}
+
+#[test]
+fn a_damaged_or_foreign_snapshot_is_ignored_and_decides_nothing() {
+    let Closed {
+        dir,
+        key,
+        pk,
+        decisions: expected,
+    } = closed(30, EVERY_CLOSE);
+    let state = dir.path().join("state");
+    let good = std::fs::read(&state).unwrap();
+
+    // Another ledger under the same keys, in another state: its snapshot is authentic
+    // but belongs to another log.
+    let other = tempfile::tempdir().unwrap();
+    let o = open(other.path(), &key, &pk, EVERY_CLOSE);
+    populate(&o, 0, 30);
+    for i in 0..30 {
+        o.withdraw::<Advertising>(&subject(i)).unwrap();
+    }
+    drop(o);
+    let foreign = std::fs::read(other.path().join("state")).unwrap();
+
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 1;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"not a snapshot".to_vec()),
+        ("empty", Vec::new()),
+        ("truncated", good[..good.len() - 1].to_vec()),
+        ("one bit flipped", flipped),
+        ("another ledger's", foreign),
+    ];
+    for (what, bytes) in cases {
+        std::fs::write(&state, &bytes).unwrap();
+        // Not closed with a new snapshot, so each case starts from its bytes.
+        let l = open(dir.path(), &key, &pk, NEVER_WRITE);
+        assert_eq!(decisions(&l, 30), expected, "{what} snapshot");
+    }
+}
+
+#[test]
+fn turning_snapshots_off_destroys_the_one_left_behind() {
+    let Closed { dir, key, pk, .. } = closed(10, EVERY_CLOSE);
+    assert!(dir.path().join("state").is_file());
+    let l = open(dir.path(), &key, &pk, Snapshots::Off);
+    assert!(!dir.path().join("state").exists());
+    populate(&l, 10, 20);
+    drop(l);
+    assert!(
+        !dir.path().join("state").exists(),
+        "closing with snapshots off wrote one"
+    );
+}
+
+#[test]
+fn a_small_ledger_writes_no_snapshot_by_default() {
+    let c = closed(10, Snapshots::default());
+    assert!(!c.dir.path().join("state").exists());
+}
