@@ -368,3 +368,31 @@ fn a_tampered_index_record_anywhere_in_the_vault_fails_open() {
         .authorize(&phone, &consent_ledger::Recipient::FirstParty)
         .is_ok());
 }
+
+#[test]
+fn a_vault_that_is_not_a_vault_fails_open_with_or_without_a_snapshot() {
+    let fx = fixture();
+    let vault = fx.dir.path().join("vault");
+    let original = std::fs::read(&vault).unwrap();
+    for snapshots in [
+        consent_ledger::Snapshots::Off,
+        consent_ledger::Snapshots::OnClose { min_new_entries: 1 },
+    ] {
+        let open = || {
+            Ledger::builder(fx.dir.path())
+                .signing_key(fx.key.clone())
+                .pseudonym_key(fx.pk.clone())
+                .snapshots(snapshots)
+                .open()
+        };
+        // Closing writes a snapshot for the second round to load.
+        drop(open().unwrap());
+        std::fs::write(&vault, b"this is not a vault file").unwrap();
+        match open() {
+            Err(OpenError::Storage(e)) => assert!(e.to_string().contains("vault"), "{e}"),
+            other => panic!("{snapshots:?}: {other:?}"),
+        }
+        std::fs::write(&vault, &original).unwrap();
+        assert_eq!(open().unwrap().len(), fx.len);
+    }
+}

@@ -538,6 +538,22 @@ mod tests {
         );
     }
 
+    /// Freezes the format: a change to these bytes is a new format version.
+    #[test]
+    fn golden_snapshot_body() {
+        use sha2::{Digest, Sha256};
+        let state = sample();
+        let body = encode_body(&state, &at(&state));
+        assert_eq!(body.len(), GOLDEN_LEN);
+        let digest: String = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(digest, GOLDEN_SHA256);
+        assert_eq!(&body[..16], &[7; 16]);
+        assert_eq!(&body[16..24], &16u64.to_be_bytes());
+    }
+
+    const GOLDEN_LEN: usize = 629;
+    const GOLDEN_SHA256: &str = "73c2a44b75fd309372df72ccd967c2285ed402379198682b2767d31c36e1f75d";
+
     #[test]
     fn another_key_or_any_changed_byte_is_refused() {
         let state = sample();
