@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use consent_ledger::{
-    Analytics, Change, Durability, Ledger, PseudonymKey, RecipientScope, SigningKey, SubjectId,
+    Analytics, Change, Durability, Ledger, PseudonymKey, RecipientScope, SigningKey, Snapshots, SubjectId,
 };
 
 const CHILD_DIR: &str = "CONSENT_LEDGER_CRASH_DIR";
@@ -38,6 +38,9 @@ fn open(dir: &Path, durability: Durability) -> Ledger {
         .signing_key(k)
         .pseudonym_key(p)
         .durability(durability)
+        // The parent's clean closes write state snapshots; each child loads one and is
+        // killed mid-tail, so every reopen loads a snapshot and replays a crashed tail.
+        .snapshots(Snapshots::OnClose { min_new_entries: 1 })
         .open()
         .unwrap()
 }

@@ -323,7 +323,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     if let (Some(text), Some(t)) = (&b.trusted_checkpoint, &tree) {
         check_trusted(text, &replay, t)?;
     }
-    // The vault opens in the background while the log is read: wait for it.
+    // The vault opens on first use: make sure it does, so that a broken vault fails open.
     store.ready()?;
     // Erasures interrupted by a crash are finished here. From a snapshot, only an
     // erasure after it, or an erased subject whose secret is still stored, can be
@@ -463,7 +463,13 @@ fn load_from_snapshot(
         let (tx, rx) = sync_channel::<Vec<Entry>>(QUEUED_BATCHES);
         let builder = s.spawn(move || {
             match crate::state::snapshot::open(&bytes, key).filter(|(at, _)| *at == claimed) {
-                Some((at, state)) => apply_tail(backend, key, at, state, rx),
+                Some((at, state)) => {
+                    drop(bytes);
+                    // The vault is needed later in any case: open it here, beside the
+                    // log reading, rather than after it.
+                    backend.ready()?;
+                    apply_tail(backend, key, at, state, rx)
+                }
                 None => Ok(None),
             }
         });

@@ -110,8 +110,8 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// overwritten with zeros in place and synced before the file is removed, as the
     /// vault does with erased records.
     fn destroy_snapshot(&self) -> Result<(), StorageError>;
-    /// Waits until every part of the store is open (the vault opens in the background
-    /// while the log is read), reporting a failure to open it.
+    /// Opens every part of the store not opened yet (the vault opens on first use),
+    /// reporting a failure to open it.
     fn ready(&self) -> Result<(), StorageError>;
     /// Stores a decision record (replacing one with the same key).
     fn put_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError>;
@@ -159,12 +159,14 @@ fn err(context: &'static str) -> impl Fn(sled::Error) -> StorageError {
 /// elsewhere is still reported, after this wait.
 const LOCK_WAIT: Duration = Duration::from_millis(500);
 
-/// The vault, opened on a background thread: opening reads and checks every slot of
-/// its file (a second per million subjects), which can run while the log is read.
-/// The first use waits for it.
+/// The vault, opened on first use: opening reads and checks every slot of its file (a
+/// second per million subjects), which a ledger opening from a state snapshot does on
+/// the thread that loads the snapshot while another reads the log.
 struct LazyVault {
+    path: PathBuf,
     vault: std::sync::OnceLock<Vault>,
-    opening: std::sync::Mutex<Option<std::thread::JoinHandle<Result<Vault, StorageError>>>>,
+    /// Held while opening, so that only one thread opens it.
+    opening: std::sync::Mutex<()>,
 }
 
 impl fmt::Debug for LazyVault {
@@ -176,65 +178,30 @@ impl fmt::Debug for LazyVault {
 }
 
 impl LazyVault {
-    fn open(path: PathBuf) -> Self {
-        let opened = std::sync::OnceLock::new();
-        let opening = std::thread::Builder::new()
-            .name("consent-ledger vault".into())
-            .spawn({
-                let path = path.clone();
-                move || Vault::open(&path)
-            });
-        let pending = match opening {
-            Ok(handle) => Some(handle),
-            // No thread to be had: open it here and now (an error then shows on first use).
-            Err(_) => {
-                if let Ok(v) = Vault::open(&path) {
-                    let _ = opened.set(v);
-                }
-                None
-            }
-        };
+    fn new(path: PathBuf) -> Self {
         LazyVault {
-            vault: opened,
-            opening: std::sync::Mutex::new(pending),
+            path,
+            vault: std::sync::OnceLock::new(),
+            opening: std::sync::Mutex::new(()),
         }
     }
 
-    /// The open vault, waiting for the background open if it has not finished.
+    /// The open vault, opening it if no thread has yet (others wait for that one).
     fn get(&self) -> Result<&Vault, StorageError> {
         if let Some(v) = self.vault.get() {
             return Ok(v);
         }
-        let failed = || {
+        let _opening = self.opening.lock().map_err(|_| {
             StorageError::new(
                 "opening the vault",
-                std::io::Error::other("the vault could not be opened"),
+                std::io::Error::other("a thread panicked while opening the vault"),
             )
-        };
-        let mut opening = self.opening.lock().map_err(|_| failed())?;
+        })?;
         if let Some(v) = self.vault.get() {
             return Ok(v);
         }
-        match opening.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(Ok(v))) => {
-                let _ = self.vault.set(v);
-                self.vault.get().ok_or_else(failed)
-            }
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(payload)) => std::panic::resume_unwind(payload),
-            None => Err(failed()),
-        }
-    }
-}
-
-impl Drop for LazyVault {
-    fn drop(&mut self) {
-        // The opening thread must not outlive the store.
-        if let Ok(opening) = self.opening.get_mut() {
-            if let Some(handle) = opening.take() {
-                let _ = handle.join();
-            }
-        }
+        let v = Vault::open(&self.path)?;
+        Ok(self.vault.get_or_init(|| v))
     }
 }
 
@@ -346,7 +313,7 @@ impl SledStore {
             entries: tree("entries")?,
             meta: tree("meta")?,
             decisions: tree("decisions")?,
-            vault: LazyVault::open(dir.join(VAULT_FILE)),
+            vault: LazyVault::new(dir.join(VAULT_FILE)),
             data_file: dir.join("db"),
             dir: dir.to_path_buf(),
             db,
