@@ -59,14 +59,20 @@ pub(crate) struct Position {
     pub(crate) head: Hash,
 }
 
-/// Writes the snapshot of `state`, taken at `at` (whose `len` must be `state.len`).
+/// Bytes before the body: the magic and the tag.
+const HEADER_LEN: usize = MAGIC.len() + TAG_LEN;
+
+/// Writes the snapshot of `state`, taken at `at` (whose `len` must be `state.len`). The
+/// body is written once, in place (a snapshot of a million subjects is ~80 MB).
 pub(crate) fn seal(state: &State, at: &Position, key: &PseudonymKey) -> Vec<u8> {
-    let body = encode_body(state, at);
-    let tag = key.snapshot_tag(&body);
-    let mut out = Vec::with_capacity(MAGIC.len() + TAG_LEN + body.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + body_len_hint(state));
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&tag);
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&[0; TAG_LEN]);
+    encode_body_into(state, at, &mut out);
+    let tag = key.snapshot_tag(out.get(HEADER_LEN..).unwrap_or(&[]));
+    if let Some(slot) = out.get_mut(MAGIC.len()..HEADER_LEN) {
+        slot.copy_from_slice(&tag);
+    }
     out
 }
 
@@ -120,67 +126,73 @@ fn put_consent(out: &mut Vec<u8>, c: &ConsentRec) {
     out.push(c.flags);
 }
 
+/// About how many bytes the body of `state` takes.
+fn body_len_hint(state: &State) -> usize {
+    128 + state.subjects.len() * 48 + state.idents.recs.len() * IDENT_LEN + state.entry_subjects.len() * 4
+}
+
 /// The body of a snapshot (everything the tag covers).
 pub(crate) fn encode_body(state: &State, at: &Position) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        128 + state.subjects.len() * 48
-            + state.idents.recs.len() * IDENT_LEN
-            + state.entry_subjects.len() * 4,
-    );
+    let mut out = Vec::with_capacity(body_len_hint(state));
+    encode_body_into(state, at, &mut out);
+    out
+}
+
+/// Appends the body of a snapshot to `out`.
+fn encode_body_into(state: &State, at: &Position, out: &mut Vec<u8>) {
     out.extend_from_slice(&at.ledger_id);
-    put_u64(&mut out, at.len);
+    put_u64(out, at.len);
     out.extend_from_slice(&at.head);
-    put_u64(&mut out, state.len);
-    put_u32(&mut out, count32(state.purposes.len()));
+    put_u64(out, state.len);
+    put_u32(out, count32(state.purposes.len()));
     for p in &state.purposes {
-        put_u16(&mut out, u16::try_from(p.len()).unwrap_or(u16::MAX));
+        put_u16(out, u16::try_from(p.len()).unwrap_or(u16::MAX));
         out.extend_from_slice(p.as_bytes());
     }
-    put_u32(&mut out, count32(state.scopes.len()));
+    put_u32(out, count32(state.scopes.len()));
     for s in &state.scopes {
         let bytes = encode_scope(s);
-        put_u32(&mut out, count32(bytes.len()));
+        put_u32(out, count32(bytes.len()));
         out.extend_from_slice(&bytes);
     }
-    put_u32(&mut out, count32(state.subjects.len()));
+    put_u32(out, count32(state.subjects.len()));
     for s in state.subjects.iter() {
         let id = s.id.as_str().as_bytes();
         out.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(id);
-        put_consent(&mut out, &s.first);
+        put_consent(out, &s.first);
     }
     let live = |r: &&IdentRec| !state.is_erased(r.subject);
-    put_u32(&mut out, count32(state.idents.recs.iter().filter(live).count()));
+    put_u32(out, count32(state.idents.recs.iter().filter(live).count()));
     for r in state.idents.recs.iter().filter(live) {
         out.extend_from_slice(&r.lookup.0);
-        put_u64(&mut out, r.meta);
-        put_u32(&mut out, r.scope);
-        put_u32(&mut out, r.subject);
+        put_u64(out, r.meta);
+        put_u32(out, r.scope);
+        put_u32(out, r.subject);
     }
-    put_u64(&mut out, state.entry_subjects.len() as u64);
+    put_u64(out, state.entry_subjects.len() as u64);
     for s in state.entry_subjects.iter() {
-        put_u32(&mut out, *s);
+        put_u32(out, *s);
     }
     // Sorted, so that equal states write equal bytes.
     let mut more: Vec<(&u32, &Vec<ConsentRec>)> = state.more.iter().collect();
     more.sort_unstable_by_key(|(k, _)| **k);
-    put_u32(&mut out, count32(more.len()));
+    put_u32(out, count32(more.len()));
     for (subject, list) in more {
-        put_u32(&mut out, *subject);
-        put_u16(&mut out, u16::try_from(list.len()).unwrap_or(u16::MAX));
+        put_u32(out, *subject);
+        put_u16(out, u16::try_from(list.len()).unwrap_or(u16::MAX));
         for c in list {
-            put_consent(&mut out, c);
+            put_consent(out, c);
         }
     }
     let mut times: Vec<(&(u32, u16), &Timestamp)> = state.times.iter().collect();
     times.sort_unstable_by_key(|(k, _)| **k);
-    put_u32(&mut out, count32(times.len()));
+    put_u32(out, count32(times.len()));
     for ((subject, purpose), t) in times {
-        put_u32(&mut out, *subject);
-        put_u16(&mut out, *purpose);
-        put_u64(&mut out, t.as_millis());
+        put_u32(out, *subject);
+        put_u16(out, *purpose);
+        put_u64(out, t.as_millis());
     }
-    out
 }
 
 /// Reads fixed-size fields from a byte slice, never past its end.
