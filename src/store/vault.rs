@@ -31,6 +31,7 @@
 //! about 560 MB for a million subjects.) No secret is therefore held in memory beyond
 //! the call that reads it, and erasure has no in-memory copy to forget.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -298,13 +299,17 @@ fn scan_with(
             match parse(slot) {
                 Ok(Some((kind, key, _))) => {
                     let id = name(kind, key);
-                    if conflicted.contains(&id) {
+                    // (Almost always empty: skip hashing the name for it.)
+                    if !conflicted.is_empty() && conflicted.contains(&id) {
                         zero.push(n);
                         continue;
                     }
-                    let Some(&held) = slots.records.get(&id) else {
-                        slots.records.insert(id, n);
-                        continue;
+                    let held = match slots.records.entry(id) {
+                        Entry::Vacant(free) => {
+                            free.insert(n);
+                            continue;
+                        }
+                        Entry::Occupied(taken) => *taken.get(),
                     };
                     // Encoding is canonical: the same record makes the same slot bytes.
                     let mut earlier = [0u8; SLOT];
