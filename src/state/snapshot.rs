@@ -132,6 +132,7 @@ fn body_len_hint(state: &State) -> usize {
 }
 
 /// The body of a snapshot (everything the tag covers).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode_body(state: &State, at: &Position) -> Vec<u8> {
     let mut out = Vec::with_capacity(body_len_hint(state));
     encode_body_into(state, at, &mut out);
