@@ -181,3 +181,38 @@ fn a_small_ledger_writes_no_snapshot_by_default() {
     let c = closed(10, Snapshots::default());
     assert!(!c.dir.path().join("state").exists());
 }
+
+#[cfg(unix)]
+#[test]
+fn a_snapshot_that_an_erasure_could_not_destroy_is_never_replaced_by_renaming() {
+    // Renaming a new snapshot over one that holds an erased subject's lookups would
+    // leave those bytes on disk: closing must destroy it first, or write nothing.
+    let Closed { dir, key, pk, .. } = closed(10, EVERY_CLOSE);
+    let state = dir.path().join("state");
+    let l = open(dir.path(), &key, &pk, EVERY_CLOSE);
+    // Where the snapshot is, something the erasure cannot overwrite but a rename would
+    // replace: a symbolic link to a directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::remove_file(&state).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), &state).unwrap();
+    assert!(l.erase(&subject(3), consent_ledger::Actor::Subject).is_err());
+    populate(&l, 10, 12);
+    drop(l);
+    assert!(
+        std::fs::symlink_metadata(&state)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "closing renamed a new snapshot over one that was left undestroyed"
+    );
+    std::fs::remove_file(&state).unwrap();
+    // The next open finds the erasure after its (missing) snapshot and completes it.
+    let l = open(dir.path(), &key, &pk, EVERY_CLOSE);
+    assert_eq!(
+        l.authorize(&email(3), &Recipient::partner("acme").unwrap())
+            .unwrap_err(),
+        Denied::UnknownIdentifier
+    );
+    drop(l);
+    assert!(state.is_file(), "a snapshot is written again once it is safe");
+}

@@ -388,6 +388,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             recorder,
             snapshots: b.snapshots,
             snapshot_len: AtomicU64::new(snapshot_len),
+            snapshot_outlives_erasure: std::sync::atomic::AtomicBool::new(false),
         }),
     })
 }
