@@ -154,6 +154,14 @@ fn a_damaged_or_foreign_snapshot_is_ignored_and_decides_nothing() {
         ("one bit flipped", flipped),
         ("another ledger's", foreign),
     ];
+    // And a bit flipped at 100 places spread over the file, header to last byte.
+    let mut cases = cases;
+    let step = (good.len() / 100).max(1);
+    for (n, at) in (0..good.len()).step_by(step).enumerate() {
+        let mut b = good.clone();
+        b[at] ^= 1 << (n % 8);
+        cases.push(("a bit flipped somewhere", b));
+    }
     for (what, bytes) in cases {
         std::fs::write(&state, &bytes).unwrap();
         // Not closed with a new snapshot, so each case starts from its bytes.
