@@ -1,7 +1,7 @@
 //! The storage backend: the only module that touches sled.
 //!
 //! The ledger talks to storage through the small [`Backend`] trait, so another engine
-//! can be added without touching the rest of the crate. Five keyspaces:
+//! can be added without touching the rest of the crate. Five keyspaces, and a file:
 //!
 //! | where | key | value | mutable |
 //! |---|---|---|---|
@@ -10,6 +10,7 @@
 //! | sled tree `decisions` | record key (see `records.rs`) | encoded decision record | aggregates grow |
 //! | vault file, index slots | lookup pseudonym (32 bytes) | encoded index record | yes (erasure) |
 //! | vault file, secret slots | subject id (UTF-8) | the subject's 32-byte secret | yes (erasure) |
+//! | file `state` | | a state snapshot (`state/snapshot.rs`) | replaced on close; destroyed on erasure |
 //!
 //! What erasure must destroy lives in the vault (`vault.rs`), not in sled: sled is
 //! log-structured and keeps removed values in stale segments.
