@@ -329,7 +329,7 @@ pub fn state_snapshot(data: &[u8]) -> Outcome {
     let key = pseudonym_key();
     let file = if flags & 1 != 0 {
         let mut file = snapshot::MAGIC.to_vec();
-        file.extend_from_slice(&key.snapshot_tag(rest));
+        file.extend_from_slice(&snapshot::tag(&key, rest));
         file.extend_from_slice(rest);
         file
     } else {
@@ -917,7 +917,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let body = crate::state::snapshot::sample_body();
     out.push(("state_snapshot", [&[1u8][..], &body].concat()));
     let mut file = crate::state::snapshot::MAGIC.to_vec();
-    file.extend_from_slice(&pseudonym_key().snapshot_tag(&body));
+    file.extend_from_slice(&crate::state::snapshot::tag(&pseudonym_key(), &body));
     file.extend_from_slice(&body);
     out.push(("state_snapshot", [&[0u8][..], &file].concat()));
 

@@ -240,7 +240,6 @@ const LOOKUP_DOMAIN: &[u8] = b"consent-ledger/v1/lookup\0";
 const SUBJECT_DOMAIN: &[u8] = b"consent-ledger/v1/subject-identifier\0";
 const CHECK_DOMAIN: &[u8] = b"consent-ledger/v1/key-check\0";
 const INDEX_DOMAIN: &[u8] = b"consent-ledger/v1/index-record\0";
-const STATE_DOMAIN: &[u8] = b"consent-ledger/v1/state-snapshot\0";
 
 /// The application's secret key for pseudonyms (HMAC-SHA256).
 ///
@@ -307,17 +306,6 @@ impl PseudonymKey {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
         }
-        mac.finalize().into_bytes().into()
-    }
-}
-
-impl PseudonymKey {
-    /// Authentication tag of a state snapshot, so that only a snapshot this ledger's
-    /// owner wrote is ever loaded instead of replaying the log.
-    pub(crate) fn snapshot_tag(&self, body: &[u8]) -> [u8; 32] {
-        let mut mac = self.mac.clone();
-        mac.update(STATE_DOMAIN);
-        mac.update(body);
         mac.finalize().into_bytes().into()
     }
 }

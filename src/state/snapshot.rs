@@ -14,8 +14,9 @@
 //! it reserve more memory than the file's size. Integers are big-endian.
 //!
 //! ```text
-//! magic "consent-ledger state v1\n" (24) | tag (32): HMAC-SHA256 under the pseudonym key
-//!     over the body, domain "consent-ledger/v1/state-snapshot\0"
+//! magic "consent-ledger state v1\n" (24) | tag (32): the pseudonym key's record tag
+//!     (`PseudonymKey::index_tag`, as decision records use it) over the parts
+//!     "consent-ledger state snapshot v1" and the body
 //! body:
 //!   ledger id (16) | position (8) | head hash (32) | entries applied (8)
 //!   purposes:        count (4), each: length (2) | UTF-8
@@ -59,6 +60,15 @@ pub(crate) struct Position {
     pub(crate) head: Hash,
 }
 
+/// First part of the tag: keeps snapshot tags apart from index and decision-record tags.
+const TAG_DOMAIN: &[u8] = b"consent-ledger state snapshot v1";
+
+/// A snapshot body's authentication tag: the pseudonym key's record tag, with this
+/// format's domain as the first part (decision records do the same with theirs).
+pub(crate) fn tag(key: &PseudonymKey, body: &[u8]) -> [u8; 32] {
+    key.index_tag(&[TAG_DOMAIN, body])
+}
+
 /// Bytes before the body: the magic and the tag.
 const HEADER_LEN: usize = MAGIC.len() + TAG_LEN;
 
@@ -69,7 +79,7 @@ pub(crate) fn seal(state: &State, at: &Position, key: &PseudonymKey) -> Vec<u8> 
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[0; TAG_LEN]);
     encode_body_into(state, at, &mut out);
-    let tag = key.snapshot_tag(out.get(HEADER_LEN..).unwrap_or(&[]));
+    let tag = tag(key, out.get(HEADER_LEN..).unwrap_or(&[]));
     if let Some(slot) = out.get_mut(MAGIC.len()..HEADER_LEN) {
         slot.copy_from_slice(&tag);
     }
@@ -80,10 +90,10 @@ pub(crate) fn seal(state: &State, at: &Position, key: &PseudonymKey) -> Vec<u8> 
 /// consistent state.
 pub(crate) fn open(bytes: &[u8], key: &PseudonymKey) -> Option<(Position, State)> {
     let rest = bytes.strip_prefix(MAGIC.as_slice())?;
-    let (tag, body) = rest.split_first_chunk::<TAG_LEN>()?;
+    let (expected, body) = rest.split_first_chunk::<TAG_LEN>()?;
     // Not a secret comparison: the tag only guards against damage and forgery, and
     // a mismatch reveals nothing an attacker could not compute from the file.
-    if key.snapshot_tag(body) != *tag {
+    if tag(key, body) != *expected {
         return None;
     }
     decode_body(body)
@@ -93,12 +103,7 @@ pub(crate) fn open(bytes: &[u8], key: &PseudonymKey) -> Option<(Position, State)
 /// [`open`] then confirms).
 pub(crate) fn peek_position(bytes: &[u8]) -> Option<Position> {
     let body = bytes.strip_prefix(MAGIC.as_slice())?.get(TAG_LEN..)?;
-    let mut r = Reader { rest: body };
-    Some(Position {
-        ledger_id: r.array()?,
-        len: r.u64()?,
-        head: r.array()?,
-    })
+    Reader { rest: body }.position()
 }
 
 fn put_u16(out: &mut Vec<u8>, v: u16) {
@@ -236,6 +241,15 @@ impl<'a> Reader<'a> {
         (n.checked_mul(min_len)? <= self.rest.len()).then_some(n)
     }
 
+    /// The position a body starts with.
+    fn position(&mut self) -> Option<Position> {
+        Some(Position {
+            ledger_id: self.array()?,
+            len: self.u64()?,
+            head: self.array()?,
+        })
+    }
+
     fn consent(&mut self) -> Option<ConsentRec> {
         Some(ConsentRec {
             seq: self.u64()?,
@@ -264,11 +278,7 @@ fn consent_ok(c: &ConsentRec, purposes: usize, scopes: usize) -> bool {
 /// not exactly a consistent state.
 pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
     let mut r = Reader { rest: body };
-    let at = Position {
-        ledger_id: r.array()?,
-        len: r.u64()?,
-        head: r.array()?,
-    };
+    let at = r.position()?;
     let mut state = State {
         len: r.u64()?,
         ..State::default()
