@@ -279,9 +279,7 @@ impl Inner {
             self.time_floor_saved.store(t, Ordering::Release);
         }
     }
-}
 
-impl Inner {
     /// Writes a state snapshot on close, if the setting asks for one. Best effort: a
     /// failure leaves the previous snapshot (or none), and the next open replays more.
     fn snapshot_on_close(&mut self) {
