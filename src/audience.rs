@@ -58,6 +58,7 @@ use crate::identifier::{lookup_of_raw, IdentifierKind, Pseudonym};
 use crate::ledger::Ledger;
 use crate::purpose::Purpose;
 use crate::recipient::Recipient;
+use crate::state::WARM;
 use crate::subject::SubjectId;
 
 /// Identifiers decided under one read lock, by default.
@@ -330,7 +331,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                     return run.counts;
                 }
                 hash(&rows, &mut hashed);
-                self.decide_chunk(&mut run, &[&hashed], &mut on_match);
+                self.decide_chunk(&mut run, &hashed, &mut on_match);
             }
         }
         // Two threads, pipelined: a worker for the whole run normalizes and hashes whole
@@ -402,7 +403,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                         // The worker is gone: hash here.
                         Some(chunk) => {
                             hash(&chunk, &mut hashed);
-                            self.decide_chunk(&mut run, &[&hashed], &mut on_match);
+                            self.decide_chunk(&mut run, &hashed, &mut on_match);
                             continue;
                         }
                         None => return run.counts,
@@ -436,22 +437,21 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                         _ => continue,
                     },
                 };
-                self.decide_chunk(&mut run, &[&out], &mut on_match);
+                self.decide_chunk(&mut run, &out, &mut on_match);
             }
         })
     }
 
-    /// Decides one chunk (given in parts, in row order) under one read lock, then hands
-    /// its matches to `on_match` with the lock released.
-    fn decide_chunk(&self, run: &mut Run, parts: &[&Vec<Hashed>], on_match: &mut impl FnMut(AudienceMatch)) {
+    /// Decides one chunk under one read lock, then hands its matches to `on_match` with
+    /// the lock released.
+    fn decide_chunk(&self, run: &mut Run, rows: &[Hashed], on_match: &mut impl FnMut(AudienceMatch)) {
         let Run {
             counts,
             seen,
             matches,
         } = run;
-        let rows = parts.iter().flat_map(|p| p.iter());
         let base = counts.uploaded;
-        counts.uploaded += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        counts.uploaded += rows.len() as u64;
         match self.ledger.state().read() {
             Err(_) => {
                 for h in rows {
@@ -468,7 +468,12 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                 }
                 let query = state.query::<P>(self.recipient);
                 let stamp = self.ledger.stamp();
-                for (row, h) in (base..).zip(rows) {
+                for (i, (row, h)) in (base..).zip(rows).enumerate() {
+                    if i % WARM == 0 {
+                        // The next group's memory, read ahead (see `State::warm`).
+                        let ahead = rows.get(i..).unwrap_or_default().iter().flatten();
+                        std::hint::black_box(state.warm(ahead.map(|(_, l)| l)));
+                    }
                     let Some((kind, lookup)) = h else {
                         counts.malformed += 1;
                         continue;

@@ -6,6 +6,7 @@ use crate::decision::{Denied, Use};
 use crate::identifier::Identifier;
 use crate::purpose::Purpose;
 use crate::recipient::Recipient;
+use crate::state::WARM;
 
 impl Ledger {
     /// Decides, now, a use of each identifier for its purpose `P` by `recipient`: the
@@ -55,7 +56,12 @@ impl Ledger {
             let query = state.query::<P>(recipient);
             let stamp = self.stamp();
             let start = out.len();
-            out.extend(chunk.iter().map(|(id, lookup)| {
+            out.extend(chunk.iter().enumerate().map(|(i, (id, lookup))| {
+                if i % WARM == 0 {
+                    // The next group's memory, read ahead (see `State::warm`).
+                    let ahead = chunk.get(i..).unwrap_or_default().iter().map(|(_, l)| l);
+                    std::hint::black_box(state.warm(ahead));
+                }
                 state
                     .decide_query(&query, lookup, || stamp, || self.now())
                     .map(|(evidence, _)| Use::new(id, recipient, evidence))

@@ -189,6 +189,16 @@ impl IdentTable {
         })
     }
 
+    /// The slot at `lookup`'s home position (0 when empty): reading it brings the start
+    /// of the probe sequence into the cache.
+    pub(super) fn home_slot(&self, lookup: &Pseudonym) -> u64 {
+        let cap = self.slots.len();
+        if cap == 0 {
+            return 0;
+        }
+        self.slots.get(home32(hash32(lookup), cap)).copied().unwrap_or(0)
+    }
+
     /// Adds a record and returns its index; `None` when the index space is exhausted.
     pub(super) fn insert(&mut self, rec: IdentRec) -> Option<usize> {
         if self.recs.len() >= u32::MAX as usize - 1 {
