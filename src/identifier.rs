@@ -72,6 +72,14 @@ impl IdentifierKind {
             IdentifierKind::DeviceId => normalize::device_id(raw),
         }
     }
+
+    fn normalize_into(self, raw: &str, out: &mut impl normalize::Out) -> Result<(), &'static str> {
+        match self {
+            IdentifierKind::Phone => normalize::phone_into(raw, out),
+            IdentifierKind::Email => normalize::email_into(raw, out),
+            IdentifierKind::DeviceId => normalize::device_id_into(raw, out),
+        }
+    }
 }
 
 impl fmt::Display for IdentifierKind {
@@ -184,7 +192,7 @@ impl<P: Purpose> Identifier<P> {
                 return *p;
             }
         }
-        let p = key.lookup(self.kind, &self.value);
+        let p = key.lookup(self.kind, self.value.as_bytes());
         let _ = self.cached.set((key.tag, p));
         p
     }
@@ -198,8 +206,9 @@ pub(crate) fn lookup_of_raw(key: &PseudonymKey, kind: IdentifierKind, raw: &str)
     if raw.len() > normalize::MAX_INPUT_LEN || raw.trim().is_empty() {
         return None;
     }
-    let value = Zeroizing::new(kind.normalize(raw).ok()?);
-    Some(key.lookup(kind, &value))
+    let mut value = normalize::Scratch::new();
+    kind.normalize_into(raw, &mut value).ok()?;
+    Some(key.lookup(kind, value.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -289,11 +298,11 @@ impl PseudonymKey {
         self.tag
     }
 
-    pub(crate) fn lookup(&self, kind: IdentifierKind, normalized: &str) -> Pseudonym {
+    pub(crate) fn lookup(&self, kind: IdentifierKind, normalized: &[u8]) -> Pseudonym {
         let mut mac = self.mac.clone();
         mac.update(LOOKUP_DOMAIN);
         mac.update(&[kind.code()]);
-        mac.update(normalized.as_bytes());
+        mac.update(normalized);
         Pseudonym(mac.finalize().into_bytes().into())
     }
 
@@ -386,7 +395,7 @@ mod tests {
         // The cache must not answer for another key.
         assert_ne!(a.lookup(&k2), p1);
         assert_eq!(a.lookup(&k1), p1);
-        assert_ne!(k1.lookup(IdentifierKind::DeviceId, "+15550109999"), p1);
+        assert_ne!(k1.lookup(IdentifierKind::DeviceId, b"+15550109999"), p1);
         assert_ne!(k1.check_value(), k2.check_value());
         let s = SubjectSecret::from_bytes([1; 32]);
         assert_ne!(s.pseudonym(IdentifierKind::Phone, "+15550109999"), p1);

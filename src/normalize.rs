@@ -24,8 +24,121 @@ const EMAIL_MAX_TOTAL: usize = 254;
 const DOMAIN_MAX_LABEL: usize = 63;
 const DEVICE_ID_MAX_CHARS: usize = 128;
 
+/// Where a normalizer writes: a `String`, or a fixed buffer on the stack for bulk
+/// hashing ([`Scratch`]). Normalizers write only ASCII bytes and whole `str`s, so what
+/// they write is always valid UTF-8.
+pub(crate) trait Out {
+    /// Appends `s`; `false` if it does not fit.
+    fn push_str(&mut self, s: &str) -> bool;
+    /// Appends one ASCII byte; `false` if it does not fit or is not ASCII.
+    fn push_ascii(&mut self, b: u8) -> bool;
+    /// Bytes written so far.
+    fn written(&self) -> usize;
+}
+
+impl Out for String {
+    fn push_str(&mut self, s: &str) -> bool {
+        String::push_str(self, s);
+        true
+    }
+
+    fn push_ascii(&mut self, b: u8) -> bool {
+        if !b.is_ascii() {
+            return false;
+        }
+        self.push(char::from(b));
+        true
+    }
+
+    fn written(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Largest normalized value of any kind, in bytes (an email address).
+pub(crate) const MAX_NORMALIZED: usize = EMAIL_MAX_TOTAL;
+
+/// A normalized value on the stack, wiped when dropped: bulk matching normalizes and
+/// hashes millions of rows, and an allocation (and a wipe of it) per row cost as much
+/// as the hashing.
+pub(crate) struct Scratch {
+    bytes: [u8; MAX_NORMALIZED],
+    len: usize,
+}
+
+impl Scratch {
+    pub(crate) fn new() -> Scratch {
+        Scratch {
+            bytes: [0; MAX_NORMALIZED],
+            len: 0,
+        }
+    }
+
+    /// What was written.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+
+    /// Forgets what was written (and wipes it).
+    pub(crate) fn clear(&mut self) {
+        if let Some(used) = self.bytes.get_mut(..self.len) {
+            zeroize::Zeroize::zeroize(used);
+        }
+        self.len = 0;
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+impl Out for Scratch {
+    fn push_str(&mut self, s: &str) -> bool {
+        let end = self.len + s.len();
+        match self.bytes.get_mut(self.len..end) {
+            Some(dst) => {
+                dst.copy_from_slice(s.as_bytes());
+                self.len = end;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn push_ascii(&mut self, b: u8) -> bool {
+        match self.bytes.get_mut(self.len) {
+            Some(dst) if b.is_ascii() => {
+                *dst = b;
+                self.len += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn written(&self) -> usize {
+        self.len
+    }
+}
+
+/// Runs a normalizer into a new `String`.
+fn to_string(
+    normalize: impl FnOnce(&mut String) -> Result<(), &'static str>,
+) -> Result<String, &'static str> {
+    let mut out = String::new();
+    normalize(&mut out)?;
+    Ok(out)
+}
+
 /// Normalizes a phone number to E.164 (`+` followed by 7 to 15 digits, first digit not 0).
 pub(crate) fn phone(input: &str) -> Result<String, &'static str> {
+    to_string(|out| phone_into(input, out))
+}
+
+/// [`phone`], written to `out`.
+pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static str> {
     if input.len() > MAX_INPUT_LEN {
         return Err("is too long");
     }
@@ -33,8 +146,9 @@ pub(crate) fn phone(input: &str) -> Result<String, &'static str> {
         .trim()
         .strip_prefix('+')
         .ok_or("must start with '+' and a country code")?;
-    let mut out = String::with_capacity(PHONE_MAX_DIGITS + 1);
-    out.push('+');
+    if !out.push_ascii(b'+') {
+        return Err("is too long");
+    }
     let mut digits = 0usize;
     for c in rest.chars() {
         match c {
@@ -43,10 +157,9 @@ pub(crate) fn phone(input: &str) -> Result<String, &'static str> {
                     return Err("country code cannot start with 0");
                 }
                 digits += 1;
-                if digits > PHONE_MAX_DIGITS {
+                if digits > PHONE_MAX_DIGITS || !out.push_ascii(c as u8) {
                     return Err("has more than 15 digits");
                 }
-                out.push(c);
             }
             ' ' | '-' | '.' | '(' | ')' | '/' => {}
             _ => return Err("contains a character that is not a digit or separator"),
@@ -55,11 +168,16 @@ pub(crate) fn phone(input: &str) -> Result<String, &'static str> {
     if digits < PHONE_MIN_DIGITS {
         return Err("has too few digits for E.164");
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Normalizes an email address: surrounding whitespace trimmed, domain lowercased, local part kept as given.
 pub(crate) fn email(input: &str) -> Result<String, &'static str> {
+    to_string(|out| email_into(input, out))
+}
+
+/// [`email`], written to `out`.
+pub(crate) fn email_into(input: &str, out: &mut impl Out) -> Result<(), &'static str> {
     if input.len() > MAX_INPUT_LEN {
         return Err("is too long");
     }
@@ -112,15 +230,29 @@ pub(crate) fn email(input: &str) -> Result<String, &'static str> {
     if labels < 2 {
         return Err("domain must contain a dot");
     }
-    let out = format!("{local}@{}", domain.to_lowercase());
-    if out.len() > EMAIL_MAX_TOTAL {
-        return Err("is longer than 254 bytes");
+    const TOO_LONG: &str = "is longer than 254 bytes";
+    if !(out.push_str(local) && out.push_ascii(b'@')) {
+        return Err(TOO_LONG);
     }
-    Ok(out)
+    let fits = if domain.is_ascii() {
+        // `to_lowercase` of ASCII is `to_ascii_lowercase`, without an allocation.
+        domain.bytes().all(|b| out.push_ascii(b.to_ascii_lowercase()))
+    } else {
+        out.push_str(&domain.to_lowercase())
+    };
+    if !fits || out.written() > EMAIL_MAX_TOTAL {
+        return Err(TOO_LONG);
+    }
+    Ok(())
 }
 
 /// Normalizes a device or advertising id: trimmed, ASCII letters lowercased.
 pub(crate) fn device_id(input: &str) -> Result<String, &'static str> {
+    to_string(|out| device_id_into(input, out))
+}
+
+/// [`device_id`], written to `out`.
+pub(crate) fn device_id_into(input: &str, out: &mut impl Out) -> Result<(), &'static str> {
     if input.len() > MAX_INPUT_LEN {
         return Err("is too long");
     }
@@ -131,10 +263,10 @@ pub(crate) fn device_id(input: &str) -> Result<String, &'static str> {
     if !t.chars().all(|c| c.is_ascii_graphic()) {
         return Err("contains a character that is not printable ASCII");
     }
-    if t.len() > DEVICE_ID_MAX_CHARS {
+    if t.len() > DEVICE_ID_MAX_CHARS || !t.bytes().all(|b| out.push_ascii(b.to_ascii_lowercase())) {
         return Err("is longer than 128 characters");
     }
-    Ok(t.to_ascii_lowercase())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -299,5 +431,46 @@ mod tests {
                 }
             }
         }
+
+        /// The stack buffer used for bulk hashing gives the same bytes and the same
+        /// problems as the `String` path, including near the length limits.
+        #[test]
+        fn scratch_agrees_with_string(
+            s in "\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}|[a-zA-Z]{1,64}@([a-zA-Z]{1,63}\\.){1,5}[A-Z]{2,63}|[a-z]{60,64}@[A-ZÉ]{60,63}\\.[a-zé]{60,63}\\.[a-zé]{60,63}\\.[a-z]{2,63}"
+        ) {
+            type ToString = fn(&str) -> Result<String, &'static str>;
+            type Into = fn(&str, &mut Scratch) -> Result<(), &'static str>;
+            let kinds: [(ToString, Into); 3] =
+                [(phone, phone_into), (email, email_into), (device_id, device_id_into)];
+            for (to_string, into) in kinds {
+                let mut scratch = Scratch::new();
+                let got = into(&s, &mut scratch).map(|()| scratch.as_bytes().to_vec());
+                prop_assert_eq!(got, to_string(&s).map(String::into_bytes));
+            }
+        }
+    }
+
+    #[test]
+    fn scratch_refuses_what_does_not_fit_and_wipes() {
+        let mut s = Scratch::new();
+        assert!(s.push_str(&"a".repeat(MAX_NORMALIZED - 1)));
+        assert!(!s.push_str("bc"));
+        assert!(!s.push_ascii(0xC3));
+        assert!(s.push_ascii(b'z'));
+        assert!(!s.push_ascii(b'z'));
+        assert_eq!(s.written(), MAX_NORMALIZED);
+        s.clear();
+        assert_eq!((s.written(), s.as_bytes()), (0, &[][..]));
+        assert!(s.bytes.iter().all(|b| *b == 0));
+        // An address whose lower-cased domain (non-ASCII) runs past the limit.
+        let long = format!(
+            "{}@{}.{}.{}.com",
+            "a".repeat(64),
+            "É".repeat(30),
+            "é".repeat(31),
+            "é".repeat(31)
+        );
+        let mut s = Scratch::new();
+        assert_eq!(email_into(&long, &mut s), email(&long).map(|_| ()));
     }
 }
