@@ -202,6 +202,15 @@ pub(crate) fn email_into(input: &str, out: &mut impl Out) -> Result<(), &'static
         return Err("local part has a misplaced dot");
     }
     let domain = domain.strip_suffix('.').unwrap_or(domain);
+    // Checked as it will be written: lower-casing can lengthen a non-ASCII domain
+    // (U+023E is 2 bytes, its lower case 3), and a normalized address must pass these
+    // checks again. `to_lowercase` of ASCII is `to_ascii_lowercase`: no copy needed.
+    let lowered = if domain.is_ascii() {
+        std::borrow::Cow::Borrowed(domain)
+    } else {
+        std::borrow::Cow::Owned(domain.to_lowercase())
+    };
+    let domain = lowered.as_ref();
     if domain.is_empty() {
         return Err("domain is empty");
     }
@@ -234,11 +243,9 @@ pub(crate) fn email_into(input: &str, out: &mut impl Out) -> Result<(), &'static
     if !(out.push_str(local) && out.push_ascii(b'@')) {
         return Err(TOO_LONG);
     }
-    let fits = if domain.is_ascii() {
-        // `to_lowercase` of ASCII is `to_ascii_lowercase`, without an allocation.
-        domain.bytes().all(|b| out.push_ascii(b.to_ascii_lowercase()))
-    } else {
-        out.push_str(&domain.to_lowercase())
+    let fits = match &lowered {
+        std::borrow::Cow::Borrowed(ascii) => ascii.bytes().all(|b| out.push_ascii(b.to_ascii_lowercase())),
+        std::borrow::Cow::Owned(lower) => out.push_str(lower),
     };
     if !fits || out.written() > EMAIL_MAX_TOTAL {
         return Err(TOO_LONG);
@@ -448,6 +455,23 @@ mod tests {
                 prop_assert_eq!(got, to_string(&s).map(String::into_bytes));
             }
         }
+    }
+
+    #[test]
+    fn domain_limits_hold_after_lower_casing() {
+        // Found by the `identifier` fuzz target: U+023E lower-cases to a 3-byte
+        // character, so a 63-byte label became 64 bytes and the normalized address no
+        // longer parsed.
+        let label = format!("C{}\u{23E}C{}c", "I".repeat(29), "I".repeat(29));
+        assert_eq!(label.len(), 63);
+        let raw = format!("OlE/@aeqla.{label}");
+        assert_eq!(email(&raw), Err("domain label is longer than 63 bytes"));
+        // Still accepted when the lower case fits, and normalizing is idempotent.
+        let fits = format!("a@b.C{}\u{23E}", "I".repeat(58));
+        let n = email(&fits).unwrap();
+        assert_eq!(email(&n), Ok(n.clone()));
+        // The Kelvin sign lower-cases to an ASCII 'k', checked as such.
+        assert_eq!(email("a@\u{212A}.com").unwrap(), "a@k.com");
     }
 
     #[test]
