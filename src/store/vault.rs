@@ -31,9 +31,10 @@
 //! about 560 MB for a million subjects.) No secret is therefore held in memory beyond
 //! the call that reads it, and erasure has no in-memory copy to forget.
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::{DefaultHasher, Entry, RandomState};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +49,8 @@ const BODY: usize = SLOT - 16;
 const MAGIC: &[u8] = b"consent-ledger vault v1\n";
 /// Slots read at a time when scanning the file or listing records (256 KiB).
 const CHUNK_SLOTS: u64 = 1024;
+/// Most records the table is sized for before scanning (a 2 GiB file); beyond, it grows.
+const MAX_RESERVED: usize = 1 << 23;
 
 /// A key and its value.
 type Pair = (Vec<u8>, Vec<u8>);
@@ -67,10 +70,67 @@ pub(crate) enum Kind {
 /// index record (a 32-byte lookup pseudonym), a key under 32 bytes zero-padded with
 /// its length last, and the SHA-256 of any other key (a long subject id). Values stay in the file and are read when asked for, so the table costs
 /// about 40 bytes per record whatever the record holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Name {
     kind: Kind,
     id: [u8; 32],
+}
+
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u8(self.kind as u8);
+        state.write(&self.id);
+    }
+}
+
+/// Hashes the table's names. An index record's name is a lookup pseudonym, an HMAC
+/// output under the application's key: uniformly distributed, and no one without the
+/// key can choose one, so its first eight bytes are a good hash as they are (the
+/// state's identifier table relies on the same). A secret's name comes from a subject
+/// id, which users may choose: SipHash under per-process random keys, as `HashMap`'s
+/// default. (Opening a vault of a million subjects inserts two million names: SipHash
+/// over all of them was a fifth of the time.)
+#[derive(Debug, Default, Clone)]
+struct NameHash(RandomState);
+
+impl BuildHasher for NameHash {
+    type Hasher = NameHasher;
+
+    fn build_hasher(&self) -> NameHasher {
+        NameHasher {
+            kind: 0,
+            fast: None,
+            sip: self.0.build_hasher(),
+        }
+    }
+}
+
+struct NameHasher {
+    kind: u8,
+    fast: Option<u64>,
+    sip: DefaultHasher,
+}
+
+impl Hasher for NameHasher {
+    fn write_u8(&mut self, kind: u8) {
+        self.kind = kind;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        match bytes.first_chunk::<8>() {
+            Some(head) if self.kind == Kind::Index as u8 && self.fast.is_none() => {
+                self.fast = Some(u64::from_le_bytes(*head));
+            }
+            _ => {
+                self.sip.write_u8(self.kind);
+                self.sip.write(bytes);
+            }
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.fast.unwrap_or_else(|| self.sip.finish())
+    }
 }
 
 fn name(kind: Kind, key: &[u8]) -> Name {
@@ -94,7 +154,7 @@ fn name(kind: Kind, key: &[u8]) -> Name {
 #[derive(Debug, Default)]
 struct Slots {
     /// Record name -> slot number.
-    records: HashMap<Name, u64>,
+    records: HashMap<Name, u64, NameHash>,
     free: Vec<u64>,
     /// Number of slots in the file, the header included.
     count: u64,
@@ -285,6 +345,12 @@ fn scan_with(
     }
     // A partial last slot (a crash while the file grew) is dropped.
     let whole = len / slot_len;
+    // At most one record per slot: growing the table step by step instead re-inserted
+    // every name about once more. A vault with many free slots reserves more than it
+    // fills (about 50 bytes per 256-byte slot of its file), so the reservation is
+    // capped, and one that cannot be made is left to growth.
+    let expected = usize::try_from(whole.saturating_sub(1)).unwrap_or(usize::MAX);
+    let _ = slots.records.try_reserve(expected.min(MAX_RESERVED));
     let mut zero = Vec::new();
     let mut damaged = 0u64;
     // Keys found in more than one slot with different values: none of them is trusted.
