@@ -690,6 +690,70 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Stored, IntegrityProblem> {
     })
 }
 
+/// What the hash chain needs from stored entry bytes, read without decoding the body
+/// (see [`chain_fields`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChainFields {
+    pub(crate) seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub(crate) timestamp: u64,
+    pub(crate) prev_hash: Hash,
+    /// Genesis, key rotation or key revocation (or a body tag this version does not
+    /// know): entries a walker must decode to follow the signing keys.
+    pub(crate) changes_keys: bool,
+    /// `version || body`: the signed part.
+    pub(crate) signed_len: usize,
+    pub(crate) signature: [u8; 64],
+}
+
+/// Reads the position, timestamp and previous-entry hash of stored entry bytes, and
+/// whether the entry changes signing keys, from the fixed layout of the format (see
+/// the module docs: big-endian fixed-width integers, `u32` enum tags, `u64` string
+/// lengths) without decoding the rest. `None` when the bytes are too short or do not
+/// have that layout.
+///
+/// Only for entries whose bytes the hash chain already pins down, such as those
+/// before a state snapshot's position when opening: they were fully decoded and
+/// checked when they were appended or last replayed, and any change to their bytes
+/// changes their hash. Anything else goes through [`decode`].
+pub(crate) fn chain_fields(bytes: &[u8]) -> Option<ChainFields> {
+    if bytes.len() > MAX_ENTRY_LEN {
+        return None;
+    }
+    let (&version, rest) = bytes.split_first()?;
+    if version != FORMAT_VERSION {
+        return None;
+    }
+    let (body, signature) = rest.split_last_chunk::<SIGNATURE_LEN>()?;
+    let seq = u64::from_be_bytes(*body.first_chunk::<8>()?);
+    let after_seq = body.get(8..)?;
+    let timestamp = u64::from_be_bytes(*after_seq.first_chunk::<8>()?);
+    let actor = after_seq.get(8..)?;
+    let actor_tag = u32::from_be_bytes(*actor.first_chunk::<4>()?);
+    let after_actor = match actor_tag {
+        // Subject, System: the tag alone.
+        0 | 2 => actor.get(4..)?,
+        // Operator(String): a u64 length, then the bytes.
+        1 => {
+            let len = u64::from_be_bytes(*actor.get(4..)?.first_chunk::<8>()?);
+            actor.get(12usize.checked_add(usize::try_from(len).ok()?)?..)?
+        }
+        _ => return None,
+    };
+    let prev_hash = *after_actor.first_chunk::<32>()?;
+    // Then the 16-byte salt, then the body's tag.
+    let body_tag = u32::from_be_bytes(*after_actor.get(48..)?.first_chunk::<4>()?);
+    Some(ChainFields {
+        seq,
+        timestamp,
+        prev_hash,
+        // Genesis 0, KeyRotated 6, KeyRevoked 7 (the order of `WireBody`).
+        changes_keys: !(1..=5).contains(&body_tag),
+        signed_len: 1 + body.len(),
+        signature: *signature,
+    })
+}
+
 /// The signed part of stored bytes that [`decode`] accepted.
 pub(crate) fn signed_part<'a>(bytes: &'a [u8], stored: &Stored) -> &'a [u8] {
     bytes.get(..stored.signed_len).unwrap_or(&[])
@@ -992,6 +1056,44 @@ mod tests {
             "golden vectors differ or are missing:\n{}",
             failures.join("\n")
         );
+    }
+
+    /// `chain_fields` reads what `decode` reads, for every kind of entry and actor
+    /// (the withdrawal has an operator, whose name moves the fields after it), and
+    /// flags exactly the entries that change keys.
+    #[test]
+    fn chain_fields_agree_with_decoding() {
+        for (name, entry) in samples() {
+            let bytes = seal(encode_signed_part(&entry).unwrap(), &[9; 64]);
+            let stored = decode(&bytes).unwrap();
+            let f = chain_fields(&bytes).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(f.seq, stored.entry.seq, "{name}");
+            assert_eq!(f.timestamp, stored.entry.timestamp.as_millis(), "{name}");
+            assert_eq!(f.prev_hash, stored.entry.prev_hash, "{name}");
+            assert_eq!(
+                (f.signed_len, f.signature),
+                (stored.signed_len, stored.signature),
+                "{name}"
+            );
+            let changes_keys = matches!(
+                stored.entry.body,
+                Body::Genesis { .. } | Body::KeyRotated { .. } | Body::KeyRevoked { .. }
+            );
+            assert_eq!(f.changes_keys, changes_keys, "{name}");
+            // Never a panic on a prefix, and no fields from bytes too short to hold them.
+            for cut in 0..bytes.len() {
+                if let Some(g) = chain_fields(&bytes[..cut]) {
+                    assert!(
+                        cut >= 1 + 8 + 8 + 4 + 32 + 16 + 4 + SIGNATURE_LEN,
+                        "{name} cut at {cut}"
+                    );
+                    assert_ne!(g, f, "{name} cut at {cut}");
+                }
+            }
+        }
+        let mut wrong_version = seal(encode_signed_part(&samples()[1].1).unwrap(), &[9; 64]);
+        wrong_version[0] = 2;
+        assert_eq!(chain_fields(&wrong_version), None);
     }
 
     /// Decision records are not signed, but they are stored: their bytes are frozen too.

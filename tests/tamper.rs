@@ -14,11 +14,13 @@ use std::path::Path;
 
 use consent_ledger::{
     Advertising, Identifier, Inspector, IntegrityError, IntegrityProblem, Ledger, OpenError, PartnerSharing,
-    PseudonymKey, ReadError, RecipientScope, Security, SigningKey, SubjectId,
+    PseudonymKey, ReadError, RecipientScope, Security, SigningKey, Snapshots, SubjectId,
 };
 use ed25519_dalek::Signer;
 
 struct Fixture {
+    /// With or without a state snapshot, for messages.
+    how: &'static str,
     dir: tempfile::TempDir,
     key: SigningKey,
     pk: PseudonymKey,
@@ -27,12 +29,27 @@ struct Fixture {
 
 /// A ledger of 21 entries (genesis + 20), closed.
 fn fixture() -> Fixture {
+    fixture_with(Snapshots::default(), "without a snapshot")
+}
+
+/// Both ways a closed ledger is found: without a state snapshot (this small ledger
+/// writes none by default), and with one covering every entry, so that opening checks
+/// the entries before it by the chain alone (see `Replay::step_chained`). Tampering
+/// must be found, at the same position and as the same problem, either way.
+fn fixtures() -> [Fixture; 2] {
+    let with = fixture_with(Snapshots::OnClose { min_new_entries: 1 }, "with a snapshot");
+    assert!(with.dir.path().join("state").exists());
+    [fixture(), with]
+}
+
+fn fixture_with(snapshots: Snapshots, how: &'static str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::generate();
     let pk = PseudonymKey::generate();
     let ledger = Ledger::builder(dir.path())
         .signing_key(key.clone())
         .pseudonym_key(pk.clone())
+        .snapshots(snapshots)
         .open()
         .unwrap();
     for i in 0..5 {
@@ -50,7 +67,13 @@ fn fixture() -> Fixture {
     assert_eq!(len, 21);
     ledger.verify().unwrap();
     drop(ledger);
-    Fixture { dir, key, pk, len }
+    Fixture {
+        how,
+        dir,
+        key,
+        pk,
+        len,
+    }
 }
 
 fn with_entries(dir: &Path, f: impl FnOnce(&sled::Tree)) {
@@ -72,8 +95,8 @@ fn assert_broken_at(fx: &Fixture, position: u64, problem: IntegrityProblem) {
         .pseudonym_key(fx.pk.clone())
         .open()
     {
-        Err(OpenError::Integrity(e)) => assert_eq!(e, want, "open"),
-        other => panic!("open should fail with {want}, got {other:?}"),
+        Err(OpenError::Integrity(e)) => assert_eq!(e, want, "open, {}", fx.how),
+        other => panic!("open ({}) should fail with {want}, got {other:?}", fx.how),
     }
     let inspector = Inspector::open(fx.dir.path()).unwrap();
     match inspector.verify() {
@@ -114,38 +137,39 @@ fn untouched_ledger_verifies_both_ways() {
 #[test]
 fn flipped_byte_in_an_entry_is_found_at_that_entry() {
     // Every byte of entry 7's signed part and signature, one at a time.
-    let fx = fixture();
-    let original = {
-        let mut v = Vec::new();
-        with_entries(fx.dir.path(), |t| v = get(t, 7));
-        v
-    };
-    for i in 0..original.len() {
-        let mut bytes = original.clone();
-        bytes[i] ^= 0x01;
+    for fx in fixtures() {
+        let original = {
+            let mut v = Vec::new();
+            with_entries(fx.dir.path(), |t| v = get(t, 7));
+            v
+        };
+        for i in 0..original.len() {
+            let mut bytes = original.clone();
+            bytes[i] ^= 0x01;
+            with_entries(fx.dir.path(), |t| {
+                t.insert(7u64.to_be_bytes(), bytes.clone()).unwrap();
+            });
+            // Whatever the byte, the first bad position is 7 (decoding, version, misplaced
+            // sequence number, chain, or signature).
+            let err = Inspector::open(fx.dir.path()).unwrap().verify().unwrap_err();
+            match err {
+                ReadError::Integrity(e) => assert_eq!(e.position, 7, "byte {i}: {e}"),
+                other => panic!("byte {i}: {other}"),
+            }
+            let open = Ledger::builder(fx.dir.path())
+                .signing_key(fx.key.clone())
+                .pseudonym_key(fx.pk.clone())
+                .open();
+            match open {
+                Err(OpenError::Integrity(e)) => assert_eq!(e.position, 7, "{} byte {i}: {e}", fx.how),
+                other => panic!("{} byte {i}: open should fail, got {other:?}", fx.how),
+            }
+        }
         with_entries(fx.dir.path(), |t| {
-            t.insert(7u64.to_be_bytes(), bytes.clone()).unwrap();
+            t.insert(7u64.to_be_bytes(), original.clone()).unwrap();
         });
-        // Whatever the byte, the first bad position is 7 (decoding, version, misplaced
-        // sequence number, chain, or signature).
-        let err = Inspector::open(fx.dir.path()).unwrap().verify().unwrap_err();
-        match err {
-            ReadError::Integrity(e) => assert_eq!(e.position, 7, "byte {i}: {e}"),
-            other => panic!("byte {i}: {other}"),
-        }
-        let open = Ledger::builder(fx.dir.path())
-            .signing_key(fx.key.clone())
-            .pseudonym_key(fx.pk.clone())
-            .open();
-        match open {
-            Err(OpenError::Integrity(e)) => assert_eq!(e.position, 7, "byte {i}: {e}"),
-            other => panic!("byte {i}: open should fail, got {other:?}"),
-        }
+        Inspector::open(fx.dir.path()).unwrap().verify().unwrap();
     }
-    with_entries(fx.dir.path(), |t| {
-        t.insert(7u64.to_be_bytes(), original.clone()).unwrap();
-    });
-    Inspector::open(fx.dir.path()).unwrap().verify().unwrap();
 }
 
 #[test]
@@ -188,121 +212,139 @@ fn a_damaged_genesis_entry_is_not_reported_as_a_wrong_key() {
 
 #[test]
 fn deleted_entry() {
-    let fx = fixture();
-    with_entries(fx.dir.path(), |t| {
-        t.remove(9u64.to_be_bytes()).unwrap();
-    });
-    assert_broken_at(&fx, 9, IntegrityProblem::Missing { next: 10 });
+    for fx in fixtures() {
+        with_entries(fx.dir.path(), |t| {
+            t.remove(9u64.to_be_bytes()).unwrap();
+        });
+        assert_broken_at(&fx, 9, IntegrityProblem::Missing { next: 10 });
+    }
 }
 
 #[test]
 fn swapped_entries() {
-    let fx = fixture();
-    with_entries(fx.dir.path(), |t| {
-        let (a, b) = (get(t, 4), get(t, 5));
-        t.insert(4u64.to_be_bytes(), b).unwrap();
-        t.insert(5u64.to_be_bytes(), a).unwrap();
-    });
-    assert_broken_at(
-        &fx,
-        4,
-        IntegrityProblem::Misplaced {
-            stored_at: 4,
-            claims: 5,
-        },
-    );
+    for fx in fixtures() {
+        with_entries(fx.dir.path(), |t| {
+            let (a, b) = (get(t, 4), get(t, 5));
+            t.insert(4u64.to_be_bytes(), b).unwrap();
+            t.insert(5u64.to_be_bytes(), a).unwrap();
+        });
+        assert_broken_at(
+            &fx,
+            4,
+            IntegrityProblem::Misplaced {
+                stored_at: 4,
+                claims: 5,
+            },
+        );
+    }
 }
 
 #[test]
 fn forged_entry_signed_with_another_key_replacing_one() {
     // The forger rewrites entry 6 (properly chained to 5, canonical) and signs it with
     // its own key.
-    let fx = fixture();
-    let forger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-    with_entries(fx.dir.path(), |t| {
-        let forged = resign(&get(t, 6), &forger);
-        t.insert(6u64.to_be_bytes(), forged).unwrap();
-    });
-    assert_broken_at(&fx, 6, IntegrityProblem::BadSignature);
+    for fx in fixtures() {
+        let forger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+        with_entries(fx.dir.path(), |t| {
+            let forged = resign(&get(t, 6), &forger);
+            t.insert(6u64.to_be_bytes(), forged).unwrap();
+        });
+        assert_broken_at(&fx, 6, IntegrityProblem::BadSignature);
+    }
 }
 
 #[test]
 fn forged_entry_inserted_in_the_middle() {
     // Entries from 8 on move up by one; a forged copy of entry 8 (re-signed) takes its place.
-    let fx = fixture();
-    let forger = ed25519_dalek::SigningKey::from_bytes(&[43; 32]);
-    with_entries(fx.dir.path(), |t| {
-        for seq in (8..fx.len).rev() {
-            let v = get(t, seq);
-            t.insert((seq + 1).to_be_bytes(), v).unwrap();
-        }
-        let forged = resign(&get(t, 8), &forger);
-        t.insert(8u64.to_be_bytes(), forged).unwrap();
-    });
-    assert_broken_at(&fx, 8, IntegrityProblem::BadSignature);
+    for fx in fixtures() {
+        let forger = ed25519_dalek::SigningKey::from_bytes(&[43; 32]);
+        with_entries(fx.dir.path(), |t| {
+            for seq in (8..fx.len).rev() {
+                let v = get(t, seq);
+                t.insert((seq + 1).to_be_bytes(), v).unwrap();
+            }
+            let forged = resign(&get(t, 8), &forger);
+            t.insert(8u64.to_be_bytes(), forged).unwrap();
+        });
+        assert_broken_at(&fx, 8, IntegrityProblem::BadSignature);
+    }
 }
 
 #[test]
 fn forged_entry_appended_at_the_end() {
-    let fx = fixture();
-    let forger = ed25519_dalek::SigningKey::from_bytes(&[44; 32]);
-    with_entries(fx.dir.path(), |t| {
-        // A copy of the last entry, re-signed: it does not even chain, and its
-        // sequence number is wrong; the first problem is the position.
-        let forged = resign(&get(t, fx.len - 1), &forger);
-        t.insert(fx.len.to_be_bytes(), forged).unwrap();
-    });
-    assert_broken_at(
-        &fx,
-        fx.len,
-        IntegrityProblem::Misplaced {
-            stored_at: fx.len,
-            claims: fx.len - 1,
-        },
-    );
+    for fx in fixtures() {
+        let forger = ed25519_dalek::SigningKey::from_bytes(&[44; 32]);
+        with_entries(fx.dir.path(), |t| {
+            // A copy of the last entry, re-signed: it does not even chain, and its
+            // sequence number is wrong; the first problem is the position.
+            let forged = resign(&get(t, fx.len - 1), &forger);
+            t.insert(fx.len.to_be_bytes(), forged).unwrap();
+        });
+        assert_broken_at(
+            &fx,
+            fx.len,
+            IntegrityProblem::Misplaced {
+                stored_at: fx.len,
+                claims: fx.len - 1,
+            },
+        );
+    }
 }
 
 #[test]
 fn removed_run_in_the_middle() {
-    let fx = fixture();
-    with_entries(fx.dir.path(), |t| {
-        for seq in 10..15u64 {
-            t.remove(seq.to_be_bytes()).unwrap();
-        }
-    });
-    assert_broken_at(&fx, 10, IntegrityProblem::Missing { next: 15 });
+    for fx in fixtures() {
+        with_entries(fx.dir.path(), |t| {
+            for seq in 10..15u64 {
+                t.remove(seq.to_be_bytes()).unwrap();
+            }
+        });
+        assert_broken_at(&fx, 10, IntegrityProblem::Missing { next: 15 });
+    }
 }
 
 #[test]
 fn edited_last_entry() {
     // Open checks the chain everywhere but only the last signature: that one must catch it.
-    let fx = fixture();
-    let last = fx.len - 1;
-    with_entries(fx.dir.path(), |t| {
-        let mut v = get(t, last);
-        let n = v.len();
-        v[n - 70] ^= 0x80; // inside the body, before the signature
-        t.insert(last.to_be_bytes(), v).unwrap();
-    });
-    let err = Inspector::open(fx.dir.path()).unwrap().verify().unwrap_err();
-    let ReadError::Integrity(e) = err else {
-        panic!("{err}")
-    };
-    assert_eq!(e.position, last);
+    for fx in fixtures() {
+        let last = fx.len - 1;
+        with_entries(fx.dir.path(), |t| {
+            let mut v = get(t, last);
+            let n = v.len();
+            v[n - 70] ^= 0x80; // inside the body, before the signature
+            t.insert(last.to_be_bytes(), v).unwrap();
+        });
+        let err = Inspector::open(fx.dir.path()).unwrap().verify().unwrap_err();
+        let ReadError::Integrity(e) = err else {
+            panic!("{err}")
+        };
+        assert_eq!(e.position, last);
+        // With a snapshot, nothing before its position is decoded at open: the last
+        // signature is what finds this.
+        match Ledger::builder(fx.dir.path())
+            .signing_key(fx.key.clone())
+            .pseudonym_key(fx.pk.clone())
+            .open()
+        {
+            Err(OpenError::Integrity(e)) => assert_eq!(e.position, last, "{}: {e}", fx.how),
+            other => panic!("open ({}) should fail, got {other:?}", fx.how),
+        }
+    }
 }
 
 #[test]
 fn garbage_key_in_the_entries_tree() {
-    let fx = fixture();
-    with_entries(fx.dir.path(), |t| {
-        // A 3-byte key sorts before every 8-byte key that starts with 0x00 0x00 0x00 0x00...
-        t.insert([0xFFu8, 0xFF, 0xFF], b"junk".to_vec()).unwrap();
-    });
-    assert_broken_at(
-        &fx,
-        fx.len,
-        IntegrityProblem::Undecodable("storage key is not a position"),
-    );
+    for fx in fixtures() {
+        with_entries(fx.dir.path(), |t| {
+            // A 3-byte key sorts before every 8-byte key that starts with 0x00 0x00 0x00 0x00...
+            t.insert([0xFFu8, 0xFF, 0xFF], b"junk".to_vec()).unwrap();
+        });
+        assert_broken_at(
+            &fx,
+            fx.len,
+            IntegrityProblem::Undecodable("storage key is not a position"),
+        );
+    }
 }
 
 /// Rewrites a vault slot with a valid slot checksum (first 16 bytes of SHA-256 over the

@@ -569,6 +569,11 @@ fn walk_log(
         if let Some(t) = tree.as_mut() {
             t.push(crate::merkle::leaf_hash(&raw.1));
         }
+        if matches!(raw.0, Ok(seq) if seq < send_from) {
+            // Before the snapshot: its state is loaded, only the chain is needed.
+            replay.step_chained(raw).map_err(read_err)?;
+            continue;
+        }
         let entry = replay.step(raw).map_err(read_err)?.entry;
         if entry.seq < send_from {
             continue;
