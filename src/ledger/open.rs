@@ -424,10 +424,7 @@ fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Resul
         } else {
             Ok(None)
         };
-        let built = builder
-            .join()
-            .unwrap_or_else(|payload| std::panic::resume_unwind(payload));
-        (walked, built)
+        (walked, joined(builder))
     });
     // The index is checked first, as it always was: its errors come before the log's.
     let (index, state) = built?;
@@ -442,6 +439,13 @@ fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Resul
         snapshot_len: 0,
         tail_erased: false,
     })
+}
+
+/// The result of a helper thread of open; a panic there is raised again here.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
 }
 
 /// Reads and checks the whole log on this thread while another checks and decodes the
@@ -460,26 +464,25 @@ fn load_from_snapshot(
     let Some(claimed) = crate::state::snapshot::peek_position(&bytes) else {
         return Ok(None);
     };
-    let (walked, built) = std::thread::scope(|s| {
+    let (walked, built, vault) = std::thread::scope(|s| {
         let (tx, rx) = sync_channel::<Vec<Entry>>(QUEUED_BATCHES);
+        // The vault is needed later in any case, and opening it reads and checks every
+        // slot: on a third thread, beside the log reading and the snapshot decoding (a
+        // tail that collects waits for it).
+        let vault = s.spawn(|| backend.ready());
         let builder = s.spawn(move || {
             match crate::state::snapshot::open(&bytes, key).filter(|(at, _)| *at == claimed) {
                 Some((at, state)) => {
                     drop(bytes);
-                    // The vault is needed later in any case: open it here, beside the
-                    // log reading, rather than after it.
-                    backend.ready()?;
                     apply_tail(backend, key, at, state, rx)
                 }
                 None => Ok(None),
             }
         });
         let walked = walk_log(backend, trusted, tx, claimed.len);
-        let built = builder
-            .join()
-            .unwrap_or_else(|payload| std::panic::resume_unwind(payload));
-        (walked, built)
+        (walked, joined(builder), joined(vault))
     });
+    vault?;
     let Some((state, index, tail_erased)) = built? else {
         return Ok(None);
     };
