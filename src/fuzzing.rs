@@ -95,7 +95,10 @@ fn pseudonym_key() -> PseudonymKey {
 /// Stored entry bytes (`entry::decode`): whatever decodes must re-encode to exactly
 /// the input (one encoding per value) and hash to the hash reported; then the receipt
 /// path (`checkpoint::decode_signed`) and the display of decoded fields run on it.
+/// The chain-only reader open uses before a snapshot (`entry::chain_fields`) runs on
+/// every input and must agree with the decoder on whatever the decoder accepts.
 pub fn entry(data: &[u8]) -> Outcome {
+    let fields = entry::chain_fields(data);
     let stored = match entry::decode(data) {
         Ok(stored) => stored,
         Err(problem) => {
@@ -132,6 +135,20 @@ pub fn entry(data: &[u8]) -> Outcome {
         stored.hash == entry::entry_hash(data),
         "hash is not the hash of the input",
     )?;
+    let e = &stored.entry;
+    let agrees = fields.is_some_and(|f| {
+        f.seq == e.seq
+            && f.timestamp == e.timestamp.as_millis()
+            && f.prev_hash == e.prev_hash
+            && f.signed_len == stored.signed_len
+            && f.signature == stored.signature
+            && f.changes_keys
+                == matches!(
+                    e.body,
+                    Body::Genesis { .. } | Body::KeyRotated { .. } | Body::KeyRevoked { .. }
+                )
+    });
+    ensure(agrees, "the chain-only reader disagrees with the decoder")?;
     // The receipt path: decodes again, then checks the signature (which fails here
     // unless the fuzzer kept a seed's signature intact).
     match checkpoint::decode_signed(data, &verifying_key()) {
