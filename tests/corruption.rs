@@ -17,7 +17,7 @@ use std::path::Path;
 
 use consent_ledger::{
     Advertising, Durability, Identifier, Inspector, Ledger, OpenError, PseudonymKey, ReadError,
-    RecipientScope, Security, SigningKey, SubjectId,
+    RecipientScope, Security, SigningKey, Snapshots, SubjectId,
 };
 
 /// xorshift64*: small, seeded, reproducible.
@@ -36,11 +36,19 @@ impl Rng {
     }
 }
 
-fn build(dir: &Path, key: &SigningKey, pk: &PseudonymKey) -> u64 {
+/// Builds the log; with `snapshot`, closing writes a state snapshot covering all of it,
+/// so every open in the trials checks the entries before it by the chain alone.
+fn build(dir: &Path, key: &SigningKey, pk: &PseudonymKey, snapshot: bool) -> u64 {
+    let snapshots = if snapshot {
+        Snapshots::OnClose { min_new_entries: 1 }
+    } else {
+        Snapshots::Off
+    };
     let l = Ledger::builder(dir)
         .signing_key(key.clone())
         .pseudonym_key(pk.clone())
         .durability(Durability::Relaxed)
+        .snapshots(snapshots)
         .open()
         .unwrap();
     for i in 0..15 {
@@ -99,7 +107,7 @@ fn entries(dir: &Path) -> (sled::Db, sled::Tree) {
     (db, tree)
 }
 
-fn run(trials: u32) {
+fn run(trials: u32, snapshot: bool) {
     let seed = std::env::var("CORRUPTION_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -107,7 +115,8 @@ fn run(trials: u32) {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::generate();
     let pk = PseudonymKey::generate();
-    let len = build(dir.path(), &key, &pk);
+    let len = build(dir.path(), &key, &pk, snapshot);
+    assert_eq!(dir.path().join("state").exists(), snapshot);
     let pristine: Vec<(Vec<u8>, Vec<u8>)> = {
         let (_db, t) = entries(dir.path());
         t.iter()
@@ -155,7 +164,7 @@ fn run(trials: u32) {
             }
             db.flush().unwrap();
         }
-        let context = format!("trial {trial}, seed {seed}, {damage:?}");
+        let context = format!("trial {trial}, seed {seed}, snapshot {snapshot}, {damage:?}");
         let expected = damage.first_bad();
 
         // Opening with the keys: refused at the first bad position, or (if opening's
@@ -214,19 +223,26 @@ fn run(trials: u32) {
     })
     .unwrap();
     assert_eq!(l.verify().unwrap().entries, len);
+    assert_eq!(dir.path().join("state").exists(), snapshot);
     println!(
-        "corruption: {trials} trials on a {len}-entry log (seed {seed}): {caught_at_open} refused at open, \
-         {caught_by_verify} caught by verify, none accepted"
+        "corruption: {trials} trials on a {len}-entry log (seed {seed}, snapshot {snapshot}): \
+         {caught_at_open} refused at open, {caught_by_verify} caught by verify, none accepted"
     );
 }
 
 #[test]
 fn random_corruption_quick() {
-    run(800);
+    run(800, false);
 }
 
 #[test]
-#[ignore = "slow: 3000 trials"]
+fn random_corruption_quick_with_a_snapshot() {
+    run(400, true);
+}
+
+#[test]
+#[ignore = "slow: 3000 trials each way"]
 fn random_corruption_full() {
-    run(3000);
+    run(3000, false);
+    run(3000, true);
 }
