@@ -411,13 +411,21 @@ fn split_log(mut data: &[u8]) -> Vec<Item> {
 /// Walks a log as opening does (only the last signature) and as `verify` does (every
 /// signature), applying each accepted entry to a decision state. Errors must name a
 /// position already reached, and a log that passes the full check must pass the quick one.
-fn replay(items: &[Item], verify_all: bool) -> Result<Result<u64, u64>, Violation> {
+fn replay(items: &[Item], verify_all: bool, chained_below: u64) -> Result<Result<u64, u64>, Violation> {
     let mut replay = Replay::new(verify_all);
     let mut state = State::default();
     for (n, (key, bytes)) in items.iter().enumerate() {
         let n = n as u64;
-        match replay.step((key.clone(), Bytes::from_vec(bytes.clone()))) {
-            Ok(stored) => {
+        let raw = (key.clone(), Bytes::from_vec(bytes.clone()));
+        let stepped = if n < chained_below {
+            // As open does before a state snapshot: the chain only.
+            replay.step_chained(raw).map(|()| None)
+        } else {
+            replay.step(raw).map(Some)
+        };
+        match stepped {
+            Ok(None) => {}
+            Ok(Some(stored)) => {
                 let lookup = match &stored.entry.body {
                     Body::Collected { pseudonym, .. } => Some(*pseudonym),
                     _ => None,
@@ -453,11 +461,22 @@ fn replay(items: &[Item], verify_all: bool) -> Result<Result<u64, u64>, Violatio
 }
 
 /// A stored log (see `split_log` for how the input is cut into entries), replayed
-/// both the quick way (opening) and the full way (`verify`).
+/// the quick way (opening), the full way (`verify`), and as opening with a state
+/// snapshot at half the log (the first half checked by the chain alone).
 pub fn log(data: &[u8]) -> Outcome {
     let items = split_log(data);
-    let quick = replay(&items, false)?;
-    let full = replay(&items, true)?;
+    let quick = replay(&items, false, 0)?;
+    let full = replay(&items, true, 0)?;
+    let chained = replay(&items, false, items.len() as u64 / 2)?;
+    match (&chained, &full) {
+        (Err(_), Ok(_)) => return Err(Violation("a log that verifies fully fails the chain-only check")),
+        (Ok(c), Ok(f)) => ensure(c == f, "chain-only and full replay count differently")?,
+        (Err(c), Err(f)) => ensure(
+            f <= c,
+            "full check reports a later position than the chain-only one",
+        )?,
+        (Ok(_), Err(_)) => {}
+    }
     match (quick, full) {
         (Ok(a), Ok(b)) => {
             ensure(a == b, "quick and full replay count differently")?;
