@@ -156,6 +156,18 @@ pub enum IntegrityProblem {
     /// The log does not extend a checkpoint kept elsewhere.
     #[error("log is not consistent with the trusted checkpoint")]
     InconsistentWithCheckpoint,
+    /// The log is shorter than the state snapshot written when the ledger was last
+    /// closed says it was: entries that had been made durable are gone (the log was
+    /// cut, or an older copy of it restored). The position is the first missing entry.
+    /// The snapshot is authenticated with the pseudonym key, so this is not a damaged
+    /// snapshot. To open the shorter log anyway, remove the `state` file; only a
+    /// trusted checkpoint ([`LedgerBuilder::trusted_checkpoint`](crate::LedgerBuilder::trusted_checkpoint))
+    /// protects against a cut that also removed the snapshot.
+    #[error("log is shorter than the state snapshot of the last close ({snapshot_len} entries)")]
+    ShorterThanSnapshot {
+        /// The log length the snapshot was taken at.
+        snapshot_len: u64,
+    },
 }
 
 /// Opening a ledger failed. Nothing on disk was changed, except that a ledger is

@@ -9,11 +9,13 @@
     reason = "tests"
 )]
 
+mod sled_util;
+
 use std::path::Path;
 
 use consent_ledger::{
-    Advertising, Denied, Durability, Identifier, Ledger, PseudonymKey, Recipient, RecipientScope, Security,
-    SigningKey, Snapshots, SubjectId,
+    Advertising, Denied, Durability, Identifier, IntegrityError, IntegrityProblem, Ledger, OpenError,
+    PseudonymKey, Recipient, RecipientScope, Security, SigningKey, Snapshots, SubjectId,
 };
 
 const EVERY_CLOSE: Snapshots = Snapshots::OnClose { min_new_entries: 1 };
@@ -223,4 +225,52 @@ fn a_snapshot_that_an_erasure_could_not_destroy_is_never_replaced_by_renaming() 
     );
     drop(l);
     assert!(state.is_file(), "a snapshot is written again once it is safe");
+}
+
+/// The rollback the snapshot can catch: a withdrawal is recorded and the ledger closed
+/// (its snapshot covers the withdrawal); then the log is cut back to before it, as
+/// restoring an older copy of the database, or a careless "fix", would. Replaying the
+/// shorter log would quietly make the consent valid again; opening refuses instead,
+/// naming the first missing position. Without the snapshot the cut cannot be seen
+/// (only a trusted checkpoint could), and the shorter log opens.
+#[test]
+fn a_log_cut_below_the_last_snapshot_fails_open() {
+    let c = closed(20, EVERY_CLOSE);
+    let acme = Recipient::partner("acme").unwrap();
+    let l = open(c.dir.path(), &c.key, &c.pk, EVERY_CLOSE);
+    assert!(l.authorize(&email(0), &acme).is_ok());
+    let withdrawal = l.withdraw::<Advertising>(&subject(0)).unwrap().seq;
+    let len = l.len();
+    assert_eq!(withdrawal, len - 1);
+    drop(l);
+    {
+        let db = sled_util::open(c.dir.path());
+        let entries = db.open_tree("entries").unwrap();
+        entries.remove(withdrawal.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let opened = Ledger::builder(c.dir.path())
+        .signing_key(c.key.clone())
+        .pseudonym_key(c.pk.clone())
+        .open();
+    match opened {
+        Err(OpenError::Integrity(e)) => {
+            assert_eq!(
+                e,
+                IntegrityError {
+                    position: withdrawal,
+                    problem: IntegrityProblem::ShorterThanSnapshot { snapshot_len: len },
+                }
+            );
+            assert!(e.to_string().contains("state snapshot"), "{e}");
+        }
+        other => panic!("a cut log opened: {other:?}"),
+    }
+    // Nothing was changed by the refusal; removing the snapshot is the documented way
+    // to open the shorter log anyway, and then the withdrawal is gone.
+    assert!(c.dir.path().join("state").exists());
+    std::fs::remove_file(c.dir.path().join("state")).unwrap();
+    let l = open(c.dir.path(), &c.key, &c.pk, NEVER_WRITE);
+    assert_eq!(l.len(), withdrawal);
+    assert!(l.authorize(&email(0), &acme).is_ok());
 }

@@ -71,7 +71,10 @@ pub enum Durability {
 /// signature); a snapshot only spares rebuilding the state and authenticating the
 /// identifier index. It is loaded only if its tag verifies under the pseudonym key and
 /// the recomputed chain passes through the entry it was taken at; otherwise the log is
-/// replayed as without one. It never holds an erased subject's lookup pseudonyms: an
+/// replayed as without one. An authentic snapshot of this ledger taken at a position
+/// the log no longer reaches (entries made durable are gone) fails opening with
+/// [`IntegrityProblem::ShorterThanSnapshot`](crate::IntegrityProblem::ShorterThanSnapshot)
+/// rather than let the shorter log undo them. It never holds an erased subject's lookup pseudonyms: an
 /// erasure destroys the snapshot on disk (overwritten with zeros, then removed), and
 /// the next close writes a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

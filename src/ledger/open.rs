@@ -12,7 +12,7 @@ use super::replay::Replay;
 use super::ticker::Ticker;
 use super::{Durability, GroupSync, Inner, Ledger, Snapshots, SyncState, Writer};
 use crate::entry::{self, Actor, Body, Entry, IndexRecord};
-use crate::error::{OpenError, ReadError, StorageError};
+use crate::error::{IntegrityError, IntegrityProblem, OpenError, ReadError, StorageError};
 use crate::identifier::{Pseudonym, PseudonymKey};
 use crate::signing::SigningKey;
 use crate::state::snapshot::Position;
@@ -489,6 +489,17 @@ fn load_from_snapshot(
     let Some((replay, tree)) = walked? else {
         return Ok(None);
     };
+    if replay.ledger_id == claimed.ledger_id && claimed.len > replay.len() {
+        // An authentic snapshot of this ledger, taken after a sync, at a position the
+        // log no longer reaches: durable entries are gone. Replaying the shorter log
+        // would undo them silently (a withdrawal, say), so this is an error.
+        return Err(OpenError::Integrity(IntegrityError {
+            position: replay.len(),
+            problem: IntegrityProblem::ShorterThanSnapshot {
+                snapshot_len: claimed.len,
+            },
+        }));
+    }
     let on_this_log = replay.ledger_id == claimed.ledger_id
         && claimed.len <= replay.len()
         && (claimed.len < replay.len() || replay.head_hash() == claimed.head)
@@ -686,7 +697,6 @@ fn finish_erasures(store: &dyn Backend, state: &State, index: &IndexMap) -> Resu
 
 /// Refuses a log that is shorter than, or not an extension of, a trusted checkpoint.
 fn check_trusted(text: &str, replay: &Replay, tree: &crate::merkle::MerkleTree) -> Result<(), OpenError> {
-    use crate::error::{IntegrityError, IntegrityProblem};
     let cp = replay
         .keys
         .iter()

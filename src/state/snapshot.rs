@@ -4,8 +4,12 @@
 //! A snapshot is only a shortcut. Opening still reads the whole log and recomputes the
 //! hash chain; it loads a snapshot only when its tag verifies under the pseudonym key,
 //! it names this ledger, and the chain recomputed from the log passes through the
-//! head hash it names at its position. Anything else (missing, damaged, foreign, from a
-//! longer log) is ignored and the log is replayed as before.
+//! head hash it names at its position. Anything else (missing, damaged, foreign) is
+//! ignored and the log is replayed as before, with one exception: an authentic snapshot
+//! of this ledger taken at a position the log no longer reaches means durable entries
+//! are gone, and opening fails ([`IntegrityProblem::ShorterThanSnapshot`]).
+//!
+//! [`IntegrityProblem::ShorterThanSnapshot`]: crate::IntegrityProblem::ShorterThanSnapshot
 //!
 //! # Format
 //!
