@@ -92,7 +92,7 @@ fn warm_up(ledger: &Ledger, n: u64) {
 /// One consent change for subject `i` (alternating grant and withdrawal per subject).
 fn change(ledger: &Ledger, i: u64, k: u64) {
     let s = common::subject(i);
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         ledger
             .grant::<Advertising>(&s, RecipientScope::all_partners(), None)
             .unwrap();

@@ -59,7 +59,7 @@ fn main() -> Result<(), Error> {
             let ad = Identifier::<Advertising>::phone(&phone(i))?;
             ledger.collect_as(form.clone(), &s, &ad, RecipientScope::all_partners())?;
             ledger.grant_as::<Advertising>(form.clone(), &s, RecipientScope::all_partners(), None)?;
-        } else if i % 3 == 0 {
+        } else if i.is_multiple_of(3) {
             let ad = Identifier::<Advertising>::email(&email(i))?;
             ledger.collect(&s, &ad, RecipientScope::all_partners())?;
             ledger.grant::<Advertising>(&s, RecipientScope::all_partners(), None)?;

@@ -59,9 +59,9 @@ fn upload_row(r: u64, accounts: u64) -> String {
         } else {
             format!("  member{i}@EXAMPLE.com ")
         }
-    } else if r % 97 == 0 {
+    } else if r.is_multiple_of(97) {
         format!("call me maybe {r}")
-    } else if r % 2 == 0 {
+    } else if r.is_multiple_of(2) {
         format!("+44 20 {:04} {:04}", (r / 10_000) % 10_000, r % 10_000)
     } else {
         format!("customer{r}@shop.example")

@@ -342,7 +342,7 @@ impl MerkleTree {
             return None;
         }
         let aligned = match size.checked_next_power_of_two() {
-            Some(span) => start % span == 0,
+            Some(span) => start.is_multiple_of(span),
             None => start == 0,
         };
         if !aligned {
@@ -544,7 +544,7 @@ mod tests {
 
     /// Decodes a hex string (test helper).
     fn hex(s: &str) -> Vec<u8> {
-        assert!(s.len() % 2 == 0, "odd hex length");
+        assert!(s.len().is_multiple_of(2), "odd hex length");
         (0..s.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())

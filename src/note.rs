@@ -445,7 +445,7 @@ fn base64_value(byte: u8) -> Option<u8> {
 /// padding, so every byte string has exactly one accepted encoding.
 pub(crate) fn base64_decode(text: &str) -> Result<Vec<u8>, NoteError> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(NoteError::InvalidBase64);
     }
     let quads = bytes.len() / 4;

@@ -70,7 +70,7 @@ pub fn raw_identifier(i: u64) -> String {
 
 /// A raw identifier nobody in any fixture holds.
 pub fn unknown_identifier(i: u64) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("+44 20 {:04} {:04}", (i / 10_000) % 10_000, i % 10_000)
     } else {
         format!("stranger{i}@elsewhere.org")

@@ -982,7 +982,7 @@ pub(crate) fn verify_store_with(
         let walked = (|| -> Result<(), ReadError> {
             for raw in store.entries_from(0) {
                 replay.step(raw?)?;
-                if replay.len() % PROGRESS_EVERY == 0 {
+                if replay.len().is_multiple_of(PROGRESS_EVERY) {
                     progress(replay.len());
                 }
             }

@@ -403,7 +403,7 @@ mod tests {
     fn pseudo(i: u32) -> Pseudonym {
         // Spread like an HMAC would, but also force some colliding hash prefixes.
         let mut p = [0u8; 32];
-        let h = if i % 7 == 0 {
+        let h = if i.is_multiple_of(7) {
             42
         } else {
             i.wrapping_mul(0x9E37_79B9)

@@ -406,7 +406,7 @@ fn scan_with(
         slots,
         zero,
         new_header: false,
-        truncate: len % slot_len != 0,
+        truncate: !len.is_multiple_of(slot_len),
     })
 }
 
