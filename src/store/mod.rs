@@ -253,6 +253,50 @@ fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
     }
 }
 
+/// Removes page-table snapshots sled started writing but never finished, before sled
+/// opens the database.
+///
+/// sled 0.34.7 writes a snapshot to `snap.<lsn>.generating`, syncs it and renames it
+/// to `snap.<lsn>`, and it writes one during its own recovery at every open. But when
+/// it reads the newest snapshot back it skips only `*.in___motion` files, not
+/// `*.generating`: a process killed while one was being written leaves a database
+/// that never opens again (`Corruption { at: None }`, "crc does not match"; sled
+/// issues #1527 and #1533). Measured with bare sled in a loop of open, insert, flush
+/// and close killed at random moments: unopenable after 21, 45, 184 and 225 kills in
+/// four runs; with this removal, 600 kills without a failure. A `.generating` file
+/// was never renamed, so it never was sled's snapshot: the previous one and the log
+/// are intact, and removing the leftover is the recovery sled's own write protocol
+/// intends.
+///
+/// Done only while holding the lock sled takes on its `db` file, so that no running
+/// sled can be writing one; if another handle holds it, nothing is removed (sled's
+/// open then reports the lock).
+fn remove_unfinished_sled_snapshots(dir: &Path) -> std::io::Result<()> {
+    let db = match std::fs::File::open(dir.join("db")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if db.try_lock().is_err() {
+        return Ok(());
+    }
+    let mut removed = false;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed = true;
+        }
+    }
+    if removed {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    // Dropping `db` releases the lock before sled takes it.
+    Ok(())
+}
+
 /// Whether sled failed to open because another handle holds the database's lock.
 fn is_lock_held(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::Other && e.to_string().starts_with("could not acquire lock")
@@ -297,6 +341,7 @@ impl SledStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(Opened::Foreign),
             Err(e) => return Err(StorageError::new("reading the ledger directory", e)),
         }
+        remove_unfinished_sled_snapshots(dir).map_err(|e| StorageError::new("opening the database", e))?;
         let config = sled::Config::new().path(dir).flush_every_ms(background_flush_ms);
         let db = open_db(&config).map_err(err("opening the database"))?;
         let default_name: &[u8] = b"__sled__default";
