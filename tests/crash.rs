@@ -24,7 +24,8 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use consent_ledger::{
-    Analytics, Change, Durability, Ledger, PseudonymKey, RecipientScope, SigningKey, Snapshots, SubjectId,
+    Advertising, Analytics, Change, Denied, Durability, Identifier, Ledger, ManualClock, PseudonymKey,
+    Recipient, RecipientScope, SigningKey, Snapshots, SubjectId, Timestamp,
 };
 
 const CHILD_DIR: &str = "CONSENT_LEDGER_CRASH_DIR";
@@ -71,6 +72,10 @@ fn crash_child() {
         return;
     };
     let durability = mode(&m);
+    if m == "floor" {
+        floor_child(Path::new(&dir));
+        return;
+    }
     if m == "closing" {
         // Open, append one, close (writing a snapshot), forever.
         loop {
@@ -108,6 +113,87 @@ fn crash_child() {
             });
         }
     });
+}
+
+const T0: u64 = 1_700_000_000_000;
+
+fn floor_ledger(dir: &Path, clock: &ManualClock) -> Ledger {
+    let (k, p) = keys();
+    Ledger::builder(dir)
+        .signing_key(k)
+        .pseudonym_key(p)
+        .clock(clock.clone())
+        .open()
+        .unwrap()
+}
+
+fn floor_id() -> Identifier<Advertising> {
+    Identifier::<Advertising>::email("floor@example.com").unwrap()
+}
+
+/// The time-floor child: a consent that expires a minute after T0, a decision an hour
+/// later (which sees the expiry), a sync, then it waits to be killed. No entry records
+/// that later time: only the saved time floor does.
+fn floor_child(dir: &Path) {
+    let clock = ManualClock::new(Timestamp::from_millis(T0));
+    let l = floor_ledger(dir, &clock);
+    let s = SubjectId::new("floor-subject").unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    l.collect(&s, &floor_id(), RecipientScope::only(acme.clone()))
+        .unwrap();
+    let until = Timestamp::from_millis(T0 + 60_000);
+    l.grant::<Advertising>(&s, RecipientScope::only(acme.clone()), Some(until))
+        .unwrap();
+    clock.set(Timestamp::from_millis(T0 + 3_600_000));
+    assert!(matches!(
+        l.authorize(&floor_id(), &acme),
+        Err(Denied::Expired { .. })
+    ));
+    l.sync().unwrap();
+    println!("synced");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// The time floor survives a crash: after a sync, the latest time a decision saw is
+/// durable, so when the process is killed and the ledger reopened with the clock set
+/// back (an NTP step, a restored VM snapshot) to before the expiry, the expired consent
+/// stays expired. The ledger's own entries end at the grant, before the expiry.
+#[test]
+fn the_time_floor_survives_a_kill_after_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(&exe)
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_DIR, dir.path())
+        .env(CHILD_MODE, "floor")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let synced = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.ends_with("synced"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(synced, "the child did not get to its sync");
+    let clock = ManualClock::new(Timestamp::from_millis(T0 + 30_000));
+    let l = floor_ledger(dir.path(), &clock);
+    let acme = Recipient::partner("acme").unwrap();
+    match l.authorize(&floor_id(), &acme) {
+        Err(Denied::Expired { at, .. }) => assert_eq!(at, Timestamp::from_millis(T0 + 60_000)),
+        other => panic!("the consent came back after a crash and a clock step: {other:?}"),
+    }
 }
 
 /// A small deterministic generator (xorshift), so a seed reproduces a run.
