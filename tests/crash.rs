@@ -163,22 +163,7 @@ fn floor_child(dir: &Path) {
 #[test]
 fn the_time_floor_survives_a_kill_after_a_sync() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(&exe)
-        .args([
-            "crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_DIR, dir.path())
-        .env(CHILD_MODE, "floor")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child(dir.path(), "floor");
     let stdout = child.stdout.take().unwrap();
     let synced = BufReader::new(stdout)
         .lines()
@@ -194,6 +179,26 @@ fn the_time_floor_survives_a_kill_after_a_sync() {
         Err(Denied::Expired { at, .. }) => assert_eq!(at, Timestamp::from_millis(T0 + 60_000)),
         other => panic!("the consent came back after a crash and a clock step: {other:?}"),
     }
+}
+
+/// Starts this test binary again as the child (`crash_child`) in `mode` on `dir`, its
+/// standard output piped.
+fn spawn_child(dir: &Path, mode: &str) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_DIR, dir)
+        .env(CHILD_MODE, mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// A small deterministic generator (xorshift), so a seed reproduces a run.
@@ -213,26 +218,11 @@ impl Rng {
 fn crash_loop(kills: u32, seed: u64, mode_name: &str) -> u32 {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path(), mode(mode_name)));
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(seed | 1);
     let mut acked: HashMap<u64, u64> = HashMap::new(); // seq -> n
     let mut torn_snapshots = 0;
     for kill in 0..kills {
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_MODE, mode_name)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_child(dir.path(), mode_name);
         let stdout = child.stdout.take().unwrap();
         let wanted = 1 + rng.next(40);
         let mut seen = 0;
