@@ -291,7 +291,7 @@ fn remove_unfinished_sled_snapshots(dir: &Path) -> std::io::Result<()> {
         }
     }
     if removed {
-        std::fs::File::open(dir)?.sync_all()?;
+        sync_dir(dir)?;
     }
     // Dropping `db` releases the lock before sled takes it.
     Ok(())
