@@ -588,11 +588,8 @@ fn walk_log(
             replay.step_chained(raw).map_err(read_err)?;
             continue;
         }
-        let entry = replay.step(raw).map_err(read_err)?.entry;
-        if entry.seq < send_from {
-            continue;
-        }
-        batch.push(entry);
+        // (An entry at a position before `send_from` went through the branch above.)
+        batch.push(replay.step(raw).map_err(read_err)?.entry);
         if batch.len() == BATCH_ENTRIES {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ENTRIES));
             if tx.send(full).is_err() {
