@@ -269,16 +269,22 @@ fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
 /// intends.
 ///
 /// Done only while holding the lock sled takes on its `db` file, so that no running
-/// sled can be writing one; if another handle holds it, nothing is removed (sled's
-/// open then reports the lock).
+/// sled can be writing one; if another handle still holds it after [`LOCK_WAIT`],
+/// nothing is removed (sled's open then reports the lock).
 fn remove_unfinished_sled_snapshots(dir: &Path) -> std::io::Result<()> {
     let db = match std::fs::File::open(dir.join("db")) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    if db.try_lock().is_err() {
-        return Ok(());
+    // sled releases its lock from a background thread shortly after a handle is dropped
+    // (see LOCK_WAIT): wait for it as `open_db` does.
+    let start = Instant::now();
+    while db.try_lock().is_err() {
+        if start.elapsed() >= LOCK_WAIT {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     let mut removed = false;
     for entry in std::fs::read_dir(dir)? {
