@@ -10,12 +10,14 @@ use crate::receipt::Receipt;
 
 impl Ledger {
     /// Runs `f` on the Merkle tree of every entry written so far, building it on first
-    /// use. The writer lock is held, so no append slips in between.
+    /// use. The writer lock and then the storing stage are held, so no append slips in
+    /// between and every entry signed is stored.
     fn with_tree<R>(
         &self,
         f: impl FnOnce(&MerkleTree, &crate::signing::SigningKey) -> R,
     ) -> Result<R, ReadError> {
         let w = self.inner.writer.lock().map_err(|_| super::poisoned())?;
+        let _stored = self.inner.stage.lock().map_err(|_| super::poisoned())?;
         let mut tree = self.inner.tree.lock().map_err(|_| super::poisoned())?;
         if tree.is_none() {
             let mut t = MerkleTree::new();
@@ -23,9 +25,11 @@ impl Ledger {
                 let (_, bytes) = item?;
                 t.push(merkle::leaf_hash(&bytes));
             }
-            if t.len() != w.next_seq {
+            // Entries stored (all signed ones, unless storing one failed).
+            let written = self.inner.group.written.load(std::sync::atomic::Ordering::SeqCst);
+            if t.len() != written {
                 return Err(IntegrityError {
-                    position: t.len().min(w.next_seq),
+                    position: t.len().min(written),
                     problem: IntegrityProblem::Missing { next: t.len() },
                 }
                 .into());

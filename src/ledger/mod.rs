@@ -3,6 +3,8 @@
 mod batch;
 mod combine;
 mod export;
+#[cfg(test)]
+mod faults;
 mod impact;
 mod lifecycle;
 mod merkle_log;
@@ -52,11 +54,13 @@ pub enum Durability {
     /// Appends from concurrent threads share fsyncs: each append returns once a sync
     /// that started after it was written has finished. Same promise as `Immediate`,
     /// far higher throughput under concurrency. Concurrent grants and withdrawals are
-    /// queued and appended in batches by one caller at a time, which hands the lead on
-    /// before waiting for its batch's sync; the other callers sleep once. A decision
-    /// may see an entry whose append has not returned yet (written, sync in flight); it
-    /// never misses one whose append returned. If the sync covering a batch fails, its
-    /// new entries report [`WriteError::Failed`].
+    /// queued and appended in batches by one caller at a time, which signs its batch,
+    /// hands the lead on and then stores its batch and waits for the sync covering it
+    /// while the next batch is signed; the other callers sleep once. A decision may see
+    /// an entry whose append has not returned yet (written, sync in flight); it never
+    /// misses one whose append returned. If the sync covering a batch fails, its new
+    /// entries report [`WriteError::Failed`]; if storing a batched entry fails, so do
+    /// the entries signed after it, and the ledger takes no more writes (reopen it).
     GroupCommit,
     /// Appends return once written to sled's in-memory log, flushed in the background
     /// every 500 ms. For tests and bulk imports; call [`Ledger::sync`] to make
@@ -230,6 +234,7 @@ struct Inner {
     store: Box<dyn Backend>,
     state: RwLock<State>,
     writer: Mutex<Writer>,
+    stage: Mutex<Stage>,
     group: GroupSync,
     clock: Arc<dyn Clock>,
     /// Millisecond readings of the default clock for stamping decisions.
@@ -330,6 +335,35 @@ impl Drop for Inner {
         self.snapshot_on_close();
         self.save_time_floor(self.high_water.load(Ordering::Acquire));
     }
+}
+
+/// An entry signed and sealed, not yet stored.
+struct Sealed {
+    entry: Entry,
+    bytes: Vec<u8>,
+    /// `entry_hash(bytes)`: the next entry's previous hash.
+    hash: Hash,
+    lookup: Option<Pseudonym>,
+}
+
+impl Sealed {
+    fn recorded(&self) -> Recorded {
+        Recorded {
+            seq: self.entry.seq,
+            timestamp: self.entry.timestamp,
+        }
+    }
+}
+
+/// The storing half of an append. Whoever holds it stores signed entries, adds them to
+/// the Merkle tree and applies them to the state, in log order: it is always locked
+/// after the writer lock and before that is released, so entries are stored in the
+/// order they were signed. Group commit signs the next batch under the writer lock
+/// while the batch before is stored under this one.
+struct Stage {
+    /// A signed entry could not be stored; entries signed after it chain to it, so none
+    /// may be stored: no more writes.
+    failed: bool,
 }
 
 /// Everything the single writer needs, behind one mutex.
@@ -706,7 +740,7 @@ impl Ledger {
                 if let Some(at) = state.erased_at(&subject) {
                     return Err(WriteError::SubjectErased { erased_at: at });
                 }
-                Ok(Prepared::Append(body(subject), None))
+                Ok(body(subject))
             }),
         )
     }
@@ -761,6 +795,10 @@ impl Ledger {
     /// The part of an append done under the writer lock: prepare, sign, store (synced
     /// here for `Immediate`), apply to the state. Returns the entry and whether it is new
     /// (`false`: `prepare` found it already recorded).
+    ///
+    /// The storing stage is locked too (after the writer, the order every path takes),
+    /// so entries a group-commit leader signed earlier are stored and applied before
+    /// `prepare` looks at the state.
     fn append_locked(
         &self,
         w: &mut Writer,
@@ -772,6 +810,10 @@ impl Ledger {
         if w.failed {
             return Err(WriteError::Failed);
         }
+        let stage = inner.stage.lock().map_err(|_| WriteError::Failed)?;
+        if stage.failed {
+            return Err(WriteError::Failed);
+        }
         let prepared = {
             let state = inner.state.read().map_err(|_| WriteError::Failed)?;
             prepare(&state, &*inner.store, &w.key)?
@@ -780,13 +822,40 @@ impl Ledger {
             Prepared::Already(recorded) => return Ok((recorded, false)),
             Prepared::Append(body, lookup) => (body, lookup),
         };
+        let mut salt = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+        let sealed = self.seal(w, actor, body, lookup, salt)?;
+        inner.store.append_entry(sealed.entry.seq, &sealed.bytes)?;
+        if inner.durability == Durability::Immediate {
+            if let Err(e) = inner.store.sync() {
+                w.failed = true;
+                return Err(WriteError::NotDurable(e));
+            }
+        }
+        w.next_seq = sealed.entry.seq.saturating_add(1);
+        w.last_hash = sealed.hash;
+        appended(w);
+        let recorded = sealed.recorded();
+        self.apply_stored(vec![sealed])?;
+        drop(stage);
+        Ok((recorded, true))
+    }
+
+    /// Signs `body` as the next entry, after the writer's last one, with `salt` (fresh
+    /// random bytes). Stores nothing and does not move the writer on.
+    fn seal(
+        &self,
+        w: &Writer,
+        actor: Actor,
+        body: Body,
+        lookup: Option<Pseudonym>,
+        salt: [u8; 16],
+    ) -> Result<Sealed, WriteError> {
         // Timestamps never go backwards in the log: `now` never runs earlier than a time
         // already seen, which includes every entry's (the high-water time starts at the
         // last entry's at open), so a clock that stepped back is clamped rather than
         // refusing the change.
         let timestamp = self.now();
-        let mut salt = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
         let entry = Entry {
             seq: w.next_seq,
             timestamp,
@@ -798,33 +867,40 @@ impl Ledger {
         let signed = entry::encode_signed_part(&entry)?;
         let signature = w.key.sign_entry(&signed);
         let bytes = entry::seal(signed, &signature);
-        inner.store.append_entry(entry.seq, &bytes)?;
-        if inner.durability == Durability::Immediate {
-            if let Err(e) = inner.store.sync() {
-                w.failed = true;
-                return Err(WriteError::NotDurable(e));
-            }
-        }
-        w.next_seq = entry.seq.saturating_add(1);
-        w.last_hash = entry::entry_hash(&bytes);
-        appended(w);
+        Ok(Sealed {
+            hash: entry::entry_hash(&bytes),
+            entry,
+            bytes,
+            lookup,
+        })
+    }
+
+    /// With the storing stage locked, after `sealed` (consecutive, in log order) are
+    /// stored: adds them to the Merkle tree and applies them to the state, then counts
+    /// them as written.
+    fn apply_stored(&self, sealed: Vec<Sealed>) -> Result<(), WriteError> {
+        let inner = &*self.inner;
+        let Some(last) = sealed.last().map(|s| s.entry.seq) else {
+            return Ok(());
+        };
         if let Ok(mut tree) = inner.tree.lock() {
             if let Some(t) = tree.as_mut() {
-                t.push(crate::merkle::leaf_hash(&bytes));
+                for s in &sealed {
+                    t.push(crate::merkle::leaf_hash(&s.bytes));
+                }
             }
         }
         {
             let mut state = inner.state.write().map_err(|_| WriteError::Failed)?;
-            state.apply(&entry, lookup);
+            for s in sealed {
+                state.apply(&s.entry, s.lookup);
+            }
         }
-        inner.group.written.store(w.next_seq, Ordering::SeqCst);
-        Ok((
-            Recorded {
-                seq: entry.seq,
-                timestamp,
-            },
-            true,
-        ))
+        inner
+            .group
+            .written
+            .store(last.saturating_add(1), Ordering::SeqCst);
+        Ok(())
     }
 
     /// After a new entry `seq` was appended (and the writer lock released): returns

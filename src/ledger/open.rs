@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use super::replay::Replay;
 use super::ticker::Ticker;
-use super::{Durability, GroupSync, Inner, Ledger, Snapshots, SyncState, Writer};
+use super::{Durability, GroupSync, Inner, Ledger, Snapshots, Stage, SyncState, Writer};
 use crate::entry::{self, Actor, Body, Entry, IndexRecord};
 use crate::error::{IntegrityError, IntegrityProblem, OpenError, ReadError, StorageError};
 use crate::identifier::{Pseudonym, PseudonymKey};
@@ -188,12 +188,21 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
     ///
     /// A failed open writes nothing.
     pub fn open(self) -> Result<Ledger, OpenError> {
+        self.open_through(|store| store)
+    }
+
+    /// [`LedgerBuilder::open`], with every storage call going through what `wrap`
+    /// makes of the store (tests put failures in between).
+    pub(crate) fn open_through(
+        self,
+        wrap: impl FnOnce(Box<dyn Backend>) -> Box<dyn Backend>,
+    ) -> Result<Ledger, OpenError> {
         let background = match self.durability {
             Durability::Relaxed => Some(500),
             Durability::Immediate | Durability::GroupCommit => None,
         };
         let store: Box<dyn Backend> = match SledStore::open(&self.path, background)? {
-            Opened::Store(s) => s,
+            Opened::Store(s) => wrap(s),
             Opened::Foreign => return Err(OpenError::NotALedger),
         };
         match store.meta(FORMAT_KEY)? {
@@ -362,6 +371,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 key: b.signing_key,
                 failed: false,
             }),
+            stage: Mutex::new(Stage { failed: false }),
             group: GroupSync {
                 state: Mutex::new(SyncState {
                     durable: len,

@@ -1,0 +1,306 @@
+//! Storage failures in the middle of appends, through a store that fails on demand:
+//! nobody waits forever, nothing unstored or unsynced is acknowledged, and the log
+//! never has a gap.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::*;
+use crate::error::StorageError;
+use crate::store::{Items, RawEntry};
+
+/// When to fail, shared between the test and the store it wraps.
+#[derive(Default)]
+struct Faults {
+    /// Fail the append of this position, once (`u64::MAX`: never).
+    append_at: AtomicU64,
+    /// Fail every sync from now on.
+    sync: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Faulty {
+    inner: Box<dyn Backend>,
+    faults: Arc<Faults>,
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Faults")
+    }
+}
+
+fn injected(what: &'static str) -> StorageError {
+    StorageError::new(what, std::io::Error::other("injected failure"))
+}
+
+impl Backend for Faulty {
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.meta(key)
+    }
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.inner.set_meta(key, value)
+    }
+    fn append_entry(&self, seq: u64, bytes: &[u8]) -> Result<(), StorageError> {
+        let at = &self.faults.append_at;
+        if at
+            .compare_exchange(seq, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return Err(injected("appending an entry"));
+        }
+        self.inner.append_entry(seq, bytes)
+    }
+    fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.entry(seq)
+    }
+    fn entries_from(&self, from: u64) -> Items<'_, RawEntry> {
+        self.inner.entries_from(from)
+    }
+    fn is_empty(&self) -> Result<bool, StorageError> {
+        self.inner.is_empty()
+    }
+    fn put_index(&self, lookup: &[u8; 32], record: &[u8]) -> Result<(), StorageError> {
+        self.inner.put_index(lookup, record)
+    }
+    fn remove_index(&self, lookup: &[u8; 32]) -> Result<(), StorageError> {
+        self.inner.remove_index(lookup)
+    }
+    fn index_records(&self, part: u64, parts: u64) -> Items<'_, (Vec<u8>, Vec<u8>)> {
+        self.inner.index_records(part, parts)
+    }
+    fn secret(&self, subject: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.secret(subject)
+    }
+    fn put_secret(&self, subject: &str, secret: &[u8; 32]) -> Result<(), StorageError> {
+        self.inner.put_secret(subject, secret)
+    }
+    fn remove_secret(&self, subject: &str) -> Result<(), StorageError> {
+        self.inner.remove_secret(subject)
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        if self.faults.sync.load(Ordering::SeqCst) {
+            return Err(injected("syncing"));
+        }
+        self.inner.sync()
+    }
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.snapshot()
+    }
+    fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.inner.put_snapshot(bytes)
+    }
+    fn destroy_snapshot(&self) -> Result<(), StorageError> {
+        self.inner.destroy_snapshot()
+    }
+    fn ready(&self) -> Result<(), StorageError> {
+        self.inner.ready()
+    }
+    fn put_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError> {
+        self.inner.put_decision(key, record)
+    }
+    fn decision(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.decision(key)
+    }
+    fn decisions(&self, prefix: &[u8]) -> Items<'_, (Vec<u8>, Vec<u8>)> {
+        self.inner.decisions(prefix)
+    }
+    fn last_decision_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.last_decision_key(prefix)
+    }
+}
+
+struct Keys {
+    signing: SigningKey,
+    pseudonym: PseudonymKey,
+}
+
+impl Keys {
+    fn new() -> Self {
+        Keys {
+            signing: SigningKey::generate(),
+            pseudonym: PseudonymKey::generate(),
+        }
+    }
+
+    fn builder(
+        &self,
+        dir: &std::path::Path,
+        durability: Durability,
+    ) -> LedgerBuilder<SigningKey, PseudonymKey> {
+        Ledger::builder(dir)
+            .signing_key(self.signing.clone())
+            .pseudonym_key(self.pseudonym.clone())
+            .durability(durability)
+    }
+
+    fn open_faulty(&self, dir: &std::path::Path, durability: Durability) -> (Ledger, Arc<Faults>) {
+        let faults = Arc::new(Faults {
+            append_at: AtomicU64::new(u64::MAX),
+            sync: AtomicBool::new(false),
+        });
+        let shared = Arc::clone(&faults);
+        let ledger = self
+            .builder(dir, durability)
+            .open_through(move |inner| {
+                Box::new(Faulty {
+                    inner,
+                    faults: shared,
+                })
+            })
+            .unwrap();
+        (ledger, faults)
+    }
+}
+
+fn subject(t: usize, i: usize) -> SubjectId {
+    SubjectId::new(&format!("caller-{t}-{i}")).unwrap()
+}
+
+/// 16 threads grant at once, each to its subjects `range`; returns each thread's
+/// results (position or error text).
+fn grant_from_threads(l: &Ledger, range: std::ops::Range<usize>) -> Vec<Vec<Result<u64, String>>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|t| {
+                let range = range.clone();
+                scope.spawn(move || {
+                    range
+                        .map(|i| {
+                            l.grant::<crate::Advertising>(
+                                &subject(t, i),
+                                RecipientScope::all_partners(),
+                                None,
+                            )
+                            .map(|r| r.seq)
+                            .map_err(|e| e.to_string())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// A group's entry that cannot be stored: the entries signed after it in the same or the
+/// next batch chain to it, so they fail too, and the ledger takes no more writes. Every
+/// caller gets an answer; exactly the entries before the failure are acknowledged, and
+/// they are durable: the reopened log has them and nothing after, with no gap.
+#[test]
+fn group_commit_store_failure_fails_the_rest_and_leaves_no_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::GroupCommit);
+    let first = l.len();
+    let bad = first + 150;
+    faults.append_at.store(bad, Ordering::SeqCst);
+    let results = grant_from_threads(&l, 0..20);
+    let mut acknowledged: Vec<u64> = results.iter().flatten().filter_map(|r| r.clone().ok()).collect();
+    acknowledged.sort_unstable();
+    assert_eq!(
+        acknowledged,
+        (first..bad).collect::<Vec<_>>(),
+        "exactly the entries before the failure"
+    );
+    let errors: Vec<&String> = results
+        .iter()
+        .flatten()
+        .filter_map(|r| r.as_ref().err())
+        .collect();
+    assert_eq!(errors.len(), 16 * 20 - 150);
+    assert_eq!(
+        errors.iter().filter(|e| e.contains("appending an entry")).count(),
+        1,
+        "{errors:?}"
+    );
+    let failed = WriteError::Failed.to_string();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("appending an entry") || **e == failed),
+        "{errors:?}"
+    );
+    assert_eq!(l.len(), bad);
+    assert!(matches!(
+        l.grant::<crate::Advertising>(&subject(99, 0), RecipientScope::all_partners(), None),
+        Err(WriteError::Failed)
+    ));
+    assert!(matches!(
+        l.withdraw::<crate::Advertising>(&subject(0, 0)),
+        Err(WriteError::Failed)
+    ));
+    assert_eq!(l.verify().unwrap().entries, bad);
+    drop(l);
+
+    let l = keys.builder(dir.path(), Durability::GroupCommit).open().unwrap();
+    assert_eq!(l.len(), bad);
+    for (t, thread) in results.iter().enumerate() {
+        for (i, r) in thread.iter().enumerate() {
+            let history = l.history(&subject(t, i)).unwrap();
+            assert_eq!(
+                history.len(),
+                usize::from(r.is_ok()),
+                "caller {t}, grant {i}: {r:?}"
+            );
+        }
+    }
+    l.grant::<crate::Advertising>(&subject(99, 0), RecipientScope::all_partners(), None)
+        .unwrap();
+}
+
+/// A direct append whose store fails leaves the ledger usable: nothing was chained to
+/// the failed entry, and the next append takes its position.
+#[test]
+fn direct_store_failure_is_retried_at_the_same_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let at = l.len();
+    faults.append_at.store(at, Ordering::SeqCst);
+    let err = l
+        .grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
+        .unwrap_err();
+    assert!(err.to_string().contains("appending an entry"), "{err}");
+    let r = l
+        .grant::<crate::Advertising>(&subject(0, 1), RecipientScope::all_partners(), None)
+        .unwrap();
+    assert_eq!(r.seq, at);
+    assert_eq!(l.history(&subject(0, 0)).unwrap().len(), 0);
+    l.verify().unwrap();
+}
+
+/// A failed group sync: callers whose entries it was to cover are told their change
+/// failed, and the ledger takes no more writes; what was acknowledged before is durable.
+#[test]
+fn group_commit_sync_failure_acknowledges_nothing_it_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::GroupCommit);
+    let before = grant_from_threads(&l, 0..5);
+    assert!(before.iter().flatten().all(Result::is_ok));
+    let acknowledged = l.len();
+    faults.sync.store(true, Ordering::SeqCst);
+    let after = grant_from_threads(&l, 5..10);
+    assert!(after.iter().flatten().all(Result::is_err), "{after:?}");
+    faults.sync.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        l.grant::<crate::Advertising>(&subject(99, 0), RecipientScope::all_partners(), None),
+        Err(WriteError::Failed)
+    ));
+    drop(l);
+    let l = keys.builder(dir.path(), Durability::GroupCommit).open().unwrap();
+    assert!(l.len() >= acknowledged);
+    for t in 0..16 {
+        for i in 0..5 {
+            assert_eq!(l.history(&subject(t, i)).unwrap().len(), 1);
+        }
+    }
+}
