@@ -10,6 +10,12 @@
 //! Ledgers are copies of the 10k / 100k / 1M-subject fixtures (1.25 entries per
 //! subject), so appends land in logs of those sizes; the sled baselines write to a
 //! fresh database (sled's insert cost does not depend on the tree's size).
+//!
+//! After criterion's groups, each size also takes ours and the baselines in 9
+//! alternating rounds (group commit with 128 threads, 10,240 appends a round; durable,
+//! 300) and prints their medians and ratios: criterion measures one group after the
+//! other, and on a shared machine the load and the disk's fsync latency drift between
+//! groups by as much as the differences measured (`APPEND_INTERLEAVED=0` skips it).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -61,7 +67,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn open_copy(n: u64, durability: Durability) -> (Ledger, PathBuf) {
-    let dir = scratch(&format!("ledger-{n}"));
+    let dir = scratch(&format!("ledger-{n}-{durability:?}"));
     copy_dir(&common::ledger_dir(n), &dir);
     let ledger = Ledger::builder(&dir)
         .signing_key(common::signing_key())
@@ -105,6 +111,90 @@ fn sync_file(dir: &Path) {
     File::open(dir.join("db")).and_then(|f| f.sync_data()).unwrap();
 }
 
+/// Rounds of ours and the baseline taken alternately (see [`interleaved`]).
+const ROUNDS: usize = 9;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// `threads` callers each making `per_thread` changes to their own subjects.
+fn concurrent_changes(ledger: &Ledger, counter: &AtomicU64, n: u64, threads: u64, per_thread: u64) {
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                for _ in 0..per_thread {
+                    let k = counter.fetch_add(1, Ordering::Relaxed);
+                    change(ledger, (t + threads * (k % 64)) % n, k / threads);
+                }
+            });
+        }
+    });
+}
+
+/// The same comparisons as the criterion groups, with ours and the baseline taken in
+/// alternating rounds and compared by median: criterion measures one group after the
+/// other, seconds apart, and this machine's load (and its disk's fsync latency) drifts
+/// over that time by as much as the differences measured. Printed, one line per size.
+#[allow(clippy::too_many_arguments, reason = "bench")]
+fn interleaved(
+    size: &str,
+    n: u64,
+    group: &Ledger,
+    durable: &Ledger,
+    counter: &AtomicU64,
+    key: &ed25519_dalek::SigningKey,
+    message: &[u8],
+    tree: &sled::Tree,
+    db: &sled::Db,
+    sled_dir: &Path,
+    seq: &AtomicU64,
+) {
+    let (threads, per_thread, durable_ops) = (128u64, 80u64, 300u32);
+    let ops = threads * per_thread;
+    let (mut ours_g, mut base_g, mut ours_d, mut base_d) = (vec![], vec![], vec![], vec![]);
+    let mut k = 0u64;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        concurrent_changes(group, counter, n, threads, per_thread);
+        ours_g.push(t.elapsed() / ops as u32);
+        let t = Instant::now();
+        for _ in 0..ops {
+            let sig = key.sign(message);
+            let mut value = message.to_vec();
+            value.extend_from_slice(&sig.to_bytes());
+            tree.insert(seq.fetch_add(1, Ordering::Relaxed).to_be_bytes(), value)
+                .unwrap();
+        }
+        base_g.push(t.elapsed() / ops as u32);
+        let t = Instant::now();
+        for _ in 0..durable_ops {
+            change(durable, k % 64, k / 64);
+            k += 1;
+        }
+        ours_d.push(t.elapsed() / durable_ops);
+        let t = Instant::now();
+        for _ in 0..durable_ops {
+            let mut value = message.to_vec();
+            value.extend_from_slice(&[0; 64]);
+            tree.insert(seq.fetch_add(1, Ordering::Relaxed).to_be_bytes(), value)
+                .unwrap();
+            db.flush().unwrap();
+            sync_file(sled_dir);
+        }
+        base_d.push(t.elapsed() / durable_ops);
+    }
+    let (og, bg, od, bd) = (median(ours_g), median(base_g), median(ours_d), median(base_d));
+    println!(
+        "append/{size} ({ROUNDS} alternating rounds, medians): group commit {threads} threads \
+         {og:.2?} per append vs sign + sled insert {bg:.2?}: {:.0} % of the baseline's \
+         throughput; durable {od:.2?} vs sled insert + fsync {bd:.2?}: {:.0} %",
+        100.0 * bg.as_secs_f64() / og.as_secs_f64(),
+        100.0 * bd.as_secs_f64() / od.as_secs_f64()
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let key = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
     let message = vec![0x5Au8; MESSAGE_LEN];
@@ -139,8 +229,6 @@ fn bench(c: &mut Criterion) {
                 },
             );
         }
-        drop(ledger);
-        let _ = std::fs::remove_dir_all(dir);
 
         let sled_dir = scratch("sled-baseline");
         let db = sled::Config::new().path(&sled_dir).open().unwrap();
@@ -156,16 +244,14 @@ fn bench(c: &mut Criterion) {
             })
         });
 
-        let (ledger, dir) = open_copy(n, Durability::Immediate);
+        let (durable, durable_dir) = open_copy(n, Durability::Immediate);
         let mut k = 0u64;
         g.bench_function(BenchmarkId::new("durable-append", &size), |b| {
             b.iter(|| {
-                change(&ledger, k % 64, k / 64);
+                change(&durable, k % 64, k / 64);
                 k += 1;
             })
         });
-        drop(ledger);
-        let _ = std::fs::remove_dir_all(dir);
 
         g.bench_function(BenchmarkId::new("baseline-sled-insert+fsync", &size), |b| {
             b.iter(|| {
@@ -178,8 +264,14 @@ fn bench(c: &mut Criterion) {
             })
         });
         g.finish();
-        drop(tree);
-        drop(db);
+        if std::env::var_os("APPEND_INTERLEAVED").is_none_or(|v| v != "0") {
+            interleaved(
+                &size, n, &ledger, &durable, &counter, &key, &message, &tree, &db, &sled_dir, &seq,
+            );
+        }
+        drop((ledger, durable, tree, db));
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(durable_dir);
         let _ = std::fs::remove_dir_all(sled_dir);
     }
 }
