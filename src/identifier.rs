@@ -307,15 +307,27 @@ impl PseudonymKey {
     }
 
     /// Authentication tag of an index record, so a tampered index cannot map an
-    /// identifier to another subject's collection.
+    /// identifier to another subject's collection. (Also the tag of decision records
+    /// and state snapshots, with their own first part.)
     pub(crate) fn index_tag(&self, parts: &[&[u8]]) -> [u8; 32] {
+        self.index_mac(parts).finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is [`PseudonymKey::index_tag`] of `parts`, compared in constant
+    /// time (`hmac`'s `verify_slice`), so that how long a rejection takes says nothing
+    /// about how much of a forged tag was right.
+    pub(crate) fn verify_index_tag(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        self.index_mac(parts).verify_slice(tag).is_ok()
+    }
+
+    fn index_mac(&self, parts: &[&[u8]]) -> HmacSha256 {
         let mut mac = self.mac.clone();
         mac.update(INDEX_DOMAIN);
         for part in parts {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
         }
-        mac.finalize().into_bytes().into()
+        mac
     }
 }
 

@@ -158,13 +158,7 @@ pub(crate) fn seal(key: &PseudonymKey, fields: &DecisionFields) -> Vec<u8> {
 pub(crate) fn open_record(key: &PseudonymKey, bytes: &[u8]) -> Option<DecisionFields> {
     let split = bytes.len().checked_sub(32)?;
     let (body, t) = bytes.split_at(split);
-    let expected = tag(key, body);
-    let same = t
-        .iter()
-        .zip(expected.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0;
-    if !same {
+    if !key.verify_index_tag(&[TAG_DOMAIN, body], t) {
         return None;
     }
     DecisionFields::decode(body)

@@ -756,13 +756,8 @@ fn load_index_part(
             .map_err(|_| OpenError::CorruptMetadata("index key"))?;
         let rec = IndexRecord::decode(&v).ok_or(OpenError::CorruptMetadata("index record"))?;
         let code = [rec.kind.code()];
-        let tag = key.index_tag(&IndexRecord::tagged_parts(
-            &lookup,
-            &rec.subject,
-            &code,
-            &rec.pseudonym,
-        ));
-        if tag != rec.tag {
+        let parts = IndexRecord::tagged_parts(&lookup, &rec.subject, &code, &rec.pseudonym);
+        if !key.verify_index_tag(&parts, &rec.tag) {
             return Err(OpenError::CorruptMetadata("index record"));
         }
         index.insert(PseudonymKey32(rec.pseudonym.0), (lookup, rec.subject));
