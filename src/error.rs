@@ -168,6 +168,19 @@ pub enum IntegrityProblem {
         /// The log length the snapshot was taken at.
         snapshot_len: u64,
     },
+    /// The log reaches the position of the state snapshot written when the ledger was
+    /// last closed, and holds together (every link and the last signature check out),
+    /// but is not the log the snapshot was taken from: its entry at that position is
+    /// another one. Entries that had been made durable were replaced (an older copy of
+    /// the log restored and written to since, or a history rewritten with the signing
+    /// key). The position is the last entry the snapshot covers. As for
+    /// [`IntegrityProblem::ShorterThanSnapshot`], removing the `state` file opens the log
+    /// as it is.
+    #[error("log differs from the state snapshot of the last close at or before entry {}", snapshot_len.saturating_sub(1))]
+    DivergesFromSnapshot {
+        /// The log length the snapshot was taken at.
+        snapshot_len: u64,
+    },
 }
 
 /// Opening a ledger failed. Nothing on disk was changed, except that a ledger is

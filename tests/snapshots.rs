@@ -274,3 +274,102 @@ fn a_log_cut_below_the_last_snapshot_fails_open() {
     assert_eq!(l.len(), withdrawal);
     assert!(l.authorize(&email(0), &acme).is_ok());
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The other rollback the snapshot can catch: an older copy of the database is
+/// restored and written to since, so the log is as long as (or longer than) the last
+/// snapshot, holds together, but is another history: the withdrawal the snapshot covers
+/// was replaced by another entry. Opening refuses, naming the last entry the snapshot
+/// covers; a damaged log is still reported as damaged; removing `state` opens the log as
+/// it is.
+#[test]
+fn a_log_replaced_below_the_last_snapshot_fails_open() {
+    for extra in [0u32, 3] {
+        let c = closed(20, EVERY_CLOSE);
+        let acme = Recipient::partner("acme").unwrap();
+        let backup = tempfile::tempdir().unwrap();
+        copy_dir(c.dir.path(), backup.path());
+        let l = open(c.dir.path(), &c.key, &c.pk, EVERY_CLOSE);
+        let withdrawal = l.withdraw::<Advertising>(&subject(0)).unwrap().seq;
+        let len = l.len();
+        drop(l);
+        let newer_snapshot = std::fs::read(c.dir.path().join("state")).unwrap();
+
+        // The backup comes back and takes other changes: as many entries as the lost
+        // ones (the log's length is the snapshot's), or more.
+        std::fs::remove_dir_all(c.dir.path()).unwrap();
+        copy_dir(backup.path(), c.dir.path());
+        let l = open(c.dir.path(), &c.key, &c.pk, NEVER_WRITE);
+        l.withdraw::<Advertising>(&subject(1)).unwrap();
+        for i in 0..extra {
+            l.withdraw::<Advertising>(&subject(2 + i)).unwrap();
+        }
+        assert_eq!(l.len(), len + u64::from(extra));
+        drop(l);
+        std::fs::write(c.dir.path().join("state"), &newer_snapshot).unwrap();
+
+        let opened = Ledger::builder(c.dir.path())
+            .signing_key(c.key.clone())
+            .pseudonym_key(c.pk.clone())
+            .open();
+        match opened {
+            Err(OpenError::Integrity(e)) => {
+                assert_eq!(
+                    e,
+                    IntegrityError {
+                        position: withdrawal,
+                        problem: IntegrityProblem::DivergesFromSnapshot { snapshot_len: len },
+                    },
+                    "{extra} entries after"
+                );
+                assert!(e.to_string().contains("state snapshot"), "{e}");
+            }
+            other => panic!("a replaced log opened ({extra} entries after): {other:?}"),
+        }
+
+        // A log damaged after the snapshot's position is reported as damaged, not as
+        // replaced.
+        let damaged = tempfile::tempdir().unwrap();
+        copy_dir(c.dir.path(), damaged.path());
+        {
+            let db = sled_util::open(damaged.path());
+            let entries = db.open_tree("entries").unwrap();
+            let mut bytes = entries.get(withdrawal.to_be_bytes()).unwrap().unwrap().to_vec();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            entries.insert(withdrawal.to_be_bytes(), bytes).unwrap();
+            db.flush().unwrap();
+        }
+        let opened = Ledger::builder(damaged.path())
+            .signing_key(c.key.clone())
+            .pseudonym_key(c.pk.clone())
+            .open();
+        match opened {
+            Err(OpenError::Integrity(e)) => assert!(
+                !matches!(e.problem, IntegrityProblem::DivergesFromSnapshot { .. }),
+                "{e:?}"
+            ),
+            other => panic!("a damaged log opened: {other:?}"),
+        }
+
+        // Nothing was changed by the refusal; without the snapshot the log opens as it
+        // is, and the withdrawal it replaced is not in it.
+        std::fs::remove_file(c.dir.path().join("state")).unwrap();
+        let l = open(c.dir.path(), &c.key, &c.pk, NEVER_WRITE);
+        assert_eq!(l.len(), len + u64::from(extra));
+        assert!(l.authorize(&email(0), &acme).is_ok());
+        assert!(l.authorize(&email(1), &acme).is_err());
+    }
+}

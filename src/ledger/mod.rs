@@ -78,7 +78,9 @@ pub enum Durability {
 /// replayed as without one. An authentic snapshot of this ledger taken at a position
 /// the log no longer reaches (entries made durable are gone) fails opening with
 /// [`IntegrityProblem::ShorterThanSnapshot`](crate::IntegrityProblem::ShorterThanSnapshot)
-/// rather than let the shorter log undo them. It never holds an erased subject's lookup pseudonyms: an
+/// rather than let the shorter log undo them; one whose position the log reaches with
+/// another entry (the log that holds together is another history) fails with
+/// [`IntegrityProblem::DivergesFromSnapshot`](crate::IntegrityProblem::DivergesFromSnapshot). It never holds an erased subject's lookup pseudonyms: an
 /// erasure destroys the snapshot on disk (overwritten with zeros, then removed), and
 /// the next close writes a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

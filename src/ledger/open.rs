@@ -310,7 +310,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     };
     let from_snapshot = match snapshot {
         Some(bytes) => load_from_snapshot(backend, key, trusted, bytes)?,
-        None => None,
+        None => FromSnapshot::Unusable,
     };
     let Loaded {
         state,
@@ -320,8 +320,18 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         mut snapshot_len,
         tail_erased,
     } = match from_snapshot {
-        Some(loaded) => loaded,
-        None => replay_all(backend, key, trusted)?,
+        FromSnapshot::Loaded(loaded) => *loaded,
+        FromSnapshot::Unusable => replay_all(backend, key, trusted)?,
+        FromSnapshot::OffLog(at) => {
+            // The log is read and checked in full first, so that a damaged or tampered
+            // entry is reported as such; a log that holds together but is not the one
+            // the snapshot was taken from is the error.
+            let loaded = replay_all(backend, key, trusted)?;
+            if loaded.replay.ledger_id == at.ledger_id {
+                return Err(diverged(at));
+            }
+            loaded
+        }
     };
     if replay.pseudonym_key_check != key.check_value() {
         return Err(OpenError::WrongPseudonymKey);
@@ -458,21 +468,42 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
         .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
 }
 
+/// What a state snapshot gave open.
+enum FromSnapshot {
+    Loaded(Box<Loaded>),
+    /// Damaged, not written with this pseudonym key, or of another ledger: replay the
+    /// log as without one.
+    Unusable,
+    /// Authentic (its tag verifies), and the log reaches its position but does not pass
+    /// through the entry it names there: unless the log turns out to be damaged, or of
+    /// another ledger, it is not the log the snapshot was taken from.
+    OffLog(Position),
+}
+
+/// The error for an authentic snapshot of this ledger whose log has been replaced
+/// before its position.
+fn diverged(at: Position) -> OpenError {
+    OpenError::Integrity(IntegrityError {
+        position: at.len.saturating_sub(1),
+        problem: IntegrityProblem::DivergesFromSnapshot { snapshot_len: at.len },
+    })
+}
+
 /// Reads and checks the whole log on this thread while another checks and decodes the
-/// snapshot and applies the entries after it. `None` (replay everything instead) when
-/// the snapshot is unusable: damaged or not written with this pseudonym key, or not on
-/// this log (another ledger, a chain that does not pass through its head, a log shorter
-/// than it).
+/// snapshot and applies the entries after it. `Unusable` (replay everything instead)
+/// when the snapshot is damaged, not written with this pseudonym key, or of another
+/// ledger; an error when the log is shorter than an authentic snapshot of this ledger;
+/// `OffLog` when its chain does not pass through the snapshot's head.
 fn load_from_snapshot(
     backend: &dyn Backend,
     key: &PseudonymKey,
     trusted: bool,
     bytes: Vec<u8>,
-) -> Result<Option<Loaded>, OpenError> {
+) -> Result<FromSnapshot, OpenError> {
     // Where it claims to be taken, unchecked: only to skip sending the builder the
     // entries before it. The builder checks it again once the tag holds.
     let Some(claimed) = crate::state::snapshot::peek_position(&bytes) else {
-        return Ok(None);
+        return Ok(FromSnapshot::Unusable);
     };
     let (walked, built, vault) = std::thread::scope(|s| {
         let (tx, rx) = sync_channel::<Vec<Entry>>(QUEUED_BATCHES);
@@ -486,18 +517,20 @@ fn load_from_snapshot(
                     drop(bytes);
                     apply_tail(backend, key, at, state, rx)
                 }
-                None => Ok(None),
+                None => Ok(Tail::Unusable),
             }
         });
         let walked = walk_log(backend, trusted, tx, claimed.len);
         (walked, joined(builder), joined(vault))
     });
     vault?;
-    let Some((state, index, tail_erased)) = built? else {
-        return Ok(None);
+    let (state, index, tail_erased) = match built? {
+        Tail::Applied(applied) => *applied,
+        Tail::Unusable => return Ok(FromSnapshot::Unusable),
+        Tail::OffLog => return Ok(FromSnapshot::OffLog(claimed)),
     };
     let Some((replay, tree)) = walked? else {
-        return Ok(None);
+        return Ok(FromSnapshot::Unusable);
     };
     if replay.ledger_id == claimed.ledger_id && claimed.len > replay.len() {
         // An authentic snapshot of this ledger, taken after a sync, at a position the
@@ -510,22 +543,36 @@ fn load_from_snapshot(
             },
         }));
     }
-    let on_this_log = replay.ledger_id == claimed.ledger_id
-        && claimed.len <= replay.len()
-        && (claimed.len < replay.len() || replay.head_hash() == claimed.head)
-        && state.len == replay.len();
-    Ok(on_this_log.then_some(Loaded {
+    if replay.ledger_id != claimed.ledger_id || state.len != replay.len() {
+        return Ok(FromSnapshot::Unusable);
+    }
+    if claimed.len == replay.len() && replay.head_hash() != claimed.head {
+        // The whole log was read and holds together (a damaged one is an error above).
+        return Err(diverged(claimed));
+    }
+    Ok(FromSnapshot::Loaded(Box::new(Loaded {
         state,
         index,
         replay,
         tree,
         snapshot_len: claimed.len,
         tail_erased,
-    }))
+    })))
+}
+
+/// What applying the entries after a snapshot gave.
+enum Tail {
+    /// The state with the tail applied, the index if it had to be read, and whether the
+    /// tail erases a subject.
+    Applied(Box<(State, Option<IndexMap>, bool)>),
+    /// The snapshot's tag or body did not hold.
+    Unusable,
+    /// The entry right after the snapshot's position does not link to its head.
+    OffLog,
 }
 
 /// Applies the entries after the snapshot's position to its state, reading the index
-/// only if one of them collects an identifier. `None` when the entry right after the
+/// only if one of them collects an identifier. `OffLog` when the entry right after the
 /// snapshot does not link to the head it names.
 fn apply_tail(
     store: &dyn Backend,
@@ -533,13 +580,13 @@ fn apply_tail(
     at: Position,
     mut state: State,
     rx: Receiver<Vec<Entry>>,
-) -> Result<Option<(State, Option<IndexMap>, bool)>, OpenError> {
+) -> Result<Tail, OpenError> {
     let mut index: Option<IndexMap> = None;
     let mut erased = false;
     for batch in rx {
         for entry in batch.iter().filter(|e| e.seq >= at.len) {
             if entry.seq == at.len && entry.prev_hash != at.head {
-                return Ok(None);
+                return Ok(Tail::OffLog);
             }
             let lookup = match (&entry.body, &index) {
                 (Body::Collected { .. }, Some(index)) => entry_lookup(index, entry),
@@ -558,7 +605,7 @@ fn apply_tail(
             state.apply(entry, lookup);
         }
     }
-    Ok(Some((state, index, erased)))
+    Ok(Tail::Applied(Box::new((state, index, erased))))
 }
 
 /// Whether an erased subject's secret is still stored (an erasure that did not finish).

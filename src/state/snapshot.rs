@@ -5,11 +5,14 @@
 //! hash chain; it loads a snapshot only when its tag verifies under the pseudonym key,
 //! it names this ledger, and the chain recomputed from the log passes through the
 //! head hash it names at its position. Anything else (missing, damaged, foreign) is
-//! ignored and the log is replayed as before, with one exception: an authentic snapshot
-//! of this ledger taken at a position the log no longer reaches means durable entries
-//! are gone, and opening fails ([`IntegrityProblem::ShorterThanSnapshot`]).
+//! ignored and the log is replayed as before, with two exceptions, both of an authentic
+//! snapshot of this ledger: one taken at a position the log no longer reaches means
+//! durable entries are gone ([`IntegrityProblem::ShorterThanSnapshot`]), and one whose
+//! head the log, reaching its position and holding together, does not pass through
+//! means they were replaced ([`IntegrityProblem::DivergesFromSnapshot`]). Opening fails.
 //!
 //! [`IntegrityProblem::ShorterThanSnapshot`]: crate::IntegrityProblem::ShorterThanSnapshot
+//! [`IntegrityProblem::DivergesFromSnapshot`]: crate::IntegrityProblem::DivergesFromSnapshot
 //!
 //! # Format
 //!
