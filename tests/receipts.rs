@@ -53,19 +53,6 @@ fn activity(l: &Ledger, from: usize, to: usize) {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn checkpoints_and_proofs_verify_with_the_public_key_only() {
     let f = fx();
@@ -198,7 +185,7 @@ fn opening_refuses_truncated_and_rolled_back_ledgers() {
     activity(&l, 0, 4);
     drop(l);
     let backup = tempfile::tempdir().unwrap();
-    copy_dir(f.dir.path(), backup.path());
+    sled_util::copy_dir(f.dir.path(), backup.path());
     let l = open_at(f.dir.path(), &f, None).unwrap();
     activity(&l, 4, 8);
     let cp = l.checkpoint().unwrap();
@@ -246,7 +233,7 @@ fn a_fork_is_caught_at_open_and_by_an_earlier_receipt() {
     activity(&l, 0, 3);
     drop(l);
     let fork = tempfile::tempdir().unwrap();
-    copy_dir(f.dir.path(), fork.path());
+    sled_util::copy_dir(f.dir.path(), fork.path());
     // The real history: alice grants, and receives a receipt.
     let l = open_at(f.dir.path(), &f, None).unwrap();
     let alice = SubjectId::new("alice-1").unwrap();

@@ -249,23 +249,15 @@ fn a_log_cut_below_the_last_snapshot_fails_open() {
         entries.remove(withdrawal.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
-    let opened = Ledger::builder(c.dir.path())
-        .signing_key(c.key.clone())
-        .pseudonym_key(c.pk.clone())
-        .open();
-    match opened {
-        Err(OpenError::Integrity(e)) => {
-            assert_eq!(
-                e,
-                IntegrityError {
-                    position: withdrawal,
-                    problem: IntegrityProblem::ShorterThanSnapshot { snapshot_len: len },
-                }
-            );
-            assert!(e.to_string().contains("state snapshot"), "{e}");
+    let e = refused_open(c.dir.path(), &c);
+    assert_eq!(
+        e,
+        IntegrityError {
+            position: withdrawal,
+            problem: IntegrityProblem::ShorterThanSnapshot { snapshot_len: len },
         }
-        other => panic!("a cut log opened: {other:?}"),
-    }
+    );
+    assert!(e.to_string().contains("state snapshot"), "{e}");
     // Nothing was changed by the refusal; removing the snapshot is the documented way
     // to open the shorter log anyway, and then the withdrawal is gone.
     assert!(c.dir.path().join("state").exists());
@@ -275,16 +267,15 @@ fn a_log_cut_below_the_last_snapshot_fails_open() {
     assert!(l.authorize(&email(0), &acme).is_ok());
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
+/// The integrity error opening the ledger in `dir` with `c`'s keys must give.
+fn refused_open(dir: &Path, c: &Closed) -> IntegrityError {
+    let opened = Ledger::builder(dir)
+        .signing_key(c.key.clone())
+        .pseudonym_key(c.pk.clone())
+        .open();
+    match opened {
+        Err(OpenError::Integrity(e)) => e,
+        other => panic!("opened, or failed otherwise: {other:?}"),
     }
 }
 
@@ -300,7 +291,7 @@ fn a_log_replaced_below_the_last_snapshot_fails_open() {
         let c = closed(20, EVERY_CLOSE);
         let acme = Recipient::partner("acme").unwrap();
         let backup = tempfile::tempdir().unwrap();
-        copy_dir(c.dir.path(), backup.path());
+        sled_util::copy_dir(c.dir.path(), backup.path());
         let l = open(c.dir.path(), &c.key, &c.pk, EVERY_CLOSE);
         let withdrawal = l.withdraw::<Advertising>(&subject(0)).unwrap().seq;
         let len = l.len();
@@ -310,7 +301,7 @@ fn a_log_replaced_below_the_last_snapshot_fails_open() {
         // The backup comes back and takes other changes: as many entries as the lost
         // ones (the log's length is the snapshot's), or more.
         std::fs::remove_dir_all(c.dir.path()).unwrap();
-        copy_dir(backup.path(), c.dir.path());
+        sled_util::copy_dir(backup.path(), c.dir.path());
         let l = open(c.dir.path(), &c.key, &c.pk, NEVER_WRITE);
         l.withdraw::<Advertising>(&subject(1)).unwrap();
         for i in 0..extra {
@@ -320,29 +311,21 @@ fn a_log_replaced_below_the_last_snapshot_fails_open() {
         drop(l);
         std::fs::write(c.dir.path().join("state"), &newer_snapshot).unwrap();
 
-        let opened = Ledger::builder(c.dir.path())
-            .signing_key(c.key.clone())
-            .pseudonym_key(c.pk.clone())
-            .open();
-        match opened {
-            Err(OpenError::Integrity(e)) => {
-                assert_eq!(
-                    e,
-                    IntegrityError {
-                        position: withdrawal,
-                        problem: IntegrityProblem::DivergesFromSnapshot { snapshot_len: len },
-                    },
-                    "{extra} entries after"
-                );
-                assert!(e.to_string().contains("state snapshot"), "{e}");
-            }
-            other => panic!("a replaced log opened ({extra} entries after): {other:?}"),
-        }
+        let e = refused_open(c.dir.path(), &c);
+        assert_eq!(
+            e,
+            IntegrityError {
+                position: withdrawal,
+                problem: IntegrityProblem::DivergesFromSnapshot { snapshot_len: len },
+            },
+            "{extra} entries after"
+        );
+        assert!(e.to_string().contains("state snapshot"), "{e}");
 
-        // A log damaged after the snapshot's position is reported as damaged, not as
-        // replaced.
+        // A damaged log (a flipped byte in the entry the snapshot names) is reported as
+        // damaged, not as replaced.
         let damaged = tempfile::tempdir().unwrap();
-        copy_dir(c.dir.path(), damaged.path());
+        sled_util::copy_dir(c.dir.path(), damaged.path());
         {
             let db = sled_util::open(damaged.path());
             let entries = db.open_tree("entries").unwrap();
@@ -352,17 +335,11 @@ fn a_log_replaced_below_the_last_snapshot_fails_open() {
             entries.insert(withdrawal.to_be_bytes(), bytes).unwrap();
             db.flush().unwrap();
         }
-        let opened = Ledger::builder(damaged.path())
-            .signing_key(c.key.clone())
-            .pseudonym_key(c.pk.clone())
-            .open();
-        match opened {
-            Err(OpenError::Integrity(e)) => assert!(
-                !matches!(e.problem, IntegrityProblem::DivergesFromSnapshot { .. }),
-                "{e:?}"
-            ),
-            other => panic!("a damaged log opened: {other:?}"),
-        }
+        let e = refused_open(damaged.path(), &c);
+        assert!(
+            !matches!(e.problem, IntegrityProblem::DivergesFromSnapshot { .. }),
+            "{e:?}"
+        );
 
         // Nothing was changed by the refusal; without the snapshot the log opens as it
         // is, and the withdrawal it replaced is not in it.
