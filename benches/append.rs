@@ -109,24 +109,71 @@ fn change(ledger: &Ledger, i: u64, k: u64) {
     }
 }
 
-fn sync_file(dir: &Path) {
-    File::open(dir.join("db")).and_then(|f| f.sync_data()).unwrap();
+/// The baselines' sled database, with what they write.
+struct Baseline {
+    key: ed25519_dalek::SigningKey,
+    message: Vec<u8>,
+    dir: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    seq: AtomicU64,
+}
+
+impl Baseline {
+    fn new() -> Self {
+        let dir = scratch("sled-baseline");
+        let db = sled::Config::new().path(&dir).open().unwrap();
+        let tree = db.open_tree("entries").unwrap();
+        Baseline {
+            key: ed25519_dalek::SigningKey::from_bytes(&[11; 32]),
+            message: vec![0x5Au8; MESSAGE_LEN],
+            dir,
+            db,
+            tree,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    fn insert(&self, value: Vec<u8>) {
+        let k = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.tree.insert(k.to_be_bytes(), value).unwrap();
+    }
+
+    /// Bare ed25519 signing of an entry-sized message and a bare sled insert of it.
+    fn sign_insert(&self) {
+        let sig = self.key.sign(&self.message);
+        let mut value = self.message.clone();
+        value.extend_from_slice(&sig.to_bytes());
+        self.insert(value);
+    }
+
+    /// Flush and fsync of the data file, as a durable append's.
+    fn sync(&self) {
+        self.db.flush().unwrap();
+        File::open(self.dir.join("db"))
+            .and_then(|f| f.sync_data())
+            .unwrap();
+    }
+
+    /// A bare sled insert of an entry-sized value, then flush and fsync.
+    fn insert_sync(&self) {
+        let mut value = self.message.clone();
+        value.extend_from_slice(&[0; 64]);
+        self.insert(value);
+        self.sync();
+    }
 }
 
 /// Rounds of ours and the baseline taken alternately (see [`interleaved`]).
 const ROUNDS: usize = 9;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-/// `threads` callers each making `per_thread` changes to their own subjects.
-fn concurrent_changes(ledger: &Ledger, counter: &AtomicU64, n: u64, threads: u64, per_thread: u64) {
+/// `threads` callers making `total` changes between them, each to its own subjects.
+fn concurrent_changes(ledger: &Ledger, counter: &AtomicU64, n: u64, threads: u64, total: u64) {
     std::thread::scope(|s| {
         for t in 0..threads {
+            let mine = total / threads + u64::from(t < total % threads);
             s.spawn(move || {
-                for _ in 0..per_thread {
+                for _ in 0..mine {
                     let k = counter.fetch_add(1, Ordering::Relaxed);
                     change(ledger, (t + threads * (k % 64)) % n, k / threads);
                 }
@@ -135,84 +182,78 @@ fn concurrent_changes(ledger: &Ledger, counter: &AtomicU64, n: u64, threads: u64
     });
 }
 
+/// Times `ours` and `base`, each going first in every other round, so that neither
+/// always follows the other; pushes each one's time per operation.
+fn alternate(
+    round: usize,
+    ops: u32,
+    (ours, ours_times): (&mut dyn FnMut(), &mut Vec<Duration>),
+    (base, base_times): (&mut dyn FnMut(), &mut Vec<Duration>),
+) {
+    let timed = |f: &mut dyn FnMut(), times: &mut Vec<Duration>| {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed() / ops);
+    };
+    if round.is_multiple_of(2) {
+        timed(ours, ours_times);
+        timed(base, base_times);
+    } else {
+        timed(base, base_times);
+        timed(ours, ours_times);
+    }
+}
+
 /// The same comparisons as the criterion groups, with ours and the baseline taken in
 /// alternating rounds and compared by median: criterion measures one group after the
 /// other, seconds apart, and this machine's load (and its disk's fsync latency) drifts
 /// over that time by as much as the differences measured. Printed, one line per size.
-#[allow(clippy::too_many_arguments, reason = "bench")]
-fn interleaved(
-    size: &str,
-    n: u64,
-    group: &Ledger,
-    durable: &Ledger,
-    counter: &AtomicU64,
-    key: &ed25519_dalek::SigningKey,
-    message: &[u8],
-    tree: &sled::Tree,
-    db: &sled::Db,
-    sled_dir: &Path,
-    seq: &AtomicU64,
-) {
-    let (threads, per_thread, durable_ops) = (128u64, 80u64, 300u32);
-    let ops = threads * per_thread;
+fn interleaved(size: &str, n: u64, group: &Ledger, durable: &Ledger, counter: &AtomicU64, base: &Baseline) {
+    let (threads, ops, durable_ops) = (128u64, 128u32 * 80, 300u32);
     let (mut ours_g, mut base_g, mut ours_d, mut base_d) = (vec![], vec![], vec![], vec![]);
     let mut k = 0u64;
     for round in 0..ROUNDS {
-        let mut ours_group = || {
-            let t = Instant::now();
-            concurrent_changes(group, counter, n, threads, per_thread);
-            ours_g.push(t.elapsed() / ops as u32);
-        };
-        let mut base_group = || {
-            let t = Instant::now();
-            for _ in 0..ops {
-                let sig = key.sign(message);
-                let mut value = message.to_vec();
-                value.extend_from_slice(&sig.to_bytes());
-                tree.insert(seq.fetch_add(1, Ordering::Relaxed).to_be_bytes(), value)
-                    .unwrap();
-            }
-            base_g.push(t.elapsed() / ops as u32);
-            // Untimed: the next fsync in this database must not pay for these inserts.
-            db.flush().unwrap();
-            sync_file(sled_dir);
-        };
-        // Each goes first in every other round, so neither always follows the other.
-        if round % 2 == 0 {
-            ours_group();
-            base_group();
-        } else {
-            base_group();
-            ours_group();
-        }
-        let mut ours_durable = || {
-            let t = Instant::now();
-            for _ in 0..durable_ops {
-                change(durable, k % 64, k / 64);
-                k += 1;
-            }
-            ours_d.push(t.elapsed() / durable_ops);
-        };
-        let mut base_durable = || {
-            let t = Instant::now();
-            for _ in 0..durable_ops {
-                let mut value = message.to_vec();
-                value.extend_from_slice(&[0; 64]);
-                tree.insert(seq.fetch_add(1, Ordering::Relaxed).to_be_bytes(), value)
-                    .unwrap();
-                db.flush().unwrap();
-                sync_file(sled_dir);
-            }
-            base_d.push(t.elapsed() / durable_ops);
-        };
-        if round % 2 == 0 {
-            ours_durable();
-            base_durable();
-        } else {
-            base_durable();
-            ours_durable();
-        }
+        alternate(
+            round,
+            ops,
+            (
+                &mut || concurrent_changes(group, counter, n, threads, u64::from(ops)),
+                &mut ours_g,
+            ),
+            (
+                &mut || {
+                    for _ in 0..ops {
+                        base.sign_insert();
+                    }
+                },
+                &mut base_g,
+            ),
+        );
+        // Untimed: the next fsync in that database must not pay for these inserts.
+        base.sync();
+        alternate(
+            round,
+            durable_ops,
+            (
+                &mut || {
+                    for _ in 0..durable_ops {
+                        change(durable, k % 64, k / 64);
+                        k += 1;
+                    }
+                },
+                &mut ours_d,
+            ),
+            (
+                &mut || {
+                    for _ in 0..durable_ops {
+                        base.insert_sync();
+                    }
+                },
+                &mut base_d,
+            ),
+        );
     }
+    let median = common::median;
     let (og, bg, od, bd) = (median(ours_g), median(base_g), median(ours_d), median(base_d));
     println!(
         "append/{size} ({ROUNDS} alternating rounds, medians): group commit {threads} threads \
@@ -224,8 +265,6 @@ fn interleaved(
 }
 
 fn bench(c: &mut Criterion) {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
-    let message = vec![0x5Au8; MESSAGE_LEN];
     for n in common::sizes() {
         let size = common::label(n);
         let mut g = c.benchmark_group("append");
@@ -239,37 +278,16 @@ fn bench(c: &mut Criterion) {
                 |b| {
                     b.iter_custom(|iters| {
                         let start = Instant::now();
-                        std::thread::scope(|s| {
-                            for t in 0..threads {
-                                let (ledger, counter) = (&ledger, &counter);
-                                let mine = iters / threads + u64::from(t < iters % threads);
-                                s.spawn(move || {
-                                    for _ in 0..mine {
-                                        let k = counter.fetch_add(1, Ordering::Relaxed);
-                                        // Each thread works on its own subjects.
-                                        change(ledger, (t + threads * (k % 64)) % n, k / threads);
-                                    }
-                                });
-                            }
-                        });
+                        concurrent_changes(&ledger, &counter, n, threads, iters);
                         start.elapsed()
                     })
                 },
             );
         }
 
-        let sled_dir = scratch("sled-baseline");
-        let db = sled::Config::new().path(&sled_dir).open().unwrap();
-        let tree = db.open_tree("entries").unwrap();
-        let seq = AtomicU64::new(0);
+        let base = Baseline::new();
         g.bench_function(BenchmarkId::new("baseline-sign+sled-insert", &size), |b| {
-            b.iter(|| {
-                let sig = key.sign(&message);
-                let mut value = message.clone();
-                value.extend_from_slice(&sig.to_bytes());
-                let k = seq.fetch_add(1, Ordering::Relaxed);
-                tree.insert(k.to_be_bytes(), value).unwrap();
-            })
+            b.iter(|| base.sign_insert())
         });
 
         let (durable, durable_dir) = open_copy(n, Durability::Immediate);
@@ -282,25 +300,17 @@ fn bench(c: &mut Criterion) {
         });
 
         g.bench_function(BenchmarkId::new("baseline-sled-insert+fsync", &size), |b| {
-            b.iter(|| {
-                let mut value = message.clone();
-                value.extend_from_slice(&[0; 64]);
-                let k = seq.fetch_add(1, Ordering::Relaxed);
-                tree.insert(k.to_be_bytes(), value).unwrap();
-                db.flush().unwrap();
-                sync_file(&sled_dir);
-            })
+            b.iter(|| base.insert_sync())
         });
         g.finish();
         if std::env::var_os("APPEND_INTERLEAVED").is_none_or(|v| v != "0") {
-            interleaved(
-                &size, n, &ledger, &durable, &counter, &key, &message, &tree, &db, &sled_dir, &seq,
-            );
+            interleaved(&size, n, &ledger, &durable, &counter, &base);
         }
-        drop((ledger, durable, tree, db));
+        let base_dir = base.dir.clone();
+        drop((ledger, durable, base));
         let _ = std::fs::remove_dir_all(dir);
         let _ = std::fs::remove_dir_all(durable_dir);
-        let _ = std::fs::remove_dir_all(sled_dir);
+        let _ = std::fs::remove_dir_all(base_dir);
     }
 }
 

@@ -23,7 +23,7 @@ mod common;
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use consent_ledger::{Durability, Ledger, Snapshots};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -78,11 +78,6 @@ fn wanted(name: &str) -> bool {
         .filter(|a| !a.starts_with('-'))
         .peekable();
     filters.peek().is_none() || filters.any(|f| name.contains(&f))
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -164,7 +159,7 @@ fn main() {
                 open_replay();
                 replay.push(t.elapsed());
             }
-            let (o, r, b) = (median(ours), median(replay), median(bare));
+            let (o, r, b) = (common::median(ours), common::median(replay), common::median(bare));
             println!(
                 "open/{size} ({entries} entries, 7 alternating rounds, open and drop): ledger-open \
                  median {o:.2?}, ledger-open-replay median {r:.2?}, baseline-sled-open-scan \
@@ -196,7 +191,7 @@ fn main() {
                 bare_verify(&msgs, &key);
                 bare.push(t.elapsed());
             }
-            let (o, b) = (median(ours), median(bare));
+            let (o, b) = (common::median(ours), common::median(bare));
             println!(
                 "verify/{size} ({entries} entries, 3 alternating runs): ledger-verify median {o:.2?} \
                  ({:.0} entries/s), baseline-verify-batch median {b:.2?} ({:.0} entries/s), \

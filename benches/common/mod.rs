@@ -163,3 +163,9 @@ pub fn label(n: u64) -> String {
         n => n.to_string(),
     }
 }
+
+/// The median of some timings.
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
