@@ -20,13 +20,10 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use super::{Ledger, Prepared, Recorded, Sealed, Stage};
+use super::{Ledger, Prepared, Recorded, Sealed, Stage, SALT_LEN};
 use crate::entry::{Actor, Body};
 use crate::error::WriteError;
 use crate::state::State;
-
-/// Bytes of random salt in every entry.
-const SALT_LEN: usize = 16;
 
 /// A queued change: checks it against the state and builds the entry's body (always a
 /// new entry, with no lookup pseudonym: queued changes are grants and withdrawals).

@@ -17,7 +17,7 @@ use crate::error::StorageError;
 use crate::store::{Items, RawEntry};
 
 /// When to fail, shared between the test and the store it wraps.
-#[derive(Default)]
+#[derive(Debug)]
 struct Faults {
     /// Fail the append of this position, once (`u64::MAX`: never).
     append_at: AtomicU64,
@@ -29,12 +29,6 @@ struct Faults {
 struct Faulty {
     inner: Box<dyn Backend>,
     faults: Arc<Faults>,
-}
-
-impl std::fmt::Debug for Faults {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Faults")
-    }
 }
 
 fn injected(what: &'static str) -> StorageError {

@@ -80,9 +80,10 @@ pub enum Durability {
 /// [`IntegrityProblem::ShorterThanSnapshot`](crate::IntegrityProblem::ShorterThanSnapshot)
 /// rather than let the shorter log undo them; one whose position the log reaches with
 /// another entry (the log that holds together is another history) fails with
-/// [`IntegrityProblem::DivergesFromSnapshot`](crate::IntegrityProblem::DivergesFromSnapshot). It never holds an erased subject's lookup pseudonyms: an
-/// erasure destroys the snapshot on disk (overwritten with zeros, then removed), and
-/// the next close writes a new one.
+/// [`IntegrityProblem::DivergesFromSnapshot`](crate::IntegrityProblem::DivergesFromSnapshot).
+/// It never holds an erased subject's lookup pseudonyms: an erasure destroys the
+/// snapshot on disk (overwritten with zeros, then removed), and the next close writes a
+/// new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Snapshots {
@@ -338,6 +339,9 @@ impl Drop for Inner {
         self.save_time_floor(self.high_water.load(Ordering::Acquire));
     }
 }
+
+/// Bytes of random salt in every entry.
+const SALT_LEN: usize = 16;
 
 /// An entry signed and sealed, not yet stored.
 struct Sealed {
@@ -824,7 +828,7 @@ impl Ledger {
             Prepared::Already(recorded) => return Ok((recorded, false)),
             Prepared::Append(body, lookup) => (body, lookup),
         };
-        let mut salt = [0u8; 16];
+        let mut salt = [0u8; SALT_LEN];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
         let sealed = self.seal(w, actor, body, lookup, salt)?;
         inner.store.append_entry(sealed.entry.seq, &sealed.bytes)?;
@@ -851,7 +855,7 @@ impl Ledger {
         actor: Actor,
         body: Body,
         lookup: Option<Pseudonym>,
-        salt: [u8; 16],
+        salt: [u8; SALT_LEN],
     ) -> Result<Sealed, WriteError> {
         // Timestamps never go backwards in the log: `now` never runs earlier than a time
         // already seen, which includes every entry's (the high-water time starts at the
