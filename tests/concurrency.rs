@@ -567,3 +567,108 @@ fn grants_racing_an_erasure_never_land_after_it() {
         assert!(matches!(h.last().unwrap().change, Change::Erased), "{h:?}");
     }
 }
+
+/// Checkpoints, proofs and receipts taken while grants and withdrawals are committed in
+/// groups (signed by one leader while the batch before is stored by another): every
+/// checkpoint verifies, covers every append acknowledged before it was asked for, and
+/// extends the one before by a consistency proof; a receipt for the newest acknowledged
+/// entry verifies offline. The Merkle tree is built on first use, so each of several
+/// openings takes its first checkpoint in the middle of the appends, from what is stored
+/// while batches are being stored.
+#[test]
+fn checkpoints_and_receipts_during_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let pk = PseudonymKey::generate();
+    for session in 0..12 {
+        let l = open(dir.path(), &key, &pk, Durability::GroupCommit);
+        let rounds = if session == 0 { 20 } else { 2 };
+        audit_during_appends(&l, &key.verifying_key(), rounds);
+    }
+}
+
+/// Eight threads append until an auditor has taken `rounds` checkpoints (the first once
+/// at least 64 appends are acknowledged), each checked as above.
+fn audit_during_appends(l: &Ledger, public: &consent_ledger::VerifyingKey, rounds: usize) {
+    use consent_ledger::{verify_consistency, verify_inclusion, verify_receipt, SignedCheckpoint};
+    use std::sync::atomic::AtomicBool;
+
+    const APPENDERS: usize = 8;
+    let start = l.len();
+    // The length that every append acknowledged so far fits in.
+    let acked = AtomicU64::new(start);
+    let enough = AtomicBool::new(false);
+    let barrier = Barrier::new(APPENDERS + 1);
+    let (appended, checkpoints) = std::thread::scope(|scope| {
+        let appenders: Vec<_> = (0..APPENDERS)
+            .map(|t| {
+                let (acked, enough, barrier) = (&acked, &enough, &barrier);
+                scope.spawn(move || {
+                    let mine = SubjectId::new(&format!("appender-{start}-{t}")).unwrap();
+                    barrier.wait();
+                    let mut n = 0u64;
+                    while !enough.load(Ordering::Acquire) {
+                        let r = if n.is_multiple_of(2) {
+                            l.grant::<PartnerSharing>(&mine, RecipientScope::all_partners(), None)
+                        } else {
+                            l.withdraw::<PartnerSharing>(&mine)
+                        };
+                        acked.fetch_max(r.unwrap().seq + 1, Ordering::AcqRel);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let auditor = {
+            let (acked, enough, barrier) = (&acked, &enough, &barrier);
+            scope.spawn(move || {
+                // Stops the appenders however the auditor ends, a failed check included.
+                struct Stop<'a>(&'a AtomicBool);
+                impl Drop for Stop<'_> {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::Release);
+                    }
+                }
+                let _stop = Stop(enough);
+                barrier.wait();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while acked.load(Ordering::Acquire) < start + 64 {
+                    assert!(std::time::Instant::now() < deadline, "the appenders stalled");
+                    std::thread::yield_now();
+                }
+                let mut taken: Vec<SignedCheckpoint> = Vec::new();
+                while taken.len() < rounds {
+                    let covered = acked.load(Ordering::Acquire);
+                    let cp = l.checkpoint().unwrap();
+                    assert_eq!(SignedCheckpoint::verify(cp.text(), public).unwrap(), cp);
+                    assert!(
+                        cp.size() >= covered,
+                        "checkpoint of {} entries misses acknowledged ones up to {covered}",
+                        cp.size()
+                    );
+                    if let Some(prev) = taken.last() {
+                        assert!(cp.size() >= prev.size());
+                        let proof = l.consistency_proof(prev.size(), cp.size()).unwrap();
+                        verify_consistency(prev, &cp, &proof).unwrap();
+                    }
+                    let seq = covered - 1;
+                    let proof = l.inclusion_proof(seq, cp.size()).unwrap();
+                    verify_inclusion(&l.entry_bytes(seq).unwrap(), &proof, &cp).unwrap();
+                    let receipt = l.receipt(seq, "https://example.com/withdraw").unwrap();
+                    assert_eq!(verify_receipt(&receipt, public).unwrap().entry_seq, seq);
+                    taken.push(cp);
+                }
+                taken
+            })
+        };
+        let appended: u64 = appenders.into_iter().map(|h| h.join().unwrap()).sum();
+        (appended, auditor.join().unwrap())
+    });
+    assert_eq!(l.len(), start + appended);
+    let end = l.checkpoint().unwrap();
+    assert_eq!(end.size(), l.len());
+    let proof = l.consistency_proof(checkpoints[0].size(), end.size()).unwrap();
+    verify_consistency(&checkpoints[0], &end, &proof).unwrap();
+    l.verify().unwrap().require_trusted().unwrap();
+}
