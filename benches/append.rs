@@ -115,6 +115,8 @@ struct Baseline {
     message: Vec<u8>,
     dir: PathBuf,
     db: sled::Db,
+    /// sled's data file, kept open for the fsyncs (as the ledger keeps its own).
+    data: File,
     tree: sled::Tree,
     seq: AtomicU64,
 }
@@ -124,7 +126,9 @@ impl Baseline {
         let dir = scratch("sled-baseline");
         let db = sled::Config::new().path(&dir).open().unwrap();
         let tree = db.open_tree("entries").unwrap();
+        let data = File::open(dir.join("db")).unwrap();
         Baseline {
+            data,
             key: ed25519_dalek::SigningKey::from_bytes(&[11; 32]),
             message: vec![0x5Au8; MESSAGE_LEN],
             dir,
@@ -150,9 +154,7 @@ impl Baseline {
     /// Flush and fsync of the data file, as a durable append's.
     fn sync(&self) {
         self.db.flush().unwrap();
-        File::open(self.dir.join("db"))
-            .and_then(|f| f.sync_data())
-            .unwrap();
+        self.data.sync_data().unwrap();
     }
 
     /// A bare sled insert of an entry-sized value, then flush and fsync.

@@ -131,14 +131,15 @@ pub(crate) struct SledStore {
     meta: sled::Tree,
     decisions: sled::Tree,
     vault: LazyVault,
-    data_file: PathBuf,
+    /// sled's data file, kept open to fdatasync it on every sync.
+    data_file: File,
     dir: PathBuf,
 }
 
 impl fmt::Debug for SledStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SledStore")
-            .field("path", &self.data_file)
+            .field("path", &self.dir)
             .finish_non_exhaustive()
     }
 }
@@ -366,7 +367,8 @@ impl SledStore {
             meta: tree("meta")?,
             decisions: tree("decisions")?,
             vault: LazyVault::new(dir.join(VAULT_FILE)),
-            data_file: dir.join("db"),
+            data_file: File::open(dir.join("db"))
+                .map_err(|e| StorageError::new("opening the database", e))?,
             dir: dir.to_path_buf(),
             db,
         })))
@@ -518,8 +520,8 @@ impl Backend for SledStore {
         self.db.flush().map_err(err("flushing to disk"))?;
         // sled's flush ends in sync_file_range; fsync the file so the drive cache and
         // metadata are flushed too (fdatasync reaches the inode from any handle).
-        File::open(&self.data_file)
-            .and_then(|f| f.sync_data())
+        self.data_file
+            .sync_data()
             .map_err(|e| StorageError::new("syncing the data file", e))
     }
 }
