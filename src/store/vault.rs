@@ -25,16 +25,19 @@
 //!
 //! # In memory
 //!
-//! Only a table from each record's name (kind and key, see [`Name`]) to its slot, about
-//! 40 bytes a record: values are read from the file when asked for, and listing the
-//! index streams the file a chunk at a time. (Keeping keys and values in memory cost
-//! about 560 MB for a million subjects.) No secret is therefore held in memory beyond
-//! the call that reads it, and erasure has no in-memory copy to forget.
+//! Only a table from each record's name (kind and key, see [`Name`]) to its slot, keyed
+//! by the name's 64-bit hash ([`Table`]): 17 to 40 bytes a record, with the map's spare
+//! room (about 35 at a million subjects' two million records). Values, and the names
+//! themselves, are read from the file when asked for, and listing the index streams the
+//! file a chunk at a time. (Keeping keys and values in memory cost about 560 MB for a
+//! million subjects, and a table keyed by the whole name about 200 MB.) No secret is
+//! therefore held in memory beyond the call that reads it, and erasure has no in-memory
+//! copy to forget.
 
-use std::collections::hash_map::{DefaultHasher, Entry, RandomState};
+use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,8 +71,8 @@ pub(crate) enum Kind {
 
 /// How the in-memory table names a record: its kind and 32 bytes: the key itself for an
 /// index record (a 32-byte lookup pseudonym), a key under 32 bytes zero-padded with
-/// its length last, and the SHA-256 of any other key (a long subject id). Values stay in the file and are read when asked for, so the table costs
-/// about 40 bytes per record whatever the record holds.
+/// its length last, and the SHA-256 of any other key (a long subject id). The table
+/// keeps only the name's hash (see [`Table`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Name {
     kind: Kind,
@@ -129,7 +132,141 @@ impl Hasher for NameHasher {
     }
 
     fn finish(&self) -> u64 {
+        #[cfg(test)]
+        if tests::COLLIDE.with(std::cell::Cell::get) {
+            return 0;
+        }
         self.fast.unwrap_or_else(|| self.sip.finish())
+    }
+}
+
+/// What [`Table::find`] found.
+#[allow(clippy::large_enum_variant, reason = "short-lived, returned once per lookup")]
+enum Lookup {
+    Absent,
+    /// The record's slot, and its bytes.
+    Found(u64, [u8; SLOT]),
+    /// The slot the table points to for that name no longer holds a record whose name
+    /// has its hash: the file changed under the open vault. It may have held the record
+    /// asked for; a read of it is an error, a write or removal goes to that slot.
+    Damaged(u64),
+}
+
+/// A hasher for keys that are hashes already ([`Table`]'s).
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed with it; fold anything else in all the same.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, h: u64) {
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The in-memory table: each record's slot, found by the record's name.
+///
+/// Keyed by the name's 64-bit hash ([`NameHash`]), not the name: 16 bytes a record (and
+/// the map's spare room) instead of 48. A slot holds its record's kind and key, so a
+/// lookup that finds a slot reads it to confirm the name. Two names with the same hash
+/// (an index name's hash is the first 8 bytes of an HMAC output under the application's
+/// key, a secret name's is SipHash under a per-process random key: nobody can aim for
+/// a pair, and by chance one in about 2^64) are both kept, the later in `overflow`
+/// under its whole name.
+#[derive(Debug, Default)]
+struct Table {
+    by_hash: HashMap<u64, u64, BuildHasherDefault<Prehashed>>,
+    overflow: HashMap<Name, u64, NameHash>,
+    hash: NameHash,
+}
+
+impl Table {
+    fn hash_of(&self, id: &Name) -> u64 {
+        self.hash.hash_one(id)
+    }
+
+    #[cfg(any(test, feature = "fuzzing"))]
+    fn len(&self) -> usize {
+        self.by_hash.len() + self.overflow.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_hash.is_empty() && self.overflow.is_empty()
+    }
+
+    /// Every tracked slot.
+    fn slots(&self) -> impl Iterator<Item = u64> + '_ {
+        self.by_hash.values().chain(self.overflow.values()).copied()
+    }
+
+    fn in_overflow(&self, id: &Name) -> Option<u64> {
+        if self.overflow.is_empty() {
+            return None;
+        }
+        self.overflow.get(id).copied()
+    }
+
+    /// Where the record named `id` is, reading the slot the table points to through
+    /// `read` to confirm it.
+    ///
+    /// # Errors
+    /// From `read`.
+    fn find(
+        &self,
+        id: &Name,
+        read: impl FnOnce(u64) -> Result<[u8; SLOT], StorageError>,
+    ) -> Result<Lookup, StorageError> {
+        let h = self.hash_of(id);
+        let n = match self.in_overflow(id) {
+            Some(n) => n,
+            None => match self.by_hash.get(&h) {
+                Some(n) => *n,
+                None => return Ok(Lookup::Absent),
+            },
+        };
+        let slot = read(n)?;
+        Ok(match parse(&slot) {
+            Ok(Some((k, key, _))) if name(k, key) == *id => Lookup::Found(n, slot),
+            // Another record whose name has the same hash: `id` is not in the vault.
+            Ok(Some((k, key, _))) if self.hash_of(&name(k, key)) == h => Lookup::Absent,
+            _ => Lookup::Damaged(n),
+        })
+    }
+
+    /// Tracks a record that is not in the table yet at slot `n`.
+    fn insert_new(&mut self, id: Name, n: u64) {
+        match self.by_hash.entry(self.hash.hash_one(id)) {
+            std::collections::hash_map::Entry::Vacant(free) => {
+                free.insert(n);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.overflow.insert(id, n);
+            }
+        }
+    }
+
+    /// Stops tracking the record named `id`, held at slot `n`.
+    fn remove(&mut self, id: &Name, n: u64) {
+        if self.overflow.remove(id).is_none() {
+            let h = self.hash_of(id);
+            if self.by_hash.get(&h) == Some(&n) {
+                self.by_hash.remove(&h);
+            }
+        }
+    }
+
+    /// Whether slot `n`, which holds a record named `id`, is that record's tracked slot.
+    fn tracks(&self, id: &Name, n: u64) -> bool {
+        self.in_overflow(id) == Some(n) || self.by_hash.get(&self.hash_of(id)) == Some(&n)
     }
 }
 
@@ -154,7 +291,7 @@ fn name(kind: Kind, key: &[u8]) -> Name {
 #[derive(Debug, Default)]
 struct Slots {
     /// Record name -> slot number.
-    records: HashMap<Name, u64, NameHash>,
+    table: Table,
     free: Vec<u64>,
     /// Number of slots in the file, the header included.
     count: u64,
@@ -347,10 +484,10 @@ fn scan_with(
     let whole = len / slot_len;
     // At most one record per slot: growing the table step by step instead re-inserted
     // every name about once more. A vault with many free slots reserves more than it
-    // fills (about 50 bytes per 256-byte slot of its file), so the reservation is
+    // fills (about 20 bytes per 256-byte slot of its file), so the reservation is
     // capped, and one that cannot be made is left to growth.
     let expected = usize::try_from(whole.saturating_sub(1)).unwrap_or(usize::MAX);
-    let _ = slots.records.try_reserve(expected.min(MAX_RESERVED));
+    let _ = slots.table.by_hash.try_reserve(expected.min(MAX_RESERVED));
     let mut zero = Vec::new();
     let mut damaged = 0u64;
     // Keys found in more than one slot with different values: none of them is trusted.
@@ -370,22 +507,29 @@ fn scan_with(
                         zero.push(n);
                         continue;
                     }
-                    let held = match slots.records.entry(id) {
-                        Entry::Vacant(free) => {
-                            free.insert(n);
+                    // An earlier slot holding a record of that name, if any (read back to
+                    // tell a copy from a record whose name has the same hash).
+                    let held = slots.table.find(&id, |m| {
+                        let mut earlier = [0u8; SLOT];
+                        read(m * slot_len, &mut earlier).map_err(io("reading the vault"))?;
+                        Ok(earlier)
+                    })?;
+                    let (held, earlier) = match held {
+                        Lookup::Absent => {
+                            slots.table.insert_new(id, n);
                             continue;
                         }
-                        Entry::Occupied(taken) => *taken.get(),
+                        Lookup::Found(held, earlier) => (held, earlier),
+                        // It held a record when it was read a moment ago.
+                        Lookup::Damaged(_) => return Err(damaged_since_open()),
                     };
                     // Encoding is canonical: the same record makes the same slot bytes.
-                    let mut earlier = [0u8; SLOT];
-                    read(held * slot_len, &mut earlier).map_err(io("reading the vault"))?;
                     if earlier[..] == *slot {
                         zero.push(n);
                     } else {
                         zero.push(held);
                         zero.push(n);
-                        slots.records.remove(&id);
+                        slots.table.remove(&id, held);
                         conflicted.insert(id);
                     }
                 }
@@ -414,7 +558,7 @@ impl Scan {
     /// Number of records read.
     #[cfg(feature = "fuzzing")]
     pub(crate) fn records(&self) -> usize {
-        self.slots.records.len()
+        self.slots.table.len()
     }
 
     /// Checks the table against the bytes it was read from: every slot after the header
@@ -427,7 +571,7 @@ impl Scan {
             return Err("a vault without a header slot");
         }
         let mut seen = vec![0u8; usize::try_from(s.count).map_err(|_| "slot count overflows")?];
-        let used = s.records.values().copied().chain(s.free.iter().copied());
+        let used = s.table.slots().chain(s.free.iter().copied());
         for n in used {
             let slot = seen
                 .get_mut(usize::try_from(n).map_err(|_| "slot number overflows")?)
@@ -440,15 +584,15 @@ impl Scan {
         if seen.iter().skip(1).any(|c| *c != 1) {
             return Err("a slot is neither a record nor free, or both");
         }
-        for (id, n) in &s.records {
-            let start = usize::try_from(*n)
+        for n in s.table.slots() {
+            let start = usize::try_from(n)
                 .map_err(|_| "slot number overflows")?
                 .saturating_mul(SLOT);
             let on_disk = bytes
                 .get(start..start.saturating_add(SLOT))
                 .ok_or("record beyond the file")?;
             match decode(on_disk) {
-                Ok(Some((kind, key, value))) if name(kind, &key) == *id => {
+                Ok(Some((kind, key, value))) if s.table.tracks(&name(kind, &key), n) => {
                     if encode(kind, &key, &value).as_ref().map(|e| &e[..]) != Some(on_disk) {
                         return Err("a record does not re-encode to its slot");
                     }
@@ -457,7 +601,7 @@ impl Scan {
             }
         }
         for n in &self.zero {
-            if s.records.values().any(|m| m == n) {
+            if s.table.slots().any(|m| m == *n) {
                 return Err("a slot to be zeroed still holds a tracked record");
             }
         }
@@ -465,15 +609,19 @@ impl Scan {
     }
 }
 
-/// A small valid vault file (a secret, an index record, a free slot), for fuzz seeds.
+/// A small valid vault file (a secret, an index record, a free slot, and an index
+/// record whose name has the same hash as the first one's), for fuzz seeds.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn sample_file() -> Vec<u8> {
     let mut out = header().to_vec();
+    let mut same_hash = [9u8; 32];
+    same_hash[..8].copy_from_slice(&[7; 8]);
     let records = [
         encode(Kind::Secret, b"user-1", &[0xA5; 32]),
         encode(Kind::Index, &[7; 32], &[1; 100]),
         Some([0; SLOT]),
         encode(Kind::Secret, b"user-2", &[0x5A; 32]),
+        encode(Kind::Index, &same_hash, &[2; 50]),
     ];
     for slot in records.iter().flatten() {
         out.extend_from_slice(slot);
@@ -485,6 +633,13 @@ pub(crate) fn sample_file() -> Vec<u8> {
 fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
     file.seek(SeekFrom::Start(offset))?;
     file.read_exact(buf)
+}
+
+/// Reads slot `n`.
+fn read_slot(file: &mut File, n: u64) -> Result<[u8; SLOT], StorageError> {
+    let mut slot = [0u8; SLOT];
+    read_at(file, n * SLOT as u64, &mut slot).map_err(io("reading the vault"))?;
+    Ok(slot)
 }
 
 impl Vault {
@@ -530,12 +685,12 @@ impl Vault {
     /// file was changed under the open vault) is an error, never a missing record.
     pub(crate) fn get(&self, kind: Kind, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let slots = self.slots.lock().map_err(|_| poisoned())?;
-        let Some(&n) = slots.records.get(&name(kind, key)) else {
-            return Ok(None);
+        let read = |n| read_slot(&mut *self.file.lock().map_err(|_| poisoned())?, n);
+        let slot = match slots.table.find(&name(kind, key), read)? {
+            Lookup::Absent => return Ok(None),
+            Lookup::Found(_, slot) => slot,
+            Lookup::Damaged(_) => return Err(damaged_since_open()),
         };
-        let mut file = self.file.lock().map_err(|_| poisoned())?;
-        let mut slot = [0u8; SLOT];
-        read_at(&mut file, n * SLOT as u64, &mut slot).map_err(io("reading the vault"))?;
         match parse(&slot) {
             Ok(Some((k, stored, value))) if k == kind && stored == key => Ok(Some(value.to_vec())),
             _ => Err(damaged_since_open()),
@@ -555,8 +710,14 @@ impl Vault {
         })?;
         let id = name(kind, key);
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
-        let n = match slots.records.get(&id) {
-            Some(n) => *n,
+        let mut file = self.file.lock().map_err(|_| poisoned())?;
+        // A damaged slot the table gives that name is written over, as a found one.
+        let held = match slots.table.find(&id, |n| read_slot(&mut file, n))? {
+            Lookup::Absent => None,
+            Lookup::Found(n, _) | Lookup::Damaged(n) => Some(n),
+        };
+        let n = match held {
+            Some(n) => n,
             None => match slots.free.pop() {
                 Some(n) => n,
                 None => {
@@ -565,18 +726,25 @@ impl Vault {
                 }
             },
         };
-        let mut file = self.file.lock().map_err(|_| poisoned())?;
         self.dirty.store(true, Ordering::Relaxed);
         write_slot(&mut file, n, &slot)?;
-        slots.records.insert(id, n);
+        if held.is_none() {
+            slots.table.insert_new(id, n);
+        }
         Ok(())
     }
 
     /// Removes a record by overwriting its slot with zeros in place.
     pub(crate) fn remove(&self, kind: Kind, key: &[u8]) -> Result<(), StorageError> {
+        let id = name(kind, key);
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
-        if let Some(n) = slots.records.remove(&name(kind, key)) {
-            let mut file = self.file.lock().map_err(|_| poisoned())?;
+        let mut file = self.file.lock().map_err(|_| poisoned())?;
+        // A damaged slot the table gives that name is zeroed, as a found one: it may
+        // hold what is left of the record.
+        if let Lookup::Found(n, _) | Lookup::Damaged(n) =
+            slots.table.find(&id, |n| read_slot(&mut file, n))?
+        {
+            slots.table.remove(&id, n);
             self.dirty.store(true, Ordering::Relaxed);
             write_slot(&mut file, n, &[0u8; SLOT])?;
             slots.free.push(n);
@@ -614,7 +782,7 @@ impl Vault {
     }
 
     pub(crate) fn is_empty(&self) -> Result<bool, StorageError> {
-        Ok(self.slots.lock().map_err(|_| poisoned())?.records.is_empty())
+        Ok(self.slots.lock().map_err(|_| poisoned())?.table.is_empty())
     }
 
     /// Slots found damaged (and zeroed) when the vault was opened.
@@ -656,7 +824,7 @@ impl Vault {
             // written by this vault since it was opened.
             match parse(slot) {
                 Ok(Some((k, key, value))) if k == kind => {
-                    if slots.records.get(&name(k, key)) == Some(&n) {
+                    if slots.table.tracks(&name(k, key), n) {
                         out.push((key.to_vec(), value.to_vec()));
                     }
                 }
@@ -674,7 +842,7 @@ impl Vault {
 
 /// Whether slot `n` holds a tracked record (a slow walk: only when a slot is damaged).
 fn is_tracked(slots: &Slots, n: u64) -> bool {
-    slots.records.values().any(|m| *m == n)
+    slots.table.slots().any(|m| m == n)
 }
 
 /// The records of one kind, streamed from the file (see [`Vault::records`]).
@@ -729,6 +897,12 @@ fn write_slot(file: &mut File, n: u64, slot: &[u8; SLOT]) -> Result<(), StorageE
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Makes every name hash to 0 on this thread, so that every record after the
+        /// first goes through the table's collision path.
+        pub(super) static COLLIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
 
     #[test]
     fn every_write_marks_the_vault_for_the_next_sync() {
@@ -975,5 +1149,188 @@ mod tests {
         let sum = checksum(&s[..BODY]);
         s[BODY..].copy_from_slice(&sum);
         assert_eq!(decode(&s), Err(()));
+    }
+
+    /// Runs `f` with every name hashing to the same value on this thread.
+    fn colliding(f: impl FnOnce()) {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                COLLIDE.with(|c| c.set(false));
+            }
+        }
+        let _reset = Reset;
+        COLLIDE.with(|c| c.set(true));
+        f();
+    }
+
+    #[test]
+    fn names_with_the_same_hash_are_kept_apart() {
+        colliding(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("vault");
+            let v = Vault::open(&path).unwrap();
+            v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
+            v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
+            v.put(Kind::Index, &[3; 32], b"three").unwrap();
+            {
+                let s = v.slots.lock().unwrap();
+                assert_eq!((s.table.by_hash.len(), s.table.overflow.len()), (1, 2));
+            }
+            assert_eq!(v.get(Kind::Secret, b"c").unwrap(), None);
+            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+            // The record found by hash goes; the ones in the overflow stay findable.
+            v.remove(Kind::Secret, b"a").unwrap();
+            assert_eq!(v.get(Kind::Secret, b"a").unwrap(), None);
+            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+            v.put(Kind::Secret, b"d", &[4; 32]).unwrap();
+            drop(v);
+            let v = Vault::open(&path).unwrap();
+            assert_eq!(v.slots.lock().unwrap().table.len(), 3);
+            for (key, value) in [(&b"b"[..], [2; 32]), (b"d", [4; 32])] {
+                assert_eq!(v.get(Kind::Secret, key).unwrap().unwrap(), value);
+            }
+            assert_eq!(v.get(Kind::Index, &[3; 32]).unwrap().unwrap(), b"three");
+        });
+    }
+
+    /// Index names hash to their first 8 bytes, so two keys that share them collide
+    /// without any forcing.
+    #[cfg(feature = "fuzzing")]
+    #[test]
+    fn the_sample_file_has_two_index_names_with_the_same_hash() {
+        let bytes = sample_file();
+        let scan = scan(&bytes).unwrap();
+        scan.consistent_with(&bytes).unwrap();
+        assert_eq!(scan.records(), 4);
+        assert_eq!(scan.slots.table.overflow.len(), 1);
+        let mut same_hash = [9u8; 32];
+        same_hash[..8].copy_from_slice(&[7; 8]);
+        assert!(scan.slots.table.tracks(&name(Kind::Index, &same_hash), 5));
+        assert!(scan.slots.table.tracks(&name(Kind::Index, &[7; 32]), 2));
+    }
+
+    /// The tests above, again with every record after the first in the overflow.
+    #[test]
+    fn the_vault_behaves_the_same_when_every_name_collides() {
+        colliding(|| {
+            every_write_marks_the_vault_for_the_next_sync();
+            records_survive_reopen_and_removal_zeroes_the_bytes();
+            torn_or_damaged_slots_are_dropped_not_trusted();
+            foreign_file_and_oversize_records_are_errors();
+            duplicate_records_are_zeroed_so_erasure_cannot_miss_a_copy();
+            torn_header_is_a_new_vault_not_a_lost_one();
+            records_stream_across_chunks_and_copies_are_found_across_chunks();
+            parts_of_the_slots_together_list_every_record_once();
+        });
+    }
+
+    /// As [`a_slot_damaged_after_opening_is_an_error_not_a_missing_record`], but a
+    /// lookup of an absent name whose hash leads to the damaged slot cannot tell that
+    /// the slot did not hold it: an error too, never a wrong answer. A write of such a
+    /// name goes over the damaged slot, and a removal zeroes it, as they would for the
+    /// name that slot held.
+    #[test]
+    fn a_damaged_slot_found_by_hash_is_an_error_for_every_name_with_that_hash() {
+        colliding(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("vault");
+            let v = Vault::open(&path).unwrap();
+            v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
+            v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
+            let mut raw = std::fs::read(&path).unwrap();
+            raw[SLOT + 10] ^= 1;
+            std::fs::write(&path, &raw).unwrap();
+            assert!(v.get(Kind::Secret, b"a").is_err());
+            assert!(v.get(Kind::Secret, b"c").is_err());
+            // "b" is in the overflow, under its whole name: still found.
+            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+            v.put(Kind::Secret, b"c", &[3; 32]).unwrap();
+            assert_eq!(v.get(Kind::Secret, b"c").unwrap().unwrap(), [3; 32]);
+            assert_eq!(v.get(Kind::Secret, b"a").unwrap(), None);
+            // Damaged again, then removed: the slot is zeroed all the same.
+            let mut raw = std::fs::read(&path).unwrap();
+            raw[SLOT + 10] ^= 1;
+            std::fs::write(&path, &raw).unwrap();
+            v.remove(Kind::Secret, b"c").unwrap();
+            let raw = std::fs::read(&path).unwrap();
+            assert!(raw[SLOT..2 * SLOT].iter().all(|b| *b == 0));
+            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+            drop(v);
+            let v = Vault::open(&path).unwrap();
+            assert_eq!((v.damaged(), v.slots.lock().unwrap().table.len()), (0, 1));
+        });
+    }
+
+    /// Random puts, removals, reads, listings and reopenings against a map, with names
+    /// hashed as usual and with every name colliding.
+    #[test]
+    fn random_operations_agree_with_a_map() {
+        use std::collections::BTreeMap;
+        fn run(seed: u64) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("vault");
+            let mut v = Vault::open(&path).unwrap();
+            let mut model: BTreeMap<(u8, Vec<u8>), Vec<u8>> = BTreeMap::new();
+            let mut x = seed;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            for step in 0..1500u64 {
+                let r = next();
+                let kind = if r & 1 == 0 { Kind::Secret } else { Kind::Index };
+                let key = match kind {
+                    Kind::Secret => format!("subject-{}", (r >> 8) % 40).into_bytes(),
+                    Kind::Index => vec![((r >> 8) % 40) as u8; 32],
+                };
+                let k = (kind as u8, key.clone());
+                match (r >> 16) % 10 {
+                    0..=3 => {
+                        let value = step.to_be_bytes().to_vec();
+                        v.put(kind, &key, &value).unwrap();
+                        model.insert(k, value);
+                    }
+                    4..=5 => {
+                        v.remove(kind, &key).unwrap();
+                        model.remove(&k);
+                    }
+                    6..=7 => assert_eq!(v.get(kind, &key).unwrap(), model.get(&k).cloned(), "step {step}"),
+                    8 => {
+                        let mut listed: Vec<Pair> = v.records(Kind::Index).map(Result::unwrap).collect();
+                        listed.sort();
+                        let expected: Vec<Pair> = model
+                            .iter()
+                            .filter(|((kind, _), _)| *kind == Kind::Index as u8)
+                            .map(|((_, key), value)| (key.clone(), value.clone()))
+                            .collect();
+                        assert_eq!(listed, expected, "step {step}");
+                    }
+                    _ => {
+                        drop(v);
+                        v = Vault::open(&path).unwrap();
+                        assert_eq!(v.damaged(), 0);
+                    }
+                }
+                assert_eq!(v.slots.lock().unwrap().table.len(), model.len(), "step {step}");
+            }
+            // Nothing removed is left in the file.
+            drop(v);
+            let raw = std::fs::read(&path).unwrap();
+            for slot in raw.chunks_exact(SLOT).skip(1) {
+                if let Ok(Some((kind, key, value))) = parse(slot) {
+                    assert_eq!(
+                        model.get(&(kind as u8, key.to_vec())).map(Vec::as_slice),
+                        Some(value)
+                    );
+                }
+            }
+        }
+        for seed in [1, 2, 3] {
+            run(seed);
+            colliding(|| run(seed));
+        }
     }
 }
