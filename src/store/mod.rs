@@ -131,7 +131,8 @@ pub(crate) struct SledStore {
     meta: sled::Tree,
     decisions: sled::Tree,
     vault: LazyVault,
-    /// sled's data file, kept open to fdatasync it on every sync.
+    /// sled's data file, kept open (for writing, though nothing is written through it)
+    /// to fdatasync it on every sync.
     data_file: File,
     dir: PathBuf,
 }
@@ -367,7 +368,11 @@ impl SledStore {
             meta: tree("meta")?,
             decisions: tree("decisions")?,
             vault: LazyVault::new(dir.join(VAULT_FILE)),
-            data_file: File::open(dir.join("db"))
+            // With write access: Windows flushes a file only through a handle that may
+            // write it (Linux and macOS take any handle).
+            data_file: std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("db"))
                 .map_err(|e| StorageError::new("opening the database", e))?,
             dir: dir.to_path_buf(),
             db,
