@@ -34,7 +34,7 @@
 //! therefore held in memory beyond the call that reads it, and erasure has no in-memory
 //! copy to forget.
 
-use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::hash_map::{DefaultHasher, Entry, RandomState};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
@@ -189,9 +189,20 @@ struct Table {
     hash: NameHash,
 }
 
+/// A record's name with its hash under the table's hasher, computed once per
+/// operation (SipHash over a secret's name is not free when opening reads millions).
+struct Named {
+    id: Name,
+    hash: u64,
+}
+
 impl Table {
-    fn hash_of(&self, id: &Name) -> u64 {
-        self.hash.hash_one(id)
+    fn named(&self, kind: Kind, key: &[u8]) -> Named {
+        let id = name(kind, key);
+        Named {
+            hash: self.hash.hash_one(id),
+            id,
+        }
     }
 
     #[cfg(any(test, feature = "fuzzing"))]
@@ -215,58 +226,58 @@ impl Table {
         self.overflow.get(id).copied()
     }
 
-    /// Where the record named `id` is, reading the slot the table points to through
+    /// Where the record `named` is, reading the slot the table points to through
     /// `read` to confirm it.
     ///
     /// # Errors
     /// From `read`.
     fn find(
         &self,
-        id: &Name,
+        named: &Named,
         read: impl FnOnce(u64) -> Result<[u8; SLOT], StorageError>,
     ) -> Result<Lookup, StorageError> {
-        let h = self.hash_of(id);
-        let n = match self.in_overflow(id) {
+        let n = match self.in_overflow(&named.id) {
             Some(n) => n,
-            None => match self.by_hash.get(&h) {
+            None => match self.by_hash.get(&named.hash) {
                 Some(n) => *n,
                 None => return Ok(Lookup::Absent),
             },
         };
         let slot = read(n)?;
         Ok(match parse(&slot) {
-            Ok(Some((k, key, _))) if name(k, key) == *id => Lookup::Found(n, slot),
-            // Another record whose name has the same hash: `id` is not in the vault.
-            Ok(Some((k, key, _))) if self.hash_of(&name(k, key)) == h => Lookup::Absent,
+            Ok(Some((k, key, _))) if name(k, key) == named.id => Lookup::Found(n, slot),
+            // Another record whose name has the same hash: `named` is not in the vault.
+            Ok(Some((k, key, _))) if self.named(k, key).hash == named.hash => Lookup::Absent,
             _ => Lookup::Damaged(n),
         })
     }
 
     /// Tracks a record that is not in the table yet at slot `n`.
-    fn insert_new(&mut self, id: Name, n: u64) {
-        match self.by_hash.entry(self.hash.hash_one(id)) {
-            std::collections::hash_map::Entry::Vacant(free) => {
+    fn insert_new(&mut self, named: Named, n: u64) {
+        match self.by_hash.entry(named.hash) {
+            Entry::Vacant(free) => {
                 free.insert(n);
             }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.overflow.insert(id, n);
+            Entry::Occupied(_) => {
+                self.overflow.insert(named.id, n);
             }
         }
     }
 
-    /// Stops tracking the record named `id`, held at slot `n`.
-    fn remove(&mut self, id: &Name, n: u64) {
-        if self.overflow.remove(id).is_none() {
-            let h = self.hash_of(id);
-            if self.by_hash.get(&h) == Some(&n) {
-                self.by_hash.remove(&h);
+    /// Stops tracking the record `named`, held at slot `n`.
+    fn remove(&mut self, named: &Named, n: u64) {
+        if self.in_overflow(&named.id).is_some() {
+            self.overflow.remove(&named.id);
+        } else if let Entry::Occupied(held) = self.by_hash.entry(named.hash) {
+            if *held.get() == n {
+                held.remove();
             }
         }
     }
 
-    /// Whether slot `n`, which holds a record named `id`, is that record's tracked slot.
-    fn tracks(&self, id: &Name, n: u64) -> bool {
-        self.in_overflow(id) == Some(n) || self.by_hash.get(&self.hash_of(id)) == Some(&n)
+    /// Whether slot `n`, which holds the record `named`, is that record's tracked slot.
+    fn tracks(&self, named: &Named, n: u64) -> bool {
+        self.in_overflow(&named.id) == Some(n) || self.by_hash.get(&named.hash) == Some(&n)
     }
 }
 
@@ -501,22 +512,22 @@ fn scan_with(
         for (n, slot) in (start..).zip(buf.chunks_exact(SLOT)) {
             match parse(slot) {
                 Ok(Some((kind, key, _))) => {
-                    let id = name(kind, key);
+                    let named = slots.table.named(kind, key);
                     // (Almost always empty: skip hashing the name for it.)
-                    if !conflicted.is_empty() && conflicted.contains(&id) {
+                    if !conflicted.is_empty() && conflicted.contains(&named.id) {
                         zero.push(n);
                         continue;
                     }
                     // An earlier slot holding a record of that name, if any (read back to
                     // tell a copy from a record whose name has the same hash).
-                    let held = slots.table.find(&id, |m| {
+                    let held = slots.table.find(&named, |m| {
                         let mut earlier = [0u8; SLOT];
                         read(m * slot_len, &mut earlier).map_err(io("reading the vault"))?;
                         Ok(earlier)
                     })?;
                     let (held, earlier) = match held {
                         Lookup::Absent => {
-                            slots.table.insert_new(id, n);
+                            slots.table.insert_new(named, n);
                             continue;
                         }
                         Lookup::Found(held, earlier) => (held, earlier),
@@ -529,8 +540,8 @@ fn scan_with(
                     } else {
                         zero.push(held);
                         zero.push(n);
-                        slots.table.remove(&id, held);
-                        conflicted.insert(id);
+                        slots.table.remove(&named, held);
+                        conflicted.insert(named.id);
                     }
                 }
                 Ok(None) => slots.free.push(n),
@@ -592,7 +603,7 @@ impl Scan {
                 .get(start..start.saturating_add(SLOT))
                 .ok_or("record beyond the file")?;
             match decode(on_disk) {
-                Ok(Some((kind, key, value))) if s.table.tracks(&name(kind, &key), n) => {
+                Ok(Some((kind, key, value))) if s.table.tracks(&s.table.named(kind, &key), n) => {
                     if encode(kind, &key, &value).as_ref().map(|e| &e[..]) != Some(on_disk) {
                         return Err("a record does not re-encode to its slot");
                     }
@@ -686,7 +697,7 @@ impl Vault {
     pub(crate) fn get(&self, kind: Kind, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let slots = self.slots.lock().map_err(|_| poisoned())?;
         let read = |n| read_slot(&mut *self.file.lock().map_err(|_| poisoned())?, n);
-        let slot = match slots.table.find(&name(kind, key), read)? {
+        let slot = match slots.table.find(&slots.table.named(kind, key), read)? {
             Lookup::Absent => return Ok(None),
             Lookup::Found(_, slot) => slot,
             Lookup::Damaged(_) => return Err(damaged_since_open()),
@@ -708,11 +719,11 @@ impl Vault {
                 ),
             )
         })?;
-        let id = name(kind, key);
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
+        let named = slots.table.named(kind, key);
         let mut file = self.file.lock().map_err(|_| poisoned())?;
         // A damaged slot the table gives that name is written over, as a found one.
-        let held = match slots.table.find(&id, |n| read_slot(&mut file, n))? {
+        let held = match slots.table.find(&named, |n| read_slot(&mut file, n))? {
             Lookup::Absent => None,
             Lookup::Found(n, _) | Lookup::Damaged(n) => Some(n),
         };
@@ -729,22 +740,22 @@ impl Vault {
         self.dirty.store(true, Ordering::Relaxed);
         write_slot(&mut file, n, &slot)?;
         if held.is_none() {
-            slots.table.insert_new(id, n);
+            slots.table.insert_new(named, n);
         }
         Ok(())
     }
 
     /// Removes a record by overwriting its slot with zeros in place.
     pub(crate) fn remove(&self, kind: Kind, key: &[u8]) -> Result<(), StorageError> {
-        let id = name(kind, key);
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
+        let named = slots.table.named(kind, key);
         let mut file = self.file.lock().map_err(|_| poisoned())?;
         // A damaged slot the table gives that name is zeroed, as a found one: it may
         // hold what is left of the record.
         if let Lookup::Found(n, _) | Lookup::Damaged(n) =
-            slots.table.find(&id, |n| read_slot(&mut file, n))?
+            slots.table.find(&named, |n| read_slot(&mut file, n))?
         {
-            slots.table.remove(&id, n);
+            slots.table.remove(&named, n);
             self.dirty.store(true, Ordering::Relaxed);
             write_slot(&mut file, n, &[0u8; SLOT])?;
             slots.free.push(n);
@@ -824,7 +835,7 @@ impl Vault {
             // written by this vault since it was opened.
             match parse(slot) {
                 Ok(Some((k, key, value))) if k == kind => {
-                    if slots.table.tracks(&name(k, key), n) {
+                    if slots.table.tracks(&slots.table.named(k, key), n) {
                         out.push((key.to_vec(), value.to_vec()));
                     }
                 }
@@ -1206,8 +1217,9 @@ mod tests {
         assert_eq!(scan.slots.table.overflow.len(), 1);
         let mut same_hash = [9u8; 32];
         same_hash[..8].copy_from_slice(&[7; 8]);
-        assert!(scan.slots.table.tracks(&name(Kind::Index, &same_hash), 5));
-        assert!(scan.slots.table.tracks(&name(Kind::Index, &[7; 32]), 2));
+        let table = &scan.slots.table;
+        assert!(table.tracks(&table.named(Kind::Index, &same_hash), 5));
+        assert!(table.tracks(&table.named(Kind::Index, &[7; 32]), 2));
     }
 
     /// The tests above, again with every record after the first in the overflow.
