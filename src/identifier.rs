@@ -357,8 +357,15 @@ impl SubjectSecret {
         SubjectSecret(bytes)
     }
 
-    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
-        SubjectSecret(Zeroizing::new(bytes))
+    /// A secret copied straight from stored bytes into its wiped buffer (no copy left
+    /// behind on the stack); `None` if they are not 32 bytes.
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        if bytes.len() != secret.len() {
+            return None;
+        }
+        secret.copy_from_slice(bytes);
+        Some(SubjectSecret(secret))
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8; 32] {
@@ -409,7 +416,7 @@ mod tests {
         assert_eq!(a.lookup(&k1), p1);
         assert_ne!(k1.lookup(IdentifierKind::DeviceId, b"+15550109999"), p1);
         assert_ne!(k1.check_value(), k2.check_value());
-        let s = SubjectSecret::from_bytes([1; 32]);
+        let s = SubjectSecret::from_slice(&[1; 32]).unwrap();
         assert_ne!(s.pseudonym(IdentifierKind::Phone, "+15550109999"), p1);
     }
 

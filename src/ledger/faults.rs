@@ -70,7 +70,7 @@ impl Backend for Faulty {
     fn index_records(&self, part: u64, parts: u64) -> Items<'_, (Vec<u8>, Vec<u8>)> {
         self.inner.index_records(part, parts)
     }
-    fn secret(&self, subject: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    fn secret(&self, subject: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StorageError> {
         self.inner.secret(subject)
     }
     fn put_secret(&self, subject: &str, secret: &[u8; 32]) -> Result<(), StorageError> {

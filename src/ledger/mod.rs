@@ -1133,18 +1133,15 @@ fn check_scope(scope: &RecipientScope) -> Result<(), WriteError> {
 /// The subject's secret, created on first use.
 fn subject_secret(store: &dyn Backend, subject: &SubjectId) -> Result<SubjectSecret, WriteError> {
     match store.secret(subject.as_str())? {
-        Some(bytes) => {
-            let arr = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-                WriteError::Storage(crate::error::StorageError::new(
-                    "reading a subject secret",
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "stored subject secret has the wrong length",
-                    ),
-                ))
-            })?;
-            Ok(SubjectSecret::from_bytes(arr))
-        }
+        Some(bytes) => SubjectSecret::from_slice(&bytes).ok_or_else(|| {
+            WriteError::Storage(crate::error::StorageError::new(
+                "reading a subject secret",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "stored subject secret has the wrong length",
+                ),
+            ))
+        }),
         None => {
             let secret = SubjectSecret::generate();
             store.put_secret(subject.as_str(), secret.as_bytes())?;

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::StorageError;
+use zeroize::Zeroizing;
 
 mod vault;
 
@@ -95,7 +96,7 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// into roughly equal parts that together hold every record once).
     fn index_records(&self, part: u64, parts: u64) -> Items<'_, (Vec<u8>, Vec<u8>)>;
     /// A subject's secret.
-    fn secret(&self, subject: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    fn secret(&self, subject: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError>;
     /// Stores a subject's secret.
     fn put_secret(&self, subject: &str, secret: &[u8; 32]) -> Result<(), StorageError>;
     /// Destroys a subject's secret.
@@ -447,7 +448,7 @@ impl Backend for SledStore {
         }
     }
 
-    fn secret(&self, subject: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    fn secret(&self, subject: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
         self.vault.get()?.get(Kind::Secret, subject.as_bytes())
     }
 
@@ -519,8 +520,9 @@ impl Backend for SledStore {
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        // The vault first: an entry must never be durable while the index record it
-        // depends on is not.
+        // The vault first: once this returns, no entry is durable while the index record
+        // it depends on is not. (Between syncs sled may write entries out first; a lost
+        // index record makes its identifier unknown: fail closed. docs/format.md.)
         self.vault.get()?.sync()?;
         self.db.flush().map_err(err("flushing to disk"))?;
         // sled's flush ends in sync_file_range; fsync the file so the drive cache and

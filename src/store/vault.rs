@@ -4,7 +4,7 @@
 //! they happen to be reused (measured: after erasing a subject, its 32-byte secret was
 //! still in the `db` file ten times over). Anything erasure must destroy therefore lives
 //! here instead: a plain file of fixed 256-byte slots, where removing a record
-//! overwrites its slot with zeros in place and fsyncs.
+//! overwrites its slot with zeros in place (erasure then syncs it).
 //!
 //! # Layout
 //!
@@ -27,7 +27,8 @@
 //!
 //! Only a table from each record's name (kind and key, see [`Name`]) to its slot, keyed
 //! by the name's 64-bit hash ([`Table`]): 17 to 40 bytes a record, with the map's spare
-//! room (about 35 at a million subjects' two million records). Values, and the names
+//! room (about 35 at a million subjects' two million records), and a byte a slot for
+//! the kind of record it should hold. Values, and the names
 //! themselves, are read from the file when asked for, and listing the index streams the
 //! file a chunk at a time. (Keeping keys and values in memory cost about 560 MB for a
 //! million subjects, and a table keyed by the whole name about 200 MB.) No secret is
@@ -44,6 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::error::StorageError;
 
@@ -144,8 +146,8 @@ impl Hasher for NameHasher {
 #[allow(clippy::large_enum_variant, reason = "short-lived, returned once per lookup")]
 enum Lookup {
     Absent,
-    /// The record's slot, and its bytes.
-    Found(u64, [u8; SLOT]),
+    /// The record's slot, and its bytes (wiped when dropped: a secret's slot holds it).
+    Found(u64, Zeroizing<[u8; SLOT]>),
     /// The slot the table points to for that name no longer holds a record whose name
     /// has its hash: the file changed under the open vault. It may have held the record
     /// asked for; a read of it is an error, a write or removal goes to that slot.
@@ -181,12 +183,19 @@ impl Hasher for Prehashed {
 /// (an index name's hash is the first 8 bytes of an HMAC output under the application's
 /// key, a secret name's is SipHash under a per-process random key: nobody can aim for
 /// a pair, and by chance one in about 2^64) are both kept, the later in `overflow`
-/// under its whole name.
+/// under its whole name. (A file written by anyone else may hold any number of index
+/// names with the same first 8 bytes: `overflow` hashes the whole name with SipHash
+/// under random keys, so that they do not all land in one of its buckets.)
+///
+/// `kinds` says, for each slot, which kind of tracked record it holds (0: none): a
+/// byte a slot, so that listing can tell, slot by slot, whether a slot it reads should
+/// have held a record.
 #[derive(Debug, Default)]
 struct Table {
     by_hash: HashMap<u64, u64, BuildHasherDefault<Prehashed>>,
-    overflow: HashMap<Name, u64, NameHash>,
+    overflow: HashMap<Name, u64>,
     hash: NameHash,
+    kinds: Vec<u8>,
 }
 
 /// A record's name with its hash under the table's hasher, computed once per
@@ -234,21 +243,29 @@ impl Table {
     fn find(
         &self,
         named: &Named,
-        read: impl FnOnce(u64) -> Result<[u8; SLOT], StorageError>,
+        read: impl FnOnce(u64) -> Result<Zeroizing<[u8; SLOT]>, StorageError>,
     ) -> Result<Lookup, StorageError> {
-        let n = match self.in_overflow(&named.id) {
-            Some(n) => n,
+        let (n, by_name) = match self.in_overflow(&named.id) {
+            Some(n) => (n, true),
             None => match self.by_hash.get(&named.hash) {
-                Some(n) => *n,
+                Some(n) => (*n, false),
                 None => return Ok(Lookup::Absent),
             },
         };
         let slot = read(n)?;
-        Ok(match parse(&slot) {
-            Ok(Some((k, key, _))) if name(k, key) == named.id => Lookup::Found(n, slot),
-            // Another record whose name has the same hash: `named` is not in the vault.
-            Ok(Some((k, key, _))) if self.named(k, key).hash == named.hash => Lookup::Absent,
-            _ => Lookup::Damaged(n),
+        let held = match parse(&*slot) {
+            Ok(Some((k, key, _))) => name(k, key),
+            _ => return Ok(Lookup::Damaged(n)),
+        };
+        Ok(if held == named.id {
+            Lookup::Found(n, slot)
+        } else if !by_name && self.hash.hash_one(held) == named.hash && self.in_overflow(&held).is_none() {
+            // The record tracked under that hash, whose name is not `named`: `named` is
+            // not in the vault. (From `overflow`, found by the whole name, or holding a
+            // record tracked at another slot, the slot has changed under the vault.)
+            Lookup::Absent
+        } else {
+            Lookup::Damaged(n)
         })
     }
 
@@ -262,16 +279,44 @@ impl Table {
                 self.overflow.insert(named.id, n);
             }
         }
+        self.set_kind(n, named.id.kind as u8);
     }
 
     /// Stops tracking the record `named`, held at slot `n`.
     fn remove(&mut self, named: &Named, n: u64) {
         if self.in_overflow(&named.id).is_some() {
-            self.overflow.remove(&named.id);
+            if let Some(m) = self.overflow.remove(&named.id) {
+                self.set_kind(m, 0);
+            }
         } else if let Entry::Occupied(held) = self.by_hash.entry(named.hash) {
             if *held.get() == n {
                 held.remove();
+                self.set_kind(n, 0);
             }
+        }
+    }
+
+    fn set_kind(&mut self, n: u64, kind: u8) {
+        let Ok(i) = usize::try_from(n) else {
+            return;
+        };
+        if i >= self.kinds.len() {
+            if kind == 0 {
+                return;
+            }
+            self.kinds.resize(i.saturating_add(1), 0);
+        }
+        if let Some(k) = self.kinds.get_mut(i) {
+            *k = kind;
+        }
+    }
+
+    /// The kind of record tracked at slot `n`, if any.
+    fn kind_at(&self, n: u64) -> Option<Kind> {
+        match usize::try_from(n).ok().and_then(|i| self.kinds.get(i)) {
+            Some(1) => Some(Kind::Secret),
+            Some(2) => Some(Kind::Index),
+            _ => None,
         }
     }
 
@@ -350,20 +395,21 @@ fn checksum(body: &[u8]) -> [u8; 16] {
     out
 }
 
-fn encode(kind: Kind, key: &[u8], value: &[u8]) -> Option<[u8; SLOT]> {
+/// A record's slot bytes (wiped when dropped: a secret's slot holds it), or `None` if
+/// the record does not fit in a slot.
+fn encode(kind: Kind, key: &[u8], value: &[u8]) -> Option<Zeroizing<[u8; SLOT]>> {
     let klen = u8::try_from(key.len()).ok()?;
     let vlen = u8::try_from(value.len()).ok()?;
-    let mut slot = [0u8; SLOT];
-    let mut body = Vec::with_capacity(BODY);
-    body.push(kind as u8);
-    body.push(klen);
-    body.extend_from_slice(key);
-    body.push(vlen);
-    body.extend_from_slice(value);
-    if body.len() > BODY {
+    let value_at = key.len().checked_add(3)?;
+    let end = value_at.checked_add(value.len())?;
+    if end > BODY {
         return None;
     }
-    slot.get_mut(..body.len())?.copy_from_slice(&body);
+    let mut slot = Zeroizing::new([0u8; SLOT]);
+    slot.get_mut(..2)?.copy_from_slice(&[kind as u8, klen]);
+    slot.get_mut(2..value_at - 1)?.copy_from_slice(key);
+    *slot.get_mut(value_at - 1)? = vlen;
+    slot.get_mut(value_at..end)?.copy_from_slice(value);
     let sum = checksum(slot.get(..BODY)?);
     slot.get_mut(BODY..)?.copy_from_slice(&sum);
     Some(slot)
@@ -503,13 +549,21 @@ fn scan_with(
     let mut damaged = 0u64;
     // Keys found in more than one slot with different values: none of them is trusted.
     let mut conflicted: HashSet<Name> = HashSet::new();
-    let mut buf = Vec::new();
+    let _ = slots
+        .table
+        .kinds
+        .try_reserve(expected.saturating_add(1).min(MAX_RESERVED));
+    // Allocated once at its largest and wiped when dropped: it holds secrets.
+    let largest = usize::try_from(whole.saturating_sub(1).min(CHUNK_SLOTS)).unwrap_or(0) * SLOT;
+    let mut buf = Zeroizing::new(vec![0u8; largest]);
     let mut start = 1u64;
     while start < whole {
         let n_slots = (whole - start).min(CHUNK_SLOTS);
-        buf.resize(usize::try_from(n_slots).unwrap_or(0) * SLOT, 0);
-        read(start * slot_len, &mut buf).map_err(io("reading the vault"))?;
-        for (n, slot) in (start..).zip(buf.chunks_exact(SLOT)) {
+        let chunk = buf
+            .get_mut(..usize::try_from(n_slots).unwrap_or(0) * SLOT)
+            .unwrap_or_default();
+        read(start * slot_len, chunk).map_err(io("reading the vault"))?;
+        for (n, slot) in (start..).zip(chunk.chunks_exact(SLOT)) {
             match parse(slot) {
                 Ok(Some((kind, key, _))) => {
                     let named = slots.table.named(kind, key);
@@ -521,8 +575,8 @@ fn scan_with(
                     // An earlier slot holding a record of that name, if any (read back to
                     // tell a copy from a record whose name has the same hash).
                     let held = slots.table.find(&named, |m| {
-                        let mut earlier = [0u8; SLOT];
-                        read(m * slot_len, &mut earlier).map_err(io("reading the vault"))?;
+                        let mut earlier = Zeroizing::new([0u8; SLOT]);
+                        read(m * slot_len, &mut earlier[..]).map_err(io("reading the vault"))?;
                         Ok(earlier)
                     })?;
                     let (held, earlier) = match held {
@@ -616,6 +670,15 @@ impl Scan {
                 return Err("a slot to be zeroed still holds a tracked record");
             }
         }
+        let kinds = s.table.kinds.iter().filter(|k| **k != 0).count();
+        if kinds != s.table.len() {
+            return Err("the slots' kinds do not count the tracked records");
+        }
+        for (id, n) in s.table.overflow.iter().map(|(id, n)| (id.kind, *n)) {
+            if s.table.kind_at(n) != Some(id) {
+                return Err("a tracked slot's kind is not its record's");
+            }
+        }
         Ok(())
     }
 }
@@ -630,12 +693,12 @@ pub(crate) fn sample_file() -> Vec<u8> {
     let records = [
         encode(Kind::Secret, b"user-1", &[0xA5; 32]),
         encode(Kind::Index, &[7; 32], &[1; 100]),
-        Some([0; SLOT]),
+        Some(Zeroizing::new([0; SLOT])),
         encode(Kind::Secret, b"user-2", &[0x5A; 32]),
         encode(Kind::Index, &same_hash, &[2; 50]),
     ];
     for slot in records.iter().flatten() {
-        out.extend_from_slice(slot);
+        out.extend_from_slice(&slot[..]);
     }
     out
 }
@@ -646,10 +709,10 @@ fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> 
     file.read_exact(buf)
 }
 
-/// Reads slot `n`.
-fn read_slot(file: &mut File, n: u64) -> Result<[u8; SLOT], StorageError> {
-    let mut slot = [0u8; SLOT];
-    read_at(file, n * SLOT as u64, &mut slot).map_err(io("reading the vault"))?;
+/// Reads slot `n` (into a buffer wiped when dropped: a secret's slot holds it).
+fn read_slot(file: &mut File, n: u64) -> Result<Zeroizing<[u8; SLOT]>, StorageError> {
+    let mut slot = Zeroizing::new([0u8; SLOT]);
+    read_at(file, n * SLOT as u64, &mut slot[..]).map_err(io("reading the vault"))?;
     Ok(slot)
 }
 
@@ -682,6 +745,13 @@ impl Vault {
         if repaired {
             file.sync_all().map_err(io("repairing the vault"))?;
         }
+        if scan.new_header {
+            // A new file's directory entry is durable only once its directory is synced:
+            // until then, a power loss could take the whole file, and the next open would
+            // make a new empty vault under a log whose entries need its records.
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            super::sync_dir(dir.unwrap_or(Path::new("."))).map_err(io("creating the vault"))?;
+        }
         Ok(Vault {
             file: Mutex::new(file),
             slots: Mutex::new(scan.slots),
@@ -689,12 +759,12 @@ impl Vault {
         })
     }
 
-    /// The value of a record, read from its slot.
+    /// The value of a record, read from its slot (wiped when dropped).
     ///
     /// # Errors
     /// Storage failures; a slot that no longer holds the record the table names (the
     /// file was changed under the open vault) is an error, never a missing record.
-    pub(crate) fn get(&self, kind: Kind, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    pub(crate) fn get(&self, kind: Kind, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
         let slots = self.slots.lock().map_err(|_| poisoned())?;
         let read = |n| read_slot(&mut *self.file.lock().map_err(|_| poisoned())?, n);
         let slot = match slots.table.find(&slots.table.named(kind, key), read)? {
@@ -702,8 +772,10 @@ impl Vault {
             Lookup::Found(_, slot) => slot,
             Lookup::Damaged(_) => return Err(damaged_since_open()),
         };
-        match parse(&slot) {
-            Ok(Some((k, stored, value))) if k == kind && stored == key => Ok(Some(value.to_vec())),
+        match parse(&*slot) {
+            Ok(Some((k, stored, value))) if k == kind && stored == key => {
+                Ok(Some(Zeroizing::new(value.to_vec())))
+            }
             _ => Err(damaged_since_open()),
         }
     }
@@ -727,19 +799,20 @@ impl Vault {
             Lookup::Absent => None,
             Lookup::Found(n, _) | Lookup::Damaged(n) => Some(n),
         };
+        // The table and the free list change only once the write succeeded, so that a
+        // failed write leaves them describing the file as it was.
         let n = match held {
             Some(n) => n,
-            None => match slots.free.pop() {
-                Some(n) => n,
-                None => {
-                    slots.count += 1;
-                    slots.count - 1
-                }
-            },
+            None => slots.free.last().copied().unwrap_or(slots.count),
         };
         self.dirty.store(true, Ordering::Relaxed);
         write_slot(&mut file, n, &slot)?;
         if held.is_none() {
+            if slots.free.last() == Some(&n) {
+                slots.free.pop();
+            } else {
+                slots.count += 1;
+            }
             slots.table.insert_new(named, n);
         }
         Ok(())
@@ -752,12 +825,14 @@ impl Vault {
         let mut file = self.file.lock().map_err(|_| poisoned())?;
         // A damaged slot the table gives that name is zeroed, as a found one: it may
         // hold what is left of the record.
+        // Forgotten only once zeroed: after a failed write the record stays tracked (and
+        // reads as damaged if the write was torn), so that a retry zeroes it.
         if let Lookup::Found(n, _) | Lookup::Damaged(n) =
             slots.table.find(&named, |n| read_slot(&mut file, n))?
         {
-            slots.table.remove(&named, n);
             self.dirty.store(true, Ordering::Relaxed);
             write_slot(&mut file, n, &[0u8; SLOT])?;
+            slots.table.remove(&named, n);
             slots.free.push(n);
         }
         Ok(())
@@ -824,7 +899,8 @@ impl Vault {
             return Ok((Vec::new(), None));
         }
         let n_slots = (end - from).min(CHUNK_SLOTS);
-        let mut buf = vec![0u8; usize::try_from(n_slots).unwrap_or(0) * SLOT];
+        // Wiped when dropped: the chunk holds every kind of record, secrets too.
+        let mut buf = Zeroizing::new(vec![0u8; usize::try_from(n_slots).unwrap_or(0) * SLOT]);
         {
             let mut file = self.file.lock().map_err(|_| poisoned())?;
             read_at(&mut file, from * SLOT as u64, &mut buf).map_err(io("reading the vault"))?;
@@ -832,28 +908,28 @@ impl Vault {
         let mut out = Vec::new();
         for (n, slot) in (from..).zip(buf.chunks_exact(SLOT)) {
             // Only what the table tracks counts; anything else in a slot was never
-            // written by this vault since it was opened.
+            // written by this vault since it was opened. A slot that should hold a
+            // record of this kind and does not (zeroed, damaged or replaced since the
+            // vault was opened) is an error, as it is for `get`: the listing would
+            // otherwise be short without saying so.
+            let expected = slots.table.kind_at(n);
             match parse(slot) {
-                Ok(Some((k, key, value))) if k == kind => {
-                    if slots.table.tracks(&slots.table.named(k, key), n) {
-                        out.push((key.to_vec(), value.to_vec()));
-                    }
-                }
-                Ok(_) => {}
-                Err(()) => {
-                    if is_tracked(&slots, n) {
+                Ok(Some((k, key, value))) if k == kind && expected == Some(kind) => {
+                    if !slots.table.tracks(&slots.table.named(k, key), n) {
                         return Err(damaged_since_open());
                     }
+                    out.push((key.to_vec(), value.to_vec()));
                 }
+                _ if expected == Some(kind) => return Err(damaged_since_open()),
+                // Another kind's tracked slot, checked when that kind is listed; or a
+                // free slot.
+                Ok(_) => {}
+                Err(()) if expected.is_some() => return Err(damaged_since_open()),
+                Err(()) => {}
             }
         }
         Ok((out, Some(from + n_slots)))
     }
-}
-
-/// Whether slot `n` holds a tracked record (a slow walk: only when a slot is damaged).
-fn is_tracked(slots: &Slots, n: u64) -> bool {
-    slots.table.slots().any(|m| m == n)
 }
 
 /// The records of one kind, streamed from the file (see [`Vault::records`]).
@@ -946,7 +1022,7 @@ mod tests {
         v.sync().unwrap();
         drop(v);
         let v = Vault::open(&path).unwrap();
-        assert_eq!(v.get(Kind::Secret, b"subject-1").unwrap().unwrap(), secret);
+        assert_eq!(v.get(Kind::Secret, b"subject-1").unwrap().unwrap()[..], secret);
         assert_eq!(v.records(Kind::Index).count(), 2);
         v.remove(Kind::Secret, b"subject-1").unwrap();
         v.remove(Kind::Index, &[7; 32]).unwrap();
@@ -977,7 +1053,7 @@ mod tests {
         let v = Vault::open(&path).unwrap();
         assert_eq!(v.damaged(), 1);
         assert_eq!(v.get(Kind::Secret, b"a").unwrap(), None);
-        assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+        assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * SLOT as u64);
     }
 
@@ -1004,11 +1080,11 @@ mod tests {
         // Copies that no write of the vault makes: "a" twice with its own value, "b"
         // again with another value.
         let mut raw = std::fs::read(&path).unwrap();
-        raw.extend_from_slice(&encode(Kind::Secret, b"a", &[1; 32]).unwrap());
-        raw.extend_from_slice(&encode(Kind::Secret, b"b", &[9; 32]).unwrap());
+        raw.extend_from_slice(&encode(Kind::Secret, b"a", &[1; 32]).unwrap()[..]);
+        raw.extend_from_slice(&encode(Kind::Secret, b"b", &[9; 32]).unwrap()[..]);
         std::fs::write(&path, &raw).unwrap();
         let v = Vault::open(&path).unwrap();
-        assert_eq!(v.get(Kind::Secret, b"a").unwrap().unwrap(), [1; 32]);
+        assert_eq!(v.get(Kind::Secret, b"a").unwrap().unwrap()[..], [1; 32]);
         // Which "b" is right cannot be told: neither is trusted.
         assert_eq!(v.get(Kind::Secret, b"b").unwrap(), None);
         v.remove(Kind::Secret, b"a").unwrap();
@@ -1032,7 +1108,7 @@ mod tests {
         v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
         drop(v);
         let v = Vault::open(&path).unwrap();
-        assert_eq!(v.get(Kind::Secret, b"a").unwrap().unwrap(), [1; 32]);
+        assert_eq!(v.get(Kind::Secret, b"a").unwrap().unwrap()[..], [1; 32]);
         drop(v);
         // The header slot itself, cut short: the record must not land on slot 0.
         std::fs::write(&path, &header()[..100]).unwrap();
@@ -1041,17 +1117,17 @@ mod tests {
         drop(v);
         assert!(std::fs::read(&path).unwrap().starts_with(MAGIC));
         let v = Vault::open(&path).unwrap();
-        assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+        assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
     }
 
     #[test]
     fn bytes_after_the_value_make_a_slot_damaged() {
         let mut s = encode(Kind::Secret, b"a", &[1; 32]).unwrap();
-        assert!(decode(&s).is_ok());
+        assert!(decode(&s[..]).is_ok());
         s[100] = 7;
         let sum = checksum(&s[..BODY]);
         s[BODY..].copy_from_slice(&sum);
-        assert_eq!(decode(&s), Err(()));
+        assert_eq!(decode(&s[..]), Err(()));
     }
 
     #[test]
@@ -1132,6 +1208,172 @@ mod tests {
         assert!(v.records(Kind::Index).any(|r| r.is_err()));
     }
 
+    /// Makes the vault's writes fail (a read-only handle stands in for EIO or ENOSPC)
+    /// while `f` runs.
+    fn with_failing_writes(v: &Vault, path: &Path, f: impl FnOnce()) {
+        let rw = std::mem::replace(&mut *v.file.lock().unwrap(), File::open(path).unwrap());
+        f();
+        *v.file.lock().unwrap() = rw;
+    }
+
+    fn in_file(path: &Path, bytes: &[u8]) -> bool {
+        std::fs::read(path)
+            .unwrap()
+            .windows(bytes.len())
+            .any(|w| w == bytes)
+    }
+
+    #[test]
+    fn a_failed_removal_keeps_the_record_so_that_a_retry_erases_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault");
+        let v = Vault::open(&path).unwrap();
+        v.put(Kind::Secret, b"a", &[0xA5; 32]).unwrap();
+        v.sync().unwrap();
+        with_failing_writes(&v, &path, || assert!(v.remove(Kind::Secret, b"a").is_err()));
+        assert_eq!(v.get(Kind::Secret, b"a").unwrap().unwrap()[..], [0xA5; 32]);
+        v.remove(Kind::Secret, b"a").unwrap();
+        assert!(!in_file(&path, &[0xA5; 32]), "the retried removal erased it");
+        assert_eq!(v.get(Kind::Secret, b"a").unwrap(), None);
+        drop(v);
+        assert_eq!(Vault::open(&path).unwrap().get(Kind::Secret, b"a").unwrap(), None);
+    }
+
+    #[test]
+    fn a_failed_put_takes_no_slot_and_tracks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault");
+        let v = Vault::open(&path).unwrap();
+        v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
+        v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
+        v.remove(Kind::Secret, b"a").unwrap();
+        // Slot 1 is free; a failed put neither uses it up nor tracks the record.
+        with_failing_writes(&v, &path, || {
+            assert!(v.put(Kind::Secret, b"c", &[3; 32]).is_err())
+        });
+        assert_eq!(v.get(Kind::Secret, b"c").unwrap(), None);
+        v.put(Kind::Secret, b"d", &[4; 32]).unwrap();
+        // And on a full file, a failed put does not count a slot it never wrote.
+        with_failing_writes(&v, &path, || {
+            assert!(v.put(Kind::Secret, b"e", &[5; 32]).is_err())
+        });
+        v.put(Kind::Secret, b"f", &[6; 32]).unwrap();
+        v.sync().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 * SLOT as u64);
+        assert_eq!(v.records(Kind::Secret).count(), 3);
+        drop(v);
+        let v = Vault::open(&path).unwrap();
+        assert_eq!(v.get(Kind::Secret, b"d").unwrap().unwrap()[..], [4; 32]);
+        assert_eq!(v.get(Kind::Secret, b"f").unwrap().unwrap()[..], [6; 32]);
+        assert_eq!(v.get(Kind::Secret, b"c").unwrap(), None);
+        assert_eq!(v.get(Kind::Secret, b"e").unwrap(), None);
+    }
+
+    /// A vault holding secrets "a" (slot 1, tracked by hash) and "b" (slot 2, by whole
+    /// name, under `colliding`), then slot `from` copied over slot `to` behind its back.
+    fn a_and_b_colliding_then_copied(
+        from: usize,
+        to: usize,
+    ) -> (tempfile::TempDir, std::path::PathBuf, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault");
+        let v = Vault::open(&path).unwrap();
+        v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
+        v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
+        v.sync().unwrap();
+        let mut raw = std::fs::read(&path).unwrap();
+        let copied = raw[from * SLOT..(from + 1) * SLOT].to_vec();
+        raw[to * SLOT..(to + 1) * SLOT].copy_from_slice(&copied);
+        std::fs::write(&path, &raw).unwrap();
+        (dir, path, v)
+    }
+
+    /// A record tracked by its whole name (its hash was taken) whose slot now holds
+    /// another record with the same hash: the file changed under the vault, so reading
+    /// it is an error, not a missing record; and removing both names leaves no copy.
+    #[test]
+    fn an_overflow_slot_holding_another_same_hash_record_is_damaged() {
+        colliding(|| {
+            let (_dir, path, v) = a_and_b_colliding_then_copied(1, 2);
+            assert!(v.get(Kind::Secret, b"b").is_err());
+            // "c" has the same hash and is tracked nowhere: absent, as before.
+            assert_eq!(v.get(Kind::Secret, b"c").unwrap(), None);
+            v.remove(Kind::Secret, b"b").unwrap();
+            v.remove(Kind::Secret, b"a").unwrap();
+            assert!(!in_file(&path, &[1; 32]));
+        });
+    }
+
+    /// The record tracked under a hash is replaced by a copy of a record tracked by its
+    /// whole name: a name with that hash may have been the one lost, so reading it is an
+    /// error.
+    #[test]
+    fn a_hash_slot_holding_a_record_tracked_elsewhere_is_damaged() {
+        colliding(|| {
+            let (_dir, _, v) = a_and_b_colliding_then_copied(2, 1);
+            assert!(v.get(Kind::Secret, b"a").is_err());
+            assert!(v.get(Kind::Secret, b"c").is_err());
+            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
+        });
+    }
+
+    #[test]
+    fn listing_reports_a_tracked_slot_changed_after_opening() {
+        for change in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("vault");
+            let v = Vault::open(&path).unwrap();
+            v.put(Kind::Index, &[7; 32], b"seven").unwrap();
+            v.put(Kind::Index, &[8; 32], b"eight").unwrap();
+            v.put(Kind::Secret, b"s", &[3; 32]).unwrap();
+            v.sync().unwrap();
+            let mut raw = std::fs::read(&path).unwrap();
+            let replacement = match change {
+                0 => [0u8; SLOT],
+                1 => *encode(Kind::Secret, b"t", &[4; 32]).unwrap(),
+                _ => *encode(Kind::Index, &[9; 32], b"nine").unwrap(),
+            };
+            raw[SLOT..2 * SLOT].copy_from_slice(&replacement);
+            // Junk in a free slot is not the vault's and is skipped.
+            raw.extend_from_slice(&encode(Kind::Index, &[10; 32], b"ten").unwrap()[..]);
+            std::fs::write(&path, &raw).unwrap();
+            assert!(v.get(Kind::Index, &[7; 32]).is_err(), "change {change}");
+            let listed: Vec<_> = v.records(Kind::Index).collect();
+            assert!(listed.iter().any(Result::is_err), "change {change}: {listed:?}");
+            // The other kind's listing does not depend on that slot.
+            let secrets: Vec<_> = v.records(Kind::Secret).map(Result::unwrap).collect();
+            assert_eq!(secrets, vec![(b"s".to_vec(), vec![3; 32])], "change {change}");
+        }
+    }
+
+    /// Index names are HMAC outputs, so their first 8 bytes serve as their hash; a file
+    /// written by someone else may hold any number sharing them. They all go to the
+    /// overflow, which hashes whole names, so opening stays linear. (Measured with a
+    /// table whose overflow used the same 8-byte hash, in a debug build: 0.10 / 0.37 /
+    /// 1.73 / 5.99 s to open 2,000 / 4,000 / 8,000 / 16,000 such records, against
+    /// 0.013 / 0.026 / 0.051 / 0.118 s now. This test checks the records, not the time.)
+    #[test]
+    fn index_names_sharing_their_first_8_bytes_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault");
+        let mut raw = header().to_vec();
+        let key = |i: u32| {
+            let mut key = [0u8; 32];
+            key[8..12].copy_from_slice(&i.to_be_bytes());
+            key
+        };
+        for i in 0..20_000u32 {
+            raw.extend_from_slice(&encode(Kind::Index, &key(i), &i.to_be_bytes()).unwrap()[..]);
+        }
+        std::fs::write(&path, &raw).unwrap();
+        let v = Vault::open(&path).unwrap();
+        assert_eq!(v.slots.lock().unwrap().table.overflow.len(), 19_999);
+        for i in (0..20_000u32).step_by(97) {
+            assert_eq!(v.get(Kind::Index, &key(i)).unwrap().unwrap()[..], i.to_be_bytes());
+        }
+        assert_eq!(v.records(Kind::Index).count(), 20_000);
+    }
+
     #[test]
     fn names_keep_kinds_and_keys_apart() {
         assert_ne!(name(Kind::Index, &[1; 32]), name(Kind::Secret, &[1; 32]));
@@ -1159,7 +1401,7 @@ mod tests {
         s[1] = 250;
         let sum = checksum(&s[..BODY]);
         s[BODY..].copy_from_slice(&sum);
-        assert_eq!(decode(&s), Err(()));
+        assert_eq!(decode(&s[..]), Err(()));
     }
 
     /// Runs `f` with every name hashing to the same value on this thread.
@@ -1189,19 +1431,19 @@ mod tests {
                 assert_eq!((s.table.by_hash.len(), s.table.overflow.len()), (1, 2));
             }
             assert_eq!(v.get(Kind::Secret, b"c").unwrap(), None);
-            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
             // The record found by hash goes; the ones in the overflow stay findable.
             v.remove(Kind::Secret, b"a").unwrap();
             assert_eq!(v.get(Kind::Secret, b"a").unwrap(), None);
-            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
             v.put(Kind::Secret, b"d", &[4; 32]).unwrap();
             drop(v);
             let v = Vault::open(&path).unwrap();
             assert_eq!(v.slots.lock().unwrap().table.len(), 3);
             for (key, value) in [(&b"b"[..], [2; 32]), (b"d", [4; 32])] {
-                assert_eq!(v.get(Kind::Secret, key).unwrap().unwrap(), value);
+                assert_eq!(v.get(Kind::Secret, key).unwrap().unwrap()[..], value);
             }
-            assert_eq!(v.get(Kind::Index, &[3; 32]).unwrap().unwrap(), b"three");
+            assert_eq!(v.get(Kind::Index, &[3; 32]).unwrap().unwrap()[..], *b"three");
         });
     }
 
@@ -1256,9 +1498,9 @@ mod tests {
             assert!(v.get(Kind::Secret, b"a").is_err());
             assert!(v.get(Kind::Secret, b"c").is_err());
             // "b" is in the overflow, under its whole name: still found.
-            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
             v.put(Kind::Secret, b"c", &[3; 32]).unwrap();
-            assert_eq!(v.get(Kind::Secret, b"c").unwrap().unwrap(), [3; 32]);
+            assert_eq!(v.get(Kind::Secret, b"c").unwrap().unwrap()[..], [3; 32]);
             assert_eq!(v.get(Kind::Secret, b"a").unwrap(), None);
             // Damaged again, then removed: the slot is zeroed all the same.
             let mut raw = std::fs::read(&path).unwrap();
@@ -1267,7 +1509,7 @@ mod tests {
             v.remove(Kind::Secret, b"c").unwrap();
             let raw = std::fs::read(&path).unwrap();
             assert!(raw[SLOT..2 * SLOT].iter().all(|b| *b == 0));
-            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap(), [2; 32]);
+            assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
             drop(v);
             let v = Vault::open(&path).unwrap();
             assert_eq!((v.damaged(), v.slots.lock().unwrap().table.len()), (0, 1));
@@ -1309,7 +1551,11 @@ mod tests {
                         v.remove(kind, &key).unwrap();
                         model.remove(&k);
                     }
-                    6..=7 => assert_eq!(v.get(kind, &key).unwrap(), model.get(&k).cloned(), "step {step}"),
+                    6..=7 => assert_eq!(
+                        v.get(kind, &key).unwrap().map(|z| z.to_vec()),
+                        model.get(&k).cloned(),
+                        "step {step}"
+                    ),
                     8 => {
                         let mut listed: Vec<Pair> = v.records(Kind::Index).map(Result::unwrap).collect();
                         listed.sort();
