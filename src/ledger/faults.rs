@@ -23,6 +23,12 @@ struct Faults {
     append_at: AtomicU64,
     /// Fail every sync from now on.
     sync: AtomicBool,
+    /// The next sync blocks (setting `held`) until `release` is set.
+    hold_next: AtomicBool,
+    held: AtomicBool,
+    release: AtomicBool,
+    /// Fail the next sync that gets past the hold, once.
+    fail_next: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -80,6 +86,15 @@ impl Backend for Faulty {
         self.inner.remove_secret(subject)
     }
     fn sync(&self) -> Result<(), StorageError> {
+        if self.faults.hold_next.swap(false, Ordering::SeqCst) {
+            self.faults.held.store(true, Ordering::SeqCst);
+            while !self.faults.release.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        if self.faults.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(injected("syncing"));
+        }
         if self.faults.sync.load(Ordering::SeqCst) {
             return Err(injected("syncing"));
         }
@@ -139,6 +154,10 @@ impl Keys {
         let faults = Arc::new(Faults {
             append_at: AtomicU64::new(u64::MAX),
             sync: AtomicBool::new(false),
+            hold_next: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+            release: AtomicBool::new(false),
+            fail_next: AtomicBool::new(false),
         });
         let shared = Arc::clone(&faults);
         let ledger = self
@@ -298,5 +317,95 @@ fn group_commit_sync_failure_acknowledges_nothing_it_covered() {
         for i in 0..5 {
             assert_eq!(l.history(&subject(t, i)).unwrap().len(), 1);
         }
+    }
+}
+
+fn wait_held(faults: &Faults) {
+    while !faults.held.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// A repeated collection finds the first one's entry in the state as soon as it is
+/// stored, before the group sync covering it has finished: it is acknowledged only once
+/// that entry is durable, and here, where that sync fails, not at all.
+#[test]
+fn a_repeated_collection_waits_for_the_first_ones_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::GroupCommit);
+    let alice = subject(0, 0);
+    let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+    faults.hold_next.store(true, Ordering::SeqCst);
+    std::thread::scope(|s| {
+        let a = s.spawn(|| l.collect(&alice, &phone, RecipientScope::first_party()));
+        wait_held(&faults);
+        // A's entry is stored and applied; the sync covering it has not finished.
+        let b = s.spawn(|| l.collect(&alice, &phone, RecipientScope::first_party()));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        faults.sync.store(true, Ordering::SeqCst);
+        faults.release.store(true, Ordering::SeqCst);
+        let a = a.join().unwrap();
+        let b = b.join().unwrap();
+        assert!(matches!(a, Err(WriteError::NotDurable(_))), "{a:?}");
+        assert!(
+            b.is_err(),
+            "B acknowledged entry {b:?}, whose sync failed (A: {a:?})"
+        );
+    });
+}
+
+/// A failed `Ledger::sync` is final: an entry written before it is not acknowledged by
+/// a group sync that succeeds afterwards (the failed pages may have been dropped), and
+/// the ledger takes no more writes.
+#[test]
+fn a_failed_sync_from_anyone_fails_the_group_that_overlaps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::GroupCommit);
+    faults.hold_next.store(true, Ordering::SeqCst);
+    std::thread::scope(|s| {
+        let a =
+            s.spawn(|| l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None));
+        wait_held(&faults);
+        // A's entry is written; now a sync fails (after it was written).
+        faults.fail_next.store(true, Ordering::SeqCst);
+        assert!(l.sync().is_err());
+        faults.release.store(true, Ordering::SeqCst);
+        let a = a.join().unwrap();
+        assert!(
+            a.is_err(),
+            "acknowledged {a:?} after a failed fsync that followed its write"
+        );
+    });
+    let more = l.grant::<crate::Advertising>(&subject(1, 0), RecipientScope::all_partners(), None);
+    assert!(matches!(more, Err(WriteError::Failed)), "{more:?}");
+    assert!(l.sync().is_err());
+}
+
+/// Collecting the same thing again returns the first entry, with its own timestamp.
+#[test]
+fn a_repeated_collection_returns_the_first_entry() {
+    for durability in [
+        Durability::Immediate,
+        Durability::GroupCommit,
+        Durability::Relaxed,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (l, _) = Keys::new().open_faulty(dir.path(), durability);
+        let alice = subject(0, 0);
+        let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+        let first = l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
+        l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
+            .unwrap();
+        let again = l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
+        assert_eq!(again, first, "{durability:?}");
+        assert_ne!(first.timestamp, crate::Timestamp::default());
+        let erased = l.erase(&alice, crate::Actor::Subject).unwrap();
+        assert_eq!(
+            l.erase(&alice, crate::Actor::Subject).unwrap(),
+            erased,
+            "{durability:?}"
+        );
     }
 }

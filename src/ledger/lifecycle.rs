@@ -157,10 +157,7 @@ impl Ledger {
                         Some(Consent::Granted { seq, expires_at: Some(at), .. }) if seq == grant && at <= now
                     );
                 if !still {
-                    return Ok(Prepared::Already(Recorded {
-                        seq: grant,
-                        timestamp: now,
-                    }));
+                    return Ok(Prepared::Already(grant));
                 }
                 Ok(Prepared::Append(
                     Body::Expired {

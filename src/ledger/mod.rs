@@ -25,7 +25,7 @@ pub use replay::UntrustedRange;
 
 use crate::decision::{Denied, Use};
 use crate::entry::{self, Actor, Body, Entry, Hash, IndexRecord};
-use crate::error::{IntegrityError, IntegrityProblem, ReadError, WriteError};
+use crate::error::{IntegrityError, IntegrityProblem, ReadError, StorageError, WriteError};
 use crate::identifier::{Identifier, IdentifierKind, Pseudonym, PseudonymKey, SubjectSecret};
 use crate::purpose::{is_valid_purpose_id, LegalBasis, Purpose};
 use crate::recipient::{Recipient, RecipientScope};
@@ -406,8 +406,8 @@ struct SyncState {
 enum Prepared {
     /// Append this body (with the lookup pseudonym for a collection).
     Append(Body, Option<Pseudonym>),
-    /// Nothing to append: the change is already recorded.
-    Already(Recorded),
+    /// Nothing to append: the change is already recorded, by the entry at this position.
+    Already(u64),
 }
 
 impl fmt::Debug for Ledger {
@@ -599,11 +599,7 @@ impl Ledger {
         let mut lookups = Vec::new();
         let recorded = self.append(actor, |state, _| {
             if let Some(at) = state.erased_at(subject) {
-                let ts = Timestamp::default();
-                return Ok(Prepared::Already(Recorded {
-                    seq: at,
-                    timestamp: ts,
-                }));
+                return Ok(Prepared::Already(at));
             }
             lookups = state.lookups_of(subject);
             Ok(Prepared::Append(
@@ -630,7 +626,7 @@ impl Ledger {
             .store(false, Ordering::Release);
         self.inner.snapshot_len.store(0, Ordering::Release);
         if self.inner.durability != Durability::Relaxed {
-            store.sync()?;
+            self.sync_store()?;
         }
         Ok(recorded)
     }
@@ -663,10 +659,7 @@ impl Ledger {
                 }
             }
             if let Some(seq) = state.existing_collection(&lookup, P::ID, &scope) {
-                return Ok(Prepared::Already(Recorded {
-                    seq,
-                    timestamp: Timestamp::default(),
-                }));
+                return Ok(Prepared::Already(seq));
             }
             let secret = subject_secret(store, subject)?;
             let pseudonym = secret.pseudonym(identifier.kind(), identifier.normalized());
@@ -761,7 +754,10 @@ impl Ledger {
     /// [`Durability::Relaxed`]; a no-op cost otherwise.
     ///
     /// # Errors
-    /// Storage failures.
+    /// Storage failures. A failed sync is final, as one inside an append is: the
+    /// ledger then takes no more writes, and appends waiting for a group sync report
+    /// [`WriteError::Failed`] (reopen the ledger to continue from what is on disk).
+    /// [`WriteError::Failed`] also if such a failure happened while this sync ran.
     pub fn sync(&self) -> Result<(), WriteError> {
         let written = self.inner.group.written.load(Ordering::SeqCst);
         self.inner
@@ -769,15 +765,41 @@ impl Ledger {
             .flush(&*self.inner.store, &self.inner.pseudonym_key)?;
         self.inner
             .save_time_floor(self.inner.high_water.load(Ordering::Acquire));
-        self.inner.store.sync()?;
+        self.sync_store()?;
         let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
+        if s.failed {
+            // A sync failed meanwhile: this one proves nothing about what it covered.
+            return Err(WriteError::Failed);
+        }
         s.durable = s.durable.max(written);
         Ok(())
     }
 
+    /// Syncs the store. A failed sync is final, whoever asked for it: the pages it
+    /// failed to write may since have been dropped, so that a later sync succeeds
+    /// without them. Nothing written before it is acknowledged as durable after it, and
+    /// the ledger takes no more writes (reopen it to continue from what is on disk).
+    fn sync_store(&self) -> Result<(), StorageError> {
+        let result = self.inner.store.sync();
+        if result.is_err() {
+            let group = &self.inner.group;
+            if let Ok(mut s) = group.state.lock() {
+                s.failed = true;
+            }
+            group.done.notify_all();
+            // The writer lock is taken before the group state, never after: only now.
+            if let Ok(mut w) = self.inner.writer.lock() {
+                w.failed = true;
+            }
+        }
+        result
+    }
+
     /// The appending core: under the writer lock, let `prepare` check the change against
-    /// the current state and build the body; sign, store, make durable as configured,
-    /// then apply it to the state.
+    /// the current state and build the body; sign and store it, then apply it to the
+    /// state. `Immediate` syncs before applying; `GroupCommit` applies, releases the
+    /// writer and then waits for a sync covering the entry (so a decision may see it
+    /// before its append returns).
     fn append(
         &self,
         actor: Actor,
@@ -800,6 +822,10 @@ impl Ledger {
         drop(w);
         if new {
             self.make_durable(recorded.seq)?;
+        } else if self.inner.durability == Durability::GroupCommit {
+            // Already recorded, by an entry that may still be waiting for its sync (it
+            // is in the state as soon as it is stored): acknowledged only once durable.
+            self.wait_durable(recorded.seq)?;
         }
         Ok(recorded)
     }
@@ -831,7 +857,7 @@ impl Ledger {
             prepare(&state, &*inner.store, &w.key)?
         };
         let (body, lookup) = match prepared {
-            Prepared::Already(recorded) => return Ok((recorded, false)),
+            Prepared::Already(seq) => return Ok((self.recorded_at(seq)?, false)),
             Prepared::Append(body, lookup) => (body, lookup),
         };
         let mut salt = [0u8; SALT_LEN];
@@ -851,6 +877,23 @@ impl Ledger {
         self.apply_stored(vec![sealed])?;
         drop(stage);
         Ok((recorded, true))
+    }
+
+    /// The stored entry at `seq` (already recorded: the store holds it, the storing
+    /// stage is locked) as its position and timestamp.
+    fn recorded_at(&self, seq: u64) -> Result<Recorded, WriteError> {
+        let unreadable = || {
+            WriteError::Storage(StorageError::new(
+                "reading an entry already recorded",
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "the entry is missing or broken"),
+            ))
+        };
+        let bytes = self.inner.store.entry(seq)?.ok_or_else(unreadable)?;
+        let stored = entry::decode(&bytes).map_err(|_| unreadable())?;
+        Ok(Recorded {
+            seq,
+            timestamp: stored.entry.timestamp,
+        })
     }
 
     /// Signs `body` as the next entry, after the writer's last one, with `salt` (fresh
@@ -949,18 +992,16 @@ impl Ledger {
             // Everything written before the sync starts is covered by it.
             let target = group.written.load(Ordering::SeqCst);
             drop(s);
-            let result = self.inner.store.sync();
+            let result = self.sync_store();
             s = group.state.lock().map_err(|_| WriteError::Failed)?;
             s.syncing = false;
             match result {
-                Ok(()) => s.durable = s.durable.max(target),
+                // Unless another sync failed meanwhile (`Ledger::sync`, an erasure):
+                // then this one proves nothing.
+                Ok(()) if !s.failed => s.durable = s.durable.max(target),
+                Ok(()) => {}
                 Err(e) => {
-                    s.failed = true;
                     group.done.notify_all();
-                    drop(s);
-                    if let Ok(mut w) = self.inner.writer.lock() {
-                        w.failed = true;
-                    }
                     return Err(WriteError::NotDurable(e));
                 }
             }
