@@ -156,6 +156,11 @@ pub enum IntegrityProblem {
     /// The log does not extend a checkpoint kept elsewhere.
     #[error("log is not consistent with the trusted checkpoint")]
     InconsistentWithCheckpoint,
+    /// The log holds no entry at all, but the ledger's other files (a state snapshot,
+    /// the time floor, index records or decision records) show that it was used: its
+    /// entries were deleted. Opening never starts a new ledger over them.
+    #[error("the log is empty, but the ledger's other files show it held entries")]
+    LogEmptied,
     /// The log is shorter than the state snapshot written when the ledger was last
     /// closed says it was: entries that had been made durable are gone (the log was
     /// cut, or an older copy of it restored). The position is the first missing entry.

@@ -350,3 +350,107 @@ fn a_log_replaced_below_the_last_snapshot_fails_open() {
         assert!(l.authorize(&email(1), &acme).is_err());
     }
 }
+
+/// Every entry removed (the `entries` tree emptied, everything else kept): opening
+/// refuses, rather than starting a new ledger over the old one's files.
+#[test]
+fn a_log_cut_to_nothing_fails_open() {
+    let c = closed(20, EVERY_CLOSE);
+    let acme = Recipient::partner("acme").unwrap();
+    let l = open(c.dir.path(), &c.key, &c.pk, EVERY_CLOSE);
+    assert!(l.authorize(&email(0), &acme).is_ok());
+    let len = l.len();
+    drop(l);
+    {
+        let db = sled_util::open(c.dir.path());
+        db.open_tree("entries").unwrap().clear().unwrap();
+        db.flush().unwrap();
+    }
+    let opened = Ledger::builder(c.dir.path())
+        .signing_key(c.key.clone())
+        .pseudonym_key(c.pk.clone())
+        .open();
+    match opened {
+        Err(OpenError::Integrity(e)) => {
+            assert!(matches!(e.problem, IntegrityProblem::LogEmptied), "{e:?}")
+        }
+        Ok(l) => panic!(
+            "opened a log of {} entries although the snapshot covers {len}; ads for acct-0: {:?}",
+            l.len(),
+            l.authorize(&email(0), &acme).map(|_| ())
+        ),
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+/// The same cut, opened with a trusted checkpoint: refused as emptied, and the refused
+/// open writes nothing (no new genesis entry).
+#[test]
+fn a_log_cut_to_nothing_with_a_checkpoint_fails_open_and_writes_nothing() {
+    let c = closed(5, EVERY_CLOSE);
+    let l = open(c.dir.path(), &c.key, &c.pk, EVERY_CLOSE);
+    l.sync().unwrap();
+    let cp = l.checkpoint().unwrap().text().to_owned();
+    drop(l);
+    {
+        let db = sled_util::open(c.dir.path());
+        db.open_tree("entries").unwrap().clear().unwrap();
+        db.flush().unwrap();
+    }
+    let opened = Ledger::builder(c.dir.path())
+        .signing_key(c.key.clone())
+        .pseudonym_key(c.pk.clone())
+        .trusted_checkpoint(cp)
+        .open();
+    let err = opened.expect_err("opened");
+    let db = sled_util::open(c.dir.path());
+    let written = db.open_tree("entries").unwrap().len();
+    drop(db);
+    assert!(
+        matches!(&err, OpenError::Integrity(e) if matches!(e.problem, IntegrityProblem::LogEmptied))
+            && written == 0,
+        "error {err:?}; entries written by the failed open: {written}"
+    );
+}
+
+/// A failed open (here, a corrupt time floor) writes nothing: the state snapshot it
+/// would have destroyed (snapshots off) is still there.
+#[test]
+fn a_failed_open_keeps_the_snapshot() {
+    let c = closed(5, EVERY_CLOSE);
+    assert!(c.dir.path().join("state").is_file());
+    {
+        let db = sled_util::open(c.dir.path());
+        db.open_tree("meta")
+            .unwrap()
+            .insert("time-floor", &[1u8, 2, 3])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let opened = Ledger::builder(c.dir.path())
+        .signing_key(c.key.clone())
+        .pseudonym_key(c.pk.clone())
+        .snapshots(Snapshots::Off)
+        .open();
+    assert!(matches!(opened, Err(OpenError::CorruptMetadata("time floor"))));
+    assert!(
+        c.dir.path().join("state").is_file(),
+        "the failed open destroyed the state snapshot"
+    );
+}
+
+/// A creation that stopped after the format marker, before the genesis entry (nothing
+/// else written yet), still opens as a new ledger.
+#[test]
+fn a_creation_stopped_before_the_genesis_entry_opens() {
+    let c = closed(0, Snapshots::Off);
+    {
+        let db = sled_util::open(c.dir.path());
+        db.open_tree("entries").unwrap().clear().unwrap();
+        db.open_tree("meta").unwrap().remove("time-floor").unwrap();
+        db.flush().unwrap();
+    }
+    let l = open(c.dir.path(), &c.key, &c.pk, Snapshots::Off);
+    assert_eq!(l.len(), 1);
+    l.verify().unwrap();
+}

@@ -214,9 +214,17 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
             }
             Some(v) => check_format_marker(&v)?,
         }
-        // A marker without entries is a creation that stopped before the genesis entry.
+        // A marker without entries is a creation that stopped before the genesis entry,
+        // unless anything else shows the ledger was used: then its log was emptied, and
+        // a new genesis entry would hide that and start another ledger over its files.
         let has_entries = store.entries_from(0).next().is_some();
         if !has_entries {
+            if was_used(&*store)? {
+                return Err(OpenError::Integrity(IntegrityError {
+                    position: 0,
+                    problem: IntegrityProblem::LogEmptied,
+                }));
+            }
             create_genesis(&*store, &self.signing_key, &self.pseudonym_key, &*self.clock)?;
         }
         load(store, self)
@@ -237,6 +245,15 @@ pub(crate) fn check_format_marker(marker: &[u8]) -> Result<(), OpenError> {
         }),
         _ => Err(OpenError::CorruptMetadata("format marker")),
     }
+}
+
+/// Whether a store without entries holds anything only a used ledger writes: a state
+/// snapshot, the time floor, an index record or a decision record.
+fn was_used(store: &dyn Backend) -> Result<bool, OpenError> {
+    Ok(store.snapshot()?.is_some()
+        || store.meta(TIME_FLOOR_KEY)?.is_some()
+        || store.index_records(0, 1).next().is_some()
+        || store.decisions(&[]).next().is_some())
 }
 
 fn create_genesis(
@@ -344,18 +361,18 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     }
     // The vault opens on first use: make sure it does, so that a broken vault fails open.
     store.ready()?;
+    // Every check before any write: a failed open writes nothing.
+    let recorder = crate::records::Recorder::new(b.recording, &*store)?;
+    let time_floor = decode_time_floor(store.meta(TIME_FLOOR_KEY)?.as_deref())?;
     // Erasures interrupted by a crash are finished here. From a snapshot, only an
     // erasure after it, or an erased subject whose secret is still stored, can be
     // unfinished; then the index is read after all.
-    let unfinished = match &index {
-        Some(_) => true,
-        None => tail_erased || has_erased_secret(&*store, &state)?,
+    let unfinished = match index {
+        Some(index) => Some(index),
+        None if tail_erased || has_erased_secret(&*store, &state)? => Some(load_index(&*store, key)?),
+        None => None,
     };
-    if unfinished {
-        let index = match index {
-            Some(index) => index,
-            None => load_index(&*store, key)?,
-        };
+    if let Some(index) = unfinished {
         finish_erasures(&*store, &state, &index)?;
     }
     // A snapshot taken before an erasure may hold the erased subject's lookups; with
@@ -365,11 +382,9 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         snapshot_len = 0;
     }
 
-    let recorder = crate::records::Recorder::new(b.recording, &*store)?;
     let head = replay.head_hash();
     let len = replay.len();
     let last_ts = Timestamp::from_millis(replay.last_timestamp());
-    let time_floor = decode_time_floor(store.meta(TIME_FLOOR_KEY)?.as_deref())?;
     let ledger_id = replay.ledger_id;
     Ok(Ledger {
         inner: Arc::new(Inner {
