@@ -89,8 +89,10 @@ impl SignedCheckpoint {
     /// Parses a signed checkpoint and verifies its signature under `key`.
     ///
     /// # Errors
-    /// [`AuditError::Checkpoint`] when it is malformed, not signed by `key`, or its
-    /// origin is not a consent-ledger origin.
+    /// [`AuditError::Checkpoint`] when it is malformed or not signed by `key`;
+    /// [`AuditError::Mismatch`] when its origin is not a consent-ledger origin;
+    /// [`AuditError::Malformed`] when its body names another origin or has extension
+    /// lines.
     pub fn verify(text: &str, key: &VerifyingKey) -> Result<Self, AuditError> {
         let origin = text.split('\n').next().unwrap_or_default();
         if !origin.starts_with("consent-ledger/") {

@@ -8,7 +8,8 @@
 //! and a signed checkpoint. [`verify_receipt`] checks all of it offline with the
 //! ledger's public key: the checkpoint signature, the entry's signature, every hash of
 //! the inclusion proof up to the checkpoint root, and that every human-readable field
-//! is exactly what the signed entry says. A later checkpoint and a consistency proof
+//! is exactly what the signed entry says, except how to withdraw, which is the
+//! application's text and signed by nothing. A later checkpoint and a consistency proof
 //! then show that the log still contains the entry
 //! ([`verify_consistency`](crate::verify_consistency)).
 
@@ -202,7 +203,9 @@ impl Receipt {
         self.purpose.as_deref()
     }
 
-    /// How to withdraw, as the application stated it.
+    /// How to withdraw, as the application stated it. Not verified: nothing signs it,
+    /// so a receipt passed on by someone else may carry any text here, and
+    /// [`verify_receipt`] still accepts it.
     pub fn how_to_withdraw(&self) -> &str {
         &self.how_to_withdraw
     }
