@@ -39,8 +39,9 @@ impl<'a, P: Purpose> Use<'a, P> {
     }
 
     /// The identifier's normalized value (E.164 phone number, email address, device id),
-    /// for the recipient this use was decided for.
-    pub fn expose(&self) -> &'a str {
+    /// for the recipient this use was decided for. Borrowed from the `Use`, so it cannot
+    /// outlive it: once the `Use` is delivered, the value is out of reach through it.
+    pub fn expose(&self) -> &str {
         self.identifier.normalized()
     }
 

@@ -222,6 +222,9 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
 
 // ---- decision records -------------------------------------------------------------------
 
+/// The storage key the fuzzed decision records are read from (every-use record 7).
+const RECORD_KEY: &[u8] = &[1, 0, 0, 0, 0, 0, 0, 0, 7];
+
 /// A stored decision record (`records::open_record`: tag check, then
 /// `DecisionFields::decode`). The first byte is a flag: bit 0 appends the right tag for
 /// the rest under the seed pseudonym key, so the fuzzer gets past the HMAC to the
@@ -234,12 +237,12 @@ pub fn decision_record(data: &[u8]) -> Outcome {
     let key = pseudonym_key();
     let stored = if flags & 1 != 0 {
         let mut bytes = rest.to_vec();
-        bytes.extend_from_slice(&crate::records::tag(&key, rest));
+        bytes.extend_from_slice(&crate::records::tag(&key, RECORD_KEY, rest));
         bytes
     } else {
         rest.to_vec()
     };
-    let opened = crate::records::open_record(&key, &stored);
+    let opened = crate::records::open_record(&key, RECORD_KEY, &stored);
     let Some(split) = stored.len().checked_sub(32) else {
         ensure(opened.is_none(), "a record shorter than its tag was accepted")?;
         return Ok(false);
@@ -248,7 +251,7 @@ pub fn decision_record(data: &[u8]) -> Outcome {
     let decoded = DecisionFields::decode(body);
     let Some(fields) = opened else {
         // Refused: either the tag is wrong or the body does not decode.
-        let tag_ok = crate::records::tag(&key, body).as_slice() == tag;
+        let tag_ok = crate::records::tag(&key, RECORD_KEY, body).as_slice() == tag;
         ensure(
             !tag_ok || decoded.is_none(),
             "a well-tagged valid record was refused",
@@ -270,7 +273,7 @@ pub fn decision_record(data: &[u8]) -> Outcome {
         "an inconsistent decision record was accepted",
     )?;
     ensure(
-        crate::records::seal(&key, &fields) == stored,
+        crate::records::seal(&key, RECORD_KEY, &fields) == stored,
         "sealing the decoded record gives other bytes",
     )?;
     let mut forged = stored.clone();
@@ -278,13 +281,17 @@ pub fn decision_record(data: &[u8]) -> Outcome {
         *last ^= 1;
     }
     ensure(
-        crate::records::open_record(&key, &forged).is_none(),
+        crate::records::open_record(&key, RECORD_KEY, &forged).is_none(),
         "a record with a wrong tag was accepted",
     )?;
     let other = PseudonymKey::from_bytes([0x25; 32]);
     ensure(
-        crate::records::open_record(&other, &stored).is_none(),
+        crate::records::open_record(&other, RECORD_KEY, &stored).is_none(),
         "a record was accepted under another key",
+    )?;
+    ensure(
+        crate::records::open_record(&key, &[1, 0, 0, 0, 0, 0, 0, 0, 8], &stored).is_none(),
+        "a record was accepted under another storage key",
     )?;
     Ok(true)
 }
@@ -946,7 +953,11 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         out.push(("decision_record", [&[1u8][..], &fields.encode()].concat()));
         out.push((
             "decision_record",
-            [&[0u8][..], &crate::records::seal(&pseudonym_key(), &fields)].concat(),
+            [
+                &[0u8][..],
+                &crate::records::seal(&pseudonym_key(), RECORD_KEY, &fields),
+            ]
+            .concat(),
         ));
     }
 

@@ -6,8 +6,9 @@
 //! an incident ([`Ledger::impact`](crate::Ledger::impact)).
 //!
 //! Records hold the application's subject ids and entry positions, never identifier
-//! values. Each carries an HMAC tag under the pseudonym key, so an edited or inserted
-//! record is refused when read.
+//! values. Each carries an HMAC tag under the pseudonym key over its storage key and
+//! its bytes, so an edited or inserted record, or one copied under another key, is
+//! refused when read. (A deleted record is not noticed: nothing counts them.)
 //!
 //! Storage keys (sled tree `decisions`):
 //!
@@ -47,7 +48,11 @@ pub enum Recording {
     Off,
     /// One record per allowed use, written to the store as part of the decision. If it
     /// cannot be written the use is denied ([`Denied::Unavailable`](crate::Denied::Unavailable)):
-    /// an operator who asked for every use to be recorded gets no unrecorded use.
+    /// an operator who asked for every use to be recorded gets no unrecorded use. The
+    /// record is written to sled's log, not synced: it becomes durable with the next
+    /// sync (the next append under `Immediate` or `GroupCommit`, [`Ledger::sync`](crate::Ledger::sync),
+    /// sled's background flush under `Relaxed`), so a crash can lose the records of uses
+    /// decided since then. Call `Ledger::sync` where that matters.
     Every,
     /// One record per subject, purpose, recipient, collection, consent entry and time
     /// bucket, with the number of uses and the first and last of them. Counted in
@@ -116,8 +121,8 @@ impl DecisionRecord {
     }
 }
 
-/// Domain separation for the records' tags.
-const TAG_DOMAIN: &[u8] = b"consent-ledger decision record v1";
+/// Domain separation for the records' tags. (v1 tags did not cover the storage key.)
+const TAG_DOMAIN: &[u8] = b"consent-ledger decision record v2";
 const EVERY: u8 = 1;
 const AGGREGATED: u8 = 2;
 const SHARDS: usize = 16;
@@ -141,24 +146,26 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
-/// The record's authentication tag: HMAC under the pseudonym key, domain-separated.
-pub(crate) fn tag(key: &PseudonymKey, body: &[u8]) -> [u8; 32] {
-    key.index_tag(&[TAG_DOMAIN, body])
+/// The authentication tag of a record stored under `storage_key`: HMAC under the
+/// pseudonym key, domain-separated, over the storage key and the record's bytes.
+pub(crate) fn tag(key: &PseudonymKey, storage_key: &[u8], body: &[u8]) -> [u8; 32] {
+    key.index_tag(&[TAG_DOMAIN, storage_key, body])
 }
 
-/// The stored form of a record: its canonical bytes and their tag.
-pub(crate) fn seal(key: &PseudonymKey, fields: &DecisionFields) -> Vec<u8> {
+/// The stored form of a record to be stored under `storage_key`: its canonical bytes
+/// and their tag.
+pub(crate) fn seal(key: &PseudonymKey, storage_key: &[u8], fields: &DecisionFields) -> Vec<u8> {
     let mut bytes = fields.encode();
-    let t = tag(key, &bytes);
+    let t = tag(key, storage_key, &bytes);
     bytes.extend_from_slice(&t);
     bytes
 }
 
-/// Checks the tag and decodes a stored record.
-pub(crate) fn open_record(key: &PseudonymKey, bytes: &[u8]) -> Option<DecisionFields> {
+/// Checks the tag of a record read from `storage_key` and decodes it.
+pub(crate) fn open_record(key: &PseudonymKey, storage_key: &[u8], bytes: &[u8]) -> Option<DecisionFields> {
     let split = bytes.len().checked_sub(32)?;
     let (body, t) = bytes.split_at(split);
-    if !key.verify_index_tag(&[TAG_DOMAIN, body], t) {
+    if !key.verify_index_tag(&[TAG_DOMAIN, storage_key, body], t) {
         return None;
     }
     DecisionFields::decode(body)
@@ -211,7 +218,7 @@ impl Recorder {
                 let mut k = Vec::with_capacity(9);
                 k.push(EVERY);
                 k.extend_from_slice(&n.to_be_bytes());
-                store.put_decision(&k, &seal(key, &fields_of(ev, recipient)))
+                store.put_decision(&k, &seal(key, &k, &fields_of(ev, recipient)))
             }
             Recording::Aggregated { .. } => {
                 let bucket = ev.decided_at.as_millis() / self.bucket_ms;
@@ -225,6 +232,11 @@ impl Recorder {
                 let hash = h.finish();
                 let shard = self.shard(hash).ok_or_else(poisoned)?;
                 let mut map = shard.lock().map_err(|_| poisoned())?;
+                // Written out before this use is counted: if that fails, the use is
+                // denied and not counted, and the shard's counts stay in memory.
+                if map.len() >= SHARD_LIMIT {
+                    self.write_out(store, key, &mut map)?;
+                }
                 let slot = map.entry(hash).or_default();
                 let same = |f: &DecisionFields| {
                     f.first_at.as_millis() / self.bucket_ms == bucket
@@ -243,9 +255,6 @@ impl Recorder {
                     }
                     None => slot.push(fields_of(ev, recipient)),
                 }
-                if map.len() >= SHARD_LIMIT {
-                    self.write_out(store, key, &mut map)?;
-                }
                 Ok(())
             }
         }
@@ -256,40 +265,79 @@ impl Recorder {
         self.shards.get((hash % SHARDS as u64) as usize)
     }
 
-    /// Writes every aggregate held in memory.
+    /// Writes every aggregate held in memory. What cannot be written stays in memory
+    /// for the next flush; the first error is returned.
     pub(crate) fn flush(&self, store: &dyn Backend, key: &PseudonymKey) -> Result<(), StorageError> {
         if !matches!(self.mode, Recording::Aggregated { .. }) {
             return Ok(());
         }
+        let mut result = Ok(());
         for shard in &self.shards {
-            let mut map = shard.lock().map_err(|_| poisoned())?;
-            self.write_out(store, key, &mut map)?;
+            let written = match shard.lock() {
+                Ok(mut map) => self.write_out(store, key, &mut map),
+                Err(_) => Err(poisoned()),
+            };
+            if result.is_ok() {
+                result = written;
+            }
         }
-        Ok(())
+        result
     }
 
     /// Merges a shard's aggregates into the stored ones (under the shard's lock: a
     /// grouping key always falls in the same shard, so no other writer touches it).
+    /// An aggregate leaves memory only once written; one that cannot be (a storage
+    /// failure, or a stored record under its key that does not open: edited, or not
+    /// this ledger's) stays, and the first error is returned.
     fn write_out(
         &self,
         store: &dyn Backend,
         key: &PseudonymKey,
         map: &mut HashMap<u64, Vec<DecisionFields>>,
     ) -> Result<(), StorageError> {
-        for (_, group) in map.drain() {
-            for mut f in group {
-                let k = aggregate_key(&f, self.bucket_ms);
-                if let Some(old) = store.decision(&k)?.and_then(|b| open_record(key, &b)) {
-                    f.count = f.count.saturating_add(old.count);
-                    f.first_position = f.first_position.min(old.first_position);
-                    f.last_position = f.last_position.max(old.last_position);
-                    f.first_at = f.first_at.min(old.first_at);
-                    f.last_at = f.last_at.max(old.last_at);
+        let mut result = Ok(());
+        map.retain(|_, group| {
+            group.retain(|f| match self.merge_into_store(store, key, f) {
+                Ok(()) => false,
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                    true
                 }
-                store.put_decision(&k, &seal(key, &f))?;
-            }
+            });
+            !group.is_empty()
+        });
+        result
+    }
+
+    /// Adds one aggregate's counts to the record stored under its key.
+    fn merge_into_store(
+        &self,
+        store: &dyn Backend,
+        key: &PseudonymKey,
+        f: &DecisionFields,
+    ) -> Result<(), StorageError> {
+        let k = aggregate_key(f, self.bucket_ms);
+        let mut f = f.clone();
+        if let Some(stored) = store.decision(&k)? {
+            // Never written over: that would hide the edit and lose its counts.
+            let old = open_record(key, &k, &stored).ok_or_else(|| {
+                StorageError::new(
+                    "merging decision records",
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "a stored decision record is corrupt or was not written by this ledger",
+                    ),
+                )
+            })?;
+            f.count = f.count.saturating_add(old.count);
+            f.first_position = f.first_position.min(old.first_position);
+            f.last_position = f.last_position.max(old.last_position);
+            f.first_at = f.first_at.min(old.first_at);
+            f.last_at = f.last_at.max(old.last_at);
         }
-        Ok(())
+        store.put_decision(&k, &seal(key, &k, &f))
     }
 }
 
@@ -341,8 +389,8 @@ fn aggregate_key(f: &DecisionFields, bucket_ms: u64) -> Vec<u8> {
 pub(crate) fn read_all(store: &dyn Backend, key: &PseudonymKey) -> Result<Vec<DecisionRecord>, ReadError> {
     let mut out = Vec::new();
     for item in store.decisions(&[]) {
-        let (_, v) = item?;
-        let fields = open_record(key, &v).ok_or_else(corrupt)?;
+        let (k, v) = item?;
+        let fields = open_record(key, &k, &v).ok_or_else(corrupt)?;
         out.push(DecisionRecord { fields });
     }
     Ok(out)

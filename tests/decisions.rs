@@ -366,3 +366,153 @@ fn withdrawals_immediate_catches_uses_decided_on_an_older_state() {
     assert_eq!(r.unlawful.len(), 1);
     assert!(matches!(r.unlawful[0].reason, Unlawful::Withdrawn { .. }));
 }
+
+fn s1() -> SubjectId {
+    subject("s-1")
+}
+
+fn id() -> Identifier<Advertising> {
+    Identifier::<Advertising>::email("person1@example.org").unwrap()
+}
+
+/// A valid record copied under another key (to count a use twice) is refused: its
+/// tag covers its storage key.
+#[test]
+fn a_copied_decision_record_is_refused() {
+    let f = Fixture::new();
+    {
+        let l = f.open(Recording::Every).unwrap();
+        l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
+        l.grant::<Advertising>(&s1(), RecipientScope::all_partners(), None)
+            .unwrap();
+        l.authorize(&id(), &Recipient::partner("acme").unwrap()).unwrap();
+        l.sync().unwrap();
+    }
+    {
+        let db = sled_util::open(f.dir.path());
+        let tree = db.open_tree("decisions").unwrap();
+        let (_, v) = tree.iter().next().unwrap().unwrap();
+        let mut k = vec![1u8];
+        k.extend_from_slice(&7u64.to_be_bytes());
+        tree.insert(k, v).unwrap();
+        db.flush().unwrap();
+    }
+    let l = f.open(Recording::Every).unwrap();
+    let r = l.impact(&ImpactQuery::between(
+        Timestamp::EPOCH,
+        Timestamp::from_millis(u64::MAX),
+    ));
+    assert!(
+        matches!(r, Err(ReadError::CorruptRecord)),
+        "inserted copy accepted: {:?}",
+        r.map(|r| (r.records, r.uses))
+    );
+}
+
+/// A stored aggregate that was edited is reported, never written over (which would
+/// hide the edit and lose its counts).
+#[test]
+fn an_edited_aggregate_is_refused_not_overwritten() {
+    let f = Fixture::new();
+    let agg = Recording::Aggregated {
+        bucket: Duration::from_secs(60),
+    };
+    let acme = Recipient::partner("acme").unwrap();
+    {
+        let l = f.open(agg).unwrap();
+        l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
+        l.grant::<Advertising>(&s1(), RecipientScope::all_partners(), None)
+            .unwrap();
+        for _ in 0..10 {
+            l.authorize(&id(), &acme).unwrap();
+        }
+        l.sync().unwrap();
+    }
+    {
+        let db = sled_util::open(f.dir.path());
+        let tree = db.open_tree("decisions").unwrap();
+        let (k, v) = tree.iter().next().unwrap().unwrap();
+        let mut v = v.to_vec();
+        let last = v.len() - 1;
+        v[last] ^= 1; // one bit of the tag
+        tree.insert(k, v).unwrap();
+        db.flush().unwrap();
+    }
+    let l = f.open(agg).unwrap();
+    l.authorize(&id(), &acme).unwrap(); // same group, same bucket
+    let r = l.decision_records();
+    assert!(
+        matches!(r, Err(ReadError::CorruptRecord)),
+        "edited aggregate replaced silently: {:?}",
+        r.map(|v| v.iter().map(|r| r.count()).collect::<Vec<_>>())
+    );
+}
+
+/// A grant that has lapsed is exported as expired, as decisions treat it, before its
+/// expiry is written to the log.
+#[test]
+fn the_export_reports_a_lapsed_consent_as_expired() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Off).unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
+    let until = f.clock.now().saturating_add(Duration::from_secs(3600));
+    l.grant::<Advertising>(&s1(), RecipientScope::all_partners(), Some(until))
+        .unwrap();
+    f.clock.advance(Duration::from_secs(7200));
+    assert!(matches!(l.authorize(&id(), &acme), Err(Denied::Expired { .. })));
+    let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&s1(), "-").unwrap()).unwrap();
+    let rec = &doc["@graph"][0];
+    assert_eq!(rec["dpv:hasConsentStatus"], "dpv:ConsentExpired", "{rec:#}");
+}
+
+/// The export lists the recorded uses: to whom the data was disclosed.
+#[test]
+fn the_export_names_recipients_the_data_was_disclosed_to() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
+    l.grant::<Advertising>(&s1(), RecipientScope::all_partners(), None)
+        .unwrap();
+    l.authorize(&id(), &Recipient::partner("acme").unwrap()).unwrap();
+    assert_eq!(l.decision_records().unwrap().len(), 1);
+    let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&s1(), "-").unwrap()).unwrap();
+    let uses = doc["uses"].as_array().unwrap();
+    assert_eq!(uses.len(), 1, "{doc:#}");
+    assert_eq!(
+        uses[0]["dpv:hasRecipient"],
+        Recipient::partner("acme").unwrap().to_string()
+    );
+    assert_eq!(uses[0]["dpv:hasPurpose"], "advertising");
+    assert_eq!(uses[0]["count"], 1);
+    // Another subject's uses are not in it.
+    let s2 = SubjectId::new("s-2").unwrap();
+    let other = Identifier::<Advertising>::email("person2@example.org").unwrap();
+    l.collect(&s2, &other, RecipientScope::all_partners()).unwrap();
+    l.grant::<Advertising>(&s2, RecipientScope::all_partners(), None)
+        .unwrap();
+    l.authorize(&other, &Recipient::partner("zeta").unwrap()).unwrap();
+    let json = l.export_subject(&s1(), "-").unwrap();
+    assert!(!json.contains("zeta") && !json.contains("s-2"), "{json}");
+}
+
+/// A decision is never stamped before a time the ledger has seen: after the clock
+/// steps back, the evidence still does not say the use came before the grant.
+#[test]
+fn a_decision_is_never_stamped_before_the_entry_that_allowed_it() {
+    let f = Fixture::new();
+    f.tick(60_000);
+    let l = f.open(Recording::Every).unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
+    let g = l
+        .grant::<Advertising>(&s1(), RecipientScope::all_partners(), None)
+        .unwrap();
+    f.clock.set(Timestamp::from_millis(T0)); // the clock steps back a minute
+    let ident = id();
+    let u = l.authorize(&ident, &acme).unwrap();
+    assert_eq!(u.evidence().allowed_by(), g.seq);
+    assert!(u.evidence().decided_at() >= g.timestamp);
+    let (first, _) = l.decision_records().unwrap()[0].times();
+    assert!(first >= g.timestamp);
+}

@@ -42,7 +42,10 @@ impl Ledger {
     /// `dpv:ConsentRecord` per consent-based purpose (one `dpv:PersonalDataHandling` per
     /// purpose relying on another legal basis) with its status, purpose, legal basis,
     /// recipients, the kinds of personal data collected, and every event (`dct:hasPart`)
-    /// with its date, entity and ledger position. No other subject's data is included.
+    /// with its date, entity and ledger position; and, when decisions are recorded
+    /// ([`Recording`](crate::Recording)), every recorded use of the subject's data
+    /// (`uses`: purpose, recipient, legal basis, the entry that allowed it, count, first
+    /// and last time). No other subject's data is included.
     /// Identifiers appear by kind only: the ledger holds no values, only pseudonyms.
     ///
     /// `how_to_withdraw` is stated in each consent record (`dpv:hasWithdrawalMethod`).
@@ -70,6 +73,8 @@ impl Ledger {
             let mut kinds: Vec<String> = Vec::new();
             let mut scope: Option<&RecipientScope> = None;
             let mut status = None;
+            // When the consent last given lapses, if it does.
+            let mut lapses = None;
             let mut parts = Vec::new();
             for h in &events {
                 let (kind, term) = match &h.change {
@@ -99,6 +104,10 @@ impl Ledger {
                 };
                 if term.is_some() {
                     status = term;
+                    lapses = match &h.change {
+                        Change::Granted { expires_at, .. } => *expires_at,
+                        _ => None,
+                    };
                 }
                 let mut part = json!({
                     "@type": term.unwrap_or("dpv:Collect"),
@@ -133,7 +142,13 @@ impl Ledger {
                 "dct:hasPart": parts,
             });
             if let (true, Some(obj)) = (consent_based, record.as_object_mut()) {
-                let status = status.unwrap_or("dpv:ConsentUnknown");
+                // A consent that lapsed is expired, as decisions treat it, before its
+                // expiry is written to the log.
+                let lapsed = lapses.is_some_and(|t| t <= self.now());
+                let status = match status {
+                    Some("dpv:ConsentGiven") if lapsed => "dpv:ConsentExpired",
+                    other => other.unwrap_or("dpv:ConsentUnknown"),
+                };
                 obj.insert("dpv:hasConsentStatus".into(), Value::String(status.to_owned()));
                 obj.insert(
                     "dpv:hasWithdrawalMethod".into(),
@@ -141,6 +156,27 @@ impl Ledger {
                 );
             }
             records.push(record);
+        }
+        // The uses recorded of the subject's data (with decision recording on): to
+        // whom it was disclosed, for what, under which entry, how often and when.
+        let mut uses = Vec::new();
+        if self.records_decisions() {
+            for r in self.decision_records()? {
+                if r.subject() != subject {
+                    continue;
+                }
+                let (first, last) = r.times();
+                uses.push(json!({
+                    "@type": "dpv:Disclose",
+                    "dpv:hasPurpose": r.purpose(),
+                    "dpv:hasRecipient": r.recipient().to_string(),
+                    "dpv:hasLegalBasis": basis_term(r.legal_basis()),
+                    "allowed_by": format!("{origin}#{}", r.allowed_by()),
+                    "count": r.count(),
+                    "first": first.to_string(),
+                    "last": last.to_string(),
+                }));
+            }
         }
         let doc = json!({
             "@context": {
@@ -153,6 +189,7 @@ impl Ledger {
             "erased": erased,
             "note": "identifiers are held only as keyed pseudonyms; they appear here by kind",
             "@graph": records,
+            "uses": uses,
         });
         Ok(serde_json::to_string_pretty(&doc).unwrap_or_default())
     }

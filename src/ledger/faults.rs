@@ -29,6 +29,22 @@ struct Faults {
     release: AtomicBool,
     /// Fail the next sync that gets past the hold, once.
     fail_next: AtomicBool,
+    /// Fail the next decision-record write, once.
+    decision_once: AtomicBool,
+}
+
+impl Faults {
+    fn new() -> Self {
+        Faults {
+            append_at: AtomicU64::new(u64::MAX),
+            sync: AtomicBool::new(false),
+            hold_next: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+            release: AtomicBool::new(false),
+            fail_next: AtomicBool::new(false),
+            decision_once: AtomicBool::new(false),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -113,6 +129,9 @@ impl Backend for Faulty {
         self.inner.ready()
     }
     fn put_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError> {
+        if self.faults.decision_once.swap(false, Ordering::SeqCst) {
+            return Err(injected("writing a decision record"));
+        }
         self.inner.put_decision(key, record)
     }
     fn decision(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
@@ -151,14 +170,7 @@ impl Keys {
     }
 
     fn open_faulty(&self, dir: &std::path::Path, durability: Durability) -> (Ledger, Arc<Faults>) {
-        let faults = Arc::new(Faults {
-            append_at: AtomicU64::new(u64::MAX),
-            sync: AtomicBool::new(false),
-            hold_next: AtomicBool::new(false),
-            held: AtomicBool::new(false),
-            release: AtomicBool::new(false),
-            fail_next: AtomicBool::new(false),
-        });
+        let faults = Arc::new(Faults::new());
         let shared = Arc::clone(&faults);
         let ledger = self
             .builder(dir, durability)
@@ -408,4 +420,44 @@ fn a_repeated_collection_returns_the_first_entry() {
             "{durability:?}"
         );
     }
+}
+
+/// A record write that fails while aggregates are written out loses no counts: what
+/// was not written stays in memory for the next flush.
+#[test]
+fn a_failed_flush_loses_no_aggregated_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let faults = Arc::new(Faults::new());
+    let shared = Arc::clone(&faults);
+    let l = keys
+        .builder(dir.path(), Durability::Relaxed)
+        .record_decisions(crate::Recording::Aggregated {
+            bucket: std::time::Duration::from_secs(3600),
+        })
+        .open_through(move |inner| {
+            Box::new(Faulty {
+                inner,
+                faults: shared,
+            })
+        })
+        .unwrap();
+    let acme = crate::Recipient::partner("acme").unwrap();
+    let ids: Vec<_> = (0..40)
+        .map(|i| crate::Identifier::<crate::Advertising>::email(&format!("p{i}@example.org")).unwrap())
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let s = subject(0, i);
+        l.collect(&s, id, RecipientScope::all_partners()).unwrap();
+        l.grant::<crate::Advertising>(&s, RecipientScope::all_partners(), None)
+            .unwrap();
+    }
+    for id in &ids {
+        l.authorize(id, &acme).unwrap();
+    }
+    faults.decision_once.store(true, Ordering::SeqCst);
+    assert!(l.sync().is_err(), "the injected failure is reported");
+    l.sync().unwrap();
+    let total: u64 = l.decision_records().unwrap().iter().map(|r| r.count()).sum();
+    assert_eq!(total, 40, "aggregated counts lost after one failed write");
 }

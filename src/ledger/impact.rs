@@ -28,9 +28,11 @@ pub enum Hypothesis {
         /// Purpose id of the uses judged.
         used_for: String,
     },
-    /// Every change takes effect at the moment it was recorded: a use at time T is
-    /// judged against all changes recorded up to T, even if it was decided on an older
-    /// state (a cached decision, a lagging replica, a `Use` kept and used later).
+    /// Every change takes effect at the moment it was recorded: a use decided at time T
+    /// is judged against all changes recorded up to T, even if it was decided on an
+    /// older state (a cached decision, a lagging replica, a ticker-stamped time). Uses
+    /// are judged at their decision time: a `Use` kept and delivered later is recorded,
+    /// and judged, when it was decided (delivery itself is not recorded).
     WithdrawalsImmediate,
     /// Consents granted in `[from, until)` count as never given (a consent switch that
     /// was on by default, a form that pre-ticked a box).
@@ -64,7 +66,10 @@ pub struct ImpactQuery {
 }
 
 impl ImpactQuery {
-    /// Uses made in `[from, until)`, any purpose, any recipient, no hypothesis.
+    /// Uses made in `[from, until)`, any purpose, any recipient, no hypothesis. With
+    /// [`Recording::Aggregated`](crate::Recording::Aggregated), an aggregate whose
+    /// first-to-last span overlaps the window counts with all its uses: the answer may
+    /// include uses up to a bucket outside the window, never fewer.
     pub fn between(from: Timestamp, until: Timestamp) -> Self {
         ImpactQuery {
             from,

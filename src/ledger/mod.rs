@@ -498,21 +498,29 @@ impl Ledger {
     /// Every stored decision record (aggregates held in memory are written first).
     ///
     /// # Errors
-    /// Storage failures; [`ReadError::CorruptRecord`] for a record that was edited or
-    /// written with another pseudonym key.
+    /// Storage failures; [`ReadError::CorruptRecord`] for a record that was edited,
+    /// copied under another key or written with another pseudonym key (also when
+    /// that is why aggregates in memory could not be written: they stay in memory).
     pub fn decision_records(&self) -> Result<Vec<crate::DecisionRecord>, ReadError> {
-        self.inner
+        let flushed = self
+            .inner
             .recorder
-            .flush(&*self.inner.store, &self.inner.pseudonym_key)?;
-        crate::records::read_all(&*self.inner.store, &self.inner.pseudonym_key)
+            .flush(&*self.inner.store, &self.inner.pseudonym_key);
+        // Read first: a corrupt record, the likelier cause of a failed flush, is named.
+        let records = crate::records::read_all(&*self.inner.store, &self.inner.pseudonym_key)?;
+        flushed?;
+        Ok(records)
     }
 
-    /// The time to stamp a decision that does not depend on the time with.
+    /// The time to stamp a decision that does not depend on the time with: never
+    /// earlier than a time the ledger has already seen (so never before the entry that
+    /// allowed the use), without the clock read and store that [`Ledger::now`] may do.
     pub(crate) fn stamp(&self) -> Timestamp {
-        match &self.inner.ticker {
+        let t = match &self.inner.ticker {
             Some(t) => t.now(),
             None => self.inner.clock.now(),
-        }
+        };
+        Timestamp::from_millis(t.as_millis().max(self.inner.high_water.load(Ordering::Acquire)))
     }
 
     /// The decision state.
@@ -545,8 +553,10 @@ impl Ledger {
     }
 
     /// Records that `identifier` was collected from `subject` for its purpose `P`, to be
-    /// used by the recipients in `scope`. For consent-based purposes a use also needs a
-    /// [`grant`](Ledger::grant); for the others, this is what allows it.
+    /// used by the recipients in `scope`. For purposes that are not consent-based, this
+    /// is what allows a use, and `scope` says by whom. For consent-based purposes a use
+    /// needs a [`grant`](Ledger::grant), and the grant's scope decides who may use it:
+    /// the person's consent, which may be wider or narrower than `scope`.
     ///
     /// Recording the same collection again (same purpose and scope) appends nothing
     /// and returns the existing entry; a different scope appends a new entry that

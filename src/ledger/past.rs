@@ -39,7 +39,15 @@ impl Ledger {
     ) -> Result<Result<Evidence, Denied>, ReadError> {
         let index = load_index(&*self.inner.store, &self.inner.pseudonym_key).map_err(|e| match e {
             OpenError::Storage(s) => ReadError::Storage(s),
-            _ => ReadError::OutOfRange,
+            OpenError::Integrity(i) => ReadError::Integrity(i),
+            // A tampered index record, or one under another key: not "out of range".
+            _ => ReadError::Storage(crate::error::StorageError::new(
+                "reading the identifier index",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "an index record is corrupt or was not written with this pseudonym key",
+                ),
+            )),
         })?;
         let mut state = State::default();
         let mut moment = Timestamp::EPOCH;
