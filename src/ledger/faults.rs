@@ -31,6 +31,31 @@ struct Faults {
     fail_next: AtomicBool,
     /// Fail the next decision-record write, once.
     decision_once: AtomicBool,
+    /// Runs (once) just before the next index record removal.
+    before_index_removal: Hook,
+}
+
+/// Something a test runs from inside the store, once.
+#[derive(Default)]
+struct Hook(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+impl Hook {
+    fn set(&self, f: impl FnOnce() + Send + 'static) {
+        *self.0.lock().unwrap() = Some(Box::new(f));
+    }
+
+    fn run(&self) {
+        let f = self.0.lock().unwrap().take();
+        if let Some(f) = f {
+            f();
+        }
+    }
 }
 
 impl Faults {
@@ -43,6 +68,7 @@ impl Faults {
             release: AtomicBool::new(false),
             fail_next: AtomicBool::new(false),
             decision_once: AtomicBool::new(false),
+            before_index_removal: Hook::default(),
         }
     }
 }
@@ -87,7 +113,16 @@ impl Backend for Faulty {
         self.inner.put_index(lookup, record)
     }
     fn remove_index(&self, lookup: &[u8; 32]) -> Result<(), StorageError> {
+        self.faults.before_index_removal.run();
         self.inner.remove_index(lookup)
+    }
+    fn remove_index_if(
+        &self,
+        lookup: &[u8; 32],
+        remove: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, StorageError> {
+        self.faults.before_index_removal.run();
+        self.inner.remove_index_if(lookup, remove)
     }
     fn index_records(&self, part: u64, parts: u64) -> Items<'_, (Vec<u8>, Vec<u8>)> {
         self.inner.index_records(part, parts)
@@ -460,4 +495,86 @@ fn a_failed_flush_loses_no_aggregated_counts() {
     l.sync().unwrap();
     let total: u64 = l.decision_records().unwrap().iter().map(|r| r.count()).sum();
     assert_eq!(total, 40, "aggregated counts lost after one failed write");
+}
+
+/// A collection whose entry could not be stored leaves no index record behind (it is
+/// written before the entry): erasing the subject could not find one, and an open from
+/// a state snapshot covering the erasure would not look for it.
+#[test]
+fn a_failed_collection_leaves_no_index_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let every_close = Snapshots::OnClose { min_new_entries: 1 };
+    let faults = Arc::new(Faults::new());
+    let shared = Arc::clone(&faults);
+    let l = keys
+        .builder(dir.path(), Durability::Immediate)
+        .snapshots(every_close)
+        .open_through(move |inner| {
+            Box::new(Faulty {
+                inner,
+                faults: shared,
+            })
+        })
+        .unwrap();
+    let s = subject(0, 0);
+    let email = crate::Identifier::<crate::Advertising>::email("orphan@example.com").unwrap();
+    let lookup = email.lookup(&keys.pseudonym).0;
+    let held = |store: &dyn Backend| {
+        store
+            .index_records(0, 1)
+            .any(|r| r.map(|(k, _)| k == lookup).unwrap_or(false))
+    };
+    faults.append_at.store(l.len(), Ordering::SeqCst);
+    assert!(l.collect(&s, &email, RecipientScope::all_partners()).is_err());
+    assert!(!held(&*l.inner.store), "the failed collection left its record");
+    faults.append_at.store(u64::MAX, Ordering::SeqCst);
+    l.grant::<crate::Advertising>(&subject(0, 1), RecipientScope::all_partners(), None)
+        .unwrap();
+    l.erase(&s, crate::Actor::Subject).unwrap();
+    assert!(!held(&*l.inner.store));
+    drop(l); // writes a snapshot covering the erasure
+    assert!(dir.path().join("state").is_file());
+    let l = keys
+        .builder(dir.path(), Durability::Immediate)
+        .snapshots(every_close)
+        .open()
+        .unwrap();
+    let after_snapshot_open = held(&*l.inner.store);
+    drop(l);
+    let l = keys
+        .builder(dir.path(), Durability::Immediate)
+        .snapshots(Snapshots::Off)
+        .open()
+        .unwrap();
+    let after_full_replay = held(&*l.inner.store);
+    drop(l);
+    assert!(!after_snapshot_open && !after_full_replay);
+}
+
+/// Erasing a subject while another subject collects the same identifier (allowed once
+/// the erasure entry is applied, before erasure removes the index records): the new
+/// holder's record survives, also after reopening. The collection runs from inside the
+/// store, just before erasure removes that lookup's record.
+#[test]
+fn erasure_keeps_a_record_another_subject_wrote_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let (a, b) = (subject(0, 0), subject(0, 1));
+    let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+    l.collect(&a, &phone, RecipientScope::first_party()).unwrap();
+    let (other, holder) = (l.clone(), b.clone());
+    faults.before_index_removal.set(move || {
+        let id = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+        other
+            .collect(&holder, &id, RecipientScope::first_party())
+            .unwrap();
+    });
+    l.erase(&a, crate::Actor::Subject).unwrap();
+    assert!(l.authorize(&phone, &crate::Recipient::FirstParty).is_ok());
+    drop(l);
+    let l = keys.builder(dir.path(), Durability::Immediate).open().unwrap();
+    let allowed = l.authorize(&phone, &crate::Recipient::FirstParty).unwrap();
+    assert_eq!(allowed.evidence().subject(), &b);
 }

@@ -620,8 +620,12 @@ impl Ledger {
             ))
         })?;
         let store = &self.inner.store;
+        // Only the subject's own records: once the erasure entry is applied, another
+        // subject may collect one of these identifiers and write its own record under
+        // the same lookup, which must survive (removed atomically with that check).
+        let names_subject = |bytes: &[u8]| IndexRecord::decode(bytes).is_none_or(|r| r.subject == *subject);
         for l in &lookups {
-            store.remove_index(&l.0)?;
+            store.remove_index_if(&l.0, &names_subject)?;
         }
         store.remove_secret(subject.as_str())?;
         // A snapshot on disk may hold the subject's lookup pseudonyms (one found
@@ -657,7 +661,9 @@ impl Ledger {
         check_scope(&scope)?;
         let lookup = identifier.lookup(&self.inner.pseudonym_key);
         let key = &self.inner.pseudonym_key;
-        self.append(actor, |state, store| {
+        // Whether this call wrote an index record for an identifier with no collection.
+        let mut wrote_new_index = false;
+        let result = self.append(actor, |state, store| {
             if let Some(at) = state.erased_at(subject) {
                 return Err(WriteError::SubjectErased { erased_at: at });
             }
@@ -681,8 +687,10 @@ impl Ledger {
                 pseudonym,
                 tag,
             };
-            // Written before the entry: an index record without its entry is inert.
+            // Written before the entry: an index record without its entry is inert (and
+            // removed below if the entry is not stored).
             store.put_index(&lookup.0, &record.encode())?;
+            wrote_new_index = state.ident_subject(&lookup).is_none();
             Ok(Prepared::Append(
                 Body::Collected {
                     subject: subject.clone(),
@@ -694,7 +702,34 @@ impl Ledger {
                 },
                 Some(lookup),
             ))
-        })
+        });
+        // A storage error means the entry was not stored (later failures are
+        // `NotDurable` or `Failed`): the new record would be an orphan that nothing
+        // names, which erasing the subject could not find. (A crash in between still
+        // leaves one: inert, but see docs/erasure.md.)
+        if wrote_new_index && matches!(result, Err(WriteError::Storage(_))) {
+            self.forget_orphan_index(&lookup, subject);
+        }
+        result
+    }
+
+    /// Removes the index record `collect` wrote for `subject` under `lookup` when its
+    /// entry could not be stored, unless a collection of that identifier has been
+    /// recorded since (under the writer lock, so none can be meanwhile). Best effort:
+    /// the caller already has the error that matters.
+    fn forget_orphan_index(&self, lookup: &Pseudonym, subject: &SubjectId) {
+        let Ok(_writer) = self.inner.writer.lock() else {
+            return;
+        };
+        let collected = match self.inner.state.read() {
+            Ok(state) => state.ident_subject(lookup).is_some(),
+            Err(_) => return,
+        };
+        if !collected {
+            let names_subject =
+                |bytes: &[u8]| IndexRecord::decode(bytes).is_some_and(|r| r.subject == *subject);
+            let _ = self.inner.store.remove_index_if(&lookup.0, &names_subject);
+        }
     }
 
     /// Records a grant made through `actor` (for example an operator recording a paper

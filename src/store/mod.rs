@@ -92,6 +92,13 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn put_index(&self, lookup: &[u8; 32], record: &[u8]) -> Result<(), StorageError>;
     /// Removes an index record.
     fn remove_index(&self, lookup: &[u8; 32]) -> Result<(), StorageError>;
+    /// Removes an index record if `remove` says so of its bytes, atomically with respect
+    /// to writes of the same record; returns whether it did.
+    fn remove_index_if(
+        &self,
+        lookup: &[u8; 32],
+        remove: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, StorageError>;
     /// The index records in part `part` of `parts` (of the records stored now, split
     /// into roughly equal parts that together hold every record once).
     fn index_records(&self, part: u64, parts: u64) -> Items<'_, (Vec<u8>, Vec<u8>)>;
@@ -439,6 +446,14 @@ impl Backend for SledStore {
 
     fn remove_index(&self, lookup: &[u8; 32]) -> Result<(), StorageError> {
         self.vault.get()?.remove(Kind::Index, lookup)
+    }
+
+    fn remove_index_if(
+        &self,
+        lookup: &[u8; 32],
+        remove: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, StorageError> {
+        self.vault.get()?.remove_if(Kind::Index, lookup, remove)
     }
 
     fn index_records(&self, part: u64, parts: u64) -> Items<'_, (Vec<u8>, Vec<u8>)> {

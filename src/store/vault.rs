@@ -838,6 +838,34 @@ impl Vault {
         Ok(())
     }
 
+    /// Removes a record, as [`Vault::remove`], only if `remove` says so of its value:
+    /// decided and done under the vault's lock, so that no write of the same name comes
+    /// in between. Returns whether it removed one.
+    pub(crate) fn remove_if(
+        &self,
+        kind: Kind,
+        key: &[u8],
+        remove: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, StorageError> {
+        let mut slots = self.slots.lock().map_err(|_| poisoned())?;
+        let named = slots.table.named(kind, key);
+        let mut file = self.file.lock().map_err(|_| poisoned())?;
+        let n = match slots.table.find(&named, |n| read_slot(&mut file, n))? {
+            Lookup::Absent => return Ok(false),
+            Lookup::Found(n, slot) => match parse(&*slot) {
+                Ok(Some((_, _, value))) if remove(value) => n,
+                _ => return Ok(false),
+            },
+            // What is left of a record that may have been this one: zeroed, as by `remove`.
+            Lookup::Damaged(n) => n,
+        };
+        self.dirty.store(true, Ordering::Relaxed);
+        write_slot(&mut file, n, &[0u8; SLOT])?;
+        slots.table.remove(&named, n);
+        slots.free.push(n);
+        Ok(true)
+    }
+
     /// All records of a kind, read from the file a chunk of slots at a time (the locks
     /// are taken per chunk, not for the whole walk).
     #[cfg(test)]
