@@ -30,7 +30,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub enum IdentifierKind {
     /// A phone number, normalized to E.164 (`+15550109999`).
     Phone,
-    /// An email address: trimmed, domain lower-cased.
+    /// An email address: trimmed, ASCII local part, domain lower-cased (an
+    /// internationalized domain in its ASCII form, `xn--…`).
     Email,
     /// A device or advertising id: trimmed, ASCII lower-cased.
     DeviceId,

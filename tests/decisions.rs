@@ -516,3 +516,34 @@ fn a_decision_is_never_stamped_before_the_entry_that_allowed_it() {
     let (first, _) = l.decision_records().unwrap()[0].times();
     assert!(first >= g.timestamp);
 }
+
+/// One address or number written two common ways is one identifier: the second
+/// subject to collect it is refused, whichever spelling it uses.
+#[test]
+fn one_identifier_written_two_ways_has_one_holder() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Off).unwrap();
+    let (a, b) = (subject("a"), subject("b"));
+    let first = Identifier::<Security>::email("bob@b\u{fc}cher.de").unwrap();
+    l.collect(&a, &first, RecipientScope::first_party()).unwrap();
+    for other in [
+        "bob@bu\u{308}cher.de",
+        "bob@xn--bcher-kva.de",
+        "bob@B\u{dc}CHER.DE",
+    ] {
+        let id = Identifier::<Security>::email(other).unwrap();
+        let r = l.collect(&b, &id, RecipientScope::first_party());
+        assert!(
+            matches!(r, Err(consent_ledger::WriteError::HeldByAnotherSubject { .. })),
+            "{r:?}"
+        );
+    }
+    let phone = Identifier::<Security>::phone("+44 20 7946 0958").unwrap();
+    l.collect(&a, &phone, RecipientScope::first_party()).unwrap();
+    let same = Identifier::<Security>::phone("+44 (0)20 7946 0958").unwrap();
+    let r = l.collect(&b, &same, RecipientScope::first_party());
+    assert!(
+        matches!(r, Err(consent_ledger::WriteError::HeldByAnotherSubject { .. })),
+        "{r:?}"
+    );
+}
