@@ -224,6 +224,7 @@ impl Table {
     }
 
     /// Every tracked slot.
+    #[cfg(any(test, feature = "fuzzing"))]
     fn slots(&self) -> impl Iterator<Item = u64> + '_ {
         self.by_hash.values().chain(self.overflow.values()).copied()
     }
