@@ -1090,7 +1090,11 @@ impl Ledger {
     /// [`ReadError::Integrity`] naming the first bad position; storage failures.
     ///
     /// Reading and decoding run on the calling thread while a second thread checks the
-    /// signatures, batch by batch.
+    /// signatures, batch by batch. Batch verification is not strict; signatures it would
+    /// accept and the strict check of one signature refuses (an R of small order, or
+    /// encoded non-canonically) are refused before batching. One kind still differs: an
+    /// R with a small torsion component added passes a batch about half the time. Only
+    /// the holder of the signing key can make one; opening and receipts refuse it.
     pub fn verify(&self) -> Result<VerifyReport, ReadError> {
         verify_store(&*self.inner.store)
     }

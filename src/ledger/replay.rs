@@ -283,15 +283,21 @@ fn check_batch(batch: Vec<SigCheck>) -> Result<(), IntegrityError> {
     // Decompressing a key costs about as much as checking a signature in a batch:
     // do it once per run of entries signed by the same key.
     let mut last: Option<([u8; 32], ed25519_dalek::VerifyingKey)> = None;
-    for (_, _, k, pos) in &batch {
+    for (i, (_, s, k, pos)) in batch.iter().enumerate() {
         let key = match last {
-            Some((bytes, key)) if bytes == *k => key,
-            _ => {
-                let key = signer(k, *pos)?;
-                last = Some((*k, key));
-                key
-            }
+            Some((bytes, key)) if bytes == *k => Ok(key),
+            _ => signer(k, *pos),
         };
+        // An entry before this one may be bad too: the error names the first.
+        let earlier = || first_strict_failure(batch.get(..i).unwrap_or_default(), &keys);
+        let key = match key {
+            Ok(key) => key,
+            Err(e) => return Err(earlier().unwrap_or(e)),
+        };
+        if !r_may_verify(s) {
+            return Err(earlier().unwrap_or_else(|| broken(*pos, IntegrityProblem::BadSignature)));
+        }
+        last = Some((*k, key));
         keys.push(key);
     }
     let msgs: Vec<&[u8]> = batch.iter().map(|(m, ..)| m.as_slice()).collect();
@@ -300,15 +306,60 @@ fn check_batch(batch: Vec<SigCheck>) -> Result<(), IntegrityError> {
         return Ok(());
     }
     // Some signature is bad: find the first one.
-    for ((m, s, _, pos), k) in batch.iter().zip(&keys) {
-        if k.verify_strict(m, &Signature::from_bytes(s)).is_err() {
-            return Err(broken(*pos, IntegrityProblem::BadSignature));
-        }
-    }
-    Err(broken(
-        batch.first().map_or(0, |b| b.3),
-        IntegrityProblem::BadSignature,
-    ))
+    Err(first_strict_failure(&batch, &keys)
+        .unwrap_or_else(|| broken(batch.first().map_or(0, |b| b.3), IntegrityProblem::BadSignature)))
+}
+
+/// The first of `batch` (with its keys) whose signature the strict check refuses.
+fn first_strict_failure(batch: &[SigCheck], keys: &[ed25519_dalek::VerifyingKey]) -> Option<IntegrityError> {
+    batch
+        .iter()
+        .zip(keys)
+        .find(|((m, s, ..), k)| k.verify_strict(m, &Signature::from_bytes(s)).is_err())
+        .map(|((.., pos), _)| broken(*pos, IntegrityProblem::BadSignature))
+}
+
+/// The y-coordinates (little-endian, sign bit clear) of the eight points of small order:
+/// the identity, the point of order 2, the two of order 4 (y = 0) and the four of
+/// order 8 (two values of y).
+const SMALL_ORDER_Y: [[u8; 32]; 5] = [
+    [
+        0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+    ],
+    [0; 32],
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5,
+        0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a,
+        0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a,
+    ],
+];
+
+/// Whether a signature's R (its first half) is one the strict check can accept: a
+/// canonical encoding (y below the field prime) of a point not of small order.
+///
+/// Batch verification is not strict: it accepts a signature whose R is of small order
+/// (the identity, say) or encoded non-canonically, which the strict check of a single
+/// signature refuses; `verify` and `open` (or a receipt) would then disagree about the
+/// same entry. Checked on the bytes, as libsodium does: decompressing R would cost a
+/// third of the batch check. (An R with a small torsion component added still passes a
+/// batch about half the time where the strict check refuses it; only the holder of
+/// the signing key can make one.)
+fn r_may_verify(sig: &[u8; 64]) -> bool {
+    let Some(r) = sig.first_chunk::<32>() else {
+        return false;
+    };
+    let mut y = *r;
+    y[31] &= 0x7f;
+    // y >= p = 2^255 - 19: 0x7f, then thirty 0xff, then at least 0xed (little-endian).
+    let non_canonical = y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed;
+    !non_canonical && !SMALL_ORDER_Y.contains(&y)
 }
 
 impl Replay {
