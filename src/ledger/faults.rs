@@ -578,3 +578,25 @@ fn erasure_keeps_a_record_another_subject_wrote_meanwhile() {
     let allowed = l.authorize(&phone, &crate::Recipient::FirstParty).unwrap();
     assert_eq!(allowed.evidence().subject(), &b);
 }
+
+/// A key rotation or revocation is synced even under `Relaxed` (a crash must not lose
+/// it once the old key may be destroyed): with syncs failing, both report it.
+#[test]
+fn key_changes_are_synced_under_relaxed_durability() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Relaxed);
+    let old = l.verifying_key().unwrap();
+    l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
+        .unwrap();
+    faults.sync.store(true, Ordering::SeqCst);
+    let rotated = l.rotate_key(crate::SigningKey::generate());
+    assert!(matches!(rotated, Err(WriteError::NotDurable(_))), "{rotated:?}");
+    faults.sync.store(false, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Relaxed);
+    l.rotate_key(crate::SigningKey::generate()).unwrap();
+    faults.sync.store(true, Ordering::SeqCst);
+    let revoked = l.revoke_key(old, 0);
+    assert!(matches!(revoked, Err(WriteError::NotDurable(_))), "{revoked:?}");
+}

@@ -32,20 +32,39 @@ impl Ledger {
     /// [`revoke_key`](Ledger::revoke_key) the old one from the position it may have been
     /// misused from).
     ///
+    /// The rotation is synced before this returns, whatever the durability setting: a
+    /// crash must not lose it once the caller may have destroyed the old key.
+    ///
     /// # Errors
-    /// [`WriteError::Input`] when `new_key` is the current key; storage failures.
+    /// [`WriteError::Input`] when `new_key` is the current key or a key the log has
+    /// revoked; storage failures.
     pub fn rotate_key(&self, new_key: SigningKey) -> Result<Recorded, WriteError> {
         let new_public = new_key.verifying_key().to_bytes();
-        self.append_then(
+        let recorded = self.append_then(
             Actor::System,
             |_, _, current| {
                 if current.verifying_key().to_bytes() == new_public {
                     return Err(InputError::new("new signing key", "is the current key").into());
                 }
+                let revoked = self.inner.revoked_keys.lock().map_err(|_| WriteError::Failed)?;
+                if revoked.contains(&new_public) {
+                    return Err(InputError::new("new signing key", "was revoked").into());
+                }
                 Ok(Prepared::Append(Body::KeyRotated { new_key: new_public }, None))
             },
             move |w| w.key = new_key,
-        )
+        )?;
+        self.sync_key_change()?;
+        Ok(recorded)
+    }
+
+    /// Makes a key rotation or revocation durable under every durability setting
+    /// (`Immediate` and `GroupCommit` have already).
+    fn sync_key_change(&self) -> Result<(), WriteError> {
+        if self.inner.durability == super::Durability::Relaxed {
+            self.sync_store().map_err(WriteError::NotDurable)?;
+        }
+        Ok(())
     }
 
     /// Declares `key` compromised from position `from` on: [`Ledger::verify`] reports
@@ -54,14 +73,17 @@ impl Ledger {
     /// the log (nothing is rewritten); the revocation is itself a signed entry.
     ///
     /// The current key cannot be revoked: [`rotate_key`](Ledger::rotate_key) first, so
-    /// that new entries are signed by a key that is still trusted.
+    /// that new entries are signed by a key that is still trusted. A revoked key can
+    /// never be rotated to again, and receipts are refused for the entries it signed
+    /// from `from` on. The revocation is synced before this returns, whatever the
+    /// durability setting.
     ///
     /// # Errors
     /// [`WriteError::Input`] when `key` is the current signing key or `from` is beyond
     /// the end of the log; storage failures.
     pub fn revoke_key(&self, key: VerifyingKey, from: u64) -> Result<Recorded, WriteError> {
         let bytes = key.to_bytes();
-        self.append_then(
+        let recorded = self.append_then(
             Actor::System,
             |state, _, current| {
                 if current.verifying_key().to_bytes() == bytes {
@@ -76,8 +98,14 @@ impl Ledger {
                 }
                 Ok(Prepared::Append(Body::KeyRevoked { key: bytes, from }, None))
             },
-            |_| {},
-        )
+            |_| {
+                if let Ok(mut revoked) = self.inner.revoked_keys.lock() {
+                    revoked.push(bytes);
+                }
+            },
+        )?;
+        self.sync_key_change()?;
+        Ok(recorded)
     }
 
     /// The current grants that lapse within `within` from now, and those that have

@@ -121,7 +121,10 @@ impl Ledger {
     ///
     /// # Errors
     /// [`ReadError::OutOfRange`] when the entry does not exist or is not yet durable
-    /// (sync first), or is not about a subject; storage failures.
+    /// (sync first), or is not about a subject; [`ReadError::Integrity`] with
+    /// [`IntegrityProblem::RevokedKey`](crate::IntegrityProblem::RevokedKey) when it was
+    /// signed by a key at or after the position it was revoked from (a receipt would
+    /// vouch for an entry the stolen key may have made); storage failures.
     pub fn receipt(&self, seq: u64, how_to_withdraw: &str) -> Result<Receipt, ReadError> {
         let checkpoint = self.checkpoint()?;
         if seq >= checkpoint.size() {
@@ -134,14 +137,23 @@ impl Ledger {
     }
 
     /// The public key that signed entry `seq`: the genesis key or the last rotation
-    /// before it.
+    /// before it. The whole log is read, for revocations after `seq`.
+    ///
+    /// # Errors
+    /// As [`Ledger::receipt`]: a key revoked for `seq` is an integrity error.
     fn signer_of(&self, seq: u64) -> Result<crate::signing::VerifyingKey, ReadError> {
         let mut replay = super::replay::Replay::new(false);
         for item in self.inner.store.entries_from(0) {
-            let stored = replay.step(item?)?;
-            if stored.entry.seq >= seq {
-                break;
+            replay.step(item?)?;
+        }
+        if let Some(range) = replay.untrusted().iter().find(|r| r.from <= seq && seq <= r.to) {
+            return Err(crate::error::IntegrityError {
+                position: seq,
+                problem: crate::error::IntegrityProblem::RevokedKey {
+                    revoked_from: range.from,
+                },
             }
+            .into());
         }
         let key = replay
             .keys

@@ -274,6 +274,8 @@ struct Inner {
     /// An erasure has not yet destroyed the snapshot on disk (its destruction failed):
     /// it must be destroyed, not merely replaced, before a new one is written.
     snapshot_outlives_erasure: std::sync::atomic::AtomicBool,
+    /// Every key the log has revoked (from any position): never rotated to again.
+    revoked_keys: Mutex<Vec<[u8; 32]>>,
 }
 
 /// How far the time seen may run ahead of the saved floor before it is saved again.

@@ -150,7 +150,9 @@ impl<S, K> LedgerBuilder<S, K> {
     /// or whose first entries are not the ones it committed to
     /// ([`IntegrityProblem::InconsistentWithCheckpoint`](crate::IntegrityProblem::InconsistentWithCheckpoint)):
     /// truncation and restoring an older backup are caught. The checkpoint must be signed
-    /// by a key the log authorized. Default: none.
+    /// by the current signing key, the one this builder opens with: after
+    /// [`Ledger::rotate_key`], keep a new checkpoint (a checkpoint signed by an older key,
+    /// which may have been stolen, proves nothing about the log). Default: none.
     pub fn trusted_checkpoint(mut self, signed_checkpoint: impl Into<String>) -> Self {
         self.trusted_checkpoint = Some(signed_checkpoint.into());
         self
@@ -382,6 +384,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         snapshot_len = 0;
     }
 
+    let revoked_keys = replay.revoked.iter().map(|(key, ..)| *key).collect();
     let head = replay.head_hash();
     let len = replay.len();
     let last_ts = Timestamp::from_millis(replay.last_timestamp());
@@ -424,6 +427,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             snapshots: b.snapshots,
             snapshot_len: AtomicU64::new(snapshot_len),
             snapshot_outlives_erasure: std::sync::atomic::AtomicBool::new(false),
+            revoked_keys: Mutex::new(revoked_keys),
         }),
     })
 }
@@ -766,13 +770,12 @@ fn finish_erasures(store: &dyn Backend, state: &State, index: &IndexMap) -> Resu
 
 /// Refuses a log that is shorter than, or not an extension of, a trusted checkpoint.
 fn check_trusted(text: &str, replay: &Replay, tree: &crate::merkle::MerkleTree) -> Result<(), OpenError> {
+    // Only the current key: an older one may have been stolen (and revoked by entries a
+    // cut removes), and with it a checkpoint for a shortened log could be forged.
     let cp = replay
-        .keys
-        .iter()
-        .find_map(|span| {
-            let key = crate::signing::VerifyingKey::from_bytes(&span.key).ok()?;
-            crate::checkpoint::SignedCheckpoint::verify(text, &key).ok()
-        })
+        .current_key()
+        .and_then(|k| crate::signing::VerifyingKey::from_bytes(&k).ok())
+        .and_then(|key| crate::checkpoint::SignedCheckpoint::verify(text, &key).ok())
         .ok_or(OpenError::UntrustedCheckpoint)?;
     if cp.origin() != crate::checkpoint::origin_of(&replay.ledger_id) {
         return Err(OpenError::UntrustedCheckpoint);
