@@ -58,7 +58,44 @@ pub(crate) fn check_name(field: &'static str, value: &str, max: usize) -> Result
     if value.trim() != value {
         return Err(InputError::new(field, "has leading or trailing whitespace"));
     }
+    refuse_contact_details(field, value)
+}
+
+/// Names are written to the signed log in clear and can never be removed: refuses what
+/// looks like a way to reach a person. A guard against the obvious mistakes (an email
+/// address, a phone number as people write it, a contact URI), not a proof: a plain run
+/// of digits cannot be told from an account number, nor a device's advertising id from
+/// a random UUID. The messages never contain the value.
+fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputError> {
+    if value.contains('@') {
+        return Err(InputError::new(
+            field,
+            "contains '@', like an email address; use an opaque id",
+        ));
+    }
+    let lower = value.get(..7).unwrap_or(value).to_ascii_lowercase();
+    if ["mailto:", "tel:", "sms:"].iter().any(|p| lower.starts_with(p)) {
+        return Err(InputError::new(field, "is a contact address; use an opaque id"));
+    }
+    if crate::normalize::phone(value).is_ok() || written_like_a_phone_number(value) {
+        return Err(InputError::new(
+            field,
+            "looks like a phone number; use an opaque id",
+        ));
+    }
     Ok(())
+}
+
+/// Digits and the separators people write phone numbers with, 7 to 15 digits, with a
+/// separator or the international prefix "00" ("(555) 010-9999", "0044 20 7946 0958").
+fn written_like_a_phone_number(value: &str) -> bool {
+    let separators = |c: char| matches!(c, ' ' | '-' | '.' | '(' | ')' | '/');
+    if !value.chars().all(|c| c.is_ascii_digit() || separators(c)) {
+        return false;
+    }
+    let digits = value.chars().filter(char::is_ascii_digit).count();
+    let separated = value.chars().any(separators);
+    ((7..=15).contains(&digits) && separated) || (value.starts_with("00") && (9..=17).contains(&digits))
 }
 
 impl fmt::Debug for Name {

@@ -399,7 +399,7 @@ fn rows() -> Vec<Row> {
                 input(
                     g,
                     "subject id",
-                    "looks like an email address; use an opaque account id",
+                    "contains '@', like an email address; use an opaque id",
                 )
             },
             undo: nothing,
