@@ -6,7 +6,9 @@
 //! With no argument the ledger lives in a fresh temporary directory, deleted at the end.
 //! With `DIR`, the ledger is kept in `DIR/ledger` and its two keys in `DIR/keys`
 //! (in a real deployment keys belong in a secret manager, never next to the data);
-//! running again with the same `DIR` reopens the same ledger and appends to it.
+//! running again with the same `DIR` reopens the same ledger and appends to it. Each
+//! run ends with Alice closing her account (an erasure), so that the next run tells the
+//! story again with a new account for her.
 
 use std::error::Error;
 use std::fs;
@@ -49,7 +51,8 @@ fn run() -> Result<(), Box<dyn Error>> {
         ledger.len()
     );
 
-    let alice = SubjectId::new("account-1001")?;
+    // A new account per run on a kept ledger (the last run's Alice was erased).
+    let alice = SubjectId::new(&format!("account-{}", 1000 + ledger.len()))?;
 
     // 1. Alice turns on two-factor authentication and gives her phone number for it.
     let phone_2fa = Identifier::<Security>::phone("+1 (555) 010-9999")?;
@@ -146,6 +149,17 @@ fn run() -> Result<(), Box<dyn Error>> {
     println!("   Alice's consent history:");
     for h in ledger.history(&alice)? {
         println!("   - entry {:>3}, {}: {}", h.seq, h.timestamp, h.change);
+    }
+
+    // 7. Alice closes her account: nothing in the ledger links to her numbers any more.
+    let erased = ledger.erase(&alice, consent_ledger::Actor::Subject)?;
+    println!(
+        "\n7. Alice closes her account: erasure recorded at entry {}.",
+        erased.seq
+    );
+    match ledger.authorize(&phone_2fa, &Recipient::FirstParty) {
+        Ok(_) => println!("   STILL ALLOWED: the erasure did not take effect."),
+        Err(denied) => println!("   Her 2FA number is now unknown to the ledger: {denied}."),
     }
     Ok(())
 }

@@ -90,7 +90,8 @@ pub struct DeniedCounts {
     pub expired: u64,
     /// The consent or collection does not cover the recipient.
     pub recipient_not_covered: u64,
-    /// The subject was erased.
+    /// The subject was erased: always 0 today, as an erased subject's identifiers are
+    /// counted as unknown (see [`Denied::SubjectErased`]).
     pub subject_erased: u64,
     /// The ledger's state could not be read (fail closed).
     pub unavailable: u64,

@@ -203,7 +203,10 @@ pub enum Denied {
         /// The grant or collection entry whose scope excludes it.
         entry: u64,
     },
-    /// The subject was erased.
+    /// The subject was erased. Decisions about an identifier never give this today:
+    /// erasure drops the subject's identifiers from the state, so nothing links them to
+    /// anyone and they are [`Denied::UnknownIdentifier`] (no trace of the erased person
+    /// in the answer). Kept for decisions that name a subject directly.
     #[error("the subject was erased at entry {at}")]
     SubjectErased {
         /// The erasure entry.

@@ -36,14 +36,19 @@ pub(crate) trait Out {
     fn written(&self) -> usize;
 }
 
+/// Refuses what would not fit in [`MAX_NORMALIZED`] bytes, as [`Scratch`] does: the
+/// string never grows past the one allocation [`to_string`] makes.
 impl Out for String {
     fn push_str(&mut self, s: &str) -> bool {
+        if self.len().saturating_add(s.len()) > MAX_NORMALIZED {
+            return false;
+        }
         String::push_str(self, s);
         true
     }
 
     fn push_ascii(&mut self, b: u8) -> bool {
-        if !b.is_ascii() {
+        if !b.is_ascii() || self.len() >= MAX_NORMALIZED {
             return false;
         }
         self.push(char::from(b));
@@ -123,13 +128,15 @@ impl Out for Scratch {
     }
 }
 
-/// Runs a normalizer into a new `String`.
+/// Runs a normalizer into a new `String`: one allocation of the largest normal form,
+/// so the value is never left behind in a smaller buffer outgrown on the way, and
+/// wiped if normalizing fails part-way.
 fn to_string(
     normalize: impl FnOnce(&mut String) -> Result<(), &'static str>,
 ) -> Result<String, &'static str> {
-    let mut out = String::new();
+    let mut out = zeroize::Zeroizing::new(String::with_capacity(MAX_NORMALIZED));
     normalize(&mut out)?;
-    Ok(out)
+    Ok(std::mem::take(&mut *out))
 }
 
 /// Normalizes a phone number to E.164 (`+` followed by 7 to 15 digits, first digit not 0).

@@ -188,3 +188,118 @@ fn debug_and_display_hold_no_raw_identifier() {
         assert_clean("formatted value", &s);
     }
 }
+
+/// Everything at once (the tests above look at one thing each).
+mod everything {
+    use consent_ledger::*;
+
+    /// The same scan with everything the crate writes or shows: a state snapshot, decision
+    /// records (every use), a device id, a reopening, a receipt, an export, audience counts,
+    /// a misdelivery, a channel, an impact report, and the key bytes themselves.
+    #[test]
+    fn nothing_the_crate_writes_or_shows_holds_an_identifier_or_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = SigningKey::from_bytes(&[0xA7; 32]);
+        let pk = PseudonymKey::from_bytes([0xB3; 32]);
+        let open = || {
+            Ledger::builder(dir.path())
+                .signing_key(sk.clone())
+                .pseudonym_key(pk.clone())
+                .snapshots(Snapshots::OnClose { min_new_entries: 1 })
+                .record_decisions(Recording::Every)
+                .open()
+                .unwrap()
+        };
+        let ledger = open();
+        let alice = SubjectId::new("account-1").unwrap();
+        let bob = SubjectId::new("account-2").unwrap();
+        let acme = Recipient::partner("acme").unwrap();
+        let phone = Identifier::<Advertising>::phone("+1 555 010 9999").unwrap();
+        let dev = Identifier::<Advertising>::device_id("6D92078A-8246-4BA4-AE5B-76104861E7DC").unwrap();
+        let bobs = Identifier::<Advertising>::email("bob.privacy@example.com").unwrap();
+        ledger
+            .collect(&alice, &phone, RecipientScope::all_partners())
+            .unwrap();
+        ledger
+            .collect(&alice, &dev, RecipientScope::all_partners())
+            .unwrap();
+        ledger
+            .collect(&bob, &bobs, RecipientScope::all_partners())
+            .unwrap();
+        ledger
+            .grant::<Advertising>(&alice, RecipientScope::all_partners(), None)
+            .unwrap();
+        ledger
+            .grant::<Advertising>(&bob, RecipientScope::all_partners(), None)
+            .unwrap();
+        let mut shown = Vec::new();
+        for id in [&phone, &dev, &bobs] {
+            let u = ledger.authorize(id, &acme).unwrap();
+            shown.push(format!("{u:?}"));
+            let r = u
+                .deliver_to(&Recipient::partner("other").unwrap(), |v| v.len())
+                .unwrap_err();
+            shown.push(format!("{r:?} {r}"));
+        }
+        let (m, c) =
+            ledger
+                .audience::<Advertising>(&acme)
+                .collect(["+15550109999", "bob.privacy@example.com", "x"]);
+        shown.push(format!("{m:?} {c:?} {c}"));
+        ledger.channel(&acme, |ch| {
+            let p = ch.authorize(&phone).unwrap();
+            shown.push(format!("{ch:?} {p:?}"));
+        });
+        shown.push(ledger.export_subject(&alice, "x").unwrap());
+        shown.push(ledger.receipt(1, "x").unwrap().to_json());
+        shown.push(format!("{:?}", ledger.decision_records().unwrap()));
+        shown.push(format!(
+            "{:?}",
+            ledger
+                .impact(&ImpactQuery::between(
+                    Timestamp::EPOCH,
+                    Timestamp::from_millis(u64::MAX / 2)
+                ))
+                .unwrap()
+        ));
+        ledger.erase(&bob, Actor::System).unwrap();
+        ledger.sync().unwrap();
+        drop(ledger);
+        let l2 = open();
+        shown.push(format!("{l2:?}"));
+        drop(l2);
+        let needles: &[&[u8]] = &[
+            b"15550109999",
+            b"5550109999",
+            b"6d92078a",
+            b"6D92078A",
+            b"bob.privacy",
+            &[0xA7; 32],
+            &[0xB3; 32],
+            &sk.expose_seed(),
+        ];
+        let mut all = Vec::new();
+        super::all_files(dir.path(), &mut all);
+        let names: Vec<_> = all
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().any(|n| n == "state"), "a snapshot was written");
+        for f in &all {
+            let b = std::fs::read(f).unwrap();
+            for n in needles {
+                assert!(
+                    !b.windows(n.len()).any(|w| w == *n),
+                    "{} holds {:?}",
+                    f.display(),
+                    n
+                );
+            }
+        }
+        for s in &shown {
+            for n in &needles[..5] {
+                assert!(!s.contains(std::str::from_utf8(n).unwrap()), "shown: {s}");
+            }
+        }
+    }
+}
