@@ -128,15 +128,17 @@ impl Out for Scratch {
     }
 }
 
-/// Runs a normalizer into a new `String`: one allocation of the largest normal form,
-/// so the value is never left behind in a smaller buffer outgrown on the way, and
-/// wiped if normalizing fails part-way.
+/// Runs a normalizer into a new `String`: into one buffer of the largest normal form,
+/// so the value is never left behind in a smaller buffer outgrown on the way, wiped
+/// when done (or when normalizing fails part-way).
 fn to_string(
     normalize: impl FnOnce(&mut String) -> Result<(), &'static str>,
 ) -> Result<String, &'static str> {
     let mut out = zeroize::Zeroizing::new(String::with_capacity(MAX_NORMALIZED));
     normalize(&mut out)?;
-    Ok(std::mem::take(&mut *out))
+    // An exact-size copy to keep (identifiers are held by the million); the large
+    // buffer is wiped as it drops.
+    Ok(out.as_str().to_owned())
 }
 
 /// Normalizes a phone number to E.164 (`+` followed by 7 to 15 digits, first digit not 0).

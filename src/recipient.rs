@@ -73,11 +73,17 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
             "contains '@', like an email address; use an opaque id",
         ));
     }
-    let lower = value.get(..7).unwrap_or(value).to_ascii_lowercase();
-    if ["mailto:", "tel:", "sms:"].iter().any(|p| lower.starts_with(p)) {
+    let uri = |p: &str| {
+        value
+            .get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    };
+    if ["mailto:", "tel:", "sms:"].into_iter().any(uri) {
         return Err(InputError::new(field, "is a contact address; use an opaque id"));
     }
-    if crate::normalize::phone(value).is_ok() || written_like_a_phone_number(value) {
+    let e164 = value.starts_with('+')
+        && crate::normalize::phone_into(value, &mut crate::normalize::Scratch::new()).is_ok();
+    if e164 || written_like_a_phone_number(value) {
         return Err(InputError::new(
             field,
             "looks like a phone number; use an opaque id",
@@ -86,16 +92,17 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
     Ok(())
 }
 
-/// Digits and the separators people write phone numbers with, 7 to 15 digits, with a
-/// separator or the international prefix "00" ("(555) 010-9999", "0044 20 7946 0958").
+/// Only digits and the separators people write phone numbers with, at least one
+/// separator, and 9 to 15 digits: "(555) 010-9999", "0044 20 7946 0958". (Numbers
+/// written that way that are not phone numbers, an address like "192.168.100.200",
+/// are refused too; dates and digits without separators pass.)
 fn written_like_a_phone_number(value: &str) -> bool {
     let separators = |c: char| matches!(c, ' ' | '-' | '.' | '(' | ')' | '/');
     if !value.chars().all(|c| c.is_ascii_digit() || separators(c)) {
         return false;
     }
     let digits = value.chars().filter(char::is_ascii_digit).count();
-    let separated = value.chars().any(separators);
-    ((7..=15).contains(&digits) && separated) || (value.starts_with("00") && (9..=17).contains(&digits))
+    (9..=15).contains(&digits) && value.chars().any(separators)
 }
 
 impl fmt::Debug for Name {

@@ -16,8 +16,8 @@
 use std::path::Path;
 
 use consent_ledger::{
-    Advertising, Durability, Identifier, Inspector, Ledger, OpenError, PseudonymKey, ReadError,
-    RecipientScope, Security, SigningKey, Snapshots, SubjectId,
+    Advertising, Durability, Identifier, Inspector, Ledger, OpenError, PseudonymKey, RecipientScope,
+    Security, SigningKey, Snapshots, SubjectId,
 };
 
 /// xorshift64*: small, seeded, reproducible.
@@ -124,7 +124,7 @@ fn run(trials: u32, snapshot: bool) {
             .collect()
     };
     let mut rng = Rng(seed | 1);
-    let (mut caught_at_open, mut caught_by_verify) = (0u32, 0u32);
+    let mut caught_at_open = 0u32;
     for trial in 0..trials {
         let at = rng.below(len);
         let original = pristine[at as usize].1.clone();
@@ -167,8 +167,10 @@ fn run(trials: u32, snapshot: bool) {
         let context = format!("trial {trial}, seed {seed}, snapshot {snapshot}, {damage:?}");
         let expected = damage.first_bad();
 
-        // Opening with the keys: refused at the first bad position, or (if opening's
-        // cheaper check passes) caught by verify().
+        // Opening with the keys: refused at the first bad position, with a state
+        // snapshot as without (opening recomputes the chain either way). A damaged log
+        // that opens is a failure even if verify() would then find the damage: it
+        // would have served decisions meanwhile.
         let opened = retry(|| {
             Ledger::builder(dir.path())
                 .signing_key(key.clone())
@@ -182,11 +184,8 @@ fn run(trials: u32, snapshot: bool) {
             }
             Err(other) => panic!("{context}: unexpected open error {other:?}"),
             Ok(l) => {
-                match l.verify() {
-                    Err(ReadError::Integrity(e)) => assert_eq!(e.position, expected, "{context}: {e}"),
-                    other => panic!("{context}: a damaged log passed: {other:?}"),
-                }
-                caught_by_verify += 1;
+                let found = l.verify().map(|_| ());
+                panic!("{context}: a damaged log opened (verify then said {found:?})");
             }
         }
 
@@ -226,7 +225,7 @@ fn run(trials: u32, snapshot: bool) {
     assert_eq!(dir.path().join("state").exists(), snapshot);
     println!(
         "corruption: {trials} trials on a {len}-entry log (seed {seed}, snapshot {snapshot}): \
-         {caught_at_open} refused at open, {caught_by_verify} caught by verify, none accepted"
+         {caught_at_open} refused at open, none accepted"
     );
 }
 

@@ -245,6 +245,11 @@ fn crash_loop(kills: u32, seed: u64, mode_name: &str) -> u32 {
         }
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
+        // A child that acknowledged nothing (it failed, or never ran) checks nothing.
+        assert!(
+            seen > 0,
+            "kill {kill} (seed {seed}): the child acknowledged no append"
+        );
         if dir.path().join("state.tmp").exists() {
             torn_snapshots += 1;
         }

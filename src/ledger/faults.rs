@@ -600,3 +600,61 @@ fn key_changes_are_synced_under_relaxed_durability() {
     let revoked = l.revoke_key(old, 0);
     assert!(matches!(revoked, Err(WriteError::NotDurable(_))), "{revoked:?}");
 }
+
+/// An edited aggregate that cannot be merged does not keep `Ledger::sync` from syncing
+/// the entries (under `Relaxed`, the only way to make them durable): the store is still
+/// synced, and the flush error is reported after it.
+#[test]
+fn an_unmergeable_aggregate_does_not_block_syncing() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let faults = Arc::new(Faults::new());
+    let shared = Arc::clone(&faults);
+    let l = keys
+        .builder(dir.path(), Durability::Relaxed)
+        .record_decisions(crate::Recording::Aggregated {
+            bucket: std::time::Duration::from_secs(3600),
+        })
+        .open_through(move |inner| {
+            Box::new(Faulty {
+                inner,
+                faults: shared,
+            })
+        })
+        .unwrap();
+    let acme = crate::Recipient::partner("acme").unwrap();
+    let s = subject(0, 0);
+    let id = crate::Identifier::<crate::Advertising>::email("p@example.org").unwrap();
+    l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+    l.grant::<crate::Advertising>(&s, RecipientScope::all_partners(), None)
+        .unwrap();
+    l.authorize(&id, &acme).unwrap();
+    l.sync().unwrap();
+    let stored: Vec<_> = l.inner.store.decisions(&[]).map(Result::unwrap).collect();
+    for (k, mut v) in stored {
+        v[0] ^= 1;
+        l.inner.store.put_decision(&k, &v).unwrap();
+    }
+    l.authorize(&id, &acme).unwrap(); // an aggregate under the edited record's key
+    l.withdraw::<crate::Advertising>(&s).unwrap();
+    // The store is synced (here it fails, and says so; the failure is final).
+    faults.sync.store(true, Ordering::SeqCst);
+    assert!(matches!(l.sync(), Err(WriteError::Storage(_))));
+    let more = l.grant::<crate::Advertising>(&s, RecipientScope::all_partners(), None);
+    assert!(matches!(more, Err(WriteError::Failed)), "{more:?}");
+}
+
+/// A sync that fails inside an `Immediate` append is final for everyone, as one in
+/// `Ledger::sync` or a group sync is: a later `Ledger::sync` does not report success.
+#[test]
+fn an_immediate_sync_failure_is_final_for_ledger_sync() {
+    for durability in [Durability::Immediate, Durability::GroupCommit] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let (l, faults) = keys.open_faulty(dir.path(), durability);
+        faults.fail_next.store(true, Ordering::SeqCst);
+        let r = l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None);
+        assert!(r.is_err(), "{durability:?}: {r:?}");
+        assert!(l.sync().is_err(), "{durability:?}");
+    }
+}

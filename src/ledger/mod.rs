@@ -807,18 +807,24 @@ impl Ledger {
     /// [`WriteError::Failed`] also if such a failure happened while this sync ran.
     pub fn sync(&self) -> Result<(), WriteError> {
         let written = self.inner.group.written.load(Ordering::SeqCst);
-        self.inner
+        // Aggregates that cannot be written (a storage failure, or an edited record
+        // under their key) stay in memory; they must not keep the entries from syncing.
+        let flushed = self
+            .inner
             .recorder
-            .flush(&*self.inner.store, &self.inner.pseudonym_key)?;
+            .flush(&*self.inner.store, &self.inner.pseudonym_key);
         self.inner
             .save_time_floor(self.inner.high_water.load(Ordering::Acquire));
         self.sync_store()?;
-        let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
-        if s.failed {
-            // A sync failed meanwhile: this one proves nothing about what it covered.
-            return Err(WriteError::Failed);
+        {
+            let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
+            if s.failed {
+                // A sync failed meanwhile: this one proves nothing about what it covered.
+                return Err(WriteError::Failed);
+            }
+            s.durable = s.durable.max(written);
         }
-        s.durable = s.durable.max(written);
+        flushed?;
         Ok(())
     }
 
@@ -913,7 +919,13 @@ impl Ledger {
         inner.store.append_entry(sealed.entry.seq, &sealed.bytes)?;
         if inner.durability == Durability::Immediate {
             if let Err(e) = inner.store.sync() {
+                // Final, as in `sync_store` (which takes the writer lock, held here; the
+                // group state is taken after the writer, never before).
                 w.failed = true;
+                if let Ok(mut s) = inner.group.state.lock() {
+                    s.failed = true;
+                }
+                inner.group.done.notify_all();
                 return Err(WriteError::NotDurable(e));
             }
         }
