@@ -345,6 +345,8 @@ impl Drop for Inner {
         let _ = self.recorder.flush(&*self.store, &self.pseudonym_key);
         self.snapshot_on_close();
         self.save_time_floor(self.high_water.load(Ordering::Acquire));
+        // The time floor is only written above; a failure here cannot be reported.
+        let _ = self.store.sync();
     }
 }
 

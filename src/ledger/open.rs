@@ -327,10 +327,12 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         Snapshots::Off => None,
         Snapshots::OnClose { .. } => store.snapshot()?,
     };
+    let had_snapshot = snapshot.is_some();
     let from_snapshot = match snapshot {
         Some(bytes) => load_from_snapshot(backend, key, trusted, bytes)?,
         None => FromSnapshot::Unusable,
     };
+    let used_snapshot = matches!(from_snapshot, FromSnapshot::Loaded(_));
     let Loaded {
         state,
         index,
@@ -378,8 +380,11 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         finish_erasures(&*store, &state, &index)?;
     }
     // A snapshot taken before an erasure may hold the erased subject's lookups; with
-    // snapshots off, none is kept.
-    if tail_erased || b.snapshots == Snapshots::Off {
+    // snapshots off, none is kept. One that could not be used (damaged, say by a kill
+    // in the middle of its destruction by an erasure, which zeroes it from the start)
+    // may still hold lookups in its undamaged part: destroyed too, rather than left
+    // until a close renames a new one over it without zeroing it.
+    if tail_erased || b.snapshots == Snapshots::Off || (had_snapshot && !used_snapshot) {
         store.destroy_snapshot()?;
         snapshot_len = 0;
     }
