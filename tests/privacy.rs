@@ -303,3 +303,45 @@ mod everything {
         }
     }
 }
+
+/// The files that hold subject secrets, lookups and the log are readable by this user
+/// only, and a link planted where the snapshot is written is not followed.
+#[cfg(unix)]
+#[test]
+fn ledger_files_are_private_and_links_are_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("ledger");
+    let (sk, pk) = (SigningKey::generate(), PseudonymKey::generate());
+    let open = || {
+        Ledger::builder(&dir)
+            .signing_key(sk.clone())
+            .pseudonym_key(pk.clone())
+            .snapshots(consent_ledger::Snapshots::OnClose { min_new_entries: 1 })
+            .open()
+            .unwrap()
+    };
+    let l = open();
+    let alice = SubjectId::new("account-1").unwrap();
+    l.collect(
+        &alice,
+        &Identifier::<Security>::phone(PHONE).unwrap(),
+        RecipientScope::first_party(),
+    )
+    .unwrap();
+    // Another file, elsewhere, that a planted link points to.
+    let outside = parent.path().join("unrelated");
+    std::fs::write(&outside, b"keep me").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("state.tmp")).unwrap();
+    drop(l); // writes the snapshot
+    assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    for name in ["vault", "state"] {
+        assert!(!std::fs::symlink_metadata(dir.join(name))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+    }
+}

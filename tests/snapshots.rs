@@ -203,22 +203,21 @@ fn a_snapshot_that_an_erasure_could_not_destroy_is_never_replaced_by_renaming() 
     let Closed { dir, key, pk, .. } = closed(10, EVERY_CLOSE);
     let state = dir.path().join("state");
     let l = open(dir.path(), &key, &pk, EVERY_CLOSE);
-    // Where the snapshot is, something the erasure cannot overwrite but a rename would
-    // replace: a symbolic link to a directory.
-    let elsewhere = tempfile::tempdir().unwrap();
+    // Where the snapshot is, something the erasure cannot overwrite or remove: a
+    // directory with a file in it. (A symbolic link would just be removed.)
     std::fs::remove_file(&state).unwrap();
-    std::os::unix::fs::symlink(elsewhere.path(), &state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("inside"), b"x").unwrap();
     assert!(l.erase(&subject(3), consent_ledger::Actor::Subject).is_err());
     populate(&l, 10, 12);
     drop(l);
+    // Closing wrote nothing: no new snapshot was even started.
+    assert!(state.join("inside").is_file());
     assert!(
-        std::fs::symlink_metadata(&state)
-            .unwrap()
-            .file_type()
-            .is_symlink(),
-        "closing renamed a new snapshot over one that was left undestroyed"
+        !dir.path().join("state.tmp").exists(),
+        "closing started a new snapshot while one was left undestroyed"
     );
-    std::fs::remove_file(&state).unwrap();
+    std::fs::remove_dir_all(&state).unwrap();
     // The next open finds the erasure after its (missing) snapshot and completes it.
     let l = open(dir.path(), &key, &pk, EVERY_CLOSE);
     assert_eq!(

@@ -220,6 +220,16 @@ impl LazyVault {
 /// if it does not exist.
 fn destroy_file(path: &Path) -> std::io::Result<()> {
     use std::io::Write;
+    // A symbolic link put in place of the file is removed, not followed: zeroing would
+    // destroy whatever file it points to.
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::remove_file(path)?;
+            return path.parent().map_or(Ok(()), sync_dir);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        _ => {}
+    }
     let mut file = match std::fs::OpenOptions::new().write(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -239,6 +249,16 @@ fn destroy_file(path: &Path) -> std::io::Result<()> {
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Options for a new file only this user may read: created, never an existing file
+/// or a link (`create_new`), mode 0600 on Unix.
+pub(crate) fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
 }
 
 /// Makes a rename or removal in `dir` durable (a no-op where directories cannot be
@@ -353,7 +373,20 @@ impl SledStore {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(Opened::Foreign),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Ours to create: readable by this user only (it will hold subject
+                // secrets and the log), and its entry in the parent made durable.
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder
+                    .create(dir)
+                    .map_err(|e| StorageError::new("creating the ledger directory", e))?;
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent).map_err(|e| StorageError::new("creating the ledger directory", e))?;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(Opened::Foreign),
             Err(e) => return Err(StorageError::new("reading the ledger directory", e)),
         }
@@ -490,7 +523,10 @@ impl Backend for SledStore {
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StorageError> {
         let err = |e| StorageError::new("writing the state snapshot", e);
         let tmp = self.dir.join(SNAPSHOT_TMP);
-        let mut file = File::create(&tmp).map_err(err)?;
+        // One left behind (a crash, or another process) is destroyed, not reused: it may
+        // hold an older snapshot, or be a link to a file elsewhere.
+        destroy_file(&tmp).map_err(err)?;
+        let mut file = private_file().open(&tmp).map_err(err)?;
         std::io::Write::write_all(&mut file, bytes).map_err(err)?;
         file.sync_all().map_err(err)?;
         std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(err)?;

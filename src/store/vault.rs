@@ -720,13 +720,12 @@ fn read_slot(file: &mut File, n: u64) -> Result<Zeroizing<[u8; SLOT]>, StorageEr
 impl Vault {
     /// Opens or creates the vault at `path`.
     pub(crate) fn open(path: &Path) -> Result<Vault, StorageError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io("opening the vault"))?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        // Created readable by this user only: it holds the subjects' secrets.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(io("opening the vault"))?;
         let len = file.metadata().map_err(io("reading the vault"))?.len();
         let scan = scan_with(len, |offset, buf| read_at(&mut file, offset, buf))?;
         let mut repaired = false;
