@@ -18,7 +18,7 @@ use crate::checkpoint::{self, SignedCheckpoint};
 use crate::entry::{self, Actor, Body, DecisionFields, Entry, IndexRecord};
 use crate::error::{IntegrityProblem, OpenError, ReadError};
 use crate::identifier::{self, Identifier, IdentifierKind, Pseudonym, PseudonymKey};
-use crate::ledger::open::{check_format_marker, decode_time_floor};
+use crate::ledger::open::{check_format_marker, decode_time_floor, open_index_record};
 use crate::ledger::replay::Replay;
 use crate::merkle::{self, MerkleTree};
 use crate::note::{self, Checkpoint};
@@ -176,9 +176,11 @@ fn describe(e: &Entry) -> Result<(), Violation> {
 
 // ---- stored metadata --------------------------------------------------------------------
 
-/// Stored metadata: the format marker (`check_format_marker`) and an index record
-/// (`IndexRecord::decode`, then its tag check as opening does). A decoded record must
-/// re-encode to the input.
+/// Stored metadata: the format marker (`check_format_marker`), the time floor, and an
+/// index record (`open_index_record`, the decoder and tag check opening uses). A
+/// decoded record must re-encode to the input; it is accepted exactly when its tag is
+/// right; the same record with its right tag is accepted, with one tag bit flipped, or
+/// under another key or lookup, refused.
 pub fn stored_metadata(data: &[u8]) -> Outcome {
     let marker = match check_format_marker(data) {
         Ok(()) => {
@@ -207,16 +209,41 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
         return Ok(marker || floor.is_ok());
     };
     ensure(rec.encode() == data, "index record re-encodes to other bytes")?;
+    let key = pseudonym_key();
     let code = [rec.kind.code()];
     let lookup = Pseudonym([0; 32]);
-    let tag = pseudonym_key().index_tag(&IndexRecord::tagged_parts(
+    let tag = key.index_tag(&IndexRecord::tagged_parts(
         &lookup,
         &rec.subject,
         &code,
         &rec.pseudonym,
     ));
-    // A matching tag would be a forged HMAC: only possible for a seed made with it.
-    let _authentic = tag == rec.tag;
+    let open = |k: &PseudonymKey, l: &Pseudonym, bytes: &[u8]| open_index_record(k, l, bytes);
+    ensure(
+        open(&key, &lookup, data).is_some() == (tag == rec.tag),
+        "an index record accepted with a wrong tag, or refused with the right one",
+    )?;
+    let right = IndexRecord { tag, ..rec }.encode();
+    ensure(
+        open(&key, &lookup, &right).is_some(),
+        "a rightly tagged index record was refused",
+    )?;
+    let mut flipped = right.clone();
+    if let Some(last) = flipped.last_mut() {
+        *last ^= 1;
+    }
+    ensure(
+        open(&key, &lookup, &flipped).is_none(),
+        "an index record with a flipped tag was accepted",
+    )?;
+    ensure(
+        open(&PseudonymKey::from_bytes([0x25; 32]), &lookup, &right).is_none(),
+        "an index record was accepted under another key",
+    )?;
+    ensure(
+        open(&key, &Pseudonym([1; 32]), &right).is_none(),
+        "an index record was accepted under another lookup",
+    )?;
     Ok(true)
 }
 
@@ -372,6 +399,18 @@ pub fn state_snapshot(data: &[u8]) -> Outcome {
         "an accepted snapshot does not write back to its bytes",
     )?;
     ensure(state.len == at.len, "the state does not cover the position named")?;
+    let mut forged = file.clone();
+    if let Some(b) = forged.get_mut(snapshot::MAGIC.len()) {
+        *b ^= 1;
+    }
+    ensure(
+        snapshot::open(&forged, &key).is_none(),
+        "a snapshot with a flipped tag bit was accepted",
+    )?;
+    ensure(
+        snapshot::open(&file, &PseudonymKey::from_bytes([0x25; 32])).is_none(),
+        "a snapshot was accepted under another key",
+    )?;
     ensure(
         snapshot::peek_position(&file) == Some(at),
         "the unchecked position differs from the checked one",

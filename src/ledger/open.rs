@@ -812,6 +812,16 @@ pub(super) fn load_index(store: &dyn Backend, key: &PseudonymKey) -> Result<Inde
 }
 
 /// [`load_index`] for part `part` of `parts` of the stored index records.
+/// An index record read under `lookup`: decoded canonically and its tag checked (it
+/// binds the lookup, the subject, the kind and the subject pseudonym under the
+/// application's key), or `None`.
+pub(crate) fn open_index_record(key: &PseudonymKey, lookup: &Pseudonym, bytes: &[u8]) -> Option<IndexRecord> {
+    let rec = IndexRecord::decode(bytes)?;
+    let code = [rec.kind.code()];
+    let parts = IndexRecord::tagged_parts(lookup, &rec.subject, &code, &rec.pseudonym);
+    key.verify_index_tag(&parts, &rec.tag).then_some(rec)
+}
+
 fn load_index_part(
     store: &dyn Backend,
     key: &PseudonymKey,
@@ -824,12 +834,7 @@ fn load_index_part(
         let lookup = <[u8; 32]>::try_from(&*k)
             .map(Pseudonym)
             .map_err(|_| OpenError::CorruptMetadata("index key"))?;
-        let rec = IndexRecord::decode(&v).ok_or(OpenError::CorruptMetadata("index record"))?;
-        let code = [rec.kind.code()];
-        let parts = IndexRecord::tagged_parts(&lookup, &rec.subject, &code, &rec.pseudonym);
-        if !key.verify_index_tag(&parts, &rec.tag) {
-            return Err(OpenError::CorruptMetadata("index record"));
-        }
+        let rec = open_index_record(key, &lookup, &v).ok_or(OpenError::CorruptMetadata("index record"))?;
         index.insert(PseudonymKey32(rec.pseudonym.0), (lookup, rec.subject));
     }
     Ok(index)
