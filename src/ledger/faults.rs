@@ -33,6 +33,8 @@ struct Faults {
     decision_once: AtomicBool,
     /// Runs (once) just before the next index record removal.
     before_index_removal: Hook,
+    /// Entries read one by one (`Backend::entry`) so far.
+    entry_reads: AtomicU64,
 }
 
 /// Something a test runs from inside the store, once.
@@ -69,6 +71,7 @@ impl Faults {
             fail_next: AtomicBool::new(false),
             decision_once: AtomicBool::new(false),
             before_index_removal: Hook::default(),
+            entry_reads: AtomicU64::new(0),
         }
     }
 }
@@ -101,6 +104,7 @@ impl Backend for Faulty {
         self.inner.append_entry(seq, bytes)
     }
     fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        self.faults.entry_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.entry(seq)
     }
     fn entries_from(&self, from: u64) -> Items<'_, RawEntry> {
@@ -388,8 +392,13 @@ fn a_repeated_collection_waits_for_the_first_ones_sync() {
         let a = s.spawn(|| l.collect(&alice, &phone, RecipientScope::first_party()));
         wait_held(&faults);
         // A's entry is stored and applied; the sync covering it has not finished.
+        let reads = faults.entry_reads.load(Ordering::SeqCst);
         let b = s.spawn(|| l.collect(&alice, &phone, RecipientScope::first_party()));
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // B has found A's entry in the state when it reads that entry back (for its
+        // timestamp): only then may A's sync fail.
+        while faults.entry_reads.load(Ordering::SeqCst) == reads {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         faults.sync.store(true, Ordering::SeqCst);
         faults.release.store(true, Ordering::SeqCst);
         let a = a.join().unwrap();
