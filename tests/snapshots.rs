@@ -452,7 +452,29 @@ fn a_creation_stopped_before_the_genesis_entry_opens() {
         db.open_tree("meta").unwrap().remove("time-floor").unwrap();
         db.flush().unwrap();
     }
+    // Creation may also have stopped before the vault was made.
+    std::fs::remove_file(c.dir.path().join("vault")).unwrap();
     let l = open(c.dir.path(), &c.key, &c.pk, Snapshots::Off);
     assert_eq!(l.len(), 1);
     l.verify().unwrap();
+}
+
+/// A used ledger whose vault file is gone does not open: a new empty vault would
+/// unlink every identifier from its subject (every one unknown, every secret gone)
+/// without a word. The open creates nothing.
+#[test]
+fn a_used_ledger_without_its_vault_fails_open() {
+    let c = closed(5, Snapshots::Off);
+    let vault = c.dir.path().join("vault");
+    std::fs::remove_file(&vault).unwrap();
+    let opened = Ledger::builder(c.dir.path())
+        .signing_key(c.key.clone())
+        .pseudonym_key(c.pk.clone())
+        .open();
+    assert!(
+        matches!(opened, Err(OpenError::Storage(_))),
+        "{:?}",
+        opened.map(|l| l.len())
+    );
+    assert!(!vault.exists());
 }

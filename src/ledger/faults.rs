@@ -167,6 +167,9 @@ impl Backend for Faulty {
     fn ready(&self) -> Result<(), StorageError> {
         self.inner.ready()
     }
+    fn allow_vault_creation(&self) {
+        self.inner.allow_vault_creation();
+    }
     fn put_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError> {
         if self.faults.decision_once.swap(false, Ordering::SeqCst) {
             return Err(injected("writing a decision record"));

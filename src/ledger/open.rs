@@ -221,6 +221,8 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
         // a new genesis entry would hide that and start another ledger over its files.
         let has_entries = store.entries_from(0).next().is_some();
         if !has_entries {
+            // Still being created (or emptied: then `was_used` refuses it below).
+            store.allow_vault_creation();
             if was_used(&*store)? {
                 return Err(OpenError::Integrity(IntegrityError {
                     position: 0,

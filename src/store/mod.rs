@@ -122,6 +122,10 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Opens every part of the store not opened yet (the vault opens on first use),
     /// reporting a failure to open it.
     fn ready(&self) -> Result<(), StorageError>;
+    /// Lets the vault file be created if it is missing: only for a ledger being
+    /// created. Otherwise a missing vault is an error, not a new empty one (which
+    /// would unlink every identifier from its subject without a word).
+    fn allow_vault_creation(&self);
     /// Stores a decision record (replacing one with the same key).
     fn put_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError>;
     /// Reads one decision record.
@@ -175,6 +179,8 @@ const LOCK_WAIT: Duration = Duration::from_millis(500);
 /// the thread that loads the snapshot while another reads the log.
 struct LazyVault {
     path: PathBuf,
+    /// The file may be created (the ledger is new).
+    create: std::sync::atomic::AtomicBool,
     vault: std::sync::OnceLock<Vault>,
     /// Held while opening, so that only one thread opens it.
     opening: std::sync::Mutex<()>,
@@ -192,6 +198,7 @@ impl LazyVault {
     fn new(path: PathBuf) -> Self {
         LazyVault {
             path,
+            create: std::sync::atomic::AtomicBool::new(false),
             vault: std::sync::OnceLock::new(),
             opening: std::sync::Mutex::new(()),
         }
@@ -211,7 +218,8 @@ impl LazyVault {
         if let Some(v) = self.vault.get() {
             return Ok(v);
         }
-        let v = Vault::open(&self.path)?;
+        let create = self.create.load(std::sync::atomic::Ordering::Acquire);
+        let v = Vault::open(&self.path, create)?;
         Ok(self.vault.get_or_init(|| v))
     }
 }
@@ -404,11 +412,16 @@ impl SledStore {
             return Ok(Opened::Foreign);
         }
         let tree = |name: &str| db.open_tree(name).map_err(err("opening a tree"));
+        let vault = LazyVault::new(dir.join(VAULT_FILE));
+        // A database sled has just made is a new ledger's: its vault is made too.
+        if !db.was_recovered() {
+            vault.create.store(true, std::sync::atomic::Ordering::Release);
+        }
         Ok(Opened::Store(Box::new(SledStore {
             entries: tree("entries")?,
             meta: tree("meta")?,
             decisions: tree("decisions")?,
-            vault: LazyVault::new(dir.join(VAULT_FILE)),
+            vault,
             // With write access: Windows flushes a file only through a handle that may
             // write it (Linux and macOS take any handle).
             data_file: std::fs::OpenOptions::new()
@@ -510,6 +523,12 @@ impl Backend for SledStore {
 
     fn ready(&self) -> Result<(), StorageError> {
         self.vault.get().map(|_| ())
+    }
+
+    fn allow_vault_creation(&self) {
+        self.vault
+            .create
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>, StorageError> {

@@ -718,10 +718,13 @@ fn read_slot(file: &mut File, n: u64) -> Result<Zeroizing<[u8; SLOT]>, StorageEr
 }
 
 impl Vault {
-    /// Opens or creates the vault at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Vault, StorageError> {
+    /// Opens the vault at `path`, or creates it if `create` (a new ledger's).
+    ///
+    /// # Errors
+    /// A missing file when not `create`; a file that is not a vault; storage failures.
+    pub(crate) fn open(path: &Path, create: bool) -> Result<Vault, StorageError> {
         let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
+        options.read(true).write(true).create(create).truncate(false);
         // Created readable by this user only: it holds the subjects' secrets.
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
@@ -1022,7 +1025,7 @@ mod tests {
     #[test]
     fn every_write_marks_the_vault_for_the_next_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let v = Vault::open(&dir.path().join("vault")).unwrap();
+        let v = Vault::open(&dir.path().join("vault"), true).unwrap();
         let dirty = |v: &Vault| v.dirty.load(Ordering::Relaxed);
         assert!(!dirty(&v), "a freshly opened vault has nothing to sync");
         v.sync().unwrap();
@@ -1042,14 +1045,14 @@ mod tests {
     fn records_survive_reopen_and_removal_zeroes_the_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         let secret = [0xA5u8; 32];
         v.put(Kind::Secret, b"subject-1", &secret).unwrap();
         v.put(Kind::Index, &[7; 32], b"record").unwrap();
         v.put(Kind::Index, &[8; 32], b"other").unwrap();
         v.sync().unwrap();
         drop(v);
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         assert_eq!(v.get(Kind::Secret, b"subject-1").unwrap().unwrap()[..], secret);
         assert_eq!(v.records(Kind::Index).count(), 2);
         v.remove(Kind::Secret, b"subject-1").unwrap();
@@ -1061,7 +1064,7 @@ mod tests {
         assert!(!raw.windows(6).any(|w| w == b"record"), "index bytes remain");
         assert!(raw.windows(5).any(|w| w == b"other"));
         // Freed slots are reused: the file does not grow.
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         v.put(Kind::Secret, b"subject-2", &[1; 32]).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), raw.len() as u64);
     }
@@ -1070,7 +1073,7 @@ mod tests {
     fn torn_or_damaged_slots_are_dropped_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
         v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
         drop(v);
@@ -1078,7 +1081,7 @@ mod tests {
         raw[SLOT + 40] ^= 1; // damage slot 1
         raw.extend_from_slice(&[9; 100]); // a torn append
         std::fs::write(&path, &raw).unwrap();
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         assert_eq!(v.damaged(), 1);
         assert_eq!(v.get(Kind::Secret, b"a").unwrap(), None);
         assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
@@ -1090,9 +1093,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
         std::fs::write(&path, b"not a vault").unwrap();
-        assert!(Vault::open(&path).is_err());
+        assert!(Vault::open(&path, true).is_err());
         let path = dir.path().join("vault2");
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         assert!(v.put(Kind::Index, &[0; 32], &[0; 230]).is_err());
         assert!(v.put(Kind::Secret, &[b'x'; 300], &[0; 32]).is_err());
     }
@@ -1101,7 +1104,7 @@ mod tests {
     fn duplicate_records_are_zeroed_so_erasure_cannot_miss_a_copy() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
         v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
         drop(v);
@@ -1111,7 +1114,7 @@ mod tests {
         raw.extend_from_slice(&encode(Kind::Secret, b"a", &[1; 32]).unwrap()[..]);
         raw.extend_from_slice(&encode(Kind::Secret, b"b", &[9; 32]).unwrap()[..]);
         std::fs::write(&path, &raw).unwrap();
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         assert_eq!(v.get(Kind::Secret, b"a").unwrap().unwrap()[..], [1; 32]);
         // Which "b" is right cannot be told: neither is trusted.
         assert_eq!(v.get(Kind::Secret, b"b").unwrap(), None);
@@ -1132,19 +1135,19 @@ mod tests {
         let path = dir.path().join("vault");
         // Creation stopped after part of the header reached the disk.
         std::fs::write(&path, &MAGIC[..10]).unwrap();
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
         drop(v);
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         assert_eq!(v.get(Kind::Secret, b"a").unwrap().unwrap()[..], [1; 32]);
         drop(v);
         // The header slot itself, cut short: the record must not land on slot 0.
         std::fs::write(&path, &header()[..100]).unwrap();
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
         drop(v);
         assert!(std::fs::read(&path).unwrap().starts_with(MAGIC));
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
     }
 
@@ -1162,7 +1165,7 @@ mod tests {
     fn records_stream_across_chunks_and_copies_are_found_across_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         let n = CHUNK_SLOTS as usize * 2 + 10;
         for i in 0..n {
             v.put(
@@ -1188,7 +1191,7 @@ mod tests {
         let first = raw[SLOT..2 * SLOT].to_vec();
         raw.extend_from_slice(&first);
         std::fs::write(&path, &raw).unwrap();
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         assert_eq!(v.records(Kind::Index).count(), n - 1);
         let raw = std::fs::read(&path).unwrap();
         assert!(
@@ -1200,7 +1203,7 @@ mod tests {
     #[test]
     fn parts_of_the_slots_together_list_every_record_once() {
         let dir = tempfile::tempdir().unwrap();
-        let v = Vault::open(&dir.path().join("vault")).unwrap();
+        let v = Vault::open(&dir.path().join("vault"), true).unwrap();
         for i in 0..3000u32 {
             v.put(Kind::Index, &[i.to_be_bytes(); 8].concat(), &i.to_be_bytes())
                 .unwrap();
@@ -1222,7 +1225,7 @@ mod tests {
     fn a_slot_damaged_after_opening_is_an_error_not_a_missing_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
         v.put(Kind::Index, &[7; 32], b"record").unwrap();
         v.sync().unwrap();
@@ -1255,7 +1258,7 @@ mod tests {
     fn a_failed_removal_keeps_the_record_so_that_a_retry_erases_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         v.put(Kind::Secret, b"a", &[0xA5; 32]).unwrap();
         v.sync().unwrap();
         with_failing_writes(&v, &path, || assert!(v.remove(Kind::Secret, b"a").is_err()));
@@ -1264,14 +1267,17 @@ mod tests {
         assert!(!in_file(&path, &[0xA5; 32]), "the retried removal erased it");
         assert_eq!(v.get(Kind::Secret, b"a").unwrap(), None);
         drop(v);
-        assert_eq!(Vault::open(&path).unwrap().get(Kind::Secret, b"a").unwrap(), None);
+        assert_eq!(
+            Vault::open(&path, true).unwrap().get(Kind::Secret, b"a").unwrap(),
+            None
+        );
     }
 
     #[test]
     fn a_failed_put_takes_no_slot_and_tracks_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
         v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
         v.remove(Kind::Secret, b"a").unwrap();
@@ -1290,7 +1296,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 * SLOT as u64);
         assert_eq!(v.records(Kind::Secret).count(), 3);
         drop(v);
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         assert_eq!(v.get(Kind::Secret, b"d").unwrap().unwrap()[..], [4; 32]);
         assert_eq!(v.get(Kind::Secret, b"f").unwrap().unwrap()[..], [6; 32]);
         assert_eq!(v.get(Kind::Secret, b"c").unwrap(), None);
@@ -1305,7 +1311,7 @@ mod tests {
     ) -> (tempfile::TempDir, std::path::PathBuf, Vault) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
         v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
         v.sync().unwrap();
@@ -1350,7 +1356,7 @@ mod tests {
         for change in 0..3 {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("vault");
-            let v = Vault::open(&path).unwrap();
+            let v = Vault::open(&path, true).unwrap();
             v.put(Kind::Index, &[7; 32], b"seven").unwrap();
             v.put(Kind::Index, &[8; 32], b"eight").unwrap();
             v.put(Kind::Secret, b"s", &[3; 32]).unwrap();
@@ -1394,7 +1400,7 @@ mod tests {
             raw.extend_from_slice(&encode(Kind::Index, &key(i), &i.to_be_bytes()).unwrap()[..]);
         }
         std::fs::write(&path, &raw).unwrap();
-        let v = Vault::open(&path).unwrap();
+        let v = Vault::open(&path, true).unwrap();
         assert_eq!(v.slots.lock().unwrap().table.overflow.len(), 19_999);
         for i in (0..20_000u32).step_by(97) {
             assert_eq!(v.get(Kind::Index, &key(i)).unwrap().unwrap()[..], i.to_be_bytes());
@@ -1450,7 +1456,7 @@ mod tests {
         colliding(|| {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("vault");
-            let v = Vault::open(&path).unwrap();
+            let v = Vault::open(&path, true).unwrap();
             v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
             v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
             v.put(Kind::Index, &[3; 32], b"three").unwrap();
@@ -1466,7 +1472,7 @@ mod tests {
             assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
             v.put(Kind::Secret, b"d", &[4; 32]).unwrap();
             drop(v);
-            let v = Vault::open(&path).unwrap();
+            let v = Vault::open(&path, true).unwrap();
             assert_eq!(v.slots.lock().unwrap().table.len(), 3);
             for (key, value) in [(&b"b"[..], [2; 32]), (b"d", [4; 32])] {
                 assert_eq!(v.get(Kind::Secret, key).unwrap().unwrap()[..], value);
@@ -1517,7 +1523,7 @@ mod tests {
         colliding(|| {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("vault");
-            let v = Vault::open(&path).unwrap();
+            let v = Vault::open(&path, true).unwrap();
             v.put(Kind::Secret, b"a", &[1; 32]).unwrap();
             v.put(Kind::Secret, b"b", &[2; 32]).unwrap();
             let mut raw = std::fs::read(&path).unwrap();
@@ -1539,7 +1545,7 @@ mod tests {
             assert!(raw[SLOT..2 * SLOT].iter().all(|b| *b == 0));
             assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
             drop(v);
-            let v = Vault::open(&path).unwrap();
+            let v = Vault::open(&path, true).unwrap();
             assert_eq!((v.damaged(), v.slots.lock().unwrap().table.len()), (0, 1));
         });
     }
@@ -1552,7 +1558,7 @@ mod tests {
         fn run(seed: u64) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("vault");
-            let mut v = Vault::open(&path).unwrap();
+            let mut v = Vault::open(&path, true).unwrap();
             let mut model: BTreeMap<(u8, Vec<u8>), Vec<u8>> = BTreeMap::new();
             let mut x = seed;
             let mut next = move || {
@@ -1596,7 +1602,7 @@ mod tests {
                     }
                     _ => {
                         drop(v);
-                        v = Vault::open(&path).unwrap();
+                        v = Vault::open(&path, true).unwrap();
                         assert_eq!(v.damaged(), 0);
                     }
                 }
