@@ -478,3 +478,36 @@ fn a_used_ledger_without_its_vault_fails_open() {
     );
     assert!(!vault.exists());
 }
+
+/// A vault needing repair (here a partial slot at its end, as a crash while it grew
+/// leaves) is repaired only by an open that passes every check: one refused for a
+/// wrong signing key leaves the file as it was.
+#[test]
+fn a_failed_open_leaves_the_vault_unrepaired() {
+    let c = closed(5, Snapshots::Off);
+    let vault = c.dir.path().join("vault");
+    let mut bytes = std::fs::read(&vault).unwrap();
+    bytes.extend_from_slice(&[7u8; 10]);
+    std::fs::write(&vault, &bytes).unwrap();
+    let wrong = Ledger::builder(c.dir.path())
+        .signing_key(SigningKey::generate())
+        .pseudonym_key(c.pk.clone())
+        .open();
+    assert!(
+        matches!(wrong, Err(OpenError::WrongSigningKey)),
+        "{:?}",
+        wrong.map(|l| l.len())
+    );
+    assert_eq!(
+        std::fs::read(&vault).unwrap(),
+        bytes,
+        "the refused open wrote to the vault"
+    );
+    let l = open(c.dir.path(), &c.key, &c.pk, Snapshots::Off);
+    assert_eq!(
+        std::fs::read(&vault).unwrap().len(),
+        bytes.len() - 10,
+        "repaired once open"
+    );
+    assert_eq!(decisions(&l, 5), c.decisions);
+}

@@ -120,7 +120,8 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// vault does with erased records.
     fn destroy_snapshot(&self) -> Result<(), StorageError>;
     /// Opens every part of the store not opened yet (the vault opens on first use),
-    /// reporting a failure to open it.
+    /// reporting a failure to open it, and writes the repairs opening found (until
+    /// then, opening has written nothing to the vault).
     fn ready(&self) -> Result<(), StorageError>;
     /// Lets the vault file be created if it is missing: only for a ledger being
     /// created. Otherwise a missing vault is an error, not a new empty one (which
@@ -219,7 +220,7 @@ impl LazyVault {
             return Ok(v);
         }
         let create = self.create.load(std::sync::atomic::Ordering::Acquire);
-        let v = Vault::open(&self.path, create)?;
+        let v = Vault::open_deferred(&self.path, create)?;
         Ok(self.vault.get_or_init(|| v))
     }
 }
@@ -522,7 +523,7 @@ impl Backend for SledStore {
     }
 
     fn ready(&self) -> Result<(), StorageError> {
-        self.vault.get().map(|_| ())
+        self.vault.get()?.finish_repair()
     }
 
     fn allow_vault_creation(&self) {

@@ -365,6 +365,19 @@ pub(crate) struct Vault {
     /// clean file is skipped: on a virtual disk an fdatasync with nothing to write still
     /// costs a device cache flush, about a third of a durable append.
     dirty: AtomicBool,
+    /// Repairs found when opening and not yet written (see [`Vault::open_deferred`]).
+    pending: Mutex<Option<Repair>>,
+}
+
+/// What opening found to repair: written by [`Vault::finish_repair`].
+#[derive(Debug)]
+struct Repair {
+    new_header: bool,
+    zero: Vec<u64>,
+    /// Cut the file to this many bytes (a partial last slot).
+    truncate_to: Option<u64>,
+    /// The directory to sync (the file is new).
+    dir: Option<std::path::PathBuf>,
 }
 
 fn io(context: &'static str) -> impl Fn(std::io::Error) -> StorageError {
@@ -722,7 +735,21 @@ impl Vault {
     ///
     /// # Errors
     /// A missing file when not `create`; a file that is not a vault; storage failures.
+    #[cfg(test)]
     pub(crate) fn open(path: &Path, create: bool) -> Result<Vault, StorageError> {
+        let vault = Vault::open_deferred(path, create)?;
+        vault.finish_repair()?;
+        Ok(vault)
+    }
+
+    /// [`Vault::open`] without its repairs: they are kept for [`Vault::finish_repair`],
+    /// which the first write also does. So an open of the ledger that fails a later
+    /// check (a wrong key, say) writes nothing to the vault. Until then the vault reads
+    /// as repaired: damaged slots and extra copies are not in the table.
+    ///
+    /// # Errors
+    /// As [`Vault::open`], but for failures to write the repairs.
+    pub(crate) fn open_deferred(path: &Path, create: bool) -> Result<Vault, StorageError> {
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(create).truncate(false);
         // Created readable by this user only: it holds the subjects' secrets.
@@ -731,35 +758,54 @@ impl Vault {
         let mut file = options.open(path).map_err(io("opening the vault"))?;
         let len = file.metadata().map_err(io("reading the vault"))?.len();
         let scan = scan_with(len, |offset, buf| read_at(&mut file, offset, buf))?;
-        let mut repaired = false;
-        if scan.new_header {
-            write_slot(&mut file, 0, &header())?;
-            repaired = true;
-        }
-        for n in &scan.zero {
-            write_slot(&mut file, *n, &[0u8; SLOT])?;
-            repaired = true;
-        }
-        if scan.truncate {
-            file.set_len(scan.slots.count * SLOT as u64)
-                .map_err(io("repairing the vault"))?;
-            repaired = true;
-        }
-        if repaired {
-            file.sync_all().map_err(io("repairing the vault"))?;
-        }
-        if scan.new_header {
+        let repair = Repair {
+            new_header: scan.new_header,
+            truncate_to: scan.truncate.then(|| scan.slots.count * SLOT as u64),
             // A new file's directory entry is durable only once its directory is synced:
-            // until then, a power loss could take the whole file, and the next open would
-            // make a new empty vault under a log whose entries need its records.
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            super::sync_dir(dir.unwrap_or(Path::new("."))).map_err(io("creating the vault"))?;
-        }
+            // until then, a power loss could take the whole file.
+            dir: scan.new_header.then(|| {
+                path.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf()
+            }),
+            zero: scan.zero,
+        };
+        let needed = repair.new_header || !repair.zero.is_empty() || repair.truncate_to.is_some();
         Ok(Vault {
             file: Mutex::new(file),
             slots: Mutex::new(scan.slots),
             dirty: AtomicBool::new(false),
+            pending: Mutex::new(needed.then_some(repair)),
         })
+    }
+
+    /// Writes the repairs opening found (a new header, zeroed damaged slots and extra
+    /// copies, a partial last slot cut off) and syncs them; nothing if there are none.
+    ///
+    /// # Errors
+    /// Storage failures (the repairs stay pending).
+    pub(crate) fn finish_repair(&self) -> Result<(), StorageError> {
+        let mut pending = self.pending.lock().map_err(|_| poisoned())?;
+        let Some(repair) = pending.as_ref() else {
+            return Ok(());
+        };
+        let mut file = self.file.lock().map_err(|_| poisoned())?;
+        if repair.new_header {
+            write_slot(&mut file, 0, &header())?;
+        }
+        for n in &repair.zero {
+            write_slot(&mut file, *n, &[0u8; SLOT])?;
+        }
+        if let Some(len) = repair.truncate_to {
+            file.set_len(len).map_err(io("repairing the vault"))?;
+        }
+        file.sync_all().map_err(io("repairing the vault"))?;
+        if let Some(dir) = &repair.dir {
+            super::sync_dir(dir).map_err(io("creating the vault"))?;
+        }
+        *pending = None;
+        Ok(())
     }
 
     /// The value of a record, read from its slot (wiped when dropped).
@@ -794,6 +840,8 @@ impl Vault {
                 ),
             )
         })?;
+        // Repairs first: a free slot may be one queued for zeroing.
+        self.finish_repair()?;
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
         let named = slots.table.named(kind, key);
         let mut file = self.file.lock().map_err(|_| poisoned())?;
@@ -823,6 +871,7 @@ impl Vault {
 
     /// Removes a record by overwriting its slot with zeros in place.
     pub(crate) fn remove(&self, kind: Kind, key: &[u8]) -> Result<(), StorageError> {
+        self.finish_repair()?;
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
         let named = slots.table.named(kind, key);
         let mut file = self.file.lock().map_err(|_| poisoned())?;
@@ -850,6 +899,7 @@ impl Vault {
         key: &[u8],
         remove: &dyn Fn(&[u8]) -> bool,
     ) -> Result<bool, StorageError> {
+        self.finish_repair()?;
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
         let named = slots.table.named(kind, key);
         let mut file = self.file.lock().map_err(|_| poisoned())?;
