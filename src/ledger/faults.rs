@@ -35,6 +35,8 @@ struct Faults {
     before_index_removal: Hook,
     /// Entries read one by one (`Backend::entry`) so far.
     entry_reads: AtomicU64,
+    /// Fail the next removal of a subject secret, once.
+    secret_removal_once: AtomicBool,
 }
 
 /// Something a test runs from inside the store, once.
@@ -72,6 +74,7 @@ impl Faults {
             decision_once: AtomicBool::new(false),
             before_index_removal: Hook::default(),
             entry_reads: AtomicU64::new(0),
+            secret_removal_once: AtomicBool::new(false),
         }
     }
 }
@@ -138,6 +141,9 @@ impl Backend for Faulty {
         self.inner.put_secret(subject, secret)
     }
     fn remove_secret(&self, subject: &str) -> Result<(), StorageError> {
+        if self.faults.secret_removal_once.swap(false, Ordering::SeqCst) {
+            return Err(injected("removing a subject secret"));
+        }
         self.inner.remove_secret(subject)
     }
     fn sync(&self) -> Result<(), StorageError> {
@@ -669,4 +675,49 @@ fn an_immediate_sync_failure_is_final_for_ledger_sync() {
         assert!(r.is_err(), "{durability:?}: {r:?}");
         assert!(l.sync().is_err(), "{durability:?}");
     }
+}
+
+/// An erasure that fails part-way (here removing the secret) leaves the snapshot on
+/// disk holding the subject's lookups: closing destroys it in place before writing a
+/// new one, never renames a new one over it (which would leave its bytes on the disk).
+/// A hard link to the old file shows which happened.
+#[cfg(unix)]
+#[test]
+fn a_failed_erasure_never_lets_a_new_snapshot_replace_the_old_by_renaming() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let every_close = crate::Snapshots::OnClose { min_new_entries: 1 };
+    let open = || {
+        let faults = Arc::new(Faults::new());
+        let shared = Arc::clone(&faults);
+        let l = keys
+            .builder(dir.path(), Durability::Immediate)
+            .snapshots(every_close)
+            .open_through(move |inner| {
+                Box::new(Faulty {
+                    inner,
+                    faults: shared,
+                })
+            })
+            .unwrap();
+        (l, faults)
+    };
+    let (l, _) = open();
+    let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+    l.collect(&subject(0, 0), &phone, RecipientScope::first_party())
+        .unwrap();
+    drop(l); // a snapshot holding the subject's lookup
+    let (l, faults) = open();
+    let old = dir.path().join("old-state");
+    std::fs::hard_link(dir.path().join("state"), &old).unwrap();
+    faults.secret_removal_once.store(true, Ordering::SeqCst);
+    assert!(l.erase(&subject(0, 0), crate::Actor::Subject).is_err());
+    l.grant::<crate::Advertising>(&subject(0, 1), RecipientScope::all_partners(), None)
+        .unwrap();
+    drop(l);
+    let bytes = std::fs::read(&old).unwrap();
+    assert!(
+        bytes.iter().all(|b| *b == 0),
+        "the old snapshot was not destroyed in place"
+    );
 }

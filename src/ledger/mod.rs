@@ -624,6 +624,12 @@ impl Ledger {
             ))
         })?;
         let store = &self.inner.store;
+        // From here on a snapshot on disk may outlive the erasure (if anything below
+        // fails): closing must then destroy it before writing another, never rename a
+        // new one over it (which would leave its bytes on the disk).
+        self.inner
+            .snapshot_outlives_erasure
+            .store(true, Ordering::Release);
         // Only the subject's own records: once the erasure entry is applied, another
         // subject may collect one of these identifiers and write its own record under
         // the same lookup, which must survive (removed atomically with that check).
@@ -635,9 +641,6 @@ impl Ledger {
         // A snapshot on disk may hold the subject's lookup pseudonyms (one found
         // unusable at open too: always try). If this fails, closing destroys it
         // before writing another, and so does the next open.
-        self.inner
-            .snapshot_outlives_erasure
-            .store(true, Ordering::Release);
         store.destroy_snapshot()?;
         self.inner
             .snapshot_outlives_erasure
