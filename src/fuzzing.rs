@@ -156,12 +156,13 @@ pub fn entry(data: &[u8]) -> Outcome {
         Err(crate::AuditError::Mismatch(_)) => {}
         Err(_) => return Err(Violation("receipt path rejects an entry the decoder accepts")),
     }
-    describe(&stored.entry)?;
+    describe(&stored.entry);
     Ok(true)
 }
 
-/// Formats what exports, history and receipts show of an entry.
-fn describe(e: &Entry) -> Result<(), Violation> {
+/// Formats what exports, history and receipts show of an entry: it must not panic
+/// (there is nothing else to check of the text).
+fn describe(e: &Entry) {
     let mut text = format!("{} {:?}", e.timestamp, e.actor);
     if let Body::Granted {
         scope,
@@ -171,7 +172,7 @@ fn describe(e: &Entry) -> Result<(), Violation> {
     {
         text.push_str(&format!("{scope} {t}"));
     }
-    ensure(!text.is_empty(), "empty description")
+    std::hint::black_box(text);
 }
 
 // ---- stored metadata --------------------------------------------------------------------

@@ -177,9 +177,12 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
     /// Opens the ledger in the directory, creating it (and a genesis entry naming the
     /// signing key) if the directory is empty or missing.
     ///
-    /// Opening recomputes the whole hash chain and checks every entry's encoding,
-    /// position and timestamp, but verifies only the last signature, which covers
-    /// everything before it through the chain; [`Ledger::verify`] checks them all.
+    /// Opening recomputes the whole hash chain and checks every entry's position and
+    /// timestamp, and the encoding of every entry it replays (all of them without a
+    /// usable state snapshot; those after it with one: the entries before it are
+    /// chained, and their bytes were checked when the snapshot's state was built), but
+    /// verifies only the last signature, which covers everything before it through
+    /// the chain; [`Ledger::verify`] decodes and checks them all.
     ///
     /// # Errors
     /// - [`OpenError::NotALedger`]: the directory holds other data (left untouched);
