@@ -218,10 +218,14 @@ impl Keys {
     }
 
     fn open_faulty(&self, dir: &std::path::Path, durability: Durability) -> (Ledger, Arc<Faults>) {
+        self.open_faulty_with(self.builder(dir, durability))
+    }
+
+    /// Opens what `builder` describes through a fault store.
+    fn open_faulty_with(&self, builder: LedgerBuilder<SigningKey, PseudonymKey>) -> (Ledger, Arc<Faults>) {
         let faults = Arc::new(Faults::new());
         let shared = Arc::clone(&faults);
-        let ledger = self
-            .builder(dir, durability)
+        let ledger = builder
             .open_through(move |inner| {
                 Box::new(Faulty {
                     inner,
@@ -230,6 +234,15 @@ impl Keys {
             })
             .unwrap();
         (ledger, faults)
+    }
+
+    /// A fault-store ledger recording aggregated decisions in hour buckets.
+    fn open_faulty_aggregated(&self, dir: &std::path::Path) -> (Ledger, Arc<Faults>) {
+        self.open_faulty_with(self.builder(dir, Durability::Relaxed).record_decisions(
+            crate::Recording::Aggregated {
+                bucket: std::time::Duration::from_secs(3600),
+            },
+        ))
     }
 }
 
@@ -481,20 +494,7 @@ fn a_repeated_collection_returns_the_first_entry() {
 fn a_failed_flush_loses_no_aggregated_counts() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let faults = Arc::new(Faults::new());
-    let shared = Arc::clone(&faults);
-    let l = keys
-        .builder(dir.path(), Durability::Relaxed)
-        .record_decisions(crate::Recording::Aggregated {
-            bucket: std::time::Duration::from_secs(3600),
-        })
-        .open_through(move |inner| {
-            Box::new(Faulty {
-                inner,
-                faults: shared,
-            })
-        })
-        .unwrap();
+    let (l, faults) = keys.open_faulty_aggregated(dir.path());
     let acme = crate::Recipient::partner("acme").unwrap();
     let ids: Vec<_> = (0..40)
         .map(|i| crate::Identifier::<crate::Advertising>::email(&format!("p{i}@example.org")).unwrap())
@@ -626,20 +626,7 @@ fn key_changes_are_synced_under_relaxed_durability() {
 fn an_unmergeable_aggregate_does_not_block_syncing() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let faults = Arc::new(Faults::new());
-    let shared = Arc::clone(&faults);
-    let l = keys
-        .builder(dir.path(), Durability::Relaxed)
-        .record_decisions(crate::Recording::Aggregated {
-            bucket: std::time::Duration::from_secs(3600),
-        })
-        .open_through(move |inner| {
-            Box::new(Faulty {
-                inner,
-                faults: shared,
-            })
-        })
-        .unwrap();
+    let (l, faults) = keys.open_faulty_aggregated(dir.path());
     let acme = crate::Recipient::partner("acme").unwrap();
     let s = subject(0, 0);
     let id = crate::Identifier::<crate::Advertising>::email("p@example.org").unwrap();
