@@ -523,18 +523,10 @@ fn a_failed_collection_leaves_no_index_record() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
     let every_close = Snapshots::OnClose { min_new_entries: 1 };
-    let faults = Arc::new(Faults::new());
-    let shared = Arc::clone(&faults);
-    let l = keys
-        .builder(dir.path(), Durability::Immediate)
-        .snapshots(every_close)
-        .open_through(move |inner| {
-            Box::new(Faulty {
-                inner,
-                faults: shared,
-            })
-        })
-        .unwrap();
+    let (l, faults) = keys.open_faulty_with(
+        keys.builder(dir.path(), Durability::Immediate)
+            .snapshots(every_close),
+    );
     let s = subject(0, 0);
     let email = crate::Identifier::<crate::Advertising>::email("orphan@example.com").unwrap();
     let lookup = email.lookup(&keys.pseudonym).0;
@@ -675,19 +667,10 @@ fn a_failed_erasure_never_lets_a_new_snapshot_replace_the_old_by_renaming() {
     let keys = Keys::new();
     let every_close = crate::Snapshots::OnClose { min_new_entries: 1 };
     let open = || {
-        let faults = Arc::new(Faults::new());
-        let shared = Arc::clone(&faults);
-        let l = keys
-            .builder(dir.path(), Durability::Immediate)
-            .snapshots(every_close)
-            .open_through(move |inner| {
-                Box::new(Faulty {
-                    inner,
-                    faults: shared,
-                })
-            })
-            .unwrap();
-        (l, faults)
+        keys.open_faulty_with(
+            keys.builder(dir.path(), Durability::Immediate)
+                .snapshots(every_close),
+        )
     };
     let (l, _) = open();
     let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
