@@ -840,17 +840,24 @@ impl Ledger {
     fn sync_store(&self) -> Result<(), StorageError> {
         let result = self.inner.store.sync();
         if result.is_err() {
-            let group = &self.inner.group;
-            if let Ok(mut s) = group.state.lock() {
-                s.failed = true;
-            }
-            group.done.notify_all();
+            self.fail_group_syncs();
             // The writer lock is taken before the group state, never after: only now.
             if let Ok(mut w) = self.inner.writer.lock() {
                 w.failed = true;
             }
         }
         result
+    }
+
+    /// After a failed sync: no group sync counts any more, and the appends waiting
+    /// for one are woken to fail. (The writer is marked failed by the caller, which
+    /// may hold its lock.)
+    fn fail_group_syncs(&self) {
+        let group = &self.inner.group;
+        if let Ok(mut s) = group.state.lock() {
+            s.failed = true;
+        }
+        group.done.notify_all();
     }
 
     /// The appending core: under the writer lock, let `prepare` check the change against
@@ -927,10 +934,7 @@ impl Ledger {
                 // Final, as in `sync_store` (which takes the writer lock, held here; the
                 // group state is taken after the writer, never before).
                 w.failed = true;
-                if let Ok(mut s) = inner.group.state.lock() {
-                    s.failed = true;
-                }
-                inner.group.done.notify_all();
+                self.fail_group_syncs();
                 return Err(WriteError::NotDurable(e));
             }
         }
