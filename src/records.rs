@@ -251,6 +251,9 @@ impl Recorder {
                         f.count = f.count.saturating_add(1);
                         f.first_position = f.first_position.min(ev.position);
                         f.last_position = f.last_position.max(ev.position);
+                        // Uses are not recorded in time order (threads race, the
+                        // clock may step back within the bucket): the span covers all.
+                        f.first_at = f.first_at.min(ev.decided_at);
                         f.last_at = f.last_at.max(ev.decided_at);
                     }
                     None => slot.push(fields_of(ev, recipient)),

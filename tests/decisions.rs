@@ -547,3 +547,38 @@ fn one_identifier_written_two_ways_has_one_holder() {
         "{r:?}"
     );
 }
+
+/// A time that evidence carries is a time the ledger has seen: a consent that lapsed
+/// before it stays lapsed when the clock steps back, also when only decisions that do
+/// not depend on the time read the clock past the expiry.
+#[test]
+fn a_lapsed_consent_stays_lapsed_after_a_time_independent_decision_and_a_step_back() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    let (a, b) = (subject("s-a"), subject("s-b"));
+    let ida = Identifier::<Advertising>::email("a@example.org").unwrap();
+    let idb = Identifier::<Advertising>::email("b@example.org").unwrap();
+    l.collect(&a, &ida, RecipientScope::all_partners()).unwrap();
+    l.collect(&b, &idb, RecipientScope::all_partners()).unwrap();
+    let lapse = Timestamp::from_millis(T0 + 20_000);
+    l.grant::<Advertising>(&a, RecipientScope::all_partners(), Some(lapse))
+        .unwrap();
+    l.grant::<Advertising>(&b, RecipientScope::all_partners(), None)
+        .unwrap();
+    f.clock.set(Timestamp::from_millis(T0 + 30_000));
+    let seen = l.authorize(&idb, &acme).unwrap().evidence().decided_at();
+    assert_eq!(seen, Timestamp::from_millis(T0 + 30_000));
+    f.clock.set(Timestamp::from_millis(T0 + 10_000)); // the clock steps back
+    let r = l.authorize(&ida, &acme);
+    assert!(
+        matches!(r, Err(Denied::Expired { .. })),
+        "allowed at {:?} after the ledger had seen {seen:?}",
+        r.as_ref().map(|u| u.evidence().decided_at())
+    );
+    // And the floor outlives a reopening.
+    drop(r);
+    drop(l);
+    let l = f.open(Recording::Every).unwrap();
+    assert!(matches!(l.authorize(&ida, &acme), Err(Denied::Expired { .. })));
+}

@@ -518,13 +518,22 @@ impl Ledger {
 
     /// The time to stamp a decision that does not depend on the time with: never
     /// earlier than a time the ledger has already seen (so never before the entry that
-    /// allowed the use), without the clock read and store that [`Ledger::now`] may do.
+    /// allowed the use), from the ticker when there is one rather than a clock read.
+    ///
+    /// A reading later than any seen raises the high-water time, as in [`Ledger::now`]:
+    /// a time that evidence carries is a time the ledger has seen, so an expiry it has
+    /// passed stays passed when the clock is stepped back.
     pub(crate) fn stamp(&self) -> Timestamp {
         let t = match &self.inner.ticker {
-            Some(t) => t.now(),
-            None => self.inner.clock.now(),
+            Some(t) => t.now().as_millis(),
+            None => return self.now(),
         };
-        Timestamp::from_millis(t.as_millis().max(self.inner.high_water.load(Ordering::Acquire)))
+        // The decision path's cost: one load, unless the ticker has moved on.
+        let current = self.inner.high_water.load(Ordering::Acquire);
+        if t <= current {
+            return Timestamp::from_millis(current);
+        }
+        self.observe(t)
     }
 
     /// The decision state.
@@ -539,7 +548,12 @@ impl Ledger {
 
     /// The clock, read now, never earlier than a time the ledger has already seen.
     pub(crate) fn now(&self) -> Timestamp {
-        let t = self.inner.clock.now().as_millis();
+        self.observe(self.inner.clock.now().as_millis())
+    }
+
+    /// Raises the high-water time to the reading `t` if it is later, saves it as the
+    /// time floor every [`TIME_FLOOR_STEP_MS`], and returns the high-water time.
+    fn observe(&self, t: u64) -> Timestamp {
         // A plain load first: the shared line is written at most once per millisecond,
         // not by every decision.
         let high = &self.inner.high_water;
@@ -1286,6 +1300,43 @@ mod tests {
         )));
         assert!(matches!(first_failure(storage, sig(3)), Err(ReadError::Integrity(e)) if e.position == 3));
         assert!(first_failure(Ok(()), Ok(())).is_ok());
+    }
+
+    #[test]
+    fn an_aggregate_spans_a_use_recorded_after_a_later_one() {
+        use crate::{Advertising, Identifier, ManualClock, Recording, SubjectId};
+        let dir = tempfile::tempdir().unwrap();
+        let base = 1_699_999_980_000; // a whole minute: one bucket from here
+        let clock = ManualClock::new(Timestamp::from_millis(base + 30_000));
+        let ledger = Ledger::builder(dir.path())
+            .signing_key(SigningKey::generate())
+            .pseudonym_key(PseudonymKey::generate())
+            .clock(clock)
+            .record_decisions(Recording::Aggregated {
+                bucket: std::time::Duration::from_secs(60),
+            })
+            .open()
+            .unwrap();
+        let s = SubjectId::new("s-1").unwrap();
+        let id = Identifier::<Advertising>::email("p@example.org").unwrap();
+        let acme = Recipient::partner("acme").unwrap();
+        ledger.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+        ledger
+            .grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+            .unwrap();
+        let late = ledger.authorize(&id, &acme).unwrap().evidence().clone();
+        // Two threads' uses reach the recorder out of time order.
+        let early = crate::Evidence {
+            decided_at: Timestamp::from_millis(base + 1_000),
+            ..late.clone()
+        };
+        ledger.record(&early, &acme).unwrap();
+        let records = ledger.decision_records().unwrap();
+        let [record] = records.as_slice() else {
+            panic!("{} records", records.len());
+        };
+        assert_eq!(record.count(), 2);
+        assert_eq!(record.times(), (early.decided_at, late.decided_at));
     }
 
     #[test]
