@@ -582,3 +582,81 @@ fn a_lapsed_consent_stays_lapsed_after_a_time_independent_decision_and_a_step_ba
     let l = f.open(Recording::Every).unwrap();
     assert!(matches!(l.authorize(&ida, &acme), Err(Denied::Expired { .. })));
 }
+
+/// A use is judged by the collections made before it: a number given for ads, used,
+/// and only later also given for 2FA was not "given for 2FA" when it was used.
+#[test]
+fn never_consented_ignores_collections_made_after_the_use() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    let s = s1();
+    let ad = Identifier::<Advertising>::phone("+15550100077").unwrap();
+    l.collect(&s, &ad, RecipientScope::all_partners()).unwrap();
+    l.grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+        .unwrap();
+    f.tick(1_000);
+    drop(l.authorize(&ad, &acme).unwrap());
+    f.tick(30 * 24 * 3600 * 1000);
+    let tfa = Identifier::<Security>::phone("+15550100077").unwrap();
+    l.collect(&s, &tfa, RecipientScope::first_party()).unwrap();
+    // A second use, after the 2FA collection, is judged by it.
+    drop(l.authorize(&ad, &acme).unwrap());
+    let q = |until| {
+        ImpactQuery::between(Timestamp::from_millis(T0), Timestamp::from_millis(until))
+            .purpose::<Advertising>()
+            .assume(Hypothesis::never_consented::<Security, Advertising>())
+    };
+    let before = l.impact(&q(T0 + 2_000)).unwrap();
+    assert_eq!(before.uses, 1);
+    assert!(before.unlawful.is_empty(), "{:?}", before.unlawful);
+    let all = l.impact(&q(u64::MAX)).unwrap();
+    assert_eq!((all.uses, all.unlawful_uses), (2, 1));
+    assert_eq!(
+        all.unlawful[0].reason,
+        Unlawful::GivenFor {
+            purpose: "security".into()
+        }
+    );
+}
+
+/// One identifier collected again with a wider scope is still one identifier used.
+#[test]
+fn an_identifier_collected_again_is_counted_once() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    let s = s1();
+    let phone = Identifier::<Security>::phone("+15550100088").unwrap();
+    let first = l.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+    drop(l.authorize(&phone, &Recipient::FirstParty).unwrap());
+    let wider =
+        RecipientScope::any_of([Recipient::FirstParty, Recipient::partner("sms-gateway").unwrap()]).unwrap();
+    let second = l.collect(&s, &phone, wider).unwrap();
+    assert_ne!(first.seq, second.seq);
+    drop(l.authorize(&phone, &Recipient::FirstParty).unwrap());
+    let other = Identifier::<Security>::email("other@example.org").unwrap();
+    l.collect(&s, &other, RecipientScope::first_party()).unwrap();
+    drop(l.authorize(&other, &Recipient::FirstParty).unwrap());
+    let r = l.impact(&ImpactQuery::since(Timestamp::EPOCH)).unwrap();
+    assert_eq!((r.uses, r.subjects.len()), (3, 1));
+    assert_eq!(r.identifiers.len(), 2, "{:?}", r.identifiers);
+    assert_eq!(r.identifiers[0].1, first.seq);
+}
+
+/// A use stamped at the largest time is found by an open-ended query (a window's end
+/// is exclusive, so no window holds it).
+#[test]
+fn a_use_at_the_largest_time_is_found_since_a_time() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    let phone = Identifier::<Security>::phone("+15550100099").unwrap();
+    l.collect(&s1(), &phone, RecipientScope::first_party()).unwrap();
+    drop(l.authorize(&phone, &Recipient::FirstParty).unwrap());
+    f.clock.set(Timestamp::from_millis(u64::MAX));
+    drop(l.authorize(&phone, &Recipient::FirstParty).unwrap());
+    let window = ImpactQuery::between(Timestamp::EPOCH, Timestamp::from_millis(u64::MAX));
+    assert_eq!(l.impact(&window).unwrap().uses, 1);
+    assert_eq!(l.impact(&ImpactQuery::since(Timestamp::EPOCH)).unwrap().uses, 2);
+    let late = ImpactQuery::since(Timestamp::from_millis(u64::MAX));
+    assert_eq!(l.impact(&late).unwrap().uses, 1);
+}

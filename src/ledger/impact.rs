@@ -1,7 +1,7 @@
 //! Impact queries: after an incident, who was affected, by which uses, and which of
 //! those uses had no valid consent under a stated hypothesis.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Ledger;
 use crate::entry::{self, Body, Entry};
@@ -59,7 +59,8 @@ impl Hypothesis {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImpactQuery {
     from: Timestamp,
-    until: Timestamp,
+    /// `None`: no end (uses stamped at the largest time included).
+    until: Option<Timestamp>,
     purpose: Option<String>,
     recipient: Option<Recipient>,
     hypotheses: Vec<Hypothesis>,
@@ -70,10 +71,25 @@ impl ImpactQuery {
     /// [`Recording::Aggregated`](crate::Recording::Aggregated), an aggregate whose
     /// first-to-last span overlaps the window counts with all its uses: the answer may
     /// include uses up to a bucket outside the window, never fewer.
+    ///
+    /// The end is exclusive, so no window of this kind holds a use stamped at the
+    /// largest [`Timestamp`]: for every use from a time on, ask [`ImpactQuery::since`].
     pub fn between(from: Timestamp, until: Timestamp) -> Self {
         ImpactQuery {
             from,
-            until,
+            until: Some(until),
+            purpose: None,
+            recipient: None,
+            hypotheses: Vec::new(),
+        }
+    }
+
+    /// Uses made at `from` or later, with no end; otherwise as
+    /// [`ImpactQuery::between`]. `since(Timestamp::EPOCH)` asks for every recorded use.
+    pub fn since(from: Timestamp) -> Self {
+        ImpactQuery {
+            from,
+            until: None,
             purpose: None,
             recipient: None,
             hypotheses: Vec::new(),
@@ -105,7 +121,7 @@ impl ImpactQuery {
 
     fn selects(&self, r: &DecisionRecord) -> bool {
         let (first, last) = r.times();
-        first < self.until
+        self.until.is_none_or(|until| first < until)
             && last >= self.from
             && self.purpose.as_deref().is_none_or(|p| p == r.purpose())
             && self.recipient.as_ref().is_none_or(|x| x == r.recipient())
@@ -176,7 +192,9 @@ pub struct ImpactReport {
     pub uses: u64,
     /// Subjects whose data was used, sorted.
     pub subjects: Vec<SubjectId>,
-    /// Identifiers used: (subject, collection entry, kind), sorted.
+    /// Identifiers used, each once however often it was collected again (with
+    /// another scope, say): (subject, the earliest of its collection entries the
+    /// uses name, kind), sorted.
     pub identifiers: Vec<(SubjectId, u64, Option<IdentifierKind>)>,
     /// Uses per recipient.
     pub by_recipient: Vec<(Recipient, u64)>,
@@ -187,6 +205,9 @@ pub struct ImpactReport {
     /// Subjects affected by them, sorted.
     pub unlawful_subjects: Vec<SubjectId>,
 }
+
+/// An identifier used: the earliest collection entry the uses name, and its kind.
+type IdentifierUsed = (u64, Option<IdentifierKind>);
 
 /// What pass one learns about collections.
 struct Collection {
@@ -216,7 +237,9 @@ impl Ledger {
         // Pass one: timestamps (to place a time on the log) and collections.
         let mut times: Vec<Timestamp> = Vec::new();
         let mut collections: HashMap<u64, Collection> = HashMap::new();
-        let mut given: HashSet<(SubjectId, Pseudonym, String)> = HashSet::new();
+        // Where each identifier was first given for each purpose: a use is judged by
+        // the collections made before it only.
+        let mut given: HashMap<(SubjectId, Pseudonym, String), u64> = HashMap::new();
         for e in decoded(store) {
             let e = e?;
             if let Body::Collected {
@@ -227,7 +250,9 @@ impl Ledger {
                 ..
             } = &e.body
             {
-                given.insert((subject.clone(), *pseudonym, purpose.clone()));
+                given
+                    .entry((subject.clone(), *pseudonym, purpose.clone()))
+                    .or_insert(e.seq);
                 collections.insert(
                     e.seq,
                     Collection {
@@ -282,7 +307,7 @@ impl Ledger {
                 continue;
             };
             if slot.is_none() {
-                *slot = judge(q, &state, r, t, &collections, &given);
+                *slot = judge(q, &state, r, (p, t), &collections, &given);
             }
         }
 
@@ -291,14 +316,23 @@ impl Ledger {
             ..ImpactReport::default()
         };
         let mut subjects = BTreeSet::new();
-        let mut identifiers = BTreeSet::new();
+        // One per identifier: keyed by its pseudonym where the log names it, else by
+        // the collection entry the record names.
+        let mut identifiers: HashMap<(SubjectId, Result<Pseudonym, u64>), IdentifierUsed> = HashMap::new();
         let mut by_recipient: BTreeMap<Recipient, u64> = BTreeMap::new();
         let mut unlawful_subjects = BTreeSet::new();
         for (r, verdict) in records.into_iter().zip(verdicts) {
             report.uses = report.uses.saturating_add(r.count());
             subjects.insert(r.subject().clone());
-            let kind = collections.get(&r.collected_at()).map(|c| c.kind);
-            identifiers.insert((r.subject().clone(), r.collected_at(), kind));
+            let collection = collections.get(&r.collected_at());
+            let kind = collection.map(|c| c.kind);
+            let which = collection.map(|c| c.pseudonym).ok_or(r.collected_at());
+            let first = identifiers
+                .entry((r.subject().clone(), which))
+                .or_insert((r.collected_at(), kind));
+            if r.collected_at() < first.0 {
+                *first = (r.collected_at(), kind);
+            }
             *by_recipient.entry(r.recipient().clone()).or_default() += r.count();
             if let Some(reason) = verdict {
                 report.unlawful_uses = report.unlawful_uses.saturating_add(r.count());
@@ -311,6 +345,10 @@ impl Ledger {
             }
         }
         report.subjects = subjects.into_iter().collect();
+        let identifiers: BTreeSet<_> = identifiers
+            .into_iter()
+            .map(|((subject, _), (at, kind))| (subject, at, kind))
+            .collect();
         report.identifiers = identifiers.into_iter().collect();
         report.by_recipient = by_recipient.into_iter().collect();
         report.unlawful_subjects = unlawful_subjects.into_iter().collect();
@@ -337,18 +375,20 @@ fn judge(
     q: &ImpactQuery,
     state: &State,
     r: &DecisionRecord,
-    at: Timestamp,
+    (position, at): (u64, Timestamp),
     collections: &HashMap<u64, Collection>,
-    given: &HashSet<(SubjectId, Pseudonym, String)>,
+    given: &HashMap<(SubjectId, Pseudonym, String), u64>,
 ) -> Option<Unlawful> {
     if let Some(at) = state.erased_at(r.subject()) {
         return Some(Unlawful::Erased { at });
     }
     for h in &q.hypotheses {
         if let Hypothesis::NeverConsented { given_for, used_for } = h {
-            let same_identifier_given = collections
-                .get(&r.collected_at())
-                .is_some_and(|c| given.contains(&(c.subject.clone(), c.pseudonym, given_for.clone())));
+            let same_identifier_given = collections.get(&r.collected_at()).is_some_and(|c| {
+                given
+                    .get(&(c.subject.clone(), c.pseudonym, given_for.clone()))
+                    .is_some_and(|first| *first < position)
+            });
             if used_for == r.purpose() && same_identifier_given {
                 return Some(Unlawful::GivenFor {
                     purpose: given_for.clone(),
