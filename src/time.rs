@@ -16,6 +16,10 @@ impl Timestamp {
     /// The Unix epoch.
     pub const EPOCH: Timestamp = Timestamp(0);
 
+    /// The latest time RFC 3339 can write (its years have four digits):
+    /// `9999-12-31T23:59:59.999Z`. Grants refuse an expiry after it.
+    pub const MAX_RFC3339: Timestamp = Timestamp(253_402_300_799_999);
+
     /// From milliseconds since the Unix epoch.
     pub const fn from_millis(millis: u64) -> Self {
         Timestamp(millis)
@@ -46,7 +50,9 @@ impl fmt::Debug for Timestamp {
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-25T09:30:00.000Z`.
+    /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-25T09:30:00.000Z`. A time after
+    /// [`Timestamp::MAX_RFC3339`] (only a clock set past the year 9999 gives one) is
+    /// written the same way with a longer year, which is not RFC 3339.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = self.0 % 1000;
         let secs = self.0 / 1000;

@@ -15,7 +15,7 @@ use std::path::Path;
 use consent_ledger::{
     verify_consistency, verify_inclusion, verify_receipt, AuditError, Durability, Identifier,
     IntegrityProblem, Ledger, OpenError, PartnerSharing, PseudonymKey, Receipt, Recipient, RecipientScope,
-    SignedCheckpoint, SigningKey, SubjectId,
+    SignedCheckpoint, SigningKey, SubjectId, Timestamp, WriteError,
 };
 
 struct Fx {
@@ -162,13 +162,39 @@ fn receipts_verify_offline_and_forgeries_are_rejected_with_a_reason() {
     let size = resized["inclusion_proof"]["tree_size"].as_u64().unwrap();
     resized["inclusion_proof"]["tree_size"] = (size - 1).into();
     assert!(verify_receipt(&serde_json::from_value(resized).unwrap(), &public).is_err());
-    // A checkpoint from another ledger.
-    let f2 = fx();
+    // A proof for another leaf than the entry.
+    let mut moved = v.clone();
+    moved["inclusion_proof"]["index"] = (g.seq - 1).into();
+    assert!(matches!(
+        verify_receipt(&serde_json::from_value(moved).unwrap(), &public),
+        Err(AuditError::Mismatch(m)) if m.contains("position")
+    ));
+    // A checkpoint from another ledger, signed by the same key: it verifies, so only
+    // the comparison of its origin with the receipt's ledger refuses it.
+    let f2 = Fx {
+        dir: tempfile::tempdir().unwrap(),
+        key: f.key.clone(),
+        pk: f.pk.clone(),
+    };
     let l2 = open_at(f2.dir.path(), &f2, None).unwrap();
-    activity(&l2, 0, 5);
+    activity(&l2, 0, 6);
+    let foreign_cp = l2.checkpoint().unwrap();
+    SignedCheckpoint::verify(foreign_cp.text(), &public).unwrap();
     let mut foreign = v.clone();
-    foreign["checkpoint"] = l2.checkpoint().unwrap().text().into();
-    assert!(verify_receipt(&serde_json::from_value(foreign).unwrap(), &public).is_err());
+    foreign["checkpoint"] = foreign_cp.text().into();
+    let other_ledger =
+        |r: Result<_, AuditError>| matches!(r, Err(AuditError::Mismatch(m)) if m.contains("another ledger"));
+    assert!(other_ledger(verify_receipt(
+        &serde_json::from_value(foreign).unwrap(),
+        &public
+    )));
+    // The receipt naming another ledger than its checkpoint's.
+    let mut renamed = v.clone();
+    renamed["ledger"] = "consent-ledger/00000000000000000000000000000000".into();
+    assert!(other_ledger(verify_receipt(
+        &serde_json::from_value(renamed).unwrap(),
+        &public
+    )));
     // Unknown versions and garbage.
     assert!(matches!(
         Receipt::from_json(&json.replace("\"version\": 1", "\"version\": 2")),
@@ -270,4 +296,25 @@ fn a_fork_is_caught_at_open_and_by_an_earlier_receipt() {
     let later = l.checkpoint().unwrap();
     let proof = l.consistency_proof(held.checkpoint.size(), later.size()).unwrap();
     verify_consistency(&held.checkpoint, &later, &proof).unwrap();
+}
+
+/// Receipt dates are RFC 3339, whose years have four digits: a grant refuses an expiry
+/// after the last time it can write ("never" is `None`), and the last one is written.
+#[test]
+fn receipt_expiries_stay_within_rfc3339() {
+    let f = fx();
+    let l = open_at(f.dir.path(), &f, None).unwrap();
+    let s = SubjectId::new("alice-1").unwrap();
+    let never = Timestamp::from_millis(u64::MAX);
+    let e = l
+        .grant::<PartnerSharing>(&s, RecipientScope::all_partners(), Some(never))
+        .unwrap_err();
+    assert!(matches!(e, WriteError::Input(_)), "{e:?}");
+    let g = l
+        .grant::<PartnerSharing>(&s, RecipientScope::all_partners(), Some(Timestamp::MAX_RFC3339))
+        .unwrap();
+    let r = l.receipt(g.seq, "settings page").unwrap();
+    verify_receipt(&r, &f.key.verifying_key()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(v["expires_at"], "9999-12-31T23:59:59.999Z");
 }

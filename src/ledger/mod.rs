@@ -596,7 +596,8 @@ impl Ledger {
     /// until `expires_at` if given. Replaces any earlier consent to `P`.
     ///
     /// # Errors
-    /// [`WriteError::Input`] when `P` is not consent-based, [`WriteError::SubjectErased`],
+    /// [`WriteError::Input`] when `P` is not consent-based or `expires_at` is after
+    /// [`Timestamp::MAX_RFC3339`], [`WriteError::SubjectErased`],
     /// [`WriteError::InvalidPurposeId`], storage failures.
     pub fn grant<P: Purpose>(
         &self,
@@ -767,6 +768,14 @@ impl Ledger {
     ) -> Result<Recorded, WriteError> {
         check_purpose::<P>()?;
         check_scope(&scope)?;
+        if expires_at.is_some_and(|t| t > Timestamp::MAX_RFC3339) {
+            // Receipts and exports write it in RFC 3339; "never" is `None`.
+            return Err(crate::error::InputError::new(
+                "expires_at",
+                "is after 9999-12-31T23:59:59.999Z; for a consent that does not expire, give None",
+            )
+            .into());
+        }
         if !P::LEGAL_BASIS.requires_consent() {
             return Err(crate::error::InputError::new(
                 "purpose",
