@@ -64,6 +64,10 @@ use crate::subject::SubjectId;
 /// Identifiers decided under one read lock, by default.
 pub const DEFAULT_CHUNK: usize = 4096;
 
+/// The largest chunk [`AudienceMatcher::chunk_size`] takes: larger sizes are capped, so
+/// an upload is never read whole into memory.
+pub const MAX_CHUNK: usize = 1 << 20;
+
 impl IdentifierKind {
     /// Guesses the kind of an uploaded raw identifier: an email address if it contains
     /// `@`, otherwise a phone number.
@@ -255,9 +259,9 @@ fn typed<S: AsRef<str>>((kind, s): &(IdentifierKind, S)) -> (IdentifierKind, &st
 type Hashed = Option<(IdentifierKind, Pseudonym)>;
 
 impl<'l, P: Purpose> AudienceMatcher<'l, P> {
-    /// Identifiers decided under one read lock (at least 1).
+    /// Identifiers decided under one read lock: at least 1, at most [`MAX_CHUNK`].
     pub fn chunk_size(mut self, n: usize) -> Self {
-        self.chunk = n.max(1);
+        self.chunk = n.clamp(1, MAX_CHUNK);
         self
     }
 
@@ -322,8 +326,9 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             seen: Vec::new(),
             matches: Vec::new(),
         };
-        let mut rows: Vec<T> = Vec::with_capacity(self.chunk);
-        let mut hashed: Vec<Hashed> = Vec::with_capacity(self.chunk);
+        // Grown as rows come: a short upload does not reserve a large chunk's room.
+        let mut rows: Vec<T> = Vec::with_capacity(self.chunk.min(DEFAULT_CHUNK));
+        let mut hashed: Vec<Hashed> = Vec::with_capacity(self.chunk.min(DEFAULT_CHUNK));
         if self.threads < 2 {
             loop {
                 rows.clear();
@@ -480,23 +485,22 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                         continue;
                     };
                     match state.decide_query(&query, lookup, || stamp, || self.ledger.now()) {
-                        Ok((evidence, subject)) => {
-                            let (word, bit) = ((subject / 64) as usize, 1u64 << (subject % 64));
-                            match seen.get_mut(word) {
-                                Some(w) if *w & bit != 0 => counts.duplicates += 1,
-                                Some(w) => {
-                                    *w |= bit;
-                                    counts.matched += 1;
-                                    matches.push(AudienceMatch {
-                                        row,
-                                        kind: *kind,
-                                        evidence,
-                                    });
-                                }
-                                // Subject indices are below the count read above; fail closed.
-                                None => counts.denied.unavailable += 1,
-                            }
-                        }
+                        Ok((evidence, subject)) => match seen_bit(seen, subject) {
+                            // Reported from an earlier chunk.
+                            Some((w, bit)) if *w & bit != 0 => counts.duplicates += 1,
+                            // A candidate: reported below unless this chunk reports the
+                            // subject first, through another row.
+                            Some(_) => matches.push((
+                                subject,
+                                AudienceMatch {
+                                    row,
+                                    kind: *kind,
+                                    evidence,
+                                },
+                            )),
+                            // Subject indices are below the count read above; fail closed.
+                            None => counts.denied.unavailable += 1,
+                        },
                         Err(Denied::UnknownIdentifier) => counts.unknown += 1,
                         Err(reason) => counts.denied.count(&reason),
                     }
@@ -504,17 +508,34 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             }
         }
         let record = self.ledger.records_decisions();
-        for m in matches.drain(..) {
+        for (subject, m) in matches.drain(..) {
+            let Some((w, bit)) = seen_bit(seen, subject) else {
+                counts.denied.unavailable += 1;
+                continue;
+            };
+            if *w & bit != 0 {
+                counts.duplicates += 1;
+                continue;
+            }
             // A match is a use: recorded as configured; one that cannot be recorded is
-            // not handed out.
+            // not handed out, and the subject stays unreported (a later row of it may
+            // match, as a later `authorize` would allow it).
             if record && self.ledger.record(&m.evidence, self.recipient).is_err() {
-                counts.matched = counts.matched.saturating_sub(1);
                 counts.denied.unavailable += 1;
                 continue;
             }
+            *w |= bit;
+            counts.matched += 1;
             on_match(m);
         }
     }
+}
+
+/// The word and bit of `subject` in the bit set of reported subjects; `None` past its
+/// end.
+fn seen_bit(seen: &mut [u64], subject: u32) -> Option<(&mut u64, u64)> {
+    let word = usize::try_from(subject / 64).ok()?;
+    seen.get_mut(word).map(|w| (w, 1u64 << (subject % 64)))
 }
 
 /// The running totals of one upload.
@@ -522,8 +543,9 @@ struct Run {
     counts: AudienceCounts,
     /// One bit per subject index: subjects already reported in this upload.
     seen: Vec<u64>,
-    /// Matches of the chunk being decided (handed out after the lock is released).
-    matches: Vec<AudienceMatch>,
+    /// Candidate matches of the chunk being decided, with their subjects' indices:
+    /// recorded and handed out after the lock is released, the first of each subject.
+    matches: Vec<(u32, AudienceMatch)>,
 }
 
 #[cfg(test)]

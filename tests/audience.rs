@@ -357,3 +357,297 @@ fn a_panicking_row_reader_propagates_and_never_hangs() {
         });
     }
 }
+
+/// A chunk size is capped and its buffers grow with the rows read: a huge size does
+/// not panic (capacity overflow) or reserve memory on a three-row upload.
+#[test]
+fn a_large_chunk_size_does_not_panic_on_a_short_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_000));
+    let ledger = ledger(dir.path(), &clock);
+    let acme = Recipient::partner("acme-ads").unwrap();
+    for threads in [1, 2] {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ledger
+                .audience::<Advertising>(&acme)
+                .chunk_size(usize::MAX)
+                .threads(threads)
+                .collect(["+15550100001", "a@example.com", "x"])
+        }));
+        let (m, counts) = result.unwrap_or_else(|_| panic!("threads {threads}: panicked on a 3-row upload"));
+        assert!(m.is_empty());
+        assert_eq!((counts.uploaded, counts.unknown, counts.malformed), (3, 2, 1));
+    }
+}
+
+/// The upload is streamed: when the first chunk's match is handed out, only a few
+/// chunks have been read from the upload (an implementation that reads the whole
+/// upload first fails this).
+#[test]
+fn the_upload_is_streamed_not_read_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_000));
+    let ledger = ledger(dir.path(), &clock);
+    let s = SubjectId::new("acct-0").unwrap();
+    let id = Identifier::<Advertising>::email("alice@example.com").unwrap();
+    ledger.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+    ledger
+        .grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+        .unwrap();
+    let acme = Recipient::partner("acme-ads").unwrap();
+    const ROWS: u64 = 1_000_000;
+    const CHUNK: usize = 64;
+    for threads in [1, 2] {
+        let pulled = std::sync::atomic::AtomicU64::new(0);
+        let upload = (0..ROWS).map(|i| {
+            pulled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if i == 0 {
+                "alice@example.com"
+            } else {
+                "x"
+            }
+        });
+        let mut at_first_match = None;
+        let counts = ledger
+            .audience::<Advertising>(&acme)
+            .chunk_size(CHUNK)
+            .threads(threads)
+            .run(upload, |_| {
+                at_first_match.get_or_insert(pulled.load(std::sync::atomic::Ordering::SeqCst));
+            });
+        assert_eq!((counts.uploaded, counts.matched), (ROWS, 1));
+        let read = at_first_match.unwrap();
+        assert!(
+            read <= 8 * CHUNK as u64,
+            "threads {threads}: {read} rows read before the first chunk's match was handed out"
+        );
+    }
+}
+
+/// `authorize_batch` decides in chunks of `DEFAULT_CHUNK` (4096): across several chunk
+/// boundaries it still agrees with `authorize`, answer and evidence.
+#[test]
+fn batches_across_chunk_boundaries_agree_with_authorize() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_000));
+    let ledger = ledger(dir.path(), &clock);
+    let acme = Recipient::partner("acme-ads").unwrap();
+    const N: u32 = 9_000;
+    for i in (0..N).step_by(7) {
+        let s = SubjectId::new(&format!("acct-{i}")).unwrap();
+        let id = Identifier::<Advertising>::email(&format!("p{i}@example.com")).unwrap();
+        ledger.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+        if i % 2 == 0 {
+            ledger
+                .grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+                .unwrap();
+        }
+    }
+    let ids: Vec<Identifier<Advertising>> = (0..N)
+        .map(|i| Identifier::email(&format!("p{i}@example.com")).unwrap())
+        .collect();
+    let batch = ledger.authorize_batch(&ids, &acme);
+    assert_eq!(batch.len(), ids.len());
+    for (i, (id, b)) in ids.iter().zip(&batch).enumerate() {
+        let single = ledger.authorize(id, &acme);
+        match (b, &single) {
+            (Ok(x), Ok(y)) => assert_eq!(x.evidence(), y.evidence(), "row {i}"),
+            (Err(x), Err(y)) => assert_eq!(x, y, "row {i}"),
+            _ => panic!("row {i}: batch and authorize disagree"),
+        }
+    }
+}
+
+/// Withdrawals and re-grants from one thread while another runs audience matches and
+/// batches: no match may rest on a state in which the subject's consent was already
+/// withdrawn (`allowed_by < w < position` for a withdrawal `w`).
+#[test]
+fn withdrawals_racing_matches_are_never_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_000));
+    let ledger = ledger(dir.path(), &clock);
+    let acme = Recipient::partner("acme-ads").unwrap();
+    const N: u32 = 32;
+    let subjects: Vec<SubjectId> = (0..N)
+        .map(|i| SubjectId::new(&format!("acct-{i}")).unwrap())
+        .collect();
+    let ids: Vec<Identifier<Advertising>> = (0..N)
+        .map(|i| Identifier::email(&format!("p{i}@example.com")).unwrap())
+        .collect();
+    for (s, id) in subjects.iter().zip(&ids) {
+        ledger.collect(s, id, RecipientScope::all_partners()).unwrap();
+        ledger
+            .grant::<Advertising>(s, RecipientScope::all_partners(), None)
+            .unwrap();
+    }
+    let upload: Vec<String> = (0..N).map(|i| format!("p{i}@example.com")).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (withdrawals, evidence) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut w = Vec::new();
+            for round in 0..300 {
+                let s = &subjects[round % N as usize];
+                w.push((s.clone(), ledger.withdraw::<Advertising>(s).unwrap().seq));
+                ledger
+                    .grant::<Advertising>(s, RecipientScope::all_partners(), None)
+                    .unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            w
+        });
+        let mut evidence = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            for threads in [1, 2] {
+                ledger
+                    .audience::<Advertising>(&acme)
+                    .chunk_size(3)
+                    .threads(threads)
+                    .run(&upload, |m| evidence.push(m.evidence().clone()));
+            }
+            for u in ledger.authorize_batch(&ids, &acme).into_iter().flatten() {
+                evidence.push(u.evidence().clone());
+            }
+        }
+        (writer.join().unwrap(), evidence)
+    });
+    assert!(!evidence.is_empty());
+    for e in &evidence {
+        for (s, w) in &withdrawals {
+            assert!(
+                !(s == e.subject() && e.allowed_by() < *w && *w < e.position()),
+                "{:?} matched at position {} by grant {} after withdrawal {w}",
+                s,
+                e.position(),
+                e.allowed_by()
+            );
+        }
+    }
+}
+
+mod hostile {
+    use super::*;
+
+    fn variant() -> impl Strategy<Value = String> {
+        let base = prop_oneof![
+            Just("alice@Example.COM".to_owned()),
+            Just("b@bücher.de".to_owned()),
+            Just("+1 555 010 0001".to_owned()),
+            Just("+44 (0)20 7946 0958".to_owned()),
+        ];
+        let junk = prop_oneof![
+            Just("\u{0}"),
+            Just("\u{a0}"),
+            Just("\u{3000}"),
+            Just("\u{feff}"),
+            Just("\u{200b}"),
+            Just("\u{2028}"),
+            Just("\u{301}"),
+            Just("＠"),
+            Just("@"),
+            Just("."),
+            Just("+"),
+            Just("(0)"),
+            Just(" "),
+            Just("\t"),
+            Just("Ｂ"),
+            Just("。"),
+            Just("xn--"),
+            Just("-"),
+        ];
+        (
+            base,
+            proptest::collection::vec((0..40usize, junk), 0..3),
+            "\\PC{0,6}",
+        )
+            .prop_map(|(mut b, ins, tail)| {
+                for (at, j) in ins {
+                    let mut at = at.min(b.len());
+                    while !b.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    b.insert_str(at, j);
+                }
+                if tail.len() % 3 == 0 {
+                    b.push_str(&tail);
+                }
+                b
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn hostile_rows_are_counted_as_authorize_decides_them(
+            rows in proptest::collection::vec(prop_oneof![variant(), "\\PC{0,40}", Just("9".repeat(600))], 1..40),
+            threads in 1..3usize,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::new(Timestamp::from_millis(1_000));
+            let ledger = ledger(dir.path(), &clock);
+            let acme = Recipient::partner("acme-ads").unwrap();
+            for (i, raw) in ["alice@example.com", "b@xn--bcher-kva.de", "+15550100001", "+442079460958"].iter().enumerate() {
+                let s = SubjectId::new(&format!("acct-{i}")).unwrap();
+                let id = Identifier::<Advertising>::parse(IdentifierKind::guess(raw), raw).unwrap();
+                ledger.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+                if i % 2 == 0 {
+                    ledger.grant::<Advertising>(&s, RecipientScope::all_partners(), None).unwrap();
+                }
+            }
+            let mut want = AudienceCounts::default();
+            let mut seen = std::collections::HashSet::new();
+            for raw in &rows {
+                want.uploaded += 1;
+                match Identifier::<Advertising>::parse(IdentifierKind::guess(raw), raw) {
+                    Err(e) => {
+                        want.malformed += 1;
+                        prop_assert!(!e.to_string().contains("alice"));
+                    }
+                    Ok(id) => match ledger.authorize(&id, &acme) {
+                        Ok(u) => if seen.insert(u.evidence().subject().clone()) { want.matched += 1 } else { want.duplicates += 1 },
+                        Err(Denied::UnknownIdentifier) => want.unknown += 1,
+                        Err(Denied::NoConsent { .. }) => want.denied.no_consent += 1,
+                        Err(e) => prop_assert!(false, "{e}"),
+                    },
+                }
+            }
+            let (_, got) = ledger.audience::<Advertising>(&acme).chunk_size(7).threads(threads).collect(&rows);
+            prop_assert_eq!(got, want);
+        }
+    }
+}
+
+/// A grant "until" `at`: allowed at `at - 1`, expired at `at`, in audience, batch and
+/// single decisions alike.
+#[test]
+fn expiry_at_the_exact_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_000));
+    let ledger = ledger(dir.path(), &clock);
+    let acme = Recipient::partner("acme-ads").unwrap();
+    let s = SubjectId::new("acct-0").unwrap();
+    let id = Identifier::<Advertising>::email("alice@example.com").unwrap();
+    ledger.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+    ledger
+        .grant::<Advertising>(
+            &s,
+            RecipientScope::all_partners(),
+            Some(Timestamp::from_millis(2_000)),
+        )
+        .unwrap();
+    for (t, allowed) in [(1_999, true), (2_000, false)] {
+        clock.set(Timestamp::from_millis(t));
+        let (m, c) = ledger
+            .audience::<Advertising>(&acme)
+            .collect(["alice@example.com"]);
+        assert_eq!(
+            (m.len() == 1, c.denied.expired),
+            (allowed, u64::from(!allowed)),
+            "{t}"
+        );
+        assert_eq!(ledger.authorize_batch([&id], &acme)[0].is_ok(), allowed);
+        assert_eq!(ledger.authorize(&id, &acme).is_ok(), allowed);
+        if allowed {
+            assert_eq!(m[0].evidence().decided_at(), Timestamp::from_millis(t));
+        }
+    }
+}

@@ -691,3 +691,52 @@ fn a_failed_erasure_never_lets_a_new_snapshot_replace_the_old_by_renaming() {
         "the old snapshot was not destroyed in place"
     );
 }
+
+/// A subject reached by two identifiers of the upload, with `Recording::Every`: the
+/// first row's decision record cannot be written, so that row is denied as unavailable,
+/// as `authorize` would deny it; the second row then matches, as `authorize` allows it,
+/// and is not counted as a duplicate of a match that never happened.
+#[test]
+fn a_failed_record_does_not_lose_the_subject_for_the_rest_of_the_upload() {
+    for (chunk, threads) in [(4096, 1), (1, 1), (1, 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let (l, faults) = keys.open_faulty_with(
+            keys.builder(dir.path(), Durability::Relaxed)
+                .record_decisions(crate::Recording::Every),
+        );
+        let s = subject(0, 1);
+        let email = Identifier::<crate::Advertising>::email("alice@example.org").unwrap();
+        let phone = Identifier::<crate::Advertising>::phone("+15550100001").unwrap();
+        l.collect(&s, &email, RecipientScope::all_partners()).unwrap();
+        l.collect(&s, &phone, RecipientScope::all_partners()).unwrap();
+        l.grant::<crate::Advertising>(&s, RecipientScope::all_partners(), None)
+            .unwrap();
+        let acme = crate::Recipient::partner("acme").unwrap();
+
+        // One by one: the first record fails, the second use is allowed.
+        faults.decision_once.store(true, Ordering::SeqCst);
+        assert_eq!(
+            l.authorize(&email, &acme).unwrap_err(),
+            crate::Denied::Unavailable
+        );
+        assert!(l.authorize(&phone, &acme).is_ok());
+
+        faults.decision_once.store(true, Ordering::SeqCst);
+        let mut got = Vec::new();
+        let counts: crate::AudienceCounts = l
+            .audience::<crate::Advertising>(&acme)
+            .chunk_size(chunk)
+            .threads(threads)
+            .run(["alice@example.org", "+15550100001"], |m| {
+                got.push(m.subject().clone())
+            });
+        assert_eq!(counts.denied.unavailable, 1, "chunk {chunk}, threads {threads}");
+        assert_eq!(
+            (got, counts.matched, counts.duplicates),
+            (vec![s.clone()], 1, 0),
+            "chunk {chunk}, threads {threads}: the subject was lost and its allowed row \
+             counted as a duplicate of a match that never happened"
+        );
+    }
+}
