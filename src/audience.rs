@@ -217,7 +217,7 @@ pub struct AudienceMatcher<'l, P: Purpose> {
     recipient: &'l Recipient,
     chunk: usize,
     threads: usize,
-    _purpose: PhantomData<fn() -> P>,
+    _purpose: PhantomData<fn(P) -> P>,
 }
 
 impl<P: Purpose> fmt::Debug for AudienceMatcher<'_, P> {

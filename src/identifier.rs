@@ -116,7 +116,7 @@ pub struct Identifier<P: Purpose> {
     /// Lookup pseudonym under the last key it was computed with, so repeated decisions
     /// cost a hash-map lookup rather than an HMAC.
     cached: OnceLock<(KeyTag, Pseudonym)>,
-    _purpose: PhantomData<fn() -> P>,
+    _purpose: PhantomData<fn(P) -> P>,
 }
 
 impl<P: Purpose> Identifier<P> {
