@@ -473,7 +473,8 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                     seen.resize(words, 0);
                 }
                 let query = state.query::<P>(self.recipient);
-                let stamp = self.ledger.stamp();
+                // Read once, and only if a decision needs it (it raises the time floor).
+                let stamped = std::cell::OnceCell::new();
                 for (i, (row, h)) in (base..).zip(rows).enumerate() {
                     if i % WARM == 0 {
                         // The next group's memory, read ahead (see `State::warm`).
@@ -484,7 +485,8 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                         counts.malformed += 1;
                         continue;
                     };
-                    match state.decide_query(&query, lookup, || stamp, || self.ledger.now()) {
+                    let stamp = || *stamped.get_or_init(|| self.ledger.stamp());
+                    match state.decide_query(&query, lookup, stamp, || self.ledger.now()) {
                         Ok((evidence, subject)) => match seen_bit(seen, subject) {
                             // Reported from an earlier chunk.
                             Some((w, bit)) if *w & bit != 0 => counts.duplicates += 1,

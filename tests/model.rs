@@ -408,6 +408,7 @@ impl Model {
                     entry: collected_at,
                 });
             }
+            self.now(); // the evidence's time is a time the ledger has seen
             return allowed(collected_at, LegalBasis::LegitimateInterest, self.len);
         }
         match self.subjects[holder].consent[p] {
@@ -434,6 +435,7 @@ impl Model {
                         entry: seq,
                     });
                 }
+                self.now();
                 allowed(seq, LegalBasis::Consent, self.len)
             }
         }

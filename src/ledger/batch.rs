@@ -54,7 +54,8 @@ impl Ledger {
                 continue;
             };
             let query = state.query::<P>(recipient);
-            let stamp = self.stamp();
+            // Read once, and only if a decision needs it (it raises the time floor).
+            let stamped = std::cell::OnceCell::new();
             let start = out.len();
             out.extend(chunk.iter().enumerate().map(|(i, (id, lookup))| {
                 if i % WARM == 0 {
@@ -63,7 +64,12 @@ impl Ledger {
                     std::hint::black_box(state.warm(ahead));
                 }
                 state
-                    .decide_query(&query, lookup, || stamp, || self.now())
+                    .decide_query(
+                        &query,
+                        lookup,
+                        || *stamped.get_or_init(|| self.stamp()),
+                        || self.now(),
+                    )
                     .map(|(evidence, _)| Use::new(id, recipient, evidence))
             }));
             drop(state);
