@@ -92,17 +92,51 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
     Ok(())
 }
 
-/// Only digits and the separators people write phone numbers with, at least one
-/// separator, and 9 to 15 digits: "(555) 010-9999", "0044 20 7946 0958". (Numbers
-/// written that way that are not phone numbers, an address like "192.168.100.200",
-/// are refused too; dates and digits without separators pass.)
+/// A phone number as people write it, after an extension ("ext. 12", "x12",
+/// ";ext=12") is set aside: a '+' and 7 to 15 digits, with or without separators; or
+/// 9 to 15 digits with at least one separator: "(555) 010-9999", "0044 20 7946 0958".
+/// Separators are the ASCII ones people use, any Unicode space (a no-break space, say)
+/// and Unicode dashes. (Numbers written that way that are not phone numbers, an
+/// address like "192.168.100.200", are refused too; dates and digits without
+/// separators pass, also with a leading "00", since they may be account numbers.)
 fn written_like_a_phone_number(value: &str) -> bool {
-    let separators = |c: char| matches!(c, ' ' | '-' | '.' | '(' | ')' | '/');
-    if !value.chars().all(|c| c.is_ascii_digit() || separators(c)) {
+    let separator = |c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '-' | '.' | '(' | ')' | '/' | '\u{2010}'..='\u{2015}' | '\u{2212}'
+            )
+    };
+    let number = without_extension(value);
+    let (plus, digits_part) = match number.strip_prefix('+') {
+        Some(rest) => (true, rest),
+        None => (false, number),
+    };
+    if !digits_part.chars().all(|c| c.is_ascii_digit() || separator(c)) {
         return false;
     }
-    let digits = value.chars().filter(char::is_ascii_digit).count();
-    (9..=15).contains(&digits) && value.chars().any(separators)
+    let digits = digits_part.chars().filter(char::is_ascii_digit).count();
+    if plus {
+        (7..=15).contains(&digits)
+    } else {
+        (9..=15).contains(&digits) && digits_part.chars().any(separator)
+    }
+}
+
+/// `value` without a trailing phone extension: a marker ("ext.", "ext", "x", ";ext=",
+/// any case) followed by 1 to 6 digits.
+fn without_extension(value: &str) -> &str {
+    let lower = value.to_ascii_lowercase(); // same byte offsets as `value`
+    for marker in [";ext=", "ext.", "ext", "x"] {
+        let Some(at) = lower.rfind(marker) else {
+            continue;
+        };
+        let rest = lower.get(at + marker.len()..).unwrap_or_default().trim();
+        if (1..=6).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_digit()) {
+            return value.get(..at).unwrap_or(value).trim_end();
+        }
+    }
+    value
 }
 
 impl fmt::Debug for Name {

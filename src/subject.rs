@@ -17,8 +17,9 @@ pub const MAX_SUBJECT_ID_LEN: usize = 128;
 /// advertising id, an email address, a phone number or a customer-visible number.
 /// [`SubjectId::new`] refuses the obvious mistakes: anything with an '@', a contact
 /// URI (`mailto:`, `tel:`, `sms:`), and a phone number as people write it (with '+',
-/// with separators, or with the "00" prefix). It cannot refuse a plain run of digits,
-/// which may be an account number.
+/// or with separators such as "0044 20 7946 0958", also Unicode spaces and dashes, and
+/// with or without an extension). It cannot refuse a plain run of digits, also one
+/// starting "00", which may be an account number.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubjectId(Arc<str>);
 
@@ -70,6 +71,9 @@ mod tests {
             "00442079460958",
             "2024-01-15",
             "1999.12.31",
+            "order-12345x2",
+            "+12345",
+            "x123",
         ] {
             assert!(SubjectId::new(id).is_ok(), "{id}");
         }
@@ -81,6 +85,14 @@ mod tests {
             "555-010-9999",
             "0044 20 7946 0958",
             "+1 555 010 9999",
+            "+1\u{a0}555\u{a0}010\u{a0}9999",
+            "+44\u{202f}20\u{202f}7946\u{202f}0958",
+            "+1 555\u{2011}010\u{2011}9999",
+            "555\u{2013}010\u{2013}9999",
+            "+1 555 010 9999 ext. 12",
+            "+15550109999;ext=1",
+            "(555) 010-9999 x12",
+            "+4420794609",
         ] {
             let e = SubjectId::new(contact).unwrap_err().to_string();
             assert!(!e.contains(contact), "{e}");
