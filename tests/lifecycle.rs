@@ -12,9 +12,9 @@ mod sled_util;
 use std::time::Duration;
 
 use consent_ledger::{
-    Advertising, Analytics, Change, Clock, Denied, Durability, Identifier, Inspector, IntegrityProblem,
-    Ledger, ManualClock, OpenError, PseudonymKey, Recipient, RecipientScope, Security, SigningKey, SubjectId,
-    Timestamp, UntrustedRange, WriteError,
+    Actor, Advertising, Analytics, Change, Clock, Denied, Durability, Identifier, Inspector,
+    IntegrityProblem, Ledger, ManualClock, OpenError, PseudonymKey, Recipient, RecipientScope, Security,
+    SigningKey, SubjectId, Timestamp, UntrustedRange, WriteError,
 };
 
 fn open(dir: &std::path::Path, key: &SigningKey, pk: &PseudonymKey, clock: &ManualClock) -> Ledger {
@@ -312,7 +312,7 @@ fn a_new_purpose_needs_a_new_collection_and_consent() {
         g.seq
     );
     assert!(l.authorize(&for_2fa, &acme).is_err());
-    // And no API turns one into the other: see tests/ui/convert_*.rs.
+    // And no API turns one into the other: see tests/ui/convert_from_into.rs.
 }
 
 #[test]
@@ -350,4 +350,32 @@ fn an_expired_consent_stays_expired_when_the_clock_steps_back() {
     drop(l);
     let l = open(dir.path(), &key, &pk, &clock);
     assert_eq!(l.authorize(&id, &acme).unwrap_err(), expired);
+}
+
+/// A purpose that is not consent-based has no consent to withdraw: the withdrawal is
+/// refused, not recorded and acknowledged while the use goes on being allowed.
+#[test]
+fn a_withdrawal_for_a_purpose_without_consent_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1));
+    let l = open(
+        dir.path(),
+        &SigningKey::generate(),
+        &PseudonymKey::generate(),
+        &clock,
+    );
+    let alice = subject("alice");
+    let phone = Identifier::<Security>::phone("+15550109999").unwrap();
+    l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
+    let len = l.len();
+    let e = l.withdraw::<Security>(&alice).unwrap_err();
+    assert!(
+        matches!(&e, WriteError::Input(i) if i.field() == "purpose"),
+        "{e:?}"
+    );
+    assert_eq!(l.len(), len, "nothing was recorded");
+    assert!(l.authorize(&phone, &Recipient::FirstParty).is_ok());
+    // What stops it: erasure.
+    l.erase(&alice, Actor::Subject).unwrap();
+    assert!(l.authorize(&phone, &Recipient::FirstParty).is_err());
 }

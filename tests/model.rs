@@ -359,6 +359,9 @@ impl Model {
     }
 
     fn withdraw(&mut self, s: usize, p: usize) -> MWrite {
+        if !needs_consent(p) {
+            return MWrite::NotConsentBased;
+        }
         if let Some(at) = self.subjects[s].erased {
             return MWrite::Erased { at };
         }

@@ -611,8 +611,14 @@ impl Ledger {
     /// Records that `subject` withdraws consent to purpose `P`. Effective for every
     /// decision that starts after this call returns.
     ///
+    /// Only a consent-based purpose has a consent to withdraw: for one that is not (2FA
+    /// under legitimate interest, say), a use rests on the collection, and what stops
+    /// it is [`erase`](Ledger::erase) or collecting again with a narrower scope. Such a
+    /// withdrawal is refused rather than recorded without effect.
+    ///
     /// # Errors
-    /// [`WriteError::SubjectErased`], [`WriteError::InvalidPurposeId`], storage failures.
+    /// [`WriteError::Input`] when `P` is not consent-based, [`WriteError::SubjectErased`],
+    /// [`WriteError::InvalidPurposeId`], storage failures.
     pub fn withdraw<P: Purpose>(&self, subject: &SubjectId) -> Result<Recorded, WriteError> {
         self.withdraw_as::<P>(Actor::Subject, subject)
     }
@@ -798,6 +804,14 @@ impl Ledger {
     /// As [`Ledger::withdraw`].
     pub fn withdraw_as<P: Purpose>(&self, actor: Actor, subject: &SubjectId) -> Result<Recorded, WriteError> {
         check_purpose::<P>()?;
+        if !P::LEGAL_BASIS.requires_consent() {
+            return Err(crate::error::InputError::new(
+                "purpose",
+                "does not rely on consent, so there is no consent to withdraw; erase the \
+                 subject or collect again with a narrower scope",
+            )
+            .into());
+        }
         let purpose = P::ID;
         self.append_consent_change(actor, subject, move |subject| Body::Withdrawn {
             subject,
