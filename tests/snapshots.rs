@@ -511,3 +511,50 @@ fn a_failed_open_leaves_the_vault_unrepaired() {
     );
     assert_eq!(decisions(&l, 5), c.decisions);
 }
+
+/// What is in the snapshot's place and is not a regular file (a directory, a FIFO, a
+/// link to an endless device) is no snapshot: opening ignores it, without blocking or
+/// reading without end, decides as before, and closing writes a real one in its place.
+#[cfg(unix)]
+#[test]
+fn a_snapshot_that_is_not_a_regular_file_is_ignored() {
+    let fifo = |p: &Path| {
+        assert!(std::process::Command::new("mkfifo")
+            .arg(p)
+            .status()
+            .unwrap()
+            .success());
+    };
+    let dir_in_place = |p: &Path| std::fs::create_dir(p).unwrap();
+    let endless = |p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    type Make<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Make<'_>); 3] = [("fifo", &fifo), ("directory", &dir_in_place), ("link", &endless)];
+    for (what, make) in cases {
+        let c = closed(4, EVERY_CLOSE);
+        let state = c.dir.path().join("state");
+        std::fs::remove_file(&state).unwrap();
+        make(&state);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (path, key, pk) = (c.dir.path().to_path_buf(), c.key.clone(), c.pk.clone());
+        std::thread::spawn(move || {
+            let l = open(&path, &key, &pk, EVERY_CLOSE);
+            let _ = tx.send(decisions(&l, 4));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(20));
+        if got.is_err() && what == "fifo" {
+            // Unblock the reader so that the thread ends.
+            let _ = std::fs::OpenOptions::new().write(true).open(&state);
+        }
+        assert_eq!(got.expect(what), c.decisions, "{what}");
+        // The thread's ledger was closed: a real snapshot is in place now.
+        let mut waited = 0;
+        while !std::fs::symlink_metadata(&state).is_ok_and(|m| m.file_type().is_file()) && waited < 200 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            waited += 1;
+        }
+        assert!(
+            std::fs::symlink_metadata(&state).unwrap().file_type().is_file(),
+            "{what}"
+        );
+    }
+}

@@ -232,8 +232,14 @@ fn destroy_file(path: &Path) -> std::io::Result<()> {
     // A symbolic link put in place of the file is removed, not followed: zeroing would
     // destroy whatever file it points to.
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            std::fs::remove_file(path)?;
+        // A link, FIFO, socket or device node holds no data here: its name is removed.
+        // A directory is removed if empty (an error otherwise: nothing in it is ours).
+        Ok(m) if !m.file_type().is_file() => {
+            if m.file_type().is_dir() {
+                std::fs::remove_dir(path)?;
+            } else {
+                std::fs::remove_file(path)?;
+            }
             return path.parent().map_or(Ok(()), sync_dir);
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -533,11 +539,32 @@ impl Backend for SledStore {
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StorageError::new("reading the state snapshot", e)),
+        use std::io::Read;
+        let err = |e| StorageError::new("reading the state snapshot", e);
+        let path = self.dir.join(SNAPSHOT_FILE);
+        // Only a regular file is read: a link is not followed (to /dev/zero, say, it
+        // would be read without end), a FIFO would block opening. Anything else in its
+        // place is no snapshot, ignored like an unusable one; writing or destroying the
+        // snapshot replaces it.
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
         }
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        // Checked again on what was opened, and read no further than its size then.
+        let meta = file.metadata().map_err(err)?;
+        if !meta.file_type().is_file() {
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.take(meta.len()).read_to_end(&mut bytes).map_err(err)?;
+        Ok(Some(bytes))
     }
 
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StorageError> {
@@ -549,7 +576,13 @@ impl Backend for SledStore {
         let mut file = private_file().open(&tmp).map_err(err)?;
         std::io::Write::write_all(&mut file, bytes).map_err(err)?;
         file.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(err)?;
+        let target = self.dir.join(SNAPSHOT_FILE);
+        // A rename cannot replace a directory: whatever is in the snapshot's place and
+        // is not a regular file goes first.
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_dir()) {
+            destroy_file(&target).map_err(err)?;
+        }
+        std::fs::rename(&tmp, target).map_err(err)?;
         sync_dir(&self.dir).map_err(err)
     }
 
