@@ -385,6 +385,21 @@ impl State {
         self.view(index, &c)
     }
 
+    /// Whether `subject` (not erased) holds an identifier collected for `purpose` on a
+    /// basis that needs consent. A scan of every collection: for the rare grant or
+    /// withdrawal through a purpose type that is not consent-based.
+    pub(crate) fn collected_on_consent(&self, subject: &SubjectId, purpose: &str) -> bool {
+        let (Some(index), Some(p)) = (self.find_subject(subject), self.purpose_index(purpose)) else {
+            return false;
+        };
+        !self.is_erased(index)
+            && self
+                .idents
+                .recs
+                .iter()
+                .any(|r| r.subject == index && r.purpose() == p && basis_from(r.basis()).requires_consent())
+    }
+
     /// Whether `lookup` is already collected by its holder for `purpose` with exactly `scope`.
     pub(crate) fn existing_collection(
         &self,

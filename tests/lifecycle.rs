@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use consent_ledger::{
     Actor, Advertising, Analytics, Change, Clock, Denied, Durability, Identifier, Inspector,
-    IntegrityProblem, Ledger, ManualClock, OpenError, PseudonymKey, Recipient, RecipientScope, Security,
-    SigningKey, SubjectId, Timestamp, UntrustedRange, WriteError,
+    IntegrityProblem, Ledger, LegalBasis, ManualClock, OpenError, PseudonymKey, Recipient, RecipientScope,
+    Security, SigningKey, SubjectId, Timestamp, UntrustedRange, WriteError,
 };
 
 fn open(dir: &std::path::Path, key: &SigningKey, pk: &PseudonymKey, clock: &ManualClock) -> Ledger {
@@ -378,4 +378,59 @@ fn a_withdrawal_for_a_purpose_without_consent_is_refused() {
     // What stops it: erasure.
     l.erase(&alice, Actor::Subject).unwrap();
     assert!(l.authorize(&phone, &Recipient::FirstParty).is_err());
+}
+
+consent_ledger::declare_purpose!(
+    NewsletterV1,
+    "newsletter",
+    "the monthly newsletter",
+    LegalBasis::Consent
+);
+consent_ledger::declare_purpose!(
+    NewsletterV2,
+    "newsletter",
+    "the monthly newsletter",
+    LegalBasis::LegitimateInterest
+);
+
+/// A purpose whose basis changed from consent keeps its identifiers collected on
+/// consent: decisions about them rest on the consent, so it can be withdrawn through
+/// the new type, and the withdrawal takes effect.
+#[test]
+fn a_consent_that_decisions_rest_on_can_be_withdrawn_after_the_basis_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1));
+    let l = open(
+        dir.path(),
+        &SigningKey::generate(),
+        &PseudonymKey::generate(),
+        &clock,
+    );
+    let alice = subject("alice");
+    let v1 = Identifier::<NewsletterV1>::email("alice@example.org").unwrap();
+    l.collect(&alice, &v1, RecipientScope::first_party()).unwrap();
+    let grant = l
+        .grant::<NewsletterV1>(&alice, RecipientScope::first_party(), None)
+        .unwrap();
+    let v2 = Identifier::<NewsletterV2>::email("alice@example.org").unwrap();
+    let u = l.authorize(&v2, &Recipient::FirstParty).unwrap();
+    assert_eq!(u.evidence().legal_basis(), LegalBasis::Consent);
+    assert_eq!(u.evidence().allowed_by(), grant.seq);
+    drop(u);
+    let w = l.withdraw::<NewsletterV2>(&alice).unwrap();
+    assert_eq!(
+        l.authorize(&v2, &Recipient::FirstParty).unwrap_err(),
+        Denied::Withdrawn {
+            purpose: "newsletter",
+            at: w.seq
+        }
+    );
+    // Another subject with no such collection: refused, as for any purpose without consent.
+    let bob = subject("bob");
+    let b2 = Identifier::<NewsletterV2>::email("bob@example.org").unwrap();
+    l.collect(&bob, &b2, RecipientScope::first_party()).unwrap();
+    assert!(matches!(
+        l.withdraw::<NewsletterV2>(&bob),
+        Err(WriteError::Input(_))
+    ));
 }

@@ -596,8 +596,9 @@ impl Ledger {
     /// until `expires_at` if given. Replaces any earlier consent to `P`.
     ///
     /// # Errors
-    /// [`WriteError::Input`] when `P` is not consent-based or `expires_at` is after
-    /// [`Timestamp::MAX_RFC3339`], [`WriteError::SubjectErased`],
+    /// [`WriteError::Input`] when `P` is not consent-based (unless the subject holds an
+    /// identifier collected for its id on a consent basis, see [`Ledger::withdraw`]) or
+    /// `expires_at` is after [`Timestamp::MAX_RFC3339`], [`WriteError::SubjectErased`],
     /// [`WriteError::InvalidPurposeId`], storage failures.
     pub fn grant<P: Purpose>(
         &self,
@@ -614,10 +615,14 @@ impl Ledger {
     /// Only a consent-based purpose has a consent to withdraw: for one that is not (2FA
     /// under legitimate interest, say), a use rests on the collection, and what stops
     /// it is [`erase`](Ledger::erase) or collecting again with a narrower scope. Such a
-    /// withdrawal is refused rather than recorded without effect.
+    /// withdrawal is refused rather than recorded without effect, unless the subject
+    /// holds an identifier collected for the purpose's id on a consent basis (through
+    /// another type with the same id, before the purpose's basis changed): decisions
+    /// about it rest on the consent, so withdrawing it takes effect.
     ///
     /// # Errors
-    /// [`WriteError::Input`] when `P` is not consent-based, [`WriteError::SubjectErased`],
+    /// [`WriteError::Input`] when `P` is not consent-based (but as above),
+    /// [`WriteError::SubjectErased`],
     /// [`WriteError::InvalidPurposeId`], storage failures.
     pub fn withdraw<P: Purpose>(&self, subject: &SubjectId) -> Result<Recorded, WriteError> {
         self.withdraw_as::<P>(Actor::Subject, subject)
@@ -782,15 +787,10 @@ impl Ledger {
             )
             .into());
         }
-        if !P::LEGAL_BASIS.requires_consent() {
-            return Err(crate::error::InputError::new(
-                "purpose",
-                "does not rely on consent; record a collection for it instead",
-            )
-            .into());
-        }
         let purpose = P::ID;
-        self.append_consent_change(actor, subject, move |subject| Body::Granted {
+        let without_consent = (!P::LEGAL_BASIS.requires_consent())
+            .then_some("does not rely on consent; record a collection for it instead");
+        self.append_consent_change::<P>(actor, subject, without_consent, move |subject| Body::Granted {
             subject,
             purpose: purpose.to_owned(),
             scope,
@@ -804,33 +804,41 @@ impl Ledger {
     /// As [`Ledger::withdraw`].
     pub fn withdraw_as<P: Purpose>(&self, actor: Actor, subject: &SubjectId) -> Result<Recorded, WriteError> {
         check_purpose::<P>()?;
-        if !P::LEGAL_BASIS.requires_consent() {
-            return Err(crate::error::InputError::new(
-                "purpose",
-                "does not rely on consent, so there is no consent to withdraw; erase the \
-                 subject or collect again with a narrower scope",
-            )
-            .into());
-        }
         let purpose = P::ID;
-        self.append_consent_change(actor, subject, move |subject| Body::Withdrawn {
+        let without_consent = (!P::LEGAL_BASIS.requires_consent()).then_some(
+            "does not rely on consent, so there is no consent to withdraw; erase the subject \
+             or collect again with a narrower scope",
+        );
+        self.append_consent_change::<P>(actor, subject, without_consent, move |subject| Body::Withdrawn {
             subject,
             purpose: purpose.to_owned(),
         })
     }
 
-    /// Appends a grant or withdrawal about `subject` (refused once the subject is
-    /// erased), through the group-commit queue.
-    fn append_consent_change(
+    /// Appends a grant or withdrawal about `subject` for purpose `P` (refused once the
+    /// subject is erased), through the group-commit queue.
+    ///
+    /// `without_consent` is the refusal for a purpose type that is not consent-based:
+    /// given unless the subject holds an identifier collected for the purpose on a
+    /// basis that is (collected through another type with the same id), since the
+    /// decisions then rest on its consent. Checked against the state the change is
+    /// appended to, as decisions would see it.
+    fn append_consent_change<P: Purpose>(
         &self,
         actor: Actor,
         subject: &SubjectId,
+        without_consent: Option<&'static str>,
         body: impl FnOnce(SubjectId) -> Body + Send + 'static,
     ) -> Result<Recorded, WriteError> {
         let subject = subject.clone();
         self.append_combined(
             actor,
             Box::new(move |state: &State| {
+                if let Some(refusal) = without_consent {
+                    if !state.collected_on_consent(&subject, P::ID) {
+                        return Err(crate::error::InputError::new("purpose", refusal).into());
+                    }
+                }
                 if let Some(at) = state.erased_at(&subject) {
                     return Err(WriteError::SubjectErased { erased_at: at });
                 }
