@@ -558,3 +558,25 @@ fn a_snapshot_that_is_not_a_regular_file_is_ignored() {
         );
     }
 }
+
+/// A directory with files in the snapshot's place is not ours: erasure and opening
+/// leave it alone instead of failing (an erasure that failed after its entry was
+/// appended would tell the caller it did not happen).
+#[test]
+fn a_directory_with_files_in_the_snapshots_place_is_left_alone() {
+    let c = closed(4, EVERY_CLOSE);
+    let state = c.dir.path().join("state");
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("junk"), b"x").unwrap();
+    let l = open(c.dir.path(), &c.key, &c.pk, EVERY_CLOSE);
+    let len = l.len();
+    l.erase(&subject(1), consent_ledger::Actor::Subject).unwrap();
+    assert_eq!(l.len(), len + 1);
+    drop(l);
+    let l = open(c.dir.path(), &c.key, &c.pk, Snapshots::Off);
+    assert!(l
+        .authorize(&email(1), &Recipient::partner("acme").unwrap())
+        .is_err());
+    assert!(state.join("junk").exists());
+}

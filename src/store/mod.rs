@@ -233,10 +233,14 @@ fn destroy_file(path: &Path) -> std::io::Result<()> {
     // destroy whatever file it points to.
     match std::fs::symlink_metadata(path) {
         // A link, FIFO, socket or device node holds no data here: its name is removed.
-        // A directory is removed if empty (an error otherwise: nothing in it is ours).
+        // A directory is removed if empty, and left alone otherwise: it is not a file
+        // of ours, and what is in it is not ours to destroy.
         Ok(m) if !m.file_type().is_file() => {
             if m.file_type().is_dir() {
-                std::fs::remove_dir(path)?;
+                match std::fs::remove_dir(path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => return Ok(()),
+                    other => other?,
+                }
             } else {
                 std::fs::remove_file(path)?;
             }
