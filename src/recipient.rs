@@ -123,17 +123,19 @@ fn written_like_a_phone_number(value: &str) -> bool {
     }
 }
 
-/// `value` without a trailing phone extension: a marker ("ext.", "ext", "x", ";ext=",
-/// any case) followed by 1 to 6 digits.
+/// `value` without a trailing phone extension: a marker (";ext=", "extension",
+/// "ext.", "ext:", "ext", "x" or "#", any case) followed by 1 to 6 digits, and the
+/// commas and spaces before it.
 fn without_extension(value: &str) -> &str {
     let lower = value.to_ascii_lowercase(); // same byte offsets as `value`
-    for marker in [";ext=", "ext.", "ext", "x"] {
+    for marker in [";ext=", "extension", "ext.", "ext:", "ext", "x", "#"] {
         let Some(at) = lower.rfind(marker) else {
             continue;
         };
         let rest = lower.get(at + marker.len()..).unwrap_or_default().trim();
         if (1..=6).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_digit()) {
-            return value.get(..at).unwrap_or(value).trim_end();
+            let number = value.get(..at).unwrap_or(value);
+            return number.trim_end_matches(|c: char| c == ',' || c.is_whitespace());
         }
     }
     value

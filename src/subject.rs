@@ -74,6 +74,9 @@ mod tests {
             "order-12345x2",
             "+12345",
             "x123",
+            "#42",
+            "1920x1080",
+            "ticket #12345",
         ] {
             assert!(SubjectId::new(id).is_ok(), "{id}");
         }
@@ -93,6 +96,11 @@ mod tests {
             "+15550109999;ext=1",
             "(555) 010-9999 x12",
             "+4420794609",
+            "+1 555 010 9999, ext. 12",
+            "(555) 010-9999, x12",
+            "+1 555 010 9999 #12",
+            "+1 555 010 9999 ext: 12",
+            "+1 555 010 9999 Extension 12",
         ] {
             let e = SubjectId::new(contact).unwrap_err().to_string();
             assert!(!e.contains(contact), "{e}");
