@@ -106,7 +106,7 @@ fn main() -> Result<(), Error> {
         .assume(Hypothesis::never_consented::<Security, Advertising>())
         .assume(Hypothesis::GrantsVoidBetween {
             from: bad_from,
-            until: bad_until,
+            until: Some(bad_until),
         });
     let report = ledger.impact(&q)?;
     println!(

@@ -338,7 +338,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                     },
                     ["void-grants", from, until] => Hypothesis::GrantsVoidBetween {
                         from: millis(Some(from), "assume void-grants FROM")?,
-                        until: millis(Some(until), "assume void-grants UNTIL")?,
+                        until: Some(millis(Some(until), "assume void-grants UNTIL")?),
                     },
                     _ => return Err(format!("unknown hypothesis {h:?}").into()),
                 });

@@ -322,7 +322,7 @@ fn impact_query_finds_the_misconfigured_period() {
         .purpose::<Advertising>()
         .assume(Hypothesis::GrantsVoidBetween {
             from: bad_from,
-            until: bad_until,
+            until: Some(bad_until),
         });
     let r = l.impact(&q).unwrap();
     assert_eq!(r.uses, 13);
@@ -659,4 +659,29 @@ fn a_use_at_the_largest_time_is_found_since_a_time() {
     assert_eq!(l.impact(&ImpactQuery::since(Timestamp::EPOCH)).unwrap().uses, 2);
     let late = ImpactQuery::since(Timestamp::from_millis(u64::MAX));
     assert_eq!(l.impact(&late).unwrap().uses, 1);
+}
+
+/// A grant recorded at the largest time can be voided by a period with no end.
+#[test]
+fn a_grant_at_the_largest_time_is_void_in_a_period_with_no_end() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
+    f.clock.set(Timestamp::from_millis(u64::MAX));
+    l.grant::<Advertising>(&s1(), RecipientScope::all_partners(), None)
+        .unwrap();
+    drop(l.authorize(&id(), &Recipient::partner("acme").unwrap()).unwrap());
+    let void = |until| {
+        let q = ImpactQuery::since(Timestamp::EPOCH).assume(Hypothesis::GrantsVoidBetween {
+            from: Timestamp::EPOCH,
+            until,
+        });
+        l.impact(&q).unwrap().unlawful_uses
+    };
+    assert_eq!(
+        void(Some(Timestamp::from_millis(u64::MAX))),
+        0,
+        "the end is exclusive"
+    );
+    assert_eq!(void(None), 1);
 }

@@ -39,8 +39,9 @@ pub enum Hypothesis {
     GrantsVoidBetween {
         /// Start of the period (inclusive).
         from: Timestamp,
-        /// End of the period (exclusive).
-        until: Timestamp,
+        /// End of the period (exclusive); `None`: no end, so a grant recorded at the
+        /// largest [`Timestamp`] is void too.
+        until: Option<Timestamp>,
     },
 }
 
@@ -133,7 +134,9 @@ impl ImpactQuery {
 
     fn grant_void(&self, at: Timestamp) -> bool {
         self.hypotheses.iter().any(|h| match h {
-            Hypothesis::GrantsVoidBetween { from, until } => *from <= at && at < *until,
+            Hypothesis::GrantsVoidBetween { from, until } => {
+                *from <= at && until.is_none_or(|until| at < until)
+            }
             _ => false,
         })
     }
