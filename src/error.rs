@@ -157,7 +157,7 @@ pub enum IntegrityProblem {
     #[error("log is not consistent with the trusted checkpoint")]
     InconsistentWithCheckpoint,
     /// The log holds no entry at all, but the ledger's other files (a state snapshot,
-    /// the time floor, index records or decision records) show that it was used: its
+    /// the head record, index records or decision records) show that it was used: its
     /// entries were deleted. Opening never starts a new ledger over them.
     #[error("the log is empty, but the ledger's other files show it held entries")]
     LogEmptied,
@@ -165,13 +165,27 @@ pub enum IntegrityProblem {
     /// closed says it was: entries that had been made durable are gone (the log was
     /// cut, or an older copy of it restored). The position is the first missing entry.
     /// The snapshot is authenticated with the pseudonym key, so this is not a damaged
-    /// snapshot. To open the shorter log anyway, remove the `state` file; only a
+    /// snapshot. To open the shorter log anyway, remove the `state` file (and the
+    /// `head` file, which notices the cut too: [`IntegrityProblem::ShorterThanRecorded`]); only a
     /// trusted checkpoint ([`LedgerBuilder::trusted_checkpoint`](crate::LedgerBuilder::trusted_checkpoint))
     /// protects against a cut that also removed the snapshot.
     #[error("log is shorter than the state snapshot of the last close ({snapshot_len} entries)")]
     ShorterThanSnapshot {
         /// The log length the snapshot was taken at.
         snapshot_len: u64,
+    },
+    /// The log is shorter than the ledger's head record says was durable: entries that
+    /// had been made durable are gone. sled's recovery takes a damaged part of its log
+    /// for the torn tail of a crash and drops everything from there (one flipped bit
+    /// in its data file does it), or the log was cut or an older copy restored. The
+    /// position is the first missing entry. The head record (the `head` file) is
+    /// authenticated with the pseudonym key; it is written about once a second and on
+    /// sync and close, so a cut of only the last second's entries can go unnoticed.
+    /// To open the shorter log anyway, remove the `head` file.
+    #[error("log is shorter than the {recorded} entries its head record says were durable")]
+    ShorterThanRecorded {
+        /// The durable length the head record holds.
+        recorded: u64,
     },
     /// The log reaches the position of the state snapshot written when the ledger was
     /// last closed, and holds together (every link and the last signature check out),

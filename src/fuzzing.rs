@@ -18,7 +18,7 @@ use crate::checkpoint::{self, SignedCheckpoint};
 use crate::entry::{self, Actor, Body, DecisionFields, Entry, IndexRecord};
 use crate::error::{IntegrityProblem, OpenError, ReadError};
 use crate::identifier::{self, Identifier, IdentifierKind, Pseudonym, PseudonymKey};
-use crate::ledger::open::{check_format_marker, decode_time_floor, open_index_record};
+use crate::ledger::open::{check_format_marker, open_index_record};
 use crate::ledger::replay::Replay;
 use crate::merkle::{self, MerkleTree};
 use crate::note::{self, Checkpoint};
@@ -177,8 +177,9 @@ fn describe(e: &Entry) {
 
 // ---- stored metadata --------------------------------------------------------------------
 
-/// Stored metadata: the format marker (`check_format_marker`), the time floor, and an
-/// index record (`open_index_record`, the decoder and tag check opening uses). A
+/// Stored metadata: the format marker (`check_format_marker`), the head record file
+/// (`ledger::head::open`: accepted only at two slots' length, and then the slot it
+/// returns is one of the input's, sealed again to the same bytes), and an index record (`open_index_record`, the decoder and tag check opening uses). A
 /// decoded record must re-encode to the input; it is accepted exactly when its tag is
 /// right; the same record with its right tag is accepted, with one tag bit flipped, or
 /// under another key or lookup, refused.
@@ -201,16 +202,23 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
         }
         Err(_) => return Err(Violation("format marker rejected with an unexpected error")),
     };
-    let floor = decode_time_floor(Some(data));
-    ensure(
-        floor.is_ok() == (data.len() == 8),
-        "time floor accepted iff eight bytes",
-    )?;
+    let key = pseudonym_key();
+    let ledger_id = [7u8; 16];
+    let floor = crate::ledger::head::open(data, &key, &ledger_id);
+    if let Ok(head) = &floor {
+        let sealed = crate::ledger::head::seal(&key, &ledger_id, head);
+        ensure(
+            data.len() == crate::ledger::head::FILE_LEN
+                && data
+                    .chunks_exact(crate::ledger::head::SLOT)
+                    .any(|slot| slot == sealed),
+            "a head record accepted that is not one of the file's slots sealed again",
+        )?;
+    }
     let Some(rec) = IndexRecord::decode(data) else {
         return Ok(marker || floor.is_ok());
     };
     ensure(rec.encode() == data, "index record re-encodes to other bytes")?;
-    let key = pseudonym_key();
     let code = [rec.kind.code()];
     let lookup = Pseudonym([0; 32]);
     let tag = key.index_tag(&IndexRecord::tagged_parts(

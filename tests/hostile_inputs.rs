@@ -674,14 +674,34 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
-            input: "saved time floor that is not eight bytes",
+            input: "head record with its time floor raised in both slots (no key)",
             feed: |fx| {
-                with_tree(fx, "meta", |t| t.insert("time-floor", &[1u8, 2, 3]).unwrap());
+                let path = fx.dir.path().join("head");
+                let mut bytes = std::fs::read(&path).unwrap();
+                std::fs::write(fx.dir.path().join("head.orig"), &bytes).unwrap();
+                for slot in 0..2 {
+                    bytes[slot * 64 + 24] = bytes[slot * 64 + 24].wrapping_add(1);
+                }
+                std::fs::write(&path, &bytes).unwrap();
                 open(fx).map_or_else(Got::Open, |_| Got::Accepted)
             },
-            expect: |g| matches!(g, Got::Open(OpenError::CorruptMetadata("time floor"))),
+            expect: |g| matches!(g, Got::Open(OpenError::CorruptMetadata("head record"))),
             undo: |fx| {
-                with_tree(fx, "meta", |t| t.remove("time-floor").unwrap());
+                std::fs::rename(fx.dir.path().join("head.orig"), fx.dir.path().join("head")).unwrap();
+            },
+        },
+        Row {
+            input: "head record cut short",
+            feed: |fx| {
+                let path = fx.dir.path().join("head");
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::write(fx.dir.path().join("head.orig"), &bytes).unwrap();
+                std::fs::write(&path, &bytes[..70]).unwrap();
+                open(fx).map_or_else(Got::Open, |_| Got::Accepted)
+            },
+            expect: |g| matches!(g, Got::Open(OpenError::CorruptMetadata("head record"))),
+            undo: |fx| {
+                std::fs::rename(fx.dir.path().join("head.orig"), fx.dir.path().join("head")).unwrap();
             },
         },
     ]

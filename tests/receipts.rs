@@ -224,7 +224,8 @@ fn opening_refuses_truncated_and_rolled_back_ledgers() {
         matches!(&e, OpenError::Integrity(i) if matches!(i.problem, IntegrityProblem::Truncated { checkpoint_size } if checkpoint_size == cp.size())),
         "{e:?}"
     );
-    // Cutting off the tail (which the chain alone cannot notice) is caught too.
+    // Cutting off the tail (which the chain alone cannot notice) is caught too: by the
+    // head record, and without it (deleted too) by the checkpoint.
     {
         let db = sled_util::open(f.dir.path());
         let t = db.open_tree("entries").unwrap();
@@ -233,6 +234,13 @@ fn opening_refuses_truncated_and_rolled_back_ledgers() {
         }
         db.flush().unwrap();
     }
+    let e = open_at(f.dir.path(), &f, None).unwrap_err();
+    assert!(
+        matches!(&e, OpenError::Integrity(i) if i.position == cp.size() - 3
+            && i.problem == IntegrityProblem::ShorterThanRecorded { recorded: cp.size() }),
+        "{e:?}"
+    );
+    std::fs::remove_file(f.dir.path().join("head")).unwrap();
     open_at(f.dir.path(), &f, None).unwrap();
     let e = open_at(f.dir.path(), &f, Some(cp.text())).unwrap_err();
     assert!(

@@ -195,40 +195,6 @@ fn a_small_ledger_writes_no_snapshot_by_default() {
     assert!(!c.dir.path().join("state").exists());
 }
 
-#[cfg(unix)]
-#[test]
-fn a_snapshot_that_an_erasure_could_not_destroy_is_never_replaced_by_renaming() {
-    // Renaming a new snapshot over one that holds an erased subject's lookups would
-    // leave those bytes on disk: closing must destroy it first, or write nothing.
-    let Closed { dir, key, pk, .. } = closed(10, EVERY_CLOSE);
-    let state = dir.path().join("state");
-    let l = open(dir.path(), &key, &pk, EVERY_CLOSE);
-    // Where the snapshot is, something the erasure cannot overwrite or remove: a
-    // directory with a file in it. (A symbolic link would just be removed.)
-    std::fs::remove_file(&state).unwrap();
-    std::fs::create_dir(&state).unwrap();
-    std::fs::write(state.join("inside"), b"x").unwrap();
-    assert!(l.erase(&subject(3), consent_ledger::Actor::Subject).is_err());
-    populate(&l, 10, 12);
-    drop(l);
-    // Closing wrote nothing: no new snapshot was even started.
-    assert!(state.join("inside").is_file());
-    assert!(
-        !dir.path().join("state.tmp").exists(),
-        "closing started a new snapshot while one was left undestroyed"
-    );
-    std::fs::remove_dir_all(&state).unwrap();
-    // The next open finds the erasure after its (missing) snapshot and completes it.
-    let l = open(dir.path(), &key, &pk, EVERY_CLOSE);
-    assert_eq!(
-        l.authorize(&email(3), &Recipient::partner("acme").unwrap())
-            .unwrap_err(),
-        Denied::UnknownIdentifier
-    );
-    drop(l);
-    assert!(state.is_file(), "a snapshot is written again once it is safe");
-}
-
 /// The rollback the snapshot can catch: a withdrawal is recorded and the ledger closed
 /// (its snapshot covers the withdrawal); then the log is cut back to before it, as
 /// restoring an older copy of the database, or a careless "fix", would. Replaying the
@@ -260,10 +226,14 @@ fn a_log_cut_below_the_last_snapshot_fails_open() {
         }
     );
     assert!(e.to_string().contains("state snapshot"), "{e}");
-    // Nothing was changed by the refusal; removing the snapshot is the documented way
-    // to open the shorter log anyway, and then the withdrawal is gone.
+    // Nothing was changed by the refusal; removing the snapshot and the head record
+    // (which notices the cut too) is the documented way to open the shorter log
+    // anyway, and then the withdrawal is gone.
     assert!(c.dir.path().join("state").exists());
     std::fs::remove_file(c.dir.path().join("state")).unwrap();
+    let e = refused_open(c.dir.path(), &c);
+    assert_eq!(e.problem, IntegrityProblem::ShorterThanRecorded { recorded: len });
+    std::fs::remove_file(c.dir.path().join("head")).unwrap();
     let l = open(c.dir.path(), &c.key, &c.pk, NEVER_WRITE);
     assert_eq!(l.len(), withdrawal);
     assert!(l.authorize(&email(0), &acme).is_ok());
@@ -415,26 +385,19 @@ fn a_log_cut_to_nothing_with_a_checkpoint_fails_open_and_writes_nothing() {
     );
 }
 
-/// A failed open (here, a corrupt time floor) writes nothing: the state snapshot it
+/// A failed open (here, a damaged head record) writes nothing: the state snapshot it
 /// would have destroyed (snapshots off) is still there.
 #[test]
 fn a_failed_open_keeps_the_snapshot() {
     let c = closed(5, EVERY_CLOSE);
     assert!(c.dir.path().join("state").is_file());
-    {
-        let db = sled_util::open(c.dir.path());
-        db.open_tree("meta")
-            .unwrap()
-            .insert("time-floor", &[1u8, 2, 3])
-            .unwrap();
-        db.flush().unwrap();
-    }
+    std::fs::write(c.dir.path().join("head"), [1u8, 2, 3]).unwrap();
     let opened = Ledger::builder(c.dir.path())
         .signing_key(c.key.clone())
         .pseudonym_key(c.pk.clone())
         .snapshots(Snapshots::Off)
         .open();
-    assert!(matches!(opened, Err(OpenError::CorruptMetadata("time floor"))));
+    assert!(matches!(opened, Err(OpenError::CorruptMetadata("head record"))));
     assert!(
         c.dir.path().join("state").is_file(),
         "the failed open destroyed the state snapshot"
@@ -449,10 +412,10 @@ fn a_creation_stopped_before_the_genesis_entry_opens() {
     {
         let db = sled_util::open(c.dir.path());
         db.open_tree("entries").unwrap().clear().unwrap();
-        db.open_tree("meta").unwrap().remove("time-floor").unwrap();
         db.flush().unwrap();
     }
-    // Creation may also have stopped before the vault was made.
+    // Creation stopped before the head record was written; maybe before the vault was.
+    std::fs::remove_file(c.dir.path().join("head")).unwrap();
     std::fs::remove_file(c.dir.path().join("vault")).unwrap();
     let l = open(c.dir.path(), &c.key, &c.pk, Snapshots::Off);
     assert_eq!(l.len(), 1);

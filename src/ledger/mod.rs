@@ -5,6 +5,7 @@ mod combine;
 mod export;
 #[cfg(test)]
 mod faults;
+pub(crate) mod head;
 mod impact;
 mod lifecycle;
 mod merkle_log;
@@ -260,11 +261,12 @@ struct Inner {
     /// decisions never see time run backwards, so a consent that has expired stays
     /// expired when the system clock is stepped back.
     high_water: AtomicU64,
-    /// The high-water time last saved in the store's metadata, so that it survives a
+    /// The high-water time last saved in the head record, so that it survives a
     /// restart (saved at most every [`TIME_FLOOR_STEP_MS`], on `sync` and on close).
-    /// Read without a lock on every time-dependent decision; written under `time_floor_lock`.
+    /// Read without a lock on every time-dependent decision; written under `head_writes`.
     time_floor_saved: AtomicU64,
-    time_floor_lock: Mutex<()>,
+    /// The counter of the last head record written (see [`head`]); held while one is.
+    head_writes: Mutex<u64>,
     /// Grants and withdrawals waiting for a leader (group commit).
     combiner: combine::Combiner,
     /// When to write state snapshots.
@@ -282,21 +284,25 @@ struct Inner {
 const TIME_FLOOR_STEP_MS: u64 = 1_000;
 
 impl Inner {
-    /// Saves `t` as the time floor if it is later than the saved one. Best effort: on a
-    /// storage failure the floor stays at the last saved value (never later than the
-    /// truth), and the next save retries.
-    fn save_time_floor(&self, t: u64) {
-        let Ok(_writing) = self.time_floor_lock.lock() else {
-            return;
+    /// Writes the head record: the time floor (`t`, if later than the saved one) and
+    /// the length known durable now; synced if `sync`. On a failure the record on disk
+    /// stays the last one written (never later than the truth), and the next write
+    /// retries; callers treat it as best effort.
+    fn save_head(&self, t: u64, sync: bool) -> Result<(), StorageError> {
+        let poisoned =
+            || StorageError::new("writing the head record", std::io::Error::other("lock poisoned"));
+        let mut counter = self.head_writes.lock().map_err(|_| poisoned())?;
+        let durable_len = self.group.state.lock().map_err(|_| poisoned())?.durable;
+        let written = head::Head {
+            counter: counter.saturating_add(1),
+            durable_len,
+            time_floor: t.max(self.time_floor_saved.load(Ordering::Acquire)),
         };
-        if t > self.time_floor_saved.load(Ordering::Acquire)
-            && self
-                .store
-                .set_meta(open::TIME_FLOOR_KEY, &t.to_be_bytes())
-                .is_ok()
-        {
-            self.time_floor_saved.store(t, Ordering::Release);
-        }
+        let bytes = head::seal(&self.pseudonym_key, &self.ledger_id, &written);
+        self.store.put_head(written.offset(), &bytes, sync)?;
+        *counter = written.counter;
+        self.time_floor_saved.store(written.time_floor, Ordering::Release);
+        Ok(())
     }
 
     /// Writes a state snapshot on close, if the setting asks for one. Best effort: a
@@ -344,9 +350,18 @@ impl Drop for Inner {
         // Aggregated counts still in memory; a failure here cannot be reported.
         let _ = self.recorder.flush(&*self.store, &self.pseudonym_key);
         self.snapshot_on_close();
-        self.save_time_floor(self.high_water.load(Ordering::Acquire));
-        // The time floor is only written above; a failure here cannot be reported.
-        let _ = self.store.sync();
+        // What is written is made durable, then recorded so (with the time floor);
+        // a failure here cannot be reported.
+        let synced = self.store.sync().is_ok();
+        let written = *self.group.written.get_mut();
+        let writer_failed = self.writer.get_mut().map_or(true, |w| w.failed);
+        if let Ok(s) = self.group.state.get_mut() {
+            if synced && !s.failed && !writer_failed {
+                s.durable = s.durable.max(written);
+            }
+        }
+        let floor = *self.high_water.get_mut();
+        let _ = self.save_head(floor, true);
     }
 }
 
@@ -565,7 +580,8 @@ impl Ledger {
         };
         let saved = self.inner.time_floor_saved.load(Ordering::Acquire);
         if seen >= saved.saturating_add(TIME_FLOOR_STEP_MS) {
-            self.inner.save_time_floor(seen);
+            // Best effort: the next step retries.
+            let _ = self.inner.save_head(seen, false);
         }
         Timestamp::from_millis(seen)
     }
@@ -863,8 +879,6 @@ impl Ledger {
             .inner
             .recorder
             .flush(&*self.inner.store, &self.inner.pseudonym_key);
-        self.inner
-            .save_time_floor(self.inner.high_water.load(Ordering::Acquire));
         self.sync_store()?;
         {
             let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
@@ -874,6 +888,10 @@ impl Ledger {
             }
             s.durable = s.durable.max(written);
         }
+        // Recorded durable, with the time floor (best effort, as between syncs).
+        let _ = self
+            .inner
+            .save_head(self.inner.high_water.load(Ordering::Acquire), true);
         flushed?;
         Ok(())
     }

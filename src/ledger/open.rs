@@ -23,19 +23,6 @@ use crate::time::{Clock, SystemClock, Timestamp};
 
 /// Metadata key of the format marker.
 pub(crate) const FORMAT_KEY: &str = "format";
-/// Metadata key of the latest time (ms, big-endian u64) the ledger had seen when it last
-/// saved it: decisions after a restart never run earlier than this.
-pub(crate) const TIME_FLOOR_KEY: &str = "time-floor";
-
-/// Decodes the stored time floor: absent is 0, anything but 8 bytes is corrupt.
-pub(crate) fn decode_time_floor(value: Option<&[u8]>) -> Result<u64, OpenError> {
-    match value {
-        None => Ok(0),
-        Some(v) => <[u8; 8]>::try_from(v)
-            .map(u64::from_be_bytes)
-            .map_err(|_| OpenError::CorruptMetadata("time floor")),
-    }
-}
 
 /// Placeholder: no signing key given yet.
 #[derive(Debug, Clone, Copy)]
@@ -255,10 +242,10 @@ pub(crate) fn check_format_marker(marker: &[u8]) -> Result<(), OpenError> {
 }
 
 /// Whether a store without entries holds anything only a used ledger writes: a state
-/// snapshot, the time floor, an index record or a decision record.
+/// snapshot, the head record, an index record or a decision record.
 fn was_used(store: &dyn Backend) -> Result<bool, OpenError> {
     Ok(store.snapshot()?.is_some()
-        || store.meta(TIME_FLOOR_KEY)?.is_some()
+        || store.head()?.is_some()
         || store.index_records(0, 1).next().is_some()
         || store.decisions(&[]).next().is_some())
 }
@@ -372,7 +359,21 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     store.ready()?;
     // Every check before any write: a failed open writes nothing.
     let recorder = crate::records::Recorder::new(b.recording, &*store)?;
-    let time_floor = decode_time_floor(store.meta(TIME_FLOOR_KEY)?.as_deref())?;
+    // The head record: the log may not be shorter than was durable (sled drops what
+    // follows a damaged part of its log without an error), and the time floor.
+    let head_record = match store.head()? {
+        Some(bytes) => Some(super::head::open(&bytes, &b.pseudonym_key, &replay.ledger_id)?),
+        None => None,
+    };
+    if let Some(h) = head_record.filter(|h| replay.len() < h.durable_len) {
+        return Err(OpenError::Integrity(IntegrityError {
+            position: replay.len(),
+            problem: IntegrityProblem::ShorterThanRecorded {
+                recorded: h.durable_len,
+            },
+        }));
+    }
+    let time_floor = head_record.map_or(0, |h| h.time_floor);
     // Erasures interrupted by a crash are finished here. From a snapshot, only an
     // erasure after it, or an erased subject whose secret is still stored, can be
     // unfinished; then the index is read after all.
@@ -399,7 +400,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     let len = replay.len();
     let last_ts = Timestamp::from_millis(replay.last_timestamp());
     let ledger_id = replay.ledger_id;
-    Ok(Ledger {
+    let ledger = Ledger {
         inner: Arc::new(Inner {
             store,
             state: RwLock::new(state),
@@ -427,7 +428,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             clock: b.clock,
             high_water: AtomicU64::new(last_ts.as_millis().max(time_floor)),
             time_floor_saved: AtomicU64::new(time_floor),
-            time_floor_lock: Mutex::new(()),
+            head_writes: Mutex::new(head_record.map_or(0, |h| h.counter)),
             combiner: super::combine::Combiner::default(),
             pseudonym_key: b.pseudonym_key,
             durability: b.durability,
@@ -439,7 +440,15 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             snapshot_outlives_erasure: std::sync::atomic::AtomicBool::new(false),
             revoked_keys: Mutex::new(revoked_keys),
         }),
-    })
+    };
+    // A ledger without a head record (new, or written before there was one) gets one,
+    // both slots, so that a torn write of one always leaves the other.
+    if head_record.is_none() {
+        let floor = ledger.inner.high_water.load(std::sync::atomic::Ordering::Acquire);
+        ledger.inner.save_head(floor, false)?;
+        ledger.inner.save_head(floor, true)?;
+    }
+    Ok(ledger)
 }
 
 /// What loading the log produced.
@@ -863,21 +872,4 @@ fn index_lookup(index: &IndexMap, subject: &SubjectId, pseudonym: &Pseudonym) ->
         .get(&PseudonymKey32(pseudonym.0))
         .filter(|(_, s)| s == subject)
         .map(|(lookup, _)| *lookup)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_time_floor_is_eight_bytes_or_corrupt() {
-        assert_eq!(decode_time_floor(None).ok(), Some(0));
-        assert_eq!(decode_time_floor(Some(&7u64.to_be_bytes())).ok(), Some(7));
-        for bad in [&[][..], &[1, 2, 3], &[0; 9]] {
-            assert!(matches!(
-                decode_time_floor(Some(bad)),
-                Err(OpenError::CorruptMetadata("time floor"))
-            ));
-        }
-    }
 }

@@ -41,6 +41,7 @@ const VAULT_FILE: &str = "vault";
 /// File name of the state snapshot, and of one being written.
 const SNAPSHOT_FILE: &str = "state";
 const SNAPSHOT_TMP: &str = "state.tmp";
+const HEAD_FILE: &str = "head";
 
 /// Stored bytes as read back, shared with the engine's cache rather than copied.
 pub(crate) struct Bytes(sled::IVec);
@@ -135,6 +136,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn decisions(&self, prefix: &[u8]) -> Items<'_, (Vec<u8>, Vec<u8>)>;
     /// The greatest decision key starting with `prefix`.
     fn last_decision_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// The head record file's bytes (see `ledger::head`), if there is one: at most
+    /// one byte more than the file should hold.
+    fn head(&self) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Writes `bytes` at `offset` of the head record file, creating it if missing;
+    /// synced if `sync`.
+    fn put_head(&self, offset: u64, bytes: &[u8], sync: bool) -> Result<(), StorageError>;
 }
 
 /// The sled-backed store.
@@ -147,6 +154,8 @@ pub(crate) struct SledStore {
     /// sled's data file, kept open (for writing, though nothing is written through it)
     /// to fdatasync it on every sync.
     data_file: File,
+    /// The head record file, opened on its first write.
+    head_file: std::sync::Mutex<Option<File>>,
     dir: PathBuf,
 }
 
@@ -268,6 +277,33 @@ fn destroy_file(path: &Path) -> std::io::Result<()> {
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// The bytes of the regular file at `path`, at most `limit` of them; `None` if there is
+/// none, or something else is in its place. A link is not followed (to /dev/zero, say,
+/// it would be read without end) and a FIFO is not opened (that would block).
+fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // Checked again on what was opened, and read no further than its size then.
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Ok(None);
+    }
+    let len = meta.len().min(limit);
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(len).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
 }
 
 /// Options for a new file only this user may read: created, never an existing file
@@ -439,6 +475,7 @@ impl SledStore {
                 .write(true)
                 .open(dir.join("db"))
                 .map_err(|e| StorageError::new("opening the database", e))?,
+            head_file: std::sync::Mutex::new(None),
             dir: dir.to_path_buf(),
             db,
         })))
@@ -543,32 +580,57 @@ impl Backend for SledStore {
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        use std::io::Read;
-        let err = |e| StorageError::new("reading the state snapshot", e);
-        let path = self.dir.join(SNAPSHOT_FILE);
-        // Only a regular file is read: a link is not followed (to /dev/zero, say, it
-        // would be read without end), a FIFO would block opening. Anything else in its
-        // place is no snapshot, ignored like an unusable one; writing or destroying the
-        // snapshot replaces it.
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_file() => {}
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(err(e)),
+        // Anything but a regular file in its place is no snapshot, ignored like an
+        // unusable one; writing or destroying the snapshot replaces it.
+        read_regular_file(&self.dir.join(SNAPSHOT_FILE), u64::MAX)
+            .map_err(|e| StorageError::new("reading the state snapshot", e))
+    }
+
+    fn head(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        // Anything but a regular file in its place is read as no bytes: a damaged
+        // record, which opening refuses.
+        let path = self.dir.join(HEAD_FILE);
+        let read = read_regular_file(&path, crate::ledger::head::FILE_LEN as u64 + 1);
+        match read.map_err(|e| StorageError::new("reading the head record", e))? {
+            None if std::fs::symlink_metadata(&path).is_ok() => Ok(Some(Vec::new())),
+            bytes => Ok(bytes),
         }
-        let file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(err(e)),
+    }
+
+    fn put_head(&self, offset: u64, bytes: &[u8], sync: bool) -> Result<(), StorageError> {
+        use std::io::{Seek, Write};
+        let err = |e| StorageError::new("writing the head record", e);
+        let mut file = self.head_file.lock().map_err(|_| {
+            StorageError::new("writing the head record", std::io::Error::other("lock poisoned"))
+        })?;
+        let file = match &mut *file {
+            Some(f) => f,
+            slot => {
+                let path = self.dir.join(HEAD_FILE);
+                let created = !path.exists();
+                // Never through a link, nor onto anything but a regular file.
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_file()) {
+                    return Err(err(std::io::Error::other(
+                        "the head record is not a regular file",
+                    )));
+                }
+                let mut options = std::fs::OpenOptions::new();
+                options.read(true).write(true).create(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let f = options.open(&path).map_err(err)?;
+                if created {
+                    sync_dir(&self.dir).map_err(err)?;
+                }
+                slot.insert(f)
+            }
         };
-        // Checked again on what was opened, and read no further than its size then.
-        let meta = file.metadata().map_err(err)?;
-        if !meta.file_type().is_file() {
-            return Ok(None);
+        file.seek(std::io::SeekFrom::Start(offset)).map_err(err)?;
+        file.write_all(bytes).map_err(err)?;
+        if sync {
+            file.sync_data().map_err(err)?;
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.take(meta.len()).read_to_end(&mut bytes).map_err(err)?;
-        Ok(Some(bytes))
+        Ok(())
     }
 
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StorageError> {

@@ -1,0 +1,154 @@
+//! The head record: how long the log was known to be durable, and the time floor, in
+//! a small file of the ledger's own beside sled's (`head`), authenticated with the
+//! pseudonym key.
+//!
+//! sled's recovery takes a damaged message in its log for the torn tail of a crash and
+//! stops reading there: one flipped bit in its data file silently cut the log short,
+//! and an acknowledged withdrawal was gone, with nothing to notice it. Opening now
+//! refuses a log shorter than the length recorded here (a record sled cannot cut, since
+//! it lives outside sled's files), and takes the time floor only from here, where an
+//! edit is detected (a raised floor expired valid consents and signed false `Expired`
+//! entries into the log; a lowered one revived lapsed consents after a clock step).
+//!
+//! # Layout
+//!
+//! Two 64-byte slots, written in turn, so that a write torn by a crash leaves the other:
+//!
+//! ```text
+//! "clhead1\n" | counter (u64) | durable length (u64) | time floor (ms, u64) | tag (32)
+//! ```
+//!
+//! integers big-endian; the tag is the pseudonym key's record tag over the domain
+//! `consent-ledger head v1`, the ledger id and the slot's first 32 bytes. The slot with
+//! the greatest counter whose tag checks is the record. Both slots are written when the
+//! file is created.
+//!
+//! # Limits
+//!
+//! The record is written, without a sync, about once a second while the ledger runs
+//! (with the time floor), and with a sync by [`Ledger::sync`](crate::Ledger::sync)
+//! and on close: a cut that takes only entries made durable since the last write goes
+//! unnoticed. Deleting the file, or putting an older copy of it back, is not detected
+//! (a ledger written before this record existed has none); the time floor is then
+//! the last entry's time.
+
+use crate::error::OpenError;
+use crate::identifier::PseudonymKey;
+
+/// Bytes of one slot.
+pub(crate) const SLOT: usize = 64;
+/// Bytes of the file: two slots.
+pub(crate) const FILE_LEN: usize = 2 * SLOT;
+const MAGIC: &[u8; 8] = b"clhead1\n";
+const DOMAIN: &[u8] = b"consent-ledger head v1";
+
+/// What the record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Head {
+    /// Incremented by each write; the slot written is `counter % 2`.
+    pub(crate) counter: u64,
+    /// Entries known durable when it was written: the log cannot be shorter.
+    pub(crate) durable_len: u64,
+    /// The latest time (ms) the ledger had seen.
+    pub(crate) time_floor: u64,
+}
+
+impl Head {
+    /// Where its slot starts in the file.
+    pub(crate) fn offset(&self) -> u64 {
+        (self.counter % 2) * SLOT as u64
+    }
+}
+
+/// The slot bytes of `head` for the ledger `ledger_id`.
+pub(crate) fn seal(key: &PseudonymKey, ledger_id: &[u8; 16], head: &Head) -> [u8; SLOT] {
+    let mut body = [0u8; 32];
+    for (to, from) in body.chunks_exact_mut(8).zip([
+        *MAGIC,
+        head.counter.to_be_bytes(),
+        head.durable_len.to_be_bytes(),
+        head.time_floor.to_be_bytes(),
+    ]) {
+        to.copy_from_slice(&from);
+    }
+    let tag = key.index_tag(&[DOMAIN, ledger_id, &body]);
+    let mut out = [0u8; SLOT];
+    let (first, last) = out.split_at_mut(32);
+    first.copy_from_slice(&body);
+    last.copy_from_slice(&tag);
+    out
+}
+
+/// The record in the file's bytes: the slot with the greatest counter whose tag checks.
+///
+/// # Errors
+/// [`OpenError::CorruptMetadata`] when the file is not two slots long or neither slot
+/// checks (an edit, another ledger's file, or a wrong pseudonym key).
+pub(crate) fn open(bytes: &[u8], key: &PseudonymKey, ledger_id: &[u8; 16]) -> Result<Head, OpenError> {
+    let corrupt = OpenError::CorruptMetadata("head record");
+    if bytes.len() != FILE_LEN {
+        return Err(corrupt);
+    }
+    bytes
+        .chunks_exact(SLOT)
+        .filter_map(|slot| open_slot(slot, key, ledger_id))
+        .max_by_key(|h| h.counter)
+        .ok_or(corrupt)
+}
+
+fn open_slot(slot: &[u8], key: &PseudonymKey, ledger_id: &[u8; 16]) -> Option<Head> {
+    let (body, tag) = slot.split_at_checked(32)?;
+    if !key.verify_index_tag(&[DOMAIN, ledger_id, body], tag) {
+        return None;
+    }
+    let mut words = body.chunks_exact(8);
+    let mut next = || words.next().and_then(|w| <[u8; 8]>::try_from(w).ok());
+    if &next()? != MAGIC {
+        return None;
+    }
+    let mut number = || next().map(u64::from_be_bytes);
+    Some(Head {
+        counter: number()?,
+        durable_len: number()?,
+        time_floor: number()?,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn file(key: &PseudonymKey, id: &[u8; 16], a: Head, b: Head) -> Vec<u8> {
+        [seal(key, id, &a), seal(key, id, &b)].concat()
+    }
+
+    #[test]
+    fn the_newest_valid_slot_is_the_record() {
+        let key = PseudonymKey::from_bytes([7; 32]);
+        let id = [1; 16];
+        let h = |counter, durable_len| Head {
+            counter,
+            durable_len,
+            time_floor: counter * 10,
+        };
+        let f = file(&key, &id, h(4, 40), h(5, 50));
+        assert_eq!(open(&f, &key, &id).unwrap(), h(5, 50));
+        // A torn or damaged slot leaves the other.
+        let mut torn = f.clone();
+        torn[SLOT + 20] ^= 1;
+        assert_eq!(open(&torn, &key, &id).unwrap(), h(4, 40));
+        // An edited value, another ledger's file, another key, a wrong length: refused.
+        let mut edited = f.clone();
+        for slot in 0..2 {
+            edited[slot * SLOT + 23] ^= 1;
+        }
+        assert!(open(&edited, &key, &id).is_err());
+        assert!(open(&f, &key, &[2; 16]).is_err());
+        assert!(open(&f, &PseudonymKey::from_bytes([8; 32]), &id).is_err());
+        assert!(open(&f[..SLOT], &key, &id).is_err());
+        assert!(open(&[0; FILE_LEN], &key, &id).is_err());
+        assert_eq!(h(5, 0).offset(), SLOT as u64);
+        assert_eq!(h(6, 0).offset(), 0);
+    }
+}
