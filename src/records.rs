@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::decision::Evidence;
 use crate::entry::DecisionFields;
-use crate::error::{ReadError, StorageError};
+use crate::error::{OpenError, ReadError, StorageError};
 use crate::identifier::PseudonymKey;
 use crate::purpose::LegalBasis;
 use crate::recipient::Recipient;
@@ -176,14 +176,27 @@ fn corrupt() -> ReadError {
 }
 
 impl Recorder {
-    /// A recorder continuing the records already in `store`.
-    pub(crate) fn new(mode: Recording, store: &dyn Backend) -> Result<Recorder, StorageError> {
+    /// A recorder continuing the records already in `store`. With
+    /// [`Recording::Every`], the next record number follows the greatest stored one.
+    /// A key planted there cannot make a record be written over: each is written only
+    /// where none is (an edited record is reported when records are read).
+    ///
+    /// # Errors
+    /// Storage failures; [`OpenError::CorruptMetadata`] when the greatest key is not a
+    /// record number's (once, a junk key reset the numbering to 0), or is the last
+    /// number there is (once, the numbering wrapped around to the first records).
+    pub(crate) fn new(mode: Recording, store: &dyn Backend) -> Result<Recorder, OpenError> {
+        let corrupt = || OpenError::CorruptMetadata("decision record");
         let next = match store.last_decision_key(&[EVERY])? {
-            Some(k) => k
-                .get(1..9)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, |b| u64::from_be_bytes(b).saturating_add(1)),
-            None => 0,
+            Some(k) if mode == Recording::Every => {
+                let n = k
+                    .get(1..)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(corrupt)?;
+                n.checked_add(1).ok_or_else(corrupt)?
+            }
+            _ => 0,
         };
         let bucket_ms = match mode {
             Recording::Aggregated { bucket } => u64::try_from(bucket.as_millis()).unwrap_or(u64::MAX).max(1),
@@ -214,11 +227,19 @@ impl Recorder {
         match self.mode {
             Recording::Off => Ok(()),
             Recording::Every => {
-                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                let n = self
+                    .next
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+                    .map_err(|_| {
+                        StorageError::new(
+                            "writing a decision record",
+                            std::io::Error::other("record numbers are used up"),
+                        )
+                    })?;
                 let mut k = Vec::with_capacity(9);
                 k.push(EVERY);
                 k.extend_from_slice(&n.to_be_bytes());
-                store.put_decision(&k, &seal(key, &k, &fields_of(ev, recipient)))
+                store.put_new_decision(&k, &seal(key, &k, &fields_of(ev, recipient)))
             }
             Recording::Aggregated { .. } => {
                 let bucket = ev.decided_at.as_millis() / self.bucket_ms;

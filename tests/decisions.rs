@@ -685,3 +685,69 @@ fn a_grant_at_the_largest_time_is_void_in_a_period_with_no_end() {
     );
     assert_eq!(void(None), 1);
 }
+
+/// A key planted in the decision tree cannot steer the record numbers: a junk key or
+/// the last number there is fails opening with every decision recorded (once, they
+/// reset the numbering to 0 or wrapped it around, and the next records were written
+/// over the first ones), and a planted record is never written over.
+#[test]
+fn a_planted_decision_key_never_makes_records_be_written_over() {
+    let ident = id();
+    let acme = Recipient::partner("acme").unwrap();
+    let plant = |f: &Fixture, key: &[u8]| {
+        let db = sled_util::open(f.dir.path());
+        db.open_tree("decisions")
+            .unwrap()
+            .insert(key, &b"junk"[..])
+            .unwrap();
+        db.flush().unwrap();
+    };
+    let uses = |f: &Fixture, n: usize| {
+        let l = f.open(Recording::Every).unwrap();
+        if l.len() == 1 {
+            l.collect(&s1(), &ident, RecipientScope::all_partners()).unwrap();
+            l.grant::<Advertising>(&s1(), RecipientScope::all_partners(), None)
+                .unwrap();
+        }
+        for _ in 0..n {
+            f.tick(1);
+            drop(l.authorize(&ident, &acme).unwrap());
+        }
+    };
+    for planted in [
+        [&[1u8][..], &u64::MAX.to_be_bytes()].concat(),
+        vec![1u8],
+        vec![1u8; 12],
+    ] {
+        let f = Fixture::new();
+        uses(&f, 0);
+        plant(&f, &planted);
+        let r = f.open(Recording::Every);
+        assert!(
+            matches!(
+                r,
+                Err(consent_ledger::OpenError::CorruptMetadata("decision record"))
+            ),
+            "{planted:?}: {:?}",
+            r.map(|l| l.len())
+        );
+        // Without recording every use the numbers are not used: it opens, and reading
+        // the records reports the planted one.
+        let l = f.open(Recording::Off).unwrap();
+        assert!(matches!(l.decision_records(), Err(ReadError::CorruptRecord)));
+    }
+    // A record planted past the last one: the numbering goes on after it, and the
+    // records written before stay as they were.
+    let f = Fixture::new();
+    uses(&f, 3);
+    plant(&f, &[&[1u8][..], &7u64.to_be_bytes()].concat());
+    uses(&f, 2);
+    let db = sled_util::open(f.dir.path());
+    let keys: Vec<u64> = db
+        .open_tree("decisions")
+        .unwrap()
+        .iter()
+        .map(|kv| u64::from_be_bytes(kv.unwrap().0[1..9].try_into().unwrap()))
+        .collect();
+    assert_eq!(keys, [0, 1, 2, 7, 8, 9]);
+}

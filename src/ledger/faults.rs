@@ -182,6 +182,12 @@ impl Backend for Faulty {
         }
         self.inner.put_decision(key, record)
     }
+    fn put_new_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError> {
+        if self.faults.decision_once.swap(false, Ordering::SeqCst) {
+            return Err(injected("writing a decision record"));
+        }
+        self.inner.put_new_decision(key, record)
+    }
     fn decision(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.inner.decision(key)
     }

@@ -130,6 +130,9 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn allow_vault_creation(&self);
     /// Stores a decision record (replacing one with the same key).
     fn put_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError>;
+    /// Stores a decision record under a key that holds none; fails if one is there
+    /// (a record is never written over by one with another number).
+    fn put_new_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError>;
     /// Reads one decision record.
     fn decision(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
     /// Every decision record whose key starts with `prefix`, in key order.
@@ -665,6 +668,21 @@ impl Backend for SledStore {
             .insert(key, record)
             .map_err(err("writing a decision record"))?;
         Ok(())
+    }
+
+    fn put_new_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError> {
+        self.decisions
+            .compare_and_swap(key, None::<&[u8]>, Some(record))
+            .map_err(err("writing a decision record"))?
+            .map_err(|_| {
+                StorageError::new(
+                    "writing a decision record",
+                    std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "a record is already stored under the next record number",
+                    ),
+                )
+            })
     }
 
     fn decision(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
