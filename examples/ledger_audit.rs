@@ -89,16 +89,21 @@ impl Args {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The existing ledger in `dir`: a missing or mistyped directory is an error, never
+    /// a new ledger (whose empty history would read as "nobody affected").
     fn ledger(&self, dir: &str) -> Result<Ledger, Error> {
         let keys = self.keys.as_deref().ok_or("this command needs --keys KEYS")?;
         let (s, p) = load_keys(keys)?;
+        drop(Inspector::open(dir).map_err(|e| format!("{dir}: {e}"))?);
         Ok(Ledger::builder(dir).signing_key(s).pseudonym_key(p).open()?)
     }
 }
 
 fn load_keys(dir: &Path) -> Result<(SigningKey, PseudonymKey), Error> {
     let read32 = |name: &str| -> Result<[u8; 32], Error> {
-        std::fs::read(dir.join(name))?
+        let path = dir.join(name);
+        std::fs::read(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
             .try_into()
             .map_err(|_| format!("{name} is not 32 bytes").into())
     };

@@ -210,8 +210,11 @@ pub enum OpenError {
     /// The storage engine failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// The directory holds data, but not a consent ledger.
-    #[error("the directory holds a database that is not a consent ledger")]
+    /// The directory holds no consent ledger: [`Ledger`](crate::Ledger) reports it for
+    /// a directory holding other data (an empty or missing one becomes a new ledger);
+    /// [`Inspector`](crate::Inspector), which never creates one, also for a missing or
+    /// empty directory.
+    #[error("the directory holds no consent ledger (it is missing or empty, or holds other data)")]
     NotALedger,
     /// The ledger was written by an unsupported version of the format.
     #[error("ledger format version {found} is not supported (this library reads version {supported})")]
