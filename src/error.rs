@@ -231,7 +231,9 @@ pub enum OpenError {
     #[error("the pseudonym key is not the key the ledger was created with")]
     WrongPseudonymKey,
     /// The trusted checkpoint given to the builder is malformed, or not signed by any key
-    /// this ledger's log authorized, or from another ledger.
+    /// this ledger's log authorized, or from another ledger; or it was given for a
+    /// directory that holds no ledger yet (no checkpoint is of a ledger not yet made:
+    /// nothing is created).
     #[error("the trusted checkpoint is not a valid checkpoint of this ledger")]
     UntrustedCheckpoint,
     /// Stored metadata or an index record is malformed.

@@ -326,3 +326,28 @@ fn receipt_expiries_stay_within_rfc3339() {
     let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
     assert_eq!(v["expires_at"], "9999-12-31T23:59:59.999Z");
 }
+
+/// A trusted checkpoint given for a directory that holds no ledger yet is refused
+/// before anything is created there.
+#[test]
+fn a_checkpoint_for_a_new_directory_is_refused_and_nothing_is_created() {
+    let f = fx();
+    let other = open_at(f.dir.path(), &f, None).unwrap();
+    let cp = other.checkpoint().unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    for dir in [parent.path().join("new"), parent.path().join("empty")] {
+        if dir.ends_with("empty") {
+            std::fs::create_dir(&dir).unwrap();
+        }
+        for text in [cp.text(), "not a checkpoint"] {
+            let r = open_at(&dir, &f, Some(text));
+            assert!(
+                matches!(r, Err(OpenError::UntrustedCheckpoint)),
+                "{:?}",
+                r.map(|l| l.len())
+            );
+            let left = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+            assert_eq!(left, 0, "the refused open left files in {}", dir.display());
+        }
+    }
+}

@@ -193,6 +193,13 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
             Durability::Relaxed => Some(500),
             Durability::Immediate | Durability::GroupCommit => None,
         };
+        // A trusted checkpoint cannot be of a ledger not made yet: refused before
+        // anything is created.
+        if self.trusted_checkpoint.is_some()
+            && std::fs::read_dir(&self.path).map_or(true, |mut d| d.next().is_none())
+        {
+            return Err(OpenError::UntrustedCheckpoint);
+        }
         let store: Box<dyn Backend> = match SledStore::open(&self.path, background)? {
             Opened::Store(s) => wrap(s),
             Opened::Foreign => return Err(OpenError::NotALedger),
