@@ -167,3 +167,26 @@ fn a_revoked_key_cannot_be_rotated_to() {
     assert!(matches!(l.rotate_key(k0.clone()), Err(WriteError::Input(_))));
     assert_eq!(l.verifying_key().unwrap(), k1.verifying_key());
 }
+
+/// A key revoked twice lists its entries once, from the earliest position, named by
+/// the revocation that gave it.
+#[test]
+fn a_key_revoked_twice_lists_its_entries_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k1, pk) = (SigningKey::generate(), PseudonymKey::generate());
+    let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000));
+    let l = open(dir.path(), &k1, &pk, &clock);
+    let s = SubjectId::new("user-1").unwrap();
+    l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
+        .unwrap();
+    l.withdraw::<Analytics>(&s).unwrap();
+    l.rotate_key(SigningKey::generate()).unwrap();
+    let first = l.revoke_key(k1.verifying_key(), 2).unwrap();
+    let wider = l.revoke_key(k1.verifying_key(), 1).unwrap();
+    l.revoke_key(k1.verifying_key(), 2).unwrap();
+    let report = l.verify().unwrap();
+    assert_eq!(report.untrusted.len(), 1, "{:?}", report.untrusted);
+    let r = report.untrusted[0];
+    assert_eq!((r.from, r.to, r.revoked_by), (1, 3, wider.seq), "{r:?}");
+    assert!(first.seq < wider.seq);
+}

@@ -375,10 +375,20 @@ impl Replay {
 
     /// Runs of entries signed with a key at or after the position from which it was
     /// revoked, in log order. They verify cryptographically, but the key that signed
-    /// them was declared compromised for that range.
+    /// them was declared compromised for that range. A key revoked more than once counts
+    /// from its earliest position, named by the revocation that gave it: each entry is
+    /// listed once.
     pub(crate) fn untrusted(&self) -> Vec<UntrustedRange> {
-        let mut out: Vec<UntrustedRange> = Vec::new();
+        let mut earliest: Vec<([u8; 32], u64, u64)> = Vec::with_capacity(self.revoked.len());
         for (key, from, revoked_by) in &self.revoked {
+            match earliest.iter_mut().find(|(k, ..)| k == key) {
+                Some((_, f, by)) if *from < *f => (*f, *by) = (*from, *revoked_by),
+                Some(_) => {}
+                None => earliest.push((*key, *from, *revoked_by)),
+            }
+        }
+        let mut out: Vec<UntrustedRange> = Vec::new();
+        for (key, from, revoked_by) in &earliest {
             for span in self.keys.iter().filter(|s| s.key == *key && s.to >= s.from) {
                 if span.to >= *from {
                     out.push(UntrustedRange {
