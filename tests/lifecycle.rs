@@ -27,6 +27,19 @@ fn open(dir: &std::path::Path, key: &SigningKey, pk: &PseudonymKey, clock: &Manu
         .unwrap()
 }
 
+/// A new ledger with new keys, its clock at 1 ms.
+fn new_ledger() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1));
+    let l = open(
+        dir.path(),
+        &SigningKey::generate(),
+        &PseudonymKey::generate(),
+        &clock,
+    );
+    (dir, l)
+}
+
 fn subject(s: &str) -> SubjectId {
     SubjectId::new(s).unwrap()
 }
@@ -272,14 +285,7 @@ fn expiry_denies_with_the_time_lists_what_lapses_and_records_it() {
 
 #[test]
 fn a_new_purpose_needs_a_new_collection_and_consent() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(Timestamp::from_millis(1));
-    let l = open(
-        dir.path(),
-        &SigningKey::generate(),
-        &PseudonymKey::generate(),
-        &clock,
-    );
+    let (_dir, l) = new_ledger();
     let alice = subject("alice");
     let acme = Recipient::partner("acme").unwrap();
     let for_2fa = Identifier::<Security>::phone("+447700900123").unwrap();
@@ -356,14 +362,7 @@ fn an_expired_consent_stays_expired_when_the_clock_steps_back() {
 /// refused, not recorded and acknowledged while the use goes on being allowed.
 #[test]
 fn a_withdrawal_for_a_purpose_without_consent_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(Timestamp::from_millis(1));
-    let l = open(
-        dir.path(),
-        &SigningKey::generate(),
-        &PseudonymKey::generate(),
-        &clock,
-    );
+    let (_dir, l) = new_ledger();
     let alice = subject("alice");
     let phone = Identifier::<Security>::phone("+15550109999").unwrap();
     l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
@@ -398,14 +397,7 @@ consent_ledger::declare_purpose!(
 /// the new type, and the withdrawal takes effect.
 #[test]
 fn a_consent_that_decisions_rest_on_can_be_withdrawn_after_the_basis_changed() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(Timestamp::from_millis(1));
-    let l = open(
-        dir.path(),
-        &SigningKey::generate(),
-        &PseudonymKey::generate(),
-        &clock,
-    );
+    let (_dir, l) = new_ledger();
     let alice = subject("alice");
     let v1 = Identifier::<NewsletterV1>::email("alice@example.org").unwrap();
     l.collect(&alice, &v1, RecipientScope::first_party()).unwrap();
