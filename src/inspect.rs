@@ -10,15 +10,23 @@ use crate::error::{IntegrityError, IntegrityProblem, OpenError, ReadError};
 use crate::ledger::open::{check_format_marker, FORMAT_KEY};
 use crate::ledger::{verify_store, HistoryEntry, VerifyReport};
 use crate::signing::VerifyingKey;
-use crate::store::{Backend, Opened, SledStore};
+use crate::store::{Backend, Opened, PrivateCopy, SledStore};
 use crate::subject::SubjectId;
 
 /// A keyless, read-only view of a ledger directory.
 ///
 /// Unlike [`Ledger::builder`](crate::Ledger::builder), opening an `Inspector` checks
 /// nothing but the format marker, so [`Inspector::verify`] can report where a broken
-/// log breaks. It never creates or changes anything in the log. (The storage engine
-/// takes its lock on the directory, so close any [`Ledger`](crate::Ledger) on it first.)
+/// log breaks. It never creates or changes anything in the directory: it reads a
+/// private copy of the storage engine's files (as large as the database, in the
+/// system's temporary directory, removed when the `Inspector` is dropped), because
+/// sled's recovery, run by any open, rewrites its data file and drops a damaged part
+/// and everything after it. Close any [`Ledger`](crate::Ledger) on the directory
+/// first: the copy is taken under the database's lock.
+///
+/// Without the pseudonym key, the head record's tag cannot be checked: a log shorter
+/// than the length it claims is reported ([`IntegrityProblem::ShorterThanRecorded`]),
+/// so an edited head file can raise a false alarm here, never hide a cut.
 ///
 /// ```
 /// use consent_ledger::{Inspector, Ledger, PseudonymKey, SigningKey};
@@ -33,7 +41,11 @@ use crate::subject::SubjectId;
 /// # Ok(()) }
 /// ```
 pub struct Inspector {
+    /// Dropped before the copy it reads.
     store: Box<dyn Backend>,
+    _copy: PrivateCopy,
+    /// The durable length the head record claims (unchecked), if there is one.
+    claimed_len: Option<u64>,
 }
 
 impl fmt::Debug for Inspector {
@@ -59,23 +71,48 @@ impl Inspector {
     /// data; [`OpenError::UnsupportedFormat`]; storage failures (such as a process
     /// holding the ledger open).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, OpenError> {
-        let store: Box<dyn Backend> = match SledStore::open_existing(dir.as_ref())? {
+        let dir = dir.as_ref();
+        let Some(copy) = PrivateCopy::of(dir)? else {
+            return Err(OpenError::NotALedger);
+        };
+        let store: Box<dyn Backend> = match SledStore::open_existing(copy.path())? {
             Opened::Store(s) => s,
             Opened::Foreign => return Err(OpenError::NotALedger),
         };
+        let claimed_len = crate::store::head_file_of(dir)?
+            .as_deref()
+            .and_then(crate::ledger::head::claimed_len);
         match store.meta(FORMAT_KEY)? {
-            Some(marker) => check_format_marker(&marker).map(|()| Inspector { store }),
+            Some(marker) => check_format_marker(&marker).map(|()| Inspector {
+                store,
+                _copy: copy,
+                claimed_len,
+            }),
             None => Err(OpenError::NotALedger),
         }
     }
 
+    /// A log that checks out but is shorter than the head record claims: reported at
+    /// its end.
+    fn check_claim(&self, report: VerifyReport) -> Result<VerifyReport, ReadError> {
+        match self.claimed_len {
+            Some(recorded) if recorded > report.entries => Err(ReadError::Integrity(IntegrityError {
+                position: report.entries,
+                problem: IntegrityProblem::ShorterThanRecorded { recorded },
+            })),
+            _ => Ok(report),
+        }
+    }
+
     /// The same full check as [`Ledger::verify`](crate::Ledger::verify): positions,
-    /// canonical encoding, hash chain, timestamps, every signature, revocations.
+    /// canonical encoding, hash chain, timestamps, every signature, revocations; and
+    /// the log's length against the head record's claim (unchecked, see [`Inspector`]).
     ///
     /// # Errors
-    /// [`ReadError::Integrity`] naming the first bad position; storage failures.
+    /// [`ReadError::Integrity`] naming the first bad position, or the end of a log
+    /// shorter than the head record claims; storage failures.
     pub fn verify(&self) -> Result<VerifyReport, ReadError> {
-        verify_store(&*self.store)
+        self.check_claim(verify_store(&*self.store)?)
     }
 
     /// [`Inspector::verify`], calling `progress` with the number of entries read so far
@@ -84,7 +121,7 @@ impl Inspector {
     /// # Errors
     /// As [`Inspector::verify`].
     pub fn verify_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, ReadError> {
-        crate::ledger::verify_store_with(&*self.store, &mut progress)
+        self.check_claim(crate::ledger::verify_store_with(&*self.store, &mut progress)?)
     }
 
     /// The longest prefix of the log that checks out (positions, encoding, hash chain,
@@ -95,7 +132,7 @@ impl Inspector {
     /// # Errors
     /// Storage failures only; damage is reported in the result.
     pub fn valid_prefix(&self) -> Result<ValidPrefix, StorageError> {
-        match crate::ledger::verify_store(&*self.store) {
+        match self.verify() {
             Ok(report) => Ok(ValidPrefix {
                 len: report.entries,
                 problem: None,

@@ -96,11 +96,28 @@ pub(crate) fn open(bytes: &[u8], key: &PseudonymKey, ledger_id: &[u8; 16]) -> Re
         .ok_or(corrupt)
 }
 
+/// The durable length the file claims, read without the key (its tags unchecked): the
+/// slot with the greatest counter among those with the right magic. For a keyless
+/// reader, for whom an edited file can only raise a false alarm.
+pub(crate) fn claimed_len(bytes: &[u8]) -> Option<u64> {
+    bytes
+        .chunks_exact(SLOT)
+        .take(2)
+        .filter_map(|slot| read_slot(slot.get(..32)?))
+        .max_by_key(|h| h.counter)
+        .map(|h| h.durable_len)
+}
+
 fn open_slot(slot: &[u8], key: &PseudonymKey, ledger_id: &[u8; 16]) -> Option<Head> {
     let (body, tag) = slot.split_at_checked(32)?;
     if !key.verify_index_tag(&[DOMAIN, ledger_id, body], tag) {
         return None;
     }
+    read_slot(body)
+}
+
+/// The fields of a slot's first 32 bytes, if they start with the magic.
+fn read_slot(body: &[u8]) -> Option<Head> {
     let mut words = body.chunks_exact(8);
     let mut next = || words.next().and_then(|w| <[u8; 8]>::try_from(w).ok());
     if &next()? != MAGIC {
@@ -148,6 +165,8 @@ mod tests {
         assert!(open(&f, &PseudonymKey::from_bytes([8; 32]), &id).is_err());
         assert!(open(&f[..SLOT], &key, &id).is_err());
         assert!(open(&[0; FILE_LEN], &key, &id).is_err());
+        assert_eq!(claimed_len(&f), Some(50));
+        assert_eq!(claimed_len(&[0; FILE_LEN]), None);
         assert_eq!(h(5, 0).offset(), SLOT as u64);
         assert_eq!(h(6, 0).offset(), 0);
     }

@@ -391,6 +391,119 @@ fn remove_unfinished_sled_snapshots(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether `dir` holds what sled 0.34 writes when it makes a database: a `db` file and
+/// a `conf` file in its own format. sled's recovery rewrites a `db` it cannot read as
+/// a torn database; a file of that name that is not one is never handed to it.
+fn is_sled_database(dir: &Path) -> bool {
+    let regular =
+        |name: &str| std::fs::symlink_metadata(dir.join(name)).is_ok_and(|m| m.file_type().is_file());
+    if !regular("db") || !regular("conf") {
+        return false;
+    }
+    // "segment_size: N\nuse_compression: B\nversion: 0.34\n" and a 4-byte CRC.
+    read_regular_file(&dir.join("conf"), 4096)
+        .ok()
+        .flatten()
+        .and_then(|bytes| {
+            let text = bytes.get(..bytes.len().checked_sub(4)?)?;
+            let text = std::str::from_utf8(text).ok()?;
+            Some(text.starts_with("segment_size: ") && text.contains("\nversion: 0.34\n"))
+        })
+        .unwrap_or(false)
+}
+
+/// A private copy of a ledger directory's sled files, for reading without changing
+/// anything: sled's recovery, run by any open, rewrites its data file (a damaged part,
+/// and everything after it, is gone from the file once it has run). Removed on drop.
+#[derive(Debug)]
+pub(crate) struct PrivateCopy {
+    path: PathBuf,
+}
+
+impl PrivateCopy {
+    /// Copies the sled files of the database in `dir` (none of the ledger's own files),
+    /// holding its lock meanwhile; `None` if `dir` holds no sled database.
+    ///
+    /// # Errors
+    /// Another handle holds the lock (close any `Ledger` first); I/O failures.
+    pub(crate) fn of(dir: &Path) -> Result<Option<PrivateCopy>, StorageError> {
+        let err = |e| StorageError::new("copying the database to read it", e);
+        if !is_sled_database(dir) {
+            return Ok(None);
+        }
+        let db = File::open(dir.join("db")).map_err(err)?;
+        // As sled waits for its lock (a handle just dropped may hold it a moment).
+        let start = Instant::now();
+        loop {
+            match db.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(err(std::io::Error::other(
+                        "could not acquire lock: a ledger has the directory open",
+                    )))
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+            }
+        }
+        let mut name = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut name);
+        let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+        let copy = PrivateCopy {
+            path: std::env::temp_dir().join(format!("consent-ledger-inspect-{hex}")),
+        };
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&copy.path).map_err(err)?;
+        for item in std::fs::read_dir(dir).map_err(err)? {
+            let item = item.map_err(err)?;
+            let name = item.file_name();
+            let kind = item.file_type().map_err(err)?;
+            let name_text = name.to_string_lossy();
+            // (A page-table snapshot sled never finished is not copied; see
+            // `remove_unfinished_sled_snapshots`.)
+            let sled_file = name == "db"
+                || name == "conf"
+                || (name_text.starts_with("snap.") && !name_text.ends_with(".generating"));
+            if sled_file && kind.is_file() {
+                std::fs::copy(item.path(), copy.path.join(&name)).map_err(err)?;
+            } else if name == "blobs" && kind.is_dir() {
+                let blobs = copy.path.join("blobs");
+                builder.create(&blobs).map_err(err)?;
+                for blob in std::fs::read_dir(item.path()).map_err(err)? {
+                    let blob = blob.map_err(err)?;
+                    if blob.file_type().map_err(err)?.is_file() {
+                        std::fs::copy(blob.path(), blobs.join(blob.file_name())).map_err(err)?;
+                    }
+                }
+            }
+        }
+        drop(db);
+        Ok(Some(copy))
+    }
+
+    /// Where the copy is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PrivateCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The head record file's bytes in `dir`, if it is a regular file (see
+/// [`Backend::head`]).
+pub(crate) fn head_file_of(dir: &Path) -> Result<Option<Vec<u8>>, StorageError> {
+    read_regular_file(&dir.join(HEAD_FILE), crate::ledger::head::FILE_LEN as u64 + 1)
+        .map_err(|e| StorageError::new("reading the head record", e))
+}
+
 /// Whether sled failed to open because another handle holds the database's lock.
 fn is_lock_held(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::Other && e.to_string().starts_with("could not acquire lock")
@@ -426,7 +539,7 @@ impl SledStore {
         match std::fs::read_dir(dir) {
             Ok(mut listing) => {
                 let has_files = listing.next().is_some();
-                if (has_files || !create) && !dir.join("db").is_file() {
+                if (has_files || !create) && !is_sled_database(dir) {
                     return Ok(Opened::Foreign);
                 }
             }

@@ -1,0 +1,117 @@
+//! The keyless `Inspector` reads a ledger directory without changing anything in it,
+//! even when sled's recovery would rewrite a damaged data file, and reports a log cut
+//! shorter than the head record claims; a file named `db` that is not a sled database
+//! is never handed to sled.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use consent_ledger::{
+    Advertising, Identifier, Inspector, IntegrityProblem, Ledger, OpenError, PseudonymKey, ReadError,
+    RecipientScope, SigningKey, SubjectId,
+};
+
+/// Every file under `dir` with its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let name = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(name, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// A closed ledger of ten subjects, and where subject 5's id is in sled's data file.
+fn ledger(dir: &Path) -> (SigningKey, PseudonymKey, u64, usize) {
+    let key = SigningKey::generate();
+    let pk = PseudonymKey::generate();
+    let l = Ledger::builder(dir)
+        .signing_key(key.clone())
+        .pseudonym_key(pk.clone())
+        .open()
+        .unwrap();
+    for i in 0..10u32 {
+        let s = SubjectId::new(&format!("subject-{i:02}")).unwrap();
+        let id = Identifier::<Advertising>::email(&format!("p{i}@example.org")).unwrap();
+        l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+    }
+    let len = l.len();
+    drop(l);
+    let bytes = std::fs::read(dir.join("db")).unwrap();
+    let at = bytes.windows(10).position(|w| w == b"subject-05").unwrap();
+    (key, pk, len, at)
+}
+
+#[test]
+fn inspecting_changes_nothing_even_a_damaged_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, pk, len, at) = ledger(dir.path());
+    let before = files(dir.path());
+    let i = Inspector::open(dir.path()).unwrap();
+    assert_eq!(i.verify().unwrap().entries, len);
+    drop(i);
+    assert_eq!(files(dir.path()), before, "an intact ledger's files changed");
+
+    // One flipped bit, which sled's recovery takes for a torn tail: the inspector
+    // reports the cut (from the head record's claim) and leaves the file as it was,
+    // so restoring the bit restores every entry.
+    let mut damaged = before["db"].clone();
+    damaged[at] ^= 1;
+    std::fs::write(dir.path().join("db"), &damaged).unwrap();
+    let before = files(dir.path());
+    let i = Inspector::open(dir.path()).unwrap();
+    let err = i.verify().unwrap_err();
+    let prefix = i.valid_prefix().unwrap();
+    drop(i);
+    match err {
+        ReadError::Integrity(e) => assert!(
+            matches!(e.problem, IntegrityProblem::ShorterThanRecorded { recorded } if recorded == len),
+            "{e:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(prefix.len < len && prefix.problem.is_some(), "{prefix:?}");
+    assert_eq!(files(dir.path()), before, "a damaged ledger's files changed");
+    damaged[at] ^= 1;
+    std::fs::write(dir.path().join("db"), &damaged).unwrap();
+    let l = Ledger::builder(dir.path())
+        .signing_key(key)
+        .pseudonym_key(pk)
+        .open()
+        .unwrap();
+    assert_eq!(l.len(), len);
+}
+
+#[test]
+fn a_file_named_db_that_is_not_a_sled_database_is_never_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db"), b"SQLite format 3\0 somebody else's data").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
+    let before = files(dir.path());
+    assert!(matches!(Inspector::open(dir.path()), Err(OpenError::NotALedger)));
+    let opened = Ledger::builder(dir.path())
+        .signing_key(SigningKey::generate())
+        .pseudonym_key(PseudonymKey::generate())
+        .open();
+    assert!(
+        matches!(opened, Err(OpenError::NotALedger)),
+        "{:?}",
+        opened.map(|l| l.len())
+    );
+    assert_eq!(files(dir.path()), before);
+}
