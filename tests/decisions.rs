@@ -494,6 +494,13 @@ fn the_export_names_recipients_the_data_was_disclosed_to() {
     l.authorize(&other, &Recipient::partner("zeta").unwrap()).unwrap();
     let json = l.export_subject(&s1(), "-").unwrap();
     assert!(!json.contains("zeta") && !json.contains("s-2"), "{json}");
+    // A handle that does not record (a tool answering an access request) still lists
+    // the uses stored.
+    l.sync().unwrap();
+    drop(l);
+    let l = f.open(Recording::Off).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&s1(), "-").unwrap()).unwrap();
+    assert_eq!(doc["uses"].as_array().unwrap().len(), 1, "{doc:#}");
 }
 
 /// A decision is never stamped before a time the ledger has seen: after the clock

@@ -42,16 +42,19 @@ impl Ledger {
     /// `dpv:ConsentRecord` per consent-based purpose (one `dpv:PersonalDataHandling` per
     /// purpose relying on another legal basis) with its status, purpose, legal basis,
     /// recipients, the kinds of personal data collected, and every event (`dct:hasPart`)
-    /// with its date, entity and ledger position; and, when decisions are recorded
-    /// ([`Recording`](crate::Recording)), every recorded use of the subject's data
-    /// (`uses`: purpose, recipient, legal basis, the entry that allowed it, count, first
-    /// and last time). No other subject's data is included.
-    /// Identifiers appear by kind only: the ledger holds no values, only pseudonyms.
+    /// with its date, entity and ledger position; and every use of the subject's data
+    /// recorded while decisions were recorded ([`Recording`](crate::Recording)),
+    /// whatever this handle's own setting (`uses`: purpose, recipient, legal basis, the
+    /// entry that allowed it, count, first and last time). No other subject's data is
+    /// included. Identifiers appear by kind only: the ledger holds no values, only
+    /// pseudonyms.
     ///
     /// `how_to_withdraw` is stated in each consent record (`dpv:hasWithdrawalMethod`).
     ///
     /// # Errors
-    /// Storage and integrity failures while reading the subject's entries.
+    /// Storage and integrity failures while reading the subject's entries;
+    /// [`ReadError::CorruptRecord`] when a stored decision record does not check (an
+    /// export never leaves out uses silently).
     pub fn export_subject(&self, subject: &SubjectId, how_to_withdraw: &str) -> Result<String, ReadError> {
         let history = self.history(subject)?;
         let origin = crate::checkpoint::origin_of(&self.inner.ledger_id);
@@ -157,26 +160,25 @@ impl Ledger {
             }
             records.push(record);
         }
-        // The uses recorded of the subject's data (with decision recording on): to
-        // whom it was disclosed, for what, under which entry, how often and when.
+        // The uses recorded of the subject's data (stored while decision recording was
+        // on, whatever this handle's setting): to whom it was disclosed, for what, under
+        // which entry, how often and when.
         let mut uses = Vec::new();
-        if self.records_decisions() {
-            for r in self.decision_records()? {
-                if r.subject() != subject {
-                    continue;
-                }
-                let (first, last) = r.times();
-                uses.push(json!({
-                    "@type": "dpv:Disclose",
-                    "dpv:hasPurpose": r.purpose(),
-                    "dpv:hasRecipient": r.recipient().to_string(),
-                    "dpv:hasLegalBasis": basis_term(r.legal_basis()),
-                    "allowed_by": format!("{origin}#{}", r.allowed_by()),
-                    "count": r.count(),
-                    "first": first.to_string(),
-                    "last": last.to_string(),
-                }));
+        for r in self.decision_records()? {
+            if r.subject() != subject {
+                continue;
             }
+            let (first, last) = r.times();
+            uses.push(json!({
+                "@type": "dpv:Disclose",
+                "dpv:hasPurpose": r.purpose(),
+                "dpv:hasRecipient": r.recipient().to_string(),
+                "dpv:hasLegalBasis": basis_term(r.legal_basis()),
+                "allowed_by": format!("{origin}#{}", r.allowed_by()),
+                "count": r.count(),
+                "first": first.to_string(),
+                "last": last.to_string(),
+            }));
         }
         let doc = json!({
             "@context": {
