@@ -252,9 +252,21 @@ impl State {
 
     /// Lookup pseudonyms of the identifiers `subject` holds (for erasure).
     pub(crate) fn lookups_of(&self, subject: &SubjectId) -> Vec<Pseudonym> {
-        let Some(index) = self.find_subject(subject).filter(|i| !self.is_erased(*i)) else {
-            return Vec::new();
-        };
+        match self.find_subject(subject) {
+            Some(index) if !self.is_erased(index) => self.lookups_of_index(index),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Lookup pseudonyms of the identifiers `subject` held when it was erased and that
+    /// no other subject has collected since: what a repeated erasure removes again (the
+    /// first may have failed, or still be running).
+    pub(crate) fn lookups_left_by(&self, subject: &SubjectId) -> Vec<Pseudonym> {
+        self.find_subject(subject)
+            .map_or_else(Vec::new, |index| self.lookups_of_index(index))
+    }
+
+    fn lookups_of_index(&self, index: u32) -> Vec<Pseudonym> {
         let mut out: Vec<Pseudonym> = self
             .idents
             .recs

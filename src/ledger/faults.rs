@@ -37,6 +37,8 @@ struct Faults {
     entry_reads: AtomicU64,
     /// Fail the next removal of a subject secret, once.
     secret_removal_once: AtomicBool,
+    /// Fail every index record removal while set.
+    index_removal: AtomicBool,
 }
 
 /// Something a test runs from inside the store, once.
@@ -75,6 +77,7 @@ impl Faults {
             before_index_removal: Hook::default(),
             entry_reads: AtomicU64::new(0),
             secret_removal_once: AtomicBool::new(false),
+            index_removal: AtomicBool::new(false),
         }
     }
 }
@@ -129,6 +132,9 @@ impl Backend for Faulty {
         remove: &dyn Fn(&[u8]) -> bool,
     ) -> Result<bool, StorageError> {
         self.faults.before_index_removal.run();
+        if self.faults.index_removal.load(Ordering::SeqCst) {
+            return Err(injected("removing an index record"));
+        }
         self.inner.remove_index_if(lookup, remove)
     }
     fn index_records(&self, part: u64, parts: u64) -> Items<'_, (Vec<u8>, Vec<u8>)> {
@@ -750,5 +756,91 @@ fn a_failed_record_does_not_lose_the_subject_for_the_rest_of_the_upload() {
             "chunk {chunk}, threads {threads}: the subject was lost and its allowed row \
              counted as a duplicate of a match that never happened"
         );
+    }
+}
+
+fn index_held(store: &dyn Backend, lookup: &[u8; 32]) -> bool {
+    store
+        .index_records(0, 1)
+        .any(|r| r.map(|(k, _)| k == lookup).unwrap_or(false))
+}
+
+/// A second erasure of a subject returns only once the first one's removals are done:
+/// here it starts while the first is about to remove the index record.
+#[test]
+fn a_concurrent_second_erase_returns_after_the_first_is_done() {
+    for durability in [
+        Durability::Immediate,
+        Durability::GroupCommit,
+        Durability::Relaxed,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let (l, faults) = keys.open_faulty(dir.path(), durability);
+        let s = subject(0, 0);
+        let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+        l.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+        let lookup = phone.lookup(&keys.pseudonym).0;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (other, who) = (l.clone(), s.clone());
+        let second = Arc::new(std::sync::Mutex::new(None));
+        let handle = Arc::clone(&second);
+        faults.before_index_removal.set(move || {
+            let b = std::thread::spawn(move || {
+                let r = other.erase(&who, crate::Actor::Subject);
+                let secret_left = other.inner.store.secret(who.as_str()).unwrap().is_some();
+                let index_left = index_held(&*other.inner.store, &lookup);
+                let _ = tx.send(());
+                (r.is_ok(), secret_left, index_left)
+            });
+            // The old code let it return at once; now it waits for this erasure.
+            let _ = rx.recv_timeout(std::time::Duration::from_millis(300));
+            *handle.lock().unwrap() = Some(b);
+        });
+        l.erase(&s, crate::Actor::Subject).unwrap();
+        let b = second.lock().unwrap().take().unwrap();
+        let (ok, secret_left, index_left) = b.join().unwrap();
+        assert!(
+            ok && !secret_left && !index_left,
+            "{durability:?}: second erase ok {ok}, index record left {index_left}, secret left {secret_left}"
+        );
+    }
+}
+
+/// Retrying an erasure whose index removal failed finishes it, and nothing is left
+/// after reopening (also from a snapshot written after the erasure).
+#[test]
+fn retrying_a_failed_erasure_removes_the_index_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let every_close = Snapshots::OnClose { min_new_entries: 1 };
+    let s = subject(0, 0);
+    let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+    let lookup = phone.lookup(&keys.pseudonym).0;
+    {
+        let (l, faults) = keys.open_faulty_with(
+            keys.builder(dir.path(), Durability::Immediate)
+                .snapshots(every_close),
+        );
+        l.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+        faults.index_removal.store(true, Ordering::SeqCst);
+        assert!(l.erase(&s, crate::Actor::Subject).is_err());
+        faults.index_removal.store(false, Ordering::SeqCst);
+        l.erase(&s, crate::Actor::Subject).unwrap();
+        assert!(
+            !index_held(&*l.inner.store, &lookup),
+            "the retry left the index record"
+        );
+        assert!(l.inner.store.secret(s.as_str()).unwrap().is_none());
+        l.grant::<crate::Advertising>(&subject(0, 1), RecipientScope::all_partners(), None)
+            .unwrap();
+    }
+    for _ in 0..2 {
+        let l = keys
+            .builder(dir.path(), Durability::Immediate)
+            .snapshots(every_close)
+            .open()
+            .unwrap();
+        assert!(!index_held(&*l.inner.store, &lookup));
     }
 }

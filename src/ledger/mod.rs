@@ -278,6 +278,8 @@ struct Inner {
     snapshot_outlives_erasure: std::sync::atomic::AtomicBool,
     /// Every key the log has revoked (from any position): never rotated to again.
     revoked_keys: Mutex<Vec<[u8; 32]>>,
+    /// Held by an erasure from its entry to its last removal.
+    erasing: Mutex<()>,
 }
 
 /// How far the time seen may run ahead of the saved floor before it is saved again.
@@ -646,15 +648,21 @@ impl Ledger {
 
     /// Erases `subject`: appends an erasure entry, then destroys the subject's secret
     /// and index records, so nothing in the database links its entries to any
-    /// identifier. The log keeps verifying. Erasing twice returns the first erasure.
+    /// identifier. The log keeps verifying. Erasing twice returns the first erasure,
+    /// once its removals are done: erasures run one at a time, and a repeated one does
+    /// the removals again (so retrying a failed erasure finishes it).
     ///
     /// # Errors
-    /// Storage failures. If the entry was appended but removing the secret failed, the
-    /// removal is retried when the ledger is next opened.
+    /// Storage failures. If the entry was appended but a removal failed, retrying the
+    /// erasure, or opening the ledger next time, finishes it.
     pub fn erase(&self, subject: &SubjectId, actor: Actor) -> Result<Recorded, WriteError> {
+        // One erasure at a time: a repeated erasure of a subject returns only once the
+        // first one's removals are done, and redoes them (the first may have failed).
+        let _one_at_a_time = self.inner.erasing.lock().map_err(|_| WriteError::Failed)?;
         let mut lookups = Vec::new();
         let recorded = self.append(actor, |state, _| {
             if let Some(at) = state.erased_at(subject) {
+                lookups = state.lookups_left_by(subject);
                 return Ok(Prepared::Already(at));
             }
             lookups = state.lookups_of(subject);

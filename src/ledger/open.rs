@@ -446,6 +446,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             snapshot_len: AtomicU64::new(snapshot_len),
             snapshot_outlives_erasure: std::sync::atomic::AtomicBool::new(false),
             revoked_keys: Mutex::new(revoked_keys),
+            erasing: Mutex::new(()),
         }),
     };
     // A ledger without a head record (new, or written before there was one) gets one,
