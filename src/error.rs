@@ -179,8 +179,9 @@ pub enum IntegrityProblem {
     /// for the torn tail of a crash and drops everything from there (one flipped bit
     /// in its data file does it), or the log was cut or an older copy restored. The
     /// position is the first missing entry. The head record (the `head` file) is
-    /// authenticated with the pseudonym key; it is written about once a second and on
-    /// sync and close, so a cut of only the last second's entries can go unnoticed.
+    /// authenticated with the pseudonym key; it is written within about 100 ms of the
+    /// durable length moving on, and on sync and close, so a cut of only the entries
+    /// made durable just before a crash can go unnoticed.
     /// To open the shorter log anyway, remove the `head` file.
     #[error("log is shorter than the {recorded} entries its head record says were durable")]
     ShorterThanRecorded {

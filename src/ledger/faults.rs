@@ -209,6 +209,9 @@ impl Backend for Faulty {
     fn put_head(&self, offset: u64, bytes: &[u8], sync: bool) -> Result<(), StorageError> {
         self.inner.put_head(offset, bytes, sync)
     }
+    fn create_head(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.inner.create_head(bytes)
+    }
 }
 
 struct Keys {
@@ -843,4 +846,54 @@ fn retrying_a_failed_erasure_removes_the_index_record() {
             .unwrap();
         assert!(!index_held(&*l.inner.store, &lookup));
     }
+}
+
+/// Immediate: an append whose own sync is in flight when another sync fails (here
+/// `Ledger::sync`) is not acknowledged, and the head record does not count it durable
+/// (the failed sync may have dropped the pages that held it).
+#[test]
+fn immediate_does_not_acknowledge_an_entry_a_failed_sync_overlapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let before = l.len();
+    faults.hold_next.store(true, Ordering::SeqCst);
+    let (a, synced) = std::thread::scope(|s| {
+        let a =
+            s.spawn(|| l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None));
+        wait_held(&faults);
+        // A's entry is written (its own sync is in flight); now a sync fails.
+        faults.fail_next.store(true, Ordering::SeqCst);
+        let b = s.spawn(|| l.sync());
+        while !l.inner.group.state.lock().unwrap().failed {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        faults.release.store(true, Ordering::SeqCst);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(synced.is_err());
+    let id = l.id();
+    drop(l);
+    let bytes = std::fs::read(dir.path().join("head")).unwrap();
+    let recorded = head::open(&bytes, &keys.pseudonym, &id).unwrap().durable_len;
+    assert!(a.is_err(), "acknowledged {a:?} after a failed sync overlapped it");
+    assert_eq!(recorded, before, "the head record counts it durable");
+}
+
+/// A head file left half-made by a crash during its creation (`head.tmp`, no `head`)
+/// does not stop the ledger from opening; the record is made again.
+#[test]
+fn a_head_record_left_half_made_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    drop(keys.builder(dir.path(), Durability::Immediate).open().unwrap());
+    std::fs::remove_file(dir.path().join("head")).unwrap();
+    std::fs::write(dir.path().join("head.tmp"), [7u8; 10]).unwrap();
+    let l = keys.builder(dir.path(), Durability::Immediate).open().unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("head")).unwrap().len(),
+        head::FILE_LEN
+    );
+    assert!(!dir.path().join("head.tmp").exists());
+    drop(l);
 }

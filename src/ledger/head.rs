@@ -25,10 +25,11 @@
 //!
 //! # Limits
 //!
-//! The record is written, without a sync, about once a second while the ledger runs
-//! (with the time floor), and with a sync by [`Ledger::sync`](crate::Ledger::sync)
-//! and on close: a cut that takes only entries made durable since the last write goes
-//! unnoticed. Deleting the file, or putting an older copy of it back, is not detected
+//! The record is written, without a sync, each second the clock moves on (with the time
+//! floor) and within about 100 ms of the durable length moving on (by the ticker's
+//! thread, which a custom clock does not have), and with a sync by
+//! [`Ledger::sync`](crate::Ledger::sync) and on close: a cut that takes only entries
+//! made durable since the last write goes unnoticed. Deleting the file, or putting an older copy of it back, is not detected
 //! (a ledger written before this record existed has none); the time floor is then
 //! the last entry's time.
 

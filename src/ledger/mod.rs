@@ -267,6 +267,8 @@ struct Inner {
     time_floor_saved: AtomicU64,
     /// The counter of the last head record written (see [`head`]); held while one is.
     head_writes: Mutex<u64>,
+    /// The durable length the last head record written holds.
+    head_recorded_len: AtomicU64,
     /// Grants and withdrawals waiting for a leader (group commit).
     combiner: combine::Combiner,
     /// When to write state snapshots.
@@ -286,6 +288,44 @@ struct Inner {
 const TIME_FLOOR_STEP_MS: u64 = 1_000;
 
 impl Inner {
+    /// Creates the head record file, both slots holding the time floor `t` and the
+    /// length known durable (counters after the current one).
+    fn create_head(&self, t: u64) -> Result<(), StorageError> {
+        let poisoned =
+            || StorageError::new("creating the head record", std::io::Error::other("lock poisoned"));
+        let mut counter = self.head_writes.lock().map_err(|_| poisoned())?;
+        let durable_len = self.group.state.lock().map_err(|_| poisoned())?.durable;
+        let time_floor = t.max(self.time_floor_saved.load(Ordering::Acquire));
+        let slot = |counter| head::Head {
+            counter,
+            durable_len,
+            time_floor,
+        };
+        let (a, b) = (slot(counter.saturating_add(1)), slot(counter.saturating_add(2)));
+        let mut bytes = [0u8; head::FILE_LEN];
+        for h in [a, b] {
+            let at = usize::try_from(h.offset()).unwrap_or(0);
+            if let Some(to) = bytes.get_mut(at..at + head::SLOT) {
+                to.copy_from_slice(&head::seal(&self.pseudonym_key, &self.ledger_id, &h));
+            }
+        }
+        self.store.create_head(&bytes)?;
+        *counter = b.counter;
+        self.head_recorded_len.store(durable_len, Ordering::Release);
+        self.time_floor_saved.store(time_floor, Ordering::Release);
+        Ok(())
+    }
+
+    /// Records a durable length that has moved on since the last head record (not
+    /// synced): the ticker's duty, so that quiet after a burst of appends does not
+    /// leave the record behind.
+    fn record_durable_if_behind(&self) {
+        let durable = self.group.state.lock().map_or(0, |s| s.durable);
+        if durable > self.head_recorded_len.load(Ordering::Acquire) {
+            let _ = self.save_head(self.high_water.load(Ordering::Acquire), false);
+        }
+    }
+
     /// Writes the head record: the time floor (`t`, if later than the saved one) and
     /// the length known durable now; synced if `sync`. On a failure the record on disk
     /// stays the last one written (never later than the truth), and the next write
@@ -303,6 +343,7 @@ impl Inner {
         let bytes = head::seal(&self.pseudonym_key, &self.ledger_id, &written);
         self.store.put_head(written.offset(), &bytes, sync)?;
         *counter = written.counter;
+        self.head_recorded_len.store(durable_len, Ordering::Release);
         self.time_floor_saved.store(written.time_floor, Ordering::Release);
         Ok(())
     }
@@ -1007,6 +1048,13 @@ impl Ledger {
                 w.failed = true;
                 self.fail_group_syncs();
                 return Err(WriteError::NotDurable(e));
+            }
+            // Another sync (`Ledger::sync`, an erasure's) failed while this one ran: the
+            // pages it failed to write may have held this entry, and this sync's success
+            // proves nothing about them.
+            if self.inner.group.state.lock().map_or(true, |s| s.failed) {
+                w.failed = true;
+                return Err(WriteError::Failed);
             }
         }
         w.next_seq = sealed.entry.seq.saturating_add(1);

@@ -402,6 +402,10 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         snapshot_len = 0;
     }
 
+    // What sled presents may not all be synced (the last writes of a killed process):
+    // made durable before it counts as durable, as the head record will say it is.
+    store.sync()?;
+
     let revoked_keys = replay.revoked.iter().map(|(key, ..)| *key).collect();
     let head = replay.head_hash();
     let len = replay.len();
@@ -436,6 +440,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             high_water: AtomicU64::new(last_ts.as_millis().max(time_floor)),
             time_floor_saved: AtomicU64::new(time_floor),
             head_writes: Mutex::new(head_record.map_or(0, |h| h.counter)),
+            head_recorded_len: AtomicU64::new(head_record.map_or(0, |h| h.durable_len)),
             combiner: super::combine::Combiner::default(),
             pseudonym_key: b.pseudonym_key,
             durability: b.durability,
@@ -449,12 +454,19 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             erasing: Mutex::new(()),
         }),
     };
+    if let Some(ticker) = &ledger.inner.ticker {
+        let weak = Arc::downgrade(&ledger.inner);
+        ticker.set_duty(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.record_durable_if_behind();
+            }
+        });
+    }
     // A ledger without a head record (new, or written before there was one) gets one,
     // both slots, so that a torn write of one always leaves the other.
     if head_record.is_none() {
         let floor = ledger.inner.high_water.load(std::sync::atomic::Ordering::Acquire);
-        ledger.inner.save_head(floor, false)?;
-        ledger.inner.save_head(floor, true)?;
+        ledger.inner.create_head(floor)?;
     }
     Ok(ledger)
 }

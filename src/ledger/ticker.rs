@@ -5,19 +5,36 @@
 //! depend on the time (no expiring grant involved) are therefore stamped from an
 //! atomic that a background thread refreshes every millisecond; decisions that check
 //! an expiry always read the clock itself. The thread ends when the ledger is dropped.
+//!
+//! The same thread runs a duty every [`DUTY_TICKS`] ticks, once the ledger sets one:
+//! recording in the head record a durable length that has moved on, so that a burst
+//! of appends followed by quiet is recorded within a fraction of a second.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::time::{Clock, Timestamp};
 
 /// How often the ticker refreshes its reading.
 const TICK: Duration = Duration::from_millis(1);
+/// Ticks between two runs of the duty (about 100 ms).
+const DUTY_TICKS: u32 = 100;
 
-#[derive(Debug)]
+/// Something the ticker's thread runs now and then.
+type Duty = Box<dyn Fn() + Send + Sync>;
+
 pub(super) struct Ticker {
     now: Arc<AtomicU64>,
+    duty: Arc<OnceLock<Duty>>,
+}
+
+impl std::fmt::Debug for Ticker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticker")
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ticker {
@@ -26,17 +43,34 @@ impl Ticker {
     pub(super) fn start(clock: Arc<dyn Clock>) -> Option<Ticker> {
         let now = Arc::new(AtomicU64::new(clock.now().as_millis()));
         let weak: Weak<AtomicU64> = Arc::downgrade(&now);
+        let duty: Arc<OnceLock<Duty>> = Arc::new(OnceLock::new());
+        let duty_here = Arc::clone(&duty);
         std::thread::Builder::new()
             .name("consent-ledger-ticker".into())
-            .spawn(move || loop {
-                std::thread::sleep(TICK);
-                match weak.upgrade() {
-                    Some(now) => now.store(clock.now().as_millis(), Ordering::Relaxed),
-                    None => return,
+            .spawn(move || {
+                let mut ticks = 0u32;
+                loop {
+                    std::thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(now) => now.store(clock.now().as_millis(), Ordering::Relaxed),
+                        None => return,
+                    }
+                    ticks = ticks.wrapping_add(1);
+                    if ticks.is_multiple_of(DUTY_TICKS) {
+                        if let Some(duty) = duty_here.get() {
+                            duty();
+                        }
+                    }
                 }
             })
             .ok()?;
-        Some(Ticker { now })
+        Some(Ticker { now, duty })
+    }
+
+    /// Sets the duty the thread runs every [`DUTY_TICKS`] ticks (the first one set
+    /// stays). It must hold its ledger weakly: the thread ends with the ledger.
+    pub(super) fn set_duty(&self, duty: impl Fn() + Send + Sync + 'static) {
+        let _ = self.duty.set(Box::new(duty));
     }
 
     /// The last reading: at most about a millisecond old (more on an overloaded machine).

@@ -42,6 +42,7 @@ const VAULT_FILE: &str = "vault";
 const SNAPSHOT_FILE: &str = "state";
 const SNAPSHOT_TMP: &str = "state.tmp";
 const HEAD_FILE: &str = "head";
+const HEAD_TMP: &str = "head.tmp";
 
 /// Stored bytes as read back, shared with the engine's cache rather than copied.
 pub(crate) struct Bytes(sled::IVec);
@@ -142,9 +143,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// The head record file's bytes (see `ledger::head`), if there is one: at most
     /// one byte more than the file should hold.
     fn head(&self) -> Result<Option<Vec<u8>>, StorageError>;
-    /// Writes `bytes` at `offset` of the head record file, creating it if missing;
-    /// synced if `sync`.
+    /// Writes `bytes` at `offset` of the head record file, which must exist; synced if
+    /// `sync`.
     fn put_head(&self, offset: u64, bytes: &[u8], sync: bool) -> Result<(), StorageError>;
+    /// Creates (or replaces) the head record file with `bytes`, atomically: written to
+    /// a new file, synced, renamed into place, and the directory synced.
+    fn create_head(&self, bytes: &[u8]) -> Result<(), StorageError>;
 }
 
 /// The sled-backed store.
@@ -713,6 +717,23 @@ impl Backend for SledStore {
         }
     }
 
+    fn create_head(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        let err = |e| StorageError::new("creating the head record", e);
+        let tmp = self.dir.join(HEAD_TMP);
+        destroy_file(&tmp).map_err(err)?;
+        let mut file = private_file().open(&tmp).map_err(err)?;
+        std::io::Write::write_all(&mut file, bytes).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        drop(file);
+        let mut open = self
+            .head_file
+            .lock()
+            .map_err(|_| err(std::io::Error::other("lock poisoned")))?;
+        std::fs::rename(&tmp, self.dir.join(HEAD_FILE)).map_err(err)?;
+        *open = None;
+        sync_dir(&self.dir).map_err(err)
+    }
+
     fn put_head(&self, offset: u64, bytes: &[u8], sync: bool) -> Result<(), StorageError> {
         use std::io::{Seek, Write};
         let err = |e| StorageError::new("writing the head record", e);
@@ -723,21 +744,14 @@ impl Backend for SledStore {
             Some(f) => f,
             slot => {
                 let path = self.dir.join(HEAD_FILE);
-                let created = !path.exists();
-                // Never through a link, nor onto anything but a regular file.
+                // Never through a link, nor onto anything but a regular file; never
+                // created here (a half-made file would stop every open).
                 if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_file()) {
                     return Err(err(std::io::Error::other(
                         "the head record is not a regular file",
                     )));
                 }
-                let mut options = std::fs::OpenOptions::new();
-                options.read(true).write(true).create(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let f = options.open(&path).map_err(err)?;
-                if created {
-                    sync_dir(&self.dir).map_err(err)?;
-                }
+                let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(err)?;
                 slot.insert(f)
             }
         };
