@@ -118,7 +118,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex32(s: &str) -> Result<[u8; 32], Error> {
-    if s.len() != 64 || !s.is_ascii() {
+    // Hex digits only (`from_str_radix` alone would take "+6" for 06).
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("a public key is 64 hex digits".into());
     }
     let mut out = [0u8; 32];
@@ -145,11 +146,42 @@ fn emit(a: &Args, human: String, machine: serde_json::Value) {
     }
 }
 
+/// What each command takes: its number of positional arguments (the command
+/// included), its options, and whether it needs `--keys`.
+fn usage_of(command: &str) -> Option<(usize, &'static [&'static str], bool)> {
+    Some(match command {
+        "verify" | "prefix" => (2, &[], false),
+        "checkpoint" => (2, &[], true),
+        "key" => (1, &[], true),
+        "history" | "receipt" => (3, &[], true),
+        "verify-receipt" => (3, &[], false),
+        "impact" => (2, &["from", "until", "purpose", "partner", "assume"], true),
+        _ => return None,
+    })
+}
+
 fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
     let command = a.pos(
         0,
         "command (verify, prefix, checkpoint, key, history, receipt, verify-receipt, impact)",
     )?;
+    // A misspelled option or a stray argument is a usage error, never silently
+    // dropped (an impact query without its hypothesis would answer another question).
+    if let Some((positional, options, keys)) = usage_of(command) {
+        if let Some((name, _)) = a
+            .options
+            .iter()
+            .find(|(name, _)| !options.contains(&name.as_str()))
+        {
+            return Err(format!("{command} takes no option --{name}").into());
+        }
+        if let Some(extra) = a.positional.get(positional) {
+            return Err(format!("{command}: unexpected argument {extra:?}").into());
+        }
+        if a.keys.is_some() && !keys {
+            return Err(format!("{command} takes no --keys").into());
+        }
+    }
     match command {
         "verify" => {
             let dir = a.pos(1, "ledger directory")?;
@@ -222,19 +254,33 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 })
                 .collect();
             let problem = p.problem.as_ref().map(ToString::to_string);
+            let untrusted: Vec<_> = p
+                .untrusted
+                .iter()
+                .map(|u| json!({"from": u.from, "to": u.to, "revoked_by": u.revoked_by}))
+                .collect();
+            let revoked = (!p.untrusted.is_empty()).then(|| {
+                let ranges: Vec<String> = p
+                    .untrusted
+                    .iter()
+                    .map(|u| format!("{}..={} (revoked by entry {})", u.from, u.to, u.revoked_by))
+                    .collect();
+                format!("signed by a revoked key: entries {}", ranges.join(", "))
+            });
             emit(
                 a,
                 format!(
-                    "intact prefix: entries 0..{}{}",
+                    "intact prefix: entries 0..{}{}{}",
                     p.len,
                     problem
                         .as_deref()
                         .map(|e| format!(", then: {e}"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    revoked.as_deref().map(|r| format!("; {r}")).unwrap_or_default()
                 ),
-                json!({"intact": p.len, "problem": problem, "entries": list}),
+                json!({"intact": p.len, "problem": problem, "untrusted": untrusted, "entries": list}),
             );
-            Ok(match problem {
+            Ok(match problem.or(revoked) {
                 None => Ok(()),
                 Some(e) => Err(Failed(e)),
             })

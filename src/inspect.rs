@@ -61,6 +61,9 @@ pub struct ValidPrefix {
     pub len: u64,
     /// What is wrong at position `len`, if anything.
     pub problem: Option<IntegrityError>,
+    /// Entries that check out but were signed by a key revoked for them (as in
+    /// [`VerifyReport::untrusted`]); listed when the whole log checks out.
+    pub untrusted: Vec<crate::UntrustedRange>,
 }
 
 impl Inspector {
@@ -136,10 +139,12 @@ impl Inspector {
             Ok(report) => Ok(ValidPrefix {
                 len: report.entries,
                 problem: None,
+                untrusted: report.untrusted,
             }),
             Err(ReadError::Integrity(e)) => Ok(ValidPrefix {
                 len: e.position,
                 problem: Some(e),
+                untrusted: Vec::new(),
             }),
             Err(ReadError::Storage(e)) => Err(e),
             Err(ReadError::OutOfRange | ReadError::CorruptRecord) => Err(StorageError::new(

@@ -115,3 +115,29 @@ fn a_file_named_db_that_is_not_a_sled_database_is_never_opened() {
     );
     assert_eq!(files(dir.path()), before);
 }
+
+/// The intact prefix names the entries signed by a revoked key, as `verify` does.
+#[test]
+fn the_valid_prefix_names_entries_signed_by_a_revoked_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = SigningKey::generate();
+    {
+        let l = Ledger::builder(dir.path())
+            .signing_key(k1.clone())
+            .pseudonym_key(PseudonymKey::generate())
+            .open()
+            .unwrap();
+        for i in 0..3u32 {
+            let s = SubjectId::new(&format!("user-{i}")).unwrap();
+            let id = Identifier::<Advertising>::email(&format!("u{i}@example.org")).unwrap();
+            l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+        }
+        l.rotate_key(SigningKey::generate()).unwrap();
+        l.revoke_key(k1.verifying_key(), 2).unwrap();
+    }
+    let i = Inspector::open(dir.path()).unwrap();
+    let report = i.verify().unwrap();
+    let prefix = i.valid_prefix().unwrap();
+    assert!(!report.untrusted.is_empty());
+    assert_eq!((prefix.problem, prefix.untrusted), (None, report.untrusted));
+}
