@@ -403,8 +403,16 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     }
 
     // What sled presents may not all be synced (the last writes of a killed process):
-    // made durable before it counts as durable, as the head record will say it is.
-    store.sync()?;
+    // what the head record says was durable counts as durable, the rest once a sync
+    // covers it. Without a record, the store is synced first (once: the record is made
+    // below).
+    let durable_at_open = match head_record {
+        Some(h) => h.durable_len,
+        None => {
+            store.sync()?;
+            replay.len()
+        }
+    };
 
     let revoked_keys = replay.revoked.iter().map(|(key, ..)| *key).collect();
     let head = replay.head_hash();
@@ -424,7 +432,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             stage: Mutex::new(Stage { failed: false }),
             group: GroupSync {
                 state: Mutex::new(SyncState {
-                    durable: len,
+                    durable: durable_at_open,
                     syncing: false,
                     failed: false,
                 }),
