@@ -59,17 +59,14 @@ fn head_child() {
     }
     l.withdraw::<Advertising>(&SubjectId::new("subject-03").unwrap())
         .unwrap();
-    println!("done {}", l.len());
+    let signed = l.checkpoint().unwrap().size();
+    println!("done {} {signed}", l.len());
     std::thread::sleep(std::time::Duration::from_secs(120));
 }
 
-/// A child appends a burst (every append fsynced) and stays idle; three seconds later
-/// it is killed, without a close. One flipped bit in each byte of a subject id in the
-/// data file, in turn: sled drops what follows, and the open must refuse (the head
-/// record was written after the burst), never decide from the shorter log.
-#[test]
-fn a_cut_of_entries_durable_seconds_before_a_kill_fails_open() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts the child on `dir`, waits for its appends, lets `idle` pass and kills it:
+/// the log length and the size of the checkpoint it signed last.
+fn run_child(dir: &Path, idle: std::time::Duration) -> (u64, u64) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "head_child",
@@ -79,7 +76,7 @@ fn a_cut_of_entries_durable_seconds_before_a_kill_fails_open() {
             "--test-threads",
             "1",
         ])
-        .env(CHILD_DIR, dir.path())
+        .env(CHILD_DIR, dir)
         .env(CHILD_MODE, "idle")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -87,17 +84,44 @@ fn a_cut_of_entries_durable_seconds_before_a_kill_fails_open() {
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    let len: u64 = loop {
+    let (len, signed) = loop {
         line.clear();
         assert!(out.read_line(&mut line).unwrap() > 0, "the child ended early");
         if let Some(at) = line.find("done ") {
-            break line[at + 5..].trim().parse().unwrap();
+            let mut numbers = line[at + 5..]
+                .split_whitespace()
+                .map(|n| n.parse::<u64>().unwrap());
+            break (numbers.next().unwrap(), numbers.next().unwrap());
         }
     };
-    // Every entry was fsynced before its append returned; three seconds pass.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Every entry was fsynced before its append returned.
+    std::thread::sleep(idle);
     child.kill().unwrap();
     child.wait().unwrap();
+    (len, signed)
+}
+
+/// Killed right after its appends, before the head record caught up: the reopened
+/// ledger counts every entry it finds durable once synced, so its checkpoint covers no
+/// less than the last one signed, and a receipt for the acknowledged withdrawal is given.
+#[test]
+fn after_a_prompt_kill_the_checkpoint_does_not_shrink() {
+    let dir = tempfile::tempdir().unwrap();
+    let (len, signed) = run_child(dir.path(), std::time::Duration::ZERO);
+    let l = open(dir.path()).unwrap();
+    assert_eq!(l.len(), len);
+    assert!(l.checkpoint().unwrap().size() >= signed);
+    l.receipt(len - 1, "reply STOP").unwrap();
+}
+
+/// A child appends a burst (every append fsynced) and stays idle; three seconds later
+/// it is killed, without a close. One flipped bit in each byte of a subject id in the
+/// data file, in turn: sled drops what follows, and the open must refuse (the head
+/// record was written after the burst), never decide from the shorter log.
+#[test]
+fn a_cut_of_entries_durable_seconds_before_a_kill_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (len, _) = run_child(dir.path(), std::time::Duration::from_secs(3));
 
     let acme = Recipient::partner("acme-ads").unwrap();
     let db = dir.path().join("db");

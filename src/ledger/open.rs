@@ -403,12 +403,13 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     }
 
     // What sled presents may not all be synced (the last writes of a killed process):
-    // what the head record says was durable counts as durable, the rest once a sync
-    // covers it. Without a record, the store is synced first (once: the record is made
-    // below).
+    // a log longer than the head record says was durable is synced once before all of
+    // it counts as durable (after a clean close the record holds the whole log).
     let durable_at_open = match head_record {
-        Some(h) => h.durable_len,
-        None => {
+        Some(h) if h.durable_len >= replay.len() => h.durable_len,
+        // Behind the log (a kill after appends), or none: one sync, and every entry
+        // counts (a checkpoint never covers less than one signed before).
+        _ => {
             store.sync()?;
             replay.len()
         }
@@ -460,6 +461,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             snapshot_outlives_erasure: std::sync::atomic::AtomicBool::new(false),
             revoked_keys: Mutex::new(revoked_keys),
             erasing: Mutex::new(()),
+            syncing: Mutex::new(()),
         }),
     };
     if let Some(ticker) = &ledger.inner.ticker {
