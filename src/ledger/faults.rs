@@ -39,6 +39,9 @@ struct Faults {
     secret_removal_once: AtomicBool,
     /// Fail every index record removal while set.
     index_removal: AtomicBool,
+    /// Syncs running now, and the most that ever ran at once.
+    syncs_now: AtomicU64,
+    most_syncs_at_once: AtomicU64,
 }
 
 /// Something a test runs from inside the store, once.
@@ -78,6 +81,8 @@ impl Faults {
             entry_reads: AtomicU64::new(0),
             secret_removal_once: AtomicBool::new(false),
             index_removal: AtomicBool::new(false),
+            syncs_now: AtomicU64::new(0),
+            most_syncs_at_once: AtomicU64::new(0),
         }
     }
 }
@@ -153,6 +158,15 @@ impl Backend for Faulty {
         self.inner.remove_secret(subject)
     }
     fn sync(&self) -> Result<(), StorageError> {
+        struct Running<'a>(&'a AtomicU64);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let now = self.faults.syncs_now.fetch_add(1, Ordering::SeqCst) + 1;
+        let _running = Running(&self.faults.syncs_now);
+        self.faults.most_syncs_at_once.fetch_max(now, Ordering::SeqCst);
         if self.faults.hold_next.swap(false, Ordering::SeqCst) {
             self.faults.held.store(true, Ordering::SeqCst);
             while !self.faults.release.load(Ordering::SeqCst) {
@@ -454,9 +468,9 @@ fn a_repeated_collection_waits_for_the_first_ones_sync() {
     });
 }
 
-/// A failed `Ledger::sync` is final: an entry written before it is not acknowledged by
-/// a group sync that succeeds afterwards (the failed pages may have been dropped), and
-/// the ledger takes no more writes.
+/// A failed `Ledger::sync` is final: an entry written while it ran is not acknowledged
+/// by the group sync that follows it (the failed pages may have been dropped), and the
+/// ledger takes no more writes.
 #[test]
 fn a_failed_sync_from_anyone_fails_the_group_that_overlaps_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -464,17 +478,19 @@ fn a_failed_sync_from_anyone_fails_the_group_that_overlaps_it() {
     let (l, faults) = keys.open_faulty(dir.path(), Durability::GroupCommit);
     faults.hold_next.store(true, Ordering::SeqCst);
     std::thread::scope(|s| {
+        let b = s.spawn(|| l.sync());
+        wait_held(&faults);
+        // B's sync is running and will fail; A's entry is written meanwhile.
+        faults.fail_next.store(true, Ordering::SeqCst);
         let a =
             s.spawn(|| l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None));
-        wait_held(&faults);
-        // A's entry is written; now a sync fails (after it was written).
-        faults.fail_next.store(true, Ordering::SeqCst);
-        assert!(l.sync().is_err());
+        std::thread::sleep(std::time::Duration::from_millis(50));
         faults.release.store(true, Ordering::SeqCst);
+        assert!(b.join().unwrap().is_err());
         let a = a.join().unwrap();
         assert!(
             a.is_err(),
-            "acknowledged {a:?} after a failed fsync that followed its write"
+            "acknowledged {a:?} after a failed fsync that overlapped its write"
         );
     });
     let more = l.grant::<crate::Advertising>(&subject(1, 0), RecipientScope::all_partners(), None);
@@ -848,36 +864,50 @@ fn retrying_a_failed_erasure_removes_the_index_record() {
     }
 }
 
-/// Immediate: an append whose own sync is in flight when another sync fails (here
-/// `Ledger::sync`) is not acknowledged, and the head record does not count it durable
-/// (the failed sync may have dropped the pages that held it).
+/// Syncs run one at a time: here an Immediate append's sync is held while
+/// `Ledger::sync` starts. (The kernel reports a write-back error to one fsync only: a
+/// sync that ran beside a failing one could succeed without the pages that one lost,
+/// and its append was acknowledged.)
 #[test]
-fn immediate_does_not_acknowledge_an_entry_a_failed_sync_overlapped() {
+fn syncs_never_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    faults.hold_next.store(true, Ordering::SeqCst);
+    let (a, b) = std::thread::scope(|s| {
+        let a =
+            s.spawn(|| l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None));
+        wait_held(&faults);
+        let b = s.spawn(|| l.sync());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        faults.release.store(true, Ordering::SeqCst);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+    assert_eq!(
+        faults.most_syncs_at_once.load(Ordering::SeqCst),
+        1,
+        "two syncs ran at once"
+    );
+}
+
+/// An Immediate append after a failed sync is refused, and the head record does not
+/// count it durable.
+#[test]
+fn immediate_appends_are_refused_after_a_failed_sync() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
     let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
     let before = l.len();
-    faults.hold_next.store(true, Ordering::SeqCst);
-    let (a, synced) = std::thread::scope(|s| {
-        let a =
-            s.spawn(|| l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None));
-        wait_held(&faults);
-        // A's entry is written (its own sync is in flight); now a sync fails.
-        faults.fail_next.store(true, Ordering::SeqCst);
-        let b = s.spawn(|| l.sync());
-        while !l.inner.group.state.lock().unwrap().failed {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        faults.release.store(true, Ordering::SeqCst);
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    assert!(synced.is_err());
+    faults.fail_next.store(true, Ordering::SeqCst);
+    assert!(l.sync().is_err());
+    let a = l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None);
+    assert!(a.is_err(), "acknowledged {a:?} after a failed sync");
     let id = l.id();
     drop(l);
     let bytes = std::fs::read(dir.path().join("head")).unwrap();
     let recorded = head::open(&bytes, &keys.pseudonym, &id).unwrap().durable_len;
-    assert!(a.is_err(), "acknowledged {a:?} after a failed sync overlapped it");
-    assert_eq!(recorded, before, "the head record counts it durable");
+    assert_eq!(recorded, before, "the head record counts more durable");
 }
 
 /// A head file left half-made by a crash during its creation (`head.tmp`, no `head`)

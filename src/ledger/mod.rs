@@ -282,6 +282,10 @@ struct Inner {
     revoked_keys: Mutex<Vec<[u8; 32]>>,
     /// Held by an erasure from its entry to its last removal.
     erasing: Mutex<()>,
+    /// Held by every sync of the store while it runs and its failure is marked: the
+    /// kernel reports a write-back error to one fsync only, so a sync that overlapped
+    /// a failed one could succeed without the pages that one lost.
+    syncing: Mutex<()>,
 }
 
 /// How far the time seen may run ahead of the saved floor before it is saved again.
@@ -950,13 +954,31 @@ impl Ledger {
     /// without them. Nothing written before it is acknowledged as durable after it, and
     /// the ledger takes no more writes (reopen it to continue from what is on disk).
     fn sync_store(&self) -> Result<(), StorageError> {
-        let result = self.inner.store.sync();
+        let result = self.sync_unless_failed();
         if result.is_err() {
-            self.fail_group_syncs();
             // The writer lock is taken before the group state, never after: only now.
             if let Ok(mut w) = self.inner.writer.lock() {
                 w.failed = true;
             }
+        }
+        result
+    }
+
+    /// Syncs the store, one sync at a time; refused once a sync has failed (the ledger
+    /// takes no more writes then), and a failure marks the group failed before the next
+    /// sync may start.
+    fn sync_unless_failed(&self) -> Result<(), StorageError> {
+        let poisoned = || StorageError::new("syncing", std::io::Error::other("lock poisoned"));
+        let _one_at_a_time = self.inner.syncing.lock().map_err(|_| poisoned())?;
+        if self.inner.group.state.lock().map_or(true, |s| s.failed) {
+            return Err(StorageError::new(
+                "syncing",
+                std::io::Error::other("an earlier sync failed; reopen the ledger"),
+            ));
+        }
+        let result = self.inner.store.sync();
+        if result.is_err() {
+            self.fail_group_syncs();
         }
         result
     }
@@ -1042,19 +1064,13 @@ impl Ledger {
         let sealed = self.seal(w, actor, body, lookup, salt)?;
         inner.store.append_entry(sealed.entry.seq, &sealed.bytes)?;
         if inner.durability == Durability::Immediate {
-            if let Err(e) = inner.store.sync() {
-                // Final, as in `sync_store` (which takes the writer lock, held here; the
-                // group state is taken after the writer, never before).
+            // Final, as in `sync_store` (which takes the writer lock, held here; the group
+            // state is taken after the writer, never before). One sync at a time: one
+            // that failed before this one started (`Ledger::sync`, an erasure's) refuses
+            // it, since the pages it failed to write may have held this entry.
+            if let Err(e) = self.sync_unless_failed() {
                 w.failed = true;
-                self.fail_group_syncs();
                 return Err(WriteError::NotDurable(e));
-            }
-            // Another sync (`Ledger::sync`, an erasure's) failed while this one ran: the
-            // pages it failed to write may have held this entry, and this sync's success
-            // proves nothing about them.
-            if self.inner.group.state.lock().map_or(true, |s| s.failed) {
-                w.failed = true;
-                return Err(WriteError::Failed);
             }
         }
         w.next_seq = sealed.entry.seq.saturating_add(1);
@@ -1289,18 +1305,32 @@ pub(crate) fn verify_store(store: &dyn Backend) -> Result<VerifyReport, ReadErro
     verify_store_with(store, &mut |_| {})
 }
 
+/// [`verify_store`] of entries `0..upto` only (the intact prefix of a damaged log).
+pub(crate) fn verify_store_upto(store: &dyn Backend, upto: u64) -> Result<VerifyReport, ReadError> {
+    verify_entries(store, upto, &mut |_| {})
+}
+
 /// [`verify_store`], calling `progress` with the number of entries read every
 /// [`PROGRESS_EVERY`] entries.
 pub(crate) fn verify_store_with(
     store: &dyn Backend,
     progress: &mut dyn FnMut(u64),
 ) -> Result<VerifyReport, ReadError> {
+    verify_entries(store, u64::MAX, progress)
+}
+
+fn verify_entries(
+    store: &dyn Backend,
+    upto: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport, ReadError> {
+    let upto = usize::try_from(upto).unwrap_or(usize::MAX);
     std::thread::scope(|scope| {
         let (to_checker, batches) = std::sync::mpsc::sync_channel(4);
         let checker = scope.spawn(move || replay::check_batches(batches));
         let mut replay = replay::Replay::pipelined(to_checker);
         let walked = (|| -> Result<(), ReadError> {
-            for raw in store.entries_from(0) {
+            for raw in store.entries_from(0).take(upto) {
                 replay.step(raw?)?;
                 if replay.len().is_multiple_of(PROGRESS_EVERY) {
                     progress(replay.len());
