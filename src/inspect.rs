@@ -61,8 +61,8 @@ pub struct ValidPrefix {
     pub len: u64,
     /// What is wrong at position `len`, if anything.
     pub problem: Option<IntegrityError>,
-    /// Entries that check out but were signed by a key revoked for them (as in
-    /// [`VerifyReport::untrusted`]); listed when the whole log checks out.
+    /// Entries of the prefix that check out but were signed by a key revoked for them
+    /// (as in [`VerifyReport::untrusted`], from the revocations in the prefix).
     pub untrusted: Vec<crate::UntrustedRange>,
 }
 
@@ -95,15 +95,15 @@ impl Inspector {
         }
     }
 
-    /// A log that checks out but is shorter than the head record claims: reported at
-    /// its end.
-    fn check_claim(&self, report: VerifyReport) -> Result<VerifyReport, ReadError> {
+    /// A log of `len` entries that check out but fewer than the head record claims:
+    /// the problem at its end.
+    fn check_claim(&self, len: u64) -> Result<(), IntegrityError> {
         match self.claimed_len {
-            Some(recorded) if recorded > report.entries => Err(ReadError::Integrity(IntegrityError {
-                position: report.entries,
+            Some(recorded) if recorded > len => Err(IntegrityError {
+                position: len,
                 problem: IntegrityProblem::ShorterThanRecorded { recorded },
-            })),
-            _ => Ok(report),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -115,7 +115,9 @@ impl Inspector {
     /// [`ReadError::Integrity`] naming the first bad position, or the end of a log
     /// shorter than the head record claims; storage failures.
     pub fn verify(&self) -> Result<VerifyReport, ReadError> {
-        self.check_claim(verify_store(&*self.store)?)
+        let report = verify_store(&*self.store)?;
+        self.check_claim(report.entries)?;
+        Ok(report)
     }
 
     /// [`Inspector::verify`], calling `progress` with the number of entries read so far
@@ -124,7 +126,9 @@ impl Inspector {
     /// # Errors
     /// As [`Inspector::verify`].
     pub fn verify_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, ReadError> {
-        self.check_claim(crate::ledger::verify_store_with(&*self.store, &mut progress)?)
+        let report = crate::ledger::verify_store_with(&*self.store, &mut progress)?;
+        self.check_claim(report.entries)?;
+        Ok(report)
     }
 
     /// The longest prefix of the log that checks out (positions, encoding, hash chain,
@@ -135,16 +139,19 @@ impl Inspector {
     /// # Errors
     /// Storage failures only; damage is reported in the result.
     pub fn valid_prefix(&self) -> Result<ValidPrefix, StorageError> {
-        match self.verify() {
+        match verify_store(&*self.store) {
             Ok(report) => Ok(ValidPrefix {
                 len: report.entries,
-                problem: None,
+                problem: self.check_claim(report.entries).err(),
                 untrusted: report.untrusted,
             }),
             Err(ReadError::Integrity(e)) => Ok(ValidPrefix {
                 len: e.position,
+                // The prefix checked again on its own, for the revocations in it.
+                untrusted: crate::ledger::verify_store_upto(&*self.store, e.position)
+                    .map(|r| r.untrusted)
+                    .unwrap_or_default(),
                 problem: Some(e),
-                untrusted: Vec::new(),
             }),
             Err(ReadError::Storage(e)) => Err(e),
             Err(ReadError::OutOfRange | ReadError::CorruptRecord) => Err(StorageError::new(

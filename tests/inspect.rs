@@ -116,7 +116,8 @@ fn a_file_named_db_that_is_not_a_sled_database_is_never_opened() {
     assert_eq!(files(dir.path()), before);
 }
 
-/// The intact prefix names the entries signed by a revoked key, as `verify` does.
+/// The intact prefix names the entries signed by a revoked key, as `verify` does, also
+/// when damage after them ends it.
 #[test]
 fn the_valid_prefix_names_entries_signed_by_a_revoked_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,10 +135,46 @@ fn the_valid_prefix_names_entries_signed_by_a_revoked_key() {
         }
         l.rotate_key(SigningKey::generate()).unwrap();
         l.revoke_key(k1.verifying_key(), 2).unwrap();
+        for i in 0..10u32 {
+            let s = SubjectId::new(&format!("late-{i}")).unwrap();
+            let id = Identifier::<Advertising>::email(&format!("late{i}@example.org")).unwrap();
+            l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+        }
     }
     let i = Inspector::open(dir.path()).unwrap();
     let report = i.verify().unwrap();
     let prefix = i.valid_prefix().unwrap();
+    drop(i);
     assert!(!report.untrusted.is_empty());
-    assert_eq!((prefix.problem, prefix.untrusted), (None, report.untrusted));
+    assert_eq!((prefix.problem, &prefix.untrusted), (None, &report.untrusted));
+    // Damage after the revocation: the intact prefix still names them.
+    let db = dir.path().join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = bytes.windows(6).rposition(|w| w == b"late-9").unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(&db, &bytes).unwrap();
+    let prefix = Inspector::open(dir.path()).unwrap().valid_prefix().unwrap();
+    assert!(prefix.problem.is_some(), "{prefix:?}");
+    assert_eq!(prefix.untrusted, report.untrusted, "{prefix:?}");
+}
+
+/// sled never syncs its `conf` file, so a power cut can leave it empty beside a synced
+/// database: sled reads that as no configuration, and so does the check that tells a
+/// sled database.
+#[test]
+fn a_ledger_with_an_empty_conf_file_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, pk, len, _) = ledger(dir.path());
+    std::fs::write(dir.path().join("conf"), b"").unwrap();
+    assert_eq!(
+        Inspector::open(dir.path()).unwrap().verify().unwrap().entries,
+        len
+    );
+    std::fs::write(dir.path().join("conf"), b"").unwrap();
+    let l = Ledger::builder(dir.path())
+        .signing_key(key)
+        .pseudonym_key(pk)
+        .open()
+        .unwrap();
+    assert_eq!(l.len(), len);
 }

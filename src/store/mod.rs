@@ -404,11 +404,16 @@ fn is_sled_database(dir: &Path) -> bool {
     if !regular("db") || !regular("conf") {
         return false;
     }
-    // "segment_size: N\nuse_compression: B\nversion: 0.34\n" and a 4-byte CRC.
+    // "segment_size: N\nuse_compression: B\nversion: 0.34\n" and a 4-byte CRC; or 8
+    // bytes at most, which sled itself reads as no configuration and writes again (a
+    // power cut can leave it empty: sled never syncs it).
     read_regular_file(&dir.join("conf"), 4096)
         .ok()
         .flatten()
         .and_then(|bytes| {
+            if bytes.len() <= 8 {
+                return Some(true);
+            }
             let text = bytes.get(..bytes.len().checked_sub(4)?)?;
             let text = std::str::from_utf8(text).ok()?;
             Some(text.starts_with("segment_size: ") && text.contains("\nversion: 0.34\n"))
@@ -580,9 +585,17 @@ impl SledStore {
         }
         let tree = |name: &str| db.open_tree(name).map_err(err("opening a tree"));
         let vault = LazyVault::new(dir.join(VAULT_FILE));
-        // A database sled has just made is a new ledger's: its vault is made too.
+        // A database sled has just made is a new ledger's: its vault is made too, and
+        // sled's configuration file is synced (sled never does; opening tells a sled
+        // database by it).
         if !db.was_recovered() {
             vault.create.store(true, std::sync::atomic::Ordering::Release);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("conf"))
+                .and_then(|f| f.sync_all())
+                .and_then(|()| sync_dir(dir))
+                .map_err(|e| StorageError::new("syncing the database configuration", e))?;
         }
         Ok(Opened::Store(Box::new(SledStore {
             entries: tree("entries")?,
