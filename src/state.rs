@@ -691,12 +691,14 @@ impl State {
             });
         };
         let collection_basis = basis_from(rec.basis());
-        let needs_consent = q.needs_consent || collection_basis.requires_consent();
+        // Consent decides when the purpose type or the collection relies on it, and
+        // also whenever the subject has a consent record for the purpose (given through
+        // another type with the same id): an acknowledged withdrawal always takes effect.
+        let consent = self.consent(rec.subject, s, rec.purpose());
+        let needs_consent = q.needs_consent || collection_basis.requires_consent() || consent.is_some();
         let mut decided_at = None;
         let (allowed_by, basis) = if needs_consent {
-            let c = self
-                .consent(rec.subject, s, rec.purpose())
-                .ok_or(Denied::NoConsent { purpose })?;
+            let c = consent.ok_or(Denied::NoConsent { purpose })?;
             match c.kind {
                 GRANTED => {
                     if let Some(at) = self.time(rec.subject, &c) {

@@ -426,3 +426,43 @@ fn a_consent_that_decisions_rest_on_can_be_withdrawn_after_the_basis_changed() {
         Err(WriteError::Input(_))
     ));
 }
+
+consent_ledger::declare_purpose!(
+    SharingLegacy,
+    "partner-sharing",
+    "sharing data with business partners (declared before the purpose relied on consent)",
+    LegalBasis::LegitimateInterest
+);
+
+/// An identifier collected through a type that does not rely on consent, for a purpose
+/// id the subject has a consent record for: the consent decides, so an acknowledged
+/// withdrawal takes effect on every path.
+#[test]
+fn a_consent_record_decides_also_for_a_collection_on_another_basis() {
+    let (_dir, l) = new_ledger();
+    let alice = subject("alice");
+    let acme = Recipient::partner("acme").unwrap();
+    let legacy = Identifier::<SharingLegacy>::email("alice@example.com").unwrap();
+    l.collect(&alice, &legacy, RecipientScope::all_partners())
+        .unwrap();
+    let g = l
+        .grant::<consent_ledger::PartnerSharing>(&alice, RecipientScope::all_partners(), None)
+        .unwrap();
+    let u = l.authorize(&legacy, &acme).unwrap();
+    assert_eq!(
+        (u.evidence().allowed_by(), u.evidence().legal_basis()),
+        (g.seq, LegalBasis::Consent)
+    );
+    drop(u);
+    let w = l.withdraw::<consent_ledger::PartnerSharing>(&alice).unwrap();
+    assert_eq!(
+        l.authorize(&legacy, &acme).unwrap_err(),
+        Denied::Withdrawn {
+            purpose: "partner-sharing",
+            at: w.seq
+        }
+    );
+    let (matched, _) = l.audience::<SharingLegacy>(&acme).collect(["alice@example.com"]);
+    assert!(matched.is_empty());
+    assert!(l.authorize_batch([&legacy], &acme)[0].is_err());
+}

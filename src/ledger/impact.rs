@@ -399,10 +399,13 @@ fn judge(
             }
         }
     }
-    if r.legal_basis() != LegalBasis::Consent {
+    // As decisions do: consent decides a use that relied on it, and any use of a purpose
+    // the subject has a consent record for.
+    let consent = state.consent_for(r.subject(), r.purpose());
+    if r.legal_basis() != LegalBasis::Consent && consent.is_none() {
         return None;
     }
-    match state.consent_for(r.subject(), r.purpose()) {
+    match consent {
         None => Some(Unlawful::NoConsent),
         Some(Consent::Withdrawn { seq }) => Some(Unlawful::Withdrawn { at: seq }),
         Some(Consent::Expired { grant, .. }) => Some(Unlawful::Expired { grant }),

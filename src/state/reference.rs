@@ -228,7 +228,9 @@ impl Reference {
             .iter()
             .find(|c| c.purpose == p)
             .ok_or(Denied::NotCollectedForPurpose { purpose })?;
-        let needs_consent = P::LEGAL_BASIS.requires_consent() || collection.basis.requires_consent();
+        let has_consent_record = subject.consents.iter().any(|(q, _)| *q == p);
+        let needs_consent =
+            P::LEGAL_BASIS.requires_consent() || collection.basis.requires_consent() || has_consent_record;
         let decided_at = now();
         let (allowed_by, basis) = if needs_consent {
             let consent = subject
