@@ -217,15 +217,6 @@ impl Backend for Faulty {
     fn last_decision_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.inner.last_decision_key(prefix)
     }
-    fn head(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.head()
-    }
-    fn put_head(&self, offset: u64, bytes: &[u8], sync: bool) -> Result<(), StorageError> {
-        self.inner.put_head(offset, bytes, sync)
-    }
-    fn create_head(&self, bytes: &[u8]) -> Result<(), StorageError> {
-        self.inner.create_head(bytes)
-    }
 }
 
 struct Keys {

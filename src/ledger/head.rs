@@ -33,8 +33,12 @@
 //! (a ledger written before this record existed has none); the time floor is then
 //! the last entry's time.
 
-use crate::error::OpenError;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::error::{OpenError, StorageError};
 use crate::identifier::PseudonymKey;
+use crate::store::HeadFile;
 
 /// Bytes of one slot.
 pub(crate) const SLOT: usize = 64;
@@ -59,6 +63,114 @@ impl Head {
     pub(crate) fn offset(&self) -> u64 {
         (self.counter % 2) * SLOT as u64
     }
+}
+
+/// Writes a ledger's head record. Shared by the ledger and its ticker's thread, and
+/// holding no part of sled: if the ticker's thread is the last to let go of it, only
+/// the head file is closed there.
+#[derive(Debug)]
+pub(crate) struct HeadWriter {
+    file: HeadFile,
+    key: PseudonymKey,
+    ledger_id: [u8; 16],
+    /// The counter of the last record written; held while one is.
+    counter: Mutex<u64>,
+    /// The durable length the last record written holds.
+    recorded_len: AtomicU64,
+    /// The time floor the last record written holds. Read without a lock on every
+    /// time-dependent decision.
+    pub(crate) time_floor_saved: AtomicU64,
+    /// The log length known durable now (raised by the ledger after each sync).
+    durable: AtomicU64,
+}
+
+impl HeadWriter {
+    /// The writer for the ledger `ledger_id` whose record on disk is `last` (`None`:
+    /// none yet), its log known durable up to `durable`.
+    pub(crate) fn new(
+        file: HeadFile,
+        key: PseudonymKey,
+        ledger_id: [u8; 16],
+        last: Option<Head>,
+        durable: u64,
+    ) -> Self {
+        HeadWriter {
+            file,
+            key,
+            ledger_id,
+            counter: Mutex::new(last.map_or(0, |h| h.counter)),
+            recorded_len: AtomicU64::new(last.map_or(0, |h| h.durable_len)),
+            time_floor_saved: AtomicU64::new(last.map_or(0, |h| h.time_floor)),
+            durable: AtomicU64::new(durable),
+        }
+    }
+
+    /// Notes that the log is durable up to `len`.
+    pub(crate) fn durable_up_to(&self, len: u64) {
+        self.durable.fetch_max(len, Ordering::AcqRel);
+    }
+
+    fn record(&self, counter: u64, time_floor: u64) -> Head {
+        Head {
+            counter,
+            durable_len: self.durable.load(Ordering::Acquire),
+            time_floor,
+        }
+    }
+
+    /// Creates the file, both slots holding the time floor `t` (or the saved one, if
+    /// later) and the durable length.
+    pub(crate) fn create(&self, t: u64) -> Result<(), StorageError> {
+        let mut counter = self.counter.lock().map_err(|_| poisoned())?;
+        let time_floor = t.max(self.time_floor_saved.load(Ordering::Acquire));
+        let a = self.record(counter.saturating_add(1), time_floor);
+        let b = Head {
+            counter: counter.saturating_add(2),
+            ..a
+        };
+        let mut bytes = [0u8; FILE_LEN];
+        for h in [a, b] {
+            let at = usize::try_from(h.offset()).unwrap_or(0);
+            if let Some(to) = bytes.get_mut(at..at + SLOT) {
+                to.copy_from_slice(&seal(&self.key, &self.ledger_id, &h));
+            }
+        }
+        self.file.create(&bytes)?;
+        *counter = b.counter;
+        self.recorded_len.store(b.durable_len, Ordering::Release);
+        self.time_floor_saved.store(time_floor, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the next slot: the time floor `t` (or the saved one, if later) and the
+    /// durable length; synced if `sync`. On a failure the record on disk stays the last
+    /// one written (never later than the truth); callers treat it as best effort.
+    pub(crate) fn save(&self, t: u64, sync: bool) -> Result<(), StorageError> {
+        let mut counter = self.counter.lock().map_err(|_| poisoned())?;
+        let written = self.record(
+            counter.saturating_add(1),
+            t.max(self.time_floor_saved.load(Ordering::Acquire)),
+        );
+        let bytes = seal(&self.key, &self.ledger_id, &written);
+        self.file.put(written.offset(), &bytes, sync)?;
+        *counter = written.counter;
+        self.recorded_len.store(written.durable_len, Ordering::Release);
+        self.time_floor_saved.store(written.time_floor, Ordering::Release);
+        Ok(())
+    }
+
+    /// Records a durable length that has moved on since the last record (not synced):
+    /// the ticker's duty, so that quiet after a burst of appends does not leave the
+    /// record behind.
+    pub(crate) fn record_durable_if_behind(&self) {
+        if self.durable.load(Ordering::Acquire) > self.recorded_len.load(Ordering::Acquire) {
+            let _ = self.save(0, false);
+        }
+    }
+}
+
+fn poisoned() -> StorageError {
+    StorageError::new("writing the head record", std::io::Error::other("lock poisoned"))
 }
 
 /// The slot bytes of `head` for the ledger `ledger_id`.

@@ -261,14 +261,10 @@ struct Inner {
     /// decisions never see time run backwards, so a consent that has expired stays
     /// expired when the system clock is stepped back.
     high_water: AtomicU64,
-    /// The high-water time last saved in the head record, so that it survives a
-    /// restart (saved at most every [`TIME_FLOOR_STEP_MS`], on `sync` and on close).
-    /// Read without a lock on every time-dependent decision; written under `head_writes`.
-    time_floor_saved: AtomicU64,
-    /// The counter of the last head record written (see [`head`]); held while one is.
-    head_writes: Mutex<u64>,
-    /// The durable length the last head record written holds.
-    head_recorded_len: AtomicU64,
+    /// The head record (see [`head`]): the durable length and the time floor, saved
+    /// at most every [`TIME_FLOOR_STEP_MS`] of the clock, by the ticker when the
+    /// durable length moved on, and on `sync` and close. Shared with the ticker.
+    head: Arc<head::HeadWriter>,
     /// Grants and withdrawals waiting for a leader (group commit).
     combiner: combine::Combiner,
     /// When to write state snapshots.
@@ -292,64 +288,9 @@ struct Inner {
 const TIME_FLOOR_STEP_MS: u64 = 1_000;
 
 impl Inner {
-    /// Creates the head record file, both slots holding the time floor `t` and the
-    /// length known durable (counters after the current one).
-    fn create_head(&self, t: u64) -> Result<(), StorageError> {
-        let poisoned =
-            || StorageError::new("creating the head record", std::io::Error::other("lock poisoned"));
-        let mut counter = self.head_writes.lock().map_err(|_| poisoned())?;
-        let durable_len = self.group.state.lock().map_err(|_| poisoned())?.durable;
-        let time_floor = t.max(self.time_floor_saved.load(Ordering::Acquire));
-        let slot = |counter| head::Head {
-            counter,
-            durable_len,
-            time_floor,
-        };
-        let (a, b) = (slot(counter.saturating_add(1)), slot(counter.saturating_add(2)));
-        let mut bytes = [0u8; head::FILE_LEN];
-        for h in [a, b] {
-            let at = usize::try_from(h.offset()).unwrap_or(0);
-            if let Some(to) = bytes.get_mut(at..at + head::SLOT) {
-                to.copy_from_slice(&head::seal(&self.pseudonym_key, &self.ledger_id, &h));
-            }
-        }
-        self.store.create_head(&bytes)?;
-        *counter = b.counter;
-        self.head_recorded_len.store(durable_len, Ordering::Release);
-        self.time_floor_saved.store(time_floor, Ordering::Release);
-        Ok(())
-    }
-
-    /// Records a durable length that has moved on since the last head record (not
-    /// synced): the ticker's duty, so that quiet after a burst of appends does not
-    /// leave the record behind.
-    fn record_durable_if_behind(&self) {
-        let durable = self.group.state.lock().map_or(0, |s| s.durable);
-        if durable > self.head_recorded_len.load(Ordering::Acquire) {
-            let _ = self.save_head(self.high_water.load(Ordering::Acquire), false);
-        }
-    }
-
-    /// Writes the head record: the time floor (`t`, if later than the saved one) and
-    /// the length known durable now; synced if `sync`. On a failure the record on disk
-    /// stays the last one written (never later than the truth), and the next write
-    /// retries; callers treat it as best effort.
+    /// Writes the head record (see [`head::HeadWriter::save`]): best effort.
     fn save_head(&self, t: u64, sync: bool) -> Result<(), StorageError> {
-        let poisoned =
-            || StorageError::new("writing the head record", std::io::Error::other("lock poisoned"));
-        let mut counter = self.head_writes.lock().map_err(|_| poisoned())?;
-        let durable_len = self.group.state.lock().map_err(|_| poisoned())?.durable;
-        let written = head::Head {
-            counter: counter.saturating_add(1),
-            durable_len,
-            time_floor: t.max(self.time_floor_saved.load(Ordering::Acquire)),
-        };
-        let bytes = head::seal(&self.pseudonym_key, &self.ledger_id, &written);
-        self.store.put_head(written.offset(), &bytes, sync)?;
-        *counter = written.counter;
-        self.head_recorded_len.store(durable_len, Ordering::Release);
-        self.time_floor_saved.store(written.time_floor, Ordering::Release);
-        Ok(())
+        self.head.save(t, sync)
     }
 
     /// Writes a state snapshot on close, if the setting asks for one. Best effort: a
@@ -405,6 +346,7 @@ impl Drop for Inner {
         if let Ok(s) = self.group.state.get_mut() {
             if synced && !s.failed && !writer_failed {
                 s.durable = s.durable.max(written);
+                self.head.durable_up_to(s.durable);
             }
         }
         let floor = *self.high_water.get_mut();
@@ -625,7 +567,7 @@ impl Ledger {
         } else {
             current
         };
-        let saved = self.inner.time_floor_saved.load(Ordering::Acquire);
+        let saved = self.inner.head.time_floor_saved.load(Ordering::Acquire);
         if seen >= saved.saturating_add(TIME_FLOOR_STEP_MS) {
             // Best effort: the next step retries.
             let _ = self.inner.save_head(seen, false);
@@ -940,6 +882,7 @@ impl Ledger {
                 return Err(WriteError::Failed);
             }
             s.durable = s.durable.max(written);
+            self.inner.head.durable_up_to(s.durable);
         }
         // Recorded durable, with the time floor (best effort, as between syncs).
         let _ = self
@@ -1168,6 +1111,7 @@ impl Ledger {
             Durability::Immediate => {
                 if let Ok(mut s) = self.inner.group.state.lock() {
                     s.durable = s.durable.max(seq.saturating_add(1));
+                    self.inner.head.durable_up_to(s.durable);
                 }
                 Ok(())
             }
@@ -1201,7 +1145,10 @@ impl Ledger {
             match result {
                 // Unless another sync failed meanwhile (`Ledger::sync`, an erasure):
                 // then this one proves nothing.
-                Ok(()) if !s.failed => s.durable = s.durable.max(target),
+                Ok(()) if !s.failed => {
+                    s.durable = s.durable.max(target);
+                    self.inner.head.durable_up_to(s.durable);
+                }
                 Ok(()) => {}
                 Err(e) => {
                     group.done.notify_all();

@@ -220,7 +220,7 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
         if !has_entries {
             // Still being created (or emptied: then `was_used` refuses it below).
             store.allow_vault_creation();
-            if was_used(&*store)? {
+            if was_used(&*store, &self.path)? {
                 return Err(OpenError::Integrity(IntegrityError {
                     position: 0,
                     problem: IntegrityProblem::LogEmptied,
@@ -250,9 +250,9 @@ pub(crate) fn check_format_marker(marker: &[u8]) -> Result<(), OpenError> {
 
 /// Whether a store without entries holds anything only a used ledger writes: a state
 /// snapshot, the head record, an index record or a decision record.
-fn was_used(store: &dyn Backend) -> Result<bool, OpenError> {
+fn was_used(store: &dyn Backend, dir: &std::path::Path) -> Result<bool, OpenError> {
     Ok(store.snapshot()?.is_some()
-        || store.head()?.is_some()
+        || crate::store::HeadFile::new(dir).read()?.is_some()
         || store.index_records(0, 1).next().is_some()
         || store.decisions(&[]).next().is_some())
 }
@@ -368,7 +368,8 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     let recorder = crate::records::Recorder::new(b.recording, &*store)?;
     // The head record: the log may not be shorter than was durable (sled drops what
     // follows a damaged part of its log without an error), and the time floor.
-    let head_record = match store.head()? {
+    let head_file = crate::store::HeadFile::new(&b.path);
+    let head_record = match head_file.read()? {
         Some(bytes) => Some(super::head::open(&bytes, &b.pseudonym_key, &replay.ledger_id)?),
         None => None,
     };
@@ -447,9 +448,13 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             },
             clock: b.clock,
             high_water: AtomicU64::new(last_ts.as_millis().max(time_floor)),
-            time_floor_saved: AtomicU64::new(time_floor),
-            head_writes: Mutex::new(head_record.map_or(0, |h| h.counter)),
-            head_recorded_len: AtomicU64::new(head_record.map_or(0, |h| h.durable_len)),
+            head: Arc::new(super::head::HeadWriter::new(
+                head_file,
+                b.pseudonym_key.clone(),
+                ledger_id,
+                head_record,
+                durable_at_open,
+            )),
             combiner: super::combine::Combiner::default(),
             pseudonym_key: b.pseudonym_key,
             durability: b.durability,
@@ -465,10 +470,12 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         }),
     };
     if let Some(ticker) = &ledger.inner.ticker {
-        let weak = Arc::downgrade(&ledger.inner);
+        // Holds the head writer only: no part of the ledger, so that the ledger's close
+        // never runs on the ticker's thread.
+        let weak = Arc::downgrade(&ledger.inner.head);
         ticker.set_duty(move || {
-            if let Some(inner) = weak.upgrade() {
-                inner.record_durable_if_behind();
+            if let Some(head) = weak.upgrade() {
+                head.record_durable_if_behind();
             }
         });
     }
@@ -476,7 +483,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     // both slots, so that a torn write of one always leaves the other.
     if head_record.is_none() {
         let floor = ledger.inner.high_water.load(std::sync::atomic::Ordering::Acquire);
-        ledger.inner.create_head(floor)?;
+        ledger.inner.head.create(floor)?;
     }
     Ok(ledger)
 }

@@ -140,15 +140,6 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn decisions(&self, prefix: &[u8]) -> Items<'_, (Vec<u8>, Vec<u8>)>;
     /// The greatest decision key starting with `prefix`.
     fn last_decision_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
-    /// The head record file's bytes (see `ledger::head`), if there is one: at most
-    /// one byte more than the file should hold.
-    fn head(&self) -> Result<Option<Vec<u8>>, StorageError>;
-    /// Writes `bytes` at `offset` of the head record file, which must exist; synced if
-    /// `sync`.
-    fn put_head(&self, offset: u64, bytes: &[u8], sync: bool) -> Result<(), StorageError>;
-    /// Creates (or replaces) the head record file with `bytes`, atomically: written to
-    /// a new file, synced, renamed into place, and the directory synced.
-    fn create_head(&self, bytes: &[u8]) -> Result<(), StorageError>;
 }
 
 /// The sled-backed store.
@@ -161,8 +152,6 @@ pub(crate) struct SledStore {
     /// sled's data file, kept open (for writing, though nothing is written through it)
     /// to fdatasync it on every sync.
     data_file: File,
-    /// The head record file, opened on its first write.
-    head_file: std::sync::Mutex<Option<File>>,
     dir: PathBuf,
 }
 
@@ -506,6 +495,87 @@ impl Drop for PrivateCopy {
     }
 }
 
+/// The head record's file (see `ledger::head`), beside sled's: kept apart from the
+/// store, so that what writes it holds no part of sled (the ticker's thread does).
+#[derive(Debug)]
+pub(crate) struct HeadFile {
+    dir: PathBuf,
+    /// Opened on the first write after creation.
+    file: std::sync::Mutex<Option<File>>,
+}
+
+impl HeadFile {
+    /// The head record file of the ledger in `dir`.
+    pub(crate) fn new(dir: &Path) -> Self {
+        HeadFile {
+            dir: dir.to_path_buf(),
+            file: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Its bytes, if there is one: at most one byte more than the file should hold.
+    /// Anything but a regular file in its place is read as no bytes: a damaged record,
+    /// which opening refuses.
+    pub(crate) fn read(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        let path = self.dir.join(HEAD_FILE);
+        let read = read_regular_file(&path, crate::ledger::head::FILE_LEN as u64 + 1);
+        match read.map_err(|e| StorageError::new("reading the head record", e))? {
+            None if std::fs::symlink_metadata(&path).is_ok() => Ok(Some(Vec::new())),
+            bytes => Ok(bytes),
+        }
+    }
+
+    /// Creates (or replaces) the file with `bytes`, atomically: written to a new file,
+    /// synced, renamed into place, and the directory synced.
+    pub(crate) fn create(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        let err = |e| StorageError::new("creating the head record", e);
+        let tmp = self.dir.join(HEAD_TMP);
+        destroy_file(&tmp).map_err(err)?;
+        let mut file = private_file().open(&tmp).map_err(err)?;
+        std::io::Write::write_all(&mut file, bytes).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        drop(file);
+        let mut open = self
+            .file
+            .lock()
+            .map_err(|_| err(std::io::Error::other("lock poisoned")))?;
+        std::fs::rename(&tmp, self.dir.join(HEAD_FILE)).map_err(err)?;
+        *open = None;
+        sync_dir(&self.dir).map_err(err)
+    }
+
+    /// Writes `bytes` at `offset` of the file, which must exist; synced if `sync`.
+    pub(crate) fn put(&self, offset: u64, bytes: &[u8], sync: bool) -> Result<(), StorageError> {
+        use std::io::{Seek, Write};
+        let err = |e| StorageError::new("writing the head record", e);
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| err(std::io::Error::other("lock poisoned")))?;
+        let file = match &mut *file {
+            Some(f) => f,
+            slot => {
+                let path = self.dir.join(HEAD_FILE);
+                // Never through a link, nor onto anything but a regular file; never
+                // created here (a half-made file would stop every open).
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_file()) {
+                    return Err(err(std::io::Error::other(
+                        "the head record is not a regular file",
+                    )));
+                }
+                let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(err)?;
+                slot.insert(f)
+            }
+        };
+        file.seek(std::io::SeekFrom::Start(offset)).map_err(err)?;
+        file.write_all(bytes).map_err(err)?;
+        if sync {
+            file.sync_data().map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
 /// The head record file's bytes in `dir`, if it is a regular file (see
 /// [`Backend::head`]).
 pub(crate) fn head_file_of(dir: &Path) -> Result<Option<Vec<u8>>, StorageError> {
@@ -608,7 +678,6 @@ impl SledStore {
                 .write(true)
                 .open(dir.join("db"))
                 .map_err(|e| StorageError::new("opening the database", e))?,
-            head_file: std::sync::Mutex::new(None),
             dir: dir.to_path_buf(),
             db,
         })))
@@ -717,63 +786,6 @@ impl Backend for SledStore {
         // unusable one; writing or destroying the snapshot replaces it.
         read_regular_file(&self.dir.join(SNAPSHOT_FILE), u64::MAX)
             .map_err(|e| StorageError::new("reading the state snapshot", e))
-    }
-
-    fn head(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        // Anything but a regular file in its place is read as no bytes: a damaged
-        // record, which opening refuses.
-        let path = self.dir.join(HEAD_FILE);
-        let read = read_regular_file(&path, crate::ledger::head::FILE_LEN as u64 + 1);
-        match read.map_err(|e| StorageError::new("reading the head record", e))? {
-            None if std::fs::symlink_metadata(&path).is_ok() => Ok(Some(Vec::new())),
-            bytes => Ok(bytes),
-        }
-    }
-
-    fn create_head(&self, bytes: &[u8]) -> Result<(), StorageError> {
-        let err = |e| StorageError::new("creating the head record", e);
-        let tmp = self.dir.join(HEAD_TMP);
-        destroy_file(&tmp).map_err(err)?;
-        let mut file = private_file().open(&tmp).map_err(err)?;
-        std::io::Write::write_all(&mut file, bytes).map_err(err)?;
-        file.sync_all().map_err(err)?;
-        drop(file);
-        let mut open = self
-            .head_file
-            .lock()
-            .map_err(|_| err(std::io::Error::other("lock poisoned")))?;
-        std::fs::rename(&tmp, self.dir.join(HEAD_FILE)).map_err(err)?;
-        *open = None;
-        sync_dir(&self.dir).map_err(err)
-    }
-
-    fn put_head(&self, offset: u64, bytes: &[u8], sync: bool) -> Result<(), StorageError> {
-        use std::io::{Seek, Write};
-        let err = |e| StorageError::new("writing the head record", e);
-        let mut file = self.head_file.lock().map_err(|_| {
-            StorageError::new("writing the head record", std::io::Error::other("lock poisoned"))
-        })?;
-        let file = match &mut *file {
-            Some(f) => f,
-            slot => {
-                let path = self.dir.join(HEAD_FILE);
-                // Never through a link, nor onto anything but a regular file; never
-                // created here (a half-made file would stop every open).
-                if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_file()) {
-                    return Err(err(std::io::Error::other(
-                        "the head record is not a regular file",
-                    )));
-                }
-                let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(err)?;
-                slot.insert(f)
-            }
-        };
-        file.seek(std::io::SeekFrom::Start(offset)).map_err(err)?;
-        file.write_all(bytes).map_err(err)?;
-        if sync {
-            file.sync_data().map_err(err)?;
-        }
-        Ok(())
     }
 
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StorageError> {
