@@ -918,3 +918,53 @@ fn a_head_record_left_half_made_is_made_again() {
     assert!(!dir.path().join("head.tmp").exists());
     drop(l);
 }
+
+/// An Immediate append that passed the writer's check and waits for the sync lock
+/// behind a sync that then fails is refused, and not recorded durable.
+#[test]
+fn an_immediate_append_queued_behind_a_failing_sync_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let before = l.len();
+    faults.hold_next.store(true, Ordering::SeqCst);
+    let (a, b) = std::thread::scope(|s| {
+        let b = s.spawn(|| l.sync());
+        wait_held(&faults);
+        faults.fail_next.store(true, Ordering::SeqCst);
+        let a =
+            s.spawn(|| l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        faults.release.store(true, Ordering::SeqCst);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(b.is_err());
+    assert!(
+        a.is_err(),
+        "acknowledged {a:?} after the failed sync it queued behind"
+    );
+    // A later sync is refused as `Failed` (reopen), not as a storage error to retry.
+    assert!(matches!(l.sync(), Err(WriteError::Failed)));
+    let id = l.id();
+    drop(l);
+    let bytes = std::fs::read(dir.path().join("head")).unwrap();
+    let recorded = head::open(&bytes, &keys.pseudonym, &id).unwrap().durable_len;
+    assert_eq!(recorded, before);
+}
+
+/// Under `Relaxed`, a key rotation is synced before it returns, and so counted durable:
+/// the next checkpoint covers it and its receipt is given.
+#[test]
+fn a_synced_key_rotation_is_covered_by_the_next_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, _) = keys.open_faulty(dir.path(), Durability::Relaxed);
+    let r = l.rotate_key(SigningKey::generate()).unwrap();
+    let size = l.checkpoint().unwrap().size();
+    assert!(
+        size > r.seq,
+        "the checkpoint covers {size} entries, not the rotation at {}",
+        r.seq
+    );
+    assert!(l.inclusion_proof(r.seq, size).is_ok());
+}

@@ -62,7 +62,15 @@ impl Ledger {
     /// (`Immediate` and `GroupCommit` have already).
     fn sync_key_change(&self) -> Result<(), WriteError> {
         if self.inner.durability == super::Durability::Relaxed {
-            self.sync_store().map_err(WriteError::NotDurable)?;
+            // As `Ledger::sync`: what was written before the sync counts durable after it.
+            let written = self.inner.group.written.load(std::sync::atomic::Ordering::SeqCst);
+            self.sync_store().map_err(super::SyncError::not_durable)?;
+            let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
+            if s.failed {
+                return Err(WriteError::Failed);
+            }
+            s.durable = s.durable.max(written);
+            self.inner.head.durable_up_to(s.durable);
         }
         Ok(())
     }

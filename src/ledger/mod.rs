@@ -354,6 +354,34 @@ impl Drop for Inner {
     }
 }
 
+/// Why a sync of the store did not happen or did not succeed.
+#[derive(Debug)]
+enum SyncError {
+    /// An earlier sync failed (or a lock is poisoned): the ledger takes no more writes.
+    Refused,
+    /// This sync failed.
+    Failed(StorageError),
+}
+
+impl SyncError {
+    /// For a caller whose own entry was written and is now not durable.
+    fn not_durable(self) -> WriteError {
+        match self {
+            SyncError::Refused => WriteError::Failed,
+            SyncError::Failed(e) => WriteError::NotDurable(e),
+        }
+    }
+}
+
+impl From<SyncError> for WriteError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Refused => WriteError::Failed,
+            SyncError::Failed(e) => WriteError::Storage(e),
+        }
+    }
+}
+
 /// Bytes of random salt in every entry.
 const SALT_LEN: usize = 16;
 
@@ -896,7 +924,7 @@ impl Ledger {
     /// failed to write may since have been dropped, so that a later sync succeeds
     /// without them. Nothing written before it is acknowledged as durable after it, and
     /// the ledger takes no more writes (reopen it to continue from what is on disk).
-    fn sync_store(&self) -> Result<(), StorageError> {
+    fn sync_store(&self) -> Result<(), SyncError> {
         let result = self.sync_unless_failed();
         if result.is_err() {
             // The writer lock is taken before the group state, never after: only now.
@@ -910,20 +938,16 @@ impl Ledger {
     /// Syncs the store, one sync at a time; refused once a sync has failed (the ledger
     /// takes no more writes then), and a failure marks the group failed before the next
     /// sync may start.
-    fn sync_unless_failed(&self) -> Result<(), StorageError> {
-        let poisoned = || StorageError::new("syncing", std::io::Error::other("lock poisoned"));
-        let _one_at_a_time = self.inner.syncing.lock().map_err(|_| poisoned())?;
+    fn sync_unless_failed(&self) -> Result<(), SyncError> {
+        let _one_at_a_time = self.inner.syncing.lock().map_err(|_| SyncError::Refused)?;
         if self.inner.group.state.lock().map_or(true, |s| s.failed) {
-            return Err(StorageError::new(
-                "syncing",
-                std::io::Error::other("an earlier sync failed; reopen the ledger"),
-            ));
+            return Err(SyncError::Refused);
         }
         let result = self.inner.store.sync();
         if result.is_err() {
             self.fail_group_syncs();
         }
-        result
+        result.map_err(SyncError::Failed)
     }
 
     /// After a failed sync: no group sync counts any more, and the appends waiting
@@ -1013,7 +1037,7 @@ impl Ledger {
             // it, since the pages it failed to write may have held this entry.
             if let Err(e) = self.sync_unless_failed() {
                 w.failed = true;
-                return Err(WriteError::NotDurable(e));
+                return Err(e.not_durable());
             }
         }
         w.next_seq = sealed.entry.seq.saturating_add(1);
@@ -1152,7 +1176,7 @@ impl Ledger {
                 Ok(()) => {}
                 Err(e) => {
                     group.done.notify_all();
-                    return Err(WriteError::NotDurable(e));
+                    return Err(e.not_durable());
                 }
             }
             group.done.notify_all();
