@@ -10,6 +10,8 @@
     reason = "tests"
 )]
 
+mod sled_util;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -177,4 +179,69 @@ fn a_ledger_with_an_empty_conf_file_still_opens() {
         .open()
         .unwrap();
     assert_eq!(l.len(), len);
+}
+
+/// A short `conf` is sled's own only beside the ledger's head file: another program's
+/// `db` beside an empty `conf` is never handed to sled.
+#[test]
+fn a_foreign_db_beside_an_empty_conf_is_never_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db"), b"SQLite format 3\0 somebody else's data").unwrap();
+    std::fs::write(dir.path().join("conf"), b"").unwrap();
+    let before = files(dir.path());
+    assert!(matches!(Inspector::open(dir.path()), Err(OpenError::NotALedger)));
+    let opened = Ledger::builder(dir.path())
+        .signing_key(SigningKey::generate())
+        .pseudonym_key(PseudonymKey::generate())
+        .open();
+    assert!(
+        matches!(opened, Err(OpenError::NotALedger)),
+        "{:?}",
+        opened.map(|l| l.len())
+    );
+    assert_eq!(files(dir.path()), before);
+}
+
+/// A prefix ended by a bad signature (sled keeps the entry; the check refuses it)
+/// names the revoked-key entries in it.
+#[test]
+fn the_valid_prefix_before_a_bad_signature_names_revoked_key_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = SigningKey::generate();
+    let len;
+    {
+        let l = Ledger::builder(dir.path())
+            .signing_key(k1.clone())
+            .pseudonym_key(PseudonymKey::generate())
+            .open()
+            .unwrap();
+        for i in 0..4u32 {
+            let s = SubjectId::new(&format!("early-{i}")).unwrap();
+            let id = Identifier::<Advertising>::email(&format!("e{i}@example.org")).unwrap();
+            l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+        }
+        l.rotate_key(SigningKey::generate()).unwrap();
+        l.revoke_key(k1.verifying_key(), 2).unwrap();
+        for i in 0..4u32 {
+            let s = SubjectId::new(&format!("late-{i}")).unwrap();
+            let id = Identifier::<Advertising>::email(&format!("l{i}@example.org")).unwrap();
+            l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+        }
+        len = l.len();
+    }
+    let report = Inspector::open(dir.path()).unwrap().verify().unwrap();
+    assert!(!report.untrusted.is_empty());
+    {
+        let db = sled_util::open(dir.path());
+        let t = db.open_tree("entries").unwrap();
+        let last = len - 1;
+        let mut v = t.get(last.to_be_bytes()).unwrap().unwrap().to_vec();
+        let n = v.len();
+        v[n - 1] ^= 1; // the signature's last byte
+        t.insert(last.to_be_bytes(), v).unwrap();
+        db.flush().unwrap();
+    }
+    let prefix = Inspector::open(dir.path()).unwrap().valid_prefix().unwrap();
+    assert_eq!(prefix.len, len - 1, "{prefix:?}");
+    assert_eq!(prefix.untrusted, report.untrusted, "{prefix:?}");
 }

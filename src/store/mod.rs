@@ -401,7 +401,9 @@ fn is_sled_database(dir: &Path) -> bool {
         .flatten()
         .and_then(|bytes| {
             if bytes.len() <= 8 {
-                return Some(true);
+                // Only beside the ledger's own head file (every ledger has one, made
+                // and synced at its first open): never another program's `db`.
+                return Some(regular(HEAD_FILE));
             }
             let text = bytes.get(..bytes.len().checked_sub(4)?)?;
             let text = std::str::from_utf8(text).ok()?;
@@ -419,7 +421,8 @@ pub(crate) struct PrivateCopy {
 }
 
 impl PrivateCopy {
-    /// Copies the sled files of the database in `dir` (none of the ledger's own files),
+    /// Copies the sled files of the database in `dir` (and the head file; none of the
+    /// ledger's other files),
     /// holding its lock meanwhile; `None` if `dir` holds no sled database.
     ///
     /// # Errors
@@ -463,8 +466,10 @@ impl PrivateCopy {
             let name_text = name.to_string_lossy();
             // (A page-table snapshot sled never finished is not copied; see
             // `remove_unfinished_sled_snapshots`.)
+            // (And the head file, by which a short `conf` is told to be sled's.)
             let sled_file = name == "db"
                 || name == "conf"
+                || name == HEAD_FILE
                 || (name_text.starts_with("snap.") && !name_text.ends_with(".generating"));
             if sled_file && kind.is_file() {
                 std::fs::copy(item.path(), copy.path.join(&name)).map_err(err)?;
