@@ -20,7 +20,10 @@ use std::fmt;
 ///
 /// Only [`LegalBasis::Consent`] purposes need a grant in the ledger before a use is
 /// allowed; for the others, collecting the identifier for the purpose is what allows
-/// its use, and only by the recipients named when it was collected.
+/// its use, and only by the recipients named when it was collected. (Unless the subject
+/// has a consent record for the same purpose id, given through a consent-based type
+/// with that id: then that consent, and its scope, decide, so that a withdrawal always
+/// takes effect.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive] // the law may grow; match with a wildcard arm
 pub enum LegalBasis {

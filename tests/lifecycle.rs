@@ -466,3 +466,37 @@ fn a_consent_record_decides_also_for_a_collection_on_another_basis() {
     assert!(matched.is_empty());
     assert!(l.authorize_batch([&legacy], &acme)[0].is_err());
 }
+
+/// Through the type that does not rely on consent, the consent record can be withdrawn
+/// and given again: the refusal of such changes applies only when no decision would
+/// read them.
+#[test]
+fn a_consent_record_can_be_changed_through_a_type_with_the_same_id() {
+    let (_dir, l) = new_ledger();
+    let bob = subject("bob");
+    let acme = Recipient::partner("acme").unwrap();
+    let legacy = Identifier::<SharingLegacy>::email("bob@example.com").unwrap();
+    l.collect(&bob, &legacy, RecipientScope::all_partners()).unwrap();
+    // No consent record yet: refused, as for any purpose without consent.
+    assert!(matches!(
+        l.withdraw::<SharingLegacy>(&bob),
+        Err(WriteError::Input(_))
+    ));
+    l.grant::<consent_ledger::PartnerSharing>(&bob, RecipientScope::all_partners(), None)
+        .unwrap();
+    let w = l.withdraw::<SharingLegacy>(&bob).unwrap();
+    assert_eq!(
+        l.authorize(&legacy, &acme).unwrap_err(),
+        Denied::Withdrawn {
+            purpose: "partner-sharing",
+            at: w.seq
+        }
+    );
+    let g = l
+        .grant::<SharingLegacy>(&bob, RecipientScope::only(acme.clone()), None)
+        .unwrap();
+    assert_eq!(
+        l.authorize(&legacy, &acme).unwrap().evidence().allowed_by(),
+        g.seq
+    );
+}

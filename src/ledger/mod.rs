@@ -649,9 +649,11 @@ impl Ledger {
     /// under legitimate interest, say), a use rests on the collection, and what stops
     /// it is [`erase`](Ledger::erase) or collecting again with a narrower scope. Such a
     /// withdrawal is refused rather than recorded without effect, unless the subject
-    /// holds an identifier collected for the purpose's id on a consent basis (through
-    /// another type with the same id, before the purpose's basis changed): decisions
-    /// about it rest on the consent, so withdrawing it takes effect.
+    /// holds an identifier collected for the purpose's id on a consent basis, or has a
+    /// consent record for the id (either through another type with the same id, say
+    /// before the purpose's basis changed): decisions about the subject's identifiers
+    /// for that id then rest on the consent and its scope, so withdrawing it takes
+    /// effect.
     ///
     /// # Errors
     /// [`WriteError::Input`] when `P` is not consent-based (but as above),
@@ -874,7 +876,12 @@ impl Ledger {
             actor,
             Box::new(move |state: &State| {
                 if let Some(refusal) = without_consent {
-                    if !state.collected_on_consent(&subject, P::ID) {
+                    // As decisions do: consent decides when an identifier was collected
+                    // for the id on a consent basis, or the subject has a consent record
+                    // for it (given through another type with the same id).
+                    if !state.collected_on_consent(&subject, P::ID)
+                        && state.consent_for(&subject, P::ID).is_none()
+                    {
                         return Err(crate::error::InputError::new("purpose", refusal).into());
                     }
                 }
