@@ -15,6 +15,16 @@ use crate::entry::Actor;
 use crate::identifier::IdentifierKind;
 use crate::purpose::{Advertising, Analytics, PartnerSharing, Security};
 
+crate::declare_purpose!(
+    /// `partner-sharing` declared without consent (as before the purpose relied on it):
+    /// collections through it, and decisions through it, meet consent records given
+    /// through `PartnerSharing`.
+    LegacySharing,
+    "partner-sharing",
+    "sharing with partners, declared without consent",
+    LegalBasis::LegitimateInterest
+);
+
 const SUBJECTS: usize = 6;
 const IDENTS: usize = 10;
 
@@ -55,11 +65,13 @@ fn scope(i: u8) -> RecipientScope {
 }
 
 /// (id, basis) of the purposes used.
-const PURPOSES: [(&str, LegalBasis); 4] = [
+const PURPOSES: [(&str, LegalBasis); 5] = [
     ("security", LegalBasis::LegitimateInterest),
     ("advertising", LegalBasis::Consent),
     ("partner-sharing", LegalBasis::Consent),
     ("analytics", LegalBasis::Consent),
+    // Collected only (grants and withdrawals pick 1..4): the same id on another basis.
+    ("partner-sharing", LegalBasis::LegitimateInterest),
 ];
 
 #[derive(Debug, Clone)]
@@ -92,7 +104,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..SUBJECTS, 0..IDENTS, 0..4usize, 0..5u8).prop_map(|(s, i, p, scope)| Op::Collect { s, i, p, scope }),
+        4 => (0..SUBJECTS, 0..IDENTS, 0..5usize, 0..5u8).prop_map(|(s, i, p, scope)| Op::Collect { s, i, p, scope }),
         3 => (0..SUBJECTS, 1..4usize, 0..5u8, proptest::option::of(0..20u8))
             .prop_map(|(s, p, scope, expires)| Op::Grant { s, p, scope, expires }),
         2 => (0..SUBJECTS, 1..4usize).prop_map(|(s, p)| Op::Withdraw { s, p }),
@@ -228,6 +240,11 @@ impl Pair {
                     self.new.decide::<PartnerSharing>(&l, r, || now),
                     self.old.decide::<PartnerSharing>(&l, r, || now),
                     "partner-sharing {i} {r}"
+                );
+                assert_eq!(
+                    self.new.decide::<LegacySharing>(&l, r, || now),
+                    self.old.decide::<LegacySharing>(&l, r, || now),
+                    "partner-sharing without consent {i} {r}"
                 );
                 assert_eq!(
                     self.new.decide::<Analytics>(&l, r, || now),
