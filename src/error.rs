@@ -286,7 +286,10 @@ pub enum WriteError {
     NotDurable(#[source] StorageError),
     /// An earlier write may or may not have reached the disk (for example an fsync
     /// failed), so the ledger refuses further writes. Reopen it to continue from what
-    /// is on disk.
+    /// is on disk. (Reopened without a restart of the machine, it reads what the
+    /// operating system still caches, which the failed sync may not have written: the
+    /// entries since the last successful sync are then counted durable on its next
+    /// sync, though they may not be on the disk.)
     #[error("the ledger refuses writes after an earlier storage failure; reopen it")]
     Failed,
 }
