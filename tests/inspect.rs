@@ -99,57 +99,66 @@ fn inspecting_changes_nothing_even_a_damaged_data_file() {
     assert_eq!(l.len(), len);
 }
 
+/// A file named `db` that is not a sled database (alone, or beside an empty `conf`) is
+/// never handed to sled, which would rewrite it: both refuse and nothing changes.
 #[test]
 fn a_file_named_db_that_is_not_a_sled_database_is_never_opened() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("db"), b"SQLite format 3\0 somebody else's data").unwrap();
-    std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
-    let before = files(dir.path());
-    assert!(matches!(Inspector::open(dir.path()), Err(OpenError::NotALedger)));
-    let opened = Ledger::builder(dir.path())
-        .signing_key(SigningKey::generate())
+    for (other, bytes) in [("notes.txt", &b"hello"[..]), ("conf", &b""[..])] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db"), b"SQLite format 3\0 somebody else's data").unwrap();
+        std::fs::write(dir.path().join(other), bytes).unwrap();
+        let before = files(dir.path());
+        assert!(matches!(Inspector::open(dir.path()), Err(OpenError::NotALedger)));
+        let opened = Ledger::builder(dir.path())
+            .signing_key(SigningKey::generate())
+            .pseudonym_key(PseudonymKey::generate())
+            .open();
+        assert!(
+            matches!(opened, Err(OpenError::NotALedger)),
+            "beside {other}: {:?}",
+            opened.map(|l| l.len())
+        );
+        assert_eq!(files(dir.path()), before, "beside {other}");
+    }
+}
+
+/// A ledger whose first key signed entries 0..=4 and was revoked from 2 after a
+/// rotation, then ten more entries ("late-0".."late-9"): its length.
+fn with_a_revoked_key(dir: &Path) -> u64 {
+    let k1 = SigningKey::generate();
+    let l = Ledger::builder(dir)
+        .signing_key(k1.clone())
         .pseudonym_key(PseudonymKey::generate())
-        .open();
-    assert!(
-        matches!(opened, Err(OpenError::NotALedger)),
-        "{:?}",
-        opened.map(|l| l.len())
-    );
-    assert_eq!(files(dir.path()), before);
+        .open()
+        .unwrap();
+    let collect = |name: String| {
+        let id = Identifier::<Advertising>::email(&format!("{name}@example.org")).unwrap();
+        l.collect(
+            &SubjectId::new(&name).unwrap(),
+            &id,
+            RecipientScope::all_partners(),
+        )
+        .unwrap();
+    };
+    (0..4).for_each(|i| collect(format!("early-{i}")));
+    l.rotate_key(SigningKey::generate()).unwrap();
+    l.revoke_key(k1.verifying_key(), 2).unwrap();
+    (0..10).for_each(|i| collect(format!("late-{i}")));
+    l.len()
 }
 
 /// The intact prefix names the entries signed by a revoked key, as `verify` does, also
-/// when damage after them ends it.
+/// when sled cut the log after them.
 #[test]
 fn the_valid_prefix_names_entries_signed_by_a_revoked_key() {
     let dir = tempfile::tempdir().unwrap();
-    let k1 = SigningKey::generate();
-    {
-        let l = Ledger::builder(dir.path())
-            .signing_key(k1.clone())
-            .pseudonym_key(PseudonymKey::generate())
-            .open()
-            .unwrap();
-        for i in 0..3u32 {
-            let s = SubjectId::new(&format!("user-{i}")).unwrap();
-            let id = Identifier::<Advertising>::email(&format!("u{i}@example.org")).unwrap();
-            l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
-        }
-        l.rotate_key(SigningKey::generate()).unwrap();
-        l.revoke_key(k1.verifying_key(), 2).unwrap();
-        for i in 0..10u32 {
-            let s = SubjectId::new(&format!("late-{i}")).unwrap();
-            let id = Identifier::<Advertising>::email(&format!("late{i}@example.org")).unwrap();
-            l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
-        }
-    }
+    with_a_revoked_key(dir.path());
     let i = Inspector::open(dir.path()).unwrap();
     let report = i.verify().unwrap();
     let prefix = i.valid_prefix().unwrap();
     drop(i);
     assert!(!report.untrusted.is_empty());
     assert_eq!((prefix.problem, &prefix.untrusted), (None, &report.untrusted));
-    // Damage after the revocation: the intact prefix still names them.
     let db = dir.path().join("db");
     let mut bytes = std::fs::read(&db).unwrap();
     let at = bytes.windows(6).rposition(|w| w == b"late-9").unwrap();
@@ -181,54 +190,12 @@ fn a_ledger_with_an_empty_conf_file_still_opens() {
     assert_eq!(l.len(), len);
 }
 
-/// A short `conf` is sled's own only beside the ledger's head file: another program's
-/// `db` beside an empty `conf` is never handed to sled.
-#[test]
-fn a_foreign_db_beside_an_empty_conf_is_never_opened() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("db"), b"SQLite format 3\0 somebody else's data").unwrap();
-    std::fs::write(dir.path().join("conf"), b"").unwrap();
-    let before = files(dir.path());
-    assert!(matches!(Inspector::open(dir.path()), Err(OpenError::NotALedger)));
-    let opened = Ledger::builder(dir.path())
-        .signing_key(SigningKey::generate())
-        .pseudonym_key(PseudonymKey::generate())
-        .open();
-    assert!(
-        matches!(opened, Err(OpenError::NotALedger)),
-        "{:?}",
-        opened.map(|l| l.len())
-    );
-    assert_eq!(files(dir.path()), before);
-}
-
 /// A prefix ended by a bad signature (sled keeps the entry; the check refuses it)
 /// names the revoked-key entries in it.
 #[test]
 fn the_valid_prefix_before_a_bad_signature_names_revoked_key_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let k1 = SigningKey::generate();
-    let len;
-    {
-        let l = Ledger::builder(dir.path())
-            .signing_key(k1.clone())
-            .pseudonym_key(PseudonymKey::generate())
-            .open()
-            .unwrap();
-        for i in 0..4u32 {
-            let s = SubjectId::new(&format!("early-{i}")).unwrap();
-            let id = Identifier::<Advertising>::email(&format!("e{i}@example.org")).unwrap();
-            l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
-        }
-        l.rotate_key(SigningKey::generate()).unwrap();
-        l.revoke_key(k1.verifying_key(), 2).unwrap();
-        for i in 0..4u32 {
-            let s = SubjectId::new(&format!("late-{i}")).unwrap();
-            let id = Identifier::<Advertising>::email(&format!("l{i}@example.org")).unwrap();
-            l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
-        }
-        len = l.len();
-    }
+    let len = with_a_revoked_key(dir.path());
     let report = Inspector::open(dir.path()).unwrap().verify().unwrap();
     assert!(!report.untrusted.is_empty());
     {
