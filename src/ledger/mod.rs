@@ -665,7 +665,8 @@ impl Ledger {
 
     /// Erases `subject`: appends an erasure entry, then destroys the subject's secret
     /// and index records, so nothing in the database links its entries to any
-    /// identifier. The log keeps verifying. Erasing twice returns the first erasure,
+    /// identifier. The log keeps verifying, and decision records of past uses stay, as
+    /// evidence of the disclosures (`docs/erasure.md`). Erasing twice returns the first erasure,
     /// once its removals are done: erasures run one at a time, and a repeated one does
     /// the removals again (so retrying a failed erasure finishes it).
     ///
