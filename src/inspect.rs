@@ -78,7 +78,7 @@ impl Inspector {
         let Some(copy) = PrivateCopy::of(dir)? else {
             return Err(OpenError::NotALedger);
         };
-        let store: Box<dyn Backend> = match SledStore::open_existing(copy.path())? {
+        let store: Box<dyn Backend> = match SledStore::open_copy(&copy)? {
             Opened::Store(s) => s,
             Opened::Foreign => return Err(OpenError::NotALedger),
         };

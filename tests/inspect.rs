@@ -103,10 +103,19 @@ fn inspecting_changes_nothing_even_a_damaged_data_file() {
 /// never handed to sled, which would rewrite it: both refuse and nothing changes.
 #[test]
 fn a_file_named_db_that_is_not_a_sled_database_is_never_opened() {
-    for (other, bytes) in [("notes.txt", &b"hello"[..]), ("conf", &b""[..])] {
+    let cases: [&[(&str, &[u8])]; 3] = [
+        &[("notes.txt", b"hello")],
+        &[("conf", b"")],
+        // A file that merely has the head record's name is not one.
+        &[("conf", b""), ("head", b"refs/heads/main\n")],
+    ];
+    for others in cases {
+        let other = format!("{:?}", others.iter().map(|(n, _)| *n).collect::<Vec<_>>());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("db"), b"SQLite format 3\0 somebody else's data").unwrap();
-        std::fs::write(dir.path().join(other), bytes).unwrap();
+        for (name, bytes) in others {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
         let before = files(dir.path());
         assert!(matches!(Inspector::open(dir.path()), Err(OpenError::NotALedger)));
         let opened = Ledger::builder(dir.path())
@@ -177,6 +186,22 @@ fn a_ledger_with_an_empty_conf_file_still_opens() {
     let dir = tempfile::tempdir().unwrap();
     let (key, pk, len, _) = ledger(dir.path());
     std::fs::write(dir.path().join("conf"), b"").unwrap();
+    assert_eq!(
+        Inspector::open(dir.path()).unwrap().verify().unwrap().entries,
+        len
+    );
+    std::fs::write(dir.path().join("conf"), b"").unwrap();
+    let l = Ledger::builder(dir.path())
+        .signing_key(key.clone())
+        .pseudonym_key(pk.clone())
+        .open()
+        .unwrap();
+    assert_eq!(l.len(), len);
+    drop(l);
+    // Also without the head file (removed as `ShorterThanRecorded`'s docs advise, or a
+    // ledger made before there was one): the vault tells the ledger's own directory.
+    std::fs::write(dir.path().join("conf"), b"").unwrap();
+    std::fs::remove_file(dir.path().join("head")).unwrap();
     assert_eq!(
         Inspector::open(dir.path()).unwrap().verify().unwrap().entries,
         len

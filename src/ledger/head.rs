@@ -44,7 +44,7 @@ use crate::store::HeadFile;
 pub(crate) const SLOT: usize = 64;
 /// Bytes of the file: two slots.
 pub(crate) const FILE_LEN: usize = 2 * SLOT;
-const MAGIC: &[u8; 8] = b"clhead1\n";
+pub(crate) const MAGIC: &[u8; 8] = b"clhead1\n";
 const DOMAIN: &[u8] = b"consent-ledger head v1";
 
 /// What the record holds.

@@ -630,7 +630,8 @@ impl Ledger {
     ///
     /// # Errors
     /// [`WriteError::Input`] when `P` is not consent-based (unless the subject holds an
-    /// identifier collected for its id on a consent basis, see [`Ledger::withdraw`]) or
+    /// identifier collected for its id on a consent basis, or has a consent record for
+    /// the id, see [`Ledger::withdraw`]) or
     /// `expires_at` is after [`Timestamp::MAX_RFC3339`], [`WriteError::SubjectErased`],
     /// [`WriteError::InvalidPurposeId`], storage failures.
     pub fn grant<P: Purpose>(
@@ -862,8 +863,8 @@ impl Ledger {
     ///
     /// `without_consent` is the refusal for a purpose type that is not consent-based:
     /// given unless the subject holds an identifier collected for the purpose on a
-    /// basis that is (collected through another type with the same id), since the
-    /// decisions then rest on its consent. Checked against the state the change is
+    /// basis that is, or has a consent record for the purpose (either through another
+    /// type with the same id), since the decisions then rest on its consent. Checked against the state the change is
     /// appended to, as decisions would see it.
     fn append_consent_change<P: Purpose>(
         &self,

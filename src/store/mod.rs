@@ -401,9 +401,9 @@ fn is_sled_database(dir: &Path) -> bool {
         .flatten()
         .and_then(|bytes| {
             if bytes.len() <= 8 {
-                // Only beside the ledger's own head file (every ledger has one, made
-                // and synced at its first open): never another program's `db`.
-                return Some(regular(HEAD_FILE));
+                // Only beside a file that is surely the ledger's own (a vault or a head
+                // record, by their first bytes): never another program's `db`.
+                return Some(holds_ledger_files(dir));
             }
             let text = bytes.get(..bytes.len().checked_sub(4)?)?;
             let text = std::str::from_utf8(text).ok()?;
@@ -421,8 +421,7 @@ pub(crate) struct PrivateCopy {
 }
 
 impl PrivateCopy {
-    /// Copies the sled files of the database in `dir` (and the head file; none of the
-    /// ledger's other files),
+    /// Copies the sled files of the database in `dir` (none of the ledger's own files),
     /// holding its lock meanwhile; `None` if `dir` holds no sled database.
     ///
     /// # Errors
@@ -466,10 +465,8 @@ impl PrivateCopy {
             let name_text = name.to_string_lossy();
             // (A page-table snapshot sled never finished is not copied; see
             // `remove_unfinished_sled_snapshots`.)
-            // (And the head file, by which a short `conf` is told to be sled's.)
             let sled_file = name == "db"
                 || name == "conf"
-                || name == HEAD_FILE
                 || (name_text.starts_with("snap.") && !name_text.ends_with(".generating"));
             if sled_file && kind.is_file() {
                 std::fs::copy(item.path(), copy.path.join(&name)).map_err(err)?;
@@ -588,6 +585,20 @@ pub(crate) fn head_file_of(dir: &Path) -> Result<Option<Vec<u8>>, StorageError> 
         .map_err(|e| StorageError::new("reading the head record", e))
 }
 
+/// Whether `dir` holds the vault or the head record of a ledger, told by their first
+/// bytes (a file that merely has one of their names is not enough).
+fn holds_ledger_files(dir: &Path) -> bool {
+    let read = |name: &str, limit: usize| read_regular_file(&dir.join(name), limit as u64).ok().flatten();
+    let vault = read(VAULT_FILE, vault::MAGIC.len()).is_some_and(|bytes| bytes == vault::MAGIC);
+    // Either slot (one may be torn).
+    let head = read(HEAD_FILE, crate::ledger::head::FILE_LEN).is_some_and(|bytes| {
+        bytes
+            .chunks(crate::ledger::head::SLOT)
+            .any(|slot| slot.starts_with(crate::ledger::head::MAGIC))
+    });
+    vault || head
+}
+
 /// Whether sled failed to open because another handle holds the database's lock.
 fn is_lock_held(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::Other && e.to_string().starts_with("could not acquire lock")
@@ -606,24 +617,25 @@ impl SledStore {
     /// database, or a sled database with foreign trees, is reported as foreign and
     /// left untouched.
     pub(crate) fn open(dir: &Path, background_flush_ms: Option<u64>) -> Result<Opened, StorageError> {
-        Self::open_inner(dir, background_flush_ms, true)
+        Self::open_inner(dir, background_flush_ms, true, false)
     }
 
-    /// Opens an existing store only: a missing or empty directory is reported as
-    /// foreign and nothing is created.
-    pub(crate) fn open_existing(dir: &Path) -> Result<Opened, StorageError> {
-        Self::open_inner(dir, None, false)
+    /// Opens the store in a private copy of a directory already told to hold a sled
+    /// database (the copy holds sled's files only).
+    pub(crate) fn open_copy(copy: &PrivateCopy) -> Result<Opened, StorageError> {
+        Self::open_inner(copy.path(), None, false, true)
     }
 
     fn open_inner(
         dir: &Path,
         background_flush_ms: Option<u64>,
         create: bool,
+        told_sled: bool,
     ) -> Result<Opened, StorageError> {
         match std::fs::read_dir(dir) {
             Ok(mut listing) => {
                 let has_files = listing.next().is_some();
-                if (has_files || !create) && !is_sled_database(dir) {
+                if (has_files || !create) && !told_sled && !is_sled_database(dir) {
                     return Ok(Opened::Foreign);
                 }
             }

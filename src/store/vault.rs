@@ -51,7 +51,7 @@ use crate::error::StorageError;
 
 const SLOT: usize = 256;
 const BODY: usize = SLOT - 16;
-const MAGIC: &[u8] = b"consent-ledger vault v1\n";
+pub(crate) const MAGIC: &[u8] = b"consent-ledger vault v1\n";
 /// Slots read at a time when scanning the file or listing records (256 KiB).
 const CHUNK_SLOTS: u64 = 1024;
 /// Most records the table is sized for before scanning (a 2 GiB file); beyond, it grows.
