@@ -237,3 +237,62 @@ fn the_valid_prefix_before_a_bad_signature_names_revoked_key_entries() {
     assert_eq!(prefix.len, len - 1, "{prefix:?}");
     assert_eq!(prefix.untrusted, report.untrusted, "{prefix:?}");
 }
+
+/// A first open cut short (a kill or a power cut) leaves a directory that the next open
+/// finishes making: sled's `blobs/` alone, with its `conf`, or its `db` beside a `conf`
+/// that was never synced (empty) and the vault that marks a new ledger first.
+#[test]
+fn a_first_open_cut_short_is_finished_by_the_next() {
+    let key = SigningKey::generate();
+    let pk = PseudonymKey::generate();
+    let open = |dir: &Path| {
+        Ledger::builder(dir)
+            .signing_key(key.clone())
+            .pseudonym_key(pk.clone())
+            .open()
+    };
+    let parent = tempfile::tempdir().unwrap();
+    // Killed inside sled's own making of the database, before `db`.
+    for conf in [None, Some(&b""[..])] {
+        let dir = parent.path().join(format!("blobs-{}", conf.is_some()));
+        std::fs::create_dir_all(dir.join("blobs")).unwrap();
+        if let Some(c) = conf {
+            std::fs::write(dir.join("conf"), c).unwrap();
+        }
+        assert_eq!(open(&dir).unwrap().len(), 1, "{}", dir.display());
+    }
+    // A power cut after sled made `db`, before `conf` was synced: what the first
+    // open made durable by then is the vault's mark.
+    let dir = parent.path().join("power-cut");
+    drop(open(&dir).unwrap());
+    for name in std::fs::read_dir(&dir).unwrap() {
+        let name = name.unwrap().file_name();
+        if name != "db" && name != "conf" && name != "vault" && name != "blobs" {
+            let path = dir.join(&name);
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).unwrap();
+            } else {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    }
+    {
+        // Sled's data file as made, before anything was written to it.
+        std::fs::remove_file(dir.join("db")).unwrap();
+        let db = sled::Config::new()
+            .path(&dir)
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        drop(db);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    std::fs::write(dir.join("conf"), b"").unwrap();
+    std::fs::write(dir.join("vault"), {
+        let mut v = b"consent-ledger vault v1\n".to_vec();
+        v.resize(256, 0);
+        v
+    })
+    .unwrap();
+    assert_eq!(open(&dir).unwrap().len(), 1);
+}

@@ -585,6 +585,57 @@ pub(crate) fn head_file_of(dir: &Path) -> Result<Option<Vec<u8>>, StorageError> 
         .map_err(|e| StorageError::new("reading the head record", e))
 }
 
+/// Whether `dir` holds nothing but what a new ledger's first open, cut short before
+/// sled made its data file, leaves: no `db`; at most an empty `blobs/` directory,
+/// sled's `conf` (in its format, or 8 bytes or fewer), and a vault holding its header
+/// alone (the mark made first, below). An empty directory too.
+fn is_unfinished_creation(dir: &Path) -> bool {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    listing.into_iter().all(|item| {
+        let Ok(item) = item else {
+            return false;
+        };
+        let Ok(kind) = item.file_type() else {
+            return false;
+        };
+        let name = item.file_name();
+        let small = |limit: usize| {
+            read_regular_file(&item.path(), limit as u64 + 1)
+                .ok()
+                .flatten()
+                .filter(|bytes| bytes.len() <= limit)
+        };
+        if name == "blobs" {
+            kind.is_dir() && std::fs::read_dir(item.path()).is_ok_and(|mut d| d.next().is_none())
+        } else if name == "conf" {
+            kind.is_file() && small(4096).is_some()
+        } else if name == VAULT_FILE {
+            kind.is_file()
+                && small(vault::EMPTY_LEN)
+                    .is_some_and(|bytes| bytes.is_empty() || bytes.starts_with(vault::MAGIC))
+        } else {
+            false
+        }
+    })
+}
+
+/// Marks `dir` as a new ledger's before sled makes anything there: the vault, holding
+/// its header alone, synced with its directory entry. Every state a cut-short first
+/// open can leave then holds it, and a later open tells the directory as the ledger's
+/// by it (sled's `conf` may be empty after a power cut: sled never syncs it).
+fn mark_new_ledger(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(VAULT_FILE);
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Ok(());
+    }
+    let mut file = private_file().open(&path)?;
+    std::io::Write::write_all(&mut file, &vault::header())?;
+    file.sync_all()?;
+    sync_dir(dir)
+}
+
 /// Whether `dir` holds the vault or the head record of a ledger, told by their first
 /// bytes (a file that merely has one of their names is not enough).
 fn holds_ledger_files(dir: &Path) -> bool {
@@ -632,15 +683,19 @@ impl SledStore {
         create: bool,
         told_sled: bool,
     ) -> Result<Opened, StorageError> {
+        let fresh: bool;
         match std::fs::read_dir(dir) {
-            Ok(mut listing) => {
-                let has_files = listing.next().is_some();
-                if (has_files || !create) && !told_sled && !is_sled_database(dir) {
+            Ok(_) => {
+                // Empty, or what a first open cut short leaves (no `db` yet): a new
+                // ledger's, made here. Otherwise it must hold sled's database.
+                fresh = create && is_unfinished_creation(dir);
+                if !fresh && !told_sled && !is_sled_database(dir) {
                     return Ok(Opened::Foreign);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(Opened::Foreign),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fresh = true;
                 // Ours to create: readable by this user only (it will hold subject
                 // secrets and the log), and its entry in the parent made durable.
                 let mut builder = std::fs::DirBuilder::new();
@@ -656,6 +711,9 @@ impl SledStore {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(Opened::Foreign),
             Err(e) => return Err(StorageError::new("reading the ledger directory", e)),
+        }
+        if fresh {
+            mark_new_ledger(dir).map_err(|e| StorageError::new("creating the ledger", e))?;
         }
         remove_unfinished_sled_snapshots(dir).map_err(|e| StorageError::new("opening the database", e))?;
         let config = sled::Config::new().path(dir).flush_every_ms(background_flush_ms);

@@ -486,8 +486,11 @@ pub(crate) struct Scan {
     truncate: bool,
 }
 
+/// Bytes of a vault that holds no record: the header slot alone.
+pub(crate) const EMPTY_LEN: usize = SLOT;
+
 /// The header slot: the magic line, then zeros.
-fn header() -> [u8; SLOT] {
+pub(crate) fn header() -> [u8; SLOT] {
     let mut header = [0u8; SLOT];
     if let Some(h) = header.get_mut(..MAGIC.len()) {
         h.copy_from_slice(MAGIC);
