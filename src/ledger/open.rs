@@ -196,7 +196,8 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
         // A trusted checkpoint cannot be of a ledger not made yet: refused before
         // anything is created.
         if self.trusted_checkpoint.is_some()
-            && std::fs::read_dir(&self.path).map_or(true, |mut d| d.next().is_none())
+            && std::fs::read_dir(&self.path)
+                .map_or(true, |_| crate::store::is_unfinished_creation(&self.path))
         {
             return Err(OpenError::UntrustedCheckpoint);
         }

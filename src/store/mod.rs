@@ -589,7 +589,7 @@ pub(crate) fn head_file_of(dir: &Path) -> Result<Option<Vec<u8>>, StorageError> 
 /// sled made its data file, leaves: no `db`; at most an empty `blobs/` directory,
 /// sled's `conf` (in its format, or 8 bytes or fewer), and a vault holding its header
 /// alone (the mark made first, below). An empty directory too.
-fn is_unfinished_creation(dir: &Path) -> bool {
+pub(crate) fn is_unfinished_creation(dir: &Path) -> bool {
     let Ok(listing) = std::fs::read_dir(dir) else {
         return false;
     };
