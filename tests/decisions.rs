@@ -375,6 +375,13 @@ fn id() -> Identifier<Advertising> {
     Identifier::<Advertising>::email("person1@example.org").unwrap()
 }
 
+/// `s1()` gives `id()` for ads, to all partners, and consents: the grant.
+fn consent_to_ads(l: &Ledger) -> consent_ledger::Recorded {
+    l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
+    l.grant::<Advertising>(&s1(), RecipientScope::all_partners(), None)
+        .unwrap()
+}
+
 /// A valid record copied under another key (to count a use twice) is refused: its
 /// tag covers its storage key.
 #[test]
@@ -382,9 +389,7 @@ fn a_copied_decision_record_is_refused() {
     let f = Fixture::new();
     {
         let l = f.open(Recording::Every).unwrap();
-        l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
-        l.grant::<Advertising>(&s1(), RecipientScope::all_partners(), None)
-            .unwrap();
+        consent_to_ads(&l);
         l.authorize(&id(), &Recipient::partner("acme").unwrap()).unwrap();
         l.sync().unwrap();
     }
@@ -420,9 +425,7 @@ fn an_edited_aggregate_is_refused_not_overwritten() {
     let acme = Recipient::partner("acme").unwrap();
     {
         let l = f.open(agg).unwrap();
-        l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
-        l.grant::<Advertising>(&s1(), RecipientScope::all_partners(), None)
-            .unwrap();
+        consent_to_ads(&l);
         for _ in 0..10 {
             l.authorize(&id(), &acme).unwrap();
         }
@@ -471,9 +474,7 @@ fn the_export_reports_a_lapsed_consent_as_expired() {
 fn the_export_names_recipients_the_data_was_disclosed_to() {
     let f = Fixture::new();
     let l = f.open(Recording::Every).unwrap();
-    l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
-    l.grant::<Advertising>(&s1(), RecipientScope::all_partners(), None)
-        .unwrap();
+    consent_to_ads(&l);
     l.authorize(&id(), &Recipient::partner("acme").unwrap()).unwrap();
     assert_eq!(l.decision_records().unwrap().len(), 1);
     let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&s1(), "-").unwrap()).unwrap();
@@ -511,10 +512,7 @@ fn a_decision_is_never_stamped_before_the_entry_that_allowed_it() {
     f.tick(60_000);
     let l = f.open(Recording::Every).unwrap();
     let acme = Recipient::partner("acme").unwrap();
-    l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
-    let g = l
-        .grant::<Advertising>(&s1(), RecipientScope::all_partners(), None)
-        .unwrap();
+    let g = consent_to_ads(&l);
     f.clock.set(Timestamp::from_millis(T0)); // the clock steps back a minute
     let ident = id();
     let u = l.authorize(&ident, &acme).unwrap();
