@@ -82,7 +82,8 @@ impl Inspector {
             Opened::Store(s) => s,
             Opened::Foreign => return Err(OpenError::NotALedger),
         };
-        let claimed_len = crate::store::head_file_of(dir)?
+        let claimed_len = crate::store::HeadFile::new(dir)
+            .read()?
             .as_deref()
             .and_then(crate::ledger::head::claimed_len);
         match store.meta(FORMAT_KEY)? {

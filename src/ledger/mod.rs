@@ -288,11 +288,6 @@ struct Inner {
 const TIME_FLOOR_STEP_MS: u64 = 1_000;
 
 impl Inner {
-    /// Writes the head record (see [`head::HeadWriter::save`]): best effort.
-    fn save_head(&self, t: u64, sync: bool) -> Result<(), StorageError> {
-        self.head.save(t, sync)
-    }
-
     /// Writes a state snapshot on close, if the setting asks for one. Best effort: a
     /// failure leaves the previous snapshot (or none), and the next open replays more.
     fn snapshot_on_close(&mut self) {
@@ -350,7 +345,7 @@ impl Drop for Inner {
             }
         }
         let floor = *self.high_water.get_mut();
-        let _ = self.save_head(floor, true);
+        let _ = self.head.save(floor, true);
     }
 }
 
@@ -598,7 +593,7 @@ impl Ledger {
         let saved = self.inner.head.time_floor_saved.load(Ordering::Acquire);
         if seen >= saved.saturating_add(TIME_FLOOR_STEP_MS) {
             // Best effort: the next step retries.
-            let _ = self.inner.save_head(seen, false);
+            let _ = self.inner.head.save(seen, false);
         }
         Timestamp::from_millis(seen)
     }
@@ -924,7 +919,8 @@ impl Ledger {
         // Recorded durable, with the time floor (best effort, as between syncs).
         let _ = self
             .inner
-            .save_head(self.inner.high_water.load(Ordering::Acquire), true);
+            .head
+            .save(self.inner.high_water.load(Ordering::Acquire), true);
         flushed?;
         Ok(())
     }

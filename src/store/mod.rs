@@ -578,13 +578,6 @@ impl HeadFile {
     }
 }
 
-/// The head record file's bytes in `dir`, if it is a regular file (see
-/// [`Backend::head`]).
-pub(crate) fn head_file_of(dir: &Path) -> Result<Option<Vec<u8>>, StorageError> {
-    read_regular_file(&dir.join(HEAD_FILE), crate::ledger::head::FILE_LEN as u64 + 1)
-        .map_err(|e| StorageError::new("reading the head record", e))
-}
-
 /// Whether `dir` holds nothing but what a new ledger's first open, cut short before
 /// sled made its data file, leaves: no `db`; at most an empty `blobs/` directory,
 /// sled's `conf` (in its format, or 8 bytes or fewer), and a vault holding its header
