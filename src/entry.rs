@@ -102,8 +102,11 @@ pub(crate) enum Body {
     Expired { subject: SubjectId, purpose: String },
     /// The subject was erased: its secret and index entries are destroyed.
     Erased { subject: SubjectId },
-    /// From the next entry on, entries are signed by `new_key` (this entry is signed by the old one).
-    KeyRotated { new_key: [u8; 32] },
+    /// From the next entry on, entries are signed by `new_key` (this entry is signed by
+    /// the old one). `accept` is `new_key`'s signature accepting the rotation at this
+    /// position of this log (see `signing::key_acceptance`): the old key alone cannot
+    /// hand the log to a key.
+    KeyRotated { new_key: [u8; 32], accept: [u8; 64] },
     /// `key` is compromised: entries it signed from position `from` on are not trusted.
     KeyRevoked { key: [u8; 32], from: u64 },
 }
@@ -185,6 +188,7 @@ enum WireBody {
     },
     KeyRotated {
         new_key: [u8; 32],
+        accept: [u8; 64],
     },
     KeyRevoked {
         key: [u8; 32],
@@ -260,6 +264,7 @@ enum WireBodyRef<'a> {
     },
     KeyRotated {
         new_key: [u8; 32],
+        accept: [u8; 64],
     },
     KeyRevoked {
         key: [u8; 32],
@@ -353,7 +358,10 @@ fn to_wire_ref(e: &Entry) -> WireEntryRef<'_> {
             Body::Erased { subject } => WireBodyRef::Erased {
                 subject: subject.as_str(),
             },
-            Body::KeyRotated { new_key } => WireBodyRef::KeyRotated { new_key: *new_key },
+            Body::KeyRotated { new_key, accept } => WireBodyRef::KeyRotated {
+                new_key: *new_key,
+                accept: *accept,
+            },
             Body::KeyRevoked { key, from } => WireBodyRef::KeyRevoked {
                 key: *key,
                 from: *from,
@@ -487,7 +495,10 @@ fn to_wire(e: &Entry) -> WireEntry {
                 purpose: purpose.clone(),
             },
             Body::Erased { subject } => WireBody::Erased { subject: s(subject) },
-            Body::KeyRotated { new_key } => WireBody::KeyRotated { new_key: *new_key },
+            Body::KeyRotated { new_key, accept } => WireBody::KeyRotated {
+                new_key: *new_key,
+                accept: *accept,
+            },
             Body::KeyRevoked { key, from } => WireBody::KeyRevoked {
                 key: *key,
                 from: *from,
@@ -605,7 +616,7 @@ fn from_wire(w: WireEntry) -> Result<Entry, Invalid> {
         WireBody::Erased { subject } => Body::Erased {
             subject: subject_from(subject)?,
         },
-        WireBody::KeyRotated { new_key } => Body::KeyRotated { new_key },
+        WireBody::KeyRotated { new_key, accept } => Body::KeyRotated { new_key, accept },
         WireBody::KeyRevoked { key, from } => Body::KeyRevoked { key, from },
     };
     Ok(Entry {
@@ -1005,7 +1016,13 @@ mod tests {
                 "key-rotated",
                 Entry {
                     actor: Actor::System,
-                    ..base(6, Body::KeyRotated { new_key: [5; 32] })
+                    ..base(
+                        6,
+                        Body::KeyRotated {
+                            new_key: [5; 32],
+                            accept: [6; 64],
+                        },
+                    )
                 },
             ),
             (
@@ -1037,7 +1054,7 @@ mod tests {
         ("withdrawn", "0100000000000000030000018bcfe5680300000001000000000000000364706f0303030303030303030303030303030303030303030303030303030303030303abababababababababababababababab000000030000000000000006757365722d31000000000000000f706172746e65722d73686172696e67"),
         ("expired", "0100000000000000040000018bcfe56804000000020404040404040404040404040404040404040404040404040404040404040404abababababababababababababababab000000040000000000000006757365722d31000000000000000b6164766572746973696e67"),
         ("erased", "0100000000000000050000018bcfe56805000000000505050505050505050505050505050505050505050505050505050505050505abababababababababababababababab000000050000000000000006757365722d31"),
-        ("key-rotated", "0100000000000000060000018bcfe56806000000020606060606060606060606060606060606060606060606060606060606060606abababababababababababababababab000000060505050505050505050505050505050505050505050505050505050505050505"),
+        ("key-rotated", "0100000000000000060000018bcfe56806000000020606060606060606060606060606060606060606060606060606060606060606abababababababababababababababab00000006050505050505050505050505050505050505050505050505050505050505050506060606060606060606060606060606060606060606060606060606060606060606060606060606060606060606060606060606060606060606060606060606"),
         ("key-revoked", "0100000000000000070000018bcfe56807000000020707070707070707070707070707070707070707070707070707070707070707abababababababababababababababab0000000706060606060606060606060606060606060606060606060606060606060606060000000000000003"),
     ];
 

@@ -141,6 +141,13 @@ pub enum IntegrityProblem {
     /// A field holds a value the format does not allow (such as an invalid purpose id).
     #[error("invalid {0}")]
     InvalidField(&'static str),
+    /// A key rotation that the new key did not accept: its acceptance signature (by
+    /// the new key, over the rotation's position and the hash of the entry before it)
+    /// is missing or wrong. Only the holder of the old key could have written it, and
+    /// the old key alone must not be able to hand the log to a key: whoever stole an
+    /// old key could otherwise rewrite everything after a genuine rotation.
+    #[error("key rotation not accepted by the new key")]
+    RotationNotAccepted,
     /// The entry was signed with a key after it was revoked.
     #[error("signed with a key revoked from entry {revoked_from}")]
     RevokedKey {

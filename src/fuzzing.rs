@@ -911,6 +911,8 @@ fn seed_log() -> Option<Vec<Vec<u8>>> {
             Actor::System,
             Body::KeyRotated {
                 new_key: k2.verifying_key().to_bytes(),
+                // Signed below, where its position and predecessor are known.
+                accept: [0; 64],
             },
         ),
         (
@@ -933,6 +935,13 @@ fn seed_log() -> Option<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     let mut prev = [0u8; 32];
     for (seq, (actor, body)) in bodies.into_iter().enumerate() {
+        let body = match body {
+            Body::KeyRotated { new_key, .. } => Body::KeyRotated {
+                new_key,
+                accept: k2.accept_rotation(seq as u64, &prev),
+            },
+            other => other,
+        };
         let e = Entry {
             seq: seq as u64,
             timestamp: Timestamp::from_millis(1_700_000_000_000 + seq as u64 * 1000),

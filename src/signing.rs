@@ -12,6 +12,26 @@ use ed25519_dalek::Signer;
 /// Context prefixed to every entry before signing.
 pub(crate) const ENTRY_CONTEXT: &[u8] = b"consent-ledger entry v1\n";
 
+/// Context of a new key's acceptance of a rotation to it (see [`key_acceptance`]).
+const KEY_ACCEPT_CONTEXT: &[u8] = b"consent-ledger key accept v1\n";
+
+/// What a new signing key signs to accept a rotation to it: the context, the position
+/// of the rotation entry and the hash of the entry before it (so the acceptance pins
+/// the whole log before the rotation: it cannot be copied into another log, nor to
+/// another position of this one), and the new key itself.
+///
+/// Without it, the old key alone could write a rotation to the current key at any
+/// position, and whoever stole an old key could rewrite everything after the genuine
+/// rotation: the rewritten log would open with the current key.
+fn key_acceptance(seq: u64, prev_hash: &[u8; 32], new_key: &[u8; 32]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(KEY_ACCEPT_CONTEXT.len() + 8 + 32 + 32);
+    msg.extend_from_slice(KEY_ACCEPT_CONTEXT);
+    msg.extend_from_slice(&seq.to_be_bytes());
+    msg.extend_from_slice(prev_hash);
+    msg.extend_from_slice(new_key);
+    msg
+}
+
 /// The secret key that signs new ledger entries.
 ///
 /// Its `Debug` output is redacted and its bytes are wiped on drop.
@@ -44,6 +64,13 @@ impl SigningKey {
         msg.extend_from_slice(ENTRY_CONTEXT);
         msg.extend_from_slice(body);
         self.0.sign(&msg).to_bytes()
+    }
+
+    /// This key's acceptance of a rotation to it, by the entry at `seq` whose
+    /// predecessor hashes to `prev_hash` (see [`key_acceptance`]).
+    pub(crate) fn accept_rotation(&self, seq: u64, prev_hash: &[u8; 32]) -> [u8; 64] {
+        let new_key = self.0.verifying_key().to_bytes();
+        self.0.sign(&key_acceptance(seq, prev_hash, &new_key)).to_bytes()
     }
 
     pub(crate) fn inner(&self) -> &ed25519_dalek::SigningKey {
@@ -82,6 +109,14 @@ impl VerifyingKey {
         let mut msg = Vec::with_capacity(ENTRY_CONTEXT.len() + body.len());
         msg.extend_from_slice(ENTRY_CONTEXT);
         msg.extend_from_slice(body);
+        let sig = ed25519_dalek::Signature::from_bytes(signature);
+        self.0.verify_strict(&msg, &sig).is_ok()
+    }
+
+    /// Whether `signature` is this key's acceptance of a rotation to it by the entry at
+    /// `seq` whose predecessor hashes to `prev_hash` (strict verification).
+    pub(crate) fn accepted_rotation(&self, seq: u64, prev_hash: &[u8; 32], signature: &[u8; 64]) -> bool {
+        let msg = key_acceptance(seq, prev_hash, &self.to_bytes());
         let sig = ed25519_dalek::Signature::from_bytes(signature);
         self.0.verify_strict(&msg, &sig).is_ok()
     }

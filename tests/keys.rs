@@ -12,9 +12,12 @@
 mod sled_util;
 
 use consent_ledger::{
-    verify_receipt, Analytics, IntegrityProblem, Ledger, ManualClock, OpenError, PseudonymKey, ReadError,
-    RecipientScope, SigningKey, SubjectId, Timestamp, WriteError,
+    verify_receipt, Analytics, Identifier, Inspector, IntegrityProblem, Ledger, ManualClock, OpenError,
+    PartnerSharing, PseudonymKey, ReadError, Recipient, RecipientScope, SigningKey, SubjectId, Timestamp,
+    WriteError,
 };
+use ed25519_dalek::Signer;
+use sha2::{Digest, Sha256};
 
 fn open(dir: &std::path::Path, key: &SigningKey, pk: &PseudonymKey, clock: &ManualClock) -> Ledger {
     Ledger::builder(dir)
@@ -189,4 +192,186 @@ fn a_key_revoked_twice_lists_its_entries_once() {
     let r = report.untrusted[0];
     assert_eq!((r.from, r.to, r.revoked_by), (1, 3, wider.seq), "{r:?}");
     assert!(first.seq < wider.seq);
+}
+
+/// A stored entry written by hand from docs/format.md (actor `System` unless `subject`),
+/// signed with `key`; returns its bytes and its hash.
+fn forge_entry(
+    seq: u64,
+    ts: u64,
+    subject: bool,
+    prev: [u8; 32],
+    body: &[u8],
+    key: &SigningKey,
+) -> (Vec<u8>, [u8; 32]) {
+    let mut b = vec![1u8];
+    b.extend(seq.to_be_bytes());
+    b.extend(ts.to_be_bytes());
+    b.extend(if subject { 0u32 } else { 2u32 }.to_be_bytes());
+    b.extend(prev);
+    b.extend([0x5a; 16]);
+    b.extend(body);
+    let sk = ed25519_dalek::SigningKey::from_bytes(&key.expose_seed());
+    let mut msg = b"consent-ledger entry v1\n".to_vec();
+    msg.extend(&b);
+    b.extend(sk.sign(&msg).to_bytes());
+    let h: [u8; 32] = Sha256::digest(&b).into();
+    (b, h)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.extend((s.len() as u64).to_be_bytes());
+    out.extend(s.as_bytes());
+}
+
+/// The body of a grant of `purpose` to all partners, without expiry.
+fn granted_all_partners(subject: &str, purpose: &str) -> Vec<u8> {
+    let mut b = 2u32.to_be_bytes().to_vec();
+    string(&mut b, subject);
+    string(&mut b, purpose);
+    b.extend(1u32.to_be_bytes());
+    b.push(0);
+    b
+}
+
+fn key_rotated(new_key: &SigningKey, accept: &[u8; 64]) -> Vec<u8> {
+    let mut b = 6u32.to_be_bytes().to_vec();
+    b.extend(new_key.verifying_key().to_bytes());
+    b.extend(accept);
+    b
+}
+
+/// A stolen old key used to rewrite everything after a genuine rotation: the forger
+/// keeps the log up to just before the rotation, re-grants a consent the person later
+/// withdrew, and ends with a rotation to the current key, so that the log would open
+/// with it. The new key's acceptance cannot be forged, nor copied from the genuine
+/// rotation (it names another position and predecessor); a rotation to a key of the
+/// forger's own opens with no key but theirs, and shows it to an auditor.
+#[test]
+fn a_stolen_old_key_cannot_hand_the_log_to_the_current_key() {
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let (k0, k1, k2) = (
+        SigningKey::generate(),
+        SigningKey::generate(),
+        SigningKey::generate(),
+    );
+    let alice = SubjectId::new("account-1001").unwrap();
+    let email = Identifier::<PartnerSharing>::email("alice@example.com").unwrap();
+    let acme = Recipient::partner("acme-ads").unwrap();
+    let genuine = tempfile::tempdir().unwrap();
+    let l = open(genuine.path(), &k0, &pk, &clock);
+    l.collect(&alice, &email, RecipientScope::first_party()).unwrap(); // 1
+    l.grant::<PartnerSharing>(&alice, RecipientScope::all_partners(), None)
+        .unwrap(); // 2
+    assert_eq!(l.rotate_key(k1.clone()).unwrap().seq, 3); // signed by k0, accepted by k1
+    l.revoke_key(k0.verifying_key(), 1).unwrap(); // 4
+    l.withdraw::<PartnerSharing>(&alice).unwrap(); // 5
+    let report = l.verify().unwrap();
+    assert_eq!(report.current_key, Some(k1.verifying_key()));
+    drop(l);
+    let db = sled_util::open(genuine.path());
+    let entries = db.open_tree("entries").unwrap();
+    let kept = entries.get(2u64.to_be_bytes()).unwrap().unwrap().to_vec();
+    let rotation = entries.get(3u64.to_be_bytes()).unwrap().unwrap().to_vec();
+    drop(entries);
+    drop(db);
+    // The genuine acceptance: after the header (69 bytes), the tag and the new key.
+    let copied: [u8; 64] = rotation[105..169].try_into().unwrap();
+    let ts = u64::from_be_bytes(kept[9..17].try_into().unwrap());
+    let grant = granted_all_partners("account-1001", "partner-sharing");
+
+    let forged_tails: [(&str, SigningKey, [u8; 64]); 3] = [
+        ("the genuine acceptance, copied", k1.clone(), copied),
+        ("no acceptance at all", k1.clone(), [0; 64]),
+        // A valid acceptance by a key of the forger's own, at the forged position.
+        ("a key of the forger's own", k2.clone(), [0; 64]),
+    ];
+    for (what, to, accept) in forged_tails {
+        // A copy of the genuine directory, whose entries 3.. the forger replaces (same
+        // length: the head record has nothing to notice).
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(genuine.path(), dir.path());
+        let db = sled_util::open(dir.path());
+        let t = db.open_tree("entries").unwrap();
+        let mut prev: [u8; 32] = Sha256::digest(&kept).into();
+        for seq in 3..=4u64 {
+            let (bytes, h) = forge_entry(seq, ts, true, prev, &grant, &k0);
+            t.insert(seq.to_be_bytes(), bytes).unwrap();
+            prev = h;
+        }
+        let accept = if what == "a key of the forger's own" {
+            let mut msg = b"consent-ledger key accept v1\n".to_vec();
+            msg.extend(5u64.to_be_bytes());
+            msg.extend(prev);
+            msg.extend(to.verifying_key().to_bytes());
+            ed25519_dalek::SigningKey::from_bytes(&to.expose_seed())
+                .sign(&msg)
+                .to_bytes()
+        } else {
+            accept
+        };
+        let (bytes, _) = forge_entry(5, ts, false, prev, &key_rotated(&to, &accept), &k0);
+        t.insert(5u64.to_be_bytes(), bytes).unwrap();
+        db.flush().unwrap();
+        drop(t);
+        drop(db);
+        let opened = Ledger::builder(dir.path())
+            .signing_key(k1.clone())
+            .pseudonym_key(pk.clone())
+            .clock(clock.clone())
+            .open()
+            // Closed before the auditor reads the directory.
+            .map(|l| l.authorize(&email, &acme).map(|u| u.evidence().allowed_by()));
+        let audited = Inspector::open(dir.path()).unwrap().verify();
+        if what == "a key of the forger's own" {
+            assert!(
+                matches!(opened, Err(OpenError::WrongSigningKey)),
+                "{what}: {:?}",
+                opened
+            );
+            let report = audited.unwrap();
+            assert_eq!(
+                report.current_key,
+                Some(k2.verifying_key()),
+                "{what}: the auditor sees the key"
+            );
+            assert_ne!(report.current_key, Some(k1.verifying_key()));
+        } else {
+            let refused = |e: &OpenError| {
+                matches!(e, OpenError::Integrity(i)
+                    if i.position == 5 && i.problem == IntegrityProblem::RotationNotAccepted)
+            };
+            match opened {
+                Err(e) => assert!(refused(&e), "{what}: {e:?}"),
+                Ok(authorized) => panic!(
+                    "{what}: a log rewritten with the revoked old key opened with the current \
+                     key (authorize: {authorized:?})"
+                ),
+            }
+            match audited {
+                Err(ReadError::Integrity(i)) => {
+                    assert_eq!(
+                        (i.position, i.problem),
+                        (5, IntegrityProblem::RotationNotAccepted),
+                        "{what}"
+                    )
+                }
+                other => panic!("{what}: the auditor's verify gave {other:?}"),
+            }
+        }
+    }
 }

@@ -110,7 +110,8 @@ fn a_small_order_r_is_refused_by_verify_as_by_open() {
     );
 }
 
-/// A hand-encoded KeyRotated entry (format v1, actor System) with a junk signature.
+/// A hand-encoded KeyRotated entry (format v1, actor System) with a junk acceptance and
+/// a junk signature.
 fn key_rotated(seq: u64, ts: u64, prev: [u8; 32], new_key: [u8; 32]) -> Vec<u8> {
     let mut b = vec![1u8];
     b.extend_from_slice(&seq.to_be_bytes());
@@ -120,6 +121,7 @@ fn key_rotated(seq: u64, ts: u64, prev: [u8; 32], new_key: [u8; 32]) -> Vec<u8> 
     b.extend_from_slice(&[0x5a; 16]); // salt
     b.extend_from_slice(&6u32.to_be_bytes()); // KeyRotated
     b.extend_from_slice(&new_key);
+    b.extend_from_slice(&[0x22; 64]); // the new key's acceptance: not valid either
     b.extend_from_slice(&[0x11; 64]); // not a valid signature by anyone
     b
 }

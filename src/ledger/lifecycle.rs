@@ -25,7 +25,9 @@ pub struct ExpiringConsent {
 
 impl Ledger {
     /// Rotates the signing key: appends an entry, signed with the current key, that
-    /// names `new_key`; every later entry is signed with `new_key`. Reopening the
+    /// names `new_key` and carries `new_key`'s signature accepting the rotation at this
+    /// position (so that an old key, even stolen, cannot hand the log to any key on its
+    /// own); every later entry is signed with `new_key`. Reopening the
     /// ledger then requires `new_key`.
     ///
     /// Use it on a schedule, and at once when the current key may be exposed (then also
@@ -40,17 +42,27 @@ impl Ledger {
     /// revoked; storage failures.
     pub fn rotate_key(&self, new_key: SigningKey) -> Result<Recorded, WriteError> {
         let new_public = new_key.verifying_key().to_bytes();
+        let accepting = new_key.clone();
         let recorded = self.append_then(
             Actor::System,
-            |_, _, current| {
-                if current.verifying_key().to_bytes() == new_public {
+            |_, _, w| {
+                if w.key.verifying_key().to_bytes() == new_public {
                     return Err(InputError::new("new signing key", "is the current key").into());
                 }
                 let revoked = self.inner.revoked_keys.lock().map_err(|_| WriteError::Failed)?;
                 if revoked.contains(&new_public) {
                     return Err(InputError::new("new signing key", "was revoked").into());
                 }
-                Ok(Prepared::Append(Body::KeyRotated { new_key: new_public }, None))
+                // The new key accepts the rotation at this position of this log, so that
+                // the old key alone cannot write one (see `IntegrityProblem::RotationNotAccepted`).
+                let accept = accepting.accept_rotation(w.next_seq, &w.last_hash);
+                Ok(Prepared::Append(
+                    Body::KeyRotated {
+                        new_key: new_public,
+                        accept,
+                    },
+                    None,
+                ))
             },
             move |w| w.key = new_key,
         )?;
@@ -93,8 +105,8 @@ impl Ledger {
         let bytes = key.to_bytes();
         let recorded = self.append_then(
             Actor::System,
-            |state, _, current| {
-                if current.verifying_key().to_bytes() == bytes {
+            |state, _, w| {
+                if w.key.verifying_key().to_bytes() == bytes {
                     return Err(
                         InputError::new("revoked key", "is the current signing key; rotate first").into(),
                     );

@@ -209,6 +209,11 @@ pub struct VerifyReport {
     pub head: [u8; 32],
     /// Number of signing keys the log authorized, the genesis key included.
     pub keys: usize,
+    /// The key the log authorized last: the one that signs new entries (`None` for an
+    /// empty log). An auditor without the ledger's keys compares it with the public key
+    /// they trust: each rotation is accepted by its new key, so no one can make a log
+    /// that ends with that key without it.
+    pub current_key: Option<crate::signing::VerifyingKey>,
     /// Entries signed with a key after the position from which it was revoked as
     /// compromised ([`Ledger::revoke_key`]). Empty unless a key was revoked.
     pub untrusted: Vec<UntrustedRange>,
@@ -985,7 +990,7 @@ impl Ledger {
     fn append_then(
         &self,
         actor: Actor,
-        prepare: impl FnOnce(&State, &dyn Backend, &SigningKey) -> Result<Prepared, WriteError>,
+        prepare: impl FnOnce(&State, &dyn Backend, &Writer) -> Result<Prepared, WriteError>,
         appended: impl FnOnce(&mut Writer),
     ) -> Result<Recorded, WriteError> {
         let mut w = self.inner.writer.lock().map_err(|_| WriteError::Failed)?;
@@ -1012,7 +1017,7 @@ impl Ledger {
         &self,
         w: &mut Writer,
         actor: Actor,
-        prepare: impl FnOnce(&State, &dyn Backend, &SigningKey) -> Result<Prepared, WriteError>,
+        prepare: impl FnOnce(&State, &dyn Backend, &Writer) -> Result<Prepared, WriteError>,
         appended: impl FnOnce(&mut Writer),
     ) -> Result<(Recorded, bool), WriteError> {
         let inner = &*self.inner;
@@ -1025,7 +1030,7 @@ impl Ledger {
         }
         let prepared = {
             let state = inner.state.read().map_err(|_| WriteError::Failed)?;
-            prepare(&state, &*inner.store, &w.key)?
+            prepare(&state, &*inner.store, w)?
         };
         let (body, lookup) = match prepared {
             Prepared::Already(seq) => return Ok((self.recorded_at(seq)?, false)),
@@ -1325,6 +1330,9 @@ fn verify_entries(
             entries: replay.len(),
             head: replay.head_hash(),
             keys: replay.keys.len(),
+            current_key: replay
+                .current_key()
+                .and_then(|k| crate::signing::VerifyingKey::from_bytes(&k).ok()),
             untrusted: replay.untrusted(),
         })
     })

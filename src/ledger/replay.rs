@@ -236,13 +236,23 @@ impl Replay {
         } else {
             self.last = Some((bytes, stored.signed_len, stored.signature, signer, expected));
         }
-        // Key changes take effect after this entry (which the old key signed).
+        // Key changes take effect after this entry (which the old key signed). A
+        // rotation also carries the new key's acceptance of it here, checked at once
+        // on every path (open sends key changes through here too): rare, and it decides
+        // which key is checked from here on.
         match &e.body {
-            Body::KeyRotated { new_key } => self.keys.push(KeySpan {
-                key: *new_key,
-                from: expected.saturating_add(1),
-                to: expected,
-            }),
+            Body::KeyRotated { new_key, accept } => {
+                let accepted = VerifyingKey::from_bytes(new_key)
+                    .is_ok_and(|k| k.accepted_rotation(expected, &e.prev_hash, accept));
+                if !accepted {
+                    return Err(broken(expected, IntegrityProblem::RotationNotAccepted).into());
+                }
+                self.keys.push(KeySpan {
+                    key: *new_key,
+                    from: expected.saturating_add(1),
+                    to: expected,
+                });
+            }
             Body::KeyRevoked { key, from } => self.revoked.push((*key, *from, expected)),
             _ => {}
         }
