@@ -473,8 +473,6 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                     seen.resize(words, 0);
                 }
                 let query = state.query::<P>(self.recipient);
-                // Read once, and only if a decision needs it (it raises the time floor).
-                let stamped = std::cell::OnceCell::new();
                 for (i, (row, h)) in (base..).zip(rows).enumerate() {
                     if i % WARM == 0 {
                         // The next group's memory, read ahead (see `State::warm`).
@@ -485,8 +483,9 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                         counts.malformed += 1;
                         continue;
                     };
-                    let stamp = || *stamped.get_or_init(|| self.ledger.stamp());
-                    match state.decide_query(&query, lookup, stamp, || self.ledger.now()) {
+                    // Stamped per decision, as `authorize` does: never earlier than a time
+                    // an earlier decision read (with the ticker, a load).
+                    match state.decide_query(&query, lookup, || self.ledger.stamp(), || self.ledger.now()) {
                         Ok((evidence, subject)) => match seen_bit(seen, subject) {
                             // Reported from an earlier chunk.
                             Some((w, bit)) if *w & bit != 0 => counts.duplicates += 1,

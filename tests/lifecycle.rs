@@ -500,3 +500,54 @@ fn a_consent_record_can_be_changed_through_a_type_with_the_same_id() {
         g.seq
     );
 }
+
+/// A clock one millisecond later at every reading.
+#[derive(Debug, Clone)]
+struct Stepping(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Clock for Stepping {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Batch authorization and audience matching stamp each decision as `authorize` does:
+/// after a decision that read the clock (an expiring grant), a later one in the same
+/// batch is not stamped with a time from before it.
+#[test]
+fn batch_and_audience_stamps_never_run_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_700_000_000_000;
+    let l = Ledger::builder(dir.path())
+        .signing_key(SigningKey::generate())
+        .pseudonym_key(PseudonymKey::generate())
+        .durability(Durability::Relaxed)
+        .clock(Stepping(std::sync::Arc::new(t0.into())))
+        .open()
+        .unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    let raw = ["a@example.org", "b@example.org", "c@example.org"];
+    let ids: Vec<Identifier<Advertising>> = raw.iter().map(|r| Identifier::email(r).unwrap()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let s = SubjectId::new(&format!("s-{i}")).unwrap();
+        l.collect(&s, id, RecipientScope::all_partners()).unwrap();
+        // The second subject's grant expires (far ahead): deciding it reads the clock.
+        let expiry = (i == 1).then(|| Timestamp::from_millis(t0 + 1_000_000_000));
+        l.grant::<Advertising>(&s, RecipientScope::all_partners(), expiry)
+            .unwrap();
+    }
+    let batch: Vec<Timestamp> = l
+        .authorize_batch([&ids[0], &ids[1], &ids[0]], &acme)
+        .into_iter()
+        .map(|d| d.unwrap().evidence().decided_at())
+        .collect();
+    assert!(batch[0] <= batch[1] && batch[1] <= batch[2], "batch: {batch:?}");
+    let (matches, _) = l.audience::<Advertising>(&acme).collect(raw);
+    let stamps: Vec<Timestamp> = matches.iter().map(|m| m.evidence().decided_at()).collect();
+    assert_eq!(stamps.len(), 3);
+    assert!(
+        stamps[0] <= stamps[1] && stamps[1] <= stamps[2],
+        "audience: {stamps:?}"
+    );
+    assert!(stamps[0] >= batch[2], "audience {stamps:?} after batch {batch:?}");
+}

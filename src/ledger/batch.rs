@@ -54,8 +54,6 @@ impl Ledger {
                 continue;
             };
             let query = state.query::<P>(recipient);
-            // Read once, and only if a decision needs it (it raises the time floor).
-            let stamped = std::cell::OnceCell::new();
             let start = out.len();
             out.extend(chunk.iter().enumerate().map(|(i, (id, lookup))| {
                 if i % WARM == 0 {
@@ -67,7 +65,10 @@ impl Ledger {
                     .decide_query(
                         &query,
                         lookup,
-                        || *stamped.get_or_init(|| self.stamp()),
+                        // Per decision, as `authorize` stamps: a decision that read the
+                        // clock (an expiring grant) may have raised the high-water time,
+                        // and no later decision is stamped earlier (with the ticker, a load).
+                        || self.stamp(),
                         || self.now(),
                     )
                     .map(|(evidence, _)| Use::new(id, recipient, evidence))
