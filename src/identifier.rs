@@ -95,10 +95,19 @@ impl fmt::Display for IdentifierKind {
 /// use consent_ledger::{Identifier, Security};
 ///
 /// let a = Identifier::<Security>::phone("+1 (555) 010-9999")?;
-/// let b = Identifier::<Security>::phone("+15550109999")?;
-/// assert!(a.same_as(&b));
 /// assert_eq!(format!("{a:?}"), "Identifier<security>(phone number, [REDACTED])");
 /// # Ok::<(), consent_ledger::IdentifierError>(())
+/// ```
+///
+/// Two identifiers cannot be compared outside the crate: with a comparison, code that
+/// holds one could test guesses of its value (a phone number has few possible values)
+/// without any use-time decision.
+///
+/// ```compile_fail,E0624
+/// use consent_ledger::{Identifier, Security};
+/// let held = Identifier::<Security>::phone("+1 (555) 010-9999").unwrap();
+/// let guess = Identifier::<Security>::phone("+15550109999").unwrap();
+/// let _ = held.same_as(&guess);
 /// ```
 ///
 /// An identifier collected for security cannot be given to code that needs one for
@@ -176,8 +185,8 @@ impl<P: Purpose> Identifier<P> {
     }
 
     /// Whether both are the same identifier after normalization (same kind and value),
-    /// compared in constant time.
-    pub fn same_as(&self, other: &Identifier<P>) -> bool {
+    /// compared in constant time. Not public: see the type's docs.
+    pub(crate) fn same_as(&self, other: &Identifier<P>) -> bool {
         self.kind == other.kind && constant_time_eq(self.value.as_bytes(), other.value.as_bytes())
     }
 
