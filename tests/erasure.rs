@@ -317,3 +317,66 @@ fn a_snapshot_taken_before_an_interrupted_erasure_is_destroyed_on_open() {
     let history: Vec<u64> = open().history(&s).unwrap().iter().map(|h| h.seq).collect();
     assert_eq!(history, vec![2]);
 }
+
+/// Every close writes its snapshot over the previous one in place: an older snapshot
+/// is never released to the file system with an erased subject's lookups in it. A read
+/// handle on the first snapshot stands for its blocks (a rename would have released
+/// them as they were); the snapshot current at the erasure is zeroed either way.
+#[cfg(unix)]
+#[test]
+fn an_older_snapshot_is_not_left_behind_with_an_erased_subjects_lookup() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let (sk, pk) = (SigningKey::generate(), [0x42u8; 32]);
+    let open = || {
+        Ledger::builder(dir.path())
+            .signing_key(sk.clone())
+            .pseudonym_key(PseudonymKey::from_bytes(pk))
+            .snapshots(Snapshots::OnClose { min_new_entries: 1 })
+            .open()
+            .unwrap()
+    };
+    let alice = SubjectId::new("account-1").unwrap();
+    let link = lookup(&pk, &number(4242));
+    let l = open();
+    l.collect(
+        &alice,
+        &Identifier::<Security>::phone(&number(4242)).unwrap(),
+        RecipientScope::first_party(),
+    )
+    .unwrap();
+    drop(l);
+    let mut first = std::fs::File::open(dir.path().join("state")).unwrap();
+    let l = open();
+    let bob = SubjectId::new("account-2").unwrap();
+    l.collect(
+        &bob,
+        &Identifier::<Security>::phone(&number(2)).unwrap(),
+        RecipientScope::first_party(),
+    )
+    .unwrap();
+    drop(l);
+    let mut second = std::fs::File::open(dir.path().join("state")).unwrap();
+    let l = open();
+    l.erase(&alice, Actor::System).unwrap();
+    drop(l);
+    assert!(
+        !contains(&files(dir.path()), &link),
+        "a file holds the erased subject's lookup"
+    );
+    let read = |f: &mut std::fs::File| {
+        let mut b = Vec::new();
+        f.read_to_end(&mut b).unwrap();
+        b
+    };
+    let (first, second) = (read(&mut first), read(&mut second));
+    assert!(
+        !contains(&[second], &link),
+        "the snapshot current at the erasure still holds the lookup"
+    );
+    assert!(
+        !contains(std::slice::from_ref(&first), &link),
+        "the first snapshot's blocks still hold the erased subject's lookup ({} bytes)",
+        first.len()
+    );
+}

@@ -344,4 +344,18 @@ fn ledger_files_are_private_and_links_are_not_followed() {
             .is_symlink());
         assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
     }
+    // The snapshot is written over the previous one in place, but never through a
+    // symbolic link planted in its place.
+    let other = parent.path().join("other");
+    std::fs::write(&other, b"keep me").unwrap();
+    std::fs::remove_file(dir.join("state")).unwrap();
+    std::os::unix::fs::symlink(&other, dir.join("state")).unwrap();
+    let l = open();
+    l.grant::<consent_ledger::Analytics>(&alice, RecipientScope::first_party(), None)
+        .unwrap();
+    drop(l);
+    assert_eq!(std::fs::read(&other).unwrap(), b"keep me");
+    let m = std::fs::symlink_metadata(dir.join("state")).unwrap();
+    assert!(m.file_type().is_file(), "{m:?}");
+    assert_eq!(mode(&dir.join("state")), 0o600);
 }

@@ -315,7 +315,8 @@ impl Inner {
             len: state.len,
             head: writer.last_hash,
         };
-        // Renaming a new snapshot over the old one would leave the old bytes on disk.
+        // Zeroed whole first (the new one is written over the old in place, but may be
+        // shorter, and a failed erasure must not leave its lookups to chance).
         if *self.snapshot_outlives_erasure.get_mut() {
             if self.store.destroy_snapshot().is_err() {
                 return;

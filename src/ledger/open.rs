@@ -398,7 +398,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     // snapshots off, none is kept. One that could not be used (damaged, say by a kill
     // in the middle of its destruction by an erasure, which zeroes it from the start)
     // may still hold lookups in its undamaged part: destroyed too, rather than left
-    // until a close renames a new one over it without zeroing it.
+    // until a close writes a new one over it.
     if tail_erased || b.snapshots == Snapshots::Off || (had_snapshot && !used_snapshot) {
         store.destroy_snapshot()?;
         snapshot_len = 0;

@@ -114,8 +114,8 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn sync(&self) -> Result<(), StorageError>;
     /// The state snapshot's bytes, if there is one.
     fn snapshot(&self) -> Result<Option<Vec<u8>>, StorageError>;
-    /// Replaces the state snapshot: written to a new file, synced, then renamed over
-    /// the old one.
+    /// Replaces the state snapshot: written over the old one in place (whose bytes
+    /// past the new end are zeroed first), then synced.
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StorageError>;
     /// Destroys the state snapshot (and one left half-written): its bytes are
     /// overwritten with zeros in place and synced before the file is removed, as the
@@ -273,6 +273,18 @@ fn destroy_file(path: &Path) -> std::io::Result<()> {
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Removes the name `path` of something that is not a regular file (a symbolic link, a
+/// FIFO, an empty directory) without writing through it. A
+/// directory that is not empty is an error: nothing can be made in its place.
+fn remove_name(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_dir() => std::fs::remove_dir(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The bytes of the regular file at `path`, at most `limit` of them; `None` if there is
@@ -857,21 +869,49 @@ impl Backend for SledStore {
     }
 
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        use std::io::Write;
         let err = |e| StorageError::new("writing the state snapshot", e);
-        let tmp = self.dir.join(SNAPSHOT_TMP);
-        // One left behind (a crash, or another process) is destroyed, not reused: it may
-        // hold an older snapshot, or be a link to a file elsewhere.
-        destroy_file(&tmp).map_err(err)?;
-        let mut file = private_file().open(&tmp).map_err(err)?;
-        std::io::Write::write_all(&mut file, bytes).map_err(err)?;
-        file.sync_all().map_err(err)?;
+        // A temporary file left by an older version of this code is destroyed.
+        destroy_file(&self.dir.join(SNAPSHOT_TMP)).map_err(err)?;
         let target = self.dir.join(SNAPSHOT_FILE);
-        // A rename cannot replace a directory: whatever is in the snapshot's place and
-        // is not a regular file goes first.
-        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_dir()) {
-            destroy_file(&target).map_err(err)?;
+        // Written over the previous snapshot, in place: a new file renamed over it
+        // would release the old one's blocks with its lookup pseudonyms still in them,
+        // where an erasure later could not reach them. A crash part-way leaves a
+        // snapshot whose tag fails, and the next open replays the log instead.
+        //
+        // Anything but a regular file is not written through: a symbolic link (it would
+        // write wherever it points), a FIFO or a directory lose their name, and a new
+        // file is made. (A second name of the file, a hard link, is the same file, as
+        // for the vault: only its owner can make one.)
+        let ours = std::fs::symlink_metadata(&target).map(|m| m.file_type().is_file());
+        let mut file = match ours {
+            Ok(true) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .map_err(err)?,
+            Ok(false) => {
+                remove_name(&target).map_err(err)?;
+                private_file().open(&target).map_err(err)?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                private_file().open(&target).map_err(err)?
+            }
+            Err(e) => return Err(err(e)),
+        };
+        let old_len = file.metadata().map_err(err)?.len();
+        file.write_all(bytes).map_err(err)?;
+        // What the old snapshot held past the new one's end is zeroed before it is cut
+        // off, for the same reason.
+        let mut left = old_len.saturating_sub(bytes.len() as u64);
+        let zeros = vec![0u8; usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20)];
+        while left > 0 {
+            let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
+            file.write_all(zeros.get(..n).unwrap_or(&zeros)).map_err(err)?;
+            left -= n as u64;
         }
-        std::fs::rename(&tmp, target).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        file.set_len(bytes.len() as u64).map_err(err)?;
+        file.sync_all().map_err(err)?;
         sync_dir(&self.dir).map_err(err)
     }
 
