@@ -16,16 +16,38 @@ use consent_ledger::{
 
 const PHONE: &str = "+1 (555) 010-9999";
 const EMAIL: &str = "alice.privacy-test@Example.com";
-/// Fragments that would betray the values: E.164 with and without '+', national
-/// digits, the email, its local part and the normalized email.
+/// What would betray the values: each as the caller wrote it and in parts people
+/// recognize, the E.164 form with and without '+', the national digits, the email, its
+/// local part and the normalized email; searched for in UTF-8 and in UTF-16 (both byte
+/// orders), see [`spellings`].
 const NEEDLES: &[&str] = &[
+    PHONE,
+    "(555) 010-9999",
+    "010-9999",
+    "+1555010999",
     "+15550109999",
     "15550109999",
     "5550109999",
+    EMAIL,
     "alice.privacy-test@example.com",
     "alice.privacy-test",
     "privacy-test",
 ];
+
+/// Each needle in UTF-8, UTF-16LE and UTF-16BE.
+fn spellings(needles: &[&str]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for n in needles {
+        out.push(n.as_bytes().to_vec());
+        out.push(n.encode_utf16().flat_map(u16::to_le_bytes).collect());
+        out.push(n.encode_utf16().flat_map(u16::to_be_bytes).collect());
+    }
+    out
+}
+
+fn holds(bytes: &[u8], needle: &[u8]) -> bool {
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
 
 fn all_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -39,9 +61,25 @@ fn all_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 fn assert_clean(what: &str, text: &str) {
-    for n in NEEDLES {
-        assert!(!text.contains(n), "{what} contains {n:?}: {text}");
+    for n in spellings(NEEDLES) {
+        assert!(!holds(text.as_bytes(), &n), "{what} contains {n:?}: {text}");
     }
+}
+
+/// The needles can find what they are meant to find: each value as the caller wrote it
+/// (a check that would pass whatever the crate printed proves nothing).
+#[test]
+fn the_needles_find_the_values_as_written() {
+    for (value, leaked) in [
+        (PHONE, format!("Identifier {{ value: {PHONE:?} }}")),
+        ("+1555010999x", "+1555010999x".to_owned()),
+        (EMAIL, format!("<{EMAIL}>")),
+    ] {
+        let caught = std::panic::catch_unwind(|| assert_clean("leak", &leaked)).is_err();
+        assert!(caught, "{value:?} leaked unseen");
+    }
+    let utf16: Vec<u8> = PHONE.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    assert!(spellings(NEEDLES).iter().any(|n| holds(&utf16, n)));
 }
 
 #[test]
@@ -103,9 +141,9 @@ fn database_files_hold_no_raw_identifier() {
             let bytes = std::fs::read(&f).unwrap();
             let mut needles: Vec<&str> = NEEDLES.to_vec();
             needles.push("bob.privacy-test");
-            for n in needles {
+            for n in spellings(&needles) {
                 assert!(
-                    !bytes.windows(n.len()).any(|w| w == n.as_bytes()),
+                    !holds(&bytes, &n),
                     "{durability:?}: {} contains {n:?}",
                     f.display()
                 );
@@ -268,16 +306,19 @@ mod everything {
         let l2 = open();
         shown.push(format!("{l2:?}"));
         drop(l2);
-        let needles: &[&[u8]] = &[
-            b"15550109999",
-            b"5550109999",
-            b"6d92078a",
-            b"6D92078A",
-            b"bob.privacy",
-            &[0xA7; 32],
-            &[0xB3; 32],
-            &sk.expose_seed(),
-        ];
+        // The values as written and normalized, in UTF-8 and UTF-16; then the keys.
+        let texts = super::spellings(&[
+            "+1 555 010 9999",
+            "555 010 9999",
+            "15550109999",
+            "5550109999",
+            "6D92078A-8246-4BA4-AE5B-76104861E7DC",
+            "6d92078a",
+            "6D92078A",
+            "bob.privacy",
+        ]);
+        let keys: [&[u8]; 3] = [&[0xA7; 32], &[0xB3; 32], &sk.expose_seed()];
+        let needles: Vec<&[u8]> = texts.iter().map(Vec::as_slice).chain(keys).collect();
         let mut all = Vec::new();
         super::all_files(dir.path(), &mut all);
         let names: Vec<_> = all
@@ -287,18 +328,13 @@ mod everything {
         assert!(names.iter().any(|n| n == "state"), "a snapshot was written");
         for f in &all {
             let b = std::fs::read(f).unwrap();
-            for n in needles {
-                assert!(
-                    !b.windows(n.len()).any(|w| w == *n),
-                    "{} holds {:?}",
-                    f.display(),
-                    n
-                );
+            for n in &needles {
+                assert!(!super::holds(&b, n), "{} holds {:?}", f.display(), n);
             }
         }
         for s in &shown {
-            for n in &needles[..5] {
-                assert!(!s.contains(std::str::from_utf8(n).unwrap()), "shown: {s}");
+            for n in &texts {
+                assert!(!super::holds(s.as_bytes(), n), "shown: {s}");
             }
         }
     }
