@@ -186,6 +186,10 @@ impl<P: Purpose> Identifier<P> {
 
     /// Whether both are the same identifier after normalization (same kind and value),
     /// compared in constant time. Not public: see the type's docs.
+    #[cfg_attr(
+        not(any(test, feature = "fuzzing")),
+        allow(dead_code, reason = "tests and fuzzing")
+    )]
     pub(crate) fn same_as(&self, other: &Identifier<P>) -> bool {
         self.kind == other.kind && constant_time_eq(self.value.as_bytes(), other.value.as_bytes())
     }
@@ -221,6 +225,10 @@ pub(crate) fn lookup_of_raw(key: &PseudonymKey, kind: IdentifierKind, raw: &str)
     Some(key.lookup(kind, value.as_bytes()))
 }
 
+#[cfg_attr(
+    not(any(test, feature = "fuzzing")),
+    allow(dead_code, reason = "tests and fuzzing")
+)]
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
