@@ -7,6 +7,12 @@
 //! [`Use::expose`](crate::Use::expose), which only an allowed decision produces. The
 //! value is wiped from memory when the identifier is dropped.
 //!
+//! These guard against mistakes and shortcuts in the application's own code (an ad
+//! matcher handed 2FA numbers, a comparison that matches without asking), not against
+//! code in the process set on getting around them: an identifier is not tied to one
+//! ledger, so such code could open a ledger of its own, collect the identifier there
+//! and have that ledger allow its use, or read the process's memory.
+//!
 //! The ledger never stores the value: it stores keyed pseudonyms (HMAC-SHA256 over the
 //! normalized value) computed with a [`PseudonymKey`] the application supplies.
 
@@ -100,8 +106,11 @@ impl fmt::Display for IdentifierKind {
 /// ```
 ///
 /// Two identifiers cannot be compared outside the crate: with a comparison, code that
-/// holds one could test guesses of its value (a phone number has few possible values)
-/// without any use-time decision.
+/// holds identifiers could match them against an uploaded list, or test guesses of a
+/// value (a phone number has few possible values), without any use-time decision: the
+/// very shortcut behind 2FA numbers matched for ads. (This guards against such
+/// shortcuts, not against code determined to get around the crate: see the module
+/// docs.)
 ///
 /// ```compile_fail,E0624
 /// use consent_ledger::{Identifier, Security};
