@@ -38,11 +38,24 @@ fn pseudonym(i: u64) -> Pseudonym {
     Pseudonym(p)
 }
 
+/// Which grants the synthetic subjects of [`state_memory`] have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grants {
+    /// No grant: only the collection.
+    Without,
+    /// An active advertising grant without an expiry.
+    Lasting,
+    /// An active advertising grant with an expiry (kept apart from the consent record).
+    Expiring,
+}
+
 /// Builds a state of `ids.len()` subjects, each with one email collected for
-/// advertising (all partners) and, if `grant`, an active advertising grant; returns
-/// the heap bytes the state holds, measured with `live_bytes` (a counting allocator's
-/// reading) before and after, once every temporary is dropped.
-pub fn state_memory(ids: &[SubjectId], grant: bool, live_bytes: &dyn Fn() -> isize) -> StateMemory {
+/// advertising (all partners) and the advertising grant `grants` says; returns the heap
+/// bytes the state holds, measured with `live_bytes` (a counting allocator's reading)
+/// before and after, once every temporary is dropped.
+pub fn state_memory(ids: &[SubjectId], grants: Grants, live_bytes: &dyn Fn() -> isize) -> StateMemory {
+    let grant = grants != Grants::Without;
+    let expires_at = (grants == Grants::Expiring).then(|| Timestamp::from_millis(1_900_000_000_000));
     let before = live_bytes();
     let mut state = State::default();
     let mut seq = 0u64;
@@ -78,7 +91,7 @@ pub fn state_memory(ids: &[SubjectId], grant: bool, live_bytes: &dyn Fn() -> isi
                     subject: id.clone(),
                     purpose: "advertising".into(),
                     scope: RecipientScope::all_partners(),
-                    expires_at: None,
+                    expires_at,
                 },
                 None,
             );
