@@ -444,35 +444,73 @@ fn a_used_ledger_without_its_vault_fails_open() {
 
 /// A vault needing repair (here a partial slot at its end, as a crash while it grew
 /// leaves) is repaired only by an open that passes every check: one refused for a
-/// wrong signing key leaves the file as it was.
+/// wrong signing key (with a state snapshot or without), a damaged head record or a
+/// log shorter than the head record says leaves the file as it was.
 #[test]
 fn a_failed_open_leaves_the_vault_unrepaired() {
-    let c = closed(5, Snapshots::Off);
-    let vault = c.dir.path().join("vault");
-    let mut bytes = std::fs::read(&vault).unwrap();
-    bytes.extend_from_slice(&[7u8; 10]);
-    std::fs::write(&vault, &bytes).unwrap();
-    let wrong = Ledger::builder(c.dir.path())
-        .signing_key(SigningKey::generate())
-        .pseudonym_key(c.pk.clone())
-        .open();
-    assert!(
-        matches!(wrong, Err(OpenError::WrongSigningKey)),
-        "{:?}",
-        wrong.map(|l| l.len())
-    );
-    assert_eq!(
-        std::fs::read(&vault).unwrap(),
-        bytes,
-        "the refused open wrote to the vault"
-    );
-    let l = open(c.dir.path(), &c.key, &c.pk, Snapshots::Off);
-    assert_eq!(
-        std::fs::read(&vault).unwrap().len(),
-        bytes.len() - 10,
-        "repaired once open"
-    );
-    assert_eq!(decisions(&l, 5), c.decisions);
+    type Spoil = fn(&Path);
+    let refusals: [(&str, Snapshots, bool, Spoil); 4] = [
+        ("wrong signing key", Snapshots::Off, true, |_| {}),
+        ("wrong signing key, with a snapshot", EVERY_CLOSE, true, |_| {}),
+        ("damaged head record", Snapshots::Off, false, |dir| {
+            std::fs::write(dir.join("head"), [1u8, 2, 3]).unwrap()
+        }),
+        ("log cut short", Snapshots::Off, false, |dir| {
+            let db = sled_util::open(dir);
+            let entries = db.open_tree("entries").unwrap();
+            let (last, _) = entries.last().unwrap().unwrap();
+            entries.remove(last).unwrap();
+            db.flush().unwrap();
+        }),
+    ];
+    for (what, snapshots, wrong_key, spoil) in refusals {
+        let c = closed(5, snapshots);
+        let vault = c.dir.path().join("vault");
+        let mut bytes = std::fs::read(&vault).unwrap();
+        bytes.extend_from_slice(&[7u8; 10]);
+        std::fs::write(&vault, &bytes).unwrap();
+        let (head, state) = (c.dir.path().join("head"), c.dir.path().join("state"));
+        let kept = (std::fs::read(&head).unwrap(), std::fs::read(&state).ok());
+        spoil(c.dir.path());
+        let key = if wrong_key {
+            SigningKey::generate()
+        } else {
+            c.key.clone()
+        };
+        let refused = Ledger::builder(c.dir.path())
+            .signing_key(key)
+            .pseudonym_key(c.pk.clone())
+            .snapshots(snapshots)
+            .open();
+        assert!(refused.is_err(), "{what}: {:?}", refused.map(|l| l.len()));
+        let after = std::fs::read(&vault).unwrap();
+        assert!(
+            after == bytes,
+            "{what}: the refused open wrote to the vault ({} bytes before, {} after)",
+            bytes.len(),
+            after.len()
+        );
+        if what.starts_with("wrong signing key") {
+            // Nothing spoiled: the right key opens it, and repairs it then.
+            let l = open(c.dir.path(), &c.key, &c.pk, snapshots);
+            assert_eq!(
+                std::fs::read(&vault).unwrap().len(),
+                bytes.len() - 10,
+                "{what}: repaired once open"
+            );
+            assert_eq!(decisions(&l, 5), c.decisions, "{what}");
+        } else if what == "damaged head record" {
+            std::fs::write(&head, &kept.0).unwrap();
+            let l = open(c.dir.path(), &c.key, &c.pk, snapshots);
+            assert_eq!(
+                std::fs::read(&vault).unwrap().len(),
+                bytes.len() - 10,
+                "{what}: repaired once open"
+            );
+            assert_eq!(decisions(&l, 5), c.decisions, "{what}");
+        }
+        drop(kept.1);
+    }
 }
 
 /// What is in the snapshot's place and is not a regular file (a directory, a FIFO, a

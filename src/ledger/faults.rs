@@ -190,6 +190,10 @@ impl Backend for Faulty {
     fn destroy_snapshot(&self) -> Result<(), StorageError> {
         self.inner.destroy_snapshot()
     }
+    fn open_parts(&self) -> Result<(), StorageError> {
+        self.inner.open_parts()
+    }
+
     fn ready(&self) -> Result<(), StorageError> {
         self.inner.ready()
     }

@@ -363,8 +363,9 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     if let (Some(text), Some(t)) = (&b.trusted_checkpoint, &tree) {
         check_trusted(text, &replay, t)?;
     }
-    // The vault opens on first use: make sure it does, so that a broken vault fails open.
-    store.ready()?;
+    // The vault opens on first use: make sure it does, so that a broken vault fails open
+    // (its repairs are written once every check below has passed).
+    store.open_parts()?;
     // Every check before any write: a failed open writes nothing.
     let recorder = crate::records::Recorder::new(b.recording, &*store)?;
     // The head record: the log may not be shorter than was durable (sled drops what
@@ -383,6 +384,9 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         }));
     }
     let time_floor = head_record.map_or(0, |h| h.time_floor);
+    // Every check has passed: the vault's repairs (damaged slots and extra copies zeroed,
+    // a partial last slot cut) are written now, before anything else writes to it.
+    store.ready()?;
     // Erasures interrupted by a crash are finished here. From a snapshot, only an
     // erasure after it, or an erased subject whose secret is still stored, can be
     // unfinished; then the index is read after all.
@@ -586,7 +590,7 @@ fn load_from_snapshot(
         // The vault is needed later in any case, and opening it reads and checks every
         // slot: on a third thread, beside the log reading and the snapshot decoding (a
         // tail that collects waits for it).
-        let vault = s.spawn(|| backend.ready());
+        let vault = s.spawn(|| backend.open_parts());
         let builder = s.spawn(move || {
             match crate::state::snapshot::open(&bytes, key).filter(|(at, _)| *at == claimed) {
                 Some((at, state)) => {

@@ -121,9 +121,13 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// overwritten with zeros in place and synced before the file is removed, as the
     /// vault does with erased records.
     fn destroy_snapshot(&self) -> Result<(), StorageError>;
-    /// Opens every part of the store not opened yet (the vault opens on first use),
-    /// reporting a failure to open it, and writes the repairs opening found (until
-    /// then, opening has written nothing to the vault).
+    /// Opens every part of the store not opened yet (the vault opens on first use) and
+    /// checks it, reporting a failure to open it; writes nothing (repairs opening found
+    /// wait for [`Backend::ready`]).
+    fn open_parts(&self) -> Result<(), StorageError>;
+    /// Opens every part of the store not opened yet, as [`Backend::open_parts`], and
+    /// writes the repairs opening found (until then, opening has written nothing to the
+    /// vault): called once every check of an open has passed.
     fn ready(&self) -> Result<(), StorageError>;
     /// Lets the vault file be created if it is missing: only for a ledger being
     /// created. Otherwise a missing vault is an error, not a new empty one (which
@@ -849,6 +853,10 @@ impl Backend for SledStore {
 
     fn remove_secret(&self, subject: &str) -> Result<(), StorageError> {
         self.vault.get()?.remove(Kind::Secret, subject.as_bytes())
+    }
+
+    fn open_parts(&self) -> Result<(), StorageError> {
+        self.vault.get().map(|_| ())
     }
 
     fn ready(&self) -> Result<(), StorageError> {
