@@ -308,3 +308,58 @@ fn damage_in_the_data_file_that_sled_drops_silently_fails_open() {
     std::fs::write(&db, &original).unwrap();
     assert!(dropped > 0, "sled dropped nothing: the test shows nothing");
 }
+
+/// A damaged secret slot is dropped at open. Decisions do not need the secret, but
+/// collecting one of the subject's identifiers again (for another purpose) used to make
+/// a new secret and write the identifier's index record over the old one, with another
+/// pseudonym: the live state still allowed the earlier collection's use, the next
+/// replay of the log denied it, for good. That collection is now refused instead, and
+/// nothing is lost.
+#[test]
+fn a_lost_secret_is_not_made_again_over_the_subjects_links() {
+    use consent_ledger::{
+        Advertising, Identifier, Recipient, RecipientScope, Security, Snapshots, SubjectId, WriteError,
+    };
+    const SLOT: usize = 256;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, pk) = (SigningKey::generate(), PseudonymKey::generate());
+    let open = || {
+        Ledger::builder(dir.path())
+            .signing_key(key.clone())
+            .pseudonym_key(pk.clone())
+            .snapshots(Snapshots::Off)
+            .open()
+            .unwrap()
+    };
+    let s = SubjectId::new("acct-0").unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    let for_ads = || Identifier::<Advertising>::email("person0@example.com").unwrap();
+    let l = open();
+    l.collect(&s, &for_ads(), RecipientScope::all_partners()).unwrap();
+    l.grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+        .unwrap();
+    drop(l);
+    // One bit of the secret's slot flipped: its checksum fails, and open drops it.
+    let path = dir.path().join("vault");
+    let mut vault = std::fs::read(&path).unwrap();
+    let name = s.as_str().as_bytes();
+    let slot = vault
+        .chunks_exact(SLOT)
+        .position(|v| v[0] == 1 && usize::from(v[1]) == name.len() && &v[2..2 + name.len()] == name)
+        .unwrap();
+    vault[slot * SLOT + 20] ^= 1;
+    std::fs::write(&path, &vault).unwrap();
+    let l = open();
+    assert!(l.authorize(&for_ads(), &acme).is_ok());
+    let again = Identifier::<Security>::email("person0@example.com").unwrap();
+    let refused = l.collect(&s, &again, RecipientScope::first_party());
+    assert!(matches!(refused, Err(WriteError::Storage(_))), "{refused:?}");
+    assert!(l.authorize(&for_ads(), &acme).is_ok());
+    drop(l);
+    let l = open();
+    assert!(
+        l.authorize(&for_ads(), &acme).is_ok(),
+        "after a replay of the whole log: {:?}",
+        l.authorize(&for_ads(), &acme).map(|u| u.evidence().allowed_by())
+    );
+}

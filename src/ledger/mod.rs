@@ -754,7 +754,13 @@ impl Ledger {
             if let Some(seq) = state.existing_collection(&lookup, P::ID, &scope) {
                 return Ok(Prepared::Already(seq));
             }
-            let secret = subject_secret(store, subject)?;
+            // An identifier the subject already holds (collected again, for another
+            // purpose) has its index record, written with the subject's secret: a new
+            // secret, made because the stored one was lost (a damaged vault slot), would
+            // write over that record with another pseudonym and unlink the earlier
+            // collections from it for good.
+            let holds_it = state.ident_subject(&lookup) == Some(subject);
+            let secret = subject_secret(store, subject, holds_it)?;
             let pseudonym = secret.pseudonym(identifier.kind(), identifier.normalized());
             let code = [identifier.kind().code()];
             let tag = key.index_tag(&IndexRecord::tagged_parts(&lookup, subject, &code, &pseudonym));
@@ -1378,7 +1384,14 @@ fn check_scope(scope: &RecipientScope) -> Result<(), WriteError> {
 }
 
 /// The subject's secret, created on first use.
-fn subject_secret(store: &dyn Backend, subject: &SubjectId) -> Result<SubjectSecret, WriteError> {
+/// The subject's secret, made and stored if it has none yet, unless `must_exist` (the
+/// subject holds identifiers linked with it): then a missing secret is an error, not a
+/// new one.
+fn subject_secret(
+    store: &dyn Backend,
+    subject: &SubjectId,
+    must_exist: bool,
+) -> Result<SubjectSecret, WriteError> {
     match store.secret(subject.as_str())? {
         Some(bytes) => SubjectSecret::from_slice(&bytes).ok_or_else(|| {
             WriteError::Storage(crate::error::StorageError::new(
@@ -1389,6 +1402,14 @@ fn subject_secret(store: &dyn Backend, subject: &SubjectId) -> Result<SubjectSec
                 ),
             ))
         }),
+        None if must_exist => Err(WriteError::Storage(crate::error::StorageError::new(
+            "reading a subject secret",
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the subject's secret is missing from the vault (a damaged record is dropped at open); \
+                 collecting one of its identifiers again would unlink the earlier collections",
+            ),
+        ))),
         None => {
             let secret = SubjectSecret::generate();
             store.put_secret(subject.as_str(), secret.as_bytes())?;
