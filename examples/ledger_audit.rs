@@ -8,7 +8,9 @@
 //!   checkpoint DIR --keys KEYS                  sign and print a checkpoint
 //!   key --keys KEYS                             the current public key (hex)
 //!   history DIR --keys KEYS SUBJECT             one subject's consent history
-//!   receipt DIR --keys KEYS SEQ                 a consent receipt for entry SEQ (JSON)
+//!   receipt DIR --keys KEYS SEQ [--withdraw TEXT]
+//!                                               a consent receipt for entry SEQ (JSON);
+//!                                               TEXT tells the person how to withdraw
 //!   verify-receipt FILE PUBKEY_HEX              check a receipt offline
 //!   impact DIR --keys KEYS --from MS --until MS [--purpose ID] [--partner NAME]
 //!          [--assume never:GIVEN_FOR:USED_FOR] [--assume withdrawals-immediate]
@@ -153,7 +155,8 @@ fn usage_of(command: &str) -> Option<(usize, &'static [&'static str], bool)> {
         "verify" | "prefix" => (2, &[], false),
         "checkpoint" => (2, &[], true),
         "key" => (1, &[], true),
-        "history" | "receipt" => (3, &[], true),
+        "history" => (3, &[], true),
+        "receipt" => (3, &["withdraw"], true),
         "verify-receipt" => (3, &[], false),
         "impact" => (2, &["from", "until", "purpose", "partner", "assume"], true),
         _ => return None,

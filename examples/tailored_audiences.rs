@@ -4,7 +4,7 @@
 //! never are.
 //!
 //! Run with `cargo run --release --example tailored_audiences` (debug builds sign
-//! entries far more slowly). `ACCOUNTS` and `UPLOAD` override the sizes.
+//! entries far more slowly). `ACCOUNTS` (at least 5) and `UPLOAD` override the sizes.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -88,6 +88,11 @@ fn env_or(name: &str, default: u64) -> u64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let accounts = env_or("ACCOUNTS", 100_000);
     let upload = env_or("UPLOAD", 1_000_000);
+    if accounts < 5 {
+        // Account 4 withdraws below, and the upload spreads over ten times the accounts.
+        eprintln!("ACCOUNTS must be at least 5");
+        std::process::exit(2);
+    }
     let dir = tempfile::tempdir()?;
     let ledger = Ledger::builder(dir.path())
         .signing_key(SigningKey::generate())

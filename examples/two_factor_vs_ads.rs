@@ -8,7 +8,8 @@
 //! (in a real deployment keys belong in a secret manager, never next to the data);
 //! running again with the same `DIR` reopens the same ledger and appends to it. Each
 //! run ends with Alice closing her account (an erasure), so that the next run tells the
-//! story again with a new account for her.
+//! story again with a new account for her; a run stopped before that (Ctrl-C, say) is
+//! noted in `DIR/unfinished-account`, and the next run closes that account first.
 
 use std::error::Error;
 use std::fs;
@@ -51,8 +52,17 @@ fn run() -> Result<(), Box<dyn Error>> {
         ledger.len()
     );
 
+    // A run stopped before its last step left its Alice holding the number: her
+    // account is closed first, as that run would have.
+    let unfinished = dir.join("unfinished-account");
+    if let Ok(id) = fs::read_to_string(&unfinished) {
+        let earlier = SubjectId::new(id.trim())?;
+        ledger.erase(&earlier, consent_ledger::Actor::Subject)?;
+        println!("An earlier run stopped before its end: {earlier}'s account is closed first.\n");
+    }
     // A new account per run on a kept ledger (the last run's Alice was erased).
     let alice = SubjectId::new(&format!("account-{}", 1000 + ledger.len()))?;
+    fs::write(&unfinished, alice.as_str())?;
 
     // 1. Alice turns on two-factor authentication and gives her phone number for it.
     let phone_2fa = Identifier::<Security>::phone("+1 (555) 010-9999")?;
@@ -161,6 +171,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         Ok(_) => println!("   STILL ALLOWED: the erasure did not take effect."),
         Err(denied) => println!("   Her 2FA number is now unknown to the ledger: {denied}."),
     }
+    fs::remove_file(&unfinished)?;
     Ok(())
 }
 
@@ -188,23 +199,38 @@ fn hex_prefix(bytes: &[u8]) -> String {
         + "…"
 }
 
-/// Keys for a kept ledger are stored beside it; a fresh run creates them.
+/// Keys for a kept ledger are stored beside it; a fresh run creates them. One key file
+/// without the other is an error: making a new pair would destroy the ledger's key.
 fn load_or_create_keys(dir: &Path) -> Result<(SigningKey, PseudonymKey), Box<dyn Error>> {
     let signing = dir.join("signing.key");
     let pseudonym = dir.join("pseudonym.key");
-    if signing.exists() && pseudonym.exists() {
-        let s: [u8; 32] = fs::read(&signing)?
-            .try_into()
-            .map_err(|_| "signing.key is not 32 bytes")?;
-        let p: [u8; 32] = fs::read(&pseudonym)?
-            .try_into()
-            .map_err(|_| "pseudonym.key is not 32 bytes")?;
-        return Ok((SigningKey::from_bytes(&s), PseudonymKey::from_bytes(p)));
+    match (signing.exists(), pseudonym.exists()) {
+        (true, true) => {
+            let s: [u8; 32] = fs::read(&signing)?
+                .try_into()
+                .map_err(|_| "signing.key is not 32 bytes")?;
+            let p: [u8; 32] = fs::read(&pseudonym)?
+                .try_into()
+                .map_err(|_| "pseudonym.key is not 32 bytes")?;
+            return Ok((SigningKey::from_bytes(&s), PseudonymKey::from_bytes(p)));
+        }
+        (false, false) => {}
+        _ => return Err(format!("{} holds only one of the two key files", dir.display()).into()),
     }
     fs::create_dir_all(dir)?;
     let s = SigningKey::generate();
     let p = PseudonymKey::generate();
-    fs::write(&signing, s.expose_seed())?;
-    fs::write(&pseudonym, p.expose_bytes())?;
+    write_secret(&signing, &s.expose_seed())?;
+    write_secret(&pseudonym, p.expose_bytes())?;
     Ok((s, p))
+}
+
+/// A new file readable by this user only (never over an existing one).
+fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
 }
