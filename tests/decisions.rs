@@ -756,3 +756,80 @@ fn a_planted_decision_key_never_makes_records_be_written_over() {
         .collect();
     assert_eq!(keys, [0, 1, 2, 7, 8, 9]);
 }
+
+/// `WithdrawalsImmediate` judges a use that did not rest on consent by the collection
+/// in force at its time, as a decision would: a partner's use decided on the old, wider
+/// scope in the millisecond the identifier was collected again for first-party use
+/// only is caught.
+#[test]
+fn withdrawals_immediate_catches_a_use_after_a_narrowed_collection() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    let s = subject("s-1");
+    let id = Identifier::<Security>::email(&email(1)).unwrap();
+    let narrowed = l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+    assert_eq!(narrowed.seq, 1);
+    f.tick(1);
+    let acme = Recipient::partner("acme").unwrap();
+    l.authorize(&id, &acme).unwrap(); // decided on the wide scope
+    let narrow = l.collect(&s, &id, RecipientScope::first_party()).unwrap(); // same millisecond
+    assert!(matches!(
+        l.authorize(&id, &acme),
+        Err(Denied::RecipientNotCovered { .. })
+    ));
+    let all = ImpactQuery::since(Timestamp::EPOCH);
+    assert!(l.impact(&all).unwrap().unlawful.is_empty());
+    let r = l.impact(&all.assume(Hypothesis::WithdrawalsImmediate)).unwrap();
+    assert_eq!(r.unlawful.len(), 1, "{r:?}");
+    assert_eq!(
+        r.unlawful[0].reason,
+        Unlawful::CollectionNotCovering {
+            collection: narrow.seq
+        }
+    );
+}
+
+/// A decision record's count comes from the store: totals saturate, never overflow
+/// (records with the largest counts are forged here with the pseudonym key, which
+/// tags them).
+#[test]
+fn impact_totals_saturate() {
+    use hmac::{Mac, SimpleHmac};
+    let f = Fixture::new();
+    {
+        let l = f.open(Recording::Every).unwrap();
+        let id = Identifier::<Security>::email(&email(1)).unwrap();
+        l.collect(&subject("s-1"), &id, RecipientScope::all_partners())
+            .unwrap();
+        let acme = Recipient::partner("acme").unwrap();
+        l.authorize(&id, &acme).unwrap();
+        l.authorize(&id, &acme).unwrap();
+        l.sync().unwrap();
+    }
+    {
+        let db = sled_util::open(f.dir.path());
+        let t = db.open_tree("decisions").unwrap();
+        let items: Vec<_> = t.iter().map(Result::unwrap).collect();
+        assert_eq!(items.len(), 2);
+        for (k, v) in items {
+            // The count is the body's last 8 bytes, before the 32-byte tag.
+            let mut body = v[..v.len() - 32].to_vec();
+            let n = body.len();
+            body[n - 8..].copy_from_slice(&(1u64 << 63).to_be_bytes());
+            let mut mac = <SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(f.pk.expose_bytes()).unwrap();
+            mac.update(b"consent-ledger/v1/index-record\0");
+            for part in [&b"consent-ledger decision record v2"[..], &k, &body] {
+                mac.update(&(part.len() as u64).to_be_bytes());
+                mac.update(part);
+            }
+            body.extend_from_slice(&mac.finalize().into_bytes());
+            t.insert(&k, body).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let l = f.open(Recording::Every).unwrap();
+    assert!(l.decision_records().unwrap().iter().all(|r| r.count() == 1 << 63));
+    let report = l.impact(&ImpactQuery::since(Timestamp::EPOCH)).unwrap();
+    assert_eq!(report.uses, u64::MAX);
+    assert_eq!(report.by_recipient[0].1, u64::MAX);
+}

@@ -36,6 +36,14 @@ pub enum Hypothesis {
     WithdrawalsImmediate,
     /// Consents granted in `[from, until)` count as never given (a consent switch that
     /// was on by default, a form that pre-ticked a box).
+    ///
+    /// A use that rested on a voided grant is reported as [`Unlawful::NoConsent`]
+    /// when no other consent was in force, even in the one case where the decision
+    /// would not have needed consent: a purpose id declared on two legal bases, the
+    /// identifier collected through the type that needs no consent, and the use decided
+    /// through that type. A decision record does not say which purpose type made the
+    /// decision, so that case cannot be told from a use through the consent-based type;
+    /// the report errs on the side of naming the use.
     GrantsVoidBetween {
         /// Start of the period (inclusive).
         from: Timestamp,
@@ -168,6 +176,13 @@ pub enum Unlawful {
         /// The grant.
         grant: u64,
     },
+    /// The use did not rest on consent, and the identifier's collection for the purpose
+    /// in force did not cover the recipient (it had been collected again with a
+    /// narrower scope).
+    CollectionNotCovering {
+        /// The collection in force.
+        collection: u64,
+    },
     /// The subject had been erased at this entry.
     Erased {
         /// The erasure entry.
@@ -211,6 +226,11 @@ pub struct ImpactReport {
 
 /// An identifier used: the earliest collection entry the uses name, and its kind.
 type IdentifierUsed = (u64, Option<IdentifierKind>);
+
+/// The collection in force of an identifier (its subject and subject pseudonym) for a
+/// purpose id: its scope and entry, as of the position being replayed. A later
+/// collection for the same purpose replaces it, as it does in the decision state.
+type InForce = HashMap<(SubjectId, Pseudonym, String), (crate::recipient::RecipientScope, u64)>;
 
 /// What pass one learns about collections.
 struct Collection {
@@ -288,6 +308,7 @@ impl Ledger {
         // Pass two: replay (with voided grants left out) and judge at each point.
         let mut verdicts: Vec<Option<Unlawful>> = vec![None; records.len()];
         let mut state = State::default();
+        let mut in_force: InForce = HashMap::new();
         let mut entries = decoded(store);
         let mut next = 0u64;
         for (p, t, i) in points {
@@ -296,6 +317,17 @@ impl Ledger {
                     Some(e) => {
                         let e = e?;
                         let void = matches!(e.body, Body::Granted { .. }) && q.grant_void(e.timestamp);
+                        if let Body::Collected {
+                            subject,
+                            pseudonym,
+                            purpose,
+                            scope,
+                            ..
+                        } = &e.body
+                        {
+                            let key = (subject.clone(), *pseudonym, purpose.clone());
+                            in_force.insert(key, (scope.clone(), e.seq));
+                        }
                         if void {
                             state.len = e.seq.saturating_add(1);
                         } else {
@@ -310,7 +342,7 @@ impl Ledger {
                 continue;
             };
             if slot.is_none() {
-                *slot = judge(q, &state, r, (p, t), &collections, &given);
+                *slot = judge(q, &state, r, (p, t), &collections, &given, &in_force);
             }
         }
 
@@ -336,7 +368,8 @@ impl Ledger {
             if r.collected_at() < first.0 {
                 *first = (r.collected_at(), kind);
             }
-            *by_recipient.entry(r.recipient().clone()).or_default() += r.count();
+            let total = by_recipient.entry(r.recipient().clone()).or_default();
+            *total = total.saturating_add(r.count());
             if let Some(reason) = verdict {
                 report.unlawful_uses = report.unlawful_uses.saturating_add(r.count());
                 unlawful_subjects.insert(r.subject().clone());
@@ -381,6 +414,7 @@ fn judge(
     (position, at): (u64, Timestamp),
     collections: &HashMap<u64, Collection>,
     given: &HashMap<(SubjectId, Pseudonym, String), u64>,
+    in_force: &InForce,
 ) -> Option<Unlawful> {
     if let Some(at) = state.erased_at(r.subject()) {
         return Some(Unlawful::Erased { at });
@@ -403,7 +437,17 @@ fn judge(
     // the subject has a consent record for.
     let consent = state.consent_for(r.subject(), r.purpose());
     if r.legal_basis() != LegalBasis::Consent && consent.is_none() {
-        return None;
+        // The collection decides, as in a decision: the one in force for the purpose
+        // (collected again with a narrower scope, it may no longer cover the recipient).
+        let collection = collections
+            .get(&r.collected_at())
+            .and_then(|c| in_force.get(&(c.subject.clone(), c.pseudonym, r.purpose().to_owned())));
+        return match collection {
+            Some((scope, seq)) if !scope.covers(r.recipient()) => {
+                Some(Unlawful::CollectionNotCovering { collection: *seq })
+            }
+            _ => None,
+        };
     }
     match consent {
         None => Some(Unlawful::NoConsent),
