@@ -3,7 +3,9 @@
 //! reopenings, decisions now and decisions at a past position or time, run through the
 //! public `Ledger` API and through a small reference model written plainly below. Every
 //! result (sequence numbers, timestamps, errors, decisions and their evidence) must be
-//! the model's, and reopening the ledger at any point must change nothing.
+//! the model's, and reopening the ledger at any point must change nothing. Each subject's
+//! history (`Ledger::history`, read from the log) must be the model's too: checked
+//! after each erasure, around each reopening and at the end.
 //!
 //! `PROPTEST_CASES` sets the number of sequences (default 256).
 #![allow(
@@ -15,9 +17,9 @@
 )]
 
 use consent_ledger::{
-    Actor, Advertising, At, Denied, Durability, Identifier, Ledger, LegalBasis, ManualClock, PartnerSharing,
-    PseudonymKey, Purpose, Recipient, RecipientScope, Security, SigningKey, Snapshots, SubjectId, Timestamp,
-    Use, WriteError,
+    Actor, Advertising, At, Change, Denied, Durability, Identifier, IdentifierKind, Ledger, LegalBasis,
+    ManualClock, PartnerSharing, PseudonymKey, Purpose, Recipient, RecipientScope, Security, SigningKey,
+    Snapshots, SubjectId, Timestamp, Use, WriteError,
 };
 use proptest::prelude::*;
 
@@ -36,6 +38,14 @@ fn purpose_id(p: usize) -> &'static str {
 
 fn needs_consent(p: usize) -> bool {
     p != 0
+}
+
+fn legal_basis(p: usize) -> LegalBasis {
+    [
+        Security::LEGAL_BASIS,
+        Advertising::LEGAL_BASIS,
+        PartnerSharing::LEGAL_BASIS,
+    ][p]
 }
 
 /// 0: first party, 1: partner acme, 2: partner beta, 3: developer app.
@@ -186,10 +196,63 @@ struct MIdent {
     collected: [Option<(u64, MScope)>; PURPOSES],
 }
 
+/// What an entry about a subject changed, as its history shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MChange {
+    Collected {
+        purpose: usize,
+        scope: MScope,
+    },
+    Granted {
+        purpose: usize,
+        scope: MScope,
+        expires: Option<u64>,
+    },
+    Withdrawn {
+        purpose: usize,
+    },
+    Expired {
+        purpose: usize,
+    },
+    Erased,
+}
+
+impl MChange {
+    fn real(self) -> Change {
+        match self {
+            MChange::Collected { purpose, scope } => Change::Collected {
+                kind: IdentifierKind::Phone,
+                purpose: purpose_id(purpose).into(),
+                legal_basis: legal_basis(purpose),
+                scope: scope.real(),
+            },
+            MChange::Granted {
+                purpose,
+                scope,
+                expires,
+            } => Change::Granted {
+                purpose: purpose_id(purpose).into(),
+                scope: scope.real(),
+                expires_at: expires.map(Timestamp::from_millis),
+            },
+            MChange::Withdrawn { purpose } => Change::Withdrawn {
+                purpose: purpose_id(purpose).into(),
+            },
+            MChange::Expired { purpose } => Change::Expired {
+                purpose: purpose_id(purpose).into(),
+            },
+            MChange::Erased => Change::Erased,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct MSubject {
     erased: Option<u64>,
     consent: [Option<MConsent>; PURPOSES],
+    /// The entries about the subject, oldest first: (position, time, change); after an
+    /// erasure only the erasure.
+    history: Vec<(u64, u64, MChange)>,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +312,13 @@ impl Model {
             idents: vec![MIdent::default(); IDENTS],
             subjects: vec![MSubject::default(); SUBJECTS],
             past: Vec::new(),
+        }
+    }
+
+    /// Records the entry `w` appended (if it did) in subject `s`'s history.
+    fn note(&mut self, s: usize, w: &MWrite, change: MChange) {
+        if let MWrite::Appended { seq, ts } = *w {
+            self.subjects[s].history.push((seq, ts, change));
         }
     }
 
@@ -341,6 +411,7 @@ impl Model {
             self.idents[i].holder = Some(s);
             self.idents[i].collected[p] = Some((seq, scope));
         }
+        self.note(s, &w, MChange::Collected { purpose: p, scope });
         w
     }
 
@@ -355,6 +426,15 @@ impl Model {
         if let MWrite::Appended { seq, .. } = w {
             self.subjects[s].consent[p] = Some(MConsent::Granted { seq, scope, expires });
         }
+        self.note(
+            s,
+            &w,
+            MChange::Granted {
+                purpose: p,
+                scope,
+                expires,
+            },
+        );
         w
     }
 
@@ -369,6 +449,7 @@ impl Model {
         if let MWrite::Appended { seq, .. } = w {
             self.subjects[s].consent[p] = Some(MConsent::Withdrawn { seq });
         }
+        self.note(s, &w, MChange::Withdrawn { purpose: p });
         w
     }
 
@@ -377,8 +458,9 @@ impl Model {
             return MWrite::Already { seq };
         }
         let w = self.append();
-        if let MWrite::Appended { seq, .. } = w {
+        if let MWrite::Appended { seq, ts } = w {
             self.subjects[s].erased = Some(seq);
+            self.subjects[s].history = vec![(seq, ts, MChange::Erased)];
             for ident in &mut self.idents {
                 if ident.holder == Some(s) {
                     *ident = MIdent::default();
@@ -444,11 +526,12 @@ impl Model {
         }
     }
 
-    /// Every live subject's lapsed grant becomes `Expired`, one entry each; returns how
-    /// many entries were appended.
-    fn record_expiries(&mut self) -> u64 {
+    /// Every live subject's lapsed grant becomes `Expired`, one entry each; returns the
+    /// (subject, purpose) of each entry appended. Not in the ledger's order, which is its
+    /// own: the caller adds the entries to the subjects' histories.
+    fn record_expiries(&mut self) -> Vec<(usize, usize)> {
         let now = self.now();
-        let mut appended = 0;
+        let mut appended = Vec::new();
         for s in 0..SUBJECTS {
             if self.subjects[s].erased.is_some() {
                 continue;
@@ -462,7 +545,7 @@ impl Model {
                 {
                     if at <= now {
                         self.append();
-                        appended += 1;
+                        appended.push((s, p));
                         self.subjects[s].consent[p] = Some(MConsent::Expired { grant: seq, at });
                     }
                 }
@@ -685,6 +768,7 @@ fn apply(op: &Op, m: &mut Model, real: &mut Real) -> Result<(), TestCaseError> {
             let len = real.l().len();
             let got = write_outcome(real.l().erase(&subject(s), Actor::Subject), len);
             prop_assert_eq!(got, m.erase(s), "{:?}", op);
+            check_histories(real.l(), m)?;
         }
         Op::Clock { delta } => {
             m.clock = m.clock.saturating_add_signed(delta);
@@ -725,11 +809,36 @@ fn apply(op: &Op, m: &mut Model, real: &mut Real) -> Result<(), TestCaseError> {
         Op::RecordExpiries => {
             let len = real.l().len();
             let recorded = real.l().record_expiries().unwrap();
-            let expected = m.record_expiries();
-            prop_assert_eq!(recorded.len() as u64, expected, "entries appended");
+            let mut due = m.record_expiries();
+            prop_assert_eq!(recorded.len(), due.len(), "entries appended");
+            if !recorded.is_empty() {
+                // Receipts are given for durable entries only.
+                real.l().sync().unwrap();
+            }
             for (i, r) in recorded.iter().enumerate() {
                 prop_assert_eq!(r.seq, len + i as u64);
                 prop_assert_eq!(r.timestamp.as_millis(), m.last_ts);
+                // Which lapse the entry records, read from the entry itself (a receipt).
+                let receipt = real.l().receipt(r.seq, "settings").unwrap();
+                let s = receipt
+                    .subject()
+                    .strip_prefix("subject-")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap();
+                let p = (0..PURPOSES)
+                    .find(|p| receipt.purpose() == Some(purpose_id(*p)))
+                    .unwrap();
+                let k = due.iter().position(|d| *d == (s, p));
+                prop_assert!(
+                    k.is_some(),
+                    "entry {} records a lapse the model has not: {:?}",
+                    r.seq,
+                    (s, p)
+                );
+                due.retain(|d| *d != (s, p));
+                m.subjects[s]
+                    .history
+                    .push((r.seq, r.timestamp.as_millis(), MChange::Expired { purpose: p }));
             }
             // Running it again appends nothing.
             prop_assert!(real.l().record_expiries().unwrap().is_empty());
@@ -745,15 +854,36 @@ fn apply(op: &Op, m: &mut Model, real: &mut Real) -> Result<(), TestCaseError> {
             // Every decision before and after reopening is the same, and the log verifies.
             let before = every_decision(real.l());
             prop_assert_eq!(&before, &every_model_decision(m));
+            check_histories(real.l(), m)?;
             real.reopen();
             m.reopen();
             prop_assert_eq!(real.l().len(), m.len);
+            check_histories(real.l(), m)?;
             let report = real.l().verify().unwrap();
             prop_assert_eq!(report.entries, m.len);
             prop_assert_eq!(every_decision(real.l()), before);
         }
     }
     prop_assert_eq!(real.l().len(), m.len, "length after {:?}", op);
+    Ok(())
+}
+
+/// Every subject's history, read from the ledger, is the model's.
+fn check_histories(l: &Ledger, m: &Model) -> Result<(), TestCaseError> {
+    for (s, ms) in m.subjects.iter().enumerate() {
+        let got: Vec<(u64, u64, Change)> = l
+            .history(&subject(s))
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.seq, h.timestamp.as_millis(), h.change))
+            .collect();
+        let want: Vec<(u64, u64, Change)> = ms
+            .history
+            .iter()
+            .map(|(seq, ts, c)| (*seq, *ts, c.real()))
+            .collect();
+        prop_assert_eq!(got, want, "history of subject {}", s);
+    }
     Ok(())
 }
 
@@ -801,9 +931,11 @@ proptest! {
             apply(op, &mut m, &mut real)?;
         }
         // The whole world once more, from a reopened ledger, against the model.
+        check_histories(real.l(), &m)?;
         real.reopen();
         m.reopen();
         prop_assert_eq!(every_decision(real.l()), every_model_decision(&mut m));
+        check_histories(real.l(), &m)?;
     }
 }
 
@@ -965,8 +1097,15 @@ fn a_fixed_walk_through_every_rule() {
     for op in &ops {
         apply(op, &mut m, &mut real).unwrap();
     }
+    check_histories(real.l(), &m).unwrap();
     // The walk really went through the rules it names.
     assert!(m.subjects[0].erased.is_some());
+    assert_eq!(
+        real.l().history(&subject(0)).unwrap().len(),
+        1,
+        "only the erasure"
+    );
+    assert!(!real.l().history(&subject(1)).unwrap().is_empty());
     assert!(matches!(
         m.authorize(0, 0, 3),
         MDecision::Allowed { subject: 1, .. }
