@@ -427,7 +427,8 @@ pub fn state_snapshot(data: &[u8]) -> Outcome {
     // Questions a loaded state is asked: none may panic.
     for (subject, purpose, _) in state.consents() {
         let _ = state.consent_for(subject, purpose);
-        let _ = state.history(subject);
+        let _ = state.knows_subject(subject);
+        let _ = state.erased_at(subject);
         let _ = state.lookups_of(subject);
     }
     let _ = state.grants_with_expiry();

@@ -9,13 +9,15 @@
 //! Built to hold millions of subjects in little memory (see `table.rs`):
 //!
 //! - subjects are interned to `u32` indices; a subject record is its id plus one inline
-//!   consent (32 bytes); further consents of the same subject, expiry times and erasure
-//!   details live in small side maps that are empty for most subjects;
+//!   consent (40 bytes), whose expiry time (or lapse time) is part of the consent
+//!   record; further consents of the same subject live in a small side map that is
+//!   empty for most subjects;
 //! - identifier records (lookup pseudonym, purpose, legal basis, collection entry,
 //!   scope, subject: 48 bytes) sit in chunks behind an 8-byte-slot index;
 //! - recipient scopes and purpose ids are interned once and referred to by index;
-//! - the history of a subject is not stored per subject: one `u32` per log entry names
-//!   the subject it is about, and [`State::history`] scans that column.
+//! - nothing records which log entries are about which subject: a subject's history is
+//!   read from the log itself ([`Ledger::history`](crate::Ledger::history) scans it), as
+//!   it is asked for rarely and only one person at a time.
 //!
 //! An erased subject's identifier records stay in the index but are treated as absent
 //! (the subject's record says it is erased); a later collection of the same identifier
@@ -42,7 +44,7 @@ use table::{pack_collection, Chunked, IdentRec, IdentTable, SubjectIndex, MAX_PU
 /// Index of an interned purpose id.
 type PurposeIdx = u16;
 
-/// "No subject" in the per-entry subject column.
+/// "No subject": never a subject index (there are fewer than `u32::MAX - 1`).
 const NO_SUBJECT: u32 = u32::MAX;
 
 /// Lookups read ahead together by [`State::warm`].
@@ -57,17 +59,21 @@ const EXPIRED: u8 = 3;
 const ERASED: u8 = 4;
 
 /// Consent record flags.
-/// `times` holds the grant's expiry (granted) or the time it lapsed (expired).
+/// `time` is the grant's expiry (granted) or the time it lapsed (expired). Without this
+/// flag `time` is the epoch and means nothing: every time, the epoch included, is a
+/// valid expiry, so the flag and not a sentinel value says whether there is one.
 const HAS_TIME: u8 = 1;
 /// (Inline record only.) `more` holds the subject's consents to other purposes.
 const MORE: u8 = 2;
 
-/// The latest consent event of a subject for one purpose: 16 bytes.
+/// The latest consent event of a subject for one purpose: 24 bytes.
 #[derive(Debug, Clone, Copy, Default)]
 struct ConsentRec {
     /// The grant or withdrawal entry; for `EXPIRED`, the grant that lapsed; for `ERASED`,
     /// the erasure entry.
     seq: u64,
+    /// With [`HAS_TIME`]: the grant's expiry, or the time it lapsed; else the epoch.
+    time: Timestamp,
     /// Interned scope of a grant.
     scope: u32,
     purpose: PurposeIdx,
@@ -75,7 +81,14 @@ struct ConsentRec {
     flags: u8,
 }
 
-/// A subject: its id and its first consent record (32 bytes).
+impl ConsentRec {
+    /// The record's time, if it has one (see [`HAS_TIME`]).
+    fn time(&self) -> Option<Timestamp> {
+        (self.flags & HAS_TIME != 0).then_some(self.time)
+    }
+}
+
+/// A subject: its id and its first consent record (40 bytes).
 #[derive(Debug)]
 struct SubjectRec {
     id: SubjectId,
@@ -122,12 +135,8 @@ pub(crate) struct State {
     subjects: Chunked<SubjectRec>,
     subject_index: SubjectIndex,
     idents: IdentTable,
-    /// For each entry, by position: the subject it is about, or [`NO_SUBJECT`].
-    entry_subjects: Chunked<u32>,
     /// Consents beyond each subject's first, by subject index.
     more: HashMap<u32, Vec<ConsentRec>>,
-    /// Expiry (granted) or lapse time (expired), by (subject index, purpose).
-    times: HashMap<(u32, PurposeIdx), Timestamp>,
 }
 
 const fn basis_code(b: LegalBasis) -> u8 {
@@ -279,20 +288,9 @@ impl State {
         out
     }
 
-    /// Positions of the entries about `subject`, in order. After an erasure, only the
-    /// erasure entry.
-    pub(crate) fn history(&self, subject: &SubjectId) -> Vec<u64> {
-        let Some(index) = self.find_subject(subject) else {
-            return Vec::new();
-        };
-        if let Some(at) = self.erased_at_index(index) {
-            return vec![at];
-        }
-        (0u64..)
-            .zip(self.entry_subjects.iter())
-            .filter(|(_, s)| **s == index)
-            .map(|(seq, _)| seq)
-            .collect()
+    /// Whether any entry applied is about `subject` (erased or not).
+    pub(crate) fn knows_subject(&self, subject: &SubjectId) -> bool {
+        self.find_subject(subject).is_some()
     }
 
     fn erased_at_index(&self, index: u32) -> Option<u64> {
@@ -343,37 +341,23 @@ impl State {
             };
             std::iter::once(&s.first)
                 .chain(more)
-                .filter_map(move |c| {
-                    Some((
-                        &s.id,
-                        self.purposes.get(c.purpose as usize)?,
-                        self.view(index, c)?,
-                    ))
-                })
+                .filter_map(move |c| Some((&s.id, self.purposes.get(c.purpose as usize)?, self.view(c)?)))
                 .map(|(id, p, c)| (id, &**p, c))
         })
     }
 
-    fn time(&self, index: u32, c: &ConsentRec) -> Option<Timestamp> {
-        if c.flags & HAS_TIME != 0 {
-            self.times.get(&(index, c.purpose)).copied()
-        } else {
-            None
-        }
-    }
-
-    fn view(&self, index: u32, c: &ConsentRec) -> Option<Consent<'_>> {
+    fn view(&self, c: &ConsentRec) -> Option<Consent<'_>> {
         match c.kind {
             GRANTED => Some(Consent::Granted {
                 seq: c.seq,
                 scope: self.scopes.get(c.scope as usize)?,
-                expires_at: self.time(index, c),
+                expires_at: c.time(),
             }),
             WITHDRAWN => Some(Consent::Withdrawn { seq: c.seq }),
             EXPIRED => Some(Consent::Expired {
                 grant: c.seq,
                 // Always recorded with the lapse; the epoch only if the state is inconsistent.
-                at: self.time(index, c).unwrap_or_default(),
+                at: c.time().unwrap_or_default(),
             }),
             _ => None,
         }
@@ -394,7 +378,7 @@ impl State {
         let index = self.find_subject(subject)?;
         let s = self.subject_rec(index)?;
         let c = self.consent(index, s, self.purpose_index(purpose)?)?;
-        self.view(index, &c)
+        self.view(&c)
     }
 
     /// Whether `subject` (not erased) holds an identifier collected for `purpose` on a
@@ -434,11 +418,6 @@ impl State {
         self.len = entry.seq.saturating_add(1);
         let subject = entry.body.subject();
         let index = subject.and_then(|s| self.subject_or_insert(s));
-        // Entries arrive in order from position 0; anything else leaves the column short
-        // (history then misses entries) rather than filling a gap of arbitrary size.
-        if entry.seq == self.entry_subjects.len() as u64 {
-            self.entry_subjects.push(index.unwrap_or(NO_SUBJECT));
-        }
         let Some(index) = index else {
             return;
         };
@@ -472,6 +451,7 @@ impl State {
                         purpose: p,
                         kind: GRANTED,
                         flags: 0,
+                        time: Timestamp::EPOCH,
                     };
                     self.set_consent(index, c, *expires_at);
                 }
@@ -484,6 +464,7 @@ impl State {
                         purpose: p,
                         kind: WITHDRAWN,
                         flags: 0,
+                        time: Timestamp::EPOCH,
                     };
                     self.set_consent(index, c, None);
                 }
@@ -492,9 +473,7 @@ impl State {
                 if let Some(p) = self.intern_purpose(purpose) {
                     let current = self.subject_rec(index).and_then(|s| self.consent(index, s, p));
                     let (grant, at) = match current {
-                        Some(c) if c.kind == GRANTED => {
-                            (c.seq, self.time(index, &c).unwrap_or(entry.timestamp))
-                        }
+                        Some(c) if c.kind == GRANTED => (c.seq, c.time().unwrap_or(entry.timestamp)),
                         _ => (entry.seq, entry.timestamp),
                     };
                     let c = ConsentRec {
@@ -503,6 +482,7 @@ impl State {
                         purpose: p,
                         kind: EXPIRED,
                         flags: 0,
+                        time: Timestamp::EPOCH,
                     };
                     self.set_consent(index, c, Some(at));
                 }
@@ -551,8 +531,9 @@ impl State {
     }
 
     fn set_consent(&mut self, index: u32, mut c: ConsentRec, time: Option<Timestamp>) {
-        if time.is_some() {
+        if let Some(t) = time {
             c.flags |= HAS_TIME;
+            c.time = t;
         }
         let p = c.purpose;
         let Some(s) = self.subjects.get_mut(index as usize) else {
@@ -569,34 +550,21 @@ impl State {
                 None => more.push(c),
             }
         }
-        match time {
-            Some(t) => {
-                self.times.insert((index, p), t);
-            }
-            None => {
-                self.times.remove(&(index, p));
-            }
-        }
     }
 
     fn erase(&mut self, index: u32, seq: u64) {
         let Some(s) = self.subjects.get_mut(index as usize) else {
             return;
         };
-        let mut purposes = vec![s.first.purpose];
-        if let Some(more) = self.more.remove(&index) {
-            purposes.extend(more.iter().map(|c| c.purpose));
-        }
+        self.more.remove(&index);
         s.first = ConsentRec {
             seq,
             scope: 0,
             purpose: 0,
             kind: ERASED,
             flags: 0,
+            time: Timestamp::EPOCH,
         };
-        for p in purposes {
-            self.times.remove(&(index, p));
-        }
     }
 
     /// Reads, for each of `lookups` (at most [`WARM`] are read), the memory a decision
@@ -701,7 +669,7 @@ impl State {
             let c = consent.ok_or(Denied::NoConsent { purpose })?;
             match c.kind {
                 GRANTED => {
-                    if let Some(at) = self.time(rec.subject, &c) {
+                    if let Some(at) = c.time() {
                         let now = exact();
                         decided_at = Some(now);
                         if now >= at {
@@ -725,7 +693,7 @@ impl State {
                     return Err(Denied::Expired {
                         purpose,
                         grant: c.seq,
-                        at: self.time(rec.subject, &c).unwrap_or_default(),
+                        at: c.time().unwrap_or_default(),
                     })
                 }
                 _ => return Err(Denied::NoConsent { purpose }),

@@ -51,8 +51,12 @@ impl Ledger {
     ///
     /// `how_to_withdraw` is stated in each consent record (`dpv:hasWithdrawalMethod`).
     ///
+    /// The events are the subject's [`history`](Ledger::history), which reads the whole
+    /// log: an export takes time in proportion to the log's length.
+    ///
     /// # Errors
-    /// Storage and integrity failures while reading the subject's entries;
+    /// Storage and integrity failures while reading the log (any entry, see
+    /// [`Ledger::history`]);
     /// [`ReadError::CorruptRecord`] when a stored decision record does not check (an
     /// export never leaves out uses silently).
     pub fn export_subject(&self, subject: &SubjectId, how_to_withdraw: &str) -> Result<String, ReadError> {

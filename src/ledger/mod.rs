@@ -1203,15 +1203,26 @@ impl Ledger {
     /// The subject's consent history, oldest first, for showing to the person. After
     /// an erasure only the erasure entry is shown.
     ///
+    /// The decision state does not keep which entries are about whom (it would cost
+    /// memory for every entry, for a question asked rarely and one person at a time):
+    /// this reads and decodes every entry of the log, so it takes time in proportion to
+    /// the log's length, reading from disk. [`Ledger::export_subject`] reads the
+    /// history this way too. For a subject the ledger has never recorded anything
+    /// about, and for an erased one (whose history is its erasure entry), the log is
+    /// not scanned.
+    ///
     /// # Errors
-    /// Storage failures, or an [`IntegrityError`] if a stored entry is broken.
+    /// Storage failures, or an [`IntegrityError`] if a stored entry is broken or
+    /// missing (any entry of the log, as each is read to learn whom it is about).
     pub fn history(&self, subject: &SubjectId) -> Result<Vec<HistoryEntry>, ReadError> {
-        let seqs = {
+        let (len, known, erased_at) = {
             let state = self.inner.state.read().map_err(|_| poisoned())?;
-            state.history(subject)
+            (state.len, state.knows_subject(subject), state.erased_at(subject))
         };
-        let mut out = Vec::with_capacity(seqs.len());
-        for seq in seqs {
+        if !known {
+            return Ok(Vec::new());
+        }
+        if let Some(seq) = erased_at {
             let bytes = self.inner.store.entry(seq)?.ok_or(IntegrityError {
                 position: seq,
                 problem: IntegrityProblem::Missing { next: seq },
@@ -1220,9 +1231,51 @@ impl Ledger {
                 position: seq,
                 problem,
             })?;
-            if let Some(h) = history_entry(stored.entry) {
-                out.push(h);
+            return Ok(history_entry(stored.entry).into_iter().collect());
+        }
+        self.entries_about(subject, len)
+    }
+
+    /// The entries about `subject` among the first `len` of the log (those the state had
+    /// applied when it was asked), as history entries, oldest first.
+    fn entries_about(&self, subject: &SubjectId, len: u64) -> Result<Vec<HistoryEntry>, ReadError> {
+        let mut out = Vec::new();
+        let mut next = 0u64;
+        for item in self
+            .inner
+            .store
+            .entries_from(0)
+            .take(usize::try_from(len).unwrap_or(usize::MAX))
+        {
+            let (key, bytes) = item?;
+            let broken = |problem| IntegrityError {
+                position: next,
+                problem,
+            };
+            let position =
+                key.map_err(|_| broken(IntegrityProblem::Undecodable("storage key is not a position")))?;
+            if position != next {
+                return Err(broken(IntegrityProblem::Missing { next: position }).into());
             }
+            let stored = entry::decode(&bytes).map_err(broken)?;
+            if stored.entry.seq != position {
+                return Err(broken(IntegrityProblem::Misplaced {
+                    stored_at: position,
+                    claims: stored.entry.seq,
+                })
+                .into());
+            }
+            next = next.saturating_add(1);
+            if stored.entry.body.subject() == Some(subject) {
+                out.extend(history_entry(stored.entry));
+            }
+        }
+        if next < len {
+            return Err(IntegrityError {
+                position: next,
+                problem: IntegrityProblem::Missing { next },
+            }
+            .into());
         }
         Ok(out)
     }

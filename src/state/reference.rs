@@ -53,8 +53,6 @@ pub(crate) enum Consent {
 pub(crate) struct SubjectState {
     pub(crate) erased_at: Option<u64>,
     pub(crate) consents: Vec<(PurposeIdx, Consent)>,
-    /// Sequence numbers of the entries about this subject, in order.
-    pub(crate) history: Vec<u64>,
     /// Lookup pseudonyms of the subject's identifiers.
     pub(crate) lookups: Vec<Pseudonym>,
 }
@@ -139,7 +137,6 @@ impl Reference {
         };
         let mut removed = Vec::new();
         if let Some(s) = self.subjects.get_mut(subject) {
-            s.history.push(entry.seq);
             match (&entry.body, purpose) {
                 (
                     Body::Granted {
@@ -175,7 +172,6 @@ impl Reference {
                 (Body::Erased { .. }, _) => {
                     s.erased_at = Some(entry.seq);
                     s.consents.clear();
-                    s.history = vec![entry.seq];
                     removed = std::mem::take(&mut s.lookups);
                 }
                 _ => {}

@@ -21,29 +21,31 @@
 //! it reserve more memory than the file's size. Integers are big-endian.
 //!
 //! ```text
-//! magic "consent-ledger state v1\n" (24) | tag (32): the pseudonym key's record tag
+//! magic "consent-ledger state v2\n" (24) | tag (32): the pseudonym key's record tag
 //!     (`PseudonymKey::index_tag`, as decision records use it) over the parts
-//!     "consent-ledger state snapshot v1" and the body
+//!     "consent-ledger state snapshot v2" and the body
 //! body:
 //!   ledger id (16) | position (8) | head hash (32) | entries applied (8)
 //!   purposes:        count (4), each: length (2) | UTF-8
 //!   scopes:          count (4), each: length (4) | canonical scope encoding (as in entries)
-//!   subjects:        count (4), each: id length (1) | id | consent (16)
+//!   subjects:        count (4), each: id length (1) | id | consent (24)
 //!   identifiers:     count (4), each: lookup (32) | collection (8) | scope (4) | subject (4)
-//!   entry subjects:  count (8), each: subject index (4)
-//!   more consents:   count (4), each: subject (4) | n (2) | n consents (16 each)
-//!   times:           count (4), each: subject (4) | purpose (2) | time in ms (8)
-//! consent: entry (8) | scope (4) | purpose (2) | kind (1) | flags (1)
+//!   more consents:   count (4), each: subject (4) | n (2) | n consents (24 each)
+//! consent: entry (8) | scope (4) | purpose (2) | kind (1) | flags (1) | time in ms (8)
 //! ```
+//!
+//! A consent's time is the grant's expiry or the time it lapsed, present exactly when
+//! its flags say so (and then only on a grant or a lapse, always on a lapse); without
+//! one the field is zero. Version 1 (a column naming each entry's subject, and the
+//! times in a section of their own) is not read: its magic differs, so opening ignores
+//! such a snapshot and replays the log.
 //!
 //! The identifier records of erased subjects are left out: a snapshot never holds a
 //! lookup pseudonym of an erased subject (the state keeps them in memory only as
 //! reusable, dead records).
 
-use std::collections::HashMap;
-
 use super::table::{IdentRec, MAX_PURPOSES};
-use super::{ConsentRec, State, SubjectRec, ERASED, GRANTED, HAS_TIME, MORE, NONE, NO_SUBJECT};
+use super::{ConsentRec, State, SubjectRec, ERASED, EXPIRED, GRANTED, HAS_TIME, MORE, NONE, NO_SUBJECT};
 use crate::entry::{decode_scope, encode_scope, Hash};
 use crate::identifier::{Pseudonym, PseudonymKey};
 use crate::purpose::is_valid_purpose_id;
@@ -51,9 +53,9 @@ use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
 /// First bytes of a snapshot file.
-pub(crate) const MAGIC: &[u8; 24] = b"consent-ledger state v1\n";
+pub(crate) const MAGIC: &[u8; 24] = b"consent-ledger state v2\n";
 const TAG_LEN: usize = 32;
-const CONSENT_LEN: usize = 16;
+const CONSENT_LEN: usize = 24;
 const IDENT_LEN: usize = 48;
 
 /// Where in the log a snapshot was taken.
@@ -68,7 +70,7 @@ pub(crate) struct Position {
 }
 
 /// First part of the tag: keeps snapshot tags apart from index and decision-record tags.
-const TAG_DOMAIN: &[u8] = b"consent-ledger state snapshot v1";
+const TAG_DOMAIN: &[u8] = b"consent-ledger state snapshot v2";
 
 /// A snapshot body's authentication tag: the pseudonym key's record tag, with this
 /// format's domain as the first part (decision records do the same with theirs).
@@ -134,11 +136,12 @@ fn put_consent(out: &mut Vec<u8>, c: &ConsentRec) {
     put_u16(out, c.purpose);
     out.push(c.kind);
     out.push(c.flags);
+    put_u64(out, c.time.as_millis());
 }
 
 /// About how many bytes the body of `state` takes.
 fn body_len_hint(state: &State) -> usize {
-    128 + state.subjects.len() * 48 + state.idents.recs.len() * IDENT_LEN + state.entry_subjects.len() * 4
+    128 + state.subjects.len() * 56 + state.idents.recs.len() * IDENT_LEN
 }
 
 /// The body of a snapshot (everything the tag covers).
@@ -181,10 +184,6 @@ fn encode_body_into(state: &State, at: &Position, out: &mut Vec<u8>) {
         put_u32(out, r.scope);
         put_u32(out, r.subject);
     }
-    put_u64(out, state.entry_subjects.len() as u64);
-    for s in state.entry_subjects.iter() {
-        put_u32(out, *s);
-    }
     // Sorted, so that equal states write equal bytes.
     let mut more: Vec<(&u32, &Vec<ConsentRec>)> = state.more.iter().collect();
     more.sort_unstable_by_key(|(k, _)| **k);
@@ -195,14 +194,6 @@ fn encode_body_into(state: &State, at: &Position, out: &mut Vec<u8>) {
         for c in list {
             put_consent(out, c);
         }
-    }
-    let mut times: Vec<(&(u32, u16), &Timestamp)> = state.times.iter().collect();
-    times.sort_unstable_by_key(|(k, _)| **k);
-    put_u32(out, count32(times.len()));
-    for ((subject, purpose), t) in times {
-        put_u32(out, *subject);
-        put_u16(out, *purpose);
-        put_u64(out, t.as_millis());
     }
 }
 
@@ -262,18 +253,25 @@ impl<'a> Reader<'a> {
             purpose: self.u16()?,
             kind: self.u8()?,
             flags: self.u8()?,
+            time: Timestamp::from_millis(self.u64()?),
         })
     }
 }
 
-/// Whether a consent record refers only to purposes and scopes that exist.
+/// Whether a consent record is one the state can hold: it refers only to purposes and
+/// scopes that exist, and it has a time exactly when its flag says so, only where a
+/// time belongs (a grant's expiry; a lapse, which always has one). The time of a record
+/// without one is zero, so that every state has one encoding.
 fn consent_ok(c: &ConsentRec, purposes: usize, scopes: usize) -> bool {
     let known_purpose = usize::from(c.purpose) < purposes;
+    let has_time = c.flags & HAS_TIME != 0;
     c.flags & !(HAS_TIME | MORE) == 0
+        && (has_time || c.time == Timestamp::EPOCH)
         && match c.kind {
             NONE => c.seq == 0 && c.scope == 0 && c.purpose == 0 && c.flags == 0,
             GRANTED => known_purpose && (c.scope as usize) < scopes,
-            super::WITHDRAWN | super::EXPIRED => known_purpose && c.scope == 0,
+            super::WITHDRAWN => known_purpose && c.scope == 0 && !has_time,
+            EXPIRED => known_purpose && c.scope == 0 && has_time,
             ERASED => c.scope == 0 && c.purpose == 0 && c.flags == 0,
             _ => false,
         }
@@ -354,18 +352,6 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
         }
         state.idents.insert(rec)?;
     }
-    let n = r.u64()?;
-    let n = r.count(n, 4)?;
-    if n as u64 != state.len {
-        return None;
-    }
-    for _ in 0..n {
-        let s = r.u32()?;
-        if s != NO_SUBJECT && s as usize >= n_subjects {
-            return None;
-        }
-        state.entry_subjects.push(s);
-    }
     let n = r.u32()?;
     let n = r.count(n.into(), 6)?;
     let mut last = None;
@@ -396,48 +382,17 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
         }
         state.more.insert(subject, list);
     }
-    let n = r.u32()?;
-    let n = r.count(n.into(), 14)?;
-    let mut times: HashMap<(u32, u16), Timestamp> = HashMap::with_capacity(n);
-    let mut last = None;
-    for _ in 0..n {
-        let key = (r.u32()?, r.u16()?);
-        let t = Timestamp::from_millis(r.u64()?);
-        if last.is_some_and(|l| l >= key)
-            || state.subject_rec(key.0).is_none()
-            || usize::from(key.1) >= purposes
-        {
-            return None;
-        }
-        last = Some(key);
-        times.insert(key, t);
-    }
-    state.times = times;
-    if !r.rest.is_empty() || !times_match(&state) {
+    // Every subject flagged as having more consents has them (the converse is checked
+    // above, list by list).
+    let flagged = state
+        .subjects
+        .iter()
+        .filter(|s| s.first.flags & MORE != 0)
+        .count();
+    if !r.rest.is_empty() || flagged != state.more.len() {
         return None;
     }
     Some((at, state))
-}
-
-/// Every consent flagged as having a time has one, and every time belongs to such a
-/// consent.
-fn times_match(state: &State) -> bool {
-    let mut flagged = 0usize;
-    for (index, s) in (0u32..).zip(state.subjects.iter()) {
-        let more = state.more.get(&index).map(Vec::as_slice).unwrap_or(&[]);
-        if s.first.flags & MORE == 0 && !more.is_empty() {
-            return false;
-        }
-        for c in std::iter::once(&s.first).chain(more) {
-            if c.flags & HAS_TIME != 0 {
-                if !state.times.contains_key(&(index, c.purpose)) {
-                    return false;
-                }
-                flagged += 1;
-            }
-        }
-    }
-    flagged == state.times.len()
 }
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -452,8 +407,8 @@ fn sample_entry(seq: u64, body: crate::entry::Body) -> crate::entry::Entry {
     }
 }
 
-/// A small state with every kind of record (consents with and without expiry, more
-/// than one purpose per subject, an erased subject), for tests and fuzz seeds.
+/// A small state with every kind of record (consents with and without expiry, a lapsed
+/// one, more than one purpose per subject, an erased subject), for tests and fuzz seeds.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn sample_state() -> State {
     use crate::entry::Body;
@@ -496,6 +451,16 @@ pub(crate) fn sample_state() -> State {
             Body::Withdrawn {
                 subject: subject.clone(),
                 purpose: "analytics".into(),
+            },
+            None,
+        );
+    }
+    if let Some(first) = subjects.first() {
+        apply(
+            &mut state,
+            Body::Expired {
+                subject: first.clone(),
+                purpose: "advertising".into(),
             },
             None,
         );
@@ -550,10 +515,26 @@ mod tests {
         assert_eq!(pos, at(&state));
         assert_eq!(encode_body(&loaded, &pos), encode_body(&state, &at(&state)));
         assert_eq!(loaded.len, state.len);
+        let user = |i: usize| SubjectId::new(&format!("user-{i}")).unwrap();
+        assert_eq!(loaded.grants_with_expiry(), state.grants_with_expiry());
         assert_eq!(
-            loaded.history(&SubjectId::new("user-1").unwrap()),
-            state.history(&SubjectId::new("user-1").unwrap())
+            loaded.grants_with_expiry().len(),
+            2,
+            "user-2 and user-4 (user-0's lapsed)"
         );
+        assert_eq!(
+            loaded.consent_for(&user(0), "advertising"),
+            Some(super::super::Consent::Expired {
+                grant: 1,
+                at: Timestamp::from_millis(9_000)
+            })
+        );
+        for i in 0..5 {
+            for p in ["advertising", "analytics"] {
+                assert_eq!(loaded.consent_for(&user(i), p), state.consent_for(&user(i), p));
+            }
+            assert_eq!(loaded.erased_at(&user(i)), state.erased_at(&user(i)));
+        }
         assert!(
             !bytes.windows(32).any(|w| w == [103; 32]),
             "an erased subject's lookup was written"
@@ -576,11 +557,35 @@ mod tests {
         let digest: String = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(digest, GOLDEN_SHA256);
         assert_eq!(&body[..16], &[7; 16]);
-        assert_eq!(&body[16..24], &16u64.to_be_bytes());
+        assert_eq!(&body[16..24], &17u64.to_be_bytes());
+        // user-0's record: its id, then its consent (the advertising grant at entry 1,
+        // lapsed at its expiry): entry | scope | purpose | kind | flags | time.
+        let at = body.windows(7).position(|w| w == b"\x06user-0").unwrap() + 7;
+        let mut want = Vec::new();
+        want.extend_from_slice(&1u64.to_be_bytes());
+        want.extend_from_slice(&0u32.to_be_bytes());
+        want.extend_from_slice(&0u16.to_be_bytes());
+        want.extend_from_slice(&[EXPIRED, HAS_TIME | MORE]);
+        want.extend_from_slice(&9_000u64.to_be_bytes());
+        assert_eq!(&body[at..at + CONSENT_LEN], &want[..]);
     }
 
-    const GOLDEN_LEN: usize = 629;
-    const GOLDEN_SHA256: &str = "73c2a44b75fd309372df72ccd967c2285ed402379198682b2767d31c36e1f75d";
+    const GOLDEN_LEN: usize = 583;
+    const GOLDEN_SHA256: &str = "05ae529857e07b5abfc0c9de13c3a733d04c0a5edf4a1ca5d36c21e4f7dd85d2";
+
+    /// A version 1 snapshot (another layout) is not read, even with a valid tag: opening
+    /// then replays the log.
+    #[test]
+    fn a_version_1_snapshot_is_not_read() {
+        let state = sample();
+        let key = PseudonymKey::from_bytes([1; 32]);
+        let body = encode_body(&state, &at(&state));
+        let mut old = b"consent-ledger state v1\n".to_vec();
+        old.extend_from_slice(&key.index_tag(&[b"consent-ledger state snapshot v1", &body]));
+        old.extend_from_slice(&body);
+        assert!(peek_position(&old).is_none());
+        assert!(open(&old, &key).is_none());
+    }
 
     #[test]
     fn another_key_or_any_changed_byte_is_refused() {
