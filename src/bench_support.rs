@@ -45,7 +45,7 @@ pub enum Grants {
     Without,
     /// An active advertising grant without an expiry.
     Lasting,
-    /// An active advertising grant with an expiry (kept apart from the consent record).
+    /// An active advertising grant with an expiry (its time is part of the consent record).
     Expiring,
 }
 
