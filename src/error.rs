@@ -286,9 +286,11 @@ pub enum WriteError {
         /// Maximum size.
         max: usize,
     },
-    /// The entry was written but making it durable failed: it may or may not survive a
-    /// crash, and the ledger refuses further writes (reopen it to continue from what is
-    /// on disk).
+    /// The entry was written but making it durable failed (a sync failed, or was
+    /// refused because an earlier one had failed): it may or may not survive, and may
+    /// take effect after the ledger is opened again, and the ledger refuses further
+    /// writes (reopen it to continue from what is on disk). After a key rotation, keep
+    /// both keys until a reopen shows which one the log names.
     #[error("the entry was written but could not be made durable")]
     NotDurable(#[source] StorageError),
     /// An earlier write may or may not have reached the disk (for example an fsync

@@ -232,10 +232,12 @@ impl Ledger {
             (Ok(()), None) => Ok(()),
         };
         if durable.is_err() {
-            // Stored, but not applied, or the sync covering it failed.
+            // Stored, but not applied, or no sync covering it succeeded: the entries are
+            // in the store and may take effect after a reopen, so `NotDurable` (never
+            // `Failed`, which says nothing was done).
             for r in &mut results {
                 if r.is_ok() {
-                    *r = Err(WriteError::Failed);
+                    *r = Err(super::SyncError::Refused.not_durable());
                 }
             }
         }
@@ -273,9 +275,12 @@ impl Ledger {
         let mut salts = vec![0u8; SALT_LEN.saturating_mul(checked.len())];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salts);
         let mut signed = Vec::with_capacity(checked.len());
+        // After a failed sync nothing more is signed: it could never be acknowledged,
+        // and would still take effect after a reopen.
+        let sync_failed = inner.group.state.lock().map_or(true, |s| s.failed);
         for ((actor, body), salt) in checked.into_iter().zip(salts.chunks_exact(SALT_LEN)) {
             signed.push(body.and_then(|body| {
-                if w.failed {
+                if w.failed || sync_failed {
                     return Err(WriteError::Failed);
                 }
                 let salt = <[u8; SALT_LEN]>::try_from(salt).map_err(|_| WriteError::Failed)?;

@@ -405,9 +405,16 @@ fn group_commit_sync_failure_acknowledges_nothing_it_covered() {
     let acknowledged = l.len();
     faults.sync.store(true, Ordering::SeqCst);
     let after = grant_from_threads(&l, 5..10);
-    // As documented on `Durability::GroupCommit`: each of them reports `Failed`.
+    // As documented on `Durability::GroupCommit`: each of them reports `NotDurable`
+    // (stored, its sync failed) or `Failed` (refused before it was stored).
     let failed = Err(WriteError::Failed.to_string());
-    assert!(after.iter().flatten().all(|r| *r == failed), "{after:?}");
+    let not_durable =
+        Err(WriteError::NotDurable(StorageError::new("", std::io::Error::other(""))).to_string());
+    assert!(
+        after.iter().flatten().all(|r| *r == failed || *r == not_durable),
+        "{after:?}"
+    );
+    assert!(after.iter().flatten().any(|r| *r == not_durable), "{after:?}");
     faults.sync.store(false, Ordering::SeqCst);
     assert!(matches!(
         l.grant::<crate::Advertising>(&subject(99, 0), RecipientScope::all_partners(), None),
@@ -971,4 +978,101 @@ fn a_synced_key_rotation_is_covered_by_the_next_checkpoint() {
         r.seq
     );
     assert!(l.inclusion_proof(r.seq, size).is_ok());
+}
+
+/// A change whose entry was stored before its sync was refused (a sync it queued behind
+/// failed) is told `NotDurable`, not `Failed` ("nothing was done"): the entry is in the
+/// store, a close syncs it, and it takes effect after a reopen. A rotation told
+/// `Failed` used to leave the caller holding a key that no longer opened the ledger.
+#[test]
+fn a_change_stored_before_a_refused_sync_is_told_not_durable() {
+    for durability in [Durability::GroupCommit, Durability::Immediate] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let (l, faults) = keys.open_faulty(dir.path(), durability);
+        let alice = subject(0, 0);
+        let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
+        l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+        let new_key = SigningKey::generate();
+        faults.hold_next.store(true, Ordering::SeqCst);
+        let (rotated, granted, synced) = std::thread::scope(|s| {
+            let synced = s.spawn(|| l.sync());
+            wait_held(&faults);
+            faults.fail_next.store(true, Ordering::SeqCst);
+            let rotated = s.spawn(|| l.rotate_key(new_key.clone()));
+            let granted =
+                s.spawn(|| l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            faults.release.store(true, Ordering::SeqCst);
+            (
+                rotated.join().unwrap(),
+                granted.join().unwrap(),
+                synced.join().unwrap(),
+            )
+        });
+        assert!(synced.is_err());
+        // Each either never reached the store (refused: `Failed`) or did (`NotDurable`).
+        let reached = |r: &Result<crate::Recorded, WriteError>| match r {
+            Err(WriteError::NotDurable(_)) => true,
+            Err(WriteError::Failed) => false,
+            other => panic!("{durability:?}: {other:?}"),
+        };
+        let (rotation_stored, grant_stored) = (reached(&rotated), reached(&granted));
+        // No more writes, and nothing else stored.
+        assert!(matches!(
+            l.grant::<crate::Analytics>(&alice, RecipientScope::first_party(), None),
+            Err(WriteError::Failed)
+        ));
+        drop(l);
+        let key = if rotation_stored {
+            new_key.clone()
+        } else {
+            keys.signing.clone()
+        };
+        let l = Ledger::builder(dir.path())
+            .signing_key(key)
+            .pseudonym_key(keys.pseudonym.clone())
+            .durability(durability)
+            .open()
+            .unwrap_or_else(|e| panic!("{durability:?}: rotation stored {rotation_stored}: {e:?}"));
+        let acme = crate::Recipient::partner("acme").unwrap();
+        assert_eq!(l.authorize(&email, &acme).is_ok(), grant_stored, "{durability:?}");
+        assert!(
+            l.history(&alice).unwrap().iter().all(
+                |h| !matches!(h.change, crate::Change::Granted { ref purpose, .. } if purpose == "analytics")
+            ),
+            "{durability:?}: a change told Failed was stored"
+        );
+    }
+}
+
+/// An erasure whose entry is durable and whose removals are done, but whose last sync
+/// fails, is told `NotDurable` (not `Storage`: "nothing was appended"); the next open
+/// finishes it.
+#[test]
+fn an_erasure_whose_last_sync_fails_is_told_not_durable() {
+    for durability in [Durability::Immediate, Durability::GroupCommit] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let (l, faults) = keys.open_faulty(dir.path(), durability);
+        let alice = subject(0, 0);
+        let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
+        l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+        let f = Arc::clone(&faults);
+        faults
+            .before_index_removal
+            .set(move || f.sync.store(true, Ordering::SeqCst));
+        let err = l.erase(&alice, crate::Actor::Subject).unwrap_err();
+        assert!(
+            matches!(err, WriteError::NotDurable(_)),
+            "{durability:?}: {err:?}"
+        );
+        drop(l);
+        let l = keys.builder(dir.path(), durability).open().unwrap();
+        let history = l.history(&alice).unwrap();
+        assert!(matches!(history.as_slice(), [h] if matches!(h.change, crate::Change::Erased)));
+        assert!(l
+            .authorize(&email, &crate::Recipient::partner("acme").unwrap())
+            .is_err());
+    }
 }

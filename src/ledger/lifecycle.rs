@@ -77,9 +77,15 @@ impl Ledger {
             // As `Ledger::sync`: what was written before the sync counts durable after it.
             let written = self.inner.group.written.load(std::sync::atomic::Ordering::SeqCst);
             self.sync_store().map_err(super::SyncError::not_durable)?;
-            let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
+            let mut s = self
+                .inner
+                .group
+                .state
+                .lock()
+                .map_err(|_| super::SyncError::Refused.not_durable())?;
             if s.failed {
-                return Err(WriteError::Failed);
+                // The change is stored: it may take effect after a reopen.
+                return Err(super::SyncError::Refused.not_durable());
             }
             s.durable = s.durable.max(written);
             self.inner.head.durable_up_to(s.durable);

@@ -59,9 +59,11 @@ pub enum Durability {
     /// hands the lead on and then stores its batch and waits for the sync covering it
     /// while the next batch is signed; the other callers sleep once. A decision may see
     /// an entry whose append has not returned yet (written, sync in flight); it never
-    /// misses one whose append returned. If the sync covering a batch fails, its new
-    /// entries report [`WriteError::Failed`]; if storing a batched entry fails, so do
-    /// the entries signed after it, and the ledger takes no more writes (reopen it).
+    /// misses one whose append returned. If the sync covering a batch fails, its
+    /// stored entries report [`WriteError::NotDurable`] (they may take effect after a
+    /// reopen) and changes not yet stored report [`WriteError::Failed`]; if storing a
+    /// batched entry fails, the entries signed after it report `Failed`; either way the
+    /// ledger takes no more writes (reopen it).
     ///
     /// Throughput grows with the callers in flight: a single caller still waits for a
     /// whole sync per append. On the two-vCPU machine of `BENCHMARKS.md`, 16 concurrent
@@ -365,10 +367,16 @@ enum SyncError {
 }
 
 impl SyncError {
-    /// For a caller whose own entry was written and is now not durable.
+    /// For a caller whose own entry was written and is now not durable: whether a
+    /// sync failed now or was refused (an earlier one failed), the entry is in the
+    /// store and may reach the disk (a close syncs what it can), so it may take effect
+    /// after a reopen. Never `Failed`, which says nothing was done.
     fn not_durable(self) -> WriteError {
         match self {
-            SyncError::Refused => WriteError::Failed,
+            SyncError::Refused => WriteError::NotDurable(StorageError::new(
+                "syncing the log",
+                std::io::Error::other("no sync covering this entry succeeded (an earlier one had failed)"),
+            )),
             SyncError::Failed(e) => WriteError::NotDurable(e),
         }
     }
@@ -674,7 +682,9 @@ impl Ledger {
     ///
     /// # Errors
     /// Storage failures. If the entry was appended but a removal failed, retrying the
-    /// erasure, or opening the ledger next time, finishes it.
+    /// erasure, or opening the ledger next time, finishes it. If the removals were done
+    /// but could not be synced ([`WriteError::NotDurable`]), the ledger takes no more
+    /// writes: opening it again finishes the erasure.
     pub fn erase(&self, subject: &SubjectId, actor: Actor) -> Result<Recorded, WriteError> {
         // One erasure at a time: a repeated erasure of a subject returns only once the
         // first one's removals are done, and redoes them (the first may have failed).
@@ -717,7 +727,8 @@ impl Ledger {
             .store(false, Ordering::Release);
         self.inner.snapshot_len.store(0, Ordering::Release);
         if self.inner.durability != Durability::Relaxed {
-            self.sync_store()?;
+            // The entry is durable already; the removals are not: a reopen finishes them.
+            self.sync_store().map_err(SyncError::not_durable)?;
         }
         Ok(recorded)
     }
@@ -1035,6 +1046,13 @@ impl Ledger {
         if stage.failed {
             return Err(WriteError::Failed);
         }
+        // A sync that failed (anyone's: `Ledger::sync`, an erasure's, a group's) refuses
+        // every later one: an entry stored now could never be acknowledged, and would
+        // still take effect after a reopen. Refused before anything is written. (A sync
+        // failing from here on is reported to this caller as `NotDurable`.)
+        if inner.group.state.lock().map_or(true, |s| s.failed) {
+            return Err(WriteError::Failed);
+        }
         let prepared = {
             let state = inner.state.read().map_err(|_| WriteError::Failed)?;
             prepare(&state, &*inner.store, w)?
@@ -1170,7 +1188,8 @@ impl Ledger {
                 return Ok(());
             }
             if s.failed {
-                return Err(WriteError::Failed);
+                // The entry is stored: it may take effect after a reopen.
+                return Err(SyncError::Refused.not_durable());
             }
             if s.syncing {
                 s = group.done.wait(s).map_err(|_| WriteError::Failed)?;
