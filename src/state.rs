@@ -259,6 +259,19 @@ impl State {
             .map(|s| &s.id)
     }
 
+    /// The position of a collection by `subject` (not erased) of the identifier with
+    /// lookup `lookup`, if it holds it: the entry that recorded its subject pseudonym.
+    pub(crate) fn held_collection(&self, lookup: &Pseudonym, subject: &SubjectId) -> Option<u64> {
+        let index = self.find_subject(subject)?;
+        if self.is_erased(index) {
+            return None;
+        }
+        self.idents
+            .find(lookup)
+            .find(|(_, r)| r.subject == index)
+            .map(|(_, r)| r.seq())
+    }
+
     /// Lookup pseudonyms of the identifiers `subject` holds (for erasure).
     pub(crate) fn lookups_of(&self, subject: &SubjectId) -> Vec<Pseudonym> {
         match self.find_subject(subject) {

@@ -355,6 +355,17 @@ fn a_lost_secret_is_not_made_again_over_the_subjects_links() {
     let refused = l.collect(&s, &again, RecipientScope::first_party());
     assert!(matches!(refused, Err(WriteError::Storage(_))), "{refused:?}");
     assert!(l.authorize(&for_ads(), &acme).is_ok());
+    // A new identifier of the subject is collected, with a new secret; the old one
+    // again is still refused (the new secret gives it another pseudonym).
+    let new_phone = Identifier::<Security>::phone("+14155550100").unwrap();
+    l.collect(&s, &new_phone, RecipientScope::first_party()).unwrap();
+    let refused = l.collect(&s, &again, RecipientScope::first_party());
+    assert!(matches!(refused, Err(WriteError::Storage(_))), "{refused:?}");
+    // ... while the new one collected again (for another purpose) is not.
+    let new_for_ads = Identifier::<Advertising>::phone("+14155550100").unwrap();
+    l.collect(&s, &new_for_ads, RecipientScope::all_partners())
+        .unwrap();
+    assert!(l.authorize(&for_ads(), &acme).is_ok());
     drop(l);
     let l = open();
     assert!(
@@ -362,4 +373,9 @@ fn a_lost_secret_is_not_made_again_over_the_subjects_links() {
         "after a replay of the whole log: {:?}",
         l.authorize(&for_ads(), &acme).map(|u| u.evidence().allowed_by())
     );
+    assert!(
+        l.authorize(&new_for_ads, &acme).is_ok(),
+        "the subject's grant covers it"
+    );
+    assert!(l.authorize(&new_phone, &Recipient::FirstParty).is_ok());
 }

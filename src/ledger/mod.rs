@@ -766,13 +766,27 @@ impl Ledger {
                 return Ok(Prepared::Already(seq));
             }
             // An identifier the subject already holds (collected again, for another
-            // purpose) has its index record, written with the subject's secret: a new
-            // secret, made because the stored one was lost (a damaged vault slot), would
-            // write over that record with another pseudonym and unlink the earlier
-            // collections from it for good.
-            let holds_it = state.ident_subject(&lookup) == Some(subject);
-            let secret = subject_secret(store, subject, holds_it)?;
+            // purpose) has its index record, written with the subject pseudonym its
+            // earlier collections carry. The record is written again below: only with
+            // that same pseudonym. A secret made anew because the stored one was lost (a
+            // damaged vault slot), now or at an earlier collection of another of the
+            // subject's identifiers, gives another one, and would unlink the earlier
+            // collections from the identifier for good.
+            let held = state.held_collection(&lookup, subject);
+            let secret = subject_secret(store, subject, held.is_some())?;
             let pseudonym = secret.pseudonym(identifier.kind(), identifier.normalized());
+            if let Some(seq) = held {
+                let recorded = store
+                    .entry(seq)?
+                    .and_then(|bytes| entry::decode(&bytes).ok())
+                    .and_then(|stored| match stored.entry.body {
+                        Body::Collected { pseudonym, .. } => Some(pseudonym),
+                        _ => None,
+                    });
+                if recorded != Some(pseudonym) {
+                    return Err(lost_link());
+                }
+            }
             let code = [identifier.kind().code()];
             let tag = key.index_tag(&IndexRecord::tagged_parts(&lookup, subject, &code, &pseudonym));
             let record = IndexRecord {
@@ -1456,6 +1470,19 @@ fn check_scope(scope: &RecipientScope) -> Result<(), WriteError> {
 }
 
 /// The subject's secret, created on first use.
+/// Collecting again an identifier the subject holds needs the secret its earlier
+/// collections were linked with, and the vault no longer has it.
+fn lost_link() -> WriteError {
+    WriteError::Storage(crate::error::StorageError::new(
+        "reading a subject secret",
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the subject's secret that linked this identifier is gone from the vault (a damaged record \
+             is dropped at open); collecting it again would unlink its earlier collections",
+        ),
+    ))
+}
+
 /// The subject's secret, made and stored if it has none yet, unless `must_exist` (the
 /// subject holds identifiers linked with it): then a missing secret is an error, not a
 /// new one.
@@ -1474,14 +1501,7 @@ fn subject_secret(
                 ),
             ))
         }),
-        None if must_exist => Err(WriteError::Storage(crate::error::StorageError::new(
-            "reading a subject secret",
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the subject's secret is missing from the vault (a damaged record is dropped at open); \
-                 collecting one of its identifiers again would unlink the earlier collections",
-            ),
-        ))),
+        None if must_exist => Err(lost_link()),
         None => {
             let secret = SubjectSecret::generate();
             store.put_secret(subject.as_str(), secret.as_bytes())?;
