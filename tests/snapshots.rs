@@ -581,3 +581,72 @@ fn a_directory_with_files_in_the_snapshots_place_is_left_alone() {
         .is_err());
     assert!(state.join("junk").exists());
 }
+
+/// A vault slot written by hand (docs/format.md): kind | key length | key | value
+/// length | value | zeros | checksum.
+fn forge_slot(kind: u8, key: &[u8], value: &[u8]) -> [u8; 256] {
+    use sha2::{Digest, Sha256};
+    let mut slot = [0u8; 256];
+    slot[0] = kind;
+    slot[1] = key.len() as u8;
+    slot[2..2 + key.len()].copy_from_slice(key);
+    slot[2 + key.len()] = value.len() as u8;
+    slot[3 + key.len()..3 + key.len() + value.len()].copy_from_slice(value);
+    let d = Sha256::digest(&slot[..240]);
+    slot[240..].copy_from_slice(&d[..16]);
+    slot
+}
+
+/// From a snapshot, an erasure left unfinished makes open read and authenticate the
+/// index after all: an open refused there (an index record whose tag fails) has not
+/// written the vault's repairs either.
+#[test]
+fn an_open_refused_for_an_index_record_leaves_the_vault_unrepaired() {
+    const SLOT: usize = 256;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, pk) = (SigningKey::generate(), PseudonymKey::generate());
+    let builder = || {
+        Ledger::builder(dir.path())
+            .signing_key(key.clone())
+            .pseudonym_key(pk.clone())
+            .snapshots(EVERY_CLOSE)
+    };
+    let (a, x) = (subject(1), subject(2));
+    let l = builder().open().unwrap();
+    l.collect(&a, &email(1), RecipientScope::all_partners()).unwrap();
+    l.collect(&x, &email(2), RecipientScope::all_partners()).unwrap();
+    l.erase(&x, consent_ledger::Actor::System).unwrap();
+    drop(l);
+    assert!(dir.path().join("state").exists());
+    let path = dir.path().join("vault");
+    let mut vault = std::fs::read(&path).unwrap();
+    // A repair to write: one bit of a's secret slot flipped.
+    let name = a.as_str().as_bytes();
+    let a_slot = vault
+        .chunks_exact(SLOT)
+        .position(|v| v[0] == 1 && usize::from(v[1]) == name.len() && &v[2..2 + name.len()] == name)
+        .unwrap();
+    vault[a_slot * SLOT + 20] ^= 1;
+    // An index record with one value byte changed and a valid slot checksum.
+    let idx = vault.chunks_exact(SLOT).position(|v| v[0] == 2).unwrap();
+    let s = vault[idx * SLOT..(idx + 1) * SLOT].to_vec();
+    let klen = usize::from(s[1]);
+    let vlen = usize::from(s[2 + klen]);
+    let mut v = s[3 + klen..3 + klen + vlen].to_vec();
+    *v.last_mut().unwrap() ^= 1;
+    vault[idx * SLOT..(idx + 1) * SLOT].copy_from_slice(&forge_slot(2, &s[2..2 + klen], &v));
+    // The erased subject's secret back in the vault (an erasure cut short): the index
+    // must be read.
+    vault.extend_from_slice(&forge_slot(1, x.as_str().as_bytes(), &[9u8; 32]));
+    std::fs::write(&path, &vault).unwrap();
+    let refused = builder().open();
+    assert!(
+        matches!(refused, Err(OpenError::CorruptMetadata("index record"))),
+        "{:?}",
+        refused.map(|l| l.len())
+    );
+    assert!(
+        std::fs::read(&path).unwrap() == vault,
+        "the refused open wrote to the vault"
+    );
+}

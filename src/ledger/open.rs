@@ -384,17 +384,18 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         }));
     }
     let time_floor = head_record.map_or(0, |h| h.time_floor);
-    // Every check has passed: the vault's repairs (damaged slots and extra copies zeroed,
-    // a partial last slot cut) are written now, before anything else writes to it.
-    store.ready()?;
-    // Erasures interrupted by a crash are finished here. From a snapshot, only an
+    // Erasures interrupted by a crash are finished below. From a snapshot, only an
     // erasure after it, or an erased subject whose secret is still stored, can be
-    // unfinished; then the index is read after all.
+    // unfinished; then the index is read (and each record authenticated, which may
+    // refuse the open) after all: here, before anything is written.
     let unfinished = match index {
         Some(index) => Some(index),
         None if tail_erased || has_erased_secret(&*store, &state)? => Some(load_index(&*store, key)?),
         None => None,
     };
+    // Every check has passed: the vault's repairs (damaged slots and extra copies zeroed,
+    // a partial last slot cut) are written now, before anything else writes to it.
+    store.ready()?;
     if let Some(index) = unfinished {
         finish_erasures(&*store, &state, &index)?;
     }
