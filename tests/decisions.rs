@@ -833,3 +833,32 @@ fn impact_totals_saturate() {
     assert_eq!(report.uses, u64::MAX);
     assert_eq!(report.by_recipient[0].1, u64::MAX);
 }
+
+consent_ledger::declare_purpose!(pub FraudLi, "fraud", "fraud checks (legitimate interest)", consent_ledger::LegalBasis::LegitimateInterest);
+consent_ledger::declare_purpose!(pub FraudConsent, "fraud", "fraud checks (now on consent)", consent_ledger::LegalBasis::Consent);
+
+/// `WithdrawalsImmediate` also follows the legal basis of the collection in force: an
+/// identifier collected again on consent (the purpose's basis changed) needs consent
+/// from then on, so a use decided on the older collection in that millisecond, with no
+/// consent given, is caught.
+#[test]
+fn withdrawals_immediate_follows_a_collection_now_on_consent() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    let s = subject("s-1");
+    let acme = Recipient::partner("acme").unwrap();
+    let li = Identifier::<FraudLi>::email(&email(1)).unwrap();
+    l.collect(&s, &li, RecipientScope::all_partners()).unwrap();
+    f.tick(1);
+    l.authorize(&li, &acme).unwrap(); // rests on the collection
+    let on_consent = Identifier::<FraudConsent>::email(&email(1)).unwrap();
+    let again = l
+        .collect(&s, &on_consent, RecipientScope::only(acme.clone()))
+        .unwrap();
+    assert!(matches!(l.authorize(&li, &acme), Err(Denied::NoConsent { .. })));
+    let all = ImpactQuery::since(Timestamp::EPOCH);
+    assert!(l.impact(&all).unwrap().unlawful.is_empty());
+    let r = l.impact(&all.assume(Hypothesis::WithdrawalsImmediate)).unwrap();
+    assert_eq!(r.unlawful.len(), 1, "collection {}: {r:?}", again.seq);
+    assert_eq!(r.unlawful[0].reason, Unlawful::NoConsent);
+}

@@ -228,9 +228,9 @@ pub struct ImpactReport {
 type IdentifierUsed = (u64, Option<IdentifierKind>);
 
 /// The collection in force of an identifier (its subject and subject pseudonym) for a
-/// purpose id: its scope and entry, as of the position being replayed. A later
-/// collection for the same purpose replaces it, as it does in the decision state.
-type InForce = HashMap<(SubjectId, Pseudonym, String), (crate::recipient::RecipientScope, u64)>;
+/// purpose id: its scope, entry and legal basis, as of the position being replayed. A
+/// later collection for the same purpose replaces it, as it does in the decision state.
+type InForce = HashMap<(SubjectId, Pseudonym, String), (crate::recipient::RecipientScope, u64, LegalBasis)>;
 
 /// What pass one learns about collections.
 struct Collection {
@@ -322,11 +322,12 @@ impl Ledger {
                             pseudonym,
                             purpose,
                             scope,
+                            basis,
                             ..
                         } = &e.body
                         {
                             let key = (subject.clone(), *pseudonym, purpose.clone());
-                            in_force.insert(key, (scope.clone(), e.seq));
+                            in_force.insert(key, (scope.clone(), e.seq, *basis));
                         }
                         if void {
                             state.len = e.seq.saturating_add(1);
@@ -436,14 +437,16 @@ fn judge(
     // As decisions do: consent decides a use that relied on it, and any use of a purpose
     // the subject has a consent record for.
     let consent = state.consent_for(r.subject(), r.purpose());
-    if r.legal_basis() != LegalBasis::Consent && consent.is_none() {
-        // The collection decides, as in a decision: the one in force for the purpose
-        // (collected again with a narrower scope, it may no longer cover the recipient).
-        let collection = collections
-            .get(&r.collected_at())
-            .and_then(|c| in_force.get(&(c.subject.clone(), c.pseudonym, r.purpose().to_owned())));
+    // The identifier's collection for the purpose in force at this point (collected
+    // again since the use, it may have another scope or basis).
+    let collection = collections
+        .get(&r.collected_at())
+        .and_then(|c| in_force.get(&(c.subject.clone(), c.pseudonym, r.purpose().to_owned())));
+    let collection_needs_consent = collection.is_some_and(|(_, _, basis)| basis.requires_consent());
+    if r.legal_basis() != LegalBasis::Consent && consent.is_none() && !collection_needs_consent {
+        // The collection decides, as in a decision: it must cover the recipient.
         return match collection {
-            Some((scope, seq)) if !scope.covers(r.recipient()) => {
+            Some((scope, seq, _)) if !scope.covers(r.recipient()) => {
                 Some(Unlawful::CollectionNotCovering { collection: *seq })
             }
             _ => None,
