@@ -54,15 +54,19 @@ fn run() -> Result<(), Box<dyn Error>> {
 
     // A run stopped before its last step left its Alice holding the number: her
     // account is closed first, as that run would have.
+    // (A file that cannot be read as an account id was cut short while being written,
+    // before its run collected anything.)
     let unfinished = dir.join("unfinished-account");
-    if let Ok(id) = fs::read_to_string(&unfinished) {
-        let earlier = SubjectId::new(id.trim())?;
+    let earlier = fs::read_to_string(&unfinished)
+        .ok()
+        .and_then(|id| SubjectId::new(id.trim()).ok());
+    if let Some(earlier) = earlier {
         ledger.erase(&earlier, consent_ledger::Actor::Subject)?;
         println!("An earlier run stopped before its end: {earlier}'s account is closed first.\n");
     }
     // A new account per run on a kept ledger (the last run's Alice was erased).
     let alice = SubjectId::new(&format!("account-{}", 1000 + ledger.len()))?;
-    fs::write(&unfinished, alice.as_str())?;
+    write_whole(&unfinished, alice.as_str().as_bytes(), false)?;
 
     // 1. Alice turns on two-factor authentication and gives her phone number for it.
     let phone_2fa = Identifier::<Security>::phone("+1 (555) 010-9999")?;
@@ -220,17 +224,33 @@ fn load_or_create_keys(dir: &Path) -> Result<(SigningKey, PseudonymKey), Box<dyn
     fs::create_dir_all(dir)?;
     let s = SigningKey::generate();
     let p = PseudonymKey::generate();
-    write_secret(&signing, &s.expose_seed())?;
-    write_secret(&pseudonym, p.expose_bytes())?;
+    // Both on disk before the ledger is made with them (a power cut must not leave a
+    // ledger whose keys were never written).
+    write_whole(&signing, &s.expose_seed(), true)?;
+    write_whole(&pseudonym, p.expose_bytes(), true)?;
     Ok((s, p))
 }
 
-/// A new file readable by this user only (never over an existing one).
-fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `path` whole or not at all: to a temporary file (readable by this user only
+/// if `secret`), synced, renamed into place, the directory synced.
+fn write_whole(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
     use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)
+    if secret {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
