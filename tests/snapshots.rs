@@ -490,17 +490,12 @@ fn a_failed_open_leaves_the_vault_unrepaired() {
             bytes.len(),
             after.len()
         );
-        if what.starts_with("wrong signing key") {
-            // Nothing spoiled: the right key opens it, and repairs it then.
-            let l = open(c.dir.path(), &c.key, &c.pk, snapshots);
-            assert_eq!(
-                std::fs::read(&vault).unwrap().len(),
-                bytes.len() - 10,
-                "{what}: repaired once open"
-            );
-            assert_eq!(decisions(&l, 5), c.decisions, "{what}");
-        } else if what == "damaged head record" {
+        // Once what was spoiled is put back (nothing, for a wrong key), the right key
+        // opens it, and repairs it then. (A log cut short stays cut.)
+        if what == "damaged head record" {
             std::fs::write(&head, &kept.0).unwrap();
+        }
+        if what != "log cut short" {
             let l = open(c.dir.path(), &c.key, &c.pk, snapshots);
             assert_eq!(
                 std::fs::read(&vault).unwrap().len(),

@@ -980,6 +980,26 @@ fn a_synced_key_rotation_is_covered_by_the_next_checkpoint() {
     assert!(l.inclusion_proof(r.seq, size).is_ok());
 }
 
+/// A faulty ledger in a new directory where Alice's email is collected for ads.
+fn with_alices_email(
+    durability: Durability,
+) -> (
+    tempfile::TempDir,
+    Keys,
+    Ledger,
+    Arc<Faults>,
+    SubjectId,
+    crate::Identifier<crate::Advertising>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), durability);
+    let alice = subject(0, 0);
+    let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
+    l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+    (dir, keys, l, faults, alice, email)
+}
+
 /// A change whose entry was stored before its sync was refused (a sync it queued behind
 /// failed) is told `NotDurable`, not `Failed` ("nothing was done"): the entry is in the
 /// store, a close syncs it, and it takes effect after a reopen. A rotation told
@@ -987,12 +1007,7 @@ fn a_synced_key_rotation_is_covered_by_the_next_checkpoint() {
 #[test]
 fn a_change_stored_before_a_refused_sync_is_told_not_durable() {
     for durability in [Durability::GroupCommit, Durability::Immediate] {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = Keys::new();
-        let (l, faults) = keys.open_faulty(dir.path(), durability);
-        let alice = subject(0, 0);
-        let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
-        l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+        let (dir, keys, l, faults, alice, email) = with_alices_email(durability);
         let new_key = SigningKey::generate();
         faults.hold_next.store(true, Ordering::SeqCst);
         let (rotated, granted, synced) = std::thread::scope(|s| {
@@ -1052,12 +1067,7 @@ fn a_change_stored_before_a_refused_sync_is_told_not_durable() {
 #[test]
 fn an_erasure_whose_last_sync_fails_is_told_not_durable() {
     for durability in [Durability::Immediate, Durability::GroupCommit] {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = Keys::new();
-        let (l, faults) = keys.open_faulty(dir.path(), durability);
-        let alice = subject(0, 0);
-        let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
-        l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+        let (dir, keys, l, faults, alice, email) = with_alices_email(durability);
         let f = Arc::clone(&faults);
         faults
             .before_index_removal
