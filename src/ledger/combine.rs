@@ -199,6 +199,14 @@ impl Ledger {
         let mut stored = Vec::with_capacity(signed.len());
         let mut lost = false;
         for r in signed {
+            // A sync that failed since the batch was signed (storing waited behind the
+            // batch before), or while its earlier entries were stored: nothing more is
+            // stored. The writer has moved past these entries, so nothing may be chained
+            // to them either: the ledger takes no more writes.
+            if r.is_ok() && !stage.failed && inner.group.state.lock().map_or(true, |s| s.failed) {
+                stage.failed = true;
+                lost = true;
+            }
             results.push(match r {
                 Ok(_) if stage.failed => Err(WriteError::Failed),
                 Ok(sealed) => match inner.store.append_entry(sealed.entry.seq, &sealed.bytes) {

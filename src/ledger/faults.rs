@@ -33,6 +33,8 @@ struct Faults {
     decision_once: AtomicBool,
     /// Runs (once) just before the next index record removal.
     before_index_removal: Hook,
+    /// Runs (once) just before the next entry is stored.
+    before_append: Hook,
     /// Entries read one by one (`Backend::entry`) so far.
     entry_reads: AtomicU64,
     /// Fail the next removal of a subject secret, once.
@@ -78,6 +80,7 @@ impl Faults {
             fail_next: AtomicBool::new(false),
             decision_once: AtomicBool::new(false),
             before_index_removal: Hook::default(),
+            before_append: Hook::default(),
             entry_reads: AtomicU64::new(0),
             secret_removal_once: AtomicBool::new(false),
             index_removal: AtomicBool::new(false),
@@ -105,6 +108,7 @@ impl Backend for Faulty {
         self.inner.set_meta(key, value)
     }
     fn append_entry(&self, seq: u64, bytes: &[u8]) -> Result<(), StorageError> {
+        self.faults.before_append.run();
         let at = &self.faults.append_at;
         if at
             .compare_exchange(seq, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
@@ -1084,5 +1088,64 @@ fn an_erasure_whose_last_sync_fails_is_told_not_durable() {
         assert!(l
             .authorize(&email, &crate::Recipient::partner("acme").unwrap())
             .is_err());
+    }
+}
+
+/// A sync fails while an entry is being stored (the store paused inside
+/// `append_entry`, after the checks before it). That entry's store is already under way:
+/// it is told `NotDurable`, never `Ok`. Under group commit, a second grant, signed as the
+/// next batch while the first was being stored, is not stored after the failure
+/// (`Failed`). Nothing more is stored afterwards.
+#[test]
+fn a_sync_failing_while_an_entry_is_stored() {
+    for durability in [Durability::GroupCommit, Durability::Relaxed] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let (l, faults) = keys.open_faulty(dir.path(), durability);
+        let (paused, resume) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (p, r) = (Arc::clone(&paused), Arc::clone(&resume));
+        faults.before_append.set(move || {
+            p.store(true, Ordering::SeqCst);
+            while !r.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        let before = l.len();
+        let grant = |i| l.grant::<crate::Advertising>(&subject(i, 0), RecipientScope::all_partners(), None);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| grant(1));
+            while !paused.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            // Under group commit, signed now as the next batch, then waiting to be stored.
+            let second = (durability == Durability::GroupCommit).then(|| s.spawn(|| grant(2)));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            faults.fail_next.store(true, Ordering::SeqCst);
+            let synced = s.spawn(|| l.sync());
+            while !l.sync_has_failed() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            resume.store(true, Ordering::SeqCst);
+            let first = first.join().unwrap();
+            assert!(synced.join().unwrap().is_err());
+            assert!(
+                matches!(first, Err(WriteError::NotDurable(_))),
+                "{durability:?}: {first:?}"
+            );
+            if let Some(second) = second {
+                let second = second.join().unwrap();
+                assert!(matches!(second, Err(WriteError::Failed)), "{second:?}");
+            }
+            assert_eq!(
+                l.len(),
+                before + 1,
+                "{durability:?}: stored after the failed sync"
+            );
+        });
+        assert!(matches!(
+            l.grant::<crate::Analytics>(&subject(3, 0), RecipientScope::first_party(), None),
+            Err(WriteError::Failed)
+        ));
+        assert_eq!(l.len(), before + 1);
     }
 }

@@ -932,9 +932,11 @@ impl Ledger {
     ///
     /// # Errors
     /// Storage failures. A failed sync is final, as one inside an append is: the
-    /// ledger then takes no more writes, and appends waiting for a group sync report
-    /// [`WriteError::Failed`] (reopen the ledger to continue from what is on disk).
-    /// [`WriteError::Failed`] also if such a failure happened while this sync ran.
+    /// ledger then takes no more writes (reopen it to continue from what is on disk).
+    /// Appends whose entries were stored and not yet synced report
+    /// [`WriteError::NotDurable`] (they may take effect after a reopen); appends not
+    /// stored yet report [`WriteError::Failed`] (they will not). This sync reports
+    /// [`WriteError::Failed`] also if such a failure happened while it ran.
     pub fn sync(&self) -> Result<(), WriteError> {
         let written = self.inner.group.written.load(Ordering::SeqCst);
         // Aggregates that cannot be written (a storage failure, or an edited record
@@ -1063,8 +1065,9 @@ impl Ledger {
         // A sync that failed (anyone's: `Ledger::sync`, an erasure's, a group's) refuses
         // every later one: an entry stored now could never be acknowledged, and would
         // still take effect after a reopen. Refused before anything is written. (A sync
-        // failing from here on is reported to this caller as `NotDurable`.)
-        if inner.group.state.lock().map_or(true, |s| s.failed) {
+        // failing from here on, in another thread, is reported to this caller as
+        // `NotDurable`: below.)
+        if self.sync_has_failed() {
             return Err(WriteError::Failed);
         }
         let prepared = {
@@ -1095,7 +1098,19 @@ impl Ledger {
         let recorded = sealed.recorded();
         self.apply_stored(vec![sealed])?;
         drop(stage);
+        // A sync that failed in another thread while this entry was being stored: the
+        // entry may or may not reach the disk, and is not acknowledged. (`Immediate`
+        // and group commit find out in their own sync; `Relaxed` has none.)
+        if inner.durability == Durability::Relaxed && self.sync_has_failed() {
+            w.failed = true;
+            return Err(SyncError::Refused.not_durable());
+        }
         Ok((recorded, true))
+    }
+
+    /// Whether a sync of the store has failed (which refuses every later one).
+    fn sync_has_failed(&self) -> bool {
+        self.inner.group.state.lock().map_or(true, |s| s.failed)
     }
 
     /// The stored entry at `seq` (already recorded: the store holds it, the storing
