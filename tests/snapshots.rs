@@ -645,3 +645,87 @@ fn an_open_refused_for_an_index_record_leaves_the_vault_unrepaired() {
         "the refused open wrote to the vault"
     );
 }
+
+/// An emptied log is refused (`LogEmptied`) without the refused open writing first:
+/// not sled's format marker (when its `meta` tree was emptied too), and not a vault
+/// file (when the vault was removed and only the decision records show the ledger
+/// was used).
+#[test]
+fn an_open_refused_as_emptied_writes_nothing_first() {
+    type Spoil = fn(&Path);
+    let cases: [(&str, consent_ledger::Recording, Spoil); 2] = [
+        (
+            "entries and meta emptied",
+            consent_ledger::Recording::Off,
+            |dir| {
+                let db = sled_util::open(dir);
+                db.open_tree("entries").unwrap().clear().unwrap();
+                db.open_tree("meta").unwrap().clear().unwrap();
+                db.flush().unwrap();
+            },
+        ),
+        (
+            "entries emptied, vault, head and snapshot removed",
+            consent_ledger::Recording::Every,
+            |dir| {
+                let db = sled_util::open(dir);
+                db.open_tree("entries").unwrap().clear().unwrap();
+                db.flush().unwrap();
+                drop(db);
+                for name in ["vault", "head", "state"] {
+                    let _ = std::fs::remove_file(dir.join(name));
+                }
+            },
+        ),
+    ];
+    for (what, recording, spoil) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, pk) = (SigningKey::generate(), PseudonymKey::generate());
+        {
+            let l = Ledger::builder(dir.path())
+                .signing_key(key.clone())
+                .pseudonym_key(pk.clone())
+                .record_decisions(recording)
+                .open()
+                .unwrap();
+            let id = Identifier::<Security>::email("person1@example.com").unwrap();
+            if recording == consent_ledger::Recording::Every {
+                l.collect(&subject(0), &id, RecipientScope::first_party())
+                    .unwrap();
+                l.authorize(&id, &Recipient::FirstParty).unwrap();
+            } else {
+                l.grant::<Advertising>(&subject(0), RecipientScope::all_partners(), None)
+                    .unwrap();
+            }
+            l.sync().unwrap();
+        }
+        spoil(dir.path());
+        let vault_before = dir.path().join("vault").exists();
+        let refused = Ledger::builder(dir.path())
+            .signing_key(key)
+            .pseudonym_key(pk)
+            .open();
+        assert!(
+            matches!(&refused, Err(OpenError::Integrity(e)) if e.problem == IntegrityProblem::LogEmptied),
+            "{what}: {:?}",
+            refused.map(|l| l.len())
+        );
+        let db = sled_util::open(dir.path());
+        let meta: Vec<_> = db.open_tree("meta").unwrap().iter().map(Result::unwrap).collect();
+        let entries = db.open_tree("entries").unwrap().len();
+        drop(db);
+        if what.starts_with("entries and meta") {
+            assert!(
+                meta.is_empty(),
+                "{what}: the refused open wrote {} meta keys",
+                meta.len()
+            );
+        }
+        assert_eq!(entries, 0, "{what}");
+        assert_eq!(
+            dir.path().join("vault").exists(),
+            vault_before,
+            "{what}: the refused open made a vault"
+        );
+    }
+}

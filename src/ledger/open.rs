@@ -205,27 +205,35 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
             Opened::Store(s) => wrap(s),
             Opened::Foreign => return Err(OpenError::NotALedger),
         };
-        match store.meta(FORMAT_KEY)? {
+        // Written only once the open is known to create a ledger (a refused open writes
+        // nothing).
+        let needs_marker = match store.meta(FORMAT_KEY)? {
             None => {
                 if !store.is_empty()? {
                     return Err(OpenError::NotALedger);
                 }
-                store.set_meta(FORMAT_KEY, &[entry::FORMAT_VERSION])?;
+                true
             }
-            Some(v) => check_format_marker(&v)?,
-        }
-        // A marker without entries is a creation that stopped before the genesis entry,
+            Some(v) => {
+                check_format_marker(&v)?;
+                false
+            }
+        };
+        // No entries is a creation (or one that stopped before the genesis entry),
         // unless anything else shows the ledger was used: then its log was emptied, and
         // a new genesis entry would hide that and start another ledger over its files.
         let has_entries = store.entries_from(0).next().is_some();
         if !has_entries {
-            // Still being created (or emptied: then `was_used` refuses it below).
-            store.allow_vault_creation();
             if was_used(&*store, &self.path)? {
                 return Err(OpenError::Integrity(IntegrityError {
                     position: 0,
                     problem: IntegrityProblem::LogEmptied,
                 }));
+            }
+            // Being created.
+            store.allow_vault_creation();
+            if needs_marker {
+                store.set_meta(FORMAT_KEY, &[entry::FORMAT_VERSION])?;
             }
             create_genesis(&*store, &self.signing_key, &self.pseudonym_key, &*self.clock)?;
         }
@@ -254,7 +262,8 @@ pub(crate) fn check_format_marker(marker: &[u8]) -> Result<(), OpenError> {
 fn was_used(store: &dyn Backend, dir: &std::path::Path) -> Result<bool, OpenError> {
     Ok(store.snapshot()?.is_some()
         || crate::store::HeadFile::new(dir).read()?.is_some()
-        || store.index_records(0, 1).next().is_some()
+        // (A missing vault holds no record: not opened, which would make it.)
+        || (crate::store::vault_exists(dir) && store.index_records(0, 1).next().is_some())
         || store.decisions(&[]).next().is_some())
 }
 

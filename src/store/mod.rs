@@ -38,6 +38,11 @@ use vault::{Kind, Vault};
 
 /// File name of the vault inside the ledger directory.
 const VAULT_FILE: &str = "vault";
+
+/// Whether anything is at the vault's place in the ledger directory `dir`.
+pub(crate) fn vault_exists(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join(VAULT_FILE)).is_ok()
+}
 /// File name of the state snapshot, and of one being written.
 const SNAPSHOT_FILE: &str = "state";
 const SNAPSHOT_TMP: &str = "state.tmp";
