@@ -162,6 +162,30 @@ fn directory_with_other_files_is_not_a_ledger_and_is_left_alone() {
     ));
 }
 
+/// Another program's `conf` file (or a `blobs` directory) alone is not a ledger's
+/// cut-short creation, whatever its size: the open refuses and changes nothing (it
+/// used to overwrite a short one with sled's, and add a vault beside a longer one).
+#[test]
+fn a_directory_with_another_programs_conf_is_left_alone() {
+    for text in [&b"port=80\n"[..], &b"listen = 8080\nuser = alice\n"[..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        std::fs::write(&conf, text).unwrap();
+        let e = Ledger::builder(dir.path())
+            .signing_key(SigningKey::generate())
+            .pseudonym_key(PseudonymKey::generate())
+            .open()
+            .map(|l| l.len());
+        assert!(matches!(e, Err(OpenError::NotALedger)), "{e:?}");
+        assert_eq!(std::fs::read(&conf).unwrap(), text);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["conf"], "the refused open added files");
+    }
+}
+
 #[test]
 fn other_sled_database_is_not_a_ledger() {
     let dir = tempfile::tempdir().unwrap();

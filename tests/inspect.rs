@@ -239,8 +239,8 @@ fn the_valid_prefix_before_a_bad_signature_names_revoked_key_entries() {
 }
 
 /// A first open cut short (a kill or a power cut) leaves a directory that the next open
-/// finishes making: sled's `blobs/` alone, with its `conf`, or its `db` beside a `conf`
-/// that was never synced (empty) and the vault that marks a new ledger first.
+/// finishes making: the vault's mark (made first) with sled's `blobs/` alone, or with its
+/// `conf`, or its `db` beside a `conf` that was never synced (empty).
 #[test]
 fn a_first_open_cut_short_is_finished_by_the_next() {
     let key = SigningKey::generate();
@@ -252,14 +252,27 @@ fn a_first_open_cut_short_is_finished_by_the_next() {
             .open()
     };
     let parent = tempfile::tempdir().unwrap();
+    // The mark a first open makes before sled makes anything: the vault's header alone
+    // (as a new ledger's vault holds it).
+    let fresh = parent.path().join("fresh");
+    drop(open(&fresh).unwrap());
+    let mark = std::fs::read(fresh.join("vault")).unwrap();
     // Killed inside sled's own making of the database, before `db`.
     for conf in [None, Some(&b""[..])] {
         let dir = parent.path().join(format!("blobs-{}", conf.is_some()));
         std::fs::create_dir_all(dir.join("blobs")).unwrap();
+        std::fs::write(dir.join("vault"), &mark).unwrap();
         if let Some(c) = conf {
             std::fs::write(dir.join("conf"), c).unwrap();
         }
         assert_eq!(open(&dir).unwrap().len(), 1, "{}", dir.display());
+        // Without the mark, sled's files alone are another program's.
+        let bare = parent.path().join(format!("bare-{}", conf.is_some()));
+        std::fs::create_dir_all(bare.join("blobs")).unwrap();
+        if let Some(c) = conf {
+            std::fs::write(bare.join("conf"), c).unwrap();
+        }
+        assert!(matches!(open(&bare), Err(consent_ledger::OpenError::NotALedger)));
     }
     // A power cut after sled made `db`, before `conf` was synced: what the first
     // open made durable by then is the vault's mark.

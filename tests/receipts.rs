@@ -335,14 +335,19 @@ fn a_checkpoint_for_a_new_directory_is_refused_and_nothing_is_created() {
     let other = open_at(f.dir.path(), &f, None).unwrap();
     let cp = other.checkpoint().unwrap();
     let parent = tempfile::tempdir().unwrap();
-    // Missing, empty, or a first open cut short (sled's `blobs/` alone).
+    // The mark a first open makes before sled: a new ledger's vault, its header alone.
+    let fresh = parent.path().join("fresh");
+    drop(open_at(&fresh, &f, None).unwrap());
+    let mark = std::fs::read(fresh.join("vault")).unwrap();
+    // Missing, empty, or a first open cut short (the mark and sled's `blobs/` alone).
     for (dir, entries) in [
         (parent.path().join("new"), 0),
         (parent.path().join("empty"), 0),
-        (parent.path().join("cut-short"), 1),
+        (parent.path().join("cut-short"), 2),
     ] {
         if entries > 0 {
             std::fs::create_dir_all(dir.join("blobs")).unwrap();
+            std::fs::write(dir.join("vault"), &mark).unwrap();
         } else if dir.ends_with("empty") {
             std::fs::create_dir(&dir).unwrap();
         }

@@ -601,9 +601,25 @@ impl HeadFile {
 
 /// Whether `dir` holds nothing but what a new ledger's first open, cut short before
 /// sled made its data file, leaves: no `db`; at most an empty `blobs/` directory,
-/// sled's `conf` (in its format, or 8 bytes or fewer), and a vault holding its header
-/// alone (the mark made first, below). An empty directory too.
+/// sled's `conf` (4 KiB at most) and a vault holding its header alone (the mark made
+/// first, below). An empty directory too. sled's files count only beside the vault's
+/// header: the mark is synced before sled makes anything, so a directory holding a
+/// `conf` or `blobs/` without it is another program's, not left alone otherwise.
 pub(crate) fn is_unfinished_creation(dir: &Path) -> bool {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let names: Vec<std::ffi::OsString> = match listing.map(|i| i.map(|i| i.file_name())).collect() {
+        Ok(names) => names,
+        Err(_) => return false,
+    };
+    let marked = read_regular_file(&dir.join(VAULT_FILE), vault::EMPTY_LEN as u64 + 1)
+        .ok()
+        .flatten()
+        .is_some_and(|bytes| bytes.len() <= vault::EMPTY_LEN && bytes.starts_with(vault::MAGIC));
+    if !marked && names.iter().any(|n| n == "conf" || n == "blobs") {
+        return false;
+    }
     let Ok(listing) = std::fs::read_dir(dir) else {
         return false;
     };
