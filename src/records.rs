@@ -40,6 +40,12 @@ use crate::time::Timestamp;
 /// [`LedgerBuilder::record_decisions`](crate::LedgerBuilder::record_decisions)).
 ///
 /// Denied uses are never recorded: nothing was used.
+///
+/// Decision records are not entries of the signed log, and the rule that a ledger
+/// whose sync failed takes no more writes is about the log: decisions go on after a
+/// failed sync (they read the state), and so do their records, as evidence of the uses.
+/// They reach the disk only if a later sync does, which a failed one refuses: after
+/// one, reopen the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Recording {

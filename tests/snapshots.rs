@@ -729,3 +729,83 @@ fn an_open_refused_as_emptied_writes_nothing_first() {
         );
     }
 }
+
+/// More refused opens that write nothing first: a creation cut short before its genesis
+/// entry opened with a trusted checkpoint (no marker, no genesis written); a used
+/// ledger whose sled data file and vault are gone (`LogEmptied`, no vault made); and an
+/// open that fails making the head record (its close does not run: no snapshot).
+#[test]
+fn more_refused_opens_write_nothing() {
+    // A creation cut short before the genesis entry (sled's trees, no entries), and a
+    // checkpoint of another ledger.
+    let other = closed(1, Snapshots::Off);
+    let l = open(other.dir.path(), &other.key, &other.pk, Snapshots::Off);
+    let cp = l.checkpoint().unwrap().text().to_owned();
+    drop(l);
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), &other.key, &other.pk, Snapshots::Off));
+    {
+        let db = sled_util::open(dir.path());
+        db.open_tree("entries").unwrap().clear().unwrap();
+        db.open_tree("meta").unwrap().clear().unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::remove_file(dir.path().join("head")).unwrap();
+    let refused = Ledger::builder(dir.path())
+        .signing_key(other.key.clone())
+        .pseudonym_key(other.pk.clone())
+        .trusted_checkpoint(cp)
+        .open();
+    assert!(
+        matches!(refused, Err(OpenError::UntrustedCheckpoint)),
+        "{:?}",
+        refused.map(|l| l.len())
+    );
+    let db = sled_util::open(dir.path());
+    let (entries, meta) = (
+        db.open_tree("entries").unwrap().len(),
+        db.open_tree("meta").unwrap().len(),
+    );
+    drop(db);
+    assert_eq!((entries, meta), (0, 0), "the refused open wrote");
+
+    // sled's data file emptied (sled makes a new database) and the vault gone.
+    let c = closed(3, Snapshots::Off);
+    std::fs::write(c.dir.path().join("db"), b"").unwrap();
+    for f in std::fs::read_dir(c.dir.path()).unwrap() {
+        let f = f.unwrap();
+        if f.file_name().to_string_lossy().starts_with("snap.") {
+            std::fs::remove_file(f.path()).unwrap();
+        }
+    }
+    std::fs::remove_file(c.dir.path().join("vault")).unwrap();
+    let refused = Ledger::builder(c.dir.path())
+        .signing_key(c.key.clone())
+        .pseudonym_key(c.pk.clone())
+        .open();
+    assert!(
+        matches!(&refused, Err(OpenError::Integrity(e)) if e.problem == IntegrityProblem::LogEmptied),
+        "{:?}",
+        refused.map(|l| l.len())
+    );
+    assert!(
+        !c.dir.path().join("vault").exists(),
+        "the refused open made a vault"
+    );
+
+    // The head record cannot be made (a directory holds its temporary name).
+    let c = closed(3, Snapshots::Off);
+    std::fs::remove_file(c.dir.path().join("head")).unwrap();
+    std::fs::create_dir(c.dir.path().join("head.tmp")).unwrap();
+    std::fs::write(c.dir.path().join("head.tmp").join("keep"), b"x").unwrap();
+    let refused = Ledger::builder(c.dir.path())
+        .signing_key(c.key.clone())
+        .pseudonym_key(c.pk.clone())
+        .snapshots(EVERY_CLOSE)
+        .open();
+    assert!(refused.is_err(), "{:?}", refused.map(|l| l.len()));
+    assert!(
+        !c.dir.path().join("state").exists(),
+        "the refused open wrote a snapshot"
+    );
+}

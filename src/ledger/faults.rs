@@ -1149,3 +1149,28 @@ fn a_sync_failing_while_an_entry_is_stored() {
         assert_eq!(l.len(), before + 1);
     }
 }
+
+/// Under `Relaxed`, a change stored while another thread's sync is still running, and
+/// then fails, is not acknowledged: the append waits the running sync out before it
+/// answers.
+#[test]
+fn relaxed_change_stored_during_a_sync_that_then_fails_is_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Relaxed);
+    faults.hold_next.store(true, Ordering::SeqCst);
+    faults.fail_next.store(true, Ordering::SeqCst);
+    let before = l.len();
+    let (granted, synced) = std::thread::scope(|s| {
+        let synced = s.spawn(|| l.sync());
+        wait_held(&faults);
+        let granted =
+            s.spawn(|| l.grant::<crate::Advertising>(&subject(1, 0), RecipientScope::all_partners(), None));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        faults.release.store(true, Ordering::SeqCst);
+        (granted.join().unwrap(), synced.join().unwrap())
+    });
+    assert!(synced.is_err());
+    assert_eq!(l.len(), before + 1, "the grant was stored");
+    assert!(matches!(granted, Err(WriteError::NotDurable(_))), "{granted:?}");
+}

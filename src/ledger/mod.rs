@@ -1098,12 +1098,17 @@ impl Ledger {
         let recorded = sealed.recorded();
         self.apply_stored(vec![sealed])?;
         drop(stage);
-        // A sync that failed in another thread while this entry was being stored: the
-        // entry may or may not reach the disk, and is not acknowledged. (`Immediate`
-        // and group commit find out in their own sync; `Relaxed` has none.)
-        if inner.durability == Durability::Relaxed && self.sync_has_failed() {
-            w.failed = true;
-            return Err(SyncError::Refused.not_durable());
+        // A sync that failed in another thread while this entry was being stored, or
+        // that was running then (waited out: syncs hold `syncing`, and mark a failure
+        // before they let go of it): the entry may or may not reach the disk, and is not
+        // acknowledged. (`Immediate` and group commit find out in their own sync;
+        // `Relaxed` has none.) Lock order: the writer, held here, before `syncing`.
+        if inner.durability == Durability::Relaxed {
+            drop(inner.syncing.lock());
+            if self.sync_has_failed() {
+                w.failed = true;
+                return Err(SyncError::Refused.not_durable());
+            }
         }
         Ok((recorded, true))
     }

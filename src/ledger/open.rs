@@ -178,7 +178,11 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
     /// - [`OpenError::UnsupportedFormat`], [`OpenError::CorruptMetadata`], storage failures
     ///   (such as another process holding the ledger open).
     ///
-    /// A failed open writes nothing.
+    /// A failed open writes nothing of its own, with two exceptions, both beneath the
+    /// ledger: sled's recovery rewrites its data file at every open (before any check;
+    /// keep backups), and opening sled's trees adds the ledger's tree names to a sled
+    /// database that lacks them (another program's database whose trees are all
+    /// unknown is refused before that, as [`OpenError::NotALedger`]).
     pub fn open(self) -> Result<Ledger, OpenError> {
         self.open_through(|store| store)
     }
@@ -229,6 +233,11 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
                     position: 0,
                     problem: IntegrityProblem::LogEmptied,
                 }));
+            }
+            // A trusted checkpoint cannot be of a ledger about to be made (its creation
+            // cut short before the genesis entry): refused before the marker and genesis.
+            if self.trusted_checkpoint.is_some() {
+                return Err(OpenError::UntrustedCheckpoint);
             }
             // Being created.
             store.allow_vault_creation();
@@ -498,7 +507,14 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     // both slots, so that a torn write of one always leaves the other.
     if head_record.is_none() {
         let floor = ledger.inner.high_water.load(std::sync::atomic::Ordering::Acquire);
-        ledger.inner.head.create(floor)?;
+        if let Err(e) = ledger.inner.head.create(floor) {
+            // The open fails: the ledger built here is dropped without its close (no
+            // snapshot, no flush of anything).
+            if let Ok(mut w) = ledger.inner.writer.lock() {
+                w.failed = true;
+            }
+            return Err(e.into());
+        }
     }
     Ok(ledger)
 }

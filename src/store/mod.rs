@@ -760,11 +760,11 @@ impl SledStore {
         }
         let tree = |name: &str| db.open_tree(name).map_err(err("opening a tree"));
         let vault = LazyVault::new(dir.join(VAULT_FILE));
-        // A database sled has just made is a new ledger's: its vault is made too, and
-        // sled's configuration file is synced (sled never does; opening tells a sled
-        // database by it).
+        // A database sled has just made: sled's configuration file is synced (sled never
+        // does; opening tells a sled database by it). (The vault of a new ledger was made
+        // first, as its mark; one missing otherwise is made only once the open knows it
+        // creates a ledger: `allow_vault_creation`.)
         if !db.was_recovered() {
-            vault.create.store(true, std::sync::atomic::Ordering::Release);
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(dir.join("conf"))
@@ -838,7 +838,10 @@ impl Backend for SledStore {
     }
 
     fn is_empty(&self) -> Result<bool, StorageError> {
-        Ok(self.entries.is_empty() && self.meta.is_empty() && self.vault.get()?.is_empty()?)
+        // A missing vault holds nothing: not opened (which could make it).
+        Ok(self.entries.is_empty()
+            && self.meta.is_empty()
+            && (!vault_exists(&self.dir) || self.vault.get()?.is_empty()?))
     }
 
     fn put_index(&self, lookup: &[u8; 32], record: &[u8]) -> Result<(), StorageError> {
