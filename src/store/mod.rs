@@ -613,10 +613,12 @@ pub(crate) fn is_unfinished_creation(dir: &Path) -> bool {
         Ok(names) => names,
         Err(_) => return false,
     };
+    // The mark, or what a first open cut short while writing it leaves (an empty file
+    // or a part of the header): the next open writes it whole before sled starts.
     let marked = read_regular_file(&dir.join(VAULT_FILE), vault::EMPTY_LEN as u64 + 1)
         .ok()
         .flatten()
-        .is_some_and(|bytes| bytes.len() <= vault::EMPTY_LEN && bytes.starts_with(vault::MAGIC));
+        .is_some_and(|bytes| is_mark_or_part_of_it(&bytes));
     if !marked && names.iter().any(|n| n == "conf" || n == "blobs") {
         return false;
     }
@@ -642,13 +644,17 @@ pub(crate) fn is_unfinished_creation(dir: &Path) -> bool {
         } else if name == "conf" {
             kind.is_file() && small(4096).is_some()
         } else if name == VAULT_FILE {
-            kind.is_file()
-                && small(vault::EMPTY_LEN)
-                    .is_some_and(|bytes| bytes.is_empty() || bytes.starts_with(vault::MAGIC))
+            kind.is_file() && small(vault::EMPTY_LEN).is_some_and(|bytes| is_mark_or_part_of_it(&bytes))
         } else {
             false
         }
     })
+}
+
+/// Whether `bytes` (a vault file's content) are a new ledger's mark, the vault's header
+/// alone, or what a write of it cut short leaves (empty, or its start).
+fn is_mark_or_part_of_it(bytes: &[u8]) -> bool {
+    bytes.len() <= vault::EMPTY_LEN && (bytes.starts_with(vault::MAGIC) || vault::header().starts_with(bytes))
 }
 
 /// Marks `dir` as a new ledger's before sled makes anything there: the vault, holding
@@ -657,11 +663,17 @@ pub(crate) fn is_unfinished_creation(dir: &Path) -> bool {
 /// by it (sled's `conf` may be empty after a power cut: sled never syncs it).
 fn mark_new_ledger(dir: &Path) -> std::io::Result<()> {
     let path = dir.join(VAULT_FILE);
-    if std::fs::symlink_metadata(&path).is_ok() {
-        return Ok(());
-    }
-    let mut file = private_file().open(&path)?;
-    std::io::Write::write_all(&mut file, &vault::header())?;
+    let header = vault::header();
+    let mut file = match read_regular_file(&path, vault::EMPTY_LEN as u64 + 1)? {
+        // Made whole (by a first open that went on, or this one's own earlier call).
+        Some(bytes) if bytes.len() >= header.len() || !header.starts_with(&bytes) => return Ok(()),
+        // Left empty or part-written by a first open cut short: written whole now,
+        // before sled makes anything (it would otherwise not be, until after genesis).
+        Some(_) => std::fs::OpenOptions::new().write(true).open(&path)?,
+        None if std::fs::symlink_metadata(&path).is_ok() => return Ok(()),
+        None => private_file().open(&path)?,
+    };
+    std::io::Write::write_all(&mut file, &header)?;
     file.sync_all()?;
     sync_dir(dir)
 }
@@ -744,6 +756,14 @@ impl SledStore {
         }
         if fresh {
             mark_new_ledger(dir).map_err(|e| StorageError::new("creating the ledger", e))?;
+            // sled writes its `conf` in two writes and never syncs it: one left by a first
+            // open cut short may be cut between them, which sled refuses as corrupt for
+            // good. There is no database yet, and sled writes it again.
+            match std::fs::symlink_metadata(dir.join("conf")) {
+                Ok(m) if m.file_type().is_file() => std::fs::remove_file(dir.join("conf"))
+                    .map_err(|e| StorageError::new("creating the ledger", e))?,
+                _ => {}
+            }
         }
         remove_unfinished_sled_snapshots(dir).map_err(|e| StorageError::new("opening the database", e))?;
         let config = sled::Config::new().path(dir).flush_every_ms(background_flush_ms);
