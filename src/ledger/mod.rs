@@ -73,7 +73,9 @@ pub enum Durability {
     GroupCommit,
     /// Appends return once written to sled's in-memory log, flushed in the background
     /// every 500 ms. For tests and bulk imports; call [`Ledger::sync`] to make
-    /// everything so far durable.
+    /// everything so far durable. An append made while such a sync runs waits for it
+    /// to finish before it answers: if the sync fails, the append is told
+    /// [`WriteError::NotDurable`], not `Ok`.
     Relaxed,
 }
 
