@@ -424,10 +424,14 @@ pub fn state_snapshot(data: &[u8]) -> Outcome {
         snapshot::peek_position(&file) == Some(at),
         "the unchecked position differs from the checked one",
     )?;
-    // Questions a loaded state is asked: none may panic.
-    for (subject, purpose, _) in state.consents() {
-        let _ = state.consent_for(subject, purpose);
-        let _ = state.knows_subject(subject);
+    // Questions a loaded state is asked: none may panic, and the tables built while
+    // decoding agree with the records (a decision finds each consent a listing shows).
+    for (subject, purpose, c) in state.consents() {
+        ensure(
+            state.consent_for(subject, purpose) == Some(c),
+            "a listed consent is not the one decisions find",
+        )?;
+        ensure(state.knows_subject(subject), "a listed subject is unknown")?;
         let _ = state.erased_at(subject);
         let _ = state.lookups_of(subject);
     }
