@@ -199,7 +199,11 @@ fn every_target_survives_random_and_mutated_input() {
         // check that refused something genuine would show here, where fuzzing, which
         // compares the replays with each other, cannot see it.
         if *name == "log" {
-            assert_eq!(accepted, mine.len() as u64, "{name}: a genuine seed log is rejected");
+            assert_eq!(
+                accepted,
+                mine.len() as u64,
+                "{name}: a genuine seed log is rejected"
+            );
         }
         let mut rng = Rng(seed ^ name.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b)));
         let n = budget(name);
