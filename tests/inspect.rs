@@ -238,25 +238,35 @@ fn the_valid_prefix_before_a_bad_signature_names_revoked_key_entries() {
     assert_eq!(prefix.untrusted, report.untrusted, "{prefix:?}");
 }
 
-/// A first open cut short (a kill or a power cut) leaves a directory that the next open
-/// finishes making: the vault's mark (made first) with sled's `blobs/` alone, or with its
-/// `conf`, or its `db` beside a `conf` that was never synced (empty).
-#[test]
-fn a_first_open_cut_short_is_finished_by_the_next() {
+/// An opener with new keys, a parent directory, and a new ledger made in it (closed).
+fn made_ledger() -> (
+    impl Fn(&Path) -> Result<Ledger, consent_ledger::OpenError>,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
     let key = SigningKey::generate();
     let pk = PseudonymKey::generate();
-    let open = |dir: &Path| {
+    let open = move |dir: &Path| {
         Ledger::builder(dir)
             .signing_key(key.clone())
             .pseudonym_key(pk.clone())
             .open()
     };
     let parent = tempfile::tempdir().unwrap();
+    let made = parent.path().join("made");
+    drop(open(&made).unwrap());
+    (open, parent, made)
+}
+
+/// A first open cut short (a kill or a power cut) leaves a directory that the next open
+/// finishes making: the vault's mark (made first) with sled's `blobs/` alone, or with its
+/// `conf`, or its `db` beside a `conf` that was never synced (empty).
+#[test]
+fn a_first_open_cut_short_is_finished_by_the_next() {
+    let (open, parent, made) = made_ledger();
     // The mark a first open makes before sled makes anything: the vault's header alone
     // (as a new ledger's vault holds it).
-    let fresh = parent.path().join("fresh");
-    drop(open(&fresh).unwrap());
-    let mark = std::fs::read(fresh.join("vault")).unwrap();
+    let mark = std::fs::read(made.join("vault")).unwrap();
     // Killed inside sled's own making of the database, before `db`.
     for conf in [None, Some(&b""[..])] {
         let dir = parent.path().join(format!("blobs-{}", conf.is_some()));
@@ -317,17 +327,7 @@ fn a_first_open_cut_short_is_finished_by_the_next() {
 /// checksum), which sled refuses as corrupt (it is removed: no database exists yet).
 #[test]
 fn a_first_open_cut_in_the_mark_or_in_sleds_conf_is_finished_by_the_next() {
-    let key = SigningKey::generate();
-    let pk = PseudonymKey::generate();
-    let open = |dir: &Path| {
-        Ledger::builder(dir)
-            .signing_key(key.clone())
-            .pseudonym_key(pk.clone())
-            .open()
-    };
-    let parent = tempfile::tempdir().unwrap();
-    let made = parent.path().join("made");
-    drop(open(&made).unwrap());
+    let (open, parent, made) = made_ledger();
     let mark = std::fs::read(made.join("vault")).unwrap();
     let conf = std::fs::read(made.join("conf")).unwrap();
     /// What a cut leaves: the vault's bytes and sled's `conf`, if any.
