@@ -242,7 +242,6 @@ impl LazyVault {
 /// Overwrites a file's bytes with zeros in place, syncs, and removes it; nothing to do
 /// if it does not exist.
 fn destroy_file(path: &Path) -> std::io::Result<()> {
-    use std::io::Write;
     // A symbolic link put in place of the file is removed, not followed: zeroing would
     // destroy whatever file it points to.
     match std::fs::symlink_metadata(path) {
@@ -268,18 +267,26 @@ fn destroy_file(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let mut left = file.metadata()?.len();
-    let zeros = vec![0u8; 1 << 20];
-    while left > 0 {
-        let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
-        file.write_all(zeros.get(..n).unwrap_or(&zeros))?;
-        left -= n as u64;
-    }
+    let len = file.metadata()?.len();
+    write_zeros(&mut file, len)?;
     file.sync_all()?;
     drop(file);
     std::fs::remove_file(path)?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Writes `len` zero bytes at `file`'s position, a megabyte at a time at most.
+fn write_zeros(file: &mut File, len: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let zeros = vec![0u8; usize::try_from(len.min(1 << 20)).unwrap_or(1 << 20)];
+    let mut left = len;
+    while left > 0 {
+        let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
+        file.write_all(zeros.get(..n).unwrap_or(&zeros))?;
+        left -= n as u64;
     }
     Ok(())
 }
@@ -609,22 +616,12 @@ pub(crate) fn is_unfinished_creation(dir: &Path) -> bool {
     let Ok(listing) = std::fs::read_dir(dir) else {
         return false;
     };
-    let names: Vec<std::ffi::OsString> = match listing.map(|i| i.map(|i| i.file_name())).collect() {
-        Ok(names) => names,
-        Err(_) => return false,
-    };
     // The mark, or what a first open cut short while writing it leaves (an empty file
     // or a part of the header): the next open writes it whole before sled starts.
     let marked = read_regular_file(&dir.join(VAULT_FILE), vault::EMPTY_LEN as u64 + 1)
         .ok()
         .flatten()
         .is_some_and(|bytes| is_mark_or_part_of_it(&bytes));
-    if !marked && names.iter().any(|n| n == "conf" || n == "blobs") {
-        return false;
-    }
-    let Ok(listing) = std::fs::read_dir(dir) else {
-        return false;
-    };
     listing.into_iter().all(|item| {
         let Ok(item) = item else {
             return false;
@@ -640,11 +637,11 @@ pub(crate) fn is_unfinished_creation(dir: &Path) -> bool {
                 .filter(|bytes| bytes.len() <= limit)
         };
         if name == "blobs" {
-            kind.is_dir() && std::fs::read_dir(item.path()).is_ok_and(|mut d| d.next().is_none())
+            marked && kind.is_dir() && std::fs::read_dir(item.path()).is_ok_and(|mut d| d.next().is_none())
         } else if name == "conf" {
-            kind.is_file() && small(4096).is_some()
+            marked && kind.is_file() && small(4096).is_some()
         } else if name == VAULT_FILE {
-            kind.is_file() && small(vault::EMPTY_LEN).is_some_and(|bytes| is_mark_or_part_of_it(&bytes))
+            marked
         } else {
             false
         }
@@ -936,35 +933,36 @@ impl Backend for SledStore {
         // file is made. (A second name of the file, a hard link, is the same file, as
         // for the vault: only its owner can make one.)
         let ours = std::fs::symlink_metadata(&target).map(|m| m.file_type().is_file());
-        let mut file = match ours {
-            Ok(true) => std::fs::OpenOptions::new()
-                .write(true)
-                .open(&target)
-                .map_err(err)?,
+        let (mut file, made) = match ours {
+            Ok(true) => (
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&target)
+                    .map_err(err)?,
+                false,
+            ),
             Ok(false) => {
                 remove_name(&target).map_err(err)?;
-                private_file().open(&target).map_err(err)?
+                (private_file().open(&target).map_err(err)?, true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                private_file().open(&target).map_err(err)?
+                (private_file().open(&target).map_err(err)?, true)
             }
             Err(e) => return Err(err(e)),
         };
         let old_len = file.metadata().map_err(err)?.len();
         file.write_all(bytes).map_err(err)?;
-        // What the old snapshot held past the new one's end is zeroed before it is cut
-        // off, for the same reason.
-        let mut left = old_len.saturating_sub(bytes.len() as u64);
-        let zeros = vec![0u8; usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20)];
-        while left > 0 {
-            let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
-            file.write_all(zeros.get(..n).unwrap_or(&zeros)).map_err(err)?;
-            left -= n as u64;
-        }
+        // What the old snapshot held past the new one's end is zeroed, and the zeros
+        // synced, before it is cut off, for the same reason.
+        write_zeros(&mut file, old_len.saturating_sub(bytes.len() as u64)).map_err(err)?;
         file.sync_all().map_err(err)?;
         file.set_len(bytes.len() as u64).map_err(err)?;
         file.sync_all().map_err(err)?;
-        sync_dir(&self.dir).map_err(err)
+        // Only a new name needs its directory synced.
+        if made {
+            sync_dir(&self.dir).map_err(err)?;
+        }
+        Ok(())
     }
 
     fn destroy_snapshot(&self) -> Result<(), StorageError> {
