@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Ledger;
-use crate::entry::{self, Body, Entry};
-use crate::error::{IntegrityError, ReadError};
+use crate::entry::Body;
+use crate::error::ReadError;
 use crate::identifier::{IdentifierKind, Pseudonym};
 use crate::purpose::{LegalBasis, Purpose};
 use crate::recipient::Recipient;
@@ -263,7 +263,7 @@ impl Ledger {
         // Where each identifier was first given for each purpose: a use is judged by
         // the collections made before it only.
         let mut given: HashMap<(SubjectId, Pseudonym, String), u64> = HashMap::new();
-        for e in decoded(store) {
+        for e in super::decoded_entries(store) {
             let e = e?;
             if let Body::Collected {
                 subject,
@@ -309,7 +309,7 @@ impl Ledger {
         let mut verdicts: Vec<Option<Unlawful>> = vec![None; records.len()];
         let mut state = State::default();
         let mut in_force: InForce = HashMap::new();
-        let mut entries = decoded(store);
+        let mut entries = super::decoded_entries(store);
         let mut next = 0u64;
         for (p, t, i) in points {
             while next < p {
@@ -391,20 +391,6 @@ impl Ledger {
         report.unlawful_subjects = unlawful_subjects.into_iter().collect();
         Ok(report)
     }
-}
-
-/// The log's entries in order, decoded (the log's integrity is [`Ledger::verify`]'s job).
-fn decoded(store: &dyn crate::store::Backend) -> impl Iterator<Item = Result<Entry, ReadError>> + '_ {
-    let mut pos = 0u64;
-    store.entries_from(0).map(move |item| {
-        let (_, bytes) = item?;
-        let stored = entry::decode(&bytes).map_err(|problem| IntegrityError {
-            position: pos,
-            problem,
-        })?;
-        pos = pos.saturating_add(1);
-        Ok(stored.entry)
-    })
 }
 
 /// The reason a use had no valid basis at this state and time, if any.

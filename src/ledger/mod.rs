@@ -1295,40 +1295,18 @@ impl Ledger {
     /// applied when it was asked), as history entries, oldest first.
     fn entries_about(&self, subject: &SubjectId, len: u64) -> Result<Vec<HistoryEntry>, ReadError> {
         let mut out = Vec::new();
-        let mut next = 0u64;
-        for item in self
-            .inner
-            .store
-            .entries_from(0)
-            .take(usize::try_from(len).unwrap_or(usize::MAX))
-        {
-            let (key, bytes) = item?;
-            let broken = |problem| IntegrityError {
-                position: next,
-                problem,
-            };
-            let position =
-                key.map_err(|_| broken(IntegrityProblem::Undecodable("storage key is not a position")))?;
-            if position != next {
-                return Err(broken(IntegrityProblem::Missing { next: position }).into());
-            }
-            let stored = entry::decode(&bytes).map_err(broken)?;
-            if stored.entry.seq != position {
-                return Err(broken(IntegrityProblem::Misplaced {
-                    stored_at: position,
-                    claims: stored.entry.seq,
-                })
-                .into());
-            }
-            next = next.saturating_add(1);
-            if stored.entry.body.subject() == Some(subject) {
-                out.extend(history_entry(stored.entry));
+        let mut read = 0u64;
+        for e in decoded_entries(&*self.inner.store).take(usize::try_from(len).unwrap_or(usize::MAX)) {
+            let e = e?;
+            read = read.saturating_add(1);
+            if e.body.subject() == Some(subject) {
+                out.extend(history_entry(e));
             }
         }
-        if next < len {
+        if read < len {
             return Err(IntegrityError {
-                position: next,
-                problem: IntegrityProblem::Missing { next },
+                position: read,
+                problem: IntegrityProblem::Missing { next: read },
             }
             .into());
         }
@@ -1402,6 +1380,32 @@ pub(crate) fn verify_store(store: &dyn Backend) -> Result<VerifyReport, ReadErro
 }
 
 /// [`verify_store`] of entries `0..upto` only (the intact prefix of a damaged log).
+/// The log's entries in order, decoded, each checked to sit at its position (its
+/// storage key, and the sequence number it carries): for reading every entry without
+/// the chain and signature checks that [`Ledger::verify`] makes.
+pub(super) fn decoded_entries(store: &dyn Backend) -> impl Iterator<Item = Result<Entry, ReadError>> + '_ {
+    let mut next = 0u64;
+    store.entries_from(0).map(move |item| {
+        let (key, bytes) = item?;
+        let position = next;
+        let broken = |problem| IntegrityError { position, problem };
+        let key = key.map_err(|_| broken(IntegrityProblem::Undecodable("storage key is not a position")))?;
+        if key != position {
+            return Err(broken(IntegrityProblem::Missing { next: key }).into());
+        }
+        let stored = entry::decode(&bytes).map_err(broken)?;
+        if stored.entry.seq != position {
+            return Err(broken(IntegrityProblem::Misplaced {
+                stored_at: position,
+                claims: stored.entry.seq,
+            })
+            .into());
+        }
+        next = next.saturating_add(1);
+        Ok(stored.entry)
+    })
+}
+
 pub(crate) fn verify_store_upto(store: &dyn Backend, upto: u64) -> Result<VerifyReport, ReadError> {
     verify_entries(store, upto, &mut |_| {})
 }
