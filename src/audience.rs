@@ -54,7 +54,7 @@ use std::marker::PhantomData;
 use std::sync::mpsc;
 
 use crate::decision::{Denied, Evidence};
-use crate::identifier::{lookup_of_raw, IdentifierKind, Pseudonym};
+use crate::identifier::{IdentifierKind, Pseudonym};
 use crate::ledger::Ledger;
 use crate::purpose::Purpose;
 use crate::recipient::Recipient;
@@ -316,9 +316,11 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
         let key = self.ledger.pseudonym_key();
         let hash = |rows: &[T], out: &mut Vec<Hashed>| {
             out.clear();
+            // One message buffer for the chunk, wiped after each row.
+            let mut hasher = key.lookup_hasher();
             out.extend(rows.iter().map(|row| {
                 let (kind, raw) = split(row);
-                lookup_of_raw(key, kind, raw).map(|l| (kind, l))
+                hasher.of_raw(kind, raw).map(|l| (kind, l))
             }));
         };
         let mut run = Run {

@@ -757,6 +757,10 @@ pub fn identifier(data: &[u8]) -> Outcome {
                 bulk == Some(id.lookup(&key)),
                 "bulk lookup disagrees with parsing",
             )?;
+            ensure(
+                bulk == Some(key.lookup_hmac(kind, id.normalized().as_bytes())),
+                "the fast lookup pseudonym is not hmac's",
+            )?;
             Ok(true)
         }
         Err(e) => {

@@ -28,6 +28,9 @@ use crate::error::IdentifierError;
 use crate::normalize;
 use crate::purpose::Purpose;
 
+mod fast;
+pub(crate) use fast::LookupHasher;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The kind of a personal identifier.
@@ -222,16 +225,14 @@ impl<P: Purpose> Identifier<P> {
 }
 
 /// The lookup pseudonym of a raw identifier of `kind`, checked and normalized as
-/// [`Identifier::parse`] does; `None` when it is malformed. The normalized value is
-/// wiped before returning. For bulk matching, where building an `Identifier` per row
-/// is not needed.
+/// [`Identifier::parse`] does; `None` when it is malformed. Nothing of the value is
+/// left in the buffers. For one row; bulk matching keeps one [`LookupHasher`] for many.
+#[cfg_attr(
+    not(any(test, feature = "fuzzing")),
+    allow(dead_code, reason = "tests and fuzzing")
+)]
 pub(crate) fn lookup_of_raw(key: &PseudonymKey, kind: IdentifierKind, raw: &str) -> Option<Pseudonym> {
-    if raw.len() > normalize::MAX_INPUT_LEN || raw.trim().is_empty() {
-        return None;
-    }
-    let mut value = normalize::Scratch::new();
-    kind.normalize_into(raw, &mut value).ok()?;
-    Some(key.lookup(kind, value.as_bytes()))
+    key.lookup_hasher().of_raw(kind, raw)
 }
 
 #[cfg_attr(
@@ -287,6 +288,8 @@ pub struct PseudonymKey {
     bytes: Zeroizing<[u8; 32]>,
     /// A keyed HMAC ready to clone, so each pseudonym costs one HMAC, not a re-keying.
     mac: HmacSha256,
+    /// The same key's HMAC states, for lookup pseudonyms computed in bulk.
+    states: fast::KeyStates,
     tag: KeyTag,
 }
 
@@ -302,7 +305,13 @@ impl PseudonymKey {
         for (t, b) in tag.iter_mut().zip(full.iter()) {
             *t = *b;
         }
-        PseudonymKey { bytes, mac, tag }
+        let states = fast::KeyStates::new(&bytes);
+        PseudonymKey {
+            bytes,
+            mac,
+            states,
+            tag,
+        }
     }
 
     /// A fresh random key from the operating system's generator.
@@ -326,6 +335,20 @@ impl PseudonymKey {
     }
 
     pub(crate) fn lookup(&self, kind: IdentifierKind, normalized: &[u8]) -> Pseudonym {
+        // Every normal form fits the fast path; `hmac` computes anything longer.
+        self.lookup_hasher()
+            .of_normalized(kind, normalized)
+            .unwrap_or_else(|| self.lookup_hmac(kind, normalized))
+    }
+
+    /// A hasher of lookup pseudonyms under this key, for many values in a row.
+    pub(crate) fn lookup_hasher(&self) -> LookupHasher<'_> {
+        LookupHasher::new(&self.states)
+    }
+
+    /// [`PseudonymKey::lookup`] through `hmac`'s API: what the fast path is checked
+    /// against.
+    pub(crate) fn lookup_hmac(&self, kind: IdentifierKind, normalized: &[u8]) -> Pseudonym {
         let mut mac = self.mac.clone();
         mac.update(LOOKUP_DOMAIN);
         mac.update(&[kind.code()]);

@@ -24,8 +24,8 @@ const EMAIL_MAX_TOTAL: usize = 254;
 const DOMAIN_MAX_LABEL: usize = 63;
 const DEVICE_ID_MAX_CHARS: usize = 128;
 
-/// Where a normalizer writes: a `String`, or a fixed buffer on the stack for bulk
-/// hashing ([`Scratch`]). Normalizers write only ASCII bytes and whole `str`s, so what
+/// Where a normalizer writes: a `String`, a fixed buffer on the stack ([`Scratch`]), or
+/// the message block of a lookup pseudonym (bulk hashing). Normalizers write only ASCII bytes and whole `str`s, so what
 /// they write is always valid UTF-8.
 pub(crate) trait Out {
     /// Appends `s`; `false` if it does not fit.
@@ -80,6 +80,7 @@ impl Scratch {
     }
 
     /// What was written.
+    #[cfg(test)]
     pub(crate) fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or_default()
     }
