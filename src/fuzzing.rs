@@ -261,6 +261,16 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
 /// The storage key the fuzzed decision records are read from (every-use record 7).
 const RECORD_KEY: &[u8] = &[1, 0, 0, 0, 0, 0, 0, 0, 7];
 
+/// The fuzzed decision records' ledger id.
+const RECORD_LEDGER: [u8; 16] = [0x24; 16];
+
+fn record_key(key: &PseudonymKey) -> crate::records::TagKey<'_> {
+    crate::records::TagKey {
+        key,
+        ledger: &RECORD_LEDGER,
+    }
+}
+
 /// A stored decision record (`records::open_record`: tag check, then
 /// `DecisionFields::decode`). The first byte is a flag: bit 0 appends the right tag for
 /// the rest under the seed pseudonym key, so the fuzzer gets past the HMAC to the
@@ -270,15 +280,16 @@ pub fn decision_record(data: &[u8]) -> Outcome {
     let Some((&flags, rest)) = data.split_first() else {
         return Ok(false);
     };
-    let key = pseudonym_key();
+    let pk = pseudonym_key();
+    let key = record_key(&pk);
     let stored = if flags & 1 != 0 {
         let mut bytes = rest.to_vec();
-        bytes.extend_from_slice(&crate::records::tag(&key, RECORD_KEY, rest));
+        bytes.extend_from_slice(&crate::records::tag(key, RECORD_KEY, rest));
         bytes
     } else {
         rest.to_vec()
     };
-    let opened = crate::records::open_record(&key, RECORD_KEY, &stored);
+    let opened = crate::records::open_record(key, RECORD_KEY, &stored);
     let Some(split) = stored.len().checked_sub(32) else {
         ensure(opened.is_none(), "a record shorter than its tag was accepted")?;
         return Ok(false);
@@ -287,7 +298,7 @@ pub fn decision_record(data: &[u8]) -> Outcome {
     let decoded = DecisionFields::decode(body);
     let Some(fields) = opened else {
         // Refused: either the tag is wrong or the body does not decode.
-        let tag_ok = crate::records::tag(&key, RECORD_KEY, body).as_slice() == tag;
+        let tag_ok = crate::records::tag(key, RECORD_KEY, body).as_slice() == tag;
         ensure(
             !tag_ok || decoded.is_none(),
             "a well-tagged valid record was refused",
@@ -309,7 +320,7 @@ pub fn decision_record(data: &[u8]) -> Outcome {
         "an inconsistent decision record was accepted",
     )?;
     ensure(
-        crate::records::seal(&key, RECORD_KEY, &fields) == stored,
+        crate::records::seal(key, RECORD_KEY, &fields) == stored,
         "sealing the decoded record gives other bytes",
     )?;
     let mut forged = stored.clone();
@@ -317,16 +328,24 @@ pub fn decision_record(data: &[u8]) -> Outcome {
         *last ^= 1;
     }
     ensure(
-        crate::records::open_record(&key, RECORD_KEY, &forged).is_none(),
+        crate::records::open_record(key, RECORD_KEY, &forged).is_none(),
         "a record with a wrong tag was accepted",
     )?;
     let other = PseudonymKey::from_bytes([0x25; 32]);
     ensure(
-        crate::records::open_record(&other, RECORD_KEY, &stored).is_none(),
+        crate::records::open_record(record_key(&other), RECORD_KEY, &stored).is_none(),
         "a record was accepted under another key",
     )?;
+    let elsewhere = crate::records::TagKey {
+        key: &pk,
+        ledger: &[0x26; 16],
+    };
     ensure(
-        crate::records::open_record(&key, &[1, 0, 0, 0, 0, 0, 0, 0, 8], &stored).is_none(),
+        crate::records::open_record(elsewhere, RECORD_KEY, &stored).is_none(),
+        "a record was accepted from another ledger",
+    )?;
+    ensure(
+        crate::records::open_record(key, &[1, 0, 0, 0, 0, 0, 0, 0, 8], &stored).is_none(),
         "a record was accepted under another storage key",
     )?;
     Ok(true)
@@ -1021,7 +1040,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "decision_record",
             [
                 &[0u8][..],
-                &crate::records::seal(&pseudonym_key(), RECORD_KEY, &fields),
+                &crate::records::seal(record_key(&pseudonym_key()), RECORD_KEY, &fields),
             ]
             .concat(),
         ));

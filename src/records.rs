@@ -6,9 +6,11 @@
 //! an incident ([`Ledger::impact`](crate::Ledger::impact)).
 //!
 //! Records hold the application's subject ids and entry positions, never identifier
-//! values. Each carries an HMAC tag under the pseudonym key over its storage key and
-//! its bytes, so an edited or inserted record, or one copied under another key, is
-//! refused when read. (A deleted record is not noticed: nothing counts them.)
+//! values. Each carries an HMAC tag under the pseudonym key over the ledger's id, its
+//! storage key and its bytes, so an edited or inserted record, one copied under
+//! another storage key, or one copied from another ledger (also one sharing the
+//! pseudonym key) is refused when read. (A deleted record is not noticed: nothing
+//! counts them.)
 //!
 //! Storage keys (sled tree `decisions`):
 //!
@@ -127,8 +129,9 @@ impl DecisionRecord {
     }
 }
 
-/// Domain separation for the records' tags. (v1 tags did not cover the storage key.)
-const TAG_DOMAIN: &[u8] = b"consent-ledger decision record v2";
+/// Domain separation for the records' tags. (v1 tags did not cover the storage key, v2
+/// tags not the ledger's id.)
+const TAG_DOMAIN: &[u8] = b"consent-ledger decision record v3";
 const EVERY: u8 = 1;
 const AGGREGATED: u8 = 2;
 const SHARDS: usize = 16;
@@ -152,15 +155,24 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
+/// What a record's tag is made with: the pseudonym key, and the id of the ledger the
+/// record belongs to.
+#[derive(Clone, Copy)]
+pub(crate) struct TagKey<'a> {
+    pub(crate) key: &'a PseudonymKey,
+    pub(crate) ledger: &'a [u8; 16],
+}
+
 /// The authentication tag of a record stored under `storage_key`: HMAC under the
-/// pseudonym key, domain-separated, over the storage key and the record's bytes.
-pub(crate) fn tag(key: &PseudonymKey, storage_key: &[u8], body: &[u8]) -> [u8; 32] {
-    key.index_tag(&[TAG_DOMAIN, storage_key, body])
+/// pseudonym key, domain-separated, over the ledger's id, the storage key and the
+/// record's bytes.
+pub(crate) fn tag(key: TagKey<'_>, storage_key: &[u8], body: &[u8]) -> [u8; 32] {
+    key.key.index_tag(&[TAG_DOMAIN, key.ledger, storage_key, body])
 }
 
 /// The stored form of a record to be stored under `storage_key`: its canonical bytes
 /// and their tag.
-pub(crate) fn seal(key: &PseudonymKey, storage_key: &[u8], fields: &DecisionFields) -> Vec<u8> {
+pub(crate) fn seal(key: TagKey<'_>, storage_key: &[u8], fields: &DecisionFields) -> Vec<u8> {
     let mut bytes = fields.encode();
     let t = tag(key, storage_key, &bytes);
     bytes.extend_from_slice(&t);
@@ -168,10 +180,13 @@ pub(crate) fn seal(key: &PseudonymKey, storage_key: &[u8], fields: &DecisionFiel
 }
 
 /// Checks the tag of a record read from `storage_key` and decodes it.
-pub(crate) fn open_record(key: &PseudonymKey, storage_key: &[u8], bytes: &[u8]) -> Option<DecisionFields> {
+pub(crate) fn open_record(key: TagKey<'_>, storage_key: &[u8], bytes: &[u8]) -> Option<DecisionFields> {
     let split = bytes.len().checked_sub(32)?;
     let (body, t) = bytes.split_at(split);
-    if !key.verify_index_tag(&[TAG_DOMAIN, storage_key, body], t) {
+    if !key
+        .key
+        .verify_index_tag(&[TAG_DOMAIN, key.ledger, storage_key, body], t)
+    {
         return None;
     }
     DecisionFields::decode(body)
@@ -226,7 +241,7 @@ impl Recorder {
     pub(crate) fn record(
         &self,
         store: &dyn Backend,
-        key: &PseudonymKey,
+        key: TagKey<'_>,
         ev: &Evidence,
         recipient: &Recipient,
     ) -> Result<(), StorageError> {
@@ -297,7 +312,7 @@ impl Recorder {
 
     /// Writes every aggregate held in memory. What cannot be written stays in memory
     /// for the next flush; the first error is returned.
-    pub(crate) fn flush(&self, store: &dyn Backend, key: &PseudonymKey) -> Result<(), StorageError> {
+    pub(crate) fn flush(&self, store: &dyn Backend, key: TagKey<'_>) -> Result<(), StorageError> {
         if !matches!(self.mode, Recording::Aggregated { .. }) {
             return Ok(());
         }
@@ -322,7 +337,7 @@ impl Recorder {
     fn write_out(
         &self,
         store: &dyn Backend,
-        key: &PseudonymKey,
+        key: TagKey<'_>,
         map: &mut HashMap<u64, Vec<DecisionFields>>,
     ) -> Result<(), StorageError> {
         let mut result = Ok(());
@@ -345,7 +360,7 @@ impl Recorder {
     fn merge_into_store(
         &self,
         store: &dyn Backend,
-        key: &PseudonymKey,
+        key: TagKey<'_>,
         f: &DecisionFields,
     ) -> Result<(), StorageError> {
         let k = aggregate_key(f, self.bucket_ms);
@@ -416,7 +431,7 @@ fn aggregate_key(f: &DecisionFields, bucket_ms: u64) -> Vec<u8> {
 
 /// Every stored record, in key order (every-decision records first, by number; then
 /// aggregates by bucket).
-pub(crate) fn read_all(store: &dyn Backend, key: &PseudonymKey) -> Result<Vec<DecisionRecord>, ReadError> {
+pub(crate) fn read_all(store: &dyn Backend, key: TagKey<'_>) -> Result<Vec<DecisionRecord>, ReadError> {
     let mut out = Vec::new();
     for item in store.decisions(&[]) {
         let (k, v) = item?;

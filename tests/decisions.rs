@@ -796,7 +796,7 @@ fn withdrawals_immediate_catches_a_use_after_a_narrowed_collection() {
 fn impact_totals_saturate() {
     use hmac::{Mac, SimpleHmac};
     let f = Fixture::new();
-    {
+    let ledger_id = {
         let l = f.open(Recording::Every).unwrap();
         let id = Identifier::<Security>::email(&email(1)).unwrap();
         l.collect(&subject("s-1"), &id, RecipientScope::all_partners())
@@ -805,7 +805,8 @@ fn impact_totals_saturate() {
         l.authorize(&id, &acme).unwrap();
         l.authorize(&id, &acme).unwrap();
         l.sync().unwrap();
-    }
+        l.id()
+    };
     {
         let db = sled_util::open(f.dir.path());
         let t = db.open_tree("decisions").unwrap();
@@ -818,7 +819,12 @@ fn impact_totals_saturate() {
             body[n - 8..].copy_from_slice(&(1u64 << 63).to_be_bytes());
             let mut mac = <SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(f.pk.expose_bytes()).unwrap();
             mac.update(b"consent-ledger/v1/index-record\0");
-            for part in [&b"consent-ledger decision record v2"[..], &k, &body] {
+            for part in [
+                &b"consent-ledger decision record v3"[..],
+                &ledger_id[..],
+                &k,
+                &body,
+            ] {
                 mac.update(&(part.len() as u64).to_be_bytes());
                 mac.update(part);
             }

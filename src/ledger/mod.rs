@@ -338,10 +338,20 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// What this ledger's decision records are tagged with.
+    fn record_key(&self) -> crate::records::TagKey<'_> {
+        crate::records::TagKey {
+            key: &self.pseudonym_key,
+            ledger: &self.ledger_id,
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // Aggregated counts still in memory; a failure here cannot be reported.
-        let _ = self.recorder.flush(&*self.store, &self.pseudonym_key);
+        let _ = self.recorder.flush(&*self.store, self.record_key());
         self.snapshot_on_close();
         // What is written is made durable, then recorded so (with the time floor);
         // a failure here cannot be reported.
@@ -533,7 +543,7 @@ impl Ledger {
     pub(crate) fn record(&self, evidence: &crate::Evidence, recipient: &Recipient) -> Result<(), Denied> {
         self.inner
             .recorder
-            .record(&*self.inner.store, &self.inner.pseudonym_key, evidence, recipient)
+            .record(&*self.inner.store, self.inner.record_key(), evidence, recipient)
             .map_err(|_| Denied::Unavailable)
     }
 
@@ -546,15 +556,16 @@ impl Ledger {
     ///
     /// # Errors
     /// Storage failures; [`ReadError::CorruptRecord`] for a record that was edited,
-    /// copied under another key or written with another pseudonym key (also when
+    /// copied under another storage key or from another ledger, or written with another
+    /// pseudonym key (also when
     /// that is why aggregates in memory could not be written: they stay in memory).
     pub fn decision_records(&self) -> Result<Vec<crate::DecisionRecord>, ReadError> {
         let flushed = self
             .inner
             .recorder
-            .flush(&*self.inner.store, &self.inner.pseudonym_key);
+            .flush(&*self.inner.store, self.inner.record_key());
         // Read first: a corrupt record, the likelier cause of a failed flush, is named.
-        let records = crate::records::read_all(&*self.inner.store, &self.inner.pseudonym_key)?;
+        let records = crate::records::read_all(&*self.inner.store, self.inner.record_key())?;
         flushed?;
         Ok(records)
     }
@@ -946,7 +957,7 @@ impl Ledger {
         let flushed = self
             .inner
             .recorder
-            .flush(&*self.inner.store, &self.inner.pseudonym_key);
+            .flush(&*self.inner.store, self.inner.record_key());
         self.sync_store()?;
         {
             let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
