@@ -1,7 +1,7 @@
 //! Impact queries: after an incident, who was affected, by which uses, and which of
 //! those uses had no valid consent under a stated hypothesis.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::Ledger;
 use crate::entry::Body;
@@ -309,6 +309,10 @@ impl Ledger {
         let mut verdicts: Vec<Option<Unlawful>> = vec![None; records.len()];
         let mut state = State::default();
         let mut in_force: InForce = HashMap::new();
+        // (subject, purpose) whose latest grant replayed here was voided: the log's next
+        // `Expired` for them is that grant's lapse, not the lapse of the grant the replay
+        // has in force (an earlier one, whose own expiry `judge` checks).
+        let mut voided_latest: HashSet<(SubjectId, String)> = HashSet::new();
         let mut entries = super::decoded_entries(store);
         let mut next = 0u64;
         for (p, t, i) in points {
@@ -329,7 +333,26 @@ impl Ledger {
                             let key = (subject.clone(), *pseudonym, purpose.clone());
                             in_force.insert(key, (scope.clone(), e.seq, *basis));
                         }
-                        if void {
+                        let lapse_of_voided = match &e.body {
+                            Body::Granted { subject, purpose, .. } => {
+                                let key = (subject.clone(), purpose.clone());
+                                if void {
+                                    voided_latest.insert(key);
+                                } else {
+                                    voided_latest.remove(&key);
+                                }
+                                false
+                            }
+                            Body::Withdrawn { subject, purpose } => {
+                                voided_latest.remove(&(subject.clone(), purpose.clone()));
+                                false
+                            }
+                            Body::Expired { subject, purpose } => {
+                                voided_latest.remove(&(subject.clone(), purpose.clone()))
+                            }
+                            _ => false,
+                        };
+                        if void || lapse_of_voided {
                             state.len = e.seq.saturating_add(1);
                         } else {
                             state.apply(&e, None);
