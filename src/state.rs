@@ -409,11 +409,14 @@ impl State {
                 .any(|r| r.subject == index && r.purpose() == p && basis_from(r.basis()).requires_consent())
     }
 
-    /// Whether `lookup` is already collected by its holder for `purpose` with exactly `scope`.
+    /// Whether `lookup` is already collected by its holder for `purpose` on `basis` with
+    /// exactly `scope`. (A collection on another basis is a change: the use then rests
+    /// on the new basis, so it is recorded.)
     pub(crate) fn existing_collection(
         &self,
         lookup: &Pseudonym,
         purpose: &str,
+        basis: LegalBasis,
         scope: &RecipientScope,
     ) -> Option<u64> {
         let p = self.purpose_index(purpose)?;
@@ -421,7 +424,7 @@ impl State {
         self.idents
             .find(lookup)
             .find(|(_, r)| r.purpose() == p && !self.is_erased(r.subject))
-            .filter(|(_, r)| r.scope == sc)
+            .filter(|(_, r)| r.scope == sc && basis_from(r.basis()) == basis)
             .map(|(_, r)| r.seq())
     }
 

@@ -631,9 +631,10 @@ impl Ledger {
     /// needs a [`grant`](Ledger::grant), and the grant's scope decides who may use it:
     /// the person's consent, which may be wider or narrower than `scope`.
     ///
-    /// Recording the same collection again (same purpose and scope) appends nothing
-    /// and returns the existing entry; a different scope appends a new entry that
-    /// replaces the old scope.
+    /// Recording the same collection again (same purpose id, legal basis and scope)
+    /// appends nothing and returns the existing entry; a different scope, or the same
+    /// purpose id through a type on another legal basis, appends a new entry that
+    /// replaces the old collection.
     ///
     /// # Errors
     /// [`WriteError::HeldByAnotherSubject`] when the identifier is recorded for someone
@@ -775,7 +776,7 @@ impl Ledger {
                     });
                 }
             }
-            if let Some(seq) = state.existing_collection(&lookup, P::ID, &scope) {
+            if let Some(seq) = state.existing_collection(&lookup, P::ID, P::LEGAL_BASIS, &scope) {
                 return Ok(Prepared::Already(seq));
             }
             // An identifier the subject already holds (collected again, for another

@@ -102,11 +102,13 @@ impl Reference {
             .map(|(id, _)| id)
     }
 
-    /// Whether `lookup` is already collected by `subject` for `purpose` with exactly `scope`.
+    /// Whether `lookup` is already collected by `subject` for `purpose` on `basis` with
+    /// exactly `scope`.
     pub(crate) fn existing_collection(
         &self,
         lookup: &Pseudonym,
         purpose: &str,
+        basis: LegalBasis,
         scope: &RecipientScope,
     ) -> Option<u64> {
         let p = *self.purpose_idx.get(purpose)?;
@@ -114,7 +116,7 @@ impl Reference {
             .get(lookup)?
             .collections
             .iter()
-            .find(|c| c.purpose == p && c.scope == *scope)
+            .find(|c| c.purpose == p && c.basis == basis && c.scope == *scope)
             .map(|c| c.seq)
     }
 

@@ -165,7 +165,11 @@ impl Pair {
                     return;
                 }
                 let (purpose, basis) = PURPOSES[p];
-                if self.new.existing_collection(&l, purpose, &scope(sc)).is_some() {
+                if self
+                    .new
+                    .existing_collection(&l, purpose, basis, &scope(sc))
+                    .is_some()
+                {
                     return;
                 }
                 self.append(
@@ -253,11 +257,11 @@ impl Pair {
                 );
             }
             assert_eq!(self.new.ident_subject(&l), self.old.ident(&l).map(|x| &x.subject));
-            for (p, _) in PURPOSES {
+            for (p, basis) in PURPOSES {
                 for sc in 0..5 {
                     assert_eq!(
-                        self.new.existing_collection(&l, p, &scope(sc)),
-                        self.old.existing_collection(&l, p, &scope(sc))
+                        self.new.existing_collection(&l, p, basis, &scope(sc)),
+                        self.old.existing_collection(&l, p, basis, &scope(sc))
                     );
                 }
             }
