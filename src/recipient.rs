@@ -67,6 +67,10 @@ pub(crate) fn check_name(field: &'static str, value: &str, max: usize) -> Result
 /// of digits cannot be told from an account number, nor a device's advertising id from
 /// a random UUID. The messages never contain the value.
 fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputError> {
+    // Judged as typed in ASCII: input methods write full-width forms ("０９０‐１２３４",
+    // "＠"), and other scripts have digits of their own.
+    let folded = fold_lookalikes(value);
+    let value = folded.as_str();
     if value.contains('@') {
         return Err(InputError::new(
             field,
@@ -92,11 +96,27 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
     Ok(())
 }
 
+/// `value` with the full-width forms of ASCII characters (U+FF01 to U+FF5E) written as
+/// those characters, and every other numeric character as the digit `5` (a digit of
+/// another script, say: what it is does not matter here, only that it is one).
+fn fold_lookalikes(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| match u32::from(c) {
+            0xFF01..=0xFF5E => char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(c),
+            _ if !c.is_ascii() && c.is_numeric() => '5',
+            _ => c,
+        })
+        .collect()
+}
+
 /// A phone number as people write it, after an extension ("ext. 12", "x12",
 /// ";ext=12") is set aside: a '+' and 7 to 15 digits, with or without separators; or
 /// 9 to 15 digits with at least one separator: "(555) 010-9999", "0044 20 7946 0958".
 /// Separators are the ASCII ones people use, any Unicode space (a no-break space, say)
-/// and Unicode dashes. (Numbers written that way that are not phone numbers, an
+/// and Unicode dashes, the katakana prolonged sound mark (`ー`, which Japanese input
+/// writes for a dash) among them. Full-width forms and the digits of other scripts
+/// count as their ASCII forms (see `fold_lookalikes`). (Numbers written that way that are not phone numbers, an
 /// address like "192.168.100.200", are refused too; dates and digits without
 /// separators pass, also with a leading "00", since they may be account numbers.)
 fn written_like_a_phone_number(value: &str) -> bool {
@@ -104,7 +124,7 @@ fn written_like_a_phone_number(value: &str) -> bool {
         c.is_whitespace()
             || matches!(
                 c,
-                '-' | '.' | '(' | ')' | '/' | '\u{2010}'..='\u{2015}' | '\u{2212}'
+                '-' | '.' | '(' | ')' | '/' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{30FC}'
             )
     };
     let number = without_extension(value);
@@ -312,5 +332,35 @@ mod tests {
         assert!(Name::new("a\nb").is_err());
         assert!(Name::new(&"x".repeat(129)).is_err());
         assert!(Name::new("Acme Ads GmbH").is_ok());
+    }
+
+    /// Contact details typed with an input method's full-width forms, or in the digits
+    /// of another script, are refused as their ASCII spelling is (found by a review:
+    /// they were written to the log in clear, for good).
+    #[test]
+    fn contact_details_in_full_width_or_other_digits_are_refused() {
+        for written in [
+            "090-1234-5678",
+            "０９０‐１２３４‐５６７８",
+            "０９０ー１２３４ー５６７８",
+            "＋８１ ９０ １２３４ ５６７８",
+            "０９０ １２３４ ５６７８",
+            "+٤٤ ٢٠ ٧٩٤٦ ٠٩٥٨",
+            "someone＠example.com",
+            "ｍａｉｌｔｏ：x",
+        ] {
+            assert!(crate::SubjectId::new(written).is_err(), "{written}");
+            assert!(Name::new(written).is_err(), "{written}");
+        }
+        for fine in [
+            "Zoë",
+            "用户-12345",
+            "ｕｓｅｒ-42",
+            "２０２６-１１-３０",
+            "Ⅻ-2026",
+            "acct ４２",
+        ] {
+            assert!(crate::SubjectId::new(fine).is_ok(), "{fine}");
+        }
     }
 }
