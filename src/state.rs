@@ -50,6 +50,11 @@ const NO_SUBJECT: u32 = u32::MAX;
 /// Lookups read ahead together by [`State::warm`].
 pub(crate) const WARM: usize = 16;
 
+/// The lookup pseudonym an erased subject's identifier records are left with once its
+/// erasure is done (see [`State::forget_lookups`]). No identifier has it: it would be
+/// an HMAC-SHA256 output of all zeros.
+const FORGOTTEN: Pseudonym = Pseudonym([0; 32]);
+
 /// Consent record kinds.
 const NONE: u8 = 0;
 const GRANTED: u8 = 1;
@@ -293,12 +298,59 @@ impl State {
             .idents
             .recs
             .iter()
-            .filter(|r| r.subject == index)
+            .filter(|r| r.subject == index && r.lookup != FORGOTTEN)
             .map(|r| r.lookup)
             .collect();
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// Forgets the lookup pseudonyms of an erased subject's identifiers (its removals
+    /// from the store done): its records in memory no longer link those identifiers to
+    /// it. They stay in the table, never found again (nothing looks up
+    /// [`FORGOTTEN`]); a later collection of one of the identifiers adds a record.
+    /// Records of another subject under the same lookups are kept.
+    pub(crate) fn forget_lookups(&mut self, subject: &SubjectId, lookups: &[Pseudonym]) {
+        let Some(index) = self.find_subject(subject) else {
+            return;
+        };
+        if !self.is_erased(index) {
+            return;
+        }
+        for lookup in lookups {
+            let found: Vec<usize> = self
+                .idents
+                .find(lookup)
+                .filter(|(_, r)| r.subject == index)
+                .map(|(i, _)| i)
+                .collect();
+            for i in found {
+                if let Some(r) = self.idents.get_mut(i) {
+                    r.lookup = FORGOTTEN;
+                }
+            }
+        }
+    }
+
+    /// Whether any identifier record in memory, of any subject, erased or not, holds
+    /// `lookup`.
+    #[cfg(test)]
+    pub(crate) fn holds_lookup(&self, lookup: &Pseudonym) -> bool {
+        self.idents.recs.iter().any(|r| r.lookup == *lookup)
+    }
+
+    /// [`State::forget_lookups`] for every erased subject (their erasures finished at
+    /// open).
+    pub(crate) fn forget_erased(&mut self) {
+        let erased: Vec<bool> = self.subjects.iter().map(|s| s.first.kind == ERASED).collect();
+        for i in 0..self.idents.recs.len() {
+            if let Some(r) = self.idents.get_mut(i) {
+                if erased.get(r.subject as usize).copied().unwrap_or(false) {
+                    r.lookup = FORGOTTEN;
+                }
+            }
+        }
     }
 
     /// Whether any entry applied is about `subject` (erased or not).

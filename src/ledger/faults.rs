@@ -531,6 +531,44 @@ fn a_repeated_collection_returns_the_first_entry() {
     }
 }
 
+/// Once an erasure is done, the state in memory no longer links the subject's
+/// identifiers to it (docs/erasure.md): after `erase` returns, and after an open that
+/// finished an erasure a failure had cut short. Until then it does, so that a retry
+/// can redo the removals.
+#[test]
+fn a_finished_erasure_leaves_no_link_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+    let lookup = phone.lookup(&keys.pseudonym);
+    let holds = |l: &crate::Ledger| l.inner.state.read().unwrap().holds_lookup(&lookup);
+    let (alice, bob) = (subject(0, 0), subject(0, 1));
+    {
+        let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+        l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
+        l.erase(&alice, crate::Actor::Subject).unwrap();
+        assert!(!holds(&l), "after erase");
+        assert_eq!(
+            l.erase(&alice, crate::Actor::Subject).map(|r| r.seq).ok(),
+            Some(2)
+        );
+        // Collected again by another subject, who is then erased with a failed removal:
+        // linked until the erasure is finished.
+        l.collect(&bob, &phone, RecipientScope::first_party()).unwrap();
+        assert!(holds(&l));
+        faults.index_removal.store(true, Ordering::SeqCst);
+        assert!(l.erase(&bob, crate::Actor::Subject).is_err());
+        assert!(holds(&l), "kept for the retry");
+        faults.index_removal.store(false, Ordering::SeqCst);
+    }
+    let l = keys.builder(dir.path(), Durability::Immediate).open().unwrap();
+    assert!(
+        !index_held(&*l.inner.store, &lookup.0),
+        "the open finished the erasure"
+    );
+    assert!(!holds(&l), "after the open that finished the erasure");
+}
+
 /// A record write that fails while aggregates are written out loses no counts: what
 /// was not written stays in memory for the next flush.
 #[test]

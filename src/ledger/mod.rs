@@ -732,6 +732,11 @@ impl Ledger {
             store.remove_index_if(&l.0, &names_subject)?;
         }
         store.remove_secret(subject.as_str())?;
+        // Nothing on disk links them any more; nor, from here on, does the state in
+        // memory. (Until now a repeated erasure needed them, to redo the removals.)
+        if let Ok(mut state) = self.inner.state.write() {
+            state.forget_lookups(subject, &lookups);
+        }
         // A snapshot on disk may hold the subject's lookup pseudonyms (one found
         // unusable at open too: always try). If this fails, closing destroys it
         // before writing another, and so does the next open.

@@ -352,7 +352,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     };
     let used_snapshot = matches!(from_snapshot, FromSnapshot::Loaded(_));
     let Loaded {
-        state,
+        mut state,
         index,
         replay,
         tree,
@@ -416,6 +416,8 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     store.ready()?;
     if let Some(index) = unfinished {
         finish_erasures(&*store, &state, &index)?;
+        // Nor does the state in memory link them any more.
+        state.forget_erased();
     }
     // A snapshot taken before an erasure may hold the erased subject's lookups; with
     // snapshots off, none is kept. One that could not be used (damaged, say by a kill
