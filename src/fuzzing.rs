@@ -757,6 +757,10 @@ pub fn identifier(data: &[u8]) -> Outcome {
         _ => IdentifierKind::DeviceId,
     };
     let _ = IdentifierKind::guess(raw);
+    ensure(
+        crate::normalize::plain_email_agrees(raw),
+        "the one-pass email path disagrees with the general one",
+    )?;
     let key = pseudonym_key();
     let bulk = identifier::lookup_of_raw(&key, kind, raw);
     match Identifier::<Security>::parse(kind, raw) {
