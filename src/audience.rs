@@ -40,14 +40,18 @@
 //!
 //! The upload is an iterator and is read in chunks ([`DEFAULT_CHUNK`] identifiers):
 //! each chunk is normalized and pseudonymized without any lock held, then decided under
-//! one read lock of the ledger's state, then its matches are handed to the caller's
-//! callback with the lock released. With two threads, a worker normalizes and hashes
-//! chunks ahead while the calling thread decides them in order (and hashes a later
-//! chunk itself when the worker's next one is not ready), holding at most four chunks.
-//! Memory is bounded by the chunk size and the number of subjects (a bit per subject to
-//! report each subject once), never by the upload's length. A change recorded (for
-//! example a withdrawal acknowledged) before a chunk's decisions start is seen by every
-//! decision of that chunk, and writers wait for at most one chunk.
+//! one read lock of the ledger's state, then its matches are recorded and handed to the
+//! caller's callback, in upload order, with the lock released. With two threads, a
+//! worker takes whole chunks and processes them as the calling thread does the others
+//! (the calling thread hands chunks out, processes a later one itself when the worker's
+//! next one is not done, and reports matches in upload order), holding at most four
+//! chunks. Memory is bounded by the chunk size and the number of subjects (a bit per
+//! subject to report each subject once), never by the upload's length. A change
+//! recorded (for example a withdrawal acknowledged) before a chunk's decisions start is
+//! seen by every decision of that chunk, and writers wait for at most the chunks being
+//! decided (one per thread). With two threads, a later chunk may be decided before an
+//! earlier one, so a change made during the run may be seen by a later chunk and not
+//! by an earlier one: each decision is the answer at its own time, as its stamp says.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -210,8 +214,8 @@ impl AudienceMatch {
 ///
 /// # Defaults
 /// - chunk size: [`DEFAULT_CHUNK`];
-/// - threads: 2 when the machine has at least 2 cores, else 1 (normalizing and hashing
-///   are split between them; decisions are made on the calling thread).
+/// - threads: 2 when the machine has at least 2 cores, else 1 (chunks are split
+///   between them; matches are reported on the calling thread).
 pub struct AudienceMatcher<'l, P: Purpose> {
     ledger: &'l Ledger,
     recipient: &'l Recipient,
@@ -265,7 +269,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
         self
     }
 
-    /// Threads that normalize and hash: 1 or 2 (more are capped at 2).
+    /// Threads that normalize, hash and decide: 1 or 2 (more are capped at 2).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n.clamp(1, 2);
         self
@@ -314,56 +318,65 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
         mut on_match: impl FnMut(AudienceMatch),
     ) -> AudienceCounts {
         let key = self.ledger.pseudonym_key();
-        let hash = |rows: &[T], out: &mut Vec<Hashed>| {
-            out.clear();
+        // Normalizes, hashes and decides one chunk of rows, the first at `base`.
+        let process = |rows: &[T], base: u64| {
             // One message buffer for the chunk, wiped after each row.
             let mut hasher = key.lookup_hasher();
-            out.extend(rows.iter().map(|row| {
-                let (kind, raw) = split(row);
-                hasher.of_raw(kind, raw).map(|l| (kind, l))
-            }));
+            let hashed: Vec<Hashed> = rows
+                .iter()
+                .map(|row| {
+                    let (kind, raw) = split(row);
+                    hasher.of_raw(kind, raw).map(|l| (kind, l))
+                })
+                .collect();
+            self.decide(&hashed, base)
         };
         let mut run = Run {
             counts: AudienceCounts::default(),
             seen: Vec::new(),
-            matches: Vec::new(),
         };
-        // Grown as rows come: a short upload does not reserve a large chunk's room.
-        let mut rows: Vec<T> = Vec::with_capacity(self.chunk.min(DEFAULT_CHUNK));
-        let mut hashed: Vec<Hashed> = Vec::with_capacity(self.chunk.min(DEFAULT_CHUNK));
-        if self.threads < 2 {
-            loop {
-                rows.clear();
-                rows.extend(upload.by_ref().take(self.chunk));
-                if rows.is_empty() {
-                    return run.counts;
-                }
-                hash(&rows, &mut hashed);
-                self.decide_chunk(&mut run, &hashed, &mut on_match);
+        let mut next_row = 0u64;
+        let mut read_chunk = |upload: &mut dyn Iterator<Item = T>| -> Option<(Vec<T>, u64)> {
+            // Grown as rows come: a short upload does not reserve a large chunk's room.
+            let mut chunk = Vec::with_capacity(self.chunk.min(DEFAULT_CHUNK));
+            chunk.extend(upload.take(self.chunk));
+            if chunk.is_empty() {
+                return None;
             }
+            let base = next_row;
+            next_row = next_row.saturating_add(chunk.len() as u64);
+            Some((chunk, base))
+        };
+        if self.threads < 2 {
+            while let Some((rows, base)) = read_chunk(&mut upload) {
+                let decided = process(&rows, base);
+                drop(rows);
+                self.merge(&mut run, decided, &mut on_match);
+            }
+            return run.counts;
         }
-        // Two threads, pipelined: a worker for the whole run normalizes and hashes whole
-        // chunks ahead of this thread, which decides them in order. When the worker's
-        // next chunk is not ready yet, this thread hashes a later chunk itself instead
-        // of waiting, so both threads stay busy whichever of hashing and deciding is
-        // slower. At most `MAX_PENDING` chunks are held, whatever the upload's length.
+        // Two threads: a worker for the whole run takes whole chunks and normalizes,
+        // hashes and decides them, as this thread does with the chunks it keeps; this
+        // thread hands chunks out and reports their matches in upload order. When the
+        // worker's next chunk is not done yet, this thread processes a later chunk
+        // itself instead of waiting, so both threads stay busy. At most `MAX_PENDING`
+        // chunks are held, whatever the upload's length.
         const MAX_PENDING: usize = 4;
         enum Pending {
             /// Handed to the worker: this many rows.
             Worker(usize),
-            /// Hashed here.
-            Mine(Vec<Hashed>),
+            /// Decided here.
+            Mine(Decided),
         }
         std::thread::scope(|scope| {
-            let (to_worker, jobs) = mpsc::sync_channel::<Vec<T>>(1);
-            let (to_main, done) = mpsc::sync_channel::<Vec<Hashed>>(2);
-            let hash = &hash;
+            let (to_worker, jobs) = mpsc::sync_channel::<(Vec<T>, u64)>(1);
+            let (to_main, done) = mpsc::sync_channel::<Decided>(2);
+            let process = &process;
             scope.spawn(move || {
-                for rows in jobs {
-                    let mut out = Vec::with_capacity(rows.len());
-                    hash(&rows, &mut out);
+                for (rows, base) in jobs {
+                    let decided = process(&rows, base);
                     drop(rows);
-                    if to_main.send(out).is_err() {
+                    if to_main.send(decided).is_err() {
                         return;
                     }
                 }
@@ -372,48 +385,36 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             let mut with_worker = 0usize;
             let mut worker_alive = true;
             let mut upload_done = false;
-            let hash_here = |rows: &[T]| {
-                let mut out = Vec::with_capacity(rows.len());
-                hash(rows, &mut out);
-                out
-            };
-            let read_chunk = |upload: &mut dyn Iterator<Item = T>, done: &mut bool| -> Option<Vec<T>> {
+            let mut next = |upload: &mut dyn Iterator<Item = T>, done: &mut bool| {
                 if *done {
                     return None;
                 }
-                let chunk: Vec<T> = upload.take(self.chunk).collect();
-                if chunk.is_empty() {
-                    *done = true;
-                    return None;
-                }
-                Some(chunk)
+                let chunk = read_chunk(upload);
+                *done = chunk.is_none();
+                chunk
             };
             loop {
                 // Keep the worker fed: one chunk in its hands, one waiting.
                 while worker_alive && with_worker < 2 && pending.len() < MAX_PENDING {
-                    let Some(chunk) = read_chunk(&mut upload, &mut upload_done) else {
+                    let Some((chunk, base)) = next(&mut upload, &mut upload_done) else {
                         break;
                     };
                     let len = chunk.len();
-                    match to_worker.send(chunk) {
+                    match to_worker.send((chunk, base)) {
                         Ok(()) => {
                             pending.push_back(Pending::Worker(len));
                             with_worker += 1;
                         }
-                        Err(mpsc::SendError(back)) => {
+                        Err(mpsc::SendError((back, base))) => {
                             worker_alive = false;
-                            pending.push_back(Pending::Mine(hash_here(&back)));
+                            pending.push_back(Pending::Mine(process(&back, base)));
                         }
                     }
                 }
-                let out = match pending.front() {
-                    None => match read_chunk(&mut upload, &mut upload_done) {
-                        // The worker is gone: hash here.
-                        Some(chunk) => {
-                            hash(&chunk, &mut hashed);
-                            self.decide_chunk(&mut run, &hashed, &mut on_match);
-                            continue;
-                        }
+                let decided = match pending.front() {
+                    None => match next(&mut upload, &mut upload_done) {
+                        // The worker is gone: process here.
+                        Some((chunk, base)) => process(&chunk, base),
                         None => return run.counts,
                     },
                     Some(Pending::Worker(len)) => {
@@ -421,45 +422,43 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                         // If the worker died (an `AsRef` implementation panicked), the rows
                         // it held count as malformed and are never matched, failing closed;
                         // the scope re-raises the panic.
-                        let out = match done.try_recv() {
-                            Ok(out) => out,
-                            Err(mpsc::TryRecvError::Disconnected) => vec![None; len],
+                        let decided = match done.try_recv() {
+                            Ok(decided) => decided,
+                            Err(mpsc::TryRecvError::Disconnected) => Decided::malformed(len),
                             Err(mpsc::TryRecvError::Empty) => {
-                                // Not ready: hash a later chunk here rather than wait, while
-                                // there is room for it.
+                                // Not ready: process a later chunk here rather than wait,
+                                // while there is room for it.
                                 if pending.len() < MAX_PENDING {
-                                    if let Some(chunk) = read_chunk(&mut upload, &mut upload_done) {
-                                        pending.push_back(Pending::Mine(hash_here(&chunk)));
+                                    if let Some((chunk, base)) = next(&mut upload, &mut upload_done) {
+                                        pending.push_back(Pending::Mine(process(&chunk, base)));
                                         continue;
                                     }
                                 }
-                                done.recv().unwrap_or_else(|_| vec![None; len])
+                                done.recv().unwrap_or_else(|_| Decided::malformed(len))
                             }
                         };
                         pending.pop_front();
                         with_worker = with_worker.saturating_sub(1);
-                        out
+                        decided
                     }
                     Some(Pending::Mine(_)) => match pending.pop_front() {
-                        Some(Pending::Mine(out)) => out,
+                        Some(Pending::Mine(decided)) => decided,
                         _ => continue,
                     },
                 };
-                self.decide_chunk(&mut run, &out, &mut on_match);
+                self.merge(&mut run, decided, &mut on_match);
             }
         })
     }
 
-    /// Decides one chunk under one read lock, then hands its matches to `on_match` with
-    /// the lock released.
-    fn decide_chunk(&self, run: &mut Run, rows: &[Hashed], on_match: &mut impl FnMut(AudienceMatch)) {
-        let Run {
-            counts,
-            seen,
-            matches,
-        } = run;
-        let base = counts.uploaded;
-        counts.uploaded += rows.len() as u64;
+    /// Decides one chunk's rows (the first at upload row `base`) under one read lock.
+    fn decide(&self, rows: &[Hashed], base: u64) -> Decided {
+        let mut d = Decided {
+            rows: rows.len() as u64,
+            counts: AudienceCounts::default(),
+            candidates: Vec::new(),
+        };
+        let counts = &mut d.counts;
         match self.ledger.state().read() {
             Err(_) => {
                 for h in rows {
@@ -470,10 +469,6 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                 }
             }
             Ok(state) => {
-                let words = state.subject_count().div_ceil(64);
-                if seen.len() < words {
-                    seen.resize(words, 0);
-                }
                 let query = state.query::<P>(self.recipient);
                 for (i, (row, h)) in (base..).zip(rows).enumerate() {
                     if i % WARM == 0 {
@@ -488,31 +483,48 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                     // Stamped per decision, as `authorize` does: never earlier than a time
                     // an earlier decision read (with the ticker, a load).
                     match state.decide_query(&query, lookup, || self.ledger.stamp(), || self.ledger.now()) {
-                        Ok((evidence, subject)) => match seen_bit(seen, subject) {
-                            // Reported from an earlier chunk.
-                            Some((w, bit)) if *w & bit != 0 => counts.duplicates += 1,
-                            // A candidate: reported below unless this chunk reports the
-                            // subject first, through another row.
-                            Some(_) => matches.push((
-                                subject,
-                                AudienceMatch {
-                                    row,
-                                    kind: *kind,
-                                    evidence,
-                                },
-                            )),
-                            // Subject indices are below the count read above; fail closed.
-                            None => counts.denied.unavailable += 1,
-                        },
+                        Ok((evidence, subject)) => d.candidates.push((
+                            subject,
+                            AudienceMatch {
+                                row,
+                                kind: *kind,
+                                evidence,
+                            },
+                        )),
                         Err(Denied::UnknownIdentifier) => counts.unknown += 1,
                         Err(reason) => counts.denied.count(&reason),
                     }
                 }
             }
         }
+        d
+    }
+
+    /// Adds a decided chunk to the run, with no lock held: records its matches and hands
+    /// them to `on_match`, the first row of each subject not reported yet.
+    fn merge(&self, run: &mut Run, decided: Decided, on_match: &mut impl FnMut(AudienceMatch)) {
+        let Decided {
+            rows,
+            counts: c,
+            candidates,
+        } = decided;
+        let counts = &mut run.counts;
+        counts.uploaded = counts.uploaded.saturating_add(rows);
+        counts.malformed += c.malformed;
+        counts.unknown += c.unknown;
+        let (d, cd) = (&mut counts.denied, c.denied);
+        d.not_collected_for_purpose += cd.not_collected_for_purpose;
+        d.no_consent += cd.no_consent;
+        d.withdrawn += cd.withdrawn;
+        d.expired += cd.expired;
+        d.recipient_not_covered += cd.recipient_not_covered;
+        d.subject_erased += cd.subject_erased;
+        d.unavailable += cd.unavailable;
         let record = self.ledger.records_decisions();
-        for (subject, m) in matches.drain(..) {
-            let Some((w, bit)) = seen_bit(seen, subject) else {
+        for (subject, m) in candidates {
+            // Subject indices are below the state's subject count: the set grows to
+            // what the matches need, a bit per subject.
+            let Some((w, bit)) = seen_bit(&mut run.seen, subject) else {
                 counts.denied.unavailable += 1;
                 continue;
             };
@@ -534,10 +546,12 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
     }
 }
 
-/// The word and bit of `subject` in the bit set of reported subjects; `None` past its
-/// end.
-fn seen_bit(seen: &mut [u64], subject: u32) -> Option<(&mut u64, u64)> {
+/// The word and bit of `subject` in the bit set of reported subjects, grown to hold it.
+fn seen_bit(seen: &mut Vec<u64>, subject: u32) -> Option<(&mut u64, u64)> {
     let word = usize::try_from(subject / 64).ok()?;
+    if seen.len() <= word {
+        seen.resize(word.checked_add(1)?, 0);
+    }
     seen.get_mut(word).map(|w| (w, 1u64 << (subject % 64)))
 }
 
@@ -546,9 +560,30 @@ struct Run {
     counts: AudienceCounts,
     /// One bit per subject index: subjects already reported in this upload.
     seen: Vec<u64>,
-    /// Candidate matches of the chunk being decided, with their subjects' indices:
-    /// recorded and handed out after the lock is released, the first of each subject.
-    matches: Vec<(u32, AudienceMatch)>,
+}
+
+/// One decided chunk: its counts (all but `uploaded`, `matched` and `duplicates`) and
+/// its allowed rows, with their subjects' indices, in upload order: recorded and handed
+/// out when the chunk is merged, the first of each subject.
+struct Decided {
+    rows: u64,
+    counts: AudienceCounts,
+    candidates: Vec<(u32, AudienceMatch)>,
+}
+
+impl Decided {
+    /// A chunk of `rows` rows that were never decided (its worker died): all malformed.
+    fn malformed(rows: usize) -> Decided {
+        let rows = rows as u64;
+        Decided {
+            rows,
+            counts: AudienceCounts {
+                malformed: rows,
+                ..AudienceCounts::default()
+            },
+            candidates: Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]

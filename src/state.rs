@@ -392,6 +392,7 @@ impl State {
     }
 
     /// Number of subjects ever seen (subject indices are below this).
+    #[cfg(test)]
     pub(crate) fn subject_count(&self) -> usize {
         self.subjects.len()
     }
