@@ -291,10 +291,16 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
         "checkpoint" => {
             let l = a.ledger(a.pos(1, "ledger directory")?)?;
             let cp = l.checkpoint()?;
+            let revoked: Vec<_> = cp
+                .revocations()
+                .iter()
+                .map(|r| json!({"key": hex(&r.key), "from": r.from}))
+                .collect();
             emit(
                 a,
                 cp.text().to_owned(),
-                json!({"origin": cp.origin(), "size": cp.size(), "root": hex(&cp.root()), "note": cp.text()}),
+                json!({"origin": cp.origin(), "size": cp.size(), "root": hex(&cp.root()),
+                       "revoked": revoked, "note": cp.text()}),
             );
             Ok(Ok(()))
         }

@@ -9,15 +9,26 @@
 //! consent-ledger/<ledger id in hex>
 //! <tree size>
 //! <base64 root hash>
+//! [revoked <base64 public key> <first untrusted position>]...
 //!
 //! — consent-ledger/<ledger id in hex> <base64 key id and Ed25519 signature>
 //! ```
+//!
+//! The `revoked` extension lines (one per key the first `<tree size>` entries revoke,
+//! with the earliest position it was revoked from, sorted by the base64 key; none for a
+//! ledger that never revoked a key, whose checkpoints are then exactly the three lines)
+//! tell a verifier which signatures the ledger no longer vouches for: a receipt for an
+//! entry signed by a listed key at or after its position is refused
+//! ([`AuditError::RevokedSigner`]). They are covered by the signature like the rest of
+//! the text; any other extension line is refused.
 //!
 //! An **inclusion proof** shows that an entry is in the tree of a checkpoint; a
 //! **consistency proof** shows that the tree of an older checkpoint is a prefix of a
 //! newer one, i.e. nothing was rewritten, removed or forked in between. Both are checked
 //! with nothing but the ledger's public key. Entries carry a random salt, so the sibling
 //! hashes in a proof reveal nothing about other people's entries.
+
+use std::collections::BTreeMap;
 
 use crate::entry;
 use crate::merkle::{self, ProofError};
@@ -43,6 +54,99 @@ pub enum AuditError {
     /// The receipt format version is not one this library reads.
     #[error("receipt version {0} is not supported")]
     UnsupportedVersion(u64),
+    /// The entry was signed by a key that the checkpoint lists as revoked from a
+    /// position at or before the entry's: the ledger no longer vouches for it.
+    #[error("the entry's signer was revoked from position {revoked_from}, at or before the entry")]
+    RevokedSigner {
+        /// The position the signer's key was revoked from.
+        revoked_from: u64,
+    },
+}
+
+/// Most `revoked` lines a checkpoint may carry (and keys a ledger may revoke), so that
+/// a hostile checkpoint cannot make a verifier do unbounded work.
+pub const MAX_REVOCATIONS: usize = 1024;
+
+/// The start of a revocation extension line.
+const REVOKED_PREFIX: &str = "revoked ";
+
+/// A key the ledger revoked, as a checkpoint lists it: entries it signed at or after
+/// `from` are not vouched for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Revocation {
+    /// The revoked Ed25519 public key.
+    pub key: [u8; 32],
+    /// The earliest position the key was revoked from.
+    pub from: u64,
+}
+
+/// The revocations in force, in canonical order: one per key, with its earliest
+/// position, sorted by the base64 text of the key (which is what the lines are
+/// compared by). Returns each with its base64 key.
+fn canonical(revocations: impl IntoIterator<Item = Revocation>) -> BTreeMap<String, Revocation> {
+    let mut out: BTreeMap<String, Revocation> = BTreeMap::new();
+    for r in revocations {
+        out.entry(note::base64_encode(&r.key))
+            .and_modify(|held| held.from = held.from.min(r.from))
+            .or_insert(r);
+    }
+    out
+}
+
+/// The extension line of a revocation: `revoked <base64 key> <from>`.
+pub(crate) fn revocation_line(r: &Revocation) -> String {
+    format!("{REVOKED_PREFIX}{} {}", note::base64_encode(&r.key), r.from)
+}
+
+/// The revocations in force in the tree of the first `size` entries, from the
+/// revocation entries of the log (key, position revoked from, position of the
+/// revocation entry), in canonical order.
+pub(crate) fn in_force(revoked: &[([u8; 32], u64, u64)], size: u64) -> Vec<Revocation> {
+    canonical(
+        revoked
+            .iter()
+            .filter(|(.., at)| *at < size)
+            .map(|(key, from, _)| Revocation {
+                key: *key,
+                from: *from,
+            }),
+    )
+    .into_values()
+    .collect()
+}
+
+/// Parses the extension lines of a checkpoint of `size` entries: each must be
+/// `revoked <base64 key> <decimal position>` (canonical base64 of 32 bytes, canonical
+/// decimal below `size`), at most [`MAX_REVOCATIONS`] of them, in strictly ascending
+/// order of the key text (so each key once).
+fn parse_revocations(lines: &[String], size: u64) -> Result<Vec<Revocation>, AuditError> {
+    if lines.len() > MAX_REVOCATIONS {
+        return Err(AuditError::Malformed("checkpoint: too many revocation lines"));
+    }
+    let malformed = AuditError::Malformed("checkpoint extension line");
+    let mut out = Vec::with_capacity(lines.len());
+    let mut previous: Option<&str> = None;
+    for line in lines {
+        let (key_text, from_text) = line
+            .strip_prefix(REVOKED_PREFIX)
+            .and_then(|rest| rest.split_once(' '))
+            .ok_or_else(|| malformed.clone())?;
+        let key: [u8; 32] = note::base64_decode(key_text)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| malformed.clone())?;
+        let from = note::parse_decimal_u64(from_text)
+            .filter(|from| *from < size)
+            .ok_or_else(|| malformed.clone())?;
+        if previous.is_some_and(|p| p >= key_text) {
+            return Err(AuditError::Malformed(
+                "checkpoint: revocation lines out of order or repeated",
+            ));
+        }
+        previous = Some(key_text);
+        out.push(Revocation { key, from });
+    }
+    Ok(out)
 }
 
 /// A checkpoint whose signature has been verified: the tree size and root the ledger
@@ -53,6 +157,7 @@ pub struct SignedCheckpoint {
     origin: String,
     size: u64,
     root: [u8; 32],
+    revocations: Vec<Revocation>,
 }
 
 /// The origin line of a ledger's checkpoints.
@@ -62,19 +167,28 @@ pub(crate) fn origin_of(ledger_id: &[u8; 16]) -> String {
 }
 
 impl SignedCheckpoint {
-    /// Signs a checkpoint of `size` entries with tree root `root`.
+    /// Signs a checkpoint of `size` entries with tree root `root` and one `revoked`
+    /// line per key of `revocations` (put in canonical form here).
     pub(crate) fn sign(
         ledger_id: &[u8; 16],
         size: u64,
         root: [u8; 32],
+        revocations: &[Revocation],
         key: &ed25519_dalek::SigningKey,
     ) -> Result<Self, AuditError> {
         let origin = origin_of(ledger_id);
+        let canonical = canonical(revocations.iter().copied());
+        if canonical.len() > MAX_REVOCATIONS {
+            return Err(AuditError::Malformed("checkpoint: too many revocation lines"));
+        }
+        if canonical.values().any(|r| r.from >= size) {
+            return Err(AuditError::Malformed("checkpoint extension line"));
+        }
         let cp = Checkpoint {
             origin: origin.clone(),
             size,
             root,
-            extensions: Vec::new(),
+            extensions: canonical.values().map(revocation_line).collect(),
         };
         cp.validate()?;
         let text = note::sign_note(&cp.body(), &origin, key)?;
@@ -83,16 +197,23 @@ impl SignedCheckpoint {
             origin,
             size,
             root,
+            revocations: canonical.into_values().collect(),
         })
     }
 
     /// Parses a signed checkpoint and verifies its signature under `key`.
     ///
+    /// `key` must be the ledger's current public key: after a rotation, a checkpoint
+    /// signed by an older key proves nothing (that key may have been stolen).
+    ///
     /// # Errors
     /// [`AuditError::Checkpoint`] when it is malformed or not signed by `key`;
-    /// [`AuditError::Mismatch`] when its origin is not a consent-ledger origin;
-    /// [`AuditError::Malformed`] when its body names another origin or has extension
-    /// lines.
+    /// [`AuditError::Mismatch`] when its origin is not a consent-ledger origin, or when
+    /// it lists `key` itself as revoked; [`AuditError::Malformed`] when its body names
+    /// another origin, or has an extension line other than a well-formed `revoked` line
+    /// (canonical base64 of a 32-byte key, a canonical decimal position below the tree
+    /// size), more than [`MAX_REVOCATIONS`] of them, or not in strictly ascending order
+    /// of the key.
     pub fn verify(text: &str, key: &VerifyingKey) -> Result<Self, AuditError> {
         let origin = text.split('\n').next().unwrap_or_default();
         if !origin.starts_with("consent-ledger/") {
@@ -100,14 +221,21 @@ impl SignedCheckpoint {
         }
         let body = note::open_note(text, origin, key.inner())?;
         let cp = Checkpoint::parse_body(&body)?;
-        if cp.origin != origin || !cp.extensions.is_empty() {
+        if cp.origin != origin {
             return Err(AuditError::Malformed("checkpoint"));
+        }
+        let revocations = parse_revocations(&cp.extensions, cp.size)?;
+        if revocations.iter().any(|r| r.key == key.to_bytes()) {
+            return Err(AuditError::Mismatch(
+                "checkpoint is signed by a key it lists as revoked",
+            ));
         }
         Ok(SignedCheckpoint {
             text: text.to_owned(),
             origin: cp.origin,
             size: cp.size,
             root: cp.root,
+            revocations,
         })
     }
 
@@ -129,6 +257,24 @@ impl SignedCheckpoint {
     /// The Merkle root of those entries.
     pub fn root(&self) -> [u8; 32] {
         self.root
+    }
+
+    /// The keys the ledger revoked in those entries, each with the earliest position it
+    /// was revoked from, in the order of the checkpoint's `revoked` lines. Empty for a
+    /// ledger that never revoked a key.
+    pub fn revocations(&self) -> &[Revocation] {
+        &self.revocations
+    }
+
+    /// The position from which `key` is revoked, if the checkpoint lists it: entries it
+    /// signed there or later are not vouched for.
+    pub fn revoked_from(&self, key: &VerifyingKey) -> Option<u64> {
+        self.revoked_from_bytes(&key.to_bytes())
+    }
+
+    /// [`SignedCheckpoint::revoked_from`] for a key given as bytes.
+    pub(crate) fn revoked_from_bytes(&self, key: &[u8; 32]) -> Option<u64> {
+        self.revocations.iter().find(|r| r.key == *key).map(|r| r.from)
     }
 }
 
@@ -183,11 +329,16 @@ pub fn verify_inclusion(
 }
 
 /// Checks that the older checkpoint's tree is a prefix of the newer one's: the log was
-/// only appended to in between, never rolled back, rewritten or forked.
+/// only appended to in between, never rolled back, rewritten or forked; and that the
+/// newer one still lists every revocation the older one lists, from the same position
+/// or an earlier one (a revocation is an entry of the log, so it cannot go away).
+///
+/// Both must have been verified under the ledger's current key.
 ///
 /// # Errors
 /// [`AuditError::Mismatch`] when the proof's sizes are not the checkpoints' or the
-/// origins differ, and [`AuditError::Proof`] when the proof fails.
+/// origins differ, or when the newer checkpoint drops or narrows a revocation; and
+/// [`AuditError::Proof`] when the proof fails.
 pub fn verify_consistency(
     older: &SignedCheckpoint,
     newer: &SignedCheckpoint,
@@ -202,6 +353,15 @@ pub fn verify_consistency(
         ));
     }
     merkle::verify_consistency(older.size, newer.size, &older.root, &newer.root, &proof.hashes)?;
+    if older
+        .revocations
+        .iter()
+        .any(|r| newer.revoked_from_bytes(&r.key).is_none_or(|from| from > r.from))
+    {
+        return Err(AuditError::Mismatch(
+            "the newer checkpoint drops or narrows a revocation the older one lists",
+        ));
+    }
     Ok(())
 }
 
@@ -216,4 +376,117 @@ pub(crate) fn decode_signed(bytes: &[u8], signer: &VerifyingKey) -> Result<entry
         ));
     }
     Ok(stored.entry)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn key() -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[0x42; 32])
+    }
+
+    fn public(seed: u8) -> [u8; 32] {
+        ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .to_bytes()
+    }
+
+    /// Without revocations, exactly the checkpoint of before `revoked` lines existed
+    /// (this text was produced by the code before them).
+    #[test]
+    fn a_checkpoint_without_revocations_is_unchanged() {
+        let cp = SignedCheckpoint::sign(&[1; 16], 3, [7; 32], &[], &key()).unwrap();
+        assert_eq!(
+            cp.text(),
+            "consent-ledger/01010101010101010101010101010101\n3\n\
+             BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n\n\
+             \u{2014} consent-ledger/01010101010101010101010101010101 \
+             6Jb7xp+x3K8dfxRxMPoosz7URUKa2XB3yLk3LsAZR6QUkSPJoDsGbzcDs8ELLUb1RiMB1CvCztG2lqj6LLhmS/fMJg4=\n"
+        );
+        assert!(cp.revocations().is_empty());
+    }
+
+    /// Revocations are written one line per key, with its earliest position, sorted by
+    /// the base64 key; what is signed verifies and reads back.
+    #[test]
+    fn revocation_lines_are_canonical() {
+        let cp = SignedCheckpoint::sign(
+            &[1; 16],
+            3,
+            [7; 32],
+            &[
+                Revocation {
+                    key: public(1),
+                    from: 2,
+                },
+                Revocation {
+                    key: public(2),
+                    from: 0,
+                },
+                Revocation {
+                    key: public(1),
+                    from: 1,
+                },
+            ],
+            &key(),
+        )
+        .unwrap();
+        assert_eq!(
+            cp.text(),
+            "consent-ledger/01010101010101010101010101010101\n3\n\
+             BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n\
+             revoked gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q= 0\n\
+             revoked iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w= 1\n\n\
+             \u{2014} consent-ledger/01010101010101010101010101010101 \
+             6Jb7xhINEDsI9HACR8t4lowRAoepbs1Z2RozmLVhmOND5a1qoRfuE2z1NyI0RCcFmJwckD2jB7R8s7TamgPNwg2ItAI=\n"
+        );
+        let expected = [
+            Revocation {
+                key: public(2),
+                from: 0,
+            },
+            Revocation {
+                key: public(1),
+                from: 1,
+            },
+        ];
+        assert_eq!(cp.revocations(), expected);
+        let public_key = VerifyingKey::from_bytes(key().verifying_key().as_bytes()).unwrap();
+        let read = SignedCheckpoint::verify(cp.text(), &public_key).unwrap();
+        assert_eq!(read, cp);
+        assert_eq!(
+            in_force(
+                &[
+                    (public(1), 2, 2),
+                    (public(2), 0, 1),
+                    (public(1), 1, 0),
+                    (public(3), 0, 3)
+                ],
+                3
+            ),
+            expected
+        );
+    }
+
+    /// What cannot be written is refused when signing: positions beyond the tree, more
+    /// keys than a verifier reads.
+    #[test]
+    fn unwritable_revocations_are_refused() {
+        let beyond = [Revocation {
+            key: public(1),
+            from: 3,
+        }];
+        assert!(SignedCheckpoint::sign(&[1; 16], 3, [7; 32], &beyond, &key()).is_err());
+        let many: Vec<Revocation> = (0..=MAX_REVOCATIONS as u32)
+            .map(|i| {
+                let mut key = [0u8; 32];
+                key[..4].copy_from_slice(&i.to_be_bytes());
+                Revocation { key, from: 0 }
+            })
+            .collect();
+        assert!(SignedCheckpoint::sign(&[1; 16], 3, [7; 32], &many, &key()).is_err());
+        assert!(SignedCheckpoint::sign(&[1; 16], 3, [7; 32], &many[1..], &key()).is_ok());
+    }
 }

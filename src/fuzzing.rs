@@ -603,6 +603,23 @@ pub fn signed_note(data: &[u8]) -> Outcome {
             cp.origin().starts_with("consent-ledger/") && text.starts_with(cp.origin()),
             "checkpoint origin is not its first line",
         )?;
+        // Its extension lines are exactly its revocations, in canonical form.
+        let extensions = note::open_note(text, cp.origin(), key.inner())
+            .ok()
+            .and_then(|body| Checkpoint::parse_body(&body).ok())
+            .map(|c| c.extensions);
+        let lines: Vec<String> = cp.revocations().iter().map(checkpoint::revocation_line).collect();
+        ensure(
+            extensions.as_ref() == Some(&lines),
+            "revocations do not format back to the checkpoint's extension lines",
+        )?;
+        ensure(
+            cp.revocations().len() <= checkpoint::MAX_REVOCATIONS
+                && cp.revocations().iter().all(|r| r.from < cp.size())
+                && cp.revoked_from(&key).is_none()
+                && lines.windows(2).all(|w| w.first() < w.get(1)),
+            "a verified checkpoint lists revocations out of bounds, out of order or of its signer",
+        )?;
         accepted = true;
     }
     // Anything that signs must open to the same text.
@@ -734,6 +751,15 @@ pub fn receipt(data: &[u8]) -> Outcome {
                 && v.action == r.action()
                 && v.purpose.as_deref() == r.purpose(),
             "a verified receipt says something else than the receipt",
+        )?;
+        let signer = r
+            .entry_signer()
+            .map_err(|_| Violation("a verified receipt has no valid entry signer"))?;
+        ensure(
+            v.checkpoint
+                .revoked_from(&signer)
+                .is_none_or(|from| from > v.entry_seq),
+            "a receipt verifies for an entry whose signer its checkpoint revokes",
         )?;
     }
     Ok(true)
@@ -1071,7 +1097,24 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         tree.push(merkle::leaf_hash(bytes));
     }
     let size = tree.len();
-    if let Ok(cp) = SignedCheckpoint::sign(&[1; 16], size, tree.root(), signing_key().inner()) {
+    // Then the same with `revoked` lines (of other keys than the one that signs it: the
+    // seed log's own revocation is of that key), and a receipt for the entry at the
+    // position one of them names, signed by a key it does not name.
+    let revocations = [
+        checkpoint::Revocation {
+            key: second_key().verifying_key().to_bytes(),
+            from: 2,
+        },
+        checkpoint::Revocation {
+            key: SigningKey::from_bytes(&[0x44; 32]).verifying_key().to_bytes(),
+            from: 0,
+        },
+    ];
+    for revoked in [&[][..], &revocations[..]] {
+        let Ok(cp) = SignedCheckpoint::sign(&[1; 16], size, tree.root(), revoked, signing_key().inner())
+        else {
+            continue;
+        };
         out.push(("signed_note", cp.text().as_bytes().to_vec()));
         if let (Some(bytes), Some(hashes)) = (log.get(2), tree.inclusion_proof(2, size)) {
             let proof = checkpoint::InclusionProof {

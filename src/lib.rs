@@ -30,7 +30,8 @@ mod time;
 
 pub use audience::{AudienceCounts, AudienceMatch, AudienceMatcher, DeniedCounts};
 pub use checkpoint::{
-    verify_consistency, verify_inclusion, AuditError, ConsistencyProof, InclusionProof, SignedCheckpoint,
+    verify_consistency, verify_inclusion, AuditError, ConsistencyProof, InclusionProof, Revocation,
+    SignedCheckpoint, MAX_REVOCATIONS,
 };
 pub use decision::{Denied, Evidence, Use};
 pub use delivery::{Channel, Misdelivery, Parcel};

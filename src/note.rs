@@ -220,7 +220,7 @@ fn is_checkpoint_line(line: &str) -> bool {
 
 /// Parses a canonical unsigned decimal: ASCII digits only, no sign, no
 /// leading zero unless the value is exactly `0`, no overflow.
-fn parse_decimal_u64(s: &str) -> Option<u64> {
+pub(crate) fn parse_decimal_u64(s: &str) -> Option<u64> {
     if s.is_empty() || (s.len() > 1 && s.starts_with('0')) {
         return None;
     }

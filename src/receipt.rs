@@ -203,6 +203,20 @@ impl Receipt {
         self.purpose.as_deref()
     }
 
+    /// The public key the receipt says signed the entry (checked by
+    /// [`verify_receipt`]), to look up in a later checkpoint's revocations
+    /// ([`SignedCheckpoint::revoked_from`]).
+    ///
+    /// # Errors
+    /// [`AuditError::Malformed`] when the field is not the base64 of a valid public key.
+    pub fn entry_signer(&self) -> Result<VerifyingKey, AuditError> {
+        let bytes: [u8; 32] = note::base64_decode(&self.entry_signer)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(AuditError::Malformed("entry signer"))?;
+        VerifyingKey::from_bytes(&bytes).map_err(|_| AuditError::Malformed("entry signer"))
+    }
+
     /// How to withdraw, as the application stated it. Not verified: nothing signs it,
     /// so a receipt passed on by someone else may carry any text here, and
     /// [`verify_receipt`] still accepts it.
@@ -227,12 +241,14 @@ pub struct VerifiedReceipt {
 }
 
 /// Verifies a receipt offline with the ledger's public key: the checkpoint is signed by
-/// `key`; the entry's signature verifies under the key named in the receipt; the
-/// inclusion proof leads from the entry to the checkpoint's root, every hash checked;
-/// and every human-readable field is what the signed entry says.
+/// `key`; the entry's signature verifies under the key named in the receipt, and the
+/// checkpoint does not list that key as revoked from a position at or before the entry;
+/// the inclusion proof leads from the entry to the checkpoint's root, every hash
+/// checked; and every human-readable field is what the signed entry says.
 ///
 /// # Errors
-/// [`AuditError`] naming what does not hold.
+/// [`AuditError`] naming what does not hold; [`AuditError::RevokedSigner`] when the
+/// checkpoint lists the entry's signer as revoked at or before the entry.
 pub fn verify_receipt(receipt: &Receipt, key: &VerifyingKey) -> Result<VerifiedReceipt, AuditError> {
     if receipt.version != RECEIPT_VERSION {
         return Err(AuditError::UnsupportedVersion(receipt.version));
@@ -244,17 +260,19 @@ pub fn verify_receipt(receipt: &Receipt, key: &VerifyingKey) -> Result<VerifiedR
         ));
     }
     let bytes = note::base64_decode(&receipt.entry).map_err(|_| AuditError::Malformed("entry"))?;
-    let signer_bytes: [u8; 32] = note::base64_decode(&receipt.entry_signer)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or(AuditError::Malformed("entry signer"))?;
-    let signer =
-        VerifyingKey::from_bytes(&signer_bytes).map_err(|_| AuditError::Malformed("entry signer"))?;
+    let signer = receipt.entry_signer()?;
+    let signer_bytes = signer.to_bytes();
     let entry = checkpoint::decode_signed(&bytes, &signer)?;
     if entry.seq != receipt.entry_seq || receipt.inclusion_proof.index != entry.seq {
         return Err(AuditError::Mismatch(
             "receipt position does not match the signed entry",
         ));
+    }
+    if let Some(revoked_from) = cp
+        .revoked_from_bytes(&signer_bytes)
+        .filter(|from| *from <= entry.seq)
+    {
+        return Err(AuditError::RevokedSigner { revoked_from });
     }
     let f = fields(&entry).ok_or(AuditError::Mismatch("entry is not a consent change"))?;
     let claimed = Fields {

@@ -12,9 +12,10 @@
 mod sled_util;
 
 use consent_ledger::{
-    verify_receipt, Analytics, Identifier, Inspector, IntegrityProblem, Ledger, ManualClock, OpenError,
-    PartnerSharing, PseudonymKey, ReadError, Recipient, RecipientScope, SigningKey, SubjectId, Timestamp,
-    WriteError,
+    verify_consistency, verify_receipt, Analytics, AuditError, Identifier, Inspector, IntegrityProblem,
+    Ledger, ManualClock, OpenError, PartnerSharing, PseudonymKey, ReadError, Receipt, Recipient,
+    RecipientScope, Revocation, SignedCheckpoint, SigningKey, SubjectId, Timestamp, WriteError,
+    MAX_REVOCATIONS,
 };
 use ed25519_dalek::Signer;
 use sha2::{Digest, Sha256};
@@ -47,11 +48,19 @@ fn b64(data: &[u8]) -> String {
 }
 
 /// Re-signs a checkpoint's body (origin, size, root) with `key`, as the holder of a
-/// stolen old key would: C2SP signed note, key id = SHA-256(name || '\n' || 0x01 || pk)[..4].
+/// stolen old key would.
 fn forge_checkpoint(legit: &str, key: &SigningKey) -> String {
-    use ed25519_dalek::Signer;
-    use sha2::{Digest, Sha256};
-    let body = &legit[..legit.find("\n\n").unwrap() + 1];
+    sign_body(body_of(legit), key)
+}
+
+/// The note text of a signed checkpoint (its body, final newline included).
+fn body_of(signed: &str) -> &str {
+    &signed[..signed.find("\n\n").unwrap() + 1]
+}
+
+/// Signs a checkpoint body with `key`: C2SP signed note named by the origin (first
+/// line), key id = SHA-256(name || '\n' || 0x01 || pk)[..4].
+fn sign_body(body: &str, key: &SigningKey) -> String {
     let origin = body.lines().next().unwrap();
     let sk = ed25519_dalek::SigningKey::from_bytes(&key.expose_seed());
     let mut h = Sha256::new();
@@ -374,4 +383,298 @@ fn a_stolen_old_key_cannot_hand_the_log_to_the_current_key() {
             }
         }
     }
+}
+
+/// Every part of a receipt is public output of the ledger (entry bytes, inclusion proof,
+/// a checkpoint signed by the current key), so whoever holds them can assemble the very
+/// receipt `Ledger::receipt` refuses for an entry signed by a revoked key. The
+/// checkpoint names the revocation (`revoked <key> <from>`, covered by its signature),
+/// and `verify_receipt` refuses the assembled receipt under the current key; entries the
+/// key signed before `from` still get receipts that verify.
+#[test]
+fn a_receipt_assembled_by_hand_for_a_revoked_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
+    let s = SubjectId::new("s-1").unwrap();
+    let l = open(dir.path(), &k0, &pk, &clock);
+    let before = l
+        .grant::<Analytics>(&s, RecipientScope::first_party(), None)
+        .unwrap();
+    // The grant the stolen k0 may have made.
+    let g = l
+        .grant::<Analytics>(&s, RecipientScope::all_partners(), None)
+        .unwrap();
+    l.rotate_key(k1.clone()).unwrap();
+    l.revoke_key(k0.verifying_key(), g.seq).unwrap();
+    assert!(l.receipt(g.seq, "x").is_err(), "the ledger refuses this receipt");
+
+    // The checkpoint lists the revocation, in the documented form.
+    let cp = l.checkpoint().unwrap();
+    let line = format!("revoked {} {}\n", b64(&k0.verifying_key().to_bytes()), g.seq);
+    assert!(body_of(cp.text()).ends_with(&line), "{}", cp.text());
+    assert_eq!(
+        cp.revocations(),
+        [Revocation {
+            key: k0.verifying_key().to_bytes(),
+            from: g.seq
+        }]
+    );
+    assert_eq!(cp.revoked_from(&k0.verifying_key()), Some(g.seq));
+    assert_eq!(cp.revoked_from(&k1.verifying_key()), None);
+    let verified = SignedCheckpoint::verify(cp.text(), &k1.verifying_key()).unwrap();
+    assert_eq!(verified, cp);
+
+    // Assembled from public outputs only.
+    let proof = l.inclusion_proof(g.seq, cp.size()).unwrap();
+    let bytes = l.entry_bytes(g.seq).unwrap();
+    let json = serde_json::json!({
+        "version": 1,
+        "ledger": cp.origin(),
+        "entry_seq": g.seq,
+        "timestamp": g.timestamp.to_string(),
+        "subject": "s-1",
+        "action": "granted",
+        "purpose": "analytics",
+        "legal_basis": "consent",
+        "recipients": ["all business partners"],
+        "expires_at": null,
+        "how_to_withdraw": "x",
+        "entry": b64(&bytes),
+        "entry_signer": b64(&k0.verifying_key().to_bytes()),
+        "inclusion_proof": {
+            "index": proof.index,
+            "tree_size": proof.tree_size,
+            "hashes": proof.hashes.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+        },
+        "checkpoint": cp.text(),
+    });
+    let r = Receipt::from_json(&json.to_string()).unwrap();
+    assert_eq!(r.entry_signer().unwrap(), k0.verifying_key());
+    assert_eq!(
+        verify_receipt(&r, &k1.verifying_key()),
+        Err(AuditError::RevokedSigner { revoked_from: g.seq })
+    );
+
+    // Before the revoked position, k0's entry is vouched for, under the same checkpoint.
+    let ok = l.receipt(before.seq, "x").unwrap();
+    let v = verify_receipt(&ok, &k1.verifying_key()).unwrap();
+    assert_eq!(v.checkpoint, cp);
+
+    // Reopened, the ledger signs the same checkpoint (the revocation is read back).
+    drop(l);
+    let l = open(dir.path(), &k1, &pk, &clock);
+    assert_eq!(l.checkpoint().unwrap().text(), cp.text());
+}
+
+/// The `revoked` extension lines of a checkpoint, signed by the current key: the
+/// canonical form is accepted and read back; anything else (unknown lines, malformed
+/// keys or positions, positions beyond the tree, disorder, repeats, the signer itself,
+/// too many lines) is refused with a reason, never echoing the input.
+#[test]
+fn checkpoint_revocation_lines_are_canonical_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1));
+    let k = SigningKey::generate();
+    let l = open(dir.path(), &k, &pk, &clock);
+    let s = SubjectId::new("s-1").unwrap();
+    l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
+        .unwrap();
+    l.withdraw::<Analytics>(&s).unwrap();
+    let cp = l.checkpoint().unwrap();
+    assert_eq!(cp.size(), 3);
+    // Without revocations, the checkpoint is the three lines of before.
+    let body = body_of(cp.text()).to_owned();
+    assert_eq!(body.lines().count(), 3, "{}", cp.text());
+    assert!(cp.revocations().is_empty());
+
+    let (a, b) = {
+        let x = SigningKey::generate().verifying_key().to_bytes();
+        let y = SigningKey::generate().verifying_key().to_bytes();
+        if b64(&x) < b64(&y) {
+            (x, y)
+        } else {
+            (y, x)
+        }
+    };
+    let (ta, tb) = (b64(&a), b64(&b));
+    let with = |lines: &[String]| {
+        let mut text = body.clone();
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        sign_body(&text, &k)
+    };
+    let verify = |lines: &[String]| SignedCheckpoint::verify(&with(lines), &k.verifying_key());
+
+    // Canonical: accepted and read back.
+    let ok = verify(&[format!("revoked {ta} 0"), format!("revoked {tb} 2")]).unwrap();
+    assert_eq!(
+        ok.revocations(),
+        [Revocation { key: a, from: 0 }, Revocation { key: b, from: 2 }]
+    );
+
+    // A non-canonical base64 of `a`: the last character before the padding with an
+    // unused bit set.
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let last = alphabet.find(ta.chars().nth(42).unwrap()).unwrap();
+    let loose = format!("{}{}=", &ta[..42], alphabet.chars().nth(last | 1).unwrap());
+    let own = b64(&k.verifying_key().to_bytes());
+    let malformed: Vec<Vec<String>> = vec![
+        vec!["unknown extension".into()],
+        vec!["revoked".into()],
+        vec![format!("revoked {ta}")],
+        vec![format!("revoked  {ta} 0")],
+        vec![format!("revoked {ta}  0")],
+        vec![format!("revoked {ta} 0 ")],
+        vec![format!(" revoked {ta} 0")],
+        vec![format!("Revoked {ta} 0")],
+        vec![format!("revoked {ta} 0 extra")],
+        vec![format!("revoked {ta} 00")],
+        vec![format!("revoked {ta} +1")],
+        vec![format!("revoked {ta} -1")],
+        vec![format!("revoked {ta} 3")], // the tree has 3 entries: positions 0..=2
+        vec![format!("revoked {ta} 18446744073709551616")],
+        vec![format!("revoked {} 0", ta.trim_end_matches('='))],
+        vec![format!("revoked {loose} 0")],
+        vec![format!("revoked {} 0", b64(&[1u8; 31]))],
+        vec![format!("revoked {} 0", b64(&[1u8; 33]))],
+        vec![format!("revoked {} 0", hex(&a))],
+        // Out of order, repeated.
+        vec![format!("revoked {tb} 0"), format!("revoked {ta} 0")],
+        vec![format!("revoked {ta} 0"), format!("revoked {ta} 0")],
+        vec![format!("revoked {ta} 0"), format!("revoked {ta} 1")],
+        // A valid line, then an unknown one.
+        vec![format!("revoked {ta} 0"), "origin-like line".into()],
+    ];
+    for lines in &malformed {
+        match verify(lines) {
+            Err(AuditError::Malformed(why)) => assert!(!why.contains(&ta), "{why}"),
+            other => panic!("{lines:?}: {other:?}"),
+        }
+    }
+    // A line with a control character breaks the note itself.
+    assert!(matches!(
+        SignedCheckpoint::verify(
+            &with(&[format!("revoked {ta}\t0")]).replace('\t', "\u{1}"),
+            &k.verifying_key()
+        ),
+        Err(AuditError::Checkpoint(_))
+    ));
+    // The signer itself listed as revoked.
+    assert!(matches!(
+        verify(&[format!("revoked {own} 0")]),
+        Err(AuditError::Mismatch(_))
+    ));
+
+    // The bound: as many lines as a ledger may revoke keys, and no more.
+    let mut many: Vec<String> = (0..=MAX_REVOCATIONS as u32)
+        .map(|i| {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            key[31] = 0xAA;
+            format!("revoked {} 1", b64(&key))
+        })
+        .collect();
+    many.sort();
+    assert!(matches!(
+        verify(&many),
+        Err(AuditError::Malformed("checkpoint: too many revocation lines"))
+    ));
+    many.pop();
+    assert_eq!(verify(&many).unwrap().revocations().len(), MAX_REVOCATIONS);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A newer checkpoint that drops or narrows a revocation an older one lists is refused
+/// by `verify_consistency` and, as a trusted checkpoint, by opening: a revocation is an
+/// entry of the log and cannot go away. (Re-signed with the current key, which only the
+/// operator holds: this is the check that the operator's checkpoints agree.)
+#[test]
+fn a_checkpoint_cannot_drop_a_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1));
+    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
+    let s = SubjectId::new("s-1").unwrap();
+    let l = open(dir.path(), &k0, &pk, &clock);
+    l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
+        .unwrap(); // 1
+    l.rotate_key(k1.clone()).unwrap(); // 2
+    l.revoke_key(k0.verifying_key(), 1).unwrap(); // 3
+    let older = l.checkpoint().unwrap();
+    l.withdraw::<Analytics>(&s).unwrap(); // 4
+    let newer = l.checkpoint().unwrap();
+    let proof = l.consistency_proof(older.size(), newer.size()).unwrap();
+    verify_consistency(&older, &newer, &proof).unwrap();
+
+    let line = format!("revoked {} 1\n", b64(&k0.verifying_key().to_bytes()));
+    let key = k1.verifying_key();
+    let dropped = sign_body(&body_of(newer.text()).replace(&line, ""), &k1);
+    let narrowed = sign_body(
+        &body_of(newer.text()).replace(&line, &line.replace(" 1\n", " 2\n")),
+        &k1,
+    );
+    let widened = sign_body(
+        &body_of(newer.text()).replace(&line, &line.replace(" 1\n", " 0\n")),
+        &k1,
+    );
+    for (text, refused) in [(&dropped, true), (&narrowed, true), (&widened, false)] {
+        let cp = SignedCheckpoint::verify(text, &key).unwrap();
+        let verdict = verify_consistency(&older, &cp, &proof);
+        if refused {
+            assert!(matches!(verdict, Err(AuditError::Mismatch(_))), "{verdict:?}");
+        } else {
+            verdict.unwrap();
+        }
+    }
+    drop(l);
+
+    // As a trusted checkpoint at open: exactly the log's revocations, or refused.
+    let opened = |cp: &str| {
+        Ledger::builder(dir.path())
+            .signing_key(k1.clone())
+            .pseudonym_key(pk.clone())
+            .clock(clock.clone())
+            .trusted_checkpoint(cp)
+            .open()
+    };
+    for forged in [&dropped, &narrowed, &widened] {
+        match opened(forged) {
+            Err(OpenError::Integrity(e)) => {
+                assert_eq!(e.problem, IntegrityProblem::InconsistentWithCheckpoint)
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+    opened(newer.text()).unwrap();
+}
+
+/// Every checkpoint lists every revoked key, and verifiers read at most
+/// `MAX_REVOCATIONS` lines: a ledger refuses to revoke one key more (revoking a key
+/// again stays possible), and its checkpoints keep verifying.
+#[test]
+fn a_ledger_revokes_at_most_max_revocations_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1));
+    let k = SigningKey::generate();
+    let l = open(dir.path(), &k, &pk, &clock);
+    let keys: Vec<_> = (0..MAX_REVOCATIONS)
+        .map(|_| SigningKey::generate().verifying_key())
+        .collect();
+    for key in &keys {
+        l.revoke_key(*key, 0).unwrap();
+    }
+    let one_more = l.revoke_key(SigningKey::generate().verifying_key(), 0);
+    assert!(matches!(one_more, Err(WriteError::Input(_))), "{one_more:?}");
+    l.revoke_key(keys[0], 1).unwrap();
+    let cp = SignedCheckpoint::verify(l.checkpoint().unwrap().text(), &k.verifying_key()).unwrap();
+    assert_eq!(cp.revocations().len(), MAX_REVOCATIONS);
 }

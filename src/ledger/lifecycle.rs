@@ -49,8 +49,8 @@ impl Ledger {
                 if w.key.verifying_key().to_bytes() == new_public {
                     return Err(InputError::new("new signing key", "is the current key").into());
                 }
-                let revoked = self.inner.revoked_keys.lock().map_err(|_| WriteError::Failed)?;
-                if revoked.contains(&new_public) {
+                let revoked = self.inner.revocations.lock().map_err(|_| WriteError::Failed)?;
+                if revoked.iter().any(|(key, ..)| *key == new_public) {
                     return Err(InputError::new("new signing key", "was revoked").into());
                 }
                 // The new key accepts the rotation at this position of this log, so that
@@ -104,9 +104,16 @@ impl Ledger {
     /// from `from` on. The revocation is synced before this returns, whatever the
     /// durability setting.
     ///
+    /// Checkpoints signed from then on carry a `revoked` line naming `key` and `from`
+    /// (the earliest, when it is revoked again), so that
+    /// [`verify_receipt`](crate::verify_receipt) refuses a receipt for such an entry
+    /// even when it is assembled by hand from public outputs.
+    ///
     /// # Errors
-    /// [`WriteError::Input`] when `key` is the current signing key or `from` is beyond
-    /// the end of the log; storage failures.
+    /// [`WriteError::Input`] when `key` is the current signing key, `from` is beyond
+    /// the end of the log, or `key` would be the 1025th key revoked
+    /// ([`MAX_REVOCATIONS`](crate::MAX_REVOCATIONS): every checkpoint lists them all);
+    /// storage failures.
     pub fn revoke_key(&self, key: VerifyingKey, from: u64) -> Result<Recorded, WriteError> {
         let bytes = key.to_bytes();
         let recorded = self.append_then(
@@ -122,11 +129,24 @@ impl Ledger {
                         InputError::new("revocation position", "is beyond the end of the log").into(),
                     );
                 }
+                // Checkpoints list every revoked key, and verifiers accept a bounded
+                // number of lines.
+                let revoked = self.inner.revocations.lock().map_err(|_| WriteError::Failed)?;
+                let mut keys: Vec<&[u8; 32]> = revoked.iter().map(|(key, ..)| key).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                if !keys.contains(&&bytes) && keys.len() >= crate::checkpoint::MAX_REVOCATIONS {
+                    return Err(InputError::new(
+                        "revoked key",
+                        "would exceed the 1024 keys a ledger may revoke",
+                    )
+                    .into());
+                }
                 Ok(Prepared::Append(Body::KeyRevoked { key: bytes, from }, None))
             },
-            |_| {
-                if let Ok(mut revoked) = self.inner.revoked_keys.lock() {
-                    revoked.push(bytes);
+            |w| {
+                if let Ok(mut revoked) = self.inner.revocations.lock() {
+                    revoked.push((bytes, from, w.next_seq.saturating_sub(1)));
                 }
             },
         )?;

@@ -49,7 +49,9 @@ impl Ledger {
     }
 
     /// A signed checkpoint (C2SP signed note) of the durable part of the log: its size
-    /// and Merkle root, signed with the current signing key. Keep the latest one outside
+    /// and Merkle root, and one `revoked` line per key revoked in that part
+    /// ([`SignedCheckpoint::revocations`]), signed with the current signing key. Keep
+    /// the latest one outside
     /// the database and pass it to
     /// [`LedgerBuilder::trusted_checkpoint`](crate::LedgerBuilder::trusted_checkpoint)
     /// when opening, to catch truncation and rollbacks. With
@@ -65,7 +67,15 @@ impl Ledger {
             let root = t
                 .root_at(size)
                 .ok_or(IntegrityProblem::Missing { next: t.len() })?;
-            SignedCheckpoint::sign(&id, size, root, key.inner())
+            // Taken under the writer lock (after the tree's): every revocation entry
+            // below `size` has been recorded here.
+            let revocations = self
+                .inner
+                .revocations
+                .lock()
+                .map(|r| crate::checkpoint::in_force(&r, size))
+                .map_err(|_| IntegrityProblem::InvalidField("revocations"))?;
+            SignedCheckpoint::sign(&id, size, root, &revocations, key.inner())
                 .map_err(|_| IntegrityProblem::InvalidField("checkpoint"))
         })?
         .map_err(|problem| {

@@ -283,8 +283,9 @@ struct Inner {
     /// An erasure has not yet destroyed the snapshot on disk (its destruction failed):
     /// it must be destroyed, not merely replaced, before a new one is written.
     snapshot_outlives_erasure: std::sync::atomic::AtomicBool,
-    /// Every key the log has revoked (from any position): never rotated to again.
-    revoked_keys: Mutex<Vec<[u8; 32]>>,
+    /// Every revocation entry of the log: (key, position revoked from, position of the
+    /// entry). A revoked key is never rotated to again; checkpoints list them.
+    revocations: Mutex<Vec<([u8; 32], u64, u64)>>,
     /// Held by an erasure from its entry to its last removal.
     erasing: Mutex<()>,
     /// Held by every sync of the store while it runs and its failure is marked: the

@@ -134,7 +134,8 @@ impl<S, K> LedgerBuilder<S, K> {
     /// A signed checkpoint kept outside the database (a file, another store), from
     /// [`Ledger::checkpoint`]. Opening then refuses a ledger that is shorter than the
     /// checkpoint ([`IntegrityProblem::Truncated`](crate::IntegrityProblem::Truncated))
-    /// or whose first entries are not the ones it committed to
+    /// or whose first entries (or the key revocations among them, which its `revoked`
+    /// lines list) are not the ones it committed to
     /// ([`IntegrityProblem::InconsistentWithCheckpoint`](crate::IntegrityProblem::InconsistentWithCheckpoint)):
     /// truncation and restoring an older backup are caught. The checkpoint must be signed
     /// by the current signing key, the one this builder opens with: after
@@ -442,7 +443,6 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         }
     };
 
-    let revoked_keys = replay.revoked.iter().map(|(key, ..)| *key).collect();
     let head = replay.head_hash();
     let len = replay.len();
     let last_ts = Timestamp::from_millis(replay.last_timestamp());
@@ -490,7 +490,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             snapshots: b.snapshots,
             snapshot_len: AtomicU64::new(snapshot_len),
             snapshot_outlives_erasure: std::sync::atomic::AtomicBool::new(false),
-            revoked_keys: Mutex::new(revoked_keys),
+            revocations: Mutex::new(replay.revoked.clone()),
             erasing: Mutex::new(()),
             syncing: Mutex::new(()),
         }),
@@ -878,7 +878,10 @@ fn check_trusted(text: &str, replay: &Replay, tree: &crate::merkle::MerkleTree) 
         }
         .into());
     }
-    if tree.root_at(cp.size()) != Some(cp.root()) {
+    // The revocations it lists are those of the entries it covers, exactly.
+    if tree.root_at(cp.size()) != Some(cp.root())
+        || cp.revocations() != crate::checkpoint::in_force(&replay.revoked, cp.size())
+    {
         return Err(IntegrityError {
             position: cp.size().saturating_sub(1),
             problem: IntegrityProblem::InconsistentWithCheckpoint,
