@@ -11,7 +11,9 @@
 //!   receipt DIR --keys KEYS SEQ [--withdraw TEXT]
 //!                                               a consent receipt for entry SEQ (JSON);
 //!                                               TEXT tells the person how to withdraw
-//!   verify-receipt FILE PUBKEY_HEX              check a receipt offline
+//!   verify-receipt FILE PUBKEY_HEX              check a receipt offline; PUBKEY_HEX
+//!                                               must be the ledger's current key (`key`
+//!                                               gives it): an older one vouches for nothing
 //!   impact DIR --keys KEYS --from MS --until MS [--purpose ID] [--partner NAME]
 //!          [--assume never:GIVEN_FOR:USED_FOR] [--assume withdrawals-immediate]
 //!          [--assume void-grants:FROM_MS:UNTIL_MS]
@@ -349,14 +351,22 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
         }
         "verify-receipt" => {
             let text = std::fs::read_to_string(a.pos(1, "receipt file")?)?;
-            let key = VerifyingKey::from_bytes(&unhex32(a.pos(2, "public key (hex)")?)?)?;
+            let key_hex = a.pos(2, "public key (hex)")?.to_ascii_lowercase();
+            let key = VerifyingKey::from_bytes(&unhex32(&key_hex)?)?;
             let checked = Receipt::from_json(&text).and_then(|r| verify_receipt(&r, &key));
+            // The verdict rests on this key alone: whoever holds its private half can
+            // make a receipt that passes.
+            let rests_on = format!(
+                "verdict under key {key_hex}; it means something only if this is the ledger's \
+                 current key (after a rotation an older key vouches for nothing: ask for a \
+                 fresh receipt)"
+            );
             match checked {
                 Ok(v) => {
                     emit(
                         a,
                         format!(
-                            "ok: entry {} ({} of {:?} for subject {}) is in the log of size {}",
+                            "ok: entry {} ({} of {:?} for subject {}) is in the log of size {}\n{rests_on}",
                             v.entry_seq,
                             v.action,
                             v.purpose.as_deref().unwrap_or("-"),
@@ -364,15 +374,15 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                             v.checkpoint.size()
                         ),
                         json!({"ok": true, "entry": v.entry_seq, "action": v.action, "purpose": v.purpose,
-                               "subject": v.subject, "tree_size": v.checkpoint.size()}),
+                               "subject": v.subject, "tree_size": v.checkpoint.size(), "key": key_hex}),
                     );
                     Ok(Ok(()))
                 }
                 Err(e) => {
                     emit(
                         a,
-                        format!("FAILED: {e}"),
-                        json!({"ok": false, "error": e.to_string()}),
+                        format!("FAILED: {e}\n{rests_on}"),
+                        json!({"ok": false, "error": e.to_string(), "key": key_hex}),
                     );
                     Ok(Err(Failed(e.to_string())))
                 }

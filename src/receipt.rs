@@ -246,6 +246,20 @@ pub struct VerifiedReceipt {
 /// the inclusion proof leads from the entry to the checkpoint's root, every hash
 /// checked; and every human-readable field is what the signed entry says.
 ///
+/// **`key` must be the ledger's current public key.** The verdict rests on it and on
+/// nothing else: whoever holds the private half of `key` can make a receipt that passes
+/// (any entry, any tree). After [`Ledger::rotate_key`](crate::Ledger::rotate_key), an
+/// older key vouches for nothing, since it may have been stolen, and nothing in a
+/// receipt can tell that it was rotated away. So learn the current key from the
+/// operator (it is [`VerifyReport::current_key`](crate::VerifyReport::current_key) of
+/// the log, and each rotation is accepted by its new key), and when it is not the key a
+/// receipt was checked with before, ask for a fresh receipt
+/// ([`Ledger::receipt`](crate::Ledger::receipt)) or a fresh checkpoint with a consistency proof from the
+/// receipt's checkpoint ([`verify_consistency`](crate::verify_consistency)) and check
+/// them under the current key. A fresh checkpoint also lists the revocations made since
+/// the receipt was issued: see [`SignedCheckpoint::revoked_from`] and
+/// [`Receipt::entry_signer`].
+///
 /// # Errors
 /// [`AuditError`] naming what does not hold; [`AuditError::RevokedSigner`] when the
 /// checkpoint lists the entry's signer as revoked at or before the entry.

@@ -468,6 +468,91 @@ fn a_receipt_assembled_by_hand_for_a_revoked_key_is_refused() {
     assert_eq!(l.checkpoint().unwrap().text(), cp.text());
 }
 
+/// `verify_receipt(r, key)` trusts `key`: after a rotation away from a stolen k0 (and its
+/// revocation), the thief forges a receipt for a grant that never happened (subject
+/// `s-9`, who never appears in the log), with the entry re-signed by k0 and a checkpoint
+/// of a made-up tree signed by k0. Checked under k0 it passes: nothing in a receipt can
+/// show that k0 was rotated away, so an old key vouches for nothing (documented on
+/// `verify_receipt`, `Ledger::rotate_key` and in docs/receipts.md). Under the ledger's
+/// current key it is refused; and a fresh checkpoint under the current key lists k0 as
+/// revoked and is not consistent with the forged tree, which is how the person finds
+/// out.
+#[test]
+fn a_rotated_away_key_vouches_for_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
+    let s = SubjectId::new("s-1").unwrap();
+    let l = open(dir.path(), &k0, &pk, &clock);
+    let g = l
+        .grant::<Analytics>(&s, RecipientScope::all_partners(), None)
+        .unwrap();
+    // A genuine receipt, issued under k0: the person keeps k0 as the ledger's key.
+    let genuine = l.receipt(g.seq, "x").unwrap();
+    let held = verify_receipt(&genuine, &k0.verifying_key()).unwrap();
+    l.rotate_key(k1.clone()).unwrap();
+    l.revoke_key(k0.verifying_key(), 0).unwrap();
+    let origin = l.checkpoint().unwrap().origin().to_owned();
+
+    // The thief, with k0: the grant entry for another subject, re-signed.
+    let mut bytes = l.entry_bytes(g.seq).unwrap();
+    let at = bytes.windows(3).position(|w| w == b"s-1").unwrap();
+    bytes[at..at + 3].copy_from_slice(b"s-9");
+    let body_len = bytes.len() - 64;
+    let sk0 = ed25519_dalek::SigningKey::from_bytes(&k0.expose_seed());
+    let mut msg = b"consent-ledger entry v1\n".to_vec();
+    msg.extend_from_slice(&bytes[..body_len]);
+    let sig = sk0.sign(&msg).to_bytes();
+    bytes[body_len..].copy_from_slice(&sig);
+    // A tree of g.seq + 1 leaves whose last leaf is that entry.
+    let leaf: [u8; 32] = Sha256::new()
+        .chain_update([0u8])
+        .chain_update(&bytes)
+        .finalize()
+        .into();
+    assert_eq!(g.seq, 1);
+    let sibling = [7u8; 32];
+    let root: [u8; 32] = Sha256::new()
+        .chain_update([1u8])
+        .chain_update(sibling)
+        .chain_update(leaf)
+        .finalize()
+        .into();
+    let checkpoint = sign_body(&format!("{origin}\n2\n{}\n", b64(&root)), &k0);
+    let mut v: serde_json::Value = serde_json::from_str(&genuine.to_json()).unwrap();
+    v["subject"] = "s-9".into();
+    v["entry"] = b64(&bytes).into();
+    v["inclusion_proof"] = serde_json::json!({"index": 1, "tree_size": 2, "hashes": [b64(&sibling)]});
+    v["checkpoint"] = checkpoint.clone().into();
+    let forged = Receipt::from_json(&v.to_string()).unwrap();
+
+    // Under the key it is checked with, the forgery passes: the verdict rests on that
+    // key alone, and k0 is no longer the ledger's key.
+    let fooled = verify_receipt(&forged, &k0.verifying_key()).unwrap();
+    assert_eq!(fooled.subject, "s-9");
+    // Under the ledger's current key it is refused.
+    assert!(matches!(
+        verify_receipt(&forged, &k1.verifying_key()),
+        Err(AuditError::Checkpoint(_))
+    ));
+    // A fresh checkpoint, checked under the current key, lists the forger's key as
+    // revoked from 0, and the forged tree is not a prefix of the ledger's.
+    let fresh = SignedCheckpoint::verify(l.checkpoint().unwrap().text(), &k1.verifying_key()).unwrap();
+    assert_eq!(fresh.revoked_from(&forged.entry_signer().unwrap()), Some(0));
+    let proof = l.consistency_proof(2, fresh.size()).unwrap();
+    assert!(matches!(
+        verify_consistency(&fooled.checkpoint, &fresh, &proof),
+        Err(AuditError::Proof(_))
+    ));
+    // The genuine receipt's tree is a prefix of the ledger's, but its entry's signer is
+    // revoked from 0: the ledger no longer vouches for it either (and refuses a fresh
+    // receipt for it).
+    verify_consistency(&held.checkpoint, &fresh, &proof).unwrap();
+    assert_eq!(fresh.revoked_from(&genuine.entry_signer().unwrap()), Some(0));
+    assert!(l.receipt(g.seq, "x").is_err());
+}
+
 /// The `revoked` extension lines of a checkpoint, signed by the current key: the
 /// canonical form is accepted and read back; anything else (unknown lines, malformed
 /// keys or positions, positions beyond the tree, disorder, repeats, the signer itself,

@@ -37,6 +37,20 @@ impl Ledger {
     /// The rotation is synced before this returns, whatever the durability setting: a
     /// crash must not lose it once the caller may have destroyed the old key.
     ///
+    /// From here on the old key vouches for nothing outside the log: receipts and
+    /// checkpoints must be checked under `new_key`'s public key
+    /// ([`verify_receipt`](crate::verify_receipt),
+    /// [`SignedCheckpoint::verify`](crate::SignedCheckpoint::verify)). Whoever holds the
+    /// old key (if it was stolen) can still make receipts and checkpoints that verify
+    /// under it, for entries and trees that never existed, and nothing in them shows
+    /// the rotation. So publish the new public key where people look it up, and give
+    /// people who hold receipts a fresh one ([`Ledger::receipt`]) or a fresh
+    /// checkpoint with a consistency proof from their receipt's
+    /// ([`Ledger::checkpoint`], [`Ledger::consistency_proof`]), to check under the new
+    /// key; keep the checkpoint given to
+    /// [`LedgerBuilder::trusted_checkpoint`](crate::LedgerBuilder::trusted_checkpoint)
+    /// up to date likewise.
+    ///
     /// # Errors
     /// [`WriteError::Input`] when `new_key` is the current key or a key the log has
     /// revoked; storage failures.
