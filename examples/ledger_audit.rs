@@ -255,7 +255,8 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 .iter()
                 .map(|(s, h)| {
                     json!({"seq": h.seq, "subject": s.as_str(), "time": h.timestamp.to_string(),
-                                     "change": h.change.to_string()})
+                                     "change": h.change.to_string(),
+                                     "untrusted_revoked_by": h.untrusted().map(|u| u.revoked_by)})
                 })
                 .collect();
             let problem = p.problem.as_ref().map(ToString::to_string);
@@ -317,15 +318,30 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
             let l = a.ledger(a.pos(1, "ledger directory")?)?;
             let subject = SubjectId::new(a.pos(2, "subject id")?)?;
             let h = l.history(&subject)?;
+            let untrusted = |e: &consent_ledger::HistoryEntry| {
+                e.untrusted()
+                    .map(|u| format!("  UNTRUSTED: signed by a key revoked by entry {}", u.revoked_by))
+                    .unwrap_or_default()
+            };
             let human: Vec<String> = h
                 .iter()
-                .map(|e| format!("#{:<6} {}  {}  ({:?})", e.seq, e.timestamp, e.change, e.actor))
+                .map(|e| {
+                    format!(
+                        "#{:<6} {}  {}  ({:?}){}",
+                        e.seq,
+                        e.timestamp,
+                        e.change,
+                        e.actor,
+                        untrusted(e)
+                    )
+                })
                 .collect();
             let machine: Vec<_> = h
                 .iter()
                 .map(|e| {
                     json!({"seq": e.seq, "time": e.timestamp.to_string(), "change": e.change.to_string(),
-                                "actor": format!("{:?}", e.actor)})
+                                "actor": format!("{:?}", e.actor),
+                                "untrusted_revoked_by": e.untrusted().map(|u| u.revoked_by)})
                 })
                 .collect();
             emit(

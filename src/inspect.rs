@@ -164,12 +164,15 @@ impl Inspector {
 
     /// Entries `0..upto` about subjects, decoded, with the subject each is about, for
     /// export (for example the valid prefix of a damaged log). Key-management entries
-    /// are left out; each [`HistoryEntry`] keeps its position.
+    /// are left out; each [`HistoryEntry`] keeps its position, and is marked
+    /// ([`HistoryEntry::untrusted`]) when the revocations among entries `0..upto` make
+    /// it untrusted.
     ///
     /// # Errors
     /// [`ReadError::Integrity`] if an entry below `upto` does not decode; storage failures.
     pub fn entries(&self, upto: u64) -> Result<Vec<(SubjectId, HistoryEntry)>, ReadError> {
         let mut out = Vec::new();
+        let mut signers = crate::ledger::replay::Signers::default();
         for item in self.store.entries_from(0) {
             let (key, bytes) = item?;
             let pos = key.unwrap_or(u64::MAX);
@@ -180,10 +183,14 @@ impl Inspector {
                 position: pos,
                 problem,
             })?;
+            signers.observe(&stored.entry);
             let subject = stored.entry.body.subject().cloned();
             if let (Some(subject), Some(h)) = (subject, crate::ledger::history_entry(stored.entry)) {
                 out.push((subject, h));
             }
+        }
+        if signers.any_revoked() {
+            crate::ledger::mark_untrusted(out.iter_mut().map(|(_, h)| h), &signers.untrusted());
         }
         Ok(out)
     }

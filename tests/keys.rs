@@ -12,10 +12,10 @@
 mod sled_util;
 
 use consent_ledger::{
-    verify_consistency, verify_receipt, Analytics, AuditError, Identifier, Inspector, IntegrityProblem,
-    Ledger, ManualClock, OpenError, PartnerSharing, PseudonymKey, ReadError, Receipt, Recipient,
-    RecipientScope, Revocation, SignedCheckpoint, SigningKey, SubjectId, Timestamp, WriteError,
-    MAX_REVOCATIONS,
+    verify_consistency, verify_receipt, Actor, Analytics, AuditError, Identifier, Inspector,
+    IntegrityProblem, Ledger, ManualClock, OpenError, PartnerSharing, Personalization, PseudonymKey,
+    ReadError, Receipt, Recipient, RecipientScope, Revocation, SignedCheckpoint, SigningKey, SubjectId,
+    Timestamp, UntrustedRange, WriteError, MAX_REVOCATIONS,
 };
 use ed25519_dalek::Signer;
 use sha2::{Digest, Sha256};
@@ -551,6 +551,93 @@ fn a_rotated_away_key_vouches_for_nothing() {
     verify_consistency(&held.checkpoint, &fresh, &proof).unwrap();
     assert_eq!(fresh.revoked_from(&genuine.entry_signer().unwrap()), Some(0));
     assert!(l.receipt(g.seq, "x").is_err());
+}
+
+/// The export and the history mark an entry signed by a key at or after the position it
+/// was revoked from, naming the revocation entry, and leave the others unmarked; so does
+/// the history of an erased subject (its erasure entry), and `Inspector::entries`.
+#[test]
+fn the_export_and_history_mark_entries_of_a_revoked_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
+    let s = SubjectId::new("s-1").unwrap();
+    let s2 = SubjectId::new("s-2").unwrap();
+    let l = open(dir.path(), &k0, &pk, &clock);
+    let before = l
+        .grant::<Analytics>(&s, RecipientScope::first_party(), None)
+        .unwrap(); // 1
+    l.grant::<Analytics>(&s2, RecipientScope::first_party(), None)
+        .unwrap(); // 2
+    let g = l
+        .grant::<Analytics>(&s, RecipientScope::all_partners(), None)
+        .unwrap(); // 3
+    let erased = l.erase(&s2, Actor::System).unwrap(); // 4
+    let rotated = l.rotate_key(k1.clone()).unwrap(); // 5, signed by k0
+    let revoked = l.revoke_key(k0.verifying_key(), g.seq).unwrap(); // 6
+    let after = l
+        .grant::<Personalization>(&s, RecipientScope::first_party(), None)
+        .unwrap(); // 7
+    assert!(l.receipt(g.seq, "x").is_err());
+    let range = UntrustedRange {
+        from: g.seq,
+        to: rotated.seq,
+        revoked_by: revoked.seq,
+    };
+    assert_eq!(l.verify().unwrap().untrusted, [range]);
+
+    let marks = |h: &[consent_ledger::HistoryEntry]| -> Vec<(u64, Option<UntrustedRange>)> {
+        h.iter().map(|e| (e.seq, e.untrusted())).collect()
+    };
+    assert_eq!(
+        marks(&l.history(&s).unwrap()),
+        [(before.seq, None), (g.seq, Some(range)), (after.seq, None)]
+    );
+    assert_eq!(marks(&l.history(&s2).unwrap()), [(erased.seq, Some(range))]);
+
+    let json = l.export_subject(&s, "x").unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let origin = l.checkpoint().unwrap().origin().to_owned();
+    let analytics = doc["@graph"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dpv:hasPurpose"]["dct:identifier"] == "analytics")
+        .unwrap();
+    // The status is still the one decisions use; the event it rests on is marked.
+    assert_eq!(analytics["dpv:hasConsentStatus"], "dpv:ConsentGiven");
+    let parts = analytics["dct:hasPart"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0].get("untrusted").is_none(), "{json}");
+    let u = &parts[1]["untrusted"];
+    assert_eq!(parts[1]["dct:identifier"], format!("{origin}#{}", g.seq));
+    assert_eq!(u["revoked_by"], format!("{origin}#{}", revoked.seq), "{json}");
+    assert_eq!(u["from"], format!("{origin}#{}", g.seq));
+    assert_eq!(u["to"], format!("{origin}#{}", rotated.seq));
+    assert_eq!(json.matches("\"untrusted\"").count(), 1, "{json}");
+
+    drop(l);
+    let inspector = Inspector::open(dir.path()).unwrap();
+    let entries = inspector.entries(u64::MAX).unwrap();
+    let marked: Vec<(u64, Option<UntrustedRange>)> =
+        entries.iter().map(|(_, h)| (h.seq, h.untrusted())).collect();
+    assert_eq!(
+        marked,
+        [
+            (before.seq, None),
+            (2, None),
+            (g.seq, Some(range)),
+            (erased.seq, Some(range)),
+            (after.seq, None)
+        ]
+    );
+    // Below the revocation, nothing is known to be untrusted yet.
+    assert!(inspector
+        .entries(revoked.seq)
+        .unwrap()
+        .iter()
+        .all(|(_, h)| h.untrusted().is_none()));
 }
 
 /// The `revoked` extension lines of a checkpoint, signed by the current key: the

@@ -51,6 +51,12 @@ impl Ledger {
     ///
     /// `how_to_withdraw` is stated in each consent record (`dpv:hasWithdrawalMethod`).
     ///
+    /// An event signed by a key at or after the position from which the log revoked it
+    /// ([`HistoryEntry::untrusted`]) carries `"untrusted": {"reason", "revoked_by",
+    /// "from", "to"}` (the revocation entry and the run of entries that key signed from
+    /// there, as ledger positions): the ledger does not vouch for it, and issues no
+    /// receipt for it. The record's status is still the one decisions use.
+    ///
     /// The events are the subject's [`history`](Ledger::history), which reads the whole
     /// log: an export takes time in proportion to the log's length.
     ///
@@ -123,13 +129,25 @@ impl Ledger {
                     "dpv:hasEntity": entity(&h.actor, subject),
                     "event": kind,
                 });
-                if let Change::Granted {
-                    expires_at: Some(t), ..
-                } = &h.change
+                if let (
+                    Change::Granted {
+                        expires_at: Some(t), ..
+                    },
+                    Some(obj),
+                ) = (&h.change, part.as_object_mut())
                 {
-                    if let Some(obj) = part.as_object_mut() {
-                        obj.insert("expires_at".into(), Value::String(t.to_string()));
-                    }
+                    obj.insert("expires_at".into(), Value::String(t.to_string()));
+                }
+                if let (Some(u), Some(obj)) = (h.untrusted(), part.as_object_mut()) {
+                    obj.insert(
+                        "untrusted".into(),
+                        json!({
+                            "reason": "signed by a key the ledger revoked as compromised from this position",
+                            "revoked_by": format!("{origin}#{}", u.revoked_by),
+                            "from": format!("{origin}#{}", u.from),
+                            "to": format!("{origin}#{}", u.to),
+                        }),
+                    );
                 }
                 parts.push(part);
             }

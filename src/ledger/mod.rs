@@ -140,6 +140,39 @@ pub struct HistoryEntry {
     pub actor: Actor,
     /// What changed.
     pub change: Change,
+    /// The untrusted range this entry falls in, if any.
+    untrusted: Option<UntrustedRange>,
+}
+
+impl HistoryEntry {
+    /// Whether the ledger no longer vouches for this entry, and why: it was signed by a
+    /// key at or after the position from which the log revoked that key as compromised
+    /// ([`Ledger::revoke_key`]), so the holder of a stolen key may have made it.
+    /// `Some` names the run of such entries it belongs to and the revocation entry
+    /// ([`UntrustedRange::revoked_by`]); [`Ledger::receipt`] refuses a receipt for it.
+    /// The entry still counts in the decision state like any other (nothing is
+    /// rewritten): it is for the person and the operator to judge.
+    ///
+    /// Computed from the revocations among the entries read along with it: the whole
+    /// log (as far as the state had applied it) for [`Ledger::history`] and
+    /// [`Ledger::export_subject`], the entries below the limit given to
+    /// [`Inspector::entries`](crate::Inspector::entries).
+    pub fn untrusted(&self) -> Option<UntrustedRange> {
+        self.untrusted
+    }
+}
+
+/// Marks the entries of `history` that fall in one of `ranges` as untrusted.
+pub(crate) fn mark_untrusted<'a>(
+    history: impl IntoIterator<Item = &'a mut HistoryEntry>,
+    ranges: &[UntrustedRange],
+) {
+    if ranges.is_empty() {
+        return;
+    }
+    for h in history {
+        h.untrusted = ranges.iter().find(|r| r.from <= h.seq && h.seq <= r.to).copied();
+    }
 }
 
 /// What a history entry changed. Identifiers appear only by kind.
@@ -1282,7 +1315,11 @@ impl Ledger {
     /// the log's length, reading from disk. [`Ledger::export_subject`] reads the
     /// history this way too. For a subject the ledger has never recorded anything
     /// about, and for an erased one (whose history is its erasure entry), the log is
-    /// not scanned.
+    /// not scanned (for an erased one, unless a key was revoked: then it is, to learn
+    /// who signed the erasure).
+    ///
+    /// An entry signed by a key at or after the position it was revoked from is marked
+    /// ([`HistoryEntry::untrusted`]).
     ///
     /// # Errors
     /// Storage failures, or an [`IntegrityError`] if a stored entry is broken or
@@ -1304,22 +1341,43 @@ impl Ledger {
                 position: seq,
                 problem,
             })?;
-            return Ok(history_entry(stored.entry).into_iter().collect());
+            let mut out: Vec<HistoryEntry> = history_entry(stored.entry).into_iter().collect();
+            // The log is read for its key changes only if a key was revoked in it.
+            let revoked = self
+                .inner
+                .revocations
+                .lock()
+                .map_err(|_| poisoned())?
+                .iter()
+                .any(|(.., at)| *at < len);
+            if revoked {
+                let signers = self.walk(len, |_| {})?;
+                mark_untrusted(&mut out, &signers.untrusted());
+            }
+            return Ok(out);
         }
-        self.entries_about(subject, len)
+        let mut out = Vec::new();
+        let signers = self.walk(len, |e| {
+            if e.body.subject() == Some(subject) {
+                out.extend(history_entry(e));
+            }
+        })?;
+        if signers.any_revoked() {
+            mark_untrusted(&mut out, &signers.untrusted());
+        }
+        Ok(out)
     }
 
-    /// The entries about `subject` among the first `len` of the log (those the state had
-    /// applied when it was asked), as history entries, oldest first.
-    fn entries_about(&self, subject: &SubjectId, len: u64) -> Result<Vec<HistoryEntry>, ReadError> {
-        let mut out = Vec::new();
+    /// Reads the first `len` entries of the log (those the state had applied when it
+    /// was asked) in order, handing each to `each` and learning who signed it.
+    fn walk(&self, len: u64, mut each: impl FnMut(Entry)) -> Result<replay::Signers, ReadError> {
+        let mut signers = replay::Signers::default();
         let mut read = 0u64;
         for e in decoded_entries(&*self.inner.store).take(usize::try_from(len).unwrap_or(usize::MAX)) {
             let e = e?;
             read = read.saturating_add(1);
-            if e.body.subject() == Some(subject) {
-                out.extend(history_entry(e));
-            }
+            signers.observe(&e);
+            each(e);
         }
         if read < len {
             return Err(IntegrityError {
@@ -1328,7 +1386,7 @@ impl Ledger {
             }
             .into());
         }
-        Ok(out)
+        Ok(signers)
     }
 
     /// Checks the whole log: every entry decodes canonically, sits at its position,
@@ -1386,6 +1444,7 @@ pub(crate) fn history_entry(e: Entry) -> Option<HistoryEntry> {
         timestamp: e.timestamp,
         actor: e.actor,
         change,
+        untrusted: None,
     })
 }
 

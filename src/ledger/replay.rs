@@ -389,28 +389,77 @@ impl Replay {
     /// from its earliest position, named by the revocation that gave it: each entry is
     /// listed once.
     pub(crate) fn untrusted(&self) -> Vec<UntrustedRange> {
-        let mut earliest: Vec<([u8; 32], u64, u64)> = Vec::with_capacity(self.revoked.len());
-        for (key, from, revoked_by) in &self.revoked {
-            match earliest.iter_mut().find(|(k, ..)| k == key) {
-                Some((_, f, by)) if *from < *f => (*f, *by) = (*from, *revoked_by),
-                Some(_) => {}
-                None => earliest.push((*key, *from, *revoked_by)),
+        untrusted_ranges(&self.keys, &self.revoked)
+    }
+}
+
+/// [`Replay::untrusted`] of the key spans `keys` and the revocations `revoked` (key,
+/// position revoked from, revocation entry).
+fn untrusted_ranges(keys: &[KeySpan], revoked: &[([u8; 32], u64, u64)]) -> Vec<UntrustedRange> {
+    let mut earliest: Vec<([u8; 32], u64, u64)> = Vec::with_capacity(revoked.len());
+    for (key, from, revoked_by) in revoked {
+        match earliest.iter_mut().find(|(k, ..)| k == key) {
+            Some((_, f, by)) if *from < *f => (*f, *by) = (*from, *revoked_by),
+            Some(_) => {}
+            None => earliest.push((*key, *from, *revoked_by)),
+        }
+    }
+    let mut out: Vec<UntrustedRange> = Vec::new();
+    for (key, from, revoked_by) in &earliest {
+        for span in keys.iter().filter(|s| s.key == *key && s.to >= s.from) {
+            if span.to >= *from {
+                out.push(UntrustedRange {
+                    from: span.from.max(*from),
+                    to: span.to,
+                    revoked_by: *revoked_by,
+                });
             }
         }
-        let mut out: Vec<UntrustedRange> = Vec::new();
-        for (key, from, revoked_by) in &earliest {
-            for span in self.keys.iter().filter(|s| s.key == *key && s.to >= s.from) {
-                if span.to >= *from {
-                    out.push(UntrustedRange {
-                        from: span.from.max(*from),
-                        to: span.to,
-                        revoked_by: *revoked_by,
-                    });
-                }
-            }
+    }
+    out.sort_by_key(|r| (r.from, r.to));
+    out
+}
+
+/// Which key signed each entry and which keys were revoked, learnt from decoded entries
+/// seen in log order, without the checks of a [`Replay`]: for marking, in a history or
+/// an export that reads the log anyway, the entries signed by a revoked key.
+#[derive(Debug, Default)]
+pub(crate) struct Signers {
+    keys: Vec<KeySpan>,
+    revoked: Vec<([u8; 32], u64, u64)>,
+}
+
+impl Signers {
+    /// Takes in the next entry of the log.
+    pub(crate) fn observe(&mut self, e: &entry::Entry) {
+        // Signed by the key in force; a key change takes effect after it.
+        if let Some(span) = self.keys.last_mut() {
+            span.to = e.seq;
         }
-        out.sort_by_key(|r| (r.from, r.to));
-        out
+        match &e.body {
+            Body::Genesis { signing_key, .. } => self.keys.push(KeySpan {
+                key: *signing_key,
+                from: e.seq,
+                to: e.seq,
+            }),
+            Body::KeyRotated { new_key, .. } => self.keys.push(KeySpan {
+                key: *new_key,
+                from: e.seq.saturating_add(1),
+                to: e.seq,
+            }),
+            Body::KeyRevoked { key, from } => self.revoked.push((*key, *from, e.seq)),
+            _ => {}
+        }
+    }
+
+    /// Whether a key was revoked in the entries seen.
+    pub(crate) fn any_revoked(&self) -> bool {
+        !self.revoked.is_empty()
+    }
+
+    /// The untrusted ranges of the entries seen, as [`Replay::untrusted`] gives them.
+    pub(crate) fn untrusted(&self) -> Vec<UntrustedRange> {
+        untrusted_ranges(&self.keys, &self.revoked)
     }
 }
 
