@@ -473,7 +473,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                 for (i, (row, h)) in (base..).zip(rows).enumerate() {
                     if i % WARM == 0 {
                         // The next group's memory, read ahead (see `State::warm`).
-                        let ahead = rows.get(i..).unwrap_or_default().iter().flatten();
+                        let ahead = warm_group(rows, i).iter().flatten();
                         std::hint::black_box(state.warm(ahead.map(|(_, l)| l)));
                     }
                     let Some((kind, lookup)) = h else {
@@ -546,6 +546,14 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
     }
 }
 
+/// The rows read ahead at row `i`: the group of [`WARM`] rows from there, and no more,
+/// so that a chunk of malformed rows (which reading ahead skips) is not walked again
+/// for every group (quadratic in the chunk size, under the read lock).
+fn warm_group(rows: &[Hashed], i: usize) -> &[Hashed] {
+    rows.get(i..i.saturating_add(WARM).min(rows.len()))
+        .unwrap_or_default()
+}
+
 /// The word and bit of `subject` in the bit set of reported subjects, grown to hold it.
 fn seen_bit(seen: &mut Vec<u64>, subject: u32) -> Option<(&mut u64, u64)> {
     let word = usize::try_from(subject / 64).ok()?;
@@ -596,6 +604,15 @@ mod tests {
         assert_eq!(IdentifierKind::guess("a@b.c"), IdentifierKind::Email);
         assert_eq!(IdentifierKind::guess("+1 555"), IdentifierKind::Phone);
         assert_eq!(IdentifierKind::guess(""), IdentifierKind::Phone);
+    }
+
+    #[test]
+    fn reading_ahead_reads_one_group_whatever_follows() {
+        let junk: Vec<Hashed> = vec![None; 10 * WARM + 3];
+        assert_eq!(warm_group(&junk, 0).len(), WARM);
+        assert_eq!(warm_group(&junk, 10 * WARM).len(), 3);
+        assert!(warm_group(&junk, junk.len()).is_empty());
+        assert!(warm_group(&junk, usize::MAX).is_empty());
     }
 
     #[test]

@@ -651,3 +651,37 @@ fn expiry_at_the_exact_boundary() {
         }
     }
 }
+
+/// Malformed rows cost the same in one large chunk as in small ones: reading ahead
+/// once walked every remaining row of the chunk for each group of rows (quadratic in
+/// the chunk size, under the state's read lock; 2.9 s against 48 ms for 131,072 rows in
+/// a debug build). Timed, so not run by default: `cargo test --test audience -- --ignored`.
+#[test]
+#[ignore = "timed; run by hand"]
+fn malformed_rows_cost_linear_time_in_the_chunk_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_000));
+    let l = ledger(dir.path(), &clock);
+    let acme = Recipient::partner("acme").unwrap();
+    const ROWS: usize = 1 << 17;
+    let rows: Vec<&str> = std::iter::once("+15550100001")
+        .chain(std::iter::repeat_n("x", ROWS - 1))
+        .collect();
+    let time = |chunk: usize| {
+        let t = std::time::Instant::now();
+        let c = l
+            .audience::<Advertising>(&acme)
+            .threads(1)
+            .chunk_size(chunk)
+            .collect(&rows)
+            .1;
+        assert_eq!(c.malformed, ROWS as u64 - 1);
+        t.elapsed()
+    };
+    let small = time(1 << 10);
+    let large = time(ROWS);
+    assert!(
+        large < small * 4 + std::time::Duration::from_millis(200),
+        "{ROWS} rows took {large:?} in one chunk against {small:?} in chunks of 1024"
+    );
+}
