@@ -53,7 +53,7 @@ pub use purpose::{
     is_valid_purpose_id, Advertising, Analytics, LegalBasis, PartnerSharing, Personalization, Purpose,
     PurposeInfo, Security, MAX_PURPOSE_ID_LEN,
 };
-pub use receipt::{verify_receipt, Receipt, VerifiedReceipt, RECEIPT_VERSION};
+pub use receipt::{verify_receipt, verify_receipt_against, Receipt, VerifiedReceipt, RECEIPT_VERSION};
 pub use recipient::{Name, Recipient, RecipientScope, MAX_RECIPIENT_NAME_LEN};
 pub use records::{DecisionRecord, Recording};
 pub use signing::{InvalidKey, SigningKey, VerifyingKey};

@@ -11,7 +11,7 @@
 //! is exactly what the signed entry says, except how to withdraw, which is the
 //! application's text and signed by nothing. A later checkpoint and a consistency proof
 //! then show that the log still contains the entry
-//! ([`verify_consistency`](crate::verify_consistency)).
+//! ([`verify_consistency`](crate::verify_consistency)(crate::verify_consistency)).
 
 use serde::{Deserialize, Serialize};
 
@@ -255,7 +255,7 @@ pub struct VerifiedReceipt {
 /// the log, and each rotation is accepted by its new key), and when it is not the key a
 /// receipt was checked with before, ask for a fresh receipt
 /// ([`Ledger::receipt`](crate::Ledger::receipt)) or a fresh checkpoint with a consistency proof from the
-/// receipt's checkpoint ([`verify_consistency`](crate::verify_consistency)) and check
+/// receipt's checkpoint ([`verify_consistency`](crate::verify_consistency)(crate::verify_consistency)) and check
 /// them under the current key. A fresh checkpoint also lists the revocations made since
 /// the receipt was issued: see [`SignedCheckpoint::revoked_from`] and
 /// [`Receipt::entry_signer`].
@@ -324,4 +324,42 @@ pub fn verify_receipt(receipt: &Receipt, key: &VerifyingKey) -> Result<VerifiedR
         purpose: f.purpose,
         checkpoint: cp,
     })
+}
+
+/// [`verify_receipt`], then checks the receipt against a later checkpoint of the same
+/// ledger, `latest` (verified under the same current key, for example
+/// [`Ledger::checkpoint`](crate::Ledger::checkpoint) now): `proof` must show that the
+/// receipt's checkpoint is a prefix of `latest`
+/// ([`Ledger::consistency_proof`](crate::Ledger::consistency_proof)`(old, new)` and
+/// [`verify_consistency`](crate::verify_consistency)), and `latest` must not list the entry's signer as revoked from
+/// a position at or before the entry.
+///
+/// `verify_receipt` alone sees only the revocations its own checkpoint lists: a receipt
+/// put together with a checkpoint signed before a revocation (any checkpoint of the
+/// ledger is public output) passes it. Checking against a checkpoint signed after the
+/// revocation is what refuses it; the later the checkpoint, the more revocations it
+/// covers.
+///
+/// # Errors
+/// As [`verify_receipt`] and [`verify_consistency`](crate::verify_consistency);
+/// [`AuditError::RevokedSigner`] when `latest` lists the entry's signer as revoked at or
+/// before the entry.
+pub fn verify_receipt_against(
+    receipt: &Receipt,
+    key: &VerifyingKey,
+    latest: &SignedCheckpoint,
+    proof: &crate::checkpoint::ConsistencyProof,
+) -> Result<VerifiedReceipt, AuditError> {
+    let verified = verify_receipt(receipt, key)?;
+    // `latest` may be given as parsed under another key: check it under this one.
+    let latest = SignedCheckpoint::verify(latest.text(), key)?;
+    checkpoint::verify_consistency(&verified.checkpoint, &latest, proof)?;
+    let signer = receipt.entry_signer()?.to_bytes();
+    if let Some(revoked_from) = latest
+        .revoked_from_bytes(&signer)
+        .filter(|from| *from <= verified.entry_seq)
+    {
+        return Err(AuditError::RevokedSigner { revoked_from });
+    }
+    Ok(verified)
 }

@@ -121,7 +121,10 @@ impl Ledger {
     /// Checkpoints signed from then on carry a `revoked` line naming `key` and `from`
     /// (the earliest, when it is revoked again), so that
     /// [`verify_receipt`](crate::verify_receipt) refuses a receipt for such an entry
-    /// even when it is assembled by hand from public outputs.
+    /// made with one of them, also one assembled by hand from public outputs. A receipt
+    /// made with a checkpoint signed before the revocation (between the rotation and
+    /// now, say) carries no such line: checking it against a later checkpoint
+    /// ([`verify_receipt_against`](crate::verify_receipt_against)) refuses it.
     ///
     /// # Errors
     /// [`WriteError::Input`] when `key` is the current signing key, `from` is beyond
