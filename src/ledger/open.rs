@@ -134,8 +134,9 @@ impl<S, K> LedgerBuilder<S, K> {
     /// A signed checkpoint kept outside the database (a file, another store), from
     /// [`Ledger::checkpoint`]. Opening then refuses a ledger that is shorter than the
     /// checkpoint ([`IntegrityProblem::Truncated`](crate::IntegrityProblem::Truncated))
-    /// or whose first entries (or the key revocations among them, which its `revoked`
-    /// lines list) are not the ones it committed to
+    /// or whose first entries are not the ones it committed to (its root pins every
+    /// entry it covers, the key revocations included; its `revoked` lines are not
+    /// compared)
     /// ([`IntegrityProblem::InconsistentWithCheckpoint`](crate::IntegrityProblem::InconsistentWithCheckpoint)):
     /// truncation and restoring an older backup are caught. The checkpoint must be signed
     /// by the current signing key, the one this builder opens with: after
