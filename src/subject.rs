@@ -18,7 +18,8 @@ pub const MAX_SUBJECT_ID_LEN: usize = 128;
 /// [`SubjectId::new`] refuses the obvious mistakes: anything with an '@', a contact
 /// URI (`mailto:`, `tel:`, `sms:`), and a phone number as people write it (with '+',
 /// or with separators such as "0044 20 7946 0958", also Unicode spaces and dashes, and
-/// with or without an extension). It cannot refuse a plain run of digits, also one
+/// with or without an extension), also typed in full-width or small forms or in the
+/// digits of another script. It cannot refuse a plain run of digits, also one
 /// starting "00", which may be an account number.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubjectId(Arc<str>);
