@@ -13,8 +13,16 @@
 //!
 //! assert_eq!(Newsletter::ID, "newsletter");
 //! ```
+//!
+//! A ledger holds at most [`MAX_PURPOSE_IDS`] distinct purpose ids over its life: a
+//! collection, grant or withdrawal for a new id beyond that is refused
+//! ([`WriteError::Input`](crate::WriteError::Input), field `purpose`).
 
 use std::fmt;
+
+/// The most distinct purpose ids one ledger holds over its life (the decision state
+/// keeps a 12-bit index per identifier record).
+pub const MAX_PURPOSE_IDS: usize = 4096;
 
 /// The legal basis a purpose relies on (GDPR Art. 6(1)).
 ///

@@ -183,6 +183,12 @@ impl State {
 
     /// Interns a purpose id. `None` once [`MAX_PURPOSES`] distinct ids were seen: entries
     /// for further purposes are then not applied, so their uses are denied (fail closed).
+    /// Whether an entry for purpose `id` would take effect: the id is known, or there
+    /// is room for one more (see [`MAX_PURPOSES`]).
+    pub(crate) fn can_hold_purpose(&self, id: &str) -> bool {
+        self.purpose_idx.contains_key(id) || self.purposes.len() < MAX_PURPOSES
+    }
+
     fn intern_purpose(&mut self, id: &str) -> Option<PurposeIdx> {
         if let Some(i) = self.purpose_idx.get(id) {
             return Some(*i);

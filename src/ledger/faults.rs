@@ -569,6 +569,55 @@ fn a_finished_erasure_leaves_no_link_in_memory() {
     assert!(!holds(&l), "after the open that finished the erasure");
 }
 
+/// A change for a new purpose id beyond the last the state can hold is refused (it was
+/// once stored and signed but never applied: a use denied as unknown, another subject
+/// free to collect the identifier, and its index record out of erasure's reach); ids
+/// already held keep working.
+#[test]
+fn a_purpose_id_beyond_the_last_the_ledger_can_hold_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, _) = keys.open_faulty(dir.path(), Durability::Relaxed);
+    let (alice, bob, filler) = (subject(0, 0), subject(0, 1), subject(0, 2));
+    let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+    l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
+    let mut n = 0;
+    while l.inner.state.read().unwrap().can_hold_purpose("personalization") {
+        l.append(crate::Actor::System, |_, _| {
+            Ok(Prepared::Append(
+                Body::Granted {
+                    subject: filler.clone(),
+                    purpose: format!("p{n}"),
+                    scope: RecipientScope::first_party(),
+                    expires_at: None,
+                },
+                None,
+            ))
+        })
+        .unwrap();
+        n += 1;
+        assert!(n <= crate::purpose::MAX_PURPOSE_IDS);
+    }
+    let email = crate::Identifier::<crate::Personalization>::email("alice@example.net").unwrap();
+    let refused = |r: Result<crate::Recorded, WriteError>| matches!(r, Err(WriteError::Input(e)) if e.to_string().contains("purpose"));
+    assert!(refused(l.collect(&alice, &email, RecipientScope::first_party())));
+    assert!(refused(l.grant::<crate::Personalization>(
+        &alice,
+        RecipientScope::first_party(),
+        None
+    )));
+    assert!(refused(l.withdraw::<crate::Personalization>(&alice)));
+    // Ids held keep working, the ownership check too.
+    let other = crate::Identifier::<crate::Security>::phone("+15550100002").unwrap();
+    l.collect(&bob, &other, RecipientScope::first_party()).unwrap();
+    let stolen = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+    assert!(matches!(
+        l.collect(&bob, &stolen, RecipientScope::first_party()),
+        Err(WriteError::HeldByAnotherSubject { .. })
+    ));
+    assert!(l.authorize(&phone, &crate::Recipient::FirstParty).is_ok());
+}
+
 /// A record write that fails while aggregates are written out loses no counts: what
 /// was not written stays in memory for the next flush.
 #[test]

@@ -372,6 +372,15 @@ impl Inner {
     }
 }
 
+/// The refusal of a change for a new purpose id once the ledger holds as many as it can.
+fn too_many_purposes() -> WriteError {
+    crate::error::InputError::new(
+        "purpose",
+        "is a new purpose id, and the ledger already holds MAX_PURPOSE_IDS (4096), the most it can",
+    )
+    .into()
+}
+
 impl Inner {
     /// What this ledger's decision records are tagged with.
     fn record_key(&self) -> crate::records::TagKey<'_> {
@@ -672,7 +681,9 @@ impl Ledger {
     ///
     /// # Errors
     /// [`WriteError::HeldByAnotherSubject`] when the identifier is recorded for someone
-    /// else, [`WriteError::SubjectErased`], [`WriteError::InvalidPurposeId`], storage failures.
+    /// else, [`WriteError::SubjectErased`], [`WriteError::InvalidPurposeId`],
+    /// [`WriteError::Input`] for a new purpose id once the ledger holds
+    /// [`MAX_PURPOSE_IDS`](crate::MAX_PURPOSE_IDS), storage failures.
     pub fn collect<P: Purpose>(
         &self,
         subject: &SubjectId,
@@ -817,6 +828,9 @@ impl Ledger {
             }
             if let Some(seq) = state.existing_collection(&lookup, P::ID, P::LEGAL_BASIS, &scope) {
                 return Ok(Prepared::Already(seq));
+            }
+            if !state.can_hold_purpose(P::ID) {
+                return Err(too_many_purposes());
             }
             // An identifier the subject already holds (collected again, for another
             // purpose) has its index record, written with the subject pseudonym its
@@ -974,6 +988,9 @@ impl Ledger {
                 }
                 if let Some(at) = state.erased_at(&subject) {
                     return Err(WriteError::SubjectErased { erased_at: at });
+                }
+                if !state.can_hold_purpose(P::ID) {
+                    return Err(too_many_purposes());
                 }
                 Ok(body(subject))
             }),

@@ -104,7 +104,7 @@ pub(super) struct IdentRec {
 }
 
 /// Largest purpose index that fits a record (12 bits).
-pub(super) const MAX_PURPOSES: usize = 1 << 12;
+pub(super) const MAX_PURPOSES: usize = crate::purpose::MAX_PURPOSE_IDS;
 /// Largest sequence number that fits a record (48 bits); a sled database of 2^48
 /// entries (about 280 trillion) is far beyond any real ledger.
 const MAX_SEQ: u64 = (1 << 48) - 1;
