@@ -661,7 +661,9 @@ impl Ledger {
             current
         };
         let saved = self.inner.head.time_floor_saved.load(Ordering::Acquire);
-        if seen >= saved.saturating_add(TIME_FLOOR_STEP_MS) {
+        // (A difference, not `saved + STEP`: near the largest time that sum saturates,
+        // and every reading would rewrite the record.)
+        if seen.saturating_sub(saved) >= TIME_FLOOR_STEP_MS {
             // Best effort: the next step retries.
             let _ = self.inner.head.save(seen, false);
         }
