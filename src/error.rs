@@ -293,6 +293,12 @@ pub enum WriteError {
     /// both keys until a reopen shows which one the log names.
     #[error("the entry was written but could not be made durable")]
     NotDurable(#[source] StorageError),
+    /// The change is recorded (its entry appended and in effect), but the work that
+    /// follows it failed: for an erasure, removing the subject's secret, its index
+    /// records or the state snapshot. Retrying the call, or opening the ledger again,
+    /// finishes it.
+    #[error("the change is recorded, but finishing it failed; retry or reopen to finish it")]
+    Unfinished(#[source] StorageError),
     /// An earlier write may or may not have reached the disk (for example an fsync
     /// failed), so the ledger refuses further writes. Reopen it to continue from what
     /// is on disk. (Reopened without a restart of the machine, it reads what the

@@ -1261,3 +1261,5 @@ fn relaxed_change_stored_during_a_sync_that_then_fails_is_not_acknowledged() {
     assert_eq!(l.len(), before + 1, "the grant was stored");
     assert!(matches!(granted, Err(WriteError::NotDurable(_))), "{granted:?}");
 }
+#[path = "stress.rs"]
+mod stress;

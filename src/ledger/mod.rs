@@ -742,8 +742,10 @@ impl Ledger {
     /// the removals again (so retrying a failed erasure finishes it).
     ///
     /// # Errors
-    /// Storage failures. If the entry was appended but a removal failed, retrying the
-    /// erasure, or opening the ledger next time, finishes it. If the removals were done
+    /// Storage failures before the entry was appended ([`WriteError::Storage`]:
+    /// nothing recorded). [`WriteError::Unfinished`] when the entry was appended but a
+    /// removal failed: the subject is erased, and retrying the erasure, or opening the
+    /// ledger next time, finishes it. If the removals were done
     /// but could not be synced ([`WriteError::NotDurable`]), the ledger takes no more
     /// writes: opening it again finishes the erasure.
     pub fn erase(&self, subject: &SubjectId, actor: Actor) -> Result<Recorded, WriteError> {
@@ -775,10 +777,16 @@ impl Ledger {
         // subject may collect one of these identifiers and write its own record under
         // the same lookup, which must survive (removed atomically with that check).
         let names_subject = |bytes: &[u8]| IndexRecord::decode(bytes).is_none_or(|r| r.subject == *subject);
+        // The entry is in: a failure from here on leaves the erasure recorded, to be
+        // finished by a retry or the next open.
         for l in &lookups {
-            store.remove_index_if(&l.0, &names_subject)?;
+            store
+                .remove_index_if(&l.0, &names_subject)
+                .map_err(WriteError::Unfinished)?;
         }
-        store.remove_secret(subject.as_str())?;
+        store
+            .remove_secret(subject.as_str())
+            .map_err(WriteError::Unfinished)?;
         // Nothing on disk links them any more; nor, from here on, does the state in
         // memory. (Until now a repeated erasure needed them, to redo the removals.)
         if let Ok(mut state) = self.inner.state.write() {
@@ -787,7 +795,7 @@ impl Ledger {
         // A snapshot on disk may hold the subject's lookup pseudonyms (one found
         // unusable at open too: always try). If this fails, closing destroys it
         // before writing another, and so does the next open.
-        store.destroy_snapshot()?;
+        store.destroy_snapshot().map_err(WriteError::Unfinished)?;
         self.inner
             .snapshot_outlives_erasure
             .store(false, Ordering::Release);
