@@ -442,6 +442,32 @@ fn a_used_ledger_without_its_vault_fails_open() {
     assert!(!vault.exists());
 }
 
+/// Nor does one whose vault file was emptied, or cut inside its header (found by a
+/// review: it was taken for a new vault, given a fresh header, and every identifier was
+/// unknown from then on). The open writes nothing.
+#[test]
+fn a_used_ledger_with_an_emptied_vault_fails_open() {
+    for keep in [0usize, 10] {
+        for snapshots in [Snapshots::Off, EVERY_CLOSE] {
+            let c = closed(5, snapshots);
+            let vault = c.dir.path().join("vault");
+            let bytes = std::fs::read(&vault).unwrap();
+            std::fs::write(&vault, &bytes[..keep]).unwrap();
+            let opened = Ledger::builder(c.dir.path())
+                .signing_key(c.key.clone())
+                .pseudonym_key(c.pk.clone())
+                .snapshots(snapshots)
+                .open();
+            assert!(
+                matches!(opened, Err(OpenError::Storage(_))),
+                "{keep} bytes, {snapshots:?}: {:?}",
+                opened.map(|l| l.len())
+            );
+            assert_eq!(std::fs::read(&vault).unwrap(), &bytes[..keep]);
+        }
+    }
+}
+
 /// A vault needing repair (here a partial slot at its end, as a crash while it grew
 /// leaves) is repaired only by an open that passes every check: one refused for a
 /// wrong signing key (with a state snapshot or without), a damaged head record or a

@@ -134,8 +134,9 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// writes the repairs opening found (until then, opening has written nothing to the
     /// vault): called once every check of an open has passed.
     fn ready(&self) -> Result<(), StorageError>;
-    /// Lets the vault file be created if it is missing: only for a ledger being
-    /// created. Otherwise a missing vault is an error, not a new empty one (which
+    /// Lets the vault file be created if it is missing (or given its header if it is
+    /// empty): only for a ledger being created. Otherwise a missing or emptied vault is
+    /// an error, not a new empty one (which
     /// would unlink every identifier from its subject without a word).
     fn allow_vault_creation(&self);
     /// Stores a decision record (replacing one with the same key).

@@ -761,6 +761,19 @@ impl Vault {
         let mut file = options.open(path).map_err(io("opening the vault"))?;
         let len = file.metadata().map_err(io("reading the vault"))?.len();
         let scan = scan_with(len, |offset, buf| read_at(&mut file, offset, buf))?;
+        // An empty vault (or one holding part of a header) is a new one only for a
+        // ledger being created. A used ledger's vault emptied is refused like a missing
+        // one: a new header would unlink every identifier from its subject without a
+        // word, and hide that it happened.
+        if scan.new_header && !create {
+            return Err(StorageError::new(
+                "opening the vault",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the vault is empty: its subjects' secrets and index records are gone",
+                ),
+            ));
+        }
         let repair = Repair {
             new_header: scan.new_header,
             truncate_to: scan.truncate.then(|| scan.slots.count * SLOT as u64),
