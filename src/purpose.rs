@@ -16,7 +16,10 @@
 //!
 //! A ledger holds at most [`MAX_PURPOSE_IDS`] distinct purpose ids over its life: a
 //! collection, grant or withdrawal for a new id beyond that is refused
-//! ([`WriteError::Input`](crate::WriteError::Input), field `purpose`).
+//! ([`WriteError::Input`](crate::WriteError::Input), field `purpose`). (Code before
+//! this check stored such changes and left them out of its decisions; a log holding
+//! collections for more ids still replays that way, and `erase` does not find those
+//! identifiers. No release of the crate wrote such a log.)
 
 use std::fmt;
 
