@@ -67,7 +67,11 @@ pub struct ValidPrefix {
 }
 
 impl Inspector {
-    /// Opens the ledger in `dir` for reading.
+    /// Opens the ledger in `dir` for reading. It reads a private copy of the ledger's
+    /// database, made in the system's temporary directory (readable by this user only;
+    /// it holds the log, with its subject ids in clear) and removed when the `Inspector`
+    /// is dropped. One left by a process that was killed is removed by the next
+    /// `Inspector::open` on the machine.
     ///
     /// # Errors
     /// [`OpenError::NotALedger`] for a missing or empty directory or one holding other

@@ -444,9 +444,45 @@ fn is_sled_database(dir: &Path) -> bool {
 /// A private copy of a ledger directory's sled files, for reading without changing
 /// anything: sled's recovery, run by any open, rewrites its data file (a damaged part,
 /// and everything after it, is gone from the file once it has run). Removed on drop.
+///
+/// A process that ends without dropping it (killed, or stopped by a signal) leaves it
+/// in the temporary directory, with the subject ids in the log in clear. So each copy
+/// holds a lock on its `owner` file while it lives (the system releases it when the
+/// process ends), and making a copy first removes every copy whose owner is gone.
 #[derive(Debug)]
 pub(crate) struct PrivateCopy {
     path: PathBuf,
+    /// Locked while the copy lives.
+    _owner: File,
+}
+
+/// The name every private copy starts with, in the temporary directory.
+const COPY_PREFIX: &str = "consent-ledger-inspect-";
+
+/// Removes the private copies in `tmp` whose owners are gone: those whose `owner` file
+/// can be locked. A copy without one is being made (its owner creates and locks it
+/// first) or is not ours: left alone. Best effort: what cannot be read is skipped.
+fn remove_abandoned_copies(tmp: &Path) {
+    let Ok(items) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for item in items.flatten() {
+        let path = item.path();
+        let ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(COPY_PREFIX));
+        // Not followed if it is a symbolic link: only a directory of its own.
+        if !ours || !item.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(owner) = File::open(path.join("owner")) else {
+            continue;
+        };
+        if owner.try_lock().is_ok() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 impl PrivateCopy {
@@ -477,16 +513,30 @@ impl PrivateCopy {
                 Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
             }
         }
+        let tmp = std::env::temp_dir();
+        remove_abandoned_copies(&tmp);
         let mut name = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut name);
         let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
-        let copy = PrivateCopy {
-            path: std::env::temp_dir().join(format!("consent-ledger-inspect-{hex}")),
-        };
+        let path = tmp.join(format!("{COPY_PREFIX}{hex}"));
         let mut builder = std::fs::DirBuilder::new();
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&copy.path).map_err(err)?;
+        builder.create(&path).map_err(err)?;
+        let owner = File::create_new(path.join("owner")).and_then(|f| {
+            f.try_lock().map(|()| f).map_err(|e| match e {
+                std::fs::TryLockError::Error(e) => e,
+                std::fs::TryLockError::WouldBlock => std::io::Error::other("the copy's owner file is locked"),
+            })
+        });
+        let owner = match owner {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&path);
+                return Err(err(e));
+            }
+        };
+        let copy = PrivateCopy { path, _owner: owner };
         for item in std::fs::read_dir(dir).map_err(err)? {
             let item = item.map_err(err)?;
             let name = item.file_name();
