@@ -29,6 +29,35 @@ fn open(dir: &std::path::Path, key: &SigningKey, pk: &PseudonymKey, clock: &Manu
         .unwrap()
 }
 
+/// A ledger opened with `k0` on a manual clock at `ms`, a second key `k1` to rotate to,
+/// and a subject `s`: what most tests here start from.
+struct Setup {
+    dir: tempfile::TempDir,
+    pk: PseudonymKey,
+    clock: ManualClock,
+    k0: SigningKey,
+    k1: SigningKey,
+    s: SubjectId,
+    l: Ledger,
+}
+
+fn setup(ms: u64) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(ms));
+    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
+    let l = open(dir.path(), &k0, &pk, &clock);
+    Setup {
+        dir,
+        pk,
+        clock,
+        k0,
+        k1,
+        s: SubjectId::new("s-1").unwrap(),
+        l,
+    }
+}
+
 fn b64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -89,12 +118,15 @@ fn truncate_to(dir: &std::path::Path, len: u64) {
 /// is refused, whether or not the cut removed the revocation.
 #[test]
 fn a_checkpoint_signed_by_an_old_key_is_not_trusted() {
-    let base = tempfile::tempdir().unwrap();
-    let pk = PseudonymKey::generate();
-    let clock = ManualClock::new(Timestamp::from_millis(1));
-    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
-    let s = SubjectId::new("s-1").unwrap();
-    let l = open(base.path(), &k0, &pk, &clock);
+    let Setup {
+        dir: base,
+        pk,
+        k0,
+        k1,
+        s,
+        l,
+        ..
+    } = setup(1);
     l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
         .unwrap(); // 1
     l.rotate_key(k1.clone()).unwrap(); // 2 (signed by k0)
@@ -131,12 +163,14 @@ fn a_checkpoint_signed_by_an_old_key_is_not_trusted() {
 /// from: the current key would vouch for what the stolen one may have made.
 #[test]
 fn no_receipt_for_an_entry_signed_by_a_revoked_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let pk = PseudonymKey::generate();
-    let clock = ManualClock::new(Timestamp::from_millis(1));
-    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
-    let s = SubjectId::new("s-1").unwrap();
-    let l = open(dir.path(), &k0, &pk, &clock);
+    let Setup {
+        dir: _dir,
+        k0,
+        k1,
+        s,
+        l,
+        ..
+    } = setup(1);
     let before = l
         .grant::<Analytics>(&s, RecipientScope::first_party(), None)
         .unwrap();
@@ -165,11 +199,15 @@ fn no_receipt_for_an_entry_signed_by_a_revoked_key() {
 /// A revoked key is never rotated to again.
 #[test]
 fn a_revoked_key_cannot_be_rotated_to() {
-    let dir = tempfile::tempdir().unwrap();
-    let pk = PseudonymKey::generate();
-    let clock = ManualClock::new(Timestamp::from_millis(1));
-    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
-    let l = open(dir.path(), &k0, &pk, &clock);
+    let Setup {
+        dir,
+        pk,
+        clock,
+        k0,
+        k1,
+        l,
+        ..
+    } = setup(1);
     l.rotate_key(k1.clone()).unwrap();
     l.revoke_key(k0.verifying_key(), 0).unwrap();
     assert!(matches!(l.rotate_key(k0.clone()), Err(WriteError::Input(_))));
@@ -393,12 +431,16 @@ fn a_stolen_old_key_cannot_hand_the_log_to_the_current_key() {
 /// key signed before `from` still get receipts that verify.
 #[test]
 fn a_receipt_assembled_by_hand_for_a_revoked_key_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let pk = PseudonymKey::generate();
-    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
-    let s = SubjectId::new("s-1").unwrap();
-    let l = open(dir.path(), &k0, &pk, &clock);
+    let Setup {
+        dir,
+        pk,
+        clock,
+        k0,
+        k1,
+        s,
+        l,
+        ..
+    } = setup(1_700_000_000_000);
     let before = l
         .grant::<Analytics>(&s, RecipientScope::first_party(), None)
         .unwrap();
@@ -479,12 +521,14 @@ fn a_receipt_assembled_by_hand_for_a_revoked_key_is_refused() {
 /// out.
 #[test]
 fn a_rotated_away_key_vouches_for_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let pk = PseudonymKey::generate();
-    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
-    let s = SubjectId::new("s-1").unwrap();
-    let l = open(dir.path(), &k0, &pk, &clock);
+    let Setup {
+        dir: _dir,
+        k0,
+        k1,
+        s,
+        l,
+        ..
+    } = setup(1_700_000_000_000);
     let g = l
         .grant::<Analytics>(&s, RecipientScope::all_partners(), None)
         .unwrap();
@@ -770,12 +814,16 @@ fn hex(bytes: &[u8]) -> String {
 /// that the operator's checkpoints agree.)
 #[test]
 fn a_checkpoint_cannot_drop_a_revocation() {
-    let dir = tempfile::tempdir().unwrap();
-    let pk = PseudonymKey::generate();
-    let clock = ManualClock::new(Timestamp::from_millis(1));
-    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
-    let s = SubjectId::new("s-1").unwrap();
-    let l = open(dir.path(), &k0, &pk, &clock);
+    let Setup {
+        dir,
+        pk,
+        clock,
+        k0,
+        k1,
+        s,
+        l,
+        ..
+    } = setup(1);
     l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
         .unwrap(); // 1
     l.rotate_key(k1.clone()).unwrap(); // 2
@@ -831,12 +879,16 @@ fn a_checkpoint_cannot_drop_a_revocation() {
 /// (it was refused as `InconsistentWithCheckpoint`, a false alarm of truncation).
 #[test]
 fn a_trusted_checkpoint_signed_before_revoked_lines_existed_still_opens() {
-    let dir = tempfile::tempdir().unwrap();
-    let pk = PseudonymKey::generate();
-    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
-    let s = SubjectId::new("s-1").unwrap();
-    let l = open(dir.path(), &k0, &pk, &clock);
+    let Setup {
+        dir,
+        pk,
+        clock,
+        k0,
+        k1,
+        s,
+        l,
+        ..
+    } = setup(1_700_000_000_000);
     l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
         .unwrap();
     l.rotate_key(k1.clone()).unwrap();
@@ -868,12 +920,14 @@ fn a_trusted_checkpoint_signed_before_revoked_lines_existed_still_opens() {
 /// signed after the revocation refuses it.
 #[test]
 fn a_receipt_assembled_with_a_checkpoint_from_before_the_revocation() {
-    let dir = tempfile::tempdir().unwrap();
-    let pk = PseudonymKey::generate();
-    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
-    let s = SubjectId::new("s-1").unwrap();
-    let l = open(dir.path(), &k0, &pk, &clock);
+    let Setup {
+        dir: _dir,
+        k0,
+        k1,
+        s,
+        l,
+        ..
+    } = setup(1_700_000_000_000);
     let before = l
         .grant::<Analytics>(&s, RecipientScope::first_party(), None)
         .unwrap();
