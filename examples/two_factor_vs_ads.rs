@@ -41,7 +41,7 @@ fn run() -> Result<(), Box<dyn Error>> {
             (Some(t), p)
         }
     };
-    let (signing_key, pseudonym_key) = load_or_create_keys(&dir.join("keys"))?;
+    let (signing_key, pseudonym_key) = load_or_create_keys(&dir)?;
     let ledger = Ledger::builder(dir.join("ledger"))
         .signing_key(signing_key)
         .pseudonym_key(pseudonym_key)
@@ -66,7 +66,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     }
     // A new account per run on a kept ledger (the last run's Alice was erased).
     let alice = SubjectId::new(&format!("account-{}", 1000 + ledger.len()))?;
-    write_whole(&unfinished, alice.as_str().as_bytes(), false)?;
+    write_whole(&unfinished, alice.as_str().as_bytes())?;
 
     // 1. Alice turns on two-factor authentication and gives her phone number for it.
     let phone_2fa = Identifier::<Security>::phone("+1 (555) 010-9999")?;
@@ -203,40 +203,145 @@ fn hex_prefix(bytes: &[u8]) -> String {
         + "…"
 }
 
-/// Keys for a kept ledger are stored beside it; a fresh run creates them. One key file
-/// without the other is an error: making a new pair would destroy the ledger's key.
+/// Keys for a kept ledger are stored beside it, in `DIR/keys`; a fresh run creates
+/// them. They are always read back from disk, never used from memory: the ledger is
+/// opened only with keys that are stored, whoever stored them.
+///
+/// `DIR/keys` appears whole or not at all: both keys are written into a fresh
+/// directory beside it (`DIR/keys.new-…`, unique to this run), synced, and that
+/// directory is renamed to `DIR/keys`. Two first runs at once each make a pair; the
+/// rename of the second fails because `DIR/keys` exists, and it uses the first's. A
+/// run killed before its rename leaves only its `keys.new-…` directory, whose keys no
+/// ledger was ever opened with (ledgers open with `DIR/keys` alone): later runs remove
+/// it.
+///
+/// A `DIR/keys` missing a key file (left by an older version of this example) is an
+/// error: making a new pair would destroy the key a ledger may have been made with.
 fn load_or_create_keys(dir: &Path) -> Result<(SigningKey, PseudonymKey), Box<dyn Error>> {
-    let signing = dir.join("signing.key");
-    let pseudonym = dir.join("pseudonym.key");
-    match (signing.exists(), pseudonym.exists()) {
-        (true, true) => {
-            let s: [u8; 32] = fs::read(&signing)?
-                .try_into()
-                .map_err(|_| "signing.key is not 32 bytes")?;
-            let p: [u8; 32] = fs::read(&pseudonym)?
-                .try_into()
-                .map_err(|_| "pseudonym.key is not 32 bytes")?;
-            return Ok((SigningKey::from_bytes(&s), PseudonymKey::from_bytes(p)));
-        }
-        (false, false) => {}
-        _ => return Err(format!("{} holds only one of the two key files", dir.display()).into()),
+    let keys = dir.join("keys");
+    // An empty `DIR/keys` with no ledger beside it (an older version of this example
+    // stopped before writing any key) holds nothing to lose. (`remove_dir` removes
+    // only an empty directory.)
+    if !dir.join("ledger").exists() && fs::read_dir(&keys).is_ok_and(|mut d| d.next().is_none()) {
+        let _ = fs::remove_dir(&keys);
     }
-    fs::create_dir_all(dir)?;
-    let s = SigningKey::generate();
-    let p = PseudonymKey::generate();
-    // Both on disk before the ledger is made with them (a power cut must not leave a
-    // ledger whose keys were never written).
-    write_whole(&signing, &s.expose_seed(), true)?;
-    write_whole(&pseudonym, p.expose_bytes(), true)?;
-    Ok((s, p))
+    if !keys.exists() {
+        create_keys(dir, &keys)?;
+    }
+    remove_unfinished_keys(dir);
+    let signing = keys.join("signing.key");
+    let pseudonym = keys.join("pseudonym.key");
+    match (signing.exists(), pseudonym.exists()) {
+        (true, true) => {}
+        (false, false) if !keys.is_dir() => {
+            return Err(format!("{} is not a directory", keys.display()).into());
+        }
+        _ => {
+            return Err(format!(
+                "{} holds only one of the two key files (or none): a new pair would lose \
+                 the key a ledger in {} may have been made with. If no ledger was ever \
+                 made there, remove {} and run again",
+                keys.display(),
+                dir.join("ledger").display(),
+                keys.display()
+            )
+            .into())
+        }
+    }
+    let s: [u8; 32] = read_small(&signing)?
+        .try_into()
+        .map_err(|_| format!("{} is not 32 bytes", signing.display()))?;
+    let p: [u8; 32] = read_small(&pseudonym)?
+        .try_into()
+        .map_err(|_| format!("{} is not 32 bytes", pseudonym.display()))?;
+    Ok((SigningKey::from_bytes(&s), PseudonymKey::from_bytes(p)))
 }
 
-/// Writes `path` whole or not at all: to a temporary file (readable by this user only
-/// if `secret`), synced, renamed into place, the directory synced.
-fn write_whole(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
-    use std::io::Write;
+/// A key file's bytes: at most a few more than a key, however long the file.
+fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    fs::File::open(path)?.take(64).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Prefix of the directories new keys are written into before they become `DIR/keys`.
+const NEW_KEYS: &str = "keys.new-";
+
+/// Makes a key pair and moves it into place as `keys` (in `dir`), unless another run
+/// did first.
+fn create_keys(dir: &Path, keys: &Path) -> Result<(), Box<dyn Error>> {
+    fs::create_dir_all(dir)?;
+    // Unique to this run: nobody else writes into it or removes it while `keys` is
+    // missing (see remove_unfinished_keys).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!("{NEW_KEYS}{}-{nanos}", std::process::id()));
+    let made = write_key_dir(&tmp).and_then(|()| fs::rename(&tmp, keys));
+    match made {
+        Ok(()) => {}
+        // Another run's keys got there first (or removed this run's directory once
+        // they had): those are the keys.
+        Err(_) if keys.exists() => {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(format!("making the keys in {}: {e}", tmp.display()).into());
+        }
+    }
+    // The rename (this run's or the other's) on disk before any ledger is made with
+    // these keys.
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// A new directory `tmp` (this user's only) holding a new key pair, synced.
+fn write_key_dir(tmp: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(tmp)?;
+    let s = SigningKey::generate();
+    let p = PseudonymKey::generate();
+    write_new(&tmp.join("signing.key"), &s.expose_seed(), true)?;
+    write_new(&tmp.join("pseudonym.key"), p.expose_bytes(), true)?;
+    fs::File::open(tmp)?.sync_all()
+}
+
+/// Removes the directories of key pairs that never became `DIR/keys` (runs killed
+/// before their rename, or that lost to another run). Called once `DIR/keys` exists,
+/// so none of them can become it any more; a run still writing one finds `DIR/keys`
+/// and uses it. Best effort: a leftover is harmless, just untidy.
+fn remove_unfinished_keys(dir: &Path) {
+    let Ok(list) = fs::read_dir(dir) else { return };
+    for entry in list.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(NEW_KEYS) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Writes `path` whole or not at all: to a temporary file, synced, renamed into
+/// place, the directory synced. The caller makes sure no one else writes `path` at
+/// the same time (here: the ledger's lock is held).
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
+    write_new(&tmp, bytes, false)?;
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Creates `path` (which must not exist) holding `bytes`, synced; readable by this
+/// user only if `secret`.
+fn write_new(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
+    use std::io::Write;
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -245,12 +350,7 @@ fn write_whole(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
     }
     #[cfg(not(unix))]
     let _ = secret;
-    let mut file = options.open(&tmp)?;
+    let mut file = options.open(path)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
+    file.sync_all()
 }
