@@ -102,7 +102,10 @@ fn run() -> Result<(), Box<dyn Error>> {
         Err(denied) => {
             println!("   Denied: {denied}.");
             assert!(matches!(denied, Denied::NotCollectedForPurpose { .. }));
-            println!("   The ledger never recorded this number as collected for advertising.");
+            // (Not "never recorded": on a kept ledger an earlier run's Alice had it
+            // collected for advertising, until her account was erased.)
+            println!("   No collection of this number for advertising is in force: given for");
+            println!("   security, it cannot be used for ads.");
         }
     }
 
