@@ -39,6 +39,51 @@ use serde_json::json;
 
 type Error = Box<dyn std::error::Error>;
 
+/// What was being done when `source` failed; `main` prints the whole chain.
+#[derive(Debug)]
+struct Context {
+    what: String,
+    source: Error,
+}
+
+impl std::fmt::Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Wraps an error with what was being done.
+fn context<E: Into<Error>>(what: impl Into<String>) -> impl FnOnce(E) -> Error {
+    move |e| {
+        Box::new(Context {
+            what: what.into(),
+            source: e.into(),
+        })
+    }
+}
+
+/// The ledger in `dir`, read-only and keyless.
+fn inspect(dir: &str) -> Result<Inspector, Error> {
+    Inspector::open(dir).map_err(context(format!("cannot read the ledger in {dir}")))
+}
+
+/// Writes `text` and a newline to stdout. A reader that went away (`ledger_audit ... |
+/// head`) is not an error: the output is for it alone, and the exit status still
+/// tells the verdict.
+fn out(text: &str) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(context("writing the output")(e)),
+        _ => Ok(()),
+    }
+}
+
 /// A check that ran and failed (exit 1), as opposed to an error (exit 2).
 struct Failed(String);
 
@@ -98,8 +143,12 @@ impl Args {
     fn ledger(&self, dir: &str) -> Result<Ledger, Error> {
         let keys = self.keys.as_deref().ok_or("this command needs --keys KEYS")?;
         let (s, p) = load_keys(keys)?;
-        drop(Inspector::open(dir).map_err(|e| format!("{dir}: {e}"))?);
-        Ok(Ledger::builder(dir).signing_key(s).pseudonym_key(p).open()?)
+        drop(inspect(dir)?);
+        Ledger::builder(dir)
+            .signing_key(s)
+            .pseudonym_key(p)
+            .open()
+            .map_err(context(format!("cannot open the ledger in {dir}")))
     }
 }
 
@@ -141,12 +190,12 @@ fn millis(s: Option<&str>, what: &str) -> Result<Timestamp, Error> {
     })?))
 }
 
-/// Prints `human` or `machine` and returns the outcome.
-fn emit(a: &Args, human: String, machine: serde_json::Value) {
+/// Prints `human` or `machine`.
+fn emit(a: &Args, human: String, machine: serde_json::Value) -> Result<(), Error> {
     if a.json {
-        println!("{machine}");
+        out(&machine.to_string())
     } else {
-        println!("{human}");
+        out(&human)
     }
 }
 
@@ -190,23 +239,26 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
     match command {
         "verify" => {
             let dir = a.pos(1, "ledger directory")?;
-            let inspector = Inspector::open(dir)?;
+            let inspector = inspect(dir)?;
             let total = inspector.len()?.max(1);
             let show = !a.json;
+            // The progress bar is a courtesy: a closed stderr does not stop the check.
             let result = inspector.verify_with_progress(|done| {
                 if show {
                     let width = 40u64;
                     let filled = (done.min(total) * width / total) as usize;
-                    eprint!(
+                    let mut stderr = std::io::stderr().lock();
+                    let _ = write!(
+                        stderr,
                         "\r[{}{}] {done}/{total}",
                         "#".repeat(filled),
                         " ".repeat(width as usize - filled)
                     );
-                    let _ = std::io::stderr().flush();
+                    let _ = stderr.flush();
                 }
             });
             if show {
-                eprintln!();
+                let _ = writeln!(std::io::stderr());
             }
             match result {
                 Ok(r) => {
@@ -230,7 +282,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                         ),
                         json!({"ok": r.untrusted.is_empty(), "entries": r.entries, "keys": r.keys,
                                "head": hex(&r.head), "untrusted": untrusted}),
-                    );
+                    )?;
                     Ok(if r.untrusted.is_empty() {
                         Ok(())
                     } else {
@@ -242,13 +294,13 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                         a,
                         format!("FAILED: {e}"),
                         json!({"ok": false, "error": e.to_string()}),
-                    );
+                    )?;
                     Ok(Err(Failed(e.to_string())))
                 }
             }
         }
         "prefix" => {
-            let inspector = Inspector::open(a.pos(1, "ledger directory")?)?;
+            let inspector = inspect(a.pos(1, "ledger directory")?)?;
             let p = inspector.valid_prefix()?;
             let entries = inspector.entries(p.len)?;
             let list: Vec<_> = entries
@@ -285,7 +337,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                     revoked.as_deref().map(|r| format!("; {r}")).unwrap_or_default()
                 ),
                 json!({"intact": p.len, "problem": problem, "untrusted": untrusted, "entries": list}),
-            );
+            )?;
             Ok(match problem.or(revoked) {
                 None => Ok(()),
                 Some(e) => Err(Failed(e)),
@@ -304,14 +356,14 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 cp.text().to_owned(),
                 json!({"origin": cp.origin(), "size": cp.size(), "root": hex(&cp.root()),
                        "revoked": revoked, "note": cp.text()}),
-            );
+            )?;
             Ok(Ok(()))
         }
         "key" => {
             let keys = a.keys.as_deref().ok_or("key needs --keys KEYS")?;
             let (s, _) = load_keys(keys)?;
             let k = hex(&s.verifying_key().to_bytes());
-            emit(a, k.clone(), json!({"public_key": k}));
+            emit(a, k.clone(), json!({"public_key": k}))?;
             Ok(Ok(()))
         }
         "history" => {
@@ -348,7 +400,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 a,
                 human.join("\n"),
                 json!({"subject": subject.as_str(), "history": machine}),
-            );
+            )?;
             Ok(Ok(()))
         }
         "receipt" => {
@@ -362,7 +414,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 .opt("withdraw")
                 .unwrap_or("Use the privacy settings page of the application.");
             let r = l.receipt(seq, how)?;
-            println!("{}", r.to_json());
+            out(&r.to_json())?;
             Ok(Ok(()))
         }
         "verify-receipt" => {
@@ -391,7 +443,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                         ),
                         json!({"ok": true, "entry": v.entry_seq, "action": v.action, "purpose": v.purpose,
                                "subject": v.subject, "tree_size": v.checkpoint.size(), "key": key_hex}),
-                    );
+                    )?;
                     Ok(Ok(()))
                 }
                 Err(e) => {
@@ -399,7 +451,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                         a,
                         format!("FAILED: {e}\n{rests_on}"),
                         json!({"ok": false, "error": e.to_string(), "key": key_hex}),
-                    );
+                    )?;
                     Ok(Err(Failed(e.to_string())))
                 }
             }
@@ -471,10 +523,21 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                        "by_recipient": by_recipient, "unlawful_uses": r.unlawful_uses,
                        "unlawful_subjects": r.unlawful_subjects.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
                        "unlawful": unlawful}),
-            );
+            )?;
             Ok(Ok(()))
         }
         other => Err(format!("unknown command {other:?}").into()),
+    }
+}
+
+/// Prints `error: ...` and every cause under it.
+fn print_error(e: &Error) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "error: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        let _ = writeln!(stderr, "  caused by: {s}");
+        source = s.source();
     }
 }
 
@@ -482,7 +545,7 @@ fn main() -> ExitCode {
     let args = match parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}");
+            print_error(&e);
             return ExitCode::from(2);
         }
     };
@@ -490,12 +553,12 @@ fn main() -> ExitCode {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(Failed(why))) => {
             if !args.json {
-                eprintln!("check failed: {why}");
+                let _ = writeln!(std::io::stderr(), "check failed: {why}");
             }
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            print_error(&e);
             ExitCode::from(2)
         }
     }
