@@ -24,16 +24,21 @@
 //! `DIR/keys`. Times are milliseconds since the Unix epoch. Exit status: 0 when every
 //! check passed, 1 when a check failed, 2 for a usage or I/O error.
 //!
+//! `impact` refuses what would make it answer another question than the one typed:
+//! a purpose id that is not valid or that no entry of the log names (a misspelling),
+//! and an empty window (`--from` not before `--until`).
+//!
 //! Try it: `cargo run --example two_factor_vs_ads /tmp/demo`, then
 //! `cargo run --example ledger_audit -- verify /tmp/demo/ledger`.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use consent_ledger::{
-    verify_receipt, Hypothesis, ImpactQuery, Inspector, Ledger, PseudonymKey, Receipt, Recipient, SigningKey,
-    SubjectId, Timestamp, VerifyingKey,
+    is_valid_purpose_id, verify_receipt, Change, Hypothesis, ImpactQuery, Inspector, Ledger, PseudonymKey,
+    Receipt, Recipient, SigningKey, SubjectId, Timestamp, VerifyingKey,
 };
 use serde_json::json;
 
@@ -71,6 +76,36 @@ fn context<E: Into<Error>>(what: impl Into<String>) -> impl FnOnce(E) -> Error {
 /// The ledger in `dir`, read-only and keyless.
 fn inspect(dir: &str) -> Result<Inspector, Error> {
     Inspector::open(dir).map_err(context(format!("cannot read the ledger in {dir}")))
+}
+
+/// Every purpose id the log's entries name (collections, consents, withdrawals, lapses).
+fn purposes_in_log(inspector: &Inspector) -> Result<BTreeSet<String>, Error> {
+    let mut out = BTreeSet::new();
+    for (_, h) in inspector.entries(u64::MAX)? {
+        match h.change {
+            Change::Collected { purpose, .. }
+            | Change::Granted { purpose, .. }
+            | Change::Withdrawn { purpose }
+            | Change::Expired { purpose } => {
+                out.insert(purpose);
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// `id` as a purpose id, refused unless valid (checked before the ledger is read).
+fn purpose_arg(id: &str, what: &str) -> Result<String, Error> {
+    if is_valid_purpose_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err(format!(
+            "{what}: {id:?} is not a purpose id (1 to 64 of a-z, 0-9, '-', '_', '.', such as \
+             \"advertising\")"
+        )
+        .into())
+    }
 }
 
 /// Writes `text` and a newline to stdout. A reader that went away (`ledger_audit ... |
@@ -181,6 +216,20 @@ fn unhex32(s: &str) -> Result<[u8; 32], Error> {
         *b = u8::from_str_radix(pair, 16).map_err(|_| "bad hex")?;
     }
     Ok(out)
+}
+
+/// Refuses an empty or inverted window `[from, until)`.
+fn check_window(from: Timestamp, until: Timestamp, from_name: &str, until_name: &str) -> Result<(), Error> {
+    if from < until {
+        Ok(())
+    } else {
+        Err(format!(
+            "{from_name} {} is not before {until_name} {}: the window [{from_name}, {until_name}) is empty",
+            from.as_millis(),
+            until.as_millis()
+        )
+        .into())
+    }
 }
 
 fn millis(s: Option<&str>, what: &str) -> Result<Timestamp, Error> {
@@ -457,11 +506,20 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
             }
         }
         "impact" => {
-            let l = a.ledger(a.pos(1, "ledger directory")?)?;
-            let mut q =
-                ImpactQuery::between(millis(a.opt("from"), "from")?, millis(a.opt("until"), "until")?);
+            // Whatever would make the query ask something else than what was typed (a
+            // misspelled purpose, an empty window) is refused: its answer would read
+            // "nobody affected".
+            let dir = a.pos(1, "ledger directory")?;
+            let from = millis(a.opt("from"), "from")?;
+            let until = millis(a.opt("until"), "until")?;
+            check_window(from, until, "--from", "--until")?;
+            let mut q = ImpactQuery::between(from, until);
+            // Purpose ids asked about, each checked against the log below.
+            let mut purposes: Vec<(String, String)> = Vec::new();
             if let Some(p) = a.opt("purpose") {
-                q = q.purpose_id(p);
+                let id = purpose_arg(p, "--purpose")?;
+                q = q.purpose_id(&id);
+                purposes.push((id, "--purpose".to_owned()));
             }
             if let Some(p) = a.opt("partner") {
                 q = q.recipient(Recipient::partner(p)?);
@@ -470,17 +528,47 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 let parts: Vec<&str> = h.split(':').collect();
                 q = q.assume(match parts.as_slice() {
                     ["withdrawals-immediate"] => Hypothesis::WithdrawalsImmediate,
-                    ["never", given, used] => Hypothesis::NeverConsented {
-                        given_for: (*given).to_owned(),
-                        used_for: (*used).to_owned(),
-                    },
-                    ["void-grants", from, until] => Hypothesis::GrantsVoidBetween {
-                        from: millis(Some(from), "assume void-grants FROM")?,
-                        until: Some(millis(Some(until), "assume void-grants UNTIL")?),
-                    },
+                    ["never", given, used] => {
+                        let what = format!("--assume {h}");
+                        let given_for = purpose_arg(given, &what)?;
+                        let used_for = purpose_arg(used, &what)?;
+                        purposes.push((given_for.clone(), what.clone()));
+                        purposes.push((used_for.clone(), what));
+                        Hypothesis::NeverConsented { given_for, used_for }
+                    }
+                    ["void-grants", from, until] => {
+                        let from = millis(Some(from), "assume void-grants FROM")?;
+                        let until = millis(Some(until), "assume void-grants UNTIL")?;
+                        check_window(from, until, "void-grants FROM", "UNTIL")?;
+                        Hypothesis::GrantsVoidBetween {
+                            from,
+                            until: Some(until),
+                        }
+                    }
                     _ => return Err(format!("unknown hypothesis {h:?}").into()),
                 });
             }
+            let keys = a.keys.as_deref().ok_or("this command needs --keys KEYS")?;
+            let (s, p) = load_keys(keys)?;
+            let in_log = purposes_in_log(&inspect(dir)?)?;
+            if let Some((id, what)) = purposes.iter().find(|(id, _)| !in_log.contains(id)) {
+                let known: Vec<&str> = in_log.iter().map(String::as_str).collect();
+                return Err(format!(
+                    "{what}: no entry of the log names purpose {id:?} (misspelled?); the log's \
+                     purposes: {}",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                )
+                .into());
+            }
+            let l = Ledger::builder(dir)
+                .signing_key(s)
+                .pseudonym_key(p)
+                .open()
+                .map_err(context(format!("cannot open the ledger in {dir}")))?;
             let r = l.impact(&q)?;
             let unlawful: Vec<_> = r
                 .unlawful
