@@ -22,7 +22,8 @@
 //! `DIR` is a ledger directory; `KEYS` a directory holding `signing.key` (32-byte
 //! seed) and `pseudonym.key` (32 bytes), as `two_factor_vs_ads DIR` keeps them in
 //! `DIR/keys`. Times are milliseconds since the Unix epoch. Exit status: 0 when every
-//! check passed, 1 when a check failed, 2 for a usage or I/O error.
+//! check passed, 1 when a check failed (including a receipt refused because the log
+//! does not vouch for the entry), 2 for a usage or I/O error.
 //!
 //! `impact` refuses what would make it answer another question than the one typed:
 //! a purpose id that is not valid or that no entry of the log names (a misspelling),
@@ -38,7 +39,7 @@ use std::process::ExitCode;
 
 use consent_ledger::{
     is_valid_purpose_id, verify_receipt, Change, Hypothesis, ImpactQuery, Inspector, Ledger, PseudonymKey,
-    Receipt, Recipient, SigningKey, SubjectId, Timestamp, VerifyingKey,
+    ReadError, Receipt, Recipient, SigningKey, SubjectId, Timestamp, VerifyingKey,
 };
 use serde_json::json;
 
@@ -316,17 +317,27 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                         .iter()
                         .map(|u| json!({"from": u.from, "to": u.to, "revoked_by": u.revoked_by}))
                         .collect();
+                    // Entries signed by a revoked key fail the check: not "ok".
+                    let ranges: Vec<String> = r
+                        .untrusted
+                        .iter()
+                        .map(|u| format!("{}..={} (revoked by entry {})", u.from, u.to, u.revoked_by))
+                        .collect();
                     emit(
                         a,
                         format!(
-                            "ok: {} entries, {} signing key(s), head {}{}",
+                            "{}: {} entries, {} signing key(s), head {}{}",
+                            if r.untrusted.is_empty() { "ok" } else { "FAILED" },
                             r.entries,
                             r.keys,
                             hex(&r.head),
                             if r.untrusted.is_empty() {
                                 String::new()
                             } else {
-                                format!("\nUNTRUSTED ranges (signed by revoked keys): {:?}", r.untrusted)
+                                format!(
+                                    "\nUNTRUSTED: entries signed by a revoked key: {}",
+                                    ranges.join(", ")
+                                )
                             }
                         ),
                         json!({"ok": r.untrusted.is_empty(), "entries": r.entries, "keys": r.keys,
@@ -462,9 +473,23 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
             let how = a
                 .opt("withdraw")
                 .unwrap_or("Use the privacy settings page of the application.");
-            let r = l.receipt(seq, how)?;
-            out(&r.to_json())?;
-            Ok(Ok(()))
+            match l.receipt(seq, how) {
+                Ok(r) => {
+                    out(&r.to_json())?;
+                    Ok(Ok(()))
+                }
+                // The log does not vouch for the entry (signed by a revoked key) or is
+                // broken: a failed check, not a usage error.
+                Err(ReadError::Integrity(e)) => {
+                    emit(
+                        a,
+                        format!("FAILED: no receipt for entry {seq}: {e}"),
+                        json!({"ok": false, "entry": seq, "error": e.to_string()}),
+                    )?;
+                    Ok(Err(Failed(e.to_string())))
+                }
+                Err(e) => Err(context(format!("no receipt for entry {seq}"))(e)),
+            }
         }
         "verify-receipt" => {
             let text = std::fs::read_to_string(a.pos(1, "receipt file")?)?;
