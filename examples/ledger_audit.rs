@@ -33,7 +33,7 @@
 //! `cargo run --example ledger_audit -- verify /tmp/demo/ledger`.
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -44,6 +44,10 @@ use consent_ledger::{
 use serde_json::json;
 
 type Error = Box<dyn std::error::Error>;
+
+/// Longest receipt file read (a receipt is a few KiB; its proofs grow with the log's
+/// size only logarithmically).
+const MAX_RECEIPT_BYTES: u64 = 4 << 20;
 
 /// What was being done when `source` failed; `main` prints the whole chain.
 #[derive(Debug)]
@@ -492,7 +496,20 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
             }
         }
         "verify-receipt" => {
-            let text = std::fs::read_to_string(a.pos(1, "receipt file")?)?;
+            let file = a.pos(1, "receipt file")?;
+            // Bounded: the file is anyone's, and a receipt is small.
+            let mut bytes = Vec::new();
+            std::fs::File::open(file)
+                .and_then(|f| f.take(MAX_RECEIPT_BYTES + 1).read_to_end(&mut bytes))
+                .map_err(context(format!("cannot read {file}")))?;
+            if bytes.len() as u64 > MAX_RECEIPT_BYTES {
+                return Err(format!(
+                    "{file} is longer than {} MiB: not a receipt (a receipt is a few KiB)",
+                    MAX_RECEIPT_BYTES >> 20
+                )
+                .into());
+            }
+            let text = String::from_utf8(bytes).map_err(context(format!("{file} is not UTF-8 text")))?;
             let key_hex = a.pos(2, "public key (hex)")?.to_ascii_lowercase();
             let key = VerifyingKey::from_bytes(&unhex32(&key_hex)?)?;
             let checked = Receipt::from_json(&text).and_then(|r| verify_receipt(&r, &key));
