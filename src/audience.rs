@@ -88,7 +88,7 @@ impl IdentifierKind {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive] // new denial reasons add fields
 pub struct DeniedCounts {
-    /// Known identifiers never collected for the purpose (such as 2FA-only numbers).
+    /// Known identifiers not collected for the purpose (such as 2FA-only numbers).
     pub not_collected_for_purpose: u64,
     /// No consent was ever given.
     pub no_consent: u64,

@@ -162,11 +162,13 @@ impl Evidence {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Denied {
-    /// The ledger has never recorded this identifier for any subject.
-    #[error("the identifier was never collected")]
+    /// No subject holds this identifier in the ledger: it was never collected, or only
+    /// by a subject since erased (whose collections the ledger can no longer link).
+    #[error("no subject holds the identifier")]
     UnknownIdentifier,
-    /// The identifier was collected, but not for this purpose.
-    #[error("the identifier was never collected for {purpose:?}")]
+    /// The identifier's holder has it collected, but not for this purpose (which an
+    /// erased earlier holder may have had).
+    #[error("the identifier is not collected for {purpose:?}")]
     NotCollectedForPurpose {
         /// The purpose asked for.
         purpose: &'static str,
