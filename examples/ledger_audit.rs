@@ -672,7 +672,13 @@ fn print_error(e: &Error) {
 }
 
 fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
+    // Arguments that are not UTF-8 (a path, say) are refused, not a panic.
+    let utf8: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
+    let Ok(utf8) = utf8 else {
+        let _ = writeln!(std::io::stderr(), "error: an argument is not UTF-8");
+        return ExitCode::from(2);
+    };
+    let args = match parse(utf8.into_iter()) {
         Ok(a) => a,
         Err(e) => {
             print_error(&e);

@@ -461,3 +461,22 @@ fn ledger_audit_survives_a_closed_stdout() {
         assert_eq!(o.status.code(), Some(verdict), "{args:?}: {err}");
     }
 }
+
+/// An argument that is not UTF-8 (a path on Linux may be any bytes) is refused with
+/// exit 2 and a message; it was a panic.
+#[cfg(unix)]
+#[test]
+fn ledger_audit_refuses_an_argument_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let o = Command::new(example("ledger_audit"))
+        .arg("verify")
+        .arg(std::ffi::OsStr::from_bytes(b"/tmp/\xff"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not UTF-8"),
+        "{}",
+        text(&o)
+    );
+}
