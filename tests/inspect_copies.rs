@@ -1,9 +1,19 @@
-//! The private copies `Inspector` reads from: one left by a killed process is removed
-//! by the next inspection, a live one is not. Its own test binary, so that no other
-//! test's inspections come and go in the temporary directory meanwhile.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+//! The private copies `Inspector` reads from, in the temporary directory: one left by a
+//! killed process is removed by the next inspection; a live one, another user's or a
+//! planted one is not, and concurrent inspections do not remove each other's. Each
+//! test points `TMPDIR` at a private directory, one test at a time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
 
 use consent_ledger::{Inspector, Ledger, PseudonymKey, RecipientScope, Security, SigningKey, SubjectId};
+use std::time::Duration;
+
+/// Tests that point TMPDIR at a private directory run one at a time.
+static TMPDIR_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn ledger(dir: &std::path::Path) {
     let l = Ledger::builder(dir)
@@ -26,9 +36,14 @@ fn ledger(dir: &std::path::Path) {
 /// a live copy, and a directory that is not a copy of ours, are left alone.
 #[test]
 fn an_abandoned_private_copy_is_removed_by_the_next_inspection() {
-    let dir = tempfile::tempdir().unwrap();
+    let _serial = TMPDIR_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     ledger(dir.path());
-    let tmp = std::env::temp_dir();
+    // A private temporary directory, so that no other process's copies come and go.
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tmp = base.path().to_path_buf();
+    std::env::set_var("TMPDIR", &tmp);
+    assert_eq!(std::env::temp_dir(), tmp);
     let unique = format!(
         "{}-{}",
         std::process::id(),
@@ -70,4 +85,91 @@ fn an_abandoned_private_copy_is_removed_by_the_next_inspection() {
     }
     assert_eq!(live.verify().unwrap().entries, second.verify().unwrap().entries);
     std::fs::remove_dir(&other).unwrap();
+}
+
+/// A directory named like a private copy, holding a FIFO called `owner`, does not stop
+/// inspections (found by a review: the clean-up opened `owner`, which blocks on a FIFO
+/// until a writer comes; in a shared /tmp any local user could plant one). Only this
+/// user's directories are looked into, and only a regular `owner` file is opened.
+#[cfg(unix)]
+#[test]
+fn a_fifo_named_owner_in_the_temp_dir_does_not_hang_inspections() {
+    let _serial = TMPDIR_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // A private temporary directory for this process (never the shared /tmp).
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tmp = base.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let ledger_dir = base.path().join("ledger");
+    ledger(&ledger_dir);
+    std::env::set_var("TMPDIR", &tmp);
+    assert_eq!(std::env::temp_dir(), tmp);
+    // What a hostile local user plants (in a sticky /tmp they own it; readable by all).
+    let planted = tmp.join("consent-ledger-inspect-planted");
+    std::fs::create_dir(&planted).unwrap();
+    let fifo = planted.join("owner");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = ledger_dir.clone();
+    std::thread::spawn(move || {
+        let r = Inspector::open(&d).map(|_| ());
+        let _ = tx.send(r.is_ok());
+    });
+    let outcome = rx.recv_timeout(Duration::from_secs(10));
+    if outcome.is_err() {
+        // Unblock the inspection thread (a writer opens the FIFO) before failing.
+        let _w = std::fs::OpenOptions::new().write(true).open(&fifo);
+        let _ = rx.recv_timeout(Duration::from_secs(10));
+    }
+    assert!(
+        outcome.is_ok(),
+        "Inspector::open did not return within 10 s: blocked opening the planted FIFO"
+    );
+}
+
+/// Two inspections at once in one process (of two ledgers): one may find the other's
+/// copy after its `owner` file was created but before it was locked, lock it, and remove
+/// that live copy; the other's inspection then fails (its lock refused, or its copy gone
+/// under it).
+#[test]
+fn concurrent_inspections_of_different_ledgers_do_not_fail() {
+    let _serial = TMPDIR_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tmp = base.path().join("tmp-race");
+    std::fs::create_dir(&tmp).unwrap();
+    let dirs: Vec<_> = (0..4)
+        .map(|i| {
+            let d = base.path().join(format!("ledger{i}"));
+            ledger(&d);
+            d
+        })
+        .collect();
+    std::env::set_var("TMPDIR", &tmp);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for d in &dirs {
+            let failures = &failures;
+            s.spawn(move || {
+                for _ in 0..400 {
+                    if let Err(e) = Inspector::open(d) {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{e}: {:?}", std::error::Error::source(&e)));
+                    }
+                }
+            });
+        }
+    });
+    let f = failures.into_inner().unwrap();
+    assert!(
+        f.is_empty(),
+        "{} of 1600 inspections failed, first: {}",
+        f.len(),
+        f[0]
+    );
 }

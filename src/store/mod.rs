@@ -459,29 +459,62 @@ pub(crate) struct PrivateCopy {
 /// The name every private copy starts with, in the temporary directory.
 const COPY_PREFIX: &str = "consent-ledger-inspect-";
 
-/// Removes the private copies in `tmp` whose owners are gone: those whose `owner` file
-/// can be locked. A copy without one is being made (its owner creates and locks it
-/// first) or is not ours: left alone. Best effort: what cannot be read is skipped.
-fn remove_abandoned_copies(tmp: &Path) {
+/// Removes the private copies in `tmp` whose owners are gone: directories of ours
+/// (named so, and owned by the same user as `mine`, the copy just made) whose `owner`
+/// file can be locked. Only this user's directories are looked into: in a shared
+/// temporary directory another user could plant anything (a FIFO named `owner` would
+/// block the open), but not inside a directory of ours, mode 0700. A copy's `owner`
+/// file appears only once it is locked (it is locked under another name, then renamed),
+/// so a copy being made is never taken for an abandoned one. Best effort: what cannot
+/// be read is skipped.
+fn remove_abandoned_copies(tmp: &Path, mine: &Path) {
+    let Ok(my_dir) = std::fs::symlink_metadata(mine) else {
+        return;
+    };
     let Ok(items) = std::fs::read_dir(tmp) else {
         return;
     };
     for item in items.flatten() {
         let path = item.path();
-        let ours = path
+        let named = path
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with(COPY_PREFIX));
-        // Not followed if it is a symbolic link: only a directory of its own.
-        if !ours || !item.file_type().is_ok_and(|t| t.is_dir()) {
+        if !named || path == mine {
             continue;
         }
-        let Ok(owner) = File::open(path.join("owner")) else {
+        // Not followed if it is a symbolic link: only a directory of this user's.
+        let Ok(meta) = item.metadata() else {
+            continue;
+        };
+        if !meta.file_type().is_dir() || !same_owner(&meta, &my_dir) {
+            continue;
+        }
+        let owner = path.join("owner");
+        if !std::fs::symlink_metadata(&owner).is_ok_and(|m| m.file_type().is_file()) {
+            continue;
+        }
+        let Ok(owner) = File::open(owner) else {
             continue;
         };
         if owner.try_lock().is_ok() {
             let _ = std::fs::remove_dir_all(&path);
         }
+    }
+}
+
+/// Whether two files belong to the same user (on Unix; elsewhere the temporary
+/// directory is the user's own).
+fn same_owner(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        a.uid() == b.uid()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        true
     }
 }
 
@@ -514,7 +547,6 @@ impl PrivateCopy {
             }
         }
         let tmp = std::env::temp_dir();
-        remove_abandoned_copies(&tmp);
         let mut name = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut name);
         let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
@@ -523,11 +555,15 @@ impl PrivateCopy {
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(&path).map_err(err)?;
-        let owner = File::create_new(path.join("owner")).and_then(|f| {
-            f.try_lock().map(|()| f).map_err(|e| match e {
+        // Locked under another name, then renamed: an `owner` file is always locked
+        // while its copy lives.
+        let owner = File::create_new(path.join("owner.new")).and_then(|f| {
+            f.try_lock().map_err(|e| match e {
                 std::fs::TryLockError::Error(e) => e,
                 std::fs::TryLockError::WouldBlock => std::io::Error::other("the copy's owner file is locked"),
-            })
+            })?;
+            std::fs::rename(path.join("owner.new"), path.join("owner"))?;
+            Ok(f)
         });
         let owner = match owner {
             Ok(f) => f,
@@ -536,6 +572,7 @@ impl PrivateCopy {
                 return Err(err(e));
             }
         };
+        remove_abandoned_copies(&tmp, &path);
         let copy = PrivateCopy { path, _owner: owner };
         for item in std::fs::read_dir(dir).map_err(err)? {
             let item = item.map_err(err)?;
