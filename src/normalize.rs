@@ -2,9 +2,12 @@
 //! (and so equal pseudonyms).
 //!
 //! - Phone numbers become E.164: `+`, then 7 to 15 ASCII digits, the first not `0`.
-//!   Visual separators (space, `-`, `.`, `(`, `)`, `/`) are dropped. A number must be
-//!   given in international form: without a country code there is no single right
-//!   normalization, so `0044…` or a national number is refused rather than guessed.
+//!   Visual separators (space, `-`, `.`, `(`, `)`, `/`) are dropped, and so is a trunk
+//!   prefix written "(0)" (or "( 0 )") after the country code, except for the country
+//!   codes whose numbers keep their 0 in international form (+39, +378, +379, +225,
+//!   +242), where it is the number's own 0. A number must be given in international
+//!   form: without a country code there is no single right normalization, so `0044…`
+//!   or a national number is refused rather than guessed.
 //! - Email addresses are trimmed and their domain lower-cased; the local part is kept
 //!   as given (RFC 5321 leaves its case to the receiving host). Quoted local parts,
 //!   IP-literal domains, whitespace and control characters are refused.
@@ -160,22 +163,44 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
         return Err("is too long");
     }
     let mut digits = 0usize;
+    // The digits so far as a number, while there are at most three (a country code).
+    let mut leading = 0u32;
     let mut skip = 0usize;
     for (i, c) in rest.char_indices() {
         if skip > 0 {
             skip -= 1;
             continue;
         }
+        // "+44 (0)20 …" (also "( 0 )"): the national trunk prefix some write after the
+        // country code. It is not dialled from abroad and not part of the E.164
+        // number; kept, the same number would have two normal forms. Except where the
+        // 0 is part of the number in international form too (Italy, San Marino,
+        // Vatican City, Côte d'Ivoire, Republic of the Congo): there "(0)" is the
+        // number's own 0, written in parentheses, and kept.
+        let trunk = if c == '(' && digits > 0 {
+            trunk_zero(rest.get(i..).unwrap_or_default())
+        } else {
+            None
+        };
+        let c = match trunk {
+            Some(len) => {
+                skip = len - 1;
+                if digits > 3 || !KEEP_ZERO.contains(&leading) {
+                    continue;
+                }
+                '0'
+            }
+            None => c,
+        };
         match c {
-            // "+44 (0)20 …": the national trunk prefix some write after the country
-            // code. It is not dialled from abroad and not part of the E.164 number;
-            // kept, the same number would have two normal forms.
-            '(' if digits > 0 && rest.get(i..).is_some_and(|r| r.starts_with("(0)")) => skip = 2,
             '0'..='9' => {
                 if digits == 0 && c == '0' {
                     return Err("country code cannot start with 0");
                 }
                 digits += 1;
+                if digits <= 3 {
+                    leading = leading * 10 + u32::from(c as u8 - b'0');
+                }
                 if digits > PHONE_MAX_DIGITS || !out.push_ascii(c as u8) {
                     return Err("has more than 15 digits");
                 }
@@ -188,6 +213,32 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
         return Err("has too few digits for E.164");
     }
     Ok(())
+}
+
+/// Country codes whose numbers keep their leading 0 in international form: "(0)" after
+/// them is the number's own 0 (Italy, San Marino, Vatican City, Côte d'Ivoire, Republic
+/// of the Congo).
+const KEEP_ZERO: [u32; 5] = [39, 378, 379, 225, 242];
+
+/// The length in characters of a parenthesised lone 0 at the start of `s` ("(0)",
+/// "( 0 )", "(0 )", with the separators a phone number may hold around the 0), if
+/// there is one.
+fn trunk_zero(s: &str) -> Option<usize> {
+    let sep = |c: char| matches!(c, ' ' | '-' | '.' | '/');
+    let mut chars = s.chars().enumerate();
+    if chars.next().map(|(_, c)| c) != Some('(') {
+        return None;
+    }
+    let mut zero = false;
+    for (n, c) in chars {
+        match c {
+            '0' if !zero => zero = true,
+            ')' if zero => return Some(n + 1),
+            c if sep(c) => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Normalizes an email address: surrounding whitespace trimmed, local part kept as
@@ -236,7 +287,10 @@ fn email_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
     if !local.is_ascii() {
         return Err("local part is not ASCII");
     }
-    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    // One trailing dot (the root), ASCII or any of the full stops UTS 46 maps to it.
+    let domain = domain
+        .strip_suffix(['.', '\u{3002}', '\u{FF0E}', '\u{FF61}'])
+        .unwrap_or(domain);
     // Checked as it will be written. An internationalized domain is mapped by UTS 46
     // (case, Unicode normalization, full-width forms) to its ASCII form; an ASCII one
     // is only lower-cased, as it is written (no copy needed).
@@ -422,6 +476,17 @@ mod tests {
             ("+44 (0)20 7946 0958", "+442079460958"),
             ("+44(0)2079460958", "+442079460958"),
             ("+39 (06) 1234 5678", "+390612345678"),
+            // Found by a review: a trunk prefix with separators inside its parentheses,
+            // and "(0)" where the 0 is the number's own (Italy and the like).
+            ("+44 ( 0 ) 20 7946 0958", "+442079460958"),
+            ("+44 (0 )20 7946 0958", "+442079460958"),
+            ("+44 (-0-) 20 7946 0958", "+442079460958"),
+            ("+39 (0)6 1234 5678", "+390612345678"),
+            ("+39 ( 0 ) 6 1234 5678", "+390612345678"),
+            ("+378 (0)549 123456", "+3780549123456"),
+            ("+225 (0)7 0712 3456", "+2250707123456"),
+            ("+242 (0)6 123 4567", "+242061234567"),
+            ("+1 (0)555 010 999", "+1555010999"),
         ] {
             assert_eq!(phone(raw).unwrap(), want, "{raw}");
         }

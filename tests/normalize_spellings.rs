@@ -1,0 +1,90 @@
+//! Spellings of one identifier get one normal form (from a review: two normal forms let
+//! a second subject collect a held number, and a person's 2FA-only status miss the
+//! other spelling in an upload).
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+use consent_ledger::{
+    Identifier, IdentifierKind, Ledger, PseudonymKey, Recipient, RecipientScope, Security, SigningKey,
+    SubjectId, WriteError,
+};
+
+fn ledger(dir: &std::path::Path) -> Ledger {
+    Ledger::builder(dir)
+        .signing_key(SigningKey::generate())
+        .pseudonym_key(PseudonymKey::generate())
+        .open()
+        .unwrap()
+}
+
+/// The normal form of a phone number, read through an allowed use.
+fn normal_phone(ledger: &Ledger, subject: &str, raw: &str) -> String {
+    let id = Identifier::<Security>::phone(raw).unwrap();
+    let s = SubjectId::new(subject).unwrap();
+    ledger.collect(&s, &id, RecipientScope::first_party()).unwrap();
+    ledger
+        .authorize(&id, &Recipient::FirstParty)
+        .unwrap()
+        .expose()
+        .to_owned()
+}
+
+/// Collects `first` for one subject, then `second` for another: the same number must be
+/// refused as held by another subject.
+fn second_holder_refused(first: &str, second: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger(dir.path());
+    let a = normal_phone(&l, "account-1", first);
+    let b = Identifier::<Security>::phone(second).unwrap();
+    let r = l.collect(
+        &SubjectId::new("account-2").unwrap(),
+        &b,
+        RecipientScope::first_party(),
+    );
+    let got = r.as_ref().map(|_| {
+        l.authorize(&b, &Recipient::FirstParty)
+            .unwrap()
+            .expose()
+            .to_owned()
+    });
+    assert!(
+        matches!(r, Err(WriteError::HeldByAnotherSubject { .. })),
+        "{first:?} -> {a:?}, but {second:?} -> {got:?}: one number, two normal forms"
+    );
+}
+
+/// README: a "(0)" trunk prefix is dropped; separators (spaces) are dropped. Spaces
+/// inside the parentheses keep the trunk 0 in the number.
+#[test]
+fn a_trunk_prefix_with_spaces_inside_its_parentheses_is_dropped() {
+    second_holder_refused("+44 (0)20 7946 0958", "+44 ( 0 ) 20 7946 0958");
+    second_holder_refused("+44 (0)20 7946 0958", "+44 (0 )20 7946 0958");
+}
+
+/// In Italy (+39), San Marino (+378), Vatican (+379) the leading 0 of a fixed-line number
+/// is part of the E.164 number (+39 06 …); "+39 (0)6 …" is a common spelling of it. The
+/// code keeps "(06)" but drops "(0)", giving a different (non-existent) number.
+#[test]
+fn an_italian_zero_written_as_a_trunk_prefix_is_kept() {
+    second_holder_refused("+39 06 1234 5678", "+39 (0)6 1234 5678");
+}
+
+/// A trailing dot is accepted ("a@example.com.") and UTS 46 maps the ideographic and
+/// full-width full stops to '.', which are accepted inside the domain; at the end they
+/// are refused.
+#[test]
+fn a_trailing_unicode_full_stop_is_accepted_as_the_ascii_one_is() {
+    for raw in ["a@example.com.", "a@example\u{3002}com", "a@b\u{fc}cher.de."] {
+        assert!(
+            Identifier::<Security>::parse(IdentifierKind::Email, raw).is_ok(),
+            "{raw:?}"
+        );
+    }
+    for raw in [
+        "a@example.com\u{3002}",
+        "a@example.com\u{ff0e}",
+        "a@b\u{fc}cher.de\u{3002}",
+    ] {
+        let r = Identifier::<Security>::parse(IdentifierKind::Email, raw);
+        assert!(r.is_ok(), "{raw:?}: {r:?}");
+    }
+}
