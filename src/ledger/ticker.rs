@@ -27,6 +27,10 @@ type Duty = Box<dyn Fn() + Send + Sync>;
 pub(super) struct Ticker {
     now: Arc<AtomicU64>,
     duty: Arc<OnceLock<Duty>>,
+    /// The thread, which ends within a tick of the ticker's drop (not joined: a drop
+    /// does not wait for it). Kept so that tests can see it end.
+    #[cfg_attr(not(test), allow(dead_code, reason = "read by tests"))]
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Ticker {
@@ -45,7 +49,7 @@ impl Ticker {
         let weak: Weak<AtomicU64> = Arc::downgrade(&now);
         let duty: Arc<OnceLock<Duty>> = Arc::new(OnceLock::new());
         let duty_here = Arc::clone(&duty);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("consent-ledger-ticker".into())
             .spawn(move || {
                 let mut ticks = 0u32;
@@ -64,7 +68,11 @@ impl Ticker {
                 }
             })
             .ok()?;
-        Some(Ticker { now, duty })
+        Some(Ticker {
+            now,
+            duty,
+            thread: Some(thread),
+        })
     }
 
     /// Sets the duty the thread runs every [`DUTY_TICKS`] ticks (the first one set
@@ -97,14 +105,22 @@ mod tests {
             waited += 1;
         }
         assert_eq!(ticker.now(), Timestamp::from_millis(9));
+        let mut ticker = ticker;
+        let thread = ticker.thread.take().unwrap();
         let weak = Arc::downgrade(&ticker.now);
         drop(ticker);
-        // The thread holds the reading only while it stores a tick: gone within one.
+        // The thread holds the reading only while it stores a tick, and ends at the
+        // first tick that finds it gone. (Checking only that the reading is freed could
+        // not tell a thread that goes on forever: a review showed it.)
         let mut waited = 0;
-        while weak.upgrade().is_some() && waited < 1_000 {
+        while !thread.is_finished() && waited < 5_000 {
             std::thread::sleep(Duration::from_millis(1));
             waited += 1;
         }
+        assert!(
+            thread.is_finished(),
+            "the ticker's thread still runs after its owner was dropped"
+        );
         assert!(weak.upgrade().is_none());
     }
 }
