@@ -99,7 +99,9 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
 
 /// `value` as it reads: in NFKC (full-width and small forms, circled and superscript
 /// digits become their plain characters, so "０９０", "﹢" and "﹫" read as "090", "+"
-/// and "@"; a Roman numeral becomes letters), with every decimal digit of any script
+/// and "@"; a Roman numeral becomes letters), without invisible characters (Unicode's
+/// Default_Ignorable_Code_Point: zero-width spaces, bidi marks, a byte-order mark),
+/// with every decimal digit of any script
 /// (Unicode's category Nd: "٤٤" say) written as the ASCII digit `5` (which digit does
 /// not matter here, only that it is one).
 fn fold_lookalikes(value: &str) -> std::borrow::Cow<'_, str> {
@@ -110,7 +112,12 @@ fn fold_lookalikes(value: &str) -> std::borrow::Cow<'_, str> {
     }
     let nfkc = icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(value);
     let category = icu_properties::CodePointMapData::<GeneralCategory>::new();
+    // Invisible marks (zero-width spaces, bidi marks and isolates, a byte-order mark:
+    // what a number copied from a screen or a CSV file carries) are left out.
+    let invisible =
+        icu_properties::CodePointSetData::new::<icu_properties::props::DefaultIgnorableCodePoint>();
     nfkc.chars()
+        .filter(|c| !invisible.contains(*c))
         .map(|c| match category.get(c) {
             GeneralCategory::DecimalNumber if !c.is_ascii() => '5',
             _ => c,
@@ -364,6 +371,14 @@ mod tests {
             "\u{FE62}819012345678",
             "someone\u{FE6B}example.com",
             "①⑤⑤⑤ ⓪①⓪ ⑨⑨⑨⑨ ①②",
+            // Found by a later review: wrapped in invisible marks, as numbers copied
+            // from a phone's screen or a CSV file are.
+            "\u{202A}+1 (555) 010-9999\u{202C}",
+            "\u{2066}+1 (555) 010-9999\u{2069}",
+            "+1 (555) 010-9999\u{200E}",
+            "\u{FEFF}+1 (555) 010-9999",
+            "(555) 010-9999\u{200B}",
+            "+1 (555) 010\u{00AD}-9999",
         ] {
             assert!(crate::SubjectId::new(written).is_err(), "{written}");
             assert!(Name::new(written).is_err(), "{written}");
