@@ -395,27 +395,31 @@ impl Replay {
 
 /// [`Replay::untrusted`] of the key spans `keys` and the revocations `revoked` (key,
 /// position revoked from, revocation entry).
+///
+/// Linear in the spans and revocations (a log read from disk may hold any number of
+/// them: a hostile one, many distinct revoked keys).
 fn untrusted_ranges(keys: &[KeySpan], revoked: &[([u8; 32], u64, u64)]) -> Vec<UntrustedRange> {
-    let mut earliest: Vec<([u8; 32], u64, u64)> = Vec::with_capacity(revoked.len());
+    // Each revoked key's earliest position, with the revocation that gave it.
+    let mut earliest: std::collections::HashMap<[u8; 32], (u64, u64)> =
+        std::collections::HashMap::with_capacity(revoked.len());
     for (key, from, revoked_by) in revoked {
-        match earliest.iter_mut().find(|(k, ..)| k == key) {
-            Some((_, f, by)) if *from < *f => (*f, *by) = (*from, *revoked_by),
-            Some(_) => {}
-            None => earliest.push((*key, *from, *revoked_by)),
+        let held = earliest.entry(*key).or_insert((*from, *revoked_by));
+        if *from < held.0 {
+            *held = (*from, *revoked_by);
         }
     }
-    let mut out: Vec<UntrustedRange> = Vec::new();
-    for (key, from, revoked_by) in &earliest {
-        for span in keys.iter().filter(|s| s.key == *key && s.to >= s.from) {
-            if span.to >= *from {
-                out.push(UntrustedRange {
-                    from: span.from.max(*from),
-                    to: span.to,
-                    revoked_by: *revoked_by,
-                });
-            }
-        }
-    }
+    let mut out: Vec<UntrustedRange> = keys
+        .iter()
+        .filter(|span| span.to >= span.from)
+        .filter_map(|span| {
+            let (from, revoked_by) = *earliest.get(&span.key)?;
+            (span.to >= from).then(|| UntrustedRange {
+                from: span.from.max(from),
+                to: span.to,
+                revoked_by,
+            })
+        })
+        .collect();
     out.sort_by_key(|r| (r.from, r.to));
     out
 }
@@ -501,4 +505,57 @@ fn check_last((bytes, signed_len, s, k, pos): &LastEntry) -> Result<(), Integrit
         return Err(broken(*pos, IntegrityProblem::BadSignature));
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    /// The ranges as first written (a search of the keys seen for each revocation, a
+    /// scan of every span for each revoked key): quadratic in distinct revoked keys, which
+    /// a hostile log can hold by the tens of thousands (found by a review: 6.2 s against
+    /// 0.9 s to verify 40,000 revocations). What the linear version must still give.
+    fn quadratic(keys: &[KeySpan], revoked: &[([u8; 32], u64, u64)]) -> Vec<UntrustedRange> {
+        let mut earliest: Vec<([u8; 32], u64, u64)> = Vec::new();
+        for (key, from, revoked_by) in revoked {
+            match earliest.iter_mut().find(|(k, ..)| k == key) {
+                Some((_, f, by)) if *from < *f => (*f, *by) = (*from, *revoked_by),
+                Some(_) => {}
+                None => earliest.push((*key, *from, *revoked_by)),
+            }
+        }
+        let mut out = Vec::new();
+        for (key, from, revoked_by) in &earliest {
+            for span in keys.iter().filter(|s| s.key == *key && s.to >= s.from) {
+                if span.to >= *from {
+                    out.push(UntrustedRange {
+                        from: span.from.max(*from),
+                        to: span.to,
+                        revoked_by: *revoked_by,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|r| (r.from, r.to));
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn untrusted_ranges_are_those_of_the_first_version(
+            spans in proptest::collection::vec((0u8..6, 0u64..50, 0u64..50), 0..12),
+            revoked in proptest::collection::vec((0u8..8, 0u64..60, 0u64..60), 0..12),
+        ) {
+            // Spans in log order, as a replay makes them: consecutive, one key each.
+            let mut keys = Vec::new();
+            let mut at = 0u64;
+            for (k, len, _) in &spans {
+                keys.push(KeySpan { key: [*k; 32], from: at, to: at + len });
+                at += len + 1;
+            }
+            let revoked: Vec<_> = revoked.iter().map(|(k, f, by)| ([*k; 32], *f, *by)).collect();
+            proptest::prop_assert_eq!(untrusted_ranges(&keys, &revoked), quadratic(&keys, &revoked));
+        }
+    }
 }
