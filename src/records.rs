@@ -133,6 +133,10 @@ impl DecisionRecord {
 /// tags not the ledger's id.)
 const TAG_DOMAIN: &[u8] = b"consent-ledger decision record v3";
 const EVERY: u8 = 1;
+/// The greatest record number a ledger could have written (2^63 - 1: at a billion uses
+/// a second, three centuries): a greater one was planted, and numbering on from it
+/// would soon run out.
+const LAST_PLAUSIBLE_RECORD: u64 = (1 << 63) - 1;
 const AGGREGATED: u8 = 2;
 const SHARDS: usize = 16;
 /// Aggregates held per shard before the shard is written out.
@@ -204,8 +208,10 @@ impl Recorder {
     ///
     /// # Errors
     /// Storage failures; [`OpenError::CorruptMetadata`] when the greatest key is not a
-    /// record number's (once, a junk key reset the numbering to 0), or is the last
-    /// number there is (once, the numbering wrapped around to the first records).
+    /// record number's (once, a junk key reset the numbering to 0), or is past
+    /// [`LAST_PLAUSIBLE_RECORD`] (once, a key at the last number there is wrapped the
+    /// numbering around to the first records, and one just below it used the numbering
+    /// up, so that every use was denied as unavailable).
     pub(crate) fn new(mode: Recording, store: &dyn Backend) -> Result<Recorder, OpenError> {
         let corrupt = || OpenError::CorruptMetadata("decision record");
         let next = match store.last_decision_key(&[EVERY])? {
@@ -214,6 +220,7 @@ impl Recorder {
                     .get(1..)
                     .and_then(|b| <[u8; 8]>::try_from(b).ok())
                     .map(u64::from_be_bytes)
+                    .filter(|n| *n <= LAST_PLAUSIBLE_RECORD)
                     .ok_or_else(corrupt)?;
                 n.checked_add(1).ok_or_else(corrupt)?
             }

@@ -691,10 +691,11 @@ fn a_grant_at_the_largest_time_is_void_in_a_period_with_no_end() {
     assert_eq!(void(None), 1);
 }
 
-/// A key planted in the decision tree cannot steer the record numbers: a junk key or
-/// the last number there is fails opening with every decision recorded (once, they
-/// reset the numbering to 0 or wrapped it around, and the next records were written
-/// over the first ones), and a planted record is never written over.
+/// A key planted in the decision tree cannot steer the record numbers: a junk key or a
+/// number no ledger reaches (2^63 or more) fails opening with every decision recorded
+/// (once, they reset the numbering to 0, wrapped it around so that the next records
+/// were written over the first ones, or used it up so that every use was denied), and
+/// a planted record is never written over.
 #[test]
 fn a_planted_decision_key_never_makes_records_be_written_over() {
     let ident = id();
@@ -721,6 +722,10 @@ fn a_planted_decision_key_never_makes_records_be_written_over() {
     };
     for planted in [
         [&[1u8][..], &u64::MAX.to_be_bytes()].concat(),
+        // Found by a review: just below the last number, the numbering was used up at
+        // once and every use was denied as unavailable.
+        [&[1u8][..], &(u64::MAX - 1).to_be_bytes()].concat(),
+        [&[1u8][..], &(1u64 << 63).to_be_bytes()].concat(),
         vec![1u8],
         vec![1u8; 12],
     ] {
