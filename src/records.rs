@@ -436,14 +436,23 @@ fn aggregate_key(f: &DecisionFields, bucket_ms: u64) -> Vec<u8> {
     k
 }
 
-/// Every stored record, in key order (every-decision records first, by number; then
-/// aggregates by bucket).
-pub(crate) fn read_all(store: &dyn Backend, key: TagKey<'_>) -> Result<Vec<DecisionRecord>, ReadError> {
+/// The stored records `keep` selects, in key order (every-decision records first, by
+/// number; then aggregates by bucket), each checked and decoded as it is read, so that
+/// memory holds only those (an export of one subject, say, beside millions of records
+/// of others).
+pub(crate) fn read_matching(
+    store: &dyn Backend,
+    key: TagKey<'_>,
+    mut keep: impl FnMut(&DecisionRecord) -> bool,
+) -> Result<Vec<DecisionRecord>, ReadError> {
     let mut out = Vec::new();
     for item in store.decisions(&[]) {
         let (k, v) = item?;
         let fields = open_record(key, &k, &v).ok_or_else(corrupt)?;
-        out.push(DecisionRecord { fields });
+        let record = DecisionRecord { fields };
+        if keep(&record) {
+            out.push(record);
+        }
     }
     Ok(out)
 }

@@ -186,10 +186,7 @@ impl Ledger {
         // on, whatever this handle's setting): to whom it was disclosed, for what, under
         // which entry, how often and when.
         let mut uses = Vec::new();
-        for r in self.decision_records()? {
-            if r.subject() != subject {
-                continue;
-            }
+        for r in self.decision_records_matching(|r| r.subject() == subject)? {
             let (first, last) = r.times();
             uses.push(json!({
                 "@type": "dpv:Disclose",

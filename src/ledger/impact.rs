@@ -250,11 +250,7 @@ impl Ledger {
     /// # Errors
     /// Storage failures, a corrupt decision record, an entry that does not decode.
     pub fn impact(&self, q: &ImpactQuery) -> Result<ImpactReport, ReadError> {
-        let records: Vec<DecisionRecord> = self
-            .decision_records()?
-            .into_iter()
-            .filter(|r| q.selects(r))
-            .collect();
+        let records: Vec<DecisionRecord> = self.decision_records_matching(|r| q.selects(r))?;
         let store = &*self.inner.store;
 
         // Pass one: timestamps (to place a time on the log) and collections.

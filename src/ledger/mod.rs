@@ -603,12 +603,21 @@ impl Ledger {
     /// pseudonym key (also when
     /// that is why aggregates in memory could not be written: they stay in memory).
     pub fn decision_records(&self) -> Result<Vec<crate::DecisionRecord>, ReadError> {
+        self.decision_records_matching(|_| true)
+    }
+
+    /// [`Ledger::decision_records`], keeping only those `keep` selects as they are read
+    /// (the export of one subject and an impact query hold only theirs in memory).
+    pub(crate) fn decision_records_matching(
+        &self,
+        keep: impl FnMut(&crate::DecisionRecord) -> bool,
+    ) -> Result<Vec<crate::DecisionRecord>, ReadError> {
         let flushed = self
             .inner
             .recorder
             .flush(&*self.inner.store, self.inner.record_key());
         // Read first: a corrupt record, the likelier cause of a failed flush, is named.
-        let records = crate::records::read_all(&*self.inner.store, self.inner.record_key())?;
+        let records = crate::records::read_matching(&*self.inner.store, self.inner.record_key(), keep)?;
         flushed?;
         Ok(records)
     }
