@@ -580,15 +580,19 @@ impl State {
         seq: u64,
     ) {
         // Replace this subject's record for the purpose, else reuse a record left by an
-        // erased subject, else add one.
+        // erased subject (still holding this lookup, or forgotten: a forgotten record in
+        // this lookup's probe run has its hash in its slot), else add one. Reusing a
+        // forgotten record keeps erasing and collecting one identifier again and again
+        // from piling dead records into its probe run.
         let mut same = None;
         let mut stale = None;
-        for (i, r) in self.idents.find(&lookup) {
-            if r.subject == subject && r.purpose() == p {
+        for (i, r) in self.idents.same_hash(&lookup) {
+            if r.lookup == lookup && r.subject == subject && r.purpose() == p {
                 same = Some(i);
                 break;
             }
-            if stale.is_none() && self.is_erased(r.subject) {
+            let reusable = (r.lookup == lookup || r.lookup == FORGOTTEN) && self.is_erased(r.subject);
+            if stale.is_none() && reusable {
                 stale = Some(i);
             }
         }

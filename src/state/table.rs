@@ -157,6 +157,17 @@ impl IdentTable {
         &'t self,
         lookup: &'t Pseudonym,
     ) -> impl Iterator<Item = (usize, &'t IdentRec)> + 't {
+        self.same_hash(lookup)
+            .filter(move |(_, rec)| rec.lookup == *lookup)
+    }
+
+    /// Indexes of the records whose slots hold `lookup`'s 32-bit hash, along its probe
+    /// sequence: those of `lookup`, and of any other with the same hash (a record whose
+    /// lookup was overwritten keeps the hash in its slot).
+    pub(super) fn same_hash<'t>(
+        &'t self,
+        lookup: &Pseudonym,
+    ) -> impl Iterator<Item = (usize, &'t IdentRec)> + 't {
         let hash = hash32(lookup);
         let cap = self.slots.len();
         let start = home32(hash, cap);
@@ -179,9 +190,7 @@ impl IdentTable {
                 if (slot >> 32) as u32 == hash {
                     let index = (slot & 0xFFFF_FFFF) as usize - 1;
                     if let Some(rec) = self.recs.get(index) {
-                        if rec.lookup == *lookup {
-                            return Some((index, rec));
-                        }
+                        return Some((index, rec));
                     }
                 }
             }

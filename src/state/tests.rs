@@ -380,6 +380,30 @@ fn erasure_frees_the_identifier_for_another_subject() {
     assert_eq!(pair.new.idents.recs.len(), 1);
 }
 
+/// An identifier erased (its lookups then forgotten, as `Ledger::erase` does) and
+/// collected again by another subject, again and again, reuses the forgotten record
+/// rather than adding one each time (found by a review: 20,000 cycles left 20,000 dead
+/// records in its probe run, and a decision on it took 527 µs instead of 424 ns).
+#[test]
+fn erase_and_collect_again_cycles_reuse_the_forgotten_record() {
+    let mut pair = Pair::new();
+    for s in 0..SUBJECTS {
+        pair.run(&Op::Collect {
+            s,
+            i: 1,
+            p: 1,
+            scope: 2,
+        });
+        pair.check();
+        let lookups = pair.new.lookups_of(&subject(s));
+        pair.run(&Op::Erase { s });
+        pair.new.forget_lookups(&subject(s), &lookups);
+        pair.check();
+        assert!(!pair.new.holds_lookup(&lookup(1)));
+        assert_eq!(pair.new.idents.recs.len(), 1, "after {} cycles", s + 1);
+    }
+}
+
 #[test]
 fn many_subjects_grow_every_table() {
     let mut state = State::default();
