@@ -181,14 +181,15 @@ impl State {
         }
     }
 
-    /// Interns a purpose id. `None` once [`MAX_PURPOSES`] distinct ids were seen: entries
-    /// for further purposes are then not applied, so their uses are denied (fail closed).
     /// Whether an entry for purpose `id` would take effect: the id is known, or there
     /// is room for one more (see [`MAX_PURPOSES`]).
     pub(crate) fn can_hold_purpose(&self, id: &str) -> bool {
         self.purpose_idx.contains_key(id) || self.purposes.len() < MAX_PURPOSES
     }
 
+    /// Interns a purpose id. `None` once [`MAX_PURPOSES`] distinct ids were seen: entries
+    /// for further purposes are then not applied, so their uses are denied (fail closed;
+    /// the ledger refuses to write such entries, see [`State::can_hold_purpose`]).
     fn intern_purpose(&mut self, id: &str) -> Option<PurposeIdx> {
         if let Some(i) = self.purpose_idx.get(id) {
             return Some(*i);
@@ -317,9 +318,10 @@ impl State {
 
     /// Forgets the lookup pseudonyms of an erased subject's identifiers (its removals
     /// from the store done): its records in memory no longer link those identifiers to
-    /// it. They stay in the table, never found again (nothing looks up
-    /// [`FORGOTTEN`]); a later collection of one of the identifiers adds a record.
-    /// Records of another subject under the same lookups are kept.
+    /// it. They stay in the table, never found by a lookup (nothing looks up
+    /// [`FORGOTTEN`]); a later collection of one of the identifiers reuses such a record
+    /// from its probe run (see `collect`). Records of another subject under the same
+    /// lookups are kept.
     pub(crate) fn forget_lookups(&mut self, subject: &SubjectId, lookups: &[Pseudonym]) {
         let Some(index) = self.find_subject(subject) else {
             return;
