@@ -162,7 +162,10 @@ impl HistoryEntry {
     }
 }
 
-/// Marks the entries of `history` that fall in one of `ranges` as untrusted.
+/// Marks the entries of `history` that fall in one of `ranges` as untrusted. The ranges
+/// are disjoint and in log order (one per run of entries signed by one key), so each
+/// entry's is found by a binary search: a log read from disk may hold any number of
+/// them.
 pub(crate) fn mark_untrusted<'a>(
     history: impl IntoIterator<Item = &'a mut HistoryEntry>,
     ranges: &[UntrustedRange],
@@ -171,7 +174,8 @@ pub(crate) fn mark_untrusted<'a>(
         return;
     }
     for h in history {
-        h.untrusted = ranges.iter().find(|r| r.from <= h.seq && h.seq <= r.to).copied();
+        let i = ranges.partition_point(|r| r.to < h.seq);
+        h.untrusted = ranges.get(i).filter(|r| r.from <= h.seq).copied();
     }
 }
 
@@ -1492,7 +1496,6 @@ pub(crate) fn verify_store(store: &dyn Backend) -> Result<VerifyReport, ReadErro
     verify_store_with(store, &mut |_| {})
 }
 
-/// [`verify_store`] of entries `0..upto` only (the intact prefix of a damaged log).
 /// The log's entries in order, decoded, each checked to sit at its position (its
 /// storage key, and the sequence number it carries): for reading every entry without
 /// the chain and signature checks that [`Ledger::verify`] makes.
@@ -1519,6 +1522,7 @@ pub(super) fn decoded_entries(store: &dyn Backend) -> impl Iterator<Item = Resul
     })
 }
 
+/// [`verify_store`] of entries `0..upto` only (the intact prefix of a damaged log).
 pub(crate) fn verify_store_upto(store: &dyn Backend, upto: u64) -> Result<VerifyReport, ReadError> {
     verify_entries(store, upto, &mut |_| {})
 }
@@ -1608,7 +1612,6 @@ fn check_scope(scope: &RecipientScope) -> Result<(), WriteError> {
     }
 }
 
-/// The subject's secret, created on first use.
 /// Collecting again an identifier the subject holds needs the secret its earlier
 /// collections were linked with, and the vault no longer has it.
 fn lost_link() -> WriteError {
@@ -1656,6 +1659,41 @@ mod tests {
 
     fn at(position: u64, problem: IntegrityProblem) -> IntegrityError {
         IntegrityError { position, problem }
+    }
+
+    proptest::proptest! {
+        /// Marking by binary search gives what a scan of every range gives, on ranges
+        /// as `untrusted_ranges` makes them (disjoint, in log order).
+        #[test]
+        fn marks_are_those_of_a_scan(
+            runs in proptest::collection::vec((0u64..4, 0u64..5, proptest::bool::ANY), 0..10),
+            seqs in proptest::collection::vec(0u64..80, 0..30),
+        ) {
+            let mut ranges = Vec::new();
+            let mut at = 0u64;
+            for (gap, len, untrusted) in runs {
+                let from = at + gap;
+                if untrusted {
+                    ranges.push(UntrustedRange { from, to: from + len, revoked_by: from + len + 1 });
+                }
+                at = from + len + 1;
+            }
+            let mut history: Vec<HistoryEntry> = seqs
+                .iter()
+                .map(|seq| HistoryEntry {
+                    seq: *seq,
+                    timestamp: Timestamp::EPOCH,
+                    actor: Actor::System,
+                    change: Change::Withdrawn { purpose: "p".into() },
+                    untrusted: None,
+                })
+                .collect();
+            mark_untrusted(history.iter_mut(), &ranges);
+            for h in &history {
+                let scan = ranges.iter().find(|r| r.from <= h.seq && h.seq <= r.to).copied();
+                proptest::prop_assert_eq!(h.untrusted, scan);
+            }
+        }
     }
 
     #[test]
