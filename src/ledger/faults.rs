@@ -1261,5 +1261,7 @@ fn relaxed_change_stored_during_a_sync_that_then_fails_is_not_acknowledged() {
     assert_eq!(l.len(), before + 1, "the grant was stored");
     assert!(matches!(granted, Err(WriteError::NotDurable(_))), "{granted:?}");
 }
+// Test-only like this module (`ledger::faults` is compiled under `#[cfg(test)]`), so
+// its `unwrap`s and locks that panic when poisoned never reach library code.
 #[path = "stress.rs"]
 mod stress;
