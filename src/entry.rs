@@ -123,6 +123,20 @@ impl Body {
             Body::Genesis { .. } | Body::KeyRotated { .. } | Body::KeyRevoked { .. } => None,
         }
     }
+
+    /// The purpose id this entry is about, if any.
+    pub(crate) fn purpose(&self) -> Option<&str> {
+        match self {
+            Body::Collected { purpose, .. }
+            | Body::Granted { purpose, .. }
+            | Body::Withdrawn { purpose, .. }
+            | Body::Expired { purpose, .. } => Some(purpose),
+            Body::Genesis { .. }
+            | Body::Erased { .. }
+            | Body::KeyRotated { .. }
+            | Body::KeyRevoked { .. } => None,
+        }
+    }
 }
 
 /// A decoded, checked stored entry.

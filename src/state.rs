@@ -187,6 +187,26 @@ impl State {
         self.purpose_idx.contains_key(id) || self.purposes.len() < MAX_PURPOSES
     }
 
+    /// Whether an entry for purpose `id` would take effect once the entries for the ids
+    /// in `pending` (signed, perhaps not yet applied) have been: group commit checks a
+    /// batch against a state that includes neither the batch before it, still being
+    /// stored, nor the batch's own earlier changes.
+    pub(crate) fn can_hold_purpose_after(&self, id: &str, pending: &[Box<str>]) -> bool {
+        if self.purpose_idx.contains_key(id) || pending.iter().any(|p| **p == *id) {
+            return true;
+        }
+        let unapplied = pending
+            .iter()
+            .filter(|p| !self.purpose_idx.contains_key(&***p))
+            .count();
+        self.purposes.len().saturating_add(unapplied) < MAX_PURPOSES
+    }
+
+    /// Whether purpose `id` is interned.
+    pub(crate) fn knows_purpose(&self, id: &str) -> bool {
+        self.purpose_idx.contains_key(id)
+    }
+
     /// Interns a purpose id. `None` once [`MAX_PURPOSES`] distinct ids were seen: entries
     /// for further purposes are then not applied, so their uses are denied (fail closed;
     /// the ledger refuses to write such entries, see [`State::can_hold_purpose`]).

@@ -269,10 +269,30 @@ impl Ledger {
             return (jobs.iter().map(|_| Err(WriteError::Failed)).collect(), None);
         };
         let checked: Vec<_> = match inner.state.read() {
-            Ok(state) => jobs
-                .into_iter()
-                .map(|job| (job.actor, (job.prepare)(&state)))
-                .collect(),
+            Ok(state) => {
+                // A change for a new purpose id takes a place among the ids the state
+                // can hold: counted here, with those of the batch's earlier changes and
+                // of the batch still being stored, so that two changes cannot both
+                // take the last place.
+                w.new_purposes.retain(|p| !state.knows_purpose(p));
+                let pending = &mut w.new_purposes;
+                jobs.into_iter()
+                    .map(|job| {
+                        let body = (job.prepare)(&state).and_then(|body| {
+                            if let Some(p) = body.purpose() {
+                                if !state.can_hold_purpose_after(p, pending) {
+                                    return Err(super::too_many_purposes());
+                                }
+                                if !state.knows_purpose(p) && !pending.iter().any(|q| **q == *p) {
+                                    pending.push(p.into());
+                                }
+                            }
+                            Ok(body)
+                        });
+                        (job.actor, body)
+                    })
+                    .collect()
+            }
             Err(_) => jobs
                 .into_iter()
                 .map(|job| (job.actor, Err(WriteError::Failed)))
@@ -312,5 +332,98 @@ impl Ledger {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+mod tests {
+    use super::*;
+    use crate::{Durability, PseudonymKey, RecipientScope, SigningKey, SubjectId};
+
+    /// A queued grant of purpose `id`, checked as [`Ledger::grant`] checks one.
+    fn grant(subject: &SubjectId, id: &str) -> (Job, Arc<Ticket>) {
+        let (subject, id) = (subject.clone(), id.to_string());
+        let ticket = Arc::new(Ticket::default());
+        let prepare: Prepare = Box::new(move |state: &State| {
+            if !state.can_hold_purpose(&id) {
+                return Err(super::super::too_many_purposes());
+            }
+            Ok(Body::Granted {
+                subject,
+                purpose: id,
+                scope: RecipientScope::first_party(),
+                expires_at: None,
+            })
+        });
+        let job = Job {
+            actor: Actor::System,
+            prepare,
+            ticket: Arc::clone(&ticket),
+        };
+        (job, ticket)
+    }
+
+    fn result(ticket: &Ticket) -> Result<Recorded, WriteError> {
+        match std::mem::take(&mut *lock(&ticket.slot)) {
+            Slot::Done(r) => r,
+            Slot::Waiting | Slot::Lead => panic!("no result delivered"),
+        }
+    }
+
+    /// Two changes of one batch for two new purpose ids, with one place left among the
+    /// ids the state can hold: the first takes it, the second is refused. (Both were
+    /// checked against the same state and both passed: the second was signed and stored
+    /// without effect.)
+    #[test]
+    fn two_queued_changes_cannot_both_take_the_last_purpose_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::builder(dir.path())
+            .signing_key(SigningKey::generate())
+            .pseudonym_key(PseudonymKey::generate())
+            .durability(Durability::GroupCommit)
+            .open()
+            .unwrap();
+        let filler = SubjectId::new("filler").unwrap();
+        let run = |jobs: Vec<(Job, Arc<Ticket>)>| {
+            let tickets: Vec<_> = {
+                let mut q = lock(&l.inner.combiner.queue);
+                assert!(!std::mem::replace(&mut q.leading, true));
+                jobs.into_iter()
+                    .map(|(job, ticket)| {
+                        q.jobs.push(job);
+                        ticket
+                    })
+                    .collect()
+            };
+            l.lead_one_batch();
+            tickets.iter().map(|t| result(t)).collect::<Vec<_>>()
+        };
+        for chunk in (0..crate::MAX_PURPOSE_IDS - 1).collect::<Vec<_>>().chunks(512) {
+            let jobs = chunk.iter().map(|n| grant(&filler, &format!("p{n}"))).collect();
+            assert!(run(jobs).iter().all(Result::is_ok));
+        }
+        assert!(l.inner.state.read().unwrap().can_hold_purpose("last"));
+        let refused = |r: &Result<Recorded, WriteError>| matches!(r, Err(WriteError::Input(e)) if e.to_string().contains("purpose"));
+        let results = run(vec![
+            grant(&filler, "last"),
+            grant(&filler, "one-too-many"),
+            grant(&filler, "last"),
+            grant(&filler, "p7"),
+        ]);
+        assert!(results[0].is_ok());
+        assert!(refused(&results[1]), "{:?}", results[1]);
+        assert!(
+            results[2].is_ok() && results[3].is_ok(),
+            "ids held or taken keep working"
+        );
+        let len = l.len();
+        assert!(refused(&run(vec![grant(&filler, "later")])[0]));
+        assert_eq!(l.len(), len, "nothing stored for a refused change");
     }
 }

@@ -377,7 +377,7 @@ impl Inner {
 }
 
 /// The refusal of a change for a new purpose id once the ledger holds as many as it can.
-fn too_many_purposes() -> WriteError {
+pub(super) fn too_many_purposes() -> WriteError {
     crate::error::InputError::new(
         "purpose",
         "is a new purpose id, and the ledger already holds MAX_PURPOSE_IDS (4096), the most it can",
@@ -489,6 +489,9 @@ struct Writer {
     key: SigningKey,
     /// Set when a write may or may not have reached the disk: no more writes.
     failed: bool,
+    /// New purpose ids of changes group commit signed that the state may not include
+    /// yet (pruned at each batch; at most [`MAX_PURPOSE_IDS`](crate::MAX_PURPOSE_IDS)).
+    new_purposes: Vec<Box<str>>,
 }
 
 /// Group commit: who is syncing, and how far the log is known durable.

@@ -457,6 +457,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 last_hash: head,
                 key: b.signing_key,
                 failed: false,
+                new_purposes: Vec::new(),
             }),
             stage: Mutex::new(Stage { failed: false }),
             group: GroupSync {
