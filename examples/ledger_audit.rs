@@ -11,9 +11,13 @@
 //!   receipt DIR --keys KEYS SEQ [--withdraw TEXT]
 //!                                               a consent receipt for entry SEQ (JSON);
 //!                                               TEXT tells the person how to withdraw
-//!   verify-receipt FILE PUBKEY_HEX              check a receipt offline; PUBKEY_HEX
+//!   verify-receipt FILE PUBKEY_HEX [--against DIR --keys KEYS]
+//!                                               check a receipt offline; PUBKEY_HEX
 //!                                               must be the ledger's current key (`key`
-//!                                               gives it): an older one vouches for nothing
+//!                                               gives it): an older one vouches for nothing.
+//!                                               With --against, also against the ledger's
+//!                                               latest checkpoint (a key revoked since the
+//!                                               receipt was made), under its current key
 //!   impact DIR --keys KEYS --from MS --until MS [--purpose ID] [--partner NAME]
 //!          [--assume never:GIVEN_FOR:USED_FOR] [--assume withdrawals-immediate]
 //!          [--assume void-grants:FROM_MS:UNTIL_MS]
@@ -38,8 +42,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use consent_ledger::{
-    is_valid_purpose_id, verify_receipt, Change, Hypothesis, ImpactQuery, Inspector, Ledger, PseudonymKey,
-    ReadError, Receipt, Recipient, SigningKey, SubjectId, Timestamp, VerifyingKey,
+    is_valid_purpose_id, verify_receipt, verify_receipt_against, AuditError, Change, Hypothesis, ImpactQuery,
+    Inspector, Ledger, PseudonymKey, ReadError, Receipt, Recipient, SigningKey, SubjectId, Timestamp,
+    VerifyingKey,
 };
 use serde_json::json;
 
@@ -262,7 +267,7 @@ fn usage_of(command: &str) -> Option<(usize, &'static [&'static str], bool)> {
         "key" => (1, &[], true),
         "history" => (3, &[], true),
         "receipt" => (3, &["withdraw"], true),
-        "verify-receipt" => (3, &[], false),
+        "verify-receipt" => (3, &["against"], true),
         "impact" => (2, &["from", "until", "purpose", "partner", "assume"], true),
         _ => return None,
     })
@@ -512,14 +517,52 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
             let text = String::from_utf8(bytes).map_err(context(format!("{file} is not UTF-8 text")))?;
             let key_hex = a.pos(2, "public key (hex)")?.to_ascii_lowercase();
             let key = VerifyingKey::from_bytes(&unhex32(&key_hex)?)?;
-            let checked = Receipt::from_json(&text).and_then(|r| verify_receipt(&r, &key));
-            // The verdict rests on this key alone: whoever holds its private half can
-            // make a receipt that passes.
-            let rests_on = format!(
-                "verdict under key {key_hex}; it means something only if this is the ledger's \
-                 current key (after a rotation an older key vouches for nothing: ask for a \
-                 fresh receipt)"
-            );
+            let receipt = Receipt::from_json(&text);
+            let (checked, rests_on) = match a.opt("against") {
+                None if a.keys.is_some() => {
+                    return Err("verify-receipt takes --keys only with --against".into())
+                }
+                // The verdict rests on this key alone: whoever holds its private half
+                // can make a receipt that passes.
+                None => (
+                    receipt.and_then(|r| verify_receipt(&r, &key)),
+                    format!(
+                        "verdict under key {key_hex}; it means something only if this is the ledger's \
+                         current key (after a rotation an older key vouches for nothing: ask for a \
+                         fresh receipt)"
+                    ),
+                ),
+                Some(dir) => {
+                    let l = a.ledger(dir)?;
+                    l.sync()?;
+                    let current = l.verifying_key()?;
+                    let checked = if current != key {
+                        Err(AuditError::Mismatch(
+                            "the key given is not the ledger's current key",
+                        ))
+                    } else {
+                        match receipt.and_then(|r| verify_receipt(&r, &key).map(|v| (r, v))) {
+                            Err(e) => Err(e),
+                            Ok((r, v)) => {
+                                let latest = l.checkpoint()?;
+                                // A receipt's tree larger than the log: the log was cut
+                                // (or the receipt is another ledger's), a failed check.
+                                match l.consistency_proof(v.checkpoint.size(), latest.size()) {
+                                    Ok(proof) => verify_receipt_against(&r, &key, &latest, &proof),
+                                    Err(ReadError::OutOfRange) => Err(AuditError::Mismatch(
+                                        "the receipt's checkpoint covers more entries than this ledger holds",
+                                    )),
+                                    Err(e) => return Err(context("cannot prove consistency".to_string())(e)),
+                                }
+                            }
+                        }
+                    };
+                    (
+                        checked,
+                        format!("verdict under key {key_hex}, checked against the ledger in {dir}"),
+                    )
+                }
+            };
             match checked {
                 Ok(v) => {
                     emit(

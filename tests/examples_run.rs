@@ -401,6 +401,114 @@ fn ledger_audit_receipt_for_an_untrusted_entry_is_a_failed_check() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
+/// `verify-receipt --against DIR`: a receipt made before the key that signed its entry
+/// was revoked passes offline (its checkpoint, signed by the current key, has no
+/// `revoked` line), and fails against the ledger's latest checkpoint; a key that is not
+/// the ledger's current one fails there too; a receipt for a trusted entry passes.
+#[test]
+fn ledger_audit_verify_receipt_against_the_ledger_sees_a_later_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = SigningKey::generate();
+    let new = SigningKey::generate();
+    let p = PseudonymKey::generate();
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/signing.key"), new.expose_seed()).unwrap();
+    std::fs::write(dir.path().join("keys/pseudonym.key"), p.expose_bytes()).unwrap();
+    let (stale, trusted) = {
+        let ledger = Ledger::builder(dir.path().join("ledger"))
+            .signing_key(old.clone())
+            .pseudonym_key(p.clone())
+            .open()
+            .unwrap();
+        let alice = SubjectId::new("acct-1").unwrap();
+        let phone = Identifier::<Security>::phone("+15550109999").unwrap();
+        ledger
+            .collect(&alice, &phone, RecipientScope::first_party())
+            .unwrap();
+        let grant = ledger
+            .grant::<Advertising>(&alice, RecipientScope::all_partners(), None)
+            .unwrap();
+        ledger.rotate_key(new.clone()).unwrap();
+        let later = ledger
+            .grant::<Advertising>(&alice, RecipientScope::first_party(), None)
+            .unwrap();
+        ledger.sync().unwrap();
+        let stale = ledger.receipt(grant.seq, "settings").unwrap().to_json();
+        ledger.revoke_key(old.verifying_key(), grant.seq).unwrap();
+        ledger.sync().unwrap();
+        let trusted = ledger.receipt(later.seq, "settings").unwrap().to_json();
+        (stale, trusted)
+    };
+    let (stale_file, trusted_file) = (dir.path().join("stale.json"), dir.path().join("trusted.json"));
+    std::fs::write(&stale_file, stale).unwrap();
+    std::fs::write(&trusted_file, trusted).unwrap();
+    let hex = |k: &SigningKey| {
+        k.verifying_key()
+            .to_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let (l, k) = (dir.path().join("ledger"), dir.path().join("keys"));
+    let (l, k, stale_file, trusted_file) = (
+        l.to_str().unwrap(),
+        k.to_str().unwrap(),
+        stale_file.to_str().unwrap(),
+        trusted_file.to_str().unwrap(),
+    );
+    let (new_hex, old_hex) = (hex(&new), hex(&old));
+    // Offline, the stale receipt passes: nothing in it tells of the revocation.
+    let o = run("ledger_audit", &["verify-receipt", stale_file, &new_hex]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run(
+        "ledger_audit",
+        &[
+            "verify-receipt",
+            stale_file,
+            &new_hex,
+            "--against",
+            l,
+            "--keys",
+            k,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("revoked"), "{}", text(&o));
+    let o = run(
+        "ledger_audit",
+        &[
+            "verify-receipt",
+            trusted_file,
+            &new_hex,
+            "--against",
+            l,
+            "--keys",
+            k,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run(
+        "ledger_audit",
+        &[
+            "verify-receipt",
+            trusted_file,
+            &old_hex,
+            "--against",
+            l,
+            "--keys",
+            k,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not the ledger's current key"), "{}", text(&o));
+    // --keys without --against is a usage error.
+    let o = run(
+        "ledger_audit",
+        &["verify-receipt", trusted_file, &new_hex, "--keys", k],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
 /// `verify-receipt` read the whole file before any check: a receipt file handed in by
 /// anyone cost memory by its length (`/dev/zero`: until the allocator gave up).
 #[test]
