@@ -524,7 +524,7 @@ fn to_wire(e: &Entry) -> WireEntry {
 type Invalid = IntegrityProblem;
 
 fn subject_from(s: String) -> Result<SubjectId, Invalid> {
-    SubjectId::new(&s).map_err(|_| Invalid::InvalidField("subject id"))
+    SubjectId::stored(&s).ok_or(Invalid::InvalidField("subject id"))
 }
 
 /// The canonical encoding of a recipient scope on its own (as inside an entry), for
@@ -559,7 +559,7 @@ fn scope_from(w: WireScope) -> Result<RecipientScope, Invalid> {
             }
             let mut out = Vec::with_capacity(list.len());
             for r in list {
-                let name = |n: String| Name::new(&n).map_err(|_| Invalid::InvalidField("recipient name"));
+                let name = |n: String| Name::stored(&n).ok_or(Invalid::InvalidField("recipient name"));
                 out.push(match r {
                     WireRecipient::FirstParty => Recipient::FirstParty,
                     WireRecipient::Partner(n) => Recipient::Partner(name(n)?),
@@ -580,7 +580,7 @@ fn from_wire(w: WireEntry) -> Result<Entry, Invalid> {
         WireActor::Subject => Actor::Subject,
         WireActor::System => Actor::System,
         WireActor::Operator(n) => {
-            Actor::Operator(Name::new(&n).map_err(|_| Invalid::InvalidField("operator name"))?)
+            Actor::Operator(Name::stored(&n).ok_or(Invalid::InvalidField("operator name"))?)
         }
     };
     let body = match w.body {
@@ -834,7 +834,7 @@ impl IndexRecord {
             return None;
         }
         let rec = IndexRecord {
-            subject: SubjectId::new(&wire.subject).ok()?,
+            subject: SubjectId::stored(&wire.subject)?,
             kind: IdentifierKind::from_code(wire.kind)?,
             pseudonym: Pseudonym(wire.pseudonym),
             tag: wire.tag,
@@ -909,9 +909,9 @@ impl DecisionFields {
         if used != bytes.len() || w.version != FORMAT_VERSION {
             return None;
         }
-        let name = |n: String| Name::new(&n).ok();
+        let name = |n: String| Name::stored(&n);
         let rec = DecisionFields {
-            subject: SubjectId::new(&w.subject).ok()?,
+            subject: SubjectId::stored(&w.subject)?,
             purpose: purpose_from(w.purpose).ok()?,
             recipient: match w.recipient {
                 WireRecipient::FirstParty => Recipient::FirstParty,
@@ -1087,6 +1087,31 @@ mod tests {
             "golden vectors differ or are missing:\n{}",
             failures.join("\n")
         );
+    }
+
+    /// An entry whose subject id, recipient name and operator name the current rule for
+    /// new names refuses (it grew stricter after they were written) still decodes: the
+    /// log that holds it opens. Only a name's shape is checked when it is read back.
+    #[test]
+    fn names_refused_as_new_input_still_decode() {
+        let old = "callto:+15550109999";
+        assert!(SubjectId::new(old).is_err() && Name::new(old).is_err());
+        let entry = Entry {
+            seq: 2,
+            timestamp: Timestamp::from_millis(1_700_000_000_002),
+            actor: Actor::Operator(Name::stored(old).unwrap()),
+            prev_hash: [2; 32],
+            salt: [0xAB; 16],
+            body: Body::Granted {
+                subject: SubjectId::stored(old).unwrap(),
+                purpose: "partner-sharing".into(),
+                scope: RecipientScope::only(Recipient::Partner(Name::stored(old).unwrap())),
+                expires_at: None,
+            },
+        };
+        let bytes = seal(encode_signed_part(&entry).unwrap(), &[9; 64]);
+        let stored = decode(&bytes).unwrap();
+        assert_eq!(stored.entry.body.subject().map(SubjectId::as_str), Some(old));
     }
 
     /// `chain_fields` reads what `decode` reads, for every kind of entry and actor

@@ -39,14 +39,31 @@ impl Name {
         Ok(Name(Arc::from(name)))
     }
 
+    /// A name read back from storage: only the rules of its shape (`check_name_shape`).
+    /// The rule against contact details judges names when they are written; were it
+    /// applied to names already in the log, each time it grows stricter a log holding a
+    /// name it now refuses would no longer open.
+    pub(crate) fn stored(name: &str) -> Option<Self> {
+        check_name_shape("recipient name", name, MAX_RECIPIENT_NAME_LEN).ok()?;
+        Some(Name(Arc::from(name)))
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-/// Shared rule for names written to the ledger in clear: recipient names, operator ids.
+/// Shared rule for names written to the ledger in clear: recipient names, operator ids,
+/// subject ids. Their shape (`check_name_shape`), and no contact details.
 pub(crate) fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), InputError> {
+    check_name_shape(field, value, max)?;
+    refuse_contact_details(field, value)
+}
+
+/// The shape of a name: 1 to `max` bytes, no control characters, no leading or
+/// trailing whitespace. What a name read back from storage must have.
+pub(crate) fn check_name_shape(field: &'static str, value: &str, max: usize) -> Result<(), InputError> {
     if value.is_empty() {
         return Err(InputError::new(field, "is empty"));
     }
@@ -59,12 +76,13 @@ pub(crate) fn check_name(field: &'static str, value: &str, max: usize) -> Result
     if value.trim() != value {
         return Err(InputError::new(field, "has leading or trailing whitespace"));
     }
-    refuse_contact_details(field, value)
+    Ok(())
 }
 
 /// Names are written to the signed log in clear and can never be removed: refuses what
 /// looks like a way to reach a person. A guard against the obvious mistakes (an email
-/// address, a phone number as people write it, a contact URI), not a proof: a plain run
+/// address, a phone number as people write it, also quoted or with a label, a contact
+/// URI of any of [`CONTACT_SCHEMES`]), not a proof: a plain run
 /// of digits cannot be told from an account number, nor a device's advertising id from
 /// a random UUID. The messages never contain the value.
 fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputError> {
@@ -83,12 +101,25 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
             .get(..p.len())
             .is_some_and(|head| head.eq_ignore_ascii_case(p))
     };
-    if ["mailto:", "tel:", "sms:"].into_iter().any(uri) {
+    // Also in angle brackets, as a URI is quoted in text.
+    let bracketed = |p: &str| {
+        value
+            .strip_prefix('<')
+            .and_then(|v| v.get(..p.len()))
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    };
+    if CONTACT_SCHEMES.into_iter().any(|p| uri(p) || bracketed(p)) {
         return Err(InputError::new(field, "is a contact address; use an opaque id"));
     }
-    let e164 = value.starts_with('+')
-        && crate::normalize::phone_into(value, &mut crate::normalize::Scratch::new()).is_ok();
-    if e164 || written_like_a_phone_number(value) {
+    let phone = |v: &str| {
+        (v.starts_with('+') && crate::normalize::phone_into(v, &mut crate::normalize::Scratch::new()).is_ok())
+            || written_like_a_phone_number(v)
+    };
+    // The whole value, also in quotes or brackets (as a CSV file or a text quotes it),
+    // or an international number anywhere in it ("+1 555 010 9999 (mobile)").
+    let unquoted =
+        value.trim_matches(|c| matches!(c, '"' | '\'' | '<' | '>' | '[' | ']' | '«' | '»' | '“' | '”'));
+    if phone(value) || phone(unquoted) || international_number_inside(value) {
         return Err(InputError::new(
             field,
             "looks like a phone number; use an opaque id",
@@ -97,13 +128,72 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
     Ok(())
 }
 
+/// URI schemes that reach a person (compared without case): the standard ones for mail,
+/// calls, texts and faxes, and those of common calling and messaging apps.
+const CONTACT_SCHEMES: [&str; 17] = [
+    "mailto:",
+    "tel:",
+    "sms:",
+    "smsto:",
+    "mms:",
+    "mmsto:",
+    "fax:",
+    "modem:",
+    "callto:",
+    "facetime:",
+    "facetime-audio:",
+    "sip:",
+    "sips:",
+    "skype:",
+    "whatsapp:",
+    "viber:",
+    "wtai:",
+];
+
+/// Whether `value` holds, anywhere, a '+' that does not follow a letter or digit and is
+/// followed by 7 to 15 digits with or without separators (and then by something else,
+/// or nothing): an international number with a label, in a list, after a scheme.
+/// ("acme+1234567", a '+' inside a word, is not one.)
+fn international_number_inside(value: &str) -> bool {
+    let mut previous: Option<char> = None;
+    for (at, c) in value.char_indices() {
+        let starts = c == '+' && !previous.is_some_and(char::is_alphanumeric);
+        previous = Some(c);
+        if !starts {
+            continue;
+        }
+        let rest = value.get(at + c.len_utf8()..).unwrap_or_default();
+        let digits = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || phone_separator(*c))
+            .filter(char::is_ascii_digit)
+            .count();
+        if (7..=15).contains(&digits) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A character people write between the digits of a phone number: the ASCII ones
+/// (space, '-', '.', '(', ')', '/'), any Unicode space (a no-break space, say), any
+/// Unicode dash (category Pd), the minus sign and the katakana prolonged sound mark
+/// (`ー`, which Japanese input writes for a dash).
+fn phone_separator(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c, '-' | '.' | '(' | ')' | '/' | '\u{2212}' | '\u{30FC}')
+        || (!c.is_ascii()
+            && icu_properties::CodePointMapData::<GeneralCategory>::new().get(c)
+                == GeneralCategory::DashPunctuation)
+}
+
 /// `value` as it reads: in NFKC (full-width and small forms, circled and superscript
 /// digits become their plain characters, so "０９０", "﹢" and "﹫" read as "090", "+"
 /// and "@"; a Roman numeral becomes letters), without invisible characters (Unicode's
 /// Default_Ignorable_Code_Point: zero-width spaces, bidi marks, a byte-order mark),
-/// with every decimal digit of any script
-/// (Unicode's category Nd: "٤٤" say) written as the ASCII digit `5` (which digit does
-/// not matter here, only that it is one).
+/// without marks drawn on characters (categories Mn and Me: a keycap), with every digit
+/// of any script or dress (categories Nd and No: "٤٤", "➀", "❶") written as the ASCII
+/// digit `5` (which digit does not matter here, only that it is one).
 fn fold_lookalikes(value: &str) -> std::borrow::Cow<'_, str> {
     // ASCII is its own NFKC and has only ASCII digits: nothing to do (every name decoded
     // from the log comes through here).
@@ -118,9 +208,13 @@ fn fold_lookalikes(value: &str) -> std::borrow::Cow<'_, str> {
         icu_properties::CodePointSetData::new::<icu_properties::props::DefaultIgnorableCodePoint>();
     nfkc.chars()
         .filter(|c| !invisible.contains(*c))
-        .map(|c| match category.get(c) {
-            GeneralCategory::DecimalNumber if !c.is_ascii() => '5',
-            _ => c,
+        .filter_map(|c| match category.get(c) {
+            // Digits in other dress that NFKC leaves (dingbat circled digits "➀", "❶",
+            // "⓿") count as digits too.
+            GeneralCategory::DecimalNumber | GeneralCategory::OtherNumber if !c.is_ascii() => Some('5'),
+            // Marks drawn on a character (the keycap of "5️⃣") leave it as it reads.
+            GeneralCategory::NonspacingMark | GeneralCategory::EnclosingMark => None,
+            _ => Some(c),
         })
         .collect::<String>()
         .into()
@@ -129,20 +223,13 @@ fn fold_lookalikes(value: &str) -> std::borrow::Cow<'_, str> {
 /// A phone number as people write it, after an extension ("ext. 12", "x12",
 /// ";ext=12") is set aside: a '+' and 7 to 15 digits, with or without separators; or
 /// 9 to 15 digits with at least one separator: "(555) 010-9999", "0044 20 7946 0958".
-/// Separators are the ASCII ones people use, any Unicode space (a no-break space, say),
-/// any Unicode dash (category Pd), the minus sign and the katakana prolonged sound mark
-/// (`ー`, which Japanese input writes for a dash). The value is judged as it reads (see
+/// Separators: see `phone_separator`. The value is judged as it reads (see
 /// `fold_lookalikes`): full-width and small forms as their plain characters, and the
 /// digits of every script as digits. (Numbers written that way that are not phone numbers, an
 /// address like "192.168.100.200", are refused too; dates and digits without
 /// separators pass, also with a leading "00", since they may be account numbers.)
 fn written_like_a_phone_number(value: &str) -> bool {
-    let dash = icu_properties::CodePointMapData::<GeneralCategory>::new();
-    let separator = |c: char| {
-        c.is_whitespace()
-            || matches!(c, '-' | '.' | '(' | ')' | '/' | '\u{2212}' | '\u{30FC}')
-            || (!c.is_ascii() && dash.get(c) == GeneralCategory::DashPunctuation)
-    };
+    let separator = phone_separator;
     let number = without_extension(value);
     let (plus, digits_part) = match number.strip_prefix('+') {
         Some(rest) => (true, rest),
@@ -409,5 +496,65 @@ mod tests {
         ] {
             assert!(crate::SubjectId::new(fine).is_ok(), "{fine}");
         }
+    }
+
+    /// Found by two reviews: a number with a label, quoted, in a list, after any
+    /// scheme that reaches a person, with its country code in parentheses, or typed in
+    /// dingbat digits or keycaps, passed and was written to the log in clear, for good.
+    #[test]
+    fn phone_numbers_with_labels_quotes_schemes_or_other_dress_are_refused() {
+        for written in [
+            "callto:+15550109999",
+            "fax:+15550109999",
+            "modem:+15550109999",
+            "SMSTO:+15550109999",
+            "mms:+15550109999",
+            "facetime:+15550109999",
+            "whatsapp://send?phone=15550109999",
+            "<tel:+15550109999>",
+            "\"+1 555 010 9999\"",
+            "\"(555) 010-9999\"",
+            "+1 555 010 9999 (mobile)",
+            "+1 (555) 010-9999, +1 (555) 010-8888",
+            "mobile: +1 555 010 9999",
+            "(+44) 20 7946 0958",
+            "(+1) 555-010-9999",
+            "(+34) 912 345 678",
+            "(+63) 917 123 4567",
+            "➀➄➄➄ ➀➁➂ ➈➈➈➈",
+            "❶❺❺❺ ⓿❶⓿ ❾❾❾❾",
+            "+1\u{fe0f}\u{20e3} 5\u{fe0f}\u{20e3}5\u{fe0f}\u{20e3}5\u{fe0f}\u{20e3} 0\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}0\u{fe0f}\u{20e3} 9\u{fe0f}\u{20e3}9\u{fe0f}\u{20e3}9\u{fe0f}\u{20e3}9\u{fe0f}\u{20e3}",
+        ] {
+            assert!(crate::SubjectId::new(written).is_err(), "{written}");
+            assert!(Name::new(written).is_err(), "{written}");
+        }
+        // What the new rules must leave alone: a '+' inside a word, a date or a time
+        // after a label, random UUIDs with all-digit groups, plain digit runs.
+        for fine in [
+            "acme+1234567",
+            "c++",
+            "build 2026-11-30 12:00",
+            "12345678-1234-4234-8234-123456789012",
+            "account:1234567890",
+            "order #12345678",
+            "v2.1+build.7",
+        ] {
+            assert!(crate::SubjectId::new(fine).is_ok(), "{fine}");
+            assert!(Name::new(fine).is_ok(), "{fine}");
+        }
+    }
+
+    /// Names read back from storage are judged by their shape only: a name that a later,
+    /// stricter rule refuses as new input still reads back (the log that holds it opens).
+    #[test]
+    fn stored_names_are_judged_by_shape_only() {
+        let refused_now = "callto:+15550109999";
+        assert!(Name::new(refused_now).is_err());
+        assert!(Name::stored(refused_now).is_some());
+        assert!(crate::SubjectId::stored(refused_now).is_some());
+        for bad in ["", " x", "a\nb"] {
+            assert!(Name::stored(bad).is_none() && crate::SubjectId::stored(bad).is_none());
+        }
+        assert!(Name::stored(&"x".repeat(129)).is_none());
     }
 }

@@ -35,6 +35,14 @@ impl SubjectId {
         Ok(SubjectId(Arc::from(id)))
     }
 
+    /// An id read back from storage: only the rules of its shape, as for names (see
+    /// `Name::stored`): a log holding an id that a later, stricter rule refuses still
+    /// opens.
+    pub(crate) fn stored(id: &str) -> Option<Self> {
+        crate::recipient::check_name_shape("subject id", id, MAX_SUBJECT_ID_LEN).ok()?;
+        Some(SubjectId(Arc::from(id)))
+    }
+
     /// The id.
     pub fn as_str(&self) -> &str {
         &self.0

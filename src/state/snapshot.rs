@@ -315,7 +315,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
     state.reserve(n_subjects, 0);
     for _ in 0..n_subjects {
         let len = usize::from(r.u8()?);
-        let id = SubjectId::new(std::str::from_utf8(r.take(len)?).ok()?).ok()?;
+        let id = SubjectId::stored(std::str::from_utf8(r.take(len)?).ok()?)?;
         let first = r.consent()?;
         let index = u32::try_from(state.subjects.len())
             .ok()
