@@ -102,8 +102,12 @@ impl<P: Purpose> fmt::Debug for Use<'_, P> {
     }
 }
 
-/// What an allowed decision rested on: enough to answer later "who, what purpose,
-/// which recipient, when, under which consent entry".
+/// What an allowed decision rested on: enough to answer later "who, what purpose, when,
+/// under which consent entry". It does not name the recipient: two uses of one grant
+/// for two partners have equal evidence. Keep the recipient beside it:
+/// [`Use::recipient`], [`Channel::recipient`](crate::Channel::recipient), the recipient an
+/// [`AudienceMatcher`](crate::AudienceMatcher) was made for; decision records
+/// ([`Ledger::decision_records`](crate::Ledger::decision_records)) keep both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evidence {
     pub(crate) subject: SubjectId,
