@@ -154,6 +154,14 @@ fn a_checkpoint_signed_by_an_old_key_is_not_trusted() {
         let e = opened(dir.path(), cp_full.text().to_owned()).unwrap_err();
         assert!(matches!(e, OpenError::Integrity(_)), "{e:?}");
         let forged = forge_checkpoint(legit_prefix.text(), &k0);
+        // The head record reports the cut first, whatever checkpoint is given...
+        let e = opened(dir.path(), forged.clone()).unwrap_err();
+        assert!(
+            matches!(&e, OpenError::Integrity(i) if matches!(i.problem, IntegrityProblem::ShorterThanRecorded { .. })),
+            "cut {cut}: {e:?}"
+        );
+        // ...and without it (deleted: not detected), the old key's checkpoint is refused.
+        std::fs::remove_file(dir.path().join("head")).unwrap();
         let e = opened(dir.path(), forged).unwrap_err();
         assert!(matches!(e, OpenError::UntrustedCheckpoint), "cut {cut}: {e:?}");
     }

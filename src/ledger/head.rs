@@ -12,7 +12,7 @@
 //!
 //! # Layout
 //!
-//! Two 64-byte slots, written in turn, so that a write torn by a crash leaves the other:
+//! Two 64-byte slots, written in turn (each write replaces one whole slot):
 //!
 //! ```text
 //! "clhead1\n" | counter (u64) | durable length (u64) | time floor (ms, u64) | tag (32)
@@ -20,8 +20,12 @@
 //!
 //! integers big-endian; the tag is the pseudonym key's record tag over the domain
 //! `consent-ledger head v1`, the ledger id and the slot's first 32 bytes. The slot with
-//! the greatest counter whose tag checks is the record. Both slots are written when the
-//! file is created.
+//! the greater counter is the record, and both must check. Both slots are written when
+//! the file is created (through a temporary file, renamed into place), and a slot lies
+//! inside the file's first disk sector, whose write a crash does not tear: a slot that
+//! does not check is damage or an edit, and every open is refused
+//! ([`OpenError::CorruptMetadata`]`("head record")`). Restore the file from a backup, or
+//! delete it to open without the checks it gives (below).
 //!
 //! # Limits
 //!
@@ -192,21 +196,28 @@ pub(crate) fn seal(key: &PseudonymKey, ledger_id: &[u8; 16], head: &Head) -> [u8
     out
 }
 
-/// The record in the file's bytes: the slot with the greatest counter whose tag checks.
+/// The record in the file's bytes: the slot with the greatest counter. Both slots must
+/// check: both are written when the file is created, and each write replaces one whole
+/// slot of 64 bytes inside the file's first disk sector, which a crash does not tear.
+/// (Falling back to the other slot when one failed let one flipped byte lower the time
+/// floor, or the durable length to that of a whole session before, without an error.)
 ///
 /// # Errors
-/// [`OpenError::CorruptMetadata`] when the file is not two slots long or neither slot
-/// checks (an edit, another ledger's file, or a wrong pseudonym key).
+/// [`OpenError::CorruptMetadata`] when the file is not two slots long or a slot does not
+/// check (damage, an edit, another ledger's file, or a wrong pseudonym key).
 pub(crate) fn open(bytes: &[u8], key: &PseudonymKey, ledger_id: &[u8; 16]) -> Result<Head, OpenError> {
-    let corrupt = OpenError::CorruptMetadata("head record");
+    let corrupt = || OpenError::CorruptMetadata("head record");
     if bytes.len() != FILE_LEN {
-        return Err(corrupt);
+        return Err(corrupt());
     }
-    bytes
-        .chunks_exact(SLOT)
-        .filter_map(|slot| open_slot(slot, key, ledger_id))
-        .max_by_key(|h| h.counter)
-        .ok_or(corrupt)
+    let mut newest: Option<Head> = None;
+    for slot in bytes.chunks_exact(SLOT) {
+        let h = open_slot(slot, key, ledger_id).ok_or_else(corrupt)?;
+        if newest.is_none_or(|n| h.counter > n.counter) {
+            newest = Some(h);
+        }
+    }
+    newest.ok_or_else(corrupt)
 }
 
 /// The durable length the file claims, read without the key (its tags unchecked): the
@@ -254,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_valid_slot_is_the_record() {
+    fn the_newest_slot_is_the_record_and_both_must_check() {
         let key = PseudonymKey::from_bytes([7; 32]);
         let id = [1; 16];
         let h = |counter, durable_len| Head {
@@ -264,16 +275,17 @@ mod tests {
         };
         let f = file(&key, &id, h(4, 40), h(5, 50));
         assert_eq!(open(&f, &key, &id).unwrap(), h(5, 50));
-        // A torn or damaged slot leaves the other.
-        let mut torn = f.clone();
-        torn[SLOT + 20] ^= 1;
-        assert_eq!(open(&torn, &key, &id).unwrap(), h(4, 40));
-        // An edited value, another ledger's file, another key, a wrong length: refused.
-        let mut edited = f.clone();
-        for slot in 0..2 {
-            edited[slot * SLOT + 23] ^= 1;
+        assert_eq!(
+            open(&file(&key, &id, h(7, 70), h(6, 60)), &key, &id).unwrap(),
+            h(7, 70)
+        );
+        // Any byte changed in either slot is refused: never the other slot in its place.
+        for at in 0..FILE_LEN {
+            let mut damaged = f.clone();
+            damaged[at] ^= 1;
+            assert!(open(&damaged, &key, &id).is_err(), "byte {at}");
         }
-        assert!(open(&edited, &key, &id).is_err());
+        // Another ledger's file, another key, a wrong length: refused.
         assert!(open(&f, &key, &[2; 16]).is_err());
         assert!(open(&f, &PseudonymKey::from_bytes([8; 32]), &id).is_err());
         assert!(open(&f[..SLOT], &key, &id).is_err());

@@ -377,19 +377,10 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     if replay.pseudonym_key_check != key.check_value() {
         return Err(OpenError::WrongPseudonymKey);
     }
-    if replay.current_key() != Some(b.signing_key.verifying_key().to_bytes()) {
-        return Err(OpenError::WrongSigningKey);
-    }
-    if let (Some(text), Some(t)) = (&b.trusted_checkpoint, &tree) {
-        check_trusted(text, &replay, t)?;
-    }
-    // The vault opens on first use: make sure it does, so that a broken vault fails open
-    // (its repairs are written once every check below has passed).
-    store.open_parts()?;
-    // Every check before any write: a failed open writes nothing.
-    let recorder = crate::records::Recorder::new(b.recording, &*store)?;
     // The head record: the log may not be shorter than was durable (sled drops what
-    // follows a damaged part of its log without an error), and the time floor.
+    // follows a damaged part of its log without an error), and the time floor. Checked
+    // before the signing key and a trusted checkpoint, which a cut can also fail (a cut
+    // back to before a key rotation): a cut is reported as a cut, whichever key opens.
     let head_file = crate::store::HeadFile::new(&b.path);
     let head_record = match head_file.read()? {
         Some(bytes) => Some(super::head::open(&bytes, &b.pseudonym_key, &replay.ledger_id)?),
@@ -403,6 +394,17 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             },
         }));
     }
+    if replay.current_key() != Some(b.signing_key.verifying_key().to_bytes()) {
+        return Err(OpenError::WrongSigningKey);
+    }
+    if let (Some(text), Some(t)) = (&b.trusted_checkpoint, &tree) {
+        check_trusted(text, &replay, t)?;
+    }
+    // The vault opens on first use: make sure it does, so that a broken vault fails open
+    // (its repairs are written once every check below has passed).
+    store.open_parts()?;
+    // Every check before any write: a failed open writes nothing.
+    let recorder = crate::records::Recorder::new(b.recording, &*store)?;
     let time_floor = head_record.map_or(0, |h| h.time_floor);
     // Erasures interrupted by a crash are finished below. From a snapshot, only an
     // erasure after it, or an erased subject whose secret is still stored, can be
