@@ -175,7 +175,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\nmatched an upload of {upload} identifiers for {advertiser} in {took:.2?} ({:.0} identifiers/s)",
         upload as f64 / took.as_secs_f64()
     );
-    println!("  {counts}");
+    println!("  for the platform's log: {counts}");
+    // The advertiser sees only the audience's size: the other counts would tell it
+    // which of its numbers are accounts' 2FA numbers, or whose holder withdrew.
+    println!("  for {advertiser}: {}", counts.for_uploader(100));
     if let Some(m) = first {
         let e = m.evidence();
         println!(

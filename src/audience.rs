@@ -31,7 +31,10 @@
 //! assert_eq!(matches[0].subject(), &alice);
 //! assert_eq!(counts.denied.not_collected_for_purpose, 1); // Bob's 2FA number
 //! assert_eq!((counts.unknown, counts.malformed), (1, 1));
-//! println!("{counts}"); // counts only, never a value
+//! println!("{counts}"); // the operator's log: counts only, never a value
+//! // The uploader sees only the size of the audience, and not below a minimum: the
+//! // other counts would tell it which of its numbers are 2FA numbers.
+//! assert_eq!(counts.for_uploader(1).to_string(), "uploaded 4, malformed 1, matched 1");
 //! # Ok(())
 //! # }
 //! ```
@@ -131,8 +134,12 @@ impl DeniedCounts {
     }
 }
 
-/// What happened to an uploaded list. Holds counts only: no identifier, pseudonym or
-/// subject, so it can be logged and shown to the uploader.
+/// What happened to an uploaded list, for the operator. Holds counts only (no
+/// identifier, pseudonym or subject), so it can be logged, but it is **not for the
+/// uploader**: for an upload of one number, `unknown` against `denied` tells whether the
+/// number belongs to an account, and the reason whether it was given for 2FA only,
+/// whether its holder withdrew or never consented. None of that is the uploader's to
+/// know. Show the uploader [`AudienceCounts::for_uploader`].
 ///
 /// Every uploaded identifier is counted exactly once:
 /// `uploaded == malformed + unknown + matched + duplicates + denied.total()`.
@@ -176,6 +183,59 @@ impl fmt::Display for AudienceCounts {
             d.subject_erased,
             d.unavailable
         )
+    }
+}
+
+impl AudienceCounts {
+    /// What may be shown to the uploader: how many rows were uploaded and were not an
+    /// identifier at all (which depends on the upload alone), and how many subjects
+    /// matched, withheld when fewer than `min_audience`. Unknown identifiers and denials
+    /// are not told apart from each other, or from anything: an uploader learns only
+    /// the size of the audience it may reach.
+    ///
+    /// The minimum keeps one upload of a few numbers from telling which of them match.
+    /// It cannot stop differencing: two uploads of 1,000 rows that differ by one number,
+    /// both above the minimum, tell whether that number matches. Limit how often one
+    /// uploader may match, or match only lists that do not overlap much.
+    ///
+    /// ```
+    /// # use consent_ledger::AudienceCounts;
+    /// let counts = AudienceCounts::default(); // as returned by a match
+    /// let shown = counts.for_uploader(100);
+    /// assert_eq!(shown.matched, None); // fewer than 100: withheld
+    /// assert_eq!(shown.to_string(), "uploaded 0, malformed 0, matched fewer than 100");
+    /// ```
+    pub fn for_uploader(&self, min_audience: u64) -> UploaderCounts {
+        UploaderCounts {
+            uploaded: self.uploaded,
+            malformed: self.malformed,
+            matched: (self.matched >= min_audience).then_some(self.matched),
+            min_audience,
+        }
+    }
+}
+
+/// The counts of a match that may be shown to the uploader (see
+/// [`AudienceCounts::for_uploader`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UploaderCounts {
+    /// Identifiers read from the upload.
+    pub uploaded: u64,
+    /// Rows that are not a valid phone number or email address.
+    pub malformed: u64,
+    /// Subjects matched, or `None` when fewer than `min_audience`.
+    pub matched: Option<u64>,
+    /// The smallest number of matched subjects that is shown.
+    pub min_audience: u64,
+}
+
+impl fmt::Display for UploaderCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "uploaded {}, malformed {}, ", self.uploaded, self.malformed)?;
+        match self.matched {
+            Some(n) => write!(f, "matched {n}"),
+            None => write!(f, "matched fewer than {}", self.min_audience),
+        }
     }
 }
 

@@ -28,7 +28,7 @@ mod store;
 mod subject;
 mod time;
 
-pub use audience::{AudienceCounts, AudienceMatch, AudienceMatcher, DeniedCounts};
+pub use audience::{AudienceCounts, AudienceMatch, AudienceMatcher, DeniedCounts, UploaderCounts};
 pub use checkpoint::{
     verify_consistency, verify_inclusion, AuditError, ConsistencyProof, InclusionProof, Revocation,
     SignedCheckpoint, MAX_REVOCATIONS,
