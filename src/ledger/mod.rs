@@ -1006,8 +1006,10 @@ impl Ledger {
                     // As decisions do: consent decides when an identifier was collected
                     // for the id on a consent basis, or the subject has a consent record
                     // for it (given through another type with the same id).
-                    if !state.collected_on_consent(&subject, P::ID)
-                        && state.consent_for(&subject, P::ID).is_none()
+                    // (The subject's consent record first: the other is a scan of
+                    // every identifier record.)
+                    if state.consent_for(&subject, P::ID).is_none()
+                        && !state.collected_on_consent(&subject, P::ID)
                     {
                         return Err(crate::error::InputError::new("purpose", refusal).into());
                     }
