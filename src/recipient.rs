@@ -81,8 +81,8 @@ pub(crate) fn check_name_shape(field: &'static str, value: &str, max: usize) -> 
 
 /// Names are written to the signed log in clear and can never be removed: refuses what
 /// looks like a way to reach a person. A guard against the obvious mistakes (an email
-/// address, a phone number as people write it, also quoted or with a label, a contact
-/// URI of any of [`CONTACT_SCHEMES`]), not a proof: a plain run
+/// address, a phone number as people write it, also quoted, with a label or a note, or
+/// beside another, a contact URI of any of [`CONTACT_SCHEMES`]), not a proof: a plain run
 /// of digits cannot be told from an account number, nor a device's advertising id from
 /// a random UUID. The messages never contain the value.
 fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputError> {
@@ -96,19 +96,7 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
             "contains '@', like an email address; use an opaque id",
         ));
     }
-    let uri = |p: &str| {
-        value
-            .get(..p.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(p))
-    };
-    // Also in angle brackets, as a URI is quoted in text.
-    let bracketed = |p: &str| {
-        value
-            .strip_prefix('<')
-            .and_then(|v| v.get(..p.len()))
-            .is_some_and(|head| head.eq_ignore_ascii_case(p))
-    };
-    if CONTACT_SCHEMES.into_iter().any(|p| uri(p) || bracketed(p)) {
+    if contact_uri_inside(value) {
         return Err(InputError::new(field, "is a contact address; use an opaque id"));
     }
     let phone = |v: &str| {
@@ -116,16 +104,37 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
             || written_like_a_phone_number(v)
     };
     // The whole value, also in quotes or brackets (as a CSV file or a text quotes it),
-    // or an international number anywhere in it ("+1 555 010 9999 (mobile)").
+    // or a number anywhere in it, with a label, a note or beside another.
     let unquoted =
         value.trim_matches(|c| matches!(c, '"' | '\'' | '<' | '>' | '[' | ']' | '«' | '»' | '“' | '”'));
-    if phone(value) || phone(unquoted) || international_number_inside(value) {
+    if phone(value) || phone(unquoted) || international_number_inside(value) || national_number_inside(value)
+    {
         return Err(InputError::new(
             field,
             "looks like a phone number; use an opaque id",
         ));
     }
     Ok(())
+}
+
+/// Whether `value` holds one of [`CONTACT_SCHEMES`] (without case): at its start, or
+/// after a character that is not a letter or digit ('<', a quote, a space after a
+/// label) and followed by a digit, a '+' or "//". ("Acme fax: sales" is not one.)
+fn contact_uri_inside(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase(); // same byte offsets as `value`
+    CONTACT_SCHEMES.into_iter().any(|scheme| {
+        lower.match_indices(scheme).any(|(at, _)| {
+            let before = lower.get(..at).and_then(|b| b.chars().next_back());
+            let after = lower.get(at + scheme.len()..).unwrap_or_default();
+            match before {
+                None => true,
+                Some(c) if c.is_alphanumeric() => false,
+                Some(_) => {
+                    after.starts_with(|c: char| c.is_ascii_digit() || c == '+') || after.starts_with("//")
+                }
+            }
+        })
+    })
 }
 
 /// URI schemes that reach a person (compared without case): the standard ones for mail,
@@ -150,29 +159,117 @@ const CONTACT_SCHEMES: [&str; 17] = [
     "wtai:",
 ];
 
-/// Whether `value` holds, anywhere, a '+' that does not follow a letter or digit and is
-/// followed by 7 to 15 digits with or without separators (and then by something else,
-/// or nothing): an international number with a label, in a list, after a scheme.
-/// ("acme+1234567", a '+' inside a word, is not one.)
+/// Whether `value` holds, anywhere, a '+' at its start or after a space or a mark that
+/// opens or labels a value (`( < " ' [ « “ : = , ; /`), followed at once by a digit, and
+/// then by at least 7 digits in all, with or without separators: an international number
+/// with a label, a note, or beside another ("+1 555 010 9999 / 555 010 8888"). A '+'
+/// inside a word or after another '+' ("acme+1234567", "C++ 2026-11-30"), or followed by
+/// a space ("Acme + 2026-11-30"), is not one; "build +20261130" is (it is the number
+/// +20 261130 as written).
 fn international_number_inside(value: &str) -> bool {
     let mut previous: Option<char> = None;
     for (at, c) in value.char_indices() {
-        let starts = c == '+' && !previous.is_some_and(char::is_alphanumeric);
+        let starts = c == '+'
+            && previous.is_none_or(|p| {
+                p.is_whitespace()
+                    || matches!(
+                        p,
+                        '(' | '<' | '"' | '\'' | '[' | '«' | '“' | ':' | '=' | ',' | ';' | '/'
+                    )
+            });
         previous = Some(c);
         if !starts {
             continue;
         }
         let rest = value.get(at + c.len_utf8()..).unwrap_or_default();
+        if !rest.starts_with(|c: char| c.is_ascii_digit()) {
+            continue;
+        }
         let digits = rest
             .chars()
             .take_while(|c| c.is_ascii_digit() || phone_separator(*c))
             .filter(char::is_ascii_digit)
             .count();
-        if (7..=15).contains(&digits) {
+        if digits >= 7 {
             return true;
         }
     }
     false
+}
+
+/// Whether `value` holds a national number with a label, a note, or beside another
+/// ("Mobile: (555) 010-9999", "555-010-9999 mobile", "555-010-9999, 555-010-8888"): a run
+/// of digits and separators (`phone_separator`) with 9 to 15 digits and a separator
+/// between two of them, standing apart from the words around it (at the value's start
+/// or end, or beside a character that is not a letter or digit, or with a space between).
+/// A run joined to letters by '-' or '.' belongs to a word and is not one: the digit
+/// groups of a UUID, a version. Dates written year first ("2026-11-30", also with '.'
+/// or '/') are left out first, so that a date and a time are not a number.
+fn national_number_inside(value: &str) -> bool {
+    let masked = without_dates(value);
+    let chars: Vec<char> = masked.chars().collect();
+    let in_run = |c: char| c.is_ascii_digit() || phone_separator(c);
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars.get(i).is_some_and(|c| in_run(*c)) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while chars.get(i).is_some_and(|c| in_run(*c)) {
+            i += 1;
+        }
+        let run = chars.get(start..i).unwrap_or_default();
+        let (Some(first), Some(last)) = (
+            run.iter().position(char::is_ascii_digit),
+            run.iter().rposition(char::is_ascii_digit),
+        ) else {
+            continue;
+        };
+        let apart = |outside: Option<&char>, gap: &[char]| {
+            outside.is_none_or(|c| !c.is_alphanumeric()) || gap.iter().any(|c| c.is_whitespace())
+        };
+        let before = start.checked_sub(1).and_then(|b| chars.get(b));
+        let left = apart(before, run.get(..first).unwrap_or_default());
+        let right = apart(chars.get(i), run.get(last + 1..).unwrap_or_default());
+        let core = run.get(first..=last).unwrap_or_default();
+        let digits = core.iter().filter(|c| c.is_ascii_digit()).count();
+        if left && right && (9..=15).contains(&digits) && core.iter().any(|c| phone_separator(*c)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// `value` with every date written year first (four digits, then two and two, joined by
+/// the same '-', '.' or '/') replaced by the letter 'D'.
+fn without_dates(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let digit = |i: usize| chars.get(i).is_some_and(char::is_ascii_digit);
+    let mut out = String::with_capacity(value.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let sep = chars.get(i + 4).copied();
+        let date = (0..4).all(|k| digit(i + k))
+            && matches!(sep, Some('-' | '.' | '/'))
+            && digit(i + 5)
+            && digit(i + 6)
+            && chars.get(i + 7).copied() == sep
+            && digit(i + 8)
+            && digit(i + 9)
+            && !digit(i + 10)
+            && !(i > 0 && digit(i - 1));
+        if date {
+            out.push('D');
+            i += 10;
+        } else {
+            if let Some(c) = chars.get(i) {
+                out.push(*c);
+            }
+            i += 1;
+        }
+    }
+    out
 }
 
 /// A character people write between the digits of a phone number: the ASCII ones
@@ -214,6 +311,8 @@ fn fold_lookalikes(value: &str) -> std::borrow::Cow<'_, str> {
             GeneralCategory::DecimalNumber | GeneralCategory::OtherNumber if !c.is_ascii() => Some('5'),
             // Marks drawn on a character (the keycap of "5️⃣") leave it as it reads.
             GeneralCategory::NonspacingMark | GeneralCategory::EnclosingMark => None,
+            // Plus signs NFKC leaves: the emoji "➕", the modifier letter "˖".
+            _ if matches!(c, '\u{2795}' | '\u{02D6}') => Some('+'),
             _ => Some(c),
         })
         .collect::<String>()
@@ -406,7 +505,7 @@ impl fmt::Display for RecipientScope {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -517,6 +616,30 @@ mod tests {
             "+1 555 010 9999 (mobile)",
             "+1 (555) 010-9999, +1 (555) 010-8888",
             "mobile: +1 555 010 9999",
+            // Found by review r75: national numbers with a label, a note or beside
+            // another; international ones followed by more digits; URIs quoted or after
+            // a label; the emoji plus sign.
+            "Mobile: (555) 010-9999",
+            "tel. 555-010-9999",
+            "phone 0044 20 7946 0958",
+            "(555) 010-9999 (mobile)",
+            "555-010-9999 mobile",
+            "555-010-9999, 555-010-8888",
+            "+1 555 010 9999 / 555 010 8888",
+            "+15550109999-12345",
+            "+1 555 010 9999 (2026-11-30)",
+            "+44 20 7946 0958 / 020 7946 0959",
+            "\"tel:5550109999\"",
+            "'sms:5550109999'",
+            "(tel:5550109999)",
+            "\u{ab}tel:5550109999\u{bb}",
+            "Phone: tel:5550109999",
+            "contact callto:5550109999",
+            "\u{2795}1 555 010 9999",
+            "\u{2795}15550109999",
+            "\u{2795}44 20 7946 0958",
+            // Ambiguous, refused: "+20 261130" as written.
+            "release 1.2.3 (build +20261130)",
             "(+44) 20 7946 0958",
             "(+1) 555-010-9999",
             "(+34) 912 345 678",
@@ -538,9 +661,68 @@ mod tests {
             "account:1234567890",
             "order #12345678",
             "v2.1+build.7",
+            // Found by review r75 to be refused by the first version of these rules.
+            "C++ 2026-11-30",
+            "Notepad++ 2023.11.30",
+            "Acme + 2026-11-30",
+            "Office + 365 2026-11-30",
+            "release 1.2.3+20261130",
+            "Acme fax: sales",
+            "build 2026-11-30 12:00:00",
+            "report 2026/11/30 1200",
+            "order 12345678",
         ] {
             assert!(crate::SubjectId::new(fine).is_ok(), "{fine}");
             assert!(Name::new(fine).is_ok(), "{fine}");
+        }
+    }
+
+    /// The rules that look inside a value never refuse a random UUID (the form
+    /// `SubjectId` recommends), also one with all-digit groups, nor a date and time.
+    #[test]
+    fn random_uuids_and_timestamps_pass() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..50_000u32 {
+            // Digits four times as likely as letters, to make all-digit groups common.
+            let mut hex: Vec<char> = (0..32)
+                .map(|_| {
+                    let r = next();
+                    if r % 5 == 0 {
+                        char::from(b'a' + (r >> 8) as u8 % 6)
+                    } else {
+                        char::from(b'0' + (r >> 8) as u8 % 10)
+                    }
+                })
+                .collect();
+            hex[12] = '4';
+            hex[16] = ['8', '9', 'a', 'b'][(next() % 4) as usize];
+            let h: String = hex.iter().collect();
+            let uuid = format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            );
+            assert!(crate::SubjectId::new(&uuid).is_ok(), "{uuid}");
+            let r = next();
+            let stamp = format!(
+                "run {:04}-{:02}-{:02} {:02}:{:02}:{:02} #{i}",
+                2000 + r % 100,
+                1 + (r >> 8) % 12,
+                1 + (r >> 16) % 28,
+                (r >> 24) % 24,
+                (r >> 32) % 60,
+                (r >> 40) % 60
+            );
+            assert!(Name::new(&stamp).is_ok(), "{stamp}");
         }
     }
 

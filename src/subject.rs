@@ -16,11 +16,14 @@ pub const MAX_SUBJECT_ID_LEN: usize = 128;
 /// for this purpose (a UUIDv4 the application maps to its account), not a device or
 /// advertising id, an email address, a phone number or a customer-visible number.
 /// [`SubjectId::new`] refuses the obvious mistakes: anything with an '@', a contact
-/// URI (`mailto:`, `tel:`, `sms:`), and a phone number as people write it (with '+',
-/// or with separators such as "0044 20 7946 0958", also Unicode spaces and dashes, and
-/// with or without an extension), also typed in full-width or small forms or in the
-/// digits of another script. It cannot refuse a plain run of digits, also one
-/// starting "00", which may be an account number.
+/// URI (`mailto:`, `tel:`, `sms:`, `callto:`, `whatsapp:` and others, also quoted or
+/// after a label), and a phone number as people write it (with '+', or with separators
+/// such as "0044 20 7946 0958", also Unicode spaces and dashes, with or without an
+/// extension, quoted, with a label or a note, or beside another), also typed in
+/// full-width or small forms, in dingbat or keycap digits or in the digits of another
+/// script. It cannot refuse a plain run of digits, also one starting "00", which may
+/// be an account number; and a '+' followed by digits after a space ("build
+/// +20261130") is refused, as it reads like a number.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubjectId(Arc<str>);
 
