@@ -49,6 +49,11 @@ impl Ledger {
     /// included. Identifiers appear by kind only: the ledger holds no values, only
     /// pseudonyms.
     ///
+    /// A purpose id's record is consent-based, as decisions judge it, when its latest
+    /// collection relies on consent or the subject has a consent record for it (a grant,
+    /// withdrawal or expiry); its recipients are then those of the latest grant, else
+    /// those of the latest collection, with that collection's legal basis.
+    ///
     /// `how_to_withdraw` is stated in each consent record (`dpv:hasWithdrawalMethod`).
     ///
     /// An event signed by a key at or after the position from which the log revoked it
@@ -82,9 +87,14 @@ impl Ledger {
         }
         let mut records = Vec::new();
         for (purpose, events) in by_purpose {
-            let mut basis = None;
+            // As decisions judge: the latest collection's basis, and consent whenever the
+            // subject has a consent record for the id (a grant, withdrawal or expiry);
+            // the recipients then are the consent's, else the latest collection's.
+            let mut collected_on: Option<LegalBasis> = None;
+            let mut collected_for: Option<&RecipientScope> = None;
+            let mut consent_record = false;
+            let mut consented_for: Option<&RecipientScope> = None;
             let mut kinds: Vec<String> = Vec::new();
-            let mut scope: Option<&RecipientScope> = None;
             let mut status = None;
             // When the consent last given lapses, if it does.
             let mut lapses = None;
@@ -97,22 +107,26 @@ impl Ledger {
                         scope: s,
                         ..
                     } => {
-                        basis.get_or_insert(*legal_basis);
+                        collected_on = Some(*legal_basis);
+                        collected_for = Some(s);
                         if !kinds.contains(&kind.to_string()) {
                             kinds.push(kind.to_string());
-                        }
-                        if !legal_basis.requires_consent() {
-                            scope = Some(s);
                         }
                         ("collected", None)
                     }
                     Change::Granted { scope: s, .. } => {
-                        basis = Some(LegalBasis::Consent);
-                        scope = Some(s);
+                        consent_record = true;
+                        consented_for = Some(s);
                         ("granted", Some("dpv:ConsentGiven"))
                     }
-                    Change::Withdrawn { .. } => ("withdrawn", Some("dpv:ConsentWithdrawn")),
-                    Change::Expired { .. } => ("expired", Some("dpv:ConsentExpired")),
+                    Change::Withdrawn { .. } => {
+                        consent_record = true;
+                        ("withdrawn", Some("dpv:ConsentWithdrawn"))
+                    }
+                    Change::Expired { .. } => {
+                        consent_record = true;
+                        ("expired", Some("dpv:ConsentExpired"))
+                    }
                     Change::Erased => continue,
                 };
                 if term.is_some() {
@@ -151,8 +165,11 @@ impl Ledger {
                 }
                 parts.push(part);
             }
-            let basis = basis.unwrap_or(LegalBasis::Consent);
-            let consent_based = basis.requires_consent();
+            let consent_based = consent_record || collected_on.is_none_or(LegalBasis::requires_consent);
+            let (basis, scope) = match collected_on {
+                Some(basis) if !consent_based => (basis, collected_for),
+                _ => (LegalBasis::Consent, consented_for),
+            };
             let mut record = json!({
                 "@type": if consent_based { "dpv:ConsentRecord" } else { "dpv:PersonalDataHandling" },
                 "dpv:hasIdentifier": format!("{origin}#{}", events.first().map_or(0, |h| h.seq)),

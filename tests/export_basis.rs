@@ -1,0 +1,111 @@
+//! The subject export states the basis and recipients decisions use (from review r78):
+//! the latest collection, and consent whenever the subject has a consent record.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use consent_ledger::*;
+
+declare_purpose!(
+    /// `partner-sharing` as declared before it relied on consent.
+    LegacySharing,
+    "partner-sharing",
+    "sharing with partners, declared without consent",
+    LegalBasis::LegitimateInterest
+);
+
+fn open(dir: &std::path::Path) -> Ledger {
+    Ledger::builder(dir)
+        .signing_key(SigningKey::generate())
+        .pseudonym_key(PseudonymKey::generate())
+        .durability(Durability::Relaxed)
+        .record_decisions(Recording::Every)
+        .open()
+        .unwrap()
+}
+
+fn record_for<'a>(doc: &'a serde_json::Value, purpose: &str) -> &'a serde_json::Value {
+    doc["@graph"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dpv:hasPurpose"]["dct:identifier"] == purpose)
+        .unwrap()
+}
+
+/// A purpose moved from legitimate interest to consent (collected again through the
+/// consent-based type, the migration `tests/decisions_agree.rs` supports): every use
+/// now needs consent, and none was given. The export still describes the purpose as
+/// processing under legitimate interest, shared with acme, with no consent status.
+#[test]
+fn export_states_the_first_collections_basis_not_the_one_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path());
+    let alice = SubjectId::new("user-1").unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    let scope = RecipientScope::only(acme.clone());
+    let old = Identifier::<LegacySharing>::email("alice@example.com").unwrap();
+    let new = Identifier::<PartnerSharing>::email("alice@example.com").unwrap();
+    l.collect(&alice, &old, scope.clone()).unwrap();
+    l.collect(&alice, &new, scope).unwrap();
+    // Decisions: consent decides, and there is none.
+    assert!(matches!(l.authorize(&new, &acme), Err(Denied::NoConsent { .. })));
+    assert!(matches!(l.authorize(&old, &acme), Err(Denied::NoConsent { .. })));
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&l.export_subject(&alice, "https://example.com/settings").unwrap()).unwrap();
+    let rec = record_for(&doc, "partner-sharing");
+    assert_eq!(
+        (
+            rec["@type"].as_str(),
+            rec["dpv:hasPurpose"]["dpv:hasLegalBasis"].as_str(),
+            rec["dpv:hasConsentStatus"].as_str(),
+        ),
+        (
+            Some("dpv:ConsentRecord"),
+            Some("dpv:Consent"),
+            Some("dpv:ConsentUnknown")
+        ),
+        "the export tells the person something else than the decisions do:\n{rec:#}"
+    );
+}
+
+/// The other way round: collected on a consent basis first (never granted), then again
+/// on legitimate interest. Uses are now allowed, and recorded, under legitimate interest;
+/// the export calls the purpose a consent record whose status is unknown, and lists no
+/// recipient, while its own `uses` list a disclosure to acme under legitimate interest.
+#[test]
+fn export_calls_a_legitimate_interest_purpose_in_use_a_consent_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path());
+    let bob = SubjectId::new("user-2").unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    let scope = RecipientScope::only(acme.clone());
+    let consent_type = Identifier::<PartnerSharing>::email("bob@example.com").unwrap();
+    let li_type = Identifier::<LegacySharing>::email("bob@example.com").unwrap();
+    l.collect(&bob, &consent_type, scope.clone()).unwrap();
+    l.collect(&bob, &li_type, scope).unwrap();
+    let used = l.authorize(&li_type, &acme).unwrap();
+    assert_eq!(used.evidence().legal_basis(), LegalBasis::LegitimateInterest);
+
+    let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&bob, "-").unwrap()).unwrap();
+    let rec = record_for(&doc, "partner-sharing");
+    assert_eq!(doc["uses"][0]["dpv:hasLegalBasis"], "dpv:LegitimateInterest");
+    assert_eq!(
+        (
+            rec["@type"].as_str(),
+            rec["dpv:hasPurpose"]["dpv:hasLegalBasis"].as_str(),
+            rec["dpv:hasPurpose"]["dpv:hasRecipient"].clone(),
+        ),
+        (
+            Some("dpv:PersonalDataHandling"),
+            Some("dpv:LegitimateInterest"),
+            serde_json::json!(["partner \"acme\""]),
+        ),
+        "the export's record contradicts the decisions and its own uses:\n{rec:#}"
+    );
+}
