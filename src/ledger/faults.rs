@@ -1265,3 +1265,34 @@ fn relaxed_change_stored_during_a_sync_that_then_fails_is_not_acknowledged() {
 // its `unwrap`s and locks that panic when poisoned never reach library code.
 #[path = "stress.rs"]
 mod stress;
+
+/// (Review r78.) A withdrawal whose `Immediate` sync failed is stored but never applied
+/// (the caller got `NotDurable`, the ledger takes no more writes, decisions go on from
+/// the state). `authorize` keeps allowing the use, and `authorize_at` for the same
+/// moment must answer the same (it replayed the stored log, withdrawal included, and
+/// answered `Withdrawn` at a position the ledger does not have).
+#[test]
+fn a_past_answer_counts_only_entries_the_live_state_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let alice = subject(0, 0);
+    let acme = crate::Recipient::partner("acme").unwrap();
+    let email = crate::Identifier::<crate::Advertising>::email("alice@example.org").unwrap();
+    l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+    l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
+        .unwrap();
+    faults.sync.store(true, Ordering::SeqCst);
+    let w = l.withdraw::<crate::Advertising>(&alice);
+    assert!(matches!(w, Err(WriteError::NotDurable(_))), "{w:?}");
+    let live = l.authorize(&email, &acme).map(|u| u.evidence().clone());
+    let now = l.now();
+    let past = l.authorize_at(&email, &acme, crate::At::Time(now)).unwrap();
+    assert_eq!(
+        past.as_ref().map(|e| e.allowed_by()).map_err(Clone::clone),
+        live.as_ref().map(|e| e.allowed_by()).map_err(Clone::clone),
+        "at {now}: authorize answered {live:?}, authorize_at for that moment {past:?} \
+         (ledger len {})",
+        l.len()
+    );
+}

@@ -252,6 +252,9 @@ impl Ledger {
     pub fn impact(&self, q: &ImpactQuery) -> Result<ImpactReport, ReadError> {
         let records: Vec<DecisionRecord> = self.decision_records_matching(|r| q.selects(r))?;
         let store = &*self.inner.store;
+        // Only the entries the live state applied (see `authorize_at`).
+        let applied = usize::try_from(self.inner.state.read().map_err(|_| super::poisoned())?.len)
+            .unwrap_or(usize::MAX);
 
         // Pass one: timestamps (to place a time on the log) and collections.
         let mut times: Vec<Timestamp> = Vec::new();
@@ -259,7 +262,7 @@ impl Ledger {
         // Where each identifier was first given for each purpose: a use is judged by
         // the collections made before it only.
         let mut given: HashMap<(SubjectId, Pseudonym, String), u64> = HashMap::new();
-        for e in super::decoded_entries(store) {
+        for e in super::decoded_entries(store).take(applied) {
             let e = e?;
             if let Body::Collected {
                 subject,
@@ -309,7 +312,7 @@ impl Ledger {
         // `Expired` for them is that grant's lapse, not the lapse of the grant the replay
         // has in force (an earlier one, whose own expiry `judge` checks).
         let mut voided_latest: HashSet<(SubjectId, String)> = HashSet::new();
-        let mut entries = super::decoded_entries(store);
+        let mut entries = super::decoded_entries(store).take(applied);
         let mut next = 0u64;
         for (p, t, i) in points {
             while next < p {

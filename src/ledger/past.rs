@@ -49,9 +49,17 @@ impl Ledger {
                 ),
             )),
         })?;
+        // Only the entries the live state applied: after a failed `Immediate` sync an
+        // entry may be stored that decisions never saw (and that `len` does not count).
+        let applied = self.inner.state.read().map_err(|_| super::poisoned())?.len;
         let mut state = State::default();
         let mut moment = Timestamp::EPOCH;
-        for item in self.inner.store.entries_from(0) {
+        for item in self
+            .inner
+            .store
+            .entries_from(0)
+            .take(usize::try_from(applied).unwrap_or(usize::MAX))
+        {
             let (_, bytes) = item?;
             let stored = crate::entry::decode(&bytes).map_err(|problem| crate::error::IntegrityError {
                 position: state.len,
