@@ -113,8 +113,10 @@ impl Inspector {
     }
 
     /// The same full check as [`Ledger::verify`](crate::Ledger::verify): positions,
-    /// canonical encoding, hash chain, timestamps, every signature, revocations; and
-    /// the log's length against the head record's claim (unchecked, see [`Inspector`]).
+    /// canonical encoding, hash chain, timestamps, every signature, revocations (entries
+    /// signed by a revoked key are listed in [`VerifyReport::untrusted`], not an error:
+    /// see [`VerifyReport::require_trusted`]); and the log's length against the head
+    /// record's claim (unchecked, see [`Inspector`]).
     ///
     /// # Errors
     /// [`ReadError::Integrity`] naming the first bad position, or the end of a log

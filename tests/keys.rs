@@ -1004,3 +1004,62 @@ fn a_ledger_revokes_at_most_max_revocations_keys() {
     let cp = SignedCheckpoint::verify(l.checkpoint().unwrap().text(), &k.verifying_key()).unwrap();
     assert_eq!(cp.revocations().len(), MAX_REVOCATIONS);
 }
+
+/// `VerifyReport::keys` counts distinct keys: a key rotated back to counts once (review
+/// r77: it counted rotations).
+#[test]
+fn verify_report_counts_a_key_rotated_back_to_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k0, k1, pk) = (
+        SigningKey::generate(),
+        SigningKey::generate(),
+        PseudonymKey::generate(),
+    );
+    let l = Ledger::builder(dir.path())
+        .signing_key(k0.clone())
+        .pseudonym_key(pk)
+        .open()
+        .unwrap();
+    l.rotate_key(k1.clone()).unwrap();
+    l.rotate_key(k0.clone()).unwrap();
+    let report = l.verify().unwrap();
+    assert_eq!(report.current_key, Some(k0.verifying_key()));
+    assert_eq!(report.keys, 2, "{report:?}");
+}
+
+/// Entries signed by a key after its revocation are not an error of `verify` (the log is
+/// intact) but are listed, and `require_trusted` fails on them, as the docs say.
+#[test]
+fn verify_lists_entries_signed_after_a_revocation_and_require_trusted_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k0, k1, pk) = (
+        SigningKey::generate(),
+        SigningKey::generate(),
+        PseudonymKey::generate(),
+    );
+    let l = Ledger::builder(dir.path())
+        .signing_key(k0.clone())
+        .pseudonym_key(pk)
+        .open()
+        .unwrap();
+    let s = SubjectId::new("user-1").unwrap();
+    l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
+        .unwrap(); // 1, k0
+    l.rotate_key(k1).unwrap(); // 2, signed by k0
+    l.revoke_key(k0.verifying_key(), 1).unwrap(); // 3
+    let report = l.verify().unwrap();
+    assert_eq!(
+        report.untrusted,
+        vec![UntrustedRange {
+            from: 1,
+            to: 2,
+            revoked_by: 3
+        }]
+    );
+    let e = report.require_trusted().unwrap_err();
+    assert_eq!(e.position, 1);
+    assert!(matches!(
+        e.problem,
+        IntegrityProblem::RevokedKey { revoked_from: 1 }
+    ));
+}

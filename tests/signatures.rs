@@ -110,48 +110,123 @@ fn a_small_order_r_is_refused_by_verify_as_by_open() {
     );
 }
 
-/// A hand-encoded KeyRotated entry (format v1, actor System) with a junk acceptance and
-/// a junk signature.
-fn key_rotated(seq: u64, ts: u64, prev: [u8; 32], new_key: [u8; 32]) -> Vec<u8> {
-    let mut b = vec![1u8];
-    b.extend_from_slice(&seq.to_be_bytes());
-    b.extend_from_slice(&ts.to_be_bytes());
-    b.extend_from_slice(&2u32.to_be_bytes()); // System
-    b.extend_from_slice(&prev);
-    b.extend_from_slice(&[0x5a; 16]); // salt
-    b.extend_from_slice(&6u32.to_be_bytes()); // KeyRotated
-    b.extend_from_slice(&new_key);
-    b.extend_from_slice(&[0x22; 64]); // the new key's acceptance: not valid either
-    b.extend_from_slice(&[0x11; 64]); // not a valid signature by anyone
-    b
-}
-
-/// A bad signature followed by an entry naming an invalid key: the error names the bad
-/// signature, the first broken position, not the key after it.
+/// A bad signature followed by an entry checked under an invalid key (a mixed-order key,
+/// A' = aB + T with T of order 2, whose rotation acceptance passes the strict check, so
+/// the walk does reach the entry signed under it): the error names the bad signature,
+/// the first broken position, not the key after it. (Found by review r77: the test this
+/// replaces rotated to the identity point, which the acceptance check already refused,
+/// so the branch it claimed to check never ran.)
 #[test]
-fn verify_names_the_first_bad_entry_before_a_later_invalid_key() {
-    let (dir, _key, _pk, last) = setup();
-    {
-        let db = sled_util::open(dir.path());
-        let tree = db.open_tree("entries").unwrap();
-        let prev = tree.get(last.to_be_bytes()).unwrap().unwrap().to_vec();
-        let prev_hash: [u8; 32] = sha2::Sha256::digest(&prev).into();
-        // Entry last+1: forged (bad signature), rotating to the identity point (a weak key).
-        let mut weak = [0u8; 32];
-        weak[0] = 1;
-        let k = key_rotated(last + 1, u64::MAX / 2, prev_hash, weak);
-        let k_hash: [u8; 32] = sha2::Sha256::digest(&k).into();
-        // Entry last+2: links correctly to the forged one.
-        let k1 = key_rotated(last + 2, u64::MAX / 2, k_hash, [9; 32]);
-        tree.insert((last + 1).to_be_bytes(), k).unwrap();
-        tree.insert((last + 2).to_be_bytes(), k1).unwrap();
-        db.flush().unwrap();
+fn a_bad_signature_before_an_entry_signed_by_a_mixed_order_key_is_named_first() {
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    use sha2::Sha256;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (key, pk) = (SigningKey::generate(), PseudonymKey::generate());
+    let l = Ledger::builder(dir.path())
+        .signing_key(key.clone())
+        .pseudonym_key(pk.clone())
+        .open()
+        .unwrap();
+    let s = SubjectId::new("user-1").unwrap();
+    l.grant::<PartnerSharing>(&s, RecipientScope::all_partners(), None)
+        .unwrap();
+    let last = l.len() - 1;
+    drop(l);
+
+    let mut t_bytes = [0xffu8; 32];
+    t_bytes[0] = 0xec;
+    t_bytes[31] = 0x7f;
+    let t2 = CompressedEdwardsY(t_bytes).decompress().unwrap();
+    let a = Scalar::from(123_456_789u64);
+    let mixed = (a * B + t2).compress().to_bytes();
+    assert!(consent_ledger::VerifyingKey::from_bytes(&mixed).is_ok());
+
+    let db = sled_util::open(dir.path());
+    let tree = db.open_tree("entries").unwrap();
+    let prev = tree.get(last.to_be_bytes()).unwrap().unwrap().to_vec();
+    let prev_hash: [u8; 32] = Sha256::digest(&prev).into();
+    let seq = last + 1;
+    // Acceptance by a' = a with public A' = aB + T: strict-valid when H(R||A'||m) is even.
+    let mut msg = b"consent-ledger key accept v1\n".to_vec();
+    msg.extend(seq.to_be_bytes());
+    msg.extend(prev_hash);
+    msg.extend(mixed);
+    let mut accept = [0u8; 64];
+    for i in 1u64.. {
+        let r = Scalar::from(i);
+        let big_r = (r * B).compress();
+        let mut h = Sha512::new();
+        h.update(big_r.as_bytes());
+        h.update(mixed);
+        h.update(&msg);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        if k.as_bytes()[0] & 1 == 0 {
+            accept[..32].copy_from_slice(big_r.as_bytes());
+            accept[32..].copy_from_slice((r + k * a).as_bytes());
+            break;
+        }
     }
-    let err = integrity(Inspector::open(dir.path()).unwrap().verify().unwrap_err());
-    // The first bad entry is last+1 (its signature does not verify under the genesis key).
-    assert_eq!(
-        (err.position, err.problem.clone()),
-        (last + 1, IntegrityProblem::BadSignature),
-        "{err}"
-    );
+    let entry = |seq: u64, prev: [u8; 32], body: &[u8]| {
+        let mut b = vec![1u8];
+        b.extend(seq.to_be_bytes());
+        b.extend((u64::MAX / 2).to_be_bytes());
+        b.extend(2u32.to_be_bytes()); // System
+        b.extend(prev);
+        b.extend([0x5a; 16]);
+        b.extend(body);
+        b.extend([0x11; 64]); // a bad signature
+        b
+    };
+    let mut rot = 6u32.to_be_bytes().to_vec();
+    rot.extend(mixed);
+    rot.extend(accept);
+    let k = entry(seq, prev_hash, &rot);
+    let k_hash: [u8; 32] = Sha256::digest(&k).into();
+    let mut revoke = 7u32.to_be_bytes().to_vec();
+    revoke.extend([9u8; 32]);
+    revoke.extend(0u64.to_be_bytes());
+    let k1 = entry(seq + 1, k_hash, &revoke); // checked under the mixed-order key
+    tree.insert(seq.to_be_bytes(), k).unwrap();
+    tree.insert((seq + 1).to_be_bytes(), k1).unwrap();
+    db.flush().unwrap();
+    drop(tree);
+    drop(db);
+    match Inspector::open(dir.path()).unwrap().verify() {
+        Err(ReadError::Integrity(e)) => {
+            assert_eq!(
+                (e.position, e.problem),
+                (seq, consent_ledger::IntegrityProblem::BadSignature)
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // The premise: with entry `seq` validly signed, the walk does reach `seq + 1` and
+    // refuses the mixed-order key there (the rotation's acceptance passed).
+    let db = sled_util::open(dir.path());
+    let tree = db.open_tree("entries").unwrap();
+    let mut k = tree.get(seq.to_be_bytes()).unwrap().unwrap().to_vec();
+    let n = k.len() - 64;
+    let mut m = b"consent-ledger entry v1\n".to_vec();
+    m.extend(&k[..n]);
+    let sig = ed25519_dalek::Signer::sign(&ed25519_dalek::SigningKey::from_bytes(&key.expose_seed()), &m);
+    k[n..].copy_from_slice(&sig.to_bytes());
+    let k_hash: [u8; 32] = Sha256::digest(&k).into();
+    let mut k1 = tree.get((seq + 1).to_be_bytes()).unwrap().unwrap().to_vec();
+    k1[21..53].copy_from_slice(&k_hash);
+    tree.insert(seq.to_be_bytes(), k).unwrap();
+    tree.insert((seq + 1).to_be_bytes(), k1).unwrap();
+    db.flush().unwrap();
+    drop(tree);
+    drop(db);
+    match Inspector::open(dir.path()).unwrap().verify() {
+        Err(ReadError::Integrity(e)) => assert_eq!(
+            (e.position, e.problem),
+            (
+                seq + 1,
+                consent_ledger::IntegrityProblem::InvalidField("signing key")
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
 }

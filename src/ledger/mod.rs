@@ -248,7 +248,8 @@ pub struct VerifyReport {
     pub entries: u64,
     /// SHA-256 of the last entry: the head of the hash chain.
     pub head: [u8; 32],
-    /// Number of signing keys the log authorized, the genesis key included.
+    /// Number of distinct signing keys the log authorized, the genesis key included (a
+    /// key rotated back to counts once).
     pub keys: usize,
     /// The key the log authorized last: the one that signs new entries (`None` for an
     /// empty log). An auditor without the ledger's keys compares it with the public key
@@ -1436,8 +1437,11 @@ impl Ledger {
 
     /// Checks the whole log: every entry decodes canonically, sits at its position,
     /// links to its predecessor by hash, has a non-decreasing timestamp, and carries a
-    /// valid signature by the key authorized at its position (batch-verified); no entry
-    /// was signed with a key after its revocation.
+    /// valid signature by the key authorized at its position (batch-verified). Entries
+    /// signed with a key at or after the position from which the log revoked it are
+    /// not an error here: they are listed in [`VerifyReport::untrusted`] (the log is
+    /// intact; the ledger does not vouch for them). Use
+    /// [`VerifyReport::require_trusted`] to fail on them.
     ///
     /// # Errors
     /// [`ReadError::Integrity`] naming the first bad position; storage failures.
@@ -1570,7 +1574,12 @@ fn verify_entries(
         first_failure(walked, checked).map(|()| VerifyReport {
             entries: replay.len(),
             head: replay.head_hash(),
-            keys: replay.keys.len(),
+            keys: replay
+                .keys
+                .iter()
+                .map(|k| k.key)
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
             current_key: replay
                 .current_key()
                 .and_then(|k| crate::signing::VerifyingKey::from_bytes(&k).ok()),
