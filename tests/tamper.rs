@@ -438,3 +438,84 @@ fn a_vault_that_is_not_a_vault_fails_open_with_or_without_a_snapshot() {
         assert_eq!(open().unwrap().len(), fx.len);
     }
 }
+
+/// Offset of `prev_hash` in stored entry bytes (after version, seq, timestamp, actor).
+fn prev_hash_at(bytes: &[u8]) -> usize {
+    let tag = u32::from_be_bytes(bytes[17..21].try_into().unwrap());
+    if tag == 1 {
+        let len = u64::from_be_bytes(bytes[21..29].try_into().unwrap()) as usize;
+        29 + len
+    } else {
+        21
+    }
+}
+
+fn ledger_with(dir: &Path, key: &SigningKey, pk: &PseudonymKey, snapshots: Snapshots) -> Ledger {
+    Ledger::builder(dir)
+        .signing_key(key.clone())
+        .pseudonym_key(pk.clone())
+        .snapshots(snapshots)
+        .open()
+        .unwrap()
+}
+
+/// README ("Guarantees"): "A modified, removed, reordered or inserted entry makes `open`
+/// and `verify` fail with the first bad position"; `LedgerBuilder::open`: "OpenError::Integrity
+/// naming the first bad position"; tests/tamper.rs: "Tampering must be found, at the same
+/// position and as the same problem, either way".
+///
+/// Entry 3 is edited (one salt byte) and every later entry's `prev_hash` is updated so the
+/// chain holds (the signatures of 3.. no longer verify). `verify` names entry 3; `open`,
+/// which checks only the last signature, named the last entry (review r77), with or
+/// without a state snapshot: it now names entry 3 too.
+#[test]
+fn open_names_the_first_bad_entry_when_the_chain_is_relinked() {
+    for snapshots in [Snapshots::default(), Snapshots::OnClose { min_new_entries: 1 }] {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, pk) = (SigningKey::generate(), PseudonymKey::generate());
+        let l = ledger_with(dir.path(), &key, &pk, snapshots);
+        for i in 0..8 {
+            let s = SubjectId::new(&format!("user-{i}")).unwrap();
+            l.grant::<PartnerSharing>(&s, RecipientScope::all_partners(), None)
+                .unwrap();
+        }
+        let n = l.len();
+        drop(l);
+        {
+            let db = sled_util::open(dir.path());
+            let t = db.open_tree("entries").unwrap();
+            let mut prev = [0u8; 32];
+            for seq in 0..n {
+                let mut b = t.get(seq.to_be_bytes()).unwrap().unwrap().to_vec();
+                let at = prev_hash_at(&b);
+                if seq == 3 {
+                    b[at + 32] ^= 1; // a salt byte
+                }
+                if seq > 3 {
+                    b[at..at + 32].copy_from_slice(&prev);
+                }
+                prev = <sha2::Sha256 as sha2::Digest>::digest(&b).into();
+                t.insert(seq.to_be_bytes(), b).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let verified = match Inspector::open(dir.path()).unwrap().verify() {
+            Err(ReadError::Integrity(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(verified.position, 3, "verify");
+        let opened: IntegrityError = match Ledger::builder(dir.path())
+            .signing_key(key.clone())
+            .pseudonym_key(pk.clone())
+            .open()
+        {
+            Err(OpenError::Integrity(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (opened.position, &opened.problem),
+            (verified.position, &verified.problem),
+            "open names {opened}, verify {verified} ({snapshots:?}, log of {n})"
+        );
+    }
+}

@@ -349,7 +349,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     };
     let had_snapshot = snapshot.is_some();
     let from_snapshot = match snapshot {
-        Some(bytes) => load_from_snapshot(backend, key, trusted, bytes)?,
+        Some(bytes) => load_from_snapshot(backend, key, trusted, bytes).map_err(|e| first_bad(backend, e))?,
         None => FromSnapshot::Unusable,
     };
     let used_snapshot = matches!(from_snapshot, FromSnapshot::Loaded(_));
@@ -362,12 +362,12 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         tail_erased,
     } = match from_snapshot {
         FromSnapshot::Loaded(loaded) => *loaded,
-        FromSnapshot::Unusable => replay_all(backend, key, trusted)?,
+        FromSnapshot::Unusable => replay_all(backend, key, trusted).map_err(|e| first_bad(backend, e))?,
         FromSnapshot::OffLog(at) => {
             // The log is read and checked in full first, so that a damaged or tampered
             // entry is reported as such; a log that holds together but is not the one
             // the snapshot was taken from is the error.
-            let loaded = replay_all(backend, key, trusted)?;
+            let loaded = replay_all(backend, key, trusted).map_err(|e| first_bad(backend, e))?;
             if loaded.replay.ledger_id == at.ledger_id {
                 return Err(diverged(at));
             }
@@ -542,6 +542,25 @@ struct Loaded {
 /// the index, then reads the log and checks it (positions, encodings, the chain). The
 /// other authenticates the first half, then applies the checked entries to the state as
 /// they arrive; they wait in a short queue until the whole index is ready.
+/// An open that found a bad signature where it checks one (the last entry, whose
+/// signature with the hash chain pins every entry before it) reports the first bad
+/// position instead, as `verify` names it: an edited entry followed by a re-linked
+/// chain is found at the end, but is the edited entry's fault. Only on that failure
+/// does the open check every signature up to there.
+fn first_bad(store: &dyn Backend, e: OpenError) -> OpenError {
+    match &e {
+        OpenError::Integrity(found) if matches!(found.problem, IntegrityProblem::BadSignature) => {
+            match super::verify_store_upto(store, found.position.saturating_add(1)) {
+                Err(ReadError::Integrity(first)) if first.position < found.position => {
+                    OpenError::Integrity(first)
+                }
+                _ => e,
+            }
+        }
+        _ => e,
+    }
+}
+
 fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Result<Loaded, OpenError> {
     let (walked, built) = std::thread::scope(|s| {
         let (tx, rx) = sync_channel::<Vec<Entry>>(QUEUED_BATCHES);
