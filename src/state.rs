@@ -493,6 +493,25 @@ impl State {
                 .any(|r| r.subject == index && r.purpose() == p && basis_from(r.basis()).requires_consent())
     }
 
+    /// The collections of `subject` in force, one per identifier and purpose id: the
+    /// purpose id, the legal basis and the recipient scope decisions read (none for an
+    /// erased or unknown subject). A scan of every identifier record.
+    pub(crate) fn collections_of(&self, subject: &SubjectId) -> Vec<(&str, LegalBasis, &RecipientScope)> {
+        let Some(index) = self.find_subject(subject).filter(|i| !self.is_erased(*i)) else {
+            return Vec::new();
+        };
+        self.idents
+            .recs
+            .iter()
+            .filter(|r| r.subject == index)
+            .filter_map(|r| {
+                let purpose = self.purposes.get(usize::from(r.purpose()))?;
+                let scope = self.scopes.get(usize::try_from(r.scope).ok()?)?;
+                Some((&**purpose, basis_from(r.basis()), scope))
+            })
+            .collect()
+    }
+
     /// Whether `lookup` is already collected by its holder for `purpose` on `basis` with
     /// exactly `scope`. (A collection on another basis is a change: the use then rests
     /// on the new basis, so it is recorded.)

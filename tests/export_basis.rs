@@ -109,3 +109,79 @@ fn export_calls_a_legitimate_interest_purpose_in_use_a_consent_record() {
         "the export's record contradicts the decisions and its own uses:\n{rec:#}"
     );
 }
+
+/// Decisions judge each identifier by its own collection. A subject with two
+/// identifiers collected for `security` (legitimate interest) for two partners: each
+/// is used by its partner. The export lists only the latest collection's recipients,
+/// so the person is not told that acme receives their email address.
+#[test]
+fn export_leaves_out_the_recipients_of_an_earlier_identifiers_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path());
+    let alice = SubjectId::new("user-1").unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    let beta = Recipient::partner("beta").unwrap();
+    let email = Identifier::<Security>::email("alice@example.com").unwrap();
+    let phone = Identifier::<Security>::phone("+15550109999").unwrap();
+    l.collect(&alice, &email, RecipientScope::only(acme.clone()))
+        .unwrap();
+    l.collect(&alice, &phone, RecipientScope::only(beta.clone()))
+        .unwrap();
+    // Decisions: both uses allowed, under legitimate interest.
+    assert!(l.authorize(&email, &acme).is_ok());
+    assert!(l.authorize(&phone, &beta).is_ok());
+
+    let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&alice, "-").unwrap()).unwrap();
+    let rec = record_for(&doc, "security");
+    let recipients = rec["dpv:hasPurpose"]["dpv:hasRecipient"].clone();
+    assert!(
+        recipients
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "partner \"acme\""),
+        "acme receives the email under legitimate interest (uses: {:#}), the export's \
+         recipients are {recipients}",
+        doc["uses"]
+    );
+}
+
+/// Two identifiers for one purpose id on two bases: the email through the legitimate
+/// interest type (allowed, used), then the phone through the consent type (no grant).
+/// The export's record follows the latest collection only: a consent record with an
+/// unknown status and no recipient, while the email is disclosed to acme under
+/// legitimate interest (its own `uses` say so).
+#[test]
+fn export_calls_a_purpose_in_use_under_legitimate_interest_a_consent_record_with_two_identifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path());
+    let bob = SubjectId::new("user-2").unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    let scope = RecipientScope::only(acme.clone());
+    let email = Identifier::<LegacySharing>::email("bob@example.com").unwrap();
+    let phone = Identifier::<PartnerSharing>::phone("+15550108888").unwrap();
+    l.collect(&bob, &email, scope.clone()).unwrap();
+    l.collect(&bob, &phone, scope).unwrap();
+    let used = l.authorize(&email, &acme).unwrap();
+    assert_eq!(used.evidence().legal_basis(), LegalBasis::LegitimateInterest);
+    drop(used);
+    assert!(matches!(
+        l.authorize(&phone, &acme),
+        Err(Denied::NoConsent { .. })
+    ));
+
+    let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&bob, "-").unwrap()).unwrap();
+    let rec = record_for(&doc, "partner-sharing");
+    assert_eq!(doc["uses"][0]["dpv:hasLegalBasis"], "dpv:LegitimateInterest");
+    let recipients = rec["dpv:hasPurpose"]["dpv:hasRecipient"].clone();
+    assert!(
+        recipients
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "partner \"acme\""),
+        "the email is disclosed to acme under legitimate interest ({:#}); the export's \
+         record says:\n{rec:#}",
+        doc["uses"]
+    );
+}

@@ -49,10 +49,12 @@ impl Ledger {
     /// included. Identifiers appear by kind only: the ledger holds no values, only
     /// pseudonyms.
     ///
-    /// A purpose id's record is consent-based, as decisions judge it, when its latest
-    /// collection relies on consent or the subject has a consent record for it (a grant,
-    /// withdrawal or expiry); its recipients are then those of the latest grant, else
-    /// those of the latest collection, with that collection's legal basis.
+    /// Records follow decisions: when the subject has a consent record for a purpose id
+    /// (a grant, withdrawal or expiry), every use rests on it, and the id has one
+    /// consent record with the latest grant's recipients. Otherwise each identifier's
+    /// own collection in force decides, and the id has one record per legal basis in
+    /// force (a consent basis with no consent given: no recipients), each with its
+    /// collections' recipients and events.
     ///
     /// `how_to_withdraw` is stated in each consent record (`dpv:hasWithdrawalMethod`).
     ///
@@ -86,118 +88,92 @@ impl Ledger {
             by_purpose.entry(purpose).or_default().push(h);
         }
         let mut records = Vec::new();
+        // The collections decisions read: per identifier, its latest for each purpose id.
+        let in_force: Vec<(String, LegalBasis, RecipientScope)> = {
+            let state = self.inner.state.read().map_err(|_| super::poisoned())?;
+            state
+                .collections_of(subject)
+                .into_iter()
+                .map(|(p, b, s)| (p.to_owned(), b, s.clone()))
+                .collect()
+        };
         for (purpose, events) in by_purpose {
-            // As decisions judge: the latest collection's basis, and consent whenever the
-            // subject has a consent record for the id (a grant, withdrawal or expiry);
-            // the recipients then are the consent's, else the latest collection's.
-            let mut collected_on: Option<LegalBasis> = None;
-            let mut collected_for: Option<&RecipientScope> = None;
-            let mut consent_record = false;
-            let mut consented_for: Option<&RecipientScope> = None;
-            let mut kinds: Vec<String> = Vec::new();
-            let mut status = None;
-            // When the consent last given lapses, if it does.
-            let mut lapses = None;
-            let mut parts = Vec::new();
-            for h in &events {
-                let (kind, term) = match &h.change {
-                    Change::Collected {
-                        kind,
-                        legal_basis,
-                        scope: s,
-                        ..
-                    } => {
-                        collected_on = Some(*legal_basis);
-                        collected_for = Some(s);
-                        if !kinds.contains(&kind.to_string()) {
-                            kinds.push(kind.to_string());
-                        }
-                        ("collected", None)
-                    }
-                    Change::Granted { scope: s, .. } => {
-                        consent_record = true;
-                        consented_for = Some(s);
-                        ("granted", Some("dpv:ConsentGiven"))
-                    }
-                    Change::Withdrawn { .. } => {
-                        consent_record = true;
-                        ("withdrawn", Some("dpv:ConsentWithdrawn"))
-                    }
-                    Change::Expired { .. } => {
-                        consent_record = true;
-                        ("expired", Some("dpv:ConsentExpired"))
-                    }
-                    Change::Erased => continue,
-                };
-                if term.is_some() {
-                    status = term;
-                    lapses = match &h.change {
-                        Change::Granted { expires_at, .. } => *expires_at,
-                        _ => None,
-                    };
-                }
-                let mut part = json!({
-                    "@type": term.unwrap_or("dpv:Collect"),
-                    "dct:identifier": format!("{origin}#{}", h.seq),
-                    "dct:date": h.timestamp.to_string(),
-                    "dpv:hasEntity": entity(&h.actor, subject),
-                    "event": kind,
-                });
-                if let (
-                    Change::Granted {
-                        expires_at: Some(t), ..
-                    },
-                    Some(obj),
-                ) = (&h.change, part.as_object_mut())
-                {
-                    obj.insert("expires_at".into(), Value::String(t.to_string()));
-                }
-                if let (Some(u), Some(obj)) = (h.untrusted(), part.as_object_mut()) {
-                    obj.insert(
-                        "untrusted".into(),
-                        json!({
-                            "reason": "signed by a key the ledger revoked as compromised from this position",
-                            "revoked_by": format!("{origin}#{}", u.revoked_by),
-                            "from": format!("{origin}#{}", u.from),
-                            "to": format!("{origin}#{}", u.to),
-                        }),
-                    );
-                }
-                parts.push(part);
-            }
-            let consent_based = consent_record || collected_on.is_none_or(LegalBasis::requires_consent);
-            let (basis, scope) = match collected_on {
-                Some(basis) if !consent_based => (basis, collected_for),
-                _ => (LegalBasis::Consent, consented_for),
-            };
-            let mut record = json!({
-                "@type": if consent_based { "dpv:ConsentRecord" } else { "dpv:PersonalDataHandling" },
-                "dpv:hasIdentifier": format!("{origin}#{}", events.first().map_or(0, |h| h.seq)),
-                "dpv:hasDataSubject": subject.as_str(),
-                "dpv:hasPurpose": {
-                    "@type": "dpv:Purpose",
-                    "dct:identifier": purpose,
-                    "dpv:hasLegalBasis": basis_term(basis),
-                    "dpv:hasRecipient": scope.map(recipients).unwrap_or_default(),
-                    "dpv:hasPersonalData": kinds,
-                },
-                "dct:hasPart": parts,
+            // As decisions judge: a consent record for the id (a grant, withdrawal or
+            // expiry) makes every identifier's use rest on consent, with the latest
+            // grant's recipients. Without one, each identifier's own collection decides:
+            // one record per legal basis in force, with the recipients of its
+            // collections (a consent basis with no consent given: none).
+            let consent_record = events.iter().any(|h| {
+                matches!(
+                    h.change,
+                    Change::Granted { .. } | Change::Withdrawn { .. } | Change::Expired { .. }
+                )
             });
-            if let (true, Some(obj)) = (consent_based, record.as_object_mut()) {
-                // A consent that lapsed is expired, as decisions treat it, before its
-                // expiry is written to the log.
-                let lapsed = lapses.is_some_and(|t| t <= self.now());
-                let status = match status {
-                    Some("dpv:ConsentGiven") if lapsed => "dpv:ConsentExpired",
-                    other => other.unwrap_or("dpv:ConsentUnknown"),
-                };
-                obj.insert("dpv:hasConsentStatus".into(), Value::String(status.to_owned()));
-                obj.insert(
-                    "dpv:hasWithdrawalMethod".into(),
-                    Value::String(how_to_withdraw.to_owned()),
-                );
+            let mut groups: Vec<(LegalBasis, Vec<String>)> = Vec::new();
+            if consent_record {
+                let granted = events.iter().rev().find_map(|h| match &h.change {
+                    Change::Granted { scope, .. } => Some(recipients(scope)),
+                    _ => None,
+                });
+                groups.push((LegalBasis::Consent, granted.unwrap_or_default()));
+            } else {
+                for (_, basis, scope) in in_force.iter().filter(|(p, ..)| *p == purpose) {
+                    let at = match groups.iter().position(|(b, _)| b == basis) {
+                        Some(at) => at,
+                        None => {
+                            groups.push((*basis, Vec::new()));
+                            groups.len() - 1
+                        }
+                    };
+                    if let Some((_, to)) = groups.get_mut(at) {
+                        if !basis.requires_consent() {
+                            for r in recipients(scope) {
+                                if !to.contains(&r) {
+                                    to.push(r);
+                                }
+                            }
+                        }
+                    }
+                }
+                if groups.is_empty() {
+                    // Not in the state (a log from before the purpose-id limit): the
+                    // latest collection's basis and recipients.
+                    if let Some((basis, scope)) = events.iter().rev().find_map(|h| match &h.change {
+                        Change::Collected {
+                            legal_basis, scope, ..
+                        } => Some((*legal_basis, scope)),
+                        _ => None,
+                    }) {
+                        let to = if basis.requires_consent() {
+                            Vec::new()
+                        } else {
+                            recipients(scope)
+                        };
+                        groups.push((basis, to));
+                    }
+                }
             }
-            records.push(record);
+            let single = groups.len() == 1;
+            for (basis, to) in groups {
+                let consent_based = consent_record || basis.requires_consent();
+                // A record's events: all of them when it is the only one; else its
+                // basis's collections.
+                let mine: Vec<&HistoryEntry> = events
+                    .iter()
+                    .copied()
+                    .filter(|h| single || matches!(&h.change, Change::Collected { legal_basis, .. } if *legal_basis == basis))
+                    .collect();
+                records.push(self.export_record(
+                    subject,
+                    &origin,
+                    &purpose,
+                    basis,
+                    consent_based,
+                    to,
+                    &mine,
+                    how_to_withdraw,
+                ));
+            }
         }
         // The uses recorded of the subject's data (stored while decision recording was
         // on, whatever this handle's setting): to whom it was disclosed, for what, under
@@ -230,5 +206,108 @@ impl Ledger {
             "uses": uses,
         });
         Ok(serde_json::to_string_pretty(&doc).unwrap_or_default())
+    }
+}
+
+impl Ledger {
+    /// One record of the export: a purpose id under one legal basis, with its recipients
+    /// and its events (`events`, in log order).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument named there"
+    )]
+    fn export_record(
+        &self,
+        subject: &SubjectId,
+        origin: &str,
+        purpose: &str,
+        basis: LegalBasis,
+        consent_based: bool,
+        to: Vec<String>,
+        events: &[&HistoryEntry],
+        how_to_withdraw: &str,
+    ) -> Value {
+        let mut kinds: Vec<String> = Vec::new();
+        let mut status = None;
+        // When the consent last given lapses, if it does.
+        let mut lapses = None;
+        let mut parts = Vec::new();
+        for h in events {
+            let (kind, term) = match &h.change {
+                Change::Collected { kind, .. } => {
+                    if !kinds.contains(&kind.to_string()) {
+                        kinds.push(kind.to_string());
+                    }
+                    ("collected", None)
+                }
+                Change::Granted { .. } => ("granted", Some("dpv:ConsentGiven")),
+                Change::Withdrawn { .. } => ("withdrawn", Some("dpv:ConsentWithdrawn")),
+                Change::Expired { .. } => ("expired", Some("dpv:ConsentExpired")),
+                Change::Erased => continue,
+            };
+            if term.is_some() {
+                status = term;
+                lapses = match &h.change {
+                    Change::Granted { expires_at, .. } => *expires_at,
+                    _ => None,
+                };
+            }
+            let mut part = json!({
+                "@type": term.unwrap_or("dpv:Collect"),
+                "dct:identifier": format!("{origin}#{}", h.seq),
+                "dct:date": h.timestamp.to_string(),
+                "dpv:hasEntity": entity(&h.actor, subject),
+                "event": kind,
+            });
+            if let (
+                Change::Granted {
+                    expires_at: Some(t), ..
+                },
+                Some(obj),
+            ) = (&h.change, part.as_object_mut())
+            {
+                obj.insert("expires_at".into(), Value::String(t.to_string()));
+            }
+            if let (Some(u), Some(obj)) = (h.untrusted(), part.as_object_mut()) {
+                obj.insert(
+                    "untrusted".into(),
+                    json!({
+                        "reason": "signed by a key the ledger revoked as compromised from this position",
+                        "revoked_by": format!("{origin}#{}", u.revoked_by),
+                        "from": format!("{origin}#{}", u.from),
+                        "to": format!("{origin}#{}", u.to),
+                    }),
+                );
+            }
+            parts.push(part);
+        }
+        let mut record = json!({
+            "@type": if consent_based { "dpv:ConsentRecord" } else { "dpv:PersonalDataHandling" },
+            "dpv:hasIdentifier": format!("{origin}#{}", events.first().map_or(0, |h| h.seq)),
+            "dpv:hasDataSubject": subject.as_str(),
+            "dpv:hasPurpose": {
+                "@type": "dpv:Purpose",
+                "dct:identifier": purpose,
+                "dpv:hasLegalBasis": basis_term(basis),
+                "dpv:hasRecipient": to,
+                "dpv:hasPersonalData": kinds,
+            },
+            "dct:hasPart": parts,
+        });
+        if let (true, Some(obj)) = (consent_based, record.as_object_mut()) {
+            // A consent that lapsed is expired, as decisions treat it, before its
+            // expiry is written to the log.
+            let lapsed = lapses.is_some_and(|t| t <= self.now());
+            let status = match status {
+                Some("dpv:ConsentGiven") if lapsed => "dpv:ConsentExpired",
+                other => other.unwrap_or("dpv:ConsentUnknown"),
+            };
+            obj.insert("dpv:hasConsentStatus".into(), Value::String(status.to_owned()));
+            obj.insert(
+                "dpv:hasWithdrawalMethod".into(),
+                Value::String(how_to_withdraw.to_owned()),
+            );
+        }
+        record
     }
 }
