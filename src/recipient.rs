@@ -105,8 +105,28 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
     };
     // The whole value, also in quotes or brackets (as a CSV file or a text quotes it),
     // or a number anywhere in it, with a label, a note or beside another.
-    let unquoted =
-        value.trim_matches(|c| matches!(c, '"' | '\'' | '<' | '>' | '[' | ']' | '«' | '»' | '“' | '”'));
+    let unquoted = value.trim_matches(|c| {
+        matches!(
+            c,
+            '"' | '\''
+                | '<'
+                | '>'
+                | '['
+                | ']'
+                | '{'
+                | '}'
+                | '«'
+                | '»'
+                | '“'
+                | '”'
+                | '‘'
+                | '’'
+                | '「'
+                | '」'
+                | '‹'
+                | '›'
+        )
+    });
     if phone(value) || phone(unquoted) || international_number_inside(value) || national_number_inside(value)
     {
         return Err(InputError::new(
@@ -117,18 +137,22 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
     Ok(())
 }
 
-/// Whether `value` holds one of [`CONTACT_SCHEMES`] (without case): at its start, or
-/// after a character that is not a letter or digit ('<', a quote, a space after a
-/// label) and followed by a digit, a '+' or "//". ("Acme fax: sales" is not one.)
+/// Whether `value` holds one of [`CONTACT_SCHEMES`] (without case) that does not follow
+/// a letter or digit: at its start, or after an opening mark (`< " ' ( [ { « “ ‘ 「`),
+/// whatever follows it ("<skype:alice.smith>"); after a label, unless it is one of the
+/// schemes that are also words (`tel:`, `fax:`, `modem:`, `sms:`, `mms:`), which count
+/// there only when followed by a digit, a '+' or "//" ("Acme fax: sales" is not one).
 fn contact_uri_inside(value: &str) -> bool {
     let lower = value.to_ascii_lowercase(); // same byte offsets as `value`
     CONTACT_SCHEMES.into_iter().any(|scheme| {
         lower.match_indices(scheme).any(|(at, _)| {
             let before = lower.get(..at).and_then(|b| b.chars().next_back());
             let after = lower.get(at + scheme.len()..).unwrap_or_default();
+            let a_word = matches!(scheme, "tel:" | "fax:" | "modem:" | "sms:" | "mms:");
             match before {
                 None => true,
                 Some(c) if c.is_alphanumeric() => false,
+                Some(c) if opening(c) || !a_word => true,
                 Some(_) => {
                     after.starts_with(|c: char| c.is_ascii_digit() || c == '+') || after.starts_with("//")
                 }
@@ -159,29 +183,30 @@ const CONTACT_SCHEMES: [&str; 17] = [
     "wtai:",
 ];
 
-/// Whether `value` holds, anywhere, a '+' at its start or after a space or a mark that
-/// opens or labels a value (`( < " ' [ « “ : = , ; /`), followed at once by a digit, and
-/// then by at least 7 digits in all, with or without separators: an international number
-/// with a label, a note, or beside another ("+1 555 010 9999 / 555 010 8888"). A '+'
-/// inside a word or after another '+' ("acme+1234567", "C++ 2026-11-30"), or followed by
-/// a space ("Acme + 2026-11-30"), is not one; "build +20261130" is (it is the number
-/// +20 261130 as written).
+/// A mark that opens a quoted or bracketed value.
+fn opening(c: char) -> bool {
+    matches!(
+        c,
+        '<' | '"' | '\'' | '(' | '[' | '{' | '«' | '“' | '‘' | '「' | '‹'
+    )
+}
+
+/// Whether `value` holds, anywhere, a '+' that does not follow a letter, a digit or
+/// another '+', followed at once by a digit and then by at least 7 digits in all, with
+/// or without separators (dates written in full are not counted): an international
+/// number with a label, a note, or beside another ("Tel.+15550109999", "+1 555 010 9999
+/// / 555 010 8888"). "acme+1234567", "C++ 2026-11-30", "Acme + 2026-11-30" and
+/// "GMT +1 2026-11-30" are not one; "build +20261130" is (it reads as +20 261130).
 fn international_number_inside(value: &str) -> bool {
+    let masked = without_dates(value);
     let mut previous: Option<char> = None;
-    for (at, c) in value.char_indices() {
-        let starts = c == '+'
-            && previous.is_none_or(|p| {
-                p.is_whitespace()
-                    || matches!(
-                        p,
-                        '(' | '<' | '"' | '\'' | '[' | '«' | '“' | ':' | '=' | ',' | ';' | '/'
-                    )
-            });
+    for (at, c) in masked.char_indices() {
+        let starts = c == '+' && !previous.is_some_and(|p| p.is_alphanumeric() || p == '+');
         previous = Some(c);
         if !starts {
             continue;
         }
-        let rest = value.get(at + c.len_utf8()..).unwrap_or_default();
+        let rest = masked.get(at + c.len_utf8()..).unwrap_or_default();
         if !rest.starts_with(|c: char| c.is_ascii_digit()) {
             continue;
         }
@@ -199,16 +224,19 @@ fn international_number_inside(value: &str) -> bool {
 
 /// Whether `value` holds a national number with a label, a note, or beside another
 /// ("Mobile: (555) 010-9999", "555-010-9999 mobile", "555-010-9999, 555-010-8888"): a run
-/// of digits and separators (`phone_separator`) with 9 to 15 digits and a separator
-/// between two of them, standing apart from the words around it (at the value's start
-/// or end, or beside a character that is not a letter or digit, or with a space between).
-/// A run joined to letters by '-' or '.' belongs to a word and is not one: the digit
-/// groups of a UUID, a version. Dates written year first ("2026-11-30", also with '.'
-/// or '/') are left out first, so that a date and a time are not a number.
+/// of digits, spaces, dashes and parentheses with 9 to 15 digits in three or more groups
+/// (the first of 1 to 4 digits, the others of 2 to 5), standing apart from the words
+/// around it (at the value's start or end, beside a character that is not a letter or
+/// digit, or with a space or a parenthesis between). Left alone: a run joined to letters
+/// by a dash (the digit groups of a UUID), runs with a group of one digit or of more than
+/// five (an ISBN, "20261130 1200"), dots and slashes (versions, dates, IP addresses, which
+/// the whole-value rule judges), and dates written in full. Dotted national numbers
+/// inside a longer value ("tel. 555.010.9999") are not found.
 fn national_number_inside(value: &str) -> bool {
     let masked = without_dates(value);
     let chars: Vec<char> = masked.chars().collect();
-    let in_run = |c: char| c.is_ascii_digit() || phone_separator(c);
+    let in_run =
+        |c: char| c.is_ascii_digit() || c.is_whitespace() || matches!(c, '-' | '(' | ')') || is_dash(c);
     let mut i = 0;
     while i < chars.len() {
         if !chars.get(i).is_some_and(|c| in_run(*c)) {
@@ -227,46 +255,83 @@ fn national_number_inside(value: &str) -> bool {
             continue;
         };
         let apart = |outside: Option<&char>, gap: &[char]| {
-            outside.is_none_or(|c| !c.is_alphanumeric()) || gap.iter().any(|c| c.is_whitespace())
+            outside.is_none_or(|c| !c.is_alphanumeric())
+                || gap.iter().any(|c| c.is_whitespace() || matches!(c, '(' | ')'))
         };
         let before = start.checked_sub(1).and_then(|b| chars.get(b));
         let left = apart(before, run.get(..first).unwrap_or_default());
         let right = apart(chars.get(i), run.get(last + 1..).unwrap_or_default());
-        let core = run.get(first..=last).unwrap_or_default();
-        let digits = core.iter().filter(|c| c.is_ascii_digit()).count();
-        if left && right && (9..=15).contains(&digits) && core.iter().any(|c| phone_separator(*c)) {
+        let core: String = run.get(first..=last).unwrap_or_default().iter().collect();
+        let groups: Vec<usize> = core
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|g| !g.is_empty())
+            .map(str::len)
+            .collect();
+        let digits: usize = groups.iter().sum();
+        let grouped = groups.len() >= 3
+            && groups.first().is_some_and(|g| (1..=4).contains(g))
+            && groups.iter().skip(1).all(|g| (2..=5).contains(g));
+        if left && right && (9..=15).contains(&digits) && grouped {
             return true;
         }
     }
     false
 }
 
-/// `value` with every date written year first (four digits, then two and two, joined by
-/// the same '-', '.' or '/') replaced by the letter 'D'.
+/// Whether `c` is a Unicode dash (category Pd) or a minus sign.
+fn is_dash(c: char) -> bool {
+    c == '\u{2212}'
+        || (!c.is_ascii()
+            && icu_properties::CodePointMapData::<GeneralCategory>::new().get(c)
+                == GeneralCategory::DashPunctuation)
+}
+
+/// `value` with every date written in full replaced by the letter 'D': year first
+/// ("2026-11-30") or last ("30.11.2026", "11/30/2026"), its parts joined by the same
+/// '-', '.' or '/', the day and month of one or two digits.
 fn without_dates(value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
-    let digit = |i: usize| chars.get(i).is_some_and(char::is_ascii_digit);
+    let digits_at = |i: usize| {
+        chars
+            .get(i..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count()
+    };
+    // The length of a date starting at `i`, if one does.
+    let date_at = |i: usize| -> Option<usize> {
+        if i > 0 && chars.get(i - 1).is_some_and(char::is_ascii_digit) {
+            return None;
+        }
+        let a = digits_at(i);
+        let sep = *chars.get(i + a)?;
+        if !matches!(sep, '-' | '.' | '/') {
+            return None;
+        }
+        let b = digits_at(i + a + 1);
+        if chars.get(i + a + 1 + b).copied() != Some(sep) {
+            return None;
+        }
+        let c = digits_at(i + a + 2 + b);
+        let fits = (a == 4 && (1..=2).contains(&b) && (1..=2).contains(&c))
+            || ((1..=2).contains(&a) && (1..=2).contains(&b) && c == 4);
+        fits.then_some(a + b + c + 2)
+    };
     let mut out = String::with_capacity(value.len());
     let mut i = 0;
     while i < chars.len() {
-        let sep = chars.get(i + 4).copied();
-        let date = (0..4).all(|k| digit(i + k))
-            && matches!(sep, Some('-' | '.' | '/'))
-            && digit(i + 5)
-            && digit(i + 6)
-            && chars.get(i + 7).copied() == sep
-            && digit(i + 8)
-            && digit(i + 9)
-            && !digit(i + 10)
-            && !(i > 0 && digit(i - 1));
-        if date {
-            out.push('D');
-            i += 10;
-        } else {
-            if let Some(c) = chars.get(i) {
-                out.push(*c);
+        match date_at(i) {
+            Some(len) => {
+                out.push('D');
+                i += len;
             }
-            i += 1;
+            None => {
+                if let Some(c) = chars.get(i) {
+                    out.push(*c);
+                }
+                i += 1;
+            }
         }
     }
     out
@@ -640,6 +705,26 @@ mod tests {
             "\u{2795}44 20 7946 0958",
             // Ambiguous, refused: "+20 261130" as written.
             "release 1.2.3 (build +20261130)",
+            // Found by reviews r79 and r84 of the second version: URIs with a user name
+            // quoted or bracketed, numbers with a label joined without a space or in
+            // other quotes and braces.
+            "<skype:john.doe?call>",
+            "<callto:john.doe>",
+            "\"skype:john.doe\"",
+            "Contact: skype:john.doe",
+            "[facetime:alice.smith]",
+            "\"sip:alice.smith\"",
+            "Tel.+15550109999",
+            "mobile-+15550109999",
+            "phone=>+15550109999",
+            "{+15550109999}",
+            "\u{2018}+15550109999\u{2019}",
+            "\u{300c}+15550109999\u{300d}",
+            "(home)+15550109999",
+            "(555) 010-9999(home)",
+            "Mobile(555) 010-9999",
+            "Mobile/555-010-9999",
+            "555-010-9999/home",
             "(+44) 20 7946 0958",
             "(+1) 555-010-9999",
             "(+34) 912 345 678",
@@ -671,6 +756,19 @@ mod tests {
             "build 2026-11-30 12:00:00",
             "report 2026/11/30 1200",
             "order 12345678",
+            // Found by review r79 to be refused by the second version.
+            "Chrome 120.0.6099.109",
+            "Edge 120.0.2210.91",
+            "Windows 10.0.19045.3693",
+            "build 20261130.1",
+            "Meeting 11/30/2026 2:00 PM",
+            "Backup 30.11.2026 12:00",
+            "report 30/11/2026 1200",
+            "backup 20261130 1200",
+            "event 1764504000.123",
+            "GMT +1 2026-11-30 12:00",
+            "Campaign 2026-11 / 2026-12",
+            "ISBN 978-3-16-148410-0",
         ] {
             assert!(crate::SubjectId::new(fine).is_ok(), "{fine}");
             assert!(Name::new(fine).is_ok(), "{fine}");
