@@ -271,7 +271,8 @@ pub(crate) fn check_format_marker(marker: &[u8]) -> Result<(), OpenError> {
 /// Whether a store without entries holds anything only a used ledger writes: a state
 /// snapshot, the head record, an index record or a decision record.
 fn was_used(store: &dyn Backend, dir: &std::path::Path) -> Result<bool, OpenError> {
-    Ok(store.snapshot()?.is_some()
+    Ok(crate::store::snapshot_exists(dir)
+        || store.snapshot()?.is_some()
         || crate::store::HeadFile::new(dir).read()?.is_some()
         // (A missing vault holds no record: not opened, which would make it.)
         || (crate::store::vault_exists(dir) && store.index_records(0, 1).next().is_some())

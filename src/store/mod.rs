@@ -43,6 +43,11 @@ const VAULT_FILE: &str = "vault";
 pub(crate) fn vault_exists(dir: &Path) -> bool {
     std::fs::symlink_metadata(dir.join(VAULT_FILE)).is_ok()
 }
+/// Whether a state snapshot file is in `dir` (not read: a used ledger's mark, whatever
+/// its length).
+pub(crate) fn snapshot_exists(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join(SNAPSHOT_FILE)).is_ok_and(|m| m.is_file() && m.len() > 0)
+}
 /// File name of the state snapshot, and of one being written.
 const SNAPSHOT_FILE: &str = "state";
 const SNAPSHOT_TMP: &str = "state.tmp";
@@ -240,9 +245,12 @@ impl LazyVault {
     }
 }
 
-/// Overwrites a file's bytes with zeros in place, syncs, and removes it; nothing to do
-/// if it does not exist.
-fn destroy_file(path: &Path) -> std::io::Result<()> {
+/// Overwrites a file's first `written` bytes (at most: the most this code could have
+/// written into it) with zeros in place, syncs, and removes it; nothing to do if it does
+/// not exist. Bounded, so that a file made sparse and huge by someone else (`truncate -s
+/// 1T`) does not have a terabyte of zeros written into it: past what this code wrote
+/// there is nothing of ours to destroy.
+fn destroy_file(path: &Path, written: u64) -> std::io::Result<()> {
     // A symbolic link put in place of the file is removed, not followed: zeroing would
     // destroy whatever file it points to.
     match std::fs::symlink_metadata(path) {
@@ -268,7 +276,7 @@ fn destroy_file(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let len = file.metadata()?.len();
+    let len = file.metadata()?.len().min(written);
     write_zeros(&mut file, len)?;
     file.sync_all()?;
     drop(file);
@@ -326,7 +334,9 @@ fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>
         return Ok(None);
     }
     let len = meta.len().min(limit);
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // Grown as bytes are read, never reserved from the length a file claims (a sparse
+    // file of a terabyte claims one, and reserving it aborts the process).
+    let mut bytes = Vec::with_capacity(usize::try_from(len.min(1 << 20)).unwrap_or(0));
     file.take(len).read_to_end(&mut bytes)?;
     Ok(Some(bytes))
 }
@@ -648,7 +658,7 @@ impl HeadFile {
     pub(crate) fn create(&self, bytes: &[u8]) -> Result<(), StorageError> {
         let err = |e| StorageError::new("creating the head record", e);
         let tmp = self.dir.join(HEAD_TMP);
-        destroy_file(&tmp).map_err(err)?;
+        destroy_file(&tmp, crate::ledger::head::FILE_LEN as u64).map_err(err)?;
         let mut file = private_file().open(&tmp).map_err(err)?;
         std::io::Write::write_all(&mut file, bytes).map_err(err)?;
         file.sync_all().map_err(err)?;
@@ -791,6 +801,15 @@ pub(crate) enum Opened {
 }
 
 impl SledStore {
+    /// The most a state snapshot of this ledger can hold: its state comes from the log's
+    /// entries, each larger than what it adds to the state, so four times sled's data
+    /// file and a megabyte is ample. What `snapshot` reads and what destroying one
+    /// zeroes are bounded by it.
+    fn snapshot_bound(&self) -> u64 {
+        let db = std::fs::metadata(self.dir.join("db")).map_or(0, |m| m.len());
+        db.saturating_mul(4).saturating_add(1 << 20)
+    }
+
     /// Opens (or creates) the store in `dir`. A non-empty directory without a sled
     /// database, or a sled database with foreign trees, is reported as foreign and
     /// left untouched.
@@ -1000,16 +1019,21 @@ impl Backend for SledStore {
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>, StorageError> {
         // Anything but a regular file in its place is no snapshot, ignored like an
-        // unusable one; writing or destroying the snapshot replaces it.
-        read_regular_file(&self.dir.join(SNAPSHOT_FILE), u64::MAX)
-            .map_err(|e| StorageError::new("reading the state snapshot", e))
+        // unusable one; writing or destroying the snapshot replaces it. Nor is a file
+        // longer than any snapshot of this log can be (its state comes from the log's
+        // entries, which are larger): not read, so that a huge sparse file costs
+        // neither memory nor time.
+        let bound = self.snapshot_bound();
+        let bytes = read_regular_file(&self.dir.join(SNAPSHOT_FILE), bound.saturating_add(1))
+            .map_err(|e| StorageError::new("reading the state snapshot", e))?;
+        Ok(bytes.filter(|b| (b.len() as u64) <= bound))
     }
 
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StorageError> {
         use std::io::Write;
         let err = |e| StorageError::new("writing the state snapshot", e);
         // A temporary file left by an older version of this code is destroyed.
-        destroy_file(&self.dir.join(SNAPSHOT_TMP)).map_err(err)?;
+        destroy_file(&self.dir.join(SNAPSHOT_TMP), self.snapshot_bound()).map_err(err)?;
         let target = self.dir.join(SNAPSHOT_FILE);
         // Written over the previous snapshot, in place: a new file renamed over it
         // would release the old one's blocks with its lookup pseudonyms still in them,
@@ -1038,7 +1062,9 @@ impl Backend for SledStore {
             }
             Err(e) => return Err(err(e)),
         };
-        let old_len = file.metadata().map_err(err)?.len();
+        // What this code could have written before: no more than the bound (see
+        // `snapshot`); past it, a file made huge by someone else holds nothing of ours.
+        let old_len = file.metadata().map_err(err)?.len().min(self.snapshot_bound());
         file.write_all(bytes).map_err(err)?;
         // What the old snapshot held past the new one's end is zeroed, and the zeros
         // synced, before it is cut off, for the same reason.
@@ -1054,8 +1080,9 @@ impl Backend for SledStore {
     }
 
     fn destroy_snapshot(&self) -> Result<(), StorageError> {
+        let bound = self.snapshot_bound();
         for name in [SNAPSHOT_TMP, SNAPSHOT_FILE] {
-            destroy_file(&self.dir.join(name))
+            destroy_file(&self.dir.join(name), bound)
                 .map_err(|e| StorageError::new("destroying the state snapshot", e))?;
         }
         Ok(())

@@ -4,6 +4,7 @@
 //! directory, to restore it later or to damage a copy.
 
 /// Opens the sled database in `dir`, waiting out a lock still held by a closed ledger.
+#[allow(dead_code, reason = "not every test file opens sled directly")]
 pub fn open(dir: &std::path::Path) -> sled::Db {
     for _ in 0..300 {
         match sled::open(dir) {
