@@ -55,6 +55,10 @@
 //! decided (one per thread). With two threads, a later chunk may be decided before an
 //! earlier one, so a change made during the run may be seen by a later chunk and not
 //! by an earlier one: each decision is the answer at its own time, as its stamp says.
+//! A decided chunk may also wait to be handed out while more of the upload is read (for
+//! as long as the upload takes to yield its rows): if the ledger recorded any change
+//! since its decisions, its matches are decided again when they are handed out, so no
+//! match is handed out after a withdrawal was acknowledged.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -517,6 +521,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             rows: rows.len() as u64,
             counts: AudienceCounts::default(),
             candidates: Vec::new(),
+            decided_at_len: 0,
         };
         let counts = &mut d.counts;
         match self.ledger.state().read() {
@@ -529,6 +534,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                 }
             }
             Ok(state) => {
+                d.decided_at_len = state.len;
                 let query = state.query::<P>(self.recipient);
                 for (i, (row, h)) in (base..).zip(rows).enumerate() {
                     if i % WARM == 0 {
@@ -545,6 +551,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                     match state.decide_query(&query, lookup, || self.ledger.stamp(), || self.ledger.now()) {
                         Ok((evidence, subject)) => d.candidates.push((
                             subject,
+                            *lookup,
                             AudienceMatch {
                                 row,
                                 kind: *kind,
@@ -567,7 +574,13 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             rows,
             counts: c,
             candidates,
+            decided_at_len,
         } = decided;
+        // A change recorded since the chunk was decided (with two threads a decided
+        // chunk may wait while more of the upload is read, for as long as the upload
+        // takes to yield its rows): its matches are decided again now, so that none is
+        // handed out after a withdrawal was acknowledged.
+        let candidates = self.decide_again_if_changed(candidates, decided_at_len, &mut run.counts);
         let counts = &mut run.counts;
         counts.uploaded = counts.uploaded.saturating_add(rows);
         counts.malformed += c.malformed;
@@ -581,7 +594,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
         d.subject_erased += cd.subject_erased;
         d.unavailable += cd.unavailable;
         let record = self.ledger.records_decisions();
-        for (subject, m) in candidates {
+        for (subject, _, m) in candidates {
             // Subject indices are below the state's subject count: the set grows to
             // what the matches need, a bit per subject.
             let Some((w, bit)) = seen_bit(&mut run.seen, subject) else {
@@ -603,6 +616,46 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             counts.matched += 1;
             on_match(m);
         }
+    }
+}
+
+impl<P: Purpose> AudienceMatcher<'_, P> {
+    /// `candidates` as they stand now: unchanged if the state has applied no entry since
+    /// they were decided (at `decided_at_len`), else each decided again under one read
+    /// lock, those now denied counted by reason in `counts` and left out.
+    fn decide_again_if_changed(
+        &self,
+        candidates: Vec<(u32, Pseudonym, AudienceMatch)>,
+        decided_at_len: u64,
+        counts: &mut AudienceCounts,
+    ) -> Vec<(u32, Pseudonym, AudienceMatch)> {
+        if candidates.is_empty() {
+            return candidates;
+        }
+        let Ok(state) = self.ledger.state().read() else {
+            counts.denied.unavailable += candidates.len() as u64;
+            return Vec::new();
+        };
+        if state.len == decided_at_len {
+            return candidates;
+        }
+        let query = state.query::<P>(self.recipient);
+        candidates
+            .into_iter()
+            .filter_map(|(_, lookup, m)| {
+                match state.decide_query(&query, &lookup, || self.ledger.stamp(), || self.ledger.now()) {
+                    Ok((evidence, subject)) => Some((subject, lookup, AudienceMatch { evidence, ..m })),
+                    Err(Denied::UnknownIdentifier) => {
+                        counts.unknown += 1;
+                        None
+                    }
+                    Err(reason) => {
+                        counts.denied.count(&reason);
+                        None
+                    }
+                }
+            })
+            .collect()
     }
 }
 
@@ -636,7 +689,10 @@ struct Run {
 struct Decided {
     rows: u64,
     counts: AudienceCounts,
-    candidates: Vec<(u32, AudienceMatch)>,
+    /// Allowed rows: subject index, lookup pseudonym (to decide again), the match.
+    candidates: Vec<(u32, Pseudonym, AudienceMatch)>,
+    /// The state's length (entries applied) the decisions read.
+    decided_at_len: u64,
 }
 
 impl Decided {
@@ -650,6 +706,7 @@ impl Decided {
                 ..AudienceCounts::default()
             },
             candidates: Vec::new(),
+            decided_at_len: 0,
         }
     }
 }

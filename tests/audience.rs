@@ -297,9 +297,11 @@ fn withdrawal_drops_out_at_the_next_match_and_the_next_chunk() {
     assert!(m.iter().all(|x| x.subject() != &s3));
     assert_eq!(counts.denied.withdrawn, 1);
 
-    // Within one run: a withdrawal made from the callback after the first chunk (rows
-    // 0-1) is seen by the second chunk (rows 2-3), which decides subject 2 and 3.
-    let s5 = SubjectId::new("acct-5").unwrap();
+    // Within one run: a withdrawal made from the callback of the first chunk (rows 0-1)
+    // is seen by the very next chunk (rows 2-3), which holds subject 2. (Review r82: the
+    // test withdrew subject 5, in the third chunk, and would have passed had the second
+    // chunk been decided, and handed out, before the first chunk's callbacks ran.)
+    let s5 = SubjectId::new("acct-2").unwrap();
     let mut seen = Vec::new();
     let counts = ledger
         .audience::<Advertising>(&acme)
@@ -684,4 +686,80 @@ fn malformed_rows_cost_linear_time_in_the_chunk_size() {
         large < small * 4 + std::time::Duration::from_millis(200),
         "{ROWS} rows took {large:?} in one chunk against {small:?} in chunks of 1024"
     );
+}
+
+/// A streamed upload (rows arrive over time, as from a network upload). Alice's row is
+/// the first; while the next chunk's rows are still arriving, Alice withdraws (another
+/// request, served by another thread) and the withdrawal is acknowledged. Her match
+/// must not be handed out (used, and recorded as a use) after that acknowledgement: a
+/// decision is made from the state at the moment of use. With one thread it is not:
+/// her chunk is decided and handed out as soon as it is read. With two threads (the
+/// default on two cores) her already-decided chunk waits while the calling thread
+/// reads further chunks from the upload, and is handed out after the withdrawal,
+/// however long that reading took.
+#[test]
+fn a_decided_chunk_is_not_held_back_while_the_upload_is_read() {
+    for threads in [1usize, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::builder(dir.path())
+            .signing_key(SigningKey::generate())
+            .pseudonym_key(PseudonymKey::generate())
+            .durability(Durability::Relaxed)
+            .record_decisions(Recording::Every)
+            .open()
+            .unwrap();
+        let acme = Recipient::partner("acme-ads").unwrap();
+        let alice = SubjectId::new("acct-alice").unwrap();
+        let email = Identifier::<Advertising>::email("alice@example.com").unwrap();
+        l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+        l.grant::<Advertising>(&alice, RecipientScope::all_partners(), None)
+            .unwrap();
+
+        const CHUNK: usize = 64;
+        let withdrawn_at = std::sync::Mutex::new(None::<u64>);
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (ack, acked) = std::sync::mpsc::channel::<u64>();
+        let mut handed_out = Vec::new();
+        std::thread::scope(|s| {
+            // Another request: Alice withdraws while the upload is still streaming.
+            let (l2, alice2) = (&l, &alice);
+            s.spawn(move || {
+                if asked.recv().is_ok() {
+                    let w = l2.withdraw::<Advertising>(alice2).unwrap();
+                    ack.send(w.seq).unwrap();
+                }
+            });
+            let upload = (0..3 * CHUNK).map(|i| {
+                if i == CHUNK + CHUNK / 2 {
+                    // Rows arrive slowly; meanwhile the withdrawal is made and acknowledged.
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    ask.send(()).unwrap();
+                    *withdrawn_at.lock().unwrap() = Some(acked.recv().unwrap());
+                }
+                if i == 0 {
+                    "alice@example.com".to_owned()
+                } else {
+                    format!("junk {i}")
+                }
+            });
+            l.audience::<Advertising>(&acme)
+                .chunk_size(CHUNK)
+                .threads(threads)
+                .run(upload, |m| {
+                    handed_out.push((
+                        m.subject().clone(),
+                        *withdrawn_at.lock().unwrap(),
+                        m.evidence().position(),
+                    ));
+                });
+            drop(ask);
+        });
+        for (who, withdrawn, position) in &handed_out {
+            assert!(
+                withdrawn.is_none(),
+                "threads {threads}: {who:?}'s match (decided at position {position}) was handed out \
+                 after her withdrawal (entry {withdrawn:?}) had been acknowledged"
+            );
+        }
+    }
 }
