@@ -859,6 +859,15 @@ impl SledStore {
             Err(e) => return Err(StorageError::new("reading the ledger directory", e)),
         }
         if fresh {
+            // A new ledger in a directory that existed: made readable by this user only,
+            // as one created here is, before sled makes its files (with the process's
+            // umask: its `db` holds the log, subject ids and decision records).
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| StorageError::new("creating the ledger", e))?;
+            }
             mark_new_ledger(dir).map_err(|e| StorageError::new("creating the ledger", e))?;
             // sled writes its `conf` in two writes and never syncs it: one left by a first
             // open cut short may be cut between them, which sled refuses as corrupt for

@@ -89,14 +89,29 @@ impl Hash for Name {
 }
 
 /// Hashes the table's names. An index record's name is a lookup pseudonym, an HMAC
-/// output under the application's key: uniformly distributed, and no one without the
-/// key can choose one, so its first eight bytes are a good hash as they are (the
-/// state's identifier table relies on the same). A secret's name comes from a subject
-/// id, which users may choose: SipHash under per-process random keys, as `HashMap`'s
-/// default. (Opening a vault of a million subjects inserts two million names: SipHash
-/// over all of them was a fifth of the time.)
-#[derive(Debug, Default, Clone)]
-struct NameHash(RandomState);
+/// output under the application's key: no one without the key can choose one, so its
+/// first eight bytes, mixed with a per-process random key (one multiply), make a good
+/// hash (the state's identifier table relies on the same). The mixing is for a vault
+/// file written by someone else, whose names are whatever it holds: raw, names sharing
+/// their low 32 bits and top byte fell in one probe sequence, and opening took
+/// quadratic time. A secret's name comes from a subject id, which users may choose:
+/// SipHash under per-process random keys, as `HashMap`'s default. (Opening a vault of a
+/// million subjects inserts two million names: SipHash over all of them was a fifth of
+/// the time.)
+#[derive(Debug, Clone)]
+struct NameHash {
+    sip: RandomState,
+    /// Random keys for index names: `(head ^ k0) * k1`, odd `k1`.
+    keys: (u64, u64),
+}
+
+impl Default for NameHash {
+    fn default() -> Self {
+        let sip = RandomState::new();
+        let keys = (sip.hash_one(0x6b30u64), sip.hash_one(0x6b31u64) | 1);
+        NameHash { sip, keys }
+    }
+}
 
 impl BuildHasher for NameHash {
     type Hasher = NameHasher;
@@ -105,7 +120,8 @@ impl BuildHasher for NameHash {
         NameHasher {
             kind: 0,
             fast: None,
-            sip: self.0.build_hasher(),
+            keys: self.keys,
+            sip: self.sip.build_hasher(),
         }
     }
 }
@@ -113,6 +129,7 @@ impl BuildHasher for NameHash {
 struct NameHasher {
     kind: u8,
     fast: Option<u64>,
+    keys: (u64, u64),
     sip: DefaultHasher,
 }
 
@@ -138,7 +155,15 @@ impl Hasher for NameHasher {
         if tests::COLLIDE.with(std::cell::Cell::get) {
             return 0;
         }
-        self.fast.unwrap_or_else(|| self.sip.finish())
+        match self.fast {
+            Some(head) => {
+                // Every bit of the head reaches the high half of the product; folded
+                // down, it reaches the bucket bits and the control byte.
+                let x = (head ^ self.keys.0).wrapping_mul(self.keys.1);
+                x ^ (x >> 29) ^ (x << 35)
+            }
+            None => self.sip.finish(),
+        }
     }
 }
 
@@ -758,8 +783,27 @@ impl Vault {
         // Created readable by this user only: it holds the subjects' secrets.
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        // Anything but a regular file at the vault's name is refused, a symbolic link
+        // first of all: secrets and index records would be written, and erasures zero
+        // slots, wherever it points. (A FIFO is refused before it is opened.)
+        let not_regular = || {
+            StorageError::new(
+                "opening the vault",
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "the vault is not a regular file"),
+            )
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if !m.file_type().is_file() => return Err(not_regular()),
+            _ => {}
+        }
         let mut file = options.open(path).map_err(io("opening the vault"))?;
-        let len = file.metadata().map_err(io("reading the vault"))?.len();
+        let meta = file.metadata().map_err(io("reading the vault"))?;
+        // What was opened is what the name holds now (not a link swapped in meanwhile).
+        let named = std::fs::symlink_metadata(path).map_err(io("reading the vault"))?;
+        if !meta.file_type().is_file() || !named.file_type().is_file() || !same_file(&meta, &named) {
+            return Err(not_regular());
+        }
+        let len = meta.len();
         let scan = scan_with(len, |offset, buf| read_at(&mut file, offset, buf))?;
         // An empty vault (or one holding part of a header) is a new one only for a
         // ledger being created. A used ledger's vault emptied is refused like a missing
@@ -1075,6 +1119,21 @@ fn write_slot(file: &mut File, n: u64, slot: &[u8; SLOT]) -> Result<(), StorageE
     file.seek(SeekFrom::Start(n * SLOT as u64))
         .map_err(io("writing the vault"))?;
     file.write_all(slot).map_err(io("writing the vault"))
+}
+
+/// Whether two metadata describe the same file (on Unix: device and inode; elsewhere the
+/// name's check alone has to do).
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        a.dev() == b.dev() && a.ino() == b.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        true
+    }
 }
 
 #[cfg(test)]

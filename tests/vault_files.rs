@@ -1,0 +1,181 @@
+//! The vault and the ledger directory against files planted by others (from review r80):
+//! a link at the vault is refused, a vault of clustered index names opens in linear
+//! time, a new ledger in an existing directory is private.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::path::Path;
+
+use consent_ledger::{
+    Advertising, Durability, Identifier, Ledger, PseudonymKey, RecipientScope, Security, SigningKey,
+    Snapshots, SubjectId,
+};
+
+const EVERY_CLOSE: Snapshots = Snapshots::OnClose { min_new_entries: 1 };
+
+fn open(
+    dir: &Path,
+    key: &SigningKey,
+    pk: &PseudonymKey,
+    snapshots: Snapshots,
+) -> Result<Ledger, consent_ledger::OpenError> {
+    Ledger::builder(dir)
+        .signing_key(key.clone())
+        .pseudonym_key(pk.clone())
+        .durability(Durability::Relaxed)
+        .snapshots(snapshots)
+        .open()
+}
+
+fn subject(i: u32) -> SubjectId {
+    SubjectId::new(&format!("acct-{i}")).unwrap()
+}
+
+fn email(i: u32) -> Identifier<Advertising> {
+    Identifier::<Advertising>::email(&format!("person{i}@example.com")).unwrap()
+}
+
+fn populate(l: &Ledger, n: u32) {
+    for i in 0..n {
+        let s = subject(i);
+        l.collect(&s, &email(i), RecipientScope::all_partners()).unwrap();
+        let phone = Identifier::<Security>::phone(&format!("+1555{i:07}")).unwrap();
+        l.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+    }
+}
+
+/// A vault slot holding an index record (the layout in src/store/vault.rs).
+fn index_slot(key: &[u8; 32], value: &[u8]) -> [u8; 256] {
+    use sha2::Digest;
+    let mut slot = [0u8; 256];
+    slot[0] = 2;
+    slot[1] = 32;
+    slot[2..34].copy_from_slice(key);
+    slot[34] = value.len() as u8;
+    slot[35..35 + value.len()].copy_from_slice(value);
+    let sum = sha2::Sha256::digest(&slot[..240]);
+    slot[240..].copy_from_slice(&sum[..16]);
+    slot
+}
+
+/// A closed ledger whose vault then gets `n` index slots appended, keyed by `key(i)`;
+/// returns how long the next open took (whatever it decided).
+fn open_time_with_index_keys(n: u32, key: impl Fn(u32) -> [u8; 32]) -> std::time::Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let (sk, pk) = (SigningKey::generate(), PseudonymKey::generate());
+    let l = open(dir.path(), &sk, &pk, Snapshots::Off).unwrap();
+    populate(&l, 1);
+    drop(l);
+    let path = dir.path().join("vault");
+    let mut raw = std::fs::read(&path).unwrap();
+    for i in 0..n {
+        raw.extend_from_slice(&index_slot(&key(i), &i.to_be_bytes()));
+    }
+    std::fs::write(&path, &raw).unwrap();
+    let start = std::time::Instant::now();
+    let r = open(dir.path(), &sk, &pk, Snapshots::Off);
+    let took = start.elapsed();
+    println!("{n} records: open took {took:?} (ok={})", r.is_ok());
+    took
+}
+
+/// First 8 bytes (read little-endian as the table's hash): low 32 bits 0, the top byte
+/// fixed, bits 32..56 counting: every name lands on the same bucket with the same
+/// control byte, for any table under 2^32 buckets. The other 24 bytes vary.
+fn clustered(i: u32) -> [u8; 32] {
+    let mut key = [0x5Au8; 32];
+    key[..4].copy_from_slice(&[0; 4]);
+    key[4..7].copy_from_slice(&i.to_le_bytes()[..3]);
+    key[7] = 0x11;
+    key[8..12].copy_from_slice(&i.to_be_bytes());
+    key
+}
+
+/// What an HMAC output looks like: all 32 bytes spread.
+fn spread(i: u32) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(i.to_be_bytes()).into()
+}
+
+#[test]
+#[ignore = "timed; run by hand"]
+fn a_hostile_vault_of_clustered_index_names_opens_in_linear_time() {
+    let n = 20_000;
+    let normal = open_time_with_index_keys(n, spread);
+    let hostile = open_time_with_index_keys(n, clustered);
+    assert!(
+        hostile < normal * 10 + std::time::Duration::from_secs(2),
+        "{n} index records whose first 8 bytes share their low 32 bits and top byte: \
+         open took {hostile:?}, against {normal:?} for as many ordinary ones"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_planted_at_the_vault_is_not_followed() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("ledger");
+    let (sk, pk) = (SigningKey::generate(), PseudonymKey::generate());
+    let l = open(&dir, &sk, &pk, Snapshots::Off).unwrap();
+    populate(&l, 1);
+    drop(l);
+    // The vault moved out of the ledger's private directory (to a place anyone may read,
+    // say) and a link left in its place.
+    let outside = parent.path().join("elsewhere");
+    std::fs::rename(dir.join("vault"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("vault")).unwrap();
+    let before = std::fs::read(&outside).unwrap();
+    let opened = open(&dir, &sk, &pk, Snapshots::Off);
+    if let Ok(l) = &opened {
+        let s = SubjectId::new("acct-new").unwrap();
+        l.collect(&s, &email(77), RecipientScope::all_partners()).unwrap();
+        l.sync().unwrap();
+    }
+    let after = std::fs::read(&outside).unwrap();
+    assert!(
+        opened.is_err() && before == after,
+        "open through a link at `vault`: ok={}, target file grew from {} to {} bytes \
+         (a new subject's secret and index record written through the link)",
+        opened.is_ok(),
+        before.len(),
+        after.len()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_ledger_in_an_existing_directory_keeps_its_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = parent.path().join("ledger");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (sk, pk) = (SigningKey::generate(), PseudonymKey::generate());
+    let l = open(&dir, &sk, &pk, EVERY_CLOSE).unwrap();
+    populate(&l, 3);
+    l.sync().unwrap();
+    drop(l);
+    let mut readable = Vec::new();
+    for item in std::fs::read_dir(&dir).unwrap() {
+        let item = item.unwrap();
+        let mode = std::fs::symlink_metadata(item.path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            readable.push(format!("{} {:o}", item.file_name().to_string_lossy(), mode));
+        }
+    }
+    let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert!(
+        readable.is_empty() || dir_mode & 0o077 == 0,
+        "directory {dir_mode:o}, files others may read: {readable:?}"
+    );
+}
