@@ -156,7 +156,15 @@ impl Ledger {
     /// As [`Ledger::receipt`]: a key revoked for `seq` is an integrity error.
     fn signer_of(&self, seq: u64) -> Result<crate::signing::VerifyingKey, ReadError> {
         let mut replay = super::replay::Replay::new(false);
-        for item in self.inner.store.entries_from(0) {
+        // The entries the state applied (see `authorize_at`): a revocation stored by an
+        // append whose sync failed never took effect.
+        let applied = self.inner.state.read().map_err(|_| super::poisoned())?.len;
+        for item in self
+            .inner
+            .store
+            .entries_from(0)
+            .take(usize::try_from(applied).unwrap_or(usize::MAX))
+        {
             replay.step(item?)?;
         }
         if let Some(range) = replay.untrusted().iter().find(|r| r.from <= seq && seq <= r.to) {
