@@ -4,8 +4,9 @@
 #
 #   benches/ab.sh ROUNDS SIZES COMMIT...     e.g. benches/ab.sh 7 10000 b2cd5b7 HEAD
 #
-# Builds `cargo bench --bench append` of each commit in a temporary worktree (its own
-# target directory under target/ab), then runs the binaries in turn, ROUNDS times,
+# Builds `cargo bench --bench append` of each commit in a worktree under target/ab (one
+# target directory for all, so dependencies build once; each bench binary is copied out
+# as target/ab/append-<commit>), then runs the binaries in turn, ROUNDS times,
 # printing each one's "alternating" line (its medians against the baselines measured in
 # the same run). On a shared machine, compare the rounds' medians, not single figures.
 set -euo pipefail
@@ -18,9 +19,10 @@ for commit in "$@"; do
   rev="$(git rev-parse --short "$commit")"
   wt="target/ab/wt-$rev"
   [ -d "$wt" ] || git worktree add --detach "$wt" "$rev" >/dev/null
-  bin="$(cd "$wt" && CARGO_TARGET_DIR="$root/target/ab/target-$rev" cargo bench --bench append --no-run \
+  built="$(cd "$wt" && CARGO_TARGET_DIR="$root/target/ab/target" cargo bench --bench append --no-run \
     --message-format=json 2>/dev/null | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)"
-  bins+=("$rev=$bin")
+  cp "$built" "target/ab/append-$rev"
+  bins+=("$rev=$root/target/ab/append-$rev")
 done
 for _ in $(seq "$rounds"); do
   for entry in "${bins[@]}"; do

@@ -494,9 +494,13 @@ impl State {
     }
 
     /// The collections of `subject` in force, one per identifier and purpose id: the
-    /// purpose id, the legal basis and the recipient scope decisions read (none for an
-    /// erased or unknown subject). A scan of every identifier record.
-    pub(crate) fn collections_of(&self, subject: &SubjectId) -> Vec<(&str, LegalBasis, &RecipientScope)> {
+    /// purpose id, the legal basis and the recipient scope decisions read, and the
+    /// collection's log position (none for an erased or unknown subject). A scan of
+    /// every identifier record.
+    pub(crate) fn collections_of(
+        &self,
+        subject: &SubjectId,
+    ) -> Vec<(&str, LegalBasis, &RecipientScope, u64)> {
         let Some(index) = self.find_subject(subject).filter(|i| !self.is_erased(*i)) else {
             return Vec::new();
         };
@@ -507,7 +511,7 @@ impl State {
             .filter_map(|r| {
                 let purpose = self.purposes.get(usize::from(r.purpose()))?;
                 let scope = self.scopes.get(usize::try_from(r.scope).ok()?)?;
-                Some((&**purpose, basis_from(r.basis()), scope))
+                Some((&**purpose, basis_from(r.basis()), scope, r.seq()))
             })
             .collect()
     }

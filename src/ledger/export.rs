@@ -1,6 +1,6 @@
 //! Exporting everything the ledger holds about one subject (GDPR Art. 15).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{json, Value};
 
@@ -73,7 +73,23 @@ impl Ledger {
     /// [`ReadError::CorruptRecord`] when a stored decision record does not check (an
     /// export never leaves out uses silently).
     pub fn export_subject(&self, subject: &SubjectId, how_to_withdraw: &str) -> Result<String, ReadError> {
-        let history = self.history(subject)?;
+        // One moment for everything: the state's collections in force, its length, and
+        // the history up to that length (a change recorded meanwhile is in neither).
+        let (len, known, erased_at, in_force) = {
+            let state = self.inner.state.read().map_err(|_| super::poisoned())?;
+            let in_force: Vec<(String, LegalBasis, RecipientScope, u64)> = state
+                .collections_of(subject)
+                .into_iter()
+                .map(|(p, b, s, seq)| (p.to_owned(), b, s.clone(), seq))
+                .collect();
+            (
+                state.len,
+                state.knows_subject(subject),
+                state.erased_at(subject),
+                in_force,
+            )
+        };
+        let history = self.history_at(subject, len, known, erased_at)?;
         let origin = crate::checkpoint::origin_of(&self.inner.ledger_id);
         let erased = history.iter().any(|h| h.change == Change::Erased);
         let mut by_purpose: BTreeMap<String, Vec<&HistoryEntry>> = BTreeMap::new();
@@ -87,58 +103,95 @@ impl Ledger {
             };
             by_purpose.entry(purpose).or_default().push(h);
         }
-        let mut records = Vec::new();
-        // The collections decisions read: per identifier, its latest for each purpose id.
-        let in_force: Vec<(String, LegalBasis, RecipientScope)> = {
+        // Purpose ids the state holds (once held, always held): the others are those of
+        // a log from before the limit on purpose ids.
+        let knows: HashSet<String> = {
             let state = self.inner.state.read().map_err(|_| super::poisoned())?;
-            state
-                .collections_of(subject)
-                .into_iter()
-                .map(|(p, b, s)| (p.to_owned(), b, s.clone()))
+            by_purpose
+                .keys()
+                .filter(|p| state.knows_purpose(p))
+                .cloned()
                 .collect()
         };
+        let mut records = Vec::new();
         for (purpose, events) in by_purpose {
             // As decisions judge: a consent record for the id (a grant, withdrawal or
             // expiry) makes every identifier's use rest on consent, with the latest
-            // grant's recipients. Without one, each identifier's own collection decides:
-            // one record per legal basis in force, with the recipients of its
-            // collections (a consent basis with no consent given: none).
+            // grant's recipients. Without one, each identifier's own collection in force
+            // decides: one record per legal basis in force, with its collections'
+            // recipients, data kinds and events (a consent basis with no consent given:
+            // no recipients). Events in no record (collections replaced since, or not in
+            // force) go to one record of their own, in force for nothing.
             let consent_record = events.iter().any(|h| {
                 matches!(
                     h.change,
                     Change::Granted { .. } | Change::Withdrawn { .. } | Change::Expired { .. }
                 )
             });
-            let mut groups: Vec<(LegalBasis, Vec<String>)> = Vec::new();
+            let mine: Vec<&(String, LegalBasis, RecipientScope, u64)> =
+                in_force.iter().filter(|(p, ..)| *p == purpose).collect();
             if consent_record {
                 let granted = events.iter().rev().find_map(|h| match &h.change {
                     Change::Granted { scope, .. } => Some(recipients(scope)),
                     _ => None,
                 });
-                groups.push((LegalBasis::Consent, granted.unwrap_or_default()));
-            } else {
-                for (_, basis, scope) in in_force.iter().filter(|(p, ..)| *p == purpose) {
-                    let at = match groups.iter().position(|(b, _)| b == basis) {
-                        Some(at) => at,
-                        None => {
-                            groups.push((*basis, Vec::new()));
-                            groups.len() - 1
-                        }
-                    };
-                    if let Some((_, to)) = groups.get_mut(at) {
-                        if !basis.requires_consent() {
-                            for r in recipients(scope) {
-                                if !to.contains(&r) {
-                                    to.push(r);
-                                }
+                records.push(self.export_record(
+                    subject,
+                    &origin,
+                    &purpose,
+                    Some(LegalBasis::Consent),
+                    granted.unwrap_or_default(),
+                    &events,
+                    how_to_withdraw,
+                ));
+                continue;
+            }
+            // Bases in force, in the order of their earliest collection in force.
+            let mut bases: Vec<(LegalBasis, u64)> = Vec::new();
+            for (_, basis, _, seq) in &mine {
+                match bases.iter_mut().find(|(b, _)| b == basis) {
+                    Some((_, first)) => *first = (*first).min(*seq),
+                    None => bases.push((*basis, *seq)),
+                }
+            }
+            bases.sort_by_key(|(_, first)| *first);
+            let mut placed: HashSet<u64> = HashSet::new();
+            for (basis, _) in &bases {
+                let seqs: HashSet<u64> = mine.iter().filter(|c| c.1 == *basis).map(|c| c.3).collect();
+                let mut to: Vec<String> = Vec::new();
+                let mut seen: HashSet<String> = HashSet::new();
+                if !basis.requires_consent() {
+                    for (.., scope, _) in mine.iter().filter(|c| c.1 == *basis) {
+                        for r in recipients(scope) {
+                            if seen.insert(r.clone()) {
+                                to.push(r);
                             }
                         }
                     }
                 }
-                if groups.is_empty() {
-                    // Not in the state (a log from before the purpose-id limit): the
-                    // latest collection's basis and recipients.
-                    if let Some((basis, scope)) = events.iter().rev().find_map(|h| match &h.change {
+                let part: Vec<&HistoryEntry> =
+                    events.iter().copied().filter(|h| seqs.contains(&h.seq)).collect();
+                placed.extend(part.iter().map(|h| h.seq));
+                records.push(self.export_record(
+                    subject,
+                    &origin,
+                    &purpose,
+                    Some(*basis),
+                    to,
+                    &part,
+                    how_to_withdraw,
+                ));
+            }
+            let rest: Vec<&HistoryEntry> = events
+                .iter()
+                .copied()
+                .filter(|h| !placed.contains(&h.seq))
+                .collect();
+            if !rest.is_empty() {
+                if bases.is_empty() && !knows.contains(&purpose) {
+                    // A purpose id the state does not hold (a log from before the limit
+                    // on purpose ids): the latest collection's basis and recipients.
+                    if let Some((basis, scope)) = rest.iter().rev().find_map(|h| match &h.change {
                         Change::Collected {
                             legal_basis, scope, ..
                         } => Some((*legal_basis, scope)),
@@ -149,28 +202,25 @@ impl Ledger {
                         } else {
                             recipients(scope)
                         };
-                        groups.push((basis, to));
+                        records.push(self.export_record(
+                            subject,
+                            &origin,
+                            &purpose,
+                            Some(basis),
+                            to,
+                            &rest,
+                            how_to_withdraw,
+                        ));
+                        continue;
                     }
                 }
-            }
-            let single = groups.len() == 1;
-            for (basis, to) in groups {
-                let consent_based = consent_record || basis.requires_consent();
-                // A record's events: all of them when it is the only one; else its
-                // basis's collections.
-                let mine: Vec<&HistoryEntry> = events
-                    .iter()
-                    .copied()
-                    .filter(|h| single || matches!(&h.change, Change::Collected { legal_basis, .. } if *legal_basis == basis))
-                    .collect();
                 records.push(self.export_record(
                     subject,
                     &origin,
                     &purpose,
-                    basis,
-                    consent_based,
-                    to,
-                    &mine,
+                    None,
+                    Vec::new(),
+                    &rest,
                     how_to_withdraw,
                 ));
             }
@@ -193,9 +243,15 @@ impl Ledger {
             }));
         }
         let doc = json!({
+            // The crate's own terms (uses, erased, note, event, expires_at, untrusted,
+            // inForce...) in a vocabulary of its own, so that JSON-LD processing keeps
+            // them; DPV's concepts named by value are IRIs, not strings.
             "@context": {
                 "dpv": "https://w3id.org/dpv#",
                 "dct": "http://purl.org/dc/terms/",
+                "@vocab": "urn:consent-ledger:export#",
+                "dpv:hasConsentStatus": {"@type": "@vocab"},
+                "dpv:hasLegalBasis": {"@type": "@vocab"},
             },
             "dct:conformsTo": "ISO/IEC TS 27560:2023 via W3C DPV",
             "dct:source": origin,
@@ -221,12 +277,15 @@ impl Ledger {
         subject: &SubjectId,
         origin: &str,
         purpose: &str,
-        basis: LegalBasis,
-        consent_based: bool,
+        basis: Option<LegalBasis>,
         to: Vec<String>,
         events: &[&HistoryEntry],
         how_to_withdraw: &str,
     ) -> Value {
+        // `None`: events of collections not in force (replaced since): no basis, no
+        // recipients, no data kinds in use.
+        let consent_based = basis.is_some_and(LegalBasis::requires_consent);
+        let in_force = basis.is_some();
         let mut kinds: Vec<String> = Vec::new();
         let mut status = None;
         // When the consent last given lapses, if it does.
@@ -281,6 +340,9 @@ impl Ledger {
             }
             parts.push(part);
         }
+        if !in_force {
+            kinds.clear();
+        }
         let mut record = json!({
             "@type": if consent_based { "dpv:ConsentRecord" } else { "dpv:PersonalDataHandling" },
             "dpv:hasIdentifier": format!("{origin}#{}", events.first().map_or(0, |h| h.seq)),
@@ -288,12 +350,21 @@ impl Ledger {
             "dpv:hasPurpose": {
                 "@type": "dpv:Purpose",
                 "dct:identifier": purpose,
-                "dpv:hasLegalBasis": basis_term(basis),
                 "dpv:hasRecipient": to,
                 "dpv:hasPersonalData": kinds,
             },
             "dct:hasPart": parts,
+            "inForce": in_force,
         });
+        if let (Some(basis), Some(p)) = (
+            basis,
+            record.get_mut("dpv:hasPurpose").and_then(Value::as_object_mut),
+        ) {
+            p.insert(
+                "dpv:hasLegalBasis".into(),
+                Value::String(basis_term(basis).to_owned()),
+            );
+        }
         if let (true, Some(obj)) = (consent_based, record.as_object_mut()) {
             // A consent that lapsed is expired, as decisions treat it, before its
             // expiry is written to the log.

@@ -1375,6 +1375,18 @@ impl Ledger {
             let state = self.inner.state.read().map_err(|_| poisoned())?;
             (state.len, state.knows_subject(subject), state.erased_at(subject))
         };
+        self.history_at(subject, len, known, erased_at)
+    }
+
+    /// [`Ledger::history`] as of the state's length `len` (whether it `known` the
+    /// subject, and when it was erased, read with it).
+    pub(crate) fn history_at(
+        &self,
+        subject: &SubjectId,
+        len: u64,
+        known: bool,
+        erased_at: Option<u64>,
+    ) -> Result<Vec<HistoryEntry>, ReadError> {
         if !known {
             return Ok(Vec::new());
         }
@@ -1602,7 +1614,7 @@ fn first_failure(
     }
 }
 
-fn poisoned() -> ReadError {
+pub(super) fn poisoned() -> ReadError {
     ReadError::Storage(crate::error::StorageError::new(
         "reading the state",
         std::io::Error::other("a thread panicked while changing the ledger state"),
