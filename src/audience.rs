@@ -56,9 +56,12 @@
 //! earlier one, so a change made during the run may be seen by a later chunk and not
 //! by an earlier one: each decision is the answer at its own time, as its stamp says.
 //! A decided chunk may also wait to be handed out while more of the upload is read (for
-//! as long as the upload takes to yield its rows): if the ledger recorded any change
-//! since its decisions, its matches are decided again when they are handed out, so no
-//! match is handed out after a withdrawal was acknowledged.
+//! as long as the upload takes to yield its rows), and each match waits for the
+//! callbacks of the matches before it: if the ledger recorded any change since a match
+//! was decided, or the consent it rests on lapsed since, it is decided again just before
+//! it is handed out. So no match is handed out after a withdrawal or an erasure was
+//! acknowledged, or after its consent expired (what the callback then does with it is
+//! as with any `Use`).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -71,6 +74,7 @@ use crate::purpose::Purpose;
 use crate::recipient::Recipient;
 use crate::state::WARM;
 use crate::subject::SubjectId;
+use crate::time::Timestamp;
 
 /// Identifiers decided under one read lock, by default.
 pub const DEFAULT_CHUNK: usize = 4096;
@@ -549,9 +553,10 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                     // Stamped per decision, as `authorize` does: never earlier than a time
                     // an earlier decision read (with the ticker, a load).
                     match state.decide_query(&query, lookup, || self.ledger.stamp(), || self.ledger.now()) {
-                        Ok((evidence, subject)) => d.candidates.push((
+                        Ok((evidence, subject, lapses)) => d.candidates.push((
                             subject,
                             *lookup,
+                            lapses,
                             AudienceMatch {
                                 row,
                                 kind: *kind,
@@ -576,11 +581,6 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             candidates,
             decided_at_len,
         } = decided;
-        // A change recorded since the chunk was decided (with two threads a decided
-        // chunk may wait while more of the upload is read, for as long as the upload
-        // takes to yield its rows): its matches are decided again now, so that none is
-        // handed out after a withdrawal was acknowledged.
-        let candidates = self.decide_again_if_changed(candidates, decided_at_len, &mut run.counts);
         let counts = &mut run.counts;
         counts.uploaded = counts.uploaded.saturating_add(rows);
         counts.malformed += c.malformed;
@@ -594,7 +594,32 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
         d.subject_erased += cd.subject_erased;
         d.unavailable += cd.unavailable;
         let record = self.ledger.records_decisions();
-        for (subject, _, m) in candidates {
+        // The state length the decisions read; moved on when a match is decided again.
+        let mut seen_len = decided_at_len;
+        for (subject, lookup, lapses, m) in candidates {
+            // Decided again, just before it is handed out, if the ledger recorded any
+            // change since (with two threads a decided chunk may wait while more of the
+            // upload is read, and every chunk waits for the callbacks of its earlier
+            // matches) or the consent it rests on has lapsed since: no match is handed
+            // out after a withdrawal or erasure was acknowledged, or after its consent
+            // expired. Without either, one atomic load.
+            let changed = self.ledger.applied_hint() != seen_len;
+            let lapsed = lapses.is_some_and(|at| self.ledger.now() >= at);
+            let (subject, m) = if changed || lapsed {
+                match self.decide_again(&lookup, m, &mut seen_len) {
+                    Ok(again) => again,
+                    Err(Denied::UnknownIdentifier) => {
+                        counts.unknown += 1;
+                        continue;
+                    }
+                    Err(reason) => {
+                        counts.denied.count(&reason);
+                        continue;
+                    }
+                }
+            } else {
+                (subject, m)
+            };
             // Subject indices are below the state's subject count: the set grows to
             // what the matches need, a bit per subject.
             let Some((w, bit)) = seen_bit(&mut run.seen, subject) else {
@@ -620,42 +645,20 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
 }
 
 impl<P: Purpose> AudienceMatcher<'_, P> {
-    /// `candidates` as they stand now: unchanged if the state has applied no entry since
-    /// they were decided (at `decided_at_len`), else each decided again under one read
-    /// lock, those now denied counted by reason in `counts` and left out.
-    fn decide_again_if_changed(
+    /// The match `m` (of the identifier with lookup `lookup`) decided again now, under a
+    /// read lock of its own; `seen_len` becomes the state length it read.
+    fn decide_again(
         &self,
-        candidates: Vec<(u32, Pseudonym, AudienceMatch)>,
-        decided_at_len: u64,
-        counts: &mut AudienceCounts,
-    ) -> Vec<(u32, Pseudonym, AudienceMatch)> {
-        if candidates.is_empty() {
-            return candidates;
-        }
-        let Ok(state) = self.ledger.state().read() else {
-            counts.denied.unavailable += candidates.len() as u64;
-            return Vec::new();
-        };
-        if state.len == decided_at_len {
-            return candidates;
-        }
+        lookup: &Pseudonym,
+        m: AudienceMatch,
+        seen_len: &mut u64,
+    ) -> Result<(u32, AudienceMatch), Denied> {
+        let state = self.ledger.state().read().map_err(|_| Denied::Unavailable)?;
+        *seen_len = state.len;
         let query = state.query::<P>(self.recipient);
-        candidates
-            .into_iter()
-            .filter_map(|(_, lookup, m)| {
-                match state.decide_query(&query, &lookup, || self.ledger.stamp(), || self.ledger.now()) {
-                    Ok((evidence, subject)) => Some((subject, lookup, AudienceMatch { evidence, ..m })),
-                    Err(Denied::UnknownIdentifier) => {
-                        counts.unknown += 1;
-                        None
-                    }
-                    Err(reason) => {
-                        counts.denied.count(&reason);
-                        None
-                    }
-                }
-            })
-            .collect()
+        let (evidence, subject, _) =
+            state.decide_query(&query, lookup, || self.ledger.stamp(), || self.ledger.now())?;
+        Ok((subject, AudienceMatch { evidence, ..m }))
     }
 }
 
@@ -689,8 +692,9 @@ struct Run {
 struct Decided {
     rows: u64,
     counts: AudienceCounts,
-    /// Allowed rows: subject index, lookup pseudonym (to decide again), the match.
-    candidates: Vec<(u32, Pseudonym, AudienceMatch)>,
+    /// Allowed rows: subject index, lookup pseudonym (to decide again), when the
+    /// consent allowing it lapses (if it does), the match.
+    candidates: Vec<(u32, Pseudonym, Option<Timestamp>, AudienceMatch)>,
     /// The state's length (entries applied) the decisions read.
     decided_at_len: u64,
 }

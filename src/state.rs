@@ -747,7 +747,7 @@ impl State {
         now: impl Fn() -> Timestamp,
     ) -> Result<Evidence, Denied> {
         self.decide_query(&self.query::<P>(recipient), lookup, &now, &now)
-            .map(|(e, _)| e)
+            .map(|(e, ..)| e)
     }
 
     /// Decides one identifier of a prepared query; on success also returns the
@@ -761,7 +761,7 @@ impl State {
         lookup: &Pseudonym,
         stamp: impl FnOnce() -> Timestamp,
         exact: impl FnOnce() -> Timestamp,
-    ) -> Result<(Evidence, u32), Denied> {
+    ) -> Result<(Evidence, u32, Option<Timestamp>), Denied> {
         let purpose = q.purpose_id;
         let mut known = false;
         let mut found = None;
@@ -792,11 +792,13 @@ impl State {
         let consent = self.consent(rec.subject, s, rec.purpose());
         let needs_consent = q.needs_consent || collection_basis.requires_consent() || consent.is_some();
         let mut decided_at = None;
+        let mut lapses = None;
         let (allowed_by, basis) = if needs_consent {
             let c = consent.ok_or(Denied::NoConsent { purpose })?;
             match c.kind {
                 GRANTED => {
                     if let Some(at) = c.time() {
+                        lapses = Some(at);
                         let now = exact();
                         decided_at = Some(now);
                         if now >= at {
@@ -845,6 +847,7 @@ impl State {
                 decided_at: decided_at.unwrap_or_else(stamp),
             },
             rec.subject,
+            lapses,
         ))
     }
 }

@@ -71,7 +71,7 @@ impl Ledger {
                         || self.stamp(),
                         || self.now(),
                     )
-                    .map(|(evidence, _)| Use::new(id, recipient, evidence))
+                    .map(|(evidence, ..)| Use::new(id, recipient, evidence))
             }));
             drop(state);
             if self.records_decisions() {

@@ -578,7 +578,7 @@ impl Ledger {
     ) -> Result<Use<'a, P>, Denied> {
         let lookup = identifier.lookup(&self.inner.pseudonym_key);
         let state = self.inner.state.read().map_err(|_| Denied::Unavailable)?;
-        let (evidence, _) = state.decide_query(
+        let (evidence, ..) = state.decide_query(
             &state.query::<P>(recipient),
             &lookup,
             || self.stamp(),
@@ -1294,6 +1294,13 @@ impl Ledger {
             .written
             .store(last.saturating_add(1), Ordering::SeqCst);
         Ok(())
+    }
+
+    /// How many entries the state has applied, read without a lock (set just after each
+    /// application, before the change is acknowledged): what a matcher compares to tell
+    /// whether anything changed since it decided.
+    pub(crate) fn applied_hint(&self) -> u64 {
+        self.inner.group.written.load(Ordering::Acquire)
     }
 
     /// After a new entry `seq` was appended (and the writer lock released): returns
