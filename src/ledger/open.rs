@@ -166,8 +166,9 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
     /// Opens the ledger in the directory, creating it (and a genesis entry naming the
     /// signing key) if the directory is empty or missing. A new ledger's directory is
     /// made readable by this user only (mode 0700 on Unix), also one that existed
-    /// (empty): the files in it hold the log, subject ids, secrets and decision records.
-    /// An existing ledger's directory is left as it is.
+    /// (empty) if this user owns it: the files in it hold the log, subject ids, secrets
+    /// and decision records. A directory another user provided, and an existing
+    /// ledger's, are left as they are.
     ///
     /// Opening recomputes the whole hash chain and checks every entry's position and
     /// timestamp, and the encoding of every entry it replays (all of them without a

@@ -862,11 +862,15 @@ impl SledStore {
             // A new ledger in a directory that existed: made readable by this user only,
             // as one created here is, before sled makes its files (with the process's
             // umask: its `db` holds the log, subject ids and decision records).
+            // (Only its owner may change that: a directory another user provided, such
+            // as one shared with this user's group, is left as it is.)
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| StorageError::new("creating the ledger", e))?;
+                match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+                    other => other.map_err(|e| StorageError::new("creating the ledger", e))?,
+                }
             }
             mark_new_ledger(dir).map_err(|e| StorageError::new("creating the ledger", e))?;
             // sled writes its `conf` in two writes and never syncs it: one left by a first

@@ -90,7 +90,7 @@ impl Hash for Name {
 
 /// Hashes the table's names. An index record's name is a lookup pseudonym, an HMAC
 /// output under the application's key: no one without the key can choose one, so its
-/// first eight bytes, mixed with a per-process random key (one multiply), make a good
+/// first eight bytes, mixed with per-process random keys (one folded multiply), make a good
 /// hash (the state's identifier table relies on the same). The mixing is for a vault
 /// file written by someone else, whose names are whatever it holds: raw, names sharing
 /// their low 32 bits and top byte fell in one probe sequence, and opening took
@@ -157,10 +157,12 @@ impl Hasher for NameHasher {
         }
         match self.fast {
             Some(head) => {
-                // Every bit of the head reaches the high half of the product; folded
-                // down, it reaches the bucket bits and the control byte.
-                let x = (head ^ self.keys.0).wrapping_mul(self.keys.1);
-                x ^ (x >> 29) ^ (x << 35)
+                // A full-width multiply folded (as foldhash and wyhash mix): every bit
+                // of the head reaches both halves of the 128-bit product, so every bit
+                // of the result. (A 64-bit multiply carries differences upward only:
+                // heads differing in their top bits kept their low bits.)
+                let p = u128::from(head ^ self.keys.0) * u128::from(self.keys.1);
+                (p as u64) ^ ((p >> 64) as u64)
             }
             None => self.sip.finish(),
         }
