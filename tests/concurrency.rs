@@ -672,3 +672,62 @@ fn audit_during_appends(l: &Ledger, public: &consent_ledger::VerifyingKey, round
     verify_consistency(&checkpoints[0], &end, &proof).unwrap();
     l.verify().unwrap().require_trusted().unwrap();
 }
+
+/// `Immediate` ("every append is flushed and fsynced before it returns"): a repeated
+/// collection answered from the entry another thread has just stored and synced
+/// (`Prepared::Already`) was acknowledged before that thread had marked the entry
+/// durable (`make_durable`, run after the writer lock is released), so a checkpoint
+/// taken after the acknowledgement did not cover it and a receipt for it was refused
+/// as "not yet durable" (review r88). Runs for up to three seconds.
+#[test]
+fn immediate_already_recorded_is_covered_by_the_next_checkpoint() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(
+        dir.path(),
+        &SigningKey::generate(),
+        &PseudonymKey::generate(),
+        Durability::Immediate,
+    );
+    let s = SubjectId::new("subject-a").unwrap();
+    let stop = AtomicBool::new(false);
+    let next = AtomicU64::new(0);
+    let misses = Mutex::new(Vec::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    std::thread::scope(|scope| {
+        // The first collector of each identifier.
+        scope.spawn(|| {
+            let mut i = 0u64;
+            while std::time::Instant::now() < deadline && misses.lock().unwrap().len() < 5 {
+                let id = Identifier::<consent_ledger::Security>::email(&format!("x{i}@example.com")).unwrap();
+                next.store(i, SeqCst);
+                l.collect(&s, &id, RecipientScope::first_party()).unwrap();
+                i += 1;
+            }
+            stop.store(true, SeqCst);
+        });
+        // Collect the same identifier again; once acknowledged, ask for its receipt.
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !stop.load(SeqCst) {
+                    let i = next.load(SeqCst);
+                    let id =
+                        Identifier::<consent_ledger::Security>::email(&format!("x{i}@example.com")).unwrap();
+                    let r = l.collect(&s, &id, RecipientScope::first_party()).unwrap();
+                    let size = l.checkpoint().unwrap().size();
+                    let receipt = l.receipt(r.seq, "https://example.com/withdraw");
+                    let mut misses = misses.lock().unwrap();
+                    if (size <= r.seq || receipt.is_err()) && misses.len() < 5 {
+                        misses.push((r.seq, size, receipt.err()));
+                    }
+                }
+            });
+        }
+    });
+    let misses = misses.into_inner().unwrap();
+    assert!(
+        misses.is_empty(),
+        "acknowledged (fsynced) collections, then (seq, checkpoint size, receipt error): {misses:?}"
+    );
+}

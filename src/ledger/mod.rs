@@ -1135,6 +1135,11 @@ impl Ledger {
             // Already recorded, by an entry that may still be waiting for its sync (it
             // is in the state as soon as it is stored): acknowledged only once durable.
             self.wait_durable(recorded.seq)?;
+        } else if self.inner.durability == Durability::Immediate {
+            // Already recorded by an entry synced before it was applied, whose appender
+            // may not yet have recorded it durable: recorded here, so that a checkpoint
+            // taken after this returns covers it (and its receipt is issued).
+            self.make_durable(recorded.seq)?;
         }
         Ok(recorded)
     }
