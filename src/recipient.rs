@@ -99,33 +99,22 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
     if contact_uri_inside(value) {
         return Err(InputError::new(field, "is a contact address; use an opaque id"));
     }
+    // (Dates written in full are set aside: "30.11.2026 12.00" is no number.)
     let phone = |v: &str| {
         (v.starts_with('+') && crate::normalize::phone_into(v, &mut crate::normalize::Scratch::new()).is_ok())
-            || written_like_a_phone_number(v)
+            || written_like_a_phone_number(&without_dates(v))
     };
     // The whole value, also in quotes or brackets (as a CSV file or a text quotes it),
     // or a number anywhere in it, with a label, a note or beside another.
-    let unquoted = value.trim_matches(|c| {
-        matches!(
-            c,
-            '"' | '\''
-                | '<'
-                | '>'
-                | '['
-                | ']'
-                | '{'
-                | '}'
-                | '«'
-                | '»'
-                | '“'
-                | '”'
-                | '‘'
-                | '’'
-                | '「'
-                | '」'
-                | '‹'
-                | '›'
-        )
+    let unquoted = value.trim_matches(|c: char| {
+        matches!(c, '"' | '\'' | '`' | '<' | '>')
+            || matches!(
+                icu_properties::CodePointMapData::<GeneralCategory>::new().get(c),
+                GeneralCategory::InitialPunctuation
+                    | GeneralCategory::FinalPunctuation
+                    | GeneralCategory::OpenPunctuation
+                    | GeneralCategory::ClosePunctuation
+            )
     });
     if phone(value) || phone(unquoted) || international_number_inside(value) || national_number_inside(value)
     {
@@ -206,7 +195,11 @@ fn international_number_inside(value: &str) -> bool {
         if !starts {
             continue;
         }
+        // Spaces or one '(' may come between the '+' and the country code: "+ 44 …",
+        // "+(44) …".
         let rest = masked.get(at + c.len_utf8()..).unwrap_or_default();
+        let rest = rest.trim_start_matches(' ');
+        let rest = rest.strip_prefix('(').unwrap_or(rest);
         if !rest.starts_with(|c: char| c.is_ascii_digit()) {
             continue;
         }
@@ -224,19 +217,21 @@ fn international_number_inside(value: &str) -> bool {
 
 /// Whether `value` holds a national number with a label, a note, or beside another
 /// ("Mobile: (555) 010-9999", "555-010-9999 mobile", "555-010-9999, 555-010-8888"): a run
-/// of digits, spaces, dashes and parentheses with 9 to 15 digits in three or more groups
-/// (the first of 1 to 4 digits, the others of 2 to 5), standing apart from the words
+/// of digits and the separators of `phone_separator` but dots and slashes, with 9 to 15
+/// digits in three or more groups (the first of 1 to 5 digits, the others of 2 to 6), or
+/// in two after a trunk prefix (a leading 0 or a parenthesised area code: "07700 900123",
+/// "(0171) 1234567", 10 to 12 digits), standing apart from the words
 /// around it (at the value's start or end, beside a character that is not a letter or
 /// digit, or with a space or a parenthesis between). Left alone: a run joined to letters
 /// by a dash (the digit groups of a UUID), runs with a group of one digit or of more than
-/// five (an ISBN, "20261130 1200"), dots and slashes (versions, dates, IP addresses, which
-/// the whole-value rule judges), and dates written in full. Dotted national numbers
-/// inside a longer value ("tel. 555.010.9999") are not found.
+/// six (an ISBN, "20261130 1200"), dots and slashes (versions, dates, IP addresses, which
+/// the whole-value rule judges), and dates written in full. Not found: dotted national
+/// numbers inside a longer value ("tel. 555.010.9999"), and numbers in two groups with
+/// no trunk prefix ("Mobile: 333 1234567"), which cannot be told from other codes.
 fn national_number_inside(value: &str) -> bool {
     let masked = without_dates(value);
     let chars: Vec<char> = masked.chars().collect();
-    let in_run =
-        |c: char| c.is_ascii_digit() || c.is_whitespace() || matches!(c, '-' | '(' | ')') || is_dash(c);
+    let in_run = |c: char| c.is_ascii_digit() || (phone_separator(c) && !matches!(c, '.' | '/'));
     let mut i = 0;
     while i < chars.len() {
         if !chars.get(i).is_some_and(|c| in_run(*c)) {
@@ -268,9 +263,19 @@ fn national_number_inside(value: &str) -> bool {
             .map(str::len)
             .collect();
         let digits: usize = groups.iter().sum();
-        let grouped = groups.len() >= 3
-            && groups.first().is_some_and(|g| (1..=4).contains(g))
-            && groups.iter().skip(1).all(|g| (2..=5).contains(g));
+        // Three or more groups (the first of 1 to 5 digits, the others of 2 to 6); or two
+        // after a trunk prefix, a leading 0 or a parenthesised area code ("07700 900123",
+        // "(0171) 1234567"), 10 to 12 digits in all.
+        let trunk = core.starts_with('0') || run.get(..first).is_some_and(|gap| gap.contains(&'('));
+        let grouped = match groups.as_slice() {
+            [first, rest @ ..] if rest.len() >= 2 => {
+                (1..=5).contains(first) && rest.iter().all(|g| (2..=6).contains(g))
+            }
+            [first, second] => {
+                trunk && (2..=5).contains(first) && (5..=8).contains(second) && (10..=12).contains(&digits)
+            }
+            _ => false,
+        };
         if left && right && (9..=15).contains(&digits) && grouped {
             return true;
         }
@@ -306,7 +311,7 @@ fn without_dates(value: &str) -> String {
         }
         let a = digits_at(i);
         let sep = *chars.get(i + a)?;
-        if !matches!(sep, '-' | '.' | '/') {
+        if !(matches!(sep, '-' | '.' | '/') || is_dash(sep)) {
             return None;
         }
         let b = digits_at(i + a + 1);
@@ -725,6 +730,28 @@ mod tests {
             "Mobile(555) 010-9999",
             "Mobile/555-010-9999",
             "555-010-9999/home",
+            // Found by review r85 of the third version.
+            "Mobile: 07700 900123",
+            "07700 900123 (mobile)",
+            "Alice Smith, 07700 900 123",
+            "Mobile: \"01632 960123\"",
+            "0171 1234567, 0171 1234567",
+            "Mobile: 0664 1234567",
+            "Mobile: 06-12345678",
+            "Mobile: (0171) 1234567",
+            "Mobile: 0044 7700 900123",
+            "Mobile: +(44) 7700 900123",
+            "+ 44 7700 900123 (mobile)",
+            "Alice Smith, +(49) 171 1234567",
+            "携帯: 090ー1234ー5678",
+            "電話 ０９０ー１２３４ー５６７８",
+            "03ー1234ー5678 / 03ー1234ー5678",
+            "Mobile: 090\u{FF70}1234\u{FF70}5678",
+            "\u{201E}555.010.9999\u{201C}",
+            "\u{201A}0171/1234567\u{2018}",
+            "\u{300E}555.010.9999\u{300F}",
+            "\u{3010}555.010.9999\u{3011}",
+            "`555.010.9999`",
             "(+44) 20 7946 0958",
             "(+1) 555-010-9999",
             "(+34) 912 345 678",
@@ -769,6 +796,17 @@ mod tests {
             "GMT +1 2026-11-30 12:00",
             "Campaign 2026-11 / 2026-12",
             "ISBN 978-3-16-148410-0",
+            // Found by review r85 to be refused by the third version.
+            "Backup 2026\u{2011}11\u{2011}30 12:00",
+            "Backup 2026\u{2013}11\u{2013}30 12:00",
+            "Meeting 30\u{2010}11\u{2010}2026 14:00",
+            "GMT +1 2026\u{2011}11\u{2011}30",
+            "30.11.2026 12.00",
+            "2026-11-30 12.00.00",
+            "2026-11-30 1200",
+            "11/30/2026 1200",
+            "Order 12345 67890",
+            "backup 20261130 1200",
         ] {
             assert!(crate::SubjectId::new(fine).is_ok(), "{fine}");
             assert!(Name::new(fine).is_ok(), "{fine}");

@@ -22,8 +22,10 @@ pub const MAX_SUBJECT_ID_LEN: usize = 128;
 /// extension, quoted, with a label or a note, or beside another), also typed in
 /// full-width or small forms, in dingbat or keycap digits or in the digits of another
 /// script. It cannot refuse a plain run of digits, also one starting "00", which may
-/// be an account number; and a '+' followed by digits after a space ("build
-/// +20261130") is refused, as it reads like a number.
+/// be an account number; inside a longer value it does not find a number in two groups
+/// without a trunk prefix ("Mobile: 333 1234567") or one written with dots; and a '+'
+/// followed by digits after a space ("build +20261130") is refused, as it reads like a
+/// number.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubjectId(Arc<str>);
 
