@@ -594,8 +594,6 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
         d.subject_erased += cd.subject_erased;
         d.unavailable += cd.unavailable;
         let record = self.ledger.records_decisions();
-        // The state length the decisions read; moved on when a match is decided again.
-        let mut seen_len = decided_at_len;
         for (subject, lookup, lapses, m) in candidates {
             // Decided again, just before it is handed out, if the ledger recorded any
             // change since (with two threads a decided chunk may wait while more of the
@@ -603,10 +601,12 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             // matches) or the consent it rests on has lapsed since: no match is handed
             // out after a withdrawal or erasure was acknowledged, or after its consent
             // expired. Without either, one atomic load.
-            let changed = self.ledger.applied_hint() != seen_len;
+            // (Against the length its own decision read: a later match of the chunk is
+            // not vouched for by an earlier one decided again.)
+            let changed = self.ledger.applied_hint() != decided_at_len;
             let lapsed = lapses.is_some_and(|at| self.ledger.now() >= at);
             let (subject, m) = if changed || lapsed {
-                match self.decide_again(&lookup, m, &mut seen_len) {
+                match self.decide_again(&lookup, m) {
                     Ok(again) => again,
                     Err(Denied::UnknownIdentifier) => {
                         counts.unknown += 1;
@@ -646,15 +646,9 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
 
 impl<P: Purpose> AudienceMatcher<'_, P> {
     /// The match `m` (of the identifier with lookup `lookup`) decided again now, under a
-    /// read lock of its own; `seen_len` becomes the state length it read.
-    fn decide_again(
-        &self,
-        lookup: &Pseudonym,
-        m: AudienceMatch,
-        seen_len: &mut u64,
-    ) -> Result<(u32, AudienceMatch), Denied> {
+    /// read lock of its own.
+    fn decide_again(&self, lookup: &Pseudonym, m: AudienceMatch) -> Result<(u32, AudienceMatch), Denied> {
         let state = self.ledger.state().read().map_err(|_| Denied::Unavailable)?;
-        *seen_len = state.len;
         let query = state.query::<P>(self.recipient);
         let (evidence, subject, _) =
             state.decide_query(&query, lookup, || self.ledger.stamp(), || self.ledger.now())?;

@@ -278,3 +278,69 @@ fn audience_hands_out_no_erased_subject_after_the_erasure_was_acknowledged() {
         "{late:?} handed to the advertiser after its erasure was acknowledged"
     );
 }
+
+/// (Review r89.) `merge` moved its length on to the one a re-decision read, and then
+/// treated every later candidate of the chunk as if decided at that length. Upload
+/// [x, a, b] (one chunk): the callback for x's match makes a change about b (a
+/// withdrawal, or an erasure) and it is acknowledged; a's check sees the length moved
+/// and decides a again (seen_len := new length); b's check then compares the applied
+/// length with that *new* seen_len, finds them equal, and hands b out on its decision
+/// from before the change: a withdrawal/erasure acknowledged before b's hand-out is not
+/// seen, contrary to the module doc ("no match is handed out after a withdrawal or an
+/// erasure was acknowledged") and to `authorize` at that moment.
+#[test]
+fn a_redecision_of_one_match_does_not_vouch_for_the_later_ones() {
+    let mut failures = Vec::new();
+    for threads in [1usize, 2] {
+        for erase in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let l = open(dir.path(), Durability::Relaxed);
+            let acme = Recipient::partner("acme-ads").unwrap();
+            let names = ["x", "a", "b"];
+            let mut ids = Vec::new();
+            for n in names {
+                let s = SubjectId::new(&format!("acct-{n}")).unwrap();
+                let id = Identifier::<Advertising>::email(&format!("{n}@example.com")).unwrap();
+                l.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+                l.grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+                    .unwrap();
+                ids.push((s, id));
+            }
+            let (bob, bob_email) = (&ids[2].0, &ids[2].1);
+            let upload = ["x@example.com", "a@example.com", "b@example.com"];
+            let mut handed = Vec::new();
+            let mut b_then = Vec::new();
+            let counts = l
+                .audience::<Advertising>(&acme)
+                .threads(threads)
+                .run(upload, |m| {
+                    if m.row() == 0 {
+                        // Another request, acknowledged before b's hand-out.
+                        if erase {
+                            l.erase(bob, Actor::Subject).unwrap();
+                        } else {
+                            l.withdraw::<Advertising>(bob).unwrap();
+                        }
+                    }
+                    if m.row() == 2 {
+                        b_then.push(format!("{:?}", l.authorize(bob_email, &acme).map(|_| ())));
+                    }
+                    handed.push(m.row());
+                });
+            let total = counts.malformed
+                + counts.unknown
+                + counts.matched
+                + counts.duplicates
+                + counts.denied.total();
+            assert_eq!(counts.uploaded, total, "{counts}");
+            if handed.contains(&2) {
+                failures.push(format!(
+                    "threads {threads}, {}: b's match handed out after the change was acknowledged; \
+                     authorize then: {b_then:?}; counts: {counts}",
+                    if erase { "erasure" } else { "withdrawal" }
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

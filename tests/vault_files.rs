@@ -214,3 +214,41 @@ fn a_hostile_vault_of_high_bit_clustered_index_names_opens_in_linear_time() {
          against {normal:?} for as many ordinary ones"
     );
 }
+
+/// The 0700 rule is documented (`LedgerBuilder::open`) as applying to an existing empty
+/// directory "if this user owns it", and "a directory another user provided ... [is]
+/// left as it is". The code does not look at the owner: it tries the chmod and ignores
+/// only `PermissionDenied`. A process with CAP_FOWNER (root: services in containers
+/// commonly run so) is never denied, so a directory another user provided (here owned
+/// by uid 65534, shared with its group, 0770) is taken to 0700, locking its group out.
+#[cfg(unix)]
+#[test]
+fn a_directory_another_user_provided_is_left_as_it_is_also_for_root() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("provided");
+    std::fs::create_dir(&dir).unwrap();
+    if std::fs::metadata(&dir).unwrap().uid() != 0 {
+        eprintln!("not root: this test shows the case of a process that may chmod any file");
+        return;
+    }
+    // Provided by another user, shared with its group.
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
+    drop(
+        open(
+            &dir,
+            &SigningKey::generate(),
+            &PseudonymKey::generate(),
+            Snapshots::Off,
+        )
+        .unwrap(),
+    );
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!(meta.uid(), 65534);
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o770,
+        "a directory owned by uid 65534 had its mode changed by the open"
+    );
+}

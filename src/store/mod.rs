@@ -862,17 +862,22 @@ impl SledStore {
             // A new ledger in a directory that existed: made readable by this user only,
             // as one created here is, before sled makes its files (with the process's
             // umask: its `db` holds the log, subject ids and decision records).
-            // (Only its owner may change that: a directory another user provided, such
-            // as one shared with this user's group, is left as it is.)
+            mark_new_ledger(dir).map_err(|e| StorageError::new("creating the ledger", e))?;
+            // Only if this user owns it (the owner of the vault just made here): a
+            // directory another user provided, such as one shared with this user's
+            // group, is left as it is, also for a process that may change any file.
             #[cfg(unix)]
             {
-                use std::os::unix::fs::PermissionsExt;
-                match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
-                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
-                    other => other.map_err(|e| StorageError::new("creating the ledger", e))?,
+                use std::os::unix::fs::{MetadataExt, PermissionsExt};
+                let owner = |p: &Path| std::fs::metadata(p).map(|m| m.uid());
+                let ours = matches!((owner(dir), owner(&dir.join(VAULT_FILE))), (Ok(d), Ok(v)) if d == v);
+                if ours {
+                    match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+                        other => other.map_err(|e| StorageError::new("creating the ledger", e))?,
+                    }
                 }
             }
-            mark_new_ledger(dir).map_err(|e| StorageError::new("creating the ledger", e))?;
             // sled writes its `conf` in two writes and never syncs it: one left by a first
             // open cut short may be cut between them, which sled refuses as corrupt for
             // good. There is no database yet, and sled writes it again.
