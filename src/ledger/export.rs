@@ -54,7 +54,13 @@ impl Ledger {
     /// consent record with the latest grant's recipients. Otherwise each identifier's
     /// own collection in force decides, and the id has one record per legal basis in
     /// force (a consent basis with no consent given: no recipients), each with its
-    /// collections' recipients and events.
+    /// collections' recipients and events. Collections replaced since (or whose link a
+    /// damaged vault lost) are in one more record, in force for nothing (`inForce:
+    /// false`, no basis, no recipients), so every event of the history is in exactly one
+    /// record; an erasure is the top-level `erasure` event. A record's id names its
+    /// purpose id and basis (`<ledger>#<purpose>/<basis>`, or `/not-in-force`), so it
+    /// stays the same as the log grows; everything is read at one moment (the uses
+    /// first, so that each names an entry the records hold).
     ///
     /// `how_to_withdraw` is stated in each consent record (`dpv:hasWithdrawalMethod`).
     ///
@@ -73,8 +79,13 @@ impl Ledger {
     /// [`ReadError::CorruptRecord`] when a stored decision record does not check (an
     /// export never leaves out uses silently).
     pub fn export_subject(&self, subject: &SubjectId, how_to_withdraw: &str) -> Result<String, ReadError> {
-        // One moment for everything: the state's collections in force, its length, and
-        // the history up to that length (a change recorded meanwhile is in neither).
+        // The uses recorded of the subject's data, read first: each was decided from a
+        // state no longer than the one read next, so the entry that allowed it is in the
+        // history below. (Read after, a use made meanwhile could rest on an entry the
+        // records do not hold.)
+        let recorded = self.decision_records_matching(|r| r.subject() == subject)?;
+        // One moment for everything else: the state's collections in force, its length,
+        // and the history up to that length (a change recorded meanwhile is in neither).
         let (len, known, erased_at, in_force) = {
             let state = self.inner.state.read().map_err(|_| super::poisoned())?;
             let in_force: Vec<(String, LegalBasis, RecipientScope, u64)> = state
@@ -92,6 +103,16 @@ impl Ledger {
         let history = self.history_at(subject, len, known, erased_at)?;
         let origin = crate::checkpoint::origin_of(&self.inner.ledger_id);
         let erased = history.iter().any(|h| h.change == Change::Erased);
+        // The erasure itself, as an event: who erased, when, at which position.
+        let erasure = history.iter().find(|h| h.change == Change::Erased).map(|h| {
+            json!({
+                "@type": "dpv:Erase",
+                "dct:identifier": format!("{origin}#{}", h.seq),
+                "dct:date": h.timestamp.to_string(),
+                "dpv:hasEntity": entity(&h.actor, subject),
+                "event": "erased",
+            })
+        });
         let mut by_purpose: BTreeMap<String, Vec<&HistoryEntry>> = BTreeMap::new();
         for h in &history {
             let purpose = match &h.change {
@@ -128,23 +149,37 @@ impl Ledger {
                     Change::Granted { .. } | Change::Withdrawn { .. } | Change::Expired { .. }
                 )
             });
-            let mine: Vec<&(String, LegalBasis, RecipientScope, u64)> =
+            // In log order, so that the output depends on the log alone (the state's
+            // table order differs after a reopen).
+            let mut mine: Vec<&(String, LegalBasis, RecipientScope, u64)> =
                 in_force.iter().filter(|(p, ..)| *p == purpose).collect();
+            mine.sort_by_key(|c| c.3);
+            let mut placed: HashSet<u64> = HashSet::new();
             if consent_record {
+                // The consent's events and the collections in force: a collection
+                // replaced since, or unlinked, is in force for nothing (below).
+                let in_force_seqs: HashSet<u64> = mine.iter().map(|c| c.3).collect();
+                let part: Vec<&HistoryEntry> = events
+                    .iter()
+                    .copied()
+                    .filter(|h| {
+                        !matches!(h.change, Change::Collected { .. }) || in_force_seqs.contains(&h.seq)
+                    })
+                    .collect();
                 let granted = events.iter().rev().find_map(|h| match &h.change {
                     Change::Granted { scope, .. } => Some(recipients(scope)),
                     _ => None,
                 });
+                placed.extend(part.iter().map(|h| h.seq));
                 records.push(self.export_record(
                     subject,
                     &origin,
                     &purpose,
                     Some(LegalBasis::Consent),
                     granted.unwrap_or_default(),
-                    &events,
+                    &part,
                     how_to_withdraw,
                 ));
-                continue;
             }
             // Bases in force, in the order of their earliest collection in force.
             let mut bases: Vec<(LegalBasis, u64)> = Vec::new();
@@ -155,7 +190,9 @@ impl Ledger {
                 }
             }
             bases.sort_by_key(|(_, first)| *first);
-            let mut placed: HashSet<u64> = HashSet::new();
+            if consent_record {
+                bases.clear();
+            }
             for (basis, _) in &bases {
                 let seqs: HashSet<u64> = mine.iter().filter(|c| c.1 == *basis).map(|c| c.3).collect();
                 let mut to: Vec<String> = Vec::new();
@@ -188,7 +225,7 @@ impl Ledger {
                 .filter(|h| !placed.contains(&h.seq))
                 .collect();
             if !rest.is_empty() {
-                if bases.is_empty() && !knows.contains(&purpose) {
+                if bases.is_empty() && !consent_record && !knows.contains(&purpose) {
                     // A purpose id the state does not hold (a log from before the limit
                     // on purpose ids): the latest collection's basis and recipients.
                     if let Some((basis, scope)) = rest.iter().rev().find_map(|h| match &h.change {
@@ -229,7 +266,7 @@ impl Ledger {
         // on, whatever this handle's setting): to whom it was disclosed, for what, under
         // which entry, how often and when.
         let mut uses = Vec::new();
-        for r in self.decision_records_matching(|r| r.subject() == subject)? {
+        for r in recorded {
             let (first, last) = r.times();
             uses.push(json!({
                 "@type": "dpv:Disclose",
@@ -257,6 +294,7 @@ impl Ledger {
             "dct:source": origin,
             "dpv:hasDataSubject": subject.as_str(),
             "erased": erased,
+            "erasure": erasure,
             "note": "identifiers are held only as keyed pseudonyms; they appear here by kind",
             "@graph": records,
             "uses": uses,
@@ -345,7 +383,15 @@ impl Ledger {
         }
         let mut record = json!({
             "@type": if consent_based { "dpv:ConsentRecord" } else { "dpv:PersonalDataHandling" },
-            "dpv:hasIdentifier": format!("{origin}#{}", events.first().map_or(0, |h| h.seq)),
+            // What makes the record this record: the purpose id and the basis it is in
+            // force on (or none: in force for nothing). Not an event's position.
+            "dpv:hasIdentifier": format!(
+                "{origin}#{purpose}/{}",
+                match basis {
+                    Some(b) => basis_term(b).trim_start_matches("dpv:"),
+                    None => "not-in-force",
+                }
+            ),
             "dpv:hasDataSubject": subject.as_str(),
             "dpv:hasPurpose": {
                 "@type": "dpv:Purpose",
