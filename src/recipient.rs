@@ -96,13 +96,30 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
             "contains '@', like an email address; use an opaque id",
         ));
     }
-    if contact_uri_inside(value) {
+    // (Every scheme ends in ':'.)
+    if value.contains(':') && contact_uri_inside(value) {
         return Err(InputError::new(field, "is a contact address; use an opaque id"));
     }
+    // The rules below need digits: 7 after a '+', 9 without (in one run, for a number
+    // inside a value). Most names have fewer, and are judged without the work (a name
+    // is judged each time a subject id is made: on every request that names one).
+    let digits = value.chars().filter(char::is_ascii_digit).count();
+    let plus = value.contains('+');
+    let enough = digits >= 9 || (plus && digits >= 7);
     // (Dates written in full are set aside: "30.11.2026 12.00" is no number.)
+    // (A whole value written like a number holds digits, separators, a '+' and an
+    // extension's marker only: a letter outside those rules it out without the work.)
+    let marks_only = |v: &str| {
+        v.chars().all(|c| {
+            c.is_ascii_digit()
+                || phone_separator(c)
+                || matches!(c, '+' | '#' | ';' | '=' | ',' | ':')
+                || "extnsioEXTNSIO".contains(c)
+        })
+    };
     let phone = |v: &str| {
         (v.starts_with('+') && crate::normalize::phone_into(v, &mut crate::normalize::Scratch::new()).is_ok())
-            || written_like_a_phone_number(&without_dates(v))
+            || (enough && marks_only(v) && written_like_a_phone_number(&without_dates(v)))
     };
     // The whole value, also in quotes or brackets (as a CSV file or a text quotes it),
     // or a number anywhere in it, with a label, a note or beside another.
@@ -116,7 +133,10 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
                     | GeneralCategory::ClosePunctuation
             )
     });
-    if phone(value) || phone(unquoted) || international_number_inside(value) || national_number_inside(value)
+    if phone(value)
+        || phone(unquoted)
+        || (plus && enough && international_number_inside(value))
+        || (digits >= 9 && longest_run_digits(value) >= 9 && national_number_inside(value))
     {
         return Err(InputError::new(
             field,
@@ -281,6 +301,21 @@ fn national_number_inside(value: &str) -> bool {
         }
     }
     false
+}
+
+/// The most digits in one run of digits and the separators `national_number_inside`
+/// takes (without allocating): an upper bound of what that rule counts.
+fn longest_run_digits(value: &str) -> usize {
+    let (mut longest, mut run) = (0, 0);
+    for c in value.chars() {
+        if c.is_ascii_digit() {
+            run += 1;
+            longest = longest.max(run);
+        } else if !phone_separator(c) || matches!(c, '.' | '/') {
+            run = 0;
+        }
+    }
+    longest
 }
 
 /// Whether `c` is a Unicode dash (category Pd) or a minus sign.
