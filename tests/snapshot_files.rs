@@ -354,3 +354,53 @@ fn destroying_a_sparse_snapshot_writes_no_more_than_a_snapshot_can_hold() {
         .collect();
     assert!(big.is_empty(), "{big:#?}");
 }
+
+/// An index record lost to a damaged vault slot: a full replay no longer links the
+/// identifier (decisions deny it, "fail closed"), and an open from a snapshot taken
+/// before the damage must decide the same, not keep the link (review r76: it did, and
+/// the answer flipped at the first open after an erasure destroyed the snapshot).
+#[test]
+fn a_lost_index_record_is_denied_with_or_without_a_snapshot() {
+    const SLOT: usize = 256;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, pk) = (SigningKey::generate(), PseudonymKey::generate());
+    let acme = Recipient::partner("acme").unwrap();
+    {
+        let l = open(dir.path(), &key, &pk, EVERY_CLOSE);
+        l.collect(&subject(1), &email(1), RecipientScope::all_partners())
+            .unwrap();
+        l.grant::<Advertising>(&subject(1), RecipientScope::all_partners(), None)
+            .unwrap();
+        assert!(l.authorize(&email(1), &acme).is_ok());
+    }
+    assert!(dir.path().join("state").is_file());
+    let path = dir.path().join("vault");
+    let mut vault = std::fs::read(&path).unwrap();
+    let idx = vault.chunks_exact(SLOT).position(|v| v[0] == 2).unwrap();
+    vault[idx * SLOT + 100] ^= 0x55; // its checksum fails: a torn write, a bad sector
+    std::fs::write(&path, &vault).unwrap();
+    let replayed = tempfile::tempdir().unwrap();
+    sled_util::copy_dir(dir.path(), replayed.path());
+    let by_replay = {
+        let l = open(replayed.path(), &key, &pk, Snapshots::Off);
+        l.authorize(&email(1), &acme).map(|u| u.evidence().allowed_by())
+    };
+    let (by_snapshot, past) = {
+        let l = open(dir.path(), &key, &pk, NEVER_WRITE);
+        let past = l
+            .authorize_at(&email(1), &acme, consent_ledger::At::Position(l.len()))
+            .unwrap()
+            .map(|e| e.allowed_by());
+        (
+            l.authorize(&email(1), &acme).map(|u| u.evidence().allowed_by()),
+            past,
+        )
+    };
+    assert!(by_replay.is_err(), "replay: {by_replay:?}");
+    assert_eq!(
+        by_snapshot.is_err(),
+        by_replay.is_err(),
+        "full replay: {by_replay:?}; with the snapshot: {by_snapshot:?} (authorize_at now: {past:?})"
+    );
+    assert!(past.is_err());
+}

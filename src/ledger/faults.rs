@@ -197,6 +197,9 @@ impl Backend for Faulty {
     fn open_parts(&self) -> Result<(), StorageError> {
         self.inner.open_parts()
     }
+    fn vault_drops_records(&self) -> Result<bool, StorageError> {
+        self.inner.vault_drops_records()
+    }
 
     fn ready(&self) -> Result<(), StorageError> {
         self.inner.ready()

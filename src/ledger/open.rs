@@ -357,14 +357,14 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         Some(bytes) => load_from_snapshot(backend, key, trusted, bytes).map_err(|e| first_bad(backend, e))?,
         None => FromSnapshot::Unusable,
     };
-    let used_snapshot = matches!(from_snapshot, FromSnapshot::Loaded(_));
+    let mut used_snapshot = matches!(from_snapshot, FromSnapshot::Loaded(_));
     let Loaded {
         mut state,
-        index,
+        mut index,
         replay,
         tree,
         mut snapshot_len,
-        tail_erased,
+        mut tail_erased,
     } = match from_snapshot {
         FromSnapshot::Loaded(loaded) => *loaded,
         FromSnapshot::Unusable => replay_all(backend, key, trusted).map_err(|e| first_bad(backend, e))?,
@@ -408,6 +408,19 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     // The vault opens on first use: make sure it does, so that a broken vault fails open
     // (its repairs are written once every check below has passed).
     store.open_parts()?;
+    // A record the vault drops at open (a damaged slot, conflicting copies) is lost to
+    // a full replay, which then denies the identifiers it linked; a snapshot, taken
+    // before the damage, still links them. Decisions must not depend on whether a
+    // snapshot was there: replayed in full (same log, so the checks above hold), and
+    // the snapshot destroyed below.
+    if used_snapshot && store.vault_drops_records()? {
+        let fresh = replay_all(backend, key, trusted).map_err(|e| first_bad(backend, e))?;
+        state = fresh.state;
+        index = fresh.index;
+        snapshot_len = fresh.snapshot_len;
+        tail_erased = fresh.tail_erased;
+        used_snapshot = false;
+    }
     // Every check before any write: a failed open writes nothing.
     let recorder = crate::records::Recorder::new(b.recording, &*store)?;
     let time_floor = head_record.map_or(0, |h| h.time_floor);

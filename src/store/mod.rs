@@ -135,6 +135,9 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// checks it, reporting a failure to open it; writes nothing (repairs opening found
     /// wait for [`Backend::ready`]).
     fn open_parts(&self) -> Result<(), StorageError>;
+    /// Whether opening the vault found records it drops (damaged slots, conflicting or
+    /// duplicate copies): what a full replay does not link any more. Opens the vault.
+    fn vault_drops_records(&self) -> Result<bool, StorageError>;
     /// Opens every part of the store not opened yet, as [`Backend::open_parts`], and
     /// writes the repairs opening found (until then, opening has written nothing to the
     /// vault): called once every check of an open has passed.
@@ -1023,6 +1026,10 @@ impl Backend for SledStore {
 
     fn open_parts(&self) -> Result<(), StorageError> {
         self.vault.get().map(|_| ())
+    }
+
+    fn vault_drops_records(&self) -> Result<bool, StorageError> {
+        self.vault.get()?.drops_records()
     }
 
     fn ready(&self) -> Result<(), StorageError> {

@@ -1014,6 +1014,17 @@ impl Vault {
         Ok(self.slots.lock().map_err(|_| poisoned())?.table.is_empty())
     }
 
+    /// Whether opening found records it drops (damaged slots, conflicting or duplicate
+    /// copies, to be zeroed by the repairs): until the repairs are written.
+    pub(crate) fn drops_records(&self) -> Result<bool, StorageError> {
+        Ok(self
+            .pending
+            .lock()
+            .map_err(|_| poisoned())?
+            .as_ref()
+            .is_some_and(|r| !r.zero.is_empty()))
+    }
+
     /// Slots found damaged (and zeroed) when the vault was opened.
     #[cfg_attr(not(test), allow(dead_code, reason = "exposed for tests and diagnostics"))]
     pub(crate) fn damaged(&self) -> u64 {
