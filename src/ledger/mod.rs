@@ -95,6 +95,16 @@ pub enum Durability {
 /// It never holds an erased subject's lookup pseudonyms: an erasure destroys the
 /// snapshot on disk (overwritten with zeros, then removed), and the next close writes a
 /// new one.
+///
+/// A snapshot is tied to the log, not to the vault. When opening finds the vault
+/// dropping records (a damaged slot, conflicting copies, a partial last slot), the
+/// state is rebuilt by a full replay, which no longer links what was lost, and the
+/// snapshot is destroyed. An index record lost in a way the vault cannot tell from free
+/// space (its slot read back as zeros, whole slots cut from the end of the file), or
+/// altered with its slot checksum recomputed, is not noticed when the state comes from
+/// a snapshot: the identifier stays linked as it was when the snapshot was taken, where
+/// a full replay denies it (or refuses the open). Keep the vault with the rest of the
+/// directory, and restore them together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Snapshots {

@@ -1015,14 +1015,16 @@ impl Vault {
     }
 
     /// Whether opening found records it drops (damaged slots, conflicting or duplicate
-    /// copies, to be zeroed by the repairs): until the repairs are written.
+    /// copies, to be zeroed by the repairs, or a partial last slot, to be cut): until
+    /// the repairs are written. (A slot read back as zeros, or whole slots cut from the
+    /// end, look like free space and cannot be told from it here.)
     pub(crate) fn drops_records(&self) -> Result<bool, StorageError> {
         Ok(self
             .pending
             .lock()
             .map_err(|_| poisoned())?
             .as_ref()
-            .is_some_and(|r| !r.zero.is_empty()))
+            .is_some_and(|r| !r.zero.is_empty() || r.truncate_to.is_some()))
     }
 
     /// Slots found damaged (and zeroed) when the vault was opened.
