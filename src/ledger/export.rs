@@ -58,8 +58,9 @@ impl Ledger {
     /// damaged vault lost) are in one more record, in force for nothing (`inForce:
     /// false`, no basis, no recipients), so every event of the history is in exactly one
     /// record; an erasure is the top-level `erasure` event. A record's id names its
-    /// purpose id and basis (`<ledger>#<purpose>/<basis>`, or `/not-in-force`), so it
-    /// stays the same as the log grows; everything is read at one moment (the uses
+    /// subject, purpose id and basis (`<ledger>#<subject>/<purpose>/<basis>`, or
+    /// `/not-in-force`; the subject id percent-encoded), so it stays the same as the log
+    /// grows; everything is read at one moment (the uses
     /// first, so that each names an entry the records hold).
     ///
     /// `how_to_withdraw` is stated in each consent record (`dpv:hasWithdrawalMethod`).
@@ -105,13 +106,18 @@ impl Ledger {
         let erased = history.iter().any(|h| h.change == Change::Erased);
         // The erasure itself, as an event: who erased, when, at which position.
         let erasure = history.iter().find(|h| h.change == Change::Erased).map(|h| {
-            json!({
+            let mut event = json!({
                 "@type": "dpv:Erase",
                 "dct:identifier": format!("{origin}#{}", h.seq),
                 "dct:date": h.timestamp.to_string(),
                 "dpv:hasEntity": entity(&h.actor, subject),
                 "event": "erased",
-            })
+            });
+            // Signed by a revoked key: marked as every other event is.
+            if let (Some(mark), Some(obj)) = (untrusted_mark(&origin, h), event.as_object_mut()) {
+                obj.insert("untrusted".into(), mark);
+            }
+            event
         });
         let mut by_purpose: BTreeMap<String, Vec<&HistoryEntry>> = BTreeMap::new();
         for h in &history {
@@ -365,16 +371,8 @@ impl Ledger {
             {
                 obj.insert("expires_at".into(), Value::String(t.to_string()));
             }
-            if let (Some(u), Some(obj)) = (h.untrusted(), part.as_object_mut()) {
-                obj.insert(
-                    "untrusted".into(),
-                    json!({
-                        "reason": "signed by a key the ledger revoked as compromised from this position",
-                        "revoked_by": format!("{origin}#{}", u.revoked_by),
-                        "from": format!("{origin}#{}", u.from),
-                        "to": format!("{origin}#{}", u.to),
-                    }),
-                );
+            if let (Some(mark), Some(obj)) = (untrusted_mark(origin, h), part.as_object_mut()) {
+                obj.insert("untrusted".into(), mark);
             }
             parts.push(part);
         }
@@ -386,7 +384,8 @@ impl Ledger {
             // What makes the record this record: the purpose id and the basis it is in
             // force on (or none: in force for nothing). Not an event's position.
             "dpv:hasIdentifier": format!(
-                "{origin}#{purpose}/{}",
+                "{origin}#{}/{purpose}/{}",
+                id_part(subject.as_str()),
                 match basis {
                     Some(b) => basis_term(b).trim_start_matches("dpv:"),
                     None => "not-in-force",
@@ -427,4 +426,31 @@ impl Ledger {
         }
         record
     }
+}
+
+/// The `untrusted` mark of an event signed by a key at or after the position the log
+/// revoked it from, if it was.
+fn untrusted_mark(origin: &str, h: &HistoryEntry) -> Option<Value> {
+    h.untrusted().map(|u| {
+        json!({
+            "reason": "signed by a key the ledger revoked as compromised from this position",
+            "revoked_by": format!("{origin}#{}", u.revoked_by),
+            "from": format!("{origin}#{}", u.from),
+            "to": format!("{origin}#{}", u.to),
+        })
+    })
+}
+
+/// `text` as a part of a record id: letters, digits and `-_.~` as they are, every other
+/// byte percent-encoded (a subject id may hold '/', '#' or spaces).
+fn id_part(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
