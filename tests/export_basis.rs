@@ -42,7 +42,7 @@ fn record_for<'a>(doc: &'a serde_json::Value, purpose: &str) -> &'a serde_json::
 /// now needs consent, and none was given. The export still describes the purpose as
 /// processing under legitimate interest, shared with acme, with no consent status.
 #[test]
-fn export_states_the_first_collections_basis_not_the_one_in_force() {
+fn export_states_the_basis_in_force_not_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let l = open(dir.path());
     let alice = SubjectId::new("user-1").unwrap();
@@ -79,7 +79,7 @@ fn export_states_the_first_collections_basis_not_the_one_in_force() {
 /// the export calls the purpose a consent record whose status is unknown, and lists no
 /// recipient, while its own `uses` list a disclosure to acme under legitimate interest.
 #[test]
-fn export_calls_a_legitimate_interest_purpose_in_use_a_consent_record() {
+fn export_names_a_legitimate_interest_purpose_in_use_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let l = open(dir.path());
     let bob = SubjectId::new("user-2").unwrap();
@@ -115,7 +115,7 @@ fn export_calls_a_legitimate_interest_purpose_in_use_a_consent_record() {
 /// is used by its partner. The export lists only the latest collection's recipients,
 /// so the person is not told that acme receives their email address.
 #[test]
-fn export_leaves_out_the_recipients_of_an_earlier_identifiers_collection() {
+fn export_lists_the_recipients_of_every_identifiers_collection() {
     let dir = tempfile::tempdir().unwrap();
     let l = open(dir.path());
     let alice = SubjectId::new("user-1").unwrap();
@@ -152,7 +152,7 @@ fn export_leaves_out_the_recipients_of_an_earlier_identifiers_collection() {
 /// unknown status and no recipient, while the email is disclosed to acme under
 /// legitimate interest (its own `uses` say so).
 #[test]
-fn export_calls_a_purpose_in_use_under_legitimate_interest_a_consent_record_with_two_identifiers() {
+fn export_names_a_legitimate_interest_purpose_in_use_as_such_with_two_identifiers() {
     let dir = tempfile::tempdir().unwrap();
     let l = open(dir.path());
     let bob = SubjectId::new("user-2").unwrap();
