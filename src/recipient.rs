@@ -382,11 +382,7 @@ fn without_dates(value: &str) -> String {
 /// Unicode dash (category Pd), the minus sign and the katakana prolonged sound mark
 /// (`ー`, which Japanese input writes for a dash).
 fn phone_separator(c: char) -> bool {
-    c.is_whitespace()
-        || matches!(c, '-' | '.' | '(' | ')' | '/' | '\u{2212}' | '\u{30FC}')
-        || (!c.is_ascii()
-            && icu_properties::CodePointMapData::<GeneralCategory>::new().get(c)
-                == GeneralCategory::DashPunctuation)
+    c.is_whitespace() || matches!(c, '-' | '.' | '(' | ')' | '/' | '\u{30FC}') || is_dash(c)
 }
 
 /// `value` as it reads: in NFKC (full-width and small forms, circled and superscript

@@ -187,19 +187,21 @@ impl State {
         self.purpose_idx.contains_key(id) || self.purposes.len() < MAX_PURPOSES
     }
 
-    /// Whether an entry for purpose `id` would take effect once the entries for the ids
-    /// in `pending` (signed, perhaps not yet applied) have been: group commit checks a
-    /// batch against a state that includes neither the batch before it, still being
-    /// stored, nor the batch's own earlier changes.
-    pub(crate) fn can_hold_purpose_after(&self, id: &str, pending: &[Box<str>]) -> bool {
+    /// Takes a place for purpose `id` among the ids the state can hold, counting the ids
+    /// in `pending` (new ids of changes signed that the state does not include yet: group
+    /// commit checks a batch against a state that includes neither the batch before it,
+    /// still being stored, nor the batch's own earlier changes). `pending` must hold only
+    /// ids the state does not know. `true` if `id` is known, pending, or there is room
+    /// (it then joins `pending`); `false` if there is none.
+    pub(crate) fn reserve_purpose(&self, id: &str, pending: &mut Vec<Box<str>>) -> bool {
         if self.purpose_idx.contains_key(id) || pending.iter().any(|p| **p == *id) {
             return true;
         }
-        let unapplied = pending
-            .iter()
-            .filter(|p| !self.purpose_idx.contains_key(&***p))
-            .count();
-        self.purposes.len().saturating_add(unapplied) < MAX_PURPOSES
+        if self.purposes.len().saturating_add(pending.len()) >= MAX_PURPOSES {
+            return false;
+        }
+        pending.push(id.into());
+        true
     }
 
     /// Whether purpose `id` is interned.

@@ -273,21 +273,14 @@ impl Ledger {
                 // A change for a new purpose id takes a place among the ids the state
                 // can hold: counted here, with those of the batch's earlier changes and
                 // of the batch still being stored, so that two changes cannot both
-                // take the last place.
+                // take the last place. (Ids the state has applied since leave first.)
                 w.new_purposes.retain(|p| !state.knows_purpose(p));
                 let pending = &mut w.new_purposes;
                 jobs.into_iter()
                     .map(|job| {
-                        let body = (job.prepare)(&state).and_then(|body| {
-                            if let Some(p) = body.purpose() {
-                                if !state.can_hold_purpose_after(p, pending) {
-                                    return Err(super::too_many_purposes());
-                                }
-                                if !state.knows_purpose(p) && !pending.iter().any(|q| **q == *p) {
-                                    pending.push(p.into());
-                                }
-                            }
-                            Ok(body)
+                        let body = (job.prepare)(&state).and_then(|body| match body.purpose() {
+                            Some(p) if !state.reserve_purpose(p, pending) => Err(super::too_many_purposes()),
+                            _ => Ok(body),
                         });
                         (job.actor, body)
                     })

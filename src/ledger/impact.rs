@@ -253,8 +253,7 @@ impl Ledger {
         let records: Vec<DecisionRecord> = self.decision_records_matching(|r| q.selects(r))?;
         let store = &*self.inner.store;
         // Only the entries the live state applied (see `authorize_at`).
-        let applied = usize::try_from(self.inner.state.read().map_err(|_| super::poisoned())?.len)
-            .unwrap_or(usize::MAX);
+        let applied = usize::try_from(self.applied_len()?).unwrap_or(usize::MAX);
 
         // Pass one: timestamps (to place a time on the log) and collections.
         let mut times: Vec<Timestamp> = Vec::new();

@@ -158,7 +158,7 @@ impl Ledger {
         let mut replay = super::replay::Replay::new(false);
         // The entries the state applied (see `authorize_at`): a revocation stored by an
         // append whose sync failed never took effect.
-        let applied = self.inner.state.read().map_err(|_| super::poisoned())?.len;
+        let applied = self.applied_len()?;
         for item in self
             .inner
             .store

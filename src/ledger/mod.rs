@@ -1311,6 +1311,13 @@ impl Ledger {
         Ok(())
     }
 
+    /// How many entries the state has applied: where reads of the log that must agree
+    /// with decisions stop (an entry stored by an append whose sync failed was never
+    /// applied, and decisions never saw it).
+    pub(crate) fn applied_len(&self) -> Result<u64, ReadError> {
+        Ok(self.inner.state.read().map_err(|_| poisoned())?.len)
+    }
+
     /// How many entries the state has applied, read without a lock (set just after each
     /// application, before the change is acknowledged): what a matcher compares to tell
     /// whether anything changed since it decided.

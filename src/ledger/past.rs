@@ -51,7 +51,7 @@ impl Ledger {
         })?;
         // Only the entries the live state applied: after a failed `Immediate` sync an
         // entry may be stored that decisions never saw (and that `len` does not count).
-        let applied = self.inner.state.read().map_err(|_| super::poisoned())?.len;
+        let applied = self.applied_len()?;
         let mut state = State::default();
         let mut moment = Timestamp::EPOCH;
         for item in self
