@@ -619,25 +619,31 @@ fn a_records_id_stays_when_another_identifier_is_collected() {
     );
 }
 
-/// The export reads the subject's history (the whole log, slow) and then, separately,
-/// the collections in force: a collection recorded in between is in the second and not
-/// the first. The record made for it has no event, no data kind, and as its id the
-/// position of the genesis entry (`#0`), while naming the recipient.
-#[test]
-fn a_collection_recorded_during_an_export_gives_no_record_without_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = std::sync::Arc::new(open(dir.path()));
+/// A ledger of 20,000 other subjects' grants, and how long one export of it takes: the
+/// window the racing tests below aim a change at.
+fn busy_ledger(dir: &std::path::Path) -> (std::sync::Arc<Ledger>, std::time::Duration) {
+    let l = std::sync::Arc::new(open(dir));
     for i in 0..20_000 {
         let other = SubjectId::new(&format!("other-{i}")).unwrap();
         l.grant::<Analytics>(&other, RecipientScope::first_party(), None)
             .unwrap();
     }
-    let acme = Recipient::partner("acme").unwrap();
     let start = std::time::Instant::now();
     let _ = l
         .export_subject(&SubjectId::new("other-0").unwrap(), "-")
         .unwrap();
-    let took = start.elapsed();
+    (l, start.elapsed())
+}
+
+/// The export read the subject's history (the whole log, slow) and then, separately,
+/// the collections in force: a collection recorded in between was in the second and not
+/// the first. The record made for it had no event, no data kind, and as its id the
+/// position of the genesis entry (`#0`), while naming the recipient (review r87).
+#[test]
+fn a_collection_recorded_during_an_export_gives_no_record_without_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (l, took) = busy_ledger(dir.path());
+    let acme = Recipient::partner("acme").unwrap();
     for attempt in 0..20u32 {
         let s = SubjectId::new(&format!("user-{attempt}")).unwrap();
         l.collect(
@@ -914,25 +920,15 @@ fn a_replaced_collection_stays_out_of_the_consent_record_in_force() {
     );
 }
 
-/// The export promises one consistent moment, but reads the recorded uses only after
-/// the (slow) history: a grant and a use made meanwhile appear in `uses` ("disclosed to
-/// acme under consent, allowed by #N") while the records, taken at the moment, show no
-/// consent at all and no entry #N.
+/// The export promises one consistent moment, but read the recorded uses only after
+/// the (slow) history: a grant and a use made meanwhile appeared in `uses` ("disclosed to
+/// acme under consent, allowed by #N") while the records, taken at the moment, showed no
+/// consent at all and no entry #N (review r90).
 #[test]
 fn uses_recorded_during_an_export_name_entries_the_records_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let l = std::sync::Arc::new(open(dir.path()));
-    for i in 0..20_000 {
-        let other = SubjectId::new(&format!("other-{i}")).unwrap();
-        l.grant::<Analytics>(&other, RecipientScope::first_party(), None)
-            .unwrap();
-    }
+    let (l, took) = busy_ledger(dir.path());
     let acme = Recipient::partner("acme").unwrap();
-    let start = std::time::Instant::now();
-    let _ = l
-        .export_subject(&SubjectId::new("other-0").unwrap(), "-")
-        .unwrap();
-    let took = start.elapsed();
     for attempt in 0..20u32 {
         let s = SubjectId::new(&format!("user-{attempt}")).unwrap();
         let phone = Identifier::<Newsletter>::phone(&format!("+1555010{attempt:04}")).unwrap();
