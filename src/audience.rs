@@ -544,7 +544,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                     if i % WARM == 0 {
                         // The next group's memory, read ahead (see `State::warm`).
                         let ahead = warm_group(rows, i).iter().flatten();
-                        std::hint::black_box(state.warm(ahead.map(|(_, l)| l)));
+                        std::hint::black_box(state.warm(&query, ahead.map(|(_, l)| l)));
                     }
                     let Some((kind, lookup)) = h else {
                         counts.malformed += 1;

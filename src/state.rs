@@ -699,28 +699,40 @@ impl State {
     /// Reads, for each of `lookups` (at most [`WARM`] are read), the memory a decision
     /// about it will read, in stages that do not depend on each other's loads: the
     /// home slots of all of them, then their first matching records, then their
-    /// subjects, then the subjects' ids. Returns a value made of what was read, for the
-    /// caller to pass to [`std::hint::black_box`].
+    /// subjects, then the ids of those an allowed decision may clone (for its
+    /// evidence). Returns a value made of what was read, for the caller to pass to
+    /// [`std::hint::black_box`].
     ///
     /// Deciding many lookups one after another against a large state waits for one
     /// cache miss after another (about four per known identifier with a million
     /// subjects); issued together, the misses of a group overlap. Only reads: the
     /// decisions are made afterwards, by [`State::decide_query`], exactly as without.
-    pub(crate) fn warm<'p>(&self, lookups: impl Iterator<Item = &'p Pseudonym> + Clone) -> u64 {
+    pub(crate) fn warm<'p>(
+        &self,
+        q: &Query<'_>,
+        lookups: impl Iterator<Item = &'p Pseudonym> + Clone,
+    ) -> u64 {
         let mut acc = 0u64;
         for lookup in lookups.clone().take(WARM) {
             acc ^= self.idents.home_slot(lookup);
         }
-        let mut subjects = [NO_SUBJECT; WARM];
-        for (lookup, subject) in lookups.take(WARM).zip(subjects.iter_mut()) {
-            if let Some((_, rec)) = self.idents.find(lookup).next() {
-                *subject = rec.subject;
-            }
+        let mut recs = [None; WARM];
+        for (lookup, slot) in lookups.take(WARM).zip(recs.iter_mut()) {
+            *slot = self.idents.find(lookup).next().map(|(_, rec)| rec);
         }
         let mut ids = [None; WARM];
-        for (subject, id) in subjects.iter().zip(ids.iter_mut()) {
-            if let Some(s) = self.subject_rec(*subject) {
-                acc ^= u64::from(s.first.kind);
+        for (rec, id) in recs.iter().flatten().zip(ids.iter_mut()) {
+            let Some(s) = self.subject_rec(rec.subject) else {
+                continue;
+            };
+            acc ^= u64::from(s.first.kind);
+            // The id is read only by an allowed decision (for its evidence).
+            let may_allow = Some(rec.purpose()) == q.purpose
+                && s.first.kind != ERASED
+                && (s.first.kind == GRANTED
+                    || s.first.flags & MORE != 0
+                    || !(q.needs_consent || basis_from(rec.basis()).requires_consent()));
+            if may_allow {
                 *id = Some(&s.id);
             }
         }

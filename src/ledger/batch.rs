@@ -59,7 +59,7 @@ impl Ledger {
                 if i % WARM == 0 {
                     // The next group's memory, read ahead (see `State::warm`).
                     let ahead = chunk.get(i..).unwrap_or_default().iter().map(|(_, l)| l);
-                    std::hint::black_box(state.warm(ahead));
+                    std::hint::black_box(state.warm(&query, ahead));
                 }
                 state
                     .decide_query(
