@@ -31,7 +31,10 @@
 //!
 //! `impact` refuses what would make it answer another question than the one typed:
 //! a purpose id that is not valid or that no entry of the log names (a misspelling),
-//! and an empty window (`--from` not before `--until`).
+//! a partner that neither a decision record nor an entry's scope names, an option
+//! given twice (only `--assume` adds up), and an empty window (`--from` not before
+//! `--until`). Messages never quote a value that could be a phone number or an
+//! email typed in the wrong place.
 //!
 //! Try it: `cargo run --example two_factor_vs_ads /tmp/demo`, then
 //! `cargo run --example ledger_audit -- verify /tmp/demo/ledger`.
@@ -88,21 +91,72 @@ fn inspect(dir: &str) -> Result<Inspector, Error> {
     Inspector::open(dir).map_err(context(format!("cannot read the ledger in {dir}")))
 }
 
-/// Every purpose id the log's entries name (collections, consents, withdrawals, lapses).
-fn purposes_in_log(inspector: &Inspector) -> Result<BTreeSet<String>, Error> {
-    let mut out = BTreeSet::new();
+/// What the log's entries name: every purpose id (collections, consents,
+/// withdrawals, lapses), and every partner a collection's or a grant's scope names.
+struct Named {
+    purposes: BTreeSet<String>,
+    partners: BTreeSet<String>,
+}
+
+fn named_in_log(inspector: &Inspector) -> Result<Named, Error> {
+    let mut out = Named {
+        purposes: BTreeSet::new(),
+        partners: BTreeSet::new(),
+    };
     for (_, h) in inspector.entries(u64::MAX)? {
         match h.change {
-            Change::Collected { purpose, .. }
-            | Change::Granted { purpose, .. }
-            | Change::Withdrawn { purpose }
-            | Change::Expired { purpose } => {
-                out.insert(purpose);
+            Change::Collected { purpose, scope, .. } | Change::Granted { purpose, scope, .. } => {
+                out.purposes.insert(purpose);
+                out.partners.extend(
+                    scope
+                        .recipients()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(partner_name),
+                );
+            }
+            Change::Withdrawn { purpose } | Change::Expired { purpose } => {
+                out.purposes.insert(purpose);
             }
             _ => {}
         }
     }
     Ok(out)
+}
+
+/// The names of `set`, comma-separated, or "none".
+fn listed(set: &BTreeSet<String>) -> String {
+    if set.is_empty() {
+        "none".to_owned()
+    } else {
+        set.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn partner_name(r: &Recipient) -> Option<String> {
+    match r {
+        Recipient::Partner(name) => Some(name.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// `value` quoted for a message when it cannot be personal data (empty, or a short word of
+/// letters, digits, '-', '_' or '.', with a letter, as purpose ids and commands
+/// are); otherwise a note that it is not shown: a phone number or an email typed in
+/// the wrong place must not end up in a log.
+fn shown(value: &str) -> String {
+    let word = value.is_empty()
+        || (1..=64).contains(&value.len())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && value.chars().any(|c| c.is_ascii_alphabetic())
+            && value.chars().filter(char::is_ascii_digit).count() < 6;
+    if word {
+        format!("{value:?}")
+    } else {
+        "(not shown: it may be personal data)".to_owned()
+    }
 }
 
 /// `id` as a purpose id, refused unless valid (checked before the ledger is read).
@@ -111,8 +165,9 @@ fn purpose_arg(id: &str, what: &str) -> Result<String, Error> {
         Ok(id.to_owned())
     } else {
         Err(format!(
-            "{what}: {id:?} is not a purpose id (1 to 64 of a-z, 0-9, '-', '_', '.', such as \
-             \"advertising\")"
+            "{what}: {} is not a purpose id (1 to 64 of a-z, 0-9, '-', '_', '.', such as \
+             \"advertising\")",
+            shown(id)
         )
         .into())
     }
@@ -150,7 +205,12 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, Error> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--json" => out.json = true,
-            "--keys" => out.keys = Some(args.next().ok_or("--keys needs a directory")?.into()),
+            "--keys" => {
+                let dir = args.next().ok_or("--keys needs a directory")?;
+                if out.keys.replace(dir.into()).is_some() {
+                    return Err("--keys given more than once".into());
+                }
+            }
             o if o.starts_with("--") => {
                 let v = args.next().ok_or_else(|| format!("{o} needs a value"))?;
                 out.options.push((o.trim_start_matches("--").to_owned(), v));
@@ -288,8 +348,23 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
         {
             return Err(format!("{command} takes no option --{name}").into());
         }
+        // Given twice, one of the two would be dropped; only hypotheses add up.
+        if let Some((name, _)) = a
+            .options
+            .iter()
+            .enumerate()
+            .find(|(i, (name, _))| name != "assume" && a.options.iter().skip(i + 1).any(|(n, _)| n == name))
+            .map(|(_, o)| o)
+        {
+            return Err(format!("{command}: --{name} given more than once").into());
+        }
         if let Some(extra) = a.positional.get(positional) {
-            return Err(format!("{command}: unexpected argument {extra:?}").into());
+            return Err(format!(
+                "{command}: unexpected argument {} (argument {} after the command)",
+                shown(extra),
+                positional
+            )
+            .into());
         }
         if a.keys.is_some() && !keys {
             return Err(format!("{command} takes no --keys").into());
@@ -422,7 +497,9 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 .collect();
             emit(
                 a,
-                cp.text().to_owned(),
+                // The note exactly as signed: `emit` adds the last newline, and a note
+                // with a blank line after its signatures does not open.
+                cp.text().strip_suffix('\n').unwrap_or(cp.text()).to_owned(),
                 json!({"origin": cp.origin(), "size": cp.size(), "root": hex(&cp.root()),
                        "revoked": revoked, "note": cp.text()}),
             )?;
@@ -614,7 +691,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 q = q.assume(match parts.as_slice() {
                     ["withdrawals-immediate"] => Hypothesis::WithdrawalsImmediate,
                     ["never", given, used] => {
-                        let what = format!("--assume {h}");
+                        let what = format!("--assume never:{}:{}", shown(given), shown(used));
                         let given_for = purpose_arg(given, &what)?;
                         let used_for = purpose_arg(used, &what)?;
                         purposes.push((given_for.clone(), what.clone()));
@@ -630,22 +707,25 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                             until: Some(until),
                         }
                     }
-                    _ => return Err(format!("unknown hypothesis {h:?}").into()),
+                    _ => {
+                        return Err(format!(
+                            "--assume: unknown hypothesis {} (expected never:GIVEN_FOR:USED_FOR, \
+                             withdrawals-immediate or void-grants:FROM_MS:UNTIL_MS)",
+                            shown(h)
+                        )
+                        .into())
+                    }
                 });
             }
             let keys = a.keys.as_deref().ok_or("this command needs --keys KEYS")?;
             let (s, p) = load_keys(keys)?;
-            let in_log = purposes_in_log(&inspect(dir)?)?;
-            if let Some((id, what)) = purposes.iter().find(|(id, _)| !in_log.contains(id)) {
-                let known: Vec<&str> = in_log.iter().map(String::as_str).collect();
+            let named = named_in_log(&inspect(dir)?)?;
+            if let Some((id, what)) = purposes.iter().find(|(id, _)| !named.purposes.contains(id)) {
                 return Err(format!(
-                    "{what}: no entry of the log names purpose {id:?} (misspelled?); the log's \
+                    "{what}: no entry of the log names purpose {} (misspelled?); the log's \
                      purposes: {}",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
+                    shown(id),
+                    listed(&named.purposes)
                 )
                 .into());
             }
@@ -654,6 +734,23 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 .pseudonym_key(p)
                 .open()
                 .map_err(context(format!("cannot open the ledger in {dir}")))?;
+            // A partner nothing names (a misspelling) would also read "nobody affected":
+            // known are the partners of the decision records and of the entries' scopes.
+            if let Some(partner) = a.opt("partner") {
+                let mut known = named.partners;
+                for r in l.decision_records()? {
+                    known.extend(partner_name(r.recipient()));
+                }
+                if !known.contains(partner) {
+                    return Err(format!(
+                        "--partner: no decision record and no entry names partner {} \
+                         (misspelled?); the partners named: {}",
+                        shown(partner),
+                        listed(&known)
+                    )
+                    .into());
+                }
+            }
             let r = l.impact(&q)?;
             let unlawful: Vec<_> = r
                 .unlawful
@@ -699,7 +796,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
             )?;
             Ok(Ok(()))
         }
-        other => Err(format!("unknown command {other:?}").into()),
+        other => Err(format!("unknown command {}", shown(other)).into()),
     }
 }
 

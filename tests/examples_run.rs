@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use consent_ledger::{
     Advertising, Identifier, Ledger, PseudonymKey, Recipient, RecipientScope, Recording, Security,
-    SigningKey, SubjectId,
+    SignedCheckpoint, SigningKey, SubjectId,
 };
 
 /// The newest modification time of `path`, or of any file under it.
@@ -587,4 +587,178 @@ fn ledger_audit_refuses_an_argument_that_is_not_utf8() {
         "{}",
         text(&o)
     );
+}
+
+/// The ledger directory and keys directory of `ledger_with_uses(dir)`, as strings.
+fn dirs(dir: &Path) -> (String, String) {
+    let s = |p: PathBuf| p.to_str().unwrap().to_owned();
+    (s(dir.join("ledger")), s(dir.join("keys")))
+}
+
+#[test]
+fn ledger_audit_checkpoint_prints_the_note_as_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    ledger_with_uses(dir.path());
+    let (l, k) = dirs(dir.path());
+    let o = run("ledger_audit", &["checkpoint", &l, "--keys", &k]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let printed = String::from_utf8(o.stdout).unwrap();
+    let seed: [u8; 32] = std::fs::read(dir.path().join("keys/signing.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let key = SigningKey::from_bytes(&seed);
+    let pkey: [u8; 32] = std::fs::read(dir.path().join("keys/pseudonym.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    SignedCheckpoint::verify(&printed, &key.verifying_key()).unwrap();
+    // The ledger takes its own printed checkpoint as trusted.
+    Ledger::builder(&l)
+        .signing_key(key)
+        .pseudonym_key(PseudonymKey::from_bytes(pkey))
+        .trusted_checkpoint(printed)
+        .open()
+        .unwrap();
+}
+
+#[test]
+fn ledger_audit_refuses_an_option_given_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    ledger_with_uses(dir.path());
+    let (l, k) = dirs(dir.path());
+    let base = [
+        "impact",
+        &l,
+        "--keys",
+        &k,
+        "--from",
+        "0",
+        "--until",
+        "99999999999999",
+    ];
+    for extra in [
+        &["--purpose", "advertising", "--purpose", "advertsing"][..],
+        &["--until", "1"],
+        &["--partner", "acme-ads", "--partner", "beta"],
+        &["--keys", &k],
+    ] {
+        let o = run("ledger_audit", &[&base[..], extra].concat());
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o));
+        assert!(text(&o).contains("more than once"), "{}", text(&o));
+    }
+    // Hypotheses add up.
+    let o = run(
+        "ledger_audit",
+        &[
+            &base[..],
+            &[
+                "--assume",
+                "withdrawals-immediate",
+                "--assume",
+                "never:security:advertising",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn ledger_audit_impact_refuses_a_partner_nothing_names() {
+    let dir = tempfile::tempdir().unwrap();
+    ledger_with_uses(dir.path());
+    let (l, k) = dirs(dir.path());
+    let base = [
+        "impact",
+        &l,
+        "--keys",
+        &k,
+        "--from",
+        "0",
+        "--until",
+        "99999999999999",
+    ];
+    let right = run("ledger_audit", &[&base[..], &["--partner", "acme-ads"]].concat());
+    assert_eq!(right.status.code(), Some(0), "{}", text(&right));
+    assert!(text(&right).contains("1 uses"), "{}", text(&right));
+    let typo = run("ledger_audit", &[&base[..], &["--partner", "acme-add"]].concat());
+    assert_eq!(typo.status.code(), Some(2), "{}", text(&typo));
+    assert!(
+        text(&typo).contains("no decision record and no entry names partner \"acme-add\"")
+            && text(&typo).contains("acme-ads"),
+        "{}",
+        text(&typo)
+    );
+}
+
+#[test]
+fn ledger_audit_usage_errors_do_not_quote_a_phone_number_or_an_email() {
+    let dir = tempfile::tempdir().unwrap();
+    ledger_with_uses(dir.path());
+    let (l, k) = dirs(dir.path());
+    let window = ["--from", "0", "--until", "9"];
+    for (args, raw) in [
+        (
+            vec!["history", &l, "--keys", &k, "acct-1", "+15550109999"],
+            "+15550109999",
+        ),
+        (
+            vec!["history", &l, "--keys", &k, "acct-1", "15550109999"],
+            "15550109999",
+        ),
+        (
+            [
+                &["impact", &l, "--keys", &k][..],
+                &window,
+                &["--purpose", "alice@example.com"],
+            ]
+            .concat(),
+            "alice@example.com",
+        ),
+        (
+            [
+                &["impact", &l, "--keys", &k][..],
+                &window,
+                &["--purpose", "15550109999"],
+            ]
+            .concat(),
+            "15550109999",
+        ),
+        (
+            [
+                &["impact", &l, "--keys", &k][..],
+                &window,
+                &["--assume", "bob@example.com"],
+            ]
+            .concat(),
+            "bob@example.com",
+        ),
+        (
+            [
+                &["impact", &l, "--keys", &k][..],
+                &window,
+                &["--assume", "never:+15550109999:x"],
+            ]
+            .concat(),
+            "+15550109999",
+        ),
+        (vec!["+15550109999", &l], "+15550109999"),
+    ] {
+        let o = run("ledger_audit", &args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(!text(&o).contains(raw), "{}", text(&o));
+        assert!(text(&o).contains("not shown"), "{}", text(&o));
+    }
+    // A misspelled word is still quoted, to be seen.
+    let o = run(
+        "ledger_audit",
+        &[
+            &["impact", &l, "--keys", &k][..],
+            &window,
+            &["--purpose", "advertsing"],
+        ]
+        .concat(),
+    );
+    assert!(text(&o).contains("\"advertsing\""), "{}", text(&o));
 }
