@@ -13,9 +13,9 @@ mod sled_util;
 
 use consent_ledger::{
     verify_consistency, verify_receipt, verify_receipt_against, Actor, Analytics, AuditError, Identifier,
-    Inspector, IntegrityProblem, Ledger, ManualClock, OpenError, PartnerSharing, Personalization,
-    PseudonymKey, ReadError, Receipt, Recipient, RecipientScope, Revocation, SignedCheckpoint, SigningKey,
-    SubjectId, Timestamp, UntrustedRange, WriteError, MAX_REVOCATIONS,
+    Inspector, IntegrityError, IntegrityProblem, Ledger, ManualClock, OpenError, PartnerSharing,
+    Personalization, PseudonymKey, ReadError, Receipt, Recipient, RecipientScope, Revocation,
+    SignedCheckpoint, SigningKey, SubjectId, Timestamp, UntrustedRange, WriteError, MAX_REVOCATIONS,
 };
 use ed25519_dalek::Signer;
 use sha2::{Digest, Sha256};
@@ -636,6 +636,7 @@ fn the_export_and_history_mark_entries_of_a_revoked_key() {
         from: g.seq,
         to: rotated.seq,
         revoked_by: revoked.seq,
+        revoked_from: g.seq,
     };
     assert_eq!(l.verify().unwrap().untrusted, [range]);
 
@@ -1053,7 +1054,8 @@ fn verify_lists_entries_signed_after_a_revocation_and_require_trusted_fails() {
         vec![UntrustedRange {
             from: 1,
             to: 2,
-            revoked_by: 3
+            revoked_by: 3,
+            revoked_from: 1,
         }]
     );
     let e = report.require_trusted().unwrap_err();
@@ -1062,4 +1064,55 @@ fn verify_lists_entries_signed_after_a_revocation_and_require_trusted_fails() {
         e.problem,
         IntegrityProblem::RevokedKey { revoked_from: 1 }
     ));
+}
+
+/// A key revoked from a position before it signed anything (it may have leaked
+/// before it was put into use): the refusals name the revocation's position, as the
+/// revocation entry, the checkpoint and `verify_receipt` do, not the first entry the
+/// key signed after it.
+#[test]
+fn a_revoked_keys_errors_name_the_position_it_was_revoked_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k0, k1, k2) = (
+        SigningKey::generate(),
+        SigningKey::generate(),
+        SigningKey::generate(),
+    );
+    let l = Ledger::builder(dir.path())
+        .signing_key(k0)
+        .pseudonym_key(PseudonymKey::generate())
+        .open()
+        .unwrap();
+    let alice = SubjectId::new("user-1").unwrap();
+    l.grant::<Analytics>(&alice, RecipientScope::first_party(), None)
+        .unwrap(); // 1
+    l.grant::<Analytics>(&alice, RecipientScope::first_party(), None)
+        .unwrap(); // 2
+    l.rotate_key(k1.clone()).unwrap(); // 3, signed by k0
+    let g = l
+        .grant::<Analytics>(&alice, RecipientScope::all_partners(), None)
+        .unwrap(); // 4, the first entry k1 signs
+    l.rotate_key(k2).unwrap(); // 5, by k1
+    l.revoke_key(k1.verifying_key(), 2).unwrap();
+    assert_eq!(l.checkpoint().unwrap().revoked_from(&k1.verifying_key()), Some(2));
+    let report = l.verify().unwrap();
+    assert_eq!(
+        report.untrusted,
+        [UntrustedRange {
+            from: g.seq,
+            to: 5,
+            revoked_by: 6,
+            revoked_from: 2,
+        }]
+    );
+    let revoked_from = |e: &IntegrityError| match e.problem {
+        IntegrityProblem::RevokedKey { revoked_from } => revoked_from,
+        ref other => panic!("{other:?}"),
+    };
+    let e = report.require_trusted().unwrap_err();
+    assert_eq!((e.position, revoked_from(&e)), (g.seq, 2));
+    match l.receipt(g.seq, "x").unwrap_err() {
+        ReadError::Integrity(e) => assert_eq!((e.position, revoked_from(&e)), (g.seq, 2)),
+        other => panic!("{other:?}"),
+    }
 }

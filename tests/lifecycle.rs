@@ -181,7 +181,8 @@ fn revoked_key_entries_are_reported_not_hidden() {
         vec![UntrustedRange {
             from: 3,
             to: rot.seq,
-            revoked_by: rev.seq
+            revoked_by: rev.seq,
+            revoked_from: 3,
         }]
     );
     let err = report.require_trusted().unwrap_err();

@@ -171,7 +171,7 @@ impl Ledger {
             return Err(crate::error::IntegrityError {
                 position: seq,
                 problem: crate::error::IntegrityProblem::RevokedKey {
-                    revoked_from: range.from,
+                    revoked_from: range.revoked_from,
                 },
             }
             .into());

@@ -281,7 +281,9 @@ impl VerifyReport {
             None => Ok(()),
             Some(r) => Err(IntegrityError {
                 position: r.from,
-                problem: IntegrityProblem::RevokedKey { revoked_from: r.from },
+                problem: IntegrityProblem::RevokedKey {
+                    revoked_from: r.revoked_from,
+                },
             }),
         }
     }
@@ -1729,7 +1731,7 @@ mod tests {
             for (gap, len, untrusted) in runs {
                 let from = at + gap;
                 if untrusted {
-                    ranges.push(UntrustedRange { from, to: from + len, revoked_by: from + len + 1 });
+                    ranges.push(UntrustedRange { from, to: from + len, revoked_by: from + len + 1, revoked_from: from });
                 }
                 at = from + len + 1;
             }

@@ -417,6 +417,7 @@ fn untrusted_ranges(keys: &[KeySpan], revoked: &[([u8; 32], u64, u64)]) -> Vec<U
                 from: span.from.max(from),
                 to: span.to,
                 revoked_by,
+                revoked_from: from,
             })
         })
         .collect();
@@ -477,6 +478,10 @@ pub struct UntrustedRange {
     pub to: u64,
     /// The revocation entry.
     pub revoked_by: u64,
+    /// The position the revocation names: the key is not trusted from there on. It may
+    /// be before `from` (a key revoked from before it signed anything, or rotated back
+    /// to later), so it is what errors about the key name.
+    pub revoked_from: u64,
 }
 
 /// The key that signs the entry at `pos`, ready to verify with: a valid encoding of a
@@ -533,6 +538,7 @@ mod tests {
                         from: span.from.max(*from),
                         to: span.to,
                         revoked_by: *revoked_by,
+                        revoked_from: *from,
                     });
                 }
             }
