@@ -589,6 +589,21 @@ fn ledger_audit_refuses_an_argument_that_is_not_utf8() {
     );
 }
 
+/// `ledger_audit impact` of the ledger `l` (keys `k`) over all time, with `extra`.
+fn impact_all_time(l: &str, k: &str, extra: &[&str]) -> Output {
+    let all_time = [
+        "impact",
+        l,
+        "--keys",
+        k,
+        "--from",
+        "0",
+        "--until",
+        "99999999999999",
+    ];
+    run("ledger_audit", &[&all_time[..], extra].concat())
+}
+
 /// The ledger directory and keys directory of `ledger_with_uses(dir)`, as strings.
 fn dirs(dir: &Path) -> (String, String) {
     let s = |p: PathBuf| p.to_str().unwrap().to_owned();
@@ -627,39 +642,26 @@ fn ledger_audit_refuses_an_option_given_twice() {
     let dir = tempfile::tempdir().unwrap();
     ledger_with_uses(dir.path());
     let (l, k) = dirs(dir.path());
-    let base = [
-        "impact",
-        &l,
-        "--keys",
-        &k,
-        "--from",
-        "0",
-        "--until",
-        "99999999999999",
-    ];
     for extra in [
         &["--purpose", "advertising", "--purpose", "advertsing"][..],
         &["--until", "1"],
         &["--partner", "acme-ads", "--partner", "beta"],
         &["--keys", &k],
     ] {
-        let o = run("ledger_audit", &[&base[..], extra].concat());
+        let o = impact_all_time(&l, &k, extra);
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o));
         assert!(text(&o).contains("more than once"), "{}", text(&o));
     }
     // Hypotheses add up.
-    let o = run(
-        "ledger_audit",
+    let o = impact_all_time(
+        &l,
+        &k,
         &[
-            &base[..],
-            &[
-                "--assume",
-                "withdrawals-immediate",
-                "--assume",
-                "never:security:advertising",
-            ],
-        ]
-        .concat(),
+            "--assume",
+            "withdrawals-immediate",
+            "--assume",
+            "never:security:advertising",
+        ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
@@ -669,20 +671,10 @@ fn ledger_audit_impact_refuses_a_partner_nothing_names() {
     let dir = tempfile::tempdir().unwrap();
     ledger_with_uses(dir.path());
     let (l, k) = dirs(dir.path());
-    let base = [
-        "impact",
-        &l,
-        "--keys",
-        &k,
-        "--from",
-        "0",
-        "--until",
-        "99999999999999",
-    ];
-    let right = run("ledger_audit", &[&base[..], &["--partner", "acme-ads"]].concat());
+    let right = impact_all_time(&l, &k, &["--partner", "acme-ads"]);
     assert_eq!(right.status.code(), Some(0), "{}", text(&right));
     assert!(text(&right).contains("1 uses"), "{}", text(&right));
-    let typo = run("ledger_audit", &[&base[..], &["--partner", "acme-add"]].concat());
+    let typo = impact_all_time(&l, &k, &["--partner", "acme-add"]);
     assert_eq!(typo.status.code(), Some(2), "{}", text(&typo));
     assert!(
         text(&typo).contains("no decision record and no entry names partner \"acme-add\"")
@@ -697,68 +689,27 @@ fn ledger_audit_usage_errors_do_not_quote_a_phone_number_or_an_email() {
     let dir = tempfile::tempdir().unwrap();
     ledger_with_uses(dir.path());
     let (l, k) = dirs(dir.path());
-    let window = ["--from", "0", "--until", "9"];
-    for (args, raw) in [
-        (
-            vec!["history", &l, "--keys", &k, "acct-1", "+15550109999"],
-            "+15550109999",
-        ),
-        (
-            vec!["history", &l, "--keys", &k, "acct-1", "15550109999"],
-            "15550109999",
-        ),
-        (
-            [
-                &["impact", &l, "--keys", &k][..],
-                &window,
-                &["--purpose", "alice@example.com"],
-            ]
-            .concat(),
-            "alice@example.com",
-        ),
-        (
-            [
-                &["impact", &l, "--keys", &k][..],
-                &window,
-                &["--purpose", "15550109999"],
-            ]
-            .concat(),
-            "15550109999",
-        ),
-        (
-            [
-                &["impact", &l, "--keys", &k][..],
-                &window,
-                &["--assume", "bob@example.com"],
-            ]
-            .concat(),
-            "bob@example.com",
-        ),
-        (
-            [
-                &["impact", &l, "--keys", &k][..],
-                &window,
-                &["--assume", "never:+15550109999:x"],
-            ]
-            .concat(),
-            "+15550109999",
-        ),
-        (vec!["+15550109999", &l], "+15550109999"),
-    ] {
-        let o = run("ledger_audit", &args);
+    let refused_quietly = |o: Output, raw: &str| {
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         assert!(!text(&o).contains(raw), "{}", text(&o));
         assert!(text(&o).contains("not shown"), "{}", text(&o));
+    };
+    for raw in ["+15550109999", "15550109999"] {
+        refused_quietly(
+            run("ledger_audit", &["history", &l, "--keys", &k, "acct-1", raw]),
+            raw,
+        );
+        refused_quietly(run("ledger_audit", &[raw, &l]), raw);
+    }
+    for (option, value, raw) in [
+        ("--purpose", "alice@example.com", "alice@example.com"),
+        ("--purpose", "15550109999", "15550109999"),
+        ("--assume", "bob@example.com", "bob@example.com"),
+        ("--assume", "never:+15550109999:x", "+15550109999"),
+    ] {
+        refused_quietly(impact_all_time(&l, &k, &[option, value]), raw);
     }
     // A misspelled word is still quoted, to be seen.
-    let o = run(
-        "ledger_audit",
-        &[
-            &["impact", &l, "--keys", &k][..],
-            &window,
-            &["--purpose", "advertsing"],
-        ]
-        .concat(),
-    );
+    let o = impact_all_time(&l, &k, &["--purpose", "advertsing"]);
     assert!(text(&o).contains("\"advertsing\""), "{}", text(&o));
 }
