@@ -3,11 +3,14 @@
 //!
 //! - Phone numbers become E.164: `+`, then 7 to 15 ASCII digits, the first not `0`.
 //!   Visual separators (space, `-`, `.`, `(`, `)`, `/`) are dropped, and so is a trunk
-//!   prefix written "(0)" (or "( 0 )") after the country code, except for the country
-//!   codes whose numbers keep their 0 in international form (+39, +378, +379, +225,
-//!   +242), where it is the number's own 0. A number must be given in international
-//!   form: without a country code there is no single right normalization, so `0044…`
-//!   or a national number is refused rather than guessed.
+//!   prefix 0 right after the country code, however it is written ("+44 (0)20 …",
+//!   "+44 (020) …", "+44 020 …": no number of those countries starts with 0 in
+//!   international form), except for the country codes whose numbers keep their 0 in
+//!   international form (+39, +378, +379, +225, +242, +229), where it is the number's
+//!   own 0. Where the country code ends is known exactly (ITU-T's codes are
+//!   prefix-free). A number must be given in international form: without a country
+//!   code there is no single right normalization, so `0044…` or a national number is
+//!   refused rather than guessed.
 //! - Email addresses are trimmed and their domain lower-cased; the local part is kept
 //!   as given (RFC 5321 leaves its case to the receiving host). Quoted local parts,
 //!   IP-literal domains, whitespace and control characters are refused.
@@ -163,8 +166,11 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
         return Err("is too long");
     }
     let mut digits = 0usize;
-    // The digits so far as a number, while there are at most three (a country code).
-    let mut leading = 0u32;
+    // The country code's digits so far as a number, and its length once known.
+    let mut code = 0u32;
+    let mut code_len = None;
+    // Whether the first digit of the number after the country code has been written.
+    let mut national = false;
     let mut skip = 0usize;
     for (i, c) in rest.char_indices() {
         if skip > 0 {
@@ -174,9 +180,8 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
         // "+44 (0)20 …" (also "( 0 )"): the national trunk prefix some write after the
         // country code. It is not dialled from abroad and not part of the E.164
         // number; kept, the same number would have two normal forms. Except where the
-        // 0 is part of the number in international form too (Italy, San Marino,
-        // Vatican City, Côte d'Ivoire, Republic of the Congo): there "(0)" is the
-        // number's own 0, written in parentheses, and kept.
+        // 0 is part of the number in international form too (see `KEEP_ZERO`): there
+        // "(0)" is the number's own 0, written in parentheses, and kept.
         let trunk = if c == '(' && digits > 0 {
             trunk_zero(rest.get(i..).unwrap_or_default())
         } else {
@@ -185,7 +190,7 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
         let c = match trunk {
             Some(len) => {
                 skip = len - 1;
-                if digits > 3 || !KEEP_ZERO.contains(&leading) {
+                if code_len != Some(digits) || national || !KEEP_ZERO.contains(&code) {
                     continue;
                 }
                 '0'
@@ -197,9 +202,21 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
                 if digits == 0 && c == '0' {
                     return Err("country code cannot start with 0");
                 }
+                if code_len == Some(digits) && !national {
+                    // A trunk 0 written without its own parentheses ("+44 020 …",
+                    // "+44 (020) …", "+49 (030) …"): no number of these countries
+                    // starts with 0 in international form, so it can only be that (and
+                    // so can a second one: a normal form never has a 0 there, so
+                    // normalizing one again gives it back).
+                    if c == '0' && !KEEP_ZERO.contains(&code) {
+                        continue;
+                    }
+                    national = true;
+                }
                 digits += 1;
-                if digits <= 3 {
-                    leading = leading * 10 + u32::from(c as u8 - b'0');
+                if code_len.is_none() {
+                    code = code * 10 + u32::from(c as u8 - b'0');
+                    code_len = country_code_len(code, digits);
                 }
                 if digits > PHONE_MAX_DIGITS || !out.push_ascii(c as u8) {
                     return Err("has more than 15 digits");
@@ -217,8 +234,26 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
 
 /// Country codes whose numbers keep their leading 0 in international form: "(0)" after
 /// them is the number's own 0 (Italy, San Marino, Vatican City, Côte d'Ivoire, Republic
-/// of the Congo).
-const KEEP_ZERO: [u32; 5] = [39, 378, 379, 225, 242];
+/// of the Congo, and Benin since its numbers gained "01" in November 2024).
+const KEEP_ZERO: [u32; 6] = [39, 378, 379, 225, 242, 229];
+
+/// The two-digit country codes of ITU-T E.164 (1 and 7 are the only one-digit ones,
+/// and every other code has three digits: the codes are prefix-free).
+const TWO_DIGIT_CODES: [u32; 44] = [
+    20, 27, 30, 31, 32, 33, 34, 36, 39, 40, 41, 43, 44, 45, 46, 47, 48, 49, 51, 52, 53, 54, 55, 56, 57, 58,
+    60, 61, 62, 63, 64, 65, 66, 81, 82, 84, 86, 90, 91, 92, 93, 94, 95, 98,
+];
+
+/// The length of the country code a number starts with, once its first `digits`
+/// digits, `code`, tell it; `None` while they do not yet.
+fn country_code_len(code: u32, digits: usize) -> Option<usize> {
+    match digits {
+        1 if code == 1 || code == 7 => Some(1),
+        2 if TWO_DIGIT_CODES.contains(&code) => Some(2),
+        3.. => Some(3),
+        _ => None,
+    }
+}
 
 /// The length in characters of a parenthesised lone 0 at the start of `s` ("(0)",
 /// "( 0 )", "(0 )", with the separators a phone number may hold around the 0), if
@@ -487,6 +522,23 @@ mod tests {
             ("+225 (0)7 0712 3456", "+2250707123456"),
             ("+242 (0)6 123 4567", "+242061234567"),
             ("+1 (0)555 010 999", "+1555010999"),
+            // Found by a review: the trunk 0 inside the area code's parentheses, or
+            // with none, is the same trunk prefix.
+            ("+44 (020) 7946 0958", "+442079460958"),
+            ("+44 (0 20) 7946 0958", "+442079460958"),
+            ("+44 020 7946 0958", "+442079460958"),
+            ("+49 (030) 123456", "+4930123456"),
+            ("+353 (01) 234 5678", "+35312345678"),
+            ("+7 (0)495 123 4567", "+74951234567"),
+            // Only the first digit after the country code: later zeros are the number's.
+            ("+44 (0)20 0000 0958", "+442000000958"),
+            ("+44 (0) 020 7946 0958", "+442079460958"),
+            ("+31 20 (0) 123 4567", "+31201234567"),
+            // Where the 0 is the number's own, kept however it is written.
+            ("+39 06 1234 5678", "+390612345678"),
+            ("+229 01 97 12 34 56", "+2290197123456"),
+            ("+229 (0)1 97 12 34 56", "+2290197123456"),
+            ("+225 (07) 0712 3456", "+2250707123456"),
         ] {
             assert_eq!(phone(raw).unwrap(), want, "{raw}");
         }

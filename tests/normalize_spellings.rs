@@ -88,3 +88,23 @@ fn a_trailing_unicode_full_stop_is_accepted_as_the_ascii_one_is() {
         assert!(r.is_ok(), "{raw:?}: {r:?}");
     }
 }
+
+/// A trunk 0 written inside the area code's parentheses ("+44 (020) …", "+44 (0 20)
+/// …", "+49 (030) …"), or with none ("+44 020 …"), is the same trunk prefix as
+/// "(0)": kept, it made a second identifier of a number already held, which another
+/// account could collect and an upload spelled that way then matched for advertising.
+#[test]
+fn a_trunk_zero_inside_the_area_codes_parentheses_is_dropped() {
+    second_holder_refused("+44 20 7946 0958", "+44 (020) 7946 0958");
+    second_holder_refused("+44 (0)20 7946 0958", "+44 (0 20) 7946 0958");
+    second_holder_refused("+44 20 7946 0958", "+44 020 7946 0958");
+    second_holder_refused("+49 30 123456", "+49 (030) 123456");
+    second_holder_refused("+353 1 234 5678", "+353 (01) 234 5678");
+}
+
+/// Benin's numbers gained a leading "01" in November 2024, kept in international
+/// form: "(0)1" there is the number's own 0.
+#[test]
+fn a_beninese_zero_written_as_a_trunk_prefix_is_kept() {
+    second_holder_refused("+229 01 97 12 34 56", "+229 (0)1 97 12 34 56");
+}
