@@ -583,11 +583,13 @@ mod tests {
             assert_eq!(idx.find(id.as_str(), |k| ids.get(k)), Some(i as u32));
         }
     }
-    /// A pseudonym with hash `h`, told apart by `n`.
+    /// A pseudonym with hash `h`, told apart by `n` (never all zeros, the lookup a
+    /// forgotten record is left with).
     fn with_hash(h: u32, n: u32) -> Pseudonym {
         let mut p = [0u8; 32];
         p[..4].copy_from_slice(&h.to_le_bytes());
         p[4..8].copy_from_slice(&n.to_le_bytes());
+        p[31] = 0xAB;
         Pseudonym(p)
     }
 
@@ -600,53 +602,76 @@ mod tests {
         }
     }
 
+    /// The table against a model (each record's slot hash, which never changes, and its
+    /// current lookup), through inserts (also of lookups already held), reserves (a
+    /// rehash into a larger index), lookups forgotten (zeros, as an erasure leaves them)
+    /// and records reused for another lookup with the same hash (as a collect reuses an
+    /// erased subject's): hashes bunched at 0, `u32::MAX` (runs that wrap past the end)
+    /// and 2^31, and random ones. Records come back in index order, which is the order
+    /// their slots were inserted in, and runs stay in home order. (From review r96.)
     #[test]
-    fn ident_table_keeps_runs_in_home_order_and_finds_in_insertion_order() {
-        // Hashes bunched at both ends (runs that wrap past the end), many shared ones,
-        // and records added to lookups already held, across every growth.
-        let mut t = IdentTable::default();
-        let mut held: Vec<(Pseudonym, Vec<u32>)> = Vec::new();
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        for n in 0..20_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let h = match x % 5 {
-                0 => u32::MAX - (x >> 40) as u32 % 64,
-                1 => (x >> 40) as u32 % 64,
-                2 => 7,
-                _ => (x >> 32) as u32,
+    fn ident_table_agrees_with_a_model() {
+        for seed in 1..8u64 {
+            let mut x = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xDEAD_BEEF);
+            let mut rng = |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
             };
-            let lookup = if n % 9 == 0 && !held.is_empty() {
-                held[(x >> 20) as usize % held.len()].0
-            } else {
-                with_hash(h, n)
-            };
-            t.insert(rec_for(lookup, n)).unwrap();
-            match held.iter_mut().find(|(l, _)| *l == lookup) {
-                Some((_, ns)) => ns.push(n),
-                None => held.push((lookup, vec![n])),
+            let mut t = IdentTable::default();
+            let mut model: Vec<(u32, Pseudonym)> = Vec::new();
+            let mut pool: Vec<Pseudonym> = Vec::new();
+            let n_ops = 3_000 + rng(3_000);
+            for op in 0..n_ops {
+                match rng(20) {
+                    0 if !model.is_empty() => {
+                        let i = rng(model.len() as u64) as usize;
+                        t.get_mut(i).unwrap().lookup = Pseudonym([0; 32]);
+                        model[i].1 = Pseudonym([0; 32]);
+                    }
+                    1 if !model.is_empty() => {
+                        let i = rng(model.len() as u64) as usize;
+                        let l = with_hash(model[i].0, 5_000_000 + op as u32);
+                        t.get_mut(i).unwrap().lookup = l;
+                        model[i].1 = l;
+                        pool.push(l);
+                    }
+                    2 => t.reserve(model.len() + rng(3_000) as usize),
+                    _ => {
+                        let lookup = if !pool.is_empty() && rng(4) == 0 {
+                            pool[rng(pool.len() as u64) as usize]
+                        } else {
+                            let h = match rng(6) {
+                                0 => u32::MAX - rng(40) as u32,
+                                1 => rng(40) as u32,
+                                2 => 0x8000_0000,
+                                3 => u32::MAX,
+                                4 => 0,
+                                _ => (rng(u64::MAX) >> 16) as u32,
+                            };
+                            let l = with_hash(h, op as u32);
+                            pool.push(l);
+                            l
+                        };
+                        assert_eq!(t.insert(rec_for(lookup, model.len() as u32)), Some(model.len()));
+                        model.push((hash32(&lookup), lookup));
+                    }
+                }
+                if op % 500 == 0 || op + 1 == n_ops {
+                    assert!(t.runs_in_home_order(), "seed {seed} op {op}");
+                    let absent = [with_hash(0, 9_999_999), with_hash(u32::MAX, 9_999_999)];
+                    for l in pool.iter().chain(&absent) {
+                        let want: Vec<usize> = (0..model.len()).filter(|i| model[*i].1 == *l).collect();
+                        let got: Vec<usize> = t.find(l).map(|(i, _)| i).collect();
+                        assert_eq!(got, want, "seed {seed} op {op}: find");
+                        let want: Vec<usize> =
+                            (0..model.len()).filter(|i| model[*i].0 == hash32(l)).collect();
+                        let got: Vec<usize> = t.same_hash(l).map(|(i, _)| i).collect();
+                        assert_eq!(got, want, "seed {seed} op {op}: same_hash");
+                    }
+                }
             }
-            if n % 2_000 == 0 {
-                assert!(t.runs_in_home_order(), "after {n}");
-            }
-        }
-        assert!(t.runs_in_home_order());
-        for (lookup, ns) in &held {
-            let found: Vec<u32> = t.find(lookup).map(|(_, r)| r.subject).collect();
-            assert_eq!(&found, ns);
-        }
-        for n in 0..2_000u32 {
-            for h in [7, 0, u32::MAX, n.wrapping_mul(0x9E37_79B9)] {
-                assert_eq!(t.find(&with_hash(h, 1_000_000 + n)).count(), 0);
-            }
-        }
-        // Reserving (a rehash into a larger index) keeps all of it.
-        t.reserve(50_000);
-        assert!(t.runs_in_home_order());
-        for (lookup, ns) in &held {
-            let found: Vec<u32> = t.find(lookup).map(|(_, r)| r.subject).collect();
-            assert_eq!(&found, ns);
         }
     }
 
