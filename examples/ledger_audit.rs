@@ -88,7 +88,7 @@ fn context<E: Into<Error>>(what: impl Into<String>) -> impl FnOnce(E) -> Error {
 
 /// The ledger in `dir`, read-only and keyless.
 fn inspect(dir: &str) -> Result<Inspector, Error> {
-    Inspector::open(dir).map_err(context(format!("cannot read the ledger in {dir}")))
+    Inspector::open(dir).map_err(context(format!("cannot read the ledger in {}", shown_path(dir))))
 }
 
 /// What the log's entries name: every purpose id (collections, consents,
@@ -122,6 +122,18 @@ fn named_in_log(inspector: &Inspector) -> Result<Named, Error> {
         }
     }
     Ok(out)
+}
+
+/// `path` for a message, unless it may be a phone number or an email typed in the
+/// wrong place: an '@', a leading '+', or six digits or more (a path with a date in
+/// it is not shown either, which only makes the message less precise).
+fn shown_path(path: &str) -> String {
+    let digits = path.chars().filter(char::is_ascii_digit).count();
+    if path.contains('@') || path.trim_start().starts_with('+') || digits >= 6 {
+        "(a path not shown: it may be personal data)".to_owned()
+    } else {
+        path.to_owned()
+    }
 }
 
 /// The names of `set`, comma-separated, or "none".
@@ -253,7 +265,7 @@ impl Args {
             .signing_key(s)
             .pseudonym_key(p)
             .open()
-            .map_err(context(format!("cannot open the ledger in {dir}")))
+            .map_err(context(format!("cannot open the ledger in {}", shown_path(dir))))
     }
 }
 
@@ -261,7 +273,7 @@ fn load_keys(dir: &Path) -> Result<(SigningKey, PseudonymKey), Error> {
     let read32 = |name: &str| -> Result<[u8; 32], Error> {
         let path = dir.join(name);
         std::fs::read(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(|e| format!("{}: {e}", shown_path(&path.to_string_lossy())))?
             .try_into()
             .map_err(|_| format!("{name} is not 32 bytes").into())
     };
@@ -294,9 +306,7 @@ fn check_window(from: Timestamp, until: Timestamp, from_name: &str, until_name: 
         Ok(())
     } else {
         Err(format!(
-            "{from_name} {} is not before {until_name} {}: the window [{from_name}, {until_name}) is empty",
-            from.as_millis(),
-            until.as_millis()
+            "{from_name} is not before {until_name}: the window [{from_name}, {until_name}) is empty"
         )
         .into())
     }
@@ -304,9 +314,18 @@ fn check_window(from: Timestamp, until: Timestamp, from_name: &str, until_name: 
 
 fn millis(s: Option<&str>, what: &str) -> Result<Timestamp, Error> {
     let s = s.ok_or_else(|| format!("missing --{what} (milliseconds since the epoch)"))?;
-    Ok(Timestamp::from_millis(s.parse().map_err(|_| {
+    Ok(Timestamp::from_millis(number(s).ok_or_else(|| {
         format!("--{what}: not a number of milliseconds")
     })?))
+}
+
+/// `s` as a number written in ASCII digits alone (`str::parse` also takes a leading
+/// '+', so "+15550109999" would read as a number and come back in messages).
+fn number(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// Prints `human` or `machine`.
@@ -551,10 +570,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
         }
         "receipt" => {
             let l = a.ledger(a.pos(1, "ledger directory")?)?;
-            let seq: u64 = a
-                .pos(2, "entry position")?
-                .parse()
-                .map_err(|_| "SEQ is a number")?;
+            let seq = number(a.pos(2, "entry position")?).ok_or("SEQ is a number")?;
             l.sync()?;
             let how = a
                 .opt("withdraw")
@@ -574,7 +590,8 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                     )?;
                     Ok(Err(Failed(e.to_string())))
                 }
-                Err(e) => Err(context(format!("no receipt for entry {seq}"))(e)),
+                // Not quoted: the number typed may not be an entry's.
+                Err(e) => Err(context("no receipt for the entry asked for")(e)),
             }
         }
         "verify-receipt" => {
@@ -583,15 +600,17 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
             let mut bytes = Vec::new();
             std::fs::File::open(file)
                 .and_then(|f| f.take(MAX_RECEIPT_BYTES + 1).read_to_end(&mut bytes))
-                .map_err(context(format!("cannot read {file}")))?;
+                .map_err(context(format!("cannot read {}", shown_path(file))))?;
             if bytes.len() as u64 > MAX_RECEIPT_BYTES {
                 return Err(format!(
-                    "{file} is longer than {} MiB: not a receipt (a receipt is a few KiB)",
+                    "{} is longer than {} MiB: not a receipt (a receipt is a few KiB)",
+                    shown_path(file),
                     MAX_RECEIPT_BYTES >> 20
                 )
                 .into());
             }
-            let text = String::from_utf8(bytes).map_err(context(format!("{file} is not UTF-8 text")))?;
+            let text = String::from_utf8(bytes)
+                .map_err(context(format!("{} is not UTF-8 text", shown_path(file))))?;
             let key_hex = a.pos(2, "public key (hex)")?.to_ascii_lowercase();
             let key = VerifyingKey::from_bytes(&unhex32(&key_hex)?)?;
             let receipt = Receipt::from_json(&text);
@@ -733,7 +752,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 .signing_key(s)
                 .pseudonym_key(p)
                 .open()
-                .map_err(context(format!("cannot open the ledger in {dir}")))?;
+                .map_err(context(format!("cannot open the ledger in {}", shown_path(dir))))?;
             // A partner nothing names (a misspelling) would also read "nobody affected":
             // known are the partners of the decision records and of the entries' scopes.
             if let Some(partner) = a.opt("partner") {

@@ -709,6 +709,67 @@ fn ledger_audit_usage_errors_do_not_quote_a_phone_number_or_an_email() {
     ] {
         refused_quietly(impact_all_time(&l, &k, &[option, value]), raw);
     }
+    // Typed where a path, an entry number or a time belongs (str::parse takes a
+    // leading '+', so a phone number read as a number came back too). From review r100.
+    let key = "3618c5d66d049aaaa21e134808f7ad87439a06bf1db4a2a73c5f4312e93f208b";
+    for (args, raw) in [
+        (vec!["history", "--keys", &k, "+15550109999"], "5550109999"),
+        (
+            vec!["history", "--keys", &k, "alice@example.com"],
+            "alice@example.com",
+        ),
+        (vec!["verify", "alice@example.com"], "alice@example.com"),
+        (
+            vec![
+                "impact",
+                "+15550109999",
+                "--keys",
+                &k,
+                "--from",
+                "0",
+                "--until",
+                "9",
+            ],
+            "5550109999",
+        ),
+        (
+            vec!["history", &l, "--keys", "alice@example.com", "acct-1"],
+            "alice@example.com",
+        ),
+        (vec!["receipt", &l, "--keys", &k, "+15550109999"], "5550109999"),
+        (vec!["receipt", &l, "--keys", &k, "15550109999"], "5550109999"),
+        (vec!["verify-receipt", "+15550109999", key], "5550109999"),
+        (
+            vec![
+                "impact",
+                &l,
+                "--keys",
+                &k,
+                "--from",
+                "+15550109999",
+                "--until",
+                "0",
+            ],
+            "5550109999",
+        ),
+        (
+            vec![
+                "impact",
+                &l,
+                "--keys",
+                &k,
+                "--from",
+                "15550109999",
+                "--until",
+                "0",
+            ],
+            "5550109999",
+        ),
+    ] {
+        let o = run("ledger_audit", &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(!text(&o).contains(raw), "{args:?}: {}", text(&o));
+    }
     // A misspelled word is still quoted, to be seen.
     let o = impact_all_time(&l, &k, &["--purpose", "advertsing"]);
     assert!(text(&o).contains("\"advertsing\""), "{}", text(&o));
