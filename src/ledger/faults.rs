@@ -200,6 +200,12 @@ impl Backend for Faulty {
     fn vault_drops_records(&self) -> Result<bool, StorageError> {
         self.inner.vault_drops_records()
     }
+    fn set_vault_digest_key(&self, key: crate::store::digest::DigestKey) {
+        self.inner.set_vault_digest_key(key);
+    }
+    fn vault_index_digest(&self) -> Result<Option<crate::store::digest::IndexDigest>, StorageError> {
+        self.inner.vault_index_digest()
+    }
 
     fn ready(&self) -> Result<(), StorageError> {
         self.inner.ready()

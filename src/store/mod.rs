@@ -6,7 +6,7 @@
 //! | where | key | value | mutable |
 //! |---|---|---|---|
 //! | sled tree `entries` | sequence number, `u64` BE | signed entry bytes | append only |
-//! | sled tree `meta` | name | format marker | yes |
+//! | sled tree `meta` | name | format marker; vault digest record (`ledger/vault_digest.rs`) | yes |
 //! | sled tree `decisions` | record key (see `records.rs`) | encoded decision record | aggregates grow |
 //! | vault file, index slots | lookup pseudonym (32 bytes) | encoded index record | yes (erasure) |
 //! | vault file, secret slots | subject id (UTF-8) | the subject's 32-byte secret | yes (erasure) |
@@ -30,8 +30,10 @@ use std::time::{Duration, Instant};
 use crate::error::StorageError;
 use zeroize::Zeroizing;
 
+pub(crate) mod digest;
 mod vault;
 
+use digest::{DigestKey, IndexDigest};
 #[cfg(feature = "fuzzing")]
 pub(crate) use vault::{sample_file as sample_vault_file, scan as scan_vault};
 use vault::{Kind, Vault};
@@ -138,6 +140,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Whether opening the vault found records it drops (damaged slots, conflicting or
     /// duplicate copies): what a full replay does not link any more. Opens the vault.
     fn vault_drops_records(&self) -> Result<bool, StorageError>;
+    /// The key the vault computes its index digest under when it is opened: given
+    /// before anything opens it (a vault opened without one has no digest).
+    fn set_vault_digest_key(&self, key: DigestKey);
+    /// The digest of the index records in the vault (see [`digest`]), as read when it
+    /// was opened and kept up to date since; `None` if it is not known. Opens the vault.
+    fn vault_index_digest(&self) -> Result<Option<IndexDigest>, StorageError>;
     /// Opens every part of the store not opened yet, as [`Backend::open_parts`], and
     /// writes the repairs opening found (until then, opening has written nothing to the
     /// vault): called once every check of an open has passed.
@@ -208,6 +216,8 @@ struct LazyVault {
     vault: std::sync::OnceLock<Vault>,
     /// Held while opening, so that only one thread opens it.
     opening: std::sync::Mutex<()>,
+    /// The key of the index digest computed when it is opened.
+    digest_key: std::sync::OnceLock<DigestKey>,
 }
 
 impl fmt::Debug for LazyVault {
@@ -225,6 +235,7 @@ impl LazyVault {
             create: std::sync::atomic::AtomicBool::new(false),
             vault: std::sync::OnceLock::new(),
             opening: std::sync::Mutex::new(()),
+            digest_key: std::sync::OnceLock::new(),
         }
     }
 
@@ -243,7 +254,7 @@ impl LazyVault {
             return Ok(v);
         }
         let create = self.create.load(std::sync::atomic::Ordering::Acquire);
-        let v = Vault::open_deferred(&self.path, create)?;
+        let v = Vault::open_deferred(&self.path, create, self.digest_key.get().copied())?;
         Ok(self.vault.get_or_init(|| v))
     }
 }
@@ -1030,6 +1041,15 @@ impl Backend for SledStore {
 
     fn vault_drops_records(&self) -> Result<bool, StorageError> {
         self.vault.get()?.drops_records()
+    }
+
+    fn set_vault_digest_key(&self, key: DigestKey) {
+        // (Only the first key counts; a vault already open keeps its unknown digest.)
+        let _ = self.vault.digest_key.set(key);
+    }
+
+    fn vault_index_digest(&self) -> Result<Option<IndexDigest>, StorageError> {
+        self.vault.get()?.index_digest()
     }
 
     fn ready(&self) -> Result<(), StorageError> {

@@ -28,7 +28,9 @@
 //! Only a table from each record's name (kind and key, see [`Name`]) to its slot, keyed
 //! by the name's 64-bit hash ([`Table`]): 17 to 40 bytes a record, with the map's spare
 //! room (about 35 at a million subjects' two million records), and a byte a slot for
-//! the kind of record it should hold. Values, and the names
+//! the kind of record it should hold. And the index digest (a count and a 64-bit sum,
+//! see [`super::digest`]): computed from the slots' checksums while they are read at
+//! open, kept up to date by every write and removal of an index record. Values, and the names
 //! themselves, are read from the file when asked for, and listing the index streams the
 //! file a chunk at a time. (Keeping keys and values in memory cost about 560 MB for a
 //! million subjects, and a table keyed by the whole name about 200 MB.) No secret is
@@ -47,6 +49,7 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::digest::{DigestKey, IndexDigest, Tally};
 use crate::error::StorageError;
 
 const SLOT: usize = 256;
@@ -381,6 +384,8 @@ struct Slots {
     count: u64,
     /// Damaged slots found (and zeroed) when opening.
     damaged: u64,
+    /// The digest of the index records the table tracks (see [`super::digest`]).
+    tally: Tally,
 }
 
 /// The vault file and its in-memory table.
@@ -434,6 +439,11 @@ fn checksum(body: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
     out.copy_from_slice(d.get(..16).unwrap_or(&[0; 16]));
     out
+}
+
+/// The checksum a slot ends with (what the index digest hashes).
+fn checksum_of(slot: &[u8]) -> &[u8] {
+    slot.get(BODY..).unwrap_or_default()
 }
 
 /// A record's slot bytes (wiped when dropped: a secret's slot holds it), or `None` if
@@ -532,7 +542,7 @@ pub(crate) fn header() -> [u8; SLOT] {
 /// When the bytes do not start with the vault header.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn scan(bytes: &[u8]) -> Result<Scan, StorageError> {
-    scan_with(bytes.len() as u64, |offset, buf| {
+    scan_with(bytes.len() as u64, Some(sample_digest_key()), |offset, buf| {
         let src = usize::try_from(offset)
             .ok()
             .and_then(|start| bytes.get(start..start.checked_add(buf.len())?))
@@ -556,9 +566,13 @@ pub(crate) fn scan(bytes: &[u8]) -> Result<Scan, StorageError> {
 /// When the file does not start with the vault header, or cannot be read.
 fn scan_with(
     len: u64,
+    key: Option<DigestKey>,
     mut read: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
 ) -> Result<Scan, StorageError> {
-    let mut slots = Slots::default();
+    let mut slots = Slots {
+        tally: Tally::new(key),
+        ..Slots::default()
+    };
     let header = header();
     let slot_len = SLOT as u64;
     let mut first = vec![0u8; usize::try_from(len.min(slot_len)).unwrap_or(SLOT)];
@@ -625,6 +639,9 @@ fn scan_with(
                     })?;
                     let (held, earlier) = match held {
                         Lookup::Absent => {
+                            if kind == Kind::Index {
+                                slots.tally.add(checksum_of(slot));
+                            }
                             slots.table.insert_new(named, n);
                             continue;
                         }
@@ -638,6 +655,9 @@ fn scan_with(
                     } else {
                         zero.push(held);
                         zero.push(n);
+                        if kind == Kind::Index {
+                            slots.tally.remove(checksum_of(&earlier[..]));
+                        }
                         slots.table.remove(&named, held);
                         conflicted.insert(named.id);
                     }
@@ -723,8 +743,26 @@ impl Scan {
                 return Err("a tracked slot's kind is not its record's");
             }
         }
+        if s.tally.digest() != Some(index_digest_of(bytes, &s.table)) {
+            return Err("the index digest is not that of the tracked index records");
+        }
         Ok(())
     }
+}
+
+/// The index digest of the index records `table` tracks in `bytes`, computed afresh.
+#[cfg(any(test, feature = "fuzzing"))]
+fn index_digest_of(bytes: &[u8], table: &Table) -> IndexDigest {
+    let mut tally = Tally::new(Some(sample_digest_key()));
+    for n in table.slots() {
+        let slot = usize::try_from(n)
+            .ok()
+            .and_then(|n| bytes.get(n.checked_mul(SLOT)?..n.checked_mul(SLOT)?.checked_add(SLOT)?));
+        if let (Some(slot), Some(Kind::Index)) = (slot, table.kind_at(n)) {
+            tally.add(checksum_of(slot));
+        }
+    }
+    tally.digest().unwrap_or_default()
 }
 
 /// A small valid vault file (a secret, an index record, a free slot, and an index
@@ -747,6 +785,12 @@ pub(crate) fn sample_file() -> Vec<u8> {
     out
 }
 
+/// The digest key of vaults read by [`scan`] and opened by the unit tests.
+#[cfg(any(test, feature = "fuzzing"))]
+fn sample_digest_key() -> DigestKey {
+    DigestKey::from_bytes([0x42; 16])
+}
+
 /// Reads `buf.len()` bytes at `offset`.
 fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
     file.seek(SeekFrom::Start(offset))?;
@@ -767,7 +811,7 @@ impl Vault {
     /// A missing file when not `create`; a file that is not a vault; storage failures.
     #[cfg(test)]
     pub(crate) fn open(path: &Path, create: bool) -> Result<Vault, StorageError> {
-        let vault = Vault::open_deferred(path, create)?;
+        let vault = Vault::open_deferred(path, create, Some(sample_digest_key()))?;
         vault.finish_repair()?;
         Ok(vault)
     }
@@ -779,7 +823,14 @@ impl Vault {
     ///
     /// # Errors
     /// As [`Vault::open`], but for failures to write the repairs.
-    pub(crate) fn open_deferred(path: &Path, create: bool) -> Result<Vault, StorageError> {
+    ///
+    /// The index digest is computed under `key` while the slots are read (none: it
+    /// stays unknown).
+    pub(crate) fn open_deferred(
+        path: &Path,
+        create: bool,
+        key: Option<DigestKey>,
+    ) -> Result<Vault, StorageError> {
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(create).truncate(false);
         // Created readable by this user only: it holds the subjects' secrets.
@@ -806,7 +857,7 @@ impl Vault {
             return Err(not_regular());
         }
         let len = meta.len();
-        let scan = scan_with(len, |offset, buf| read_at(&mut file, offset, buf))?;
+        let scan = scan_with(len, key, |offset, buf| read_at(&mut file, offset, buf))?;
         // An empty vault (or one holding part of a header) is a new one only for a
         // ledger being created. A used ledger's vault emptied is refused like a missing
         // one: a new header would unlink every identifier from its subject without a
@@ -908,9 +959,10 @@ impl Vault {
         let named = slots.table.named(kind, key);
         let mut file = self.file.lock().map_err(|_| poisoned())?;
         // A damaged slot the table gives that name is written over, as a found one.
-        let held = match slots.table.find(&named, |n| read_slot(&mut file, n))? {
-            Lookup::Absent => None,
-            Lookup::Found(n, _) | Lookup::Damaged(n) => Some(n),
+        let (held, old) = match slots.table.find(&named, |n| read_slot(&mut file, n))? {
+            Lookup::Absent => (None, None),
+            Lookup::Found(n, old) => (Some(n), Some(old)),
+            Lookup::Damaged(n) => (Some(n), None),
         };
         // The table and the free list change only once the write succeeded, so that a
         // failed write leaves them describing the file as it was.
@@ -919,7 +971,23 @@ impl Vault {
             None => slots.free.last().copied().unwrap_or(slots.count),
         };
         self.dirty.store(true, Ordering::Relaxed);
-        write_slot(&mut file, n, &slot)?;
+        if let Err(e) = write_slot(&mut file, n, &slot) {
+            // The slot may hold the old record, the new one, or part of each.
+            slots.tally.lose_track();
+            return Err(e);
+        }
+        if kind == Kind::Index {
+            match (held, old) {
+                (Some(_), Some(old)) => slots.tally.remove(checksum_of(&old[..])),
+                // Written over a slot that changed under the vault: what it counted
+                // for is not known.
+                (Some(_), None) => slots.tally.lose_track(),
+                (None, _) => {}
+            }
+            slots.tally.add(checksum_of(&slot[..]));
+        } else if held.is_some() && old.is_none() {
+            slots.tally.lose_track();
+        }
         if held.is_none() {
             if slots.free.last() == Some(&n) {
                 slots.free.pop();
@@ -941,14 +1009,37 @@ impl Vault {
         // hold what is left of the record.
         // Forgotten only once zeroed: after a failed write the record stays tracked (and
         // reads as damaged if the write was torn), so that a retry zeroes it.
-        if let Lookup::Found(n, _) | Lookup::Damaged(n) =
-            slots.table.find(&named, |n| read_slot(&mut file, n))?
-        {
-            self.dirty.store(true, Ordering::Relaxed);
-            write_slot(&mut file, n, &[0u8; SLOT])?;
-            slots.table.remove(&named, n);
-            slots.free.push(n);
+        let (n, old) = match slots.table.find(&named, |n| read_slot(&mut file, n))? {
+            Lookup::Absent => return Ok(()),
+            Lookup::Found(n, old) => (n, Some(old)),
+            Lookup::Damaged(n) => (n, None),
+        };
+        self.dirty.store(true, Ordering::Relaxed);
+        self.zero_tracked(&mut slots, &mut file, &named, n, old.as_deref())
+    }
+
+    /// Zeroes slot `n`, which the table gives the record `named` (whose slot bytes were
+    /// `old`, if it still held it), and stops tracking it.
+    fn zero_tracked(
+        &self,
+        slots: &mut Slots,
+        file: &mut File,
+        named: &Named,
+        n: u64,
+        old: Option<&[u8; SLOT]>,
+    ) -> Result<(), StorageError> {
+        if let Err(e) = write_slot(file, n, &[0u8; SLOT]) {
+            slots.tally.lose_track();
+            return Err(e);
         }
+        match old {
+            Some(old) if named.id.kind == Kind::Index => slots.tally.remove(checksum_of(&old[..])),
+            Some(_) => {}
+            // The slot changed under the vault: what it counted for is not known.
+            None => slots.tally.lose_track(),
+        }
+        slots.table.remove(named, n);
+        slots.free.push(n);
         Ok(())
     }
 
@@ -965,19 +1056,17 @@ impl Vault {
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
         let named = slots.table.named(kind, key);
         let mut file = self.file.lock().map_err(|_| poisoned())?;
-        let n = match slots.table.find(&named, |n| read_slot(&mut file, n))? {
+        let (n, old) = match slots.table.find(&named, |n| read_slot(&mut file, n))? {
             Lookup::Absent => return Ok(false),
             Lookup::Found(n, slot) => match parse(&*slot) {
-                Ok(Some((_, _, value))) if remove(value) => n,
+                Ok(Some((_, _, value))) if remove(value) => (n, Some(slot)),
                 _ => return Ok(false),
             },
             // What is left of a record that may have been this one: zeroed, as by `remove`.
-            Lookup::Damaged(n) => n,
+            Lookup::Damaged(n) => (n, None),
         };
         self.dirty.store(true, Ordering::Relaxed);
-        write_slot(&mut file, n, &[0u8; SLOT])?;
-        slots.table.remove(&named, n);
-        slots.free.push(n);
+        self.zero_tracked(&mut slots, &mut file, &named, n, old.as_deref())?;
         Ok(true)
     }
 
@@ -1017,7 +1106,8 @@ impl Vault {
     /// Whether opening found records it drops (damaged slots, conflicting or duplicate
     /// copies, to be zeroed by the repairs, or a partial last slot, to be cut): until
     /// the repairs are written. (A slot read back as zeros, or whole slots cut from the
-    /// end, look like free space and cannot be told from it here.)
+    /// end, look like free space and cannot be told from it here: the index digest,
+    /// compared with the one a clean close recorded, tells them apart.)
     pub(crate) fn drops_records(&self) -> Result<bool, StorageError> {
         Ok(self
             .pending
@@ -1025,6 +1115,13 @@ impl Vault {
             .map_err(|_| poisoned())?
             .as_ref()
             .is_some_and(|r| !r.zero.is_empty() || r.truncate_to.is_some()))
+    }
+
+    /// The digest of the index records the vault holds (see [`super::digest`]), kept
+    /// up to date by every write and removal; `None` if not known (opened without a
+    /// digest key, or a write failed or met a slot changed under the open vault).
+    pub(crate) fn index_digest(&self) -> Result<Option<IndexDigest>, StorageError> {
+        Ok(self.slots.lock().map_err(|_| poisoned())?.tally.digest())
     }
 
     /// Slots found damaged (and zeroed) when the vault was opened.
@@ -1226,6 +1323,74 @@ mod tests {
         assert_eq!(v.get(Kind::Secret, b"a").unwrap(), None);
         assert_eq!(v.get(Kind::Secret, b"b").unwrap().unwrap()[..], [2; 32]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * SLOT as u64);
+    }
+
+    /// The index digest read at open is the one kept up to date before; an index slot
+    /// zeroed, cut from the end, or altered with its checksum recomputed (all of which
+    /// open takes for free space or a record) gives another; secrets do not count; a
+    /// conflicting copy drops both from it.
+    #[test]
+    fn the_index_digest_notices_what_looks_like_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault");
+        let v = Vault::open(&path, true).unwrap();
+        v.put(Kind::Index, &[7; 32], b"seven").unwrap();
+        v.put(Kind::Secret, b"s", &[3; 32]).unwrap();
+        v.put(Kind::Index, &[8; 32], b"eight").unwrap();
+        v.put(Kind::Index, &[8; 32], b"eight again").unwrap();
+        v.put(Kind::Index, &[9; 32], b"nine").unwrap();
+        v.remove(Kind::Index, &[9; 32]).unwrap();
+        let kept = v.index_digest().unwrap().unwrap();
+        assert_eq!(kept.records, 2);
+        drop(v);
+        let raw = std::fs::read(&path).unwrap();
+        let digest = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            let v = Vault::open_deferred(&path, false, Some(sample_digest_key())).unwrap();
+            let d = v.index_digest().unwrap().unwrap();
+            (d, v.drops_records().unwrap())
+        };
+        assert_eq!(digest(&raw), (kept, false));
+        // Slots 1 and 3 hold the index records, slot 2 the secret.
+        let mut zeroed = raw.clone();
+        zeroed[SLOT..2 * SLOT].fill(0);
+        assert_eq!(digest(&zeroed).0.records, 1);
+        assert!(!digest(&zeroed).1, "a zeroed slot is free space to the vault");
+        let cut = &raw[..3 * SLOT];
+        assert_eq!(
+            digest(cut),
+            (
+                IndexDigest {
+                    records: 1,
+                    ..digest(cut).0
+                },
+                false
+            )
+        );
+        assert_ne!(digest(cut).0, kept);
+        let mut altered = raw.clone();
+        altered[SLOT..2 * SLOT].copy_from_slice(&encode(Kind::Index, &[7; 32], b"SEVEN").unwrap()[..]);
+        let (d, drops) = digest(&altered);
+        assert_eq!((d.records, drops), (2, false));
+        assert_ne!(d, kept);
+        // Moved to another slot: the same records, the same digest.
+        let mut moved = raw.clone();
+        moved.extend_from_slice(&raw[SLOT..2 * SLOT]);
+        moved[SLOT..2 * SLOT].fill(0);
+        assert_eq!(digest(&moved), (kept, false));
+        // The secret does not count.
+        let mut no_secret = raw.clone();
+        no_secret[2 * SLOT..3 * SLOT].fill(0);
+        assert_eq!(digest(&no_secret).0, kept);
+        // A conflicting copy: neither counts (and the vault says it drops records).
+        let mut copies = raw.clone();
+        copies.extend_from_slice(&encode(Kind::Index, &[7; 32], b"other").unwrap()[..]);
+        let (d, drops) = digest(&copies);
+        assert_eq!((d.records, drops), (1, true));
+        // Without a key, no digest.
+        std::fs::write(&path, &raw).unwrap();
+        let v = Vault::open_deferred(&path, false, None).unwrap();
+        assert_eq!(v.index_digest().unwrap(), None);
     }
 
     #[test]
@@ -1747,6 +1912,12 @@ mod tests {
                     }
                 }
                 assert_eq!(v.slots.lock().unwrap().table.len(), model.len(), "step {step}");
+                // The digest kept up to date is the one computed from the file.
+                let raw = std::fs::read(&path).unwrap();
+                let fresh = index_digest_of(&raw, &v.slots.lock().unwrap().table);
+                assert_eq!(v.index_digest().unwrap(), Some(fresh), "step {step}");
+                let indexed = model.keys().filter(|(k, _)| *k == Kind::Index as u8).count();
+                assert_eq!(fresh.records, indexed as u64, "step {step}");
             }
             // Nothing removed is left in the file.
             drop(v);
