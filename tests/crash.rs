@@ -46,8 +46,10 @@ fn open(dir: &Path, durability: Durability) -> Ledger {
         .signing_key(k)
         .pseudonym_key(p)
         .durability(durability)
-        // The parent's clean closes write state snapshots; each child loads one and is
-        // killed mid-tail, so every reopen loads a snapshot and replays a crashed tail.
+        // The parent's clean closes write state snapshots (and the vault digest that
+        // lets the next open load one); each child loads one and is killed mid-tail,
+        // which leaves no digest for the longer log, so the parent's reopen replays in
+        // full (and destroys that snapshot) and its close writes another.
         .snapshots(Snapshots::OnClose { min_new_entries: 1 })
         .open()
         .unwrap()

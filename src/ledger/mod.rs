@@ -13,6 +13,7 @@ pub(crate) mod open;
 mod past;
 pub(crate) mod replay;
 mod ticker;
+pub(crate) mod vault_digest;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,15 +97,31 @@ pub enum Durability {
 /// snapshot on disk (overwritten with zeros, then removed), and the next close writes a
 /// new one.
 ///
-/// A snapshot is tied to the log, not to the vault. When opening finds the vault
-/// dropping records (a damaged slot, conflicting copies, a partial last slot), the
-/// state is rebuilt by a full replay, which no longer links what was lost, and the
-/// snapshot is destroyed. An index record lost in a way the vault cannot tell from free
-/// space (its slot read back as zeros, whole slots cut from the end of the file), or
-/// altered with its slot checksum recomputed, is not noticed when the state comes from
-/// a snapshot: the identifier stays linked as it was when the snapshot was taken, where
-/// a full replay denies it (or refuses the open). Keep the vault with the rest of the
-/// directory, and restore them together.
+/// A snapshot holds the identifier links of its time; a full replay takes them from the
+/// vault's index records. So that decisions do not depend on whether a snapshot was
+/// there, it is loaded only if the vault holds the index records the last clean close
+/// recorded, with this very log (its length and last entry): each close with snapshots
+/// on stores an authenticated digest of them (a count, and a sum of keyed hashes of
+/// their slots, kept up to date in memory by every write and computed again while
+/// opening reads the vault, at the cost of one short keyed hash per index record). When
+/// they differ, or the vault drops records at open (a damaged slot, conflicting copies,
+/// a partial last slot), the state is rebuilt by a full replay, which denies an
+/// identifier whose record was lost and refuses the open for one whose record fails its
+/// tag, and the snapshot is destroyed. That covers an index record lost in a way the
+/// vault cannot tell from free space (its slot read back as zeros, whole slots cut from
+/// the end of the file), one altered with its slot checksum recomputed, and an older
+/// vault put back while the log has moved on. A process that ended without closing (a
+/// crash, a kill) leaves no digest for its log: the next open replays in full, slower
+/// but the same decisions, and the next close records the digest again.
+///
+/// Not noticed: a vault whose index records are changed and then put back exactly (in
+/// any slots; it decides as before), and the whole directory rolled back together (the
+/// log, the vault, the snapshot and the digest, which only a
+/// [trusted checkpoint](LedgerBuilder::trusted_checkpoint) notices). The digest is
+/// keyed, and only an HMAC over it is stored, so a vault edited to give the same digest
+/// without the pseudonym key succeeds by chance only (about 2^-64 per open tried).
+/// Secrets are not part of the digest: a full replay does not read them either. Keep
+/// the vault with the rest of the directory, and restore them together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Snapshots {
@@ -330,6 +347,9 @@ struct Inner {
     snapshots: Snapshots,
     /// Entries covered by the snapshot on disk (0: none).
     snapshot_len: AtomicU64,
+    /// The vault digest record found at open (see [`vault_digest`]): a close that
+    /// would write the same bytes writes nothing.
+    vault_digest_at_open: Option<Vec<u8>>,
     /// An erasure has not yet destroyed the snapshot on disk (its destruction failed):
     /// it must be destroyed, not merely replaced, before a new one is written.
     snapshot_outlives_erasure: std::sync::atomic::AtomicBool,
@@ -389,6 +409,40 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Records, at a clean close, the log and the vault's index records it ends with
+    /// (see [`vault_digest`]), for the next open from a snapshot; made durable by the
+    /// close's sync. Only with snapshots on, and only if the state in memory is the log's
+    /// (no write failed). Best effort: without a record that matches, the next open
+    /// from a snapshot replays the log in full instead. (A record left from an earlier
+    /// close matches only that close's log and index records, which its state decides
+    /// as; a full replay decides the same.)
+    fn vault_digest_on_close(&mut self) {
+        if self.snapshots == Snapshots::Off {
+            return;
+        }
+        let (Ok(state), Ok(writer)) = (self.state.get_mut(), self.writer.get_mut()) else {
+            return;
+        };
+        if writer.failed || state.len != writer.next_seq {
+            return;
+        }
+        let Ok(Some(digest)) = self.store.vault_index_digest() else {
+            return;
+        };
+        let covered = vault_digest::Covered {
+            ledger_id: &self.ledger_id,
+            len: writer.next_seq,
+            head: &writer.last_hash,
+            digest,
+        };
+        let bytes = vault_digest::seal(&self.pseudonym_key, &covered);
+        if self.vault_digest_at_open.as_deref() != Some(&bytes[..]) {
+            let _ = self.store.set_meta(vault_digest::META_KEY, &bytes);
+        }
+    }
+}
+
 /// The refusal of a change for a new purpose id once the ledger holds as many as it can.
 pub(super) fn too_many_purposes() -> WriteError {
     crate::error::InputError::new(
@@ -413,6 +467,7 @@ impl Drop for Inner {
         // Aggregated counts still in memory; a failure here cannot be reported.
         let _ = self.recorder.flush(&*self.store, self.record_key());
         self.snapshot_on_close();
+        self.vault_digest_on_close();
         // What is written is made durable, then recorded so (with the time floor);
         // a failure here cannot be reported.
         let synced = self.store.sync().is_ok();

@@ -215,6 +215,8 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
             Opened::Store(s) => wrap(s),
             Opened::Foreign => return Err(OpenError::NotALedger),
         };
+        // Before anything opens the vault: its index digest is computed as it is read.
+        store.set_vault_digest_key(super::vault_digest::digest_key(&self.pseudonym_key));
         // Written only once the open is known to create a ledger (a refused open writes
         // nothing).
         let needs_marker = match store.meta(FORMAT_KEY)? {
@@ -408,12 +410,33 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     // The vault opens on first use: make sure it does, so that a broken vault fails open
     // (its repairs are written once every check below has passed).
     store.open_parts()?;
+    // The record of the last clean close, if it vouches for this log and the index
+    // records the vault holds now (its digest, computed while the vault was read).
+    let digest_record = store.meta(super::vault_digest::META_KEY)?;
+    let vault_as_closed = match (&digest_record, store.vault_index_digest()?) {
+        (Some(bytes), Some(digest)) => super::vault_digest::matches(
+            bytes,
+            key,
+            &super::vault_digest::Covered {
+                ledger_id: &replay.ledger_id,
+                len: replay.len(),
+                head: &replay.head_hash(),
+                digest,
+            },
+        ),
+        _ => false,
+    };
     // A record the vault drops at open (a damaged slot, conflicting copies) is lost to
     // a full replay, which then denies the identifiers it linked; a snapshot, taken
-    // before the damage, still links them. Decisions must not depend on whether a
-    // snapshot was there: replayed in full (same log, so the checks above hold), and
-    // the snapshot destroyed below.
-    if used_snapshot && store.vault_drops_records()? {
+    // before the damage, still links them. So is one lost in a way the vault cannot
+    // tell from free space (a slot zeroed, slots cut from the end), and one altered
+    // with its slot checksum recomputed (its tag fails: a full replay refuses the
+    // open). Decisions must not depend on whether a snapshot was there: unless the
+    // vault's index records are the ones the last clean close recorded with this log
+    // (`vault_digest`), the log is replayed in full (same log, so the checks above
+    // hold), and the snapshot destroyed below. After a crash there is no such record
+    // for this log: a full replay too, slower, never wrong.
+    if used_snapshot && (!vault_as_closed || store.vault_drops_records()?) {
         let fresh = replay_all(backend, key, trusted).map_err(|e| first_bad(backend, e))?;
         state = fresh.state;
         index = fresh.index;
@@ -511,6 +534,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             recorder,
             snapshots: b.snapshots,
             snapshot_len: AtomicU64::new(snapshot_len),
+            vault_digest_at_open: digest_record,
             snapshot_outlives_erasure: std::sync::atomic::AtomicBool::new(false),
             revocations: Mutex::new(replay.revoked.clone()),
             erasing: Mutex::new(()),
