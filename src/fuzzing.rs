@@ -179,7 +179,10 @@ fn describe(e: &Entry) {
 
 /// Stored metadata: the format marker (`check_format_marker`), the head record file
 /// (`ledger::head::open`: accepted only at two slots' length, and then the slot it
-/// returns is one of the input's, sealed again to the same bytes), and an index record (`open_index_record`, the decoder and tag check opening uses). A
+/// returns is one of the input's, sealed again to the same bytes), the vault digest
+/// record (`ledger::vault_digest::matches`: accepted for `sample_vault_digest` exactly
+/// when it is that record's bytes, and never for another digest), and an index record
+/// (`open_index_record`, the decoder and tag check opening uses). A
 /// decoded record must re-encode to the input; it is accepted exactly when its tag is
 /// right; the same record with its right tag is accepted, with one tag bit flipped, or
 /// under another key or lookup, refused.
@@ -215,8 +218,29 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
             "a head record accepted that is not one of the file's slots sealed again",
         )?;
     }
+    let digest_record = {
+        use crate::ledger::vault_digest::{matches, seal};
+        let covered = sample_vault_digest(&ledger_id);
+        let accepted = matches(data, &key, &covered);
+        ensure(
+            accepted == (data == seal(&key, &covered)),
+            "a vault digest record accepted that is not the record sealed again, or refused",
+        )?;
+        let other = crate::ledger::vault_digest::Covered {
+            digest: crate::store::digest::IndexDigest {
+                records: covered.digest.records.wrapping_add(1),
+                ..covered.digest
+            },
+            ..covered
+        };
+        ensure(
+            !(accepted && matches(data, &key, &other)),
+            "a vault digest record accepted for two digests",
+        )?;
+        accepted
+    };
     let Some(rec) = IndexRecord::decode(data) else {
-        return Ok(marker || floor.is_ok());
+        return Ok(marker || floor.is_ok() || digest_record);
     };
     ensure(rec.encode() == data, "index record re-encodes to other bytes")?;
     let code = [rec.kind.code()];
@@ -254,6 +278,20 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
         "an index record was accepted under another lookup",
     )?;
     Ok(true)
+}
+
+/// What the fuzzed vault digest records are checked against: a ledger of 12 entries
+/// whose vault holds 3 index records.
+fn sample_vault_digest(ledger_id: &[u8; 16]) -> crate::ledger::vault_digest::Covered<'_> {
+    crate::ledger::vault_digest::Covered {
+        ledger_id,
+        len: 12,
+        head: &[9; 32],
+        digest: crate::store::digest::IndexDigest {
+            records: 3,
+            sum: 0x5eed,
+        },
+    }
 }
 
 // ---- decision records -------------------------------------------------------------------
@@ -1041,6 +1079,10 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     out.push(("stored_metadata", vec![entry::FORMAT_VERSION]));
     out.push(("stored_metadata", vec![2]));
+    out.push((
+        "stored_metadata",
+        crate::ledger::vault_digest::seal(&pseudonym_key(), &sample_vault_digest(&[7; 16])),
+    ));
     if let Some(s) = subject("user-1") {
         let rec = IndexRecord {
             subject: s,

@@ -1,5 +1,5 @@
-//! Stored metadata: the ledger's format marker and the vault's index records
-//! (decode, canonical re-encoding, tag check).
+//! Stored metadata: the ledger's format marker, the head record, the vault digest
+//! record and the vault's index records (decode, canonical re-encoding, tag check).
 //! See `consent_ledger::fuzzing::stored_metadata` and fuzz/README.md.
 #![no_main]
 
