@@ -117,15 +117,19 @@ pub struct DeniedCounts {
 }
 
 impl DeniedCounts {
-    /// All denials.
+    /// All denials (saturating at `u64::MAX`: the fields are public, and a caller
+    /// adding up several uploads may set them).
     pub fn total(&self) -> u64 {
-        self.not_collected_for_purpose
-            + self.no_consent
-            + self.withdrawn
-            + self.expired
-            + self.recipient_not_covered
-            + self.subject_erased
-            + self.unavailable
+        [
+            self.no_consent,
+            self.withdrawn,
+            self.expired,
+            self.recipient_not_covered,
+            self.subject_erased,
+            self.unavailable,
+        ]
+        .into_iter()
+        .fold(self.not_collected_for_purpose, u64::saturating_add)
     }
 
     fn count(&mut self, reason: &Denied) {
@@ -728,6 +732,15 @@ mod tests {
         assert_eq!(warm_group(&junk, 10 * WARM).len(), 3);
         assert!(warm_group(&junk, junk.len()).is_empty());
         assert!(warm_group(&junk, usize::MAX).is_empty());
+    }
+
+    #[test]
+    fn totals_of_counts_a_caller_set_saturate() {
+        let mut counts = AudienceCounts::default();
+        counts.denied.no_consent = u64::MAX;
+        counts.denied.withdrawn = 1;
+        assert_eq!(counts.denied.total(), u64::MAX);
+        assert!(counts.to_string().contains(&u64::MAX.to_string()));
     }
 
     #[test]
