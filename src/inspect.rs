@@ -75,8 +75,11 @@ impl Inspector {
     ///
     /// # Errors
     /// [`OpenError::NotALedger`] for a missing or empty directory or one holding other
-    /// data; [`OpenError::UnsupportedFormat`]; storage failures (such as a process
-    /// holding the ledger open).
+    /// data; [`IntegrityProblem::LogEmptied`](crate::IntegrityProblem::LogEmptied) for a
+    /// ledger whose log was lost with its format marker (sled's recovery of a damaged
+    /// `db` may drop it all) while its other files show it was used, as
+    /// [`Ledger::open`](crate::Ledger::open) says of it; [`OpenError::UnsupportedFormat`];
+    /// storage failures (such as a process holding the ledger open).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, OpenError> {
         let dir = dir.as_ref();
         let Some(copy) = PrivateCopy::of(dir)? else {
@@ -96,7 +99,9 @@ impl Inspector {
                 _copy: copy,
                 claimed_len,
             }),
-            None => Err(OpenError::NotALedger),
+            // No marker: not a ledger, or one whose log was emptied (as `Ledger::open`
+            // tells them apart).
+            None => Err(crate::ledger::open::emptied_or_foreign(&*store, dir)?),
         }
     }
 
@@ -175,23 +180,19 @@ impl Inspector {
     /// it untrusted.
     ///
     /// # Errors
-    /// [`ReadError::Integrity`] if an entry below `upto` does not decode; storage failures.
+    /// [`ReadError::Integrity`] if an entry below `upto` does not decode, is missing, or
+    /// is stored at another position than its own; storage failures.
     pub fn entries(&self, upto: u64) -> Result<Vec<(SubjectId, HistoryEntry)>, ReadError> {
         let mut out = Vec::new();
         let mut signers = crate::ledger::replay::Signers::default();
-        for item in self.store.entries_from(0) {
-            let (key, bytes) = item?;
-            let pos = key.unwrap_or(u64::MAX);
-            if pos >= upto {
-                break;
-            }
-            let stored = entry::decode(&bytes).map_err(|problem| IntegrityError {
-                position: pos,
-                problem,
-            })?;
-            signers.observe(&stored.entry);
-            let subject = stored.entry.body.subject().cloned();
-            if let (Some(subject), Some(h)) = (subject, crate::ledger::history_entry(stored.entry)) {
+        // Each entry at its own position: a missing one, or one stored under another
+        // key, is an error, never skipped or read twice.
+        let upto = usize::try_from(upto).unwrap_or(usize::MAX);
+        for item in crate::ledger::decoded_entries(&*self.store).take(upto) {
+            let entry = item?;
+            signers.observe(&entry);
+            let subject = entry.body.subject().cloned();
+            if let (Some(subject), Some(h)) = (subject, crate::ledger::history_entry(entry)) {
                 out.push((subject, h));
             }
         }

@@ -1606,7 +1606,7 @@ pub(crate) fn verify_store(store: &dyn Backend) -> Result<VerifyReport, ReadErro
 /// The log's entries in order, decoded, each checked to sit at its position (its
 /// storage key, and the sequence number it carries): for reading every entry without
 /// the chain and signature checks that [`Ledger::verify`] makes.
-pub(super) fn decoded_entries(store: &dyn Backend) -> impl Iterator<Item = Result<Entry, ReadError>> + '_ {
+pub(crate) fn decoded_entries(store: &dyn Backend) -> impl Iterator<Item = Result<Entry, ReadError>> + '_ {
     let mut next = 0u64;
     store.entries_from(0).map(move |item| {
         let (key, bytes) = item?;

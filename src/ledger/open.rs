@@ -222,7 +222,10 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
         let needs_marker = match store.meta(FORMAT_KEY)? {
             None => {
                 if !store.is_empty()? {
-                    return Err(OpenError::NotALedger);
+                    // No marker but the ledger's own files: its log (marker included)
+                    // was lost, for example dropped by sled's recovery of a damaged
+                    // `db`; not another application's data.
+                    return Err(emptied_or_foreign(&*store, &self.path)?);
                 }
                 true
             }
@@ -276,6 +279,21 @@ pub(crate) fn check_format_marker(marker: &[u8]) -> Result<(), OpenError> {
 
 /// Whether a store without entries holds anything only a used ledger writes: a state
 /// snapshot, the head record, an index record or a decision record.
+/// What a store with data but no format marker is: a ledger whose log was emptied
+/// (no entries, and the ledger's own files show it was used), or not a ledger.
+pub(crate) fn emptied_or_foreign(store: &dyn Backend, dir: &std::path::Path) -> Result<OpenError, OpenError> {
+    Ok(
+        if store.entries_from(0).next().is_none() && was_used(store, dir)? {
+            OpenError::Integrity(IntegrityError {
+                position: 0,
+                problem: IntegrityProblem::LogEmptied,
+            })
+        } else {
+            OpenError::NotALedger
+        },
+    )
+}
+
 fn was_used(store: &dyn Backend, dir: &std::path::Path) -> Result<bool, OpenError> {
     Ok(crate::store::snapshot_exists(dir)
         || store.snapshot()?.is_some()
