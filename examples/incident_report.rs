@@ -121,8 +121,8 @@ fn main() -> Result<(), Error> {
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut per_partner: BTreeMap<String, u64> = BTreeMap::new();
     for u in &report.unlawful {
-        *reasons.entry(format!("{:?}", u.reason)).or_default() += u.record.count();
-        *per_partner.entry(u.record.recipient().to_string()).or_default() += u.record.count();
+        *reasons.entry(format!("{:?}", u.reason)).or_default() += u.uses;
+        *per_partner.entry(u.record.recipient().to_string()).or_default() += u.uses;
     }
     for (reason, n) in &reasons {
         println!("  reason {reason}: {n} uses");

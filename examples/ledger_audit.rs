@@ -777,7 +777,8 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 .map(|u| {
                     let rec = &u.record;
                     json!({"subject": rec.subject().as_str(), "purpose": rec.purpose(),
-                           "recipient": rec.recipient().to_string(), "uses": rec.count(),
+                           "recipient": rec.recipient().to_string(), "uses": u.uses,
+                           "uses_in_record": rec.count(),
                            "collected_at": rec.collected_at(), "allowed_by": rec.allowed_by(),
                            "first": rec.times().0.to_string(), "last": rec.times().1.to_string(),
                            "reason": format!("{:?}", u.reason)})
@@ -791,12 +792,20 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
             emit(
                 a,
                 format!(
-                    "{} uses in {} records, {} subjects; without valid consent under the hypotheses: {} uses, {} subjects{}",
+                    "{} uses in {} records, {} subjects; without valid consent under the hypotheses: {} uses, {} subjects{}{}",
                     r.uses,
                     r.records,
                     r.subjects.len(),
                     r.unlawful_uses,
                     r.unlawful_subjects.len(),
+                    if r.uses_of_unknown_verdict > 0 {
+                        format!(
+                            " (and {} uses inside aggregates of unknown verdict)",
+                            r.uses_of_unknown_verdict
+                        )
+                    } else {
+                        String::new()
+                    },
                     r.unlawful
                         .iter()
                         .map(|u| format!(
@@ -810,6 +819,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                 ),
                 json!({"records": r.records, "uses": r.uses, "subjects": r.subjects.len(),
                        "by_recipient": by_recipient, "unlawful_uses": r.unlawful_uses,
+                       "uses_of_unknown_verdict": r.uses_of_unknown_verdict,
                        "unlawful_subjects": r.unlawful_subjects.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
                        "unlawful": unlawful}),
             )?;

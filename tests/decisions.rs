@@ -625,6 +625,49 @@ fn never_consented_ignores_collections_made_after_the_use() {
     );
 }
 
+/// An aggregate keeps only its first and last uses' positions. One whose first use
+/// came before the number was given for 2FA and whose later uses came after is judged
+/// differently at its two ends: one use counts as without a valid basis and the uses
+/// in between as of unknown verdict, never all of them (with `Every`, each use is
+/// judged). An aggregate judged alike at both ends counts all its uses. (From review
+/// r99: the aggregate counted (4, 4) where every use recorded gave (4, 3).)
+#[test]
+fn an_aggregate_judged_differently_at_its_ends_counts_what_is_known() {
+    let answer = |recording: Recording| {
+        let f = Fixture::new();
+        let l = f.open(recording).unwrap();
+        let acme = Recipient::partner("acme").unwrap();
+        let s = s1();
+        let ad = Identifier::<Advertising>::phone("+15550100077").unwrap();
+        l.collect(&s, &ad, RecipientScope::all_partners()).unwrap();
+        l.grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+            .unwrap();
+        f.tick(1_000);
+        drop(l.authorize(&ad, &acme).unwrap());
+        f.tick(1_000);
+        let tfa = Identifier::<Security>::phone("+15550100077").unwrap();
+        l.collect(&s, &tfa, RecipientScope::first_party()).unwrap();
+        for _ in 0..3 {
+            f.tick(1_000);
+            drop(l.authorize(&ad, &acme).unwrap());
+        }
+        let q = ImpactQuery::since(Timestamp::EPOCH)
+            .assume(Hypothesis::never_consented::<Security, Advertising>());
+        let r = l.impact(&q).unwrap();
+        let known: u64 = r.unlawful.iter().map(|u| u.uses).sum();
+        assert_eq!(known, r.unlawful_uses);
+        (r.uses, r.unlawful_uses, r.uses_of_unknown_verdict)
+    };
+    assert_eq!(answer(Recording::Every), (4, 3, 0));
+    let hour = Duration::from_secs(3600);
+    assert_eq!(answer(Recording::Aggregated { bucket: hour }), (4, 1, 2));
+    // In buckets of 1.5 s: the first use alone, then two buckets after the collection.
+    let short = Duration::from_millis(1_500);
+    let (uses, unlawful, unknown) = answer(Recording::Aggregated { bucket: short });
+    assert_eq!((uses, unknown), (4, 0));
+    assert!(unlawful == 3, "{unlawful}");
+}
+
 /// One identifier collected again with a wider scope is still one identifier used.
 #[test]
 fn an_identifier_collected_again_is_counted_once() {

@@ -195,6 +195,11 @@ pub enum Unlawful {
 pub struct UnlawfulUse {
     /// The record.
     pub record: DecisionRecord,
+    /// Its uses known to have had no valid basis: all of them, or, for an aggregate
+    /// whose first and last uses were judged differently, the one of the two that had
+    /// none (its uses in between are counted in
+    /// [`ImpactReport::uses_of_unknown_verdict`]).
+    pub uses: u64,
     /// Kind of the identifier used, from its collection entry.
     pub kind: Option<IdentifierKind>,
     /// Why.
@@ -218,8 +223,14 @@ pub struct ImpactReport {
     pub by_recipient: Vec<(Recipient, u64)>,
     /// Records without a valid basis under the hypotheses, in record order.
     pub unlawful: Vec<UnlawfulUse>,
-    /// Uses they count.
+    /// Uses known to have had no valid basis (the sum of [`UnlawfulUse::uses`]).
     pub unlawful_uses: u64,
+    /// Uses of aggregates ([`Recording::Aggregated`](crate::Recording::Aggregated))
+    /// whose first and last uses were judged differently, other than those two: each
+    /// may or may not have had a valid basis (only [`Recording::Every`](crate::Recording::Every)
+    /// keeps the position of every use). At most `unlawful_uses + uses_of_unknown_verdict`
+    /// uses had none.
+    pub uses_of_unknown_verdict: u64,
     /// Subjects affected by them, sorted.
     pub unlawful_subjects: Vec<SubjectId>,
 }
@@ -244,8 +255,12 @@ impl Ledger {
     /// [`LedgerBuilder::record_decisions`](crate::LedgerBuilder::record_decisions)) and
     /// the log: which subjects' data was used in the window, by whom, through which
     /// identifiers, and which uses had no valid consent when judged again under the
-    /// query's hypotheses. Each use is judged at the ledger position it was decided at
-    /// (both the first and the last use of an aggregate).
+    /// query's hypotheses. Each use is judged at the ledger position it was decided at.
+    /// An aggregate keeps the positions of its first and last uses only: both are
+    /// judged; judged alike, all its uses are counted so (a verdict that changed and
+    /// changed back inside one time bucket is not seen); judged differently, one use
+    /// counts as without a valid basis and the uses in between as of unknown verdict
+    /// ([`ImpactReport::uses_of_unknown_verdict`]).
     ///
     /// # Errors
     /// Storage failures, a corrupt decision record, an entry that does not decode.
@@ -286,25 +301,31 @@ impl Ledger {
             times.push(e.timestamp);
         }
 
-        // Each record is judged at its first and last use: (position, time, record).
-        let mut points: Vec<(u64, Timestamp, usize)> = Vec::new();
+        // Each record is judged at its first and last use: (position, time, record, end:
+        // 0 first, 1 last). A record of one use (or of uses judged at one point) is
+        // judged once, for both ends.
+        let mut points: Vec<(u64, Timestamp, usize, usize)> = Vec::new();
         for (i, r) in records.iter().enumerate() {
             let (p1, p2) = r.positions();
             let (t1, t2) = r.times();
-            for (p, t) in [(p1, t1), (p2, t2)] {
-                let p = if q.withdrawals_immediate() {
+            let at = |p: u64, t: Timestamp| {
+                if q.withdrawals_immediate() {
                     p.max(times.partition_point(|x| *x <= t) as u64)
                 } else {
                     p
-                };
-                points.push((p, t, i));
+                }
+            };
+            let (first, last) = ((at(p1, t1), t1), (at(p2, t2), t2));
+            points.push((first.0, first.1, i, 0));
+            if last != first {
+                points.push((last.0, last.1, i, 1));
             }
         }
         points.sort_unstable_by_key(|(p, ..)| *p);
-        points.dedup();
 
         // Pass two: replay (with voided grants left out) and judge at each point.
-        let mut verdicts: Vec<Option<Unlawful>> = vec![None; records.len()];
+        // Verdicts at the first and the last use (`None` at the last: judged once).
+        let mut verdicts: Vec<[Option<Option<Unlawful>>; 2]> = vec![[None, None]; records.len()];
         let mut state = State::default();
         let mut in_force: InForce = HashMap::new();
         // (subject, purpose) whose latest grant replayed here was voided: the log's next
@@ -313,7 +334,7 @@ impl Ledger {
         let mut voided_latest: HashSet<(SubjectId, String)> = HashSet::new();
         let mut entries = super::decoded_entries(store).take(applied);
         let mut next = 0u64;
-        for (p, t, i) in points {
+        for (p, t, i, end) in points {
             while next < p {
                 match entries.next() {
                     Some(e) => {
@@ -360,12 +381,11 @@ impl Ledger {
                     None => break,
                 }
             }
-            let (Some(r), Some(slot)) = (records.get(i), verdicts.get_mut(i)) else {
+            let (Some(r), Some(slot)) = (records.get(i), verdicts.get_mut(i).and_then(|v| v.get_mut(end)))
+            else {
                 continue;
             };
-            if slot.is_none() {
-                *slot = judge(q, &state, r, (p, t), &collections, &given, &in_force);
-            }
+            *slot = Some(judge(q, &state, r, (p, t), &collections, &given, &in_force));
         }
 
         let mut report = ImpactReport {
@@ -378,7 +398,7 @@ impl Ledger {
         let mut identifiers: HashMap<(SubjectId, Result<Pseudonym, u64>), IdentifierUsed> = HashMap::new();
         let mut by_recipient: BTreeMap<Recipient, u64> = BTreeMap::new();
         let mut unlawful_subjects = BTreeSet::new();
-        for (r, verdict) in records.into_iter().zip(verdicts) {
+        for (r, [at_first, at_last]) in records.into_iter().zip(verdicts) {
             report.uses = report.uses.saturating_add(r.count());
             subjects.insert(r.subject().clone());
             let collection = collections.get(&r.collected_at());
@@ -392,15 +412,30 @@ impl Ledger {
             }
             let total = by_recipient.entry(r.recipient().clone()).or_default();
             *total = total.saturating_add(r.count());
-            if let Some(reason) = verdict {
-                report.unlawful_uses = report.unlawful_uses.saturating_add(r.count());
-                unlawful_subjects.insert(r.subject().clone());
-                report.unlawful.push(UnlawfulUse {
-                    record: r,
-                    kind,
-                    reason,
-                });
-            }
+            let at_first = at_first.flatten();
+            // Judged once: the last use is judged as the first.
+            let at_last = at_last.unwrap_or_else(|| at_first.clone());
+            // Both ends alike: every use of the record is counted so. Ends judged
+            // differently: one use is known to have had no valid basis, the uses in
+            // between are of unknown verdict.
+            let (reason, uses) = match (at_first, at_last) {
+                (None, None) => continue,
+                (Some(reason), Some(_)) => (reason, r.count()),
+                (Some(reason), None) | (None, Some(reason)) => {
+                    report.uses_of_unknown_verdict = report
+                        .uses_of_unknown_verdict
+                        .saturating_add(r.count().saturating_sub(2));
+                    (reason, 1)
+                }
+            };
+            report.unlawful_uses = report.unlawful_uses.saturating_add(uses);
+            unlawful_subjects.insert(r.subject().clone());
+            report.unlawful.push(UnlawfulUse {
+                record: r,
+                uses,
+                kind,
+                reason,
+            });
         }
         report.subjects = subjects.into_iter().collect();
         let identifiers: BTreeSet<_> = identifiers
