@@ -224,7 +224,18 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, Error> {
                 }
             }
             o if o.starts_with("--") => {
-                let v = args.next().ok_or_else(|| format!("{o} needs a value"))?;
+                // "--name=value" is not this tool's spelling, and its value must not be
+                // quoted back (it may be the personal data typed in the wrong place).
+                if let Some((name, _)) = o.split_once('=') {
+                    return Err(format!(
+                        "{}: write an option's value after a space (--name VALUE), not after '='",
+                        shown(name.trim_start_matches('-'))
+                    )
+                    .into());
+                }
+                let v = args
+                    .next()
+                    .ok_or_else(|| format!("--{} needs a value", shown(o.trim_start_matches('-'))))?;
                 out.options.push((o.trim_start_matches("--").to_owned(), v));
             }
             _ => out.positional.push(a),
@@ -365,7 +376,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
             .iter()
             .find(|(name, _)| !options.contains(&name.as_str()))
         {
-            return Err(format!("{command} takes no option --{name}").into());
+            return Err(format!("{command} takes no option {}", shown(name)).into());
         }
         // Given twice, one of the two would be dropped; only hypotheses add up.
         if let Some((name, _)) = a

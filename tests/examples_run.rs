@@ -765,6 +765,21 @@ fn ledger_audit_usage_errors_do_not_quote_a_phone_number_or_an_email() {
             ],
             "5550109999",
         ),
+        // As "--name=value", or as an option name (review r102).
+        (
+            vec!["impact", &l, "--keys", &k, "--partner=alice@example.com", "x"],
+            "alice@example.com",
+        ),
+        (
+            vec!["impact", &l, "--keys", &k, "--from=+15550109999", "0"],
+            "5550109999",
+        ),
+        (
+            vec!["history", &l, "--keys", &k, "--subject=alice@example.com"],
+            "alice@example.com",
+        ),
+        (vec!["verify", &l, "--bob@example.com"], "bob@example.com"),
+        (vec!["verify", &l, "--bob@example.com", "x"], "bob@example.com"),
     ] {
         let o = run("ledger_audit", &args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
