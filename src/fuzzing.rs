@@ -208,6 +208,8 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
     let key = pseudonym_key();
     let ledger_id = [7u8; 16];
     let floor = crate::ledger::head::open(data, &key, &ledger_id);
+    // The keyless read `Inspector::open` does.
+    let claimed = crate::ledger::head::claimed_len(data);
     if let Ok(head) = &floor {
         let sealed = crate::ledger::head::seal(&key, &ledger_id, head);
         ensure(
@@ -217,7 +219,12 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
                     .any(|slot| slot == sealed),
             "a head record accepted that is not one of the file's slots sealed again",
         )?;
+        ensure(
+            claimed == Some(head.durable_len),
+            "the keyless read of a head record claims another length than the keyed one",
+        )?;
     }
+    let files = stored_files(data, claimed)?;
     let digest_record = {
         use crate::ledger::vault_digest::{matches, seal};
         let covered = sample_vault_digest(&ledger_id);
@@ -240,7 +247,7 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
         accepted
     };
     let Some(rec) = IndexRecord::decode(data) else {
-        return Ok(marker || floor.is_ok() || digest_record);
+        return Ok(marker || floor.is_ok() || digest_record || files);
     };
     ensure(rec.encode() == data, "index record re-encodes to other bytes")?;
     let code = [rec.kind.code()];
@@ -278,6 +285,77 @@ pub fn stored_metadata(data: &[u8]) -> Outcome {
         "an index record was accepted under another lookup",
     )?;
     Ok(true)
+}
+
+/// What opening tells a directory's files by, and the record number read back from the
+/// greatest decision-record key, on the same bytes as [`stored_metadata`]: sled's
+/// `conf` (`store::is_sled_conf`), the first bytes of a vault (`store::is_vault_start`,
+/// and `store::is_mark_or_part_of_it`, a new ledger's mark) and of a head record
+/// (`store::is_head_start`), both read by `holds_ledger_files`, and
+/// `records::next_record_number`, the parse of `Recorder::new`. `claimed` is what
+/// `head::claimed_len` read. Whether any of them recognized the bytes.
+fn stored_files(data: &[u8], claimed: Option<u64>) -> Result<bool, Violation> {
+    // sled's conf: a few bytes count only beside the ledger's own files, asked then alone.
+    let mut asked = false;
+    let conf = store::is_sled_conf(data, || {
+        asked = true;
+        false
+    });
+    let short = data.len() <= 8;
+    ensure(
+        asked == short && store::is_sled_conf(data, || true) == (conf || short),
+        "sled's conf is told by the ledger's files other than when it holds 8 bytes at most",
+    )?;
+    if conf {
+        let read = data.get(..4096).unwrap_or(data);
+        let text = read
+            .get(..read.len().saturating_sub(4))
+            .and_then(|t| std::str::from_utf8(t).ok());
+        ensure(
+            text.is_some_and(|t| t.starts_with("segment_size: ") && t.contains("\nversion: 0.34\n")),
+            "a conf file taken for sled 0.34's that does not say so",
+        )?;
+    }
+    // The vault's first bytes: the magic, a new ledger's mark (the header alone or a part
+    // of it, cut short).
+    let vault = store::is_vault_start(data);
+    let mark = store::is_mark_or_part_of_it(data);
+    let header = store::vault_header();
+    ensure(
+        !mark || (data.len() <= header.len() && (vault || header.starts_with(data))),
+        "a vault taken for a new ledger's mark that is longer, or neither starts nor is part of it",
+    )?;
+    ensure(
+        !(vault && data.len() <= header.len()) || mark,
+        "a vault of the header's length starting with its magic is not a mark",
+    )?;
+    // The head record's first bytes: whatever the keyless read takes for a head record,
+    // the sniffer does too.
+    let head = store::is_head_start(data);
+    ensure(
+        claimed.is_none() || head,
+        "a head record's length is read from a file not told as a head record",
+    )?;
+    // The greatest decision-record key: a record number's key, below the plausible
+    // limit, whose successor's key reads on.
+    let next = crate::records::next_record_number(data);
+    if let Some(n) = next {
+        let last = n
+            .checked_sub(1)
+            .ok_or(Violation("record number 0 read as the next"))?;
+        ensure(
+            last <= crate::records::LAST_PLAUSIBLE_RECORD
+                && data.get(1..) == crate::records::every_use_key(last).get(1..),
+            "a decision-record key read as another number's, or a number past the limit",
+        )?;
+        ensure(
+            crate::records::next_record_number(&crate::records::every_use_key(n))
+                == n.checked_add(1)
+                    .filter(|_| n <= crate::records::LAST_PLAUSIBLE_RECORD),
+            "the key of the next record number does not read back",
+        )?;
+    }
+    Ok(conf || vault || mark || head || next.is_some())
 }
 
 /// What the fuzzed vault digest records are checked against: a ledger of 12 entries
@@ -1083,6 +1161,54 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         "stored_metadata",
         crate::ledger::vault_digest::seal(&pseudonym_key(), &sample_vault_digest(&[7; 16])),
     ));
+    // Head records: a ledger's (written at creation, then once more), the same under
+    // another key (read by the keyless reader alone), a torn one.
+    {
+        use crate::ledger::head::{seal, Head};
+        let h = |counter| Head {
+            counter,
+            durable_len: 10 + counter,
+            time_floor: 1_700_000_000_000 + counter,
+        };
+        // Each slot where the writer puts it (by its counter).
+        let file = |key: &PseudonymKey, a: Head, b: Head| {
+            let mut f = vec![0u8; crate::ledger::head::FILE_LEN];
+            for h in [a, b] {
+                let at = usize::try_from(h.offset()).unwrap_or(0);
+                if let Some(slot) = f.get_mut(at..at + crate::ledger::head::SLOT) {
+                    slot.copy_from_slice(&seal(key, &[7; 16], &h));
+                }
+            }
+            f
+        };
+        let key = pseudonym_key();
+        out.push(("stored_metadata", file(&key, h(2), h(1))));
+        out.push(("stored_metadata", file(&key, h(2), h(3))));
+        out.push((
+            "stored_metadata",
+            file(&PseudonymKey::from_bytes([0x25; 32]), h(4), h(5)),
+        ));
+        let mut torn = file(&key, h(2), h(3));
+        torn.truncate(crate::ledger::head::SLOT + 20);
+        out.push(("stored_metadata", torn));
+    }
+    // What opening tells a directory by: sled's conf (as sled 0.34 writes it, and as a
+    // power cut leaves it), a vault's header alone and a part of it, every-use record
+    // keys (the last plausible one, and one past it).
+    let mut conf = b"segment_size: 524288\nuse_compression: false\nversion: 0.34\n".to_vec();
+    conf.extend_from_slice(&[0x1f, 0x2e, 0x3d, 0x4c]);
+    out.push(("stored_metadata", conf));
+    out.push(("stored_metadata", vec![]));
+    let header = store::vault_header();
+    out.push(("stored_metadata", header.to_vec()));
+    out.push(("stored_metadata", header.get(..30).unwrap_or_default().to_vec()));
+    for n in [
+        7,
+        crate::records::LAST_PLAUSIBLE_RECORD,
+        crate::records::LAST_PLAUSIBLE_RECORD + 1,
+    ] {
+        out.push(("stored_metadata", crate::records::every_use_key(n).to_vec()));
+    }
     if let Some(s) = subject("user-1") {
         let rec = IndexRecord {
             subject: s,

@@ -136,7 +136,7 @@ const EVERY: u8 = 1;
 /// The greatest record number a ledger could have written (2^63 - 1: at a billion uses
 /// a second, three centuries): a greater one was planted, and numbering on from it
 /// would soon run out.
-const LAST_PLAUSIBLE_RECORD: u64 = (1 << 63) - 1;
+pub(crate) const LAST_PLAUSIBLE_RECORD: u64 = (1 << 63) - 1;
 const AGGREGATED: u8 = 2;
 const SHARDS: usize = 16;
 /// Aggregates held per shard before the shard is written out.
@@ -200,6 +200,28 @@ fn corrupt() -> ReadError {
     ReadError::CorruptRecord
 }
 
+/// The storage key of every-use record number `n`.
+pub(crate) fn every_use_key(n: u64) -> [u8; 9] {
+    let mut k = [EVERY; 9];
+    for (to, from) in k.iter_mut().skip(1).zip(n.to_be_bytes()) {
+        *to = from;
+    }
+    k
+}
+
+/// The number of the next every-use record after the one stored under `greatest_key`,
+/// the greatest stored key starting with the every-use prefix (read back from the
+/// store at each open): `None` when it is not a record number's key, or the number is
+/// past [`LAST_PLAUSIBLE_RECORD`].
+pub(crate) fn next_record_number(greatest_key: &[u8]) -> Option<u64> {
+    greatest_key
+        .get(1..)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .filter(|n| *n <= LAST_PLAUSIBLE_RECORD)?
+        .checked_add(1)
+}
+
 impl Recorder {
     /// A recorder continuing the records already in `store`. With
     /// [`Recording::Every`], the next record number follows the greatest stored one.
@@ -215,15 +237,7 @@ impl Recorder {
     pub(crate) fn new(mode: Recording, store: &dyn Backend) -> Result<Recorder, OpenError> {
         let corrupt = || OpenError::CorruptMetadata("decision record");
         let next = match store.last_decision_key(&[EVERY])? {
-            Some(k) if mode == Recording::Every => {
-                let n = k
-                    .get(1..)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes)
-                    .filter(|n| *n <= LAST_PLAUSIBLE_RECORD)
-                    .ok_or_else(corrupt)?;
-                n.checked_add(1).ok_or_else(corrupt)?
-            }
+            Some(k) if mode == Recording::Every => next_record_number(&k).ok_or_else(corrupt)?,
             _ => 0,
         };
         let bucket_ms = match mode {
@@ -264,9 +278,7 @@ impl Recorder {
                             std::io::Error::other("record numbers are used up"),
                         )
                     })?;
-                let mut k = Vec::with_capacity(9);
-                k.push(EVERY);
-                k.extend_from_slice(&n.to_be_bytes());
+                let k = every_use_key(n);
                 store.put_new_decision(&k, &seal(key, &k, &fields_of(ev, recipient)))
             }
             Recording::Aggregated { .. } => {
@@ -455,4 +467,28 @@ pub(crate) fn read_matching(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_record_number_follows_a_record_numbers_key_only() {
+        assert_eq!(next_record_number(&every_use_key(0)), Some(1));
+        assert_eq!(next_record_number(&every_use_key(41)), Some(42));
+        assert_eq!(
+            next_record_number(&every_use_key(LAST_PLAUSIBLE_RECORD)),
+            Some(LAST_PLAUSIBLE_RECORD + 1)
+        );
+        // Planted past the limit, too short, too long: not a record number's key.
+        assert_eq!(
+            next_record_number(&every_use_key(LAST_PLAUSIBLE_RECORD + 1)),
+            None
+        );
+        assert_eq!(next_record_number(&every_use_key(u64::MAX)), None);
+        assert_eq!(next_record_number(&[EVERY, 0, 0, 0, 0, 0, 0, 7]), None);
+        assert_eq!(next_record_number(&[EVERY, 0, 0, 0, 0, 0, 0, 0, 7, 0]), None);
+        assert_eq!(next_record_number(&[]), None);
+    }
 }

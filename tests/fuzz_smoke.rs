@@ -242,3 +242,58 @@ fn write_seed_corpus() {
         std::fs::write(dir.join(format!("seed-{k:02}")), bytes).unwrap();
     }
 }
+
+fn seeds_of(target: &str) -> Vec<Vec<u8>> {
+    fuzzing::seeds()
+        .into_iter()
+        .filter(|(t, _)| *t == target)
+        .map(|(_, b)| b)
+        .collect()
+}
+
+/// Every decoder of the bytes opening reads from a ledger directory beside sled's
+/// trees is fed by a fuzz target (all of them go through `src/fuzzing.rs`): the keyless
+/// head read the inspector does, sled's `conf`, the vault's and head record's first
+/// bytes (how a directory is told as a ledger's, or as a new one cut short), and the
+/// record number read back from the greatest decision-record key.
+#[test]
+fn every_decoder_of_a_ledger_directorys_files_is_fuzzed() {
+    let source =
+        |path: &str| std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let fuzzing_rs = source("src/fuzzing.rs");
+    let decoders = [
+        "head::claimed_len(",
+        "store::is_sled_conf(",
+        "store::is_vault_start(",
+        "store::is_head_start(",
+        "store::is_mark_or_part_of_it(",
+        "records::next_record_number(",
+    ];
+    let unreached: Vec<&str> = decoders
+        .iter()
+        .copied()
+        .filter(|d| !fuzzing_rs.contains(d))
+        .collect();
+    assert!(
+        unreached.is_empty(),
+        "decoders no fuzz target calls: {unreached:?}"
+    );
+    // And the readers of those files decode with them, not with a copy of their own.
+    let store_rs = source("src/store/mod.rs");
+    for call in [
+        "is_sled_conf(&bytes",
+        "is_vault_start(&bytes)",
+        "is_head_start(&bytes)",
+        "is_mark_or_part_of_it(&bytes)",
+    ] {
+        assert!(
+            store_rs.contains(call),
+            "src/store/mod.rs does not read with {call}"
+        );
+    }
+    assert!(source("src/records.rs").contains("next_record_number(&k)"));
+    let mut accepted = 0;
+    for seed in seeds_of("stored_metadata") {
+        check("stored_metadata", fuzzing::stored_metadata, &seed, &mut accepted);
+    }
+}

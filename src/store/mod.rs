@@ -35,7 +35,7 @@ mod vault;
 
 use digest::{DigestKey, IndexDigest};
 #[cfg(feature = "fuzzing")]
-pub(crate) use vault::{sample_file as sample_vault_file, scan as scan_vault};
+pub(crate) use vault::{header as vault_header, sample_file as sample_vault_file, scan as scan_vault};
 use vault::{Kind, Vault};
 
 /// File name of the vault inside the ledger directory.
@@ -446,23 +446,32 @@ fn is_sled_database(dir: &Path) -> bool {
     if !regular("db") || !regular("conf") {
         return false;
     }
-    // "segment_size: N\nuse_compression: B\nversion: 0.34\n" and a 4-byte CRC; or 8
-    // bytes at most, which sled itself reads as no configuration and writes again (a
-    // power cut can leave it empty: sled never syncs it).
-    read_regular_file(&dir.join("conf"), 4096)
+    read_regular_file(&dir.join("conf"), SLED_CONF_READ as u64)
         .ok()
         .flatten()
-        .and_then(|bytes| {
-            if bytes.len() <= 8 {
-                // Only beside a file that is surely the ledger's own (a vault or a head
-                // record, by their first bytes): never another program's `db`.
-                return Some(holds_ledger_files(dir));
-            }
-            let text = bytes.get(..bytes.len().checked_sub(4)?)?;
-            let text = std::str::from_utf8(text).ok()?;
-            Some(text.starts_with("segment_size: ") && text.contains("\nversion: 0.34\n"))
-        })
-        .unwrap_or(false)
+        .is_some_and(|bytes| is_sled_conf(&bytes, || holds_ledger_files(dir)))
+}
+
+/// How much of sled's `conf` file is read to tell it.
+const SLED_CONF_READ: usize = 4096;
+
+/// Whether `conf`, the bytes of a `conf` file (only the first [`SLED_CONF_READ`] are
+/// looked at, as many as [`is_sled_database`] reads), is one sled 0.34 writes:
+/// "segment_size: N\nuse_compression: B\nversion: 0.34\n" and a 4-byte CRC; or 8 bytes
+/// at most, which sled itself reads as no configuration and writes again (a power cut
+/// can leave it empty: sled never syncs it). Those few bytes count only beside a file
+/// that is surely the ledger's own (a vault or a head record, by their first bytes:
+/// `beside_ledger_files`, asked only then): never another program's `db`.
+pub(crate) fn is_sled_conf(conf: &[u8], beside_ledger_files: impl FnOnce() -> bool) -> bool {
+    let bytes = conf.get(..SLED_CONF_READ).unwrap_or(conf);
+    if bytes.len() <= 8 {
+        return beside_ledger_files();
+    }
+    let text = || {
+        let text = bytes.get(..bytes.len().checked_sub(4)?)?;
+        std::str::from_utf8(text).ok()
+    };
+    text().is_some_and(|text| text.starts_with("segment_size: ") && text.contains("\nversion: 0.34\n"))
 }
 
 /// A private copy of a ledger directory's sled files, for reading without changing
@@ -762,7 +771,7 @@ pub(crate) fn is_unfinished_creation(dir: &Path) -> bool {
 
 /// Whether `bytes` (a vault file's content) are a new ledger's mark, the vault's header
 /// alone, or what a write of it cut short leaves (empty, or its start).
-fn is_mark_or_part_of_it(bytes: &[u8]) -> bool {
+pub(crate) fn is_mark_or_part_of_it(bytes: &[u8]) -> bool {
     bytes.len() <= vault::EMPTY_LEN && (bytes.starts_with(vault::MAGIC) || vault::header().starts_with(bytes))
 }
 
@@ -791,14 +800,25 @@ fn mark_new_ledger(dir: &Path) -> std::io::Result<()> {
 /// bytes (a file that merely has one of their names is not enough).
 fn holds_ledger_files(dir: &Path) -> bool {
     let read = |name: &str, limit: usize| read_regular_file(&dir.join(name), limit as u64).ok().flatten();
-    let vault = read(VAULT_FILE, vault::MAGIC.len()).is_some_and(|bytes| bytes == vault::MAGIC);
-    // Either slot (one may be torn).
-    let head = read(HEAD_FILE, crate::ledger::head::FILE_LEN).is_some_and(|bytes| {
-        bytes
-            .chunks(crate::ledger::head::SLOT)
-            .any(|slot| slot.starts_with(crate::ledger::head::MAGIC))
-    });
+    let vault = read(VAULT_FILE, vault::MAGIC.len()).is_some_and(|bytes| is_vault_start(&bytes));
+    let head = read(HEAD_FILE, crate::ledger::head::FILE_LEN).is_some_and(|bytes| is_head_start(&bytes));
     vault || head
+}
+
+/// Whether a file's bytes start as a ledger's vault does: with its magic.
+pub(crate) fn is_vault_start(bytes: &[u8]) -> bool {
+    bytes.get(..vault::MAGIC.len()) == Some(vault::MAGIC)
+}
+
+/// Whether a file's bytes start as a ledger's head record does: either of its two slots
+/// (one may be torn) starts with the head record's magic.
+pub(crate) fn is_head_start(bytes: &[u8]) -> bool {
+    use crate::ledger::head::{FILE_LEN, MAGIC, SLOT};
+    bytes
+        .get(..FILE_LEN)
+        .unwrap_or(bytes)
+        .chunks(SLOT)
+        .any(|slot| slot.starts_with(MAGIC))
 }
 
 /// Whether sled failed to open because another handle holds the database's lock.
@@ -1188,5 +1208,60 @@ impl Backend for SledStore {
         self.data_file
             .sync_data()
             .map_err(|e| StorageError::new("syncing the data file", e))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleds_conf_is_told_by_its_text_or_beside_the_ledgers_files() {
+        let mut conf = b"segment_size: 524288\nuse_compression: false\nversion: 0.34\n".to_vec();
+        conf.extend_from_slice(&[1, 2, 3, 4]);
+        assert!(is_sled_conf(&conf, || unreachable!("asked about a written conf")));
+        // Another version, another first line, not UTF-8, the CRC cut into the text.
+        let other = String::from_utf8(conf.clone())
+            .unwrap_or_default()
+            .replace("0.34", "0.35");
+        assert!(!is_sled_conf(other.as_bytes(), || true));
+        assert!(!is_sled_conf(&conf[1..], || true));
+        let mut bad = conf.clone();
+        bad[20] = 0xff;
+        assert!(!is_sled_conf(&bad, || true));
+        assert!(!is_sled_conf(&conf[..conf.len() - 4], || true));
+        // Past what is read, nothing counts.
+        let far = [vec![b'#'; SLED_CONF_READ], conf].concat();
+        assert!(!is_sled_conf(&far, || true));
+        // 8 bytes at most: as the ledger's files say.
+        for short in [&b""[..], b"12345678"] {
+            assert!(is_sled_conf(short, || true));
+            assert!(!is_sled_conf(short, || false));
+        }
+    }
+
+    #[test]
+    fn ledger_files_are_told_by_their_first_bytes() {
+        let header = vault::header();
+        assert!(is_vault_start(&header) && is_vault_start(vault::MAGIC));
+        assert!(!is_vault_start(&vault::MAGIC[..vault::MAGIC.len() - 1]));
+        assert!(!is_vault_start(&header[1..]));
+        assert!(is_mark_or_part_of_it(&header) && is_mark_or_part_of_it(&header[..3]));
+        assert!(is_mark_or_part_of_it(b""));
+        assert!(!is_mark_or_part_of_it(&[header.as_slice(), &[0]].concat()));
+        assert!(!is_mark_or_part_of_it(b"consent-ledger vault v2\n"));
+        let slot = |magic: &[u8]| {
+            let mut s = [0u8; crate::ledger::head::SLOT];
+            s[..magic.len()].copy_from_slice(magic);
+            s
+        };
+        let magic = crate::ledger::head::MAGIC;
+        // Either slot, even torn; nowhere else.
+        assert!(is_head_start(&[slot(b"junk"), slot(magic)].concat()));
+        assert!(is_head_start(&[&slot(b"junk")[..], &magic[..]].concat()));
+        assert!(!is_head_start(&[&slot(b"junk")[..], &magic[..4]].concat()));
+        assert!(!is_head_start(&[slot(b"x"), slot(b"y"), slot(magic)].concat()));
+        assert!(!is_head_start(&[&[0u8][..], &slot(magic)].concat()));
     }
 }
