@@ -690,14 +690,37 @@ pub fn log(data: &[u8]) -> Outcome {
 
 // ---- signed notes, checkpoints, base64 ----------------------------------------------------
 
-/// Signed-note text: `note::open_note`, [`SignedCheckpoint::verify`],
-/// `Checkpoint::parse_body` and `note::base64_decode` on each line. Whatever parses
-/// must format back to the same text; whatever signs must open back to its text.
+/// The note text the `signed_note` target checks for an input: the first byte is a flag;
+/// with bit 0 clear the rest is the text, with it set the rest is a note body (for a
+/// checkpoint: origin line, size, root, extension lines) signed here under its first
+/// line with the seed key, so the fuzzer gets past the note's signature to what
+/// [`SignedCheckpoint::verify`] checks after it (the `revoked` lines). `None` when the
+/// rest is not UTF-8, or is a body `note::sign_note` refuses.
+pub fn signed_note_text(data: &[u8]) -> Option<String> {
+    let (&flags, rest) = data.split_first()?;
+    let text = std::str::from_utf8(rest).ok()?;
+    if flags & 1 == 0 {
+        return Some(text.to_owned());
+    }
+    let origin = text.split('\n').next().unwrap_or_default();
+    note::sign_note(text, origin, signing_key().inner()).ok()
+}
+
+/// Signed-note text (see [`signed_note_text`] for the flag byte): `note::open_note`,
+/// [`SignedCheckpoint::verify`], `Checkpoint::parse_body` and `note::base64_decode` on
+/// each line. Whatever parses must format back to the same text; whatever signs must
+/// open back to its text. With the flag set, a checkpoint body the seed key signed is
+/// refused by `verify` exactly when a rule on its origin or `revoked` lines is broken
+/// (read independently of the parser), and then with `Malformed` or `Mismatch`.
 pub fn signed_note(data: &[u8]) -> Outcome {
-    let Ok(text) = std::str::from_utf8(data) else {
+    let Some(text) = signed_note_text(data) else {
         return Ok(false);
     };
+    let text = text.as_str();
     let key = verifying_key();
+    if data.first().is_some_and(|flags| flags & 1 != 0) {
+        signed_checkpoint_model(data.get(1..).unwrap_or_default(), text, &key)?;
+    }
     let mut accepted = false;
     for line in text.split('\n') {
         if let Ok(bytes) = note::base64_decode(line) {
@@ -747,6 +770,63 @@ pub fn signed_note(data: &[u8]) -> Outcome {
         }
     }
     Ok(accepted)
+}
+
+/// For a `body` signed as `signed` under the seed key: when the body is a checkpoint,
+/// [`SignedCheckpoint::verify`] accepts the note exactly when its origin is a consent
+/// ledger's and its `revoked` lines obey the rules, and refuses it otherwise as
+/// malformed or mismatched (never as a bad note: it is well signed).
+fn signed_checkpoint_model(body: &[u8], signed: &str, key: &VerifyingKey) -> Result<(), Violation> {
+    let Some(cp) = std::str::from_utf8(body)
+        .ok()
+        .and_then(|body| Checkpoint::parse_body(body).ok())
+    else {
+        return Ok(());
+    };
+    let expected = cp.origin.starts_with("consent-ledger/") && revocations_obey_the_rules(&cp, key);
+    match SignedCheckpoint::verify(signed, key) {
+        Ok(_) => ensure(
+            expected,
+            "a checkpoint verifies whose origin or revoked lines break a rule",
+        ),
+        Err(crate::AuditError::Malformed(_) | crate::AuditError::Mismatch(_)) => ensure(
+            !expected,
+            "a well-signed checkpoint whose revoked lines obey the rules is refused",
+        ),
+        Err(_) => Err(Violation("a well-signed checkpoint is refused as a bad note")),
+    }
+}
+
+/// The rules on a checkpoint's extension lines, read here independently of
+/// `checkpoint::parse_revocations`: at most [`checkpoint::MAX_REVOCATIONS`] lines, each
+/// `revoked <key> <position>` in canonical form (the canonical base64 of 32 bytes, a
+/// canonical decimal) with the position below the tree size and the key not the
+/// signer's, the keys in strictly ascending order of their text.
+fn revocations_obey_the_rules(cp: &Checkpoint, signer: &VerifyingKey) -> bool {
+    fn read(line: &str) -> Option<(&str, checkpoint::Revocation)> {
+        let mut words = line.split(' ');
+        let (Some("revoked"), Some(key), Some(from), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return None;
+        };
+        let r = checkpoint::Revocation {
+            key: note::base64_decode(key).ok()?.try_into().ok()?,
+            from: from.parse().ok()?,
+        };
+        (checkpoint::revocation_line(&r) == line).then_some((key, r))
+    }
+    let Some(lines) = cp.extensions.iter().map(|l| read(l)).collect::<Option<Vec<_>>>() else {
+        return false;
+    };
+    lines.len() <= checkpoint::MAX_REVOCATIONS
+        && lines
+            .iter()
+            .all(|(_, r)| r.from < cp.size && r.key != signer.to_bytes())
+        && lines.windows(2).all(|w| match w {
+            [(a, _), (b, _)] => a < b,
+            _ => true,
+        })
 }
 
 // ---- Merkle proofs ------------------------------------------------------------------------
@@ -1134,6 +1214,57 @@ fn seed_log() -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
+/// Bodies of checkpoints of the seed log (`size` entries, root `root`) with `revoked`
+/// lines: in order (verified), then out of order, repeated, malformed (not base64, a
+/// short key, a position not in canonical decimal, another extension), at or beyond the
+/// size, one too many, and one naming the signer itself.
+fn checkpoint_bodies(size: u64, root: [u8; 32]) -> Vec<String> {
+    let line = |seed: u8, from: u64| {
+        checkpoint::revocation_line(&checkpoint::Revocation {
+            key: SigningKey::from_bytes(&[seed; 32]).verifying_key().to_bytes(),
+            from,
+        })
+    };
+    let body = |extensions: Vec<String>| {
+        Checkpoint {
+            origin: checkpoint::origin_of(&[1; 16]),
+            size,
+            root,
+            extensions,
+        }
+        .body()
+    };
+    let mut ordered = vec![line(0x43, 2), line(0x44, 0)];
+    ordered.sort();
+    let swapped: Vec<String> = ordered.iter().rev().cloned().collect();
+    let mut bodies = vec![
+        body(ordered.clone()),
+        body(vec![]),
+        body(swapped),
+        body(vec![line(0x43, 2), line(0x43, 3)]),
+        body(vec!["revoked not-base64 1".to_owned()]),
+        body(vec![format!("revoked {} 1", note::base64_encode(&[7; 31]))]),
+        body(vec![format!("{}0", line(0x43, 0))]),
+        body(vec!["witness 1".to_owned()]),
+        body(vec![line(0x43, size)]),
+        body(vec![line(0x43, u64::MAX)]),
+        body(vec![line(0x42, 0)]),
+    ];
+    // One line more than the most a checkpoint may carry, in canonical order.
+    let mut many: Vec<String> = (0..=checkpoint::MAX_REVOCATIONS)
+        .map(|k| {
+            let mut key = [0u8; 32];
+            for (to, from) in key.iter_mut().zip((k as u16).to_be_bytes()) {
+                *to = from;
+            }
+            checkpoint::revocation_line(&checkpoint::Revocation { key, from: 0 })
+        })
+        .collect();
+    many.sort();
+    bodies.push(body(many));
+    bodies
+}
+
 /// Valid inputs for every target, to start fuzzing from: `(target, bytes)`.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut out: Vec<(&'static str, Vec<u8>)> = Vec::new();
@@ -1283,7 +1414,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         else {
             continue;
         };
-        out.push(("signed_note", cp.text().as_bytes().to_vec()));
+        out.push(("signed_note", [b"\0", cp.text().as_bytes()].concat()));
         if let (Some(bytes), Some(hashes)) = (log.get(2), tree.inclusion_proof(2, size)) {
             let proof = checkpoint::InclusionProof {
                 index: 2,
@@ -1297,7 +1428,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         }
     }
     if let Ok(n) = note::sign_note("hello\nworld\n", "fuzz", signing_key().inner()) {
-        out.push(("signed_note", n.into_bytes()));
+        out.push(("signed_note", [b"\0", n.as_bytes()].concat()));
+    }
+    // Checkpoint bodies signed for the input (flag set), with well-formed `revoked`
+    // lines and with every kind the checkpoint verifier refuses.
+    for body in checkpoint_bodies(size, tree.root()) {
+        out.push(("signed_note", [b"\x01", body.as_bytes()].concat()));
     }
     out.push(("proofs", vec![10, 1, 3, 4, 5]));
     out.push(("proofs", vec![255, 9, 200, 100, 77, 0, 0, 0, 0, 0, 0, 0, 3]));

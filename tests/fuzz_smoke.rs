@@ -243,12 +243,75 @@ fn write_seed_corpus() {
     }
 }
 
+/// The key the fuzzing seeds are signed with (`fuzzing::signing_key`).
+fn seed_key() -> consent_ledger::VerifyingKey {
+    consent_ledger::SigningKey::from_bytes(&[0x42; 32]).verifying_key()
+}
+
 fn seeds_of(target: &str) -> Vec<Vec<u8>> {
     fuzzing::seeds()
         .into_iter()
         .filter(|(t, _)| *t == target)
         .map(|(_, b)| b)
         .collect()
+}
+
+/// The `signed_note` target gets past the note's signature to the checks on a
+/// checkpoint's `revoked` lines (the target's flag byte signs a checkpoint body for
+/// it): its seeds reach every refusal of those lines and the acceptance of good ones,
+/// and most one-byte changes of its small seeds with the flag set are still well signed
+/// and checked beyond the signature, each passing the target. (Before the flag, only the seed
+/// texts themselves got past the signature.)
+#[test]
+fn signed_note_inputs_reach_the_checks_on_revoked_lines() {
+    use consent_ledger::{AuditError, SignedCheckpoint};
+    let key = seed_key();
+    let seeds = seeds_of("signed_note");
+    let verify = |input: &[u8]| {
+        let text = fuzzing::signed_note_text(input)?;
+        Some(SignedCheckpoint::verify(&text, &key))
+    };
+    let results: Vec<_> = seeds.iter().filter_map(|s| verify(s)).collect();
+    let reached = |what: &dyn Fn(&Result<SignedCheckpoint, AuditError>) -> bool| results.iter().any(what);
+    assert!(reached(&|r| r
+        .as_ref()
+        .is_ok_and(|cp| !cp.revocations().is_empty())));
+    for refusal in [
+        AuditError::Malformed("checkpoint extension line"),
+        AuditError::Malformed("checkpoint: too many revocation lines"),
+        AuditError::Malformed("checkpoint: revocation lines out of order or repeated"),
+        AuditError::Mismatch("checkpoint is signed by a key it lists as revoked"),
+    ] {
+        assert!(
+            reached(&|r| r.as_ref().err() == Some(&refusal)),
+            "no seed of the signed_note target is refused with {refusal:?}"
+        );
+    }
+    let (mut tried, mut past_signature) = (0u64, 0u64);
+    for seed in seeds.iter().filter(|s| s.len() < 1024 && s[0] & 1 == 1) {
+        for at in 0..seed.len() {
+            for x in [0x01u8, 0x20] {
+                let mut m = seed.clone();
+                m[at] ^= x;
+                let mut ignored = 0;
+                check("signed_note", fuzzing::signed_note, &m, &mut ignored);
+                tried += 1;
+                if let Some(r) = verify(&m) {
+                    if !matches!(
+                        r,
+                        Err(AuditError::Checkpoint(_)
+                            | AuditError::Mismatch("checkpoint origin is not a consent ledger"))
+                    ) {
+                        past_signature += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        past_signature * 2 > tried,
+        "{past_signature} of {tried} one-byte changes of the seeds get past the signature"
+    );
 }
 
 /// Every decoder of the bytes opening reads from a ledger directory beside sled's

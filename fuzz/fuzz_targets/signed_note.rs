@@ -1,5 +1,7 @@
-//! Signed notes and checkpoints: `open_note`, `SignedCheckpoint::verify`,
-//! `Checkpoint::parse_body`, canonical base64, sign/open round trips.
+//! Signed notes and checkpoints: `open_note`, `SignedCheckpoint::verify` (with the
+//! checks on its `revoked` lines: the first byte's bit 0 signs the rest as a checkpoint
+//! body under the seed key), `Checkpoint::parse_body`, canonical base64, sign/open round
+//! trips.
 //! See `consent_ledger::fuzzing::signed_note` and fuzz/README.md.
 #![no_main]
 
