@@ -928,13 +928,119 @@ pub fn proofs(data: &[u8]) -> Outcome {
 
 // ---- receipts -----------------------------------------------------------------------------
 
-/// Receipt JSON: [`Receipt::from_json`], then [`verify_receipt`] under the seed key. A
-/// parsed receipt must survive `to_json` / `from_json`; a verified one must say what the
-/// receipt says.
+/// The seed log's entries, made once (signing them is most of the cost of a receipt
+/// built for a fuzz input).
+fn cached_seed_log() -> &'static [Vec<u8>] {
+    static LOG: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| seed_log().unwrap_or_default())
+}
+
+/// A genuine receipt made from the seed log for a fuzz input: the first byte picks the
+/// entry (its position modulo the log's length), each further pair of bytes (at most
+/// 16) a revocation for the checkpoint of the whole log (the first byte of the pair
+/// picks the key: the seed key that signs the checkpoint, the key the log rotates to,
+/// or a third; the second the position it is revoked from, modulo the log's length).
+/// Returns the receipt and the result [`verify_receipt`] must give for it: refused when
+/// the checkpoint revokes its own signer, refused as [`crate::AuditError::RevokedSigner`]
+/// when it revokes the entry's signer at or before the entry, else verified. `None`
+/// for entries that have no receipt (the genesis, key rotation and revocation).
+fn built_receipt(spec: &[u8]) -> Option<(Receipt, Result<(), crate::AuditError>)> {
+    let log = cached_seed_log();
+    let (&pick, pairs) = spec.split_first()?;
+    let index = usize::from(pick) % log.len().max(1);
+    let bytes = log.get(index)?;
+    let size = log.len() as u64;
+    let keys = [
+        signing_key().verifying_key(),
+        second_key().verifying_key(),
+        SigningKey::from_bytes(&[0x44; 32]).verifying_key(),
+    ];
+    let revocations: Vec<checkpoint::Revocation> = pairs
+        .chunks_exact(2)
+        .take(16)
+        .filter_map(|pair| match *pair {
+            [k, from] => Some(checkpoint::Revocation {
+                key: keys.get(usize::from(k) % keys.len())?.to_bytes(),
+                from: u64::from(from) % size,
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut tree = MerkleTree::new();
+    for entry in log {
+        tree.push(merkle::leaf_hash(entry));
+    }
+    let cp = SignedCheckpoint::sign(&[1; 16], size, tree.root(), &revocations, signing_key().inner()).ok()?;
+    let proof = checkpoint::InclusionProof {
+        index: index as u64,
+        tree_size: size,
+        hashes: tree.inclusion_proof(index as u64, size)?,
+    };
+    // The seed log rotates to the second key at position 7; it signs from position 8.
+    let signer = keys.get(usize::from(index > 7))?;
+    let r = Receipt::build(bytes, &proof, &cp, signer, "write to dpo@example.com")?;
+    let revoked_from = |key: &VerifyingKey| {
+        revocations
+            .iter()
+            .filter(|r| r.key == key.to_bytes())
+            .map(|r| r.from)
+            .min()
+    };
+    let expected = if revoked_from(&verifying_key()).is_some() {
+        Err(crate::AuditError::Mismatch(
+            "checkpoint is signed by a key it lists as revoked",
+        ))
+    } else if let Some(from) = revoked_from(signer).filter(|from| *from <= index as u64) {
+        Err(crate::AuditError::RevokedSigner { revoked_from: from })
+    } else {
+        Ok(())
+    };
+    Some((r, expected))
+}
+
+/// The receipt JSON the `receipt` target checks for an input: the first byte is a
+/// flag; with bit 0 clear the rest is the JSON, with it set the rest picks a genuine
+/// receipt made from the seed log (see [`receipt`]). `None` when the rest is not UTF-8,
+/// or picks no receipt.
+pub fn receipt_json(data: &[u8]) -> Option<String> {
+    let (&flags, rest) = data.split_first()?;
+    if flags & 1 == 0 {
+        return std::str::from_utf8(rest).ok().map(str::to_owned);
+    }
+    built_receipt(rest).map(|(r, _)| r.to_json())
+}
+
+/// Receipts (see [`receipt_json`] for the flag byte): [`Receipt::from_json`], then
+/// [`verify_receipt`] under the seed key. A parsed receipt must survive `to_json` /
+/// `from_json`; a verified one must say what the receipt says, and its checkpoint must
+/// not revoke the entry's signer at or before the entry. With the flag set, the rest
+/// picks an entry of the seed log and the `revoked` lines of a checkpoint of the whole
+/// log (first byte: the entry's position; then pairs of key and position revoked
+/// from), and the receipt for it must verify, or be refused, exactly as the
+/// revocations say: refused as [`crate::AuditError::RevokedSigner`] when they revoke
+/// the entry's signer at or before the entry.
 pub fn receipt(data: &[u8]) -> Outcome {
-    let Ok(json) = std::str::from_utf8(data) else {
+    let Some((&flags, rest)) = data.split_first() else {
         return Ok(false);
     };
+    if flags & 1 == 0 {
+        let Ok(json) = std::str::from_utf8(rest) else {
+            return Ok(false);
+        };
+        return receipt_of_json(json);
+    }
+    let Some((r, expected)) = built_receipt(rest) else {
+        return Ok(false);
+    };
+    ensure(
+        verify_receipt(&r, &verifying_key()).map(|_| ()) == expected,
+        "a genuine receipt is verified or refused other than its checkpoint's revocations say",
+    )?;
+    receipt_of_json(&r.to_json())
+}
+
+/// The checks of [`receipt`] on receipt JSON.
+fn receipt_of_json(json: &str) -> Outcome {
     let Ok(r) = Receipt::from_json(json) else {
         return Ok(false);
     };
@@ -1409,23 +1515,35 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             from: 0,
         },
     ];
+    // Receipts for entry 2 (signed by the key that signs the checkpoints) and entry 9
+    // (signed by the key the log rotates to, which the second checkpoint revokes from
+    // position 2: refused as `RevokedSigner`; verified under the first).
     for revoked in [&[][..], &revocations[..]] {
         let Ok(cp) = SignedCheckpoint::sign(&[1; 16], size, tree.root(), revoked, signing_key().inner())
         else {
             continue;
         };
         out.push(("signed_note", [b"\0", cp.text().as_bytes()].concat()));
-        if let (Some(bytes), Some(hashes)) = (log.get(2), tree.inclusion_proof(2, size)) {
+        for (index, signer) in [(2u64, verifying_key()), (9, second_key().verifying_key())] {
+            let (Some(bytes), Some(hashes)) = (log.get(index as usize), tree.inclusion_proof(index, size))
+            else {
+                continue;
+            };
             let proof = checkpoint::InclusionProof {
-                index: 2,
+                index,
                 tree_size: size,
                 hashes,
             };
-            if let Some(r) = Receipt::build(bytes, &proof, &cp, &verifying_key(), "write to dpo@example.com")
-            {
-                out.push(("receipt", r.to_json().into_bytes()));
+            if let Some(r) = Receipt::build(bytes, &proof, &cp, &signer, "write to dpo@example.com") {
+                out.push(("receipt", [b"\0", r.to_json().as_bytes()].concat()));
             }
         }
+    }
+    // Receipts built for the input (flag set): entry 9 with its signer revoked before it
+    // and at it, entry 4 with another key revoked, entry 2 under a checkpoint that
+    // revokes its own signer, entry 1 under none.
+    for spec in [&[9u8, 1, 2][..], &[9, 1, 9, 2, 0], &[4, 1, 0], &[2, 0, 3], &[1]] {
+        out.push(("receipt", [&[1u8][..], spec].concat()));
     }
     if let Ok(n) = note::sign_note("hello\nworld\n", "fuzz", signing_key().inner()) {
         out.push(("signed_note", [b"\0", n.as_bytes()].concat()));

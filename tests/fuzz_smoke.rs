@@ -314,6 +314,38 @@ fn signed_note_inputs_reach_the_checks_on_revoked_lines() {
     );
 }
 
+/// The `receipt` target reaches `AuditError::RevokedSigner`: its seeds hold receipts
+/// for an entry signed by the key the seed log rotates to, which a seed checkpoint
+/// revokes before that entry, both as JSON and built for the input (flag byte set);
+/// and the same entry under a checkpoint that does not revoke its signer verifies.
+#[test]
+fn receipt_inputs_reach_the_revoked_signer_refusal() {
+    use consent_ledger::{verify_receipt, AuditError, Receipt};
+    let key = seed_key();
+    let rotated = consent_ledger::SigningKey::from_bytes(&[0x43; 32]).verifying_key();
+    let mut revoked = [0u32; 2];
+    let mut rotated_verified = 0;
+    for seed in seeds_of("receipt") {
+        let mut ignored = 0;
+        check("receipt", fuzzing::receipt, &seed, &mut ignored);
+        let json = fuzzing::receipt_json(&seed).unwrap();
+        let r = Receipt::from_json(&json).unwrap();
+        match verify_receipt(&r, &key) {
+            Err(AuditError::RevokedSigner { .. }) => revoked[usize::from(seed[0] & 1)] += 1,
+            Ok(_) if r.entry_signer().unwrap() == rotated => rotated_verified += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        revoked[0] > 0 && revoked[1] > 0,
+        "receipt seeds refused as RevokedSigner (JSON, built): {revoked:?}"
+    );
+    assert!(
+        rotated_verified > 0,
+        "no receipt seed of an entry signed after the rotation verifies"
+    );
+}
+
 /// Every decoder of the bytes opening reads from a ledger directory beside sled's
 /// trees is fed by a fuzz target (all of them go through `src/fuzzing.rs`): the keyless
 /// head read the inspector does, sled's `conf`, the vault's and head record's first
