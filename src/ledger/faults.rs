@@ -1305,3 +1305,58 @@ fn a_past_answer_counts_only_entries_the_live_state_applied() {
         l.len()
     );
 }
+
+/// An erasure whose removal failed (`Unfinished`) leaves the subject's index record in
+/// the vault until a retry or the next open; `authorize_at` rebuilds its view from the
+/// vault and so linked the erased subject, where `authorize` and the docs say nothing
+/// links it, in the past either. (From review r104.)
+#[test]
+fn authorize_at_does_not_link_a_subject_whose_erasure_is_unfinished() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let alice = subject(0, 0);
+    let acme = Recipient::partner("acme").unwrap();
+    let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
+    l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+    l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
+        .unwrap();
+    let before = l.len();
+    assert!(l
+        .authorize_at(&email, &acme, At::Position(before))
+        .unwrap()
+        .is_ok());
+    faults.index_removal.store(true, Ordering::SeqCst);
+    let err = l.erase(&alice, crate::Actor::Subject).unwrap_err();
+    assert!(matches!(err, WriteError::Unfinished(_)), "{err:?}");
+    assert_eq!(l.authorize(&email, &acme).unwrap_err(), Denied::UnknownIdentifier);
+    let past = l.authorize_at(&email, &acme, At::Position(before)).unwrap();
+    assert_eq!(past.map(|e| e.subject().clone()), Err(Denied::UnknownIdentifier));
+}
+
+/// Under group commit, an erasure whose group's sync failed returned `NotDurable` from
+/// its append, before any removal: the subject's secret and index record stayed in the
+/// vault, and a retry was refused (the ledger takes no more writes). The removals are
+/// now done all the same. (From review r104.)
+#[test]
+fn a_group_commit_erasure_told_not_durable_still_does_its_removals() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::GroupCommit);
+    let alice = subject(0, 0);
+    let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
+    let lookup = email.lookup(&keys.pseudonym);
+    l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+    faults.sync.store(true, Ordering::SeqCst);
+    let err = l.erase(&alice, crate::Actor::Subject).unwrap_err();
+    assert!(matches!(err, WriteError::NotDurable(_)), "{err:?}");
+    let store = &l.inner.store;
+    assert!(store.secret(alice.as_str()).unwrap().is_none(), "secret left");
+    assert!(
+        !store
+            .index_records(0, 1)
+            .any(|r| r.is_ok_and(|(k, _)| k[..] == lookup.0[..])),
+        "index record left"
+    );
+    assert!(!l.inner.state.read().unwrap().holds_lookup(&lookup));
+}

@@ -829,15 +829,16 @@ impl Ledger {
     /// Storage failures before the entry was appended ([`WriteError::Storage`]:
     /// nothing recorded). [`WriteError::Unfinished`] when the entry was appended but a
     /// removal failed: the subject is erased, and retrying the erasure, or opening the
-    /// ledger next time, finishes it. If the removals were done
-    /// but could not be synced ([`WriteError::NotDurable`]), the ledger takes no more
-    /// writes: opening it again finishes the erasure.
+    /// ledger next time, finishes it. If the entry or the removals could not be synced
+    /// ([`WriteError::NotDurable`]), the removals are done all the same (as far as the
+    /// store takes them) and the ledger takes no more writes: opening it again finishes
+    /// the erasure.
     pub fn erase(&self, subject: &SubjectId, actor: Actor) -> Result<Recorded, WriteError> {
         // One erasure at a time: a repeated erasure of a subject returns only once the
         // first one's removals are done, and redoes them (the first may have failed).
         let _one_at_a_time = self.inner.erasing.lock().map_err(|_| WriteError::Failed)?;
         let mut lookups = Vec::new();
-        let recorded = self.append(actor, |state, _| {
+        let appended = self.append(actor, |state, _| {
             if let Some(at) = state.erased_at(subject) {
                 lookups = state.lookups_left_by(subject);
                 return Ok(Prepared::Already(at));
@@ -849,7 +850,38 @@ impl Ledger {
                 },
                 None,
             ))
-        })?;
+        });
+        let recorded = match appended {
+            Ok(recorded) => recorded,
+            // The entry was applied but the sync of its group failed (`GroupCommit`):
+            // the subject is erased, and the ledger takes no more writes. The removals
+            // are done all the same, as far as the store takes them, so that nothing
+            // links the subject until the next open finishes the erasure.
+            Err(WriteError::NotDurable(e)) if self.erased_in_state(subject) => {
+                let _best_effort = self.erasure_removals(subject, &lookups);
+                return Err(WriteError::NotDurable(e));
+            }
+            Err(e) => return Err(e),
+        };
+        self.erasure_removals(subject, &lookups)?;
+        if self.inner.durability != Durability::Relaxed {
+            // The entry is durable already; the removals are not: a reopen finishes them.
+            self.sync_store().map_err(SyncError::not_durable)?;
+        }
+        Ok(recorded)
+    }
+
+    /// Whether the state has applied an erasure of `subject`.
+    fn erased_in_state(&self, subject: &SubjectId) -> bool {
+        self.inner
+            .state
+            .read()
+            .is_ok_and(|state| state.erased_at(subject).is_some())
+    }
+
+    /// The removals of an erasure whose entry is applied: `subject`'s index records
+    /// under `lookups`, its secret, its lookups in the state, and the snapshot on disk.
+    fn erasure_removals(&self, subject: &SubjectId, lookups: &[Pseudonym]) -> Result<(), WriteError> {
         let store = &self.inner.store;
         // From here on a snapshot on disk may outlive the erasure (if anything below
         // fails): closing must then destroy it before writing another, never rename a
@@ -863,7 +895,7 @@ impl Ledger {
         let names_subject = |bytes: &[u8]| IndexRecord::decode(bytes).is_none_or(|r| r.subject == *subject);
         // The entry is in: a failure from here on leaves the erasure recorded, to be
         // finished by a retry or the next open.
-        for l in &lookups {
+        for l in lookups {
             store
                 .remove_index_if(&l.0, &names_subject)
                 .map_err(WriteError::Unfinished)?;
@@ -874,7 +906,7 @@ impl Ledger {
         // Nothing on disk links them any more; nor, from here on, does the state in
         // memory. (Until now a repeated erasure needed them, to redo the removals.)
         if let Ok(mut state) = self.inner.state.write() {
-            state.forget_lookups(subject, &lookups);
+            state.forget_lookups(subject, lookups);
         }
         // A snapshot on disk may hold the subject's lookup pseudonyms (one found
         // unusable at open too: always try). If this fails, closing destroys it
@@ -884,11 +916,7 @@ impl Ledger {
             .snapshot_outlives_erasure
             .store(false, Ordering::Release);
         self.inner.snapshot_len.store(0, Ordering::Release);
-        if self.inner.durability != Durability::Relaxed {
-            // The entry is durable already; the removals are not: a reopen finishes them.
-            self.sync_store().map_err(SyncError::not_durable)?;
-        }
-        Ok(recorded)
+        Ok(())
     }
 
     /// Records a collection made by `actor` (for example an operator importing data).

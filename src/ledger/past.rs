@@ -37,7 +37,7 @@ impl Ledger {
         recipient: &Recipient,
         at: At,
     ) -> Result<Result<Evidence, Denied>, ReadError> {
-        let index = load_index(&*self.inner.store, &self.inner.pseudonym_key).map_err(|e| match e {
+        let mut index = load_index(&*self.inner.store, &self.inner.pseudonym_key).map_err(|e| match e {
             OpenError::Storage(s) => ReadError::Storage(s),
             OpenError::Integrity(i) => ReadError::Integrity(i),
             // A tampered index record, or one under another key: not "out of range".
@@ -49,6 +49,14 @@ impl Ledger {
                 ),
             )),
         })?;
+        // An erasure whose removals failed (`WriteError::Unfinished`, or a group sync that
+        // failed after its entry was applied) leaves the subject's index records in the
+        // vault until a retry or the next open: the subject is erased all the same, and
+        // nothing links it, in the past either.
+        {
+            let live = self.inner.state.read().map_err(|_| super::poisoned())?;
+            index.retain(|_, (_, subject)| live.erased_at(subject).is_none());
+        }
         // Only the entries the live state applied: after a failed `Immediate` sync an
         // entry may be stored that decisions never saw (and that `len` does not count).
         let applied = self.applied_len()?;
