@@ -86,28 +86,71 @@ pub(crate) fn check_name_shape(field: &'static str, value: &str, max: usize) -> 
 /// of digits cannot be told from an account number, nor a device's advertising id from
 /// a random UUID. The messages never contain the value.
 ///
-/// A value taken from a URL or a web page undecoded ("alice%40example.com",
-/// "tel%3A%2B15550109999", "alice&#64;example.com") is judged decoded too: it is still
-/// a way to reach the person.
+/// A value taken undecoded from a URL, a form post, a web page or a JSON string
+/// ("alice%40example.com", "555+010+9999", "alice&#64;example.com",
+/// "alice\u0040example.com") is judged decoded too: it is still a way to reach the
+/// person.
 fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputError> {
     refuse_contact_details_as_written(field, value)?;
-    if value.contains(['%', '&']) {
-        let decoded = url_and_html_decoded(value);
-        if decoded != value {
-            refuse_contact_details_as_written(field, &decoded)?;
-        }
-        // A form post writes a space as '+' ("%2B1+555+010+9999").
-        if value.contains('%') && value.contains('+') {
-            refuse_contact_details_as_written(field, &url_and_html_decoded(&value.replace('+', " ")))?;
+    if value.contains(['%', '&', '\\', '+']) {
+        for reading in decoded_readings(value) {
+            refuse_contact_details_as_written(field, &reading)?;
         }
     }
     Ok(())
 }
 
-/// `value` with its percent-escapes (`%40`) and HTML character references (`&#64;`,
-/// `&#x40;`, `&commat;`, `&plus;`, `&colon;`) decoded, three times at most (a value
-/// encoded twice over, "%2540", decodes to '@' too). Escapes that do not decode are
-/// left as they are.
+/// The readings of `value` a URL, a form post, a web page or a JSON string would give
+/// it (those that differ from it): percent-escapes, HTML character references and JSON
+/// escapes decoded ([`url_and_html_decoded`]), and, for a form post, '+' read as a
+/// space. A value with percent-escapes and no bare '%' that holds a '+' reads as a form
+/// post only ("Chrome+%28stable%29+120.0" is "Chrome (stable) 120.0", never
+/// "…)+120.0"); one without escapes is also read so when a '+' stands between two
+/// digits ("555+010+9999").
+fn decoded_readings(value: &str) -> Vec<String> {
+    let bytes = value.as_bytes();
+    let escape_at = |i: usize| {
+        bytes.get(i) == Some(&b'%')
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+    };
+    let percents = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'%')
+        .map(|(i, _)| i);
+    let (mut escapes, mut bare) = (false, false);
+    for i in percents {
+        if escape_at(i) {
+            escapes = true;
+        } else {
+            bare = true;
+        }
+    }
+    let plus_between_digits = bytes
+        .windows(3)
+        .any(|w| matches!(w, [a, b'+', c] if a.is_ascii_digit() && c.is_ascii_digit()));
+    let form = escapes && !bare && value.contains('+');
+    let mut out = Vec::new();
+    if !form {
+        let decoded = url_and_html_decoded(value);
+        if decoded != value {
+            out.push(decoded);
+        }
+    }
+    if form || plus_between_digits {
+        let decoded = url_and_html_decoded(&value.replace('+', " "));
+        if decoded != value {
+            out.push(decoded);
+        }
+    }
+    out
+}
+
+/// `value` with its percent-escapes (`%40`), HTML character references (`&#64;`,
+/// `&#x40;`, `&commat;`: see [`character_reference`]) and JSON escapes (`\u0040`,
+/// `\x40`) decoded, three times at most (a value encoded twice over, "%2540", decodes
+/// to '@' too). Escapes that do not decode are left as they are.
 fn url_and_html_decoded(value: &str) -> String {
     let mut current = value.to_owned();
     for _ in 0..3 {
@@ -124,73 +167,179 @@ fn decode_once(value: &str) -> String {
     let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
     let bytes = value.as_bytes();
     let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let push = |out: &mut Vec<u8>, c: char| out.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            if let (Some(h), Some(l)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        if b == b'&' {
-            if let Some((c, len)) = value.get(i..).and_then(character_reference) {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        let decoded = match b {
+            b'%' => match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => None,
+            },
+            b'&' => value.get(i..).and_then(character_reference),
+            b'\\' => value.get(i..).and_then(json_escape),
+            _ => None,
+        };
+        match decoded {
+            Some((c, len)) => {
+                push(&mut out, c);
                 i += len;
-                continue;
+            }
+            None => {
+                out.push(b);
+                i += 1;
             }
         }
-        out.push(b);
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The character a JSON (or C-like) escape at the start of `s` stands for, and the
+/// escape's length: `\uXXXX` (a surrogate pair as one), `\xXX`.
+fn json_escape(s: &str) -> Option<(char, usize)> {
+    let hex_at = |from: usize, n: usize| u32::from_str_radix(s.get(from..from + n)?, 16).ok();
+    let digits_ok = |from: usize, n: usize| {
+        s.get(from..from + n)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    match s.as_bytes().get(1)? {
+        b'x' if digits_ok(2, 2) => Some((char::from_u32(hex_at(2, 2)?)?, 4)),
+        b'u' if digits_ok(2, 4) => {
+            let unit = hex_at(2, 4)?;
+            if (0xD800..0xDC00).contains(&unit) {
+                // A high surrogate: with its low one, one character.
+                let low = (s.get(6..8) == Some("\\u") && digits_ok(8, 4))
+                    .then(|| hex_at(8, 4))
+                    .flatten()?;
+                let c = 0x10000 + ((unit - 0xD800) << 10) + low.checked_sub(0xDC00).filter(|l| *l < 0x400)?;
+                Some((char::from_u32(c)?, 12))
+            } else {
+                Some((char::from_u32(unit)?, 6))
+            }
+        }
+        _ => None,
+    }
+}
+
 /// The character an HTML character reference at the start of `s` stands for, and the
-/// reference's length in bytes: numeric (`&#64;`, `&#x40;`, also without the ';', as
-/// browsers read them) or one of the names that can spell a contact detail (`&commat;`,
-/// `&plus;`, `&colon;`, `&period;`, `&nbsp;`, `&hyphen;`, `&lpar;`, `&rpar;`, `&sol;`,
-/// `&num;`, and `&amp;`, so that text escaped twice decodes too).
+/// reference's length in bytes, as a browser reads it in text: numeric (`&#64;`,
+/// `&#x40;`, also without the ';' and with leading zeros; 128 to 159 through the
+/// Windows-1252 table, as HTML does), or a named one (case-sensitive) whose character
+/// can spell a contact detail: spaces, dashes, the minus sign, `+ @ : . ( ) / #`, quotes,
+/// and `&` (so that text escaped twice decodes too); `&nbsp`, `&amp`, `&AMP` and
+/// `&quot` also without the ';'.
 fn character_reference(s: &str) -> Option<(char, usize)> {
     let rest = s.strip_prefix('&')?;
     if let Some(num) = rest.strip_prefix('#') {
-        let (hex, digits) = match num.strip_prefix(['x', 'X']) {
-            Some(h) => (true, h),
-            None => (false, num),
+        let (radix, digits) = match num.strip_prefix(['x', 'X']) {
+            Some(h) => (16, h),
+            None => (10, num),
         };
         let len = digits
             .bytes()
-            .take_while(|b| {
-                if hex {
-                    b.is_ascii_hexdigit()
-                } else {
-                    b.is_ascii_digit()
-                }
-            })
+            .take_while(|b| char::from(*b).is_digit(radix))
             .count();
-        let value = u32::from_str_radix(digits.get(..len.min(8))?, if hex { 16 } else { 10 }).ok()?;
-        let c = char::from_u32(value)?;
-        let used = 1 + (num.len() - digits.len()) + len;
+        let significant = digits.get(..len)?.trim_start_matches('0');
+        if len == 0 || significant.len() > 8 {
+            return None;
+        }
+        let value = if significant.is_empty() {
+            0
+        } else {
+            u32::from_str_radix(significant, radix).ok()?
+        };
+        let c = windows_1252(value).or_else(|| char::from_u32(value))?;
         let semicolon = usize::from(digits.get(len..).is_some_and(|r| r.starts_with(';')));
-        return (len > 0 && len <= 8).then_some((c, 1 + used + semicolon));
+        return Some((c, 2 + (num.len() - digits.len()) + len + semicolon));
     }
-    let (name, _) = rest.split_once(';')?;
+    let name_len = rest.bytes().take_while(u8::is_ascii_alphanumeric).count();
+    let name = rest.get(..name_len)?;
+    if !rest.get(name_len..).is_some_and(|r| r.starts_with(';')) {
+        // The legacy names a browser also reads without ';', even followed by more
+        // letters or digits ("&nbsp555").
+        return [
+            ("nbsp", '\u{A0}'),
+            ("amp", '&'),
+            ("AMP", '&'),
+            ("quot", '"'),
+            ("QUOT", '"'),
+        ]
+        .into_iter()
+        .find(|(legacy, _)| rest.starts_with(legacy))
+        .map(|(legacy, c)| (c, 1 + legacy.len()));
+    }
     let c = match name {
+        "nbsp" | "NonBreakingSpace" => '\u{A0}',
+        "ensp" => '\u{2002}',
+        "emsp" => '\u{2003}',
+        "emsp13" => '\u{2004}',
+        "emsp14" => '\u{2005}',
+        "numsp" => '\u{2007}',
+        "puncsp" => '\u{2008}',
+        "thinsp" | "ThinSpace" => '\u{2009}',
+        "hairsp" | "VeryThinSpace" => '\u{200A}',
+        "MediumSpace" => '\u{205F}',
+        "hyphen" | "dash" => '\u{2010}',
+        "ndash" => '\u{2013}',
+        "mdash" => '\u{2014}',
+        "horbar" => '\u{2015}',
+        "minus" => '\u{2212}',
         "commat" => '@',
         "plus" => '+',
         "colon" => ':',
         "period" => '.',
-        "nbsp" => '\u{A0}',
-        "hyphen" | "dash" => '-',
         "lpar" => '(',
         "rpar" => ')',
         "sol" => '/',
         "num" => '#',
-        "amp" => '&',
+        "amp" | "AMP" => '&',
+        "quot" | "QUOT" => '"',
+        "apos" => '\'',
+        "lsquo" => '\u{2018}',
+        "rsquo" => '\u{2019}',
+        "ldquo" => '\u{201C}',
+        "rdquo" => '\u{201D}',
         _ => return None,
     };
-    Some((c, 1 + name.len() + 1))
+    Some((c, 1 + name_len + 1))
+}
+
+/// What HTML reads a numeric character reference of 128 to 159 as (the Windows-1252
+/// characters there), if it maps one.
+fn windows_1252(value: u32) -> Option<char> {
+    Some(match value {
+        0x80 => '€',
+        0x82 => '‚',
+        0x83 => 'ƒ',
+        0x84 => '„',
+        0x85 => '…',
+        0x86 => '†',
+        0x87 => '‡',
+        0x88 => 'ˆ',
+        0x89 => '‰',
+        0x8A => 'Š',
+        0x8B => '‹',
+        0x8C => 'Œ',
+        0x8E => 'Ž',
+        0x91 => '‘',
+        0x92 => '’',
+        0x93 => '“',
+        0x94 => '”',
+        0x95 => '•',
+        0x96 => '–',
+        0x97 => '—',
+        0x98 => '˜',
+        0x99 => '™',
+        0x9A => 'š',
+        0x9B => '›',
+        0x9C => 'œ',
+        0x9E => 'ž',
+        0x9F => 'Ÿ',
+        _ => return None,
+    })
 }
 
 fn refuse_contact_details_as_written(field: &'static str, value: &str) -> Result<(), InputError> {
@@ -768,6 +917,26 @@ mod tests {
             "alice&#64example.com",
             "alice&amp;#64;example.com",
             "alice&amp;commat;example.com",
+            // Found by the next review: more named references, legacy ones without ';',
+            // Windows-1252 numbers, zero-padded numbers, form posts without escapes,
+            // JSON escapes.
+            "+1&ndash;555&ndash;010&ndash;9999",
+            "555&ndash;010&ndash;9999",
+            "555&minus;010&minus;9999",
+            "06&thinsp;12&thinsp;34&thinsp;56&thinsp;78",
+            "+33&ensp;6&ensp;12&ensp;34&ensp;56&ensp;78",
+            "+1&NonBreakingSpace;555&NonBreakingSpace;010&NonBreakingSpace;9999",
+            "+1&nbsp555&nbsp010&nbsp9999",
+            "555&#150;010&#150;9999",
+            "alice&#0000000064;example.com",
+            "alice&AMP;commat;example.com",
+            "555+010+9999",
+            "07700+900123",
+            "020+7946+0958",
+            "alice\\u0040example.com",
+            "+1\\u00a0555\\u00a0010\\u00a09999",
+            "\\u002B15550109999",
+            "alice\\x40example.com",
         ] {
             assert!(Name::new(written).is_err(), "{written}");
             assert!(crate::SubjectId::new(written).is_err(), "{written}");
@@ -780,9 +949,43 @@ mod tests {
             "a%zz",
             "&#xZZ;",
             "Q&A &amp; more",
+            // A form post of an ordinary label, a plain '%' beside a '+', C++, a
+            // version with build metadata, a Windows path.
+            "Chrome+%28stable%29+120.0.6099.109",
+            "Windows+%28x64%29+10.0.19045.3693",
+            "Order 12345 67890 +15%",
+            "C++ 2026-11-30",
+            "release 1.2.3+20261130",
+            "C:\\Users\\x\\u2019s",
         ] {
             assert!(Name::new(fine).is_ok(), "{fine}");
         }
+        // Ordinary labels holding '+', '%', '&' or '\\', as they come from forms, URLs,
+        // pages and paths (random versions, percentages, counts).
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..20_000 {
+            let (a, b, c, d) = (next(200), next(100), next(10_000), next(100_000_000));
+            for fine in [
+                format!("Chrome+%28stable%29+{a}.{b}.{c}.{d}"),
+                format!("release {a}.{b}.{c}+{d}"),
+                format!("{b}% off until {c}"),
+                format!("R&D {a}&amp;{b} team {c}"),
+                format!("Order {c} {d} +{b}%"),
+                format!("C:\\builds\\{a}\\{c}"),
+                format!("sale+{b}%25+off+{c}"),
+            ] {
+                assert!(Name::new(&fine).is_ok(), "{fine}");
+            }
+        }
+        assert_eq!(json_escape("\\ud83d\\ude00"), Some(('😀', 12)));
+        assert_eq!(json_escape("\\ud83d"), None);
+        assert_eq!(json_escape("\\u12"), None);
         assert_eq!(url_and_html_decoded("%E2%82%AC &#8364; &#x20AC;"), "€ € €");
         assert_eq!(url_and_html_decoded("%"), "%");
         assert_eq!(
