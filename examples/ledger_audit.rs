@@ -666,7 +666,10 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                     };
                     (
                         checked,
-                        format!("verdict under key {key_hex}, checked against the ledger in {dir}"),
+                        format!(
+                            "verdict under key {key_hex}, checked against the ledger in {}",
+                            shown_path(dir)
+                        ),
                     )
                 }
             };

@@ -789,3 +789,41 @@ fn ledger_audit_usage_errors_do_not_quote_a_phone_number_or_an_email() {
     let o = impact_all_time(&l, &k, &["--purpose", "advertsing"]);
     assert!(text(&o).contains("\"advertsing\""), "{}", text(&o));
 }
+
+/// `verify-receipt --against DIR` printed DIR as typed in its verdict; a directory
+/// named like an email address is not shown. (From review r103.)
+#[test]
+fn ledger_audit_verify_receipt_against_does_not_print_a_contact_like_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("alice@example.com");
+    ledger_with_uses(&dir);
+    let (l, k) = dirs(&dir);
+    let receipt = run("ledger_audit", &["receipt", &l, "--keys", &k, "2"]);
+    assert_eq!(receipt.status.code(), Some(0), "{}", text(&receipt));
+    let file = tmp.path().join("receipt.json");
+    std::fs::write(&file, &receipt.stdout).unwrap();
+    let seed: [u8; 32] = std::fs::read(dir.join("keys/signing.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let public: String = SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let o = run(
+        "ledger_audit",
+        &[
+            "verify-receipt",
+            file.to_str().unwrap(),
+            &public,
+            "--against",
+            &l,
+            "--keys",
+            &k,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("alice@example.com"), "{}", text(&o));
+}
