@@ -78,7 +78,7 @@ impl Inspector {
     /// data; [`IntegrityProblem::LogEmptied`](crate::IntegrityProblem::LogEmptied) for a
     /// ledger whose log was lost with its format marker (sled's recovery of a damaged
     /// `db` may drop it all) while its other files show it was used, as
-    /// [`Ledger::open`](crate::Ledger::open) says of it; [`OpenError::UnsupportedFormat`];
+    /// [`LedgerBuilder::open`](crate::LedgerBuilder::open) says of it; [`OpenError::UnsupportedFormat`];
     /// storage failures (such as a process holding the ledger open).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, OpenError> {
         let dir = dir.as_ref();
