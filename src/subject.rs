@@ -21,7 +21,9 @@ pub const MAX_SUBJECT_ID_LEN: usize = 128;
 /// such as "0044 20 7946 0958", also Unicode spaces and dashes, with or without an
 /// extension, quoted, with a label or a note, or beside another), also typed in
 /// full-width or small forms, in dingbat or keycap digits or in the digits of another
-/// script. It cannot refuse a plain run of digits, also one starting "00", which may
+/// script, and also taken undecoded from a URL, a form post, a web page or a JSON
+/// string (percent-escapes, '+' for a space, HTML character references, `\u`
+/// escapes; not quoted-printable). It cannot refuse a plain run of digits, also one starting "00", which may
 /// be an account number; inside a longer value it does not find a number in two groups
 /// without a trunk prefix ("Mobile: 333 1234567") or one written with dots; and a '+'
 /// followed by digits after a space ("build +20261130") is refused, as it reads like a
