@@ -681,6 +681,16 @@ impl State {
         }
     }
 
+    /// Marks `subject` erased by the erasure entry stored at `seq` but not applied (its
+    /// sync failed under `Immediate`; the ledger takes no more writes, and the next open
+    /// applies it): its identifiers are denied from now on, as they will be then. The
+    /// state's length stays where it is.
+    pub(crate) fn erase_unapplied(&mut self, subject: &SubjectId, seq: u64) {
+        if let Some(index) = self.find_subject(subject) {
+            self.erase(index, seq);
+        }
+    }
+
     fn erase(&mut self, index: u32, seq: u64) {
         let Some(s) = self.subjects.get_mut(index as usize) else {
             return;

@@ -1334,29 +1334,75 @@ fn authorize_at_does_not_link_a_subject_whose_erasure_is_unfinished() {
     assert_eq!(past.map(|e| e.subject().clone()), Err(Denied::UnknownIdentifier));
 }
 
-/// Under group commit, an erasure whose group's sync failed returned `NotDurable` from
-/// its append, before any removal: the subject's secret and index record stayed in the
-/// vault, and a retry was refused (the ledger takes no more writes). The removals are
-/// now done all the same. (From review r104.)
+/// An erasure whose entry is stored but could not be synced returned `NotDurable` from
+/// its append before any removal (under `GroupCommit` after applying the entry, under
+/// `Immediate` before): the subject's secret and index record stayed in the vault, a
+/// retry was refused (the ledger takes no more writes), and under `Immediate` the live
+/// ledger still allowed the erased subject's identifier. The removals are now done all
+/// the same. (From reviews r104 and r105.)
 #[test]
-fn a_group_commit_erasure_told_not_durable_still_does_its_removals() {
+fn an_erasure_told_not_durable_still_does_its_removals() {
+    for durability in [Durability::GroupCommit, Durability::Immediate] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let (l, faults) = keys.open_faulty(dir.path(), durability);
+        let alice = subject(0, 0);
+        let acme = Recipient::partner("acme").unwrap();
+        let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
+        let lookup = email.lookup(&keys.pseudonym);
+        l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+        l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
+            .unwrap();
+        faults.sync.store(true, Ordering::SeqCst);
+        let err = l.erase(&alice, crate::Actor::Subject).unwrap_err();
+        assert!(
+            matches!(err, WriteError::NotDurable(_)),
+            "{durability:?}: {err:?}"
+        );
+        let store = &l.inner.store;
+        assert!(
+            store.secret(alice.as_str()).unwrap().is_none(),
+            "{durability:?}: secret left"
+        );
+        assert!(
+            !store
+                .index_records(0, 1)
+                .any(|r| r.is_ok_and(|(k, _)| k[..] == lookup.0[..])),
+            "{durability:?}: index record left"
+        );
+        assert!(
+            !l.inner.state.read().unwrap().holds_lookup(&lookup),
+            "{durability:?}"
+        );
+        assert_eq!(
+            l.authorize(&email, &acme).unwrap_err(),
+            Denied::UnknownIdentifier,
+            "{durability:?}"
+        );
+    }
+}
+
+/// The sync a close makes before writing the state snapshot failed, and the close's
+/// own sync then succeeded: the head record counted every entry durable, where a
+/// failed sync is final (the pages it failed to write may since have been dropped).
+/// (From review r105.)
+#[test]
+fn a_sync_failing_at_close_leaves_the_durable_length_where_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let (l, faults) = keys.open_faulty(dir.path(), Durability::GroupCommit);
-    let alice = subject(0, 0);
-    let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
-    let lookup = email.lookup(&keys.pseudonym);
-    l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
-    faults.sync.store(true, Ordering::SeqCst);
-    let err = l.erase(&alice, crate::Actor::Subject).unwrap_err();
-    assert!(matches!(err, WriteError::NotDurable(_)), "{err:?}");
-    let store = &l.inner.store;
-    assert!(store.secret(alice.as_str()).unwrap().is_none(), "secret left");
-    assert!(
-        !store
-            .index_records(0, 1)
-            .any(|r| r.is_ok_and(|(k, _)| k[..] == lookup.0[..])),
-        "index record left"
+    let (l, faults) = keys.open_faulty_with(
+        keys.builder(dir.path(), Durability::Relaxed)
+            .snapshots(Snapshots::OnClose { min_new_entries: 1 }),
     );
-    assert!(!l.inner.state.read().unwrap().holds_lookup(&lookup));
+    let durable_before = l.inner.group.state.lock().unwrap().durable;
+    for i in 0..3 {
+        l.grant::<crate::Advertising>(&subject(0, i), RecipientScope::all_partners(), None)
+            .unwrap();
+    }
+    let id = l.id();
+    faults.fail_next.store(true, Ordering::SeqCst);
+    drop(l);
+    let head = std::fs::read(dir.path().join("head")).unwrap();
+    let recorded = head::open(&head, &keys.pseudonym, &id).unwrap().durable_len;
+    assert!(recorded <= durable_before, "{recorded} > {durable_before}");
 }

@@ -405,6 +405,11 @@ impl Inner {
             if self.store.put_snapshot(&bytes).is_ok() {
                 *self.snapshot_len.get_mut() = state.len;
             }
+        } else if let Ok(s) = self.group.state.get_mut() {
+            // A failed sync is final, as anywhere else: the pages it failed to write
+            // may since have been dropped, so the close's own sync, if it succeeds,
+            // must not count anything durable after it.
+            s.failed = true;
         }
     }
 }
@@ -853,11 +858,19 @@ impl Ledger {
         });
         let recorded = match appended {
             Ok(recorded) => recorded,
-            // The entry was applied but the sync of its group failed (`GroupCommit`):
-            // the subject is erased, and the ledger takes no more writes. The removals
-            // are done all the same, as far as the store takes them, so that nothing
-            // links the subject until the next open finishes the erasure.
-            Err(WriteError::NotDurable(e)) if self.erased_in_state(subject) => {
+            // The entry is stored but could not be synced (`Immediate`: before it was
+            // applied; `GroupCommit`: after): the ledger takes no more writes, and the
+            // next open applies the erasure. The removals are done all the same, as far
+            // as the store takes them (which also unlinks the subject's identifiers in
+            // memory), so that nothing links the subject meanwhile.
+            Err(WriteError::NotDurable(e)) => {
+                if let Ok(mut state) = self.inner.state.write() {
+                    if state.erased_at(subject).is_none() {
+                        // `Immediate`: stored at the state's length, not applied.
+                        let seq = state.len;
+                        state.erase_unapplied(subject, seq);
+                    }
+                }
                 let _best_effort = self.erasure_removals(subject, &lookups);
                 return Err(WriteError::NotDurable(e));
             }
@@ -869,14 +882,6 @@ impl Ledger {
             self.sync_store().map_err(SyncError::not_durable)?;
         }
         Ok(recorded)
-    }
-
-    /// Whether the state has applied an erasure of `subject`.
-    fn erased_in_state(&self, subject: &SubjectId) -> bool {
-        self.inner
-            .state
-            .read()
-            .is_ok_and(|state| state.erased_at(subject).is_some())
     }
 
     /// The removals of an erasure whose entry is applied: `subject`'s index records
