@@ -542,7 +542,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                 }
             }
             Ok(state) => {
-                d.decided_at_len = state.len;
+                d.decided_at_len = self.ledger.decided_hint(&state);
                 let query = state.query::<P>(self.recipient);
                 for (i, (row, h)) in (base..).zip(rows).enumerate() {
                     if i % WARM == 0 {

@@ -1406,3 +1406,46 @@ fn a_sync_failing_at_close_leaves_the_durable_length_where_it_was() {
     let recorded = head::open(&head, &keys.pseudonym, &id).unwrap().durable_len;
     assert!(recorded <= durable_before, "{recorded} > {durable_before}");
 }
+
+/// An audience match is decided again before it is handed out if the ledger changed
+/// since: an erasure marked in memory after its `Immediate` sync failed (`NotDurable`)
+/// is such a change, though its entry is not applied. A match of the erased subject
+/// decided before it was handed out after `erase` returned, while `authorize` denied
+/// her. (From review r108.)
+#[test]
+fn an_audience_match_is_not_handed_out_after_an_erasure_told_not_durable() {
+    for fail_sync in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+        let (alice, bob) = (subject(0, 0), subject(0, 1));
+        for (s, e) in [(&alice, "alice@example.com"), (&bob, "bob@example.com")] {
+            let email = crate::Identifier::<crate::Advertising>::email(e).unwrap();
+            l.collect(s, &email, RecipientScope::all_partners()).unwrap();
+            l.grant::<crate::Advertising>(s, RecipientScope::all_partners(), None)
+                .unwrap();
+        }
+        let acme = Recipient::partner("acme").unwrap();
+        let mut handed_out = Vec::new();
+        let mut erased = None;
+        // One chunk, both decided before Bob's match is handed out; Alice is erased
+        // while it is.
+        l.audience::<crate::Advertising>(&acme).threads(1).run(
+            ["bob@example.com", "alice@example.com"],
+            |m| {
+                handed_out.push(m.subject().clone());
+                if erased.is_none() {
+                    faults.sync.store(fail_sync, Ordering::SeqCst);
+                    erased = Some(l.erase(&alice, crate::Actor::Subject));
+                }
+            },
+        );
+        let erased = erased.unwrap();
+        assert_eq!(erased.is_err(), fail_sync, "{erased:?}");
+        assert_eq!(
+            handed_out,
+            std::slice::from_ref(&bob),
+            "fail_sync {fail_sync}: {erased:?}"
+        );
+    }
+}

@@ -573,6 +573,9 @@ struct GroupSync {
     done: Condvar,
     /// Entries written to the store (not necessarily durable).
     written: AtomicU64,
+    /// Erasures marked in the state without their entry applied (its `Immediate` sync
+    /// failed): changes a matcher must see as it sees applied entries.
+    erased_unapplied: AtomicU64,
 }
 
 struct SyncState {
@@ -866,9 +869,11 @@ impl Ledger {
             Err(WriteError::NotDurable(e)) => {
                 if let Ok(mut state) = self.inner.state.write() {
                     if state.erased_at(subject).is_none() {
-                        // `Immediate`: stored at the state's length, not applied.
+                        // `Immediate`: stored at the state's length, not applied. (Seen
+                        // by matchers as a change, under the state's lock.)
                         let seq = state.len;
                         state.erase_unapplied(subject, seq);
+                        self.inner.group.erased_unapplied.fetch_add(1, Ordering::AcqRel);
                     }
                 }
                 let _best_effort = self.erasure_removals(subject, &lookups);
@@ -1409,10 +1414,23 @@ impl Ledger {
     }
 
     /// How many entries the state has applied, read without a lock (set just after each
-    /// application, before the change is acknowledged): what a matcher compares to tell
-    /// whether anything changed since it decided.
+    /// application, before the change is acknowledged), plus the erasures marked in it
+    /// without their entry applied: what a matcher compares (with
+    /// [`Ledger::decided_hint`]) to tell whether anything changed since it decided.
     pub(crate) fn applied_hint(&self) -> u64 {
-        self.inner.group.written.load(Ordering::Acquire)
+        let group = &self.inner.group;
+        group
+            .written
+            .load(Ordering::Acquire)
+            .wrapping_add(group.erased_unapplied.load(Ordering::Acquire))
+    }
+
+    /// What [`Ledger::applied_hint`] is for `state` (read under its lock): the entries it
+    /// applied, and the erasures marked in it without their entry applied.
+    pub(crate) fn decided_hint(&self, state: &crate::state::State) -> u64 {
+        state
+            .len
+            .wrapping_add(self.inner.group.erased_unapplied.load(Ordering::Acquire))
     }
 
     /// After a new entry `seq` was appended (and the writer lock released): returns
