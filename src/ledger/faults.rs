@@ -1449,3 +1449,40 @@ fn an_audience_match_is_not_handed_out_after_an_erasure_told_not_durable() {
         );
     }
 }
+
+/// An erasure, told `NotDurable` under `Immediate`, of a subject the ledger had not
+/// seen yet: the subject is marked erased in memory as applying the stored entry (at
+/// the next open) marks it, so `history` and the export show the erasure live as
+/// they do after a reopen. (From review r109: live, the subject was not added, and
+/// both left the erasure out.)
+#[test]
+fn an_unseen_subject_erased_not_durable_is_seen_erased_as_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let carol = subject(0, 2);
+    l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
+        .unwrap();
+    faults.sync.store(true, Ordering::SeqCst);
+    let err = l.erase(&carol, crate::Actor::Subject).unwrap_err();
+    assert!(matches!(err, WriteError::NotDurable(_)), "{err:?}");
+    let seen = |l: &Ledger| {
+        let history: Vec<String> = l
+            .history(&carol)
+            .unwrap()
+            .into_iter()
+            .map(|h| format!("{} {:?}", h.seq, h.change))
+            .collect();
+        let exported = l
+            .export_subject(&carol, "write to us")
+            .unwrap()
+            .contains("dpv:Erase");
+        (history, exported)
+    };
+    let live = seen(&l);
+    faults.sync.store(false, Ordering::SeqCst);
+    drop(l);
+    let reopened = keys.builder(dir.path(), Durability::Immediate).open().unwrap();
+    assert_eq!(live, seen(&reopened));
+    assert!(live.1 && live.0.len() == 1, "{live:?}");
+}

@@ -872,8 +872,9 @@ impl Ledger {
                         // `Immediate`: stored at the state's length, not applied. (Seen
                         // by matchers as a change, under the state's lock.)
                         let seq = state.len;
-                        state.erase_unapplied(subject, seq);
-                        self.inner.group.erased_unapplied.fetch_add(1, Ordering::AcqRel);
+                        if state.erase_unapplied(subject, seq) {
+                            self.inner.group.erased_unapplied.fetch_add(1, Ordering::AcqRel);
+                        }
                     }
                 }
                 let _best_effort = self.erasure_removals(subject, &lookups);
