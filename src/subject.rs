@@ -25,9 +25,10 @@ pub const MAX_SUBJECT_ID_LEN: usize = 128;
 /// string (percent-escapes, '+' for a space, HTML character references, `\u`
 /// escapes; not quoted-printable). It cannot refuse a plain run of digits, also one starting "00", which may
 /// be an account number; inside a longer value it does not find a number in two groups
-/// without a trunk prefix ("Mobile: 333 1234567") or one written with dots; and a '+'
-/// followed by digits after a space ("build +20261130") is refused, as it reads like a
-/// number.
+/// without a trunk prefix ("Mobile: 333 1234567"), one written with dots, or one glued
+/// to a label by a '+' ("id+447946095800", which cannot be told from "acme+1234567");
+/// and a '+' followed by digits after a space ("build +20261130") is refused, as it
+/// reads like a number.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubjectId(Arc<str>);
 
