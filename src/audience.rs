@@ -693,7 +693,9 @@ struct Decided {
     /// Allowed rows: subject index, lookup pseudonym (to decide again), when the
     /// consent allowing it lapses (if it does), the match.
     candidates: Vec<(u32, Pseudonym, Option<Timestamp>, AudienceMatch)>,
-    /// The state's length (entries applied) the decisions read.
+    /// The change count the decisions read ([`Ledger::decided_hint`]: the state's
+    /// length, and the erasures marked in it without their entry applied), compared
+    /// with [`Ledger::applied_hint`] before each hand-out.
     decided_at_len: u64,
 }
 

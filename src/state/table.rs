@@ -197,7 +197,7 @@ impl IdentTable {
         // home would have been passed over by `hash`'s records.
         let mut dist = 0usize;
         std::iter::from_fn(move || {
-            let slot = self.slots.get(i).copied().unwrap_or(0);
+            let slot = self.slot_at(i);
             if dist >= cap || slot == 0 || displacement(slot, i, cap) < dist {
                 return None;
             }
@@ -214,7 +214,7 @@ impl IdentTable {
         if cap == 0 {
             return 0;
         }
-        self.slots.get(home32(hash32(lookup), cap)).copied().unwrap_or(0)
+        self.slot_at(home32(hash32(lookup), cap))
     }
 
     /// Adds a record and returns its index; `None` when the index space is exhausted.
@@ -266,7 +266,7 @@ impl IdentTable {
         self.probe(hash32(lookup)).count() + 1
     }
 
-    #[cfg(test)]
+    /// The slot at position `i` (0, empty, past the end).
     fn slot_at(&self, i: usize) -> u64 {
         self.slots.get(i).copied().unwrap_or(0)
     }
