@@ -444,7 +444,10 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             let (to_worker, jobs) = mpsc::sync_channel::<(Vec<T>, u64)>(1);
             let (to_main, done) = mpsc::sync_channel::<Decided>(2);
             let process = &process;
-            scope.spawn(move || {
+            // When no thread can be started, the work (and `jobs`) is dropped: the first
+            // chunk handed to the worker comes back, and this thread processes every
+            // chunk, as with one thread.
+            let worker = crate::threads::spawn_scoped(scope, "consent-ledger-audience", move || {
                 for (rows, base) in jobs {
                     let decided = process(&rows, base);
                     drop(rows);
@@ -453,6 +456,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                     }
                 }
             });
+            drop(worker.ok());
             let mut pending: std::collections::VecDeque<Pending> = std::collections::VecDeque::new();
             let mut with_worker = 0usize;
             let mut worker_alive = true;

@@ -61,7 +61,9 @@ pub enum IdentifierError {
     },
 }
 
-/// The storage engine failed (I/O error, lock held by another process, corrupt files).
+/// The storage engine failed (I/O error, lock held by another process, corrupt files),
+/// or the operating system refused a resource the ledger needs (open replays the log on
+/// helper threads, and fails this way when none can be started).
 ///
 /// The source is chained for diagnostics; it describes files and operations, not data.
 #[derive(Debug, thiserror::Error)]

@@ -26,6 +26,7 @@ mod signing;
 mod state;
 mod store;
 mod subject;
+mod threads;
 mod time;
 
 pub use audience::{AudienceCounts, AudienceMatch, AudienceMatcher, DeniedCounts, UploaderCounts};

@@ -19,6 +19,7 @@ use crate::state::snapshot::Position;
 use crate::state::State;
 use crate::store::{Backend, Opened, SledStore};
 use crate::subject::SubjectId;
+use crate::threads::spawn_scoped;
 use crate::time::{Clock, SystemClock, Timestamp};
 
 /// Metadata key of the format marker.
@@ -626,7 +627,12 @@ fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Resul
     let (walked, built) = std::thread::scope(|s| {
         let (tx, rx) = sync_channel::<Vec<Entry>>(QUEUED_BATCHES);
         let (half_tx, half_rx) = sync_channel::<Result<IndexMap, OpenError>>(1);
-        let builder = s.spawn(move || build_state(backend, key, half_rx, rx));
+        let builder = match spawn_scoped(s, "consent-ledger-open", move || {
+            build_state(backend, key, half_rx, rx)
+        }) {
+            Ok(builder) => builder,
+            Err((_, e)) => return (Ok(None), Err(no_thread(e))),
+        };
         let half = load_index_part(backend, key, 1, 2);
         let half_ok = half.is_ok();
         // If the builder is gone, its own error is the one to report.
@@ -636,7 +642,7 @@ fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Resul
         } else {
             Ok(None)
         };
-        (walked, joined(builder))
+        (walked, joined(builder).unwrap_or_else(|| Err(no_thread(ended()))))
     });
     // The index is checked first, as it always was: its errors come before the log's.
     let (index, state) = built?;
@@ -653,11 +659,22 @@ fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Resul
     })
 }
 
-/// The result of a helper thread of open; a panic there is raised again here.
-fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+/// The result of a helper thread of open (see [`spawn_scoped`]); a panic there is
+/// raised again here.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Option<T>>) -> Option<T> {
     handle
         .join()
         .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+}
+
+/// The error of an open that could not start the helper thread it needs: the operating
+/// system refused one (too many threads, or no memory for a stack).
+fn no_thread(e: std::io::Error) -> OpenError {
+    OpenError::Storage(StorageError::new("starting a thread to open the ledger", e))
+}
+
+fn ended() -> std::io::Error {
+    std::io::Error::other("a helper thread of open ended before its work reached it")
 }
 
 /// What a state snapshot gave open.
@@ -702,18 +719,32 @@ fn load_from_snapshot(
         // The vault is needed later in any case, and opening it reads and checks every
         // slot: on a third thread, beside the log reading and the snapshot decoding (a
         // tail that collects waits for it).
-        let vault = s.spawn(|| backend.open_parts());
-        let builder = s.spawn(move || {
-            match crate::state::snapshot::open(&bytes, key).filter(|(at, _)| *at == claimed) {
+        // Without a thread for it, it is opened here once the log is read.
+        let vault = spawn_scoped(s, "consent-ledger-vault", || backend.open_parts()).ok();
+        let builder = spawn_scoped(
+            s,
+            "consent-ledger-open",
+            move || match crate::state::snapshot::open(&bytes, key).filter(|(at, _)| *at == claimed) {
                 Some((at, state)) => {
                     drop(bytes);
                     apply_tail(backend, key, at, state, rx)
                 }
                 None => Ok(Tail::Unusable),
-            }
-        });
+            },
+        );
+        let builder = match builder {
+            Ok(builder) => builder,
+            Err((_, e)) => return (Ok(None), Err(no_thread(e)), Ok(())),
+        };
         let walked = walk_log(backend, trusted, tx, claimed.len);
-        (walked, joined(builder), joined(vault))
+        let built = joined(builder).unwrap_or_else(|| Err(no_thread(ended())));
+        let vault = match vault {
+            Some(vault) => {
+                joined(vault).unwrap_or_else(|| Err(StorageError::new("opening the vault", ended())))
+            }
+            None => backend.open_parts(),
+        };
+        (walked, built, vault)
     });
     vault?;
     let (state, index, tail_erased) = match built? {
