@@ -546,7 +546,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                 }
             }
             Ok(state) => {
-                d.decided_at_len = self.ledger.decided_hint(&state);
+                d.decided_at_len = state.len;
                 let query = state.query::<P>(self.recipient);
                 for (i, (row, h)) in (base..).zip(rows).enumerate() {
                     if i % WARM == 0 {
@@ -697,9 +697,8 @@ struct Decided {
     /// Allowed rows: subject index, lookup pseudonym (to decide again), when the
     /// consent allowing it lapses (if it does), the match.
     candidates: Vec<(u32, Pseudonym, Option<Timestamp>, AudienceMatch)>,
-    /// The change count the decisions read ([`Ledger::decided_hint`]: the state's
-    /// length, and the erasures marked in it without their entry applied), compared
-    /// with [`Ledger::applied_hint`] before each hand-out.
+    /// The state's length the decisions read, compared with [`Ledger::applied_hint`]
+    /// before each hand-out.
     decided_at_len: u64,
 }
 

@@ -112,6 +112,15 @@ pub(crate) enum Body {
 }
 
 impl Body {
+    /// Whether the entry only takes use away (a withdrawal, an expiry, an erasure):
+    /// applying it can only turn an allowed decision into a denied one.
+    pub(crate) fn only_takes_use_away(&self) -> bool {
+        matches!(
+            self,
+            Body::Withdrawn { .. } | Body::Expired { .. } | Body::Erased { .. }
+        )
+    }
+
     /// The subject this entry is about, if any.
     pub(crate) fn subject(&self) -> Option<&SubjectId> {
         match self {

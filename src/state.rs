@@ -681,20 +681,6 @@ impl State {
         }
     }
 
-    /// Marks `subject` erased by the erasure entry stored at `seq` but not applied (its
-    /// sync failed under `Immediate`; the ledger takes no more writes, and the next open
-    /// applies it): its identifiers are denied from now on, as they will be then. The
-    /// state's length stays where it is.
-    /// A subject not seen yet is added, erased, as applying the entry would. Returns
-    /// whether the subject is now marked.
-    pub(crate) fn erase_unapplied(&mut self, subject: &SubjectId, seq: u64) -> bool {
-        let Some(index) = self.subject_or_insert(subject) else {
-            return false;
-        };
-        self.erase(index, seq);
-        true
-    }
-
     fn erase(&mut self, index: u32, seq: u64) {
         let Some(s) = self.subjects.get_mut(index as usize) else {
             return;

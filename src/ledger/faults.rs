@@ -1408,8 +1408,8 @@ fn a_sync_failing_at_close_leaves_the_durable_length_where_it_was() {
 }
 
 /// An audience match is decided again before it is handed out if the ledger changed
-/// since: an erasure marked in memory after its `Immediate` sync failed (`NotDurable`)
-/// is such a change, though its entry is not applied. A match of the erased subject
+/// since: an erasure whose `Immediate` sync failed (`NotDurable`) is such a change (its
+/// entry is applied all the same). A match of the erased subject
 /// decided before it was handed out after `erase` returned, while `authorize` denied
 /// her. (From review r108.)
 #[test]
@@ -1451,9 +1451,8 @@ fn an_audience_match_is_not_handed_out_after_an_erasure_told_not_durable() {
 }
 
 /// An erasure, told `NotDurable` under `Immediate`, of a subject the ledger had not
-/// seen yet: the subject is marked erased in memory as applying the stored entry (at
-/// the next open) marks it, so `history` and the export show the erasure live as
-/// they do after a reopen. (From review r109: live, the subject was not added, and
+/// seen yet: the stored entry is applied, so `history` and the export show the erasure
+/// live as they do after a reopen. (From review r109: live, the subject was not added, and
 /// both left the erasure out.)
 #[test]
 fn an_unseen_subject_erased_not_durable_is_seen_erased_as_after_a_reopen() {
@@ -1485,4 +1484,66 @@ fn an_unseen_subject_erased_not_durable_is_seen_erased_as_after_a_reopen() {
     let reopened = keys.builder(dir.path(), Durability::Immediate).open().unwrap();
     assert_eq!(live, seen(&reopened));
     assert!(live.1 && live.0.len() == 1, "{live:?}");
+}
+
+/// Under `Immediate`, a withdrawal or erasure whose sync fails (`NotDurable`) takes
+/// effect at once, as under `GroupCommit`, where the entry is applied before its sync:
+/// the live ledger denied nothing after a withdrawal told `NotDurable` until a reopen,
+/// so the person's "no" waited on the disk. A grant or collection told `NotDurable`
+/// does not take effect until a reopen finds it. Live answers and those after a
+/// reopen (the entry survived: nothing crashed) agree.
+#[test]
+fn a_withdrawal_told_not_durable_takes_effect_at_once() {
+    for kind in ["withdraw", "grant", "erase"] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+        let alice = subject(0, 0);
+        let acme = Recipient::partner("acme").unwrap();
+        let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
+        l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+        if kind != "grant" {
+            l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
+                .unwrap();
+        }
+        let before = l.authorize(&email, &acme).map(|u| u.evidence().allowed_by());
+        faults.sync.store(true, Ordering::SeqCst);
+        let err = match kind {
+            "withdraw" => l.withdraw::<crate::Advertising>(&alice).map(|_| ()),
+            "grant" => l
+                .grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
+                .map(|_| ()),
+            _ => l.erase(&alice, crate::Actor::Subject).map(|_| ()),
+        }
+        .unwrap_err();
+        assert!(matches!(err, WriteError::NotDurable(_)), "{kind}: {err:?}");
+        let live = l.authorize(&email, &acme).map(|u| u.evidence().allowed_by());
+        let (matches, _) = l
+            .audience::<crate::Advertising>(&acme)
+            .collect(["alice@example.com"]);
+        let history = l.history(&alice).unwrap().len();
+        match kind {
+            "grant" => {
+                assert!(before.is_err() && live == before, "{kind}: {live:?}");
+                assert!(matches.is_empty());
+            }
+            _ => {
+                assert!(before.is_ok() && live.is_err(), "{kind}: {live:?}");
+                assert!(matches.is_empty(), "{kind}: matched after NotDurable");
+            }
+        }
+        faults.sync.store(false, Ordering::SeqCst);
+        drop(l);
+        let reopened = keys.builder(dir.path(), Durability::Immediate).open().unwrap();
+        let after = reopened
+            .authorize(&email, &acme)
+            .map(|u| u.evidence().allowed_by());
+        if kind == "grant" {
+            // Found on disk at the reopen: in effect from then on.
+            assert!(after.is_ok(), "{kind}: {after:?}");
+        } else {
+            assert_eq!(after, live, "{kind}");
+            assert_eq!(reopened.history(&alice).unwrap().len(), history, "{kind}");
+        }
+    }
 }

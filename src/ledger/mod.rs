@@ -573,9 +573,6 @@ struct GroupSync {
     done: Condvar,
     /// Entries written to the store (not necessarily durable).
     written: AtomicU64,
-    /// Erasures marked in the state without their entry applied (its `Immediate` sync
-    /// failed): changes a matcher must see as it sees applied entries.
-    erased_unapplied: AtomicU64,
 }
 
 struct SyncState {
@@ -861,22 +858,12 @@ impl Ledger {
         });
         let recorded = match appended {
             Ok(recorded) => recorded,
-            // The entry is stored but could not be synced (`Immediate`: before it was
-            // applied; `GroupCommit`: after): the ledger takes no more writes, and the
-            // next open applies the erasure. The removals are done all the same, as far
-            // as the store takes them (which also unlinks the subject's identifiers in
-            // memory), so that nothing links the subject meanwhile.
+            // The entry is stored and applied (an erasure is, whichever sync failed) but
+            // could not be synced: the ledger takes no more writes. The removals are done
+            // all the same, as far as the store takes them (which also unlinks the
+            // subject's identifiers in memory), so that nothing links the subject
+            // meanwhile; the next open finishes what they leave.
             Err(WriteError::NotDurable(e)) => {
-                if let Ok(mut state) = self.inner.state.write() {
-                    if state.erased_at(subject).is_none() {
-                        // `Immediate`: stored at the state's length, not applied. (Seen
-                        // by matchers as a change, under the state's lock.)
-                        let seq = state.len;
-                        if state.erase_unapplied(subject, seq) {
-                            self.inner.group.erased_unapplied.fetch_add(1, Ordering::AcqRel);
-                        }
-                    }
-                }
                 let _best_effort = self.erasure_removals(subject, &lookups);
                 return Err(WriteError::NotDurable(e));
             }
@@ -1299,6 +1286,18 @@ impl Ledger {
             // it, since the pages it failed to write may have held this entry.
             if let Err(e) = self.sync_unless_failed() {
                 w.failed = true;
+                // Stored, and it may survive. A change that only takes use away (a
+                // withdrawal, an expiry, an erasure) takes effect now all the same, as
+                // every entry of a failed group does under `GroupCommit` (applied before
+                // its sync): denying is never wrong, and what the person asked for must
+                // not wait for a reopen. A collection, grant or key change waits for a
+                // reopen to find it on disk.
+                if sealed.entry.body.only_takes_use_away() {
+                    w.next_seq = sealed.entry.seq.saturating_add(1);
+                    w.last_hash = sealed.hash;
+                    // (It fails only on a poisoned lock, after which nothing is decided.)
+                    let _poisoned_only = self.apply_stored(vec![sealed]);
+                }
                 return Err(e.not_durable());
             }
         }
@@ -1408,30 +1407,17 @@ impl Ledger {
     }
 
     /// How many entries the state has applied: where reads of the log that must agree
-    /// with decisions stop (an entry stored by an append whose sync failed was never
-    /// applied, and decisions never saw it).
+    /// with decisions stop (an entry stored by an `Immediate` append whose sync failed
+    /// is applied only if it takes use away: decisions never saw the others).
     pub(crate) fn applied_len(&self) -> Result<u64, ReadError> {
         Ok(self.inner.state.read().map_err(|_| poisoned())?.len)
     }
 
     /// How many entries the state has applied, read without a lock (set just after each
-    /// application, before the change is acknowledged), plus the erasures marked in it
-    /// without their entry applied: what a matcher compares (with
-    /// [`Ledger::decided_hint`]) to tell whether anything changed since it decided.
+    /// application, before the change is acknowledged): what a matcher compares with
+    /// the state's length it decided at to tell whether anything changed since.
     pub(crate) fn applied_hint(&self) -> u64 {
-        let group = &self.inner.group;
-        group
-            .written
-            .load(Ordering::Acquire)
-            .wrapping_add(group.erased_unapplied.load(Ordering::Acquire))
-    }
-
-    /// What [`Ledger::applied_hint`] is for `state` (read under its lock): the entries it
-    /// applied, and the erasures marked in it without their entry applied.
-    pub(crate) fn decided_hint(&self, state: &crate::state::State) -> u64 {
-        state
-            .len
-            .wrapping_add(self.inner.group.erased_unapplied.load(Ordering::Acquire))
+        self.inner.group.written.load(Ordering::Acquire)
     }
 
     /// After a new entry `seq` was appended (and the writer lock released): returns

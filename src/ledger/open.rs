@@ -530,7 +530,6 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 }),
                 done: Condvar::new(),
                 written: AtomicU64::new(len),
-                erased_unapplied: AtomicU64::new(0),
             },
             ticker: if b.ticker {
                 Ticker::start(Arc::clone(&b.clock))
