@@ -277,6 +277,7 @@ const LOOKUP_DOMAIN: &[u8] = b"consent-ledger/v1/lookup\0";
 const SUBJECT_DOMAIN: &[u8] = b"consent-ledger/v1/subject-identifier\0";
 const CHECK_DOMAIN: &[u8] = b"consent-ledger/v1/key-check\0";
 const INDEX_DOMAIN: &[u8] = b"consent-ledger/v1/index-record\0";
+const SUBJECT_KEY_DOMAIN: &[u8] = b"consent-ledger/v1/subject-key\0";
 
 /// The application's secret key for pseudonyms (HMAC-SHA256).
 ///
@@ -422,13 +423,43 @@ impl SubjectSecret {
         &self.0
     }
 
-    pub(crate) fn pseudonym(&self, kind: IdentifierKind, normalized: &str) -> Pseudonym {
-        let mut mac = keyed(&self.0[..]);
+    /// The subject pseudonym of an identifier: an HMAC keyed with both this secret and
+    /// the application's pseudonym key (through [`SUBJECT_KEY_DOMAIN`]). The secret is
+    /// stored in the vault, in the same directory as the pseudonyms; keyed with it
+    /// alone, a copy of the directory would let anyone test guessed identifiers
+    /// against the log (found by review r113). Erasing the secret still unlinks them.
+    pub(crate) fn pseudonym(&self, key: &PseudonymKey, kind: IdentifierKind, normalized: &str) -> Pseudonym {
+        #[cfg(test)]
+        if WRITE_LEGACY.with(std::cell::Cell::get) {
+            return self.legacy_pseudonym(kind, normalized);
+        }
+        let mut subject_key = key.mac.clone();
+        subject_key.update(SUBJECT_KEY_DOMAIN);
+        subject_key.update(&self.0[..]);
+        let subject_key = Zeroizing::new(<[u8; 32]>::from(subject_key.finalize().into_bytes()));
+        Self::pseudonym_under(&subject_key[..], kind, normalized)
+    }
+
+    /// The subject pseudonym as ledgers made before 2026-11-30 wrote it: keyed with the
+    /// secret alone. Read only to keep linking an identifier such a ledger holds.
+    pub(crate) fn legacy_pseudonym(&self, kind: IdentifierKind, normalized: &str) -> Pseudonym {
+        Self::pseudonym_under(&self.0[..], kind, normalized)
+    }
+
+    fn pseudonym_under(key: &[u8], kind: IdentifierKind, normalized: &str) -> Pseudonym {
+        let mut mac = keyed(key);
         mac.update(SUBJECT_DOMAIN);
         mac.update(&[kind.code()]);
         mac.update(normalized.as_bytes());
         Pseudonym(mac.finalize().into_bytes().into())
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by tests: subject pseudonyms are made as ledgers made before 2026-11-30 made
+    /// them, to build such a ledger.
+    pub(crate) static WRITE_LEGACY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 impl fmt::Debug for SubjectSecret {
@@ -467,7 +498,13 @@ mod tests {
         assert_ne!(k1.lookup(IdentifierKind::DeviceId, b"+15550109999"), p1);
         assert_ne!(k1.check_value(), k2.check_value());
         let s = SubjectSecret::from_slice(&[1; 32]).unwrap();
-        assert_ne!(s.pseudonym(IdentifierKind::Phone, "+15550109999"), p1);
+        let sp = s.pseudonym(&k1, IdentifierKind::Phone, "+15550109999");
+        assert_ne!(sp, p1);
+        // Keyed with both: neither the secret nor the pseudonym key alone gives it.
+        assert_ne!(sp, s.pseudonym(&k2, IdentifierKind::Phone, "+15550109999"));
+        assert_ne!(sp, s.legacy_pseudonym(IdentifierKind::Phone, "+15550109999"));
+        let other = SubjectSecret::from_slice(&[2; 32]).unwrap();
+        assert_ne!(sp, other.pseudonym(&k1, IdentifierKind::Phone, "+15550109999"));
     }
 
     #[test]

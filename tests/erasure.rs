@@ -216,6 +216,76 @@ fn brute_force_with_the_pseudonym_key_finds_no_erased_subject() {
     }
 }
 
+/// The documented subject pseudonym derivation (docs/format.md): keyed with the
+/// subject's secret and, through it, with the pseudonym key. `secret_only` is the old
+/// derivation, keyed with the secret alone.
+fn subject_pseudonym(pseudonym_key: Option<&[u8; 32]>, secret: &[u8; 32], e164: &str) -> [u8; 32] {
+    let subject_key: [u8; 32] = match pseudonym_key {
+        Some(pk) => {
+            let mut mac = Hmac::<Sha256>::new_from_slice(pk).unwrap();
+            mac.update(b"consent-ledger/v1/subject-key\0");
+            mac.update(secret);
+            mac.finalize().into_bytes().into()
+        }
+        None => *secret,
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(&subject_key).unwrap();
+    mac.update(b"consent-ledger/v1/subject-identifier\0");
+    mac.update(&[1]); // phone
+    mac.update(e164.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// Someone with a copy of the directory but not the pseudonym key reads every
+/// subject's secret from the vault (it is stored there, in the clear, until erasure)
+/// and tries every number of a range against the log: no subject pseudonym is found.
+/// When subject pseudonyms were keyed with the secret alone, every collected number
+/// was confirmed this way. With the pseudonym key as well, they are all found, which
+/// shows the search works. (From review r113.)
+#[test]
+fn without_the_pseudonym_key_a_copy_of_the_directory_confirms_no_guess() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk_bytes = [0x3Cu8; 32];
+    let subjects = 20u32;
+    // Every fifth number of the range, two per subject.
+    let owner = |i: u32| format!("account-{}", (i / 5) % subjects);
+    {
+        let ledger = Ledger::builder(dir.path())
+            .signing_key(SigningKey::generate())
+            .pseudonym_key(PseudonymKey::from_bytes(pk_bytes))
+            .durability(Durability::Relaxed)
+            .open()
+            .unwrap();
+        for i in (0..200u32).step_by(5) {
+            let s = SubjectId::new(&owner(i)).unwrap();
+            let id = Identifier::<Security>::phone(&number(i)).unwrap();
+            ledger.collect(&s, &id, RecipientScope::first_party()).unwrap();
+        }
+        ledger.sync().unwrap();
+    }
+    let haystack = Haystack::new(dir.path());
+    let secrets: Vec<(u32, [u8; 32])> = (0..subjects)
+        .map(|n| (n, secret_from_vault(dir.path(), &format!("account-{n}")).unwrap()))
+        .collect();
+    let (mut without_key, mut with_key) = (Vec::new(), 0);
+    for i in 0..200u32 {
+        for (n, secret) in &secrets {
+            if haystack.contains(&subject_pseudonym(None, secret, &number(i))) {
+                without_key.push((*n, number(i)));
+            }
+            if haystack.contains(&subject_pseudonym(Some(&pk_bytes), secret, &number(i))) {
+                assert_eq!(owner(i), format!("account-{n}"));
+                with_key += 1;
+            }
+        }
+    }
+    assert!(
+        without_key.is_empty(),
+        "confirmed without the key: {without_key:?}"
+    );
+    assert_eq!(with_key, 40, "every collected number is found with the key");
+}
+
 #[test]
 fn erasure_interrupted_before_the_keys_were_destroyed_is_completed_on_open() {
     // Simulate a crash between the erasure entry and the key destruction: put the

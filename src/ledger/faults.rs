@@ -1547,3 +1547,67 @@ fn a_withdrawal_told_not_durable_takes_effect_at_once() {
         }
     }
 }
+
+/// A ledger made before subject pseudonyms were keyed with the pseudonym key too holds
+/// them keyed with the secret alone: collecting one of its identifiers again, for
+/// another purpose, still links it, under the pseudonym it has; a new identifier gets
+/// the new derivation.
+#[test]
+fn an_identifier_of_an_older_ledger_is_collected_again_under_its_pseudonym() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let alice = subject(0, 0);
+    let raw = "+1 555 010 4242";
+    let (l, _faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    crate::identifier::WRITE_LEGACY.with(|w| w.set(true));
+    let first = l.collect(
+        &alice,
+        &crate::Identifier::<crate::Security>::phone(raw).unwrap(),
+        RecipientScope::first_party(),
+    );
+    crate::identifier::WRITE_LEGACY.with(|w| w.set(false));
+    let first = first.unwrap();
+    let again = l
+        .collect(
+            &alice,
+            &crate::Identifier::<crate::Advertising>::phone(raw).unwrap(),
+            RecipientScope::all_partners(),
+        )
+        .unwrap();
+    let other = l
+        .collect(
+            &alice,
+            &crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap(),
+            RecipientScope::all_partners(),
+        )
+        .unwrap();
+    let pseudonym = |seq: u64| match entry::decode(&l.inner.store.entry(seq).unwrap().unwrap())
+        .unwrap()
+        .entry
+        .body
+    {
+        Body::Collected { pseudonym, .. } => pseudonym,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pseudonym(first.seq), pseudonym(again.seq));
+    let secret =
+        crate::identifier::SubjectSecret::from_slice(&l.inner.store.secret(alice.as_str()).unwrap().unwrap())
+            .unwrap();
+    assert_eq!(
+        pseudonym(first.seq),
+        secret.legacy_pseudonym(IdentifierKind::Phone, "+15550104242")
+    );
+    assert_eq!(
+        pseudonym(other.seq),
+        secret.pseudonym(&keys.pseudonym, IdentifierKind::Email, "alice@example.com")
+    );
+    let acme = Recipient::partner("acme").unwrap();
+    l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
+        .unwrap();
+    assert!(l
+        .authorize(
+            &crate::Identifier::<crate::Advertising>::phone(raw).unwrap(),
+            &acme
+        )
+        .is_ok());
+}

@@ -961,7 +961,7 @@ impl Ledger {
             // collections from the identifier for good.
             let held = state.held_collection(&lookup, subject);
             let secret = subject_secret(store, subject, held.is_some())?;
-            let pseudonym = secret.pseudonym(identifier.kind(), identifier.normalized());
+            let mut pseudonym = secret.pseudonym(key, identifier.kind(), identifier.normalized());
             if let Some(seq) = held {
                 let recorded = store
                     .entry(seq)?
@@ -970,8 +970,14 @@ impl Ledger {
                         Body::Collected { pseudonym, .. } => Some(pseudonym),
                         _ => None,
                     });
-                if recorded != Some(pseudonym) {
-                    return Err(lost_link());
+                // A ledger made before subject pseudonyms were keyed with the pseudonym
+                // key too holds them keyed with the secret alone: its identifiers keep
+                // the pseudonym they have (see `SubjectSecret::legacy_pseudonym`).
+                let legacy = secret.legacy_pseudonym(identifier.kind(), identifier.normalized());
+                match recorded {
+                    Some(r) if r == pseudonym => {}
+                    Some(r) if r == legacy => pseudonym = legacy,
+                    _ => return Err(lost_link()),
                 }
             }
             let code = [identifier.kind().code()];
