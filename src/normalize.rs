@@ -6,7 +6,7 @@
 //!   prefix 0 right after the country code, however it is written ("+44 (0)20 …",
 //!   "+44 (020) …", "+44 020 …": no number of those countries starts with 0 in
 //!   international form), except for the country codes whose numbers keep their 0 in
-//!   international form (+39, +378, +379, +225, +242, +229), where it is the number's
+//!   international form (+39, +378, +379, +225, +242, +229, +241), where it is the number's
 //!   own 0. Where the country code ends is known exactly (ITU-T's codes are
 //!   prefix-free). A number must be given in international form: without a country
 //!   code there is no single right normalization, so `0044…` or a national number is
@@ -229,13 +229,28 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
     if digits < PHONE_MIN_DIGITS {
         return Err("has too few digits for E.164");
     }
+    // An Argentine mobile number written in its national form after "+54" ("+54 011 15
+    // 2345-6789") holds the "15" that dialling from abroad replaces with a "9" before the
+    // area code: 12 digits where no Argentine number has more than 11. Refused rather
+    // than stored as a second form of "+54 9 11 2345-6789".
+    if code == 54 && code_len == Some(2) && digits.saturating_sub(2) > ARGENTINA_MAX_NATIONAL {
+        return Err("is longer than any Argentine number (write a mobile as +54 9, the area code and the number, without 15)");
+    }
     Ok(())
 }
 
 /// Country codes whose numbers keep their leading 0 in international form: "(0)" after
 /// them is the number's own 0 (Italy, San Marino, Vatican City, Côte d'Ivoire, Republic
-/// of the Congo, and Benin since its numbers gained "01" in November 2024).
-const KEEP_ZERO: [u32; 6] = [39, 378, 379, 225, 242, 229];
+/// of the Congo, Gabon, whose eight-digit numbers start with 0, and Benin since its
+/// numbers gained "01" in November 2024). (Not handled: a few countries keep a 0 in
+/// international form for some toll-free or service ranges only, "0800" after +267,
+/// +268, +501, +676, +679 or +853, for example; those lose it here. Such numbers are
+/// not a person's.)
+const KEEP_ZERO: [u32; 7] = [39, 378, 379, 225, 242, 229, 241];
+
+/// The longest national part (after the country code) of an Argentine number: 10
+/// digits, and a mobile's "9" before them.
+const ARGENTINA_MAX_NATIONAL: usize = 11;
 
 /// The two-digit country codes of ITU-T E.164 (1 and 7 are the only one-digit ones,
 /// and every other code has three digits: the codes are prefix-free).

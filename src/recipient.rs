@@ -131,8 +131,34 @@ fn decoded_readings(value: &str) -> Vec<String> {
         .windows(3)
         .any(|w| matches!(w, [a, b'+', c] if a.is_ascii_digit() && c.is_ascii_digit()));
     let form = escapes && !bare && value.contains('+');
+    // A '+' and a digit right after an escaped separator ("Mobile:%20+447946095800",
+    // as `encodeURI` writes a space and keeps the '+') start a number in the URL
+    // reading: judged in that reading too, though the value reads as a form post.
+    let plus_after_separator = bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'+'
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+            && i >= 3
+            && escape_at(i - 3)
+            && matches!(
+                bytes.get(i - 2..i),
+                Some(
+                    b"20"
+                        | b"3A"
+                        | b"3a"
+                        | b"3D"
+                        | b"3d"
+                        | b"2C"
+                        | b"2c"
+                        | b"09"
+                        | b"3B"
+                        | b"3b"
+                        | b"2F"
+                        | b"2f"
+                )
+            )
+    });
     let mut out = Vec::new();
-    if !form {
+    if !form || plus_after_separator {
         let decoded = url_and_html_decoded(value);
         if decoded != value {
             out.push(decoded);
@@ -353,6 +379,12 @@ fn refuse_contact_details_as_written(field: &'static str, value: &str) -> Result
             "contains '@', like an email address; use an opaque id",
         ));
     }
+    if spelled_out_email_inside(value) {
+        return Err(InputError::new(
+            field,
+            "spells out an email address ('at' for '@'); use an opaque id",
+        ));
+    }
     // (Every scheme ends in ':'.)
     if value.contains(':') && contact_uri_inside(value) {
         return Err(InputError::new(field, "is a contact address; use an opaque id"));
@@ -449,6 +481,67 @@ const CONTACT_SCHEMES: [&str; 17] = [
     "wtai:",
 ];
 
+/// Whether `value` spells out an email address with "at" for '@': "alice at
+/// example.com" (as mailing-list archives write it), "alice(at)example.com", "alice [at]
+/// example [dot] com": a word of a local part's characters, "at" (alone or in
+/// brackets), then a host name of two or more labels, the last of letters. ("Lunch at
+/// noon" and "v2 at 12.30" are not.)
+fn spelled_out_email_inside(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    let marks = [" at ", "(at)", "[at]", "{at}", "<at>"];
+    if !marks.iter().any(|m| lower.contains(m)) {
+        return false;
+    }
+    let mut v = lower;
+    for (open, close) in [('(', ')'), ('[', ']'), ('{', '}'), ('<', '>')] {
+        v = v
+            .replace(&format!("{open}at{close}"), " at ")
+            .replace(&format!("{open}dot{close}"), " . ");
+    }
+    let words: Vec<&str> = v.split_whitespace().collect();
+    let local_part = |w: &str| {
+        w.chars().any(|c| c.is_ascii_alphanumeric())
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-+'".contains(c))
+    };
+    words.iter().enumerate().any(|(i, w)| {
+        if *w != "at"
+            || !i
+                .checked_sub(1)
+                .and_then(|p| words.get(p))
+                .is_some_and(|l| local_part(l))
+        {
+            return false;
+        }
+        // The host: the next word, and ". word" after it ("example [dot] com").
+        let Some(first) = words.get(i + 1) else {
+            return false;
+        };
+        let mut host = (*first).to_owned();
+        let mut j = i + 2;
+        while let (Some(&"."), Some(next)) = (words.get(j), words.get(j + 1)) {
+            host.push('.');
+            host.push_str(next);
+            j += 2;
+        }
+        host_name_like(&host)
+    })
+}
+
+/// Whether `host` (punctuation after it aside) is two or more labels of letters, digits
+/// and '-', the last of two or more letters.
+fn host_name_like(host: &str) -> bool {
+    let host = host.trim_end_matches(['.', ',', ';', ':', ')', ']', '}', '>', '"', '\'', '!', '?']);
+    let labels: Vec<&str> = host.split('.').collect();
+    labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        && labels
+            .last()
+            .is_some_and(|t| t.len() >= 2 && t.chars().all(|c| c.is_ascii_alphabetic()))
+}
+
 /// A mark that opens a quoted or bracketed value.
 fn opening(c: char) -> bool {
     matches!(
@@ -458,7 +551,7 @@ fn opening(c: char) -> bool {
 }
 
 /// Whether `value` holds, anywhere, a '+' that does not follow a letter, a digit or
-/// another '+', followed at once by a digit and then by at least 7 digits in all, with
+/// a '+' that follows one, followed at once by a digit and then by at least 7 digits in all, with
 /// or without separators (dates written in full are not counted): an international
 /// number with a label, a note, or beside another ("Tel.+15550109999", "+1 555 010 9999
 /// / 555 010 8888"). "acme+1234567", "C++ 2026-11-30", "Acme + 2026-11-30" and
@@ -466,8 +559,20 @@ fn opening(c: char) -> bool {
 fn international_number_inside(value: &str) -> bool {
     let masked = without_dates(value);
     let mut previous: Option<char> = None;
+    // Whether the run of '+' that `previous` ends does not follow a letter or digit:
+    // its last '+' may start a number ("++447946095800", written by a program adding a
+    // '+' to a value that had one), where "C++ …" holds none.
+    let mut free_run = false;
     for (at, c) in masked.char_indices() {
-        let starts = c == '+' && !previous.is_some_and(|p| p.is_alphanumeric() || p == '+');
+        let starts = c == '+'
+            && match previous {
+                Some('+') => free_run,
+                Some(p) => !p.is_alphanumeric(),
+                None => true,
+            };
+        if c == '+' {
+            free_run = starts;
+        }
         previous = Some(c);
         if !starts {
             continue;
@@ -996,6 +1101,47 @@ mod tests {
             url_and_html_decoded("&#64&#x40 &amp;amp; &nope; &"),
             "@@ & &nope; &"
         );
+    }
+
+    /// From review r110: an international number after an escaped separator (as
+    /// `encodeURI` writes "Mobile: +44…"), a number with its '+' doubled, and an email
+    /// address spelled out with "at" passed. Labels that merely look alike still pass.
+    #[test]
+    fn escaped_doubled_and_spelled_out_contact_details_are_refused() {
+        for refused in [
+            "Mobile:%20+447946095800",
+            "Tel.%20+15550109999",
+            "whatsapp%20+447946095800",
+            "tel%3A+15550109999",
+            "++447946095800",
+            "++15550109999",
+            "++1 5550109999",
+            "x ++44 7946 095800",
+            "alice at example.com",
+            "Alice AT Example.COM",
+            "alice(at)example.com",
+            "alice [at] example [dot] com",
+            "contact: alice {at} mail.example.org.",
+            "bob.smith at mail.example.co.uk",
+        ] {
+            assert!(crate::SubjectId::new(refused).is_err(), "subject id {refused:?}");
+            assert!(Name::new(refused).is_err(), "name {refused:?}");
+        }
+        for passes in [
+            "Chrome+%28stable%29+120.0",
+            "C++ 2026-11-30",
+            "C++",
+            "a++b",
+            "Lunch at noon",
+            "meet at 12.30",
+            "Meeting (at) HQ",
+            "at example.com",
+            "build at v2.1",
+            "acme%20+%20partners",
+            "alice at localhost",
+        ] {
+            assert!(crate::SubjectId::new(passes).is_ok(), "subject id {passes:?}");
+        }
     }
 
     /// Contact details typed with an input method's full-width forms, or in the digits

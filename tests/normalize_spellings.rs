@@ -102,6 +102,38 @@ fn a_trunk_zero_inside_the_area_codes_parentheses_is_dropped() {
     second_holder_refused("+353 1 234 5678", "+353 (01) 234 5678");
 }
 
+/// Gabon's eight-digit numbers start with 0 in international form too: the 0 is kept,
+/// so what the application reads back is the number (from review r110: it read back
+/// "+2411441234", which reaches no one).
+#[test]
+fn a_gabonese_number_keeps_its_own_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger(dir.path());
+    assert_eq!(normal_phone(&l, "account-1", "+24101441234"), "+24101441234");
+    assert_eq!(normal_phone(&l, "account-2", "+241 06 03 12 34"), "+24106031234");
+    second_holder_refused("+241 06 03 12 34", "+241 (0)6 03 12 34");
+}
+
+/// An Argentine mobile number written as "+54" and its national form ("011 15 …") is
+/// refused, not stored as a second form of "+54 9 11 …" (from review r110: another
+/// account could collect it).
+#[test]
+fn an_argentine_mobile_in_national_form_after_the_country_code_is_refused() {
+    assert_eq!(
+        normal_phone(
+            &ledger(tempfile::tempdir().unwrap().path()),
+            "account-1",
+            "+54 9 11 2345-6789"
+        ),
+        "+5491123456789"
+    );
+    for raw in ["+54 011 15-2345-6789", "+54 11 15 2345 6789"] {
+        assert!(Identifier::<Security>::phone(raw).is_err(), "{raw}");
+    }
+    // A landline ("+54 11 2345-6789") and its trunk-0 spelling are one number.
+    second_holder_refused("+54 11 2345-6789", "+54 011 2345-6789");
+}
+
 /// Benin's numbers gained a leading "01" in November 2024, kept in international
 /// form: "(0)1" there is the number's own 0.
 #[test]
