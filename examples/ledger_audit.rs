@@ -1,40 +1,7 @@
 //! `ledger_audit`: a command-line tool for operators and auditors.
 //!
-//! ```text
-//! cargo run --example ledger_audit -- <command> [--json] ...
-//!
-//!   verify DIR                                  full check, with a progress bar
-//!   prefix DIR                                  the intact prefix of a damaged log
-//!   checkpoint DIR --keys KEYS                  sign and print a checkpoint
-//!   key --keys KEYS                             the current public key (hex)
-//!   history DIR --keys KEYS SUBJECT             one subject's consent history
-//!   receipt DIR --keys KEYS SEQ [--withdraw TEXT]
-//!                                               a consent receipt for entry SEQ (JSON);
-//!                                               TEXT tells the person how to withdraw
-//!   verify-receipt FILE PUBKEY_HEX [--against DIR --keys KEYS]
-//!                                               check a receipt offline; PUBKEY_HEX
-//!                                               must be the ledger's current key (`key`
-//!                                               gives it): an older one vouches for nothing.
-//!                                               With --against, also against the ledger's
-//!                                               latest checkpoint (a key revoked since the
-//!                                               receipt was made), under its current key
-//!   impact DIR --keys KEYS --from MS --until MS [--purpose ID] [--partner NAME]
-//!          [--assume never:GIVEN_FOR:USED_FOR] [--assume withdrawals-immediate]
-//!          [--assume void-grants:FROM_MS:UNTIL_MS]
-//! ```
-//!
-//! `DIR` is a ledger directory; `KEYS` a directory holding `signing.key` (32-byte
-//! seed) and `pseudonym.key` (32 bytes), as `two_factor_vs_ads DIR` keeps them in
-//! `DIR/keys`. Times are milliseconds since the Unix epoch. Exit status: 0 when every
-//! check passed, 1 when a check failed (including a receipt refused because the log
-//! does not vouch for the entry), 2 for a usage or I/O error.
-//!
-//! `impact` refuses what would make it answer another question than the one typed:
-//! a purpose id that is not valid or that no entry of the log names (a misspelling),
-//! a partner that neither a decision record nor an entry's scope names, an option
-//! given twice (only `--assume` adds up), and an empty window (`--from` not before
-//! `--until`). Messages never quote a value that could be a phone number or an
-//! email typed in the wrong place.
+//! Run it with `--help` (or `help`) for its commands, options and exit status: the
+//! text is [`USAGE`].
 //!
 //! Try it: `cargo run --example two_factor_vs_ads /tmp/demo`, then
 //! `cargo run --example ledger_audit -- verify /tmp/demo/ledger`.
@@ -52,6 +19,42 @@ use consent_ledger::{
 use serde_json::json;
 
 type Error = Box<dyn std::error::Error>;
+
+/// What `--help` prints.
+const USAGE: &str = "usage: ledger_audit <command> [--json] ...   (cargo run --example ledger_audit -- ...)
+
+  verify DIR                                  full check, with a progress bar
+  prefix DIR                                  the intact prefix of a damaged log
+  checkpoint DIR --keys KEYS                  sign and print a checkpoint
+  key --keys KEYS                             the current public key (hex)
+  history DIR --keys KEYS SUBJECT             one subject's consent history
+  receipt DIR --keys KEYS SEQ [--withdraw TEXT]
+                                              a consent receipt for entry SEQ (JSON);
+                                              TEXT tells the person how to withdraw
+  verify-receipt FILE PUBKEY_HEX [--against DIR --keys KEYS]
+                                              check a receipt offline; PUBKEY_HEX
+                                              must be the ledger's current key (`key`
+                                              gives it): an older one vouches for nothing.
+                                              With --against, also against the ledger's
+                                              latest checkpoint (a key revoked since the
+                                              receipt was made), under its current key
+  impact DIR --keys KEYS --from MS --until MS [--purpose ID] [--partner NAME]
+         [--assume never:GIVEN_FOR:USED_FOR] [--assume withdrawals-immediate]
+         [--assume void-grants:FROM_MS:UNTIL_MS]
+
+`DIR` is a ledger directory; `KEYS` a directory holding `signing.key` (32-byte
+seed) and `pseudonym.key` (32 bytes), as `two_factor_vs_ads DIR` keeps them in
+`DIR/keys`. Times are milliseconds since the Unix epoch. Exit status: 0 when every
+check passed, 1 when a check failed (including a receipt refused because the log
+does not vouch for the entry), 2 for a usage or I/O error.
+
+`impact` refuses what would make it answer another question than the one typed:
+a purpose id that is not valid or that no entry of the log names (a misspelling),
+a partner that neither a decision record nor an entry's scope names, an option
+given twice (only `--assume` adds up), and an empty window (`--from` not before
+`--until`). Messages never quote a value that could be a phone number or an
+email typed in the wrong place.
+";
 
 /// Longest receipt file read (a receipt is a few KiB; its proofs grow with the log's
 /// size only logarithmically).
@@ -125,11 +128,21 @@ fn named_in_log(inspector: &Inspector) -> Result<Named, Error> {
 }
 
 /// `path` for a message, unless it may be a phone number or an email typed in the
-/// wrong place: an '@', a leading '+', or six digits or more (a path with a date in
-/// it is not shown either, which only makes the message less precise).
+/// wrong place: an '@', a leading '+', six digits or more (a path with a date in it is
+/// not shown either, which only makes the message less precise), anything but ASCII
+/// (full-width "＋１５５５…" or "alice＠example.com"), or a part the library's rule for
+/// subject ids refuses as contact details ("alice at example.com").
 fn shown_path(path: &str) -> String {
     let digits = path.chars().filter(char::is_ascii_digit).count();
-    if path.contains('@') || path.trim_start().starts_with('+') || digits >= 6 {
+    let refused_part = path
+        .split(['/', '\\'])
+        .any(|part| !part.is_empty() && part != "." && part != ".." && SubjectId::new(part).is_err());
+    if path.contains('@')
+        || path.trim_start().starts_with('+')
+        || digits >= 6
+        || !path.is_ascii()
+        || refused_part
+    {
         "(a path not shown: it may be personal data)".to_owned()
     } else {
         path.to_owned()
@@ -861,6 +874,12 @@ fn main() -> ExitCode {
         let _ = writeln!(std::io::stderr(), "error: an argument is not UTF-8");
         return ExitCode::from(2);
     };
+    if matches!(utf8.first().map(String::as_str), Some("--help" | "-h" | "help")) {
+        return match out(USAGE.trim_end()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(2),
+        };
+    }
     let args = match parse(utf8.into_iter()) {
         Ok(a) => a,
         Err(e) => {

@@ -827,3 +827,43 @@ fn ledger_audit_verify_receipt_against_does_not_print_a_contact_like_directory()
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(!text(&o).contains("alice@example.com"), "{}", text(&o));
 }
+
+/// `--help`, `-h` and `help` print the usage and exit 0 (from review r111: `--help`
+/// was read as an option wanting a value, exit 2, and the usage was only in the
+/// source).
+#[test]
+fn ledger_audit_help_prints_the_usage() {
+    for arg in ["--help", "-h", "help"] {
+        let o = run("ledger_audit", &[arg]);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{arg}: {}", text(&o));
+        assert!(
+            stdout.contains("impact DIR --keys KEYS") && stdout.contains("Exit status"),
+            "{arg}: {}",
+            text(&o)
+        );
+    }
+}
+
+/// A phone number or email typed as a path, in full-width forms or spelled out, is
+/// not quoted back (from review r111: `shown_path` hid only ASCII '@', a leading '+'
+/// and six ASCII digits).
+#[test]
+fn ledger_audit_does_not_quote_a_contact_detail_typed_as_a_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    for value in [
+        "＋１５５５０１０９９９９",
+        "alice＠example.com",
+        "alice at example.com",
+    ] {
+        let path = tmp.path().join(value);
+        let path = path.to_str().unwrap();
+        for args in [vec!["verify", path], vec!["key", "--keys", path]] {
+            let o = run("ledger_audit", &args);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+            assert!(!stderr.contains(value), "{args:?} quoted it: {stderr}");
+            assert!(stderr.contains("not shown"), "{args:?}: {stderr}");
+        }
+    }
+}
