@@ -20,7 +20,8 @@
 //!
 //! integers big-endian; the tag is the pseudonym key's record tag over the domain
 //! `consent-ledger head v1`, the ledger id and the slot's first 32 bytes. The slot with
-//! the greater counter is the record, and both must check. Both slots are written when
+//! the greater counter is the record, and both must check (and sit at `counter mod 2`,
+//! where every write puts them). Both slots are written when
 //! the file is created (through a temporary file, renamed into place), and a slot lies
 //! inside the file's first disk sector, whose write a crash does not tear: a slot that
 //! does not check is damage or an edit, and every open is refused
@@ -201,6 +202,10 @@ pub(crate) fn seal(key: &PseudonymKey, ledger_id: &[u8; 16], head: &Head) -> [u8
 /// slot of 64 bytes inside the file's first disk sector, which a crash does not tear.
 /// (Falling back to the other slot when one failed let one flipped byte lower the time
 /// floor, or the durable length to that of a whole session before, without an error.)
+/// A slot must also sit where its counter puts it ([`Head::offset`]), as every write
+/// puts it: a slot moved to the other place (the only way two slots get one counter)
+/// is refused, so that this reader and the keyless [`claimed_len`] never take
+/// different slots.
 ///
 /// # Errors
 /// [`OpenError::CorruptMetadata`] when the file is not two slots long or a slot does not
@@ -211,8 +216,10 @@ pub(crate) fn open(bytes: &[u8], key: &PseudonymKey, ledger_id: &[u8; 16]) -> Re
         return Err(corrupt());
     }
     let mut newest: Option<Head> = None;
-    for slot in bytes.chunks_exact(SLOT) {
-        let h = open_slot(slot, key, ledger_id).ok_or_else(corrupt)?;
+    for (at, slot) in (0u64..).step_by(SLOT).zip(bytes.chunks_exact(SLOT)) {
+        let h = open_slot(slot, key, ledger_id)
+            .filter(|h| h.offset() == at)
+            .ok_or_else(corrupt)?;
         if newest.is_none_or(|n| h.counter > n.counter) {
             newest = Some(h);
         }
@@ -221,13 +228,14 @@ pub(crate) fn open(bytes: &[u8], key: &PseudonymKey, ledger_id: &[u8; 16]) -> Re
 }
 
 /// The durable length the file claims, read without the key (its tags unchecked): the
-/// slot with the greatest counter among those with the right magic. For a keyless
-/// reader, for whom an edited file can only raise a false alarm.
+/// slot with the greatest counter among those with the right magic, where their
+/// counter puts them (see [`open`]). For a keyless reader, for whom an edited file can
+/// only raise a false alarm.
 pub(crate) fn claimed_len(bytes: &[u8]) -> Option<u64> {
-    bytes
-        .chunks_exact(SLOT)
-        .take(2)
-        .filter_map(|slot| read_slot(slot.get(..32)?))
+    (0u64..)
+        .step_by(SLOT)
+        .zip(bytes.chunks_exact(SLOT).take(2))
+        .filter_map(|(at, slot)| read_slot(slot.get(..32)?).filter(|h| h.offset() == at))
         .max_by_key(|h| h.counter)
         .map(|h| h.durable_len)
 }
@@ -276,9 +284,17 @@ mod tests {
         let f = file(&key, &id, h(4, 40), h(5, 50));
         assert_eq!(open(&f, &key, &id).unwrap(), h(5, 50));
         assert_eq!(
-            open(&file(&key, &id, h(7, 70), h(6, 60)), &key, &id).unwrap(),
-            h(7, 70)
+            open(&file(&key, &id, h(8, 80), h(7, 70)), &key, &id).unwrap(),
+            h(8, 80)
         );
+        // A slot moved to the other place (its counter says where it belongs), as the
+        // only way to give both slots one counter: refused by the keyed reader, not
+        // taken by the keyless one, so the two never take different slots.
+        assert!(open(&file(&key, &id, h(7, 70), h(6, 60)), &key, &id).is_err());
+        let moved = file(&key, &id, h(5, 50), h(5, 55));
+        assert!(open(&moved, &key, &id).is_err());
+        assert_eq!(claimed_len(&moved), Some(55));
+        assert_eq!(claimed_len(&file(&key, &id, h(7, 70), h(6, 60))), None);
         // Any byte changed in either slot is refused: never the other slot in its place.
         for at in 0..FILE_LEN {
             let mut damaged = f.clone();
