@@ -112,12 +112,13 @@ pub(crate) enum Body {
 }
 
 impl Body {
-    /// Whether the entry only takes use away (a withdrawal, an expiry, an erasure):
-    /// applying it can only turn an allowed decision into a denied one.
-    pub(crate) fn only_takes_use_away(&self) -> bool {
+    /// Whether the entry only takes use or trust away (a withdrawal, an expiry, an
+    /// erasure, a key revocation): applying it can only turn an allowed decision into a
+    /// denied one, or a receipt issued into one refused.
+    pub(crate) fn only_takes_away(&self) -> bool {
         matches!(
             self,
-            Body::Withdrawn { .. } | Body::Expired { .. } | Body::Erased { .. }
+            Body::Withdrawn { .. } | Body::Expired { .. } | Body::Erased { .. } | Body::KeyRevoked { .. }
         )
     }
 

@@ -1611,3 +1611,36 @@ fn an_identifier_of_an_older_ledger_is_collected_again_under_its_pseudonym() {
         )
         .is_ok());
 }
+
+/// A key revocation whose `Immediate` sync fails (`NotDurable`) takes effect at once,
+/// as under `GroupCommit`: receipts for the entries the revoked key signed are refused
+/// from then on. (It was left out of the live ledger until a reopen, so a key the
+/// operator had just declared stolen still vouched for receipts.)
+#[test]
+fn a_key_revocation_told_not_durable_takes_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let alice = subject(0, 0);
+    let granted = l
+        .grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
+        .unwrap();
+    let old = keys.signing.verifying_key();
+    l.rotate_key(crate::SigningKey::generate()).unwrap();
+    assert!(l.receipt(granted.seq, "write to us").is_ok());
+    faults.sync.store(true, Ordering::SeqCst);
+    let err = l.revoke_key(old, 0).unwrap_err();
+    assert!(matches!(err, WriteError::NotDurable(_)), "{err:?}");
+    let refused = l.receipt(granted.seq, "write to us");
+    assert!(
+        matches!(
+            refused,
+            Err(crate::ReadError::Integrity(crate::IntegrityError {
+                problem: crate::IntegrityProblem::RevokedKey { .. },
+                ..
+            }))
+        ),
+        "{:?}",
+        refused.map(|_| ())
+    );
+}

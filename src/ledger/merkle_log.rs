@@ -157,7 +157,7 @@ impl Ledger {
     fn signer_of(&self, seq: u64) -> Result<crate::signing::VerifyingKey, ReadError> {
         let mut replay = super::replay::Replay::new(false);
         // The entries the state applied (see `authorize_at`): a revocation stored by an
-        // append whose sync failed never took effect.
+        // `Immediate` append whose sync failed is among them (it only takes trust away).
         let applied = self.applied_len()?;
         for item in self
             .inner

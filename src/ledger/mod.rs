@@ -1292,15 +1292,17 @@ impl Ledger {
             // it, since the pages it failed to write may have held this entry.
             if let Err(e) = self.sync_unless_failed() {
                 w.failed = true;
-                // Stored, and it may survive. A change that only takes use away (a
-                // withdrawal, an expiry, an erasure) takes effect now all the same, as
-                // every entry of a failed group does under `GroupCommit` (applied before
-                // its sync): denying is never wrong, and what the person asked for must
-                // not wait for a reopen. A collection, grant or key change waits for a
-                // reopen to find it on disk.
-                if sealed.entry.body.only_takes_use_away() {
+                // Stored, and it may survive. A change that only takes use or trust away
+                // (a withdrawal, an expiry, an erasure, a key revocation) takes effect
+                // now all the same, as every entry of a failed group does under
+                // `GroupCommit` (applied before its sync): denying is never wrong, and
+                // what the person (or the operator) asked for must not wait for a
+                // reopen. A collection, grant or key rotation waits for a reopen to find
+                // it on disk.
+                if sealed.entry.body.only_takes_away() {
                     w.next_seq = sealed.entry.seq.saturating_add(1);
                     w.last_hash = sealed.hash;
+                    appended(w);
                     // (It fails only on a poisoned lock, after which nothing is decided.)
                     let _poisoned_only = self.apply_stored(vec![sealed]);
                 }
