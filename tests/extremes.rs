@@ -376,13 +376,18 @@ fn probe_max_revocations() {
     let alice = s("acct-1");
     l.grant::<Advertising>(&alice, RecipientScope::all_partners(), None)
         .unwrap();
+    // Only a key of the ledger may be revoked: each signs one rotation back to key0.
     let mut revoked = Vec::new();
-    for i in 0..MAX_REVOCATIONS {
-        let k = SigningKey::generate().verifying_key();
-        l.revoke_key(k, (i as u64) % 3).unwrap();
-        revoked.push(k);
+    for _ in 0..=MAX_REVOCATIONS {
+        let k = SigningKey::generate();
+        l.rotate_key(k.clone()).unwrap();
+        l.rotate_key(key0.clone()).unwrap();
+        revoked.push(k.verifying_key());
     }
-    let e = l.revoke_key(SigningKey::generate().verifying_key(), 0);
+    for (i, k) in revoked.iter().take(MAX_REVOCATIONS).enumerate() {
+        l.revoke_key(*k, (i as u64) % 3).unwrap();
+    }
+    let e = l.revoke_key(revoked[MAX_REVOCATIONS], 0);
     assert!(matches!(e, Err(WriteError::Input(_))), "{e:?}");
     l.revoke_key(revoked[7], 1).unwrap();
     l.sync().unwrap();
@@ -399,7 +404,7 @@ fn probe_max_revocations() {
         .trusted_checkpoint(cp.text())
         .open()
         .unwrap();
-    let e = l.revoke_key(SigningKey::generate().verifying_key(), 0);
+    let e = l.revoke_key(revoked[MAX_REVOCATIONS], 0);
     assert!(matches!(e, Err(WriteError::Input(_))), "{e:?}");
     let k1 = SigningKey::generate();
     l.rotate_key(k1.clone()).unwrap();

@@ -993,17 +993,46 @@ fn a_ledger_revokes_at_most_max_revocations_keys() {
     let clock = ManualClock::new(Timestamp::from_millis(1));
     let k = SigningKey::generate();
     let l = open(dir.path(), &k, &pk, &clock);
-    let keys: Vec<_> = (0..MAX_REVOCATIONS)
-        .map(|_| SigningKey::generate().verifying_key())
-        .collect();
-    for key in &keys {
+    // Only a key of the ledger may be revoked: each is rotated away from, then revoked.
+    let mut keys = Vec::new();
+    let mut current = k;
+    for _ in 0..=MAX_REVOCATIONS {
+        let next = SigningKey::generate();
+        l.rotate_key(next.clone()).unwrap();
+        keys.push(current.verifying_key());
+        current = next;
+    }
+    for key in &keys[..MAX_REVOCATIONS] {
         l.revoke_key(*key, 0).unwrap();
     }
-    let one_more = l.revoke_key(SigningKey::generate().verifying_key(), 0);
+    let one_more = l.revoke_key(keys[MAX_REVOCATIONS], 0);
     assert!(matches!(one_more, Err(WriteError::Input(_))), "{one_more:?}");
     l.revoke_key(keys[0], 1).unwrap();
-    let cp = SignedCheckpoint::verify(l.checkpoint().unwrap().text(), &k.verifying_key()).unwrap();
+    let cp = SignedCheckpoint::verify(l.checkpoint().unwrap().text(), &current.verifying_key()).unwrap();
     assert_eq!(cp.revocations().len(), MAX_REVOCATIONS);
+}
+
+/// A key that never signed an entry of the ledger (another ledger's, a copy-paste slip)
+/// is refused: revoking it would have "succeeded" and left the key meant trusted. A
+/// key the ledger rotated away from is revoked, also after a reopen.
+#[test]
+fn a_key_that_never_signed_here_cannot_be_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = PseudonymKey::generate();
+    let clock = ManualClock::new(Timestamp::from_millis(1));
+    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
+    {
+        let l = open(dir.path(), &k0, &pk, &clock);
+        l.rotate_key(k1.clone()).unwrap();
+        let stranger = l.revoke_key(SigningKey::generate().verifying_key(), 0);
+        assert!(matches!(stranger, Err(WriteError::Input(_))), "{stranger:?}");
+        l.revoke_key(k0.verifying_key(), 1).unwrap();
+    }
+    let l = open(dir.path(), &k1, &pk, &clock);
+    let stranger = l.revoke_key(SigningKey::generate().verifying_key(), 0);
+    assert!(matches!(stranger, Err(WriteError::Input(_))), "{stranger:?}");
+    l.revoke_key(k0.verifying_key(), 0).unwrap();
+    assert_eq!(l.verify().unwrap().untrusted.len(), 1);
 }
 
 /// `VerifyReport::keys` counts distinct keys: a key rotated back to counts once (review

@@ -78,7 +78,12 @@ impl Ledger {
                     None,
                 ))
             },
-            move |w| w.key = new_key,
+            move |w| {
+                w.key = new_key;
+                if let Ok(mut signers) = self.inner.signers.lock() {
+                    signers.push(new_public);
+                }
+            },
         )?;
         self.sync_key_change()?;
         Ok(recorded)
@@ -127,8 +132,9 @@ impl Ledger {
     /// ([`verify_receipt_against`](crate::verify_receipt_against)) refuses it.
     ///
     /// # Errors
-    /// [`WriteError::Input`] when `key` is the current signing key, `from` is beyond
-    /// the end of the log, or `key` would be the 1025th key revoked
+    /// [`WriteError::Input`] when `key` is the current signing key or not a key of this
+    /// ledger (one it never authorized), `from` is beyond the end of the log, or `key`
+    /// would be the 1025th key revoked
     /// ([`MAX_REVOCATIONS`](crate::MAX_REVOCATIONS): every checkpoint lists them all);
     /// storage failures.
     pub fn revoke_key(&self, key: VerifyingKey, from: u64) -> Result<Recorded, WriteError> {
@@ -146,6 +152,17 @@ impl Ledger {
                         InputError::new("revocation position", "is beyond the end of the log").into(),
                     );
                 }
+                // A key that signed nothing here is a mistake (another ledger's key, a
+                // copy-paste slip): revoking it would leave the key meant still trusted.
+                let signers = self.inner.signers.lock().map_err(|_| WriteError::Failed)?;
+                if !signers.contains(&bytes) {
+                    return Err(InputError::new(
+                        "revoked key",
+                        "is not a key of this ledger (it never signed an entry here)",
+                    )
+                    .into());
+                }
+                drop(signers);
                 // Checkpoints list every revoked key, and verifiers accept a bounded
                 // number of lines.
                 let revoked = self.inner.revocations.lock().map_err(|_| WriteError::Failed)?;

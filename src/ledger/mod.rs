@@ -356,6 +356,9 @@ struct Inner {
     /// Every revocation entry of the log: (key, position revoked from, position of the
     /// entry). A revoked key is never rotated to again; checkpoints list them.
     revocations: Mutex<Vec<([u8; 32], u64, u64)>>,
+    /// Every key the log authorized (the genesis key and each rotation's): the keys a
+    /// revocation may name.
+    signers: Mutex<Vec<[u8; 32]>>,
     /// Held by an erasure from its entry to its last removal.
     erasing: Mutex<()>,
     /// Held by every sync of the store while it runs and its failure is marked: the

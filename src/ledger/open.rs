@@ -556,6 +556,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             vault_digest_at_open: digest_record,
             snapshot_outlives_erasure: std::sync::atomic::AtomicBool::new(false),
             revocations: Mutex::new(replay.revoked.clone()),
+            signers: Mutex::new(replay.keys.iter().map(|k| k.key).collect()),
             erasing: Mutex::new(()),
             syncing: Mutex::new(()),
         }),
