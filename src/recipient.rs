@@ -131,31 +131,32 @@ fn decoded_readings(value: &str) -> Vec<String> {
         .windows(3)
         .any(|w| matches!(w, [a, b'+', c] if a.is_ascii_digit() && c.is_ascii_digit()));
     let form = escapes && !bare && value.contains('+');
-    // A '+' and a digit right after an escaped separator ("Mobile:%20+447946095800",
-    // as `encodeURI` writes a space and keeps the '+') start a number in the URL
-    // reading: judged in that reading too, though the value reads as a form post.
+    // A '+' and a digit right after a character `encodeURI` escapes and that may stand
+    // before a number (a space, a quote, an opening mark, a no-break space:
+    // "Mobile:%20+447946095800", "%22+44…%22"; `encodeURI` keeps the '+') start a number
+    // in the URL reading: judged in that reading too, though the value reads as a form
+    // post. Not after the escapes a form post writes there (%3A, %2C, %3B: "Order%3A+123"
+    // is "Order: 123").
+    let escaped_before = |i: usize, escape: &[u8]| {
+        i.checked_sub(escape.len())
+            .and_then(|from| bytes.get(from..i))
+            .is_some_and(|b| b.eq_ignore_ascii_case(escape))
+    };
     let plus_after_separator = bytes.iter().enumerate().any(|(i, b)| {
         *b == b'+'
             && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
-            && i >= 3
-            && escape_at(i - 3)
-            && matches!(
-                bytes.get(i - 2..i),
-                Some(
-                    b"20"
-                        | b"3A"
-                        | b"3a"
-                        | b"3D"
-                        | b"3d"
-                        | b"2C"
-                        | b"2c"
-                        | b"09"
-                        | b"3B"
-                        | b"3b"
-                        | b"2F"
-                        | b"2f"
-                )
-            )
+            && [
+                &b"%20"[..],
+                b"%22",
+                b"%3C",
+                b"%5B",
+                b"%7B",
+                b"%7C",
+                b"%60",
+                b"%C2%A0",
+            ]
+            .iter()
+            .any(|e| escaped_before(i, e))
     });
     let mut out = Vec::new();
     if !form || plus_after_separator {
@@ -481,31 +482,38 @@ const CONTACT_SCHEMES: [&str; 17] = [
     "wtai:",
 ];
 
-/// Whether `value` spells out an email address with "at" for '@': "alice at
-/// example.com" (as mailing-list archives write it), "alice(at)example.com", "alice [at]
-/// example [dot] com": a word of a local part's characters, "at" (alone or in
-/// brackets), then a host name of two or more labels, the last of letters. ("Lunch at
-/// noon" and "v2 at 12.30" are not.)
+/// Whether `value` spells out an email address with "at" for '@': "alice(at)example.com",
+/// "alice [at] example [dot] com", and, as mailing-list archives write it, "alice at
+/// example.com" or "alice at example dot com". A word of a local part's characters
+/// (after any opening mark or "label:" glued to it), "at" alone or in brackets, then a
+/// host name of two or more labels: for a bracketed "at", any last label of two or more
+/// letters; for a bare "at", one of the top-level domains most addresses end in
+/// ([`COMMON_MAIL_TLDS`]), so that "Frontend at Next.js", "Import at users.csv" and
+/// "Hotel at St.Moritz" pass. ("Lunch at noon" and "v2 at 12.30" are not addresses
+/// either. Not found: "alice+at+example.com", a form post of the spaced form.)
 fn spelled_out_email_inside(value: &str) -> bool {
-    let lower = value.to_ascii_lowercase();
+    let lower = value.to_lowercase();
     let marks = [" at ", "(at)", "[at]", "{at}", "<at>"];
     if !marks.iter().any(|m| lower.contains(m)) {
         return false;
     }
     let mut v = lower;
-    for (open, close) in [('(', ')'), ('[', ']'), ('{', '}'), ('<', '>')] {
+    for (open, close) in [('[', ']'), ('{', '}'), ('<', '>'), ('(', ')')] {
         v = v
-            .replace(&format!("{open}at{close}"), " at ")
+            .replace(&format!("{open}at{close}"), " (at) ")
             .replace(&format!("{open}dot{close}"), " . ");
     }
     let words: Vec<&str> = v.split_whitespace().collect();
+    // The local part: the word before "at", without an opening mark or a "label:"
+    // glued to its start ("<alice", "Email:alice").
     let local_part = |w: &str| {
-        w.chars().any(|c| c.is_ascii_alphanumeric())
-            && w.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-+'".contains(c))
+        let w = w.rsplit([':', '=']).next().unwrap_or(w);
+        let w = w.trim_start_matches(opening);
+        w.chars().any(char::is_alphanumeric) && w.chars().all(|c| c.is_alphanumeric() || "._-+'".contains(c))
     };
     words.iter().enumerate().any(|(i, w)| {
-        if *w != "at"
+        let bracketed = *w == "(at)";
+        if !(bracketed || *w == "at")
             || !i
                 .checked_sub(1)
                 .and_then(|p| words.get(p))
@@ -513,33 +521,47 @@ fn spelled_out_email_inside(value: &str) -> bool {
         {
             return false;
         }
-        // The host: the next word, and ". word" after it ("example [dot] com").
+        // The host: the next word, and ". word" or "dot word" after it.
         let Some(first) = words.get(i + 1) else {
             return false;
         };
         let mut host = (*first).to_owned();
         let mut j = i + 2;
-        while let (Some(&"."), Some(next)) = (words.get(j), words.get(j + 1)) {
+        while let (Some(&("." | "dot")), Some(next)) = (words.get(j), words.get(j + 1)) {
             host.push('.');
             host.push_str(next);
             j += 2;
         }
-        host_name_like(&host)
+        host_name_like(&host, bracketed)
     })
 }
 
-/// Whether `host` (punctuation after it aside) is two or more labels of letters, digits
-/// and '-', the last of two or more letters.
-fn host_name_like(host: &str) -> bool {
-    let host = host.trim_end_matches(['.', ',', ';', ':', ')', ']', '}', '>', '"', '\'', '!', '?']);
+/// Top-level domains most email addresses end in: what a bare "at" must be followed by
+/// to be read as '@' (see [`spelled_out_email_inside`]).
+const COMMON_MAIL_TLDS: [&str; 56] = [
+    "ai", "app", "ar", "at", "au", "be", "biz", "br", "ca", "ch", "cn", "co", "com", "cz", "de", "dev", "dk",
+    "edu", "email", "es", "eu", "fi", "fr", "gov", "gr", "hk", "hu", "ie", "il", "in", "info", "int", "io",
+    "it", "jp", "kr", "me", "mil", "mx", "net", "nl", "no", "nz", "org", "pl", "pt", "ro", "ru", "se", "sg",
+    "tr", "tw", "ua", "uk", "us", "za",
+];
+
+/// Whether `host` starts with a host name: two or more labels of letters, digits and
+/// '-' (what follows it, a quote, a comma, is set aside), the last of two or more
+/// letters and, unless `any_tld`, one of [`COMMON_MAIL_TLDS`].
+fn host_name_like(host: &str, any_tld: bool) -> bool {
+    let end = host
+        .char_indices()
+        .find(|(_, c)| !(c.is_alphanumeric() || *c == '.' || *c == '-'))
+        .map_or(host.len(), |(i, _)| i);
+    let host = host.get(..end).unwrap_or_default().trim_end_matches('.');
     let labels: Vec<&str> = host.split('.').collect();
     labels.len() >= 2
-        && labels
-            .iter()
-            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-        && labels
-            .last()
-            .is_some_and(|t| t.len() >= 2 && t.chars().all(|c| c.is_ascii_alphabetic()))
+        && labels.iter().all(|l| !l.is_empty())
+        && labels.last().is_some_and(|t| {
+            t.chars().count() >= 2
+                && t.chars().all(char::is_alphabetic)
+                && (any_tld || COMMON_MAIL_TLDS.contains(t))
+        })
 }
 
 /// A mark that opens a quoted or bracketed value.
@@ -1123,6 +1145,18 @@ mod tests {
             "alice [at] example [dot] com",
             "contact: alice {at} mail.example.org.",
             "bob.smith at mail.example.co.uk",
+            // From review r116: more of what programs and people write.
+            "Mobile:%20%22+447946095800%22",
+            "%7B%22phone%22:%22+447946095800%22%7D",
+            "Mobile:%20%3C+447946095800%3E",
+            "Mobil:%C2%A0+491711234567",
+            "alice at example dot com",
+            "bob.smith AT mail DOT example DOT org",
+            "Alice Smith <alice at example.com>",
+            "\"alice at example.com\",2026-11-30",
+            "Email:alice at example.com",
+            "alice at bücher.de",
+            "alice(at)example.travel",
         ] {
             assert!(crate::SubjectId::new(refused).is_err(), "subject id {refused:?}");
             assert!(Name::new(refused).is_err(), "name {refused:?}");
@@ -1139,6 +1173,17 @@ mod tests {
             "build at v2.1",
             "acme%20+%20partners",
             "alice at localhost",
+            // From review r116: form posts of labelled numbers, and "at" before a
+            // dotted word that is no mail domain.
+            "Order%3A+12345678",
+            "Ticket%3A+2026001234",
+            "Invoices+2026001%2C+2026002",
+            "Ref%3B+1234567",
+            "Frontend at Next.js",
+            "Rendered at Node.js",
+            "Import at users.csv",
+            "Hotel at St.Moritz",
+            "Notes at README.md",
         ] {
             assert!(crate::SubjectId::new(passes).is_ok(), "subject id {passes:?}");
         }

@@ -102,16 +102,21 @@ fn a_trunk_zero_inside_the_area_codes_parentheses_is_dropped() {
     second_holder_refused("+353 1 234 5678", "+353 (01) 234 5678");
 }
 
-/// Gabon's eight-digit numbers start with 0 in international form too: the 0 is kept,
-/// so what the application reads back is the number (from review r110: it read back
-/// "+2411441234", which reaches no one).
+/// Gabon's numbers are nine digits nationally ("077 28 01 50") and dialled from abroad
+/// without the 0: every spelling gives "+24177280150" (from review r116: +241 had been
+/// added to the countries that keep their 0, from numbers switched off in 2024, which
+/// gave current numbers a second form).
 #[test]
-fn a_gabonese_number_keeps_its_own_zero() {
+fn a_gabonese_trunk_zero_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let l = ledger(dir.path());
-    assert_eq!(normal_phone(&l, "account-1", "+24101441234"), "+24101441234");
-    assert_eq!(normal_phone(&l, "account-2", "+241 06 03 12 34"), "+24106031234");
-    second_holder_refused("+241 06 03 12 34", "+241 (0)6 03 12 34");
+    assert_eq!(normal_phone(&l, "account-1", "+241 077 28 01 50"), "+24177280150");
+    assert_eq!(
+        normal_phone(&l, "account-2", "+241 (0)66 11 11 11"),
+        "+24166111111"
+    );
+    second_holder_refused("+241 77 28 01 50", "+241 077 28 01 50");
+    second_holder_refused("+241 77 28 01 50", "+241 (0)77 28 01 50");
 }
 
 /// An Argentine mobile number written as "+54" and its national form ("011 15 …") is
