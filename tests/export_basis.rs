@@ -8,7 +8,10 @@
     reason = "tests"
 )]
 
+mod export_util;
+
 use consent_ledger::*;
+use export_util::{export, open, record_for};
 
 declare_purpose!(
     /// `partner-sharing` as declared before it relied on consent.
@@ -17,25 +20,6 @@ declare_purpose!(
     "sharing with partners, declared without consent",
     LegalBasis::LegitimateInterest
 );
-
-fn open(dir: &std::path::Path) -> Ledger {
-    Ledger::builder(dir)
-        .signing_key(SigningKey::generate())
-        .pseudonym_key(PseudonymKey::generate())
-        .durability(Durability::Relaxed)
-        .record_decisions(Recording::Every)
-        .open()
-        .unwrap()
-}
-
-fn record_for<'a>(doc: &'a serde_json::Value, purpose: &str) -> &'a serde_json::Value {
-    doc["@graph"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["dpv:hasPurpose"]["dct:identifier"] == purpose)
-        .unwrap()
-}
 
 /// A purpose moved from legitimate interest to consent (collected again through the
 /// consent-based type, the migration `tests/decisions_agree.rs` supports): every use
@@ -92,7 +76,7 @@ fn export_names_a_legitimate_interest_purpose_in_use_as_such() {
     let used = l.authorize(&li_type, &acme).unwrap();
     assert_eq!(used.evidence().legal_basis(), LegalBasis::LegitimateInterest);
 
-    let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&bob, "-").unwrap()).unwrap();
+    let doc = export(&l, &bob);
     let rec = record_for(&doc, "partner-sharing");
     assert_eq!(doc["uses"][0]["dpv:hasLegalBasis"], "dpv:LegitimateInterest");
     assert_eq!(
@@ -131,7 +115,7 @@ fn export_lists_the_recipients_of_every_identifiers_collection() {
     assert!(l.authorize(&email, &acme).is_ok());
     assert!(l.authorize(&phone, &beta).is_ok());
 
-    let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&alice, "-").unwrap()).unwrap();
+    let doc = export(&l, &alice);
     let rec = record_for(&doc, "security");
     let recipients = rec["dpv:hasPurpose"]["dpv:hasRecipient"].clone();
     assert!(
@@ -170,7 +154,7 @@ fn export_names_a_legitimate_interest_purpose_in_use_as_such_with_two_identifier
         Err(Denied::NoConsent { .. })
     ));
 
-    let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&bob, "-").unwrap()).unwrap();
+    let doc = export(&l, &bob);
     let rec = record_for(&doc, "partner-sharing");
     assert_eq!(doc["uses"][0]["dpv:hasLegalBasis"], "dpv:LegitimateInterest");
     let recipients = rec["dpv:hasPurpose"]["dpv:hasRecipient"].clone();

@@ -10,54 +10,18 @@
     reason = "tests"
 )]
 
+mod export_util;
+mod random_history;
+
 use consent_ledger::*;
+use export_util::{
+    damage_index_slot, export, exported_events, open, open_without_snapshots, origin, record_with_basis,
+    records_for,
+};
+use random_history::{
+    ident, random_ops, recipients_pool, with_type, ContractSharing, LiSharing, Mix, T, TYPES, VALUES,
+};
 use serde_json::Value;
-
-declare_purpose!(
-    /// `partner-sharing` declared under legitimate interest.
-    LiSharing,
-    "partner-sharing",
-    "sharing with partners, legitimate interest",
-    LegalBasis::LegitimateInterest
-);
-
-declare_purpose!(
-    /// `partner-sharing` declared under a contract.
-    ContractSharing,
-    "partner-sharing",
-    "sharing with partners, contract",
-    LegalBasis::Contract
-);
-
-fn open(dir: &std::path::Path) -> Ledger {
-    Ledger::builder(dir)
-        .signing_key(SigningKey::generate())
-        .pseudonym_key(PseudonymKey::generate())
-        .durability(Durability::Relaxed)
-        .record_decisions(Recording::Every)
-        .open()
-        .unwrap()
-}
-
-fn export(l: &Ledger, s: &SubjectId) -> Value {
-    serde_json::from_str(&l.export_subject(s, "-").unwrap()).unwrap()
-}
-
-fn records_for<'a>(doc: &'a Value, purpose: &str) -> Vec<&'a Value> {
-    doc["@graph"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["dpv:hasPurpose"]["dct:identifier"] == purpose)
-        .collect()
-}
-
-fn record_with_basis<'a>(doc: &'a Value, purpose: &str, basis: &str) -> &'a Value {
-    records_for(doc, purpose)
-        .into_iter()
-        .find(|r| r["dpv:hasPurpose"]["dpv:hasLegalBasis"] == basis)
-        .unwrap_or_else(|| panic!("no {basis} record for {purpose}: {doc:#}"))
-}
 
 /// An identifier moved from legitimate interest to consent (collected again through the
 /// consent-based type with the same id), while another identifier stays under
@@ -146,14 +110,7 @@ fn a_superseded_collection_on_a_basis_no_longer_in_force_is_in_the_export() {
     assert_eq!(history.len(), 3);
     let doc = export(&l, &bob);
     let origin = l.checkpoint().unwrap().origin().to_owned();
-    let mut exported: Vec<String> = doc["@graph"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["dct:hasPart"].as_array().unwrap().iter())
-        .map(|p| p["dct:identifier"].as_str().unwrap().to_owned())
-        .collect();
-    exported.sort();
+    let exported = exported_events(&doc);
     let mut expected: Vec<String> = history.iter().map(|s| format!("{origin}#{s}")).collect();
     expected.sort();
     assert_eq!(
@@ -247,26 +204,6 @@ fn the_export_keeps_its_uses_and_untrusted_marks_under_json_ld_processing() {
     );
 }
 
-declare_purpose!(
-    /// `security` declared as consent-based.
-    ConsentSecurity,
-    "security",
-    "security, consent",
-    LegalBasis::Consent
-);
-
-/// The purpose types the model uses (three ids, several types per id).
-#[derive(Debug, Clone, Copy)]
-enum T {
-    Ps,
-    Li,
-    Ct,
-    Sec,
-    SecC,
-    An,
-}
-const TYPES: [T; 6] = [T::Ps, T::Li, T::Ct, T::Sec, T::SecC, T::An];
-
 fn type_id(t: T) -> &'static str {
     match t {
         T::Ps | T::Li | T::Ct => "partner-sharing",
@@ -275,86 +212,8 @@ fn type_id(t: T) -> &'static str {
     }
 }
 
-/// (kind, value) of the identifier pool.
-const VALUES: [(u8, &str); 5] = [
-    (0, "a@example.com"),
-    (0, "b@example.com"),
-    (1, "+15550100001"),
-    (1, "+15550100002"),
-    (2, "device-0001"),
-];
-
-fn ident<P: Purpose>(v: usize) -> Identifier<P> {
-    let (k, raw) = VALUES[v];
-    match k {
-        0 => Identifier::<P>::email(raw).unwrap(),
-        1 => Identifier::<P>::phone(raw).unwrap(),
-        _ => Identifier::<P>::device_id(raw).unwrap(),
-    }
-}
-
 fn kind_name(v: usize) -> String {
     ident::<Security>(v).kind().to_string()
-}
-
-macro_rules! with_type {
-    ($t:expr, $P:ident => $body:expr) => {
-        match $t {
-            T::Ps => {
-                type $P = PartnerSharing;
-                $body
-            }
-            T::Li => {
-                type $P = LiSharing;
-                $body
-            }
-            T::Ct => {
-                type $P = ContractSharing;
-                $body
-            }
-            T::Sec => {
-                type $P = Security;
-                $body
-            }
-            T::SecC => {
-                type $P = ConsentSecurity;
-                $body
-            }
-            T::An => {
-                type $P = Analytics;
-                $body
-            }
-        }
-    };
-}
-
-fn recipients_pool() -> Vec<Recipient> {
-    vec![
-        Recipient::FirstParty,
-        Recipient::partner("acme").unwrap(),
-        Recipient::partner("beta").unwrap(),
-    ]
-}
-
-fn scope_pool(i: usize) -> RecipientScope {
-    let r = recipients_pool();
-    match i % 5 {
-        0 => RecipientScope::first_party(),
-        1 => RecipientScope::only(r[1].clone()),
-        2 => RecipientScope::only(r[2].clone()),
-        3 => RecipientScope::any_of([r[1].clone(), r[2].clone()]).unwrap(),
-        _ => RecipientScope::all_partners(),
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
 }
 
 fn basis_term(b: LegalBasis) -> &'static str {
@@ -388,51 +247,12 @@ fn model_run(seed: u64, ops: usize) -> Option<String> {
         .open()
         .unwrap();
     let subjects = [SubjectId::new("s-1").unwrap(), SubjectId::new("s-2").unwrap()];
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut log = Vec::new();
-    for _ in 0..ops {
-        let s = &subjects[rng.next(2)];
-        let t = TYPES[rng.next(TYPES.len())];
-        match rng.next(12) {
-            0..=4 => {
-                let v = rng.next(VALUES.len());
-                let sc = rng.next(5);
-                let r = with_type!(t, P => l.collect(s, &ident::<P>(v), scope_pool(sc)));
-                log.push(format!("collect {s} v{v} {t:?} scope{sc} -> {}", r.is_ok()));
-            }
-            5..=6 => {
-                let sc = rng.next(5);
-                let exp = match rng.next(3) {
-                    0 => Some(clock.now().saturating_add(std::time::Duration::from_secs(60))),
-                    _ => None,
-                };
-                let r = with_type!(t, P => l.grant::<P>(s, scope_pool(sc), exp));
-                log.push(format!(
-                    "grant {s} {t:?} scope{sc} exp {:?} -> {}",
-                    exp.is_some(),
-                    r.is_ok()
-                ));
-            }
-            7 => {
-                let r = with_type!(t, P => l.withdraw::<P>(s));
-                log.push(format!("withdraw {s} {t:?} -> {}", r.is_ok()));
-            }
-            8 if rng.next(3) == 0 => {
-                let r = l.erase(s, Actor::Subject);
-                log.push(format!("erase {s} -> {}", r.is_ok()));
-            }
-            8 => {}
-            9 => {
-                clock.advance(std::time::Duration::from_secs(61));
-                log.push("advance 61s".into());
-            }
-            10 => {
-                let r = l.record_expiries();
-                log.push(format!("record_expiries -> {:?}", r.map(|v| v.len())));
-            }
-            _ => {}
-        }
-    }
+    let mix = Mix {
+        draws: 12,
+        erase_one_in: 3,
+        rest_authorizes: false,
+    };
+    let log = random_ops(&l, &clock, &subjects, seed, ops, &mix);
     let docs: Vec<Value> = subjects.iter().map(|s| export(&l, s)).collect();
     // Every allowed use is described by the export of its subject: a record for the
     // purpose id on the basis the use rests on, listing the recipient and the kind, and
@@ -539,17 +359,9 @@ fn the_export_agrees_with_the_decisions_on_random_histories() {
 /// their data is handled under legitimate interest and disclosed to acme.
 #[test]
 fn an_unlinked_collection_is_not_exported_as_in_force() {
-    const SLOT: usize = 256;
     let dir = tempfile::tempdir().unwrap();
     let (key, pk) = (SigningKey::generate(), PseudonymKey::generate());
-    let open = || {
-        Ledger::builder(dir.path())
-            .signing_key(key.clone())
-            .pseudonym_key(pk.clone())
-            .snapshots(Snapshots::Off)
-            .open()
-            .unwrap()
-    };
+    let open = || open_without_snapshots(dir.path(), &key, &pk);
     let s = SubjectId::new("acct-0").unwrap();
     let acme = Recipient::partner("acme").unwrap();
     let phone = Identifier::<Security>::phone("+14155550100").unwrap();
@@ -557,11 +369,7 @@ fn an_unlinked_collection_is_not_exported_as_in_force() {
     l.collect(&s, &phone, RecipientScope::only(acme.clone())).unwrap();
     drop(l);
     // One bit of the index record's slot flipped: its checksum fails, open drops it.
-    let path = dir.path().join("vault");
-    let mut vault = std::fs::read(&path).unwrap();
-    let slot = vault.chunks_exact(SLOT).position(|v| v[0] == 2).unwrap();
-    vault[slot * SLOT + 100] ^= 1;
-    std::fs::write(&path, &vault).unwrap();
+    damage_index_slot(dir.path());
     let l = open();
     assert!(matches!(
         l.authorize(&phone, &acme),
@@ -717,22 +525,6 @@ declare_purpose!(
     LegalBasis::Consent
 );
 
-fn exported_events(doc: &Value) -> Vec<String> {
-    let mut v: Vec<String> = doc["@graph"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["dct:hasPart"].as_array().unwrap().iter())
-        .map(|p| p["dct:identifier"].as_str().unwrap().to_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-fn origin(l: &Ledger) -> String {
-    l.checkpoint().unwrap().origin().to_owned()
-}
-
 /// Every history event is promised to be in exactly one record. After an erasure the
 /// subject's history is its erasure entry (who erased, when, at which position), and
 /// the export leaves it out: `@graph` is empty and only `"erased": true` remains.
@@ -832,17 +624,9 @@ fn the_replaced_collections_record_keeps_its_id() {
 /// given, disclosed to acme.
 #[test]
 fn an_unlinked_collection_under_a_consent_record_is_not_exported_as_in_force() {
-    const SLOT: usize = 256;
     let dir = tempfile::tempdir().unwrap();
     let (key, pk) = (SigningKey::generate(), PseudonymKey::generate());
-    let open = || {
-        Ledger::builder(dir.path())
-            .signing_key(key.clone())
-            .pseudonym_key(pk.clone())
-            .snapshots(Snapshots::Off)
-            .open()
-            .unwrap()
-    };
+    let open = || open_without_snapshots(dir.path(), &key, &pk);
     let s = SubjectId::new("acct-0").unwrap();
     let acme = Recipient::partner("acme").unwrap();
     let phone = Identifier::<Newsletter>::phone("+14155550100").unwrap();
@@ -852,11 +636,7 @@ fn an_unlinked_collection_under_a_consent_record_is_not_exported_as_in_force() {
         .unwrap();
     assert!(l.authorize(&phone, &acme).is_ok());
     drop(l);
-    let path = dir.path().join("vault");
-    let mut vault = std::fs::read(&path).unwrap();
-    let slot = vault.chunks_exact(SLOT).position(|v| v[0] == 2).unwrap();
-    vault[slot * SLOT + 100] ^= 1;
-    std::fs::write(&path, &vault).unwrap();
+    damage_index_slot(dir.path());
     let l = open();
     assert!(matches!(
         l.authorize(&phone, &acme),
@@ -967,14 +747,7 @@ fn uses_recorded_during_an_export_name_entries_the_records_hold() {
 fn the_same_ledger_exports_the_same_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (key, pk) = (SigningKey::generate(), PseudonymKey::generate());
-    let open = || {
-        Ledger::builder(dir.path())
-            .signing_key(key.clone())
-            .pseudonym_key(pk.clone())
-            .snapshots(Snapshots::Off)
-            .open()
-            .unwrap()
-    };
+    let open = || open_without_snapshots(dir.path(), &key, &pk);
     let (s1, s2) = (
         SubjectId::new("user-1").unwrap(),
         SubjectId::new("user-2").unwrap(),

@@ -9,131 +9,13 @@
     reason = "tests"
 )]
 
+mod export_util;
+mod random_history;
+
 use consent_ledger::*;
+use export_util::{events_with_erasure, export};
+use random_history::{random_ops, Mix};
 use serde_json::Value;
-
-declare_purpose!(
-    /// `partner-sharing` under legitimate interest.
-    LiSharing,
-    "partner-sharing",
-    "sharing with partners, legitimate interest",
-    LegalBasis::LegitimateInterest
-);
-declare_purpose!(
-    /// `partner-sharing` under a contract.
-    ContractSharing,
-    "partner-sharing",
-    "sharing with partners, contract",
-    LegalBasis::Contract
-);
-declare_purpose!(
-    /// `security` as consent-based.
-    ConsentSecurity,
-    "security",
-    "security, consent",
-    LegalBasis::Consent
-);
-
-#[derive(Clone, Copy, Debug)]
-enum T {
-    Ps,
-    Li,
-    Ct,
-    Sec,
-    SecC,
-    An,
-}
-const TYPES: [T; 6] = [T::Ps, T::Li, T::Ct, T::Sec, T::SecC, T::An];
-
-macro_rules! with_type {
-    ($t:expr, $P:ident => $body:expr) => {
-        match $t {
-            T::Ps => {
-                type $P = PartnerSharing;
-                $body
-            }
-            T::Li => {
-                type $P = LiSharing;
-                $body
-            }
-            T::Ct => {
-                type $P = ContractSharing;
-                $body
-            }
-            T::Sec => {
-                type $P = Security;
-                $body
-            }
-            T::SecC => {
-                type $P = ConsentSecurity;
-                $body
-            }
-            T::An => {
-                type $P = Analytics;
-                $body
-            }
-        }
-    };
-}
-
-const VALUES: [(u8, &str); 5] = [
-    (0, "a@example.com"),
-    (0, "b@example.com"),
-    (1, "+15550100001"),
-    (1, "+15550100002"),
-    (2, "device-0001"),
-];
-
-fn ident<P: Purpose>(v: usize) -> Identifier<P> {
-    let (k, raw) = VALUES[v];
-    match k {
-        0 => Identifier::<P>::email(raw).unwrap(),
-        1 => Identifier::<P>::phone(raw).unwrap(),
-        _ => Identifier::<P>::device_id(raw).unwrap(),
-    }
-}
-
-fn recipients_pool() -> Vec<Recipient> {
-    vec![
-        Recipient::FirstParty,
-        Recipient::partner("acme").unwrap(),
-        Recipient::partner("beta").unwrap(),
-    ]
-}
-
-fn scope_pool(i: usize) -> RecipientScope {
-    let r = recipients_pool();
-    match i % 5 {
-        0 => RecipientScope::first_party(),
-        1 => RecipientScope::only(r[1].clone()),
-        2 => RecipientScope::only(r[2].clone()),
-        3 => RecipientScope::any_of([r[1].clone(), r[2].clone()]).unwrap(),
-        _ => RecipientScope::all_partners(),
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
-fn events_of(doc: &Value) -> Vec<String> {
-    let mut v: Vec<String> = doc["@graph"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["dct:hasPart"].as_array().unwrap().iter())
-        .map(|p| p["dct:identifier"].as_str().unwrap().to_owned())
-        .collect();
-    v.extend(doc["erasure"]["dct:identifier"].as_str().map(str::to_owned));
-    v.sort();
-    v
-}
 
 /// Random histories: the export after a reopen equals the one before; every history
 /// event is in exactly one record; record ids are unique; every use names an event.
@@ -158,56 +40,12 @@ fn reopen_run(seed: u64, ops: usize, snapshots: bool) -> Option<String> {
     };
     let l = open();
     let subjects = [SubjectId::new("s-1").unwrap(), SubjectId::new("s-2").unwrap()];
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut log = Vec::new();
-    for _ in 0..ops {
-        let s = &subjects[rng.next(2)];
-        let t = TYPES[rng.next(TYPES.len())];
-        match rng.next(13) {
-            0..=4 => {
-                let v = rng.next(VALUES.len());
-                let sc = rng.next(5);
-                let r = with_type!(t, P => l.collect(s, &ident::<P>(v), scope_pool(sc)));
-                log.push(format!("collect {s} v{v} {t:?} scope{sc} -> {}", r.is_ok()));
-            }
-            5..=6 => {
-                let sc = rng.next(5);
-                let exp = match rng.next(3) {
-                    0 => Some(clock.now().saturating_add(std::time::Duration::from_secs(60))),
-                    _ => None,
-                };
-                let r = with_type!(t, P => l.grant::<P>(s, scope_pool(sc), exp));
-                log.push(format!(
-                    "grant {s} {t:?} scope{sc} exp {:?} -> {}",
-                    exp.is_some(),
-                    r.is_ok()
-                ));
-            }
-            7 => {
-                let r = with_type!(t, P => l.withdraw::<P>(s));
-                log.push(format!("withdraw {s} {t:?} -> {}", r.is_ok()));
-            }
-            8 if rng.next(4) == 0 => {
-                let r = l.erase(s, Actor::Subject);
-                log.push(format!("erase {s} -> {}", r.is_ok()));
-            }
-            8 => {}
-            9 => {
-                clock.advance(std::time::Duration::from_secs(61));
-                log.push("advance 61s".into());
-            }
-            10 => {
-                let r = l.record_expiries();
-                log.push(format!("record_expiries -> {:?}", r.map(|v| v.len())));
-            }
-            _ => {
-                let v = rng.next(VALUES.len());
-                let r = &recipients_pool()[rng.next(3)];
-                let ok = with_type!(t, P => l.authorize(&ident::<P>(v), r).is_ok());
-                log.push(format!("authorize v{v} {t:?} {r} -> {ok}"));
-            }
-        }
-    }
+    let mix = Mix {
+        draws: 13,
+        erase_one_in: 4,
+        rest_authorizes: true,
+    };
+    let log = random_ops(&l, &clock, &subjects, seed, ops, &mix);
     let before: Vec<String> = subjects
         .iter()
         .map(|s| l.export_subject(s, "-").unwrap())
@@ -222,7 +60,7 @@ fn reopen_run(seed: u64, ops: usize, snapshots: bool) -> Option<String> {
             .map(|h| format!("{origin}#{}", h.seq))
             .collect();
         hist.sort();
-        let events = events_of(&doc);
+        let events = events_with_erasure(&doc);
         if events != hist {
             return Some(format!(
                 "seed {seed}: events {events:?} history {hist:?}\n{}\n{json}",
@@ -316,7 +154,7 @@ fn an_erasure_signed_by_a_revoked_key_is_exported_with_its_untrusted_mark() {
         history[0].untrusted().is_some(),
         "history marks the erasure as signed by the revoked key"
     );
-    let doc: Value = serde_json::from_str(&l.export_subject(&s, "-").unwrap()).unwrap();
+    let doc = export(&l, &s);
     assert!(
         doc["erasure"].get("untrusted").is_some(),
         "the erasure was signed by a revoked key (history says so); the export's erasure \
@@ -351,7 +189,7 @@ fn two_subjects_consent_records_have_distinct_ids() {
     l.grant::<Analytics>(&bob, RecipientScope::all_partners(), None)
         .unwrap();
     let id = |s: &SubjectId| {
-        let doc: Value = serde_json::from_str(&l.export_subject(s, "-").unwrap()).unwrap();
+        let doc = export(&l, s);
         let rec = doc["@graph"][0].clone();
         (rec["dpv:hasIdentifier"].as_str().unwrap().to_owned(), rec)
     };

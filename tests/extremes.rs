@@ -16,11 +16,22 @@ use consent_ledger::*;
 
 const T0: u64 = 1_750_000_000_000;
 
-fn open_with(dir: &std::path::Path, key: &SigningKey, pk: &PseudonymKey, clock: &ManualClock) -> Ledger {
+/// A builder for the ledger in `dir` under `key` and (a copy of) `pk`, on `clock`.
+fn builder(
+    dir: &std::path::Path,
+    key: &SigningKey,
+    pk: &PseudonymKey,
+    clock: &ManualClock,
+) -> LedgerBuilder<SigningKey, PseudonymKey> {
     Ledger::builder(dir)
         .signing_key(key.clone())
         .pseudonym_key(PseudonymKey::from_bytes(*pk.expose_bytes()))
         .clock(clock.clone())
+}
+
+/// Opens the ledger in `dir` under `key`, `pk` and `clock`, with relaxed durability.
+fn open_with(dir: &std::path::Path, key: &SigningKey, pk: &PseudonymKey, clock: &ManualClock) -> Ledger {
+    builder(dir, key, pk, clock)
         .durability(Durability::Relaxed)
         .open()
         .unwrap()
@@ -37,6 +48,34 @@ fn fresh(start: u64) -> (tempfile::TempDir, SigningKey, PseudonymKey, ManualCloc
 
 fn s(id: &str) -> SubjectId {
     SubjectId::new(id).unwrap()
+}
+
+/// Reopens the ledger in `dir` under `key` (and `pk`, `clock`), trusting the signed
+/// checkpoint `cp`.
+fn open_trusting(
+    dir: &std::path::Path,
+    key: &SigningKey,
+    pk: &PseudonymKey,
+    clock: &ManualClock,
+    cp: &str,
+) -> Ledger {
+    builder(dir, key, pk, clock)
+        .trusted_checkpoint(cp)
+        .open()
+        .unwrap()
+}
+
+/// Subject `acct-1`'s email collected for advertising (first party) and its consent to
+/// every partner, in `l`: the subject, the email, partner `acme` and the grant.
+fn ads_granted(l: &Ledger) -> (SubjectId, Identifier<Advertising>, Recipient, Recorded) {
+    let alice = s("acct-1");
+    let email = Identifier::<Advertising>::email("a@example.com").unwrap();
+    let acme = Recipient::partner("acme").unwrap();
+    l.collect(&alice, &email, RecipientScope::first_party()).unwrap();
+    let g = l
+        .grant::<Advertising>(&alice, RecipientScope::all_partners(), None)
+        .unwrap();
+    (alice, email, acme, g)
 }
 
 #[test]
@@ -90,12 +129,7 @@ fn probe_positions_out_of_range() {
 #[test]
 fn probe_authorize_at_extremes() {
     let (_d, _key, _pk, _c, l) = fresh(T0);
-    let alice = s("acct-1");
-    let email = Identifier::<Advertising>::email("a@example.com").unwrap();
-    let acme = Recipient::partner("acme").unwrap();
-    l.collect(&alice, &email, RecipientScope::first_party()).unwrap();
-    l.grant::<Advertising>(&alice, RecipientScope::all_partners(), None)
-        .unwrap();
+    let (_, email, acme, _) = ads_granted(&l);
     for at in [
         At::Position(0),
         At::Position(1),
@@ -284,12 +318,7 @@ fn probe_big_scopes() {
 #[test]
 fn probe_audience_settings() {
     let (_d, _key, _pk, _c, l) = fresh(T0);
-    let alice = s("acct-1");
-    let email = Identifier::<Advertising>::email("a@example.com").unwrap();
-    let acme = Recipient::partner("acme").unwrap();
-    l.collect(&alice, &email, RecipientScope::first_party()).unwrap();
-    l.grant::<Advertising>(&alice, RecipientScope::all_partners(), None)
-        .unwrap();
+    let (_, _, acme, _) = ads_granted(&l);
     for chunk in [0usize, 1, usize::MAX] {
         for threads in [0usize, 1, 2, usize::MAX] {
             let m = l
@@ -308,13 +337,7 @@ fn probe_audience_settings() {
 #[test]
 fn probe_rotations_and_revocations() {
     let (d, key0, pk, c, l) = fresh(T0);
-    let alice = s("acct-1");
-    let email = Identifier::<Advertising>::email("a@example.com").unwrap();
-    let acme = Recipient::partner("acme").unwrap();
-    l.collect(&alice, &email, RecipientScope::first_party()).unwrap();
-    let g = l
-        .grant::<Advertising>(&alice, RecipientScope::all_partners(), None)
-        .unwrap();
+    let (alice, email, acme, g) = ads_granted(&l);
     // Revoking with a position beyond the end.
     let other = SigningKey::generate();
     for from in [l.len() + 1, u64::MAX] {
@@ -355,13 +378,7 @@ fn probe_rotations_and_revocations() {
     let report = l.verify().unwrap();
     println!("untrusted {:?}", report);
     drop(l);
-    let l = Ledger::builder(d.path())
-        .signing_key(cur.clone())
-        .pseudonym_key(PseudonymKey::from_bytes(*pk.expose_bytes()))
-        .clock(c.clone())
-        .trusted_checkpoint(cp.text())
-        .open()
-        .unwrap();
+    let l = open_trusting(d.path(), &cur, &pk, &c, cp.text());
     assert!(l.authorize(&email, &acme).is_ok());
     l.grant::<Analytics>(&alice, RecipientScope::first_party(), None)
         .unwrap();
@@ -397,13 +414,7 @@ fn probe_max_revocations() {
     let rc = l.receipt(1, "x").unwrap();
     verify_receipt(&rc, &key0.verifying_key()).unwrap();
     drop(l);
-    let l = Ledger::builder(d.path())
-        .signing_key(key0.clone())
-        .pseudonym_key(PseudonymKey::from_bytes(*pk.expose_bytes()))
-        .clock(c.clone())
-        .trusted_checkpoint(cp.text())
-        .open()
-        .unwrap();
+    let l = open_trusting(d.path(), &key0, &pk, &c, cp.text());
     let e = l.revoke_key(revoked[MAX_REVOCATIONS], 0);
     assert!(matches!(e, Err(WriteError::Input(_))), "{e:?}");
     let k1 = SigningKey::generate();
@@ -420,10 +431,7 @@ fn probe_erase_and_recollect_many_times() {
     let pk = PseudonymKey::generate();
     let c = ManualClock::new(Timestamp::from_millis(T0));
     let open = || {
-        Ledger::builder(dir.path())
-            .signing_key(key.clone())
-            .pseudonym_key(PseudonymKey::from_bytes(*pk.expose_bytes()))
-            .clock(c.clone())
+        builder(dir.path(), &key, &pk, &c)
             .durability(Durability::Relaxed)
             .snapshots(Snapshots::OnClose { min_new_entries: 0 })
             .record_decisions(Recording::Every)
@@ -520,12 +528,7 @@ fn probe_impact_extremes() {
             .record_decisions(rec)
             .open()
             .unwrap();
-        let alice = s("acct-1");
-        let email = Identifier::<Advertising>::email("a@example.com").unwrap();
-        let acme = Recipient::partner("acme").unwrap();
-        l.collect(&alice, &email, RecipientScope::first_party()).unwrap();
-        l.grant::<Advertising>(&alice, RecipientScope::all_partners(), None)
-            .unwrap();
+        let (_, email, acme, _) = ads_granted(&l);
         for _ in 0..3 {
             l.authorize(&email, &acme).unwrap();
             c.advance(Duration::from_millis(7));
@@ -722,10 +725,7 @@ fn probe_snapshot_settings() {
         let pk = PseudonymKey::generate();
         let c = ManualClock::new(Timestamp::from_millis(T0));
         let open = || {
-            Ledger::builder(dir.path())
-                .signing_key(key.clone())
-                .pseudonym_key(PseudonymKey::from_bytes(*pk.expose_bytes()))
-                .clock(c.clone())
+            builder(dir.path(), &key, &pk, &c)
                 .snapshots(snaps)
                 .open()
                 .unwrap()

@@ -14,7 +14,7 @@ mod sled_util;
 use consent_ledger::{
     verify_consistency, verify_receipt, verify_receipt_against, Actor, Analytics, AuditError, Identifier,
     Inspector, IntegrityError, IntegrityProblem, Ledger, ManualClock, OpenError, PartnerSharing,
-    Personalization, PseudonymKey, ReadError, Receipt, Recipient, RecipientScope, Revocation,
+    Personalization, PseudonymKey, ReadError, Receipt, Recipient, RecipientScope, Recorded, Revocation,
     SignedCheckpoint, SigningKey, SubjectId, Timestamp, UntrustedRange, WriteError, MAX_REVOCATIONS,
 };
 use ed25519_dalek::Signer;
@@ -27,6 +27,26 @@ fn open(dir: &std::path::Path, key: &SigningKey, pk: &PseudonymKey, clock: &Manu
         .clock(clock.clone())
         .open()
         .unwrap()
+}
+
+/// Opens the ledger in `dir` with `key` and `pk` (on `clock`, or the system clock
+/// without one), trusting the signed checkpoint `cp`.
+fn open_trusting(
+    dir: &std::path::Path,
+    key: &SigningKey,
+    pk: &PseudonymKey,
+    clock: Option<&ManualClock>,
+    cp: impl Into<String>,
+) -> Result<Ledger, OpenError> {
+    let b = Ledger::builder(dir)
+        .signing_key(key.clone())
+        .pseudonym_key(pk.clone());
+    match clock {
+        Some(c) => b.clock(c.clone()),
+        None => b,
+    }
+    .trusted_checkpoint(cp)
+    .open()
 }
 
 /// A ledger opened with `k0` on a manual clock at `ms`, a second key `k1` to rotate to,
@@ -138,13 +158,7 @@ fn a_checkpoint_signed_by_an_old_key_is_not_trusted() {
     let cp_full = l.checkpoint().unwrap(); // size 5, signed by k1: kept outside the db
     assert_eq!(cp_full.size(), 5);
     drop(l);
-    let opened = |dir: &std::path::Path, cp: String| {
-        Ledger::builder(dir)
-            .signing_key(k1.clone())
-            .pseudonym_key(pk.clone())
-            .trusted_checkpoint(cp)
-            .open()
-    };
+    let opened = |dir: &std::path::Path, cp: String| open_trusting(dir, &k1, &pk, None, cp);
     // Uncut, the current key's checkpoint opens it.
     opened(base.path(), cp_full.text().to_owned()).unwrap();
     for (cut, legit_prefix) in [(4u64, &cp4), (3, &cp3)] {
@@ -274,19 +288,6 @@ fn forge_entry(
     (b, h)
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 fn string(out: &mut Vec<u8>, s: &str) {
     out.extend((s.len() as u64).to_be_bytes());
     out.extend(s.as_bytes());
@@ -359,7 +360,7 @@ fn a_stolen_old_key_cannot_hand_the_log_to_the_current_key() {
         // A copy of the genuine directory, whose entries 3.. the forger replaces (same
         // length: the head record has nothing to notice).
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(genuine.path(), dir.path());
+        sled_util::copy_dir(genuine.path(), dir.path());
         let db = sled_util::open(dir.path());
         let t = db.open_tree("entries").unwrap();
         let mut prev: [u8; 32] = Sha256::digest(&kept).into();
@@ -431,6 +432,37 @@ fn a_stolen_old_key_cannot_hand_the_log_to_the_current_key() {
     }
 }
 
+/// The receipt for grant `g` (subject `s-1`, analytics to all business partners)
+/// assembled by hand from the ledger's public outputs only (entry bytes, inclusion
+/// proof, a checkpoint `cp`), naming `signer` as the entry's signer: what anyone
+/// holding them can make, whatever `Ledger::receipt` refuses.
+fn receipt_by_hand(l: &Ledger, g: &Recorded, cp: &SignedCheckpoint, signer: &SigningKey) -> Receipt {
+    let proof = l.inclusion_proof(g.seq, cp.size()).unwrap();
+    let bytes = l.entry_bytes(g.seq).unwrap();
+    let json = serde_json::json!({
+        "version": 1,
+        "ledger": cp.origin(),
+        "entry_seq": g.seq,
+        "timestamp": g.timestamp.to_string(),
+        "subject": "s-1",
+        "action": "granted",
+        "purpose": "analytics",
+        "legal_basis": "consent",
+        "recipients": ["all business partners"],
+        "expires_at": null,
+        "how_to_withdraw": "x",
+        "entry": b64(&bytes),
+        "entry_signer": b64(&signer.verifying_key().to_bytes()),
+        "inclusion_proof": {
+            "index": proof.index,
+            "tree_size": proof.tree_size,
+            "hashes": proof.hashes.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+        },
+        "checkpoint": cp.text(),
+    });
+    Receipt::from_json(&json.to_string()).unwrap()
+}
+
 /// Every part of a receipt is public output of the ledger (entry bytes, inclusion proof,
 /// a checkpoint signed by the current key), so whoever holds them can assemble the very
 /// receipt `Ledger::receipt` refuses for an entry signed by a revoked key. The
@@ -477,30 +509,7 @@ fn a_receipt_assembled_by_hand_for_a_revoked_key_is_refused() {
     assert_eq!(verified, cp);
 
     // Assembled from public outputs only.
-    let proof = l.inclusion_proof(g.seq, cp.size()).unwrap();
-    let bytes = l.entry_bytes(g.seq).unwrap();
-    let json = serde_json::json!({
-        "version": 1,
-        "ledger": cp.origin(),
-        "entry_seq": g.seq,
-        "timestamp": g.timestamp.to_string(),
-        "subject": "s-1",
-        "action": "granted",
-        "purpose": "analytics",
-        "legal_basis": "consent",
-        "recipients": ["all business partners"],
-        "expires_at": null,
-        "how_to_withdraw": "x",
-        "entry": b64(&bytes),
-        "entry_signer": b64(&k0.verifying_key().to_bytes()),
-        "inclusion_proof": {
-            "index": proof.index,
-            "tree_size": proof.tree_size,
-            "hashes": proof.hashes.iter().map(|h| b64(h)).collect::<Vec<_>>(),
-        },
-        "checkpoint": cp.text(),
-    });
-    let r = Receipt::from_json(&json.to_string()).unwrap();
+    let r = receipt_by_hand(&l, &g, &cp, &k0);
     assert_eq!(r.entry_signer().unwrap(), k0.verifying_key());
     assert_eq!(
         verify_receipt(&r, &k1.verifying_key()),
@@ -610,13 +619,10 @@ fn a_rotated_away_key_vouches_for_nothing() {
 /// the history of an erased subject (its erasure entry), and `Inspector::entries`.
 #[test]
 fn the_export_and_history_mark_entries_of_a_revoked_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let pk = PseudonymKey::generate();
-    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-    let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
-    let s = SubjectId::new("s-1").unwrap();
+    let Setup {
+        dir, k0, k1, s, l, ..
+    } = setup(1_700_000_000_000);
     let s2 = SubjectId::new("s-2").unwrap();
-    let l = open(dir.path(), &k0, &pk, &clock);
     let before = l
         .grant::<Analytics>(&s, RecipientScope::first_party(), None)
         .unwrap(); // 1
@@ -699,12 +705,13 @@ fn the_export_and_history_mark_entries_of_a_revoked_key() {
 /// too many lines) is refused with a reason, never echoing the input.
 #[test]
 fn checkpoint_revocation_lines_are_canonical_and_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let pk = PseudonymKey::generate();
-    let clock = ManualClock::new(Timestamp::from_millis(1));
-    let k = SigningKey::generate();
-    let l = open(dir.path(), &k, &pk, &clock);
-    let s = SubjectId::new("s-1").unwrap();
+    let Setup {
+        dir: _dir,
+        k0: k,
+        s,
+        l,
+        ..
+    } = setup(1);
     l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
         .unwrap();
     l.withdraw::<Analytics>(&s).unwrap();
@@ -869,15 +876,7 @@ fn a_checkpoint_cannot_drop_a_revocation() {
     // covers, the revocations included, and only the current key's holder can sign
     // lines that disagree with it. (One kept from before `revoked` lines existed has
     // none: see `a_trusted_checkpoint_signed_before_revoked_lines_existed_still_opens`.)
-    let opened = |cp: &str| {
-        Ledger::builder(dir.path())
-            .signing_key(k1.clone())
-            .pseudonym_key(pk.clone())
-            .clock(clock.clone())
-            .trusted_checkpoint(cp)
-            .open()
-            .map(|_| ())
-    };
+    let opened = |cp: &str| open_trusting(dir.path(), &k1, &pk, Some(&clock), cp).map(|_| ());
     for text in [&dropped, &narrowed, &widened, &newer.text().to_owned()] {
         opened(text).unwrap();
     }
@@ -914,13 +913,7 @@ fn a_trusted_checkpoint_signed_before_revoked_lines_existed_still_opens() {
     let old = SignedCheckpoint::verify(&kept, &k1.verifying_key()).unwrap();
     assert_eq!((old.size(), old.root()), (now.size(), now.root()));
     assert!(old.revocations().is_empty());
-    Ledger::builder(dir.path())
-        .signing_key(k1.clone())
-        .pseudonym_key(pk.clone())
-        .clock(clock.clone())
-        .trusted_checkpoint(kept)
-        .open()
-        .unwrap();
+    open_trusting(dir.path(), &k1, &pk, Some(&clock), kept).unwrap();
 }
 
 /// Any checkpoint the current key signed between a rotation and a revocation covers
@@ -951,19 +944,7 @@ fn a_receipt_assembled_with_a_checkpoint_from_before_the_revocation() {
     let latest = l.checkpoint().unwrap();
     assert_eq!(latest.revoked_from(&k0.verifying_key()), Some(g.seq));
 
-    let proof = l.inclusion_proof(g.seq, window.size()).unwrap();
-    let bytes = l.entry_bytes(g.seq).unwrap();
-    let json = serde_json::json!({
-        "version": 1, "ledger": window.origin(), "entry_seq": g.seq,
-        "timestamp": g.timestamp.to_string(), "subject": "s-1", "action": "granted",
-        "purpose": "analytics", "legal_basis": "consent",
-        "recipients": ["all business partners"], "expires_at": null, "how_to_withdraw": "x",
-        "entry": b64(&bytes), "entry_signer": b64(&k0.verifying_key().to_bytes()),
-        "inclusion_proof": { "index": proof.index, "tree_size": proof.tree_size,
-            "hashes": proof.hashes.iter().map(|h| b64(h)).collect::<Vec<_>>() },
-        "checkpoint": window.text(),
-    });
-    let r = Receipt::from_json(&json.to_string()).unwrap();
+    let r = receipt_by_hand(&l, &g, &window, &k0);
     let key = k1.verifying_key();
     // Nothing in it is wrong: its checkpoint was signed before the revocation.
     verify_receipt(&r, &key).unwrap();
@@ -988,11 +969,9 @@ fn a_receipt_assembled_with_a_checkpoint_from_before_the_revocation() {
 /// again stays possible), and its checkpoints keep verifying.
 #[test]
 fn a_ledger_revokes_at_most_max_revocations_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let pk = PseudonymKey::generate();
-    let clock = ManualClock::new(Timestamp::from_millis(1));
-    let k = SigningKey::generate();
-    let l = open(dir.path(), &k, &pk, &clock);
+    let Setup {
+        dir: _dir, k0: k, l, ..
+    } = setup(1);
     // Only a key of the ledger may be revoked: each is rotated away from, then revoked.
     let mut keys = Vec::new();
     let mut current = k;

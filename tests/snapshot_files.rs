@@ -9,48 +9,21 @@
     reason = "tests"
 )]
 
+mod snapshot_util;
+
 use std::path::Path;
 
+use snapshot_util::{builder, email, open, subject, EVERY_CLOSE, NEVER_WRITE};
+
 use consent_ledger::{
-    Advertising, Durability, Identifier, Ledger, PseudonymKey, Recipient, RecipientScope, SigningKey,
-    Snapshots, SubjectId,
+    Advertising, Identifier, Ledger, PseudonymKey, Recipient, RecipientScope, SigningKey, Snapshots,
 };
-
-const EVERY_CLOSE: Snapshots = Snapshots::OnClose { min_new_entries: 1 };
-const NEVER_WRITE: Snapshots = Snapshots::OnClose {
-    min_new_entries: u64::MAX,
-};
-
-fn builder(
-    dir: &Path,
-    key: &SigningKey,
-    pk: &PseudonymKey,
-    snapshots: Snapshots,
-) -> consent_ledger::LedgerBuilder<SigningKey, PseudonymKey> {
-    Ledger::builder(dir)
-        .signing_key(key.clone())
-        .pseudonym_key(pk.clone())
-        .durability(Durability::Relaxed)
-        .snapshots(snapshots)
-}
-
-fn open(dir: &Path, key: &SigningKey, pk: &PseudonymKey, snapshots: Snapshots) -> Ledger {
-    builder(dir, key, pk, snapshots).open().unwrap()
-}
 
 fn fixed_keys() -> (SigningKey, PseudonymKey) {
     (
         SigningKey::from_bytes(&[7; 32]),
         PseudonymKey::from_bytes([9; 32]),
     )
-}
-
-fn email(i: u32) -> Identifier<Advertising> {
-    Identifier::<Advertising>::email(&format!("person{i}@example.com")).unwrap()
-}
-
-fn subject(i: u32) -> SubjectId {
-    SubjectId::new(&format!("acct-{i}")).unwrap()
 }
 
 /// A hostile `state` file: a sparse file of 1 TiB (costs no disk, made by anyone who can

@@ -12,41 +12,19 @@
 )]
 
 mod sled_util;
+mod snapshot_util;
 
 use std::path::Path;
 
-use consent_ledger::{
-    Advertising, Durability, Identifier, Ledger, PseudonymKey, Recipient, RecipientScope, SigningKey,
-    Snapshots, SubjectId,
-};
+use snapshot_util::{email, subject, try_open, EVERY_CLOSE, NEVER_WRITE};
+
+use consent_ledger::{Advertising, Ledger, PseudonymKey, Recipient, RecipientScope, SigningKey, Snapshots};
 
 const SLOT: usize = 256;
-const EVERY_CLOSE: Snapshots = Snapshots::OnClose { min_new_entries: 1 };
-/// Loads a snapshot, writes none on close.
-const NEVER_WRITE: Snapshots = Snapshots::OnClose {
-    min_new_entries: u64::MAX,
-};
 
 struct Keys {
     sk: SigningKey,
     pk: PseudonymKey,
-}
-
-fn open(dir: &Path, k: &Keys, snapshots: Snapshots) -> Result<Ledger, consent_ledger::OpenError> {
-    Ledger::builder(dir)
-        .signing_key(k.sk.clone())
-        .pseudonym_key(k.pk.clone())
-        .durability(Durability::Relaxed)
-        .snapshots(snapshots)
-        .open()
-}
-
-fn subject(i: u32) -> SubjectId {
-    SubjectId::new(&format!("acct-{i}")).unwrap()
-}
-
-fn email(i: u32) -> Identifier<Advertising> {
-    Identifier::<Advertising>::email(&format!("person{i}@example.com")).unwrap()
 }
 
 /// Subjects `from..to` give an email for ads and consent to every partner.
@@ -75,7 +53,7 @@ fn decisions(l: &Ledger, n: u32) -> Vec<String> {
 fn outcome(dir: &Path, k: &Keys, snapshots: Snapshots, n: u32) -> (Result<Vec<String>, String>, bool) {
     let copy = tempfile::tempdir().unwrap();
     sled_util::copy_dir(dir, copy.path());
-    let result = match open(copy.path(), k, snapshots) {
+    let result = match try_open(copy.path(), &k.sk, &k.pk, snapshots) {
         Ok(l) => {
             let d = decisions(&l, n);
             let kept = copy.path().join("state").is_file();
@@ -95,7 +73,7 @@ fn closed(n: u32) -> (tempfile::TempDir, Keys) {
         sk: SigningKey::generate(),
         pk: PseudonymKey::generate(),
     };
-    let l = open(dir.path(), &k, EVERY_CLOSE).unwrap();
+    let l = try_open(dir.path(), &k.sk, &k.pk, EVERY_CLOSE).unwrap();
     populate(&l, 0, n);
     drop(l);
     assert!(dir.path().join("state").is_file());
@@ -197,7 +175,7 @@ fn an_index_record_altered_with_its_checksum_recomputed_is_refused_with_or_witho
 fn a_clean_reopen_with_a_tail_of_collections_still_loads_the_snapshot() {
     let (dir, k) = closed(3);
     {
-        let l = open(dir.path(), &k, NEVER_WRITE).unwrap();
+        let l = try_open(dir.path(), &k.sk, &k.pk, NEVER_WRITE).unwrap();
         populate(&l, 3, 6);
     }
     let (replayed, _) = outcome(dir.path(), &k, Snapshots::Off, 6);
@@ -206,7 +184,7 @@ fn a_clean_reopen_with_a_tail_of_collections_still_loads_the_snapshot() {
     assert!(kept, "a clean reopen did not load the snapshot");
     assert!(replayed.unwrap().iter().all(|d| d.contains("allowed")));
     // Reopened and closed again without a change: loaded again.
-    drop(open(dir.path(), &k, NEVER_WRITE).unwrap());
+    drop(try_open(dir.path(), &k.sk, &k.pk, NEVER_WRITE).unwrap());
     let (_, kept) = outcome(dir.path(), &k, NEVER_WRITE, 6);
     assert!(kept, "a second clean reopen did not load the snapshot");
     // A record from before the snapshot zeroed, and one from the tail: as a full replay.
@@ -228,7 +206,7 @@ fn a_crash_after_the_snapshot_reopens_as_a_full_replay() {
     let (dir, k) = closed(3);
     let crashed = tempfile::tempdir().unwrap();
     {
-        let l = open(dir.path(), &k, NEVER_WRITE).unwrap();
+        let l = try_open(dir.path(), &k.sk, &k.pk, NEVER_WRITE).unwrap();
         populate(&l, 3, 5);
         l.sync().unwrap();
         sled_util::copy_dir(dir.path(), crashed.path());
@@ -245,7 +223,7 @@ fn a_crash_after_the_snapshot_reopens_as_a_full_replay() {
     assert!(!replayed[0].contains("allowed"), "{replayed:?}");
     // Opened and closed once, it has its record again: the next open loads the snapshot
     // it wrote.
-    drop(open(crashed.path(), &k, EVERY_CLOSE).unwrap());
+    drop(try_open(crashed.path(), &k.sk, &k.pk, EVERY_CLOSE).unwrap());
     let (_, kept) = outcome(crashed.path(), &k, NEVER_WRITE, 5);
     assert!(kept);
 }
@@ -264,7 +242,7 @@ fn an_older_vault_put_back_with_its_record_decides_as_a_full_replay() {
         r.map(|r| r.to_vec())
     };
     {
-        let l = open(dir.path(), &k, EVERY_CLOSE).unwrap();
+        let l = try_open(dir.path(), &k.sk, &k.pk, EVERY_CLOSE).unwrap();
         populate(&l, 2, 4);
     }
     std::fs::write(dir.path().join("vault"), &old_vault).unwrap();

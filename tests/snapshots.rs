@@ -10,33 +10,16 @@
 )]
 
 mod sled_util;
+mod snapshot_util;
 
 use std::path::Path;
 
+use snapshot_util::{email, open, subject, EVERY_CLOSE, NEVER_WRITE};
+
 use consent_ledger::{
-    Advertising, Denied, Durability, Identifier, IntegrityError, IntegrityProblem, Ledger, OpenError,
-    PseudonymKey, Recipient, RecipientScope, Security, SigningKey, Snapshots, SubjectId,
+    Advertising, Denied, Identifier, IntegrityError, IntegrityProblem, Ledger, OpenError, PseudonymKey,
+    Recipient, RecipientScope, Security, SigningKey, Snapshots,
 };
-
-const EVERY_CLOSE: Snapshots = Snapshots::OnClose { min_new_entries: 1 };
-
-fn open(dir: &Path, key: &SigningKey, pk: &PseudonymKey, snapshots: Snapshots) -> Ledger {
-    Ledger::builder(dir)
-        .signing_key(key.clone())
-        .pseudonym_key(pk.clone())
-        .durability(Durability::Relaxed)
-        .snapshots(snapshots)
-        .open()
-        .unwrap()
-}
-
-fn email(i: u32) -> Identifier<Advertising> {
-    Identifier::<Advertising>::email(&format!("person{i}@example.com")).unwrap()
-}
-
-fn subject(i: u32) -> SubjectId {
-    SubjectId::new(&format!("acct-{i}")).unwrap()
-}
 
 /// Subjects `from..to` give an email for ads and a 2FA phone; even ones consent.
 fn populate(l: &Ledger, from: u32, to: u32) {
@@ -86,11 +69,6 @@ fn closed(n: u32, snapshots: Snapshots) -> Closed {
         decisions,
     }
 }
-
-/// Opens without writing a snapshot on close.
-const NEVER_WRITE: Snapshots = Snapshots::OnClose {
-    min_new_entries: u64::MAX,
-};
 
 #[test]
 fn a_snapshot_is_written_on_close_and_reopening_decides_the_same() {

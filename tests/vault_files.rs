@@ -9,36 +9,13 @@
     reason = "tests"
 )]
 
-use std::path::Path;
+mod snapshot_util;
+
+use snapshot_util::{email, subject, try_open, EVERY_CLOSE};
 
 use consent_ledger::{
-    Advertising, Durability, Identifier, Ledger, PseudonymKey, RecipientScope, Security, SigningKey,
-    Snapshots, SubjectId,
+    Identifier, Ledger, PseudonymKey, RecipientScope, Security, SigningKey, Snapshots, SubjectId,
 };
-
-const EVERY_CLOSE: Snapshots = Snapshots::OnClose { min_new_entries: 1 };
-
-fn open(
-    dir: &Path,
-    key: &SigningKey,
-    pk: &PseudonymKey,
-    snapshots: Snapshots,
-) -> Result<Ledger, consent_ledger::OpenError> {
-    Ledger::builder(dir)
-        .signing_key(key.clone())
-        .pseudonym_key(pk.clone())
-        .durability(Durability::Relaxed)
-        .snapshots(snapshots)
-        .open()
-}
-
-fn subject(i: u32) -> SubjectId {
-    SubjectId::new(&format!("acct-{i}")).unwrap()
-}
-
-fn email(i: u32) -> Identifier<Advertising> {
-    Identifier::<Advertising>::email(&format!("person{i}@example.com")).unwrap()
-}
 
 fn populate(l: &Ledger, n: u32) {
     for i in 0..n {
@@ -68,7 +45,7 @@ fn index_slot(key: &[u8; 32], value: &[u8]) -> [u8; 256] {
 fn open_time_with_index_keys(n: u32, key: impl Fn(u32) -> [u8; 32]) -> std::time::Duration {
     let dir = tempfile::tempdir().unwrap();
     let (sk, pk) = (SigningKey::generate(), PseudonymKey::generate());
-    let l = open(dir.path(), &sk, &pk, Snapshots::Off).unwrap();
+    let l = try_open(dir.path(), &sk, &pk, Snapshots::Off).unwrap();
     populate(&l, 1);
     drop(l);
     let path = dir.path().join("vault");
@@ -78,7 +55,7 @@ fn open_time_with_index_keys(n: u32, key: impl Fn(u32) -> [u8; 32]) -> std::time
     }
     std::fs::write(&path, &raw).unwrap();
     let start = std::time::Instant::now();
-    let r = open(dir.path(), &sk, &pk, Snapshots::Off);
+    let r = try_open(dir.path(), &sk, &pk, Snapshots::Off);
     let took = start.elapsed();
     println!("{n} records: open took {took:?} (ok={})", r.is_ok());
     took
@@ -121,7 +98,7 @@ fn a_link_planted_at_the_vault_is_not_followed() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("ledger");
     let (sk, pk) = (SigningKey::generate(), PseudonymKey::generate());
-    let l = open(&dir, &sk, &pk, Snapshots::Off).unwrap();
+    let l = try_open(&dir, &sk, &pk, Snapshots::Off).unwrap();
     populate(&l, 1);
     drop(l);
     // The vault moved out of the ledger's private directory (to a place anyone may read,
@@ -130,7 +107,7 @@ fn a_link_planted_at_the_vault_is_not_followed() {
     std::fs::rename(dir.join("vault"), &outside).unwrap();
     std::os::unix::fs::symlink(&outside, dir.join("vault")).unwrap();
     let before = std::fs::read(&outside).unwrap();
-    let opened = open(&dir, &sk, &pk, Snapshots::Off);
+    let opened = try_open(&dir, &sk, &pk, Snapshots::Off);
     if let Ok(l) = &opened {
         let s = SubjectId::new("acct-new").unwrap();
         l.collect(&s, &email(77), RecipientScope::all_partners()).unwrap();
@@ -157,7 +134,7 @@ fn a_ledger_in_an_existing_directory_keeps_its_files_private() {
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (sk, pk) = (SigningKey::generate(), PseudonymKey::generate());
-    let l = open(&dir, &sk, &pk, EVERY_CLOSE).unwrap();
+    let l = try_open(&dir, &sk, &pk, EVERY_CLOSE).unwrap();
     populate(&l, 3);
     l.sync().unwrap();
     drop(l);
@@ -236,7 +213,7 @@ fn a_directory_another_user_provided_is_left_as_it_is_also_for_root() {
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
     drop(
-        open(
+        try_open(
             &dir,
             &SigningKey::generate(),
             &PseudonymKey::generate(),
