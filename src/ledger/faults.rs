@@ -1275,11 +1275,13 @@ fn relaxed_change_stored_during_a_sync_that_then_fails_is_not_acknowledged() {
 #[path = "stress.rs"]
 mod stress;
 
-/// (Review r78.) A withdrawal whose `Immediate` sync failed is stored but never applied
-/// (the caller got `NotDurable`, the ledger takes no more writes, decisions go on from
-/// the state). `authorize` keeps allowing the use, and `authorize_at` for the same
-/// moment must answer the same (it replayed the stored log, withdrawal included, and
-/// answered `Withdrawn` at a position the ledger does not have).
+/// (Review r78.) A grant whose `Immediate` sync failed is stored but never applied (the
+/// caller got `NotDurable`, the ledger takes no more writes, decisions go on from the
+/// state). `authorize` keeps denying the use, and `authorize_at` and `impact` for the
+/// same moment must answer the same (`authorize_at` replayed the stored log, the entry
+/// included, and answered at a position the ledger does not have). (Review r114: this
+/// test used a withdrawal, which is now applied when its sync fails, so it could no
+/// longer fail; a grant still is not.)
 #[test]
 fn a_past_answer_counts_only_entries_the_live_state_applied() {
     let dir = tempfile::tempdir().unwrap();
@@ -1289,12 +1291,11 @@ fn a_past_answer_counts_only_entries_the_live_state_applied() {
     let acme = crate::Recipient::partner("acme").unwrap();
     let email = crate::Identifier::<crate::Advertising>::email("alice@example.org").unwrap();
     l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
-    l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
-        .unwrap();
     faults.sync.store(true, Ordering::SeqCst);
-    let w = l.withdraw::<crate::Advertising>(&alice);
-    assert!(matches!(w, Err(WriteError::NotDurable(_))), "{w:?}");
+    let g = l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None);
+    assert!(matches!(g, Err(WriteError::NotDurable(_))), "{g:?}");
     let live = l.authorize(&email, &acme).map(|u| u.evidence().clone());
+    assert!(live.is_err());
     let now = l.now();
     let past = l.authorize_at(&email, &acme, crate::At::Time(now)).unwrap();
     assert_eq!(
@@ -1643,4 +1644,44 @@ fn a_key_revocation_told_not_durable_takes_effect_at_once() {
         "{:?}",
         refused.map(|_| ())
     );
+}
+
+/// `impact` judges the uses against the entries the live state applied, as
+/// `authorize_at` does: a collection for security stored but not applied (its
+/// `Immediate` sync failed) must not turn the advertising uses decided after it into
+/// uses of a number "given for security" (review r114: nothing caught that guard's
+/// removal).
+#[test]
+fn impact_counts_only_entries_the_live_state_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty_with(
+        keys.builder(dir.path(), Durability::Immediate)
+            .record_decisions(crate::Recording::Every),
+    );
+    let alice = subject(0, 0);
+    let acme = crate::Recipient::partner("acme").unwrap();
+    let raw = "+1 555 010 7777";
+    let ads = crate::Identifier::<crate::Advertising>::phone(raw).unwrap();
+    l.collect(&alice, &ads, RecipientScope::all_partners()).unwrap();
+    l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
+        .unwrap();
+    faults.sync.store(true, Ordering::SeqCst);
+    let security = crate::Identifier::<crate::Security>::phone(raw).unwrap();
+    let c = l.collect(&alice, &security, RecipientScope::first_party());
+    assert!(matches!(c, Err(WriteError::NotDurable(_))), "{c:?}");
+    assert!(l.authorize(&ads, &acme).is_ok());
+    let report = l
+        .impact(
+            // Judged at the time of use: an entry stored before it counts.
+            &crate::ImpactQuery::since(crate::Timestamp::EPOCH)
+                .assume(crate::Hypothesis::NeverConsented {
+                    given_for: "security".into(),
+                    used_for: "advertising".into(),
+                })
+                .assume(crate::Hypothesis::WithdrawalsImmediate),
+        )
+        .unwrap();
+    assert_eq!(report.uses, 1);
+    assert_eq!(report.unlawful_uses, 0, "{report:?}");
 }

@@ -21,8 +21,9 @@ impl Ledger {
         let mut tree = self.inner.tree.lock().map_err(|_| super::poisoned())?;
         if tree.is_none() {
             // Entries stored and applied. The store may hold one more: an entry stored
-            // whose sync then failed (`Immediate`) is never applied, and the ledger takes
-            // no more writes; it is not part of what this process vouches for.
+            // whose sync then failed (`Immediate`) is not applied unless it only takes
+            // something away, and the ledger takes no more writes; it is not part of
+            // what this process vouches for.
             let written = self.inner.group.written.load(std::sync::atomic::Ordering::SeqCst);
             let mut t = MerkleTree::new();
             let wanted = usize::try_from(written).unwrap_or(usize::MAX);

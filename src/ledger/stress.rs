@@ -236,8 +236,9 @@ fn worker(shared: &Shared, barrier: &Barrier, thread: usize, ops: usize, seed: u
             }
             47 => {
                 // Their outcomes are not checked one by one, but an entry stored whose
-                // sync failed (`NotDurable`) is never applied under `Immediate`: the
-                // live state then differs from a replay, as documented.
+                // sync failed (`NotDurable`) is not applied under `Immediate` unless it
+                // only takes something away: the live state then differs from a replay,
+                // as documented.
                 let note = |r: Result<(), WriteError>| {
                     if matches!(r, Err(WriteError::NotDurable(_))) {
                         shared.not_durable.store(true, Ordering::SeqCst);
