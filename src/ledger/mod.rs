@@ -442,6 +442,9 @@ impl Inner {
             ledger_id: &self.ledger_id,
             len: writer.next_seq,
             head: &writer.last_hash,
+            // The snapshot this close left on disk (written just before, or the one
+            // this session opened from; 0 once destroyed).
+            snapshot_len: *self.snapshot_len.get_mut(),
             digest,
         };
         let bytes = vault_digest::seal(&self.pseudonym_key, &covered);

@@ -299,8 +299,9 @@ fn was_used(store: &dyn Backend, dir: &std::path::Path) -> Result<bool, OpenErro
     Ok(crate::store::snapshot_exists(dir)
         || store.snapshot()?.is_some()
         || crate::store::HeadFile::new(dir).read()?.is_some()
-        // (A missing vault holds no record: not opened, which would make it.)
-        || (crate::store::vault_exists(dir) && store.index_records(0, 1).next().is_some())
+        // (Read from the directory's own vault, keyless: the `Inspector`'s store is a
+        // copy without one. A missing vault holds no record.)
+        || crate::store::vault_holds_index_slot(dir)?
         || store.decisions(&[]).next().is_some())
 }
 
@@ -440,6 +441,8 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 ledger_id: &replay.ledger_id,
                 len: replay.len(),
                 head: &replay.head_hash(),
+                // The snapshot loaded (only then is the record consulted).
+                snapshot_len,
                 digest,
             },
         ),

@@ -22,9 +22,14 @@
 //! ```
 //!
 //! The tag is the pseudonym key's record tag over the parts `"consent-ledger vault
-//! digest v1"`, the ledger id, the log's length (u64 big-endian) and head hash, and the
-//! vault's index digest: its number of index records and the sum of their keyed hashes
-//! (each u64 big-endian). The digest itself is not stored, only its tag, so that the
+//! digest v2"`, the ledger id, the log's length (u64 big-endian) and head hash, the
+//! length the state snapshot on disk was taken at (u64 big-endian; 0 for none), and
+//! the vault's index digest: its number of index records and the sum of their keyed
+//! hashes (each u64 big-endian). The snapshot's length binds the record to the
+//! snapshot the close left: an older `state` file put back after the vault changed
+//! would otherwise match a record written, for the changed vault, by a close that
+//! wrote no snapshot (review r117). Version 1 records, without it, match nothing: the
+//! first open after the upgrade replays in full. The digest itself is not stored, only its tag, so that the
 //! per-record hashes are not learnt from a series of records. The record matches only
 //! the log it was written with (its length and head) and the vault's index records at
 //! that time (whatever slots they sit in).
@@ -46,11 +51,11 @@ use crate::store::digest::{DigestKey, IndexDigest};
 /// The `meta` key the record is stored under.
 pub(crate) const META_KEY: &str = "vault digest";
 /// First byte of the record.
-pub(crate) const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 2;
 /// Bytes of a record: the version and the tag.
 pub(crate) const LEN: usize = 1 + 32;
 /// First part of the tag: keeps these tags apart from every other record tag.
-const TAG_DOMAIN: &[u8] = b"consent-ledger vault digest v1";
+const TAG_DOMAIN: &[u8] = b"consent-ledger vault digest v2";
 /// The only part of the tag that derives the per-record hash key.
 const KEY_DOMAIN: &[u8] = b"consent-ledger vault digest key v1";
 
@@ -74,12 +79,15 @@ pub(crate) struct Covered<'a> {
     pub(crate) len: u64,
     /// Hash of the last one.
     pub(crate) head: &'a Hash,
+    /// The length the state snapshot on disk was taken at (0: none).
+    pub(crate) snapshot_len: u64,
     /// The vault's index digest.
     pub(crate) digest: IndexDigest,
 }
 
 fn tag_parts<R>(covered: &Covered<'_>, f: impl FnOnce(&[&[u8]]) -> R) -> R {
     let len = covered.len.to_be_bytes();
+    let snapshot_len = covered.snapshot_len.to_be_bytes();
     let records = covered.digest.records.to_be_bytes();
     let sum = covered.digest.sum.to_be_bytes();
     f(&[
@@ -87,6 +95,7 @@ fn tag_parts<R>(covered: &Covered<'_>, f: impl FnOnce(&[&[u8]]) -> R) -> R {
         &covered.ledger_id[..],
         &len,
         &covered.head[..],
+        &snapshot_len,
         &records,
         &sum,
     ])
@@ -120,6 +129,7 @@ mod tests {
             ledger_id: &[7; 16],
             len: 12,
             head: &[9; 32],
+            snapshot_len: 10,
             digest,
         }
     }
@@ -143,6 +153,10 @@ mod tests {
             },
             Covered {
                 ledger_id: &[6; 16],
+                ..covered(d)
+            },
+            Covered {
+                snapshot_len: 0,
                 ..covered(d)
             },
             covered(IndexDigest { records: 2, ..d }),

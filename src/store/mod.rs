@@ -378,7 +378,18 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
     let start = Instant::now();
     loop {
-        match config.open() {
+        // sled 0.34.7 decodes its page-table snapshot (`snap.*`, checked by a CRC-32
+        // only) with unchecked indexing: a crafted one panics inside `open` (review
+        // r117). Caught here and reported as corrupt files, as the rest of sled's
+        // corruption is. (Under `panic = "abort"` nothing can catch it.)
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())).unwrap_or_else(|_| {
+                Err(sled::Error::Corruption {
+                    at: None,
+                    bt: Default::default(),
+                })
+            });
+        match opened {
             Err(sled::Error::Io(e)) if is_lock_held(&e) && start.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -406,6 +417,7 @@ fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
 /// sled can be writing one; if another handle still holds it after [`LOCK_WAIT`],
 /// nothing is removed (sled's open then reports the lock).
 fn remove_unfinished_sled_snapshots(dir: &Path) -> std::io::Result<()> {
+    screen_sled_files(dir)?;
     let db = match std::fs::File::open(dir.join("db")) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -435,6 +447,77 @@ fn remove_unfinished_sled_snapshots(dir: &Path) -> std::io::Result<()> {
     }
     // Dropping `db` releases the lock before sled takes it.
     Ok(())
+}
+
+/// The most a page-table snapshot of sled's may hold beyond twice its database file:
+/// it maps pages to places in that file, and takes far less room than the pages.
+const SLED_SNAPSHOT_SLACK: u64 = 1 << 20;
+
+/// Refuses, before sled reads them, files of sled's it would read without bound or
+/// block on (review r117): a `snap.*` that is not a regular file (a FIFO blocks the
+/// open for good, a link to `/dev/zero` reads until memory runs out) or that is larger
+/// than twice the database plus [`SLED_SNAPSHOT_SLACK`], and a `conf` longer than
+/// [`SLED_CONF_READ`] (sled reads it whole: a sparse gigabyte aborted the process;
+/// sled writes about 60 bytes).
+fn screen_sled_files(dir: &Path) -> std::io::Result<()> {
+    let refuse = |why: &'static str| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+    let db_len = std::fs::symlink_metadata(dir.join("db")).map_or(0, |m| m.len());
+    if let Ok(m) = std::fs::symlink_metadata(dir.join("conf")) {
+        if m.len() > SLED_CONF_READ as u64 {
+            return refuse("sled's configuration file is longer than sled writes it");
+        }
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with("snap.") || name.ends_with(".generating") {
+            continue;
+        }
+        let m = std::fs::symlink_metadata(entry.path())?;
+        if !m.file_type().is_file() {
+            return refuse("a file named like sled's snapshot is not a regular file");
+        }
+        if m.len() > db_len.saturating_mul(2).saturating_add(SLED_SNAPSHOT_SLACK) {
+            return refuse("sled's snapshot file is larger than its database could need");
+        }
+    }
+    Ok(())
+}
+
+/// Whether the vault file in `dir` holds a slot of an index record (its kind byte),
+/// read without the key and without checking the slots: a mark that the ledger
+/// collected identifiers. Read a slot at a time, stopping at the first; a missing file
+/// holds none, and anything but a regular file is an error.
+pub(crate) fn vault_holds_index_slot(dir: &Path) -> Result<bool, StorageError> {
+    use std::io::Read;
+    let err = |e| StorageError::new("reading the vault", e);
+    let path = dir.join(VAULT_FILE);
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(err(e)),
+        Ok(m) if !m.file_type().is_file() => {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the vault is not a regular file",
+            )))
+        }
+        Ok(_) => {}
+    }
+    let mut file = std::io::BufReader::new(File::open(&path).map_err(err)?);
+    let mut slot = [0u8; vault::SLOT];
+    let mut first = true;
+    loop {
+        match file.read_exact(&mut slot) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(err(e)),
+        }
+        // (The first slot is the header.)
+        if !std::mem::take(&mut first) && slot.first() == Some(&(vault::Kind::Index as u8)) {
+            return Ok(true);
+        }
+    }
 }
 
 /// Whether `dir` holds what sled 0.34 writes when it makes a database: a `db` file and
@@ -562,6 +645,8 @@ impl PrivateCopy {
         if !is_sled_database(dir) {
             return Ok(None);
         }
+        // Nothing sled would refuse is copied (a huge snapshot file, say).
+        screen_sled_files(dir).map_err(err)?;
         let db = File::open(dir.join("db")).map_err(err)?;
         // As sled waits for its lock (a handle just dropped may hold it a moment).
         let start = Instant::now();

@@ -52,7 +52,7 @@ use zeroize::Zeroizing;
 use super::digest::{DigestKey, IndexDigest, Tally};
 use crate::error::StorageError;
 
-const SLOT: usize = 256;
+pub(crate) const SLOT: usize = 256;
 const BODY: usize = SLOT - 16;
 pub(crate) const MAGIC: &[u8] = b"consent-ledger vault v1\n";
 /// Slots read at a time when scanning the file or listing records (256 KiB).

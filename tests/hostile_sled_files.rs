@@ -1,0 +1,362 @@
+//! Hostile files in a ledger directory (from review r117): an older state file put back
+//! after the vault lost a record, sled files crafted to panic, block or exhaust memory
+//! (a snap.* file, a FIFO or a link to /dev/zero named like one, a sparse huge conf),
+//! and a creation cut short seen by the Inspector. Each must give a typed error or the
+//! answers of a full replay, never a panic, a hang or an abort.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod sled_util;
+
+use std::path::Path;
+
+use consent_ledger::{
+    Advertising, Durability, Identifier, Ledger, PseudonymKey, Recipient, RecipientScope, SigningKey,
+    Snapshots, SubjectId,
+};
+
+const SLOT: usize = 256;
+const EVERY_CLOSE: Snapshots = Snapshots::OnClose { min_new_entries: 1 };
+
+struct Keys {
+    sk: SigningKey,
+    pk: PseudonymKey,
+}
+
+fn open(dir: &Path, k: &Keys, snapshots: Snapshots) -> Result<Ledger, consent_ledger::OpenError> {
+    Ledger::builder(dir)
+        .signing_key(k.sk.clone())
+        .pseudonym_key(k.pk.clone())
+        .durability(Durability::Relaxed)
+        .snapshots(snapshots)
+        .open()
+}
+
+fn subject(i: u32) -> SubjectId {
+    SubjectId::new(&format!("acct-{i}")).unwrap()
+}
+
+fn email(i: u32) -> Identifier<Advertising> {
+    Identifier::<Advertising>::email(&format!("person{i}@example.com")).unwrap()
+}
+
+fn populate(l: &Ledger, from: u32, to: u32) {
+    for i in from..to {
+        l.collect(&subject(i), &email(i), RecipientScope::all_partners())
+            .unwrap();
+        l.grant::<Advertising>(&subject(i), RecipientScope::all_partners(), None)
+            .unwrap();
+    }
+}
+
+fn decisions(l: &Ledger, n: u32) -> Vec<String> {
+    let acme = Recipient::partner("acme").unwrap();
+    (0..n)
+        .map(|i| match l.authorize(&email(i), &acme) {
+            Ok(u) => format!("{i}: allowed by {}", u.evidence().allowed_by()),
+            Err(d) => format!("{i}: {d:?}"),
+        })
+        .collect()
+}
+
+/// Opens a copy of `dir` and reads the decisions (or the open's error).
+fn outcome(dir: &Path, k: &Keys, snapshots: Snapshots, n: u32) -> Result<Vec<String>, String> {
+    let copy = tempfile::tempdir().unwrap();
+    sled_util::copy_dir(dir, copy.path());
+    match open(copy.path(), k, snapshots) {
+        Ok(l) => Ok(decisions(&l, n)),
+        Err(e) => Err(format!("{e:?}")),
+    }
+}
+
+fn index_slot_of(vault: &[u8], i: u32) -> usize {
+    let id = format!("acct-{i}");
+    vault
+        .chunks_exact(SLOT)
+        .position(|s| {
+            s[0] == 2
+                && s.windows(id.len() + 1)
+                    .any(|w| &w[1..] == id.as_bytes() && w[0] == id.len() as u8)
+        })
+        .unwrap_or_else(|| panic!("no index record of {id}"))
+}
+
+/// An older copy of the `state` file, put back after the vault lost an index record
+/// and one clean open-and-close (the application's own, default settings) recorded the
+/// vault digest of the damaged vault: the stale snapshot still links the lost record,
+/// the vault digest record matches (it covers the log and the vault, not which
+/// snapshot), so the open loads the snapshot and allows what a full replay denies.
+#[test]
+fn an_older_state_file_put_back_after_a_vault_record_was_lost_decides_as_a_full_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Keys {
+        sk: SigningKey::generate(),
+        pk: PseudonymKey::generate(),
+    };
+    {
+        let l = open(dir.path(), &k, EVERY_CLOSE).unwrap();
+        populate(&l, 0, 3);
+    }
+    // A copy of the snapshot (a backup, or kept by whoever can write the directory).
+    let old_state = std::fs::read(dir.path().join("state")).unwrap();
+    // Subject 1's index record lost (a slot read back as zeros).
+    let path = dir.path().join("vault");
+    let mut vault = std::fs::read(&path).unwrap();
+    let n = index_slot_of(&vault, 1);
+    vault[n * SLOT..(n + 1) * SLOT].fill(0);
+    std::fs::write(&path, &vault).unwrap();
+    // The application opens and closes it as usual (default snapshot setting): the
+    // open replays in full (digest mismatch) and destroys the snapshot; the close
+    // records the digest of the vault as it is now.
+    drop(open(dir.path(), &k, Snapshots::default()).unwrap());
+    assert!(!dir.path().join("state").exists());
+    // The older state file put back.
+    std::fs::write(dir.path().join("state"), &old_state).unwrap();
+
+    let replayed = outcome(dir.path(), &k, Snapshots::Off, 3).unwrap();
+    assert!(!replayed[1].contains("allowed"), "{replayed:?}");
+    let from_snapshot = outcome(dir.path(), &k, Snapshots::default(), 3).unwrap();
+    assert_eq!(
+        from_snapshot, replayed,
+        "an older state file decides otherwise than a full replay of the same log and vault"
+    );
+}
+
+/// CRC-32 (IEEE), as sled 0.34 checks its files with (no key: anyone can compute it).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for b in bytes {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A sled page-table snapshot file with a valid CRC around `payload`, as sled 0.34.7
+/// reads one: payload, its length (u64 LE), CRC-32 of the payload (u32 LE).
+fn sled_snapshot_file(payload: &[u8]) -> Vec<u8> {
+    let mut out = payload.to_vec();
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32(payload).to_le_bytes());
+    out
+}
+
+fn small_ledger() -> (tempfile::TempDir, Keys) {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Keys {
+        sk: SigningKey::generate(),
+        pk: PseudonymKey::generate(),
+    };
+    let l = open(dir.path(), &k, Snapshots::default()).unwrap();
+    populate(&l, 0, 2);
+    drop(l);
+    (dir, k)
+}
+
+/// A hostile `snap.*` file (9 bytes of payload and a correct CRC-32, which needs no
+/// key): sled 0.34.7 reads the newest one at every open and indexes past the end of
+/// its buffer (`u64::deserialize` of a 2-byte varint whose second byte is missing).
+/// `Ledger::open` and `Inspector::open` panic instead of returning a typed error.
+#[test]
+fn a_crafted_sled_snapshot_file_does_not_panic_open() {
+    // stable_lsn: i64 (8 bytes); active_segment: a varint whose first byte (241)
+    // announces a second byte that is not there.
+    let payload = [0, 0, 0, 0, 0, 0, 0, 0, 241];
+    let (dir, k) = small_ledger();
+    std::fs::write(
+        dir.path().join("snap.7fffffffffffffff"),
+        sled_snapshot_file(&payload),
+    )
+    .unwrap();
+
+    let inspected = std::panic::catch_unwind(|| consent_ledger::Inspector::open(dir.path()).map(|_| ()));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        open(dir.path(), &k, Snapshots::default()).map(|_| ())
+    }));
+    assert!(
+        inspected.is_ok(),
+        "Inspector::open panicked on a hostile snap file"
+    );
+    assert!(opened.is_ok(), "Ledger::open panicked on a hostile snap file");
+}
+
+/// A FIFO named like a sled snapshot: sled opens the newest `snap.*` for reading,
+/// which blocks until a writer comes: `Ledger::open` hangs (the ledger's own files are
+/// all guarded against this; sled's snapshot files are not).
+#[cfg(unix)]
+#[test]
+fn a_fifo_named_like_a_sled_snapshot_does_not_hang_open() {
+    let (dir, k) = small_ledger();
+    let fifo = dir.path().join("snap.7fffffffffffffff");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let path = dir.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = open(&path, &k, Snapshots::default()).map(|_| ());
+        let _ = tx.send(format!("{r:?}"));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+    if got.is_err() {
+        // Unblock the open so the test process can end (O_NONBLOCK: never waits).
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(0o4000)
+            .open(&fifo);
+    }
+    assert!(
+        got.is_ok(),
+        "Ledger::open still blocked after 10 s on a FIFO named snap.*"
+    );
+}
+
+/// Opens the ledger (fixed keys) in `dir` in a child process limited to 1.5 GB of
+/// address space; returns what the open returned (its `Debug`), or the child's failure.
+#[cfg(unix)]
+fn open_in_a_limited_child(test: &str, dir: &Path) -> Result<String, String> {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 1500000; exec \"$0\" --exact {test} --nocapture --test-threads 1"
+        ))
+        .arg(exe)
+        .env("HOSTILE_SLED_CHILD_DIR", dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout
+        .lines()
+        .find_map(|l| l.split_once("HOSTILE_SLED open returned "))
+    {
+        Some((_, r)) if out.status.success() => Ok(r.to_string()),
+        _ => Err(format!(
+            "{:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
+fn fixed_keys() -> Keys {
+    Keys {
+        sk: SigningKey::from_bytes(&[7; 32]),
+        pk: PseudonymKey::from_bytes([8; 32]),
+    }
+}
+
+/// In the child: opens the directory it was given, prints what that returned; `true`.
+fn child_open() -> bool {
+    let Ok(dir) = std::env::var("HOSTILE_SLED_CHILD_DIR") else {
+        return false;
+    };
+    let r = open(Path::new(&dir), &fixed_keys(), Snapshots::default()).map(|_| ());
+    // The peak resident memory of this process, in kB.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    println!("\nHOSTILE_SLED open returned {r:?}; peak memory {peak}");
+    true
+}
+
+/// A symbolic link named like a sled snapshot, pointing at `/dev/zero`: sled reads the
+/// newest `snap.*` with `read_to_end`, without end. Limited to 1.5 GB, opening a ledger
+/// of one entry fails with `OutOfMemory` after taking all of it; without a limit it
+/// takes the machine's memory. (The ledger's own files are read through
+/// `read_regular_file`, which does not follow links, for this very case.)
+#[cfg(unix)]
+#[test]
+fn a_link_to_dev_zero_named_like_a_sled_snapshot_does_not_exhaust_memory() {
+    if child_open() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), &fixed_keys(), Snapshots::default()).unwrap());
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("snap.7fffffffffffffff")).unwrap();
+    let got = open_in_a_limited_child(
+        "a_link_to_dev_zero_named_like_a_sled_snapshot_does_not_exhaust_memory",
+        dir.path(),
+    );
+    assert!(matches!(&got, Ok(r) if !r.contains("OutOfMemory")), "{got:?}");
+}
+
+/// sled's `conf` made sparse and large (1 GiB, no disk space; its text kept at the
+/// start, so that it is still told as sled's): sled's `read_config` reads all of it
+/// with `read_to_end`, and the open's peak memory is the file's length.
+#[cfg(unix)]
+#[test]
+fn a_sparse_huge_sled_conf_does_not_exhaust_memory() {
+    if child_open() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), &fixed_keys(), Snapshots::default()).unwrap());
+    // sled's text, and four bytes of ASCII where its CRC was (a CRC that fails is
+    // only a warning to sled; bytes that are UTF-8 keep it told as sled's), then a hole.
+    let path = dir.path().join("conf");
+    let text = std::fs::read(&path).unwrap();
+    let mut conf = text[..text.len() - 4].to_vec();
+    conf.extend_from_slice(b"AAAA");
+    std::fs::write(&path, &conf).unwrap();
+    let conf = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    conf.set_len(1 << 30).unwrap();
+    drop(conf);
+    let got = open_in_a_limited_child("a_sparse_huge_sled_conf_does_not_exhaust_memory", dir.path());
+    // Opening a ledger of one entry needs a few MB; sled read the gigabyte of the hole.
+    let peak_kb: u64 = got
+        .as_deref()
+        .ok()
+        .and_then(|r| r.split("peak memory ").nth(1))
+        .and_then(|p| p.trim_end_matches(" kB").parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(peak_kb < 256 * 1024, "{got:?}");
+}
+
+/// A first open cut short after sled made its files and before the format marker: the
+/// vault holds its header alone (the new ledger's mark), sled's database is empty, no
+/// head record, no snapshot. `Ledger::open` finishes the creation (nothing shows the
+/// ledger was used); `Inspector::open` reports `LogEmptied` ("a ledger whose log was
+/// lost ... while its other files show it was used", its doc says, "as
+/// LedgerBuilder::open says of it"): it asks its private copy, which holds no vault,
+/// for index records, and counts the error reading it as a record.
+#[test]
+fn inspector_does_not_report_a_creation_cut_short_as_an_emptied_log() {
+    let made = tempfile::tempdir().unwrap();
+    drop(open(made.path(), &fixed_keys(), Snapshots::default()).unwrap());
+    let mark = std::fs::read(made.path().join("vault")).unwrap()[..SLOT].to_vec();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vault"), &mark).unwrap();
+    {
+        // sled makes its files (db, conf, blobs/), then the process is gone.
+        let db = sled_util::open(dir.path());
+        db.flush().unwrap();
+    }
+    let inspected = consent_ledger::Inspector::open(dir.path()).map(|_| ());
+    let inspected = format!("{inspected:?}");
+    // The keyed open, on a copy, sees a creation to finish.
+    let copy = tempfile::tempdir().unwrap();
+    sled_util::copy_dir(dir.path(), copy.path());
+    let opened = open(copy.path(), &fixed_keys(), Snapshots::default()).map(|l| l.len());
+    assert!(matches!(opened, Ok(1)), "{opened:?}");
+    assert!(
+        !inspected.contains("LogEmptied"),
+        "Inspector::open: {inspected}, while Ledger::open creates the ledger"
+    );
+}
