@@ -473,7 +473,9 @@ pub fn decision_record(data: &[u8]) -> Outcome {
 /// The vault file as opening reads it (`store::scan_vault`). The first byte is a
 /// flag: bit 0 fixes up the checksum of every slot (so the fuzzer reaches the slot
 /// layout behind it), bit 1 puts a valid header in front. The table read must account
-/// for every slot exactly once and match the bytes.
+/// for every slot exactly once and match the bytes; and the keyless mark that the
+/// ledger collected identifiers (`store::holds_index_slot`, read at open when the log
+/// is empty) must see a slot of every index record the scan read.
 pub fn vault_file(data: &[u8]) -> Outcome {
     const SLOT: usize = 256;
     let Some((&flags, rest)) = data.split_first() else {
@@ -501,9 +503,14 @@ pub fn vault_file(data: &[u8]) -> Outcome {
             }
         }
     }
+    let marked = crate::store::holds_index_slot(&bytes[..]).unwrap_or(false);
     match store::scan_vault(&bytes) {
         Ok(scan) => {
             scan.consistent_with(&bytes).map_err(Violation)?;
+            ensure(
+                scan.index_records() == 0 || marked,
+                "the keyless mark missed an index record the scan read",
+            )?;
             Ok(scan.records() > 0)
         }
         Err(_) => Ok(false),

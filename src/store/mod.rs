@@ -490,7 +490,6 @@ fn screen_sled_files(dir: &Path) -> std::io::Result<()> {
 /// collected identifiers. Read a slot at a time, stopping at the first; a missing file
 /// holds none, and anything but a regular file is an error.
 pub(crate) fn vault_holds_index_slot(dir: &Path) -> Result<bool, StorageError> {
-    use std::io::Read;
     let err = |e| StorageError::new("reading the vault", e);
     let path = dir.join(VAULT_FILE);
     match std::fs::symlink_metadata(&path) {
@@ -504,14 +503,18 @@ pub(crate) fn vault_holds_index_slot(dir: &Path) -> Result<bool, StorageError> {
         }
         Ok(_) => {}
     }
-    let mut file = std::io::BufReader::new(File::open(&path).map_err(err)?);
+    holds_index_slot(std::io::BufReader::new(File::open(&path).map_err(err)?)).map_err(err)
+}
+
+/// [`vault_holds_index_slot`] of the vault file's bytes as `read` gives them.
+pub(crate) fn holds_index_slot(mut read: impl std::io::Read) -> std::io::Result<bool> {
     let mut slot = [0u8; vault::SLOT];
     let mut first = true;
     loop {
-        match file.read_exact(&mut slot) {
+        match read.read_exact(&mut slot) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-            Err(e) => return Err(err(e)),
+            Err(e) => return Err(e),
         }
         // (The first slot is the header.)
         if !std::mem::take(&mut first) && slot.first() == Some(&(vault::Kind::Index as u8)) {

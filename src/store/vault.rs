@@ -684,6 +684,12 @@ fn scan_with(
 }
 
 impl Scan {
+    /// Number of index records read.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn index_records(&self) -> u64 {
+        self.slots.tally.digest().map_or(0, |d| d.records)
+    }
+
     /// Number of records read.
     #[cfg(feature = "fuzzing")]
     pub(crate) fn records(&self) -> usize {
