@@ -359,13 +359,13 @@ fn stored_files(data: &[u8], claimed: Option<u64>) -> Result<bool, Violation> {
 }
 
 /// What the fuzzed vault digest records are checked against: a ledger of 12 entries
-/// with a snapshot at 10, whose vault holds 3 index records.
+/// with a snapshot tagged all fours, whose vault holds 3 index records.
 fn sample_vault_digest(ledger_id: &[u8; 16]) -> crate::ledger::vault_digest::Covered<'_> {
     crate::ledger::vault_digest::Covered {
         ledger_id,
         len: 12,
         head: &[9; 32],
-        snapshot_len: 10,
+        snapshot: &[4; 32],
         digest: crate::store::digest::IndexDigest {
             records: 3,
             sum: 0x5eed,

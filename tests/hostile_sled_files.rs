@@ -360,3 +360,35 @@ fn inspector_does_not_report_a_creation_cut_short_as_an_emptied_log() {
         "Inspector::open: {inspected}, while Ledger::open creates the ledger"
     );
 }
+
+/// r117's attack again, with a close that writes a snapshot at the same length (the
+/// open after the vault lost a record replays in full and destroys the old snapshot;
+/// nothing is appended, and the close writes a new one): the record named only the
+/// snapshot's length, so the older `state` file put back matched it and was loaded.
+/// The record now names the snapshot by its tag. (From review r118.)
+#[test]
+fn an_older_state_file_of_the_same_length_put_back_decides_as_a_full_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Keys {
+        sk: SigningKey::generate(),
+        pk: PseudonymKey::generate(),
+    };
+    {
+        let l = open(dir.path(), &k, EVERY_CLOSE).unwrap();
+        populate(&l, 0, 3);
+    }
+    let old_state = std::fs::read(dir.path().join("state")).unwrap();
+    let path = dir.path().join("vault");
+    let mut vault = std::fs::read(&path).unwrap();
+    let n = index_slot_of(&vault, 1);
+    vault[n * SLOT..(n + 1) * SLOT].fill(0);
+    std::fs::write(&path, &vault).unwrap();
+    drop(open(dir.path(), &k, EVERY_CLOSE).unwrap());
+    assert!(dir.path().join("state").exists());
+    assert_ne!(std::fs::read(dir.path().join("state")).unwrap(), old_state);
+    std::fs::write(dir.path().join("state"), &old_state).unwrap();
+    let replayed = outcome(dir.path(), &k, Snapshots::Off, 3).unwrap();
+    assert!(!replayed[1].contains("allowed"), "{replayed:?}");
+    let from_snapshot = outcome(dir.path(), &k, EVERY_CLOSE, 3).unwrap();
+    assert_eq!(from_snapshot, replayed);
+}

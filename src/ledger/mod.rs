@@ -347,6 +347,9 @@ struct Inner {
     snapshots: Snapshots,
     /// Entries covered by the snapshot on disk (0: none).
     snapshot_len: AtomicU64,
+    /// The tag of the state snapshot on disk (zeros: none), which the vault digest
+    /// record written at close names.
+    snapshot_tag: Mutex<[u8; 32]>,
     /// The vault digest record found at open (see [`vault_digest`]): a close that
     /// would write the same bytes writes nothing.
     vault_digest_at_open: Option<Vec<u8>>,
@@ -405,8 +408,9 @@ impl Inner {
         // a longer log than the one that survives.
         if self.store.sync().is_ok() {
             let bytes = crate::state::snapshot::seal(state, &at, &self.pseudonym_key);
-            if self.store.put_snapshot(&bytes).is_ok() {
+            if let (Ok(()), Ok(tag)) = (self.store.put_snapshot(&bytes), self.snapshot_tag.get_mut()) {
                 *self.snapshot_len.get_mut() = state.len;
+                *tag = crate::state::snapshot::peek_tag(&bytes).unwrap_or_default();
             }
         } else if let Ok(s) = self.group.state.get_mut() {
             // A failed sync is final, as anywhere else: the pages it failed to write
@@ -438,13 +442,16 @@ impl Inner {
         let Ok(Some(digest)) = self.store.vault_index_digest() else {
             return;
         };
+        let Ok(snapshot) = self.snapshot_tag.get_mut().map(|t| *t) else {
+            return;
+        };
         let covered = vault_digest::Covered {
             ledger_id: &self.ledger_id,
             len: writer.next_seq,
             head: &writer.last_hash,
             // The snapshot this close left on disk (written just before, or the one
-            // this session opened from; 0 once destroyed).
-            snapshot_len: *self.snapshot_len.get_mut(),
+            // this session opened from; zeros once destroyed).
+            snapshot: &snapshot,
             digest,
         };
         let bytes = vault_digest::seal(&self.pseudonym_key, &covered);
@@ -920,6 +927,9 @@ impl Ledger {
             .snapshot_outlives_erasure
             .store(false, Ordering::Release);
         self.inner.snapshot_len.store(0, Ordering::Release);
+        if let Ok(mut tag) = self.inner.snapshot_tag.lock() {
+            *tag = [0; 32];
+        }
         Ok(())
     }
 

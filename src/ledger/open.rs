@@ -386,6 +386,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         replay,
         tree,
         mut snapshot_len,
+        mut snapshot_tag,
         mut tail_erased,
     } = match from_snapshot {
         FromSnapshot::Loaded(loaded) => *loaded,
@@ -442,7 +443,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 len: replay.len(),
                 head: &replay.head_hash(),
                 // The snapshot loaded (only then is the record consulted).
-                snapshot_len,
+                snapshot: &snapshot_tag,
                 digest,
             },
         ),
@@ -463,6 +464,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         state = fresh.state;
         index = fresh.index;
         snapshot_len = fresh.snapshot_len;
+        snapshot_tag = fresh.snapshot_tag;
         tail_erased = fresh.tail_erased;
         used_snapshot = false;
     }
@@ -494,6 +496,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     if tail_erased || b.snapshots == Snapshots::Off || (had_snapshot && !used_snapshot) {
         store.destroy_snapshot()?;
         snapshot_len = 0;
+        snapshot_tag = [0; 32];
     }
 
     // What sled presents may not all be synced (the last writes of a killed process):
@@ -556,6 +559,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             recorder,
             snapshots: b.snapshots,
             snapshot_len: AtomicU64::new(snapshot_len),
+            snapshot_tag: Mutex::new(snapshot_tag),
             vault_digest_at_open: digest_record,
             snapshot_outlives_erasure: std::sync::atomic::AtomicBool::new(false),
             revocations: Mutex::new(replay.revoked.clone()),
@@ -599,6 +603,8 @@ struct Loaded {
     tree: Option<crate::merkle::MerkleTree>,
     /// Entries covered by the snapshot loaded (0: none).
     snapshot_len: u64,
+    /// The tag of the snapshot loaded (zeros: none).
+    snapshot_tag: [u8; 32],
     /// Whether an entry after the snapshot erased a subject.
     tail_erased: bool,
 }
@@ -658,6 +664,7 @@ fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Resul
         replay,
         tree,
         snapshot_len: 0,
+        snapshot_tag: [0; 32],
         tail_erased: false,
     })
 }
@@ -714,7 +721,10 @@ fn load_from_snapshot(
 ) -> Result<FromSnapshot, OpenError> {
     // Where it claims to be taken, unchecked: only to skip sending the builder the
     // entries before it. The builder checks it again once the tag holds.
-    let Some(claimed) = crate::state::snapshot::peek_position(&bytes) else {
+    let (Some(claimed), Some(snapshot_tag)) = (
+        crate::state::snapshot::peek_position(&bytes),
+        crate::state::snapshot::peek_tag(&bytes),
+    ) else {
         return Ok(FromSnapshot::Unusable);
     };
     let (walked, built, vault) = std::thread::scope(|s| {
@@ -782,6 +792,7 @@ fn load_from_snapshot(
         replay,
         tree,
         snapshot_len: claimed.len,
+        snapshot_tag,
         tail_erased,
     })))
 }

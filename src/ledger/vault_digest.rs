@@ -22,14 +22,15 @@
 //! ```
 //!
 //! The tag is the pseudonym key's record tag over the parts `"consent-ledger vault
-//! digest v2"`, the ledger id, the log's length (u64 big-endian) and head hash, the
-//! length the state snapshot on disk was taken at (u64 big-endian; 0 for none), and
-//! the vault's index digest: its number of index records and the sum of their keyed
-//! hashes (each u64 big-endian). The snapshot's length binds the record to the
-//! snapshot the close left: an older `state` file put back after the vault changed
-//! would otherwise match a record written, for the changed vault, by a close that
-//! wrote no snapshot (review r117). Version 1 records, without it, match nothing: the
-//! first open after the upgrade replays in full. The digest itself is not stored, only its tag, so that the
+//! digest v3"`, the ledger id, the log's length (u64 big-endian) and head hash, the tag
+//! of the state snapshot the close left on disk (32 bytes, zeros for none), and the
+//! vault's index digest: its number of index records and the sum of their keyed
+//! hashes (each u64 big-endian). The snapshot's tag binds the record to the snapshot
+//! itself: an older `state` file put back after the vault changed would otherwise
+//! match a record written, for the changed vault, by a close that wrote no snapshot
+//! (review r117), or one at the same length (review r118: version 2 bound only the
+//! length). Records of earlier versions match nothing: the first open after the
+//! upgrade replays in full. The digest itself is not stored, only its tag, so that the
 //! per-record hashes are not learnt from a series of records. The record matches only
 //! the log it was written with (its length and head) and the vault's index records at
 //! that time (whatever slots they sit in).
@@ -51,11 +52,11 @@ use crate::store::digest::{DigestKey, IndexDigest};
 /// The `meta` key the record is stored under.
 pub(crate) const META_KEY: &str = "vault digest";
 /// First byte of the record.
-pub(crate) const VERSION: u8 = 2;
+pub(crate) const VERSION: u8 = 3;
 /// Bytes of a record: the version and the tag.
 pub(crate) const LEN: usize = 1 + 32;
 /// First part of the tag: keeps these tags apart from every other record tag.
-const TAG_DOMAIN: &[u8] = b"consent-ledger vault digest v2";
+const TAG_DOMAIN: &[u8] = b"consent-ledger vault digest v3";
 /// The only part of the tag that derives the per-record hash key.
 const KEY_DOMAIN: &[u8] = b"consent-ledger vault digest key v1";
 
@@ -79,15 +80,14 @@ pub(crate) struct Covered<'a> {
     pub(crate) len: u64,
     /// Hash of the last one.
     pub(crate) head: &'a Hash,
-    /// The length the state snapshot on disk was taken at (0: none).
-    pub(crate) snapshot_len: u64,
+    /// The tag of the state snapshot on disk (zeros: none): which snapshot it is.
+    pub(crate) snapshot: &'a [u8; 32],
     /// The vault's index digest.
     pub(crate) digest: IndexDigest,
 }
 
 fn tag_parts<R>(covered: &Covered<'_>, f: impl FnOnce(&[&[u8]]) -> R) -> R {
     let len = covered.len.to_be_bytes();
-    let snapshot_len = covered.snapshot_len.to_be_bytes();
     let records = covered.digest.records.to_be_bytes();
     let sum = covered.digest.sum.to_be_bytes();
     f(&[
@@ -95,7 +95,7 @@ fn tag_parts<R>(covered: &Covered<'_>, f: impl FnOnce(&[&[u8]]) -> R) -> R {
         &covered.ledger_id[..],
         &len,
         &covered.head[..],
-        &snapshot_len,
+        &covered.snapshot[..],
         &records,
         &sum,
     ])
@@ -129,7 +129,7 @@ mod tests {
             ledger_id: &[7; 16],
             len: 12,
             head: &[9; 32],
-            snapshot_len: 10,
+            snapshot: &[4; 32],
             digest,
         }
     }
@@ -156,7 +156,7 @@ mod tests {
                 ..covered(d)
             },
             Covered {
-                snapshot_len: 0,
+                snapshot: &[0; 32],
                 ..covered(d)
             },
             covered(IndexDigest { records: 2, ..d }),
@@ -186,8 +186,8 @@ mod tests {
         assert_eq!(sum, GOLDEN_RECORD_HASH);
     }
 
-    // Version 2 (with the snapshot length); checked against an HMAC computed in Python
+    // Version 3 (with the snapshot tag); checked against an HMAC computed in Python
     // from docs/format.md alone.
-    const GOLDEN: &str = "02154eb613fec2aba9f31d6520981600c7b245e069179e0123c80641cf23b47bd2";
+    const GOLDEN: &str = "03d3b49f3e8d750739ecab50591e65970044d5767ed7f417bbbc13153d1c34bae0";
     const GOLDEN_RECORD_HASH: u64 = 0x766c_48ce_dfe0_ff8d;
 }

@@ -106,6 +106,15 @@ pub(crate) fn open(bytes: &[u8], key: &PseudonymKey) -> Option<(Position, State)
     decode_body(body)
 }
 
+/// The tag a snapshot file carries, unchecked: what tells one snapshot from another
+/// (the vault digest record names the snapshot a close left by it).
+pub(crate) fn peek_tag(bytes: &[u8]) -> Option<[u8; TAG_LEN]> {
+    bytes
+        .strip_prefix(MAGIC.as_slice())?
+        .first_chunk::<TAG_LEN>()
+        .copied()
+}
+
 /// The position a snapshot claims, read without checking its tag (to plan work that
 /// [`open`] then confirms).
 pub(crate) fn peek_position(bytes: &[u8]) -> Option<Position> {
