@@ -392,3 +392,107 @@ fn an_older_state_file_of_the_same_length_put_back_decides_as_a_full_replay() {
     let from_snapshot = outcome(dir.path(), &k, EVERY_CLOSE, 3).unwrap();
     assert_eq!(from_snapshot, replayed);
 }
+
+/// Bytes of one of sled 0.34's varints starting at `b`.
+fn varint_len(b: &[u8]) -> usize {
+    match b[0] {
+        0..=240 => 1,
+        241..=248 => 2,
+        249 => 3,
+        o => o as usize - 247 + 1,
+    }
+}
+
+/// Bytes of a sled `DiskPtr` starting at `b`.
+fn disk_ptr_len(b: &[u8]) -> usize {
+    1 + varint_len(&b[1..]) + if b[0] == 0 { 0 } else { 8 }
+}
+
+/// Splits a sled 0.34.7 page-table snapshot payload into its header (stable lsn,
+/// active segment) and one byte range per page (`PageState`), as sled serializes them.
+fn sled_pages(payload: &[u8]) -> (usize, Vec<std::ops::Range<usize>>) {
+    let head = 8 + varint_len(&payload[8..]);
+    let mut at = head;
+    let mut out = vec![];
+    while at < payload.len() {
+        let start = at;
+        let d = payload[at];
+        at += 1;
+        if d == 0 {
+            at += 8;
+            at += disk_ptr_len(&payload[at..]);
+        } else {
+            for _ in 0..d {
+                at += 8;
+                at += disk_ptr_len(&payload[at..]);
+                at += varint_len(&payload[at..]);
+            }
+        }
+        out.push(start..at);
+    }
+    (head, out)
+}
+
+fn sled_snapshot_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("snap."))
+        .collect()
+}
+
+/// A `snap.*` that decodes (two pages' entries swapped, CRC-32 recomputed: no key
+/// needed) passes sled's open, and sled's `assert_eq!` ("expected pid 3 on pull of
+/// pointer ..., but got 2") fires at the ledger's first read of the tree: every call
+/// into sled is now guarded, so `Inspector::open` and `Ledger::open` return an error.
+/// (From review r118: the catch was around sled's open only.)
+#[test]
+fn a_sled_snapshot_with_two_pages_swapped_does_not_panic_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Keys {
+        sk: SigningKey::generate(),
+        pk: PseudonymKey::generate(),
+    };
+    {
+        let l = open(dir.path(), &k, Snapshots::Off).unwrap();
+        for i in 0..300 {
+            l.collect(&subject(i), &email(i), RecipientScope::all_partners())
+                .unwrap();
+        }
+    }
+    // sled writes its snapshot while it recovers at an open.
+    drop(open(dir.path(), &k, Snapshots::Off).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let snaps = sled_snapshot_files(dir.path());
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let bytes = std::fs::read(&snaps[0]).unwrap();
+    let payload = &bytes[..bytes.len() - 12];
+    let (head, pages) = sled_pages(payload);
+    assert!(pages.len() > 3);
+    // Pages 2 and 3 (sled's first tree pages) swapped.
+    let mut p = payload[..head].to_vec();
+    for i in 0..pages.len() {
+        let j = match i {
+            2 => 3,
+            3 => 2,
+            i => i,
+        };
+        p.extend_from_slice(&payload[pages[j].clone()]);
+    }
+    let mut file = p.clone();
+    file.extend_from_slice(&(p.len() as u64).to_le_bytes());
+    file.extend_from_slice(&crc32(&p).to_le_bytes());
+    std::fs::write(&snaps[0], &file).unwrap();
+
+    let copy = tempfile::tempdir().unwrap();
+    sled_util::copy_dir(dir.path(), copy.path());
+    let inspected = std::panic::catch_unwind(|| consent_ledger::Inspector::open(copy.path()).map(|_| ()));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        open(dir.path(), &k, Snapshots::Off).map(|_| ())
+    }));
+    assert!(
+        inspected.is_ok(),
+        "Inspector::open panicked on a crafted snap file"
+    );
+    assert!(opened.is_ok(), "Ledger::open panicked on a crafted snap file");
+}

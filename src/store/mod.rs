@@ -196,6 +196,47 @@ fn err(context: &'static str) -> impl Fn(sled::Error) -> StorageError {
     move |e| StorageError::new(context, e)
 }
 
+/// Runs a call into sled, turning a panic of sled's into a storage error. sled 0.34.7
+/// asserts on what its page table says (checked by a CRC-32 only): a crafted `snap.*`
+/// file that maps two pages to each other's places opens, and the first read of either
+/// page stops sled on an assertion (review r118). Every call into sled goes through
+/// this or [`guarded_items`], so such files end in an error, not a panic. (Under
+/// `panic = "abort"` nothing can catch it.)
+fn sled_call<T>(context: &'static str, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StorageError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(sled_stopped()))
+        .map_err(err(context))
+}
+
+/// What a panic of sled's is reported as.
+fn sled_stopped() -> sled::Error {
+    sled::Error::Corruption {
+        at: None,
+        bt: Default::default(),
+    }
+}
+
+/// [`sled_call`] for each step of an iterator over sled's items; after a panic the
+/// iterator ends with that error.
+fn guarded_items<'a, T: 'a>(
+    context: &'static str,
+    mut items: impl Iterator<Item = sled::Result<T>> + 'a,
+) -> impl Iterator<Item = Result<T, StorageError>> + 'a {
+    let mut stopped = false;
+    std::iter::from_fn(move || {
+        if stopped {
+            return None;
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| items.next())) {
+            Ok(item) => item.map(|r| r.map_err(err(context))),
+            Err(_) => {
+                stopped = true;
+                Some(Err(StorageError::new(context, sled_stopped())))
+            }
+        }
+    })
+}
+
 /// How long opening waits for the database's file lock before reporting it held.
 ///
 /// sled finishes some writes on its own background threads, which keep the database
@@ -381,14 +422,9 @@ fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
         // sled 0.34.7 decodes its page-table snapshot (`snap.*`, checked by a CRC-32
         // only) with unchecked indexing: a crafted one panics inside `open` (review
         // r117). Caught here and reported as corrupt files, as the rest of sled's
-        // corruption is. (Under `panic = "abort"` nothing can catch it.)
-        let opened =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())).unwrap_or_else(|_| {
-                Err(sled::Error::Corruption {
-                    at: None,
-                    bt: Default::default(),
-                })
-            });
+        // corruption is (see `sled_call`).
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .unwrap_or_else(|_| Err(sled_stopped()));
         match opened {
             Err(sled::Error::Io(e)) if is_lock_held(&e) && start.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(5));
@@ -1013,22 +1049,24 @@ impl SledStore {
         let config = sled::Config::new().path(dir).flush_every_ms(background_flush_ms);
         let db = open_db(&config).map_err(err("opening the database"))?;
         let default_name: &[u8] = b"__sled__default";
-        for name in db.tree_names() {
+        let (names, default_empty) =
+            sled_call("opening the database", || Ok((db.tree_names(), db.is_empty())))?;
+        for name in names {
             let known = name.as_ref() == default_name || TREES.iter().any(|t| t.as_bytes() == name.as_ref());
             if !known {
                 return Ok(Opened::Foreign);
             }
         }
-        if !db.is_empty() {
+        if !default_empty {
             return Ok(Opened::Foreign);
         }
-        let tree = |name: &str| db.open_tree(name).map_err(err("opening a tree"));
+        let tree = |name: &str| sled_call("opening a tree", || db.open_tree(name));
         let vault = LazyVault::new(dir.join(VAULT_FILE));
         // A database sled has just made: sled's configuration file is synced (sled never
         // does; opening tells a sled database by it). (The vault of a new ledger was made
         // first, as its mark; one missing otherwise is made only once the open knows it
         // creates a ledger: `allow_vault_creation`.)
-        if !db.was_recovered() {
+        if !sled_call("opening the database", || Ok(db.was_recovered()))? {
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(dir.join("conf"))
@@ -1055,23 +1093,19 @@ impl SledStore {
 
 impl Backend for SledStore {
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .meta
-            .get(key)
-            .map_err(err("reading metadata"))?
-            .map(|v| v.to_vec()))
+        Ok(sled_call("reading metadata", || self.meta.get(key))?.map(|v| v.to_vec()))
     }
 
     fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
-        self.meta.insert(key, value).map_err(err("writing metadata"))?;
+        sled_call("writing metadata", || self.meta.insert(key, value))?;
         Ok(())
     }
 
     fn append_entry(&self, seq: u64, bytes: &[u8]) -> Result<(), StorageError> {
-        let previous = self
-            .entries
-            .compare_and_swap(seq.to_be_bytes(), None as Option<&[u8]>, Some(bytes))
-            .map_err(err("appending an entry"))?;
+        let previous = sled_call("appending an entry", || {
+            self.entries
+                .compare_and_swap(seq.to_be_bytes(), None as Option<&[u8]>, Some(bytes))
+        })?;
         previous.map_err(|_| {
             StorageError::new(
                 "appending an entry",
@@ -1084,16 +1118,13 @@ impl Backend for SledStore {
     }
 
     fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .entries
-            .get(seq.to_be_bytes())
-            .map_err(err("reading an entry"))?
-            .map(|v| v.to_vec()))
+        Ok(sled_call("reading an entry", || self.entries.get(seq.to_be_bytes()))?.map(|v| v.to_vec()))
     }
 
     fn entries_from(&self, from: u64) -> Items<'_, RawEntry> {
-        Box::new(self.entries.range(from.to_be_bytes()..).map(|item| {
-            let (k, v) = item.map_err(err("reading entries"))?;
+        let items = guarded_items("reading entries", self.entries.range(from.to_be_bytes()..));
+        Box::new(items.map(|item| {
+            let (k, v) = item?;
             let key = <[u8; 8]>::try_from(k.as_ref())
                 .map(u64::from_be_bytes)
                 .map_err(|_| k.to_vec());
@@ -1103,9 +1134,9 @@ impl Backend for SledStore {
 
     fn is_empty(&self) -> Result<bool, StorageError> {
         // A missing vault holds nothing: not opened (which could make it).
-        Ok(self.entries.is_empty()
-            && self.meta.is_empty()
-            && (!vault_exists(&self.dir) || self.vault.get()?.is_empty()?))
+        Ok(sled_call("reading the database", || {
+            Ok(self.entries.is_empty() && self.meta.is_empty())
+        })? && (!vault_exists(&self.dir) || self.vault.get()?.is_empty()?))
     }
 
     fn put_index(&self, lookup: &[u8; 32], record: &[u8]) -> Result<(), StorageError> {
@@ -1242,47 +1273,42 @@ impl Backend for SledStore {
     }
 
     fn put_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError> {
-        self.decisions
-            .insert(key, record)
-            .map_err(err("writing a decision record"))?;
+        sled_call("writing a decision record", || self.decisions.insert(key, record))?;
         Ok(())
     }
 
     fn put_new_decision(&self, key: &[u8], record: &[u8]) -> Result<(), StorageError> {
-        self.decisions
-            .compare_and_swap(key, None::<&[u8]>, Some(record))
-            .map_err(err("writing a decision record"))?
-            .map_err(|_| {
-                StorageError::new(
-                    "writing a decision record",
-                    std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "a record is already stored under the next record number",
-                    ),
-                )
-            })
+        sled_call("writing a decision record", || {
+            self.decisions.compare_and_swap(key, None::<&[u8]>, Some(record))
+        })?
+        .map_err(|_| {
+            StorageError::new(
+                "writing a decision record",
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a record is already stored under the next record number",
+                ),
+            )
+        })
     }
 
     fn decision(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .decisions
-            .get(key)
-            .map_err(err("reading a decision record"))?
-            .map(|v| v.to_vec()))
+        Ok(sled_call("reading a decision record", || self.decisions.get(key))?.map(|v| v.to_vec()))
     }
 
     fn decisions(&self, prefix: &[u8]) -> Items<'_, (Vec<u8>, Vec<u8>)> {
-        Box::new(self.decisions.scan_prefix(prefix).map(|item| {
-            let (k, v) = item.map_err(err("reading decision records"))?;
+        let items = guarded_items("reading decision records", self.decisions.scan_prefix(prefix));
+        Box::new(items.map(|item| {
+            let (k, v) = item?;
             Ok((k.to_vec(), v.to_vec()))
         }))
     }
 
     fn last_decision_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.decisions.scan_prefix(prefix).next_back() {
-            None => Ok(None),
-            Some(item) => Ok(Some(item.map_err(err("reading decision records"))?.0.to_vec())),
-        }
+        let last = sled_call("reading decision records", || {
+            self.decisions.scan_prefix(prefix).next_back().transpose()
+        })?;
+        Ok(last.map(|(k, _)| k.to_vec()))
     }
 
     fn sync(&self) -> Result<(), StorageError> {
@@ -1290,7 +1316,7 @@ impl Backend for SledStore {
         // it depends on is not. (Between syncs sled may write entries out first; a lost
         // index record makes its identifier unknown: fail closed. docs/format.md.)
         self.vault.get()?.sync()?;
-        self.db.flush().map_err(err("flushing to disk"))?;
+        sled_call("flushing to disk", || self.db.flush())?;
         // sled's flush ends in sync_file_range; fsync the file so the drive cache and
         // metadata are flushed too (fdatasync reaches the inode from any handle).
         self.data_file
