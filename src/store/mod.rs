@@ -489,15 +489,32 @@ fn remove_unfinished_sled_snapshots(dir: &Path) -> std::io::Result<()> {
 /// it maps pages to places in that file, and takes far less room than the pages.
 const SLED_SNAPSHOT_SLACK: u64 = 1 << 20;
 
+/// The most of sled's database file that may be unallocated (a hole) before it is
+/// refused (see [`screen_sled_files`]).
+const SLED_HOLE_SLACK: u64 = 64 << 20;
+
 /// Refuses, before sled reads them, files of sled's it would read without bound or
 /// block on (review r117): a `snap.*` that is not a regular file (a FIFO blocks the
 /// open for good, a link to `/dev/zero` reads until memory runs out) or that is larger
-/// than twice the database plus [`SLED_SNAPSHOT_SLACK`], and a `conf` longer than
+/// than twice the database plus [`SLED_SNAPSHOT_SLACK`], a `conf` longer than
 /// [`SLED_CONF_READ`] (sled reads it whole: a sparse gigabyte aborted the process;
-/// sled writes about 60 bytes).
+/// sled writes about 60 bytes), and a `db` more than [`SLED_HOLE_SLACK`] of which is a
+/// hole.
 fn screen_sled_files(dir: &Path) -> std::io::Result<()> {
     let refuse = |why: &'static str| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
-    let db_len = std::fs::symlink_metadata(dir.join("db")).map_or(0, |m| m.len());
+    let db = std::fs::symlink_metadata(dir.join("db")).ok();
+    let db_len = db.as_ref().map_or(0, std::fs::Metadata::len);
+    // sled never leaves holes in its file beyond a segment or so (it does not punch
+    // them), and its recovery writes a hole out in full: a terabyte-long hole, which
+    // costs its maker nothing, would fill the disk at open (and in the `Inspector`'s
+    // copy; review r121).
+    #[cfg(unix)]
+    if let Some(m) = &db {
+        use std::os::unix::fs::MetadataExt;
+        if m.len() > m.blocks().saturating_mul(512).saturating_add(SLED_HOLE_SLACK) {
+            return refuse("sled's database file is mostly a hole, which sled never makes");
+        }
+    }
     if let Ok(m) = std::fs::symlink_metadata(dir.join("conf")) {
         if m.len() > SLED_CONF_READ as u64 {
             return refuse("sled's configuration file is longer than sled writes it");
@@ -518,6 +535,37 @@ fn screen_sled_files(dir: &Path) -> std::io::Result<()> {
             return refuse("sled's snapshot file is larger than its database could need");
         }
     }
+    Ok(())
+}
+
+/// Copies the file `from` to a new file `to`, leaving out runs of zeros (a hole in `to`
+/// reads back as zeros too). `std::fs::copy` writes a sparse file's holes out in full:
+/// a file made with a terabyte-long hole, which costs its maker nothing, would fill the
+/// disk of whoever inspects the directory (review r121). Reading a hole still takes
+/// time, not disk.
+fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    const CHUNK: usize = 1 << 20;
+    let mut src = File::open(from)?;
+    let mut dst = private_file().open(to)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut len = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        if chunk.iter().all(|b| *b == 0) {
+            dst.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            dst.write_all(chunk)?;
+        }
+        len = len.saturating_add(n as u64);
+    }
+    dst.set_len(len)?;
     Ok(())
 }
 
@@ -742,14 +790,14 @@ impl PrivateCopy {
                 || name == "conf"
                 || (name_text.starts_with("snap.") && !name_text.ends_with(".generating"));
             if sled_file && kind.is_file() {
-                std::fs::copy(item.path(), copy.path.join(&name)).map_err(err)?;
+                copy_sparse(&item.path(), &copy.path.join(&name)).map_err(err)?;
             } else if name == "blobs" && kind.is_dir() {
                 let blobs = copy.path.join("blobs");
                 builder.create(&blobs).map_err(err)?;
                 for blob in std::fs::read_dir(item.path()).map_err(err)? {
                     let blob = blob.map_err(err)?;
                     if blob.file_type().map_err(err)?.is_file() {
-                        std::fs::copy(blob.path(), blobs.join(blob.file_name())).map_err(err)?;
+                        copy_sparse(&blob.path(), &blobs.join(blob.file_name())).map_err(err)?;
                     }
                 }
             }
