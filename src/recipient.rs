@@ -131,35 +131,19 @@ fn decoded_readings(value: &str) -> Vec<String> {
         .windows(3)
         .any(|w| matches!(w, [a, b'+', c] if a.is_ascii_digit() && c.is_ascii_digit()));
     let form = escapes && !bare && value.contains('+');
-    // A '+' and a digit right after a character `encodeURI` escapes and that may stand
-    // before a number (a space, a quote, an opening mark, a no-break space:
-    // "Mobile:%20+447946095800", "%22+44…%22"; `encodeURI` keeps the '+') start a number
-    // in the URL reading: judged in that reading too, though the value reads as a form
-    // post. Not after the escapes a form post writes there (%3A, %2C, %3B: "Order%3A+123"
-    // is "Order: 123").
-    let escaped_before = |i: usize, escape: &[u8]| {
-        i.checked_sub(escape.len())
-            .and_then(|from| bytes.get(from..i))
-            .is_some_and(|b| b.eq_ignore_ascii_case(escape))
-    };
-    let plus_after_separator = bytes.iter().enumerate().any(|(i, b)| {
-        *b == b'+'
-            && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
-            && [
-                &b"%20"[..],
-                b"%22",
-                b"%3C",
-                b"%5B",
-                b"%7B",
-                b"%7C",
-                b"%60",
-                b"%C2%A0",
-            ]
+    // Which encoder wrote it: a form post (`URLSearchParams`, `quote_plus`) writes a
+    // space as '+' and escapes everything but letters, digits and `*-._~`; a URL
+    // encoder (`encodeURI`) keeps '+' and writes a space as `%20`. A value with `%20`,
+    // or with a character a form post would have escaped (`: , ; = ( ) / !`, anything
+    // not ASCII), came from a URL encoder: its '+' is a '+' ("Mobile:%20%22+44…",
+    // "Mobile:+91%209876543210"), judged so too. Otherwise a form post's
+    // ("Order%3A+12345678" is "Order: 12345678"; review r119).
+    let url_encoder = value.contains("%20")
+        || bytes
             .iter()
-            .any(|e| escaped_before(i, e))
-    });
+            .any(|b| !b.is_ascii() || matches!(b, b':' | b',' | b';' | b'=' | b'(' | b')' | b'/' | b'!'));
     let mut out = Vec::new();
-    if !form || plus_after_separator {
+    if !form || url_encoder {
         let decoded = url_and_html_decoded(value);
         if decoded != value {
             out.push(decoded);
@@ -247,6 +231,11 @@ fn json_escape(s: &str) -> Option<(char, usize)> {
                 Some((char::from_u32(unit)?, 6))
             }
         }
+        // JSON's short escapes of printable characters (PHP's `json_encode` writes every
+        // '/' as `\/`): "0171\/1234567" is "0171/1234567" (review r119).
+        b'/' => Some(('/', 2)),
+        b'"' => Some(('"', 2)),
+        b'\\' => Some(('\\', 2)),
         _ => None,
     }
 }
@@ -493,15 +482,22 @@ const CONTACT_SCHEMES: [&str; 17] = [
 /// either. Not found: "alice+at+example.com", a form post of the spaced form.)
 fn spelled_out_email_inside(value: &str) -> bool {
     let lower = value.to_lowercase();
-    let marks = [" at ", "(at)", "[at]", "{at}", "<at>"];
+    let marks = [
+        " at ", "(at)", "[at]", "{at}", "<at>", " at)", " at]", " at}", " at>", "(at ", "[at ", "{at ",
+        "<at ",
+    ];
     if !marks.iter().any(|m| lower.contains(m)) {
         return false;
     }
     let mut v = lower;
+    // Also with spaces inside the brackets ("[ at ]"), and the defanged "[.]" (review
+    // r119).
     for (open, close) in [('[', ']'), ('{', '}'), ('<', '>'), ('(', ')')] {
-        v = v
-            .replace(&format!("{open}at{close}"), " (at) ")
-            .replace(&format!("{open}dot{close}"), " . ");
+        for (word, to) in [("at", " (at) "), ("dot", " . "), (".", " . ")] {
+            for (a, b) in [("", ""), (" ", " "), (" ", ""), ("", " ")] {
+                v = v.replace(&format!("{open}{a}{word}{b}{close}"), to);
+            }
+        }
     }
     let words: Vec<&str> = v.split_whitespace().collect();
     // The local part: the word before "at", without an opening mark or a "label:"
@@ -536,6 +532,19 @@ fn spelled_out_email_inside(value: &str) -> bool {
     })
 }
 
+/// Whether `tld` is shaped like a country's top-level domain (two ASCII letters), and not
+/// one that is also a common file extension ("README.md", "lib.rs", "main.py",
+/// "build.sh", "libfoo.so", "main.cc", "rules.mk"): a bare "at" followed by a host in a
+/// country domain reads as '@' (review r119: "alice at yahoo.co.id", "abv.bg").
+fn country_domain(tld: &str) -> bool {
+    tld.len() == 2
+        && tld.bytes().all(|b| b.is_ascii_lowercase())
+        && ![
+            "md", "rs", "py", "sh", "so", "cc", "mk", "ts", "js", "cs", "hs", "rb", "go", "pm",
+        ]
+        .contains(&tld)
+}
+
 /// Top-level domains most email addresses end in: what a bare "at" must be followed by
 /// to be read as '@' (see [`spelled_out_email_inside`]).
 const COMMON_MAIL_TLDS: [&str; 56] = [
@@ -560,7 +569,7 @@ fn host_name_like(host: &str, any_tld: bool) -> bool {
         && labels.last().is_some_and(|t| {
             t.chars().count() >= 2
                 && t.chars().all(char::is_alphabetic)
-                && (any_tld || COMMON_MAIL_TLDS.contains(t))
+                && (any_tld || COMMON_MAIL_TLDS.contains(t) || country_domain(t))
         })
 }
 
@@ -585,8 +594,13 @@ fn international_number_inside(value: &str) -> bool {
     // its last '+' may start a number ("++447946095800", written by a program adding a
     // '+' to a value that had one), where "C++ …" holds none.
     let mut free_run = false;
+    // The character before `previous`: "+-+1234567" is a form post's " - 1234567"
+    // (`quote_plus` and `URLSearchParams` keep `-~._*`), no number (review r119).
+    let mut before: Option<char> = None;
     for (at, c) in masked.char_indices() {
+        let form_separator = before == Some('+') && matches!(previous, Some('-' | '~' | '.' | '_' | '*'));
         let starts = c == '+'
+            && !form_separator
             && match previous {
                 Some('+') => free_run,
                 Some(p) => !p.is_alphanumeric(),
@@ -595,6 +609,7 @@ fn international_number_inside(value: &str) -> bool {
         if c == '+' {
             free_run = starts;
         }
+        before = previous;
         previous = Some(c);
         if !starts {
             continue;
@@ -1157,6 +1172,31 @@ mod tests {
             "Email:alice at example.com",
             "alice at bücher.de",
             "alice(at)example.travel",
+            // From review r119: encodeURI output, JSON's "\/", spaced and defanged
+            // brackets, country domains.
+            "Mobile:+91%209876543210",
+            "Mobile:+44%207946095800",
+            "+91%209876543210%20(mobile)",
+            "Mobile%20(+91)%209876543210",
+            "Alice%20Smith,+91%209876543210",
+            "phone=+91%209876543210",
+            "%E6%90%BA%E5%B8%AF%EF%BC%9A+81%209012345678",
+            "0171\\/1234567",
+            "555\\/010\\/9999",
+            "+49 171\\/1234567",
+            "alice [ at ] example [ dot ] com",
+            "alice ( at ) example.com",
+            "alice { at } example { dot } com",
+            "alice[at]example[.]com",
+            "alice (at) example[.]com",
+            "alice [at] example [.] com",
+            "alice(at)example(.)com",
+            "alice at yahoo.co.id",
+            "alice at yahoo.com.my",
+            "alice at yahoo.com.ph",
+            "alice at abv.bg",
+            "alice at mail.ee",
+            "alice at example.vn",
         ] {
             assert!(crate::SubjectId::new(refused).is_err(), "subject id {refused:?}");
             assert!(Name::new(refused).is_err(), "name {refused:?}");
@@ -1184,6 +1224,19 @@ mod tests {
             "Import at users.csv",
             "Hotel at St.Moritz",
             "Notes at README.md",
+            // From review r119: form posts (URLSearchParams, quote_plus) of labels.
+            "Report+%7C+20261130",
+            "Batch+%7C+1234567",
+            "%22Summer+Sale%22+20260601",
+            "Order+%22ABC%22+12345678",
+            "Customer+%5B+1234567+%5D",
+            "Batch+%7B+1234567+%7D",
+            "%60prod%60+20261130",
+            "Acme+-+12345678",
+            "Acme+~+12345678",
+            "Invoice+-+2026001234",
+            "Built at lib.rs",
+            "Run at main.py",
         ] {
             assert!(crate::SubjectId::new(passes).is_ok(), "subject id {passes:?}");
         }

@@ -26,10 +26,13 @@ pub const MAX_SUBJECT_ID_LEN: usize = 128;
 /// string (percent-escapes, '+' for a space, HTML character references, `\u`
 /// escapes; not quoted-printable). It cannot refuse a plain run of digits, also one starting "00", which may
 /// be an account number; inside a longer value it does not find a number in two groups
-/// without a trunk prefix ("Mobile: 333 1234567"), one written with dots, or one glued
-/// to a label by a '+' ("id+447946095800", which cannot be told from "acme+1234567");
-/// and a '+' followed by digits after a space ("build +20261130") is refused, as it
-/// reads like a number.
+/// without a trunk prefix ("Mobile: 333 1234567"), one written with dots or with a
+/// slash ("Mobil: 0171/1234567"), one after a "00" prefix ("Mobile: 0044 7946095800"),
+/// or one glued to a label by a '+' ("id+447946095800", which cannot be told from
+/// "acme+1234567"). It refuses a few ordinary labels that read like contact details: a
+/// '+' followed by digits after a space ("build +20261130", read as +20 261130), and
+/// "at" before a name in a mail domain ("Engineer at Booking.com", "Acme (AT)
+/// acme.at", read as email addresses spelled out).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubjectId(Arc<str>);
 
