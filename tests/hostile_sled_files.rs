@@ -1,7 +1,7 @@
-//! Hostile files in a ledger directory (from review r117): an older state file put back
-//! after the vault lost a record, sled files crafted to panic, block or exhaust memory
-//! (a snap.* file, a FIFO or a link to /dev/zero named like one, a sparse huge conf),
-//! and a creation cut short seen by the Inspector. Each must give a typed error or the
+//! Hostile files in a ledger directory (from reviews r117 and r118): sled files crafted
+//! to panic, block or exhaust memory (a snap.* file, a FIFO or a link to /dev/zero named
+//! like one, a sparse huge conf), and a creation cut short seen by the Inspector. (An
+//! older state file put back is in tests/snapshot_vault.rs.) Each must give a typed error or the
 //! answers of a full replay, never a panic, a hang or an abort.
 #![allow(
     clippy::unwrap_used,
@@ -12,16 +12,14 @@
 )]
 
 mod sled_util;
+mod snapshot_util;
 
 use std::path::Path;
 
-use consent_ledger::{
-    Advertising, Durability, Identifier, Ledger, PseudonymKey, Recipient, RecipientScope, SigningKey,
-    Snapshots, SubjectId,
-};
+use consent_ledger::{Advertising, Ledger, PseudonymKey, RecipientScope, SigningKey, Snapshots};
+use snapshot_util::{email, subject};
 
 const SLOT: usize = 256;
-const EVERY_CLOSE: Snapshots = Snapshots::OnClose { min_new_entries: 1 };
 
 struct Keys {
     sk: SigningKey,
@@ -29,20 +27,7 @@ struct Keys {
 }
 
 fn open(dir: &Path, k: &Keys, snapshots: Snapshots) -> Result<Ledger, consent_ledger::OpenError> {
-    Ledger::builder(dir)
-        .signing_key(k.sk.clone())
-        .pseudonym_key(k.pk.clone())
-        .durability(Durability::Relaxed)
-        .snapshots(snapshots)
-        .open()
-}
-
-fn subject(i: u32) -> SubjectId {
-    SubjectId::new(&format!("acct-{i}")).unwrap()
-}
-
-fn email(i: u32) -> Identifier<Advertising> {
-    Identifier::<Advertising>::email(&format!("person{i}@example.com")).unwrap()
+    snapshot_util::try_open(dir, &k.sk, &k.pk, snapshots)
 }
 
 fn populate(l: &Ledger, from: u32, to: u32) {
@@ -52,79 +37,6 @@ fn populate(l: &Ledger, from: u32, to: u32) {
         l.grant::<Advertising>(&subject(i), RecipientScope::all_partners(), None)
             .unwrap();
     }
-}
-
-fn decisions(l: &Ledger, n: u32) -> Vec<String> {
-    let acme = Recipient::partner("acme").unwrap();
-    (0..n)
-        .map(|i| match l.authorize(&email(i), &acme) {
-            Ok(u) => format!("{i}: allowed by {}", u.evidence().allowed_by()),
-            Err(d) => format!("{i}: {d:?}"),
-        })
-        .collect()
-}
-
-/// Opens a copy of `dir` and reads the decisions (or the open's error).
-fn outcome(dir: &Path, k: &Keys, snapshots: Snapshots, n: u32) -> Result<Vec<String>, String> {
-    let copy = tempfile::tempdir().unwrap();
-    sled_util::copy_dir(dir, copy.path());
-    match open(copy.path(), k, snapshots) {
-        Ok(l) => Ok(decisions(&l, n)),
-        Err(e) => Err(format!("{e:?}")),
-    }
-}
-
-fn index_slot_of(vault: &[u8], i: u32) -> usize {
-    let id = format!("acct-{i}");
-    vault
-        .chunks_exact(SLOT)
-        .position(|s| {
-            s[0] == 2
-                && s.windows(id.len() + 1)
-                    .any(|w| &w[1..] == id.as_bytes() && w[0] == id.len() as u8)
-        })
-        .unwrap_or_else(|| panic!("no index record of {id}"))
-}
-
-/// An older copy of the `state` file, put back after the vault lost an index record
-/// and one clean open-and-close (the application's own, default settings) recorded the
-/// vault digest of the damaged vault: the stale snapshot still links the lost record,
-/// the vault digest record matches (it covers the log and the vault, not which
-/// snapshot), so the open loads the snapshot and allows what a full replay denies.
-#[test]
-fn an_older_state_file_put_back_after_a_vault_record_was_lost_decides_as_a_full_replay() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = Keys {
-        sk: SigningKey::generate(),
-        pk: PseudonymKey::generate(),
-    };
-    {
-        let l = open(dir.path(), &k, EVERY_CLOSE).unwrap();
-        populate(&l, 0, 3);
-    }
-    // A copy of the snapshot (a backup, or kept by whoever can write the directory).
-    let old_state = std::fs::read(dir.path().join("state")).unwrap();
-    // Subject 1's index record lost (a slot read back as zeros).
-    let path = dir.path().join("vault");
-    let mut vault = std::fs::read(&path).unwrap();
-    let n = index_slot_of(&vault, 1);
-    vault[n * SLOT..(n + 1) * SLOT].fill(0);
-    std::fs::write(&path, &vault).unwrap();
-    // The application opens and closes it as usual (default snapshot setting): the
-    // open replays in full (digest mismatch) and destroys the snapshot; the close
-    // records the digest of the vault as it is now.
-    drop(open(dir.path(), &k, Snapshots::default()).unwrap());
-    assert!(!dir.path().join("state").exists());
-    // The older state file put back.
-    std::fs::write(dir.path().join("state"), &old_state).unwrap();
-
-    let replayed = outcome(dir.path(), &k, Snapshots::Off, 3).unwrap();
-    assert!(!replayed[1].contains("allowed"), "{replayed:?}");
-    let from_snapshot = outcome(dir.path(), &k, Snapshots::default(), 3).unwrap();
-    assert_eq!(
-        from_snapshot, replayed,
-        "an older state file decides otherwise than a full replay of the same log and vault"
-    );
 }
 
 /// CRC-32 (IEEE), as sled 0.34 checks its files with (no key: anyone can compute it).
@@ -359,38 +271,6 @@ fn inspector_does_not_report_a_creation_cut_short_as_an_emptied_log() {
         !inspected.contains("LogEmptied"),
         "Inspector::open: {inspected}, while Ledger::open creates the ledger"
     );
-}
-
-/// r117's attack again, with a close that writes a snapshot at the same length (the
-/// open after the vault lost a record replays in full and destroys the old snapshot;
-/// nothing is appended, and the close writes a new one): the record named only the
-/// snapshot's length, so the older `state` file put back matched it and was loaded.
-/// The record now names the snapshot by its tag. (From review r118.)
-#[test]
-fn an_older_state_file_of_the_same_length_put_back_decides_as_a_full_replay() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = Keys {
-        sk: SigningKey::generate(),
-        pk: PseudonymKey::generate(),
-    };
-    {
-        let l = open(dir.path(), &k, EVERY_CLOSE).unwrap();
-        populate(&l, 0, 3);
-    }
-    let old_state = std::fs::read(dir.path().join("state")).unwrap();
-    let path = dir.path().join("vault");
-    let mut vault = std::fs::read(&path).unwrap();
-    let n = index_slot_of(&vault, 1);
-    vault[n * SLOT..(n + 1) * SLOT].fill(0);
-    std::fs::write(&path, &vault).unwrap();
-    drop(open(dir.path(), &k, EVERY_CLOSE).unwrap());
-    assert!(dir.path().join("state").exists());
-    assert_ne!(std::fs::read(dir.path().join("state")).unwrap(), old_state);
-    std::fs::write(dir.path().join("state"), &old_state).unwrap();
-    let replayed = outcome(dir.path(), &k, Snapshots::Off, 3).unwrap();
-    assert!(!replayed[1].contains("allowed"), "{replayed:?}");
-    let from_snapshot = outcome(dir.path(), &k, EVERY_CLOSE, 3).unwrap();
-    assert_eq!(from_snapshot, replayed);
 }
 
 /// Bytes of one of sled 0.34's varints starting at `b`.

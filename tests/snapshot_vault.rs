@@ -263,3 +263,41 @@ fn an_older_vault_put_back_with_its_record_decides_as_a_full_replay() {
         "{replayed:?}"
     );
 }
+
+/// An older copy of the `state` file, put back after the vault lost an index record
+/// and one clean open-and-close by the application recorded the vault digest of the
+/// damaged vault: the stale snapshot still links the lost record. The record named no
+/// snapshot (review r117: the open replays in full and destroys the snapshot, and a
+/// close with the default setting writes none), then only its length (review r118: a
+/// close that writes a new one at the same length). It must decide as a full replay.
+#[test]
+fn an_older_state_file_put_back_after_a_vault_record_was_lost_decides_as_a_full_replay() {
+    for repairing_close in [Snapshots::default(), EVERY_CLOSE] {
+        let (dir, k) = closed(3);
+        // A copy of the snapshot (a backup, or kept by whoever can write the directory).
+        let old_state = std::fs::read(dir.path().join("state")).unwrap();
+        // Subject 1's index record lost (a slot read back as zeros).
+        let path = dir.path().join("vault");
+        let mut vault = std::fs::read(&path).unwrap();
+        let n = index_slot_of(&vault, 1);
+        vault[n * SLOT..(n + 1) * SLOT].fill(0);
+        std::fs::write(&path, &vault).unwrap();
+        // The application opens and closes it as usual: the open replays in full
+        // (digest mismatch) and destroys the snapshot; the close records the digest of
+        // the vault as it is now, and writes a snapshot or not.
+        drop(try_open(dir.path(), &k.sk, &k.pk, repairing_close).unwrap());
+        let rewritten = std::fs::read(dir.path().join("state")).ok();
+        assert_eq!(rewritten.is_some(), repairing_close == EVERY_CLOSE);
+        assert_ne!(rewritten.as_ref(), Some(&old_state));
+        // The older state file put back.
+        std::fs::write(dir.path().join("state"), &old_state).unwrap();
+
+        let replayed = outcome(dir.path(), &k, Snapshots::Off, 3).0.unwrap();
+        assert!(!replayed[1].contains("allowed"), "{replayed:?}");
+        let from_snapshot = outcome(dir.path(), &k, repairing_close, 3).0.unwrap();
+        assert_eq!(
+            from_snapshot, replayed,
+            "{repairing_close:?}: an older state file decides otherwise than a full replay"
+        );
+    }
+}
