@@ -376,3 +376,36 @@ fn a_sled_snapshot_with_two_pages_swapped_does_not_panic_open() {
     );
     assert!(opened.is_ok(), "Ledger::open panicked on a crafted snap file");
 }
+
+/// The same hostile files named like a snapshot sled never finished
+/// (`snap.<lsn>.generating`): sled reads those names too, and one that is not a
+/// regular file was neither screened nor removed (from review r123).
+#[cfg(unix)]
+#[test]
+fn a_fifo_named_like_an_unfinished_sled_snapshot_does_not_hang_open() {
+    let (dir, k) = small_ledger();
+    let fifo = dir.path().join("snap.ffffffffffffffff.generating");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let path = dir.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = open(&path, &k, Snapshots::default()).map(|_| ());
+        let _ = tx.send(format!("{r:?}"));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+    if got.is_err() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(0o4000)
+            .open(&fifo);
+    }
+    assert!(
+        got.is_ok_and(|r| r.contains("Storage")),
+        "blocked, or not refused"
+    );
+}
