@@ -33,9 +33,13 @@ pub const MAX_SUBJECT_ID_LEN: usize = 128;
 /// archive's "alice () example ! com". It refuses a few ordinary labels that read like contact details: a
 /// '+' followed by digits after a space ("build +20261130", read as +20 261130), and
 /// "at" before a name in a mail domain ("Engineer at Booking.com", "Acme (AT)
-/// acme.at", read as email addresses spelled out), an EAN-13 printed in its groups
+/// acme.at", read as email addresses spelled out; also "at" before a file name whose
+/// extension is a mail domain, "Died at build.pl line 12"), an EAN-13 printed in its
+/// groups
 /// ("4 006381 333931"), and a form post whose only '+' stands before digits right after
-/// an escaped mark ("%60prod%60+20261130": `encodeURI` of "`prod`+20261130" is the same).
+/// an escaped mark ("%60prod%60+20261130": `encodeURI` of "`prod`+20261130" is the same)
+/// or an abbreviation's dot ("Invoice+No.+12345678", read as "No.+12345678" as
+/// "Tel.+15550109999" is).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubjectId(Arc<str>);
 
