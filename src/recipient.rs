@@ -96,6 +96,22 @@ fn refuse_contact_details(field: &'static str, value: &str) -> Result<(), InputE
         for reading in decoded_readings(value) {
             refuse_contact_details_as_written(field, &reading)?;
         }
+        // Each level of an encoding applied twice is read as its own value too: a form
+        // post encoded again ("%252B44%2B7946%2B095800", a query string put in a
+        // redirect) is a form post once decoded once (review r127).
+        let mut level = value.to_owned();
+        for _ in 0..2 {
+            let next = decode_once(&level);
+            if next == level {
+                break;
+            }
+            level = next;
+            if level.contains(['%', '&', '\\', '+']) {
+                for reading in decoded_readings(&level) {
+                    refuse_contact_details_as_written(field, &reading)?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -411,6 +427,17 @@ fn refuse_contact_details_as_written(field: &'static str, value: &str) -> Result
     if value.contains(':') && contact_uri_inside(value) {
         return Err(InputError::new(field, "is a contact address; use an opaque id"));
     }
+    // WhatsApp's click-to-chat link holds the number ("https://wa.me/447946095800"):
+    // review r127.
+    if value.to_ascii_lowercase().match_indices("wa.me/").any(|(at, m)| {
+        let before = value.get(..at).and_then(|b| b.chars().next_back());
+        !before.is_some_and(char::is_alphanumeric)
+            && value
+                .get(at + m.len()..)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit() || c == '+'))
+    }) {
+        return Err(InputError::new(field, "is a contact address; use an opaque id"));
+    }
     // The rules below need digits: 7 after a '+', 9 without (in one run, for a number
     // inside a value). Most names have fewer, and are judged without the work (a name
     // is judged each time a subject id is made: on every request that names one).
@@ -516,7 +543,7 @@ fn spelled_out_email_inside(value: &str) -> bool {
     let lower = value.to_lowercase();
     let marks = [
         " at ", "(at)", "[at]", "{at}", "<at>", " at)", " at]", " at}", " at>", "(at ", "[at ", "{at ",
-        "<at ",
+        "<at ", "(a)", "[a]", "{a}", "( a )", "[ a ]", "{ a }",
     ];
     if !marks.iter().any(|m| lower.contains(m)) {
         return false;
@@ -525,7 +552,10 @@ fn spelled_out_email_inside(value: &str) -> bool {
     // Also with spaces inside the brackets ("[ at ]"), and the defanged "[.]" (review
     // r119).
     for (open, close) in [('[', ']'), ('{', '}'), ('<', '>'), ('(', ')')] {
-        for (word, to) in [("at", " (at) "), ("dot", " . "), (".", " . ")] {
+        // ("(a)" too: Finnish, Swedish and German organisations print every address
+        // as "etunimi.sukunimi(a)yritys.fi"; review r127. Not "<a>", an HTML tag.)
+        let short = if open == '<' { "at" } else { "a" };
+        for (word, to) in [("at", " (at) "), (short, " (at) "), ("dot", " . "), (".", " . ")] {
             for (a, b) in [("", ""), (" ", " "), (" ", ""), ("", " ")] {
                 v = v.replace(&format!("{open}{a}{word}{b}{close}"), to);
             }
@@ -1267,6 +1297,16 @@ mod tests {
             "Alice%5B+447946095800%5D",
             "%5B%22Mobile%22,%22+447946095800%22%5D",
             "%7B%22phones%22:%5B%22+447946095800%22%5D%7D",
+            // From review r127: a form post encoded again, "(a)" for '@', wa.me links.
+            "%252B44%2B7946%2B095800",
+            "07946%2B095800",
+            "Mobile%253A%2B07946%2B095800",
+            "t%3D%252B44%2B7946%2B095800",
+            "etunimi.sukunimi(a)yritys.fi",
+            "alice(a)gmail.com",
+            "alice [a] example.com",
+            "https://wa.me/447946095800",
+            "wa.me/447946095800",
         ] {
             assert!(crate::SubjectId::new(refused).is_err(), "subject id {refused:?}");
             assert!(Name::new(refused).is_err(), "name {refused:?}");
@@ -1322,6 +1362,9 @@ mod tests {
             "C:\\new folder",
             "Export at logo.ai",
             "Launch at Safari.app",
+            "Section (a) 2.1",
+            "Plan (a) v2.1",
+            "Award (a) example",
         ] {
             assert!(crate::SubjectId::new(passes).is_ok(), "subject id {passes:?}");
         }

@@ -16,7 +16,8 @@ pub const MAX_SUBJECT_ID_LEN: usize = 128;
 /// for this purpose (a UUIDv4 the application maps to its account), not a device or
 /// advertising id, an email address, a phone number or a customer-visible number.
 /// [`SubjectId::new`] refuses the obvious mistakes: anything with an '@', an email
-/// address spelled out with "at" ("alice at example.com", "alice(at)example.com"), a contact
+/// address spelled out with "at" ("alice at example.com", "alice(at)example.com",
+/// "alice(a)example.fi"), a WhatsApp link ("wa.me/447946095800"), a contact
 /// URI (`mailto:`, `tel:`, `sms:`, `callto:`, `whatsapp:` and others, also quoted or
 /// after a label), and a phone number as people write it (with '+', or with separators
 /// such as "0044 20 7946 0958", also Unicode spaces and dashes, with or without an
