@@ -316,6 +316,14 @@ pub struct Ledger {
     inner: Arc<Inner>,
 }
 
+/// The state snapshot on disk, as this process knows it: the entries it covers and its
+/// tag (both zero: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct SnapshotOnDisk {
+    pub(super) len: u64,
+    pub(super) tag: [u8; 32],
+}
+
 struct Inner {
     store: Box<dyn Backend>,
     state: RwLock<State>,
@@ -345,11 +353,9 @@ struct Inner {
     combiner: combine::Combiner,
     /// When to write state snapshots.
     snapshots: Snapshots,
-    /// Entries covered by the snapshot on disk (0: none).
-    snapshot_len: AtomicU64,
-    /// The tag of the state snapshot on disk (zeros: none), which the vault digest
-    /// record written at close names.
-    snapshot_tag: Mutex<[u8; 32]>,
+    /// The state snapshot on disk: what a close compares the state with before writing
+    /// another, and what the vault digest record written at close names.
+    snapshot_on_disk: Mutex<SnapshotOnDisk>,
     /// The vault digest record found at open (see [`vault_digest`]): a close that
     /// would write the same bytes writes nothing.
     vault_digest_at_open: Option<Vec<u8>>,
@@ -383,7 +389,10 @@ impl Inner {
         let (Ok(state), Ok(writer)) = (self.state.get_mut(), self.writer.get_mut()) else {
             return;
         };
-        let covered = *self.snapshot_len.get_mut();
+        let Ok(on_disk) = self.snapshot_on_disk.get_mut() else {
+            return;
+        };
+        let covered = on_disk.len;
         if writer.failed
             || state.len != writer.next_seq
             || state.len == 0
@@ -408,9 +417,11 @@ impl Inner {
         // a longer log than the one that survives.
         if self.store.sync().is_ok() {
             let bytes = crate::state::snapshot::seal(state, &at, &self.pseudonym_key);
-            if let (Ok(()), Ok(tag)) = (self.store.put_snapshot(&bytes), self.snapshot_tag.get_mut()) {
-                *self.snapshot_len.get_mut() = state.len;
-                *tag = crate::state::snapshot::peek_tag(&bytes).unwrap_or_default();
+            if self.store.put_snapshot(&bytes).is_ok() {
+                *on_disk = SnapshotOnDisk {
+                    len: state.len,
+                    tag: crate::state::snapshot::peek_tag(&bytes).unwrap_or_default(),
+                };
             }
         } else if let Ok(s) = self.group.state.get_mut() {
             // A failed sync is final, as anywhere else: the pages it failed to write
@@ -442,7 +453,7 @@ impl Inner {
         let Ok(Some(digest)) = self.store.vault_index_digest() else {
             return;
         };
-        let Ok(snapshot) = self.snapshot_tag.get_mut().map(|t| *t) else {
+        let Ok(snapshot) = self.snapshot_on_disk.get_mut().map(|s| s.tag) else {
             return;
         };
         let covered = vault_digest::Covered {
@@ -926,9 +937,8 @@ impl Ledger {
         self.inner
             .snapshot_outlives_erasure
             .store(false, Ordering::Release);
-        self.inner.snapshot_len.store(0, Ordering::Release);
-        if let Ok(mut tag) = self.inner.snapshot_tag.lock() {
-            *tag = [0; 32];
+        if let Ok(mut on_disk) = self.inner.snapshot_on_disk.lock() {
+            *on_disk = SnapshotOnDisk::default();
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use super::replay::Replay;
 use super::ticker::Ticker;
-use super::{Durability, GroupSync, Inner, Ledger, Snapshots, Stage, SyncState, Writer};
+use super::{Durability, GroupSync, Inner, Ledger, SnapshotOnDisk, Snapshots, Stage, SyncState, Writer};
 use crate::entry::{self, Actor, Body, Entry, IndexRecord};
 use crate::error::{IntegrityError, IntegrityProblem, OpenError, ReadError, StorageError};
 use crate::identifier::{Pseudonym, PseudonymKey};
@@ -385,8 +385,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         mut index,
         replay,
         tree,
-        mut snapshot_len,
-        mut snapshot_tag,
+        mut snapshot,
         mut tail_erased,
     } = match from_snapshot {
         FromSnapshot::Loaded(loaded) => *loaded,
@@ -443,7 +442,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 len: replay.len(),
                 head: &replay.head_hash(),
                 // The snapshot loaded (only then is the record consulted).
-                snapshot: &snapshot_tag,
+                snapshot: &snapshot.tag,
                 digest,
             },
         ),
@@ -463,8 +462,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
         let fresh = replay_all(backend, key, trusted).map_err(|e| first_bad(backend, e))?;
         state = fresh.state;
         index = fresh.index;
-        snapshot_len = fresh.snapshot_len;
-        snapshot_tag = fresh.snapshot_tag;
+        snapshot = fresh.snapshot;
         tail_erased = fresh.tail_erased;
         used_snapshot = false;
     }
@@ -495,8 +493,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     // until a close writes a new one over it.
     if tail_erased || b.snapshots == Snapshots::Off || (had_snapshot && !used_snapshot) {
         store.destroy_snapshot()?;
-        snapshot_len = 0;
-        snapshot_tag = [0; 32];
+        snapshot = SnapshotOnDisk::default();
     }
 
     // What sled presents may not all be synced (the last writes of a killed process):
@@ -558,8 +555,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             tree: Mutex::new(tree),
             recorder,
             snapshots: b.snapshots,
-            snapshot_len: AtomicU64::new(snapshot_len),
-            snapshot_tag: Mutex::new(snapshot_tag),
+            snapshot_on_disk: Mutex::new(snapshot),
             vault_digest_at_open: digest_record,
             snapshot_outlives_erasure: std::sync::atomic::AtomicBool::new(false),
             revocations: Mutex::new(replay.revoked.clone()),
@@ -601,10 +597,8 @@ struct Loaded {
     index: Option<IndexMap>,
     replay: Replay,
     tree: Option<crate::merkle::MerkleTree>,
-    /// Entries covered by the snapshot loaded (0: none).
-    snapshot_len: u64,
-    /// The tag of the snapshot loaded (zeros: none).
-    snapshot_tag: [u8; 32],
+    /// The snapshot loaded (none: a full replay).
+    snapshot: SnapshotOnDisk,
     /// Whether an entry after the snapshot erased a subject.
     tail_erased: bool,
 }
@@ -663,8 +657,7 @@ fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Resul
         index: Some(index),
         replay,
         tree,
-        snapshot_len: 0,
-        snapshot_tag: [0; 32],
+        snapshot: SnapshotOnDisk::default(),
         tail_erased: false,
     })
 }
@@ -791,8 +784,10 @@ fn load_from_snapshot(
         index,
         replay,
         tree,
-        snapshot_len: claimed.len,
-        snapshot_tag,
+        snapshot: SnapshotOnDisk {
+            len: claimed.len,
+            tag: snapshot_tag,
+        },
         tail_erased,
     })))
 }

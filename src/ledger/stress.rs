@@ -619,7 +619,7 @@ fn run_round(durability: Durability, recording: Recording, chaos: Chaos, seed: u
     assert!(dir.path().join("state").is_file(), "{label}: no snapshot written");
     let l = reopen(dir.path(), &all_keys, &keys.pseudonym, durability, every_close);
     assert_eq!(
-        l.inner.snapshot_len.load(Ordering::SeqCst),
+        l.inner.snapshot_on_disk.lock().unwrap().len,
         l.len(),
         "{label}: the snapshot was not loaded"
     );
