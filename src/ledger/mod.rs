@@ -1311,35 +1311,35 @@ impl Ledger {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
         let sealed = self.seal(w, actor, body, lookup, salt)?;
         inner.store.append_entry(sealed.entry.seq, &sealed.bytes)?;
-        if inner.durability == Durability::Immediate {
-            // Final, as in `sync_store` (which takes the writer lock, held here; the group
-            // state is taken after the writer, never before). One sync at a time: one
-            // that failed before this one started (`Ledger::sync`, an erasure's) refuses
-            // it, since the pages it failed to write may have held this entry.
-            if let Err(e) = self.sync_unless_failed() {
-                w.failed = true;
-                // Stored, and it may survive. A change that only takes use or trust away
-                // (a withdrawal, an expiry, an erasure, a key revocation) takes effect
-                // now all the same, as every entry of a failed group does under
-                // `GroupCommit` (applied before its sync): denying is never wrong, and
-                // what the person (or the operator) asked for must not wait for a
-                // reopen. A collection, grant or key rotation waits for a reopen to find
-                // it on disk.
-                if sealed.entry.body.only_takes_away() {
-                    w.next_seq = sealed.entry.seq.saturating_add(1);
-                    w.last_hash = sealed.hash;
-                    appended(w);
-                    // (It fails only on a poisoned lock, after which nothing is decided.)
-                    let _poisoned_only = self.apply_stored(vec![sealed]);
-                }
-                return Err(e.not_durable());
-            }
-        }
+        // Final, as in `sync_store` (which takes the writer lock, held here; the group
+        // state is taken after the writer, never before). One sync at a time: one that
+        // failed before this one started (`Ledger::sync`, an erasure's) refuses it, since
+        // the pages it failed to write may have held this entry.
+        let failed_sync = match inner.durability {
+            Durability::Immediate => self.sync_unless_failed().err(),
+            _ => None,
+        };
+        // After a failed sync the entry is stored, and it may survive. A change that
+        // only takes use or trust away (a withdrawal, an expiry, an erasure, a key
+        // revocation) takes effect now all the same, as every entry of a failed group
+        // does under `GroupCommit` (applied before its sync): denying is never wrong, and
+        // what the person (or the operator) asked for must not wait for a reopen. A
+        // collection, grant or key rotation waits for a reopen to find it on disk.
+        w.failed |= failed_sync.is_some();
+        let failed_sync = match failed_sync {
+            Some(e) if !sealed.entry.body.only_takes_away() => return Err(e.not_durable()),
+            other => other,
+        };
         w.next_seq = sealed.entry.seq.saturating_add(1);
         w.last_hash = sealed.hash;
         appended(w);
         let recorded = sealed.recorded();
-        self.apply_stored(vec![sealed])?;
+        let applied = self.apply_stored(vec![sealed]);
+        if let Some(e) = failed_sync {
+            // (Applying fails only on a poisoned lock, after which nothing is decided.)
+            return Err(e.not_durable());
+        }
+        applied?;
         drop(stage);
         // A sync that failed in another thread while this entry was being stored, or
         // that was running then (waited out: syncs hold `syncing`, and mark a failure
