@@ -203,17 +203,17 @@ fn err(context: &'static str) -> impl Fn(sled::Error) -> StorageError {
 /// this or [`guarded_items`], so such files end in an error, not a panic. (Under
 /// `panic = "abort"` nothing can catch it.)
 fn sled_call<T>(context: &'static str, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StorageError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err(sled_stopped()))
-        .map_err(err(context))
+    catch_sled(f).map_err(err(context))
 }
 
-/// What a panic of sled's is reported as.
-fn sled_stopped() -> sled::Error {
-    sled::Error::Corruption {
-        at: None,
-        bt: Default::default(),
-    }
+/// Runs `f`, a call into sled, with a panic of sled's reported as corruption.
+fn catch_sled<T>(f: impl FnOnce() -> sled::Result<T>) -> sled::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(sled::Error::Corruption {
+            at: None,
+            bt: Default::default(),
+        })
+    })
 }
 
 /// [`sled_call`] for each step of an iterator over sled's items; after a panic the
@@ -227,11 +227,11 @@ fn guarded_items<'a, T: 'a>(
         if stopped {
             return None;
         }
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| items.next())) {
+        match catch_sled(|| Ok(items.next())) {
             Ok(item) => item.map(|r| r.map_err(err(context))),
-            Err(_) => {
+            Err(e) => {
                 stopped = true;
-                Some(Err(StorageError::new(context, sled_stopped())))
+                Some(Err(StorageError::new(context, e)))
             }
         }
     })
@@ -423,9 +423,7 @@ fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
         // only) with unchecked indexing: a crafted one panics inside `open` (review
         // r117). Caught here and reported as corrupt files, as the rest of sled's
         // corruption is (see `sled_call`).
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
-            .unwrap_or_else(|_| Err(sled_stopped()));
-        match opened {
+        match catch_sled(|| config.open()) {
             Err(sled::Error::Io(e)) if is_lock_held(&e) && start.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(5));
             }
