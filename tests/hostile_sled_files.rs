@@ -109,8 +109,21 @@ fn a_crafted_sled_snapshot_file_does_not_panic_open() {
 #[cfg(unix)]
 #[test]
 fn a_fifo_named_like_a_sled_snapshot_does_not_hang_open() {
+    let got = open_beside_a_fifo("snap.7fffffffffffffff");
+    assert!(
+        got.is_ok(),
+        "Ledger::open still blocked after 10 s on a FIFO named snap.*"
+    );
+}
+
+/// Opens a small ledger with a FIFO named `name` beside its files, on another thread:
+/// what the open returned (its `Debug`), or an error if it was still blocked after
+/// 10 s (the FIFO is then opened for writing, without waiting, to unblock it so that
+/// the test process can end).
+#[cfg(unix)]
+fn open_beside_a_fifo(name: &str) -> Result<String, std::sync::mpsc::RecvTimeoutError> {
     let (dir, k) = small_ledger();
-    let fifo = dir.path().join("snap.7fffffffffffffff");
+    let fifo = dir.path().join(name);
     let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(status.success());
     let path = dir.path().to_path_buf();
@@ -121,17 +134,14 @@ fn a_fifo_named_like_a_sled_snapshot_does_not_hang_open() {
     });
     let got = rx.recv_timeout(std::time::Duration::from_secs(10));
     if got.is_err() {
-        // Unblock the open so the test process can end (O_NONBLOCK: never waits).
+        // O_NONBLOCK: never waits.
         use std::os::unix::fs::OpenOptionsExt;
         let _ = std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(0o4000)
             .open(&fifo);
     }
-    assert!(
-        got.is_ok(),
-        "Ledger::open still blocked after 10 s on a FIFO named snap.*"
-    );
+    got
 }
 
 /// Opens the ledger (fixed keys) in `dir` in a child process limited to 1.5 GB of
@@ -383,27 +393,7 @@ fn a_sled_snapshot_with_two_pages_swapped_does_not_panic_open() {
 #[cfg(unix)]
 #[test]
 fn a_fifo_named_like_an_unfinished_sled_snapshot_does_not_hang_open() {
-    let (dir, k) = small_ledger();
-    let fifo = dir.path().join("snap.ffffffffffffffff.generating");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
-    let path = dir.path().to_path_buf();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let r = open(&path, &k, Snapshots::default()).map(|_| ());
-        let _ = tx.send(format!("{r:?}"));
-    });
-    let got = rx.recv_timeout(std::time::Duration::from_secs(10));
-    if got.is_err() {
-        use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(0o4000)
-            .open(&fifo);
-    }
+    let got = open_beside_a_fifo("snap.ffffffffffffffff.generating");
     assert!(
         got.is_ok_and(|r| r.contains("Storage")),
         "blocked, or not refused"
