@@ -2,44 +2,26 @@
 //!
 //! `std::thread::Scope::spawn` panics when no thread can be started (too many threads,
 //! no memory for a stack). Open, `verify` and two-thread audience matching start
-//! helpers; they use [`spawn_scoped`] instead, which hands the work back when no thread
-//! starts, so that the caller can do it on its own thread or report an error.
+//! helpers; they use [`spawn_scoped`] instead, which reports the refusal, so that the
+//! caller can do without the helper or report an error.
 
-use std::sync::mpsc;
 use std::thread::{Builder, Scope, ScopedJoinHandle};
 
-/// Runs `work` on a new thread of `scope` named `name`. When the operating system
-/// refuses a thread, `work` comes back unrun (with the error), for the caller to run
-/// itself or to report.
-///
-/// The thread's result is `None` only if `work` never reached it, which cannot happen
-/// once this returned `Ok`.
+/// Runs `work` on a new thread of `scope` named `name`; an error, and `work` dropped
+/// unrun, when the operating system refuses a thread.
 pub(crate) fn spawn_scoped<'scope, T, F>(
     scope: &'scope Scope<'scope, '_>,
     name: &str,
     work: F,
-) -> Result<ScopedJoinHandle<'scope, Option<T>>, (F, std::io::Error)>
+) -> std::io::Result<ScopedJoinHandle<'scope, T>>
 where
     F: FnOnce() -> T + Send + 'scope,
     T: Send + 'scope,
 {
     if refused() {
-        return Err((work, std::io::Error::other("thread refused (test)")));
+        return Err(std::io::Error::other("thread refused (test)"));
     }
-    // The work goes to the thread by a channel once it runs, so that a refusal leaves
-    // it here.
-    let (to_thread, from_caller) = mpsc::sync_channel::<F>(1);
-    let started = Builder::new()
-        .name(name.to_owned())
-        .spawn_scoped(scope, move || from_caller.recv().ok().map(|work| work()));
-    match started {
-        Ok(handle) => match to_thread.send(work) {
-            Ok(()) => Ok(handle),
-            // The thread is gone before it received anything: it returns `None`.
-            Err(mpsc::SendError(work)) => Err((work, std::io::Error::other("helper thread ended at start"))),
-        },
-        Err(e) => Err((work, e)),
-    }
+    Builder::new().name(name.to_owned()).spawn_scoped(scope, work)
 }
 
 #[cfg(test)]
@@ -82,23 +64,21 @@ mod tests {
     fn runs_the_work_on_another_thread() {
         let here = std::thread::current().id();
         let out = std::thread::scope(|s| {
-            let h = spawn_scoped(s, "t", || std::thread::current().id())
-                .map_err(|(_, e)| e)
-                .unwrap();
+            let h = spawn_scoped(s, "t", || std::thread::current().id()).unwrap();
             h.join().unwrap()
         });
-        assert!(out.is_some_and(|id| id != here));
+        assert_ne!(out, here);
     }
 
     #[test]
-    fn a_refusal_hands_the_work_back() {
-        let out = with_threads_refused(|| {
-            std::thread::scope(|s| match spawn_scoped(s, "t", || 7) {
-                Ok(_) => None,
-                Err((work, _)) => Some(work()),
+    fn a_refusal_is_reported_and_the_work_not_run() {
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let refused = with_threads_refused(|| {
+            std::thread::scope(|s| {
+                spawn_scoped(s, "t", || ran.store(true, std::sync::atomic::Ordering::SeqCst)).is_err()
             })
         });
-        assert_eq!(out, Some(7));
+        assert!(refused && !ran.load(std::sync::atomic::Ordering::SeqCst));
         // Only inside `with_threads_refused`.
         std::thread::scope(|s| assert!(spawn_scoped(s, "t", || ()).is_ok()));
     }

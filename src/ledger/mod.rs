@@ -1745,7 +1745,7 @@ fn verify_entries(
         })();
         replay.close_checker();
         let checked = match checker {
-            Some(checker) => checker.join().ok().flatten().unwrap_or(Err(IntegrityError {
+            Some(checker) => checker.join().unwrap_or(Err(IntegrityError {
                 position: 0,
                 problem: IntegrityProblem::BadSignature,
             })),

@@ -634,7 +634,7 @@ fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Resul
             build_state(backend, key, half_rx, rx)
         }) {
             Ok(builder) => builder,
-            Err((_, e)) => return (Ok(None), Err(no_thread(e))),
+            Err(e) => return (Ok(None), Err(no_thread(e))),
         };
         let half = load_index_part(backend, key, 1, 2);
         let half_ok = half.is_ok();
@@ -645,7 +645,7 @@ fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Resul
         } else {
             Ok(None)
         };
-        (walked, joined(builder).unwrap_or_else(|| Err(no_thread(ended()))))
+        (walked, joined(builder))
     });
     // The index is checked first, as it always was: its errors come before the log's.
     let (index, state) = built?;
@@ -664,7 +664,7 @@ fn replay_all(backend: &dyn Backend, key: &PseudonymKey, trusted: bool) -> Resul
 
 /// The result of a helper thread of open (see [`spawn_scoped`]); a panic there is
 /// raised again here.
-fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Option<T>>) -> Option<T> {
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     handle
         .join()
         .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
@@ -674,10 +674,6 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Option<T>>) -> Option<T> 
 /// system refused one (too many threads, or no memory for a stack).
 fn no_thread(e: std::io::Error) -> OpenError {
     OpenError::Storage(StorageError::new("starting a thread to open the ledger", e))
-}
-
-fn ended() -> std::io::Error {
-    std::io::Error::other("a helper thread of open ended before its work reached it")
 }
 
 /// What a state snapshot gave open.
@@ -740,14 +736,12 @@ fn load_from_snapshot(
         );
         let builder = match builder {
             Ok(builder) => builder,
-            Err((_, e)) => return (Ok(None), Err(no_thread(e)), Ok(())),
+            Err(e) => return (Ok(None), Err(no_thread(e)), Ok(())),
         };
         let walked = walk_log(backend, trusted, tx, claimed.len);
-        let built = joined(builder).unwrap_or_else(|| Err(no_thread(ended())));
+        let built = joined(builder);
         let vault = match vault {
-            Some(vault) => {
-                joined(vault).unwrap_or_else(|| Err(StorageError::new("opening the vault", ended())))
-            }
+            Some(vault) => joined(vault),
             None => backend.open_parts(),
         };
         (walked, built, vault)
