@@ -536,7 +536,7 @@ const CONTACT_SCHEMES: [&str; 17] = [
 /// (after any opening mark or "label:" glued to it), "at" alone or in brackets, then a
 /// host name of two or more labels: for a bracketed "at", any last label of two or more
 /// letters; for a bare "at", one of the top-level domains most addresses end in
-/// ([`COMMON_MAIL_TLDS`]), so that "Frontend at Next.js", "Import at users.csv" and
+/// ([`GENERIC_MAIL_TLDS`], [`country_domain`]), so that "Frontend at Next.js", "Import at users.csv" and
 /// "Hotel at St.Moritz" pass. ("Lunch at noon" and "v2 at 12.30" are not addresses
 /// either. Not found: "alice+at+example.com", a form post of the spaced form.)
 fn spelled_out_email_inside(value: &str) -> bool {
@@ -623,18 +623,17 @@ const COUNTRY_DOMAINS: [&str; 228] = [
     "wf", "ws", "ye", "yt", "za", "zm", "zw",
 ];
 
-/// Top-level domains most email addresses end in: what a bare "at" must be followed by
-/// to be read as '@' (see [`spelled_out_email_inside`]).
-const COMMON_MAIL_TLDS: [&str; 54] = [
-    "ar", "at", "au", "be", "biz", "br", "ca", "ch", "cn", "co", "com", "cz", "de", "dev", "dk", "edu",
-    "email", "es", "eu", "fi", "fr", "gov", "gr", "hk", "hu", "ie", "il", "in", "info", "int", "io", "it",
-    "jp", "kr", "me", "mil", "mx", "net", "nl", "no", "nz", "org", "pl", "pt", "ro", "ru", "se", "sg", "tr",
-    "tw", "ua", "uk", "us", "za",
+/// Generic top-level domains most email addresses end in: with the country-code ones
+/// ([`country_domain`]), what a bare "at" must be followed by to be read as '@' (see
+/// [`spelled_out_email_inside`]).
+const GENERIC_MAIL_TLDS: [&str; 11] = [
+    "biz", "com", "dev", "edu", "email", "gov", "info", "int", "mil", "net", "org",
 ];
 
 /// Whether `host` starts with a host name: two or more labels of letters, digits and
 /// '-' (what follows it, a quote, a comma, is set aside), the last of two or more
-/// letters and, unless `any_tld`, one of [`COMMON_MAIL_TLDS`].
+/// letters and, unless `any_tld`, a mail domain ([`GENERIC_MAIL_TLDS`],
+/// [`country_domain`]).
 fn host_name_like(host: &str, any_tld: bool) -> bool {
     let end = host
         .char_indices()
@@ -647,7 +646,7 @@ fn host_name_like(host: &str, any_tld: bool) -> bool {
         && labels.last().is_some_and(|t| {
             t.chars().count() >= 2
                 && t.chars().all(char::is_alphabetic)
-                && (any_tld || COMMON_MAIL_TLDS.contains(t) || country_domain(t))
+                && (any_tld || GENERIC_MAIL_TLDS.contains(t) || country_domain(t))
         })
 }
 
