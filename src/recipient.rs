@@ -594,10 +594,10 @@ fn spelled_out_email_inside(value: &str) -> bool {
     })
 }
 
-/// Whether `tld` is shaped like a country's top-level domain (two ASCII letters), and not
-/// one that is also a common file extension ("README.md", "lib.rs", "main.py",
-/// "build.sh", "libfoo.so", "main.cc", "rules.mk"): a bare "at" followed by a host in a
-/// country domain reads as '@' (review r119: "alice at yahoo.co.id", "abv.bg").
+/// Whether `tld` is a country's top-level domain ([`COUNTRY_DOMAINS`]: not one that is
+/// also a common file extension, "README.md", "lib.rs", "main.py"): a bare "at"
+/// followed by a host in a country domain reads as '@' (review r119: "alice at
+/// yahoo.co.id", "abv.bg").
 fn country_domain(tld: &str) -> bool {
     COUNTRY_DOMAINS.binary_search(&tld).is_ok()
 }
