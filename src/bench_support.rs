@@ -1,10 +1,11 @@
-//! Not part of the API: hooks for the crate's own benchmarks (`benches/memory.rs`),
-//! which need to build the private decision state directly. May change at any time.
+//! Not part of the API: hooks for the crate's own benchmarks (`benches/memory.rs`,
+//! which needs to build the private decision state directly, and `benches/audience.rs`,
+//! which measures the crate's hashing alone). May change at any time.
 #![doc(hidden)]
 #![allow(missing_docs, reason = "hidden bench hooks")]
 
 use crate::entry::{Actor, Body, Entry};
-use crate::identifier::{IdentifierKind, Pseudonym};
+use crate::identifier::{IdentifierKind, Pseudonym, PseudonymKey};
 use crate::purpose::LegalBasis;
 use crate::recipient::RecipientScope;
 use crate::state::State;
@@ -106,4 +107,26 @@ pub fn state_memory(ids: &[SubjectId], grants: Grants, live_bytes: &dyn Fn() -> 
     };
     drop(state);
     report
+}
+
+/// The lookup pseudonyms of already normalized values (emails where they hold '@',
+/// phone numbers elsewhere), computed as audience matching computes them: sixteen at a
+/// time in lanes if `in_lanes`, one by one through `sha2` otherwise. The hashing alone,
+/// without normalizing or deciding. Returns the first byte of every pseudonym, folded,
+/// for `black_box`.
+pub fn lookup_hashing(key: &PseudonymKey, normalized: &[String], in_lanes: bool) -> u8 {
+    let values = normalized
+        .iter()
+        .map(|v| (IdentifierKind::guess(v), v.as_bytes()));
+    key.lookup_hasher()
+        .of_normalized_many(values, in_lanes)
+        .iter()
+        .flatten()
+        .fold(0, |acc, (_, p)| acc ^ p.0.first().copied().unwrap_or(0))
+}
+
+/// Whether audience matching computes lookup pseudonyms in lanes on this CPU (x86-64
+/// without SHA instructions).
+pub fn hashes_in_lanes() -> bool {
+    crate::identifier::lanes_worthwhile()
 }

@@ -1079,7 +1079,8 @@ fn receipt_of_json(json: &str) -> Outcome {
 
 /// Identifier parsing: the first byte picks phone, email or device id, the rest is the
 /// raw input. Parsing must be idempotent, the bulk path (`identifier::lookup_of_raw`)
-/// must agree with it, and errors must stay short.
+/// must agree with it, so must the lanes of audience matching on the input's lines,
+/// and errors must stay short.
 pub fn identifier(data: &[u8]) -> Outcome {
     let Some((&pick, rest)) = data.split_first() else {
         return Ok(false);
@@ -1099,6 +1100,17 @@ pub fn identifier(data: &[u8]) -> Outcome {
     )?;
     let key = pseudonym_key();
     let bulk = identifier::lookup_of_raw(&key, kind, raw);
+    // Audience matching's path: the input's lines as rows, hashed sixteen at a time in
+    // lanes where they fit one block, must give each row's own pseudonym.
+    let rows: Vec<_> = raw.lines().map(|r| (IdentifierKind::guess(r), r)).collect();
+    let one_by_one: Vec<_> = rows
+        .iter()
+        .map(|(k, r)| identifier::lookup_of_raw(&key, *k, r).map(|p| (*k, p)))
+        .collect();
+    ensure(
+        key.lookup_hasher().of_raws_in(rows.iter().copied(), true) == one_by_one,
+        "lookups in lanes disagree with one-by-one lookups",
+    )?;
     match Identifier::<Security>::parse(kind, raw) {
         Ok(id) => {
             ensure(id.kind() == kind, "parsed as another kind")?;

@@ -29,6 +29,7 @@ use crate::normalize;
 use crate::purpose::Purpose;
 
 mod fast;
+mod lanes;
 pub(crate) use fast::LookupHasher;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -227,6 +228,11 @@ impl<P: Purpose> Identifier<P> {
 /// The lookup pseudonym of a raw identifier of `kind`, checked and normalized as
 /// [`Identifier::parse`] does; `None` when it is malformed. Nothing of the value is
 /// left in the buffers. For one row; bulk matching keeps one [`LookupHasher`] for many.
+/// Whether lookup pseudonyms are computed in lanes on this CPU (see `lanes`).
+pub(crate) fn lanes_worthwhile() -> bool {
+    lanes::worthwhile()
+}
+
 #[cfg_attr(
     not(any(test, feature = "fuzzing")),
     allow(dead_code, reason = "tests and fuzzing")
