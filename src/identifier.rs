@@ -29,7 +29,6 @@ use crate::normalize;
 use crate::purpose::Purpose;
 
 mod fast;
-mod lanes;
 pub(crate) use fast::LookupHasher;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -230,7 +229,7 @@ impl<P: Purpose> Identifier<P> {
 /// left in the buffers. For one row; bulk matching keeps one [`LookupHasher`] for many.
 /// Whether lookup pseudonyms are computed in lanes on this CPU (see `lanes`).
 pub(crate) fn lanes_worthwhile() -> bool {
-    lanes::worthwhile()
+    crate::lanes::worthwhile()
 }
 
 #[cfg_attr(

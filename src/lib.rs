@@ -14,6 +14,7 @@ mod error;
 pub mod fuzzing;
 mod identifier;
 mod inspect;
+mod lanes;
 mod ledger;
 mod merkle;
 mod normalize;

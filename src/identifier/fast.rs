@@ -12,8 +12,8 @@
 use sha2::digest::generic_array::GenericArray;
 use zeroize::Zeroize;
 
-use super::lanes;
 use super::{IdentifierKind, Pseudonym, LOOKUP_DOMAIN};
+use crate::lanes;
 use crate::normalize::{self, MAX_NORMALIZED};
 
 /// SHA-256's initial hash value (FIPS 180-4, 5.3.3).

@@ -17,7 +17,7 @@ use crate::identifier::{Pseudonym, PseudonymKey};
 use crate::signing::SigningKey;
 use crate::state::snapshot::Position;
 use crate::state::State;
-use crate::store::{Backend, Opened, SledStore};
+use crate::store::{Backend, Opened, RawEntry, SledStore};
 use crate::subject::SubjectId;
 use crate::threads::spawn_scoped;
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -861,16 +861,39 @@ fn walk_log(
     let mut replay = Replay::new(false);
     let mut tree = trusted.then(crate::merkle::MerkleTree::new);
     let mut batch = Vec::with_capacity(BATCH_ENTRIES);
+    // Entries before the snapshot waiting to be hashed together (sixteen at a time in
+    // lanes where the CPU has no SHA instructions), then stepped in order.
+    let mut chained: Vec<RawEntry> = Vec::with_capacity(crate::lanes::LANES);
+    let flush_chained = |replay: &mut Replay, chained: &mut Vec<RawEntry>| -> Result<(), OpenError> {
+        let bytes: Vec<&[u8]> = chained.iter().map(|raw| &raw.1[..]).collect();
+        let hashes = crate::lanes::sha256_each(&bytes);
+        drop(bytes);
+        for (raw, hash) in chained.drain(..).zip(hashes) {
+            replay.step_chained_hashed(raw, hash).map_err(read_err)?;
+        }
+        Ok(())
+    };
     for raw in store.entries_from(0) {
-        let raw = raw?;
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                // The entries read before it are checked first, as one by one.
+                flush_chained(&mut replay, &mut chained)?;
+                return Err(e.into());
+            }
+        };
         if let Some(t) = tree.as_mut() {
             t.push(crate::merkle::leaf_hash(&raw.1));
         }
         if matches!(raw.0, Ok(seq) if seq < send_from) {
             // Before the snapshot: its state is loaded, only the chain is needed.
-            replay.step_chained(raw).map_err(read_err)?;
+            chained.push(raw);
+            if chained.len() == crate::lanes::LANES {
+                flush_chained(&mut replay, &mut chained)?;
+            }
             continue;
         }
+        flush_chained(&mut replay, &mut chained)?;
         // (An entry at a position before `send_from` went through the branch above.)
         batch.push(replay.step(raw).map_err(read_err)?.entry);
         if batch.len() == BATCH_ENTRIES {
@@ -880,6 +903,7 @@ fn walk_log(
             }
         }
     }
+    flush_chained(&mut replay, &mut chained)?;
     if tx.send(batch).is_err() {
         return Ok(None);
     }

@@ -140,7 +140,18 @@ impl Replay {
     /// Entries that change signing keys, the genesis entry, anything this does not
     /// accept, and every entry when all signatures are being verified go through
     /// [`Replay::step`], so problems are reported exactly as it reports them.
+    #[cfg_attr(
+        not(any(test, feature = "fuzzing")),
+        allow(dead_code, reason = "open hashes in bulk; tests and fuzzing step one by one")
+    )]
     pub(crate) fn step_chained(&mut self, raw: RawEntry) -> Result<(), ReadError> {
+        let hash = entry::entry_hash(&raw.1);
+        self.step_chained_hashed(raw, hash)
+    }
+
+    /// [`Replay::step_chained`] of an entry whose hash (SHA-256 of its stored bytes,
+    /// [`entry::entry_hash`]) the caller computed, with others in bulk.
+    pub(crate) fn step_chained_hashed(&mut self, raw: RawEntry, hash: entry::Hash) -> Result<(), ReadError> {
         let expected = self.next_seq;
         let fields = match (&raw.0, self.verify_all) {
             (Ok(key), false) if *key == expected && expected != 0 => entry::chain_fields(&raw.1),
@@ -157,7 +168,7 @@ impl Replay {
         };
         span.to = expected;
         let signer = span.key;
-        self.prev_hash = entry::entry_hash(&raw.1);
+        self.prev_hash = hash;
         self.last = Some((raw.1, f.signed_len, f.signature, signer, expected));
         self.last_ts = f.timestamp;
         self.next_seq = expected.saturating_add(1);

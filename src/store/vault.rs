@@ -485,11 +485,21 @@ type Parsed<'a> = Option<(Kind, &'a [u8], &'a [u8])>;
     reason = "private helper; the caller only needs to know it is damaged"
 )]
 fn parse(slot: &[u8]) -> Result<Parsed<'_>, ()> {
+    parse_summed(slot, checksum)
+}
+
+/// [`parse`], with the checksum of a slot's body given by `sum` (computed in bulk by
+/// [`scan_with`]).
+#[allow(
+    clippy::result_unit_err,
+    reason = "private helper; the caller only needs to know it is damaged"
+)]
+fn parse_summed(slot: &[u8], sum: impl FnOnce(&[u8]) -> [u8; 16]) -> Result<Parsed<'_>, ()> {
     if slot.iter().all(|b| *b == 0) {
         return Ok(None);
     }
-    let (body, sum) = slot.split_at_checked(BODY).ok_or(())?;
-    if checksum(body) != sum {
+    let (body, stored) = slot.split_at_checked(BODY).ok_or(())?;
+    if sum(body) != stored {
         return Err(());
     }
     let kind = match body.first() {
@@ -621,8 +631,24 @@ fn scan_with(
             .get_mut(..usize::try_from(n_slots).unwrap_or(0) * SLOT)
             .unwrap_or_default();
         read(start * slot_len, chunk).map_err(io("reading the vault"))?;
+        // The chunk's checksums, sixteen at a time where the CPU has no SHA
+        // instructions (see `crate::lanes`): the bulk of opening a large vault.
+        // (Free slots, all zeros, are not hashed: `parse_summed` asks for the next
+        // checksum only for a slot that is not free.)
+        let bodies: Vec<&[u8]> = chunk
+            .chunks_exact(SLOT)
+            .filter(|s| s.iter().any(|b| *b != 0))
+            .map(|s| s.get(..BODY).unwrap_or_default())
+            .collect();
+        let mut sums = crate::lanes::sha256_each(&bodies).into_iter();
+        drop(bodies);
         for (n, slot) in (start..).zip(chunk.chunks_exact(SLOT)) {
-            match parse(slot) {
+            let checked = |_: &[u8]| {
+                sums.next()
+                    .and_then(|d| d.first_chunk::<16>().copied())
+                    .unwrap_or_default()
+            };
+            match parse_summed(slot, checked) {
                 Ok(Some((kind, key, _))) => {
                     let named = slots.table.named(kind, key);
                     // (Almost always empty: skip hashing the name for it.)
