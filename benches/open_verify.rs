@@ -92,15 +92,6 @@ fn bare_verify(msgs: &[(Vec<u8>, Signature)], key: &DalekKey) {
     }
 }
 
-/// Whether a criterion-style name filter given on the command line (if any) selects `name`.
-fn wanted(name: &str) -> bool {
-    let mut filters = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .peekable();
-    filters.peek().is_none() || filters.any(|f| name.contains(&f))
-}
-
 fn main() {
     let mut c: Criterion = common::criterion().configure_from_args();
     let key = DalekKey::from_bytes(&common::signing_key().verifying_key().to_bytes()).unwrap();
@@ -158,7 +149,7 @@ fn main() {
                 },
             );
             g.finish();
-        } else if wanted(&format!("open/ledger-open/{size}")) {
+        } else if common::wanted(&format!("open/ledger-open/{size}")) {
             // At 1M one open takes seconds, and the machine's load drifts over the
             // minute criterion's groups take one after another: alternate ours and the
             // baseline instead, 7 rounds, and compare medians.
@@ -198,7 +189,7 @@ fn main() {
                 b.iter(|| bare_verify(&msgs, &key))
             });
             g.finish();
-        } else if wanted(&format!("verify/ledger-verify/{size}")) {
+        } else if common::wanted(&format!("verify/ledger-verify/{size}")) {
             let (mut ours, mut bare) = (Vec::new(), Vec::new());
             for _ in 0..3 {
                 let t = Instant::now();

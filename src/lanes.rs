@@ -111,7 +111,7 @@ pub(crate) fn compress(state: &mut [Lanes; 8], block: &[Lanes; 16]) {
 }
 
 /// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
-const IV: [u32; 8] = [
+pub(crate) const IV: [u32; 8] = [
     0x6a09_e667,
     0xbb67_ae85,
     0x3c6e_f372,
@@ -280,17 +280,7 @@ mod tests {
     #[test]
     fn the_empty_message_in_every_lane() {
         // SHA-256("") = e3b0c442 98fc1c14 ...: one padded block from the initial value.
-        let iv = [
-            0x6a09_e667u32,
-            0xbb67_ae85,
-            0x3c6e_f372,
-            0xa54f_f53a,
-            0x510e_527f,
-            0x9b05_688c,
-            0x1f83_d9ab,
-            0x5be0_cd19,
-        ];
-        let mut state: [Lanes; 8] = iv.map(|w| [w; LANES]);
+        let mut state: [Lanes; 8] = IV.map(|w| [w; LANES]);
         let mut block = [[0u32; LANES]; 16];
         block[0] = [0x8000_0000; LANES];
         compress(&mut state, &block);

@@ -169,3 +169,13 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort_unstable();
     v[v.len() / 2]
 }
+
+/// Whether a criterion-style name filter given on the command line (if any) selects
+/// `name`: for the rounds a bench runs outside criterion.
+pub fn wanted(name: &str) -> bool {
+    let mut filters = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .peekable();
+    filters.peek().is_none() || filters.any(|f| name.contains(&f))
+}

@@ -13,20 +13,8 @@ use sha2::digest::generic_array::GenericArray;
 use zeroize::Zeroize;
 
 use super::{IdentifierKind, Pseudonym, LOOKUP_DOMAIN};
-use crate::lanes;
+use crate::lanes::{self, IV};
 use crate::normalize::{self, MAX_NORMALIZED};
-
-/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
-const IV: [u32; 8] = [
-    0x6a09_e667,
-    0xbb67_ae85,
-    0x3c6e_f372,
-    0xa54f_f53a,
-    0x510e_527f,
-    0x9b05_688c,
-    0x1f83_d9ab,
-    0x5be0_cd19,
-];
 
 const BLOCK: usize = 64;
 /// The domain prefix and the kind byte, which start every lookup message.
