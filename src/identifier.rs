@@ -224,18 +224,15 @@ impl<P: Purpose> Identifier<P> {
     }
 }
 
-/// The lookup pseudonym of a raw identifier of `kind`, checked and normalized as
-/// [`Identifier::parse`] does; `None` when it is malformed. Nothing of the value is
-/// left in the buffers. For one row; bulk matching keeps one [`LookupHasher`] for many.
 /// Whether lookup pseudonyms are computed in lanes on this CPU (see `lanes`).
 pub(crate) fn lanes_worthwhile() -> bool {
     crate::lanes::worthwhile()
 }
 
-#[cfg_attr(
-    not(any(test, feature = "fuzzing")),
-    allow(dead_code, reason = "tests and fuzzing")
-)]
+/// The lookup pseudonym of a raw identifier of `kind`, checked and normalized as
+/// [`Identifier::parse`] does; `None` when it is malformed. Nothing of the value is
+/// left in the buffers. For one row; bulk matching keeps one [`LookupHasher`] for many.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code, reason = "fuzzing"))]
 pub(crate) fn lookup_of_raw(key: &PseudonymKey, kind: IdentifierKind, raw: &str) -> Option<Pseudonym> {
     key.lookup_hasher().of_raw(kind, raw)
 }
