@@ -128,5 +128,5 @@ pub fn lookup_hashing(key: &PseudonymKey, normalized: &[String], in_lanes: bool)
 /// Whether audience matching computes lookup pseudonyms in lanes on this CPU (x86-64
 /// without SHA instructions).
 pub fn hashes_in_lanes() -> bool {
-    crate::identifier::lanes_worthwhile()
+    crate::lanes::worthwhile()
 }

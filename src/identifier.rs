@@ -224,11 +224,6 @@ impl<P: Purpose> Identifier<P> {
     }
 }
 
-/// Whether lookup pseudonyms are computed in lanes on this CPU (see `lanes`).
-pub(crate) fn lanes_worthwhile() -> bool {
-    crate::lanes::worthwhile()
-}
-
 /// The lookup pseudonym of a raw identifier of `kind`, checked and normalized as
 /// [`Identifier::parse`] does; `None` when it is malformed. Nothing of the value is
 /// left in the buffers. For one row; bulk matching keeps one [`LookupHasher`] for many.

@@ -861,12 +861,17 @@ fn walk_log(
     let mut replay = Replay::new(false);
     let mut tree = trusted.then(crate::merkle::MerkleTree::new);
     let mut batch = Vec::with_capacity(BATCH_ENTRIES);
-    // Entries before the snapshot waiting to be hashed together (sixteen at a time in
-    // lanes where the CPU has no SHA instructions), then stepped in order.
+    // Where the CPU has no SHA instructions, entries before the snapshot wait to be
+    // hashed together, sixteen at a time in lanes, then are stepped in order; elsewhere
+    // each is stepped (and hashed by `sha2`) as it is read.
+    let in_lanes = crate::lanes::worthwhile();
     let mut chained: Vec<RawEntry> = Vec::with_capacity(crate::lanes::LANES);
     let flush_chained = |replay: &mut Replay, chained: &mut Vec<RawEntry>| -> Result<(), OpenError> {
+        if chained.is_empty() {
+            return Ok(());
+        }
         let bytes: Vec<&[u8]> = chained.iter().map(|raw| &raw.1[..]).collect();
-        let hashes = crate::lanes::sha256_each(&bytes);
+        let hashes = crate::lanes::sha256_each_in(&bytes, true);
         drop(bytes);
         for (raw, hash) in chained.drain(..).zip(hashes) {
             replay.step_chained_hashed(raw, hash).map_err(read_err)?;
@@ -887,6 +892,10 @@ fn walk_log(
         }
         if matches!(raw.0, Ok(seq) if seq < send_from) {
             // Before the snapshot: its state is loaded, only the chain is needed.
+            if !in_lanes {
+                replay.step_chained(raw).map_err(read_err)?;
+                continue;
+            }
             chained.push(raw);
             if chained.len() == crate::lanes::LANES {
                 flush_chained(&mut replay, &mut chained)?;
@@ -1094,8 +1103,9 @@ fn index_lookup(index: &IndexMap, subject: &SubjectId, pseudonym: &Pseudonym) ->
 mod tests {
     use crate::*;
 
-    /// Opening from a snapshot hashes the entries before it in bulk (in lanes, or one
-    /// by one through `sha2`, whichever the CPU makes the faster): both give the same
+    /// Opening from a snapshot hashes the entries before it sixteen at a time in lanes
+    /// where the CPU has no SHA instructions, and steps them one at a time
+    /// ([`Replay::step_chained`](super::Replay::step_chained)) elsewhere: both give the same
     /// ledger, and the same error at the same position for an entry changed before the
     /// snapshot's position.
     #[test]

@@ -140,13 +140,6 @@ impl Replay {
     /// Entries that change signing keys, the genesis entry, anything this does not
     /// accept, and every entry when all signatures are being verified go through
     /// [`Replay::step`], so problems are reported exactly as it reports them.
-    #[cfg_attr(
-        not(feature = "fuzzing"),
-        allow(
-            dead_code,
-            reason = "open hashes in bulk; the log fuzz target steps one by one"
-        )
-    )]
     pub(crate) fn step_chained(&mut self, raw: RawEntry) -> Result<(), ReadError> {
         let hash = entry::entry_hash(&raw.1);
         self.step_chained_hashed(raw, hash)
