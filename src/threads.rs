@@ -18,7 +18,7 @@ where
     F: FnOnce() -> T + Send + 'scope,
     T: Send + 'scope,
 {
-    if refused() {
+    if refused(name) {
         return Err(std::io::Error::other("thread refused (test)"));
     }
     Builder::new().name(name.to_owned()).spawn_scoped(scope, work)
@@ -26,31 +26,38 @@ where
 
 #[cfg(test)]
 thread_local! {
-    /// Set by tests: [`spawn_scoped`] called on this thread refuses to start a thread,
-    /// as an operating system out of threads would.
-    static REFUSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by tests: [`spawn_scoped`] called on this thread refuses to start a thread
+    /// of this name (any name if empty), as an operating system out of threads would.
+    static REFUSE: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
 }
 
 #[cfg(test)]
-fn refused() -> bool {
-    REFUSE.with(std::cell::Cell::get)
+fn refused(name: &str) -> bool {
+    REFUSE.with(|r| r.get().is_some_and(|r| r.is_empty() || r == name))
 }
 
 #[cfg(not(test))]
-fn refused() -> bool {
+fn refused(_name: &str) -> bool {
     false
 }
 
 /// Runs `f` with every [`spawn_scoped`] on this thread refused.
 #[cfg(test)]
 pub(crate) fn with_threads_refused<R>(f: impl FnOnce() -> R) -> R {
+    with_thread_refused("", f)
+}
+
+/// Runs `f` with [`spawn_scoped`] on this thread refusing threads named `name` (every
+/// thread if `name` is empty).
+#[cfg(test)]
+pub(crate) fn with_thread_refused<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            REFUSE.with(|r| r.set(false));
+            REFUSE.with(|r| r.set(None));
         }
     }
-    REFUSE.with(|r| r.set(true));
+    REFUSE.with(|r| r.set(Some(name)));
     let _reset = Reset;
     f()
 }
@@ -81,6 +88,13 @@ mod tests {
         assert!(refused && !ran.load(std::sync::atomic::Ordering::SeqCst));
         // Only inside `with_threads_refused`.
         std::thread::scope(|s| assert!(spawn_scoped(s, "t", || ()).is_ok()));
+        // One name refused, others started.
+        with_thread_refused("u", || {
+            std::thread::scope(|s| {
+                assert!(spawn_scoped(s, "u", || ()).is_err());
+                assert!(spawn_scoped(s, "t", || ()).is_ok());
+            })
+        });
     }
 
     use crate::{

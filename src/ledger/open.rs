@@ -852,8 +852,58 @@ const QUEUED_BATCHES: usize = 16;
 /// Reads the whole log in order and checks it (only the last signature), handing the
 /// checked entries from position `send_from` on to the state builder. `None` when the
 /// builder stopped taking them (its own error is then the one to report).
+///
+/// A helper thread reads the entries from the store, in batches, while this one checks
+/// them: reading a large log from sled costs about as much as hashing and checking it.
+/// Without the helper (the operating system refused a thread), this thread does both.
 fn walk_log(
     store: &dyn Backend,
+    trusted: bool,
+    tx: SyncSender<Vec<Entry>>,
+    send_from: u64,
+) -> Result<Option<(Replay, Option<crate::merkle::MerkleTree>)>, OpenError> {
+    std::thread::scope(|s| {
+        let (raw_tx, raw_rx) = sync_channel::<Vec<Result<RawEntry, StorageError>>>(QUEUED_BATCHES);
+        let reader = spawn_scoped(s, LOG_READER, move || read_log(store, &raw_tx));
+        match reader {
+            Ok(reader) => {
+                let checked = check_log(raw_rx.into_iter().flatten(), trusted, tx, send_from);
+                // (Once the checker stops early, the reader's next send fails and it
+                // stops too.)
+                joined(reader);
+                checked
+            }
+            Err(_) => check_log(store.entries_from(0), trusted, tx, send_from),
+        }
+    })
+}
+
+/// The name of [`walk_log`]'s helper thread.
+const LOG_READER: &str = "consent-ledger-log";
+
+/// Reads the whole log in batches of [`BATCH_ENTRIES`] into `to`, up to and including
+/// the first error, until the receiver hangs up.
+fn read_log(store: &dyn Backend, to: &SyncSender<Vec<Result<RawEntry, StorageError>>>) {
+    let mut batch = Vec::with_capacity(BATCH_ENTRIES);
+    for item in store.entries_from(0) {
+        let failed = item.is_err();
+        batch.push(item);
+        if failed {
+            break;
+        }
+        if batch.len() == BATCH_ENTRIES {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ENTRIES));
+            if to.send(full).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = to.send(batch);
+}
+
+/// [`walk_log`]'s checking, over the log's entries as read from the store.
+fn check_log(
+    entries: impl Iterator<Item = Result<RawEntry, StorageError>>,
     trusted: bool,
     tx: SyncSender<Vec<Entry>>,
     send_from: u64,
@@ -878,7 +928,7 @@ fn walk_log(
         }
         Ok(())
     };
-    for raw in store.entries_from(0) {
+    for raw in entries {
         let raw = match raw {
             Ok(raw) => raw,
             Err(e) => {
@@ -1105,9 +1155,10 @@ mod tests {
 
     /// Opening from a snapshot hashes the entries before it sixteen at a time in lanes
     /// where the CPU has no SHA instructions, and steps them one at a time
-    /// ([`Replay::step_chained`](super::Replay::step_chained)) elsewhere: both give the same
-    /// ledger, and the same error at the same position for an entry changed before the
-    /// snapshot's position.
+    /// ([`Replay::step_chained`](super::Replay::step_chained)) elsewhere; a helper thread
+    /// reads the log, or the checking thread itself if none can be started. Every way
+    /// gives the same ledger, and the same error at the same position for an entry
+    /// changed before the snapshot's position.
     #[test]
     fn an_open_from_a_snapshot_is_the_same_with_entry_hashes_in_lanes_or_not() {
         let dir = tempfile::tempdir().unwrap();
@@ -1130,15 +1181,22 @@ mod tests {
             ledger.collect(&s, &phone, RecipientScope::first_party()).unwrap();
         }
         drop(ledger);
+        let opened = || {
+            open()
+                .map(|l| (l.len(), l.checkpoint().unwrap().root()))
+                .map_err(|e| e.to_string())
+        };
         let outcome = |lanes: bool| {
             crate::lanes::force(Some(lanes));
-            let opened = open().map(|l| (l.len(), l.checkpoint().unwrap().root()));
+            let opened = opened();
             crate::lanes::force(None);
-            opened.map_err(|e| e.to_string())
+            opened
         };
+        let without_reader = || crate::threads::with_thread_refused(super::LOG_READER, opened);
         let (in_lanes, one_by_one) = (outcome(true), outcome(false));
         assert_eq!(in_lanes.as_ref().unwrap().0, 40);
         assert_eq!(in_lanes, one_by_one);
+        assert_eq!(in_lanes, without_reader());
         // An entry before the snapshot's position changed: its successor no longer links.
         {
             let db = sled::Config::new().path(dir.path()).open().unwrap();
@@ -1153,5 +1211,6 @@ mod tests {
         let error = in_lanes.as_ref().unwrap_err();
         assert!(error.contains("17"), "{error}");
         assert_eq!(in_lanes, one_by_one);
+        assert_eq!(in_lanes, without_reader());
     }
 }
