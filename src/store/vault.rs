@@ -495,7 +495,7 @@ fn parse(slot: &[u8]) -> Result<Parsed<'_>, ()> {
     reason = "private helper; the caller only needs to know it is damaged"
 )]
 fn parse_summed(slot: &[u8], sum: impl FnOnce(&[u8]) -> [u8; 16]) -> Result<Parsed<'_>, ()> {
-    if slot.iter().all(|b| *b == 0) {
+    if all_zero(slot) {
         return Ok(None);
     }
     let (body, stored) = slot.split_at_checked(BODY).ok_or(())?;
@@ -512,13 +512,17 @@ fn parse_summed(slot: &[u8], sum: impl FnOnce(&[u8]) -> [u8; 16]) -> Result<Pars
     let vlen = usize::from(*body.get(2 + klen).ok_or(())?);
     let value = body.get(3 + klen..3 + klen + vlen).ok_or(())?;
     // Canonical: nothing but zeros after the value (a slot holds one record, nothing more).
-    if body
-        .get(3 + klen + vlen..)
-        .is_some_and(|rest| rest.iter().any(|b| *b != 0))
-    {
+    if body.get(3 + klen + vlen..).is_some_and(|rest| !all_zero(rest)) {
         return Err(());
     }
     Ok(Some((kind, key, value)))
+}
+
+/// Whether every byte is zero. Without an early exit, so the compiler checks sixteen
+/// bytes or more at a time: a byte-at-a-time search for a nonzero byte through the
+/// zeros after each record was a tenth of the vault's open.
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |any, b| any | b) == 0
 }
 
 /// What reading the vault file's bytes found, and what opening must repair.
@@ -637,7 +641,7 @@ fn scan_with(
         // checksum only for a slot that is not free.)
         let bodies: Vec<&[u8]> = chunk
             .chunks_exact(SLOT)
-            .filter(|s| s.iter().any(|b| *b != 0))
+            .filter(|s| !all_zero(s))
             .map(|s| s.get(..BODY).unwrap_or_default())
             .collect();
         let mut sums = crate::lanes::sha256_each(&bodies).into_iter();
