@@ -11,11 +11,13 @@
 //! words, one word per block ("lane"), which the compiler turns into SIMD instructions.
 //! It is compiled twice: for SSE2, part of every x86-64 CPU, and for AVX2 (eight lanes
 //! to a register instead of four), which [`compress`] takes where the CPU has it, after
-//! asking (the crate's one `unsafe` block). On that 2 GHz Xeon, a block takes about
-//! 75–85 ns in the AVX2 copy, 190–250 ns in the SSE2 one and 450–470 ns in `sha2`
-//! (one run of each, alternating; BENCHMARKS.md, "Stop 21").
-//! Where the CPU has SHA instructions, `sha2` uses them and beats the lanes, so the
-//! lanes are used only where it has none ([`worthwhile`], asked at run time).
+//! asking (the crate's one `unsafe` block). On that 2 GHz Xeon, a block takes 73–82 ns
+//! in the AVX2 copy, 187–254 ns in the SSE2 one and 447–466 ns in `sha2` (three
+//! alternating runs of each; BENCHMARKS.md, "Stop 21").
+//! Where the CPU has SHA instructions, `sha2` uses them, and beat the SSE2 lanes on the
+//! EPYC of the older measurements (the AVX2 copy was never measured on a CPU with SHA
+//! instructions), so the lanes are used only where it has none ([`worthwhile`], asked
+//! at run time).
 //!
 //! Only arithmetic on values: no secret-dependent branch or memory access, as in any
 //! SHA-256. Tests check both copies against `sha2`'s on random blocks and states.
@@ -116,7 +118,7 @@ fn wide() -> bool {
 }
 
 /// [`compress_any`], compiled for CPUs with AVX2: eight lanes to a register instead
-/// of four, 2.4 to 3 times faster than the SSE2 copy on this project's 2 GHz Xeon
+/// of four, 2.4 to 3.1 times faster than the SSE2 copy on this project's 2 GHz Xeon
 /// (BENCHMARKS.md, "Stop 21"). Only for a CPU with AVX2: see [`compress`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
