@@ -44,6 +44,10 @@ struct Faults {
     /// Syncs running now, and the most that ever ran at once.
     syncs_now: AtomicU64,
     most_syncs_at_once: AtomicU64,
+    /// Reading the log yields an error at this position (`u64::MAX`: never).
+    entries_fail_at: AtomicU64,
+    /// Reading the log panics at this position (`u64::MAX`: never).
+    entries_panic_at: AtomicU64,
 }
 
 /// Something a test runs from inside the store, once.
@@ -86,6 +90,8 @@ impl Faults {
             index_removal: AtomicBool::new(false),
             syncs_now: AtomicU64::new(0),
             most_syncs_at_once: AtomicU64::new(0),
+            entries_fail_at: AtomicU64::new(u64::MAX),
+            entries_panic_at: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -123,7 +129,13 @@ impl Backend for Faulty {
         self.inner.entry(seq)
     }
     fn entries_from(&self, from: u64) -> Items<'_, RawEntry> {
-        self.inner.entries_from(from)
+        let fail = self.faults.entries_fail_at.load(Ordering::SeqCst);
+        let boom = self.faults.entries_panic_at.load(Ordering::SeqCst);
+        Box::new(self.inner.entries_from(from).map(move |item| match item {
+            Ok((Ok(seq), _)) if seq == boom => panic!("injected panic reading entry {seq}"),
+            Ok((Ok(seq), _)) if seq == fail => Err(injected("reading entries")),
+            other => other,
+        }))
     }
     fn is_empty(&self) -> Result<bool, StorageError> {
         self.inner.is_empty()
@@ -1684,4 +1696,51 @@ fn impact_counts_only_entries_the_live_state_applied() {
         .unwrap();
     assert_eq!(report.uses, 1);
     assert_eq!(report.unlawful_uses, 0, "{report:?}");
+}
+
+/// A read error anywhere in the log (first entry, either side of a batch's edge, later)
+/// is reported the same with and without the log-reading thread, and a panic while
+/// reading never becomes a shorter log: open panics on both paths (from review r139).
+#[test]
+fn a_log_read_error_or_panic_is_the_same_with_or_without_the_reader_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    {
+        let l = keys.builder(dir.path(), Durability::Relaxed).open().unwrap();
+        for i in 0..700 {
+            l.grant::<crate::Advertising>(&subject(0, i), RecipientScope::all_partners(), None)
+                .unwrap();
+        }
+        l.sync().unwrap();
+    }
+    let reopen = |fail: u64, boom: u64| {
+        keys.builder(dir.path(), Durability::Relaxed)
+            .open_through(move |inner| {
+                let faults = Arc::new(Faults::new());
+                faults.entries_fail_at.store(fail, Ordering::SeqCst);
+                faults.entries_panic_at.store(boom, Ordering::SeqCst);
+                Box::new(Faulty { inner, faults })
+            })
+            .map(|l| l.len())
+            .map_err(|e| e.to_string())
+    };
+    let ok = reopen(u64::MAX, u64::MAX);
+    assert!(ok.as_ref().is_ok_and(|n| *n >= 700), "{ok:?}");
+    for fail in [0, 255, 256, 600] {
+        let threaded = reopen(fail, u64::MAX);
+        let single = crate::threads::with_thread_refused(super::open::LOG_READER, || reopen(fail, u64::MAX));
+        assert!(
+            threaded.as_ref().is_err_and(|e| e.contains("reading entries")),
+            "{threaded:?}"
+        );
+        assert_eq!(threaded, single);
+    }
+    for boom in [0, 600] {
+        let threaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reopen(u64::MAX, boom)));
+        let single = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::threads::with_thread_refused(super::open::LOG_READER, || reopen(u64::MAX, boom))
+        }));
+        assert!(threaded.is_err(), "threaded: {:?}", threaded.ok());
+        assert!(single.is_err(), "single: {:?}", single.ok());
+    }
 }
