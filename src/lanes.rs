@@ -200,17 +200,27 @@ pub(crate) fn sha256_each(messages: &[&[u8]]) -> Vec<[u8; 32]> {
     sha256_each_in(messages, worthwhile())
 }
 
-/// [`sha256_each`], in lanes if `in_lanes`.
+/// [`sha256_each`], in lanes if `in_lanes` (but for a last group of fewer than [`FEW`]
+/// messages).
 pub(crate) fn sha256_each_in(messages: &[&[u8]], in_lanes: bool) -> Vec<[u8; 32]> {
     if !in_lanes {
         return messages.iter().map(|m| Sha256::digest(m).into()).collect();
     }
     let mut out = Vec::with_capacity(messages.len());
     for group in messages.chunks(LANES) {
-        sha256_lanes(group, &mut out);
+        if group.len() < FEW {
+            out.extend(group.iter().map(|m| <[u8; 32]>::from(Sha256::digest(m))));
+        } else {
+            sha256_lanes(group, &mut out);
+        }
     }
     out
 }
+
+/// Groups of fewer messages are hashed one by one by `sha2`: a block in all sixteen
+/// lanes costs about as much as three blocks of `sha2` in the AVX2 copy, and seven in
+/// the SSE2 one (BENCHMARKS.md, "Stop 21"), whatever the number of lanes in use.
+const FEW: usize = 4;
 
 /// Appends the digests of up to [`LANES`] messages to `out`. Messages of different
 /// lengths take different numbers of blocks: a lane whose message has ended keeps its
