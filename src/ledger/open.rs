@@ -1154,6 +1154,33 @@ fn index_lookup(index: &IndexMap, subject: &SubjectId, pseudonym: &Pseudonym) ->
 mod tests {
     use crate::*;
 
+    /// Opens the ledger in `dir` under the tests' keys, writing a snapshot at each close
+    /// if `snapshots`.
+    fn open_in(dir: &std::path::Path, snapshots: bool) -> Result<Ledger, OpenError> {
+        Ledger::builder(dir)
+            .signing_key(SigningKey::from_bytes(&[1; 32]))
+            .pseudonym_key(PseudonymKey::from_bytes([2; 32]))
+            .durability(Durability::Relaxed)
+            .snapshots(if snapshots {
+                Snapshots::OnClose { min_new_entries: 1 }
+            } else {
+                Snapshots::Off
+            })
+            .open()
+    }
+
+    /// Flips the last byte (of the signature) of the stored entry at `at`: the next
+    /// entry no longer links to it.
+    fn change_entry(dir: &std::path::Path, at: u64) {
+        let db = sled::Config::new().path(dir).open().unwrap();
+        let tree = db.open_tree("entries").unwrap();
+        let mut bytes = tree.get(at.to_be_bytes()).unwrap().unwrap().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        tree.insert(at.to_be_bytes(), bytes).unwrap();
+        db.flush().unwrap();
+    }
+
     /// Opening from a snapshot hashes the entries before it sixteen at a time in lanes
     /// where the CPU has no SHA instructions, and steps them one at a time
     /// ([`Replay::step_chained`](super::Replay::step_chained)) elsewhere; a helper thread
@@ -1163,17 +1190,7 @@ mod tests {
     #[test]
     fn an_open_from_a_snapshot_is_the_same_with_entry_hashes_in_lanes_or_not() {
         let dir = tempfile::tempdir().unwrap();
-        let (key, pk) = (
-            SigningKey::from_bytes(&[1; 32]),
-            PseudonymKey::from_bytes([2; 32]),
-        );
-        let open = || {
-            Ledger::builder(dir.path())
-                .signing_key(key.clone())
-                .pseudonym_key(pk.clone())
-                .snapshots(Snapshots::OnClose { min_new_entries: 1 })
-                .open()
-        };
+        let open = || open_in(dir.path(), true);
         let ledger = open().unwrap();
         // 40 entries: two full groups of sixteen and a partial one.
         for i in 0..39 {
@@ -1181,6 +1198,7 @@ mod tests {
             let phone = Identifier::<Security>::phone(&format!("+1555010{i:04}")).unwrap();
             ledger.collect(&s, &phone, RecipientScope::first_party()).unwrap();
         }
+        ledger.sync().unwrap();
         drop(ledger);
         let opened = || {
             open()
@@ -1199,15 +1217,7 @@ mod tests {
         assert_eq!(in_lanes, one_by_one);
         assert_eq!(in_lanes, without_reader());
         // An entry before the snapshot's position changed: its successor no longer links.
-        {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
-            let tree = db.open_tree("entries").unwrap();
-            let mut bytes = tree.get(17u64.to_be_bytes()).unwrap().unwrap().to_vec();
-            let last = bytes.len() - 1;
-            bytes[last] ^= 1;
-            tree.insert(17u64.to_be_bytes(), bytes).unwrap();
-            db.flush().unwrap();
-        }
+        change_entry(dir.path(), 17);
         let (in_lanes, one_by_one) = (outcome(true), outcome(false));
         let error = in_lanes.as_ref().unwrap_err();
         assert!(error.contains("17"), "{error}");
@@ -1222,22 +1232,7 @@ mod tests {
     fn an_early_stop_on_a_long_log_is_the_same_with_or_without_the_reader() {
         for snapshots in [true, false] {
             let dir = tempfile::tempdir().unwrap();
-            let (key, pk) = (
-                SigningKey::from_bytes(&[1; 32]),
-                PseudonymKey::from_bytes([2; 32]),
-            );
-            let open = || {
-                Ledger::builder(dir.path())
-                    .signing_key(key.clone())
-                    .pseudonym_key(pk.clone())
-                    .durability(crate::Durability::Relaxed)
-                    .snapshots(if snapshots {
-                        Snapshots::OnClose { min_new_entries: 1 }
-                    } else {
-                        Snapshots::Off
-                    })
-                    .open()
-            };
+            let open = || open_in(dir.path(), snapshots);
             let ledger = open().unwrap();
             for i in 0..6000 {
                 let s = SubjectId::new(&format!("user-{i}")).unwrap();
@@ -1251,15 +1246,7 @@ mod tests {
             let without_reader = || crate::threads::with_thread_refused(super::LOG_READER, opened);
             assert_eq!(opened(), without_reader());
             for at in [5000u64, 17] {
-                {
-                    let db = sled::Config::new().path(dir.path()).open().unwrap();
-                    let tree = db.open_tree("entries").unwrap();
-                    let mut bytes = tree.get(at.to_be_bytes()).unwrap().unwrap().to_vec();
-                    let last = bytes.len() - 1;
-                    bytes[last] ^= 1;
-                    tree.insert(at.to_be_bytes(), bytes).unwrap();
-                    db.flush().unwrap();
-                }
+                change_entry(dir.path(), at);
                 let threaded = opened();
                 assert!(
                     threaded.as_ref().is_err_and(|e| e.contains(&at.to_string())),
