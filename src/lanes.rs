@@ -203,15 +203,12 @@ pub(crate) fn sha256_each(messages: &[&[u8]]) -> Vec<[u8; 32]> {
 /// [`sha256_each`], in lanes if `in_lanes` (but for a last group of fewer than [`FEW`]
 /// messages).
 pub(crate) fn sha256_each_in(messages: &[&[u8]], in_lanes: bool) -> Vec<[u8; 32]> {
-    if !in_lanes {
-        return messages.iter().map(|m| Sha256::digest(m).into()).collect();
-    }
     let mut out = Vec::with_capacity(messages.len());
     for group in messages.chunks(LANES) {
-        if group.len() < FEW {
-            out.extend(group.iter().map(|m| <[u8; 32]>::from(Sha256::digest(m))));
-        } else {
+        if in_lanes && group.len() >= FEW {
             sha256_lanes(group, &mut out);
+        } else {
+            out.extend(group.iter().map(|m| <[u8; 32]>::from(Sha256::digest(m))));
         }
     }
     out
