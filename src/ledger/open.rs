@@ -926,6 +926,8 @@ fn check_log(
         drop(bytes);
         for (raw, hash) in chained.drain(..).zip(hashes) {
             replay.step_chained_hashed(raw, hash).map_err(read_err)?;
+            #[cfg(test)]
+            tests::CHAINED.with(|n| n.set(n.get() + 1));
         }
         Ok(())
     };
@@ -945,6 +947,8 @@ fn check_log(
             // Before the snapshot: its state is loaded, only the chain is needed.
             if !in_lanes {
                 replay.step_chained(raw).map_err(read_err)?;
+                #[cfg(test)]
+                tests::CHAINED.with(|n| n.set(n.get() + 1));
                 continue;
             }
             chained.push(raw);
@@ -1154,6 +1158,12 @@ fn index_lookup(index: &IndexMap, subject: &SubjectId, pseudonym: &Pseudonym) ->
 mod tests {
     use crate::*;
 
+    thread_local! {
+        /// Entries this thread's opens stepped through the chain check alone (those
+        /// before a snapshot's position): `check_log` runs on the thread calling open.
+        pub(super) static CHAINED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
     /// Opens the ledger in `dir` under the tests' keys, writing a snapshot at each close
     /// if `snapshots`.
     fn open_in(dir: &std::path::Path, snapshots: bool) -> Result<Ledger, OpenError> {
@@ -1200,10 +1210,14 @@ mod tests {
         }
         ledger.sync().unwrap();
         drop(ledger);
+        // The ledger, and how many entries were checked for the chain alone: all of
+        // them when the snapshot was loaded.
         let opened = || {
-            open()
+            CHAINED.with(|n| n.set(0));
+            let opened = open()
                 .map(|l| (l.len(), l.checkpoint().unwrap().root()))
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string());
+            (opened, CHAINED.with(std::cell::Cell::get))
         };
         let outcome = |lanes: bool| {
             crate::lanes::force(Some(lanes));
@@ -1213,13 +1227,14 @@ mod tests {
         };
         let without_reader = || crate::threads::with_thread_refused(super::LOG_READER, opened);
         let (in_lanes, one_by_one) = (outcome(true), outcome(false));
-        assert_eq!(in_lanes.as_ref().unwrap().0, 40);
+        assert_eq!(in_lanes.0.as_ref().unwrap().0, 40);
+        assert_eq!(in_lanes.1, 40, "opened from the snapshot");
         assert_eq!(in_lanes, one_by_one);
         assert_eq!(in_lanes, without_reader());
         // An entry before the snapshot's position changed: its successor no longer links.
         change_entry(dir.path(), 17);
         let (in_lanes, one_by_one) = (outcome(true), outcome(false));
-        let error = in_lanes.as_ref().unwrap_err();
+        let error = in_lanes.0.as_ref().unwrap_err();
         assert!(error.contains("17"), "{error}");
         assert_eq!(in_lanes, one_by_one);
         assert_eq!(in_lanes, without_reader());
