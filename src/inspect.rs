@@ -26,7 +26,10 @@ use crate::subject::SubjectId;
 ///
 /// Without the pseudonym key, the head record's tag cannot be checked: a log shorter
 /// than the length it claims is reported ([`IntegrityProblem::ShorterThanRecorded`]),
-/// so an edited head file can raise a false alarm here, never hide a cut.
+/// but the claim itself is taken on trust. An edited head file can raise a false alarm
+/// here, and one whose length was lowered can hide a cut that an open with the key
+/// refuses (a deleted or older head file hides it from both: see the `head` file in
+/// `docs/format.md`).
 ///
 /// ```
 /// use consent_ledger::{Inspector, Ledger, PseudonymKey, SigningKey};
@@ -64,6 +67,31 @@ pub struct ValidPrefix {
     /// Entries of the prefix that check out but were signed by a key revoked for them
     /// (as in [`VerifyReport::untrusted`], from the revocations in the prefix).
     pub untrusted: Vec<crate::UntrustedRange>,
+}
+
+/// The valid prefix of a log whose check stopped at `problem`, from the check of the
+/// prefix alone (`again`). The prefix passed as part of the whole log, so only a storage
+/// failure can stop that check: reported, never an empty list of untrusted entries,
+/// which would leave entries signed by a revoked key unmarked.
+fn prefix_ending_at(
+    problem: IntegrityError,
+    again: Result<VerifyReport, ReadError>,
+) -> Result<ValidPrefix, StorageError> {
+    Ok(ValidPrefix {
+        len: problem.position,
+        untrusted: again.map_err(storage_failure)?.untrusted,
+        problem: Some(problem),
+    })
+}
+
+/// A failure to read the log where only a storage failure was possible.
+fn storage_failure(e: ReadError) -> StorageError {
+    match e {
+        ReadError::Storage(e) => e,
+        ReadError::Integrity(_) | ReadError::OutOfRange | ReadError::CorruptRecord => {
+            StorageError::new("reading the log", std::io::Error::other("unexpected read error"))
+        }
+    }
 }
 
 impl Inspector {
@@ -157,19 +185,12 @@ impl Inspector {
                 problem: self.check_claim(report.entries).err(),
                 untrusted: report.untrusted,
             }),
-            Err(ReadError::Integrity(e)) => Ok(ValidPrefix {
-                len: e.position,
+            Err(ReadError::Integrity(e)) => {
                 // The prefix checked again on its own, for the revocations in it.
-                untrusted: crate::ledger::verify_store_upto(&*self.store, e.position)
-                    .map(|r| r.untrusted)
-                    .unwrap_or_default(),
-                problem: Some(e),
-            }),
-            Err(ReadError::Storage(e)) => Err(e),
-            Err(ReadError::OutOfRange | ReadError::CorruptRecord) => Err(StorageError::new(
-                "reading the log",
-                std::io::Error::other("unexpected read error"),
-            )),
+                let again = crate::ledger::verify_store_upto(&*self.store, e.position);
+                prefix_ending_at(e, again)
+            }
+            Err(other) => Err(storage_failure(other)),
         }
     }
 
@@ -187,14 +208,26 @@ impl Inspector {
         let mut signers = crate::ledger::replay::Signers::default();
         // Each entry at its own position: a missing one, or one stored under another
         // key, is an error, never skipped or read twice.
-        let upto = usize::try_from(upto).unwrap_or(usize::MAX);
-        for item in crate::ledger::decoded_entries(&*self.store).take(upto) {
+        let mut read = 0u64;
+        for item in
+            crate::ledger::decoded_entries(&*self.store).take(usize::try_from(upto).unwrap_or(usize::MAX))
+        {
             let entry = item?;
+            read = read.saturating_add(1);
             signers.observe(&entry);
             let subject = entry.body.subject().cloned();
             if let (Some(subject), Some(h)) = (subject, crate::ledger::history_entry(entry)) {
                 out.push((subject, h));
             }
+        }
+        // A log that ends below `upto` is missing the entries up to it: an error, as
+        // `Ledger::history`'s walk says, never a shorter list that looks complete.
+        if read < upto {
+            return Err(IntegrityError {
+                position: read,
+                problem: IntegrityProblem::Missing { next: read },
+            }
+            .into());
         }
         if signers.any_revoked() {
             crate::ledger::mark_untrusted(out.iter_mut().map(|(_, h)| h), &signers.untrusted());
@@ -239,5 +272,38 @@ impl Inspector {
                 .map_err(|_| broken(IntegrityProblem::InvalidField("signing key")))?),
             _ => Err(broken(IntegrityProblem::GenesisMisplaced).into()),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+mod tests {
+    use super::*;
+
+    /// A prefix whose second check (for the revocations in it) fails to read is a
+    /// storage failure, not a prefix with nothing untrusted in it.
+    #[test]
+    fn a_prefix_whose_recheck_fails_is_an_error_not_an_empty_untrusted_list() {
+        let problem = IntegrityError {
+            position: 7,
+            problem: IntegrityProblem::BadSignature,
+        };
+        let failed = Err(ReadError::Storage(StorageError::new(
+            "reading entries",
+            std::io::Error::other("injected failure"),
+        )));
+        match prefix_ending_at(problem.clone(), failed) {
+            Err(e) => assert!(e.to_string().contains("reading entries"), "{e}"),
+            Ok(p) => panic!("a failed recheck gave a prefix: {p:?}"),
+        }
+        let report = VerifyReport {
+            entries: 7,
+            head: [0; 32],
+            keys: 1,
+            current_key: None,
+            untrusted: Vec::new(),
+        };
+        let p = prefix_ending_at(problem.clone(), Ok(report)).unwrap();
+        assert_eq!((p.len, p.problem), (7, Some(problem)));
     }
 }

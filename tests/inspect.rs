@@ -437,3 +437,26 @@ fn inspector_entries_refuses_a_missing_or_copied_entry() {
         assert_eq!(inspector.entries(5).unwrap().len(), 4, "{damage}");
     }
 }
+
+/// `Inspector::entries` up to a position past the log's end (the log cut short, its
+/// last entries gone): the entries from the end on are missing, an integrity error,
+/// never a shorter list that looks complete. (From review r140.)
+#[test]
+fn inspector_entries_past_the_end_of_the_log_reports_them_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, len, _) = ledger(dir.path());
+    let inspector = Inspector::open(dir.path()).unwrap();
+    assert_eq!(inspector.entries(len).unwrap().len(), 10);
+    for upto in [len + 1, len + 5, u64::MAX] {
+        match inspector.entries(upto) {
+            Err(ReadError::Integrity(e)) => {
+                assert_eq!(e.position, len, "{upto}");
+                assert!(
+                    matches!(e.problem, IntegrityProblem::Missing { next } if next == len),
+                    "{upto}: {e:?}"
+                );
+            }
+            other => panic!("entries({upto}) of a log of {len}: {other:?}"),
+        }
+    }
+}
