@@ -32,7 +32,11 @@ pub enum Hypothesis {
     /// is judged against all changes recorded up to T, even if it was decided on an
     /// older state (a cached decision, a lagging replica, a ticker-stamped time). Uses
     /// are judged at their decision time: a `Use` kept and delivered later is recorded,
-    /// and judged, when it was decided (delivery itself is not recorded).
+    /// and judged, when it was decided (delivery itself is not recorded). A change
+    /// recorded in the same millisecond as the use counts: times are milliseconds, and
+    /// which came first within one cannot be told from them (a use decided on the current
+    /// state a moment before a withdrawal in the same millisecond is named), so the report
+    /// errs on the side of naming the use.
     WithdrawalsImmediate,
     /// Consents granted in `[from, until)` count as never given (a consent switch that
     /// was on by default, a form that pre-ticked a box).
