@@ -461,10 +461,13 @@ fn batches_across_chunk_boundaries_agree_with_authorize() {
 }
 
 /// Withdrawals and re-grants from one thread while another runs audience matches and
-/// batches: no match may rest on a state in which the subject's consent was already
-/// withdrawn (`allowed_by < w < position` for a withdrawal `w`).
+/// batches: each match's evidence is of one state, never a grant read before a
+/// withdrawal and a position read after it (`allowed_by < w < position` for a
+/// withdrawal `w`). (It catches evidence mixing two reads of the state, not a match
+/// decided before a withdrawal and handed out after it: that is
+/// `tests/audience_handout.rs`. Review r140 pointed out that the old name claimed both.)
 #[test]
-fn withdrawals_racing_matches_are_never_missed() {
+fn evidence_of_matches_racing_withdrawals_is_of_one_state() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(Timestamp::from_millis(1_000));
     let ledger = ledger(dir.path(), &clock);
