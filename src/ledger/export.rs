@@ -61,7 +61,10 @@ impl Ledger {
     /// subject, purpose id and basis (`<ledger>#<subject>/<purpose>/<basis>`, or
     /// `/not-in-force`; the subject id percent-encoded), so it stays the same as the log
     /// grows; everything is read at one moment (the uses
-    /// first, so that each names an entry the records hold).
+    /// first, so that each names an entry the records hold). After an erasure the
+    /// subject's history is its erasure entry alone, so the records hold none of its
+    /// earlier entries, while the uses recorded before it remain (`docs/erasure.md`) and
+    /// still name the entries that allowed them, by position.
     ///
     /// `how_to_withdraw` is stated in each consent record (`dpv:hasWithdrawalMethod`).
     ///
