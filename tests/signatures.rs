@@ -230,3 +230,106 @@ fn a_bad_signature_before_an_entry_signed_by_a_mixed_order_key_is_named_first() 
         other => panic!("{other:?}"),
     }
 }
+
+/// The point of order 2, (0, -1).
+fn order_two() -> EdwardsPoint {
+    let mut y = [0xffu8; 32];
+    y[0] = 0xec;
+    y[31] = 0x7f;
+    curve25519_dalek::edwards::CompressedEdwardsY(y)
+        .decompress()
+        .unwrap()
+}
+
+/// Of `runs` calls of `verify()` on `dir`, the errors (each must be a bad signature at
+/// `at`), and how many passed.
+fn verify_runs(dir: &std::path::Path, runs: usize, at: u64) -> usize {
+    let inspector = Inspector::open(dir).unwrap();
+    let mut passed = 0;
+    for _ in 0..runs {
+        match inspector.verify() {
+            Ok(_) => passed += 1,
+            Err(e) => assert_eq!(
+                (integrity(e).position, IntegrityProblem::BadSignature),
+                (at, IntegrityProblem::BadSignature)
+            ),
+        }
+    }
+    passed
+}
+
+/// An R with a torsion component of order 2 (R = rB + T): the strict check refuses it,
+/// and a batch passes when the weight of that signature is even. ed25519-dalek derives
+/// the weights from the batch's contents alone, so the key's holder could try r until
+/// `verify()` passed, and it then passed every time (review r140). Each batch now holds
+/// a signature made for the call, so the weights cannot be chosen: an r whose first
+/// call passed is refused by some of the next forty (all forty pass with a chance of
+/// 2⁻⁴⁰). Open refuses it: it is the last entry.
+#[test]
+fn a_torsion_component_in_r_cannot_be_chosen_to_pass_verify() {
+    let (dir, key, pk, last) = setup();
+    let t = order_two();
+    let mut chosen = None;
+    for r in 1u64..64 {
+        replace_signature(dir.path(), last, |signed| forge(signed, &key, Scalar::from(r), t));
+        if Inspector::open(dir.path()).unwrap().verify().is_ok() {
+            chosen = Some(r);
+            break;
+        }
+    }
+    assert!(chosen.is_some(), "no r passed a first verify() in 63 tries");
+    let passed = verify_runs(dir.path(), 40, last);
+    assert!(passed < 40, "r = {chosen:?} passed verify() 41 times in a row");
+    assert_eq!(
+        open_err(dir.path(), &key, &pk),
+        Some((last, IntegrityProblem::BadSignature))
+    );
+}
+
+/// The same signature on an entry inside the log, the entry after it relinked and
+/// signed properly: open checks only the last signature and opens; `receipt` checks
+/// the entry's signature strictly and refuses to issue a receipt the person's check
+/// would refuse (it used to issue it: review r140); `verify()` refuses it in some of
+/// forty calls.
+#[test]
+fn a_receipt_is_refused_for_an_entry_whose_signature_fails_the_strict_check() {
+    use ed25519_dalek::Signer;
+    let (dir, key, pk, last) = setup();
+    let at = last - 1;
+    {
+        let db = sled_util::open(dir.path());
+        let tree = db.open_tree("entries").unwrap();
+        let mut bad = tree.get(at.to_be_bytes()).unwrap().unwrap().to_vec();
+        let old_hash: [u8; 32] = sha2::Sha256::digest(&bad).into();
+        let n = bad.len() - 64;
+        let sig = forge(&bad[..n], &key, Scalar::from(1u64), order_two());
+        bad[n..].copy_from_slice(&sig);
+        let new_hash: [u8; 32] = sha2::Sha256::digest(&bad).into();
+        let mut next = tree.get(last.to_be_bytes()).unwrap().unwrap().to_vec();
+        let link = next.windows(32).position(|w| w == old_hash).unwrap();
+        next[link..link + 32].copy_from_slice(&new_hash);
+        let n = next.len() - 64;
+        let mut signed = b"consent-ledger entry v1\n".to_vec();
+        signed.extend_from_slice(&next[..n]);
+        let dalek = ed25519_dalek::SigningKey::from_bytes(&key.expose_seed());
+        next[n..].copy_from_slice(&dalek.sign(&signed).to_bytes());
+        tree.insert(at.to_be_bytes(), bad).unwrap();
+        tree.insert(last.to_be_bytes(), next).unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let ledger = Ledger::builder(dir.path())
+            .signing_key(key.clone())
+            .pseudonym_key(pk.clone())
+            .open()
+            .unwrap();
+        let refused = integrity(ledger.receipt(at, "-").unwrap_err());
+        assert_eq!(
+            (refused.position, refused.problem),
+            (at, IntegrityProblem::BadSignature)
+        );
+        let receipt = ledger.receipt(last, "-").unwrap();
+        consent_ledger::verify_receipt(&receipt, &key.verifying_key()).unwrap();
+    }
+    assert!(verify_runs(dir.path(), 40, at) < 40);
+}

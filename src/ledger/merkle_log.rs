@@ -138,7 +138,10 @@ impl Ledger {
     /// (sync first), or is not about a subject; [`ReadError::Integrity`] with
     /// [`IntegrityProblem::RevokedKey`](crate::IntegrityProblem::RevokedKey) when it was
     /// signed by a key at or after the position it was revoked from (a receipt would
-    /// vouch for an entry the stolen key may have made); storage failures.
+    /// vouch for an entry the stolen key may have made), or with
+    /// [`IntegrityProblem::BadSignature`](crate::IntegrityProblem::BadSignature) when the
+    /// entry's signature fails the strict check that [`verify_receipt`](crate::verify_receipt)
+    /// makes (opening checks only the last entry's); storage failures.
     pub fn receipt(&self, seq: u64, how_to_withdraw: &str) -> Result<Receipt, ReadError> {
         let checkpoint = self.checkpoint()?;
         if seq >= checkpoint.size() {
@@ -147,6 +150,16 @@ impl Ledger {
         let bytes = self.entry_bytes(seq)?;
         let proof = self.inclusion_proof(seq, checkpoint.size())?;
         let signer = self.signer_of(seq)?;
+        // Opening checks only the last entry's signature: a receipt that the person's
+        // strict check would refuse is not issued (an integrity error instead).
+        let broken = |problem| crate::error::IntegrityError {
+            position: seq,
+            problem,
+        };
+        let stored = crate::entry::decode(&bytes).map_err(broken)?;
+        if !signer.verify_entry(crate::entry::signed_part(&bytes, &stored), &stored.signature) {
+            return Err(broken(crate::error::IntegrityProblem::BadSignature).into());
+        }
         Receipt::build(&bytes, &proof, &checkpoint, &signer, how_to_withdraw).ok_or(ReadError::OutOfRange)
     }
 

@@ -1620,8 +1620,13 @@ impl Ledger {
     /// signatures, batch by batch. Batch verification is not strict; signatures it would
     /// accept and the strict check of one signature refuses (an R of small order, or
     /// encoded non-canonically) are refused before batching. One kind still differs: an
-    /// R with a small torsion component added passes a batch about half the time. Only
-    /// the holder of the signing key can make one; opening and receipts refuse it.
+    /// R with a small torsion component added. Only the holder of the signing key can
+    /// make one. Each batch holds a signature by a throwaway key made for this call, so
+    /// the batch's weights cannot be chosen: a batch with such a signature passes at
+    /// most half the time, and a second call is refused with its own chance (a log holding one
+    /// passes `n` calls with a chance of at most 2⁻ⁿ). Receipts check their
+    /// entry's signature strictly and refuse it; opening checks only the last entry's
+    /// signature, so it refuses it only there.
     pub fn verify(&self) -> Result<VerifyReport, ReadError> {
         verify_store(&*self.inner.store)
     }

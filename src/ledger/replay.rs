@@ -51,6 +51,8 @@ pub(crate) struct Replay {
     /// The last entry's stored bytes, signed length, signer and position, checked at
     /// the end when not verifying all (kept as read: no copy per entry).
     last: Option<LastEntry>,
+    /// Added to the batches checked on this thread (made at the first).
+    blind: Option<Blind>,
 }
 
 fn broken(position: u64, problem: IntegrityProblem) -> IntegrityError {
@@ -71,6 +73,7 @@ impl Replay {
             verify_all,
             checker: None,
             last: None,
+            blind: None,
         }
     }
 
@@ -282,20 +285,66 @@ impl Replay {
                 .send(batch)
                 .map_err(|_| broken(first, IntegrityProblem::BadSignature));
         }
-        check_batch(batch)
+        check_batch(batch, self.blind.get_or_insert_with(Blind::new))
     }
 }
 
 /// Checks batches until the sender hangs up or one fails; the error names the first
 /// bad position.
 pub(crate) fn check_batches(batches: Receiver<Vec<SigCheck>>) -> Result<(), IntegrityError> {
+    let mut blind = None;
     for batch in batches {
-        check_batch(batch)?;
+        check_batch(batch, blind.get_or_insert_with(Blind::new))?;
     }
     Ok(())
 }
 
-fn check_batch(batch: Vec<SigCheck>) -> Result<(), IntegrityError> {
+/// A signature by a throwaway key over random bytes, made once per check of a log and
+/// added to each of its batches.
+///
+/// Batch verification weighs each signature by a 128-bit scalar z, and checks that
+/// the weighted sum of the signatures' equations is zero. An R with a small torsion
+/// component T added (R = rB + T) leaves z·T in the sum, which is zero when z is a
+/// multiple of T's order (2, 4 or 8): then the batch passes though the strict check of
+/// that one signature fails. ed25519-dalek derives the z from the batch's contents
+/// alone, so whoever holds the signing key could try values of r until a batch passed,
+/// and then it would pass every time. With this signature in every batch, the z depend
+/// on bytes only this check knows: they cannot be chosen, and a batch holding such
+/// signatures passes at most half the time (the weighted torsion parts are zero for
+/// at most half of the z). The strict check then names the first bad entry.
+///
+/// A cheaper change than a strict check of every R: deciding whether a point has a
+/// torsion component takes a scalar multiplication per signature, more than the batch
+/// check costs.
+pub(crate) struct Blind {
+    message: [u8; 32],
+    signature: Signature,
+    key: ed25519_dalek::VerifyingKey,
+}
+
+impl std::fmt::Debug for Blind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Blind")
+    }
+}
+
+impl Blind {
+    fn new() -> Self {
+        use ed25519_dalek::Signer;
+        use rand_core::RngCore;
+        let mut message = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut message);
+        // Zeroized on drop.
+        let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        Blind {
+            message,
+            signature: key.sign(&message),
+            key: key.verifying_key(),
+        }
+    }
+}
+
+fn check_batch(batch: Vec<SigCheck>, blind: &Blind) -> Result<(), IntegrityError> {
     let mut keys = Vec::with_capacity(batch.len());
     // Decompressing a key costs about as much as checking a signature in a batch:
     // do it once per run of entries signed by the same key.
@@ -317,8 +366,11 @@ fn check_batch(batch: Vec<SigCheck>) -> Result<(), IntegrityError> {
         last = Some((*k, key));
         keys.push(key);
     }
-    let msgs: Vec<&[u8]> = batch.iter().map(|(m, ..)| m.as_slice()).collect();
-    let sigs: Vec<Signature> = batch.iter().map(|(_, s, ..)| Signature::from_bytes(s)).collect();
+    let mut msgs: Vec<&[u8]> = batch.iter().map(|(m, ..)| m.as_slice()).collect();
+    let mut sigs: Vec<Signature> = batch.iter().map(|(_, s, ..)| Signature::from_bytes(s)).collect();
+    msgs.push(&blind.message);
+    sigs.push(blind.signature);
+    keys.push(blind.key);
     if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
         return Ok(());
     }
@@ -365,9 +417,9 @@ const SMALL_ORDER_Y: [[u8; 32]; 5] = [
 /// (the identity, say) or encoded non-canonically, which the strict check of a single
 /// signature refuses; `verify` and `open` (or a receipt) would then disagree about the
 /// same entry. Checked on the bytes, as libsodium does: decompressing R would cost a
-/// third of the batch check. (An R with a small torsion component added still passes a
-/// batch about half the time where the strict check refuses it; only the holder of
-/// the signing key can make one.)
+/// third of the batch check. (An R with a small torsion component added may still pass
+/// a batch where the strict check refuses it: see [`Blind`]. Only the holder of the
+/// signing key can make one.)
 fn r_may_verify(sig: &[u8; 64]) -> bool {
     let Some(r) = sig.first_chunk::<32>() else {
         return false;
