@@ -1033,7 +1033,8 @@ impl Ledger {
         // A storage error means the entry was not stored (later failures are
         // `NotDurable` or `Failed`): the new record would be an orphan that nothing
         // names, which erasing the subject could not find. (A crash in between still
-        // leaves one: inert, but see docs/erasure.md.)
+        // leaves one: inert, and the next open, a full replay, removes it; see
+        // docs/erasure.md.)
         if wrote_new_index && matches!(result, Err(WriteError::Storage(_))) {
             self.forget_orphan_index(&lookup, subject);
         }
