@@ -1744,3 +1744,85 @@ fn a_log_read_error_or_panic_is_the_same_with_or_without_the_reader_thread() {
         assert!(single.is_err(), "single: {:?}", single.ok());
     }
 }
+
+/// An erasure's "finished by a retry or the next open", when the subject's secret was
+/// already lost.
+mod erasure_after_a_lost_secret {
+    use super::*;
+
+    /// Damages the vault slot holding `subject`'s secret (flips a value byte: its
+    /// checksum fails, and the next open drops and zeroes it, as docs/format.md says).
+    fn damage_secret_slot(dir: &std::path::Path, subject: &str) {
+        let path = dir.join("vault");
+        let mut raw = std::fs::read(&path).unwrap();
+        let at = raw
+            .chunks_exact(256)
+            .enumerate()
+            .skip(1)
+            .find(|(_, s)| s[0] == 1 && &s[2..2 + usize::from(s[1])] == subject.as_bytes())
+            .map(|(i, _)| i)
+            .expect("the subject's secret slot");
+        raw[at * 256 + 3 + subject.len() + 5] ^= 0x55;
+        std::fs::write(&path, &raw).unwrap();
+    }
+
+    /// A subject whose secret was lost (a damaged slot, dropped at open) still holds
+    /// its index records. Its erasure fails to remove them (`Unfinished`); docs/erasure.md:
+    /// "a retry or the next open finishes the removals". The close wrote a snapshot and
+    /// a vault digest record; the next open loaded that snapshot and found nothing
+    /// unfinished (no entry after the snapshot, no secret left), and the snapshot holds
+    /// no lookups of erased subjects, so a retry found nothing to remove either: the
+    /// record stayed (review r140). A close after a failed removal now leaves no vault
+    /// digest record, and the next open replays in full and finishes the erasure.
+    #[test]
+    fn an_unfinished_erasure_of_a_subject_without_secret_is_finished_by_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let every_close = Snapshots::OnClose { min_new_entries: 1 };
+        let s = subject(0, 0);
+        let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+        let lookup = phone.lookup(&keys.pseudonym).0;
+        let open = || {
+            keys.builder(dir.path(), Durability::Immediate)
+                .snapshots(every_close)
+                .open()
+                .unwrap()
+        };
+        {
+            let l = open();
+            l.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+        }
+        damage_secret_slot(dir.path(), s.as_str());
+        {
+            // Opens with a full replay (the vault drops a record), repairs the slot;
+            // the close writes a snapshot and the vault digest record.
+            let l = open();
+            assert!(l.inner.store.secret(s.as_str()).unwrap().is_none());
+            assert!(index_held(&*l.inner.store, &lookup));
+        }
+        {
+            let (l, faults) = keys.open_faulty_with(
+                keys.builder(dir.path(), Durability::Immediate)
+                    .snapshots(every_close),
+            );
+            faults.index_removal.store(true, Ordering::SeqCst);
+            let first = l.erase(&s, crate::Actor::Subject);
+            assert!(matches!(first, Err(WriteError::Unfinished(_))), "{first:?}");
+            faults.index_removal.store(false, Ordering::SeqCst);
+        }
+        let l = open();
+        let after_open = index_held(&*l.inner.store, &lookup);
+        let retry = l.erase(&s, crate::Actor::Subject).map(|r| r.seq);
+        let after_retry = index_held(&*l.inner.store, &lookup);
+        drop(l);
+        let in_file = std::fs::read(dir.path().join("vault"))
+            .unwrap()
+            .windows(32)
+            .any(|w| w == lookup);
+        assert!(
+            !after_open && !after_retry && !in_file,
+            "the erased subject's index record survives: after the open {after_open}, \
+             after a retried erase ({retry:?}) {after_retry}, in the vault file {in_file}"
+        );
+    }
+}

@@ -362,6 +362,10 @@ struct Inner {
     /// An erasure has not yet destroyed the snapshot on disk (its destruction failed):
     /// it must be destroyed, not merely replaced, before a new one is written.
     snapshot_outlives_erasure: std::sync::atomic::AtomicBool,
+    /// An erasure's removal of an index record or secret failed in this session (set
+    /// once, never cleared): a close then leaves no vault digest record, so that the
+    /// next open replays the log in full and finishes it.
+    erasure_unfinished: std::sync::atomic::AtomicBool,
     /// Every revocation entry of the log: (key, position revoked from, position of the
     /// entry). A revoked key is never rotated to again; checkpoints list them.
     revocations: Mutex<Vec<([u8; 32], u64, u64)>>,
@@ -442,6 +446,16 @@ impl Inner {
     /// as; a full replay decides the same.)
     fn vault_digest_on_close(&mut self) {
         if self.snapshots == Snapshots::Off {
+            return;
+        }
+        if *self.erasure_unfinished.get_mut() {
+            // An open from a snapshot finishes an erasure only when it can tell one is
+            // unfinished (its entry after the snapshot, or its subject's secret still
+            // stored): not when the secret was lost before (a damaged slot) and the
+            // snapshot written now leaves out the subject's lookups (review r140). No
+            // record, not even the one found at open: the next open replays in full,
+            // which removes every index record of an erased subject.
+            let _ = self.store.set_meta(vault_digest::META_KEY, &[]);
             return;
         }
         let (Ok(state), Ok(writer)) = (self.state.get_mut(), self.writer.get_mut()) else {
@@ -917,14 +931,14 @@ impl Ledger {
         let names_subject = |bytes: &[u8]| IndexRecord::decode(bytes).is_none_or(|r| r.subject == *subject);
         // The entry is in: a failure from here on leaves the erasure recorded, to be
         // finished by a retry or the next open.
+        let unfinished = |e| {
+            self.inner.erasure_unfinished.store(true, Ordering::Release);
+            WriteError::Unfinished(e)
+        };
         for l in lookups {
-            store
-                .remove_index_if(&l.0, &names_subject)
-                .map_err(WriteError::Unfinished)?;
+            store.remove_index_if(&l.0, &names_subject).map_err(unfinished)?;
         }
-        store
-            .remove_secret(subject.as_str())
-            .map_err(WriteError::Unfinished)?;
+        store.remove_secret(subject.as_str()).map_err(unfinished)?;
         // Nothing on disk links them any more; nor, from here on, does the state in
         // memory. (Until now a repeated erasure needed them, to redo the removals.)
         if let Ok(mut state) = self.inner.state.write() {

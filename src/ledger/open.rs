@@ -558,6 +558,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             snapshot_on_disk: Mutex::new(snapshot),
             vault_digest_at_open: digest_record,
             snapshot_outlives_erasure: std::sync::atomic::AtomicBool::new(false),
+            erasure_unfinished: std::sync::atomic::AtomicBool::new(false),
             revocations: Mutex::new(replay.revoked.clone()),
             signers: Mutex::new(replay.keys.iter().map(|k| k.key).collect()),
             erasing: Mutex::new(()),
