@@ -487,8 +487,8 @@ fn remove_unfinished_sled_snapshots(dir: &Path) -> std::io::Result<()> {
 /// it maps pages to places in that file, and takes far less room than the pages.
 const SLED_SNAPSHOT_SLACK: u64 = 1 << 20;
 
-/// The most of sled's database file that may be unallocated (a hole) before it is
-/// refused (see [`screen_sled_files`]).
+/// The most of sled's database file (or of the vault) that may be unallocated (a hole)
+/// before it is refused (see [`screen_sled_files`]).
 const SLED_HOLE_SLACK: u64 = 64 << 20;
 
 /// Refuses, before sled reads them, files of sled's it would read without bound or
