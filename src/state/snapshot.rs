@@ -293,10 +293,14 @@ impl<'a> Reader<'a> {
 /// scopes that exist, and it has a time exactly when its flag says so, only where a
 /// time belongs (a grant's expiry; a lapse, which always has one). The time of a record
 /// without one is zero, so that every state has one encoding.
-fn consent_ok(c: &ConsentRec, purposes: usize, scopes: usize) -> bool {
+///
+/// Its position is inside the log the body covers (`len` entries): no replay of that
+/// log records a change at a later one (review r140).
+fn consent_ok(c: &ConsentRec, purposes: usize, scopes: usize, len: u64) -> bool {
     let known_purpose = usize::from(c.purpose) < purposes;
     let has_time = c.flags & HAS_TIME != 0;
-    c.flags & !(HAS_TIME | MORE) == 0
+    c.seq < len.max(1)
+        && c.flags & !(HAS_TIME | MORE) == 0
         && (has_time || c.time == Timestamp::EPOCH)
         && match c.kind {
             NONE => c.seq == 0 && c.scope == 0 && c.purpose == 0 && c.flags == 0,
@@ -355,7 +359,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
         let added = state
             .subject_index
             .insert_new(id.as_str(), index, |i| subjects.get(i).map(|s| &s.id));
-        if !added || !consent_ok(&first, purposes, scopes) {
+        if !added || !consent_ok(&first, purposes, scopes, at.len) {
             return None;
         }
         state.subjects.push(SubjectRec { id, first });
@@ -374,11 +378,15 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
             .subject_rec(rec.subject)
             .is_some_and(|s| s.first.kind != ERASED);
         let purpose_known = usize::from(rec.purpose()) < purposes;
-        let duplicate = state
+        // One identifier is held by one subject (a collection by another is refused,
+        // and the vault holds one record per lookup), once per purpose; its collection
+        // is inside the log, on a legal basis a collection can have (review r140).
+        let clash = state
             .idents
             .find(&rec.lookup)
-            .any(|(_, o)| o.subject == rec.subject && o.purpose() == rec.purpose());
-        if !live || !purpose_known || (rec.scope as usize) >= scopes || duplicate {
+            .any(|(_, o)| o.subject != rec.subject || o.purpose() == rec.purpose());
+        let possible = rec.seq() < at.len && (1..=4).contains(&rec.basis());
+        if !live || !purpose_known || (rec.scope as usize) >= scopes || clash || !possible {
             return None;
         }
         state.idents.insert(rec)?;
@@ -401,7 +409,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
             let c = r.consent()?;
             let clash =
                 c.purpose == first.purpose || list.iter().any(|o: &ConsentRec| o.purpose == c.purpose);
-            if !consent_ok(&c, purposes, scopes)
+            if !consent_ok(&c, purposes, scopes, at.len)
                 || c.kind == NONE
                 || c.kind == ERASED
                 || c.flags & MORE != 0
@@ -535,6 +543,58 @@ mod tests {
             len: state.len,
             head: [9; 32],
         }
+    }
+
+    /// Three states no replay of a log produces, each in a body that decodes otherwise
+    /// (found by review r140, which showed all three accepted): positions past the
+    /// log's end (the body says it covers two entries; the sample's grants are later),
+    /// one identifier held by two subjects, a collection on legal basis code 0.
+    #[test]
+    fn states_no_replay_produces_are_refused() {
+        use crate::entry::Body;
+        use crate::identifier::IdentifierKind;
+        use crate::purpose::LegalBasis;
+        use crate::recipient::RecipientScope;
+        let state = sample();
+        let good = encode_body(&state, &at(&state));
+        assert!(decode_body(&good).is_some());
+        // The length is in the position (after the ledger id) and again in the state.
+        let mut short = good.clone();
+        short[16..24].copy_from_slice(&2u64.to_be_bytes());
+        short[56..64].copy_from_slice(&2u64.to_be_bytes());
+        assert!(decode_body(&short).is_none(), "positions past the end");
+
+        let mut two = State::default();
+        let collected = |seq: u64, who: &str| {
+            sample_entry(
+                seq,
+                Body::Collected {
+                    subject: SubjectId::new(who).unwrap(),
+                    purpose: "advertising".into(),
+                    basis: LegalBasis::Consent,
+                    scope: RecipientScope::all_partners(),
+                    kind: IdentifierKind::Email,
+                    pseudonym: Pseudonym([seq as u8; 32]),
+                },
+            )
+        };
+        two.apply(&collected(0, "user-a"), Some(Pseudonym([42; 32])));
+        two.apply(&collected(1, "user-b"), Some(Pseudonym([42; 32])));
+        assert!(
+            decode_body(&encode_body(&two, &at(&two))).is_none(),
+            "one lookup, two holders"
+        );
+        // Each alone decodes.
+        let mut one = State::default();
+        one.apply(&collected(0, "user-a"), Some(Pseudonym([42; 32])));
+        assert!(decode_body(&encode_body(&one, &at(&one))).is_some());
+
+        // The basis is bits 12..16 of an identifier record's meta, which follows its
+        // 32-byte lookup; the sample's lookups are bytes of 104 and up.
+        let mut basis = good.clone();
+        let meta = basis.windows(32).position(|w| w == [104; 32]).unwrap() + 32;
+        basis[meta + 6] &= 0x0F;
+        assert!(decode_body(&basis).is_none(), "legal basis code 0");
     }
 
     #[test]
