@@ -380,12 +380,14 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
         let purpose_known = usize::from(rec.purpose()) < purposes;
         // One identifier is held by one subject (a collection by another is refused,
         // and the vault holds one record per lookup), once per purpose; its collection
-        // is inside the log, on a legal basis a collection can have (review r140).
+        // is inside the log, on a legal basis a collection can have, under a lookup
+        // that is not the all-zero mark of a forgotten one (only an erased subject's
+        // records carry it, and the body holds none of theirs) (review r140).
         let clash = state
             .idents
             .find(&rec.lookup)
             .any(|(_, o)| o.subject != rec.subject || o.purpose() == rec.purpose());
-        let possible = rec.seq() < at.len && (1..=4).contains(&rec.basis());
+        let possible = rec.seq() < at.len && (1..=4).contains(&rec.basis()) && rec.lookup.0 != [0; 32];
         if !live || !purpose_known || (rec.scope as usize) >= scopes || clash || !possible {
             return None;
         }
@@ -548,7 +550,8 @@ mod tests {
     /// Three states no replay of a log produces, each in a body that decodes otherwise
     /// (found by review r140, which showed all three accepted): positions past the
     /// log's end (the body says it covers two entries; the sample's grants are later),
-    /// one identifier held by two subjects, a collection on legal basis code 0.
+    /// one identifier held by two subjects, a collection on legal basis code 0, a live
+    /// identifier under the all-zero lookup.
     #[test]
     fn states_no_replay_produces_are_refused() {
         use crate::entry::Body;
@@ -595,6 +598,15 @@ mod tests {
         let meta = basis.windows(32).position(|w| w == [104; 32]).unwrap() + 32;
         basis[meta + 6] &= 0x0F;
         assert!(decode_body(&basis).is_none(), "legal basis code 0");
+
+        // A live subject's identifier under the all-zero lookup, the mark the state
+        // gives an erased subject's forgotten ones.
+        let mut zero = State::default();
+        zero.apply(&collected(0, "user-a"), Some(Pseudonym([0; 32])));
+        assert!(
+            decode_body(&encode_body(&zero, &at(&zero))).is_none(),
+            "all-zero lookup"
+        );
     }
 
     #[test]
