@@ -488,8 +488,21 @@ fn remove_unfinished_sled_snapshots(dir: &Path) -> std::io::Result<()> {
 const SLED_SNAPSHOT_SLACK: u64 = 1 << 20;
 
 /// The most of sled's database file (or of the vault) that may be unallocated (a hole)
-/// before it is refused (see [`screen_sled_files`]).
-const SLED_HOLE_SLACK: u64 = 64 << 20;
+/// before it is refused (see [`mostly_a_hole`]).
+const HOLE_SLACK: u64 = 64 << 20;
+
+/// Whether a file is mostly a hole: longer than eight times its allocated size plus
+/// [`HOLE_SLACK`]. Neither sled's `db` nor the vault ever leaves one, and reading one
+/// costs its maker nothing. (Against eight times the allocated size: a compressing file
+/// system, ZFS or btrfs, allocates less than a genuine file's length; sled's data and
+/// the vault's records, full of hashes and signatures, compress far less than 8:1. A
+/// hole then costs its maker at least an eighth of what it would make the ledger read
+/// or write. Review r125.)
+#[cfg(unix)]
+pub(crate) fn mostly_a_hole(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    m.len() > m.blocks().saturating_mul(512 * 8).saturating_add(HOLE_SLACK)
+}
 
 /// Refuses, before sled reads them, files of sled's it would read without bound or
 /// block on (review r117): a `snap.*` that is not a regular file (a FIFO blocks the
@@ -497,7 +510,7 @@ const SLED_HOLE_SLACK: u64 = 64 << 20;
 /// than twice the database plus [`SLED_SNAPSHOT_SLACK`], a `conf` longer than
 /// [`SLED_CONF_READ`] (sled reads it whole: a sparse gigabyte aborted the process;
 /// sled writes about 60 bytes), and a `db` longer than eight times its allocated size
-/// plus [`SLED_HOLE_SLACK`] (mostly a hole).
+/// plus [`HOLE_SLACK`] (mostly a hole: [`mostly_a_hole`]).
 fn screen_sled_files(dir: &Path) -> std::io::Result<()> {
     let refuse = |why: &'static str| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
     let db = std::fs::symlink_metadata(dir.join("db")).ok();
@@ -507,15 +520,8 @@ fn screen_sled_files(dir: &Path) -> std::io::Result<()> {
     // costs its maker nothing, would fill the disk at open (and in the `Inspector`'s
     // copy; review r121).
     #[cfg(unix)]
-    if let Some(m) = &db {
-        use std::os::unix::fs::MetadataExt;
-        // (Against eight times the allocated size: a compressing file system, ZFS or
-        // btrfs, allocates less than a genuine file's length; sled's data, full of
-        // hashes and signatures, compresses far less than 8:1. A hole then costs its
-        // maker at least an eighth of what it would make sled write. Review r125.)
-        if m.len() > m.blocks().saturating_mul(512 * 8).saturating_add(SLED_HOLE_SLACK) {
-            return refuse("sled's database file is mostly a hole, which sled never makes");
-        }
+    if db.as_ref().is_some_and(mostly_a_hole) {
+        return refuse("sled's database file is mostly a hole, which sled never makes");
     }
     if let Ok(m) = std::fs::symlink_metadata(dir.join("conf")) {
         if m.len() > SLED_CONF_READ as u64 {

@@ -897,24 +897,16 @@ impl Vault {
         // ones are overwritten with zeros. A file that is mostly a hole (made by
         // `truncate`, at no cost to its maker) would make this scan read, and track as
         // free slots, every byte of its length (review r140: a 2 GiB hole took 85 MiB and
-        // minutes). Refused, as sled's `db` is (`screen_sled_files`, same bound).
+        // minutes). Refused, as sled's `db` is, by the same test.
         #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            if len
-                > meta
-                    .blocks()
-                    .saturating_mul(512 * 8)
-                    .saturating_add(super::SLED_HOLE_SLACK)
-            {
-                return Err(StorageError::new(
-                    "opening the vault",
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "the vault file is mostly a hole, which the vault never makes",
-                    ),
-                ));
-            }
+        if super::mostly_a_hole(&meta) {
+            return Err(StorageError::new(
+                "opening the vault",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the vault file is mostly a hole, which the vault never makes",
+                ),
+            ));
         }
         let scan = scan_with(len, key, |offset, buf| read_at(&mut file, offset, buf))?;
         // An empty vault (or one holding part of a header) is a new one only for a
