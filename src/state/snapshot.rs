@@ -46,7 +46,10 @@
 //! reusable, dead records).
 
 use super::table::{IdentRec, MAX_PURPOSES};
-use super::{ConsentRec, State, SubjectRec, ERASED, EXPIRED, GRANTED, HAS_TIME, MORE, NONE, NO_SUBJECT};
+use super::{
+    basis_code, basis_from, ConsentRec, State, SubjectRec, ERASED, EXPIRED, FORGOTTEN, GRANTED, HAS_TIME,
+    MORE, NONE, NO_SUBJECT,
+};
 use crate::entry::{decode_scope, encode_scope, Hash};
 use crate::identifier::{Pseudonym, PseudonymKey};
 use crate::purpose::is_valid_purpose_id;
@@ -387,7 +390,10 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
             .idents
             .find(&rec.lookup)
             .any(|(_, o)| o.subject != rec.subject || o.purpose() == rec.purpose());
-        let possible = rec.seq() < at.len && (1..=4).contains(&rec.basis()) && rec.lookup.0 != [0; 32];
+        // (A basis code is one a collection can have when it reads back as itself.)
+        let possible = rec.seq() < at.len
+            && basis_code(basis_from(rec.basis())) == rec.basis()
+            && rec.lookup != FORGOTTEN;
         if !live || !purpose_known || (rec.scope as usize) >= scopes || clash || !possible {
             return None;
         }
