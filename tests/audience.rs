@@ -166,6 +166,24 @@ fn one_by_one(ledger: &Ledger, rows: &[String], to: &Recipient) -> (Vec<(u64, Su
     (matched, counts)
 }
 
+/// `authorize_batch` of `ids` gives, row by row and duplicates included, what
+/// `authorize` gives for each.
+fn assert_batch_agrees(ledger: &Ledger, ids: &[Identifier<Advertising>], to: &Recipient) {
+    let batch = ledger.authorize_batch(ids, to);
+    assert_eq!(batch.len(), ids.len());
+    for (i, (id, b)) in ids.iter().zip(&batch).enumerate() {
+        match (b, &ledger.authorize(id, to)) {
+            (Ok(x), Ok(y)) => assert_eq!(x.evidence(), y.evidence(), "row {i}"),
+            (Err(x), Err(y)) => assert_eq!(x, y, "row {i}"),
+            (x, y) => panic!(
+                "row {i}: batch {:?} vs single {:?}",
+                x.as_ref().err(),
+                y.as_ref().err()
+            ),
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
@@ -448,16 +466,7 @@ fn batches_across_chunk_boundaries_agree_with_authorize() {
     let ids: Vec<Identifier<Advertising>> = (0..N)
         .map(|i| Identifier::email(&format!("p{i}@example.com")).unwrap())
         .collect();
-    let batch = ledger.authorize_batch(&ids, &acme);
-    assert_eq!(batch.len(), ids.len());
-    for (i, (id, b)) in ids.iter().zip(&batch).enumerate() {
-        let single = ledger.authorize(id, &acme);
-        match (b, &single) {
-            (Ok(x), Ok(y)) => assert_eq!(x.evidence(), y.evidence(), "row {i}"),
-            (Err(x), Err(y)) => assert_eq!(x, y, "row {i}"),
-            _ => panic!("row {i}: batch and authorize disagree"),
-        }
-    }
+    assert_batch_agrees(&ledger, &ids, &acme);
 }
 
 /// Withdrawals and re-grants from one thread while another runs audience matches and
@@ -962,20 +971,7 @@ fn several_identifiers_per_subject_agree_with_one_by_one() {
             .iter()
             .filter_map(|r| Identifier::parse(IdentifierKind::guess(r), r).ok())
             .collect();
-        let batch = l.authorize_batch(&ids, &acme);
-        assert_eq!(batch.len(), ids.len());
-        for (k, (id, b)) in ids.iter().zip(&batch).enumerate() {
-            let single = l.authorize(id, &acme);
-            match (b, &single) {
-                (Ok(x), Ok(y)) => assert_eq!(x.evidence(), y.evidence(), "row {k}"),
-                (Err(x), Err(y)) => assert_eq!(x, y, "row {k}"),
-                (x, y) => panic!(
-                    "row {k}: batch {:?} vs single {:?}",
-                    x.as_ref().err(),
-                    y.as_ref().err()
-                ),
-            }
-        }
+        assert_batch_agrees(&l, &ids, &acme);
     }
 }
 
