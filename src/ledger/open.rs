@@ -482,7 +482,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     // a partial last slot cut) are written now, before anything else writes to it.
     store.ready()?;
     if let Some(index) = unfinished {
-        finish_erasures(&*store, &state, &index)?;
+        remove_leftovers(&*store, &state, &index)?;
         // Nor does the state in memory link them any more.
         state.forget_erased();
     }
@@ -1049,7 +1049,7 @@ impl Hasher for PrefixHasher {
 ///   record is gone before that subject can be erased.
 ///
 /// A record stays exactly when the state holds its lookup for its subject.
-fn finish_erasures(store: &dyn Backend, state: &State, index: &IndexMap) -> Result<(), StorageError> {
+fn remove_leftovers(store: &dyn Backend, state: &State, index: &IndexMap) -> Result<(), StorageError> {
     let mut changed = false;
     for (lookup, subject) in index.values() {
         if state.ident_subject(lookup) != Some(subject) {
