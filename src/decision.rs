@@ -13,7 +13,8 @@ use crate::time::Timestamp;
 /// Only [`Ledger::authorize`](crate::Ledger::authorize) creates a `Use`: its fields are
 /// private and it has no public constructor, so holding one means the ledger said yes.
 /// It borrows the identifier and the recipient it was decided for, is not `Clone`, and
-/// its [`Use::expose`] is the only way to read the identifier's value.
+/// only its methods read the identifier's value: [`Use::expose`] and the recipient-checked
+/// [`Use::deliver_to`] (a [`Channel`](crate::Channel) delivers through them).
 ///
 /// A `Use` is a decision at one moment: do not keep it. Ask again for the next use, so
 /// that a withdrawal in between is respected.
@@ -218,7 +219,9 @@ pub enum Denied {
         /// The erasure entry.
         at: u64,
     },
-    /// The ledger's state could not be read (a thread panicked while changing it).
+    /// The ledger's state could not be read (a thread panicked while changing it), or,
+    /// with [`Recording::Every`](crate::Recording::Every), the record of an allowed use
+    /// could not be written (a storage failure): denied either way, to fail closed.
     #[error("the ledger is unavailable; denied to fail closed")]
     Unavailable,
 }

@@ -212,8 +212,10 @@ pub enum IntegrityProblem {
     },
 }
 
-/// Opening a ledger failed. Nothing on disk was changed, except that a ledger is
-/// created in an empty directory.
+/// Opening a ledger failed. None of the ledger's own files (vault, head record, state
+/// snapshot) was changed, and no entry was written; beneath them, sled's recovery may
+/// have rewritten its files, as [`LedgerBuilder::open`](crate::LedgerBuilder::open)
+/// lists. A ledger is created in an empty directory.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {

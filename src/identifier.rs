@@ -3,8 +3,9 @@
 //! An [`Identifier<P>`] holds a normalized phone number, email address or device id
 //! together with, in its type, the purpose `P` it was collected for. Its value is
 //! private: `Debug` and `Display` are redacted, it implements neither `Clone` nor
-//! `Serialize`, there is no conversion between purposes, and the only way to read it is
-//! [`Use::expose`](crate::Use::expose), which only an allowed decision produces. The
+//! `Serialize`, there is no conversion between purposes, and it is read only through a
+//! [`Use`](crate::Use) ([`Use::expose`](crate::Use::expose), or a delivery checked
+//! against the recipient), which only an allowed decision produces. The
 //! value is wiped from memory when the identifier is dropped.
 //!
 //! These guard against mistakes and shortcuts in the application's own code (an ad

@@ -680,7 +680,9 @@ impl Ledger {
     /// value and carries the [`Evidence`](crate::Evidence). On `Err`, [`Denied`] says why.
     ///
     /// # Errors
-    /// [`Denied`] with the reason; [`Denied::Unavailable`] when the state cannot be read.
+    /// [`Denied`] with the reason; [`Denied::Unavailable`] when the state cannot be read
+    /// or, with [`Recording::Every`](crate::Recording::Every), the use's record cannot be
+    /// written.
     pub fn authorize<'a, P: Purpose>(
         &self,
         identifier: &'a Identifier<P>,

@@ -185,11 +185,13 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
     /// - [`OpenError::UnsupportedFormat`], [`OpenError::CorruptMetadata`], storage failures
     ///   (such as another process holding the ledger open).
     ///
-    /// A failed open writes nothing of its own, with two exceptions, both beneath the
+    /// A failed open writes nothing of its own, with three exceptions, all beneath the
     /// ledger: sled's recovery rewrites its data file at every open (before any check;
-    /// keep backups), and opening sled's trees adds the ledger's tree names to a sled
-    /// database that lacks them (another program's database whose trees are all
-    /// unknown is refused before that, as [`OpenError::NotALedger`]).
+    /// keep backups); the files of a sled snapshot that a crash left unfinished
+    /// (`snap.*.generating`) are removed first, as sled would on its next snapshot;
+    /// and opening sled's trees adds the ledger's tree names to a sled database that
+    /// lacks them (another program's database whose trees are all unknown is refused
+    /// before that, as [`OpenError::NotALedger`]).
     pub fn open(self) -> Result<Ledger, OpenError> {
         self.open_through(|store| store)
     }
