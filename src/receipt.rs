@@ -11,7 +11,7 @@
 //! is exactly what the signed entry says, except how to withdraw, which is the
 //! application's text and signed by nothing. A later checkpoint and a consistency proof
 //! then show that the log still contains the entry
-//! ([`verify_consistency`](crate::verify_consistency)(crate::verify_consistency)).
+//! ([`verify_consistency`](crate::verify_consistency)).
 
 use serde::{Deserialize, Serialize};
 
@@ -255,7 +255,7 @@ pub struct VerifiedReceipt {
 /// the log, and each rotation is accepted by its new key), and when it is not the key a
 /// receipt was checked with before, ask for a fresh receipt
 /// ([`Ledger::receipt`](crate::Ledger::receipt)) or a fresh checkpoint with a consistency proof from the
-/// receipt's checkpoint ([`verify_consistency`](crate::verify_consistency)(crate::verify_consistency)) and check
+/// receipt's checkpoint ([`verify_consistency`](crate::verify_consistency)) and check
 /// them under the current key. A fresh checkpoint also lists the revocations made since
 /// the receipt was issued: see [`SignedCheckpoint::revoked_from`] and
 /// [`Receipt::entry_signer`].

@@ -10,7 +10,8 @@
 //! storage key and its bytes, so an edited or inserted record, one copied under
 //! another storage key, or one copied from another ledger (also one sharing the
 //! pseudonym key) is refused when read. (A deleted record is not noticed: nothing
-//! counts them.)
+//! counts them; nor is an aggregate put back to an earlier copy of itself, whose count
+//! is then lower: the tag holds no version.)
 //!
 //! Storage keys (sled tree `decisions`):
 //!
