@@ -1334,7 +1334,17 @@ impl Ledger {
         // the pages it failed to write may have held this entry.
         let failed_sync = match inner.durability {
             Durability::Immediate => self.sync_unless_failed().err(),
-            _ => None,
+            // `Relaxed` has no sync of its own, but a sync that failed in another thread
+            // while this entry was being stored, or that was running then (waited out:
+            // syncs hold `syncing`, and mark a failure before they let go of it), may have
+            // left the entry off the disk: not acknowledged, as under `Immediate`, and not
+            // applied unless it only takes away (found by review r146: it was applied
+            // first). Lock order: the writer, held here, before `syncing`.
+            Durability::Relaxed => {
+                drop(inner.syncing.lock());
+                self.sync_has_failed().then_some(SyncError::Refused)
+            }
+            Durability::GroupCommit => None,
         };
         // After a failed sync the entry is stored, and it may survive. A change that
         // only takes use or trust away (a withdrawal, an expiry, an erasure, a key
@@ -1358,18 +1368,6 @@ impl Ledger {
         }
         applied?;
         drop(stage);
-        // A sync that failed in another thread while this entry was being stored, or
-        // that was running then (waited out: syncs hold `syncing`, and mark a failure
-        // before they let go of it): the entry may or may not reach the disk, and is not
-        // acknowledged. (`Immediate` and group commit find out in their own sync;
-        // `Relaxed` has none.) Lock order: the writer, held here, before `syncing`.
-        if inner.durability == Durability::Relaxed {
-            drop(inner.syncing.lock());
-            if self.sync_has_failed() {
-                w.failed = true;
-                return Err(SyncError::Refused.not_durable());
-            }
-        }
         Ok((recorded, true))
     }
 
