@@ -28,8 +28,18 @@ use crate::time::Timestamp;
 
 /// The format version byte written first in every entry.
 pub(crate) const FORMAT_VERSION: u8 = 1;
-/// Largest encoded entry, signature included.
+/// Largest encoded entry, signature included, that decoding accepts.
 pub(crate) const MAX_ENTRY_LEN: usize = 64 * 1024;
+/// Largest entry the ledger writes, signature included (review r146). sled 0.34.7 writes
+/// a tree page larger than a quarter of its 512 KiB log segment, less headers, to a file
+/// of its own under `blobs/`, and never syncs that file or its directory: a power loss
+/// after the log that points to it was synced can lose or tear it, and with it every
+/// entry of the page, acknowledged ones included (sled then drops the page, and the log
+/// has a gap). A leaf of the entries tree holds at most 17 entries (sled splits one
+/// holding more than 16), with about a dozen bytes of key and length each: 17 entries of
+/// 7 KiB stay under the 131,020 bytes that go to the log. (Entries of up to
+/// [`MAX_ENTRY_LEN`] written before this limit are still read.)
+pub(crate) const MAX_WRITTEN_ENTRY_LEN: usize = 7 * 1024;
 /// Largest number of recipients in one scope.
 pub(crate) const MAX_SCOPE_RECIPIENTS: usize = 256;
 const SIGNATURE_LEN: usize = 64;
@@ -651,6 +661,19 @@ fn from_wire(w: WireEntry) -> Result<Entry, Invalid> {
         salt: w.salt,
         body,
     })
+}
+
+/// Refuses an entry of `signed_len` bytes before its signature that the ledger must not
+/// write ([`MAX_WRITTEN_ENTRY_LEN`]).
+pub(crate) fn check_writable(signed_len: usize) -> Result<(), WriteError> {
+    let size = signed_len.saturating_add(SIGNATURE_LEN);
+    if size > MAX_WRITTEN_ENTRY_LEN {
+        return Err(WriteError::TooLarge {
+            size,
+            max: MAX_WRITTEN_ENTRY_LEN,
+        });
+    }
+    Ok(())
 }
 
 /// Encodes `version || body`: the bytes to sign.

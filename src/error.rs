@@ -282,7 +282,11 @@ pub enum WriteError {
     /// The purpose's id is not valid, so it cannot be written.
     #[error("purpose id is not valid (1 to 64 bytes of a-z, 0-9, '-', '_', '.')")]
     InvalidPurposeId,
-    /// The entry would exceed the maximum entry size.
+    /// The entry would exceed the largest entry the ledger writes, 7 KiB with its
+    /// signature: mostly a recipient scope listing many long names (256 recipients fit
+    /// when their names average about 14 bytes; about 48 with 128-byte names). A
+    /// larger page would be stored by sled in a file it never syncs (see the format
+    /// docs). Nothing was written.
     #[error("entry would be {size} bytes, more than the {max} allowed")]
     TooLarge {
         /// Encoded size.

@@ -1014,6 +1014,12 @@ impl RecipientScope {
 
     /// A set of recipients; order and duplicates do not matter.
     ///
+    /// Recording a scope takes one ledger entry, so it is bounded when written: at most
+    /// 256 recipients ([`WriteError::Input`](crate::WriteError::Input)), in an entry of
+    /// at most 7 KiB ([`WriteError::TooLarge`](crate::WriteError::TooLarge): 256
+    /// recipients fit when their names average about 14 bytes, about 48 with 128-byte
+    /// names).
+    ///
     /// # Errors
     /// [`InputError`] when the set is empty (a consent for nobody is a withdrawal: record that instead).
     pub fn any_of(recipients: impl IntoIterator<Item = Recipient>) -> Result<Self, InputError> {

@@ -1280,10 +1280,16 @@ fn relaxed_change_stored_during_a_sync_that_then_fails_is_not_acknowledged() {
     });
     assert!(synced.is_err());
     assert!(matches!(granted, Err(WriteError::NotDurable(_))), "{granted:?}");
-    assert_eq!(l.len(), before, "the grant is stored, not applied (as under `Immediate`)");
+    assert_eq!(
+        l.len(),
+        before,
+        "the grant is stored, not applied (as under `Immediate`)"
+    );
     assert_eq!(
         l.authorize(&email, &acme).map(|_| ()),
-        Err(crate::Denied::NoConsent { purpose: "advertising" }),
+        Err(crate::Denied::NoConsent {
+            purpose: "advertising"
+        }),
         "a grant told NotDurable is in effect"
     );
 }
@@ -1295,7 +1301,8 @@ fn relaxed_change_stored_during_a_sync_that_then_fails_is_not_acknowledged() {
 fn relaxed_withdrawal_stored_during_a_failing_sync_is_in_effect() {
     let (_dir, _keys, l, faults, alice, email) = with_alices_email(Durability::Relaxed);
     let acme = crate::Recipient::partner("acme").unwrap();
-    l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None).unwrap();
+    l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
+        .unwrap();
     assert!(l.authorize(&email, &acme).is_ok());
     faults.hold_next.store(true, Ordering::SeqCst);
     faults.fail_next.store(true, Ordering::SeqCst);
@@ -1308,8 +1315,14 @@ fn relaxed_withdrawal_stored_during_a_failing_sync_is_in_effect() {
         (withdrawn.join().unwrap(), synced.join().unwrap())
     });
     assert!(synced.is_err());
-    assert!(matches!(withdrawn, Err(WriteError::NotDurable(_))), "{withdrawn:?}");
-    assert!(l.authorize(&email, &acme).is_err(), "a withdrawal told NotDurable is not in effect");
+    assert!(
+        matches!(withdrawn, Err(WriteError::NotDurable(_))),
+        "{withdrawn:?}"
+    );
+    assert!(
+        l.authorize(&email, &acme).is_err(),
+        "a withdrawal told NotDurable is not in effect"
+    );
 }
 // Test-only like this module (`ledger::faults` is compiled under `#[cfg(test)]`), so
 // its `unwrap`s and locks that panic when poisoned never reach library code.

@@ -1417,6 +1417,7 @@ impl Ledger {
             body,
         };
         let signed = entry::encode_signed_part(&entry)?;
+        entry::check_writable(signed.len())?;
         let signature = w.key.sign_entry(&signed);
         let bytes = entry::seal(signed, &signature);
         Ok(Sealed {
