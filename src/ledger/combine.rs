@@ -260,8 +260,12 @@ impl Ledger {
     /// result is an error).
     ///
     /// The state may not yet include the batch signed before, which is being stored
-    /// meanwhile: queued changes are grants and withdrawals, whose check (the subject is
-    /// not erased) no grant or withdrawal can change. Every other write locks the
+    /// meanwhile: queued changes are grants and withdrawals. Their check that the subject
+    /// is not erased no grant or withdrawal can change. A grant or withdrawal through a
+    /// type whose purpose needs no consent is refused unless the subject has a consent
+    /// record for its id (`consent_for`), which a grant in that earlier batch can create:
+    /// the refusal is then answered as if it came before that grant, which is still
+    /// unacknowledged, so no caller can see the order differ (review r147). Every other write locks the
     /// storing stage before it checks the state, so it sees everything signed before.
     fn sign_batch(&self, jobs: Vec<Job>) -> (Vec<Result<Sealed, WriteError>>, Option<MutexGuard<'_, Stage>>) {
         let inner = &*self.inner;
