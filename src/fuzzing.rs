@@ -1582,6 +1582,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         (2, "6D92078A-8246-4BA4-AE5B-76104861E7DC"),
         (1, "b@bücher.de."),
         (0, "+52 1 55 1234 5678"),
+        (0, "+39 (0) 06 1234 5678"),
     ] {
         out.push(("identifier", [&[kind][..], raw.as_bytes()].concat()));
     }

@@ -7,10 +7,12 @@
 //!   "+44 (020) …", "+44 020 …": no number of those countries starts with 0 in
 //!   international form), except for the country codes whose numbers keep their 0 in
 //!   international form (+39, +378, +379, +225, +242, +229), where it is the number's
-//!   own 0. Where the country code ends is known exactly (ITU-T's codes are
-//!   prefix-free). A number must be given in international form: without a country
-//!   code there is no single right normalization, so `0044…` or a national number is
-//!   refused rather than guessed.
+//!   own 0 (but a "(0)" before the number's own 0, "+39 (0) 06 …", is the trunk
+//!   prefix: none of their numbers starts with "00"). A "(0)" inside the country code
+//!   ("+4(0)4 …") is refused. Where the country code ends is known exactly (ITU-T's
+//!   codes are prefix-free). A number must be given in international form: without a
+//!   country code there is no single right normalization, so `0044…` or a national
+//!   number is refused rather than guessed.
 //! - Two countries' mobile numbers have a rule of their own. An Argentine number with
 //!   more than 11 digits after +54 (a mobile in its national form, "+54 011 15 …",
 //!   where "+54 9 11 …" is dialled from abroad) is refused. A Mexican number with 11
@@ -195,7 +197,19 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
         let c = match trunk {
             Some(len) => {
                 skip = len - 1;
+                // Inside the country code ("+4(0)4 …") it is no trunk prefix: dropped,
+                // it would make one number of two digit strings (found by review r145).
+                if code_len.is_none() {
+                    return Err("country code is interrupted by \"(0)\"");
+                }
                 if code_len != Some(digits) || national || !KEEP_ZERO.contains(&code) {
+                    continue;
+                }
+                // "+39 (0) 06 …": the number's own 0 follows, and "(0)" is the trunk
+                // prefix written before it (no number of these countries starts with
+                // "00", their international prefix), dropped as "+44 (0) 020 …" drops
+                // it; kept, the number had a second form (found by review r145).
+                if next_digit(rest.get(i..).unwrap_or_default(), len) == Some('0') {
                     continue;
                 }
                 '0'
@@ -305,6 +319,15 @@ impl Drop for PhoneDigits {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.bytes);
     }
+}
+
+/// The first digit after the first `skip` characters of `s`, passing over separators;
+/// `None` if a character that is neither comes first, or none does.
+fn next_digit(s: &str, skip: usize) -> Option<char> {
+    s.chars()
+        .skip(skip)
+        .find(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '/'))
+        .filter(char::is_ascii_digit)
 }
 
 /// Country codes whose numbers keep their leading 0 in international form: "(0)" after
@@ -593,6 +616,7 @@ mod tests {
 
     #[test]
     fn phones() {
+        const INTERRUPTED: &str = "country code is interrupted by \"(0)\"";
         for (raw, want) in [
             ("+1 (555) 010-9999", "+15550109999"),
             ("+15550109999", "+15550109999"),
@@ -631,6 +655,12 @@ mod tests {
             ("+229 01 97 12 34 56", "+2290197123456"),
             ("+229 (0)1 97 12 34 56", "+2290197123456"),
             ("+225 (07) 0712 3456", "+2250707123456"),
+            // Found by review r145: a "(0)" before the number's own 0 is the trunk
+            // prefix, as "+44 (0) 020 …" is.
+            ("+39 (0) 06 1234 5678", "+390612345678"),
+            ("+39 (0)06 1234 5678", "+390612345678"),
+            ("+225 (0) 07 0712 3456", "+2250707123456"),
+            ("+39 006 1234 5678", "+3900612345678"),
             // Found by review r145: a Mexican mobile with the "1" dialled before 2019.
             ("+52 1 55 1234 5678", "+525512345678"),
             ("+521 55 1234 5678", "+525512345678"),
@@ -676,6 +706,11 @@ mod tests {
                 "+1\u{200f}5550109999",
                 "contains a character that is not a digit or separator",
             ),
+            // Found by review r145: dropped, "(0)" made one number of two digit strings.
+            ("+4(0)4 20 7946 0958", INTERRUPTED),
+            ("+4 ( 0 ) 4 20 7946 0958", INTERRUPTED),
+            ("+35(0)3 1 234 5678", INTERRUPTED),
+            ("+2(0)7 12 345 6789", INTERRUPTED),
         ] {
             assert_eq!(phone(raw), Err(problem), "{raw:?}");
         }
@@ -783,6 +818,7 @@ mod tests {
             "contains a character that is not printable ASCII",
             "is longer than 128 characters",
             "is longer than any Argentine number (write a mobile as +54 9, the area code and the number, without 15)",
+            "country code is interrupted by \"(0)\"",
         ]
     }
 

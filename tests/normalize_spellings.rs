@@ -180,3 +180,16 @@ fn mexican_mobile_has_one_normal_form() {
         "+528112345678"
     );
 }
+
+/// A "(0)" inside the country code is no trunk prefix: "+4(0)4 20 …" is refused, not
+/// read as "+44 20 …" (from review r145). After a country code whose numbers keep their
+/// 0, a "(0)" before the number's own 0 is the trunk prefix ("+39 (0) 06 …" is "+39 06
+/// …", as "+44 (0) 020 …" is "+44 20 …"): it gave a second form.
+#[test]
+fn a_zero_in_parentheses_is_a_trunk_prefix_only_after_the_country_code() {
+    for raw in ["+4(0)4 20 7946 0958", "+35(0)3 1 234 5678"] {
+        assert!(Identifier::<Security>::phone(raw).is_err(), "{raw}");
+    }
+    second_holder_refused("+39 06 1234 5678", "+39 (0) 06 1234 5678");
+    second_holder_refused("+225 07 0712 3456", "+225 (0) 07 0712 3456");
+}
