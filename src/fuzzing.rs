@@ -1583,6 +1583,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         (1, "b@bücher.de."),
         (0, "+52 1 55 1234 5678"),
         (0, "+39 (0) 06 1234 5678"),
+        (1, "o'brien+news@example.com"),
     ] {
         out.push(("identifier", [&[kind][..], raw.as_bytes()].concat()));
     }

@@ -20,8 +20,11 @@
 //!   "1" dialled before mobiles until August 2019 ("+52 1 55 1234 5678" is "+52 55
 //!   1234 5678"), and Mexican numbers have 10 digits, none starting with 1.
 //! - Email addresses are trimmed and their domain lower-cased; the local part is kept
-//!   as given (RFC 5321 leaves its case to the receiving host). Quoted local parts,
-//!   IP-literal domains, whitespace and control characters are refused.
+//!   as given (RFC 5321 leaves its case to the receiving host). The local part must be
+//!   an ASCII dot-atom (RFC 5322): letters, digits, ``!#$%&'*+-/=?^_`{|}~`` and dots,
+//!   no dot first, last or twice in a row; anything else ("mailto:", a comment in
+//!   parentheses, `<`, `,`, `:`) is refused, as are quoted local parts, IP-literal
+//!   domains, whitespace and control characters.
 //! - Device and advertising ids are trimmed and ASCII-lower-cased (UUIDs are often
 //!   written in either case).
 //!
@@ -431,6 +434,12 @@ fn email_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
     if !local.is_ascii() {
         return Err("local part is not ASCII");
     }
+    // RFC 5322's dot-atom: "mailto:a@b.c", "a(note)@b.c", "<a@b.c" or "a,b@b.c" are
+    // not an address's spelling; accepted, a 2FA address uploaded as "mailto:…" was
+    // counted as a valid address the ledger does not know (found by review r145).
+    if !local.bytes().all(|b| b == b'.' || is_atext(b)) {
+        return Err("local part contains a character not allowed unquoted");
+    }
     // One trailing dot (the root), ASCII or any of the full stops UTS 46 maps to it.
     let domain = domain
         .strip_suffix(['.', '\u{3002}', '\u{FF0E}', '\u{FF61}'])
@@ -490,9 +499,16 @@ fn email_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// RFC 5322's `atext`: what an unquoted local part may hold besides its dots (ASCII
+/// letters and digits and ``!#$%&'*+-/=?^_`{|}~``).
+fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+}
+
 /// A trimmed email address that [`email_into`] accepts without a closer look: ASCII,
-/// one `@`, and a domain of ASCII host-name labels, none an A-label (`xn--`, which the
-/// UTS 46 mapping checks). Split at its `@`, domain without a trailing dot.
+/// one `@`, a local part of [`is_atext`] characters and dots, and a domain of ASCII
+/// host-name labels, none an A-label (`xn--`, which the UTS 46 mapping checks). Split
+/// at its `@`, domain without a trailing dot.
 struct PlainEmail<'a> {
     local: &'a str,
     domain: &'a str,
@@ -525,8 +541,9 @@ fn plain_ascii_email(t: &str) -> Option<PlainEmail<'_>> {
     let mut at = None;
     for (i, &b) in bytes.iter().enumerate() {
         // Whitespace and control characters (all of ASCII's are below 0x21 or 0x7F),
-        // non-ASCII, and a quote in the local part go the general way.
-        if b <= b' ' || b >= 0x7F || (b == b'"' && at.is_none()) {
+        // non-ASCII, and in the local part anything but `atext` and dots (a quote, a
+        // comment, "mailto:") go the general way.
+        if b <= b' ' || b >= 0x7F {
             return None;
         }
         if b == b'@' {
@@ -534,6 +551,8 @@ fn plain_ascii_email(t: &str) -> Option<PlainEmail<'_>> {
                 return None;
             }
             at = Some(i);
+        } else if at.is_none() && !(b == b'.' || is_atext(b)) {
+            return None;
         }
     }
     let (local, domain) = t.split_at_checked(at?)?;
@@ -572,6 +591,12 @@ fn plain_ascii_email(t: &str) -> Option<PlainEmail<'_>> {
 /// anywhere, the country code included.
 #[cfg(test)]
 pub(crate) const PHONE_SHAPES: &str = r"\+(3|39|4|44|52|54|229)[0-9 ()]{6,16}";
+
+/// Email addresses whose local part holds any of the ASCII characters a local part may
+/// or may not hold unquoted, for property tests (here and in `identifier::fast`).
+#[cfg(test)]
+pub(crate) const LOCAL_PART_SHAPES: &str =
+    r#"[a-zA-Z0-9.(),:;<>\[\]\\!#$%&'*+/=?^_`{|}~"@-]{1,10}@[a-zA-Z]{1,4}\.[a-z]{2,3}\.?"#;
 
 /// Whether the one-pass path agrees with the general path on `input`: it declines, or
 /// writes what the general path writes. (Checked by the `identifier` fuzz target.)
@@ -719,10 +744,16 @@ mod tests {
 
     #[test]
     fn emails() {
+        const UNQUOTED: &str = "local part contains a character not allowed unquoted";
         for (raw, want) in [
             ("  Alice.Smith@Example.COM ", "Alice.Smith@example.com"),
             ("a@Example.COM.", "a@example.com"),
             ("a+tag@sub.example.org", "a+tag@sub.example.org"),
+            ("o'brien@example.com", "o'brien@example.com"),
+            (
+                "a!#$%&'*+-/=?^_`{|}~z@example.com",
+                "a!#$%&'*+-/=?^_`{|}~z@example.com",
+            ),
             ("b@bücher.DE", "b@xn--bcher-kva.de"),
             ("b@bu\u{308}cher.de", "b@xn--bcher-kva.de"),
             ("b@xn--bcher-kva.de", "b@xn--bcher-kva.de"),
@@ -756,6 +787,16 @@ mod tests {
             ("a b@example.com", "contains whitespace or a control character"),
             ("a\u{7}@example.com", "contains whitespace or a control character"),
             ("bü@example.com", "local part is not ASCII"),
+            // Found by review r145: none of these is an address's spelling.
+            ("mailto:bob@example.com", UNQUOTED),
+            ("bob(comment)@example.com", UNQUOTED),
+            ("(comment)bob@example.com", UNQUOTED),
+            ("a,b@example.com", UNQUOTED),
+            ("a:b;c@example.com", UNQUOTED),
+            ("[bob]@example.com", UNQUOTED),
+            ("a\\b@example.com", UNQUOTED),
+            ("<bob@example.com", UNQUOTED),
+            ("bob>@example.com", UNQUOTED),
             ("a@xn--zz.com", "domain is not a valid internationalized name"),
             ("a@bü_cher.de", "domain is not a valid internationalized name"),
         ] {
@@ -812,6 +853,7 @@ mod tests {
             "domain contains a character not allowed in a host name",
             "domain must contain a dot",
             "local part is not ASCII",
+            "local part contains a character not allowed unquoted",
             "domain is not a valid internationalized name",
             "is longer than 254 bytes",
             "is empty",
@@ -825,7 +867,7 @@ mod tests {
     proptest! {
         #[test]
         fn idempotent_total_and_never_echoing(
-            s in prop_oneof!["\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}|\\+54[0-9 ]{10,16}", PHONE_SHAPES]
+            s in prop_oneof!["\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}|\\+54[0-9 ]{10,16}", PHONE_SHAPES, LOCAL_PART_SHAPES]
         ) {
             let problems = all_problems();
             for f in [phone, email, device_id] {
@@ -844,6 +886,7 @@ mod tests {
             s in prop_oneof![
                 "\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}|[a-zA-Z]{1,64}@([a-zA-Z]{1,63}\\.){1,5}[A-Z]{2,63}|[a-z]{60,64}@[A-ZÉ]{60,63}\\.[a-zé]{60,63}\\.[a-zé]{60,63}\\.[a-z]{2,63}",
                 PHONE_SHAPES,
+                LOCAL_PART_SHAPES,
             ]
         ) {
             type ToString = fn(&str) -> Result<String, &'static str>;
@@ -864,7 +907,10 @@ mod tests {
         /// them the same way.
         #[test]
         fn plain_ascii_emails_agree_with_the_general_path(
-            s in "[ -~]{0,80}|[a-z.\"-]{1,4}@([a-zA-Z0-9-]{0,4}\\.){1,3}[a-zA-Z0-9-]{0,4}\\.{0,2}|[a-zA-Z0-9.\"-]{0,66}@([a-zA-Z0-9-]{0,64}\\.?){0,5}|[a-z]{1,64}@([a-zA-Z]{1,63}\\.){1,4}[a-z]{2,63}|[a-z]{60,64}@([a-z]{60,63}\\.){3}[a-z]{2,63}\\.?"
+            s in prop_oneof![
+                "[ -~]{0,80}|[a-z.\"-]{1,4}@([a-zA-Z0-9-]{0,4}\\.){1,3}[a-zA-Z0-9-]{0,4}\\.{0,2}|[a-zA-Z0-9.\"-]{0,66}@([a-zA-Z0-9-]{0,64}\\.?){0,5}|[a-z]{1,64}@([a-zA-Z]{1,63}\\.){1,4}[a-z]{2,63}|[a-z]{60,64}@([a-z]{60,63}\\.){3}[a-z]{2,63}\\.?",
+                LOCAL_PART_SHAPES,
+            ]
         ) {
             prop_assert!(plain_email_agrees(&s));
         }

@@ -114,7 +114,8 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, others: &[&[u8]]) {
             }
         }
         8 if len > 0 => {
-            // An interesting character: multi-byte UTF-8, controls, separators.
+            // An interesting character: multi-byte UTF-8, controls, separators, what an
+            // email address's local part may not hold unquoted, a trunk prefix.
             let s = [
                 "\u{2014} ",
                 "\n",
@@ -129,7 +130,14 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, others: &[&[u8]]) {
                 "=",
                 "\"",
                 "0",
-            ][rng.below(13)];
+                "(",
+                ":",
+                ",",
+                "<",
+                "[",
+                "\\",
+                "(0)",
+            ][rng.below(20)];
             let mut i = rng.below(len + 1);
             while i > 0 && i < input.len() && (input[i] & 0xC0) == 0x80 {
                 i -= 1;

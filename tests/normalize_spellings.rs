@@ -181,6 +181,29 @@ fn mexican_mobile_has_one_normal_form() {
     );
 }
 
+/// A 2FA-only number or address uploaded in another spelling is denied, not counted as
+/// a valid identifier the ledger does not know; "mailto:" before an address makes no
+/// address at all (from review r145: it was accepted, and counted unknown).
+#[test]
+fn an_upload_in_another_spelling_is_denied_or_malformed_never_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger(dir.path());
+    let s = SubjectId::new("account-1").unwrap();
+    let phone = Identifier::<Security>::phone("+52 1 55 1234 5678").unwrap();
+    l.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+    let email = Identifier::<Security>::email("bob@example.com").unwrap();
+    l.collect(&s, &email, RecipientScope::first_party()).unwrap();
+    let partner = Recipient::partner("acme-ads").unwrap();
+    let (matches, counts) = l.audience::<consent_ledger::Advertising>(&partner).collect([
+        "+52 55 1234 5678",
+        "mailto:bob@example.com",
+        "<bob@example.com",
+    ]);
+    assert!(matches.is_empty());
+    assert_eq!((counts.unknown, counts.malformed), (0, 2), "{counts}");
+    assert_eq!(counts.denied.total(), 1, "{counts}");
+}
+
 /// A "(0)" inside the country code is no trunk prefix: "+4(0)4 20 …" is refused, not
 /// read as "+44 20 …" (from review r145). After a country code whose numbers keep their
 /// 0, a "(0)" before the number's own 0 is the trunk prefix ("+39 (0) 06 …" is "+39 06

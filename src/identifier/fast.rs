@@ -515,6 +515,7 @@ mod tests {
             s in proptest::prop_oneof![
                 "\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}|[a-zA-Z]{1,64}@([a-zA-Z]{1,63}\\.){1,5}[A-Z]{2,63}|[a-z]{60,64}@[A-ZÉ]{60,63}\\.[a-zé]{60,63}\\.[a-zé]{60,63}\\.[a-z]{2,63}",
                 normalize::PHONE_SHAPES,
+                normalize::LOCAL_PART_SHAPES,
             ]
         ) {
             let key = PseudonymKey::from_bytes([3; 32]);
