@@ -165,7 +165,10 @@ pub struct AudienceCounts {
     pub uploaded: u64,
     /// Identifiers that are not a valid phone number or email address.
     pub malformed: u64,
-    /// Valid identifiers the ledger does not know.
+    /// Valid identifiers the ledger does not know. An email address is matched as
+    /// normalized, its local part kept as given: a spelling that differs from the one
+    /// collected in the local part's case or a `+tag` ("Bob@…", "bob+ads@…" for
+    /// "bob@…") is another identifier, counted here.
     pub unknown: u64,
     /// Identifiers that matched a subject (reported through the callback).
     pub matched: u64,

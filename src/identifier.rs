@@ -135,8 +135,9 @@ impl fmt::Display for IdentifierKind {
 pub struct Identifier<P: Purpose> {
     kind: IdentifierKind,
     value: Zeroizing<String>,
-    /// Lookup pseudonym under the last key it was computed with, so repeated decisions
-    /// cost a hash-map lookup rather than an HMAC.
+    /// Lookup pseudonym under the first key it was computed with (set once; under any
+    /// other key it is computed each time), so repeated decisions cost a hash-map
+    /// lookup rather than an HMAC.
     cached: OnceLock<(KeyTag, Pseudonym)>,
     _purpose: PhantomData<fn(P) -> P>,
 }
@@ -212,7 +213,8 @@ impl<P: Purpose> Identifier<P> {
         &self.value
     }
 
-    /// The lookup pseudonym under `key`, cached for the most recent key used.
+    /// The lookup pseudonym under `key`, cached for the first key used (a later key's is
+    /// computed each time, not cached).
     pub(crate) fn lookup(&self, key: &PseudonymKey) -> Pseudonym {
         if let Some((tag, p)) = self.cached.get() {
             if *tag == key.tag {

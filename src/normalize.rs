@@ -20,9 +20,10 @@
 //!   "1" dialled before mobiles until August 2019 ("+52 1 55 1234 5678" is "+52 55
 //!   1234 5678"), and Mexican numbers have 10 digits, none starting with 1.
 //! - Email addresses are trimmed and their domain lower-cased; the local part is kept
-//!   as given (RFC 5321 leaves its case to the receiving host). The local part must be
-//!   an ASCII dot-atom (RFC 5322): letters, digits, ``!#$%&'*+-/=?^_`{|}~`` and dots,
-//!   no dot first, last or twice in a row; anything else ("mailto:", a comment in
+//!   as given (RFC 5321 leaves its case to the receiving host), so a spelling that
+//!   differs in its case or a `+tag` is another address. The local part must be an
+//!   ASCII dot-atom (RFC 5322): letters, digits, ``!#$%&'*+-/=?^_`{|}~`` and dots, no
+//!   dot first, last or twice in a row; anything else ("mailto:", a comment in
 //!   parentheses, `<`, `,`, `:`) is refused, as are quoted local parts, IP-literal
 //!   domains, whitespace and control characters.
 //! - Device and advertising ids are trimmed and ASCII-lower-cased (UUIDs are often

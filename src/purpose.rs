@@ -178,7 +178,7 @@ declare_purpose!(
 
 /// A purpose known only at run time: its id, description and legal basis.
 ///
-/// Read back from the ledger, or built from a [`Purpose`] type with [`PurposeInfo::of`].
+/// Built from a [`Purpose`] type with [`PurposeInfo::of`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PurposeInfo {
     /// The stable id.

@@ -70,7 +70,7 @@ fn an_italian_zero_written_as_a_trunk_prefix_is_kept() {
 
 /// A trailing dot is accepted ("a@example.com.") and UTS 46 maps the ideographic and
 /// full-width full stops to '.', which are accepted inside the domain; at the end they
-/// are refused.
+/// are accepted too, as the ASCII one is.
 #[test]
 fn a_trailing_unicode_full_stop_is_accepted_as_the_ascii_one_is() {
     for raw in ["a@example.com.", "a@example\u{3002}com", "a@b\u{fc}cher.de."] {
