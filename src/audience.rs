@@ -559,7 +559,12 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                     };
                     // Stamped per decision, as `authorize` does: never earlier than a time
                     // an earlier decision read (with the ticker, a load).
-                    match state.decide_query(&query, lookup, || self.ledger.stamp(), || self.ledger.now()) {
+                    match state.decide_query(
+                        &query,
+                        lookup,
+                        || self.ledger.stamp(),
+                        || self.ledger.now_deciding(),
+                    ) {
                         Ok((evidence, subject, lapses)) => d.candidates.push((
                             subject,
                             *lookup,
@@ -576,6 +581,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                 }
             }
         }
+        self.ledger.save_time_floor_if_due();
         d
     }
 
@@ -657,8 +663,15 @@ impl<P: Purpose> AudienceMatcher<'_, P> {
     fn decide_again(&self, lookup: &Pseudonym, m: AudienceMatch) -> Result<(u32, AudienceMatch), Denied> {
         let state = self.ledger.state().read().map_err(|_| Denied::Unavailable)?;
         let query = state.query::<P>(self.recipient);
-        let (evidence, subject, _) =
-            state.decide_query(&query, lookup, || self.ledger.stamp(), || self.ledger.now())?;
+        let decided = state.decide_query(
+            &query,
+            lookup,
+            || self.ledger.stamp(),
+            || self.ledger.now_deciding(),
+        );
+        drop(state);
+        self.ledger.save_time_floor_if_due();
+        let (evidence, subject, _) = decided?;
         Ok((subject, AudienceMatch { evidence, ..m }))
     }
 }

@@ -69,11 +69,12 @@ impl Ledger {
                         // clock (an expiring grant) may have raised the high-water time,
                         // and no later decision is stamped earlier (with the ticker, a load).
                         || self.stamp(),
-                        || self.now(),
+                        || self.now_deciding(),
                     )
                     .map(|(evidence, ..)| Use::new(id, recipient, evidence))
             }));
             drop(state);
+            self.save_time_floor_if_due();
             if self.records_decisions() {
                 for d in out.iter_mut().skip(start) {
                     if let Ok(u) = d {

@@ -1868,3 +1868,40 @@ mod erasure_after_a_lost_secret {
         );
     }
 }
+
+/// Review r147: a decision reads the clock under the state's read lock, and the time
+/// floor's file write (once a second of clock) was made there too, holding up every
+/// writer waiting for the lock. The reading under the lock no longer writes; the
+/// decision saves the floor once the lock is released.
+#[test]
+fn a_decision_saves_the_time_floor_after_its_lock() {
+    const T0: u64 = 1_750_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(T0));
+    let l = keys
+        .builder(dir.path(), Durability::Immediate)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let email = crate::Identifier::<crate::Security>::email("alice@example.com").unwrap();
+    l.collect(&subject(0, 0), &email, RecipientScope::first_party())
+        .unwrap();
+    let head = || std::fs::read(dir.path().join("head")).unwrap();
+    let before = head();
+    clock.set(crate::Timestamp::from_millis(T0 + 5_000));
+    assert_eq!(l.now_deciding(), crate::Timestamp::from_millis(T0 + 5_000));
+    assert_eq!(head(), before, "the reading for a decision wrote the time floor");
+    l.save_time_floor_if_due();
+    assert_ne!(head(), before, "the floor was not saved");
+    // An allowed decision (stamped with a clock reading: no ticker) saves it, after its
+    // lock.
+    let before = head();
+    clock.set(crate::Timestamp::from_millis(T0 + 10_000));
+    let allowed = l.authorize(&email, &crate::Recipient::FirstParty).unwrap();
+    assert_eq!(
+        allowed.evidence().decided_at(),
+        crate::Timestamp::from_millis(T0 + 10_000)
+    );
+    assert_ne!(head(), before, "a decision did not save the floor");
+}

@@ -690,13 +690,15 @@ impl Ledger {
     ) -> Result<Use<'a, P>, Denied> {
         let lookup = identifier.lookup(&self.inner.pseudonym_key);
         let state = self.inner.state.read().map_err(|_| Denied::Unavailable)?;
-        let (evidence, ..) = state.decide_query(
+        let decided = state.decide_query(
             &state.query::<P>(recipient),
             &lookup,
             || self.stamp(),
-            || self.now(),
-        )?;
+            || self.now_deciding(),
+        );
         drop(state);
+        self.save_time_floor_if_due();
+        let (evidence, ..) = decided?;
         self.record(&evidence, recipient)?;
         Ok(Use::new(identifier, recipient, evidence))
     }
@@ -748,18 +750,19 @@ impl Ledger {
     ///
     /// A reading later than any seen raises the high-water time, as in [`Ledger::now`]:
     /// a time that evidence carries is a time the ledger has seen, so an expiry it has
-    /// passed stays passed when the clock is stepped back.
+    /// passed stays passed when the clock is stepped back. Never writes the time floor
+    /// (see [`Ledger::now_deciding`]).
     pub(crate) fn stamp(&self) -> Timestamp {
         let t = match &self.inner.ticker {
             Some(t) => t.now().as_millis(),
-            None => return self.now(),
+            None => return self.now_deciding(),
         };
         // The decision path's cost: one load, unless the ticker has moved on.
         let current = self.inner.high_water.load(Ordering::Acquire);
         if t <= current {
             return Timestamp::from_millis(current);
         }
-        self.observe(t)
+        self.raise(t)
     }
 
     /// The decision state.
@@ -772,14 +775,26 @@ impl Ledger {
         &self.inner.pseudonym_key
     }
 
-    /// The clock, read now, never earlier than a time the ledger has already seen.
+    /// The clock, read now, never earlier than a time the ledger has already seen; saves
+    /// the time floor when due.
     pub(crate) fn now(&self) -> Timestamp {
-        self.observe(self.inner.clock.now().as_millis())
+        let now = self.now_deciding();
+        self.save_time_floor_if_due();
+        now
     }
 
-    /// Raises the high-water time to the reading `t` if it is later, saves it as the
-    /// time floor every [`TIME_FLOOR_STEP_MS`], and returns the high-water time.
-    fn observe(&self, t: u64) -> Timestamp {
+    /// [`Ledger::now`] for a decision under the state's read lock: it never writes the
+    /// time floor, whose file write would hold the lock, and so every writer waiting
+    /// for it and the readers queued behind them (review r147). The caller calls
+    /// [`Ledger::save_time_floor_if_due`] once the lock is released. ([`Ledger::stamp`]
+    /// never writes either.)
+    pub(crate) fn now_deciding(&self) -> Timestamp {
+        self.raise(self.inner.clock.now().as_millis())
+    }
+
+    /// Raises the high-water time to the reading `t` if it is later, and returns the
+    /// high-water time.
+    fn raise(&self, t: u64) -> Timestamp {
         // A plain load first: the shared line is written at most once per millisecond,
         // not by every decision.
         let high = &self.inner.high_water;
@@ -789,14 +804,19 @@ impl Ledger {
         } else {
             current
         };
+        Timestamp::from_millis(seen)
+    }
+
+    /// Saves the high-water time as the time floor once it is [`TIME_FLOOR_STEP_MS`]
+    /// past the saved one. Best effort: the next step retries.
+    pub(crate) fn save_time_floor_if_due(&self) {
+        let seen = self.inner.high_water.load(Ordering::Acquire);
         let saved = self.inner.head.time_floor_saved.load(Ordering::Acquire);
         // (A difference, not `saved + STEP`: near the largest time that sum saturates,
         // and every reading would rewrite the record.)
         if seen.saturating_sub(saved) >= TIME_FLOOR_STEP_MS {
-            // Best effort: the next step retries.
             let _ = self.inner.head.save(seen, false);
         }
-        Timestamp::from_millis(seen)
     }
 
     /// Records that `identifier` was collected from `subject` for its purpose `P`, to be
