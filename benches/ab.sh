@@ -4,9 +4,9 @@
 #
 #   benches/ab.sh ROUNDS SIZES COMMIT...     e.g. benches/ab.sh 7 10000 b2cd5b7 HEAD
 #
-# Builds `cargo bench --bench append` of each commit in a worktree under target/ab (one
-# target directory for all, so dependencies build once; each bench binary is copied out
-# as target/ab/append-<commit>), then runs the binaries in turn, ROUNDS times,
+# Builds `cargo bench --bench append` of each commit in a worktree under target/ab, each
+# in a target directory of its own (target/ab/target-<commit>; each bench binary is
+# copied out as target/ab/append-<commit>), then runs the binaries in turn, ROUNDS times,
 # printing each one's "alternating" line (its medians against the baselines measured in
 # the same run). On a shared machine, compare the rounds' medians, not single figures.
 set -euo pipefail
@@ -19,7 +19,11 @@ for commit in "$@"; do
   rev="$(git rev-parse --short "$commit")"
   wt="target/ab/wt-$rev"
   [ -d "$wt" ] || git worktree add --detach "$wt" "$rev" >/dev/null
-  built="$(cd "$wt" && CARGO_TARGET_DIR="$root/target/ab/target" cargo bench --bench append --no-run \
+  # One target directory per commit: cargo's unit hashes do not depend on the
+  # package's path, so with one shared directory the second commit's build was found
+  # fresh (its dep-info names the first worktree's files) and both binaries were the
+  # first commit's (found at stop 23).
+  built="$(cd "$wt" && CARGO_TARGET_DIR="$root/target/ab/target-$rev" cargo bench --bench append --no-run \
     --message-format=json 2>/dev/null | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)"
   cp "$built" "target/ab/append-$rev"
   bins+=("$rev=$root/target/ab/append-$rev")
