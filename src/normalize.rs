@@ -84,21 +84,29 @@ pub(crate) const MAX_NORMALIZED: usize = EMAIL_MAX_TOTAL;
 /// A normalized value on the stack, wiped when dropped: bulk matching normalizes and
 /// hashes millions of rows, and an allocation (and a wipe of it) per row cost as much
 /// as the hashing.
-pub(crate) struct Scratch {
-    bytes: [u8; MAX_NORMALIZED],
+///
+/// `N` is its capacity: the largest normal form by default, the most digits of a phone
+/// number where [`phone_into`] reads one before writing it.
+pub(crate) struct Scratch<const N: usize = MAX_NORMALIZED> {
+    bytes: [u8; N],
     len: usize,
 }
 
 impl Scratch {
     pub(crate) fn new() -> Scratch {
+        Scratch::empty()
+    }
+}
+
+impl<const N: usize> Scratch<N> {
+    fn empty() -> Scratch<N> {
         Scratch {
-            bytes: [0; MAX_NORMALIZED],
+            bytes: [0; N],
             len: 0,
         }
     }
 
     /// What was written.
-    #[cfg(test)]
     pub(crate) fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or_default()
     }
@@ -112,13 +120,13 @@ impl Scratch {
     }
 }
 
-impl Drop for Scratch {
+impl<const N: usize> Drop for Scratch<N> {
     fn drop(&mut self) {
         self.clear();
     }
 }
 
-impl Out for Scratch {
+impl<const N: usize> Out for Scratch<N> {
     fn push_str(&mut self, s: &str) -> bool {
         let end = self.len + s.len();
         match self.bytes.get_mut(self.len..end) {
@@ -175,7 +183,7 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
         .strip_prefix('+')
         .ok_or("must start with '+' and a country code")?;
     // Read whole before anything is written: Mexico's rule looks at the whole number.
-    let mut number = PhoneDigits::new();
+    let mut number = Scratch::<PHONE_MAX_DIGITS>::empty();
     // The country code's digits so far as a number, and its length once known.
     let mut code = 0u32;
     let mut code_len = None;
@@ -187,7 +195,7 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
             skip -= 1;
             continue;
         }
-        let digits = number.len;
+        let digits = number.written();
         // "+44 (0)20 …" (also "( 0 )"): the national trunk prefix some write after the
         // country code. It is not dialled from abroad and not part of the E.164
         // number; kept, the same number would have two normal forms. Except where the
@@ -240,15 +248,15 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
                     code = code * 10 + u32::from(c as u8 - b'0');
                     code_len = country_code_len(code, digits + 1);
                 }
-                if !number.push(c as u8) {
+                if !number.push_ascii(c as u8) {
                     return Err("has more than 15 digits");
                 }
             }
-            ' ' | '-' | '.' | '(' | ')' | '/' => {}
+            c if is_separator(c) => {}
             _ => return Err("contains a character that is not a digit or separator"),
         }
     }
-    let digits = number.len;
+    let digits = number.written();
     if digits < PHONE_MIN_DIGITS {
         return Err("has too few digits for E.164");
     }
@@ -287,51 +295,18 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
     Ok(())
 }
 
-/// The digits of a phone number as read, before it is written (at most
-/// [`PHONE_MAX_DIGITS`]); wiped when dropped.
-struct PhoneDigits {
-    bytes: [u8; PHONE_MAX_DIGITS],
-    len: usize,
-}
-
-impl PhoneDigits {
-    fn new() -> PhoneDigits {
-        PhoneDigits {
-            bytes: [0; PHONE_MAX_DIGITS],
-            len: 0,
-        }
-    }
-
-    /// Appends an ASCII digit; `false` if there are already [`PHONE_MAX_DIGITS`].
-    fn push(&mut self, digit: u8) -> bool {
-        match self.bytes.get_mut(self.len) {
-            Some(dst) => {
-                *dst = digit;
-                self.len += 1;
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        self.bytes.get(..self.len).unwrap_or_default()
-    }
-}
-
-impl Drop for PhoneDigits {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.bytes);
-    }
-}
-
 /// The first digit after the first `skip` characters of `s`, passing over separators;
 /// `None` if a character that is neither comes first, or none does.
 fn next_digit(s: &str, skip: usize) -> Option<char> {
     s.chars()
         .skip(skip)
-        .find(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '/'))
+        .find(|c| !is_separator(*c))
         .filter(char::is_ascii_digit)
+}
+
+/// The visual separators a phone number may hold, dropped from its normal form.
+fn is_separator(c: char) -> bool {
+    matches!(c, ' ' | '-' | '.' | '(' | ')' | '/')
 }
 
 /// Country codes whose numbers keep their leading 0 in international form: "(0)" after
