@@ -1257,6 +1257,23 @@ fn a_sync_failing_while_an_entry_is_stored() {
     }
 }
 
+/// Runs `change` in another thread while a sync is held inside the store, then lets that
+/// sync fail; returns the change's result (the sync's failure is asserted).
+fn during_a_failing_sync<T: Send>(l: &Ledger, faults: &Faults, change: impl FnOnce() -> T + Send) -> T {
+    faults.hold_next.store(true, Ordering::SeqCst);
+    faults.fail_next.store(true, Ordering::SeqCst);
+    let (changed, synced) = std::thread::scope(|s| {
+        let synced = s.spawn(|| l.sync());
+        wait_held(faults);
+        let changed = s.spawn(change);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        faults.release.store(true, Ordering::SeqCst);
+        (changed.join().unwrap(), synced.join().unwrap())
+    });
+    assert!(synced.is_err(), "the held sync did not fail");
+    changed
+}
+
 /// Under `Relaxed`, a change stored while another thread's sync is still running, and
 /// then fails, is not acknowledged: the append waits the running sync out before it
 /// answers. As under `Immediate`, a grant told `NotDurable` is not in effect (review
@@ -1267,18 +1284,10 @@ fn relaxed_change_stored_during_a_sync_that_then_fails_is_not_acknowledged() {
     let (_dir, _keys, l, faults, alice, email) = with_alices_email(Durability::Relaxed);
     let acme = crate::Recipient::partner("acme").unwrap();
     assert!(l.authorize(&email, &acme).is_err());
-    faults.hold_next.store(true, Ordering::SeqCst);
-    faults.fail_next.store(true, Ordering::SeqCst);
     let before = l.len();
-    let (granted, synced) = std::thread::scope(|s| {
-        let synced = s.spawn(|| l.sync());
-        wait_held(&faults);
-        let granted = s.spawn(|| l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None));
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        faults.release.store(true, Ordering::SeqCst);
-        (granted.join().unwrap(), synced.join().unwrap())
+    let granted = during_a_failing_sync(&l, &faults, || {
+        l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
     });
-    assert!(synced.is_err());
     assert!(matches!(granted, Err(WriteError::NotDurable(_))), "{granted:?}");
     assert_eq!(
         l.len(),
@@ -1304,17 +1313,7 @@ fn relaxed_withdrawal_stored_during_a_failing_sync_is_in_effect() {
     l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
         .unwrap();
     assert!(l.authorize(&email, &acme).is_ok());
-    faults.hold_next.store(true, Ordering::SeqCst);
-    faults.fail_next.store(true, Ordering::SeqCst);
-    let (withdrawn, synced) = std::thread::scope(|s| {
-        let synced = s.spawn(|| l.sync());
-        wait_held(&faults);
-        let withdrawn = s.spawn(|| l.withdraw::<crate::Advertising>(&alice));
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        faults.release.store(true, Ordering::SeqCst);
-        (withdrawn.join().unwrap(), synced.join().unwrap())
-    });
-    assert!(synced.is_err());
+    let withdrawn = during_a_failing_sync(&l, &faults, || l.withdraw::<crate::Advertising>(&alice));
     assert!(
         matches!(withdrawn, Err(WriteError::NotDurable(_))),
         "{withdrawn:?}"
