@@ -1098,6 +1098,10 @@ pub fn identifier(data: &[u8]) -> Outcome {
         crate::normalize::plain_email_agrees(raw),
         "the one-pass email path disagrees with the general one",
     )?;
+    ensure(
+        crate::normalize::plain_phone_agrees(raw),
+        "the one-pass phone path disagrees with the general one",
+    )?;
     let key = pseudonym_key();
     let bulk = identifier::lookup_of_raw(&key, kind, raw);
     // Audience matching's path: the input's lines as rows, hashed sixteen at a time in

@@ -178,8 +178,80 @@ pub(crate) fn phone_into(input: &str, out: &mut impl Out) -> Result<(), &'static
     if input.len() > MAX_INPUT_LEN {
         return Err("is too long");
     }
-    let rest = input
-        .trim()
+    let t = input.trim();
+    match plain_phone(t) {
+        Some(number) => write_phone(number.as_bytes(), out),
+        None => phone_general(t, out),
+    }
+}
+
+/// `+` and at most [`PHONE_MAX_DIGITS`] digits: a phone number's normal form.
+const PHONE_MAX_LEN: usize = PHONE_MAX_DIGITS + 1;
+
+/// The common case of [`phone_into`] in one pass over the bytes: `Some` (the normal
+/// form) only for a number the general path also accepts, written the same way: `+`,
+/// then ASCII digits and the separators other than parentheses, with a country code
+/// that has no rule of its own (not +52 or +54) and no 0 after it (a trunk prefix, or
+/// the number's own 0 where it is kept). `None` for anything else, which the general
+/// path then decides, with its precise error. Bulk matching normalizes millions of
+/// numbers; the general path's rules, looked at for every character, cost more than
+/// the HMAC.
+fn plain_phone(t: &str) -> Option<Scratch<PHONE_MAX_LEN>> {
+    let rest = t.as_bytes().strip_prefix(b"+")?;
+    let mut number = Scratch::empty();
+    let _ = number.push_ascii(b'+');
+    for &b in rest {
+        if b.is_ascii_digit() {
+            if !number.push_ascii(b) {
+                return None;
+            }
+        } else if !matches!(b, b' ' | b'-' | b'.' | b'/') {
+            return None;
+        }
+    }
+    let digits = number.as_bytes().get(1..)?;
+    if digits.len() < PHONE_MIN_DIGITS {
+        return None;
+    }
+    let digit = |i: usize| digits.get(i).map(|d| u32::from(d - b'0'));
+    let (first, two) = (digit(0)?, digit(0)? * 10 + digit(1)?);
+    let (code, code_len) = match first {
+        0 => return None,
+        1 | 7 => (first, 1),
+        _ if is_two_digit_code(two) => (two, 2),
+        _ => (two * 10 + digit(2)?, 3),
+    };
+    // (A 0 after the country code is decided by the general path, also where it is
+    // the number's own, [`KEEP_ZERO`]: the one-pass path writes every digit it reads.)
+    if code == 52 || code == 54 || digits.get(code_len) == Some(&b'0') {
+        return None;
+    }
+    Some(number)
+}
+
+/// Whether the one-pass path agrees with the general path on `input`: it declines, or
+/// gives what the general path writes. (Checked by the `identifier` fuzz target.)
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn plain_phone_agrees(input: &str) -> bool {
+    let t = input.trim();
+    let Some(number) = plain_phone(t) else {
+        return true;
+    };
+    let mut general = String::new();
+    phone_general(t, &mut general) == Ok(()) && general.as_bytes() == number.as_bytes()
+}
+
+/// Writes a phone number's normal form (ASCII).
+fn write_phone(normal: &[u8], out: &mut impl Out) -> Result<(), &'static str> {
+    if !normal.iter().all(|d| out.push_ascii(*d)) {
+        return Err("is too long");
+    }
+    Ok(())
+}
+
+/// [`phone_into`] of a trimmed number, for every number.
+fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
+    let rest = t
         .strip_prefix('+')
         .ok_or("must start with '+' and a country code")?;
     // Read whole before anything is written: Mexico's rule looks at the whole number.
@@ -332,12 +404,28 @@ const TWO_DIGIT_CODES: [u32; 44] = [
     60, 61, 62, 63, 64, 65, 66, 81, 82, 84, 86, 90, 91, 92, 93, 94, 95, 98,
 ];
 
+/// [`TWO_DIGIT_CODES`] as a set of bits, the code's bit set: one test per number.
+const TWO_DIGIT_CODE_BITS: u128 = {
+    let mut bits = 0u128;
+    let mut rest: &[u32] = &TWO_DIGIT_CODES;
+    while let [code, tail @ ..] = rest {
+        bits |= 1 << *code;
+        rest = tail;
+    }
+    bits
+};
+
+/// Whether `code` is one of [`TWO_DIGIT_CODES`].
+fn is_two_digit_code(code: u32) -> bool {
+    code < 100 && TWO_DIGIT_CODE_BITS & (1 << code) != 0
+}
+
 /// The length of the country code a number starts with, once its first `digits`
 /// digits, `code`, tell it; `None` while they do not yet.
 fn country_code_len(code: u32, digits: usize) -> Option<usize> {
     match digits {
         1 if code == 1 || code == 7 => Some(1),
-        2 if TWO_DIGIT_CODES.contains(&code) => Some(2),
+        2 if is_two_digit_code(code) => Some(2),
         3.. => Some(3),
         _ => None,
     }
@@ -478,7 +566,10 @@ fn email_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
 /// RFC 5322's `atext`: what an unquoted local part may hold besides its dots (ASCII
 /// letters and digits and ``!#$%&'*+-/=?^_`{|}~``).
 fn is_atext(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+    matches!(b,
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+        | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'/' | b'='
+        | b'?' | b'^' | b'_' | b'`' | b'{' | b'|' | b'}' | b'~')
 }
 
 /// A trimmed email address that [`email_into`] accepts without a closer look: ASCII,
@@ -513,48 +604,40 @@ impl PlainEmail<'_> {
 /// its precise error. Bulk matching normalizes millions of addresses; the general
 /// path's several searches cost about as much as a quarter of the HMAC.
 fn plain_ascii_email(t: &str) -> Option<PlainEmail<'_>> {
-    let bytes = t.as_bytes();
-    let mut at = None;
-    for (i, &b) in bytes.iter().enumerate() {
-        // Whitespace and control characters (all of ASCII's are below 0x21 or 0x7F),
-        // non-ASCII, and in the local part anything but `atext` and dots (a quote, a
-        // comment, "mailto:") go the general way.
-        if b <= b' ' || b >= 0x7F {
-            return None;
-        }
-        if b == b'@' {
-            if at.is_some() {
-                return None;
-            }
-            at = Some(i);
-        } else if at.is_none() && !(b == b'.' || is_atext(b)) {
-            return None;
-        }
-    }
-    let (local, domain) = t.split_at_checked(at?)?;
+    let at = t.bytes().position(|b| b == b'@')?;
+    let (local, domain) = t.split_at_checked(at)?;
     let domain = domain.get(1..)?;
-    let local_ok = !local.is_empty()
-        && local.len() <= EMAIL_MAX_LOCAL
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.as_bytes().windows(2).any(|w| w == b"..");
-    if !local_ok {
+    // A dot-atom: `atext` and dots, no dot first, last or twice in a row. Anything else
+    // (whitespace, non-ASCII, a quote, a comment, "mailto:") goes the general way.
+    if local.is_empty() || local.len() > EMAIL_MAX_LOCAL {
         return None;
     }
+    let mut after_dot = true;
+    for b in local.bytes() {
+        let dot = b == b'.';
+        if (dot && after_dot) || !(dot || is_atext(b)) {
+            return None;
+        }
+        after_dot = dot;
+    }
+    if after_dot {
+        return None;
+    }
+    // Host-name labels of ASCII letters, digits and inner hyphens, none an A-label; a
+    // second '@' is none of these.
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     if domain.is_empty() || domain.len() > EMAIL_MAX_DOMAIN {
         return None;
     }
     let mut labels = 0usize;
-    for label in domain.split('.') {
+    for label in domain.as_bytes().split(|b| *b == b'.') {
         labels += 1;
-        let l = label.as_bytes();
-        let ok = !l.is_empty()
-            && l.len() <= DOMAIN_MAX_LABEL
-            && l.first() != Some(&b'-')
-            && l.last() != Some(&b'-')
-            && l.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
-            && !l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"xn--"));
+        let ok = !label.is_empty()
+            && label.len() <= DOMAIN_MAX_LABEL
+            && label.first() != Some(&b'-')
+            && label.last() != Some(&b'-')
+            && label.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && !label.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"xn--"));
         if !ok {
             return None;
         }
@@ -889,6 +972,64 @@ mod tests {
             ]
         ) {
             prop_assert!(plain_email_agrees(&s));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        /// The one-pass path takes only numbers the general path accepts, and writes
+        /// them the same way.
+        #[test]
+        fn plain_phones_agree_with_the_general_path(
+            s in prop_oneof![
+                "[ -~]{0,24}",
+                "\\+[0-9 ./()-]{0,20}",
+                "[ \t]{0,2}\\+[0-9]{1,3}[ 0-9./-]{4,18}[ \t]{0,2}",
+                "\\+(1|7|20|21|39|44|52|54|225|229|242|378|379|380)[ -]?0?[0-9 -]{4,14}",
+                "\\+52 ?1 ?[0-9]{9,10}|\\+54 ?9? ?[0-9 ]{9,14}",
+                PHONE_SHAPES,
+            ]
+        ) {
+            prop_assert!(plain_phone_agrees(&s));
+        }
+    }
+
+    #[test]
+    fn plain_phones_are_the_common_case() {
+        for (raw, normal) in [
+            ("+1 555 010 9999", "+15550109999"),
+            ("+44 20 7946.0958", "+442079460958"),
+            (" +49-30-1234567 ", "+49301234567"),
+            ("+380 44/123 45 67", "+380441234567"),
+            ("+7 495 1234567", "+74951234567"),
+        ] {
+            let number = plain_phone(raw.trim());
+            assert_eq!(
+                number.as_ref().map(|n| n.as_bytes()),
+                Some(normal.as_bytes()),
+                "{raw}"
+            );
+            assert_eq!(phone(raw).as_deref(), Ok(normal), "{raw}");
+        }
+        // Decided by the general path: parentheses, a trunk 0, the countries with rules
+        // of their own, too few or too many digits, anything but digits and separators.
+        for raw in [
+            "+1 (555) 010-9999",
+            "+44 020 7946 0958",
+            "+39 06 1234 5678",
+            "+52 1 55 1234 5678",
+            "+52 55 1234 5678",
+            "+54 9 11 2345 6789",
+            "+229 01 23 45 67 89",
+            "+1 555 01",
+            "+1 555 010 9999 0000 1",
+            "+1 555 010 9999 x12",
+            "+0 555 010 9999",
+            "1 555 010 9999",
+            "+1\t555 010 9999",
+            "+１ 555 010 9999",
+        ] {
+            assert!(plain_phone(raw.trim()).is_none(), "{raw}");
         }
     }
 
