@@ -122,7 +122,7 @@ fn bench(c: &mut Criterion) {
             // a shared machine's speed drifts over a minute by more than the differences
             // to see: also 7 rounds that alternate ours and both baselines, compared by
             // their medians and by the median of each round's own ratio.
-            let (mut ours, mut lookups, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut ours, mut lookups, mut bare, mut raw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..7 {
                 let t = Instant::now();
                 let counts = ledger.audience::<Advertising>(&acme).threads(1).run(&rows, |m| {
@@ -136,6 +136,9 @@ fn bench(c: &mut Criterion) {
                 let t = Instant::now();
                 black_box(hmac_all(&norm));
                 bare.push(t.elapsed());
+                let t = Instant::now();
+                black_box(consent_ledger::bench_support::raw_lookup_hashing(&key, &rows));
+                raw.push(t.elapsed());
             }
             let ratio = |base: &[Duration]| {
                 let mut r: Vec<f64> = base
@@ -147,6 +150,7 @@ fn bench(c: &mut Criterion) {
                 r.get(r.len() / 2).copied().unwrap_or_default() * 100.0
             };
             let (rl, rb) = (ratio(&lookups), ratio(&bare));
+            let r = common::median(raw);
             let (o, l, b) = (
                 common::median(ours),
                 common::median(lookups),
@@ -156,7 +160,7 @@ fn bench(c: &mut Criterion) {
                 "audience/alternating/{size} (1 thread, 7 rounds; lookups in lanes: {lanes}): match median \
                  {o:.2?}, the crate's lookup hashing alone {l:.2?}, bare HMAC-SHA256 {b:.2?}; throughput \
                  {:.0} % of the lookup hashing and {:.0} % of bare HMAC (medians of the rounds' own \
-                 ratios: {rl:.0} % and {rb:.0} %)",
+                 ratios: {rl:.0} % and {rb:.0} %); normalizing and hashing the raw rows alone {r:.2?}",
                 100.0 * l.as_secs_f64() / o.as_secs_f64(),
                 100.0 * b.as_secs_f64() / o.as_secs_f64(),
             );

@@ -125,6 +125,18 @@ pub fn lookup_hashing(key: &PseudonymKey, normalized: &[String], in_lanes: bool)
         .fold(0, |acc, (_, p)| acc ^ p.0.first().copied().unwrap_or(0))
 }
 
+/// The lookup pseudonyms of raw identifiers, each guessed, normalized and hashed as
+/// audience matching does it, without deciding: what matching spends before it reads
+/// the state. Returns the first byte of every pseudonym, folded, for `black_box`.
+pub fn raw_lookup_hashing(key: &PseudonymKey, raws: &[String]) -> u8 {
+    let rows = raws.iter().map(|r| (IdentifierKind::guess(r), r.as_str()));
+    key.lookup_hasher()
+        .of_raws(rows)
+        .iter()
+        .flatten()
+        .fold(0, |acc, (_, p)| acc ^ p.0.first().copied().unwrap_or(0))
+}
+
 /// Whether audience matching computes lookup pseudonyms in lanes on this CPU (x86-64
 /// without SHA instructions).
 pub fn hashes_in_lanes() -> bool {
