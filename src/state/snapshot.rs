@@ -350,22 +350,25 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
     let (purposes, scopes) = (state.purposes.len(), state.scopes.len());
     let n = r.u32()?;
     let n_subjects = r.count(n.into(), 1 + CONSENT_LEN)?;
-    state.reserve(n_subjects, 0);
     for _ in 0..n_subjects {
         let len = usize::from(r.u8()?);
         let id = SubjectId::stored(std::str::from_utf8(r.take(len)?).ok()?)?;
         let first = r.consent()?;
-        let index = u32::try_from(state.subjects.len())
+        u32::try_from(state.subjects.len())
             .ok()
             .filter(|i| *i < NO_SUBJECT - 1)?;
-        let subjects = &state.subjects;
-        let added = state
-            .subject_index
-            .insert_new(id.as_str(), index, |i| subjects.get(i).map(|s| &s.id));
-        if !added || !consent_ok(&first, purposes, scopes, at.len) {
+        if !consent_ok(&first, purposes, scopes, at.len) {
             return None;
         }
         state.subjects.push(SubjectRec { id, first });
+    }
+    // Indexed once all are read; refused if an id is there twice.
+    let subjects = &state.subjects;
+    if !state
+        .subject_index
+        .load(subjects.len(), |i| subjects.get(i).map(|s| &s.id))
+    {
+        return None;
     }
     let n = r.u32()?;
     let n = r.count(n.into(), IDENT_LEN)?;
@@ -593,6 +596,14 @@ mod tests {
             decode_body(&encode_body(&two, &at(&two))).is_none(),
             "one lookup, two holders"
         );
+        // One subject id twice: user-1 renamed user-0 (ids of one length, each written
+        // once, in the subject list).
+        let mut twice = good.clone();
+        let named = |b: &[u8], id: &[u8]| b.windows(id.len()).filter(|w| *w == id).count();
+        assert_eq!((named(&good, b"user-0"), named(&good, b"user-1")), (1, 1));
+        let i = twice.windows(6).position(|w| w == b"user-1").unwrap();
+        twice[i..i + 6].copy_from_slice(b"user-0");
+        assert!(decode_body(&twice).is_none(), "one subject id twice");
         // Each alone decodes.
         let mut one = State::default();
         one.apply(&collected(0, "user-a"), Some(Pseudonym([42; 32])));
