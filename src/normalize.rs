@@ -205,7 +205,8 @@ fn plain_phone(t: &str) -> Option<Scratch<PHONE_MAX_LEN>> {
             if !number.push_ascii(b) {
                 return None;
             }
-        } else if !matches!(b, b' ' | b'-' | b'.' | b'/') {
+        } else if !is_separator(char::from(b)) || matches!(b, b'(' | b')') {
+            // (Parentheses may hold a trunk prefix: the general path reads them.)
             return None;
         }
     }
