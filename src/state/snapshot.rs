@@ -354,10 +354,9 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
         let len = usize::from(r.u8()?);
         let id = SubjectId::stored(std::str::from_utf8(r.take(len)?).ok()?)?;
         let first = r.consent()?;
-        u32::try_from(state.subjects.len())
-            .ok()
-            .filter(|i| *i < NO_SUBJECT - 1)?;
-        if !consent_ok(&first, purposes, scopes, at.len) {
+        // Subject indexes stay below `NO_SUBJECT - 1`.
+        let room = u32::try_from(state.subjects.len()).is_ok_and(|i| i < NO_SUBJECT - 1);
+        if !room || !consent_ok(&first, purposes, scopes, at.len) {
             return None;
         }
         state.subjects.push(SubjectRec { id, first });
