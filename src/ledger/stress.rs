@@ -3,6 +3,10 @@
 //! with one injected failure per round, checked against what each call was told and
 //! against the reopened ledger. A child of `faults`, to reuse its fault-injecting
 //! store. `REVIEW_SEED` picks other seeds.
+//!
+//! Test code only: it is compiled solely as `ledger::faults::stress`, and `ledger::faults`
+//! only under `#[cfg(test)]`, so its `unwrap`s (and locks that panic when poisoned) never
+//! reach the library.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
