@@ -4,8 +4,8 @@
 //! over the same inputs already normalized, on one thread and on two (each hashing
 //! half), in the same run: compare like with like. Also the crate's own hashing alone
 //! (its lookup pseudonyms of the same normalized inputs; sixteen at a time in lanes on
-//! CPUs without SHA instructions, as matching computes them): the stricter baseline
-//! where the lanes beat bare HMAC.
+//! x86-64, in SHA instructions where the CPU has them, as matching computes them): the
+//! stricter baseline where the lanes beat bare HMAC.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -137,8 +137,9 @@ pub fn raw_lookup_hashing(key: &PseudonymKey, raws: &[String]) -> u8 {
         .fold(0, |acc, (_, p)| acc ^ p.0.first().copied().unwrap_or(0))
 }
 
-/// Whether audience matching computes lookup pseudonyms in lanes on this CPU (x86-64
-/// without SHA instructions).
+/// Whether audience matching computes lookup pseudonyms in lanes on this CPU (on
+/// x86-64: in SHA instructions, four blocks side by side, where it has them; in AVX2 or
+/// SSE2 registers elsewhere).
 pub fn hashes_in_lanes() -> bool {
     crate::lanes::worthwhile()
 }

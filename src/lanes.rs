@@ -1,25 +1,30 @@
-//! SHA-256's compression function on sixteen blocks at once, for hashing in bulk on
-//! CPUs without SHA instructions: lookup pseudonyms in audience matching, the vault's
-//! slot checksums and the log's entry hashes when a ledger opens.
+//! SHA-256's compression function on sixteen blocks at once, for hashing in bulk:
+//! lookup pseudonyms in audience matching, the vault's slot checksums and the log's
+//! entry hashes when a ledger opens.
 //!
 //! Without SHA instructions (the Skylake and Cascade Lake Xeons many clouds still rent,
 //! for one), `sha2` compresses one block at a time in scalar code: about 500–700 ns a
 //! block on a 2 GHz Xeon (a lookup pseudonym takes two blocks, a vault slot four, an
 //! entry about five). SHA-256 has no
 //! branches and no table lookups that depend on the data, so sixteen blocks can go
-//! through its rounds side by side: the code below is plain Rust over arrays of sixteen
+//! through its rounds side by side: the plain copy below is Rust over arrays of sixteen
 //! words, one word per block ("lane"), which the compiler turns into SIMD instructions.
 //! It is compiled twice: for SSE2, part of every x86-64 CPU, and for AVX2 (eight lanes
-//! to a register instead of four), which [`compress`] takes where the CPU has it, after
-//! asking (the crate's one `unsafe` block). On that 2 GHz Xeon, a block takes 73–82 ns
+//! to a register instead of four). On that 2 GHz Xeon, a block takes 73–82 ns
 //! in the AVX2 copy, 187–254 ns in the SSE2 one and 447–466 ns in `sha2` (three
 //! alternating runs of each; BENCHMARKS.md, "Stop 21").
-//! Where the CPU has SHA instructions, `sha2` uses them, and is assumed to beat the
-//! lanes there: neither copy of the lanes has been measured on such a CPU. So the lanes
-//! are used only where it has none ([`worthwhile`], asked at run time).
 //!
-//! Only arithmetic on values: no secret-dependent branch or memory access, as in any
-//! SHA-256. Tests check both copies against `sha2`'s on random blocks and states.
+//! With SHA instructions, `sha2` uses them for one block at a time, and each
+//! `sha256rnds2` (two of the 64 rounds) waits for the one before it. A third copy
+//! ([`Copy::Sha`]) takes four blocks through the rounds side by side in those
+//! instructions, so that the CPU works on one block while another waits: on an EPYC
+//! of family 25, a million lookup pseudonyms' blocks (two each) took 41–49 ms this way
+//! against 77–85 ms in `sha2` (BENCHMARKS.md, "Stop 27").
+//!
+//! [`compress`] takes the fastest copy the CPU has, after asking it (the call is the
+//! crate's one `unsafe` block). Only arithmetic on values: no secret-dependent branch
+//! or memory access, as in any SHA-256. Tests check every copy the CPU runs against
+//! `sha2`'s on random blocks and states.
 
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
@@ -47,8 +52,8 @@ const K: [u32; 64] = [
 ];
 
 /// Whether SHA-256 is computed faster in lanes than one message at a time by `sha2`
-/// on this CPU: on x86-64 without SHA instructions. (Elsewhere the lanes have not been
-/// measured, so `sha2` computes them.)
+/// on this CPU: on x86-64, in SHA instructions where it has them, in AVX2 or SSE2
+/// registers elsewhere. (Other CPUs have not been measured, so `sha2` computes them.)
 pub(crate) fn worthwhile() -> bool {
     #[cfg(test)]
     match FORCED.load(std::sync::atomic::Ordering::Relaxed) {
@@ -56,14 +61,7 @@ pub(crate) fn worthwhile() -> bool {
         2 => return true,
         _ => {}
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        !std::is_x86_feature_detected!("sha")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    cfg!(target_arch = "x86_64")
 }
 
 /// Tests: 1 or 2 force [`worthwhile`]'s answer (false or true), 0 lets the CPU decide.
@@ -83,53 +81,222 @@ pub(crate) fn force(lanes: Option<bool>) {
     FORCED.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Compresses, in each lane `l`, the state of lane `l` with the block of lane `l`
-/// (FIPS 180-4, 6.2.2, steps 1 to 4): in AVX2 registers where the CPU has them, in
-/// SSE2 ones elsewhere (the same code, compiled twice).
-#[allow(
-    unsafe_code,
-    reason = "the crate's one unsafe block: calling the AVX2 copy of `compress_any` after \
-              asking the CPU whether it has AVX2"
-)]
-pub(crate) fn compress(state: &mut [Lanes; 8], block: &[Lanes; 16]) {
-    #[cfg(target_arch = "x86_64")]
-    if wide() {
-        // SAFETY: `compress_avx2`'s only requirement is that the CPU running it has
-        // AVX2 (a `#[target_feature]` function may use the feature's instructions
-        // anywhere), and `wide` has just asked the CPU, as the standard library's
-        // `is_x86_feature_detected!` does (the OS's support for the registers included).
-        unsafe { compress_avx2(state, block) };
-        return;
-    }
-    compress_any(state, block);
+/// Compresses, in each of the first `used` lanes `l` (all sixteen at most), the state
+/// of lane `l` with the block of lane `l` (FIPS 180-4, 6.2.2, steps 1 to 4), in the
+/// fastest copy this CPU has ([`Copy::best`]). Lanes past `used` may be left as they
+/// were or compressed too.
+pub(crate) fn compress(state: &mut [Lanes; 8], block: &[Lanes; 16], used: usize) {
+    compress_in(Copy::best(), state, block, used);
 }
 
-/// Whether [`compress`] runs in AVX2 registers on this CPU.
-#[cfg(any(test, target_arch = "x86_64"))]
-fn wide() -> bool {
+/// The copies of the compression function in lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Copy {
+    /// Four lanes at a time, side by side, in SHA instructions ([`compress_sha`]).
+    Sha,
+    /// The plain Rust copy compiled for AVX2 ([`compress_avx2`]).
+    Avx2,
+    /// The plain Rust copy compiled for SSE2, which every x86-64 CPU has
+    /// ([`compress_any`]; elsewhere, whatever the target has).
+    Plain,
+}
+
+impl Copy {
+    /// The fastest copy on this CPU: the SHA instructions' where it has them (1.6 to
+    /// 1.9 times `sha2`'s speed, which does one block at a time; BENCHMARKS.md,
+    /// "Stop 27"), else the AVX2 one, else the plain one.
+    pub(crate) fn best() -> Copy {
+        if Copy::Sha.runs_here() {
+            Copy::Sha
+        } else if Copy::Avx2.runs_here() {
+            Copy::Avx2
+        } else {
+            Copy::Plain
+        }
+    }
+
+    /// Whether this CPU has what the copy needs (asked as the standard library's
+    /// `is_x86_feature_detected!` asks: the OS's support for the registers included).
+    pub(crate) fn runs_here(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        match self {
+            Copy::Sha => {
+                std::is_x86_feature_detected!("sha")
+                    && std::is_x86_feature_detected!("sse4.1")
+                    && std::is_x86_feature_detected!("ssse3")
+            }
+            Copy::Avx2 => std::is_x86_feature_detected!("avx2"),
+            Copy::Plain => true,
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Copy::Plain
+        }
+    }
+}
+
+/// A copy compiled for CPU features: safe to call only on a CPU that has them.
+#[cfg(target_arch = "x86_64")]
+type FastCopy = unsafe fn(&mut [Lanes; 8], &[Lanes; 16], usize);
+
+/// [`compress`] in `copy` if this CPU can run it, in the plain copy otherwise.
+#[allow(
+    unsafe_code,
+    reason = "the crate's one unsafe block: calling a copy compiled for CPU features \
+              (`#[target_feature]`) after asking the CPU whether it has them"
+)]
+pub(crate) fn compress_in(copy: Copy, state: &mut [Lanes; 8], block: &[Lanes; 16], used: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2")
+        let fast: Option<FastCopy> = match copy {
+            Copy::Sha if copy.runs_here() => Some(compress_sha),
+            Copy::Avx2 if copy.runs_here() => Some(compress_avx2),
+            _ => None,
+        };
+        if let Some(fast) = fast {
+            // SAFETY: a `#[target_feature]` function's only requirement is that the CPU
+            // running it has the features it names (it may use their instructions
+            // anywhere), and `runs_here` has just asked the CPU for exactly those of
+            // the copy chosen: `sha`, `sse4.1` and `ssse3` for `compress_sha` (SSE2 is
+            // part of x86-64), `avx2` for `compress_avx2`.
+            unsafe { fast(state, block, used) };
+            return;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    compress_any(state, block, used);
 }
 
 /// [`compress_any`], compiled for CPUs with AVX2: eight lanes to a register instead
 /// of four: 73–82 ns a block against the SSE2 copy's 187–254 ns on this project's 2 GHz
-/// Xeon (BENCHMARKS.md, "Stop 21"). Only for a CPU with AVX2: see [`compress`].
+/// Xeon (BENCHMARKS.md, "Stop 21"). Only for a CPU with AVX2: see [`compress_in`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn compress_avx2(state: &mut [Lanes; 8], block: &[Lanes; 16]) {
-    compress_any(state, block);
+fn compress_avx2(state: &mut [Lanes; 8], block: &[Lanes; 16], used: usize) {
+    compress_any(state, block, used);
+}
+
+/// Blocks that [`compress_sha`] takes through SHA-256's rounds side by side.
+#[cfg(target_arch = "x86_64")]
+const SHA_WAYS: usize = 4;
+
+/// [`compress`] in SHA instructions: the lanes in groups of [`SHA_WAYS`], each group's
+/// blocks through the rounds side by side. One `sha256rnds2` (two rounds) waits for the
+/// one before it of the same block, several cycles on the CPUs measured, while the CPU
+/// could start one or two every cycle: interleaving independent blocks fills those
+/// cycles. Only the groups holding the first `used` lanes are compressed. Only for a
+/// CPU with SHA instructions, SSE4.1 and SSSE3: see [`compress_in`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+fn compress_sha(state: &mut [Lanes; 8], block: &[Lanes; 16], used: usize) {
+    for first in (0..used.min(LANES)).step_by(SHA_WAYS) {
+        sha_group(state, block, first);
+    }
+}
+
+/// One group of [`SHA_WAYS`] lanes from `first` on, in SHA instructions. The register
+/// layout is the one Intel's SHA extensions define (the words A, B, E, F in one
+/// register and C, D, G, H in the other, the highest word first), as `sha2`'s own
+/// x86 code uses it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn sha_group(state: &mut [Lanes; 8], block: &[Lanes; 16], first: usize) {
+    use std::arch::x86_64::{_mm_add_epi32, _mm_extract_epi32, _mm_set_epi32, _mm_setzero_si128};
+    let word = |rows: &[Lanes], i: usize, lane: usize| -> i32 {
+        rows.get(i).and_then(|r| r.get(lane)).map_or(0, |w| *w as i32)
+    };
+    let mut abef = [_mm_setzero_si128(); SHA_WAYS];
+    let mut cdgh = [_mm_setzero_si128(); SHA_WAYS];
+    let mut w = [[_mm_setzero_si128(); 4]; SHA_WAYS];
+    for (j, ((abef, cdgh), w)) in abef.iter_mut().zip(&mut cdgh).zip(&mut w).enumerate() {
+        let (l, s) = (first + j, state.as_slice());
+        *abef = _mm_set_epi32(word(s, 0, l), word(s, 1, l), word(s, 4, l), word(s, 5, l));
+        *cdgh = _mm_set_epi32(word(s, 2, l), word(s, 3, l), word(s, 6, l), word(s, 7, l));
+        for (q, w) in w.iter_mut().enumerate() {
+            let b = |i: usize| word(block, 4 * q + i, l);
+            *w = _mm_set_epi32(b(3), b(2), b(1), b(0));
+        }
+    }
+    let (abef0, cdgh0) = (abef, cdgh);
+    sha_step::<0>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<1>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<2>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<3>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<4>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<5>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<6>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<7>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<8>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<9>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<10>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<11>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<12>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<13>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<14>(&mut abef, &mut cdgh, &mut w);
+    sha_step::<15>(&mut abef, &mut cdgh, &mut w);
+    let groups = abef.iter().zip(&abef0).zip(cdgh.iter().zip(&cdgh0));
+    for (j, ((abef, abef0), (cdgh, cdgh0))) in groups.enumerate() {
+        let abef = _mm_add_epi32(*abef, *abef0);
+        let cdgh = _mm_add_epi32(*cdgh, *cdgh0);
+        let words = [
+            _mm_extract_epi32::<3>(abef),
+            _mm_extract_epi32::<2>(abef),
+            _mm_extract_epi32::<3>(cdgh),
+            _mm_extract_epi32::<2>(cdgh),
+            _mm_extract_epi32::<1>(abef),
+            _mm_extract_epi32::<0>(abef),
+            _mm_extract_epi32::<1>(cdgh),
+            _mm_extract_epi32::<0>(cdgh),
+        ];
+        for (row, w) in state.iter_mut().zip(words) {
+            if let Some(dst) = row.get_mut(first + j) {
+                *dst = w as u32;
+            }
+        }
+    }
+    // Like `sha2`'s, this copy leaves its schedule and working values in registers and
+    // on the stack: callers wipe the blocks and states they own.
+}
+
+/// Four rounds (`I` = 0 to 15: rounds 4·I to 4·I+3) of each block of a group. `w` holds
+/// a block's next four groups of four message words; from `I` = 4 on, each step makes
+/// the next group from the four before it (`sha256msg1`, `sha256msg2`), and every step
+/// rotates `w` so that the group used is first.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn sha_step<const I: usize>(
+    abef: &mut [std::arch::x86_64::__m128i; SHA_WAYS],
+    cdgh: &mut [std::arch::x86_64::__m128i; SHA_WAYS],
+    w: &mut [[std::arch::x86_64::__m128i; 4]; SHA_WAYS],
+) {
+    use std::arch::x86_64::{
+        _mm_add_epi32, _mm_alignr_epi8, _mm_set_epi32, _mm_sha256msg1_epu32, _mm_sha256msg2_epu32,
+        _mm_sha256rnds2_epu32, _mm_shuffle_epi32,
+    };
+    let k = |i: usize| K.get(4 * I + i).map_or(0, |k| *k as i32);
+    let k = _mm_set_epi32(k(3), k(2), k(1), k(0));
+    for ((abef, cdgh), w) in abef.iter_mut().zip(cdgh.iter_mut()).zip(w.iter_mut()) {
+        let [w0, w1, w2, w3] = *w;
+        let now = if I >= 4 {
+            let t = _mm_add_epi32(_mm_sha256msg1_epu32(w0, w1), _mm_alignr_epi8::<4>(w3, w2));
+            _mm_sha256msg2_epu32(t, w3)
+        } else {
+            w0
+        };
+        *w = [w1, w2, w3, now];
+        let t1 = _mm_add_epi32(now, k);
+        *cdgh = _mm_sha256rnds2_epu32(*cdgh, *abef, t1);
+        let t2 = _mm_shuffle_epi32::<0x0E>(t1);
+        *abef = _mm_sha256rnds2_epu32(*abef, *cdgh, t2);
+    }
 }
 
 /// SHA-256's compression in lanes, in plain Rust: inlined into [`compress_avx2`] and
-/// [`compress`], and compiled for the instructions each may use.
+/// [`compress_in`], and compiled for the instructions each may use. All sixteen lanes
+/// are compressed, `used` or not: in SIMD registers they cost the same.
 #[inline(always)]
-fn compress_any(state: &mut [Lanes; 8], block: &[Lanes; 16]) {
+fn compress_any(state: &mut [Lanes; 8], block: &[Lanes; 16], _used: usize) {
     // The message schedule.
     let mut w = [[0u32; LANES]; 64];
     for (dst, src) in w.iter_mut().zip(block) {
@@ -200,12 +367,13 @@ pub(crate) fn sha256_each(messages: &[&[u8]]) -> Vec<[u8; 32]> {
     sha256_each_in(messages, worthwhile())
 }
 
-/// [`sha256_each`], in lanes if `in_lanes` (but for a last group of fewer than [`FEW`]
-/// messages).
+/// [`sha256_each`], in lanes if `in_lanes` (but for a last group of fewer than
+/// [`few`] messages).
 pub(crate) fn sha256_each_in(messages: &[&[u8]], in_lanes: bool) -> Vec<[u8; 32]> {
     let mut out = Vec::with_capacity(messages.len());
+    let few = few(Copy::best());
     for group in messages.chunks(LANES) {
-        if in_lanes && group.len() >= FEW {
+        if in_lanes && group.len() >= few {
             sha256_lanes(group, &mut out);
         } else {
             out.extend(group.iter().map(|m| <[u8; 32]>::from(Sha256::digest(m))));
@@ -214,10 +382,17 @@ pub(crate) fn sha256_each_in(messages: &[&[u8]], in_lanes: bool) -> Vec<[u8; 32]
     out
 }
 
-/// Groups of fewer messages are hashed one by one by `sha2`: a block in all sixteen
+/// Groups of fewer messages are hashed one by one by `sha2`. A block in all sixteen
 /// lanes costs about as much as three blocks of `sha2` in the AVX2 copy, and seven in
-/// the SSE2 one (BENCHMARKS.md, "Stop 21"), whatever the number of lanes in use.
-const FEW: usize = 4;
+/// the SSE2 one (BENCHMARKS.md, "Stop 21"), whatever the number of lanes in use; the
+/// SHA copy compresses only the groups of four lanes in use, each group in about the
+/// time `sha2` takes for two blocks.
+fn few(copy: Copy) -> usize {
+    match copy {
+        Copy::Sha => 2,
+        Copy::Avx2 | Copy::Plain => 4,
+    }
+}
 
 /// Appends the digests of up to [`LANES`] messages to `out`. Messages of different
 /// lengths take different numbers of blocks: a lane whose message has ended keeps its
@@ -240,7 +415,7 @@ fn sha256_lanes(group: &[&[u8]], out: &mut Vec<[u8; 32]>) {
             }
         }
         let mut before = state;
-        compress(&mut state, &words);
+        compress(&mut state, &words, group.len());
         // Lanes whose message ended before this block (and lanes without a message)
         // keep their state.
         for (lane, m) in (0..LANES).map(|l| (l, group.get(l))) {
@@ -312,26 +487,47 @@ mod tests {
         s
     }
 
+    const COPIES: [Copy; 3] = [Copy::Sha, Copy::Avx2, Copy::Plain];
+
     proptest::proptest! {
-        /// Every lane gives `sha2`'s compression of its own state and block.
+        /// In every copy this CPU runs, every lane in use gives `sha2`'s compression of
+        /// its own state and block.
         #[test]
-        fn each_lane_equals_sha2(words in proptest::collection::vec(proptest::num::u32::ANY, 24 * LANES)) {
+        fn each_lane_equals_sha2(
+            words in proptest::collection::vec(proptest::num::u32::ANY, 24 * LANES),
+            used in 1..=LANES,
+        ) {
             let (states, blocks) = words.split_at(8 * LANES);
-            let mut state: [Lanes; 8] = std::array::from_fn(|i| std::array::from_fn(|l| states[l * 8 + i]));
+            let before: [Lanes; 8] = std::array::from_fn(|i| std::array::from_fn(|l| states[l * 8 + i]));
             let block: [Lanes; 16] = std::array::from_fn(|i| std::array::from_fn(|l| blocks[l * 16 + i]));
-            let before = state;
-            compress(&mut state, &block);
-            // The SSE2 copy too, on a CPU whose `compress` takes the AVX2 one.
-            let mut narrow = before;
-            compress_any(&mut narrow, &block);
-            for l in 0..LANES {
-                let s: [u32; 8] = std::array::from_fn(|i| before[i][l]);
-                let b: [u32; 16] = std::array::from_fn(|i| block[i][l]);
-                let got: [u32; 8] = std::array::from_fn(|i| state[i][l]);
-                let got_narrow: [u32; 8] = std::array::from_fn(|i| narrow[i][l]);
-                proptest::prop_assert_eq!(got, sha2_compress(&s, &b), "lane {} (AVX2: {})", l, wide());
-                proptest::prop_assert_eq!(got_narrow, sha2_compress(&s, &b), "lane {} in SSE2", l);
+            for copy in COPIES.into_iter().filter(|c| c.runs_here()) {
+                for used in [used, LANES] {
+                    let mut state = before;
+                    compress_in(copy, &mut state, &block, used);
+                    for l in 0..used {
+                        let s: [u32; 8] = std::array::from_fn(|i| before[i][l]);
+                        let b: [u32; 16] = std::array::from_fn(|i| block[i][l]);
+                        let got: [u32; 8] = std::array::from_fn(|i| state[i][l]);
+                        proptest::prop_assert_eq!(got, sha2_compress(&s, &b), "lane {} of {} in {:?}", l, used, copy);
+                    }
+                }
             }
+        }
+    }
+
+    /// The copies the tests above could check: on the x86-64 machines this project runs
+    /// on, at least the SSE2 copy and one of the others.
+    #[test]
+    fn which_copies_run_here() {
+        assert!(Copy::Plain.runs_here());
+        if cfg!(target_arch = "x86_64") {
+            assert!(
+                Copy::Sha.runs_here() || Copy::Avx2.runs_here(),
+                "neither SHA nor AVX2 here"
+            );
+            assert_eq!(Copy::best() == Copy::Sha, Copy::Sha.runs_here());
+        } else {
+            assert_eq!(Copy::best(), Copy::Plain);
         }
     }
 
@@ -367,11 +563,13 @@ mod tests {
     #[test]
     fn the_empty_message_in_every_lane() {
         // SHA-256("") = e3b0c442 98fc1c14 ...: one padded block from the initial value.
-        let mut state: [Lanes; 8] = IV.map(|w| [w; LANES]);
-        let mut block = [[0u32; LANES]; 16];
-        block[0] = [0x8000_0000; LANES];
-        compress(&mut state, &block);
-        assert_eq!(state[0], [0xe3b0_c442; LANES]);
-        assert_eq!(state[1], [0x98fc_1c14; LANES]);
+        for copy in COPIES.into_iter().filter(|c| c.runs_here()) {
+            let mut state: [Lanes; 8] = IV.map(|w| [w; LANES]);
+            let mut block = [[0u32; LANES]; 16];
+            block[0] = [0x8000_0000; LANES];
+            compress_in(copy, &mut state, &block, LANES);
+            assert_eq!(state[0], [0xe3b0_c442; LANES], "{copy:?}");
+            assert_eq!(state[1], [0x98fc_1c14; LANES], "{copy:?}");
+        }
     }
 }

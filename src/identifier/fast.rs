@@ -306,7 +306,7 @@ impl LaneBatch {
             return;
         }
         let mut inner = states.inner.map(|w| [w; lanes::LANES]);
-        lanes::compress(&mut inner, &self.words);
+        lanes::compress(&mut inner, &self.words, self.len);
         // The outer block: the inner digest, the 0x80 byte, zeros and the length in bits
         // of the key block and the digest.
         let mut outer_block = [[0u32; lanes::LANES]; 16];
@@ -317,7 +317,7 @@ impl LaneBatch {
         outer_block[15] = [((BLOCK + 32) * 8) as u32; lanes::LANES];
         inner.zeroize();
         let mut outer = states.outer.map(|w| [w; lanes::LANES]);
-        lanes::compress(&mut outer, &outer_block);
+        lanes::compress(&mut outer, &outer_block, self.len);
         outer_block.zeroize();
         for (lane, (row, kind)) in self.rows.iter().take(self.len).enumerate() {
             let mut state = [0u32; 8];

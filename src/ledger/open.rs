@@ -915,9 +915,9 @@ fn check_log(
     let mut replay = Replay::new(false);
     let mut tree = trusted.then(crate::merkle::MerkleTree::new);
     let mut batch = Vec::with_capacity(BATCH_ENTRIES);
-    // Where the CPU has no SHA instructions, entries before the snapshot wait to be
-    // hashed together, sixteen at a time in lanes, then are stepped in order; elsewhere
-    // each is stepped (and hashed by `sha2`) as it is read.
+    // Where lanes are faster (x86-64), entries before the snapshot wait to be hashed
+    // together, sixteen at a time in lanes, then are stepped in order; elsewhere each
+    // is stepped (and hashed by `sha2`) as it is read.
     let in_lanes = crate::lanes::worthwhile();
     let mut chained: Vec<RawEntry> = Vec::with_capacity(crate::lanes::LANES);
     let flush_chained = |replay: &mut Replay, chained: &mut Vec<RawEntry>| -> Result<(), OpenError> {

@@ -87,7 +87,7 @@ const SEGMENT: usize = 64 * 1024;
 /// Why segments (version 3): the snapshot of a million subjects is about 86 MB, and one
 /// HMAC over all of it was computed one block after another, about a second of CPU on
 /// a 2 GHz Xeon without SHA instructions, on every open and close. Segments are
-/// independent messages, hashed sixteen at a time in lanes there
+/// independent messages, hashed sixteen at a time in lanes on x86-64
 /// ([`crate::lanes::sha256_each`]). A forgery now needs a SHA-256 collision (two
 /// segments with one digest) or the key, as a forged entry of the hash chain does.
 pub(crate) fn tag(key: &PseudonymKey, body: &[u8]) -> [u8; 32] {
