@@ -94,7 +94,7 @@ pub(crate) fn compress(state: &mut [Lanes; 8], block: &[Lanes; 16], used: usize)
 pub(crate) enum Copy {
     /// Four lanes at a time, side by side, in SHA instructions ([`compress_sha`]).
     Sha,
-    /// The plain Rust copy compiled for AVX2 ([`compress_avx2`]).
+    /// The plain Rust copy compiled for AVX2 ([`work_avx2`]).
     Avx2,
     /// The plain Rust copy compiled for SSE2, which every x86-64 CPU has
     /// ([`compress_any`]; elsewhere, whatever the target has).
@@ -135,44 +135,92 @@ impl Copy {
     }
 }
 
+/// Work for [`run`]: a compression in lanes, or HMACs of one-block messages.
+enum Work<'a> {
+    /// [`compress`]'s arguments.
+    Compress {
+        state: &'a mut [Lanes; 8],
+        block: &'a [Lanes; 16],
+        used: usize,
+    },
+    /// [`hmac_one_block`]'s arguments.
+    Hmac(HmacJob<'a>),
+}
+
+/// [`hmac_one_block`]'s arguments: the key's inner and outer states, the padded
+/// one-block messages (the first `used` of them) and where their HMACs go.
+struct HmacJob<'a> {
+    inner: &'a [u32; 8],
+    outer: &'a [u32; 8],
+    blocks: &'a [[u32; 16]; LANES],
+    used: usize,
+    out: &'a mut [[u32; 8]; LANES],
+}
+
 /// A copy compiled for CPU features: safe to call only on a CPU that has them.
 #[cfg(target_arch = "x86_64")]
-type FastCopy = unsafe fn(&mut [Lanes; 8], &[Lanes; 16], usize);
+type FastCopy = unsafe fn(Work<'_>);
 
 /// [`compress`] in `copy` if this CPU can run it, in the plain copy otherwise.
+pub(crate) fn compress_in(copy: Copy, state: &mut [Lanes; 8], block: &[Lanes; 16], used: usize) {
+    run(copy, Work::Compress { state, block, used });
+}
+
+/// Does `work` in `copy` if this CPU can run it, in the plain copy otherwise.
 #[allow(
     unsafe_code,
     reason = "the crate's one unsafe block: calling a copy compiled for CPU features \
               (`#[target_feature]`) after asking the CPU whether it has them"
 )]
-pub(crate) fn compress_in(copy: Copy, state: &mut [Lanes; 8], block: &[Lanes; 16], used: usize) {
+fn run(copy: Copy, work: Work<'_>) {
     #[cfg(target_arch = "x86_64")]
     {
         let fast: Option<FastCopy> = match copy {
-            Copy::Sha if copy.runs_here() => Some(compress_sha),
-            Copy::Avx2 if copy.runs_here() => Some(compress_avx2),
+            Copy::Sha if copy.runs_here() => Some(work_sha),
+            Copy::Avx2 if copy.runs_here() => Some(work_avx2),
             _ => None,
         };
         if let Some(fast) = fast {
             // SAFETY: a `#[target_feature]` function's only requirement is that the CPU
             // running it has the features it names (it may use their instructions
             // anywhere), and `runs_here` has just asked the CPU for exactly those of
-            // the copy chosen: `sha`, `sse4.1` and `ssse3` for `compress_sha` (SSE2 is
-            // part of x86-64), `avx2` for `compress_avx2`.
-            unsafe { fast(state, block, used) };
+            // the copy chosen: `sha`, `sse4.1` and `ssse3` for `work_sha` (SSE2 is part
+            // of x86-64), `avx2` for `work_avx2`.
+            unsafe { fast(work) };
             return;
         }
     }
-    compress_any(state, block, used);
+    work_plain(work);
 }
 
-/// [`compress_any`], compiled for CPUs with AVX2: eight lanes to a register instead
-/// of four: 73–82 ns a block against the SSE2 copy's 187–254 ns on this project's 2 GHz
-/// Xeon (BENCHMARKS.md, "Stop 21"). Only for a CPU with AVX2: see [`compress_in`].
+/// [`run`]'s plain copy: the lanes in plain Rust, compiled for the target's baseline
+/// (SSE2 on x86-64), and inlined into [`work_avx2`] to be compiled for AVX2 there.
+#[inline(always)]
+fn work_plain(work: Work<'_>) {
+    match work {
+        Work::Compress { state, block, used } => compress_any(state, block, used),
+        Work::Hmac(job) => hmac_lanes(job, compress_any),
+    }
+}
+
+/// [`work_plain`], compiled for CPUs with AVX2: eight lanes to a register instead of
+/// four: a block in 73–82 ns against the SSE2 copy's 187–254 ns on this project's
+/// 2 GHz Xeon (BENCHMARKS.md, "Stop 21"). Only for a CPU with AVX2: see [`run`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn compress_avx2(state: &mut [Lanes; 8], block: &[Lanes; 16], used: usize) {
-    compress_any(state, block, used);
+fn work_avx2(work: Work<'_>) {
+    work_plain(work);
+}
+
+/// [`run`] in SHA instructions. Only for a CPU with SHA instructions, SSE4.1 and
+/// SSSE3: see [`run`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+fn work_sha(work: Work<'_>) {
+    match work {
+        Work::Compress { state, block, used } => compress_sha(state, block, used),
+        Work::Hmac(job) => hmac_sha(job),
+    }
 }
 
 /// Blocks that [`compress_sha`] takes through SHA-256's rounds side by side.
@@ -184,7 +232,7 @@ const SHA_WAYS: usize = 4;
 /// one before it of the same block, several cycles on the CPUs measured, while the CPU
 /// could start one or two every cycle: interleaving independent blocks fills those
 /// cycles. Only the groups holding the first `used` lanes are compressed. Only for a
-/// CPU with SHA instructions, SSE4.1 and SSSE3: see [`compress_in`].
+/// CPU with SHA instructions, SSE4.1 and SSSE3: see [`run`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 fn compress_sha(state: &mut [Lanes; 8], block: &[Lanes; 16], used: usize) {
@@ -193,30 +241,234 @@ fn compress_sha(state: &mut [Lanes; 8], block: &[Lanes; 16], used: usize) {
     }
 }
 
-/// One group of [`SHA_WAYS`] lanes from `first` on, in SHA instructions. The register
-/// layout is the one Intel's SHA extensions define (the words A, B, E, F in one
-/// register and C, D, G, H in the other, the highest word first), as `sha2`'s own
-/// x86 code uses it.
+/// One group of [`SHA_WAYS`] lanes from `first` on, in SHA instructions.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 #[inline]
 fn sha_group(state: &mut [Lanes; 8], block: &[Lanes; 16], first: usize) {
-    use std::arch::x86_64::{_mm_add_epi32, _mm_extract_epi32, _mm_set_epi32, _mm_setzero_si128};
-    let word = |rows: &[Lanes], i: usize, lane: usize| -> i32 {
-        rows.get(i).and_then(|r| r.get(lane)).map_or(0, |w| *w as i32)
+    use std::arch::x86_64::_mm_setzero_si128;
+    let word = |rows: &[Lanes], i: usize, lane: usize| -> u32 {
+        rows.get(i).and_then(|r| r.get(lane)).copied().unwrap_or(0)
     };
     let mut abef = [_mm_setzero_si128(); SHA_WAYS];
     let mut cdgh = [_mm_setzero_si128(); SHA_WAYS];
     let mut w = [[_mm_setzero_si128(); 4]; SHA_WAYS];
     for (j, ((abef, cdgh), w)) in abef.iter_mut().zip(&mut cdgh).zip(&mut w).enumerate() {
-        let (l, s) = (first + j, state.as_slice());
-        *abef = _mm_set_epi32(word(s, 0, l), word(s, 1, l), word(s, 4, l), word(s, 5, l));
-        *cdgh = _mm_set_epi32(word(s, 2, l), word(s, 3, l), word(s, 6, l), word(s, 7, l));
-        for (q, w) in w.iter_mut().enumerate() {
-            let b = |i: usize| word(block, 4 * q + i, l);
-            *w = _mm_set_epi32(b(3), b(2), b(1), b(0));
+        let l = first + j;
+        (*abef, *cdgh) = sha_load_state(&std::array::from_fn(|i| word(state, i, l)));
+        *w = sha_load_block(&std::array::from_fn(|i| word(block, i, l)));
+    }
+    let (abef, cdgh) = sha_rounds(abef, cdgh, w);
+    for (j, (abef, cdgh)) in abef.into_iter().zip(cdgh).enumerate() {
+        let [lo, hi] = sha_state_words(abef, cdgh);
+        let words = sha_words(lo).into_iter().chain(sha_words(hi));
+        for (row, w) in state.iter_mut().zip(words) {
+            if let Some(dst) = row.get_mut(first + j) {
+                *dst = w;
+            }
         }
     }
+    // Like `sha2`'s, this copy leaves its schedule and working values in registers and
+    // on the stack: callers wipe the blocks and states they own.
+}
+
+/// HMAC-SHA256 of one-block messages from a key's two states: for each of the first
+/// `used` blocks (each a padded message's only block, as words; at most [`LANES`]),
+/// compresses it from `inner`, then compresses the padded inner digest from `outer`,
+/// and writes the outer state (the HMAC, as words) to `out`; the rest of `out` is left
+/// as it was. In SHA instructions, four messages side by side and the inner digests
+/// kept in registers, where the CPU has them; in lanes elsewhere.
+pub(crate) fn hmac_one_block(
+    inner: &[u32; 8],
+    outer: &[u32; 8],
+    blocks: &[[u32; 16]; LANES],
+    used: usize,
+    out: &mut [[u32; 8]; LANES],
+) {
+    hmac_one_block_in(Copy::best(), inner, outer, blocks, used, out);
+}
+
+/// [`hmac_one_block`] in `copy` if this CPU can run it, in the plain copy otherwise.
+pub(crate) fn hmac_one_block_in(
+    copy: Copy,
+    inner: &[u32; 8],
+    outer: &[u32; 8],
+    blocks: &[[u32; 16]; LANES],
+    used: usize,
+    out: &mut [[u32; 8]; LANES],
+) {
+    let used = used.min(LANES);
+    let job = HmacJob {
+        inner,
+        outer,
+        blocks,
+        used,
+        out,
+    };
+    run(copy, Work::Hmac(job));
+}
+
+/// [`hmac_one_block`] in lanes: the blocks turned into lanes, both compressions by
+/// `compress`, the digests turned back. The lanes are wiped after use.
+#[inline(always)]
+fn hmac_lanes(job: HmacJob<'_>, compress: impl Fn(&mut [Lanes; 8], &[Lanes; 16], usize)) {
+    let HmacJob {
+        inner,
+        outer,
+        blocks,
+        used,
+        out,
+    } = job;
+    let mut words: [Lanes; 16] = std::array::from_fn(|i| {
+        std::array::from_fn(|l| blocks.get(l).and_then(|b| b.get(i)).copied().unwrap_or(0))
+    });
+    let mut state = inner.map(|w| [w; LANES]);
+    compress(&mut state, &words, used);
+    // The outer block: the inner digest, the 0x80 byte, zeros and the length in bits of
+    // the key block and the digest.
+    words = [[0; LANES]; 16];
+    for (dst, src) in words.iter_mut().zip(&state) {
+        *dst = *src;
+    }
+    let [.., w8, _, _, _, _, _, _, w15] = &mut words;
+    *w8 = [0x8000_0000; LANES];
+    *w15 = [OUTER_BITS; LANES];
+    state.zeroize();
+    let mut digest = outer.map(|w| [w; LANES]);
+    compress(&mut digest, &words, used);
+    words.zeroize();
+    for (l, dst) in out.iter_mut().enumerate().take(used) {
+        for (d, row) in dst.iter_mut().zip(&digest) {
+            *d = row.get(l).copied().unwrap_or(0);
+        }
+    }
+    digest.zeroize();
+}
+
+/// The length in bits of what an HMAC's outer hash covers: the key block and the inner
+/// digest.
+const OUTER_BITS: u32 = ((BLOCK + 32) * 8) as u32;
+
+/// [`hmac_one_block`] in SHA instructions: both compressions of four messages side by
+/// side, the inner digests kept in registers between them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+fn hmac_sha(job: HmacJob<'_>) {
+    let HmacJob {
+        inner,
+        outer,
+        blocks,
+        used,
+        out,
+    } = job;
+    use std::arch::x86_64::{_mm_set_epi32, _mm_setzero_si128};
+    let (inner_abef, inner_cdgh) = sha_load_state(inner);
+    let (outer_abef, outer_cdgh) = sha_load_state(outer);
+    let groups = blocks.chunks(SHA_WAYS).zip(out.chunks_mut(SHA_WAYS));
+    for (g, (blocks, out)) in groups.enumerate().take(used.div_ceil(SHA_WAYS)) {
+        let mut w = [[_mm_setzero_si128(); 4]; SHA_WAYS];
+        for (w, block) in w.iter_mut().zip(blocks) {
+            *w = sha_load_block(block);
+        }
+        let (abef, cdgh) = sha_rounds([inner_abef; SHA_WAYS], [inner_cdgh; SHA_WAYS], w);
+        // The outer blocks: the inner digest (words 0 to 7), the 0x80 byte, zeros and
+        // the length in bits.
+        for (w, (abef, cdgh)) in w.iter_mut().zip(abef.into_iter().zip(cdgh)) {
+            let [lo, hi] = sha_state_words(abef, cdgh);
+            *w = [
+                lo,
+                hi,
+                _mm_set_epi32(0, 0, 0, 0x8000_0000_u32 as i32),
+                _mm_set_epi32(OUTER_BITS as i32, 0, 0, 0),
+            ];
+        }
+        let (abef, cdgh) = sha_rounds([outer_abef; SHA_WAYS], [outer_cdgh; SHA_WAYS], w);
+        let in_use = used.saturating_sub(g * SHA_WAYS);
+        for (dst, (abef, cdgh)) in out.iter_mut().zip(abef.into_iter().zip(cdgh)).take(in_use) {
+            let [lo, hi] = sha_state_words(abef, cdgh);
+            for (d, w) in dst.iter_mut().zip(sha_words(lo).into_iter().chain(sha_words(hi))) {
+                *d = w;
+            }
+        }
+    }
+}
+
+/// A state's words as SHA instructions hold them: A, B, E, F in one register and C, D,
+/// G, H in the other, the highest word first (Intel's layout, as `sha2`'s x86 code
+/// uses it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn sha_load_state(words: &[u32; 8]) -> (std::arch::x86_64::__m128i, std::arch::x86_64::__m128i) {
+    use std::arch::x86_64::_mm_set_epi32;
+    let [a, b, c, d, e, f, g, h] = words.map(|w| w as i32);
+    (_mm_set_epi32(a, b, e, f), _mm_set_epi32(c, d, g, h))
+}
+
+/// A block's sixteen words, four to a register, the first word lowest.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn sha_load_block(words: &[u32; 16]) -> [std::arch::x86_64::__m128i; 4] {
+    use std::arch::x86_64::_mm_set_epi32;
+    let w = words.map(|w| w as i32);
+    let [w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, w12, w13, w14, w15] = w;
+    [
+        _mm_set_epi32(w3, w2, w1, w0),
+        _mm_set_epi32(w7, w6, w5, w4),
+        _mm_set_epi32(w11, w10, w9, w8),
+        _mm_set_epi32(w15, w14, w13, w12),
+    ]
+}
+
+/// The state in the SHA instructions' layout back as words A to D and E to H, each in a
+/// register, the first word lowest: also the first eight words of a block holding the
+/// state's digest.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn sha_state_words(
+    abef: std::arch::x86_64::__m128i,
+    cdgh: std::arch::x86_64::__m128i,
+) -> [std::arch::x86_64::__m128i; 2] {
+    use std::arch::x86_64::{_mm_alignr_epi8, _mm_blend_epi16, _mm_shuffle_epi32};
+    let feba = _mm_shuffle_epi32::<0x1B>(abef);
+    let dchg = _mm_shuffle_epi32::<0xB1>(cdgh);
+    [
+        _mm_blend_epi16::<0xF0>(feba, dchg),
+        _mm_alignr_epi8::<8>(dchg, feba),
+    ]
+}
+
+/// A register's four words, the lowest first.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn sha_words(v: std::arch::x86_64::__m128i) -> [u32; 4] {
+    use std::arch::x86_64::_mm_extract_epi32;
+    [
+        _mm_extract_epi32::<0>(v) as u32,
+        _mm_extract_epi32::<1>(v) as u32,
+        _mm_extract_epi32::<2>(v) as u32,
+        _mm_extract_epi32::<3>(v) as u32,
+    ]
+}
+
+/// SHA-256's compression of [`SHA_WAYS`] blocks side by side, from the states `abef`
+/// and `cdgh` (in the SHA instructions' layout) with the blocks' words `w`: returns the
+/// new states, the old ones added.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn sha_rounds(
+    mut abef: [std::arch::x86_64::__m128i; SHA_WAYS],
+    mut cdgh: [std::arch::x86_64::__m128i; SHA_WAYS],
+    mut w: [[std::arch::x86_64::__m128i; 4]; SHA_WAYS],
+) -> (
+    [std::arch::x86_64::__m128i; SHA_WAYS],
+    [std::arch::x86_64::__m128i; SHA_WAYS],
+) {
+    use std::arch::x86_64::_mm_add_epi32;
     let (abef0, cdgh0) = (abef, cdgh);
     sha_step::<0>(&mut abef, &mut cdgh, &mut w);
     sha_step::<1>(&mut abef, &mut cdgh, &mut w);
@@ -234,28 +486,10 @@ fn sha_group(state: &mut [Lanes; 8], block: &[Lanes; 16], first: usize) {
     sha_step::<13>(&mut abef, &mut cdgh, &mut w);
     sha_step::<14>(&mut abef, &mut cdgh, &mut w);
     sha_step::<15>(&mut abef, &mut cdgh, &mut w);
-    let groups = abef.iter().zip(&abef0).zip(cdgh.iter().zip(&cdgh0));
-    for (j, ((abef, abef0), (cdgh, cdgh0))) in groups.enumerate() {
-        let abef = _mm_add_epi32(*abef, *abef0);
-        let cdgh = _mm_add_epi32(*cdgh, *cdgh0);
-        let words = [
-            _mm_extract_epi32::<3>(abef),
-            _mm_extract_epi32::<2>(abef),
-            _mm_extract_epi32::<3>(cdgh),
-            _mm_extract_epi32::<2>(cdgh),
-            _mm_extract_epi32::<1>(abef),
-            _mm_extract_epi32::<0>(abef),
-            _mm_extract_epi32::<1>(cdgh),
-            _mm_extract_epi32::<0>(cdgh),
-        ];
-        for (row, w) in state.iter_mut().zip(words) {
-            if let Some(dst) = row.get_mut(first + j) {
-                *dst = w as u32;
-            }
-        }
+    for (s, s0) in abef.iter_mut().zip(abef0).chain(cdgh.iter_mut().zip(cdgh0)) {
+        *s = _mm_add_epi32(*s, s0);
     }
-    // Like `sha2`'s, this copy leaves its schedule and working values in registers and
-    // on the stack: callers wipe the blocks and states they own.
+    (abef, cdgh)
 }
 
 /// Four rounds (`I` = 0 to 15: rounds 4·I to 4·I+3) of each block of a group. `w` holds
@@ -292,8 +526,8 @@ fn sha_step<const I: usize>(
     }
 }
 
-/// SHA-256's compression in lanes, in plain Rust: inlined into [`compress_avx2`] and
-/// [`compress_in`], and compiled for the instructions each may use. All sixteen lanes
+/// SHA-256's compression in lanes, in plain Rust: inlined into [`work_avx2`] and
+/// [`work_plain`], and compiled for the instructions each may use. All sixteen lanes
 /// are compressed, `used` or not: in SIMD registers they cost the same.
 #[inline(always)]
 fn compress_any(state: &mut [Lanes; 8], block: &[Lanes; 16], _used: usize) {
@@ -510,6 +744,38 @@ mod tests {
                         let got: [u32; 8] = std::array::from_fn(|i| state[i][l]);
                         proptest::prop_assert_eq!(got, sha2_compress(&s, &b), "lane {} of {} in {:?}", l, used, copy);
                     }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// In every copy this CPU runs, the HMAC of each one-block message in use is
+        /// `sha2`'s: the inner compression from the inner state, then the outer one of
+        /// the padded inner digest; the rest of the output is left alone.
+        #[test]
+        fn hmac_of_one_block_equals_sha2(
+            words in proptest::collection::vec(proptest::num::u32::ANY, 16 * LANES + 16),
+            used in 0..=LANES,
+        ) {
+            let (keys, blocks) = words.split_at(16);
+            let inner: [u32; 8] = std::array::from_fn(|i| keys[i]);
+            let outer: [u32; 8] = std::array::from_fn(|i| keys[8 + i]);
+            let blocks: [[u32; 16]; LANES] = std::array::from_fn(|l| std::array::from_fn(|i| blocks[l * 16 + i]));
+            let expect: Vec<[u32; 8]> = blocks.iter().map(|b| {
+                let digest = sha2_compress(&inner, b);
+                let mut block = [0u32; 16];
+                block[..8].copy_from_slice(&digest);
+                block[8] = 0x8000_0000;
+                block[15] = 768;
+                sha2_compress(&outer, &block)
+            }).collect();
+            for copy in COPIES.into_iter().filter(|c| c.runs_here()) {
+                let mut out = [[7u32; 8]; LANES];
+                hmac_one_block_in(copy, &inner, &outer, &blocks, used, &mut out);
+                for l in 0..LANES {
+                    let want = if l < used { expect[l] } else { [7; 8] };
+                    proptest::prop_assert_eq!(out[l], want, "message {} of {} in {:?}", l, used, copy);
                 }
             }
         }

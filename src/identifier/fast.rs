@@ -272,26 +272,34 @@ impl<'k> LookupHasher<'k> {
     }
 }
 
-/// Padded one-block messages waiting to be hashed in lanes: their words (lane `l`
-/// holds the `l`-th message), kinds and rows. Wiped after each hash and on drop.
-#[derive(Default)]
+/// Padded one-block messages waiting to be hashed in lanes: their words (message `l`
+/// in `blocks[l]`), kinds and rows. Wiped after each hash and on drop.
 struct LaneBatch {
-    words: [lanes::Lanes; 16],
+    blocks: [[u32; 16]; lanes::LANES],
     rows: [(usize, Option<IdentifierKind>); lanes::LANES],
     len: usize,
+}
+
+impl Default for LaneBatch {
+    fn default() -> LaneBatch {
+        LaneBatch {
+            blocks: [[0; 16]; lanes::LANES],
+            rows: [(0, None); lanes::LANES],
+            len: 0,
+        }
+    }
 }
 
 impl LaneBatch {
     /// Adds a padded block, the message of row `row`; the caller hashes the batch when
     /// it is full (a push to a full batch is dropped, and its row stays malformed).
     fn push(&mut self, block: &[u8; BLOCK], kind: IdentifierKind, row: usize) {
-        let lane = self.len;
-        let Some(slot) = self.rows.get_mut(lane) else {
+        let (Some(slot), Some(words)) = (self.rows.get_mut(self.len), self.blocks.get_mut(self.len)) else {
             return;
         };
         *slot = (row, Some(kind));
-        for (dst, src) in self.words.iter_mut().zip(block.chunks_exact(4)) {
-            if let (Some(dst), Ok(src)) = (dst.get_mut(lane), <[u8; 4]>::try_from(src)) {
+        for (dst, src) in words.iter_mut().zip(block.chunks_exact(4)) {
+            if let Ok(src) = <[u8; 4]>::try_from(src) {
                 *dst = u32::from_be_bytes(src);
             }
         }
@@ -305,35 +313,24 @@ impl LaneBatch {
         if self.len == 0 {
             return;
         }
-        let mut inner = states.inner.map(|w| [w; lanes::LANES]);
-        lanes::compress(&mut inner, &self.words, self.len);
-        // The outer block: the inner digest, the 0x80 byte, zeros and the length in bits
-        // of the key block and the digest.
-        let mut outer_block = [[0u32; lanes::LANES]; 16];
-        for (dst, src) in outer_block.iter_mut().zip(&inner) {
-            *dst = *src;
-        }
-        outer_block[8] = [0x8000_0000; lanes::LANES];
-        outer_block[15] = [((BLOCK + 32) * 8) as u32; lanes::LANES];
-        inner.zeroize();
-        let mut outer = states.outer.map(|w| [w; lanes::LANES]);
-        lanes::compress(&mut outer, &outer_block, self.len);
-        outer_block.zeroize();
-        for (lane, (row, kind)) in self.rows.iter().take(self.len).enumerate() {
-            let mut state = [0u32; 8];
-            for (dst, src) in state.iter_mut().zip(&outer) {
-                *dst = src.get(lane).copied().unwrap_or_default();
-            }
+        let mut digests = [[0u32; 8]; lanes::LANES];
+        lanes::hmac_one_block(&states.inner, &states.outer, &self.blocks, self.len, &mut digests);
+        for ((row, kind), digest) in self.rows.iter().zip(&digests).take(self.len) {
             if let (Some(dst), Some(kind)) = (out.get_mut(*row), kind) {
-                *dst = Some((*kind, Pseudonym(to_bytes(&state))));
+                *dst = Some((*kind, Pseudonym(to_bytes(digest))));
             }
         }
-        outer.zeroize();
+        for digest in digests.iter_mut().take(self.len) {
+            digest.zeroize();
+        }
         self.wipe();
     }
 
+    /// Wipes the blocks in use and forgets the rows.
     fn wipe(&mut self) {
-        self.words.zeroize();
+        for block in self.blocks.iter_mut().take(self.len) {
+            block.zeroize();
+        }
         self.rows = [(0, None); lanes::LANES];
         self.len = 0;
     }
@@ -482,10 +479,10 @@ mod tests {
         let mut out = vec![None];
         batch.hash(&key.states, &mut out);
         assert!(out[0].is_some());
-        assert!(batch.words.iter().flatten().all(|w| *w == 0) && batch.len == 0);
+        assert!(batch.blocks.iter().flatten().all(|w| *w == 0) && batch.len == 0);
         batch.push(&[0x61; BLOCK], IdentifierKind::Email, 0);
         batch.wipe();
-        assert!(batch.words.iter().flatten().all(|w| *w == 0));
+        assert!(batch.blocks.iter().flatten().all(|w| *w == 0));
         // A row the output does not have stays unanswered rather than panicking.
         batch.push(&[0x61; BLOCK], IdentifierKind::Email, 7);
         batch.hash(&key.states, &mut out);
