@@ -4,7 +4,10 @@
 //! bare sled open + full scan of the same `entries` tree (and, for the breakdown, of `entries` plus a read of the vault file); and `verify()`
 //! (every signature, batch-verified) against bare `ed25519_dalek::verify_batch` over
 //! the same messages and signatures, prepared in memory beforehand, in batches of the
-//! same size (256). Both at 10k / 100k / 1M subjects (1.25 entries per subject).
+//! same size (256), on one thread and on as many threads as `verify()` checks
+//! signatures on (one per core, up to four; the batches shared out in turn): `verify()`
+//! uses every core, so the second baseline is the like-for-like one. Both at 10k /
+//! 100k / 1M subjects (1.25 entries per subject).
 //!
 //! Verifying 1.25M signatures takes about half a minute, too long for criterion's 10
 //! samples per figure on a shared machine: at 1M, ours and the baseline run 3 times
@@ -90,6 +93,26 @@ fn bare_verify(msgs: &[(Vec<u8>, Signature)], key: &DalekKey) {
         let k = vec![*key; chunk.len()];
         ed25519_dalek::verify_batch(&m, &s, &k).unwrap();
     }
+}
+
+/// [`bare_verify`] on `threads` threads, each taking every `threads`-th batch.
+fn bare_verify_threads(msgs: &[(Vec<u8>, Signature)], key: &DalekKey, threads: usize) {
+    let batches: Vec<_> = msgs.chunks(BATCH).collect();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let batches = &batches;
+            s.spawn(move || {
+                for chunk in batches.iter().skip(t).step_by(threads) {
+                    bare_verify(chunk, key);
+                }
+            });
+        }
+    });
+}
+
+/// As many threads as `verify()` checks signatures on.
+fn checker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
 }
 
 fn main() {
@@ -188,9 +211,14 @@ fn main() {
             g.bench_function(BenchmarkId::new("baseline-verify-batch", &size), |b| {
                 b.iter(|| bare_verify(&msgs, &key))
             });
+            let threads = checker_threads();
+            g.bench_function(BenchmarkId::new("baseline-verify-batch-all-cores", &size), |b| {
+                b.iter(|| bare_verify_threads(&msgs, &key, threads))
+            });
             g.finish();
         } else if common::wanted(&format!("verify/ledger-verify/{size}")) {
-            let (mut ours, mut bare) = (Vec::new(), Vec::new());
+            let (mut ours, mut bare, mut wide) = (Vec::new(), Vec::new(), Vec::new());
+            let threads = checker_threads();
             for _ in 0..3 {
                 let t = Instant::now();
                 assert_eq!(ledger.verify().unwrap().entries, entries);
@@ -198,15 +226,19 @@ fn main() {
                 let t = Instant::now();
                 bare_verify(&msgs, &key);
                 bare.push(t.elapsed());
+                let t = Instant::now();
+                bare_verify_threads(&msgs, &key, threads);
+                wide.push(t.elapsed());
             }
-            let (o, b) = (common::median(ours), common::median(bare));
+            let (o, b, w) = (common::median(ours), common::median(bare), common::median(wide));
             println!(
                 "verify/{size} ({entries} entries, 3 alternating runs): ledger-verify median {o:.2?} \
                  ({:.0} entries/s), baseline-verify-batch median {b:.2?} ({:.0} entries/s), \
-                 throughput ratio {:.2}",
+                 throughput ratio {:.2}; on {threads} threads {w:.2?}, ratio {:.2}",
                 entries as f64 / o.as_secs_f64(),
                 entries as f64 / b.as_secs_f64(),
-                b.as_secs_f64() / o.as_secs_f64()
+                b.as_secs_f64() / o.as_secs_f64(),
+                w.as_secs_f64() / o.as_secs_f64()
             );
         }
     }

@@ -1764,14 +1764,25 @@ fn verify_entries(
     let upto = usize::try_from(upto).unwrap_or(usize::MAX);
     std::thread::scope(|scope| {
         let (to_checker, batches) = std::sync::mpsc::sync_channel(4);
-        let checker = crate::threads::spawn_scoped(scope, "consent-ledger-verify", move || {
-            replay::check_batches(batches)
-        })
-        .ok();
+        // One signature checker per core, sharing the channel (the reading thread
+        // needs about an eighth of a core beside them: BENCHMARKS.md, "Stop 27").
+        let batches = std::sync::Arc::new(std::sync::Mutex::new(batches));
+        let checkers: Vec<_> = (0..verify_checkers())
+            .filter_map(|_| {
+                let batches = std::sync::Arc::clone(&batches);
+                crate::threads::spawn_scoped(scope, "consent-ledger-verify", move || {
+                    replay::check_shared_batches(batches)
+                })
+                .ok()
+            })
+            .collect();
+        // The channel's last handle is the checkers': it closes when they stop.
+        drop(batches);
         // Without a thread, the signatures are checked on this one, batch by batch.
-        let mut replay = match checker {
-            Some(_) => replay::Replay::pipelined(to_checker),
-            None => replay::Replay::new(true),
+        let mut replay = if checkers.is_empty() {
+            replay::Replay::new(true)
+        } else {
+            replay::Replay::pipelined(to_checker)
         };
         let walked = (|| -> Result<(), ReadError> {
             for raw in store.entries_from(0).take(upto) {
@@ -1785,13 +1796,18 @@ fn verify_entries(
             Ok(())
         })();
         replay.close_checker();
-        let checked = match checker {
-            Some(checker) => checker.join().unwrap_or(Err(IntegrityError {
-                position: 0,
-                problem: IntegrityProblem::BadSignature,
-            })),
-            None => Ok(()),
-        };
+        // The first bad signature of the log: the lowest position any checker found.
+        let checked = checkers
+            .into_iter()
+            .map(|checker| {
+                checker.join().unwrap_or(Err(IntegrityError {
+                    position: 0,
+                    problem: IntegrityProblem::BadSignature,
+                }))
+            })
+            .filter_map(Result::err)
+            .min_by_key(|e| e.position)
+            .map_or(Ok(()), Err);
         first_failure(walked, checked).map(|()| VerifyReport {
             entries: replay.len(),
             head: replay.head_hash(),
@@ -1807,6 +1823,12 @@ fn verify_entries(
             untrusted: replay.untrusted(),
         })
     })
+}
+
+/// How many threads check signatures in [`verify_store`]: one per core the process
+/// may use, at least one and at most four.
+fn verify_checkers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
 }
 
 /// The outcome of a verification from its two halves: the walk (reading, decoding, the
@@ -1984,30 +2006,51 @@ mod tests {
         assert_eq!(record.times(), (early.decided_at, late.decided_at));
     }
 
+    /// Checker threads sharing one channel, bad signatures at positions 17 and 25 (the
+    /// second and third batches, which different threads may take): the first is named,
+    /// with one thread and with several, whichever thread finds what.
     #[test]
-    fn the_checker_thread_names_the_bad_signature() {
+    fn the_checker_threads_name_the_first_bad_signature() {
         use ed25519_dalek::Signer;
         let key = SigningKey::from_bytes(&[3; 32]);
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let checker = std::thread::spawn(move || replay::check_batches(rx));
-        for b in 0..3u64 {
-            let batch: Vec<replay::SigCheck> = (0..10u64)
-                .map(|i| {
-                    let pos = b * 10 + i;
-                    let msg = pos.to_be_bytes().to_vec();
-                    let mut sig = key.inner().sign(&msg).to_bytes();
-                    if pos == 17 {
-                        sig[0] ^= 1;
+        for threads in [1, 2, 3] {
+            for _ in 0..5 {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+                let checkers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let rx = std::sync::Arc::clone(&rx);
+                        std::thread::spawn(move || replay::check_shared_batches(rx))
+                    })
+                    .collect();
+                drop(rx);
+                for b in 0..4u64 {
+                    let batch: Vec<replay::SigCheck> = (0..10u64)
+                        .map(|i| {
+                            let pos = b * 10 + i;
+                            let msg = pos.to_be_bytes().to_vec();
+                            let mut sig = key.inner().sign(&msg).to_bytes();
+                            if pos == 17 || pos == 25 {
+                                sig[0] ^= 1;
+                            }
+                            (msg, sig, key.verifying_key().to_bytes(), pos)
+                        })
+                        .collect();
+                    if tx.send(batch).is_err() {
+                        break;
                     }
-                    (msg, sig, key.verifying_key().to_bytes(), pos)
-                })
-                .collect();
-            if tx.send(batch).is_err() {
-                break;
+                }
+                drop(tx);
+                let first = checkers
+                    .into_iter()
+                    .filter_map(|c| c.join().unwrap().err())
+                    .min_by_key(|e| e.position)
+                    .unwrap();
+                assert_eq!(
+                    (first.position, first.problem),
+                    (17, IntegrityProblem::BadSignature)
+                );
             }
         }
-        drop(tx);
-        let err = checker.join().unwrap().unwrap_err();
-        assert_eq!((err.position, err.problem), (17, IntegrityProblem::BadSignature));
     }
 }

@@ -77,8 +77,8 @@ impl Replay {
         }
     }
 
-    /// Checks every signature, handing full batches to `checker` (a thread running
-    /// [`check_batches`]) so that reading and decoding overlap with verification.
+    /// Checks every signature, handing full batches to `checker` (threads running
+    /// [`check_shared_batches`]) so that reading and decoding overlap with verification.
     pub(crate) fn pipelined(checker: SyncSender<Vec<SigCheck>>) -> Self {
         Replay {
             checker: Some(checker),
@@ -289,14 +289,27 @@ impl Replay {
     }
 }
 
-/// Checks batches until the sender hangs up or one fails; the error names the first
-/// bad position.
-pub(crate) fn check_batches(batches: Receiver<Vec<SigCheck>>) -> Result<(), IntegrityError> {
+/// Checks batches until the sender hangs up or one fails, the error naming the bad
+/// position; for one of several checker threads taking batches from one channel.
+/// Each thread checks the batches it takes in the order it takes them and
+/// stops at its first bad signature, so the first bad entry of the log is the one at
+/// the lowest position among the threads' errors. The channel closes for the reading
+/// thread once every checker has dropped its handle.
+pub(crate) fn check_shared_batches(
+    batches: std::sync::Arc<std::sync::Mutex<Receiver<Vec<SigCheck>>>>,
+) -> Result<(), IntegrityError> {
     let mut blind = None;
-    for batch in batches {
+    loop {
+        // (A checker that panicked holding the lock left the receiver as it was.)
+        let next = batches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recv();
+        let Ok(batch) = next else {
+            return Ok(());
+        };
         check_batch(batch, blind.get_or_insert_with(Blind::new))?;
     }
-    Ok(())
 }
 
 /// A signature by a throwaway key over random bytes, made once per check of a log and
