@@ -1652,8 +1652,9 @@ impl Ledger {
     /// # Errors
     /// [`ReadError::Integrity`] naming the first bad position; storage failures.
     ///
-    /// Reading and decoding run on the calling thread while a second thread checks the
-    /// signatures, batch by batch. Batch verification is not strict; signatures it would
+    /// Reading and decoding run on the calling thread while other threads (one per
+    /// core, up to four) check the signatures, batch by batch. Each checking thread
+    /// makes its own throwaway key (below). Batch verification is not strict; signatures it would
     /// accept and the strict check of one signature refuses (an R of small order, or
     /// encoded non-canonically) are refused before batching. One kind still differs: an
     /// R with a small torsion component added. Only the holder of the signing key can
