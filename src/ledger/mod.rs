@@ -1763,22 +1763,19 @@ fn verify_entries(
     progress: &mut dyn FnMut(u64),
 ) -> Result<VerifyReport, ReadError> {
     let upto = usize::try_from(upto).unwrap_or(usize::MAX);
+    let (to_checker, batches) = std::sync::mpsc::sync_channel(4);
+    let batches: &replay::SharedBatches = &std::sync::Mutex::new(Some(batches));
     std::thread::scope(|scope| {
-        let (to_checker, batches) = std::sync::mpsc::sync_channel(4);
         // One signature checker per core, sharing the channel (the reading thread
         // needs about an eighth of a core beside them: BENCHMARKS.md, "Stop 27").
-        let batches = std::sync::Arc::new(std::sync::Mutex::new(batches));
         let checkers: Vec<_> = (0..verify_checkers())
             .filter_map(|_| {
-                let batches = std::sync::Arc::clone(&batches);
                 crate::threads::spawn_scoped(scope, "consent-ledger-verify", move || {
                     replay::check_shared_batches(batches)
                 })
                 .ok()
             })
             .collect();
-        // The channel's last handle is the checkers': it closes when they stop.
-        drop(batches);
         // Without a thread, the signatures are checked on this one, batch by batch.
         let mut replay = if checkers.is_empty() {
             replay::Replay::new(true)
@@ -1797,18 +1794,12 @@ fn verify_entries(
             Ok(())
         })();
         replay.close_checker();
-        // The first bad signature of the log: the lowest position any checker found.
-        let checked = checkers
-            .into_iter()
-            .map(|checker| {
-                checker.join().unwrap_or(Err(IntegrityError {
-                    position: 0,
-                    problem: IntegrityProblem::BadSignature,
-                }))
-            })
-            .filter_map(Result::err)
-            .min_by_key(|e| e.position)
-            .map_or(Ok(()), Err);
+        let checked = replay::first_bad(checkers.into_iter().map(|checker| {
+            checker.join().unwrap_or(Err(IntegrityError {
+                position: 0,
+                problem: IntegrityProblem::BadSignature,
+            }))
+        }));
         first_failure(walked, checked).map(|()| VerifyReport {
             entries: replay.len(),
             head: replay.head_hash(),
@@ -2009,48 +2000,48 @@ mod tests {
 
     /// Checker threads sharing one channel, bad signatures at positions 17 and 25 (the
     /// second and third batches, which different threads may take): the first is named,
-    /// with one thread and with several, whichever thread finds what.
+    /// with one thread and with several, whichever thread finds what; and the channel
+    /// closes on the first failure, so the sender stops long before its 200 batches.
     #[test]
-    fn the_checker_threads_name_the_first_bad_signature() {
+    fn the_checker_threads_name_the_first_bad_signature_and_stop() {
         use ed25519_dalek::Signer;
         let key = SigningKey::from_bytes(&[3; 32]);
         for threads in [1, 2, 3] {
             for _ in 0..5 {
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
-                let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-                let checkers: Vec<_> = (0..threads)
-                    .map(|_| {
-                        let rx = std::sync::Arc::clone(&rx);
-                        std::thread::spawn(move || replay::check_shared_batches(rx))
-                    })
-                    .collect();
-                drop(rx);
-                for b in 0..4u64 {
-                    let batch: Vec<replay::SigCheck> = (0..10u64)
-                        .map(|i| {
-                            let pos = b * 10 + i;
-                            let msg = pos.to_be_bytes().to_vec();
-                            let mut sig = key.inner().sign(&msg).to_bytes();
-                            if pos == 17 || pos == 25 {
-                                sig[0] ^= 1;
-                            }
-                            (msg, sig, key.verifying_key().to_bytes(), pos)
-                        })
+                let shared: replay::SharedBatches = std::sync::Mutex::new(Some(rx));
+                let (first, sent) = std::thread::scope(|s| {
+                    let checkers: Vec<_> = (0..threads)
+                        .map(|_| s.spawn(|| replay::check_shared_batches(&shared)))
                         .collect();
-                    if tx.send(batch).is_err() {
-                        break;
+                    let mut sent = 0;
+                    for b in 0..200u64 {
+                        let batch: Vec<replay::SigCheck> = (0..10u64)
+                            .map(|i| {
+                                let pos = b * 10 + i;
+                                let msg = pos.to_be_bytes().to_vec();
+                                let mut sig = key.inner().sign(&msg).to_bytes();
+                                if pos == 17 || pos == 25 {
+                                    sig[0] ^= 1;
+                                }
+                                (msg, sig, key.verifying_key().to_bytes(), pos)
+                            })
+                            .collect();
+                        if tx.send(batch).is_err() {
+                            break;
+                        }
+                        sent += 1;
                     }
-                }
-                drop(tx);
-                let first = checkers
-                    .into_iter()
-                    .filter_map(|c| c.join().unwrap().err())
-                    .min_by_key(|e| e.position)
-                    .unwrap();
+                    drop(tx);
+                    let first = replay::first_bad(checkers.into_iter().map(|c| c.join().unwrap()));
+                    (first, sent)
+                });
+                let first = first.unwrap_err();
                 assert_eq!(
                     (first.position, first.problem),
                     (17, IntegrityProblem::BadSignature)
                 );
+                assert!(sent < 200, "{threads} threads: every batch was taken");
             }
         }
     }

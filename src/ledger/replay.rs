@@ -289,27 +289,60 @@ impl Replay {
     }
 }
 
+/// The batch channel as the checker threads share it: `None` once a checker has found
+/// a bad signature.
+pub(crate) type SharedBatches = std::sync::Mutex<Option<Receiver<Vec<SigCheck>>>>;
+
 /// Checks batches until the sender hangs up or one fails, the error naming the bad
 /// position; for one of several checker threads taking batches from one channel.
-/// Each thread checks the batches it takes in the order it takes them and
-/// stops at its first bad signature, so the first bad entry of the log is the one at
-/// the lowest position among the threads' errors. The channel closes for the reading
-/// thread once every checker has dropped its handle.
-pub(crate) fn check_shared_batches(
-    batches: std::sync::Arc<std::sync::Mutex<Receiver<Vec<SigCheck>>>>,
-) -> Result<(), IntegrityError> {
+///
+/// Each thread checks the batches it takes, in the order it takes them. A thread that
+/// finds a bad signature closes the channel (under its lock): batches not taken yet lie
+/// after the one it failed, the reading thread's next send fails and the other threads
+/// stop after the batch they hold, each stopping at its own first bad signature. So the
+/// first bad entry of the log is the lowest position among the threads' errors
+/// ([`first_bad`]), and a log damaged early is not checked to its end.
+pub(crate) fn check_shared_batches(batches: &SharedBatches) -> Result<(), IntegrityError> {
+    let _close = CloseOnPanic(batches);
     let mut blind = None;
     loop {
-        // (A checker that panicked holding the lock left the receiver as it was.)
+        // (A checker that panicked holding the lock left the channel as it was.)
         let next = batches
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .recv();
-        let Ok(batch) = next else {
+            .as_ref()
+            .map(Receiver::recv);
+        let Some(Ok(batch)) = next else {
             return Ok(());
         };
-        check_batch(batch, blind.get_or_insert_with(Blind::new))?;
+        if let Err(e) = check_batch(batch, blind.get_or_insert_with(Blind::new)) {
+            *batches.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            return Err(e);
+        }
     }
+}
+
+/// Closes the shared channel if its checker thread panics, so that the reading thread's
+/// next send fails instead of waiting for a checker that is gone.
+struct CloseOnPanic<'a>(&'a SharedBatches);
+
+impl Drop for CloseOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+    }
+}
+
+/// The first bad signature among the checker threads' outcomes: the lowest position.
+pub(crate) fn first_bad(
+    outcomes: impl IntoIterator<Item = Result<(), IntegrityError>>,
+) -> Result<(), IntegrityError> {
+    outcomes
+        .into_iter()
+        .filter_map(Result::err)
+        .min_by_key(|e| e.position)
+        .map_or(Ok(()), Err)
 }
 
 /// A signature by a throwaway key over random bytes, made once per check of a log and
