@@ -260,9 +260,7 @@ fn sha_group(state: &mut [Lanes; 8], block: &[Lanes; 16], first: usize) {
     }
     let (abef, cdgh) = sha_rounds(abef, cdgh, w);
     for (j, (abef, cdgh)) in abef.into_iter().zip(cdgh).enumerate() {
-        let [lo, hi] = sha_state_words(abef, cdgh);
-        let words = sha_words(lo).into_iter().chain(sha_words(hi));
-        for (row, w) in state.iter_mut().zip(words) {
+        for (row, w) in state.iter_mut().zip(sha_state(abef, cdgh)) {
             if let Some(dst) = row.get_mut(first + j) {
                 *dst = w;
             }
@@ -311,14 +309,16 @@ pub(crate) fn hmac_one_block_in(
 /// [`hmac_one_block`] in lanes: the blocks turned into lanes, both compressions by
 /// `compress`, the digests turned back. The lanes are wiped after use.
 #[inline(always)]
-fn hmac_lanes(job: HmacJob<'_>, compress: impl Fn(&mut [Lanes; 8], &[Lanes; 16], usize)) {
-    let HmacJob {
+fn hmac_lanes(
+    HmacJob {
         inner,
         outer,
         blocks,
         used,
         out,
-    } = job;
+    }: HmacJob<'_>,
+    compress: impl Fn(&mut [Lanes; 8], &[Lanes; 16], usize),
+) {
     let mut words: [Lanes; 16] = std::array::from_fn(|i| {
         std::array::from_fn(|l| blocks.get(l).and_then(|b| b.get(i)).copied().unwrap_or(0))
     });
@@ -353,14 +353,15 @@ const OUTER_BITS: u32 = ((BLOCK + 32) * 8) as u32;
 /// side, the inner digests kept in registers between them.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-fn hmac_sha(job: HmacJob<'_>) {
-    let HmacJob {
+fn hmac_sha(
+    HmacJob {
         inner,
         outer,
         blocks,
         used,
         out,
-    } = job;
+    }: HmacJob<'_>,
+) {
     use std::arch::x86_64::{_mm_set_epi32, _mm_setzero_si128};
     let (inner_abef, inner_cdgh) = sha_load_state(inner);
     let (outer_abef, outer_cdgh) = sha_load_state(outer);
@@ -385,10 +386,7 @@ fn hmac_sha(job: HmacJob<'_>) {
         let (abef, cdgh) = sha_rounds([outer_abef; SHA_WAYS], [outer_cdgh; SHA_WAYS], w);
         let in_use = used.saturating_sub(g * SHA_WAYS);
         for (dst, (abef, cdgh)) in out.iter_mut().zip(abef.into_iter().zip(cdgh)).take(in_use) {
-            let [lo, hi] = sha_state_words(abef, cdgh);
-            for (d, w) in dst.iter_mut().zip(sha_words(lo).into_iter().chain(sha_words(hi))) {
-                *d = w;
-            }
+            *dst = sha_state(abef, cdgh);
         }
     }
 }
@@ -440,17 +438,22 @@ fn sha_state_words(
     ]
 }
 
-/// A register's four words, the lowest first.
+/// The state in the SHA instructions' layout back as its eight words, A first.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 #[inline]
-fn sha_words(v: std::arch::x86_64::__m128i) -> [u32; 4] {
+fn sha_state(abef: std::arch::x86_64::__m128i, cdgh: std::arch::x86_64::__m128i) -> [u32; 8] {
     use std::arch::x86_64::_mm_extract_epi32;
+    let [lo, hi] = sha_state_words(abef, cdgh);
     [
-        _mm_extract_epi32::<0>(v) as u32,
-        _mm_extract_epi32::<1>(v) as u32,
-        _mm_extract_epi32::<2>(v) as u32,
-        _mm_extract_epi32::<3>(v) as u32,
+        _mm_extract_epi32::<0>(lo) as u32,
+        _mm_extract_epi32::<1>(lo) as u32,
+        _mm_extract_epi32::<2>(lo) as u32,
+        _mm_extract_epi32::<3>(lo) as u32,
+        _mm_extract_epi32::<0>(hi) as u32,
+        _mm_extract_epi32::<1>(hi) as u32,
+        _mm_extract_epi32::<2>(hi) as u32,
+        _mm_extract_epi32::<3>(hi) as u32,
     ]
 }
 

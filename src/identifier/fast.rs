@@ -274,20 +274,11 @@ impl<'k> LookupHasher<'k> {
 
 /// Padded one-block messages waiting to be hashed in lanes: their words (message `l`
 /// in `blocks[l]`), kinds and rows. Wiped after each hash and on drop.
+#[derive(Default)]
 struct LaneBatch {
     blocks: [[u32; 16]; lanes::LANES],
     rows: [(usize, Option<IdentifierKind>); lanes::LANES],
     len: usize,
-}
-
-impl Default for LaneBatch {
-    fn default() -> LaneBatch {
-        LaneBatch {
-            blocks: [[0; 16]; lanes::LANES],
-            rows: [(0, None); lanes::LANES],
-            len: 0,
-        }
-    }
 }
 
 impl LaneBatch {
