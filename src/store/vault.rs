@@ -619,12 +619,14 @@ fn scan_with(
     let _ = slots.table.by_hash.try_reserve(expected.min(MAX_RESERVED));
     let mut zero = Vec::new();
     let mut damaged = 0u64;
-    // Keys found in more than one slot with different values: none of them is trusted.
-    let mut conflicted: HashSet<Name> = HashSet::new();
     let _ = slots
         .table
         .kinds
         .try_reserve(expected.saturating_add(1).min(MAX_RESERVED));
+    // Every record read, by its name's hash: the table is filled after the scan, in the
+    // order of the places the hashes take in it (see `fill`).
+    let mut found: Vec<Found> = Vec::new();
+    let _ = found.try_reserve(expected.min(MAX_RESERVED));
     // Allocated once at its largest and wiped when dropped: it holds secrets.
     let largest = usize::try_from(whole.saturating_sub(1).min(CHUNK_SLOTS)).unwrap_or(0) * SLOT;
     let mut buf = Zeroizing::new(vec![0u8; largest]);
@@ -654,43 +656,15 @@ fn scan_with(
             };
             match parse_summed(slot, checked) {
                 Ok(Some((kind, key, _))) => {
-                    let named = slots.table.named(kind, key);
-                    // (Almost always empty: skip hashing the name for it.)
-                    if !conflicted.is_empty() && conflicted.contains(&named.id) {
-                        zero.push(n);
-                        continue;
+                    // Counted now, and taken off again if `fill` finds it a copy.
+                    if kind == Kind::Index {
+                        slots.tally.add(checksum_of(slot));
                     }
-                    // An earlier slot holding a record of that name, if any (read back to
-                    // tell a copy from a record whose name has the same hash).
-                    let held = slots.table.find(&named, |m| {
-                        let mut earlier = Zeroizing::new([0u8; SLOT]);
-                        read(m * slot_len, &mut earlier[..]).map_err(io("reading the vault"))?;
-                        Ok(earlier)
-                    })?;
-                    let (held, earlier) = match held {
-                        Lookup::Absent => {
-                            if kind == Kind::Index {
-                                slots.tally.add(checksum_of(slot));
-                            }
-                            slots.table.insert_new(named, n);
-                            continue;
-                        }
-                        Lookup::Found(held, earlier) => (held, earlier),
-                        // It held a record when it was read a moment ago.
-                        Lookup::Damaged(_) => return Err(damaged_since_open()),
-                    };
-                    // Encoding is canonical: the same record makes the same slot bytes.
-                    if earlier[..] == *slot {
-                        zero.push(n);
-                    } else {
-                        zero.push(held);
-                        zero.push(n);
-                        if kind == Kind::Index {
-                            slots.tally.remove(checksum_of(&earlier[..]));
-                        }
-                        slots.table.remove(&named, held);
-                        conflicted.insert(named.id);
-                    }
+                    slots.table.set_kind(n, kind as u8);
+                    found.push(Found {
+                        hash: slots.table.named(kind, key).hash,
+                        n,
+                    });
                 }
                 Ok(None) => slots.free.push(n),
                 Err(()) => {
@@ -701,6 +675,12 @@ fn scan_with(
         }
         start += n_slots;
     }
+    drop(buf);
+    fill(&mut slots, found, &mut zero, |n| {
+        let mut slot = Zeroizing::new([0u8; SLOT]);
+        read(n * slot_len, &mut slot[..]).map_err(io("reading the vault"))?;
+        Ok(slot)
+    })?;
     zero.sort_unstable();
     slots.free.extend_from_slice(&zero);
     slots.count = whole;
@@ -711,6 +691,118 @@ fn scan_with(
         new_header: false,
         truncate: !len.is_multiple_of(slot_len),
     })
+}
+
+/// A record [`scan_with`] read: its name's hash and its slot.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    hash: u64,
+    n: u64,
+}
+
+/// How many buckets a `HashMap` that holds `capacity` entries has (std's `HashMap`
+/// keeps a power of two, at most seven eighths full). Only the speed of [`fill`]
+/// depends on it being right.
+fn buckets_for(capacity: usize) -> usize {
+    let buckets = if capacity < 7 {
+        capacity.saturating_add(1)
+    } else {
+        capacity / 7 * 8
+    };
+    buckets.checked_next_power_of_two().unwrap_or(1 << 63)
+}
+
+/// Tracks the records [`scan_with`] `found`, and settles names found in more than one
+/// slot, reading such slots again through `read`.
+///
+/// The records go in in the order of the places their hashes take in the table (std's
+/// `HashMap` starts its search for a hash at the hash's low bits): inserted in the
+/// order of the file, each of a large vault's millions of records waited for a cache
+/// miss (most of the time the vault took to open, measured in stop 28), while in this
+/// order the table fills from one end to the other. Records are looked at name by
+/// name; a name's slots in the order of the file, as [`scan_with`] documents.
+///
+/// # Errors
+/// From `read`, and when a slot read again no longer holds the record it held.
+fn fill(
+    slots: &mut Slots,
+    mut found: Vec<Found>,
+    zero: &mut Vec<u64>,
+    mut read: impl FnMut(u64) -> Result<Zeroizing<[u8; SLOT]>, StorageError>,
+) -> Result<(), StorageError> {
+    let _ = slots.table.by_hash.try_reserve(found.len());
+    let place_bits = buckets_for(slots.table.by_hash.capacity()).trailing_zeros();
+    // Rotating a hash's low bits to the top sorts by place first; records with the
+    // same hash still end up side by side (rotating is one to one).
+    found.sort_unstable_by_key(|f| (f.hash.rotate_right(place_bits), f.n));
+    // Names found in more than one slot with different values: none of them is trusted.
+    let mut conflicted: HashSet<Name> = HashSet::new();
+    let mut rest = found.as_slice();
+    while let Some(first) = rest.first() {
+        let same = rest.iter().take_while(|f| f.hash == first.hash).count();
+        let (group, after) = rest.split_at(same);
+        rest = after;
+        if let [one] = group {
+            // Alone with its hash (almost every record): no other record can be in
+            // the table under it.
+            if let Entry::Vacant(free) = slots.table.by_hash.entry(one.hash) {
+                free.insert(one.n);
+                continue;
+            }
+        }
+        for f in group {
+            settle(slots, f, zero, &mut conflicted, &mut read)?;
+        }
+    }
+    Ok(())
+}
+
+/// Tracks the record `f` found in a slot that shares its name's hash with other slots:
+/// a copy of a record an earlier slot holds is dropped; records of one name that
+/// disagree are all dropped (fail closed). A dropped record's slot is zeroed, its kind
+/// forgotten and, for an index record, its checksum taken off the tally.
+fn settle(
+    slots: &mut Slots,
+    f: &Found,
+    zero: &mut Vec<u64>,
+    conflicted: &mut HashSet<Name>,
+    read: &mut impl FnMut(u64) -> Result<Zeroizing<[u8; SLOT]>, StorageError>,
+) -> Result<(), StorageError> {
+    let slot = read(f.n)?;
+    let Ok(Some((kind, key, _))) = parse(&slot[..]) else {
+        return Err(damaged_since_open());
+    };
+    let named = slots.table.named(kind, key);
+    if named.hash != f.hash {
+        return Err(damaged_since_open());
+    }
+    let mut drop_copy = |slots: &mut Slots, n: u64, bytes: &[u8]| {
+        zero.push(n);
+        slots.table.set_kind(n, 0);
+        if kind == Kind::Index {
+            slots.tally.remove(checksum_of(bytes));
+        }
+    };
+    if conflicted.contains(&named.id) {
+        drop_copy(slots, f.n, &slot[..]);
+        return Ok(());
+    }
+    // An earlier slot holding a record of that name, if any (read back to tell a copy
+    // from a record whose name has the same hash).
+    match slots.table.find(&named, &mut *read)? {
+        Lookup::Absent => slots.table.insert_new(named, f.n),
+        // Encoding is canonical: the same record makes the same slot bytes.
+        Lookup::Found(_, earlier) if earlier[..] == slot[..] => drop_copy(slots, f.n, &slot[..]),
+        Lookup::Found(held, earlier) => {
+            slots.table.remove(&named, held);
+            drop_copy(slots, held, &earlier[..]);
+            drop_copy(slots, f.n, &slot[..]);
+            conflicted.insert(named.id);
+        }
+        // It held a record when it was read a moment ago.
+        Lookup::Damaged(_) => return Err(damaged_since_open()),
+    }
+    Ok(())
 }
 
 impl Scan {
@@ -1487,6 +1579,61 @@ mod tests {
         std::fs::write(&path, &raw).unwrap();
         let v = Vault::open_deferred(&path, false, None).unwrap();
         assert_eq!(v.index_digest().unwrap(), None);
+    }
+
+    /// Opening counts every index record it reads, then takes off those it drops as
+    /// copies: what is left must be the digest of the records it keeps, whatever the
+    /// order of the copies and whether or not names share hashes.
+    #[test]
+    fn copies_found_at_open_leave_the_digest_of_the_records_kept() {
+        let check = || {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("vault");
+            let v = Vault::open(&path, true).unwrap();
+            v.put(Kind::Index, &[7; 32], b"seven").unwrap();
+            v.put(Kind::Secret, b"s", &[3; 32]).unwrap();
+            v.put(Kind::Index, &[8; 32], b"eight").unwrap();
+            v.put(Kind::Index, &[9; 32], b"nine").unwrap();
+            drop(v);
+            let raw = std::fs::read(&path).unwrap();
+            let open = |bytes: &[u8]| {
+                std::fs::write(&path, bytes).unwrap();
+                let v = Vault::open_deferred(&path, false, Some(sample_digest_key())).unwrap();
+                let mut listed: Vec<Vec<u8>> = v.records(Kind::Index).map(|r| r.unwrap().1).collect();
+                listed.sort();
+                (
+                    v.index_digest().unwrap().unwrap(),
+                    listed,
+                    v.drops_records().unwrap(),
+                )
+            };
+            // Slots 1, 3 and 4 hold the index records; without 8's, the records kept below.
+            let mut without_eight = raw.clone();
+            without_eight[3 * SLOT..4 * SLOT].fill(0);
+            let (kept, listed, _) = open(&without_eight);
+            assert_eq!(
+                (kept.records, listed),
+                (2, vec![b"nine".to_vec(), b"seven".to_vec()])
+            );
+            // An identical copy of 7, a conflicting copy of 8, then an identical one.
+            let mut copies = raw.clone();
+            copies.extend_from_slice(&raw[SLOT..2 * SLOT]);
+            copies.extend_from_slice(&encode(Kind::Index, &[8; 32], b"EIGHT").unwrap()[..]);
+            copies.extend_from_slice(&raw[3 * SLOT..4 * SLOT]);
+            let (digest, listed, drops) = open(&copies);
+            assert_eq!(digest, kept);
+            assert_eq!(listed, vec![b"nine".to_vec(), b"seven".to_vec()]);
+            assert!(drops);
+            // The same copies before the records they copy.
+            let mut first = copies[5 * SLOT..].to_vec();
+            first.splice(0..0, raw[..SLOT].iter().copied());
+            first.extend_from_slice(&raw[SLOT..]);
+            let (digest, listed, _) = open(&first);
+            assert_eq!(digest, kept);
+            assert_eq!(listed, vec![b"nine".to_vec(), b"seven".to_vec()]);
+        };
+        check();
+        colliding(check);
     }
 
     #[test]
