@@ -707,9 +707,9 @@ fn buckets_for(capacity: usize) -> usize {
     let buckets = if capacity < 7 {
         capacity.saturating_add(1)
     } else {
-        capacity / 7 * 8
+        (capacity / 7).saturating_mul(8)
     };
-    buckets.checked_next_power_of_two().unwrap_or(1 << 63)
+    buckets.checked_next_power_of_two().unwrap_or(usize::MAX / 2 + 1)
 }
 
 /// Tracks the records [`scan_with`] `found`, and settles names found in more than one
@@ -1579,6 +1579,17 @@ mod tests {
         std::fs::write(&path, &raw).unwrap();
         let v = Vault::open_deferred(&path, false, None).unwrap();
         assert_eq!(v.index_digest().unwrap(), None);
+    }
+
+    #[test]
+    fn buckets_for_is_a_power_of_two_that_holds_the_capacity() {
+        for n in [0usize, 1, 3, 6, 7, 8, 13, 14, 15, 100, 1000, 2_000_000] {
+            let capacity = HashMap::<u64, u64>::with_capacity(n).capacity();
+            let buckets = buckets_for(capacity);
+            assert!(buckets.is_power_of_two() && buckets > capacity, "{n}: {buckets}");
+        }
+        // No overflow, whatever a map reports.
+        assert!(buckets_for(usize::MAX).is_power_of_two());
     }
 
     /// Opening counts every index record it reads, then takes off those it drops as
