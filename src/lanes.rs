@@ -204,7 +204,7 @@ fn work_plain(work: Work<'_>) {
     match work {
         Work::Compress { state, block, used } => compress_any(state, block, used),
         Work::Hmac(job) => hmac_lanes(job, compress_any),
-        // (Not sent to this copy: in lanes, `sha256_each_in` fills them itself.)
+        // (Only the SHA copy is asked for them; here when this CPU cannot run it.)
         Work::Digests { messages, out } => {
             out.extend(messages.iter().map(|m| <[u8; 32]>::from(Sha256::digest(m))))
         }
@@ -247,7 +247,6 @@ fn work_sha(work: Work<'_>) {
 fn sha_digests(messages: &[&[u8]], out: &mut Vec<[u8; 32]>) {
     use std::arch::x86_64::_mm_setzero_si128;
     let (iv_abef, iv_cdgh) = sha_load_state(&IV);
-    let blocks_of = |m: &[u8]| (m.len() + 9).div_ceil(BLOCK);
     let mut bytes = [0u8; BLOCK];
     for group in messages.chunks(SHA_WAYS) {
         let most = group.iter().map(|m| blocks_of(m)).max().unwrap_or(0);
@@ -690,8 +689,8 @@ pub(crate) fn sha256_each(messages: &[&[u8]]) -> Vec<[u8; 32]> {
     sha256_each_in(messages, worthwhile())
 }
 
-/// [`sha256_each`], in lanes if `in_lanes` (but for a last group of fewer than
-/// [`few`] messages).
+/// [`sha256_each`], in lanes if `in_lanes`: in SHA instructions four messages at a
+/// time, in the other copies sixteen (but for a last group of fewer than [`FEW`]).
 pub(crate) fn sha256_each_in(messages: &[&[u8]], in_lanes: bool) -> Vec<[u8; 32]> {
     sha256_each_with(Copy::best(), messages, in_lanes)
 }
@@ -732,7 +731,6 @@ const FEW: usize = 4;
 /// after use (the messages may hold secrets, as a vault slot does); like `sha2`,
 /// [`compress_in`] leaves its own schedule on the stack.
 fn sha256_lanes(copy: Copy, group: &[&[u8]], out: &mut Vec<[u8; 32]>) {
-    let blocks_of = |m: &[u8]| (m.len() + 9).div_ceil(BLOCK);
     let most = group.iter().map(|m| blocks_of(m)).max().unwrap_or(0);
     let mut state: [Lanes; 8] = IV.map(|w| [w; LANES]);
     let mut words = [[0u32; LANES]; 16];
@@ -773,12 +771,18 @@ fn sha256_lanes(copy: Copy, group: &[&[u8]], out: &mut Vec<[u8; 32]>) {
     state.zeroize();
 }
 
+/// How many blocks `message` takes once padded (the 0x80 byte and the 8-byte length
+/// follow it).
+fn blocks_of(message: &[u8]) -> usize {
+    (message.len() + 9).div_ceil(BLOCK)
+}
+
 /// Block `b` of `message` padded as SHA-256 pads it (the 0x80 byte after the message,
 /// zeros, and the length in bits in the last 8 bytes of the last block), written to
 /// `block`; zeros past the padded message.
 fn padded_block(message: &[u8], b: usize, block: &mut [u8; BLOCK]) {
     let start = b.saturating_mul(BLOCK);
-    let last = (message.len() + 9).div_ceil(BLOCK).saturating_sub(1);
+    let last = blocks_of(message).saturating_sub(1);
     match message.get(start..start.saturating_add(BLOCK)) {
         Some(whole) => block.copy_from_slice(whole),
         None => {

@@ -718,7 +718,8 @@ fn buckets_for(capacity: usize) -> usize {
 /// The records go in in the order of the places their hashes take in the table (std's
 /// `HashMap` starts its search for a hash at the hash's low bits): inserted in the
 /// order of the file, each of a large vault's millions of records waited for a cache
-/// miss (most of the time the vault took to open, measured in stop 28), while in this
+/// miss (about 0.8 s of the vault's 2.2 s of CPU per open of the 1M-subject ledger,
+/// measured in stop 28), while in this
 /// order the table fills from one end to the other. Records are looked at name by
 /// name; a name's slots in the order of the file, as [`scan_with`] documents.
 ///
