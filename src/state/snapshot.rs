@@ -45,7 +45,7 @@
 //! lookup pseudonym of an erased subject (the state keeps them in memory only as
 //! reusable, dead records).
 
-use super::table::{IdentRec, MAX_PURPOSES};
+use super::table::{Chunked, IdentRec, MAX_PURPOSES};
 use super::{
     basis_code, basis_from, ConsentRec, State, SubjectRec, ERASED, EXPIRED, FORGOTTEN, GRANTED, HAS_TIME,
     MORE, NONE, NO_SUBJECT,
@@ -371,7 +371,8 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
     }
     let n = r.u32()?;
     let n = r.count(n.into(), IDENT_LEN)?;
-    state.idents.reserve(n);
+    // Each record is checked on its own here; two that clash, as they are indexed.
+    let mut recs = Chunked::default();
     for _ in 0..n {
         let rec = IdentRec {
             lookup: Pseudonym(r.array()?),
@@ -383,23 +384,23 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
             .subject_rec(rec.subject)
             .is_some_and(|s| s.first.kind != ERASED);
         let purpose_known = usize::from(rec.purpose()) < purposes;
-        // One identifier is held by one subject (a collection by another is refused,
-        // and the vault holds one record per lookup), once per purpose; its collection
-        // is inside the log, on a legal basis a collection can have, under a lookup
-        // that is not the all-zero mark of a forgotten one (only an erased subject's
-        // records carry it, and the body holds none of theirs) (review r140).
-        let clash = state
-            .idents
-            .find(&rec.lookup)
-            .any(|(_, o)| o.subject != rec.subject || o.purpose() == rec.purpose());
-        // (A basis code is one a collection can have when it reads back as itself.)
+        // Its collection is inside the log, on a legal basis a collection can have,
+        // under a lookup that is not the all-zero mark of a forgotten one (only an
+        // erased subject's records carry it, and the body holds none of theirs)
+        // (review r140). (A basis code is one a collection can have when it reads back
+        // as itself.)
         let possible = rec.seq() < at.len
             && basis_code(basis_from(rec.basis())) == rec.basis()
             && rec.lookup != FORGOTTEN;
-        if !live || !purpose_known || (rec.scope as usize) >= scopes || clash || !possible {
+        if !live || !purpose_known || (rec.scope as usize) >= scopes || !possible {
             return None;
         }
-        state.idents.insert(rec)?;
+        recs.push(rec);
+    }
+    // One identifier is held by one subject (a collection by another is refused, and
+    // the vault holds one record per lookup), once per purpose: `load` refuses a clash.
+    if !state.idents.load(recs) {
+        return None;
     }
     let n = r.u32()?;
     let n = r.count(n.into(), 6)?;

@@ -231,6 +231,53 @@ impl IdentTable {
         Some(index)
     }
 
+    /// Takes `recs`, the identifier records of a state being decoded, into a table that
+    /// holds none yet, and indexes them all at once. `false`, with the table left empty,
+    /// when one lookup is held by two subjects or twice for one purpose (the rule
+    /// [`State`](super::State) keeps as it applies collections), or when there are too
+    /// many records to index.
+    ///
+    /// The records are sorted by hash first: records with one lookup are then
+    /// neighbours, so only records with equal hashes are ever compared, and the slots
+    /// are written in the order of their home positions, which is the hash's order.
+    /// Inserting them one by one, each after a search for clashes, waited for a cache
+    /// miss in the slot array per record (about 185 ms of CPU per open of a 1M-subject
+    /// snapshot, measured in stop 28). The slots end up as inserting the records in
+    /// that order would leave them: runs in home order, and the records of one hash in
+    /// the order of `recs`.
+    pub(super) fn load(&mut self, recs: Chunked<IdentRec>) -> bool {
+        if self.recs.len() != 0 || recs.len() >= u32::MAX as usize - 1 {
+            return false;
+        }
+        let mut keyed: Vec<u64> = Vec::new();
+        if keyed.try_reserve_exact(recs.len()).is_err() {
+            return false;
+        }
+        keyed.extend(
+            recs.iter()
+                .enumerate()
+                .map(|(index, rec)| (u64::from(hash32(&rec.lookup)) << 32) | index as u64),
+        );
+        keyed.sort_unstable();
+        let mut rest = keyed.as_slice();
+        while let [first, ..] = rest {
+            let run = rest.iter().take_while(|k| *k >> 32 == first >> 32).count();
+            let (same, after) = rest.split_at(run);
+            if run > 1 && clash_within(same, &recs) {
+                return false;
+            }
+            rest = after;
+        }
+        let cap = capacity_for(keyed.len()).max(self.slots.len());
+        self.slots = vec![0; cap];
+        for key in keyed {
+            // `hash << 32 | (index + 1)`: the index is below `u32::MAX - 1`.
+            place_ordered(&mut self.slots, key + 1);
+        }
+        self.recs = recs;
+        true
+    }
+
     /// Makes room for `n` records in total without growing the index.
     pub(super) fn reserve(&mut self, n: usize) {
         let cap = capacity_for(n);
@@ -286,6 +333,25 @@ impl IdentTable {
     pub(super) fn slot_capacity(&self) -> usize {
         self.slots.len()
     }
+}
+
+/// Whether two of the records whose `hash << 32 | index` keys are `same` (one hash)
+/// hold one lookup for two subjects, or for one purpose twice. Sorted by lookup and
+/// purpose, a clash is always between neighbours (the records of one lookup must all
+/// be one subject's), so a run costs a sort, not a comparison of every pair.
+fn clash_within(same: &[u64], recs: &Chunked<IdentRec>) -> bool {
+    let mut held: Vec<(&Pseudonym, u16, u32)> = Vec::with_capacity(same.len());
+    for key in same {
+        let Some(rec) = recs.get((key & 0xFFFF_FFFF) as usize) else {
+            return true;
+        };
+        held.push((&rec.lookup, rec.purpose(), rec.subject));
+    }
+    held.sort_unstable();
+    held.windows(2).any(|pair| match pair {
+        [(a, pa, sa), (b, pb, sb)] => a == b && (sa != sb || pa == pb),
+        _ => false,
+    })
 }
 
 /// How far the identifier slot `slot`, found at position `i`, is from its home
@@ -696,6 +762,132 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A record of subject `subject` for `purpose`, under `lookup`.
+    fn held(lookup: Pseudonym, subject: u32, purpose: u16) -> IdentRec {
+        IdentRec {
+            lookup,
+            meta: pack_collection(u64::from(subject), 1, purpose),
+            scope: 0,
+            subject,
+        }
+    }
+
+    fn chunked(recs: &[IdentRec]) -> Chunked<IdentRec> {
+        let mut c = Chunked::default();
+        for r in recs {
+            c.push(r.clone());
+        }
+        c
+    }
+
+    /// Loaded at once, records are found as after inserting them one by one: the same
+    /// records for every lookup, in the same order, with hashes that wrap around the end
+    /// of the index, that collide, and lookups held for several purposes.
+    #[test]
+    fn loading_indexes_as_inserting_does() {
+        for seed in 1..6u64 {
+            let mut x = 0x2545_F491_4F6C_DD1D ^ seed.wrapping_mul(0xDEAD_BEEF);
+            let mut rng = |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let n = 2_000 + rng(3_000) as u32;
+            let mut recs: Vec<IdentRec> = Vec::new();
+            let mut pool: Vec<Pseudonym> = Vec::new();
+            for i in 0..n {
+                if !pool.is_empty() && rng(8) == 0 {
+                    // The lookup of an earlier record, for the same subject and another
+                    // purpose (as a second collection of one identifier leaves it).
+                    let j = rng(recs.len() as u64) as usize;
+                    let (lookup, subject) = (recs[j].lookup, recs[j].subject);
+                    let purposes = recs.iter().filter(|r| r.lookup == lookup).count();
+                    recs.push(held(lookup, subject, 1 + purposes as u16));
+                    continue;
+                }
+                let h = match rng(6) {
+                    0 => u32::MAX - rng(40) as u32,
+                    1 => rng(40) as u32,
+                    2 => 0x8000_0000,
+                    _ => (rng(u64::MAX) >> 16) as u32,
+                };
+                let l = with_hash(h, i);
+                pool.push(l);
+                recs.push(held(l, i, 1));
+            }
+            let mut one_by_one = IdentTable::default();
+            one_by_one.reserve(recs.len());
+            for r in &recs {
+                one_by_one.insert(r.clone()).unwrap();
+            }
+            let mut loaded = IdentTable::default();
+            assert!(loaded.load(chunked(&recs)), "seed {seed}");
+            assert!(loaded.runs_in_home_order(), "seed {seed}");
+            assert_eq!(loaded.slot_capacity(), one_by_one.slot_capacity());
+            let absent = [with_hash(0, 9_999_999), with_hash(u32::MAX, 9_999_999)];
+            for l in pool.iter().chain(&absent) {
+                let got: Vec<usize> = loaded.find(l).map(|(i, _)| i).collect();
+                let want: Vec<usize> = one_by_one.find(l).map(|(i, _)| i).collect();
+                assert_eq!(got, want, "seed {seed}: find");
+                let got: Vec<usize> = loaded.same_hash(l).map(|(i, _)| i).collect();
+                let want: Vec<usize> = one_by_one.same_hash(l).map(|(i, _)| i).collect();
+                assert_eq!(got, want, "seed {seed}: same_hash");
+            }
+            // And the loaded table goes on growing as any other.
+            for i in 0..3_000 {
+                let l = with_hash((rng(u64::MAX) >> 16) as u32, 8_000_000 + i);
+                let index = loaded.insert(held(l, 8_000_000 + i, 1)).unwrap();
+                assert_eq!(loaded.find(&l).map(|(i, _)| i).collect::<Vec<_>>(), vec![index]);
+            }
+            assert!(loaded.runs_in_home_order(), "seed {seed}");
+        }
+    }
+
+    /// A lookup held by two subjects, or twice for one purpose, is refused wherever its
+    /// records are (also between records of another lookup with the same hash), and the
+    /// table is left empty; one subject's lookup for several purposes is not.
+    #[test]
+    fn loading_refuses_a_lookup_held_twice() {
+        let (a, b, other) = (with_hash(42, 1), with_hash(42, 2), with_hash(7, 3));
+        let fine = [
+            vec![held(a, 1, 0), held(b, 2, 0), held(a, 1, 1), held(other, 3, 0)],
+            vec![held(a, 1, 0), held(a, 1, 1), held(a, 1, 2), held(b, 1, 0)],
+        ];
+        for recs in fine {
+            let mut t = IdentTable::default();
+            assert!(t.load(chunked(&recs)));
+            assert_eq!(t.find(&a).count(), recs.iter().filter(|r| r.lookup == a).count());
+        }
+        let clashing = [
+            // Another subject, another purpose; and the same purpose.
+            vec![held(a, 1, 0), held(b, 2, 0), held(a, 3, 1)],
+            vec![held(a, 1, 0), held(a, 3, 0)],
+            // One subject, one purpose twice.
+            vec![held(other, 3, 0), held(a, 1, 5), held(b, 1, 5), held(a, 1, 5)],
+            // Three records: the subjects differ between the last two only.
+            vec![held(a, 1, 0), held(a, 1, 1), held(a, 2, 2)],
+            vec![held(a, 1, 0), held(a, 2, 1), held(a, 1, 2)],
+        ];
+        for (k, recs) in clashing.iter().enumerate() {
+            let mut t = IdentTable::default();
+            assert!(!t.load(chunked(recs)), "case {k}");
+            assert_eq!(
+                (t.recs.len(), t.find(&a).count(), t.find(&b).count()),
+                (0, 0, 0),
+                "case {k}"
+            );
+        }
+        // Only into a table that holds nothing yet.
+        let mut t = IdentTable::default();
+        t.insert(held(other, 3, 0)).unwrap();
+        assert!(!t.load(chunked(&[held(a, 1, 0)])));
+        assert_eq!(
+            (t.recs.len(), t.find(&other).count(), t.find(&a).count()),
+            (1, 1, 0)
+        );
     }
 
     #[test]
