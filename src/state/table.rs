@@ -682,6 +682,16 @@ mod tests {
         Pseudonym(p)
     }
 
+    /// A xorshift generator from `x` (not zero): each call gives a number below its `n`.
+    fn xorshift(mut x: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        }
+    }
+
     fn rec_for(lookup: Pseudonym, n: u32) -> IdentRec {
         IdentRec {
             lookup,
@@ -701,13 +711,7 @@ mod tests {
     #[test]
     fn ident_table_agrees_with_a_model() {
         for seed in 1..8u64 {
-            let mut x = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xDEAD_BEEF);
-            let mut rng = |n: u64| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x % n
-            };
+            let mut rng = xorshift(0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xDEAD_BEEF));
             let mut t = IdentTable::default();
             let mut model: Vec<(u32, Pseudonym)> = Vec::new();
             let mut pool: Vec<Pseudonym> = Vec::new();
@@ -788,13 +792,7 @@ mod tests {
     #[test]
     fn loading_indexes_as_inserting_does() {
         for seed in 1..6u64 {
-            let mut x = 0x2545_F491_4F6C_DD1D ^ seed.wrapping_mul(0xDEAD_BEEF);
-            let mut rng = |n: u64| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x % n
-            };
+            let mut rng = xorshift(0x2545_F491_4F6C_DD1D ^ seed.wrapping_mul(0xDEAD_BEEF));
             let n = 2_000 + rng(3_000) as u32;
             let mut recs: Vec<IdentRec> = Vec::new();
             let mut pool: Vec<Pseudonym> = Vec::new();
