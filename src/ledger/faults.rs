@@ -1740,10 +1740,10 @@ fn impact_counts_only_entries_the_live_state_applied() {
 }
 
 /// A read error anywhere in the log (first entry, either side of a batch's edge, later)
-/// is reported the same with and without the log-reading thread, and a panic while
+/// is reported the same with and without the log-checking thread, and a panic while
 /// reading never becomes a shorter log: open panics on both paths (from review r139).
 #[test]
-fn a_log_read_error_or_panic_is_the_same_with_or_without_the_reader_thread() {
+fn a_log_read_error_or_panic_is_the_same_with_or_without_the_checker_thread() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
     {
@@ -1769,7 +1769,7 @@ fn a_log_read_error_or_panic_is_the_same_with_or_without_the_reader_thread() {
     assert!(ok.as_ref().is_ok_and(|n| *n >= 700), "{ok:?}");
     for fail in [0, 255, 256, 600] {
         let threaded = reopen(fail, u64::MAX);
-        let single = crate::threads::with_thread_refused(super::open::LOG_READER, || reopen(fail, u64::MAX));
+        let single = crate::threads::with_thread_refused(super::open::LOG_CHECKER, || reopen(fail, u64::MAX));
         assert!(
             threaded.as_ref().is_err_and(|e| e.contains("reading entries")),
             "{threaded:?}"
@@ -1779,7 +1779,7 @@ fn a_log_read_error_or_panic_is_the_same_with_or_without_the_reader_thread() {
     for boom in [0, 600] {
         let threaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reopen(u64::MAX, boom)));
         let single = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::threads::with_thread_refused(super::open::LOG_READER, || reopen(u64::MAX, boom))
+            crate::threads::with_thread_refused(super::open::LOG_CHECKER, || reopen(u64::MAX, boom))
         }));
         assert!(threaded.is_err(), "threaded: {:?}", threaded.ok());
         assert!(single.is_err(), "single: {:?}", single.ok());

@@ -847,18 +847,26 @@ fn has_erased_secret(store: &dyn Backend, state: &State) -> Result<bool, Storage
     Ok(false)
 }
 
-/// Checked entries handed from the log reader to the state builder at a time.
+/// Entries handed on at a time: read ones to the log's checker, checked ones to the
+/// state builder.
 const BATCH_ENTRIES: usize = 256;
-/// Batches the log reader may be ahead of the state builder.
+/// Batches the log's reading may be ahead of its checking, and the checking ahead of
+/// the state builder.
 const QUEUED_BATCHES: usize = 16;
 
 /// Reads the whole log in order and checks it (only the last signature), handing the
 /// checked entries from position `send_from` on to the state builder. `None` when the
 /// builder stopped taking them (its own error is then the one to report).
 ///
-/// A helper thread reads the entries from the store, in batches, while this one checks
-/// them: reading a large log from sled takes about twice the CPU that checking it does
-/// (2.7 s against 1.2 s for 1.25M entries; BENCHMARKS.md, "Stop 21").
+/// A helper thread checks the entries while this one reads them from the store, in
+/// batches: reading a large log from sled takes about twice the CPU that checking it
+/// does (2.7 s against 1.2 s for 1.25M entries; BENCHMARKS.md, "Stop 21"). The reading
+/// stays on the calling thread because what sled allocates while reading (its page
+/// cache, kept until the ledger is dropped) then comes from the calling thread's
+/// allocator arena: with glibc, a program's main thread grows its arena with `brk`,
+/// 128 KiB at a time, where a thread started for the purpose grows a fresh arena a
+/// page or so at a time with `mprotect`, about 126,000 calls for a 1.25M-entry log
+/// (BENCHMARKS.md, "Stop 31").
 /// Without the helper (the operating system refused a thread), this thread does both.
 fn walk_log(
     store: &dyn Backend,
@@ -868,14 +876,25 @@ fn walk_log(
 ) -> Result<Option<(Replay, Option<crate::merkle::MerkleTree>)>, OpenError> {
     std::thread::scope(|s| {
         let (raw_tx, raw_rx) = sync_channel::<Vec<Result<RawEntry, StorageError>>>(QUEUED_BATCHES);
-        let reader = spawn_scoped(s, LOG_READER, move || read_log(store, &raw_tx));
-        match reader {
-            Ok(reader) => {
-                let checked = check_log(raw_rx.into_iter().flatten(), trusted, tx, send_from);
-                // (Once the checker stops early, the reader's next send fails and it
-                // stops too.)
-                joined(reader);
-                checked
+        // (A clone: if the thread is refused, its work is dropped unrun, and `tx` is
+        // still needed here.)
+        let helper_tx = tx.clone();
+        #[cfg(test)]
+        let counter = tests::chained_counter();
+        let checker = spawn_scoped(s, LOG_CHECKER, move || {
+            #[cfg(test)]
+            tests::counted_on(counter);
+            check_log(raw_rx.into_iter().flatten(), trusted, helper_tx, send_from)
+        });
+        match checker {
+            Ok(checker) => {
+                // The state builder stops waiting once the helper's sender is gone.
+                drop(tx);
+                // (Once the checker stops early, the next send here fails and the
+                // reading stops too.)
+                read_log(store, &raw_tx);
+                drop(raw_tx);
+                joined(checker)
             }
             Err(_) => check_log(store.entries_from(0), trusted, tx, send_from),
         }
@@ -883,7 +902,7 @@ fn walk_log(
 }
 
 /// The name of [`walk_log`]'s helper thread.
-pub(super) const LOG_READER: &str = "consent-ledger-log";
+pub(super) const LOG_CHECKER: &str = "consent-ledger-check";
 
 /// Reads the whole log in batches of [`BATCH_ENTRIES`] into `to`, up to and including
 /// the first error, until the receiver hangs up.
@@ -930,7 +949,7 @@ fn check_log(
         for (raw, hash) in chained.drain(..).zip(hashes) {
             replay.step_chained_hashed(raw, hash).map_err(read_err)?;
             #[cfg(test)]
-            tests::CHAINED.with(|n| n.set(n.get() + 1));
+            tests::count_chained();
         }
         Ok(())
     };
@@ -951,7 +970,7 @@ fn check_log(
             if !in_lanes {
                 replay.step_chained(raw).map_err(read_err)?;
                 #[cfg(test)]
-                tests::CHAINED.with(|n| n.set(n.get() + 1));
+                tests::count_chained();
                 continue;
             }
             chained.push(raw);
@@ -978,9 +997,9 @@ fn check_log(
     Ok(Some((replay, tree)))
 }
 
-/// Authenticates the first half of the index and takes the second from the log
-/// reader, then rebuilds the state from the checked entries as they arrive (until the
-/// log reader hangs up).
+/// Authenticates the first half of the index and takes the second from the thread
+/// that walks the log, then rebuilds the state from the checked entries as they arrive
+/// (until the log's checker hangs up).
 fn build_state(
     store: &dyn Backend,
     key: &PseudonymKey,
@@ -1168,8 +1187,30 @@ mod tests {
 
     thread_local! {
         /// Entries this thread's opens stepped through the chain check alone (those
-        /// before a snapshot's position): `check_log` runs on the thread calling open.
-        pub(super) static CHAINED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        /// before a snapshot's position). `check_log` runs on a helper thread, which
+        /// counts into the counter of the thread that started it (see [`counted_on`]).
+        pub(super) static CHAINED: std::cell::RefCell<std::sync::Arc<std::sync::atomic::AtomicU64>> =
+            std::cell::RefCell::default();
+    }
+
+    /// Adds one to this thread's [`CHAINED`].
+    pub(super) fn count_chained() {
+        CHAINED.with(|n| n.borrow().fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    }
+
+    /// This thread's [`CHAINED`] counter, for a helper thread to count into.
+    pub(super) fn chained_counter() -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        CHAINED.with(|n| std::sync::Arc::clone(&n.borrow()))
+    }
+
+    /// Makes `counter` this thread's [`CHAINED`] (on a helper thread, its starter's).
+    pub(super) fn counted_on(counter: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        CHAINED.with(|n| *n.borrow_mut() = counter);
+    }
+
+    /// This thread's [`CHAINED`], reset to 0.
+    fn take_chained() -> u64 {
+        CHAINED.with(|n| n.borrow().swap(0, std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Opens the ledger in `dir` under the tests' keys, writing a snapshot at each close
@@ -1221,11 +1262,11 @@ mod tests {
         // The ledger, and how many entries were checked for the chain alone: all of
         // them when the snapshot was loaded.
         let opened = || {
-            CHAINED.with(|n| n.set(0));
+            take_chained();
             let opened = open()
                 .map(|l| (l.len(), l.checkpoint().unwrap().root()))
                 .map_err(|e| e.to_string());
-            (opened, CHAINED.with(std::cell::Cell::get))
+            (opened, take_chained())
         };
         let outcome = |lanes: bool| {
             crate::lanes::force(Some(lanes));
@@ -1233,26 +1274,26 @@ mod tests {
             crate::lanes::force(None);
             opened
         };
-        let without_reader = || crate::threads::with_thread_refused(super::LOG_READER, opened);
+        let without_helper = || crate::threads::with_thread_refused(super::LOG_CHECKER, opened);
         let (in_lanes, one_by_one) = (outcome(true), outcome(false));
         assert_eq!(in_lanes.0.as_ref().unwrap().0, 40);
         assert_eq!(in_lanes.1, 40, "opened from the snapshot");
         assert_eq!(in_lanes, one_by_one);
-        assert_eq!(in_lanes, without_reader());
+        assert_eq!(in_lanes, without_helper());
         // An entry before the snapshot's position changed: its successor no longer links.
         change_entry(dir.path(), 17);
         let (in_lanes, one_by_one) = (outcome(true), outcome(false));
         let error = in_lanes.0.as_ref().unwrap_err();
         assert!(error.contains("17"), "{error}");
         assert_eq!(in_lanes, one_by_one);
-        assert_eq!(in_lanes, without_reader());
+        assert_eq!(in_lanes, without_helper());
     }
 
-    /// A checker that stops early on a long log, while the reader thread waits on a full
+    /// A checker that stops early on a long log, while the reading waits on a full
     /// channel, neither hangs nor changes the error; with and without a snapshot (from
     /// review r139).
     #[test]
-    fn an_early_stop_on_a_long_log_is_the_same_with_or_without_the_reader() {
+    fn an_early_stop_on_a_long_log_is_the_same_with_or_without_the_checker() {
         for snapshots in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let open = || open_in(dir.path(), snapshots);
@@ -1266,8 +1307,8 @@ mod tests {
             ledger.sync().unwrap();
             drop(ledger);
             let opened = || open().map(|l| l.len()).map_err(|e| e.to_string());
-            let without_reader = || crate::threads::with_thread_refused(super::LOG_READER, opened);
-            assert_eq!(opened(), without_reader());
+            let without_helper = || crate::threads::with_thread_refused(super::LOG_CHECKER, opened);
+            assert_eq!(opened(), without_helper());
             for at in [5000u64, 17] {
                 change_entry(dir.path(), at);
                 let threaded = opened();
@@ -1275,7 +1316,7 @@ mod tests {
                     threaded.as_ref().is_err_and(|e| e.contains(&at.to_string())),
                     "{threaded:?}"
                 );
-                assert_eq!(threaded, without_reader());
+                assert_eq!(threaded, without_helper());
             }
         }
     }
