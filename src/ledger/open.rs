@@ -178,6 +178,13 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
     /// verifies only the last signature, which covers everything before it through
     /// the chain; [`Ledger::verify`] decodes and checks them all.
     ///
+    /// The log is read on the calling thread, while helper threads check it, load the
+    /// state and open the vault. With glibc, what the storage engine allocates while
+    /// reading comes from the calling thread's allocator arena, which glibc grows far
+    /// more cheaply for the program's main thread than for others: a large ledger
+    /// opens fastest from the main thread (at 1.25M entries, an open from a newly
+    /// started thread made about 120,000 more system calls; BENCHMARKS.md, "Stop 31").
+    ///
     /// # Errors
     /// - [`OpenError::NotALedger`]: the directory holds other data (left untouched);
     /// - [`OpenError::WrongSigningKey`], [`OpenError::WrongPseudonymKey`];
