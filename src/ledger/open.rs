@@ -183,7 +183,7 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
     /// reading comes from the calling thread's allocator arena, which glibc grows far
     /// more cheaply for the program's main thread than for others: a large ledger
     /// opens fastest from the main thread (at 1.25M entries, an open from a newly
-    /// started thread made about 120,000 more system calls; BENCHMARKS.md, "Stop 31").
+    /// started thread made about 110,000 more system calls; BENCHMARKS.md, "Stop 31").
     ///
     /// # Errors
     /// - [`OpenError::NotALedger`]: the directory holds other data (left untouched);
