@@ -899,8 +899,7 @@ fn walk_log(
                 drop(tx);
                 // (Once the checker stops early, the next send here fails and the
                 // reading stops too.)
-                read_log(store, &raw_tx);
-                drop(raw_tx);
+                read_log(store, raw_tx);
                 joined(checker)
             }
             Err(_) => check_log(store.entries_from(0), trusted, tx, send_from),
@@ -912,8 +911,9 @@ fn walk_log(
 pub(super) const LOG_CHECKER: &str = "consent-ledger-check";
 
 /// Reads the whole log in batches of [`BATCH_ENTRIES`] into `to`, up to and including
-/// the first error, until the receiver hangs up.
-fn read_log(store: &dyn Backend, to: &SyncSender<Vec<Result<RawEntry, StorageError>>>) {
+/// the first error, until the receiver hangs up. `to` is dropped on return, which ends
+/// the receiver's iteration (so that the checker finishes before it is joined).
+fn read_log(store: &dyn Backend, to: SyncSender<Vec<Result<RawEntry, StorageError>>>) {
     let mut batch = Vec::with_capacity(BATCH_ENTRIES);
     for item in store.entries_from(0) {
         let failed = item.is_err();
