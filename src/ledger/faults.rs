@@ -48,6 +48,8 @@ struct Faults {
     entries_fail_at: AtomicU64,
     /// Reading the log panics at this position (`u64::MAX`: never).
     entries_panic_at: AtomicU64,
+    /// The threads that read entries of the log through `entries_from`.
+    entries_read_on: std::sync::Mutex<Vec<std::thread::ThreadId>>,
 }
 
 /// Something a test runs from inside the store, once.
@@ -92,6 +94,7 @@ impl Faults {
             most_syncs_at_once: AtomicU64::new(0),
             entries_fail_at: AtomicU64::new(u64::MAX),
             entries_panic_at: AtomicU64::new(u64::MAX),
+            entries_read_on: std::sync::Mutex::default(),
         }
     }
 }
@@ -131,10 +134,19 @@ impl Backend for Faulty {
     fn entries_from(&self, from: u64) -> Items<'_, RawEntry> {
         let fail = self.faults.entries_fail_at.load(Ordering::SeqCst);
         let boom = self.faults.entries_panic_at.load(Ordering::SeqCst);
-        Box::new(self.inner.entries_from(from).map(move |item| match item {
-            Ok((Ok(seq), _)) if seq == boom => panic!("injected panic reading entry {seq}"),
-            Ok((Ok(seq), _)) if seq == fail => Err(injected("reading entries")),
-            other => other,
+        let faults = Arc::clone(&self.faults);
+        Box::new(self.inner.entries_from(from).map(move |item| {
+            let mut readers = faults.entries_read_on.lock().unwrap();
+            let me = std::thread::current().id();
+            if !readers.contains(&me) {
+                readers.push(me);
+            }
+            drop(readers);
+            match item {
+                Ok((Ok(seq), _)) if seq == boom => panic!("injected panic reading entry {seq}"),
+                Ok((Ok(seq), _)) if seq == fail => Err(injected("reading entries")),
+                other => other,
+            }
         }))
     }
     fn is_empty(&self) -> Result<bool, StorageError> {
@@ -1783,6 +1795,34 @@ fn a_log_read_error_or_panic_is_the_same_with_or_without_the_checker_thread() {
         }));
         assert!(threaded.is_err(), "threaded: {:?}", threaded.ok());
         assert!(single.is_err(), "single: {:?}", single.ok());
+    }
+}
+
+/// Open reads the log on the calling thread only, with a state snapshot and without
+/// one (as `LedgerBuilder::open`'s docs promise: what sled allocates while reading
+/// then comes from the caller's allocator arena, BENCHMARKS.md "Stop 31").
+#[test]
+fn open_reads_the_log_on_the_calling_thread() {
+    for snapshots in [Snapshots::OnClose { min_new_entries: 1 }, Snapshots::Off] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let builder = || keys.builder(dir.path(), Durability::Relaxed).snapshots(snapshots);
+        {
+            let l = builder().open().unwrap();
+            for i in 0..700 {
+                l.grant::<crate::Advertising>(&subject(0, i), RecipientScope::all_partners(), None)
+                    .unwrap();
+            }
+            l.sync().unwrap();
+        }
+        let faults = Arc::new(Faults::new());
+        let seen = Arc::clone(&faults);
+        let l = builder()
+            .open_through(move |inner| Box::new(Faulty { inner, faults: seen }))
+            .unwrap();
+        assert!(l.len() > 700);
+        let readers = faults.entries_read_on.lock().unwrap().clone();
+        assert_eq!(readers, vec![std::thread::current().id()], "{snapshots:?}");
     }
 }
 
