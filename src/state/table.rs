@@ -244,7 +244,9 @@ impl IdentTable {
     /// miss in the slot array per record (about 185 ms of CPU per open of a 1M-subject
     /// snapshot, measured in stop 28). The slots end up as inserting the records in
     /// that order would leave them: runs in home order, and the records of one hash in
-    /// the order of `recs`.
+    /// the order of `recs`. Writing them takes one pass over the slots (see
+    /// [`place_sorted`]), whatever the hashes, and a table in which some record would
+    /// sit more than [`MAX_LOADED_DISPLACEMENT`] slots past its home is refused.
     pub(super) fn load(&mut self, recs: Chunked<IdentRec>) -> bool {
         if self.recs.len() != 0 || recs.len() >= u32::MAX as usize - 1 {
             return false;
@@ -269,11 +271,11 @@ impl IdentTable {
             rest = after;
         }
         let cap = capacity_for(keyed.len()).max(self.slots.len());
-        self.slots = vec![0; cap];
-        for key in keyed {
-            // `hash << 32 | (index + 1)`: the index is below `u32::MAX - 1`.
-            place_ordered(&mut self.slots, key + 1);
+        let mut slots = vec![0; cap];
+        if !place_sorted(&mut slots, &keyed) {
+            return false;
         }
+        self.slots = slots;
         self.recs = recs;
         true
     }
@@ -392,6 +394,64 @@ fn place_ordered(slots: &mut [u64], slot: u64) {
         }
         i = next(i);
     }
+}
+
+/// The farthest [`IdentTable::load`] places a record from its home position. Records
+/// loaded from a snapshot are HMAC outputs, spread evenly: at the load a snapshot's
+/// index has (4/5), a million of them sit at most a few dozen slots past their homes
+/// (25 in this module's tests), far below this bound.
+/// Records crafted to share a hash (only whoever holds the key can tag such a file)
+/// would make every search that starts in their run read all of it, so such a table
+/// is refused, and the ledger replays its log instead.
+pub(super) const MAX_LOADED_DISPLACEMENT: usize = 1 << 16;
+
+/// Writes the identifier slots `sorted` (`hash << 32 | index`, in ascending order;
+/// each is stored plus one) into `slots`, which are all empty and more than `sorted`,
+/// as [`place_ordered`] would leave them inserted one by one in that order, in one
+/// pass: each goes to its home position or, if that is taken, just after the slot
+/// before it. Those the end of the table pushes past it wrap around to the start,
+/// where they go first in the run there (their displacement is the larger) and push
+/// the slots already there on, in order, up to the first empty position. `false` if
+/// a slot would be more than [`MAX_LOADED_DISPLACEMENT`] past its home, or if
+/// `sorted` does not fit.
+fn place_sorted(slots: &mut [u64], sorted: &[u64]) -> bool {
+    let cap = slots.len();
+    if sorted.len() >= cap {
+        return false;
+    }
+    // Positions counted without wrapping: `next` may pass `cap`.
+    let mut next = 0usize;
+    let mut wrapped = std::collections::VecDeque::new();
+    for key in sorted {
+        let slot = key + 1;
+        let home = home32((key >> 32) as u32, cap);
+        let at = home.max(next);
+        if at - home > MAX_LOADED_DISPLACEMENT {
+            return false;
+        }
+        next = at + 1;
+        match slots.get_mut(at) {
+            Some(s) => *s = slot,
+            None => wrapped.push_back(slot),
+        }
+    }
+    // The wrapped slots take positions 0, 1, ...; each slot met there moves on behind
+    // them, keeping the run's order, until an empty position takes the last one.
+    let mut i = 0;
+    while let Some(slot) = wrapped.pop_front() {
+        let Some(s) = slots.get_mut(i) else {
+            return false;
+        };
+        if displacement(slot, i, cap) > MAX_LOADED_DISPLACEMENT {
+            return false;
+        }
+        let moved = std::mem::replace(s, slot);
+        if moved != 0 {
+            wrapped.push_back(moved);
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Writes `slot` at the first empty position from `home` on (wrapping). The caller
@@ -842,6 +902,69 @@ mod tests {
             }
             assert!(loaded.runs_in_home_order(), "seed {seed}");
         }
+    }
+
+    /// Every record under one hash (at the start, in the middle, at the end of the
+    /// hash space, so that the run wraps around the end of the index), loaded at once,
+    /// is placed as inserting them one by one places it.
+    #[test]
+    fn loading_one_hash_many_times_indexes_as_inserting_does() {
+        for h in [0, 0x8000_0000, u32::MAX - 3, u32::MAX] {
+            let recs: Vec<IdentRec> = (0..3_000)
+                .map(|i| held(with_hash(h, i), i, 1))
+                .chain((0..3_000).map(|i| held(with_hash(i * 1_431_655, 3_000 + i), 3_000 + i, 1)))
+                .collect();
+            let mut one_by_one = IdentTable::default();
+            one_by_one.reserve(recs.len());
+            for r in &recs {
+                one_by_one.insert(r.clone()).unwrap();
+            }
+            let mut loaded = IdentTable::default();
+            assert!(loaded.load(chunked(&recs)), "{h:#x}");
+            assert_eq!(loaded.slots, one_by_one.slots, "{h:#x}");
+        }
+    }
+
+    /// Records that would sit more than `MAX_LOADED_DISPLACEMENT` slots past their home
+    /// (only crafted ones: lookups are HMAC outputs) are refused, so that no run of
+    /// such a length reaches a loaded table; the table is left empty. One fewer fits.
+    #[test]
+    fn loading_refuses_a_run_longer_than_the_bound() {
+        let n = MAX_LOADED_DISPLACEMENT as u32 + 1;
+        for h in [7, u32::MAX] {
+            let recs: Vec<IdentRec> = (0..=n).map(|i| held(with_hash(h, i), i, 1)).collect();
+            let mut t = IdentTable::default();
+            assert!(!t.load(chunked(&recs)), "{h:#x}");
+            assert_eq!((t.recs.len(), t.slot_capacity()), (0, 0));
+            let mut t = IdentTable::default();
+            assert!(t.load(chunked(&recs[..n as usize])), "{h:#x}");
+            assert!(t.runs_in_home_order());
+            // (A search in the run reads on to the lookup: a few of them.)
+            for r in recs[..n as usize].iter().step_by(4_099) {
+                assert_eq!(t.find(&r.lookup).count(), 1);
+            }
+        }
+    }
+
+    /// How far from the bound real tables are: a million evenly spread hashes at the
+    /// largest load a loaded index has (4/5) are placed at most a few dozen slots from
+    /// their homes (25 with this seed).
+    #[test]
+    fn evenly_spread_hashes_stay_far_below_the_bound() {
+        let mut rng = xorshift(0x9E37_79B9_7F4A_7C15);
+        let n = 1_000_000u32;
+        let mut keyed: Vec<u64> = (0..n).map(|i| (rng(1 << 32) << 32) | u64::from(i)).collect();
+        keyed.sort_unstable();
+        let cap = capacity_for(keyed.len());
+        let mut slots = vec![0; cap];
+        assert!(place_sorted(&mut slots, &keyed));
+        let worst = (0..cap)
+            .filter(|i| slots[*i] != 0)
+            .map(|i| displacement(slots[i], i, cap))
+            .max()
+            .unwrap();
+        assert!(worst < MAX_LOADED_DISPLACEMENT / 16, "{worst}");
+        println!("largest displacement of a million evenly spread hashes: {worst}");
     }
 
     /// A lookup held by two subjects, or twice for one purpose, is refused wherever its
