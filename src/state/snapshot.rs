@@ -405,6 +405,9 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
     let n = r.u32()?;
     let n = r.count(n.into(), 6)?;
     let mut last = None;
+    // The purposes of the list being read, a bit each: a purpose twice in a list is
+    // refused without comparing every pair (a list may hold thousands).
+    let mut listed = [0u64; MAX_PURPOSES.div_ceil(64)];
     for _ in 0..n {
         let subject = r.u32()?;
         let k = usize::from(r.u16()?);
@@ -415,11 +418,13 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
             return None;
         }
         last = Some(subject);
-        let mut list = Vec::with_capacity(k);
+        let mut list: Vec<ConsentRec> = Vec::with_capacity(k);
         for _ in 0..k {
             let c = r.consent()?;
-            let clash =
-                c.purpose == first.purpose || list.iter().any(|o: &ConsentRec| o.purpose == c.purpose);
+            let p = usize::from(c.purpose);
+            let bit = 1u64 << (p % 64);
+            let word = listed.get_mut(p / 64)?;
+            let clash = c.purpose == first.purpose || *word & bit != 0;
             if !consent_ok(&c, purposes, scopes, at.len)
                 || c.kind == NONE
                 || c.kind == ERASED
@@ -428,7 +433,13 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(Position, State)> {
             {
                 return None;
             }
+            *word |= bit;
             list.push(c);
+        }
+        for c in &list {
+            if let Some(word) = listed.get_mut(usize::from(c.purpose) / 64) {
+                *word = 0;
+            }
         }
         state.more.insert(subject, list);
     }
@@ -562,6 +573,44 @@ mod tests {
     /// one identifier held by two subjects, a collection on legal basis code 0, a live
     /// identifier under the all-zero lookup.
     #[test]
+    fn a_purpose_twice_in_a_subjects_consents_is_refused() {
+        use crate::entry::Body;
+        // Two subjects, each with consents to 70 purposes (their indices in two words of
+        // the decoder's bit set), withdrawn: the second subject's list repeats the
+        // first's purposes, which is fine.
+        let mut state = State::default();
+        let mut seq = 0;
+        for who in ["user-a", "user-b"] {
+            for p in 0..70 {
+                let body = Body::Withdrawn {
+                    subject: SubjectId::new(who).unwrap(),
+                    purpose: format!("purpose-{p}"),
+                };
+                state.apply(&sample_entry(seq, body), None);
+                seq += 1;
+            }
+        }
+        assert_eq!(state.more.len(), 2);
+        let good = encode_body(&state, &at(&state));
+        assert!(decode_body(&good).is_some());
+        // One list naming a purpose twice (in either word), or naming the first record's.
+        for (from, to) in [(3, 5), (68, 66), (40, 66), (0, usize::MAX)] {
+            let mut twice = decode_body(&good).unwrap().1;
+            let first = twice.subjects.get(1).unwrap().first.purpose;
+            let list = twice.more.get_mut(&1).unwrap();
+            let purpose = list.get(from).unwrap().purpose;
+            match list.get_mut(to) {
+                Some(c) => c.purpose = purpose,
+                None => list.first_mut().unwrap().purpose = first,
+            }
+            assert!(
+                decode_body(&encode_body(&twice, &at(&twice))).is_none(),
+                "{from} {to}"
+            );
+        }
+    }
+
+    #[test]
     fn states_no_replay_produces_are_refused() {
         use crate::entry::Body;
         use crate::identifier::IdentifierKind;
@@ -635,6 +684,7 @@ mod tests {
         assert_eq!(pos, at(&state));
         assert_eq!(encode_body(&loaded, &pos), encode_body(&state, &at(&state)));
         assert_eq!(loaded.len, state.len);
+        assert!(loaded.index_finds_every_record());
         let user = |i: usize| SubjectId::new(&format!("user-{i}")).unwrap();
         assert_eq!(loaded.grants_with_expiry(), state.grants_with_expiry());
         assert_eq!(
