@@ -579,6 +579,10 @@ pub fn state_snapshot(data: &[u8]) -> Outcome {
         let _ = state.lookups_of(subject);
     }
     let _ = state.grants_with_expiry();
+    ensure(
+        state.index_finds_every_record(),
+        "a search of the identifier index misses a record",
+    )?;
     Ok(true)
 }
 
