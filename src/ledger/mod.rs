@@ -1784,7 +1784,16 @@ fn verify_entries(
         };
         let walked = (|| -> Result<(), ReadError> {
             for raw in store.entries_from(0).take(upto) {
-                replay.step(raw?)?;
+                // A storage failure yields to a bad signature before it (see
+                // `first_failure`): the signatures read so far are checked first.
+                let raw = match raw {
+                    Ok(raw) => raw,
+                    Err(e) => {
+                        replay.finish()?;
+                        return Err(e.into());
+                    }
+                };
+                replay.step(raw)?;
                 if replay.len().is_multiple_of(PROGRESS_EVERY) {
                     progress(replay.len());
                 }
@@ -1794,12 +1803,7 @@ fn verify_entries(
             Ok(())
         })();
         replay.close_checker();
-        let checked = replay::first_bad(checkers.into_iter().map(|checker| {
-            checker.join().unwrap_or(Err(IntegrityError {
-                position: 0,
-                problem: IntegrityProblem::BadSignature,
-            }))
-        }));
+        let checked = joined_checkers(checkers);
         first_failure(walked, checked).map(|()| VerifyReport {
             entries: replay.len(),
             head: replay.head_hash(),
@@ -1815,6 +1819,25 @@ fn verify_entries(
             untrusted: replay.untrusted(),
         })
     })
+}
+
+/// Joins every signature checker thread and gives the first bad signature among their
+/// outcomes. If one panicked (it closed the channel, so the others stop), its panic is
+/// raised again once all are joined, as it would have been had the reading thread
+/// checked the signatures itself: a panic says nothing about the log, so it is not
+/// turned into a finding about one of its entries.
+fn joined_checkers(
+    checkers: Vec<std::thread::ScopedJoinHandle<'_, Result<(), IntegrityError>>>,
+) -> Result<(), IntegrityError> {
+    let mut panicked = None;
+    let outcomes: Vec<_> = checkers
+        .into_iter()
+        .filter_map(|checker| checker.join().map_err(|p| panicked = Some(p)).ok())
+        .collect();
+    if let Some(payload) = panicked {
+        std::panic::resume_unwind(payload);
+    }
+    replay::first_bad(outcomes)
 }
 
 /// How many threads check signatures in [`verify_store`]: one per core the process
@@ -1996,6 +2019,41 @@ mod tests {
         };
         assert_eq!(record.count(), 2);
         assert_eq!(record.times(), (early.decided_at, late.decided_at));
+    }
+
+    /// A checker thread that panics makes `verify` panic with its payload, once every
+    /// checker is joined, whatever the others found: not a bad signature at entry 0, as
+    /// it was reported before stop 32.
+    #[test]
+    fn a_checker_that_panics_is_not_a_bad_signature() {
+        let bad = |position| {
+            Err(IntegrityError {
+                position,
+                problem: IntegrityProblem::BadSignature,
+            })
+        };
+        for panics_first in [true, false] {
+            let caught = std::panic::catch_unwind(|| {
+                std::thread::scope(|s| {
+                    let mut checkers = vec![s.spawn(|| bad(40))];
+                    let boom =
+                        s.spawn(|| -> Result<(), IntegrityError> { std::panic::panic_any("checker failed") });
+                    if panics_first {
+                        checkers.insert(0, boom);
+                    } else {
+                        checkers.push(boom);
+                    }
+                    joined_checkers(checkers)
+                })
+            });
+            let payload = caught.unwrap_err();
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&"checker failed"));
+        }
+        // Without a panic, the lowest position.
+        let first = std::thread::scope(|s| {
+            joined_checkers(vec![s.spawn(|| bad(40)), s.spawn(|| bad(7)), s.spawn(|| Ok(()))])
+        });
+        assert_eq!(first.unwrap_err().position, 7);
     }
 
     /// Checker threads sharing one channel, bad signatures at positions 17 and 25 (the

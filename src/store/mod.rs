@@ -67,9 +67,10 @@ impl std::ops::Deref for Bytes {
     }
 }
 
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 impl Bytes {
-    /// Bytes not read from storage (the fuzz hooks replay logs built in memory).
+    /// Bytes not read from storage (the fuzz hooks replay logs built in memory, and
+    /// the fault tests change what was read).
     pub(crate) fn from_vec(bytes: Vec<u8>) -> Self {
         Bytes(sled::IVec::from(bytes))
     }
