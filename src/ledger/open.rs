@@ -938,6 +938,8 @@ fn check_log(
     tx: SyncSender<Vec<Entry>>,
     send_from: u64,
 ) -> Result<Option<(Replay, Option<crate::merkle::MerkleTree>)>, OpenError> {
+    #[cfg(test)]
+    tests::count_check();
     let mut replay = Replay::new(false);
     let mut tree = trusted.then(crate::merkle::MerkleTree::new);
     let mut batch = Vec::with_capacity(BATCH_ENTRIES);
@@ -1191,33 +1193,55 @@ fn index_lookup(index: &IndexMap, subject: &SubjectId, pseudonym: &Pseudonym) ->
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use crate::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    /// What this thread's opens did, counted for the tests: see [`CHAINED`].
+    #[derive(Debug, Default)]
+    pub(super) struct Counts {
+        /// Entries stepped through the chain check alone (those before a snapshot's
+        /// position).
+        chained: AtomicU64,
+        /// Runs of `check_log` on the helper thread [`LOG_CHECKER`](super::LOG_CHECKER).
+        checked_on_helper: AtomicU64,
+    }
 
     thread_local! {
-        /// Entries this thread's opens stepped through the chain check alone (those
-        /// before a snapshot's position). `check_log` runs on a helper thread, which
-        /// counts into the counter of the thread that started it (see [`counted_on`]).
-        pub(super) static CHAINED: std::cell::RefCell<std::sync::Arc<std::sync::atomic::AtomicU64>> =
-            std::cell::RefCell::default();
+        /// This thread's [`Counts`]. `check_log` runs on a helper thread, which counts
+        /// into the counts of the thread that started it (see [`counted_on`]).
+        pub(super) static CHAINED: std::cell::RefCell<Arc<Counts>> = std::cell::RefCell::default();
     }
 
-    /// Adds one to this thread's [`CHAINED`].
+    /// Adds one to this thread's count of entries stepped through the chain alone.
     pub(super) fn count_chained() {
-        CHAINED.with(|n| n.borrow().fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        CHAINED.with(|n| n.borrow().chained.fetch_add(1, Ordering::Relaxed));
     }
 
-    /// This thread's [`CHAINED`] counter, for a helper thread to count into.
-    pub(super) fn chained_counter() -> std::sync::Arc<std::sync::atomic::AtomicU64> {
-        CHAINED.with(|n| std::sync::Arc::clone(&n.borrow()))
+    /// Counts a run of `check_log` if this thread is the log-checking helper.
+    pub(super) fn count_check() {
+        if std::thread::current().name() == Some(super::LOG_CHECKER) {
+            CHAINED.with(|n| n.borrow().checked_on_helper.fetch_add(1, Ordering::Relaxed));
+        }
     }
 
-    /// Makes `counter` this thread's [`CHAINED`] (on a helper thread, its starter's).
-    pub(super) fn counted_on(counter: std::sync::Arc<std::sync::atomic::AtomicU64>) {
-        CHAINED.with(|n| *n.borrow_mut() = counter);
+    /// This thread's [`Counts`], for a helper thread to count into.
+    pub(super) fn chained_counter() -> Arc<Counts> {
+        CHAINED.with(|n| Arc::clone(&n.borrow()))
     }
 
-    /// This thread's [`CHAINED`], reset to 0.
+    /// Makes `counts` this thread's [`CHAINED`] (on a helper thread, its starter's).
+    pub(super) fn counted_on(counts: Arc<Counts>) {
+        CHAINED.with(|n| *n.borrow_mut() = counts);
+    }
+
+    /// This thread's count of entries stepped through the chain alone, reset to 0.
     fn take_chained() -> u64 {
-        CHAINED.with(|n| n.borrow().swap(0, std::sync::atomic::Ordering::Relaxed))
+        CHAINED.with(|n| n.borrow().chained.swap(0, Ordering::Relaxed))
+    }
+
+    /// Whether `check_log` ran on the helper thread since the last call (reset).
+    fn took_helper() -> bool {
+        CHAINED.with(|n| n.borrow().checked_on_helper.swap(0, Ordering::Relaxed)) > 0
     }
 
     /// Opens the ledger in `dir` under the tests' keys, writing a snapshot at each close
@@ -1267,21 +1291,24 @@ mod tests {
         ledger.sync().unwrap();
         drop(ledger);
         // The ledger, and how many entries were checked for the chain alone: all of
-        // them when the snapshot was loaded.
-        let opened = || {
+        // them when the snapshot was loaded. (Checked that the helper thread checked
+        // the log, or that it did not when refused, and set aside.)
+        let opened = |on_helper: bool| {
             take_chained();
+            took_helper();
             let opened = open()
                 .map(|l| (l.len(), l.checkpoint().unwrap().root()))
                 .map_err(|e| e.to_string());
+            assert_eq!(took_helper(), on_helper);
             (opened, take_chained())
         };
         let outcome = |lanes: bool| {
             crate::lanes::force(Some(lanes));
-            let opened = opened();
+            let opened = opened(true);
             crate::lanes::force(None);
             opened
         };
-        let without_helper = || crate::threads::with_thread_refused(super::LOG_CHECKER, opened);
+        let without_helper = || crate::threads::with_thread_refused(super::LOG_CHECKER, || opened(false));
         let (in_lanes, one_by_one) = (outcome(true), outcome(false));
         assert_eq!(in_lanes.0.as_ref().unwrap().0, 40);
         assert_eq!(in_lanes.1, 40, "opened from the snapshot");
@@ -1298,32 +1325,61 @@ mod tests {
 
     /// A checker that stops early on a long log, while the reading waits on a full
     /// channel, neither hangs nor changes the error; with and without a snapshot (from
-    /// review r139).
+    /// review r139), and for an entry changed after the snapshot's position (in the
+    /// tail the checker hands on to be applied: from stop 32's review). Also without
+    /// the vault's thread.
     #[test]
     fn an_early_stop_on_a_long_log_is_the_same_with_or_without_the_checker() {
         for snapshots in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let open = || open_in(dir.path(), snapshots);
-            let ledger = open().unwrap();
-            for i in 0..6000 {
-                let s = SubjectId::new(&format!("user-{i}")).unwrap();
-                ledger
-                    .grant::<crate::Advertising>(&s, RecipientScope::all_partners(), None)
-                    .unwrap();
-            }
-            ledger.sync().unwrap();
-            drop(ledger);
-            let opened = || open().map(|l| l.len()).map_err(|e| e.to_string());
-            let without_helper = || crate::threads::with_thread_refused(super::LOG_CHECKER, opened);
-            assert_eq!(opened(), without_helper());
-            for at in [5000u64, 17] {
+            let grants = |ledger: &Ledger, from: usize, to: usize| {
+                for i in from..to {
+                    let s = SubjectId::new(&format!("user-{i}")).unwrap();
+                    ledger
+                        .grant::<crate::Advertising>(&s, RecipientScope::all_partners(), None)
+                        .unwrap();
+                }
+                ledger.sync().unwrap();
+            };
+            grants(&open().unwrap(), 0, 6000);
+            // 3000 more, past the snapshot written at the last close (none is written
+            // at this one: too few new entries).
+            let tail = Ledger::builder(dir.path())
+                .signing_key(SigningKey::from_bytes(&[1; 32]))
+                .pseudonym_key(PseudonymKey::from_bytes([2; 32]))
+                .durability(Durability::Relaxed)
+                .snapshots(Snapshots::OnClose {
+                    min_new_entries: 1_000_000,
+                })
+                .open()
+                .unwrap();
+            grants(&tail, 6000, 9000);
+            drop(tail);
+            let opened = || {
+                took_helper();
+                let opened = open().map(|l| l.len()).map_err(|e| e.to_string());
+                assert!(took_helper(), "the helper checked the log");
+                opened
+            };
+            let alone = || {
+                crate::threads::with_thread_refused(super::LOG_CHECKER, || {
+                    crate::threads::with_thread_refused("consent-ledger-vault", || {
+                        open().map(|l| l.len()).map_err(|e| e.to_string())
+                    })
+                })
+            };
+            take_chained();
+            assert_eq!(opened(), alone());
+            assert_eq!(take_chained() > 0, snapshots, "opened from the snapshot");
+            for at in [7000u64, 5000, 17] {
                 change_entry(dir.path(), at);
                 let threaded = opened();
                 assert!(
                     threaded.as_ref().is_err_and(|e| e.contains(&at.to_string())),
                     "{threaded:?}"
                 );
-                assert_eq!(threaded, without_helper());
+                assert_eq!(threaded, alone());
             }
         }
     }
