@@ -55,9 +55,13 @@ const K: [u32; 64] = [
     0x748f_82ee, 0x78a5_636f, 0x84c8_7814, 0x8cc7_0208, 0x90be_fffa, 0xa450_6ceb, 0xbef9_a3f7, 0xc671_78f2,
 ];
 
-/// Whether SHA-256 is computed faster in lanes than one message at a time by `sha2`
+/// Whether SHA-256 is computed in lanes rather than one message at a time by `sha2`
 /// on this CPU: on x86-64, in SHA instructions where it has them, in AVX2 or SSE2
-/// registers elsewhere. (Other CPUs have not been measured, so `sha2` computes them.)
+/// registers elsewhere. The SIMD lanes were measured faster than `sha2` on a CPU without
+/// SHA instructions (BENCHMARKS.md, "Stop 20"); the SHA copy about as fast for whole
+/// messages (200,000 of 240 bytes: 35–56 ms against 42–50 ms, "Stop 28") and faster for
+/// the one-block HMACs of audience matching. (Other CPUs have not been measured, so
+/// `sha2` computes them.)
 pub(crate) fn worthwhile() -> bool {
     #[cfg(test)]
     match FORCED.load(std::sync::atomic::Ordering::Relaxed) {
@@ -240,8 +244,9 @@ fn work_sha(work: Work<'_>) {
 /// and 42–50 ms in `sha2`, alternating in one process; opening the 1M-subject ledger
 /// spent about 1.2 s of CPU in SHA-256 that way, 0.85 s this way. Messages of
 /// different lengths take different numbers of blocks: one that has ended keeps its
-/// state while the others go on. A padded last block is copied, and wiped after use;
-/// like `sha2`, this copy leaves its schedule and states in registers and on the stack.
+/// state while the others go on. A padded last block is copied into one buffer, which
+/// is wiped when all messages are done; like `sha2`, this copy leaves its schedule and
+/// states in registers and on the stack.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 fn sha_digests(messages: &[&[u8]], out: &mut Vec<[u8; 32]>) {
@@ -683,8 +688,9 @@ pub(crate) const IV: [u32; 8] = [
     0x5be0_cd19,
 ];
 
-/// The SHA-256 digest of each message, in order: sixteen at a time in lanes where that
-/// is faster ([`worthwhile`]), one by one through `sha2` elsewhere.
+/// The SHA-256 digest of each message, in order: several at a time where this CPU has
+/// a copy for it ([`worthwhile`]: four in SHA instructions, sixteen in SIMD lanes), one
+/// by one through `sha2` elsewhere.
 pub(crate) fn sha256_each(messages: &[&[u8]]) -> Vec<[u8; 32]> {
     sha256_each_in(messages, worthwhile())
 }
@@ -696,8 +702,8 @@ pub(crate) fn sha256_each_in(messages: &[&[u8]], in_lanes: bool) -> Vec<[u8; 32]
 }
 
 /// [`sha256_each_in`] with the copy `copy` (if this CPU runs it): in SHA instructions
-/// message by message (see `sha_digests`), in the other copies sixteen messages at a
-/// time in lanes.
+/// four messages at a time (see `sha_digests`), in the other copies sixteen messages at
+/// a time in lanes.
 fn sha256_each_with(copy: Copy, messages: &[&[u8]], in_lanes: bool) -> Vec<[u8; 32]> {
     let mut out = Vec::with_capacity(messages.len());
     if in_lanes && copy == Copy::Sha {
