@@ -435,8 +435,8 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
         // chunks are held, whatever the upload's length.
         const MAX_PENDING: usize = 4;
         enum Pending {
-            /// Handed to the worker: this many rows.
-            Worker(usize),
+            /// Handed to the worker.
+            Worker,
             /// Decided here.
             Mine(Decided),
         }
@@ -475,10 +475,9 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                     let Some((chunk, base)) = next(&mut upload, &mut upload_done) else {
                         break;
                     };
-                    let len = chunk.len();
                     match to_worker.send((chunk, base)) {
                         Ok(()) => {
-                            pending.push_back(Pending::Worker(len));
+                            pending.push_back(Pending::Worker);
                             with_worker += 1;
                         }
                         Err(mpsc::SendError((back, base))) => {
@@ -493,14 +492,14 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                         Some((chunk, base)) => process(&chunk, base),
                         None => return run.counts,
                     },
-                    Some(Pending::Worker(len)) => {
-                        let len = *len;
-                        // If the worker died (an `AsRef` implementation panicked), the rows
-                        // it held count as malformed and are never matched, failing closed;
-                        // the scope re-raises the panic.
+                    Some(Pending::Worker) => {
+                        // If the worker died (an `AsRef` implementation panicked), the run
+                        // stops here, as it does with one thread: no more rows are read
+                        // and no later match is handed out; the scope then re-raises the
+                        // panic.
                         let decided = match done.try_recv() {
                             Ok(decided) => decided,
-                            Err(mpsc::TryRecvError::Disconnected) => Decided::malformed(len),
+                            Err(mpsc::TryRecvError::Disconnected) => return run.counts,
                             Err(mpsc::TryRecvError::Empty) => {
                                 // Not ready: process a later chunk here rather than wait,
                                 // while there is room for it.
@@ -510,7 +509,10 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                                         continue;
                                     }
                                 }
-                                done.recv().unwrap_or_else(|_| Decided::malformed(len))
+                                match done.recv() {
+                                    Ok(decided) => decided,
+                                    Err(_) => return run.counts,
+                                }
                             }
                         };
                         pending.pop_front();
@@ -713,22 +715,6 @@ struct Decided {
     /// The state's length the decisions read, compared with [`Ledger::applied_hint`]
     /// before each hand-out.
     decided_at_len: u64,
-}
-
-impl Decided {
-    /// A chunk of `rows` rows that were never decided (its worker died): all malformed.
-    fn malformed(rows: usize) -> Decided {
-        let rows = rows as u64;
-        Decided {
-            rows,
-            counts: AudienceCounts {
-                malformed: rows,
-                ..AudienceCounts::default()
-            },
-            candidates: Vec::new(),
-            decided_at_len: 0,
-        }
-    }
 }
 
 #[cfg(test)]

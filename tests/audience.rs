@@ -346,35 +346,54 @@ impl AsRef<str> for Exploding {
     }
 }
 
+/// With one thread or two, the panic propagates, the match never hangs, and no match
+/// of a row after the one that panicked is handed out: the run stops there (with two
+/// threads it went on to the end of the upload until stop 32).
 #[test]
 fn a_panicking_row_reader_propagates_and_never_hangs() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(Timestamp::from_millis(1_000));
     let ledger = ledger(dir.path(), &clock);
     let acme = Recipient::partner("acme-ads").unwrap();
-    for at in [0usize, 5, 37, 199] {
-        let rows: Vec<Exploding> = (0..200u32)
-            .map(|i| Exploding(phone(i), i as usize == at))
-            .collect();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let ledger = &ledger;
-        let acme = &acme;
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    ledger
-                        .audience::<Advertising>(acme)
-                        .chunk_size(8)
-                        .threads(2)
-                        .run(rows, |_| {})
-                }));
-                tx.send(result.is_err()).unwrap();
+    // Every row matches a subject.
+    for i in 0..200u32 {
+        let s = SubjectId::new(&format!("s-{i}")).unwrap();
+        let id = Identifier::<Advertising>::phone(&phone(i)).unwrap();
+        ledger.collect(&s, &id, RecipientScope::all_partners()).unwrap();
+        ledger
+            .grant::<Advertising>(&s, RecipientScope::all_partners(), None)
+            .unwrap();
+    }
+    for threads in [1, 2] {
+        for at in [0usize, 5, 37, 199] {
+            let rows: Vec<Exploding> = (0..200u32)
+                .map(|i| Exploding(phone(i), i as usize == at))
+                .collect();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let ledger = &ledger;
+            let acme = &acme;
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    let mut handed = Vec::new();
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        ledger
+                            .audience::<Advertising>(acme)
+                            .chunk_size(8)
+                            .threads(threads)
+                            .run(rows, |m| handed.push(m.row()))
+                    }));
+                    tx.send((result.is_err(), handed)).unwrap();
+                });
+                let (panicked, handed) = rx
+                    .recv_timeout(std::time::Duration::from_secs(20))
+                    .expect("the match hung after the row reader panicked");
+                assert!(panicked, "{threads} threads: the panic at row {at} was swallowed");
+                assert!(
+                    handed.iter().all(|row| *row < at as u64),
+                    "{threads} threads: matches after row {at} were handed out: {handed:?}"
+                );
             });
-            let panicked = rx
-                .recv_timeout(std::time::Duration::from_secs(20))
-                .expect("the match hung after the row reader panicked");
-            assert!(panicked, "the panic at row {at} was swallowed");
-        });
+        }
     }
 }
 
