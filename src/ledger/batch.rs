@@ -16,6 +16,12 @@ impl Ledger {
     /// under one read lock each, so a change recorded before a chunk starts is seen by
     /// all of its decisions and writers wait for at most one chunk.
     ///
+    /// Every answer is returned at the end, as decided: a withdrawal acknowledged while
+    /// later chunks are decided does not take back a `Use` of an earlier chunk, as it
+    /// does not take back one that [`Ledger::authorize`] returned before it. (Audience
+    /// matching decides a match again before handing it out; see the
+    /// [`audience` module](crate::audience).) Use each answer at once, or decide again.
+    ///
     /// ```
     /// # use consent_ledger::*;
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
