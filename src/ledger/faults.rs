@@ -689,11 +689,18 @@ fn a_failed_flush_loses_no_aggregated_counts() {
     assert_eq!(total, 40, "aggregated counts lost after one failed write");
 }
 
-/// A collection whose entry could not be stored leaves no index record behind (it is
+/// A collection whose entry could not be stored (a storage failure, or an entry too
+/// large to write: a scope of many long names) leaves no index record behind (it is
 /// written before the entry): erasing the subject could not find one, and an open from
 /// a state snapshot covering the erasure would not look for it.
 #[test]
 fn a_failed_collection_leaves_no_index_record() {
+    for too_large in [false, true] {
+        a_failed_collection_leaves_no_index_record_when(too_large);
+    }
+}
+
+fn a_failed_collection_leaves_no_index_record_when(too_large: bool) {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
     let every_close = Snapshots::OnClose { min_new_entries: 1 };
@@ -709,8 +716,21 @@ fn a_failed_collection_leaves_no_index_record() {
             .index_records(0, 1)
             .any(|r| r.map(|(k, _)| k == lookup).unwrap_or(false))
     };
-    faults.append_at.store(l.len(), Ordering::SeqCst);
-    assert!(l.collect(&s, &email, RecipientScope::all_partners()).is_err());
+    let failed = if too_large {
+        let long =
+            (0..256).map(|i| crate::Recipient::partner(&format!("{i:03}{}", "x".repeat(125))).unwrap());
+        l.collect(&s, &email, RecipientScope::any_of(long).unwrap())
+    } else {
+        faults.append_at.store(l.len(), Ordering::SeqCst);
+        l.collect(&s, &email, RecipientScope::all_partners())
+    };
+    assert!(
+        matches!(
+            (too_large, &failed),
+            (true, Err(WriteError::TooLarge { .. })) | (false, Err(WriteError::Storage(_)))
+        ),
+        "{failed:?}"
+    );
     assert!(!held(&*l.inner.store), "the failed collection left its record");
     faults.append_at.store(u64::MAX, Ordering::SeqCst);
     l.grant::<crate::Advertising>(&subject(0, 1), RecipientScope::all_partners(), None)

@@ -1066,12 +1066,14 @@ impl Ledger {
                 Some(lookup),
             ))
         });
-        // A storage error means the entry was not stored (later failures are
-        // `NotDurable` or `Failed`): the new record would be an orphan that nothing
-        // names, which erasing the subject could not find. (A crash in between still
-        // leaves one: inert, and the next open, a full replay, removes it; see
-        // docs/erasure.md.)
-        if wrote_new_index && matches!(result, Err(WriteError::Storage(_))) {
+        // A storage error or an entry too large to write means the entry was not stored
+        // (later failures are `NotDurable` or `Failed`): the new record would be an
+        // orphan that nothing names, which erasing the subject could not find, and that
+        // an open from a state snapshot would not look for (review of stop 32: a scope
+        // too large left one). (A crash in between still leaves one: inert, and the next
+        // open, a full replay, removes it; see docs/erasure.md.)
+        let not_stored = matches!(result, Err(WriteError::Storage(_) | WriteError::TooLarge { .. }));
+        if wrote_new_index && not_stored {
             self.forget_orphan_index(&lookup, subject);
         }
         result
