@@ -150,6 +150,18 @@ pub(crate) struct State {
     more: HashMap<u32, Vec<ConsentRec>>,
 }
 
+/// Leaves an erased subject's identifier record linked to nothing: no lookup, and no
+/// subject. (Its slot keeps the first four bytes of the old lookup, as the index's home
+/// order needs, until the next open builds the state without it: with the subject
+/// kept, those four bytes would still tell, to whoever could read the process's memory
+/// and held the pseudonym key, which erased subject an identifier tried against them
+/// had belonged to; review of stop 32.) Such a record counts as erased's, so a later
+/// collection of one of its identifiers may reuse it (see `collect`).
+fn forget(r: &mut IdentRec) {
+    r.lookup = FORGOTTEN;
+    r.subject = NO_SUBJECT;
+}
+
 const fn basis_code(b: LegalBasis) -> u8 {
     match b {
         LegalBasis::Consent => 1,
@@ -363,7 +375,7 @@ impl State {
                 .collect();
             for i in found {
                 if let Some(r) = self.idents.get_mut(i) {
-                    r.lookup = FORGOTTEN;
+                    forget(r);
                 }
             }
         }
@@ -395,7 +407,7 @@ impl State {
         for i in 0..self.idents.recs.len() {
             if let Some(r) = self.idents.get_mut(i) {
                 if erased.get(r.subject as usize).copied().unwrap_or(false) {
-                    r.lookup = FORGOTTEN;
+                    forget(r);
                 }
             }
         }

@@ -401,6 +401,33 @@ fn erase_and_collect_again_cycles_reuse_the_forgotten_record() {
         pair.check();
         assert!(!pair.new.holds_lookup(&lookup(1)));
         assert_eq!(pair.new.idents.recs.len(), 1, "after {} cycles", s + 1);
+        // Nothing links the record to the erased subject any more.
+        let index = pair.new.find_subject(&subject(s)).unwrap();
+        assert!(pair.new.idents.recs.iter().all(|r| r.subject != index));
+    }
+}
+
+/// At open, every erased subject's identifier records are forgotten and unlinked from
+/// it; the others' stay found.
+#[test]
+fn forgetting_the_erased_at_open_unlinks_their_records() {
+    let mut pair = Pair::new();
+    for s in 0..3 {
+        pair.run(&Op::Collect {
+            s,
+            i: s,
+            p: 1,
+            scope: 2,
+        });
+    }
+    pair.run(&Op::Erase { s: 1 });
+    pair.new.forget_erased();
+    pair.check();
+    let erased = pair.new.find_subject(&subject(1)).unwrap();
+    assert!(pair.new.idents.recs.iter().all(|r| r.subject != erased));
+    assert!(!pair.new.holds_lookup(&lookup(1)));
+    for s in [0, 2] {
+        assert_eq!(pair.new.ident_subject(&lookup(s)), Some(&subject(s)));
     }
 }
 
