@@ -876,11 +876,7 @@ mod tests {
                 pool.push(l);
                 recs.push(held(l, i, 1));
             }
-            let mut one_by_one = IdentTable::default();
-            one_by_one.reserve(recs.len());
-            for r in &recs {
-                one_by_one.insert(r.clone()).unwrap();
-            }
+            let one_by_one = inserted(&recs);
             let mut loaded = IdentTable::default();
             assert!(loaded.load(chunked(&recs)), "seed {seed}");
             assert!(loaded.runs_in_home_order(), "seed {seed}");
@@ -904,24 +900,33 @@ mod tests {
         }
     }
 
-    /// Every record under one hash (at the start, in the middle, at the end of the
-    /// hash space, so that the run wraps around the end of the index), loaded at once,
-    /// is placed as inserting them one by one places it.
+    /// A table of `recs` inserted one by one, in their order.
+    fn inserted(recs: &[IdentRec]) -> IdentTable {
+        let mut t = IdentTable::default();
+        t.reserve(recs.len());
+        for r in recs {
+            t.insert(r.clone()).unwrap();
+        }
+        t
+    }
+
+    /// Many records under one hash (at the start, in the middle, at the end of the hash
+    /// space, so that their run wraps around the end of the index), with others spread
+    /// out, loaded at once, are placed slot for slot as inserting them one by one in
+    /// hash order places them (the records are numbered in that order, so that both
+    /// tables hold the same record indexes).
     #[test]
     fn loading_one_hash_many_times_indexes_as_inserting_does() {
         for h in [0, 0x8000_0000, u32::MAX - 3, u32::MAX] {
-            let recs: Vec<IdentRec> = (0..3_000)
-                .map(|i| held(with_hash(h, i), i, 1))
-                .chain((0..3_000).map(|i| held(with_hash(i * 1_431_655, 3_000 + i), 3_000 + i, 1)))
+            let mut lookups: Vec<Pseudonym> = (0..3_000)
+                .map(|i| with_hash(h, i))
+                .chain((0..3_000).map(|i| with_hash(i * 1_431_655, 3_000 + i)))
                 .collect();
-            let mut one_by_one = IdentTable::default();
-            one_by_one.reserve(recs.len());
-            for r in &recs {
-                one_by_one.insert(r.clone()).unwrap();
-            }
+            lookups.sort_by_key(hash32);
+            let recs: Vec<IdentRec> = (0..).zip(lookups).map(|(i, l)| held(l, i, 1)).collect();
             let mut loaded = IdentTable::default();
             assert!(loaded.load(chunked(&recs)), "{h:#x}");
-            assert_eq!(loaded.slots, one_by_one.slots, "{h:#x}");
+            assert_eq!(loaded.slots, inserted(&recs).slots, "{h:#x}");
         }
     }
 
