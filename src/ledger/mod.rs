@@ -43,9 +43,15 @@ use crate::time::{Clock, Timestamp};
 /// |---|---|---|
 /// | `Immediate` (default) | nothing acknowledged is lost | nothing acknowledged is lost (as far as the drive honours fsync) |
 /// | `GroupCommit` | nothing acknowledged is lost | nothing acknowledged is lost |
-/// | `Relaxed` | changes from the last ~500 ms may be lost | changes from the last ~500 ms may be lost |
+/// | `Relaxed` | changes from the last ~500 ms may be lost | changes from the last ~500 ms may be lost, and collections since the last [`Ledger::sync`] may lose their effect (below) |
 ///
-/// Lost changes are always a suffix: the log that survives is a valid prefix.
+/// Lost changes are always a suffix: the log that survives is a valid prefix. Under
+/// `Relaxed`, sled's background flush makes the log durable every 500 ms, but the
+/// vault (each identifier's index record, each subject's secret) is synced only by
+/// [`Ledger::sync`], by closing, or at the first sync after an open: after a power
+/// loss, a collection since then may survive in the log without its index record. Its
+/// identifier is then unknown and its uses are denied (fail closed), though later
+/// entries survive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {
