@@ -137,13 +137,25 @@ fn receipts_verify_offline_and_forgeries_are_rejected_with_a_reason() {
         verify_receipt(&Receipt::from_json(&edited).unwrap(), &public),
         Err(AuditError::Mismatch(_))
     ));
-    // An edited entry (another entry's bytes): its own signature checks, but the proof does not.
+    // An edited entry (another entry's bytes): its own signature checks, but it is not
+    // the entry at the receipt's position.
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let other = l.receipt(g.seq - 1, "x").unwrap();
     let ov: serde_json::Value = serde_json::from_str(&other.to_json()).unwrap();
     let mut swapped = v.clone();
     swapped["entry"] = ov["entry"].clone();
     assert!(verify_receipt(&serde_json::from_value(swapped).unwrap(), &public).is_err());
+    // Another entry, consistent with its own position and fields, with this receipt's
+    // inclusion proof: the proof does not lead from it to the checkpoint's root (stop
+    // 32's review: the case above is refused before the proof is checked).
+    let mut wrong_proof = ov.clone();
+    assert_ne!(ov["inclusion_proof"]["hashes"], v["inclusion_proof"]["hashes"]);
+    wrong_proof["inclusion_proof"]["hashes"] = v["inclusion_proof"]["hashes"].clone();
+    assert!(verify_receipt(&other, &public).is_ok());
+    assert!(matches!(
+        verify_receipt(&serde_json::from_value(wrong_proof).unwrap(), &public),
+        Err(AuditError::Proof(_))
+    ));
     // A wrong proof hash.
     let mut bent = v.clone();
     let h = bent["inclusion_proof"]["hashes"][0].as_str().unwrap().to_owned();
