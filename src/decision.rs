@@ -40,8 +40,16 @@ impl<'a, P: Purpose> Use<'a, P> {
     }
 
     /// The identifier's normalized value (E.164 phone number, email address, device id),
-    /// for the recipient this use was decided for. Borrowed from the `Use`, so it cannot
-    /// outlive it: once the `Use` is delivered, the value is out of reach through it.
+    /// for the recipient this use was decided for. Borrowed from the `Use`, so the
+    /// reference cannot outlive it: once the `Use` is delivered, the value is out of
+    /// reach through it.
+    ///
+    /// A copy made of it (`to_owned`) is not bound to anything: the crate cannot stop
+    /// code from sending that copy to another recipient. For the application's own use
+    /// of the value (the first party sending its own 2FA message) this is what it needs;
+    /// anything sent to a partner or a developer app should go through
+    /// [`Use::deliver_to`] or a [`Channel`](crate::Channel), where the recipient is
+    /// checked (or typed) at the point of sending.
     pub fn expose(&self) -> &str {
         self.identifier.normalized()
     }
@@ -164,6 +172,14 @@ impl Evidence {
 
 /// Why a use is not allowed. Decisions fail closed: anything the ledger cannot
 /// establish is a denial.
+///
+/// The reason is for the operator, not for whoever asked for the data: told apart,
+/// [`UnknownIdentifier`](Denied::UnknownIdentifier) and
+/// [`NotCollectedForPurpose`](Denied::NotCollectedForPurpose) say whether a number
+/// belongs to an account and was given for another purpose (a 2FA number), and the
+/// consent reasons what its holder chose. Do not pass them on to a partner or an
+/// advertiser; audience matching shows an uploader only
+/// [`AudienceCounts::for_uploader`](crate::AudienceCounts::for_uploader) for this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Denied {

@@ -11,7 +11,7 @@
 //!   that brand, and [`Channel::send`] accepts only parcels of its own brand. Mixing up
 //!   two channels does not compile:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0521
 //! # use consent_ledger::*;
 //! fn route(ledger: &Ledger, phone: &Identifier<Security>, a: &Recipient, b: &Recipient) {
 //!     ledger.channel(a, |to_a| {
