@@ -538,7 +538,7 @@ fn screen_sled_files(dir: &Path) -> std::io::Result<()> {
         // file is removed before sled opens; any other, a FIFO named
         // `snap.ffffffffffffffff.generating` say, sorts after every genuine name and
         // would be read: review r123).
-        if !name.starts_with("snap.") || name.ends_with(".in___motion") {
+        if !sled_reads_as_snapshot(&name) {
             continue;
         }
         let m = std::fs::symlink_metadata(entry.path())?;
@@ -550,6 +550,12 @@ fn screen_sled_files(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether sled 0.34.7 may read a file of this name as its page-table snapshot: every
+/// `snap.*` but `*.in___motion` (one it is still moving into place).
+fn sled_reads_as_snapshot(name: &str) -> bool {
+    name.starts_with("snap.") && !name.ends_with(".in___motion")
 }
 
 /// Copies the file `from` to a new file `to`, leaving out runs of zeros (a hole in `to`
@@ -824,9 +830,7 @@ impl PrivateCopy {
             // of 8 GiB took 47 s to copy).
             let sled_file = name == "db"
                 || name == "conf"
-                || (name_text.starts_with("snap.")
-                    && !name_text.ends_with(".generating")
-                    && !name_text.ends_with(".in___motion"));
+                || (sled_reads_as_snapshot(&name_text) && !name_text.ends_with(".generating"));
             if sled_file && kind.is_file() {
                 copy_sparse(&item.path(), &copy.path.join(&name)).map_err(err)?;
             } else if name == "blobs" && kind.is_dir() {
