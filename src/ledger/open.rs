@@ -887,10 +887,10 @@ fn walk_log(
         // still needed here.)
         let helper_tx = tx.clone();
         #[cfg(test)]
-        let counter = tests::chained_counter();
+        let counts = tests::counts();
         let checker = spawn_scoped(s, LOG_CHECKER, move || {
             #[cfg(test)]
-            tests::counted_on(counter);
+            tests::counted_on(counts);
             check_log(raw_rx.into_iter().flatten(), trusted, helper_tx, send_from)
         });
         match checker {
@@ -1196,7 +1196,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    /// What this thread's opens did, counted for the tests: see [`CHAINED`].
+    /// What this thread's opens did, counted for the tests: see [`COUNTS`].
     #[derive(Debug, Default)]
     pub(super) struct Counts {
         /// Entries stepped through the chain check alone (those before a snapshot's
@@ -1209,39 +1209,39 @@ mod tests {
     thread_local! {
         /// This thread's [`Counts`]. `check_log` runs on a helper thread, which counts
         /// into the counts of the thread that started it (see [`counted_on`]).
-        pub(super) static CHAINED: std::cell::RefCell<Arc<Counts>> = std::cell::RefCell::default();
+        pub(super) static COUNTS: std::cell::RefCell<Arc<Counts>> = std::cell::RefCell::default();
     }
 
     /// Adds one to this thread's count of entries stepped through the chain alone.
     pub(super) fn count_chained() {
-        CHAINED.with(|n| n.borrow().chained.fetch_add(1, Ordering::Relaxed));
+        COUNTS.with(|n| n.borrow().chained.fetch_add(1, Ordering::Relaxed));
     }
 
     /// Counts a run of `check_log` if this thread is the log-checking helper.
     pub(super) fn count_check() {
         if std::thread::current().name() == Some(super::LOG_CHECKER) {
-            CHAINED.with(|n| n.borrow().checked_on_helper.fetch_add(1, Ordering::Relaxed));
+            COUNTS.with(|n| n.borrow().checked_on_helper.fetch_add(1, Ordering::Relaxed));
         }
     }
 
     /// This thread's [`Counts`], for a helper thread to count into.
-    pub(super) fn chained_counter() -> Arc<Counts> {
-        CHAINED.with(|n| Arc::clone(&n.borrow()))
+    pub(super) fn counts() -> Arc<Counts> {
+        COUNTS.with(|n| Arc::clone(&n.borrow()))
     }
 
-    /// Makes `counts` this thread's [`CHAINED`] (on a helper thread, its starter's).
+    /// Makes `counts` this thread's [`COUNTS`] (on a helper thread, its starter's).
     pub(super) fn counted_on(counts: Arc<Counts>) {
-        CHAINED.with(|n| *n.borrow_mut() = counts);
+        COUNTS.with(|n| *n.borrow_mut() = counts);
     }
 
     /// This thread's count of entries stepped through the chain alone, reset to 0.
     fn take_chained() -> u64 {
-        CHAINED.with(|n| n.borrow().chained.swap(0, Ordering::Relaxed))
+        COUNTS.with(|n| n.borrow().chained.swap(0, Ordering::Relaxed))
     }
 
     /// Whether `check_log` ran on the helper thread since the last call (reset).
     fn took_helper() -> bool {
-        CHAINED.with(|n| n.borrow().checked_on_helper.swap(0, Ordering::Relaxed)) > 0
+        COUNTS.with(|n| n.borrow().checked_on_helper.swap(0, Ordering::Relaxed)) > 0
     }
 
     /// Opens the ledger in `dir` under the tests' keys, writing a snapshot at each close
