@@ -1852,7 +1852,7 @@ fn verify_names_a_bad_signature_before_a_read_error() {
     }
     let verify = || {
         let threaded = l.verify().map(|r| r.entries).map_err(|e| e.to_string());
-        let single = crate::threads::with_thread_refused("consent-ledger-verify", || {
+        let single = crate::threads::with_thread_refused(super::SIGNATURE_CHECKER, || {
             l.verify().map(|r| r.entries).map_err(|e| e.to_string())
         });
         assert_eq!(threaded, single);

@@ -1778,7 +1778,7 @@ fn verify_entries(
         // needs about an eighth of a core beside them: BENCHMARKS.md, "Stop 27").
         let checkers: Vec<_> = (0..verify_checkers())
             .filter_map(|_| {
-                crate::threads::spawn_scoped(scope, "consent-ledger-verify", move || {
+                crate::threads::spawn_scoped(scope, SIGNATURE_CHECKER, move || {
                     replay::check_shared_batches(batches)
                 })
                 .ok()
@@ -1847,6 +1847,9 @@ fn joined_checkers(
     }
     replay::first_bad(outcomes)
 }
+
+/// The name of [`verify_store`]'s signature checker threads.
+pub(super) const SIGNATURE_CHECKER: &str = "consent-ledger-verify";
 
 /// How many threads check signatures in [`verify_store`]: one per core the process
 /// may use, at least one and at most four.

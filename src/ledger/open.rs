@@ -732,7 +732,7 @@ fn load_from_snapshot(
         // slot: on a third thread, beside the log reading and the snapshot decoding (a
         // tail that collects waits for it).
         // Without a thread for it, it is opened here once the log is read.
-        let vault = spawn_scoped(s, "consent-ledger-vault", || backend.open_parts()).ok();
+        let vault = spawn_scoped(s, VAULT_OPENER, || backend.open_parts()).ok();
         let builder = spawn_scoped(
             s,
             "consent-ledger-open",
@@ -909,6 +909,9 @@ fn walk_log(
 
 /// The name of [`walk_log`]'s helper thread.
 pub(super) const LOG_CHECKER: &str = "consent-ledger-check";
+
+/// The name of the thread that opens the vault while the log is walked.
+const VAULT_OPENER: &str = "consent-ledger-vault";
 
 /// Reads the whole log in batches of [`BATCH_ENTRIES`] into `to`, up to and including
 /// the first error, until the receiver hangs up. `to` is dropped on return, which ends
@@ -1364,7 +1367,7 @@ mod tests {
             };
             let alone = || {
                 crate::threads::with_thread_refused(super::LOG_CHECKER, || {
-                    crate::threads::with_thread_refused("consent-ledger-vault", || {
+                    crate::threads::with_thread_refused(super::VAULT_OPENER, || {
                         open().map(|l| l.len()).map_err(|e| e.to_string())
                     })
                 })
