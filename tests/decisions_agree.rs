@@ -13,9 +13,18 @@
 use consent_ledger::*;
 
 declare_purpose!(
-    /// `partner-sharing` as it was declared before it relied on consent.
+    /// An application's own consent-based sharing purpose. (A built-in id is reserved
+    /// for its own basis, so the legacy type below could not reuse `partner-sharing`.)
+    Sharing,
+    "sharing",
+    "sharing with partners",
+    LegalBasis::Consent
+);
+
+declare_purpose!(
+    /// `sharing` as it was declared before it relied on consent.
     LegacySharing,
-    "partner-sharing",
+    "sharing",
     "sharing with partners, declared without consent",
     LegalBasis::LegitimateInterest
 );
@@ -29,7 +38,7 @@ fn open(dir: &std::path::Path) -> Ledger {
         .unwrap()
 }
 
-/// Purpose `partner-sharing` moved from legitimate interest to consent: the
+/// Purpose `sharing` moved from legitimate interest to consent: the
 /// application records the collection again through the consent-based type, with the
 /// same scope. That is a change, and is recorded: a decision through the old type then
 /// needs consent. (It was once taken for the same collection: `collect` returned the
@@ -45,15 +54,13 @@ fn collecting_again_on_a_consent_basis_is_not_swallowed_by_the_old_basis() {
 
     let old = Identifier::<LegacySharing>::email("alice@example.com").unwrap();
     let first = l.collect(&alice, &old, scope.clone()).unwrap();
-    let new = Identifier::<PartnerSharing>::email("alice@example.com").unwrap();
+    let new = Identifier::<Sharing>::email("alice@example.com").unwrap();
     let again = l.collect(&alice, &new, scope.clone()).unwrap();
 
     // Control: the consent-based type needs consent (the query's own basis).
     assert_eq!(
         l.authorize(&new, &acme).unwrap_err(),
-        Denied::NoConsent {
-            purpose: "partner-sharing"
-        }
+        Denied::NoConsent { purpose: "sharing" }
     );
     // The collection on a consent basis was acknowledged, so consent must decide:
     // no consent was ever given.
@@ -62,9 +69,7 @@ fn collecting_again_on_a_consent_basis_is_not_swallowed_by_the_old_basis() {
         .map(|u| (u.evidence().legal_basis(), u.evidence().allowed_by()));
     assert_eq!(
         d,
-        Err(Denied::NoConsent {
-            purpose: "partner-sharing"
-        }),
+        Err(Denied::NoConsent { purpose: "sharing" }),
         "allowed without consent; collect returned the old entry {} for the new one {}",
         first.seq,
         again.seq
@@ -290,7 +295,7 @@ mod agree {
     fn all(l: &Ledger, now: u64) -> Vec<D> {
         let mut v = all_for::<Security>(l, now);
         v.extend(all_for::<Advertising>(l, now));
-        v.extend(all_for::<PartnerSharing>(l, now));
+        v.extend(all_for::<Sharing>(l, now));
         v.extend(all_for::<LegacySharing>(l, now));
         v
     }
@@ -300,7 +305,7 @@ mod agree {
         let _ = match p {
             0 => l.collect(&s, &ident::<Security>(i), scope(sc)),
             1 => l.collect(&s, &ident::<Advertising>(i), scope(sc)),
-            2 => l.collect(&s, &ident::<PartnerSharing>(i), scope(sc)),
+            2 => l.collect(&s, &ident::<Sharing>(i), scope(sc)),
             _ => l.collect(&s, &ident::<LegacySharing>(i), scope(sc)),
         };
     }
@@ -310,7 +315,7 @@ mod agree {
         let _ = match p {
             0 => l.grant::<Security>(&s, scope(sc), exp),
             1 => l.grant::<Advertising>(&s, scope(sc), exp),
-            2 => l.grant::<PartnerSharing>(&s, scope(sc), exp),
+            2 => l.grant::<Sharing>(&s, scope(sc), exp),
             _ => l.grant::<LegacySharing>(&s, scope(sc), exp),
         };
     }
@@ -320,7 +325,7 @@ mod agree {
         let _ = match p {
             0 => l.withdraw::<Security>(&s),
             1 => l.withdraw::<Advertising>(&s),
-            2 => l.withdraw::<PartnerSharing>(&s),
+            2 => l.withdraw::<Sharing>(&s),
             _ => l.withdraw::<LegacySharing>(&s),
         };
     }
@@ -429,7 +434,7 @@ fn withdrawal_through_the_old_type_after_a_consent_basis_collection() {
     .unwrap();
     l.collect(
         &alice,
-        &Identifier::<PartnerSharing>::phone("+15550100001").unwrap(),
+        &Identifier::<Sharing>::phone("+15550100001").unwrap(),
         scope,
     )
     .unwrap();

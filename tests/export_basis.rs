@@ -14,9 +14,18 @@ use consent_ledger::*;
 use export_util::{export, open, record_for};
 
 declare_purpose!(
-    /// `partner-sharing` as declared before it relied on consent.
+    /// An application's own consent-based sharing purpose. (A built-in id is reserved
+    /// for its own basis, so the legacy type below could not reuse `partner-sharing`.)
+    Sharing,
+    "sharing",
+    "sharing with partners",
+    LegalBasis::Consent
+);
+
+declare_purpose!(
+    /// `sharing` as declared before it relied on consent.
     LegacySharing,
-    "partner-sharing",
+    "sharing",
     "sharing with partners, declared without consent",
     LegalBasis::LegitimateInterest
 );
@@ -33,7 +42,7 @@ fn export_states_the_basis_in_force_not_the_first() {
     let acme = Recipient::partner("acme").unwrap();
     let scope = RecipientScope::only(acme.clone());
     let old = Identifier::<LegacySharing>::email("alice@example.com").unwrap();
-    let new = Identifier::<PartnerSharing>::email("alice@example.com").unwrap();
+    let new = Identifier::<Sharing>::email("alice@example.com").unwrap();
     l.collect(&alice, &old, scope.clone()).unwrap();
     l.collect(&alice, &new, scope).unwrap();
     // Decisions: consent decides, and there is none.
@@ -42,7 +51,7 @@ fn export_states_the_basis_in_force_not_the_first() {
 
     let doc: serde_json::Value =
         serde_json::from_str(&l.export_subject(&alice, "https://example.com/settings").unwrap()).unwrap();
-    let rec = record_for(&doc, "partner-sharing");
+    let rec = record_for(&doc, "sharing");
     assert_eq!(
         (
             rec["@type"].as_str(),
@@ -69,7 +78,7 @@ fn export_names_a_legitimate_interest_purpose_in_use_as_such() {
     let bob = SubjectId::new("user-2").unwrap();
     let acme = Recipient::partner("acme").unwrap();
     let scope = RecipientScope::only(acme.clone());
-    let consent_type = Identifier::<PartnerSharing>::email("bob@example.com").unwrap();
+    let consent_type = Identifier::<Sharing>::email("bob@example.com").unwrap();
     let li_type = Identifier::<LegacySharing>::email("bob@example.com").unwrap();
     l.collect(&bob, &consent_type, scope.clone()).unwrap();
     l.collect(&bob, &li_type, scope).unwrap();
@@ -77,7 +86,7 @@ fn export_names_a_legitimate_interest_purpose_in_use_as_such() {
     assert_eq!(used.evidence().legal_basis(), LegalBasis::LegitimateInterest);
 
     let doc = export(&l, &bob);
-    let rec = record_for(&doc, "partner-sharing");
+    let rec = record_for(&doc, "sharing");
     assert_eq!(doc["uses"][0]["dpv:hasLegalBasis"], "dpv:LegitimateInterest");
     assert_eq!(
         (
@@ -143,7 +152,7 @@ fn export_names_a_legitimate_interest_purpose_in_use_as_such_with_two_identifier
     let acme = Recipient::partner("acme").unwrap();
     let scope = RecipientScope::only(acme.clone());
     let email = Identifier::<LegacySharing>::email("bob@example.com").unwrap();
-    let phone = Identifier::<PartnerSharing>::phone("+15550108888").unwrap();
+    let phone = Identifier::<Sharing>::phone("+15550108888").unwrap();
     l.collect(&bob, &email, scope.clone()).unwrap();
     l.collect(&bob, &phone, scope).unwrap();
     let used = l.authorize(&email, &acme).unwrap();
@@ -155,7 +164,7 @@ fn export_names_a_legitimate_interest_purpose_in_use_as_such_with_two_identifier
     ));
 
     let doc = export(&l, &bob);
-    let rec = record_for(&doc, "partner-sharing");
+    let rec = record_for(&doc, "sharing");
     assert_eq!(doc["uses"][0]["dpv:hasLegalBasis"], "dpv:LegitimateInterest");
     let recipients = rec["dpv:hasPurpose"]["dpv:hasRecipient"].clone();
     assert!(

@@ -19,7 +19,7 @@ use export_util::{
     records_for,
 };
 use random_history::{
-    ident, random_ops, recipients_pool, with_type, ContractSharing, LiSharing, Mix, T, TYPES, VALUES,
+    ident, random_ops, recipients_pool, with_type, ContractSharing, LiSharing, Mix, Sharing, T, TYPES, VALUES,
 };
 use serde_json::Value;
 
@@ -37,7 +37,7 @@ fn an_identifier_moved_to_consent_is_no_longer_exported_under_legitimate_interes
     let acme = Recipient::partner("acme").unwrap();
     let scope = RecipientScope::only(acme.clone());
     let email_li = Identifier::<LiSharing>::email("alice@example.com").unwrap();
-    let email_consent = Identifier::<PartnerSharing>::email("alice@example.com").unwrap();
+    let email_consent = Identifier::<Sharing>::email("alice@example.com").unwrap();
     let phone_li = Identifier::<LiSharing>::phone("+15550109999").unwrap();
     let moved = l.collect(&alice, &email_li, scope.clone()).unwrap(); // under LI
     l.collect(&alice, &email_consent, scope.clone()).unwrap(); // now on consent
@@ -57,7 +57,7 @@ fn an_identifier_moved_to_consent_is_no_longer_exported_under_legitimate_interes
     drop(used);
 
     let doc = export(&l, &alice);
-    let li = record_with_basis(&doc, "partner-sharing", "dpv:LegitimateInterest");
+    let li = record_with_basis(&doc, "sharing", "dpv:LegitimateInterest");
     let kinds = li["dpv:hasPurpose"]["dpv:hasPersonalData"].clone();
     let origin = l.checkpoint().unwrap().origin().to_owned();
     let stale = format!("{origin}#{}", moved.seq);
@@ -89,7 +89,7 @@ fn a_superseded_collection_on_a_basis_no_longer_in_force_is_in_the_export() {
     let first = l
         .collect(
             &bob,
-            &Identifier::<PartnerSharing>::email("bob@example.com").unwrap(),
+            &Identifier::<Sharing>::email("bob@example.com").unwrap(),
             scope.clone(),
         )
         .unwrap();
@@ -206,8 +206,8 @@ fn the_export_keeps_its_uses_and_untrusted_marks_under_json_ld_processing() {
 
 fn type_id(t: T) -> &'static str {
     match t {
-        T::Ps | T::Li | T::Ct => "partner-sharing",
-        T::Sec | T::SecC => "security",
+        T::Ps | T::Li | T::Ct => "sharing",
+        T::Sec | T::SecC => "login",
         T::An => "analytics",
     }
 }
@@ -400,7 +400,7 @@ fn a_records_id_stays_when_another_identifier_is_collected() {
     let scope = RecipientScope::only(Recipient::partner("acme").unwrap());
     l.collect(
         &bob,
-        &Identifier::<PartnerSharing>::email("bob@example.com").unwrap(),
+        &Identifier::<Sharing>::email("bob@example.com").unwrap(),
         scope.clone(),
     )
     .unwrap();
@@ -411,7 +411,7 @@ fn a_records_id_stays_when_another_identifier_is_collected() {
     )
     .unwrap();
     let id_of_li = |doc: &Value| {
-        record_with_basis(doc, "partner-sharing", "dpv:LegitimateInterest")["dpv:hasIdentifier"].clone()
+        record_with_basis(doc, "sharing", "dpv:LegitimateInterest")["dpv:hasIdentifier"].clone()
     };
     let before = id_of_li(&export(&l, &bob));
     l.collect(
@@ -672,12 +672,12 @@ fn a_replaced_collection_stays_out_of_the_consent_record_in_force() {
     let s = SubjectId::new("user-1").unwrap();
     let acme = Recipient::partner("acme").unwrap();
     let li = Identifier::<LiSharing>::email("alice@example.com").unwrap();
-    let consent = Identifier::<PartnerSharing>::email("alice@example.com").unwrap();
+    let consent = Identifier::<Sharing>::email("alice@example.com").unwrap();
     let replaced = l.collect(&s, &li, RecipientScope::only(acme.clone())).unwrap();
     l.collect(&s, &consent, RecipientScope::first_party()).unwrap();
     let stale = format!("{}#{}", origin(&l), replaced.seq);
     let holder = |doc: &Value| -> Value {
-        records_for(doc, "partner-sharing")
+        records_for(doc, "sharing")
             .into_iter()
             .find(|r| {
                 r["dct:hasPart"]
@@ -691,7 +691,7 @@ fn a_replaced_collection_stays_out_of_the_consent_record_in_force() {
     };
     let before = holder(&export(&l, &s));
     assert_eq!(before["inForce"], false, "{before:#}");
-    l.grant::<PartnerSharing>(&s, RecipientScope::first_party(), None)
+    l.grant::<Sharing>(&s, RecipientScope::first_party(), None)
         .unwrap();
     let after = holder(&export(&l, &s));
     assert_eq!(
@@ -780,7 +780,7 @@ fn the_same_ledger_exports_the_same_after_a_reopen() {
     let after = l.export_subject(&s2, "-").unwrap();
     let recipients = |json: &str| {
         let doc: Value = serde_json::from_str(json).unwrap();
-        records_for(&doc, "partner-sharing")[0]["dpv:hasPurpose"]["dpv:hasRecipient"].clone()
+        records_for(&doc, "sharing")[0]["dpv:hasPurpose"]["dpv:hasRecipient"].clone()
     };
     assert_eq!(
         before,

@@ -429,8 +429,17 @@ fn a_consent_that_decisions_rest_on_can_be_withdrawn_after_the_basis_changed() {
 }
 
 consent_ledger::declare_purpose!(
+    /// An application's own consent-based sharing purpose. (A built-in id is reserved
+    /// for its own basis, so `SharingLegacy` could not reuse `partner-sharing`.)
+    Sharing,
+    "sharing",
+    "sharing data with business partners",
+    LegalBasis::Consent
+);
+
+consent_ledger::declare_purpose!(
     SharingLegacy,
-    "partner-sharing",
+    "sharing",
     "sharing data with business partners (declared before the purpose relied on consent)",
     LegalBasis::LegitimateInterest
 );
@@ -447,7 +456,7 @@ fn a_consent_record_decides_also_for_a_collection_on_another_basis() {
     l.collect(&alice, &legacy, RecipientScope::all_partners())
         .unwrap();
     let g = l
-        .grant::<consent_ledger::PartnerSharing>(&alice, RecipientScope::all_partners(), None)
+        .grant::<Sharing>(&alice, RecipientScope::all_partners(), None)
         .unwrap();
     let u = l.authorize(&legacy, &acme).unwrap();
     assert_eq!(
@@ -455,11 +464,11 @@ fn a_consent_record_decides_also_for_a_collection_on_another_basis() {
         (g.seq, LegalBasis::Consent)
     );
     drop(u);
-    let w = l.withdraw::<consent_ledger::PartnerSharing>(&alice).unwrap();
+    let w = l.withdraw::<Sharing>(&alice).unwrap();
     assert_eq!(
         l.authorize(&legacy, &acme).unwrap_err(),
         Denied::Withdrawn {
-            purpose: "partner-sharing",
+            purpose: "sharing",
             at: w.seq
         }
     );
@@ -483,13 +492,13 @@ fn a_consent_record_can_be_changed_through_a_type_with_the_same_id() {
         l.withdraw::<SharingLegacy>(&bob),
         Err(WriteError::Input(_))
     ));
-    l.grant::<consent_ledger::PartnerSharing>(&bob, RecipientScope::all_partners(), None)
+    l.grant::<Sharing>(&bob, RecipientScope::all_partners(), None)
         .unwrap();
     let w = l.withdraw::<SharingLegacy>(&bob).unwrap();
     assert_eq!(
         l.authorize(&legacy, &acme).unwrap_err(),
         Denied::Withdrawn {
-            purpose: "partner-sharing",
+            purpose: "sharing",
             at: w.seq
         }
     );

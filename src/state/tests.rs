@@ -13,14 +13,23 @@ use super::reference::Reference;
 use super::*;
 use crate::entry::Actor;
 use crate::identifier::IdentifierKind;
-use crate::purpose::{Advertising, Analytics, PartnerSharing, Security};
+use crate::purpose::{Advertising, Analytics, Security};
 
 crate::declare_purpose!(
-    /// `partner-sharing` declared without consent (as before the purpose relied on it):
+    /// An application's own consent-based purpose (a built-in id is reserved for its
+    /// basis, so the pair below needs an id of its own).
+    Sharing,
+    "sharing",
+    "sharing with partners",
+    LegalBasis::Consent
+);
+
+crate::declare_purpose!(
+    /// `sharing` declared without consent (as before the purpose relied on it):
     /// collections through it, and decisions through it, meet consent records given
-    /// through `PartnerSharing`.
+    /// through `Sharing`.
     LegacySharing,
-    "partner-sharing",
+    "sharing",
     "sharing with partners, declared without consent",
     LegalBasis::LegitimateInterest
 );
@@ -68,10 +77,10 @@ fn scope(i: u8) -> RecipientScope {
 const PURPOSES: [(&str, LegalBasis); 5] = [
     ("security", LegalBasis::LegitimateInterest),
     ("advertising", LegalBasis::Consent),
-    ("partner-sharing", LegalBasis::Consent),
+    ("sharing", LegalBasis::Consent),
     ("analytics", LegalBasis::Consent),
     // Collected only (grants and withdrawals pick 1..4): the same id on another basis.
-    ("partner-sharing", LegalBasis::LegitimateInterest),
+    ("sharing", LegalBasis::LegitimateInterest),
 ];
 
 #[derive(Debug, Clone)]
@@ -241,14 +250,14 @@ impl Pair {
                     "advertising {i} {r}"
                 );
                 assert_eq!(
-                    self.new.decide::<PartnerSharing>(&l, r, || now),
-                    self.old.decide::<PartnerSharing>(&l, r, || now),
-                    "partner-sharing {i} {r}"
+                    self.new.decide::<Sharing>(&l, r, || now),
+                    self.old.decide::<Sharing>(&l, r, || now),
+                    "sharing {i} {r}"
                 );
                 assert_eq!(
                     self.new.decide::<LegacySharing>(&l, r, || now),
                     self.old.decide::<LegacySharing>(&l, r, || now),
-                    "partner-sharing without consent {i} {r}"
+                    "sharing without consent {i} {r}"
                 );
                 assert_eq!(
                     self.new.decide::<Analytics>(&l, r, || now),

@@ -8,26 +8,43 @@ use consent_ledger::{
 };
 
 declare_purpose!(
-    /// `partner-sharing` declared under legitimate interest.
+    /// `sharing`, consent-based. (The built-in ids are reserved for their own bases,
+    /// so the several types per id below use ids of their own.)
+    pub Sharing,
+    "sharing",
+    "sharing with partners, consent",
+    LegalBasis::Consent
+);
+
+declare_purpose!(
+    /// `sharing` declared under legitimate interest.
     pub LiSharing,
-    "partner-sharing",
+    "sharing",
     "sharing with partners, legitimate interest",
     LegalBasis::LegitimateInterest
 );
 
 declare_purpose!(
-    /// `partner-sharing` declared under a contract.
+    /// `sharing` declared under a contract.
     pub ContractSharing,
-    "partner-sharing",
+    "sharing",
     "sharing with partners, contract",
     LegalBasis::Contract
 );
 
 declare_purpose!(
-    /// `security` declared as consent-based.
-    pub ConsentSecurity,
-    "security",
-    "security, consent",
+    /// `login`, under legitimate interest (as the built-in `security`).
+    pub Login,
+    "login",
+    "login checks, legitimate interest",
+    LegalBasis::LegitimateInterest
+);
+
+declare_purpose!(
+    /// `login` declared as consent-based.
+    pub ConsentLogin,
+    "login",
+    "login checks, consent",
     LegalBasis::Consent
 );
 
@@ -50,7 +67,7 @@ macro_rules! with_type {
     ($t:expr, $P:ident => $body:expr) => {
         match $t {
             $crate::random_history::T::Ps => {
-                type $P = ::consent_ledger::PartnerSharing;
+                type $P = $crate::random_history::Sharing;
                 $body
             }
             $crate::random_history::T::Li => {
@@ -62,11 +79,11 @@ macro_rules! with_type {
                 $body
             }
             $crate::random_history::T::Sec => {
-                type $P = ::consent_ledger::Security;
+                type $P = $crate::random_history::Login;
                 $body
             }
             $crate::random_history::T::SecC => {
-                type $P = $crate::random_history::ConsentSecurity;
+                type $P = $crate::random_history::ConsentLogin;
                 $body
             }
             $crate::random_history::T::An => {
