@@ -52,8 +52,8 @@ pub use ledger::{
 pub use merkle::ProofError;
 pub use note::NoteError;
 pub use purpose::{
-    is_valid_purpose_id, Advertising, Analytics, LegalBasis, PartnerSharing, Personalization, Purpose,
-    PurposeInfo, Security, MAX_PURPOSE_IDS, MAX_PURPOSE_ID_LEN,
+    id_allows_basis, is_valid_purpose_id, reserved_basis, Advertising, Analytics, LegalBasis, PartnerSharing,
+    Personalization, Purpose, PurposeInfo, Security, MAX_PURPOSE_IDS, MAX_PURPOSE_ID_LEN,
 };
 pub use receipt::{verify_receipt, verify_receipt_against, Receipt, VerifiedReceipt, RECEIPT_VERSION};
 pub use recipient::{Name, Recipient, RecipientScope, MAX_RECIPIENT_NAME_LEN};

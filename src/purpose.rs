@@ -34,7 +34,8 @@ pub const MAX_PURPOSE_IDS: usize = 4096;
 /// its use, and only by the recipients named when it was collected. (Unless the subject
 /// has a consent record for the same purpose id, given through a consent-based type
 /// with that id: then that consent, and its scope, decide, so that a withdrawal always
-/// takes effect.)
+/// takes effect. The built-in purposes' ids are reserved for their own bases, so this
+/// never happens to them: see [`reserved_basis`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive] // the law may grow; match with a wildcard arm
 pub enum LegalBasis {
@@ -78,6 +79,26 @@ impl fmt::Display for LegalBasis {
 /// bytes of lower-case ASCII letters, digits, `-`, `_` and `.`; the ledger refuses
 /// to record anything under an invalid id. Prefer [`declare_purpose!`](crate::declare_purpose),
 /// which checks the id when the program is compiled.
+///
+/// A built-in purpose's id is reserved for that purpose's legal basis
+/// ([`reserved_basis`]). A hand-written implementation that reuses one on another
+/// basis does not build once it is used with the ledger:
+///
+/// ```compile_fail,E0080
+/// use consent_ledger::{Ledger, LegalBasis, Purpose, RecipientScope, SubjectId};
+///
+/// enum SecurityByConsent {}
+/// impl Purpose for SecurityByConsent {
+///     const ID: &'static str = "security";
+///     const DESCRIPTION: &'static str = "2FA numbers, widened to partners by a grant";
+///     const LEGAL_BASIS: LegalBasis = LegalBasis::Consent;
+/// }
+///
+/// fn widen(ledger: &Ledger, alice: &SubjectId) {
+///     let _ = ledger.grant::<SecurityByConsent>(alice, RecipientScope::all_partners(), None);
+/// }
+/// let _compiled: fn(&Ledger, &SubjectId) = widen;
+/// ```
 pub trait Purpose: 'static {
     /// The stable id written to the ledger, such as `"advertising"`.
     const ID: &'static str;
@@ -107,6 +128,84 @@ pub const fn is_valid_purpose_id(id: &str) -> bool {
     true
 }
 
+/// The built-in purposes, in one place: their ids are reserved for their legal bases
+/// (see [`reserved_basis`]).
+const BUILT_IN: [PurposeInfo; 5] = [
+    PurposeInfo::of::<Security>(),
+    PurposeInfo::of::<Advertising>(),
+    PurposeInfo::of::<PartnerSharing>(),
+    PurposeInfo::of::<Analytics>(),
+    PurposeInfo::of::<Personalization>(),
+];
+
+/// `a == b`, usable in constant expressions.
+const fn same_str(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a, b) {
+            ([], []) => return true,
+            ([x, a_rest @ ..], [y, b_rest @ ..]) if *x == *y => {
+                a = a_rest;
+                b = b_rest;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// The legal basis a built-in purpose's id is reserved for, or `None` for an id that
+/// no built-in purpose uses. Usable in constant expressions.
+///
+/// Decisions about an identifier follow its collection and the subject's consent
+/// records for the *id*, whichever type wrote them. A type reusing a built-in id on
+/// another basis would therefore change what the built-in type allows: a consent-based
+/// `"security"` type could widen two-factor numbers to partners through a grant, and a
+/// legitimate-interest `"advertising"` type would label uses without consent as
+/// advertising. So a purpose type may share a built-in's id only on that purpose's
+/// basis: [`declare_purpose!`](crate::declare_purpose) refuses anything else when the
+/// program is compiled, and so does a build that uses a hand-written [`Purpose`]
+/// implementation with the ledger.
+///
+/// ```
+/// use consent_ledger::{reserved_basis, LegalBasis};
+///
+/// assert_eq!(reserved_basis("security"), Some(LegalBasis::LegitimateInterest));
+/// assert_eq!(reserved_basis("advertising"), Some(LegalBasis::Consent));
+/// assert_eq!(reserved_basis("newsletter"), None);
+/// ```
+pub const fn reserved_basis(id: &str) -> Option<LegalBasis> {
+    let mut rest: &[PurposeInfo] = &BUILT_IN;
+    while let [info, tail @ ..] = rest {
+        if same_str(info.id, id) {
+            return Some(info.legal_basis);
+        }
+        rest = tail;
+    }
+    None
+}
+
+/// Whether a purpose type may declare `id` with `basis`: false only for a built-in
+/// purpose's id on another legal basis (see [`reserved_basis`]). Usable in constant
+/// expressions.
+pub const fn id_allows_basis(id: &str, basis: LegalBasis) -> bool {
+    match reserved_basis(id) {
+        Some(reserved) => reserved as u8 == basis as u8,
+        None => true,
+    }
+}
+
+/// Stops the build of any use of the ledger with `P` when `P` reuses a built-in id on
+/// another legal basis (a hand-written implementation: `declare_purpose!` already
+/// refuses it). Evaluated once per purpose type, when the code using it is compiled.
+pub(crate) const fn keeps_reserved_ids<P: Purpose>() {
+    const {
+        assert!(
+            id_allows_basis(P::ID, P::LEGAL_BASIS),
+            "this purpose id is reserved for a built-in purpose on another legal basis"
+        );
+    }
+}
+
 /// Declares a purpose marker type in one line.
 ///
 /// `declare_purpose!(pub Name, "id", "description", LegalBasis::Consent);` expands to an
@@ -115,6 +214,24 @@ pub const fn is_valid_purpose_id(id: &str) -> bool {
 /// ```compile_fail,E0080
 /// use consent_ledger::{declare_purpose, LegalBasis};
 /// declare_purpose!(pub Bad, "Not Valid!", "an id with spaces and capitals", LegalBasis::Consent);
+/// ```
+///
+/// So is a built-in purpose's id on another legal basis (see [`reserved_basis`]):
+///
+/// ```compile_fail,E0080
+/// use consent_ledger::{declare_purpose, LegalBasis};
+/// declare_purpose!(pub SecurityByConsent, "security", "2FA numbers, widened by a grant", LegalBasis::Consent);
+/// ```
+///
+/// while an id of the application's own may be declared by several types, on
+/// different bases (say, a purpose that moved from legitimate interest to consent;
+/// its subjects' consent records then decide for both types, so that a withdrawal
+/// always takes effect):
+///
+/// ```
+/// use consent_ledger::{declare_purpose, LegalBasis};
+/// declare_purpose!(pub FraudChecks, "fraud", "fraud checks", LegalBasis::LegitimateInterest);
+/// declare_purpose!(pub FraudChecksByConsent, "fraud", "fraud checks, now on consent", LegalBasis::Consent);
 /// ```
 #[macro_export]
 macro_rules! declare_purpose {
@@ -126,6 +243,10 @@ macro_rules! declare_purpose {
 
         // Evaluated at compile time for every declaration, used or not.
         const _: () = assert!($crate::is_valid_purpose_id($id), "invalid purpose id");
+        const _: () = assert!(
+            $crate::id_allows_basis($id, $basis),
+            "this purpose id is reserved for a built-in purpose on another legal basis"
+        );
 
         impl $crate::Purpose for $name {
             const ID: &'static str = $id;
@@ -219,6 +340,44 @@ mod tests {
         assert!(!Security::LEGAL_BASIS.requires_consent());
         assert!(Advertising::LEGAL_BASIS.requires_consent());
         assert!(PartnerSharing::LEGAL_BASIS.requires_consent());
+    }
+
+    #[test]
+    fn built_in_ids_are_reserved_for_their_bases() {
+        const BASES: [LegalBasis; 4] = [
+            LegalBasis::Consent,
+            LegalBasis::Contract,
+            LegalBasis::LegitimateInterest,
+            LegalBasis::LegalObligation,
+        ];
+        for info in BUILT_IN {
+            assert_eq!(reserved_basis(info.id), Some(info.legal_basis), "{}", info.id);
+            for basis in BASES {
+                assert_eq!(
+                    id_allows_basis(info.id, basis),
+                    basis == info.legal_basis,
+                    "{} {basis}",
+                    info.id
+                );
+            }
+        }
+        assert_eq!(reserved_basis("security"), Some(LegalBasis::LegitimateInterest));
+        assert_eq!(reserved_basis("partner-sharing"), Some(LegalBasis::Consent));
+        // Only the exact id is reserved: not a prefix, an extension or a look-alike.
+        for id in [
+            "securit",
+            "security2",
+            "security.v2",
+            "advertisin",
+            "sharing",
+            "",
+            "fraud",
+        ] {
+            assert_eq!(reserved_basis(id), None, "{id}");
+            for basis in BASES {
+                assert!(id_allows_basis(id, basis), "{id} {basis}");
+            }
+        }
     }
 
     #[test]

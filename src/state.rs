@@ -771,6 +771,7 @@ impl State {
 
     /// Prepares the question "may identifiers be used for `P` by `recipient`".
     pub(crate) fn query<'r, P: Purpose>(&self, recipient: &'r Recipient) -> Query<'r> {
+        crate::purpose::keeps_reserved_ids::<P>();
         Query {
             purpose_id: P::ID,
             purpose: self.purpose_index(P::ID),

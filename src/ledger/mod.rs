@@ -1879,6 +1879,7 @@ pub(super) fn poisoned() -> ReadError {
 }
 
 fn check_purpose<P: Purpose>() -> Result<(), WriteError> {
+    crate::purpose::keeps_reserved_ids::<P>();
     if is_valid_purpose_id(P::ID) {
         Ok(())
     } else {
