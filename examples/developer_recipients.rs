@@ -3,9 +3,9 @@
 //! The incident: an API bug handed people's private data, meant for the developer app
 //! they had connected, to a different registered app. Here a `Use` is bound to the
 //! recipient it was decided for: delivering it anywhere else through the crate is
-//! refused at run time, and with a `Channel` the mix-up does not even compile. (Code
-//! that copies the value out with `Use::expose` and posts the copy itself is outside
-//! that check: send through `deliver_to` or a `Channel`.)
+//! refused at run time, and with a `Channel` the mix-up does not even compile.
+//! `Use::expose`, which gives the value to the application's own code, refuses a use
+//! decided for an app: an app's data leaves only through `deliver_to` or a `Channel`.
 //!
 //! Run with `cargo run --example developer_recipients`.
 

@@ -185,7 +185,11 @@ fn run() -> Result<(), Box<dyn Error>> {
 /// A stand-in for an SMS gateway. It needs the number, which only a `Use` exposes; it
 /// prints a masked form, because an example's output is a log like any other.
 fn send_sms(use_: &Use<'_, Security>, text: &str) {
-    let number = use_.expose();
+    // A first-party use: the application's own code may read the value.
+    let Ok(number) = use_.expose() else {
+        println!("   Not a first-party use: the number is not exposed.");
+        return;
+    };
     let shown: String = number
         .chars()
         .enumerate()

@@ -13,8 +13,9 @@ use crate::time::Timestamp;
 /// Only [`Ledger::authorize`](crate::Ledger::authorize) creates a `Use`: its fields are
 /// private and it has no public constructor, so holding one means the ledger said yes.
 /// It borrows the identifier and the recipient it was decided for, is not `Clone`, and
-/// only its methods read the identifier's value: [`Use::expose`] and the recipient-checked
-/// [`Use::deliver_to`] (a [`Channel`](crate::Channel) delivers through them).
+/// only its methods read the identifier's value: [`Use::expose`] (for the first party's
+/// own use) and the recipient-checked [`Use::deliver_to`] (a [`Channel`](crate::Channel)
+/// delivers through them).
 ///
 /// A `Use` is a decision at one moment: do not keep it. Ask again for the next use, so
 /// that a withdrawal in between is respected.
@@ -40,17 +41,58 @@ impl<'a, P: Purpose> Use<'a, P> {
     }
 
     /// The identifier's normalized value (E.164 phone number, email address, device id),
-    /// for the recipient this use was decided for. Borrowed from the `Use`, so the
-    /// reference cannot outlive it: once the `Use` is delivered, the value is out of
-    /// reach through it.
+    /// for the application's own use: only a use decided for [`Recipient::FirstParty`]
+    /// exposes it. Borrowed from the `Use`, so the reference cannot outlive it: once the
+    /// `Use` is delivered, the value is out of reach through it.
     ///
-    /// A copy made of it (`to_owned`) is not bound to anything: the crate cannot stop
-    /// code from sending that copy to another recipient. For the application's own use
-    /// of the value (the first party sending its own 2FA message) this is what it needs;
-    /// anything sent to a partner or a developer app should go through
-    /// [`Use::deliver_to`] or a [`Channel`](crate::Channel), where the recipient is
-    /// checked (or typed) at the point of sending.
-    pub fn expose(&self) -> &str {
+    /// A use decided for anyone else (a partner, a developer app) hands its value out
+    /// only through [`Use::deliver_to`] or a [`Channel`](crate::Channel), where the
+    /// recipient is checked (or typed) at the point of sending: a value exposed here
+    /// could be sent to anyone, so that the "data sent to the wrong developer" mistake
+    /// would not pass through a check. (A copy made of a first-party value, with
+    /// `to_owned`, is not bound to anything either: the first party's own code keeps it
+    /// to itself.)
+    ///
+    /// ```
+    /// # use consent_ledger::*;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let ledger = Ledger::builder(dir.path()).signing_key(SigningKey::generate())
+    /// #     .pseudonym_key(PseudonymKey::generate()).open()?;
+    /// let alice = SubjectId::new("account-1001")?;
+    /// let email = Identifier::<PartnerSharing>::email("alice@example.com")?;
+    /// ledger.collect(&alice, &email, RecipientScope::first_party())?;
+    /// let acme = Recipient::partner("acme")?;
+    /// ledger.grant::<PartnerSharing>(&alice, RecipientScope::any_of([Recipient::FirstParty, acme.clone()])?, None)?;
+    ///
+    /// // The application's own use: exposed.
+    /// assert_eq!(ledger.authorize(&email, &Recipient::FirstParty)?.expose()?, "alice@example.com");
+    ///
+    /// // A use for acme: not exposed, only delivered to acme.
+    /// let for_acme = ledger.authorize(&email, &acme)?;
+    /// assert!(for_acme.expose().is_err());
+    /// let sent = for_acme.deliver_to(&acme, |value| value.len())?;
+    /// assert_eq!(sent, 17);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Misdelivery`](crate::Misdelivery) when the use was decided for another
+    /// recipient than the first party (`attempted` is the first party).
+    pub fn expose(&self) -> Result<&str, crate::delivery::Misdelivery> {
+        if *self.recipient == Recipient::FirstParty {
+            Ok(self.identifier.normalized())
+        } else {
+            Err(crate::delivery::Misdelivery {
+                intended: self.recipient.clone(),
+                attempted: Recipient::FirstParty,
+            })
+        }
+    }
+
+    /// The value, for a delivery whose recipient is already checked (or typed).
+    pub(crate) fn value(&self) -> &str {
         self.identifier.normalized()
     }
 

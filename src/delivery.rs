@@ -150,6 +150,6 @@ impl<'r, 'c> Channel<'_, 'r, 'c> {
     /// Hands the parcel's value to `f` for delivery to this channel's recipient. The
     /// brand guarantees the parcel was decided for this recipient, so this cannot fail.
     pub fn send<P: Purpose, R>(&self, parcel: Parcel<'_, 'c, P>, f: impl FnOnce(&str) -> R) -> R {
-        f(parcel.allowed.expose())
+        f(parcel.allowed.value())
     }
 }

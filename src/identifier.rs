@@ -4,8 +4,8 @@
 //! together with, in its type, the purpose `P` it was collected for. Its value is
 //! private: `Debug` and `Display` are redacted, it implements neither `Clone` nor
 //! `Serialize`, there is no conversion between purposes, and it is read only through a
-//! [`Use`](crate::Use) ([`Use::expose`](crate::Use::expose), or a delivery checked
-//! against the recipient), which only an allowed decision produces. The
+//! [`Use`](crate::Use) ([`Use::expose`](crate::Use::expose) for the first party's own
+//! use, or a delivery checked against the recipient), which only an allowed decision produces. The
 //! value is wiped from memory when the identifier is dropped.
 //!
 //! These guard against mistakes and shortcuts in the application's own code (an ad

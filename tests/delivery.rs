@@ -78,3 +78,50 @@ fn a_use_is_refused_for_any_other_recipient() {
         Err(Denied::Withdrawn { .. })
     ));
 }
+
+/// `Use::expose` reads the value only for the first party's own use: a use decided for
+/// a developer app is not exposed (its value leaves only through `deliver_to` or a
+/// `Channel`, where the recipient is checked), and refusing to expose it does not
+/// spend the use.
+#[test]
+fn expose_is_for_the_first_party_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::builder(dir.path())
+        .signing_key(SigningKey::generate())
+        .pseudonym_key(PseudonymKey::generate())
+        .durability(Durability::Relaxed)
+        .open()
+        .unwrap();
+    let app_a = Recipient::developer_app("app-a").unwrap();
+    let alice = SubjectId::new("user-1").unwrap();
+    let email = Identifier::<ApiSharing>::email("alice@example.com").unwrap();
+    let both = RecipientScope::any_of([Recipient::FirstParty, app_a.clone()]).unwrap();
+    ledger.collect(&alice, &email, both.clone()).unwrap();
+    ledger.grant::<ApiSharing>(&alice, both, None).unwrap();
+
+    let own = ledger.authorize(&email, &Recipient::FirstParty).unwrap();
+    assert_eq!(own.expose(), Ok("alice@example.com"));
+
+    let for_a = ledger.authorize(&email, &app_a).unwrap();
+    let refused = for_a.expose().unwrap_err();
+    assert_eq!(
+        (&refused.intended, &refused.attempted),
+        (&app_a, &Recipient::FirstParty)
+    );
+    assert!(!refused.to_string().contains("alice"), "{refused}");
+    assert_eq!(
+        for_a.deliver_to(&app_a, str::to_owned).unwrap(),
+        "alice@example.com"
+    );
+
+    // The same for a partner.
+    let acme = Recipient::partner("acme").unwrap();
+    let phone = Identifier::<PartnerSharing>::phone("+15550100001").unwrap();
+    ledger
+        .collect(&alice, &phone, RecipientScope::only(acme.clone()))
+        .unwrap();
+    ledger
+        .grant::<PartnerSharing>(&alice, RecipientScope::only(acme.clone()), None)
+        .unwrap();
+    assert!(ledger.authorize(&phone, &acme).unwrap().expose().is_err());
+}

@@ -25,6 +25,7 @@ fn normal_phone(ledger: &Ledger, subject: &str, raw: &str) -> String {
         .authorize(&id, &Recipient::FirstParty)
         .unwrap()
         .expose()
+        .unwrap()
         .to_owned()
 }
 
@@ -44,6 +45,7 @@ fn second_holder_refused(first: &str, second: &str) {
         l.authorize(&b, &Recipient::FirstParty)
             .unwrap()
             .expose()
+            .unwrap()
             .to_owned()
     });
     assert!(

@@ -682,8 +682,9 @@ impl Ledger {
     /// Decides, now, whether `identifier` may be used for its purpose `P` by `recipient`.
     ///
     /// The decision reads the current state: every change whose recording call has
-    /// returned, from any thread, is taken into account. On `Ok`, the [`Use`] exposes the
-    /// value and carries the [`Evidence`](crate::Evidence). On `Err`, [`Denied`] says why.
+    /// returned, from any thread, is taken into account. On `Ok`, the [`Use`] delivers the
+    /// value to `recipient` (or exposes it, to the first party) and carries the
+    /// [`Evidence`](crate::Evidence). On `Err`, [`Denied`] says why.
     ///
     /// # Errors
     /// [`Denied`] with the reason; [`Denied::Unavailable`] when the state cannot be read
