@@ -212,10 +212,12 @@ pub enum IntegrityProblem {
     },
 }
 
-/// Opening a ledger failed. None of the ledger's own files (vault, head record, state
-/// snapshot) was changed, and no entry was written; beneath them, sled's recovery may
-/// have rewritten its files, as [`LedgerBuilder::open`](crate::LedgerBuilder::open)
-/// lists. A ledger is created in an empty directory.
+/// Opening a ledger failed. An open refused by one of its checks (keys, integrity,
+/// format, metadata) changed none of the ledger's own files (vault, head record, state
+/// snapshot) and wrote no entry; beneath them, sled's recovery may have rewritten its
+/// files, as [`LedgerBuilder::open`](crate::LedgerBuilder::open) lists. A storage
+/// failure after every check passed may leave the open's repairs done (see there). A
+/// ledger is created in an empty directory.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
@@ -242,8 +244,8 @@ pub enum OpenError {
     /// The pseudonym key given is not the one the ledger was created with.
     #[error("the pseudonym key is not the key the ledger was created with")]
     WrongPseudonymKey,
-    /// The trusted checkpoint given to the builder is malformed, or not signed by any key
-    /// this ledger's log authorized, or from another ledger; or it was given for a
+    /// The trusted checkpoint given to the builder is malformed, or not signed by the
+    /// log's current signing key, or from another ledger; or it was given for a
     /// directory that holds no ledger yet (no checkpoint is of a ledger not yet made:
     /// nothing is created).
     #[error("the trusted checkpoint is not a valid checkpoint of this ledger")]

@@ -67,8 +67,8 @@ pub enum Durability {
     /// while the next batch is signed; the other callers sleep once. A decision may see
     /// an entry whose append has not returned yet (written, sync in flight); it never
     /// misses one whose append returned. If the sync covering a batch fails, its
-    /// stored entries report [`WriteError::NotDurable`] (they may take effect after a
-    /// reopen) and changes not yet stored report [`WriteError::Failed`]; if storing a
+    /// stored entries report [`WriteError::NotDurable`] (already in effect: they were
+    /// applied before the sync; whether they survive a reopen depends on the disk) and changes not yet stored report [`WriteError::Failed`]; if storing a
     /// batched entry fails, the entries signed after it report `Failed`; either way the
     /// ledger takes no more writes (reopen it).
     ///
@@ -1204,8 +1204,9 @@ impl Ledger {
     /// Storage failures. A failed sync is final, as one inside an append is: the
     /// ledger then takes no more writes (reopen it to continue from what is on disk).
     /// Appends whose entries were stored and not yet synced report
-    /// [`WriteError::NotDurable`] (they may take effect after a reopen); appends not
-    /// stored yet report [`WriteError::Failed`] (they will not). This sync reports
+    /// [`WriteError::NotDurable`] (under `GroupCommit` and `Relaxed` already in effect;
+    /// whether they survive a reopen depends on the disk); appends not stored yet report
+    /// [`WriteError::Failed`] (they will not take effect). This sync reports
     /// [`WriteError::Failed`] also if such a failure happened while it ran.
     pub fn sync(&self) -> Result<(), WriteError> {
         let written = self.inner.group.written.load(Ordering::SeqCst);

@@ -192,13 +192,18 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
     /// - [`OpenError::UnsupportedFormat`], [`OpenError::CorruptMetadata`], storage failures
     ///   (such as another process holding the ledger open).
     ///
-    /// A failed open writes nothing of its own, with three exceptions, all beneath the
-    /// ledger: sled's recovery rewrites its data file at every open (before any check;
+    /// An open refused by a check writes nothing of its own, with three exceptions, all
+    /// beneath the ledger: sled's recovery rewrites its data file at every open (before any check;
     /// keep backups); the files of a sled snapshot that a crash left unfinished
     /// (`snap.*.generating`) are removed first, as sled would on its next snapshot;
     /// and opening sled's trees adds the ledger's tree names to a sled database that
     /// lacks them (another program's database whose trees are all unknown is refused
-    /// before that, as [`OpenError::NotALedger`]).
+    /// before that, as [`OpenError::NotALedger`]). Once every check has passed, the open
+    /// writes its repairs (the vault's damaged slots zeroed, an unfinished erasure's
+    /// index records removed, a stale state snapshot destroyed), syncs, and creates a
+    /// missing head record (and, for a new ledger, its first entry): a storage failure
+    /// in that part is still an [`OpenError::Storage`], with the repairs before it done
+    /// (they are the ones the next open would make anyway).
     pub fn open(self) -> Result<Ledger, OpenError> {
         self.open_through(|store| store)
     }
