@@ -10,8 +10,10 @@ use crate::time::Timestamp;
 
 /// Proof that using one identifier for purpose `P`, by one recipient, is allowed now.
 ///
-/// Only [`Ledger::authorize`](crate::Ledger::authorize) creates a `Use`: its fields are
-/// private and it has no public constructor, so holding one means the ledger said yes.
+/// Only the ledger's decisions create a `Use` ([`Ledger::authorize`](crate::Ledger::authorize),
+/// [`Ledger::authorize_batch`](crate::Ledger::authorize_batch) and
+/// [`Channel::authorize`](crate::Channel::authorize)): its fields are private and it has
+/// no public constructor, so holding one means the ledger said yes.
 /// It borrows the identifier and the recipient it was decided for, is not `Clone`, and
 /// only its methods read the identifier's value: [`Use::expose`] (for the first party's
 /// own use) and the recipient-checked [`Use::deliver_to`] (a [`Channel`](crate::Channel)

@@ -102,7 +102,8 @@ impl fmt::Display for LegalBasis {
 pub trait Purpose: 'static {
     /// The stable id written to the ledger, such as `"advertising"`.
     const ID: &'static str;
-    /// A sentence a person can read, shown in histories and receipts.
+    /// A sentence a person can read (for the application's own notices and forms: the
+    /// ledger records only the id).
     const DESCRIPTION: &'static str;
     /// The legal basis uses for this purpose rely on.
     const LEGAL_BASIS: LegalBasis;

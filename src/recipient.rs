@@ -24,7 +24,8 @@ pub enum Recipient {
 }
 
 /// A validated recipient name: 1 to 128 bytes, no control characters, no leading or
-/// trailing whitespace.
+/// trailing whitespace, and no contact details (names stay in the log in clear for good,
+/// so one that holds an email address, a phone number or a contact URI is refused).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name(Arc<str>);
 
@@ -33,7 +34,9 @@ impl Name {
     ///
     /// # Errors
     /// [`InputError`] naming the problem when the name is empty, longer than
-    /// [`MAX_RECIPIENT_NAME_LEN`], contains a control character, or is padded with whitespace.
+    /// [`MAX_RECIPIENT_NAME_LEN`], contains a control character, is padded with
+    /// whitespace, or holds contact details (an `@`, an email address spelled out with
+    /// "at", a contact URI or a phone number).
     pub fn new(name: &str) -> Result<Self, InputError> {
         check_name("recipient name", name, MAX_RECIPIENT_NAME_LEN)?;
         Ok(Name(Arc::from(name)))
