@@ -223,6 +223,36 @@ pub(crate) fn next_record_number(greatest_key: &[u8]) -> Option<u64> {
         .checked_add(1)
 }
 
+/// The latest time of a use that the stored records show (ms; 0 when none does), read
+/// at open to raise the time floor (see `ledger::head`): a use's record is a time the
+/// ledger handed out in evidence, which sled may have made durable when the head
+/// record's floor, saved each second and not synced, was not.
+///
+/// Only the last record under each prefix is read (two lookups, whatever the number of
+/// records): the every-use record with the greatest number, nearly always the latest
+/// use (threads that race may number theirs a little out of time order), and the
+/// aggregate of the newest bucket that sorts last (another of that bucket may hold a
+/// later use). A lower bound, then, which is all a floor needs: each is a time used. A
+/// record whose tag does not check (edited, or not this ledger's) raises nothing.
+///
+/// # Errors
+/// Storage failures.
+pub(crate) fn latest_recorded_use(store: &dyn Backend, key: TagKey<'_>) -> Result<u64, StorageError> {
+    let mut latest = 0;
+    for prefix in [EVERY, AGGREGATED] {
+        let Some(k) = store.last_decision_key(&[prefix])? else {
+            continue;
+        };
+        let Some(bytes) = store.decision(&k)? else {
+            continue;
+        };
+        if let Some(f) = open_record(key, &k, &bytes) {
+            latest = latest.max(f.last_at.as_millis());
+        }
+    }
+    Ok(latest)
+}
+
 impl Recorder {
     /// A recorder continuing the records already in `store`. With
     /// [`Recording::Every`], the next record number follows the greatest stored one.

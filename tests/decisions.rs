@@ -414,6 +414,40 @@ fn a_copied_decision_record_is_refused() {
     );
 }
 
+/// The latest recorded use raises the time floor at open, but only from a record whose
+/// tag checks: one edited to a later time raises nothing (a raised floor would expire a
+/// valid grant), and the open is not refused for it (reading the records reports it).
+#[test]
+fn an_edited_record_does_not_raise_the_time_floor() {
+    let f = Fixture::new();
+    let acme = Recipient::partner("acme").unwrap();
+    {
+        let l = f.open(Recording::Every).unwrap();
+        l.collect(&s1(), &id(), RecipientScope::all_partners()).unwrap();
+        let lapse = Timestamp::from_millis(T0 + 10_000);
+        l.grant::<Advertising>(&s1(), RecipientScope::all_partners(), Some(lapse))
+            .unwrap();
+        l.authorize(&id(), &acme).unwrap();
+    }
+    {
+        let db = sled_util::open(f.dir.path());
+        let tree = db.open_tree("decisions").unwrap();
+        let (k, v) = tree.iter().next_back().unwrap().unwrap();
+        let mut v = v.to_vec();
+        // `last_at`: before the count and the tag (docs/format.md).
+        let at = v.len() - 32 - 8 - 8;
+        v[at..at + 8].copy_from_slice(&(T0 + 20_000).to_be_bytes());
+        tree.insert(k, v).unwrap();
+        db.flush().unwrap();
+    }
+    f.tick(1_000);
+    let l = f.open(Recording::Every).unwrap();
+    let alice = id();
+    let used = l.authorize(&alice, &acme).unwrap();
+    assert_eq!(used.evidence().decided_at(), Timestamp::from_millis(T0 + 1_000));
+    assert!(matches!(l.decision_records(), Err(ReadError::CorruptRecord)));
+}
+
 /// A stored aggregate that was edited is reported, never written over (which would
 /// hide the edit and lose its counts).
 #[test]

@@ -1,6 +1,7 @@
 //! The head record after a kill: entries made durable by a burst of appends and then
 //! left alone are recorded within a fraction of a second (by the ticker's duty), so
-//! damage in sled's data file that cuts them fails the open.
+//! damage in sled's data file that cuts them fails the open; and a time a decision used
+//! after the last save of the time floor, kept by its decision record, is not lost.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,8 +15,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use consent_ledger::{
-    Advertising, Durability, Identifier, IntegrityProblem, Ledger, OpenError, PseudonymKey, Recipient,
-    RecipientScope, SigningKey, SubjectId,
+    Advertising, Denied, Durability, Identifier, IntegrityProblem, Ledger, ManualClock, OpenError,
+    PseudonymKey, Recipient, RecipientScope, Recording, SigningKey, SubjectId, Timestamp,
 };
 
 const CHILD_DIR: &str = "HEAD_CHILD_DIR";
@@ -41,14 +42,58 @@ fn email(i: u32) -> Identifier<Advertising> {
     Identifier::<Advertising>::email(&format!("p{i}@example.org")).unwrap()
 }
 
+const T0: u64 = 1_700_000_000_000;
+
+/// The ledger of the `floor` mode: a manual clock, relaxed durability (sled flushes
+/// every 500 ms) and every use recorded.
+fn open_recording(dir: &Path, clock: &ManualClock) -> Ledger {
+    let (k, p) = keys();
+    Ledger::builder(dir)
+        .signing_key(k)
+        .pseudonym_key(p)
+        .durability(Durability::Relaxed)
+        .clock(clock.clone())
+        .record_decisions(Recording::Every)
+        .open()
+        .unwrap()
+}
+
+/// The child of the `floor` mode: alice's grant lapses at +10.5 s, bob's does not. A
+/// use of alice's at +10 s saves the time floor; bob's at +10.9 s, under a second
+/// later, does not, and alice is denied then as expired. Then idle until killed.
+fn floor_child(dir: &Path) {
+    let clock = ManualClock::new(Timestamp::from_millis(T0));
+    let l = open_recording(dir, &clock);
+    let r = Recipient::FirstParty;
+    for (i, lapse) in [(1, Some(Timestamp::from_millis(T0 + 10_500))), (2, None)] {
+        let s = SubjectId::new(&format!("subject-{i:02}")).unwrap();
+        l.collect(&s, &email(i), RecipientScope::first_party()).unwrap();
+        l.grant::<Advertising>(&s, RecipientScope::first_party(), lapse)
+            .unwrap();
+    }
+    l.sync().unwrap();
+    clock.set(Timestamp::from_millis(T0 + 10_000));
+    assert!(l.authorize(&email(1), &r).is_ok());
+    clock.set(Timestamp::from_millis(T0 + 10_900));
+    assert!(l.authorize(&email(2), &r).is_ok());
+    assert!(matches!(l.authorize(&email(1), &r), Err(Denied::Expired { .. })));
+    println!("done {} 0", l.len());
+    std::thread::sleep(std::time::Duration::from_secs(120));
+}
+
 /// The child: makes a ledger, appends (Immediate: every append fsynced before it
-/// returns), prints its length, then stays idle until killed.
+/// returns), prints its length, then stays idle until killed. In the `floor` mode,
+/// [`floor_child`].
 #[test]
-#[ignore = "started by the test below as a child process"]
+#[ignore = "started by the tests below as a child process"]
 fn head_child() {
     let (Ok(dir), Ok(mode)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_MODE)) else {
         return;
     };
+    if mode == "floor" {
+        floor_child(Path::new(&dir));
+        return;
+    }
     assert_eq!(mode, "idle");
     let l = open(Path::new(&dir)).unwrap();
     for i in 0..10u32 {
@@ -64,9 +109,9 @@ fn head_child() {
     std::thread::sleep(std::time::Duration::from_secs(120));
 }
 
-/// Starts the child on `dir`, waits for its appends, lets `idle` pass and kills it:
-/// the log length and the size of the checkpoint it signed last.
-fn run_child(dir: &Path, idle: std::time::Duration) -> (u64, u64) {
+/// Starts the child on `dir` in `mode`, waits for its appends, lets `idle` pass and
+/// kills it: the log length and the size of the checkpoint it signed last.
+fn run_child(dir: &Path, mode: &str, idle: std::time::Duration) -> (u64, u64) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "head_child",
@@ -77,7 +122,7 @@ fn run_child(dir: &Path, idle: std::time::Duration) -> (u64, u64) {
             "1",
         ])
         .env(CHILD_DIR, dir)
-        .env(CHILD_MODE, "idle")
+        .env(CHILD_MODE, mode)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -107,7 +152,7 @@ fn run_child(dir: &Path, idle: std::time::Duration) -> (u64, u64) {
 #[test]
 fn after_a_prompt_kill_the_checkpoint_does_not_shrink() {
     let dir = tempfile::tempdir().unwrap();
-    let (len, signed) = run_child(dir.path(), std::time::Duration::ZERO);
+    let (len, signed) = run_child(dir.path(), "idle", std::time::Duration::ZERO);
     let l = open(dir.path()).unwrap();
     assert_eq!(l.len(), len);
     assert!(l.checkpoint().unwrap().size() >= signed);
@@ -121,7 +166,7 @@ fn after_a_prompt_kill_the_checkpoint_does_not_shrink() {
 #[test]
 fn a_cut_of_entries_durable_seconds_before_a_kill_fails_open() {
     let dir = tempfile::tempdir().unwrap();
-    let (len, _) = run_child(dir.path(), std::time::Duration::from_secs(3));
+    let (len, _) = run_child(dir.path(), "idle", std::time::Duration::from_secs(3));
 
     let acme = Recipient::partner("acme-ads").unwrap();
     let db = dir.path().join("db");
@@ -156,4 +201,24 @@ fn a_cut_of_entries_durable_seconds_before_a_kill_fails_open() {
         "entries fsynced 3 s before the kill were cut and the ledger opened ({len} entries \
          acknowledged): (byte, length opened, withdrawn use allowed again) = {cut:?}"
     );
+}
+
+/// Killed a second and a half after its last decisions (sled's background flush has
+/// made their records durable; the time floor on disk is the one saved at +10 s), and
+/// reopened with the clock stepped back to +10.1 s: alice's grant, denied as expired at
+/// +10.9 s, stays expired, and no decision is dated before bob's recorded use.
+#[test]
+fn a_use_recorded_before_a_kill_keeps_its_time_as_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (len, _) = run_child(dir.path(), "floor", std::time::Duration::from_millis(1_500));
+    let l = open_recording(dir.path(), &ManualClock::new(Timestamp::from_millis(T0 + 10_100)));
+    assert_eq!(l.len(), len);
+    let r = Recipient::FirstParty;
+    assert!(
+        matches!(l.authorize(&email(1), &r), Err(Denied::Expired { .. })),
+        "a grant denied as expired before the kill is allowed after it"
+    );
+    let bob = email(2);
+    let used = l.authorize(&bob, &r).unwrap();
+    assert!(used.evidence().decided_at() >= Timestamp::from_millis(T0 + 10_900));
 }

@@ -1,4 +1,4 @@
-//! Time at its boundaries (from a review): at the instant a grant expires every decision path, `expiring`, `record_expiries`, the export and impact agree; the time floor survives a clean close without entries.
+//! Time at its boundaries (from a review): at the instant a grant expires every decision path, `expiring`, `record_expiries`, the export and impact agree; the time floor survives a clean close without entries, and a crash that leaves the head record's floor behind the last recorded use.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -131,4 +131,104 @@ fn floor_survives_clean_close_without_entries() {
         .grant::<Advertising>(&alice, RecipientScope::first_party(), None)
         .unwrap();
     assert!(g.timestamp >= e, "{:?}", g.timestamp);
+}
+
+/// The head record's floor is saved each second the clock moves on, not synced: a kill
+/// (or a power loss, which may lose even that write) leaves it behind the times the
+/// last decisions used. A decision record sled made durable keeps such a time: the
+/// next open starts no earlier. Here the floor on disk is the one saved at +10.0 s (as
+/// a kill right after the use at +10.9 s leaves it, the records flushed), and the clock
+/// is stepped back to +10.1 s: alice's grant, which lapsed at +10.5 s and was denied
+/// as expired at +10.9 s, stays expired, and bob's evidence is not dated before his
+/// recorded use.
+#[test]
+fn floor_covers_the_last_recorded_use_after_a_crash() {
+    let fx = Fx::new();
+    let l = fx.open();
+    let (alice, bob) = (s("alice"), s("bob"));
+    let a = Identifier::<Advertising>::email("alice@example.org").unwrap();
+    let b = Identifier::<Advertising>::email("bob@example.org").unwrap();
+    let r = Recipient::FirstParty;
+    l.collect(&alice, &a, RecipientScope::first_party()).unwrap();
+    l.collect(&bob, &b, RecipientScope::first_party()).unwrap();
+    let lapse = Timestamp::from_millis(T0 + 10_500);
+    l.grant::<Advertising>(&alice, RecipientScope::first_party(), Some(lapse))
+        .unwrap();
+    l.grant::<Advertising>(&bob, RecipientScope::first_party(), None)
+        .unwrap();
+    fx.clock.set(Timestamp::from_millis(T0 + 10_000));
+    assert!(l.authorize(&a, &r).is_ok());
+    let head = fx.dir.path().join("head");
+    let at_kill = std::fs::read(&head).unwrap();
+    let used = Timestamp::from_millis(T0 + 10_900);
+    fx.clock.set(used);
+    assert_eq!(l.authorize(&b, &r).unwrap().evidence().decided_at(), used);
+    assert!(matches!(l.authorize(&a, &r), Err(Denied::Expired { .. })));
+    // Under a second on: the floor was not saved again.
+    assert_eq!(std::fs::read(&head).unwrap(), at_kill);
+    drop(l);
+    std::fs::write(&head, &at_kill).unwrap();
+
+    fx.clock.set(Timestamp::from_millis(T0 + 10_100));
+    let l = fx.open();
+    assert!(
+        matches!(l.authorize(&a, &r), Err(Denied::Expired { .. })),
+        "a grant denied as expired before the crash is allowed again after it"
+    );
+    let ev = l.authorize(&b, &r).unwrap();
+    assert!(
+        ev.evidence().decided_at() >= used,
+        "{:?}",
+        ev.evidence().decided_at()
+    );
+}
+
+/// The same with aggregated records: the aggregate of the newest bucket (alone in it,
+/// with half-second buckets) holds the latest use.
+#[test]
+fn floor_covers_the_last_aggregated_use_after_a_crash() {
+    let fx = Fx::new();
+    let open = || {
+        Ledger::builder(fx.dir.path())
+            .signing_key(fx.key.clone())
+            .pseudonym_key(fx.pk.clone())
+            .durability(Durability::Relaxed)
+            .clock(fx.clock.clone())
+            .record_decisions(Recording::Aggregated {
+                bucket: Duration::from_millis(500),
+            })
+            .open()
+            .unwrap()
+    };
+    let l = open();
+    let (alice, bob) = (s("alice"), s("bob"));
+    let a = Identifier::<Advertising>::email("alice@example.org").unwrap();
+    let b = Identifier::<Advertising>::email("bob@example.org").unwrap();
+    let r = Recipient::FirstParty;
+    l.collect(&alice, &a, RecipientScope::first_party()).unwrap();
+    l.collect(&bob, &b, RecipientScope::first_party()).unwrap();
+    let lapse = Timestamp::from_millis(T0 + 10_500);
+    l.grant::<Advertising>(&alice, RecipientScope::first_party(), Some(lapse))
+        .unwrap();
+    l.grant::<Advertising>(&bob, RecipientScope::first_party(), None)
+        .unwrap();
+    fx.clock.set(Timestamp::from_millis(T0 + 10_000));
+    assert!(l.authorize(&a, &r).is_ok());
+    let head = fx.dir.path().join("head");
+    let at_kill = std::fs::read(&head).unwrap();
+    let used = Timestamp::from_millis(T0 + 10_900);
+    fx.clock.set(used);
+    assert!(l.authorize(&b, &r).is_ok());
+    // The counts are written (as a full table, `sync` or reading them writes them).
+    assert_eq!(l.decision_records().unwrap().len(), 2);
+    assert_eq!(std::fs::read(&head).unwrap(), at_kill);
+    drop(l);
+    std::fs::write(&head, &at_kill).unwrap();
+
+    fx.clock.set(Timestamp::from_millis(T0 + 10_100));
+    let l = open();
+    assert!(
+        matches!(l.authorize(&a, &r), Err(Denied::Expired { .. })),
+        "a grant that had lapsed before the crash is allowed again after it"
+    );
 }

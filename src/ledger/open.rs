@@ -482,7 +482,18 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
     }
     // Every check before any write: a failed open writes nothing.
     let recorder = crate::records::Recorder::new(b.recording, &*store)?;
-    let time_floor = head_record.map_or(0, |h| h.time_floor);
+    // The time floor: the head record's, or the latest use a decision record shows if
+    // later (the head's floor is saved each second, not synced; a kill or a power loss
+    // may leave it behind uses whose records sled made durable). The last entry's time
+    // is taken below. Each source is authenticated: none can be raised by an edit.
+    let recorded_use = crate::records::latest_recorded_use(
+        &*store,
+        crate::records::TagKey {
+            key,
+            ledger: &replay.ledger_id,
+        },
+    )?;
+    let time_floor = head_record.map_or(0, |h| h.time_floor).max(recorded_use);
     // Erasures interrupted by a crash are finished below. From a snapshot, only an
     // erasure after it, or an erased subject whose secret is still stored, can be
     // unfinished; then the index is read (and each record authenticated, which may
