@@ -90,6 +90,8 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 /// the previous entry's, and a decision that depends on the time (an expiry) uses the
 /// latest time the ledger has seen, so a consent that has expired stays expired when
 /// the clock is stepped back. A clock stepped *forward* by mistake is taken as it is.
+/// Across a reopen, the latest time seen is what was saved of it (see the README): a
+/// crash may take up to about a second of it, a power loss what was not synced.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> Timestamp;

@@ -6,9 +6,11 @@
 //! stops reading there: one flipped bit in its data file silently cut the log short,
 //! and an acknowledged withdrawal was gone, with nothing to notice it. Opening now
 //! refuses a log shorter than the length recorded here (a record sled cannot cut, since
-//! it lives outside sled's files), and takes the time floor only from here, where an
-//! edit is detected (a raised floor expired valid consents and signed false `Expired`
-//! entries into the log; a lowered one revived lapsed consents after a clock step).
+//! it lives outside sled's files), and takes the time floor from here, where an edit is
+//! detected (a raised floor expired valid consents and signed false `Expired` entries
+//! into the log; a lowered one revived lapsed consents after a clock step), raised only
+//! by times as well authenticated: the last entry's, and the latest use that the last
+//! decision record under each key prefix shows (`records::latest_recorded_use`).
 //!
 //! # Layout
 //!
@@ -36,7 +38,24 @@
 //! [`Ledger::sync`](crate::Ledger::sync) and on close: a cut that takes only entries
 //! made durable since the last write goes unnoticed. Deleting the file, or putting an older copy of it back, is not detected
 //! (a ledger written before this record existed has none); the time floor is then
-//! the last entry's time.
+//! the later of the last entry's time and the latest recorded use.
+//!
+//! The time floor on disk may be behind the times the ledger handed out in evidence
+//! and entries: it is saved once the time seen is [`TIME_FLOOR_STEP_MS`] past the saved
+//! one, and synced only by `sync` and on close. After a kill (the last write is in the
+//! page cache) a decision made since may be up to a step later than where the reopened
+//! ledger starts (more if a write of the record failed); after a power loss or an OS
+//! crash, which may lose every write since the last sync, up to the time since then.
+//! What the open finds durable narrows this: an entry (its time), a decision record
+//! that sled flushed (under `Relaxed` every 500 ms, otherwise with the next sync). Only
+//! a clock also stepped back across the restart, by more than the time it took, then
+//! decides earlier than before the crash (a grant lapsing in that window is allowed
+//! again). Starting the reopened ledger a margin ahead was weighed and not done: a
+//! reopen cannot tell a crash from a close, so every reopen would date its decisions
+//! and entries (`Expired` ones included) up to the margin ahead of the clock, and no
+//! margin bounds what a power loss takes.
+//!
+//! [`TIME_FLOOR_STEP_MS`]: super::TIME_FLOOR_STEP_MS
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

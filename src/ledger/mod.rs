@@ -349,7 +349,9 @@ struct Inner {
     recorder: crate::records::Recorder,
     /// The latest time (ms) the ledger has read from its clock or written in an entry:
     /// decisions never see time run backwards, so a consent that has expired stays
-    /// expired when the system clock is stepped back.
+    /// expired when the system clock is stepped back. At open, the latest of the head
+    /// record's time floor, the last entry's time and the latest recorded use (see
+    /// [`head`] for what a crash can still take from it).
     high_water: AtomicU64,
     /// The head record (see [`head`]): the durable length and the time floor, saved
     /// at most every [`TIME_FLOOR_STEP_MS`] of the clock, by the ticker when the
@@ -386,7 +388,9 @@ struct Inner {
     syncing: Mutex<()>,
 }
 
-/// How far the time seen may run ahead of the saved floor before it is saved again.
+/// How far the time seen may run ahead of the saved floor before it is saved again:
+/// what a kill can take from the floor the next open starts from, where no entry or
+/// decision record made durable keeps a later time (see [`head`]).
 const TIME_FLOOR_STEP_MS: u64 = 1_000;
 
 impl Inner {
