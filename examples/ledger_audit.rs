@@ -56,9 +56,9 @@ given twice (only `--assume` adds up), and an empty window (`--from` not before
 email typed in the wrong place.
 ";
 
-/// Longest receipt file read (a receipt is a few KiB; its proofs grow with the log's
-/// size only logarithmically).
-const MAX_RECEIPT_BYTES: u64 = 4 << 20;
+/// Longest receipt file read: the longest JSON `Receipt::from_json` reads (a receipt is
+/// a few KiB; its proofs grow with the log's size only logarithmically).
+const MAX_RECEIPT_BYTES: u64 = consent_ledger::MAX_RECEIPT_JSON_LEN as u64;
 
 /// What was being done when `source` failed; `main` prints the whole chain.
 #[derive(Debug)]

@@ -55,7 +55,9 @@ pub use purpose::{
     id_allows_basis, is_valid_purpose_id, reserved_basis, Advertising, Analytics, LegalBasis, PartnerSharing,
     Personalization, Purpose, PurposeInfo, Security, MAX_PURPOSE_IDS, MAX_PURPOSE_ID_LEN,
 };
-pub use receipt::{verify_receipt, verify_receipt_against, Receipt, VerifiedReceipt, RECEIPT_VERSION};
+pub use receipt::{
+    verify_receipt, verify_receipt_against, Receipt, VerifiedReceipt, MAX_RECEIPT_JSON_LEN, RECEIPT_VERSION,
+};
 pub use recipient::{Name, Recipient, RecipientScope, MAX_RECIPIENT_NAME_LEN};
 pub use records::{DecisionRecord, Recording};
 pub use signing::{InvalidKey, SigningKey, VerifyingKey};

@@ -25,6 +25,16 @@ use crate::signing::VerifyingKey;
 /// The receipt format version this library writes and reads.
 pub const RECEIPT_VERSION: u64 = 1;
 
+/// Longest receipt JSON, in bytes, that [`Receipt::from_json`] reads (1 MiB).
+///
+/// A receipt is a few KiB. Its parts grow only so far: the entry (base64 of at most
+/// 64 KiB; entries written today are at most 7 KiB), its recipients (at most 256 names
+/// of at most 128 bytes), the inclusion proof (one hash per level of the tree: at most
+/// 64) and the checkpoint (at most 1,024 `revoked` lines of about 70 bytes). All of
+/// them at their largest at once take under 512 KiB of pretty-printed JSON, which
+/// leaves the rest for `how_to_withdraw`, the application's own text.
+pub const MAX_RECEIPT_JSON_LEN: usize = 1 << 20;
+
 /// A consent receipt. Build one with [`Ledger::receipt`](crate::Ledger::receipt), store
 /// or send it as JSON ([`Receipt::to_json`]), and check it with [`verify_receipt`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,19 +178,36 @@ impl Receipt {
 
     /// Parses a receipt from JSON (does not verify it: see [`verify_receipt`]).
     ///
+    /// JSON longer than [`MAX_RECEIPT_JSON_LEN`] bytes is refused before it is parsed,
+    /// so that a receipt handed in by anyone costs memory and time bounded by the limit
+    /// rather than by its length. A receipt made by [`Ledger::receipt`](crate::Ledger::receipt)
+    /// is far smaller, unless its `how_to_withdraw` is very long. (Deserializing a
+    /// [`Receipt`] with `serde` directly has no limit: bound the input first.)
+    ///
     /// # Errors
-    /// [`AuditError::Malformed`] when it is not a receipt document;
-    /// [`AuditError::UnsupportedVersion`] for another format version.
+    /// [`AuditError::Malformed`] when it is not a receipt document, or is longer than
+    /// [`MAX_RECEIPT_JSON_LEN`]; [`AuditError::UnsupportedVersion`] for another format
+    /// version.
     pub fn from_json(json: &str) -> Result<Receipt, AuditError> {
-        #[derive(Deserialize)]
-        struct Version {
-            version: u64,
+        if json.len() > MAX_RECEIPT_JSON_LEN {
+            return Err(AuditError::Malformed("receipt: longer than the size limit"));
         }
-        let v: Version = serde_json::from_str(json).map_err(|_| AuditError::Malformed("receipt"))?;
-        if v.version != RECEIPT_VERSION {
-            return Err(AuditError::UnsupportedVersion(v.version));
+        match serde_json::from_str::<Receipt>(json) {
+            Ok(r) if r.version == RECEIPT_VERSION => Ok(r),
+            Ok(r) => Err(AuditError::UnsupportedVersion(r.version)),
+            // Another version may have other fields: parsed again for its number only
+            // (on this path alone, so a receipt is parsed once).
+            Err(_) => {
+                #[derive(Deserialize)]
+                struct Version {
+                    version: u64,
+                }
+                match serde_json::from_str::<Version>(json) {
+                    Ok(v) if v.version != RECEIPT_VERSION => Err(AuditError::UnsupportedVersion(v.version)),
+                    _ => Err(AuditError::Malformed("receipt")),
+                }
+            }
         }
-        serde_json::from_str(json).map_err(|_| AuditError::Malformed("receipt"))
     }
 
     /// The entry's position in the log.
@@ -362,4 +389,97 @@ pub fn verify_receipt_against(
         return Err(AuditError::RevokedSigner { revoked_from });
     }
     Ok(verified)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    /// A receipt with every field of the given size (nothing in it verifies).
+    fn receipt(entry_len: usize, recipients: Vec<String>, hashes: usize, revocations: usize) -> Receipt {
+        let b64 = |n: usize| note::base64_encode(&vec![0xff; n]);
+        let mut checkpoint = format!("consent-ledger/{}\n{}\n{}\n", "f".repeat(32), u64::MAX, b64(32));
+        for _ in 0..revocations {
+            checkpoint.push_str(&format!("revoked {} {}\n", b64(32), u64::MAX));
+        }
+        checkpoint.push_str(&format!(
+            "\n\u{2014} consent-ledger/{} {}\n",
+            "f".repeat(32),
+            b64(68)
+        ));
+        Receipt {
+            version: RECEIPT_VERSION,
+            ledger: format!("consent-ledger/{}", "f".repeat(32)),
+            entry_seq: u64::MAX,
+            timestamp: "+275760-09-13T00:00:00.000Z".to_owned(),
+            subject: "\"".repeat(crate::subject::MAX_SUBJECT_ID_LEN),
+            action: "collected".to_owned(),
+            purpose: Some("p".repeat(crate::purpose::MAX_PURPOSE_ID_LEN)),
+            legal_basis: Some("legitimate-interest".to_owned()),
+            recipients,
+            expires_at: Some("+275760-09-13T00:00:00.000Z".to_owned()),
+            how_to_withdraw: String::new(),
+            entry: b64(entry_len),
+            entry_signer: b64(32),
+            inclusion_proof: ProofJson {
+                index: u64::MAX,
+                tree_size: u64::MAX,
+                hashes: vec![b64(32); hashes],
+            },
+            checkpoint,
+        }
+    }
+
+    /// The size limit leaves room for the largest receipt a ledger can make, even
+    /// with every part at its limit at once (as the constant's documentation says).
+    #[test]
+    fn the_largest_receipt_a_ledger_makes_is_well_within_the_limit() {
+        // Recipient names of quotes: Debug escapes them, then JSON escapes that.
+        let name = "\"".repeat(crate::recipient::MAX_RECIPIENT_NAME_LEN);
+        let recipients = vec![format!("developer app {name:?}"); crate::entry::MAX_SCOPE_RECIPIENTS];
+        let r = receipt(
+            crate::entry::MAX_ENTRY_LEN,
+            recipients,
+            64,
+            crate::checkpoint::MAX_REVOCATIONS,
+        );
+        let json = r.to_json();
+        assert!(json.len() < MAX_RECEIPT_JSON_LEN / 2, "{}", json.len());
+        assert_eq!(Receipt::from_json(&json), Ok(r));
+    }
+
+    /// `from_json` parsed input of any length: memory grew with it.
+    #[test]
+    fn json_over_the_limit_is_refused_before_it_is_parsed() {
+        let r = receipt(200, vec!["first party".to_owned()], 20, 0);
+        let json = r.to_json();
+        let too_long = AuditError::Malformed("receipt: longer than the size limit");
+        // Padded with whitespace: up to the limit it is the same receipt, past it not.
+        let padded = format!("{json}{}", " ".repeat(MAX_RECEIPT_JSON_LEN - json.len()));
+        assert_eq!(Receipt::from_json(&padded), Ok(r.clone()));
+        assert_eq!(Receipt::from_json(&format!("{padded} ")), Err(too_long.clone()));
+        // A proof of far more hashes than any tree has levels.
+        let long_proof = receipt(200, vec!["first party".to_owned()], 30_000, 0);
+        assert_eq!(Receipt::from_json(&long_proof.to_json()), Err(too_long));
+    }
+
+    /// The parse is done once, and still tells another version from a malformed one.
+    #[test]
+    fn versions_and_garbage_are_told_apart() {
+        let json = receipt(200, vec![], 1, 0).to_json();
+        let v2 = json.replacen("\"version\": 1", "\"version\": 2", 1);
+        assert_eq!(Receipt::from_json(&v2), Err(AuditError::UnsupportedVersion(2)));
+        let v2_other_fields = v2.replacen("\"ledger\"", "\"origin\"", 1);
+        assert_eq!(
+            Receipt::from_json(&v2_other_fields),
+            Err(AuditError::UnsupportedVersion(2))
+        );
+        let v1_other_fields = json.replacen("\"ledger\"", "\"origin\"", 1);
+        assert_eq!(
+            Receipt::from_json(&v1_other_fields),
+            Err(AuditError::Malformed("receipt"))
+        );
+        assert_eq!(Receipt::from_json("[]"), Err(AuditError::Malformed("receipt")));
+    }
 }

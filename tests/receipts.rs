@@ -15,7 +15,7 @@ use std::path::Path;
 use consent_ledger::{
     verify_consistency, verify_inclusion, verify_receipt, AuditError, Durability, Identifier,
     IntegrityProblem, Ledger, OpenError, PartnerSharing, PseudonymKey, Receipt, Recipient, RecipientScope,
-    SignedCheckpoint, SigningKey, SubjectId, Timestamp, WriteError,
+    SignedCheckpoint, SigningKey, SubjectId, Timestamp, WriteError, MAX_RECEIPT_JSON_LEN,
 };
 
 struct Fx {
@@ -214,6 +214,13 @@ fn receipts_verify_offline_and_forgeries_are_rejected_with_a_reason() {
     ));
     assert!(Receipt::from_json("{}").is_err());
     assert!(Receipt::from_json("not json").is_err());
+    // Up to the size limit, the same receipt; one byte past it, refused unparsed.
+    let padded = format!("{json}{}", " ".repeat(MAX_RECEIPT_JSON_LEN - json.len()));
+    assert_eq!(Receipt::from_json(&padded).unwrap(), parsed);
+    assert!(matches!(
+        Receipt::from_json(&format!("{padded}\n")),
+        Err(AuditError::Malformed(_))
+    ));
 }
 
 #[test]

@@ -131,7 +131,9 @@ impl Ledger {
     /// A consent receipt for entry `seq` (normally a grant or withdrawal), to give to
     /// the person: the entry, its inclusion proof and a signed checkpoint, verifiable
     /// offline with [`verify_receipt`](crate::verify_receipt) and the ledger's public
-    /// key. `how_to_withdraw` tells the person how to withdraw (a URL or a sentence).
+    /// key. `how_to_withdraw` tells the person how to withdraw (a URL or a sentence:
+    /// [`Receipt::from_json`] reads at most [`MAX_RECEIPT_JSON_LEN`](crate::MAX_RECEIPT_JSON_LEN)
+    /// bytes, and the rest of a receipt takes under half of that).
     ///
     /// # Errors
     /// [`ReadError::OutOfRange`] when the entry does not exist or is not yet durable
