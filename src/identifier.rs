@@ -269,6 +269,14 @@ impl fmt::Debug for Pseudonym {
     }
 }
 
+// So that a list of them can be wiped before its memory is freed (an erasure's
+// lookups, held as `Zeroizing<Vec<Pseudonym>>`).
+impl Zeroize for Pseudonym {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 /// Identifies a pseudonym key without revealing it (first bytes of an HMAC under it).
 pub(crate) type KeyTag = [u8; 16];
 
@@ -473,6 +481,19 @@ impl fmt::Debug for SubjectSecret {
 mod tests {
     use super::*;
     use crate::purpose::{Advertising, Security};
+
+    /// An erasure's lookups are held as `Zeroizing<Vec<Pseudonym>>`, which wipes each
+    /// element with this (and then the rest of the allocation) when dropped.
+    #[test]
+    fn pseudonyms_wipe_to_zeros() {
+        let mut lookups = vec![Pseudonym([0xa5; 32]); 3];
+        // What `Vec::zeroize` does to the elements, before it clears the vector.
+        lookups.iter_mut().zeroize();
+        assert!(lookups.iter().all(|p| p.0 == [0; 32]), "{lookups:?}");
+        let mut held = Zeroizing::new(vec![Pseudonym([0x5a; 32]); 2]);
+        held.zeroize();
+        assert!(held.is_empty());
+    }
 
     #[test]
     fn equal_after_normalization() {

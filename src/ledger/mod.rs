@@ -19,6 +19,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+use zeroize::Zeroizing;
+
 pub use impact::{Hypothesis, ImpactQuery, ImpactReport, Unlawful, UnlawfulUse};
 pub use lifecycle::ExpiringConsent;
 pub use open::{LedgerBuilder, NoPseudonymKey, NoSigningKey};
@@ -913,13 +915,15 @@ impl Ledger {
         // One erasure at a time: a repeated erasure of a subject returns only once the
         // first one's removals are done, and redoes them (the first may have failed).
         let _one_at_a_time = self.inner.erasing.lock().map_err(|_| WriteError::Failed)?;
-        let mut lookups = Vec::new();
+        // The subject's lookup pseudonyms link it to its identifiers: wiped when dropped,
+        // however this returns.
+        let mut lookups: Zeroizing<Vec<Pseudonym>> = Zeroizing::default();
         let appended = self.append(actor, |state, _| {
             if let Some(at) = state.erased_at(subject) {
-                lookups = state.lookups_left_by(subject);
+                lookups = Zeroizing::new(state.lookups_left_by(subject));
                 return Ok(Prepared::Already(at));
             }
-            lookups = state.lookups_of(subject);
+            lookups = Zeroizing::new(state.lookups_of(subject));
             Ok(Prepared::Append(
                 Body::Erased {
                     subject: subject.clone(),
