@@ -137,17 +137,41 @@ impl DeniedCounts {
         .fold(self.not_collected_for_purpose, u64::saturating_add)
     }
 
+    /// Counts one denial (saturating, as every count of a match does).
     fn count(&mut self, reason: &Denied) {
-        match reason {
-            Denied::NotCollectedForPurpose { .. } => self.not_collected_for_purpose += 1,
-            Denied::NoConsent { .. } => self.no_consent += 1,
-            Denied::Withdrawn { .. } => self.withdrawn += 1,
-            Denied::Expired { .. } => self.expired += 1,
-            Denied::RecipientNotCovered { .. } => self.recipient_not_covered += 1,
-            Denied::SubjectErased { .. } => self.subject_erased += 1,
+        let n = match reason {
+            Denied::NotCollectedForPurpose { .. } => &mut self.not_collected_for_purpose,
+            Denied::NoConsent { .. } => &mut self.no_consent,
+            Denied::Withdrawn { .. } => &mut self.withdrawn,
+            Denied::Expired { .. } => &mut self.expired,
+            Denied::RecipientNotCovered { .. } => &mut self.recipient_not_covered,
+            Denied::SubjectErased { .. } => &mut self.subject_erased,
             // UnknownIdentifier is counted apart; anything else fails closed.
-            Denied::Unavailable | Denied::UnknownIdentifier => self.unavailable += 1,
-        }
+            Denied::Unavailable | Denied::UnknownIdentifier => &mut self.unavailable,
+        };
+        *n = n.saturating_add(1);
+    }
+
+    /// Adds `other`'s denials (saturating).
+    fn add(&mut self, other: &DeniedCounts) {
+        let DeniedCounts {
+            not_collected_for_purpose,
+            no_consent,
+            withdrawn,
+            expired,
+            recipient_not_covered,
+            subject_erased,
+            unavailable,
+        } = *other;
+        self.not_collected_for_purpose = self
+            .not_collected_for_purpose
+            .saturating_add(not_collected_for_purpose);
+        self.no_consent = self.no_consent.saturating_add(no_consent);
+        self.withdrawn = self.withdrawn.saturating_add(withdrawn);
+        self.expired = self.expired.saturating_add(expired);
+        self.recipient_not_covered = self.recipient_not_covered.saturating_add(recipient_not_covered);
+        self.subject_erased = self.subject_erased.saturating_add(subject_erased);
+        self.unavailable = self.unavailable.saturating_add(unavailable);
     }
 }
 
@@ -207,6 +231,17 @@ impl fmt::Display for AudienceCounts {
 }
 
 impl AudienceCounts {
+    /// Adds a decided chunk of `rows` rows: its own counts (malformed, unknown and
+    /// denied; the chunk counts nothing else) to this run's. Saturating, as the row
+    /// numbers and [`DeniedCounts::total`] are, so that no count overflows (and panics
+    /// in a debug build), whatever the upload's length.
+    fn add_chunk(&mut self, rows: u64, chunk: &AudienceCounts) {
+        self.uploaded = self.uploaded.saturating_add(rows);
+        self.malformed = self.malformed.saturating_add(chunk.malformed);
+        self.unknown = self.unknown.saturating_add(chunk.unknown);
+        self.denied.add(&chunk.denied);
+    }
+
     /// What may be shown to the uploader: how many rows were uploaded and were not an
     /// identifier at all (which depends on the upload alone), and how many subjects
     /// matched, withheld when fewer than `min_audience`. Unknown identifiers and denials
@@ -538,6 +573,8 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             candidates: Vec::new(),
             decided_at_len: 0,
         };
+        // The chunk's own counts: from 0, at most one per row of the chunk (at most
+        // `MAX_CHUNK`), so plain adds; `merge` adds them to the run's saturating.
         let counts = &mut d.counts;
         match self.ledger.state().read() {
             Err(_) => {
@@ -599,17 +636,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             decided_at_len,
         } = decided;
         let counts = &mut run.counts;
-        counts.uploaded = counts.uploaded.saturating_add(rows);
-        counts.malformed += c.malformed;
-        counts.unknown += c.unknown;
-        let (d, cd) = (&mut counts.denied, c.denied);
-        d.not_collected_for_purpose += cd.not_collected_for_purpose;
-        d.no_consent += cd.no_consent;
-        d.withdrawn += cd.withdrawn;
-        d.expired += cd.expired;
-        d.recipient_not_covered += cd.recipient_not_covered;
-        d.subject_erased += cd.subject_erased;
-        d.unavailable += cd.unavailable;
+        counts.add_chunk(rows, &c);
         let record = self.ledger.records_decisions();
         for (subject, lookup, lapses, m) in candidates {
             // Decided again, just before it is handed out, if the ledger recorded any
@@ -626,7 +653,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
                 match self.decide_again(&lookup, m) {
                     Ok(again) => again,
                     Err(Denied::UnknownIdentifier) => {
-                        counts.unknown += 1;
+                        counts.unknown = counts.unknown.saturating_add(1);
                         continue;
                     }
                     Err(reason) => {
@@ -640,22 +667,22 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             // Subject indices are below the state's subject count: the set grows to
             // what the matches need, a bit per subject.
             let Some((w, bit)) = seen_bit(&mut run.seen, subject) else {
-                counts.denied.unavailable += 1;
+                counts.denied.unavailable = counts.denied.unavailable.saturating_add(1);
                 continue;
             };
             if *w & bit != 0 {
-                counts.duplicates += 1;
+                counts.duplicates = counts.duplicates.saturating_add(1);
                 continue;
             }
             // A match is a use: recorded as configured; one that cannot be recorded is
             // not handed out, and the subject stays unreported (a later row of it may
             // match, as a later `authorize` would allow it).
             if record && self.ledger.record(&m.evidence, self.recipient).is_err() {
-                counts.denied.unavailable += 1;
+                counts.denied.unavailable = counts.denied.unavailable.saturating_add(1);
                 continue;
             }
             *w |= bit;
-            counts.matched += 1;
+            counts.matched = counts.matched.saturating_add(1);
             on_match(m);
         }
     }
@@ -772,5 +799,54 @@ mod tests {
         let shown = c.to_string();
         assert!(shown.starts_with("uploaded 10, malformed 1, unknown 2, matched 3, duplicates 1, denied 3"));
         assert!(!shown.contains('@') && !shown.contains('+'));
+    }
+
+    /// Merging a chunk's counts into the run's added `uploaded` saturating but the
+    /// others, and a denial, with a plain add: near the top they overflowed (a panic in
+    /// debug builds).
+    #[test]
+    fn merged_counts_saturate() {
+        let denied = |n| DeniedCounts {
+            not_collected_for_purpose: n,
+            no_consent: n,
+            withdrawn: n,
+            expired: n,
+            recipient_not_covered: n,
+            subject_erased: n,
+            unavailable: n,
+        };
+        let counts = |n| AudienceCounts {
+            uploaded: n,
+            malformed: n,
+            unknown: n,
+            matched: n,
+            duplicates: n,
+            denied: denied(n),
+        };
+        let mut run = counts(u64::MAX - 1);
+        run.add_chunk(5, &counts(5));
+        assert_eq!(
+            run,
+            AudienceCounts {
+                matched: u64::MAX - 1,
+                duplicates: u64::MAX - 1,
+                ..counts(u64::MAX)
+            }
+        );
+        run.denied.count(&Denied::NoConsent {
+            purpose: "advertising",
+        });
+        assert_eq!(run.denied, denied(u64::MAX));
+        let mut one = AudienceCounts::default();
+        one.add_chunk(3, &counts(1));
+        assert_eq!(
+            one,
+            AudienceCounts {
+                uploaded: 3,
+                matched: 0,
+                duplicates: 0,
+                ..counts(1)
+            }
+        );
     }
 }
