@@ -339,4 +339,8 @@ pub enum ReadError {
     /// edited, or written with another pseudonym key.
     #[error("a stored decision record is corrupt or was not written by this ledger")]
     CorruptRecord,
+    /// An argument breaks a rule (such as a receipt's `how_to_withdraw` text that is
+    /// too long); nothing was read.
+    #[error(transparent)]
+    Input(#[from] InputError),
 }

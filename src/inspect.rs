@@ -88,7 +88,7 @@ fn prefix_ending_at(
 fn storage_failure(e: ReadError) -> StorageError {
     match e {
         ReadError::Storage(e) => e,
-        ReadError::Integrity(_) | ReadError::OutOfRange | ReadError::CorruptRecord => {
+        ReadError::Integrity(_) | ReadError::OutOfRange | ReadError::CorruptRecord | ReadError::Input(_) => {
             StorageError::new("reading the log", std::io::Error::other("unexpected read error"))
         }
     }

@@ -56,7 +56,8 @@ pub use purpose::{
     Personalization, Purpose, PurposeInfo, Security, MAX_PURPOSE_IDS, MAX_PURPOSE_ID_LEN,
 };
 pub use receipt::{
-    verify_receipt, verify_receipt_against, Receipt, VerifiedReceipt, MAX_RECEIPT_JSON_LEN, RECEIPT_VERSION,
+    verify_receipt, verify_receipt_against, Receipt, VerifiedReceipt, MAX_HOW_TO_WITHDRAW_LEN,
+    MAX_RECEIPT_JSON_LEN, RECEIPT_VERSION,
 };
 pub use recipient::{Name, Recipient, RecipientScope, MAX_RECIPIENT_NAME_LEN};
 pub use records::{DecisionRecord, Recording};

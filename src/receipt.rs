@@ -35,6 +35,13 @@ pub const RECEIPT_VERSION: u64 = 1;
 /// leaves the rest for `how_to_withdraw`, the application's own text.
 pub const MAX_RECEIPT_JSON_LEN: usize = 1 << 20;
 
+/// Longest `how_to_withdraw` text, in bytes, that
+/// [`Ledger::receipt`](crate::Ledger::receipt) puts in a receipt (64 KiB). Escaped in
+/// JSON it takes at most six times that (`\u0001` for a control character), which with
+/// the rest of a receipt at its largest stays under [`MAX_RECEIPT_JSON_LEN`]: every
+/// receipt the ledger makes is one [`Receipt::from_json`] reads back.
+pub const MAX_HOW_TO_WITHDRAW_LEN: usize = 64 * 1024;
+
 /// A consent receipt. Build one with [`Ledger::receipt`](crate::Ledger::receipt), store
 /// or send it as JSON ([`Receipt::to_json`]), and check it with [`verify_receipt`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -446,6 +453,14 @@ mod tests {
         );
         let json = r.to_json();
         assert!(json.len() < MAX_RECEIPT_JSON_LEN / 2, "{}", json.len());
+        assert_eq!(Receipt::from_json(&json), Ok(r.clone()));
+        // With the longest `how_to_withdraw`, of characters JSON escapes as `\u0001`.
+        let r = Receipt {
+            how_to_withdraw: "\u{1}".repeat(MAX_HOW_TO_WITHDRAW_LEN),
+            ..r
+        };
+        let json = r.to_json();
+        assert!(json.len() <= MAX_RECEIPT_JSON_LEN, "{}", json.len());
         assert_eq!(Receipt::from_json(&json), Ok(r));
     }
 

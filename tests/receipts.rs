@@ -14,8 +14,9 @@ use std::path::Path;
 
 use consent_ledger::{
     verify_consistency, verify_inclusion, verify_receipt, AuditError, Durability, Identifier,
-    IntegrityProblem, Ledger, OpenError, PartnerSharing, PseudonymKey, Receipt, Recipient, RecipientScope,
-    SignedCheckpoint, SigningKey, SubjectId, Timestamp, WriteError, MAX_RECEIPT_JSON_LEN,
+    IntegrityProblem, Ledger, OpenError, PartnerSharing, PseudonymKey, ReadError, Receipt, Recipient,
+    RecipientScope, SignedCheckpoint, SigningKey, SubjectId, Timestamp, WriteError, MAX_HOW_TO_WITHDRAW_LEN,
+    MAX_RECEIPT_JSON_LEN,
 };
 
 struct Fx {
@@ -344,6 +345,31 @@ fn receipt_expiries_stay_within_rfc3339() {
     verify_receipt(&r, &f.key.verifying_key()).unwrap();
     let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
     assert_eq!(v["expires_at"], "9999-12-31T23:59:59.999Z");
+}
+
+/// Every receipt the ledger makes is one `from_json` reads back: a `how_to_withdraw`
+/// longer than the limit is refused (it made receipts that `from_json` refused), and
+/// one at the limit, of characters JSON escapes six bytes long, reads back.
+#[test]
+fn every_receipt_the_ledger_makes_reads_back() {
+    let f = fx();
+    let l = open_at(f.dir.path(), &f, None).unwrap();
+    let s = SubjectId::new("alice-1").unwrap();
+    let g = l
+        .grant::<PartnerSharing>(&s, RecipientScope::all_partners(), None)
+        .unwrap();
+    let too_long = "x".repeat(MAX_HOW_TO_WITHDRAW_LEN + 1);
+    match l.receipt(g.seq, &too_long) {
+        Err(ReadError::Input(e)) => assert_eq!(e.field(), "how to withdraw"),
+        other => panic!("{other:?}"),
+    }
+    let longest = "\u{1}".repeat(MAX_HOW_TO_WITHDRAW_LEN);
+    let r = l.receipt(g.seq, &longest).unwrap();
+    let json = r.to_json();
+    assert!(json.len() > 6 * MAX_HOW_TO_WITHDRAW_LEN && json.len() <= MAX_RECEIPT_JSON_LEN);
+    let back = Receipt::from_json(&json).unwrap();
+    assert_eq!(back, r);
+    verify_receipt(&back, &f.key.verifying_key()).unwrap();
 }
 
 /// A trusted checkpoint given for a directory that holds no ledger yet is refused

@@ -131,11 +131,14 @@ impl Ledger {
     /// A consent receipt for entry `seq` (normally a grant or withdrawal), to give to
     /// the person: the entry, its inclusion proof and a signed checkpoint, verifiable
     /// offline with [`verify_receipt`](crate::verify_receipt) and the ledger's public
-    /// key. `how_to_withdraw` tells the person how to withdraw (a URL or a sentence:
-    /// [`Receipt::from_json`] reads at most [`MAX_RECEIPT_JSON_LEN`](crate::MAX_RECEIPT_JSON_LEN)
-    /// bytes, and the rest of a receipt takes under half of that).
+    /// key. `how_to_withdraw` tells the person how to withdraw (a URL or a sentence),
+    /// at most [`MAX_HOW_TO_WITHDRAW_LEN`](crate::MAX_HOW_TO_WITHDRAW_LEN) bytes, so that
+    /// every receipt made here is one [`Receipt::from_json`] reads back (it reads at most
+    /// [`MAX_RECEIPT_JSON_LEN`](crate::MAX_RECEIPT_JSON_LEN) bytes).
     ///
     /// # Errors
+    /// [`ReadError::Input`] when `how_to_withdraw` is longer than
+    /// [`MAX_HOW_TO_WITHDRAW_LEN`](crate::MAX_HOW_TO_WITHDRAW_LEN) bytes (checked first);
     /// [`ReadError::OutOfRange`] when the entry does not exist or is not yet durable
     /// (sync first), or is not about a subject; [`ReadError::Integrity`] with
     /// [`IntegrityProblem::RevokedKey`](crate::IntegrityProblem::RevokedKey) when it was
@@ -145,6 +148,9 @@ impl Ledger {
     /// entry's signature fails the strict check that [`verify_receipt`](crate::verify_receipt)
     /// makes (opening checks only the last entry's); storage failures.
     pub fn receipt(&self, seq: u64, how_to_withdraw: &str) -> Result<Receipt, ReadError> {
+        if how_to_withdraw.len() > crate::receipt::MAX_HOW_TO_WITHDRAW_LEN {
+            return Err(crate::error::InputError::new("how to withdraw", "is longer than 64 KiB").into());
+        }
         let checkpoint = self.checkpoint()?;
         if seq >= checkpoint.size() {
             return Err(ReadError::OutOfRange);

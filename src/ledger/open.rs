@@ -355,6 +355,8 @@ fn read_err(e: ReadError) -> OpenError {
         ReadError::Integrity(i) => OpenError::Integrity(i),
         ReadError::OutOfRange => OpenError::CorruptMetadata("log"),
         ReadError::CorruptRecord => OpenError::CorruptMetadata("decision record"),
+        // No read at open takes caller input.
+        ReadError::Input(_) => OpenError::CorruptMetadata("log"),
     }
 }
 
