@@ -10,15 +10,19 @@ declare_purpose!(
     LegalBasis::Consent
 );
 
-#[test]
-fn a_use_is_refused_for_any_other_recipient() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::builder(dir.path())
+fn open(dir: &std::path::Path) -> Ledger {
+    Ledger::builder(dir)
         .signing_key(SigningKey::generate())
         .pseudonym_key(PseudonymKey::generate())
         .durability(Durability::Relaxed)
         .open()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_use_is_refused_for_any_other_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path());
     let app_a = Recipient::developer_app("app-a").unwrap();
     let app_b = Recipient::developer_app("app-b").unwrap();
     let alice = SubjectId::new("user-1").unwrap();
@@ -86,12 +90,7 @@ fn a_use_is_refused_for_any_other_recipient() {
 #[test]
 fn expose_is_for_the_first_party_only() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::builder(dir.path())
-        .signing_key(SigningKey::generate())
-        .pseudonym_key(PseudonymKey::generate())
-        .durability(Durability::Relaxed)
-        .open()
-        .unwrap();
+    let ledger = open(dir.path());
     let app_a = Recipient::developer_app("app-a").unwrap();
     let alice = SubjectId::new("user-1").unwrap();
     let email = Identifier::<ApiSharing>::email("alice@example.com").unwrap();

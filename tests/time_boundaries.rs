@@ -144,11 +144,52 @@ fn floor_survives_clean_close_without_entries() {
 #[test]
 fn floor_covers_the_last_recorded_use_after_a_crash() {
     let fx = Fx::new();
-    let l = fx.open();
+    let (l, [a, b], used) = reopened_after_a_kill_behind_a_use(
+        &fx,
+        || fx.open(),
+        |l, [a, b], used| {
+            assert_eq!(
+                l.authorize(b, &Recipient::FirstParty)
+                    .unwrap()
+                    .evidence()
+                    .decided_at(),
+                used
+            );
+            assert!(matches!(
+                l.authorize(a, &Recipient::FirstParty),
+                Err(Denied::Expired { .. })
+            ));
+        },
+    );
+    assert!(
+        matches!(
+            l.authorize(&a, &Recipient::FirstParty),
+            Err(Denied::Expired { .. })
+        ),
+        "a grant denied as expired before the crash is allowed again after it"
+    );
+    let ev = l.authorize(&b, &Recipient::FirstParty).unwrap();
+    assert!(
+        ev.evidence().decided_at() >= used,
+        "{:?}",
+        ev.evidence().decided_at()
+    );
+}
+
+/// Alice's grant lapses at +10.5 s, bob's never; alice's identifier is used at +10.0 s,
+/// when the floor is saved, and `at_use` runs at +10.9 s (uses bob's, say). The ledger
+/// is then dropped, its head file put back as it was at +10.0 s (as a kill leaves it:
+/// the floor is saved each second, not synced), and reopened with `open` and the clock
+/// at +10.1 s. Returns the reopened ledger, alice's and bob's identifiers and +10.9 s.
+fn reopened_after_a_kill_behind_a_use(
+    fx: &Fx,
+    open: impl Fn() -> Ledger,
+    at_use: impl FnOnce(&Ledger, [&Identifier<Advertising>; 2], Timestamp),
+) -> (Ledger, [Identifier<Advertising>; 2], Timestamp) {
+    let l = open();
     let (alice, bob) = (s("alice"), s("bob"));
     let a = Identifier::<Advertising>::email("alice@example.org").unwrap();
     let b = Identifier::<Advertising>::email("bob@example.org").unwrap();
-    let r = Recipient::FirstParty;
     l.collect(&alice, &a, RecipientScope::first_party()).unwrap();
     l.collect(&bob, &b, RecipientScope::first_party()).unwrap();
     let lapse = Timestamp::from_millis(T0 + 10_500);
@@ -157,30 +198,18 @@ fn floor_covers_the_last_recorded_use_after_a_crash() {
     l.grant::<Advertising>(&bob, RecipientScope::first_party(), None)
         .unwrap();
     fx.clock.set(Timestamp::from_millis(T0 + 10_000));
-    assert!(l.authorize(&a, &r).is_ok());
+    assert!(l.authorize(&a, &Recipient::FirstParty).is_ok());
     let head = fx.dir.path().join("head");
     let at_kill = std::fs::read(&head).unwrap();
     let used = Timestamp::from_millis(T0 + 10_900);
     fx.clock.set(used);
-    assert_eq!(l.authorize(&b, &r).unwrap().evidence().decided_at(), used);
-    assert!(matches!(l.authorize(&a, &r), Err(Denied::Expired { .. })));
+    at_use(&l, [&a, &b], used);
     // Under a second on: the floor was not saved again.
     assert_eq!(std::fs::read(&head).unwrap(), at_kill);
     drop(l);
     std::fs::write(&head, &at_kill).unwrap();
-
     fx.clock.set(Timestamp::from_millis(T0 + 10_100));
-    let l = fx.open();
-    assert!(
-        matches!(l.authorize(&a, &r), Err(Denied::Expired { .. })),
-        "a grant denied as expired before the crash is allowed again after it"
-    );
-    let ev = l.authorize(&b, &r).unwrap();
-    assert!(
-        ev.evidence().decided_at() >= used,
-        "{:?}",
-        ev.evidence().decided_at()
-    );
+    (open(), [a, b], used)
 }
 
 /// The same with aggregated records: the aggregate of the newest bucket (alone in it,
@@ -200,33 +229,12 @@ fn floor_covers_the_last_aggregated_use_after_a_crash() {
             .open()
             .unwrap()
     };
-    let l = open();
-    let (alice, bob) = (s("alice"), s("bob"));
-    let a = Identifier::<Advertising>::email("alice@example.org").unwrap();
-    let b = Identifier::<Advertising>::email("bob@example.org").unwrap();
+    let (l, [a, _], _) = reopened_after_a_kill_behind_a_use(&fx, open, |l, [_, b], _| {
+        assert!(l.authorize(b, &Recipient::FirstParty).is_ok());
+        // The counts are written (as a full table, `sync` or reading them writes them).
+        assert_eq!(l.decision_records().unwrap().len(), 2);
+    });
     let r = Recipient::FirstParty;
-    l.collect(&alice, &a, RecipientScope::first_party()).unwrap();
-    l.collect(&bob, &b, RecipientScope::first_party()).unwrap();
-    let lapse = Timestamp::from_millis(T0 + 10_500);
-    l.grant::<Advertising>(&alice, RecipientScope::first_party(), Some(lapse))
-        .unwrap();
-    l.grant::<Advertising>(&bob, RecipientScope::first_party(), None)
-        .unwrap();
-    fx.clock.set(Timestamp::from_millis(T0 + 10_000));
-    assert!(l.authorize(&a, &r).is_ok());
-    let head = fx.dir.path().join("head");
-    let at_kill = std::fs::read(&head).unwrap();
-    let used = Timestamp::from_millis(T0 + 10_900);
-    fx.clock.set(used);
-    assert!(l.authorize(&b, &r).is_ok());
-    // The counts are written (as a full table, `sync` or reading them writes them).
-    assert_eq!(l.decision_records().unwrap().len(), 2);
-    assert_eq!(std::fs::read(&head).unwrap(), at_kill);
-    drop(l);
-    std::fs::write(&head, &at_kill).unwrap();
-
-    fx.clock.set(Timestamp::from_millis(T0 + 10_100));
-    let l = open();
     assert!(
         matches!(l.authorize(&a, &r), Err(Denied::Expired { .. })),
         "a grant that had lapsed before the crash is allowed again after it"
