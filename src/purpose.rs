@@ -165,7 +165,10 @@ const fn same_str(a: &str, b: &str) -> bool {
 /// advertising. So a purpose type may share a built-in's id only on that purpose's
 /// basis: [`declare_purpose!`](crate::declare_purpose) refuses anything else when the
 /// program is compiled, and so does a build that uses a hand-written [`Purpose`]
-/// implementation with the ledger.
+/// implementation with the ledger. A log written before this reservation may hold
+/// consent records for `"security"` or collections for it on another basis: decisions
+/// for `"security"` ignore both (the collection on another basis is not one for the
+/// purpose), and a grant or withdrawal for it is refused.
 ///
 /// ```
 /// use consent_ledger::{reserved_basis, LegalBasis};

@@ -1185,11 +1185,13 @@ impl Ledger {
                 if let Some(refusal) = without_consent {
                     // As decisions do: consent decides when an identifier was collected
                     // for the id on a consent basis, or the subject has a consent record
-                    // for it (given through another type with the same id).
-                    // (The subject's consent record first: the other is a scan of
-                    // every identifier record.)
-                    if state.consent_for(&subject, P::ID).is_none()
-                        && !state.collected_on_consent(&subject, P::ID)
+                    // for it (given through another type with the same id); never for a
+                    // built-in id reserved for another basis (whatever a log written
+                    // before the reservation holds). (The subject's consent record first:
+                    // the other is a scan of every identifier record.)
+                    if const { crate::state::lone_basis(P::ID).is_some() }
+                        || state.consent_for(&subject, P::ID).is_none()
+                            && !state.collected_on_consent(&subject, P::ID)
                     {
                         return Err(crate::error::InputError::new("purpose", refusal).into());
                     }

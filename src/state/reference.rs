@@ -226,7 +226,12 @@ impl Reference {
             .iter()
             .find(|c| c.purpose == p)
             .ok_or(Denied::NotCollectedForPurpose { purpose })?;
-        let has_consent_record = subject.consents.iter().any(|(q, _)| *q == p);
+        // A built-in id reserved for a basis that is not consent: that basis alone.
+        let lone = super::lone_basis(purpose);
+        if lone.is_some_and(|b| b != collection.basis) {
+            return Err(Denied::NotCollectedForPurpose { purpose });
+        }
+        let has_consent_record = lone.is_none() && subject.consents.iter().any(|(q, _)| *q == p);
         let needs_consent =
             P::LEGAL_BASIS.requires_consent() || collection.basis.requires_consent() || has_consent_record;
         let decided_at = now();
