@@ -51,9 +51,9 @@ impl<'a, P: Purpose> Use<'a, P> {
     /// only through [`Use::deliver_to`] or a [`Channel`](crate::Channel), where the
     /// recipient is checked (or typed) at the point of sending: a value exposed here
     /// could be sent to anyone, so that the "data sent to the wrong developer" mistake
-    /// would not pass through a check. (A copy made of a first-party value, with
-    /// `to_owned`, is not bound to anything either: the first party's own code keeps it
-    /// to itself.)
+    /// would not pass through a check. (These guard against mistakes, not against code
+    /// set on copying a value out: a delivery's function, or `to_owned` on a
+    /// first-party value, makes a copy bound to nothing.)
     ///
     /// ```
     /// # use consent_ledger::*;
@@ -119,6 +119,11 @@ impl<'a, P: Purpose> Use<'a, P> {
     /// The `Use` is consumed: one decision, one delivery. Route every outgoing message
     /// through this call (or a [`Channel`](crate::Channel)) so that data decided for one
     /// recipient cannot be sent to another.
+    ///
+    /// This catches mistakes (a message addressed to the wrong app), not code that
+    /// wants the value: `f` may keep a copy of it (`deliver_to(use_.recipient(),
+    /// str::to_owned)`), and what it does with that copy is outside the crate's reach.
+    /// The delivery function should be the one that sends to `recipient`.
     ///
     /// ```compile_fail,E0382
     /// # use consent_ledger::*;
