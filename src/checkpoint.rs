@@ -160,6 +160,17 @@ pub struct SignedCheckpoint {
     revocations: Vec<Revocation>,
 }
 
+/// Whether `origin` has the shape [`origin_of`] gives: `consent-ledger/` and 32
+/// lower-case hex digits (docs/format.md). Another shape is no ledger's.
+fn is_ledger_origin(origin: &str) -> bool {
+    origin.strip_prefix("consent-ledger/").is_some_and(|hex| {
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// The origin line of a ledger's checkpoints.
 pub(crate) fn origin_of(ledger_id: &[u8; 16]) -> String {
     let hex: String = ledger_id.iter().map(|b| format!("{b:02x}")).collect();
@@ -216,7 +227,7 @@ impl SignedCheckpoint {
     /// of the key.
     pub fn verify(text: &str, key: &VerifyingKey) -> Result<Self, AuditError> {
         let origin = text.split('\n').next().unwrap_or_default();
-        if !origin.starts_with("consent-ledger/") {
+        if !is_ledger_origin(origin) {
             return Err(AuditError::Mismatch("checkpoint origin is not a consent ledger"));
         }
         let body = note::open_note(text, origin, key.inner())?;
@@ -391,6 +402,39 @@ mod tests {
         ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
             .verifying_key()
             .to_bytes()
+    }
+
+    /// Only a ledger's origin shape is accepted (`consent-ledger/` and 32 lower-case hex
+    /// digits), even in a note signed by the key: the prefix alone passed before.
+    #[test]
+    fn an_origin_of_another_shape_is_refused() {
+        let k = key();
+        let vk = VerifyingKey::from_bytes(&k.verifying_key().to_bytes()).unwrap();
+        let good = SignedCheckpoint::sign(&[0xab; 16], 3, [7; 32], &[], &k).unwrap();
+        assert_eq!(SignedCheckpoint::verify(good.text(), &vk).unwrap(), good);
+        let hex = "ab".repeat(16);
+        for origin in [
+            format!("consent-ledger/{}", hex.to_uppercase()),
+            format!("consent-ledger/{hex}0"),
+            format!("consent-ledger/{}", &hex[1..]),
+            "consent-ledger/acme".to_owned(),
+            "consent-ledger/".to_owned(),
+            format!("consent-ledger/{}g", &hex[1..]),
+        ] {
+            let body = Checkpoint {
+                origin: origin.clone(),
+                size: 3,
+                root: [7; 32],
+                extensions: Vec::new(),
+            }
+            .body();
+            let text = note::sign_note(&body, &origin, &k).unwrap();
+            assert_eq!(
+                SignedCheckpoint::verify(&text, &vk),
+                Err(AuditError::Mismatch("checkpoint origin is not a consent ledger")),
+                "{origin}"
+            );
+        }
     }
 
     /// Without revocations, exactly the checkpoint of before `revoked` lines existed
