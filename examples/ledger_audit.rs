@@ -691,11 +691,12 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
                     emit(
                         a,
                         format!(
-                            "ok: entry {} ({} of {:?} for subject {}) is in the log of size {}\n{rests_on}",
+                            "ok: entry {} ({} of {:?} for subject {}) is in the log of {} at size {}\n{rests_on}",
                             v.entry_seq,
                             v.action,
                             v.purpose.as_deref().unwrap_or("-"),
                             v.subject,
+                            v.checkpoint.origin(),
                             v.checkpoint.size()
                         ),
                         json!({"ok": true, "entry": v.entry_seq, "action": v.action, "purpose": v.purpose,

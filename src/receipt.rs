@@ -259,7 +259,9 @@ impl Receipt {
     }
 }
 
-/// A receipt that passed [`verify_receipt`].
+/// A receipt that passed [`verify_receipt`]. The ledger it is a receipt of is its
+/// checkpoint's [`origin`](SignedCheckpoint::origin): compare it with the ledger you
+/// expect (see [`verify_receipt`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedReceipt {
     /// The entry's position.
@@ -293,6 +295,12 @@ pub struct VerifiedReceipt {
 /// them under the current key. A fresh checkpoint also lists the revocations made since
 /// the receipt was issued: see [`SignedCheckpoint::revoked_from`] and
 /// [`Receipt::entry_signer`].
+///
+/// **A key vouches for every ledger it signs for.** Nothing stops an operator from
+/// opening two ledgers with one signing key; then a receipt of one verifies under the
+/// key of the other. The verified receipt names its ledger (its checkpoint's
+/// [`origin`](SignedCheckpoint::origin), `consent-ledger/<ledger id>`): compare it with
+/// the ledger you expect, and give each ledger a key of its own.
 ///
 /// # Errors
 /// [`AuditError`] naming what does not hold; [`AuditError::RevokedSigner`] when the
