@@ -489,7 +489,7 @@ fn rows() -> Vec<Row> {
         Row {
             input: "checkpoint text that is not a signed note",
             feed: |fx| {
-                let text = "consent-ledger/00\n1\nAAAA\n";
+                let text = "consent-ledger/00000000000000000000000000000000\n1\nAAAA\n";
                 SignedCheckpoint::verify(text, &fx.key.verifying_key())
                     .map_or_else(Got::Audit, |_| Got::Accepted)
             },

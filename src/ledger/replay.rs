@@ -263,7 +263,21 @@ impl Replay {
                     to: expected,
                 });
             }
-            Body::KeyRevoked { key, from } => self.revoked.push((*key, *from, expected)),
+            Body::KeyRevoked { key, from } => {
+                // As `revoke_key` writes them: from a position within the log, never
+                // the key in use. (Else only the key's holder could have written it,
+                // and it would make every later checkpoint fail: one past the log
+                // cannot be signed, one of the current key does not verify.)
+                if *from > expected {
+                    return Err(
+                        broken(expected, IntegrityProblem::InvalidField("revocation position")).into(),
+                    );
+                }
+                if self.keys.last().is_some_and(|k| k.key == *key) {
+                    return Err(broken(expected, IntegrityProblem::InvalidField("revoked key")).into());
+                }
+                self.revoked.push((*key, *from, expected));
+            }
             _ => {}
         }
         self.prev_hash = stored.hash;
@@ -618,9 +632,84 @@ fn check_last((bytes, signed_len, s, k, pos): &LastEntry) -> Result<(), Integrit
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::entry::{Actor, Entry};
+    use crate::signing::SigningKey;
+    use crate::time::Timestamp;
+
+    /// Replays a log of `bodies` after a genesis, all signed by one key; the result of
+    /// the last step.
+    fn replay_after_genesis(bodies: impl FnOnce(&SigningKey) -> Vec<Body>) -> Result<Stored, ReadError> {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut all = vec![Body::Genesis {
+            ledger_id: [1; 16],
+            signing_key: key.verifying_key().to_bytes(),
+            pseudonym_key_check: [0; 16],
+        }];
+        all.extend(bodies(&key));
+        let mut replay = Replay::new(true);
+        let mut prev = [0u8; 32];
+        let mut last = None;
+        for (seq, body) in all.into_iter().enumerate() {
+            let e = Entry {
+                seq: seq as u64,
+                timestamp: Timestamp::from_millis(1_700_000_000_000),
+                actor: Actor::System,
+                prev_hash: prev,
+                salt: [0; 16],
+                body,
+            };
+            let signed = entry::encode_signed_part(&e).unwrap();
+            let bytes = entry::seal(signed.clone(), &key.sign_entry(&signed));
+            prev = entry::entry_hash(&bytes);
+            last = Some(replay.step((Ok(seq as u64), Bytes::from_vec(bytes))));
+        }
+        last.unwrap()
+    }
+
+    /// A revocation is replayed only as `revoke_key` writes it: from a position within
+    /// the log (at most its own), of a key other than the one in use. Either other kind
+    /// (which only the key's holder could write) made every later checkpoint fail:
+    /// one past the log cannot be signed, one of the current key does not verify.
+    #[test]
+    fn a_revocation_revoke_key_would_refuse_is_an_integrity_error() {
+        let other = SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes();
+        let at = |r: Result<Stored, ReadError>| match r {
+            Err(ReadError::Integrity(e)) => Some((e.position, e.problem)),
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => None,
+        };
+        assert_eq!(
+            at(replay_after_genesis(|_| vec![Body::KeyRevoked {
+                key: other,
+                from: 1
+            }])),
+            None
+        );
+        assert_eq!(
+            at(replay_after_genesis(|_| vec![Body::KeyRevoked {
+                key: other,
+                from: 2
+            }])),
+            Some((1, IntegrityProblem::InvalidField("revocation position")))
+        );
+        assert_eq!(
+            at(replay_after_genesis(|_| vec![Body::KeyRevoked {
+                key: other,
+                from: u64::MAX
+            }])),
+            Some((1, IntegrityProblem::InvalidField("revocation position")))
+        );
+        assert_eq!(
+            at(replay_after_genesis(|k| vec![Body::KeyRevoked {
+                key: k.verifying_key().to_bytes(),
+                from: 0
+            }])),
+            Some((1, IntegrityProblem::InvalidField("revoked key")))
+        );
+    }
 
     /// The ranges as first written (a search of the keys seen for each revocation, a
     /// scan of every span for each revoked key): quadratic in distinct revoked keys, which
