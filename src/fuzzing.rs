@@ -796,9 +796,10 @@ fn signed_checkpoint_model(body: &[u8], signed: &str, key: &VerifyingKey) -> Res
         return Ok(());
     };
     // A ledger's origin: the prefix and a 16-byte id in lower-case hex (docs/format.md).
-    let ledger_origin = cp.origin.strip_prefix("consent-ledger/").is_some_and(|id| {
-        id.len() == 32 && id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
-    });
+    let ledger_origin = cp
+        .origin
+        .strip_prefix("consent-ledger/")
+        .is_some_and(|id| id.len() == 32 && id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
     let expected = ledger_origin && revocations_obey_the_rules(&cp, key);
     match SignedCheckpoint::verify(signed, key) {
         Ok(_) => ensure(

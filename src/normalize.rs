@@ -9,7 +9,10 @@
 //!   international form (+39, +378, +379, +225, +242, +229), where it is the number's
 //!   own 0 (but a "(0)" before the number's own 0, "+39 (0) 06 …", is the trunk
 //!   prefix: none of their numbers starts with "00"). A "(0)" inside the country code
-//!   ("+4(0)4 …") is refused. Where the country code ends is known exactly (ITU-T's
+//!   ("+4(0)4 …") is refused, and so is one after the number has begun ("+49 30 1234
+//!   (0)567": dropped or kept, it gives another number). After "+1", a trunk prefix 1
+//!   ("+1 1 800 …") is dropped as a 0 is: no North American number starts with 1 or 0
+//!   there. Where the country code ends is known exactly (ITU-T's
 //!   codes are prefix-free). A number must be given in international form: without a
 //!   country code there is no single right normalization, so `0044…` or a national
 //!   number is refused rather than guessed.
@@ -18,7 +21,8 @@
 //!   where "+54 9 11 …" is dialled from abroad) is refused. A Mexican number with 11
 //!   digits after +52, the first a 1 and the second not a 0, loses that 1: it is the
 //!   "1" dialled before mobiles until August 2019 ("+52 1 55 1234 5678" is "+52 55
-//!   1234 5678"), and Mexican numbers have 10 digits, none starting with 1.
+//!   1234 5678"), and Mexican numbers have 10 digits, none starting with 1. One that
+//!   still has more than 10 ("+52 044 55 …", a mobile's old local prefix) is refused.
 //! - Email addresses are trimmed and their domain lower-cased; the local part is kept
 //!   as given (RFC 5321 leaves its case to the receiving host), so a spelling that
 //!   differs in its case or a `+tag` is another address. The local part must be an
@@ -27,7 +31,8 @@
 //!   parentheses, `<`, `,`, `:`) is refused, as are quoted local parts, IP-literal
 //!   domains, whitespace and control characters.
 //! - Device and advertising ids are trimmed and ASCII-lower-cased (UUIDs are often
-//!   written in either case).
+//!   written in either case): ids that differ only in case, as case-sensitive
+//!   installation ids may, are one id here.
 //!
 //! Errors are static descriptions of the problem: they never contain the input.
 
@@ -192,7 +197,7 @@ const PHONE_MAX_LEN: usize = PHONE_MAX_DIGITS + 1;
 /// form) only for a number the general path also accepts, written the same way: `+`,
 /// then ASCII digits and the separators other than parentheses, with a country code
 /// that has no rule of its own (not +52 or +54) and no 0 after it (a trunk prefix, or
-/// the number's own 0 where it is kept). `None` for anything else, which the general
+/// the number's own 0 where it is kept), nor a 1 after "+1" (the trunk prefix there). `None` for anything else, which the general
 /// path then decides, with its precise error. Bulk matching normalizes millions of
 /// numbers; the general path's rules, looked at for every character, cost more than
 /// the HMAC.
@@ -223,8 +228,10 @@ fn plain_phone(t: &str) -> Option<Scratch<PHONE_MAX_LEN>> {
         _ => (two * 10 + digit(2)?, 3),
     };
     // (A 0 after the country code is decided by the general path, also where it is
-    // the number's own, [`KEEP_ZERO`]: the one-pass path writes every digit it reads.)
-    if code == 52 || code == 54 || digits.get(code_len) == Some(&b'0') {
+    // the number's own, [`KEEP_ZERO`], and so is a 1 after "+1", the North American
+    // trunk prefix: the one-pass path writes every digit it reads.)
+    let after = digits.get(code_len);
+    if code == 52 || code == 54 || after == Some(&b'0') || (code == 1 && after == Some(&b'1')) {
         return None;
     }
     Some(number)
@@ -287,7 +294,14 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
                 if code_len.is_none() {
                     return Err("country code is interrupted by \"(0)\"");
                 }
-                if code_len != Some(digits) || national || !KEEP_ZERO.contains(&code) {
+                // Once the number has begun it is no trunk prefix either: dropped,
+                // "+49 30 1234 (0)567" was "+49 30 1234 567", and kept, "+49 30 1234
+                // 0567", each another number (German numbers vary in length); which
+                // one was meant cannot be told (found by review, stop 33).
+                if code_len != Some(digits) || national {
+                    return Err("has \"(0)\" inside the number");
+                }
+                if !KEEP_ZERO.contains(&code) {
                     continue;
                 }
                 // "+39 (0) 06 …": the number's own 0 follows, and "(0)" is the trunk
@@ -313,6 +327,14 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
                     // so can a second one: a normal form never has a 0 there, so
                     // normalizing one again gives it back).
                     if c == '0' && !KEEP_ZERO.contains(&code) {
+                        continue;
+                    }
+                    // The same for the trunk prefix "1" of the North American plan
+                    // ("+1 1 800 …", "+1" put before "1-800-…"): no number there starts
+                    // with 1 (or 0) after the country code; kept, the number had a
+                    // second form, and another account could collect it (found by
+                    // review, stop 33).
+                    if c == '1' && code == 1 {
                         continue;
                     }
                     national = true;
@@ -357,6 +379,14 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
         }
         _ => national_digits,
     };
+    // Longer than any Mexican number (10 digits): the old "044"/"045" prefixes of a
+    // mobile dialled locally ("+52 044 55 1234 5678", its 0 dropped as a trunk prefix,
+    // left 12 digits), a second form of the mobile's number. Refused, as for Argentina.
+    if code == 52 && national_digits.len() > MEXICO_NATIONAL {
+        return Err(
+            "is longer than any Mexican number (write a mobile as +52, the area code and the number)",
+        );
+    }
     let written = out.push_ascii(b'+')
         && code_digits
             .iter()
@@ -393,6 +423,9 @@ fn is_separator(c: char) -> bool {
 /// only, "0800" after +267, +268, +501, +676, +679 or +853, for example; those lose it
 /// here. Such numbers are not a person's.)
 const KEEP_ZERO: [u32; 6] = [39, 378, 379, 225, 242, 229];
+
+/// The length of a Mexican number after the country code (since 2019, mobiles too).
+const MEXICO_NATIONAL: usize = 10;
 
 /// The longest national part (after the country code) of an Argentine number: 10
 /// digits, and a mobile's "9" before them.
@@ -702,6 +735,9 @@ mod tests {
     #[test]
     fn phones() {
         const INTERRUPTED: &str = "country code is interrupted by \"(0)\"";
+        const INSIDE: &str = "has \"(0)\" inside the number";
+        const MEXICO: &str =
+            "is longer than any Mexican number (write a mobile as +52, the area code and the number)";
         for (raw, want) in [
             ("+1 (555) 010-9999", "+15550109999"),
             ("+15550109999", "+15550109999"),
@@ -734,7 +770,6 @@ mod tests {
             // Only the first digit after the country code: later zeros are the number's.
             ("+44 (0)20 0000 0958", "+442000000958"),
             ("+44 (0) 020 7946 0958", "+442079460958"),
-            ("+31 20 (0) 123 4567", "+31201234567"),
             // Where the 0 is the number's own, kept however it is written.
             ("+39 06 1234 5678", "+390612345678"),
             ("+229 01 97 12 34 56", "+2290197123456"),
@@ -752,11 +787,15 @@ mod tests {
             ("+52 55 1234 5678", "+525512345678"),
             ("+52 (0)1 55 1234 5678", "+525512345678"),
             ("+52 1 1 234 567 890", "+521234567890"),
-            // Not 11 digits after +52, or a 0 after the 1: not that "1".
+            // Not 11 digits after +52: not that "1".
             ("+52 1 55 1234 567", "+521551234567"),
-            ("+52 1 55 1234 56789", "+52155123456789"),
-            ("+52 1 0 55 1234 567", "+5210551234567"),
             ("+1 52 1 55 1234 567", "+1521551234567"),
+            // Found by review (stop 33): the North American trunk prefix "1" after
+            // "+1" (no number there starts with 1 or 0), however many.
+            ("+1 1 555 010 9999", "+15550109999"),
+            ("+1 (1) 555 010 9999", "+15550109999"),
+            ("+1 1-800-555-0199", "+18005550199"),
+            ("+1 1 0 1 555 010 9999", "+15550109999"),
         ] {
             assert_eq!(phone(raw).unwrap(), want, "{raw}");
         }
@@ -796,6 +835,16 @@ mod tests {
             ("+4 ( 0 ) 4 20 7946 0958", INTERRUPTED),
             ("+35(0)3 1 234 5678", INTERRUPTED),
             ("+2(0)7 12 345 6789", INTERRUPTED),
+            // Found by review (stop 33): after the number has begun, "(0)" is no trunk
+            // prefix, and dropped or kept it gives another number.
+            ("+49 30 1234 (0)567", INSIDE),
+            ("+39 06 (0)1234 567", INSIDE),
+            ("+31 20 (0) 123 4567", INSIDE),
+            ("+1 212 555 (0)123", INSIDE),
+            // More digits than any Mexican number: old local prefixes, a "1" before a 0.
+            ("+52 044 55 1234 5678", MEXICO),
+            ("+52 1 55 1234 56789", MEXICO),
+            ("+52 1 0 55 1234 567", MEXICO),
         ] {
             assert_eq!(phone(raw), Err(problem), "{raw:?}");
         }

@@ -163,6 +163,18 @@ fn mexican_mobile_has_one_normal_form() {
     );
 }
 
+/// "+1" put before a North American number written with its trunk prefix ("+1 1 800
+/// …") is the same line: no number there starts with 1. And a "(0)" inside a number is
+/// refused, not dropped: "+49 30 1234 (0)567" became "+49 30 1234 567", another
+/// subject's number (German numbers vary in length). From a review in stop 33.
+#[test]
+fn a_north_american_trunk_one_is_one_line_and_a_zero_inside_is_refused() {
+    second_holder_refused("+1 555 010 9999", "+1 1 555 010 9999");
+    second_holder_refused("+1 1-800-555-0199", "+1 800 555 0199");
+    assert!(Identifier::<Security>::phone("+49 30 1234 (0)567").is_err());
+    assert!(Identifier::<Security>::phone("+52 044 55 1234 5678").is_err());
+}
+
 /// A 2FA-only number or address uploaded in another spelling is denied, not counted as
 /// a valid identifier the ledger does not know; "mailto:" before an address makes no
 /// address at all (from review r145: it was accepted, and counted unknown).

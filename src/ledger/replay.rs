@@ -632,7 +632,12 @@ fn check_last((bytes, signed_len, s, k, pos): &LastEntry) -> Result<(), Integrit
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, reason = "tests")]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
 mod tests {
     use super::*;
     use crate::entry::{Actor, Entry};
