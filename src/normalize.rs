@@ -970,13 +970,19 @@ mod tests {
             "is longer than 128 characters",
             "is longer than any Argentine number (write a mobile as +54 9, the area code and the number, without 15)",
             "country code is interrupted by \"(0)\"",
+            "has \"(0)\" inside the number",
+            "is longer than any Mexican number (write a mobile as +52, the area code and the number)",
         ]
     }
 
     proptest! {
         #[test]
         fn idempotent_total_and_never_echoing(
-            s in prop_oneof!["\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}|\\+54[0-9 ]{10,16}", PHONE_SHAPES, LOCAL_PART_SHAPES]
+            s in prop_oneof![
+                "\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}|\\+54[0-9 ]{10,16}|\\+52[0-9 ()]{10,16}|\\+1[01 ()]{1,6}[0-9 ]{7,12}",
+                PHONE_SHAPES,
+                LOCAL_PART_SHAPES
+            ]
         ) {
             let problems = all_problems();
             for f in [phone, email, device_id] {
