@@ -152,16 +152,24 @@ impl Ledger {
             // recipients, data kinds and events (a consent basis with no consent given:
             // no recipients). Events in no record (collections replaced since, or not in
             // force) go to one record of their own, in force for nothing.
-            let consent_record = events.iter().any(|h| {
-                matches!(
-                    h.change,
-                    Change::Granted { .. } | Change::Withdrawn { .. } | Change::Expired { .. }
-                )
-            });
+            // Except for a built-in id reserved for a basis that is not consent
+            // (`security`): that basis alone decides, whatever an old log holds, and
+            // its consent events and collections on another basis are in force for
+            // nothing.
+            let lone = crate::state::lone_basis(&purpose);
+            let consent_record = lone.is_none()
+                && events.iter().any(|h| {
+                    matches!(
+                        h.change,
+                        Change::Granted { .. } | Change::Withdrawn { .. } | Change::Expired { .. }
+                    )
+                });
             // In log order, so that the output depends on the log alone (the state's
             // table order differs after a reopen).
-            let mut mine: Vec<&(String, LegalBasis, RecipientScope, u64)> =
-                in_force.iter().filter(|(p, ..)| *p == purpose).collect();
+            let mut mine: Vec<&(String, LegalBasis, RecipientScope, u64)> = in_force
+                .iter()
+                .filter(|(p, basis, ..)| *p == purpose && lone.is_none_or(|b| b == *basis))
+                .collect();
             mine.sort_by_key(|c| c.3);
             let mut placed: HashSet<u64> = HashSet::new();
             if consent_record {

@@ -1782,6 +1782,75 @@ fn impact_counts_only_entries_the_live_state_applied() {
     assert_eq!(report.unlawful_uses, 0, "{report:?}");
 }
 
+/// A log written before the built-in ids were reserved for their bases may hold consent
+/// records for `security` (given through a consent-based type with that id). Appended
+/// here as such code did, below the checks of today's `grant` and `withdraw`: a grant
+/// of every partner does not let a 2FA number reach a partner, a withdrawal does not
+/// take it from the first party, and `impact` judges the first-party use lawful, as
+/// the decision was (before, it named it withdrawn).
+#[test]
+fn legacy_consent_records_for_security_decide_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let l = keys
+        .builder(dir.path(), Durability::Relaxed)
+        .record_decisions(crate::Recording::Every)
+        .open()
+        .unwrap();
+    let alice = subject(0, 0);
+    let acme = crate::Recipient::partner("acme").unwrap();
+    let phone = crate::Identifier::<crate::Security>::phone("+1 555 010 7777").unwrap();
+    l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
+    let legacy = |body: Body| {
+        l.append_combined(Actor::Subject, Box::new(move |_: &State| Ok(body)))
+            .unwrap()
+    };
+    legacy(Body::Granted {
+        subject: alice.clone(),
+        purpose: "security".into(),
+        scope: RecipientScope::all_partners(),
+        expires_at: None,
+    });
+    assert!(matches!(
+        l.authorize(&phone, &acme),
+        Err(crate::Denied::RecipientNotCovered { .. })
+    ));
+    legacy(Body::Withdrawn {
+        subject: alice.clone(),
+        purpose: "security".into(),
+    });
+    let used = l.authorize(&phone, &crate::Recipient::FirstParty).unwrap();
+    assert_eq!(
+        used.evidence().legal_basis(),
+        crate::LegalBasis::LegitimateInterest
+    );
+    drop(used);
+    assert!(l
+        .grant::<crate::Security>(&alice, RecipientScope::all_partners(), None)
+        .is_err());
+    let report = l
+        .impact(&crate::ImpactQuery::since(crate::Timestamp::EPOCH))
+        .unwrap();
+    assert_eq!(report.uses, 1);
+    assert_eq!(report.unlawful_uses, 0, "{report:?}");
+    // The export describes what decides: the collection under legitimate interest,
+    // in force, for the first party; the consent events in force for nothing.
+    let doc: serde_json::Value =
+        serde_json::from_str(&l.export_subject(&alice, "settings").unwrap()).unwrap();
+    let records: Vec<&serde_json::Value> = doc["@graph"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["dpv:hasPurpose"]["dct:identifier"] == "security")
+        .collect();
+    let in_force: Vec<&&serde_json::Value> = records.iter().filter(|r| r["inForce"] == true).collect();
+    assert_eq!(in_force.len(), 1, "{doc:#}");
+    assert_eq!(
+        in_force[0]["dpv:hasPurpose"]["dpv:hasLegalBasis"], "dpv:LegitimateInterest",
+        "{doc:#}"
+    );
+}
+
 /// A read error anywhere in the log (first entry, either side of a batch's edge, later)
 /// is reported the same with and without the log-checking thread, and a panic while
 /// reading (either side of a batch's edge, later) never becomes a shorter log: open

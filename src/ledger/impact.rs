@@ -481,8 +481,13 @@ fn judge(
         }
     }
     // As decisions do: consent decides a use that relied on it, and any use of a purpose
-    // the subject has a consent record for.
-    let consent = state.consent_for(r.subject(), r.purpose());
+    // the subject has a consent record for; never for a built-in id reserved for a
+    // basis that is not consent (`security`), whatever an old log holds.
+    let consent = if crate::state::lone_basis(r.purpose()).is_some() {
+        None
+    } else {
+        state.consent_for(r.subject(), r.purpose())
+    };
     // The identifier's collection for the purpose in force at this point (collected
     // again since the use, it may have another scope or basis).
     let collection = collections
