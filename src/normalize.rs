@@ -12,7 +12,9 @@
 //!   ("+4(0)4 …") is refused, and so is one after the number has begun ("+49 30 1234
 //!   (0)567": dropped or kept, it gives another number). After "+1", a trunk prefix 1
 //!   ("+1 1 800 …") is dropped as a 0 is: no North American number starts with 1 or 0
-//!   there. Where the country code ends is known exactly (ITU-T's
+//!   there. After "+36", a 0 then a 6 is refused: Hungary's trunk prefix is "06", and
+//!   dropping either the 0 alone or both can give another number. Where the country
+//!   code ends is known exactly (ITU-T's
 //!   codes are prefix-free). A number must be given in international form: without a
 //!   country code there is no single right normalization, so `0044…` or a national
 //!   number is refused rather than guessed.
@@ -302,6 +304,9 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
                     return Err("has \"(0)\" inside the number");
                 }
                 if !KEEP_ZERO.contains(&code) {
+                    if hungarian_trunk(code, rest.get(i..).unwrap_or_default(), len) {
+                        return Err(HUNGARY);
+                    }
                     continue;
                 }
                 // "+39 (0) 06 …": the number's own 0 follows, and "(0)" is the trunk
@@ -327,6 +332,9 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
                     // so can a second one: a normal form never has a 0 there, so
                     // normalizing one again gives it back).
                     if c == '0' && !KEEP_ZERO.contains(&code) {
+                        if hungarian_trunk(code, rest.get(i..).unwrap_or_default(), 1) {
+                            return Err(HUNGARY);
+                        }
                         continue;
                     }
                     // The same for the trunk prefix "1" of the North American plan
@@ -396,6 +404,19 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
         return Err("is too long");
     }
     Ok(())
+}
+
+/// Refusal of a 0 then a 6 after +36 (see [`hungarian_trunk`]).
+const HUNGARY: &str = "has a 0 then a 6 after +36: write a Hungarian number without its trunk prefix 06";
+
+/// Whether a trunk 0 after +36 (its `len` characters at the start of `s`) is followed
+/// by a 6. Hungary's trunk prefix is "06", and its numbers vary in length: "+36 06 62
+/// 123 456" (Szeged, +36 62 123 456) with only the 0 dropped would be "+36 662 123
+/// 456", the same digits as "+36 66 212 3456" (Békéscsaba), another number; with "06"
+/// dropped, "+36 (0)62 123 456" (Szeged, the 0 written as elsewhere) would lose its 6.
+/// Which was meant cannot be told, so it is refused (found by review, stop 33).
+fn hungarian_trunk(code: u32, s: &str, len: usize) -> bool {
+    code == 36 && next_digit(s, len) == Some('6')
 }
 
 /// The first digit after the first `skip` characters of `s`, passing over separators;
@@ -796,6 +817,8 @@ mod tests {
             ("+1 (1) 555 010 9999", "+15550109999"),
             ("+1 1-800-555-0199", "+18005550199"),
             ("+1 1 0 1 555 010 9999", "+15550109999"),
+            ("+36 (0)1 234 5678", "+3612345678"),
+            ("+36 62 123 456", "+3662123456"),
         ] {
             assert_eq!(phone(raw).unwrap(), want, "{raw}");
         }
@@ -845,6 +868,11 @@ mod tests {
             ("+52 044 55 1234 5678", MEXICO),
             ("+52 1 55 1234 56789", MEXICO),
             ("+52 1 0 55 1234 567", MEXICO),
+            // Hungary's trunk prefix is "06": a 0 then a 6 is refused.
+            ("+36 06 62 123 456", HUNGARY),
+            ("+36 (06) 1 234 5678", HUNGARY),
+            ("+36 (0)62 123 456", HUNGARY),
+            ("+36 0 06 1 234 5678", HUNGARY),
         ] {
             assert_eq!(phone(raw), Err(problem), "{raw:?}");
         }
@@ -971,6 +999,7 @@ mod tests {
             "is longer than any Argentine number (write a mobile as +54 9, the area code and the number, without 15)",
             "country code is interrupted by \"(0)\"",
             "has \"(0)\" inside the number",
+            HUNGARY,
             "is longer than any Mexican number (write a mobile as +52, the area code and the number)",
         ]
     }
@@ -979,7 +1008,7 @@ mod tests {
         #[test]
         fn idempotent_total_and_never_echoing(
             s in prop_oneof![
-                "\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}|\\+54[0-9 ]{10,16}|\\+52[0-9 ()]{10,16}|\\+1[01 ()]{1,6}[0-9 ]{7,12}",
+                "\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}|\\+54[0-9 ]{10,16}|\\+52[0-9 ()]{10,16}|\\+1[01 ()]{1,6}[0-9 ]{7,12}|\\+36[06 ()]{1,5}[0-9 ]{7,10}",
                 PHONE_SHAPES,
                 LOCAL_PART_SHAPES
             ]
