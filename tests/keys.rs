@@ -218,6 +218,39 @@ fn no_receipt_for_an_entry_signed_by_a_revoked_key() {
     }
 }
 
+/// The same when a receipt was issued for the entry before the revocation: the key
+/// history a receipt reads is continued from where the last receipt left it (the whole
+/// log was read for each), and a revocation since is in it.
+#[test]
+fn a_receipt_issued_before_a_revocation_is_not_issued_after_it() {
+    let Setup {
+        dir: _dir,
+        k0,
+        k1,
+        s,
+        l,
+        ..
+    } = setup(1);
+    let g = l
+        .grant::<Analytics>(&s, RecipientScope::all_partners(), None)
+        .unwrap();
+    let early = l.receipt(g.seq, "x").unwrap();
+    verify_receipt(&early, &k0.verifying_key()).unwrap();
+    l.rotate_key(k1.clone()).unwrap();
+    let rotated = l.withdraw::<Analytics>(&s).unwrap();
+    let r = l.receipt(rotated.seq, "x").unwrap();
+    assert_eq!(r.entry_signer().unwrap(), k1.verifying_key());
+    verify_receipt(&r, &k1.verifying_key()).unwrap();
+    l.revoke_key(k0.verifying_key(), g.seq).unwrap();
+    match l.receipt(g.seq, "x") {
+        Err(ReadError::Integrity(e)) => {
+            assert_eq!(e.position, g.seq);
+            assert!(matches!(e.problem, IntegrityProblem::RevokedKey { .. }), "{e:?}");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
 /// A revoked key is never rotated to again.
 #[test]
 fn a_revoked_key_cannot_be_rotated_to() {

@@ -382,6 +382,11 @@ struct Inner {
     /// Every key the log authorized (the genesis key and each rotation's): the keys a
     /// revocation may name.
     signers: Mutex<Vec<[u8; 32]>>,
+    /// The log's key history as [`Ledger::receipt`] reads it (which key signed each
+    /// entry, and the revocations), continued from where the last receipt left it: the
+    /// log is append-only, so only the entries since are read (the first receipt of a
+    /// session reads the whole log). `None` until then, and after a read that failed.
+    receipt_keys: Mutex<Option<replay::Replay>>,
     /// Held by an erasure from its entry to its last removal.
     erasing: Mutex<()>,
     /// Held by every sync of the store while it runs and its failure is marked: the

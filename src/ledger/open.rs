@@ -588,6 +588,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             erasure_unfinished: std::sync::atomic::AtomicBool::new(false),
             revocations: Mutex::new(replay.revoked.clone()),
             signers: Mutex::new(replay.keys.iter().map(|k| k.key).collect()),
+            receipt_keys: Mutex::new(None),
             erasing: Mutex::new(()),
             syncing: Mutex::new(()),
         }),

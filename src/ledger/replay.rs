@@ -510,6 +510,11 @@ impl Replay {
     pub(crate) fn untrusted(&self) -> Vec<UntrustedRange> {
         untrusted_ranges(&self.keys, &self.revoked)
     }
+
+    /// The position of the next entry to step.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
 }
 
 /// [`Replay::untrusted`] of the key spans `keys` and the revocations `revoked` (key,
