@@ -225,12 +225,16 @@ fn no_receipt_for_an_entry_signed_by_a_revoked_key() {
 fn a_receipt_issued_before_a_revocation_is_not_issued_after_it() {
     let Setup {
         dir: _dir,
+        pk,
+        clock,
         k0,
         k1,
         s,
         l,
-        ..
     } = setup(1);
+    let before = l
+        .grant::<Analytics>(&s, RecipientScope::first_party(), None)
+        .unwrap();
     let g = l
         .grant::<Analytics>(&s, RecipientScope::all_partners(), None)
         .unwrap();
@@ -249,6 +253,25 @@ fn a_receipt_issued_before_a_revocation_is_not_issued_after_it() {
         }
         other => panic!("{:?}", other.map(|_| ())),
     }
+    // Reopened: the key history the open read has the rotation and the revocation.
+    drop(l);
+    let l = open(_dir.path(), &k1, &pk, &clock);
+    assert!(matches!(l.receipt(g.seq, "x"), Err(ReadError::Integrity(_))));
+    let r = l.receipt(rotated.seq, "x").unwrap();
+    verify_receipt(&r, &k1.verifying_key()).unwrap();
+    verify_receipt(&l.receipt(before.seq, "x").unwrap(), &k1.verifying_key()).unwrap();
+    // Entries after the open are read by the receipt: k0 revoked from its start now.
+    l.revoke_key(k0.verifying_key(), 0).unwrap();
+    let after = l
+        .grant::<Analytics>(&s, RecipientScope::first_party(), None)
+        .unwrap();
+    match l.receipt(before.seq, "x") {
+        Err(ReadError::Integrity(e)) => {
+            assert_eq!(e.problem, IntegrityProblem::RevokedKey { revoked_from: 0 })
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    verify_receipt(&l.receipt(after.seq, "x").unwrap(), &k1.verifying_key()).unwrap();
 }
 
 /// A revoked key is never rotated to again.

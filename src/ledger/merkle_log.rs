@@ -173,8 +173,9 @@ impl Ledger {
 
     /// The public key that signed entry `seq`: the genesis key or the last rotation
     /// before it. The key history of the whole log counts, for revocations after `seq`:
-    /// it is read once a session and continued from there (`Inner::receipt_keys`; at
-    /// 1.25M entries a receipt read the whole log each time, 1.5 to 3.5 s).
+    /// the open's replay of the log has it, and each receipt continues it with the entries
+    /// since (`Inner::receipt_keys`; at 1.25M entries a receipt read the whole log each
+    /// time, 1.5 to 3.5 s).
     ///
     /// # Errors
     /// As [`Ledger::receipt`]: a key revoked for `seq` is an integrity error.

@@ -384,8 +384,9 @@ struct Inner {
     signers: Mutex<Vec<[u8; 32]>>,
     /// The log's key history as [`Ledger::receipt`] reads it (which key signed each
     /// entry, and the revocations), continued from where the last receipt left it: the
-    /// log is append-only, so only the entries since are read (the first receipt of a
-    /// session reads the whole log). `None` until then, and after a read that failed.
+    /// log is append-only, so only the entries since are read. Begun from the open's
+    /// replay of the log; `None` after a read that failed (the next receipt then reads
+    /// the whole log).
     receipt_keys: Mutex<Option<replay::Replay>>,
     /// Held by an erasure from its entry to its last removal.
     erasing: Mutex<()>,

@@ -588,7 +588,8 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             erasure_unfinished: std::sync::atomic::AtomicBool::new(false),
             revocations: Mutex::new(replay.revoked.clone()),
             signers: Mutex::new(replay.keys.iter().map(|k| k.key).collect()),
-            receipt_keys: Mutex::new(None),
+            // The open read the whole log: receipts go on from there.
+            receipt_keys: Mutex::new(Some(replay.key_history())),
             erasing: Mutex::new(()),
             syncing: Mutex::new(()),
         }),

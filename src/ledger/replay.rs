@@ -515,6 +515,22 @@ impl Replay {
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq
     }
+
+    /// A replay that goes on from where this one stopped (its position, chain head,
+    /// time, keys and revocations), for the key history receipts read: none of this
+    /// one's signature checking (no batches, checker or last entry) comes along.
+    pub(crate) fn key_history(&self) -> Replay {
+        Replay {
+            next_seq: self.next_seq,
+            prev_hash: self.prev_hash,
+            last_ts: self.last_ts,
+            keys: self.keys.clone(),
+            revoked: self.revoked.clone(),
+            ledger_id: self.ledger_id,
+            pseudonym_key_check: self.pseudonym_key_check,
+            ..Replay::new(false)
+        }
+    }
 }
 
 /// [`Replay::untrusted`] of the key spans `keys` and the revocations `revoked` (key,
