@@ -1,7 +1,8 @@
 //! Audit costs: decision recording in each mode against `authorize` without
 //! recording (same ledger contents, same run), and Merkle proof generation and
 //! verification against a bare SHA-256 of the entry (the leaf hash every proof check
-//! starts with) measured in the same run.
+//! starts with) measured in the same run; a consent receipt against a bare ed25519
+//! sign and verify (a receipt signs a checkpoint and checks the entry's signature).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use consent_ledger::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use ed25519_dalek::Signer;
 use sha2::{Digest, Sha256};
 
 fn ledger(dir: &std::path::Path, recording: Recording, subjects: u64) -> (Ledger, Identifier<Advertising>) {
@@ -98,6 +100,25 @@ fn proofs(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("baseline-sha256-of-entry", &label), |b| {
             b.iter(|| black_box(Sha256::digest(&bytes)))
         });
+        // A receipt: a checkpoint signed, the proof, the entry's signer from the key
+        // history (kept since the open, not read from the log), its signature checked.
+        let subject_entry = (seq..size).find(|s| l.receipt(*s, "x").is_ok()).unwrap();
+        g.bench_function(BenchmarkId::new("receipt", &label), |b| {
+            b.iter(|| black_box(l.receipt(subject_entry, "settings page").unwrap()))
+        });
+        let dalek = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
+        let public = dalek.verifying_key();
+        let entry_sig = dalek.sign(&bytes);
+        g.bench_function(
+            BenchmarkId::new("baseline-ed25519-sign-and-verify", &label),
+            |b| {
+                b.iter(|| {
+                    let sig = dalek.sign(cp.text().as_bytes());
+                    public.verify_strict(&bytes, &entry_sig).unwrap();
+                    black_box(sig)
+                })
+            },
+        );
         g.finish();
         let _ = cproof;
     }
