@@ -198,6 +198,19 @@ pub const fn id_allows_basis(id: &str, basis: LegalBasis) -> bool {
     }
 }
 
+/// For a built-in id reserved for a basis that is not consent (`security`), that basis:
+/// decisions for it rest on a collection on that basis alone, never on consent records
+/// or on a collection on another basis. The current code writes neither (the id is
+/// reserved, and a grant or withdrawal for it is refused), but a log written before the
+/// reservation may hold them: a consent record given through a consent-based type with
+/// the id would otherwise widen a two-factor number to the partners it names.
+pub(crate) const fn lone_basis(id: &str) -> Option<LegalBasis> {
+    match reserved_basis(id) {
+        Some(b) if !b.requires_consent() => Some(b),
+        _ => None,
+    }
+}
+
 /// Stops the build of any use of the ledger with `P` when `P` reuses a built-in id on
 /// another legal basis (a hand-written implementation: `declare_purpose!` already
 /// refuses it). Evaluated once per purpose type, when the code using it is compiled.

@@ -133,22 +133,9 @@ pub(crate) struct Query<'r> {
     needs_consent: bool,
     /// The basis a built-in id is reserved for, when it is not consent
     /// ([`crate::purpose::reserved_basis`]): then that basis alone decides (see
-    /// [`lone_basis`]).
+    /// [`crate::purpose::lone_basis`]).
     lone_basis: Option<LegalBasis>,
     recipient: &'r Recipient,
-}
-
-/// For a built-in id reserved for a basis that is not consent (`security`), that basis:
-/// decisions for it rest on a collection on that basis alone, never on consent records
-/// or on a collection on another basis. The current code writes neither (the id is
-/// reserved, and a grant or withdrawal for it is refused), but a log written before the
-/// reservation may hold them: a consent record given through a consent-based type with
-/// the id would otherwise widen a two-factor number to the partners it names.
-pub(crate) const fn lone_basis(id: &str) -> Option<LegalBasis> {
-    match crate::purpose::reserved_basis(id) {
-        Some(b) if !b.requires_consent() => Some(b),
-        _ => None,
-    }
 }
 
 /// The whole decision state.
@@ -793,7 +780,7 @@ impl State {
             purpose_id: P::ID,
             purpose: self.purpose_index(P::ID),
             needs_consent: P::LEGAL_BASIS.requires_consent(),
-            lone_basis: const { lone_basis(P::ID) },
+            lone_basis: const { crate::purpose::lone_basis(P::ID) },
             recipient,
         }
     }

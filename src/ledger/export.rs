@@ -156,7 +156,7 @@ impl Ledger {
             // (`security`): that basis alone decides, whatever an old log holds, and
             // its consent events and collections on another basis are in force for
             // nothing.
-            let lone = crate::state::lone_basis(&purpose);
+            let lone = crate::purpose::lone_basis(&purpose);
             let consent_record = lone.is_none()
                 && events.iter().any(|h| {
                     matches!(

@@ -483,7 +483,7 @@ fn judge(
     // As decisions do: consent decides a use that relied on it, and any use of a purpose
     // the subject has a consent record for; never for a built-in id reserved for a
     // basis that is not consent (`security`), whatever an old log holds.
-    let consent = if crate::state::lone_basis(r.purpose()).is_some() {
+    let consent = if crate::purpose::lone_basis(r.purpose()).is_some() {
         None
     } else {
         state.consent_for(r.subject(), r.purpose())

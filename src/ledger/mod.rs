@@ -1195,7 +1195,7 @@ impl Ledger {
                     // built-in id reserved for another basis (whatever a log written
                     // before the reservation holds). (The subject's consent record first:
                     // the other is a scan of every identifier record.)
-                    if const { crate::state::lone_basis(P::ID).is_some() }
+                    if const { crate::purpose::lone_basis(P::ID).is_some() }
                         || state.consent_for(&subject, P::ID).is_none()
                             && !state.collected_on_consent(&subject, P::ID)
                     {

@@ -227,7 +227,7 @@ impl Reference {
             .find(|c| c.purpose == p)
             .ok_or(Denied::NotCollectedForPurpose { purpose })?;
         // A built-in id reserved for a basis that is not consent: that basis alone.
-        let lone = super::lone_basis(purpose);
+        let lone = crate::purpose::lone_basis(purpose);
         if lone.is_some_and(|b| b != collection.basis) {
             return Err(Denied::NotCollectedForPurpose { purpose });
         }
