@@ -181,6 +181,18 @@ fn a_checkpoint_signed_by_an_old_key_is_not_trusted() {
     }
 }
 
+/// Two grants of analytics for `s`: one for the first party (`before`), then one for
+/// every partner (`g`, the one the revocation tests revoke the key from).
+fn two_grants(l: &Ledger, s: &SubjectId) -> (Recorded, Recorded) {
+    let before = l
+        .grant::<Analytics>(s, RecipientScope::first_party(), None)
+        .unwrap();
+    let g = l
+        .grant::<Analytics>(s, RecipientScope::all_partners(), None)
+        .unwrap();
+    (before, g)
+}
+
 /// Asks for the receipt of entry `seq`, which must be refused because its signer was
 /// revoked for it; returns the position the key was revoked from.
 fn receipt_refused_as_revoked(l: &Ledger, seq: u64) -> u64 {
@@ -205,12 +217,7 @@ fn no_receipt_for_an_entry_signed_by_a_revoked_key() {
         l,
         ..
     } = setup(1);
-    let before = l
-        .grant::<Analytics>(&s, RecipientScope::first_party(), None)
-        .unwrap();
-    let g = l
-        .grant::<Analytics>(&s, RecipientScope::all_partners(), None)
-        .unwrap();
+    let (before, g) = two_grants(&l, &s);
     l.rotate_key(k1.clone()).unwrap();
     l.revoke_key(k0.verifying_key(), g.seq).unwrap();
     let after = l.withdraw::<Analytics>(&s).unwrap();
@@ -238,12 +245,7 @@ fn a_receipt_issued_before_a_revocation_is_not_issued_after_it() {
         s,
         l,
     } = setup(1);
-    let before = l
-        .grant::<Analytics>(&s, RecipientScope::first_party(), None)
-        .unwrap();
-    let g = l
-        .grant::<Analytics>(&s, RecipientScope::all_partners(), None)
-        .unwrap();
+    let (before, g) = two_grants(&l, &s);
     let early = l.receipt(g.seq, "x").unwrap();
     verify_receipt(&early, &k0.verifying_key()).unwrap();
     l.rotate_key(k1.clone()).unwrap();
@@ -532,13 +534,8 @@ fn a_receipt_assembled_by_hand_for_a_revoked_key_is_refused() {
         l,
         ..
     } = setup(1_700_000_000_000);
-    let before = l
-        .grant::<Analytics>(&s, RecipientScope::first_party(), None)
-        .unwrap();
-    // The grant the stolen k0 may have made.
-    let g = l
-        .grant::<Analytics>(&s, RecipientScope::all_partners(), None)
-        .unwrap();
+    // `g`: the grant the stolen k0 may have made.
+    let (before, g) = two_grants(&l, &s);
     l.rotate_key(k1.clone()).unwrap();
     l.revoke_key(k0.verifying_key(), g.seq).unwrap();
     assert!(l.receipt(g.seq, "x").is_err(), "the ledger refuses this receipt");
@@ -981,12 +978,7 @@ fn a_receipt_assembled_with_a_checkpoint_from_before_the_revocation() {
         l,
         ..
     } = setup(1_700_000_000_000);
-    let before = l
-        .grant::<Analytics>(&s, RecipientScope::first_party(), None)
-        .unwrap();
-    let g = l
-        .grant::<Analytics>(&s, RecipientScope::all_partners(), None)
-        .unwrap();
+    let (before, g) = two_grants(&l, &s);
     l.rotate_key(k1.clone()).unwrap();
     let window = l.checkpoint().unwrap();
     let early = l.receipt(before.seq, "x").unwrap();
