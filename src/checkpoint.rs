@@ -151,7 +151,14 @@ fn parse_revocations(lines: &[String], size: u64) -> Result<Vec<Revocation>, Aud
 
 /// A checkpoint whose signature has been verified: the tree size and root the ledger
 /// committed to. Obtained from [`SignedCheckpoint::verify`] or from the ledger.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Two checkpoints are equal (`==`) when they commit to the same head: the same origin,
+/// size, root and `revoked` lines. The note's signature lines are not compared, so a
+/// copy that a witness cosigned equals the ledger's own; compare [`text`] to tell
+/// them apart.
+///
+/// [`text`]: SignedCheckpoint::text
+#[derive(Debug, Clone)]
 pub struct SignedCheckpoint {
     text: String,
     origin: String,
@@ -159,6 +166,19 @@ pub struct SignedCheckpoint {
     root: [u8; 32],
     revocations: Vec<Revocation>,
 }
+
+impl PartialEq for SignedCheckpoint {
+    fn eq(&self, other: &Self) -> bool {
+        // `text` is left out on purpose (see the type's docs); the body's text is
+        // determined by these fields, since only canonical forms are accepted.
+        self.origin == other.origin
+            && self.size == other.size
+            && self.root == other.root
+            && self.revocations == other.revocations
+    }
+}
+
+impl Eq for SignedCheckpoint {}
 
 /// Whether `origin` has the shape [`origin_of`] gives: `consent-ledger/` and 32
 /// lower-case hex digits (docs/format.md). Another shape is no ledger's.
@@ -434,6 +454,36 @@ mod tests {
                 Err(AuditError::Mismatch("checkpoint origin is not a consent ledger")),
                 "{origin}"
             );
+        }
+    }
+
+    /// A copy cosigned by a witness (one more signature line) commits to the same head
+    /// and so is equal; a checkpoint of another size, root or revocation is not.
+    #[test]
+    fn equality_is_of_the_head_not_of_the_signature_lines() {
+        let k = key();
+        let vk = VerifyingKey::from_bytes(&k.verifying_key().to_bytes()).unwrap();
+        let cp = SignedCheckpoint::sign(&[1; 16], 3, [7; 32], &[], &k).unwrap();
+        let body = cp.text().split("\n\n").next().unwrap().to_owned() + "\n";
+        let witness = ed25519_dalek::SigningKey::from_bytes(&[0x17; 32]);
+        let by_witness = note::sign_note(&body, "witness.example", &witness).unwrap();
+        let line = by_witness.rsplit("\n\n").next().unwrap();
+        let cosigned_text = format!("{}{line}", cp.text());
+        let cosigned = SignedCheckpoint::verify(&cosigned_text, &vk).unwrap();
+        assert_ne!(cosigned.text(), cp.text());
+        assert_eq!(cosigned, cp);
+
+        let revoked = [Revocation {
+            key: public(9),
+            from: 1,
+        }];
+        for other in [
+            SignedCheckpoint::sign(&[1; 16], 4, [7; 32], &[], &k).unwrap(),
+            SignedCheckpoint::sign(&[1; 16], 3, [8; 32], &[], &k).unwrap(),
+            SignedCheckpoint::sign(&[2; 16], 3, [7; 32], &[], &k).unwrap(),
+            SignedCheckpoint::sign(&[1; 16], 3, [7; 32], &revoked, &k).unwrap(),
+        ] {
+            assert_ne!(other, cp);
         }
     }
 
