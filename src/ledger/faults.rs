@@ -1833,6 +1833,17 @@ fn legacy_consent_records_for_security_decide_nothing() {
         .unwrap();
     assert_eq!(report.uses, 1);
     assert_eq!(report.unlawful_uses, 0, "{report:?}");
+    // The history shows every entry as recorded, and which of them decide nothing.
+    let history = l.history(&alice).unwrap();
+    let shown: Vec<(bool, bool)> = history
+        .iter()
+        .map(|h| (matches!(h.change, Change::Collected { .. }), h.change.decides()))
+        .collect();
+    assert_eq!(
+        shown,
+        [(true, true), (false, false), (false, false)],
+        "{history:?}"
+    );
     // The export describes what decides: the collection under legitimate interest,
     // in force, for the first party; the consent events in force for nothing.
     let doc: serde_json::Value =

@@ -252,6 +252,27 @@ pub enum Change {
     Erased,
 }
 
+impl Change {
+    /// Whether decisions take this change into account: `false` for a change that the
+    /// ledger writes no longer and that a log written before built-in purpose ids were
+    /// reserved for their legal basis may hold, namely a consent change (grant,
+    /// withdrawal, expiry) for `"security"`, or a collection for it on another basis
+    /// than [`Security`](crate::Security)'s. Decisions about `"security"` rest on its
+    /// collections on their reserved basis alone, so a history shows such an entry as
+    /// it was recorded and this says it changed nothing.
+    pub fn decides(&self) -> bool {
+        match self {
+            Change::Collected {
+                purpose, legal_basis, ..
+            } => crate::purpose::lone_basis(purpose).is_none_or(|b| b == *legal_basis),
+            Change::Granted { purpose, .. } | Change::Withdrawn { purpose } | Change::Expired { purpose } => {
+                crate::purpose::lone_basis(purpose).is_none()
+            }
+            Change::Erased => true,
+        }
+    }
+}
+
 impl fmt::Display for Change {
     /// A sentence a person can read, such as
     /// `consent to "partner-sharing" for all business partners`.
@@ -1585,7 +1606,9 @@ impl Ledger {
     /// who signed the erasure).
     ///
     /// An entry signed by a key at or after the position it was revoked from is marked
-    /// ([`HistoryEntry::untrusted`]).
+    /// ([`HistoryEntry::untrusted`]). Every entry is shown as recorded, including those
+    /// an older version of this crate wrote and decisions now ignore
+    /// ([`Change::decides`]).
     ///
     /// # Errors
     /// Storage failures, or an [`IntegrityError`] if a stored entry is broken or
@@ -1961,6 +1984,42 @@ mod tests {
 
     fn at(position: u64, problem: IntegrityProblem) -> IntegrityError {
         IntegrityError { position, problem }
+    }
+
+    /// Only what no current write makes decides nothing: consent changes for
+    /// `"security"` and its collections on another basis; the same changes for any
+    /// other id, and `"security"`'s collections on its own basis, decide.
+    #[test]
+    fn changes_that_decide() {
+        let collected = |purpose: &str, legal_basis| Change::Collected {
+            kind: IdentifierKind::Phone,
+            purpose: purpose.into(),
+            legal_basis,
+            scope: RecipientScope::first_party(),
+        };
+        let consent = |purpose: &str| {
+            [
+                Change::Granted {
+                    purpose: purpose.into(),
+                    scope: RecipientScope::all_partners(),
+                    expires_at: None,
+                },
+                Change::Withdrawn {
+                    purpose: purpose.into(),
+                },
+                Change::Expired {
+                    purpose: purpose.into(),
+                },
+            ]
+        };
+        assert!(collected("security", LegalBasis::LegitimateInterest).decides());
+        assert!(!collected("security", LegalBasis::Consent).decides());
+        assert!(collected("login", LegalBasis::Consent).decides());
+        assert!(collected("advertising", LegalBasis::Consent).decides());
+        assert!(consent("security").iter().all(|c| !c.decides()));
+        assert!(consent("advertising").iter().all(Change::decides));
+        assert!(consent("login").iter().all(Change::decides));
+        assert!(Change::Erased.decides());
     }
 
     proptest::proptest! {
