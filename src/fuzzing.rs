@@ -1196,6 +1196,10 @@ pub fn names(data: &[u8]) -> Outcome {
                 "name breaks the rules",
             )?;
             ensure(n.as_str() == s, "name changed")?;
+            ensure(
+                icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().is_normalized(s),
+                "name not in NFKC form",
+            )?;
             accepted = true;
         }
         Err(e) => ensure(e.field() == "recipient name", "name error names another field")?,
