@@ -434,8 +434,11 @@ impl State {
     }
 
     /// Every current grant that has an expiry: (subject, purpose id, grant entry, expiry).
+    /// Not those for an id whose reserved basis alone decides (`security`: a log from
+    /// before the reservation may hold them), which decide nothing and cannot be renewed.
     pub(crate) fn grants_with_expiry(&self) -> Vec<(SubjectId, String, u64, Timestamp)> {
         self.consents()
+            .filter(|(_, purpose, _)| crate::purpose::lone_basis(purpose).is_none())
             .filter_map(|(id, purpose, c)| match c {
                 Consent::Granted {
                     seq,

@@ -165,10 +165,14 @@ impl Ledger {
                     )
                 });
             // In log order, so that the output depends on the log alone (the state's
-            // table order differs after a reopen).
-            let mut mine: Vec<&(String, LegalBasis, RecipientScope, u64)> = in_force
+            // table order differs after a reopen). A collection of an id reserved for
+            // consent rests on consent, as decisions judge it, whatever basis an old log
+            // recorded it on.
+            let for_consent = crate::purpose::reserved_basis(&purpose).filter(|b| b.requires_consent());
+            let mut mine: Vec<(&String, LegalBasis, &RecipientScope, u64)> = in_force
                 .iter()
                 .filter(|(p, basis, ..)| *p == purpose && lone.is_none_or(|b| b == *basis))
+                .map(|(p, basis, scope, seq)| (p, for_consent.unwrap_or(*basis), scope, *seq))
                 .collect();
             mine.sort_by_key(|c| c.3);
             let mut placed: HashSet<u64> = HashSet::new();

@@ -1862,6 +1862,249 @@ fn legacy_consent_records_for_security_decide_nothing() {
     );
 }
 
+fn open_at_t0(dir: &std::path::Path, clock: &crate::ManualClock) -> Ledger {
+    Ledger::builder(dir)
+        .signing_key(SigningKey::generate())
+        .pseudonym_key(PseudonymKey::generate())
+        .durability(Durability::Relaxed)
+        .record_decisions(crate::Recording::Every)
+        .clock(clock.clone())
+        .open()
+        .unwrap()
+}
+
+const LEGACY_T0: u64 = 1_700_000_000_000;
+
+/// Found by review h34: `expiring` and `record_expiries` still read consent records for
+/// "security" that decisions, impact and export ignore (`lone_basis`). A legacy grant
+/// of "security" with an expiry is listed as a consent to ask again for, and
+/// `record_expiries` signs an `Expired` entry for it into the log, although nothing
+/// decides on it (and `grant::<Security>` is refused, so the renewal the listing asks
+/// for cannot even be recorded).
+#[test]
+fn legacy_security_grants_are_not_listed_or_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(LEGACY_T0));
+    let l = open_at_t0(dir.path(), &clock);
+    let alice = SubjectId::new("alice-legacy").unwrap();
+    let phone = crate::Identifier::<crate::Security>::phone("+1 555 010 7777").unwrap();
+    l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
+    // As a consent-based "security" type wrote it before the reservation.
+    let subject = alice.clone();
+    l.append_combined(
+        Actor::Subject,
+        Box::new(move |_: &State| {
+            Ok(Body::Granted {
+                subject,
+                purpose: "security".into(),
+                scope: RecipientScope::all_partners(),
+                expires_at: Some(crate::Timestamp::from_millis(LEGACY_T0 + 1_000)),
+            })
+        }),
+    )
+    .unwrap();
+    // Decisions ignore it: the 2FA number stays usable by the first party after the
+    // "expiry".
+    clock.set(crate::Timestamp::from_millis(LEGACY_T0 + 5_000));
+    assert!(l.authorize(&phone, &crate::Recipient::FirstParty).is_ok());
+    // So there is nothing to renew ...
+    let due = l.expiring(std::time::Duration::from_secs(3600)).unwrap();
+    let len_before = l.len();
+    let recorded = l.record_expiries().unwrap();
+    assert!(
+        due.iter().all(|c| c.purpose != "security"),
+        "expiring() lists a legacy \"security\" consent that decides nothing: {due:?}; \
+         record_expiries() appended {} entr(y/ies) ({} -> {})",
+        recorded.len(),
+        len_before,
+        l.len()
+    );
+    // ... and nothing to record as lapsed.
+    assert!(
+        recorded.is_empty() && l.len() == len_before,
+        "record_expiries() signed {} Expired entr(y/ies) for \"security\"",
+        recorded.len()
+    );
+}
+
+/// Found by review h34: impact does not apply the rest of `lone_basis`: a decision for
+/// "security" on an identifier whose collection in force is on another basis
+/// (a log from before the reservation: a Contract-based "security" type) is
+/// `NotCollectedForPurpose`, but `impact` judges a recorded use at that same position
+/// lawful (it checks only the collection's scope).
+#[test]
+fn impact_judges_security_on_another_basis_as_decisions_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(LEGACY_T0));
+    let l = open_at_t0(dir.path(), &clock);
+    let alice = SubjectId::new("alice-legacy").unwrap();
+    let phone = crate::Identifier::<crate::Security>::phone("+1 555 010 7777").unwrap();
+    l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
+    // The subject pseudonym of that collection, as an old type on Contract basis would
+    // have written it again.
+    let pseudonym = decoded_entries(&*l.inner.store)
+        .filter_map(Result::ok)
+        .find_map(|e| match e.body {
+            Body::Collected { pseudonym, .. } => Some(pseudonym),
+            _ => None,
+        })
+        .unwrap();
+    let lookup = phone.lookup(&l.inner.pseudonym_key);
+    let subject = alice.clone();
+    let legacy = l
+        .append(Actor::Subject, move |_, _| {
+            Ok(Prepared::Append(
+                Body::Collected {
+                    subject,
+                    kind: crate::IdentifierKind::Phone,
+                    pseudonym,
+                    purpose: "security".into(),
+                    basis: crate::LegalBasis::Contract,
+                    scope: RecipientScope::first_party(),
+                },
+                Some(lookup),
+            ))
+        })
+        .unwrap();
+    // The decision now: not collected for security (its reserved basis alone decides).
+    let now = l.authorize(&phone, &crate::Recipient::FirstParty).map(|_| ());
+    assert!(
+        matches!(now, Err(crate::Denied::NotCollectedForPurpose { .. })),
+        "{now:?}"
+    );
+    // A use recorded at this position, as the code before the reservation allowed it.
+    let evidence = crate::Evidence {
+        subject: alice.clone(),
+        purpose: "security",
+        basis: crate::LegalBasis::Contract,
+        position: l.len(),
+        allowed_by: legacy.seq,
+        collected_at: legacy.seq,
+        decided_at: l.now(),
+    };
+    l.record(&evidence, &crate::Recipient::FirstParty).unwrap();
+    let report = l
+        .impact(&crate::ImpactQuery::since(crate::Timestamp::EPOCH))
+        .unwrap();
+    assert_eq!(report.uses, 1);
+    assert_eq!(
+        report.unlawful_uses, 1,
+        "impact judges lawful a use the decision at its position denies: {report:?}"
+    );
+}
+
+/// Appends, as a legitimate-interest "advertising" type did before the reservation
+/// (`AdsLi` in commit 21a9941), a collection of `phone` for every partner. Returns its
+/// position.
+fn legacy_advertising_collection(
+    l: &Ledger,
+    alice: &SubjectId,
+    phone: &crate::Identifier<crate::Advertising>,
+) -> u64 {
+    // The identifier and its subject pseudonym, through today's type first.
+    l.collect(alice, phone, RecipientScope::first_party()).unwrap();
+    let pseudonym = decoded_entries(&*l.inner.store)
+        .filter_map(Result::ok)
+        .find_map(|e| match e.body {
+            Body::Collected { pseudonym, .. } => Some(pseudonym),
+            _ => None,
+        })
+        .unwrap();
+    let lookup = phone.lookup(&l.inner.pseudonym_key);
+    let subject = alice.clone();
+    l.append(Actor::Subject, move |_, _| {
+        Ok(Prepared::Append(
+            Body::Collected {
+                subject,
+                kind: crate::IdentifierKind::Phone,
+                pseudonym,
+                purpose: "advertising".into(),
+                basis: crate::LegalBasis::LegitimateInterest,
+                scope: RecipientScope::all_partners(),
+            },
+            Some(lookup),
+        ))
+    })
+    .unwrap()
+    .seq
+}
+
+/// Found by review h34: for a consent-reserved built-in id ("advertising"), decisions always need
+/// consent (the type does), but impact judges by the *collection's* basis: a use that
+/// the old legitimate-interest "advertising" type allowed without consent (the very
+/// case the reservation was made for) is judged lawful, while the decision at that
+/// position is `NoConsent`.
+#[test]
+fn impact_judges_advertising_without_consent_as_decisions_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(LEGACY_T0));
+    let l = open_at_t0(dir.path(), &clock);
+    let alice = SubjectId::new("alice-legacy").unwrap();
+    let acme = crate::Recipient::partner("acme").unwrap();
+    let phone = crate::Identifier::<crate::Advertising>::phone("+1 555 010 7777").unwrap();
+    let legacy = legacy_advertising_collection(&l, &alice, &phone);
+    let now = l.authorize(&phone, &acme).map(|_| ());
+    assert!(matches!(now, Err(crate::Denied::NoConsent { .. })), "{now:?}");
+    // The use the old type allowed and recorded, on legitimate interest.
+    let evidence = crate::Evidence {
+        subject: alice.clone(),
+        purpose: "advertising",
+        basis: crate::LegalBasis::LegitimateInterest,
+        position: l.len(),
+        allowed_by: legacy,
+        collected_at: legacy,
+        decided_at: l.now(),
+    };
+    l.record(&evidence, &acme).unwrap();
+    let report = l
+        .impact(&crate::ImpactQuery::since(crate::Timestamp::EPOCH).purpose::<crate::Advertising>())
+        .unwrap();
+    assert_eq!(report.uses, 1);
+    assert_eq!(
+        report.unlawful_uses, 1,
+        "an advertising use without any consent is judged lawful: {report:?}"
+    );
+}
+
+/// Found by review h34: the export tells the person their number is used for "advertising" on
+/// legitimate interest and given to every partner, while every decision for it is
+/// `NoConsent` (the reserved id needs consent, whatever an old collection says).
+#[test]
+fn export_of_advertising_follows_the_reserved_basis() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(LEGACY_T0));
+    let l = open_at_t0(dir.path(), &clock);
+    let alice = SubjectId::new("alice-legacy").unwrap();
+    let acme = crate::Recipient::partner("acme").unwrap();
+    let phone = crate::Identifier::<crate::Advertising>::phone("+1 555 010 7777").unwrap();
+    legacy_advertising_collection(&l, &alice, &phone);
+    assert!(matches!(
+        l.authorize(&phone, &acme).map(|_| ()),
+        Err(crate::Denied::NoConsent { .. })
+    ));
+    let doc: serde_json::Value =
+        serde_json::from_str(&l.export_subject(&alice, "settings").unwrap()).unwrap();
+    let in_force: Vec<&serde_json::Value> = doc["@graph"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["dpv:hasPurpose"]["dct:identifier"] == "advertising" && r["inForce"] == true)
+        .collect();
+    for r in &in_force {
+        assert_ne!(
+            r["dpv:hasPurpose"]["dpv:hasLegalBasis"], "dpv:LegitimateInterest",
+            "export says advertising rests on legitimate interest: {doc:#}"
+        );
+        assert!(
+            r["dpv:hasPurpose"]["dpv:hasRecipient"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "export names recipients no decision allows: {doc:#}"
+        );
+    }
+}
+
 /// A read error anywhere in the log (first entry, either side of a batch's edge, later)
 /// is reported the same with and without the log-checking thread, and a panic while
 /// reading (either side of a batch's edge, later) never becomes a shorter log: open

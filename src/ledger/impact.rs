@@ -187,6 +187,14 @@ pub enum Unlawful {
         /// The collection in force.
         collection: u64,
     },
+    /// The identifier's collection for the purpose in force was on another legal basis
+    /// than the one the purpose id is reserved for (`security`, collected through a type
+    /// of a version of this crate before the reservation): a decision would have found
+    /// it not collected for the purpose.
+    NotCollectedOnBasis {
+        /// The collection in force.
+        collection: u64,
+    },
     /// The subject had been erased at this entry.
     Erased {
         /// The erasure entry.
@@ -480,21 +488,35 @@ fn judge(
             }
         }
     }
-    // As decisions do: consent decides a use that relied on it, and any use of a purpose
-    // the subject has a consent record for; never for a built-in id reserved for a
-    // basis that is not consent (`security`), whatever an old log holds.
-    let consent = if crate::purpose::lone_basis(r.purpose()).is_some() {
-        None
-    } else {
-        state.consent_for(r.subject(), r.purpose())
-    };
     // The identifier's collection for the purpose in force at this point (collected
     // again since the use, it may have another scope or basis).
     let collection = collections
         .get(&r.collected_at())
         .and_then(|c| in_force.get(&(c.subject.clone(), c.pseudonym, r.purpose().to_owned())));
+    // As decisions do, whatever an old log holds (entries from before built-in ids were
+    // reserved for their bases): for an id whose reserved basis alone decides
+    // (`security`), the collection must be on that basis and cover the recipient, and
+    // consent records count for nothing.
+    if let Some(basis) = crate::purpose::lone_basis(r.purpose()) {
+        return match collection {
+            Some((_, seq, on)) if *on != basis => Some(Unlawful::NotCollectedOnBasis { collection: *seq }),
+            Some((scope, seq, _)) if !scope.covers(r.recipient()) => {
+                Some(Unlawful::CollectionNotCovering { collection: *seq })
+            }
+            _ => None,
+        };
+    }
+    // Otherwise consent decides a use that relied on it, any use of a purpose the
+    // subject has a consent record for, and every use of an id reserved for consent.
+    let consent = state.consent_for(r.subject(), r.purpose());
     let collection_needs_consent = collection.is_some_and(|(_, _, basis)| basis.requires_consent());
-    if r.legal_basis() != LegalBasis::Consent && consent.is_none() && !collection_needs_consent {
+    let reserved_for_consent =
+        crate::purpose::reserved_basis(r.purpose()).is_some_and(LegalBasis::requires_consent);
+    if r.legal_basis() != LegalBasis::Consent
+        && !reserved_for_consent
+        && consent.is_none()
+        && !collection_needs_consent
+    {
         // The collection decides, as in a decision: it must cover the recipient.
         return match collection {
             Some((scope, seq, _)) if !scope.covers(r.recipient()) => {
