@@ -48,6 +48,11 @@ impl SubjectId {
     /// Validates an id: 1 to 128 bytes, no control characters, no surrounding
     /// whitespace, and not an email address or phone number.
     ///
+    /// The id is kept exactly as given and compared byte for byte: two spellings that
+    /// read alike (a composed "é" and "e" with a combining accent, say) are two
+    /// subjects. Ids are meant to be opaque (a random UUID); an application that makes
+    /// them from text normalizes it first.
+    ///
     /// # Errors
     /// [`InputError`] naming the rule broken; the message does not contain the id.
     pub fn new(id: &str) -> Result<Self, InputError> {
