@@ -501,8 +501,59 @@ pub(crate) fn read_matching(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
+
+    /// The aggregate's key, frozen (docs/format.md, "Directory"): `0x02`, the bucket's
+    /// start, then the first 16 bytes of SHA-256 of the record's fields as encoded, with
+    /// positions and times zero and count 1. The bytes hashed are written out here by
+    /// hand, so a change of the grouping (which would split old and new counts under
+    /// two keys) fails this test (found missing by review h34).
+    #[test]
+    fn an_aggregates_key_is_as_documented() {
+        let fields = DecisionFields {
+            subject: SubjectId::new("u").unwrap(),
+            purpose: "ads".into(),
+            recipient: Recipient::partner("acme").unwrap(),
+            basis: crate::LegalBasis::Consent,
+            allowed_by: 7,
+            collected_at: 5,
+            first_position: 9,
+            last_position: 12,
+            first_at: Timestamp::from_millis(3_600_000 * 5 + 1234),
+            last_at: Timestamp::from_millis(3_600_000 * 5 + 9999),
+            count: 4,
+        };
+        let mut grouped = vec![1u8]; // version
+        grouped.extend(1u64.to_be_bytes());
+        grouped.extend(b"u");
+        grouped.extend(3u64.to_be_bytes());
+        grouped.extend(b"ads");
+        grouped.extend(1u32.to_be_bytes()); // partner
+        grouped.extend(4u64.to_be_bytes());
+        grouped.extend(b"acme");
+        grouped.push(1); // consent (docs/format.md: legal basis codes)
+        grouped.extend(7u64.to_be_bytes());
+        grouped.extend(5u64.to_be_bytes());
+        grouped.extend([0u8; 32]); // positions and times
+        grouped.extend(1u64.to_be_bytes()); // count
+        let digest = Sha256::digest(&grouped);
+        let mut want = vec![AGGREGATED];
+        want.extend((3_600_000u64 * 5).to_be_bytes());
+        want.extend(&digest[..16]);
+        assert_eq!(aggregate_key(&fields, 3_600_000), want);
+        // The key is about the group alone: other positions, times in the bucket and
+        // counts give the same key.
+        let later = DecisionFields {
+            first_position: 100,
+            last_position: 200,
+            first_at: Timestamp::from_millis(3_600_000 * 5),
+            count: 1,
+            ..fields.clone()
+        };
+        assert_eq!(aggregate_key(&later, 3_600_000), want);
+    }
 
     #[test]
     fn the_next_record_number_follows_a_record_numbers_key_only() {
