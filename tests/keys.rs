@@ -1167,3 +1167,359 @@ fn a_revoked_keys_errors_name_the_position_it_was_revoked_from() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The key history that receipts keep (`Inner::receipt_keys`) against a model the tests
+/// keep themselves: which key signs from which position, which was revoked from where
+/// (review h34, receipts).
+mod key_history {
+    use consent_ledger::{
+        verify_receipt, Analytics, Durability, IntegrityError, IntegrityProblem, Ledger, ManualClock,
+        PseudonymKey, ReadError, RecipientScope, SigningKey, Snapshots, SubjectId, Timestamp, VerifyingKey,
+        WriteError,
+    };
+
+    /// What the test knows about the key history: (key, first position it signs).
+    #[derive(Default, Clone)]
+    struct Model {
+        keys: Vec<(VerifyingKey, u64)>,
+        /// (key, revoked from)
+        revoked: Vec<(VerifyingKey, u64)>,
+        /// Positions of consent entries (grants).
+        consents: Vec<u64>,
+    }
+
+    impl Model {
+        fn signer(&self, seq: u64) -> VerifyingKey {
+            self.keys.iter().rev().find(|(_, from)| *from <= seq).unwrap().0
+        }
+
+        /// `Ok(signer)`, or `Err(revoked_from)` when the receipt must be refused.
+        fn expect(&self, seq: u64) -> Result<VerifyingKey, u64> {
+            let signer = self.signer(seq);
+            match self
+                .revoked
+                .iter()
+                .filter(|(k, _)| *k == signer)
+                .map(|(_, from)| *from)
+                .min()
+            {
+                Some(from) if from <= seq => Err(from),
+                _ => Ok(signer),
+            }
+        }
+    }
+
+    fn consent(l: &Ledger, m: &mut Model, i: usize) -> u64 {
+        let s = SubjectId::new(&format!("s-{i}")).unwrap();
+        let r = l
+            .grant::<Analytics>(&s, RecipientScope::first_party(), None)
+            .unwrap();
+        m.consents.push(r.seq);
+        r.seq
+    }
+
+    fn rotate(l: &Ledger, m: &mut Model, to: &SigningKey) {
+        let r = l.rotate_key(to.clone()).unwrap();
+        m.keys.push((to.verifying_key(), r.seq + 1));
+    }
+
+    fn revoke(l: &Ledger, m: &mut Model, key: VerifyingKey, from: u64) {
+        l.revoke_key(key, from).unwrap();
+        m.revoked.push((key, from));
+    }
+
+    /// Every consent entry's receipt is what the model says: issued (signed by the
+    /// model's signer, verifying under `current`) or refused as revoked from the model's
+    /// position.
+    fn check_all(l: &Ledger, m: &Model, current: &VerifyingKey, at: &str) {
+        l.sync().unwrap();
+        for &seq in &m.consents {
+            let got = l.receipt(seq, "x");
+            match (m.expect(seq), got) {
+                (Ok(signer), Ok(r)) => {
+                    assert_eq!(r.entry_signer().unwrap(), signer, "{at}: signer of {seq}");
+                    verify_receipt(&r, current).unwrap_or_else(|e| panic!("{at}: {seq}: {e}"));
+                }
+                (
+                    Err(from),
+                    Err(ReadError::Integrity(IntegrityError {
+                        position,
+                        problem: IntegrityProblem::RevokedKey { revoked_from },
+                    })),
+                ) => assert_eq!((position, revoked_from), (seq, from), "{at}: {seq}"),
+                (want, got) => panic!("{at}: entry {seq}: model {want:?}, ledger {:?}", got.map(|_| ())),
+            }
+        }
+    }
+
+    fn open_with(
+        dir: &std::path::Path,
+        key: &SigningKey,
+        pk: &PseudonymKey,
+        clock: &ManualClock,
+        d: Durability,
+        snapshots: Snapshots,
+    ) -> Ledger {
+        Ledger::builder(dir)
+            .signing_key(key.clone())
+            .pseudonym_key(pk.clone())
+            .clock(clock.clone())
+            .durability(d)
+            .snapshots(snapshots)
+            .open()
+            .unwrap()
+    }
+
+    /// The cached key history gives what the model gives, after rotate, revoke,
+    /// rotate-then-revoke, rotate-back, refused key changes (which must change nothing),
+    /// and reopening with and without a snapshot, under each durability.
+    #[test]
+    fn cached_key_history_matches_the_model_through_key_changes_and_reopens() {
+        for d in [
+            Durability::Immediate,
+            Durability::GroupCommit,
+            Durability::Relaxed,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let pk = PseudonymKey::generate();
+            let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+            let k: Vec<SigningKey> = (0..4).map(|_| SigningKey::generate()).collect();
+            let snap = Snapshots::OnClose { min_new_entries: 0 };
+            let mut m = Model::default();
+            m.keys.push((k[0].verifying_key(), 0));
+            let l = open_with(dir.path(), &k[0], &pk, &clock, d, snap);
+            let mut i = 0;
+            let mut more = |l: &Ledger, m: &mut Model, n: usize| {
+                for _ in 0..n {
+                    consent(l, m, i);
+                    i += 1;
+                }
+            };
+            more(&l, &mut m, 3);
+            check_all(&l, &m, &k[0].verifying_key(), "start");
+            rotate(&l, &mut m, &k[1]);
+            more(&l, &mut m, 2);
+            check_all(&l, &m, &k[1].verifying_key(), "rotated");
+            // Refused key changes: nothing changes.
+            let before = l.len();
+            assert!(matches!(l.rotate_key(k[1].clone()), Err(WriteError::Input(_))));
+            assert!(matches!(
+                l.revoke_key(k[1].verifying_key(), 0),
+                Err(WriteError::Input(_))
+            ));
+            assert!(matches!(
+                l.revoke_key(SigningKey::generate().verifying_key(), 0),
+                Err(WriteError::Input(_))
+            ));
+            assert!(matches!(
+                l.revoke_key(k[0].verifying_key(), before + 1),
+                Err(WriteError::Input(_))
+            ));
+            assert_eq!(l.len(), before);
+            check_all(&l, &m, &k[1].verifying_key(), "refused changes");
+            // Revoke k0 from its second consent.
+            let from = m.consents[1];
+            revoke(&l, &mut m, k[0].verifying_key(), from);
+            assert!(matches!(l.rotate_key(k[0].clone()), Err(WriteError::Input(_))));
+            more(&l, &mut m, 2);
+            check_all(&l, &m, &k[1].verifying_key(), "revoked k0");
+            // Rotate, then revoke the key rotated away from.
+            rotate(&l, &mut m, &k[2]);
+            more(&l, &mut m, 1);
+            let k1_last = *m.consents.last().unwrap() - 2;
+            revoke(&l, &mut m, k[1].verifying_key(), k1_last);
+            check_all(&l, &m, &k[2].verifying_key(), "rotated then revoked k1");
+            // Rotate back and forth: k2 -> k3 -> k2.
+            rotate(&l, &mut m, &k[3]);
+            more(&l, &mut m, 2);
+            rotate(&l, &mut m, &k[2]);
+            more(&l, &mut m, 1);
+            check_all(&l, &m, &k[2].verifying_key(), "rotated back");
+            revoke(&l, &mut m, k[3].verifying_key(), 0);
+            check_all(&l, &m, &k[2].verifying_key(), "revoked k3 from 0");
+            // Reopen without a snapshot, then write one on close and open from it.
+            drop(l);
+            let l = open_with(dir.path(), &k[2], &pk, &clock, d, Snapshots::Off);
+            check_all(&l, &m, &k[2].verifying_key(), "reopened, no snapshot");
+            more(&l, &mut m, 1);
+            drop(l);
+            let l = open_with(dir.path(), &k[2], &pk, &clock, d, snap);
+            more(&l, &mut m, 1);
+            drop(l);
+            let l = open_with(dir.path(), &k[2], &pk, &clock, d, snap);
+            check_all(&l, &m, &k[2].verifying_key(), "reopened from a snapshot");
+            // A rotation and a revocation after the open, of a key whose entries the open read.
+            let k4 = SigningKey::generate();
+            rotate(&l, &mut m, &k4);
+            more(&l, &mut m, 1);
+            revoke(&l, &mut m, k[2].verifying_key(), 0);
+            check_all(&l, &m, &k4.verifying_key(), "after the open");
+        }
+    }
+
+    /// Under concurrency: appends on four threads while a fifth rotates and revokes and a
+    /// sixth asks for receipts all along (continuing the cache from wherever it is); then
+    /// every receipt is what the model says.
+    #[test]
+    fn cached_key_history_matches_the_model_after_concurrent_appends_and_receipts() {
+        let dir = tempfile::tempdir().unwrap();
+        let pk = PseudonymKey::generate();
+        let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+        let k: Vec<SigningKey> = (0..4).map(|_| SigningKey::generate()).collect();
+        let l = open_with(
+            dir.path(),
+            &k[0],
+            &pk,
+            &clock,
+            Durability::GroupCommit,
+            Snapshots::Off,
+        );
+        let mut m = Model::default();
+        m.keys.push((k[0].verifying_key(), 0));
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (seqs, key_model) = std::thread::scope(|s| {
+            let writers: Vec<_> = (0..4)
+                .map(|t| {
+                    let l = &l;
+                    s.spawn(move || {
+                        (0..40)
+                            .map(|i| {
+                                let subject = SubjectId::new(&format!("t{t}-{i}")).unwrap();
+                                l.grant::<Analytics>(&subject, RecipientScope::first_party(), None)
+                                    .unwrap()
+                                    .seq
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let reader = s.spawn(|| {
+                let mut n = 0u64;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let len = l.len();
+                    for seq in (1..len).rev().take(5) {
+                        // Issued or refused, never anything else.
+                        match l.receipt(seq, "x") {
+                            Ok(_)
+                            | Err(ReadError::OutOfRange)
+                            | Err(ReadError::Integrity(IntegrityError {
+                                problem: IntegrityProblem::RevokedKey { .. },
+                                ..
+                            })) => n += 1,
+                            Err(e) => panic!("{seq}: {e:?}"),
+                        }
+                    }
+                }
+                n
+            });
+            let mut km = Model::default();
+            km.keys.push((k[0].verifying_key(), 0));
+            for (i, next) in k.iter().enumerate().skip(1) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let r = l.rotate_key(next.clone()).unwrap();
+                km.keys.push((next.verifying_key(), r.seq + 1));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let prev = k[i - 1].verifying_key();
+                let from = r.seq.saturating_sub(3);
+                l.revoke_key(prev, from).unwrap();
+                km.revoked.push((prev, from));
+            }
+            let seqs: Vec<u64> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert!(reader.join().unwrap() > 0);
+            (seqs, km)
+        });
+        m.keys = key_model.keys;
+        m.revoked = key_model.revoked;
+        m.consents = seqs;
+        check_all(&l, &m, &k[3].verifying_key(), "after concurrent appends");
+        drop(l);
+        let l = open_with(
+            dir.path(),
+            &k[3],
+            &pk,
+            &clock,
+            Durability::GroupCommit,
+            Snapshots::Off,
+        );
+        check_all(&l, &m, &k[3].verifying_key(), "reopened");
+    }
+
+    /// A log in which a key rotation goes back to a key the log revoked (written by hand:
+    /// `rotate_key` refuses it) does not open. It opened before review h34 (receipts), and
+    /// then signed checkpoints with the revoked key listing that key as revoked, which
+    /// `SignedCheckpoint::verify` refuses: no receipt it issued ever verified. (b5340f9 did
+    /// the same for revocations `revoke_key` refuses.)
+    #[test]
+    fn a_log_rotating_back_to_a_revoked_key_does_not_open() {
+        use ed25519_dalek::Signer;
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let pk = PseudonymKey::generate();
+        let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+        let (k0, k1) = (SigningKey::generate(), SigningKey::generate());
+        let l = open_with(
+            dir.path(),
+            &k0,
+            &pk,
+            &clock,
+            Durability::Immediate,
+            Snapshots::Off,
+        );
+        let s = SubjectId::new("s-1").unwrap();
+        l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
+            .unwrap(); // 1, k0
+        l.rotate_key(k1.clone()).unwrap(); // 2, k0 -> k1
+        l.grant::<Analytics>(&s, RecipientScope::all_partners(), None)
+            .unwrap(); // 3, k1
+        l.revoke_key(k0.verifying_key(), 1).unwrap(); // 4
+        assert!(matches!(l.rotate_key(k0.clone()), Err(WriteError::Input(_))));
+        let len = l.len();
+        drop(l);
+        // Entry 5: a rotation back to k0, signed by k1 and accepted by k0 (as docs/format.md).
+        let db = super::sled_util::open(dir.path());
+        let t = db.open_tree("entries").unwrap();
+        let last = t.get((len - 1).to_be_bytes()).unwrap().unwrap().to_vec();
+        let prev: [u8; 32] = Sha256::digest(&last).into();
+        let ts = u64::from_be_bytes(last[9..17].try_into().unwrap());
+        let k0d = ed25519_dalek::SigningKey::from_bytes(&k0.expose_seed());
+        let k1d = ed25519_dalek::SigningKey::from_bytes(&k1.expose_seed());
+        let mut accept_msg = b"consent-ledger key accept v1\n".to_vec();
+        accept_msg.extend(len.to_be_bytes());
+        accept_msg.extend(prev);
+        accept_msg.extend(k0d.verifying_key().to_bytes());
+        let accept = k0d.sign(&accept_msg).to_bytes();
+        let mut b = vec![1u8];
+        b.extend(len.to_be_bytes());
+        b.extend(ts.to_be_bytes());
+        b.extend(2u32.to_be_bytes()); // actor System
+        b.extend(prev);
+        b.extend([0x5a; 16]);
+        b.extend(6u32.to_be_bytes()); // KeyRotated
+        b.extend(k0d.verifying_key().to_bytes());
+        b.extend(accept);
+        let mut msg = b"consent-ledger entry v1\n".to_vec();
+        msg.extend(&b);
+        b.extend(k1d.sign(&msg).to_bytes());
+        t.insert(len.to_be_bytes(), b).unwrap();
+        db.flush().unwrap();
+        drop(t);
+        drop(db);
+        let opened = Ledger::builder(dir.path())
+            .signing_key(k0.clone())
+            .pseudonym_key(pk.clone())
+            .clock(clock.clone())
+            .open();
+        assert!(
+            matches!(
+                &opened,
+                Err(consent_ledger::OpenError::Integrity(IntegrityError {
+                    position,
+                    problem: IntegrityProblem::InvalidField("rotation to a revoked key"),
+                })) if *position == len
+            ),
+            "{:?}",
+            opened.map(|_| ())
+        );
+    }
+}

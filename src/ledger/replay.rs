@@ -257,6 +257,16 @@ impl Replay {
                 if !accepted {
                     return Err(broken(expected, IntegrityProblem::RotationNotAccepted).into());
                 }
+                // As `rotate_key` refuses it: a key the log revoked is never signing
+                // again. (Else every later checkpoint would list its own signing key
+                // as revoked, which no verifier accepts, and no receipt would verify.)
+                if self.revoked.iter().any(|(key, ..)| key == new_key) {
+                    return Err(broken(
+                        expected,
+                        IntegrityProblem::InvalidField("rotation to a revoked key"),
+                    )
+                    .into());
+                }
                 self.keys.push(KeySpan {
                     key: *new_key,
                     from: expected.saturating_add(1),
