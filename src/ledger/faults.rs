@@ -1728,7 +1728,10 @@ fn a_key_revocation_told_not_durable_takes_effect_at_once() {
     faults.sync.store(true, Ordering::SeqCst);
     let err = l.revoke_key(old, 0).unwrap_err();
     assert!(matches!(err, WriteError::NotDurable(_)), "{err:?}");
-    let refused = l.receipt(granted.seq, "write to us");
+    // Refused, and by the revocation: the key history of receipts holds it. (Since
+    // review h34 no checkpoint is signed in this session either, so every receipt is
+    // refused first for that: see `no_checkpoint_leaves_out_a_revocation_told_not_durable`.)
+    let refused = l.signer_of(granted.seq);
     assert!(
         matches!(
             refused,
@@ -1740,6 +1743,7 @@ fn a_key_revocation_told_not_durable_takes_effect_at_once() {
         "{:?}",
         refused.map(|_| ())
     );
+    assert!(l.receipt(granted.seq, "write to us").is_err());
 }
 
 /// `impact` judges the uses against the entries the live state applied, as
@@ -2343,4 +2347,115 @@ fn a_decision_saves_the_time_floor_after_its_lock() {
         crate::Timestamp::from_millis(T0 + 10_000)
     );
     assert_ne!(head(), before, "a decision did not save the floor");
+}
+
+/// Found by review h34 (receipts): a receipt that read `applied` before another receipt (after a later
+/// append) moved the cached key history past it finds the cache "ahead" and replays the
+/// whole log from position 0 again (`signer_of`: `Some(r) if r.next_seq() <= applied`,
+/// else `Replay::new`), holding `receipt_keys` meanwhile: the 1.6-3.9 s read at 1M
+/// entries that c461fd8/ed6e465 meant to do once a session. Shown by failing every read
+/// of position 0 once the cache is past it: only a replay from the start reads it.
+#[test]
+fn a_receipt_behind_the_cached_key_history_reads_the_log_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let g = l
+        .grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
+        .unwrap();
+    // The tree is built and the cache is at the log's end.
+    l.receipt(g.seq, "x").unwrap();
+    let guard = l.inner.receipt_keys.lock().unwrap();
+    let got = std::thread::scope(|s| {
+        // T1: its checkpoint is taken, it reads `applied` (N), then waits for the cache.
+        let t1 = s.spawn(|| l.receipt(g.seq, "x").map(|_| ()));
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        // Meanwhile an append, and another receipt continues the cache to N + 1 (done
+        // here by hand, exactly as `signer_of` steps it).
+        l.grant::<crate::Advertising>(&subject(0, 1), RecipientScope::all_partners(), None)
+            .unwrap();
+        let mut guard = guard;
+        let r = guard.as_mut().unwrap();
+        let applied = l.applied_len().unwrap();
+        for item in l.inner.store.entries_from(r.next_seq()) {
+            if r.next_seq() >= applied {
+                break;
+            }
+            r.step(item.unwrap()).unwrap();
+        }
+        assert_eq!(r.next_seq(), applied);
+        faults.entries_fail_at.store(0, Ordering::SeqCst);
+        drop(guard);
+        t1.join().unwrap()
+    });
+    faults.entries_fail_at.store(u64::MAX, Ordering::SeqCst);
+    assert!(got.is_ok(), "the receipt replayed the log from 0: {got:?}");
+}
+
+/// Found by review h34 (receipts): `revoke_key`'s docs said "Checkpoints signed from
+/// then on carry a `revoked` line naming `key`". A revocation told `NotDurable` takes
+/// effect at once, but the checkpoints signed after it covered only the durable part
+/// and did not list it: a receipt of the revoked key's entry assembled with such a
+/// checkpoint passed `verify_receipt_against` it. Now none is signed until a reopen.
+#[test]
+fn no_checkpoint_leaves_out_a_revocation_told_not_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let granted = l
+        .grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
+        .unwrap();
+    let old = keys.signing.verifying_key();
+    let new = crate::SigningKey::generate();
+    l.rotate_key(new.clone()).unwrap();
+    let before = l.receipt(granted.seq, "x").unwrap();
+    let before_size = l.checkpoint().unwrap().size();
+    faults.sync.store(true, Ordering::SeqCst);
+    assert!(matches!(l.revoke_key(old, 0), Err(WriteError::NotDurable(_))));
+    assert!(l.receipt(granted.seq, "x").is_err());
+    // No checkpoint that leaves the revocation out is signed: the session cannot make
+    // it durable any more.
+    let refused = l.checkpoint();
+    assert!(
+        matches!(&refused, Err(ReadError::Storage(e)) if e.context() == "signing a checkpoint"),
+        "{refused:?}"
+    );
+    drop(l);
+    // Reopened: it survived here (sled wrote it; only the sync was refused), and the
+    // next checkpoint lists it, so the receipt issued before is refused against it.
+    let l = Ledger::builder(dir.path())
+        .signing_key(new)
+        .pseudonym_key(keys.pseudonym.clone())
+        .durability(Durability::Immediate)
+        .open()
+        .unwrap();
+    let latest = l.checkpoint().unwrap();
+    assert_eq!(latest.revoked_from(&old), Some(0));
+    let proof = l.consistency_proof(before_size, latest.size()).unwrap();
+    let against = crate::verify_receipt_against(&before, &l.verifying_key().unwrap(), &latest, &proof);
+    assert!(against.is_err());
+}
+
+/// Found by review h34 (receipts): a panic while `signer_of` reads the log (a store that panics on a
+/// damaged page; the caller's request handler catches it) poisons `receipt_keys`, held
+/// across the read: every later receipt of the session fails as `poisoned`, where the
+/// read-per-receipt code before c461fd8 recovered at the next receipt.
+#[test]
+fn a_panic_reading_the_key_history_does_not_refuse_every_later_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let g = l
+        .grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
+        .unwrap();
+    l.receipt(g.seq, "x").unwrap();
+    let next = l
+        .grant::<crate::Advertising>(&subject(0, 1), RecipientScope::all_partners(), None)
+        .unwrap();
+    faults.entries_panic_at.store(next.seq, Ordering::SeqCst);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.receipt(g.seq, "x").map(|_| ())));
+    assert!(caught.is_err(), "the injected panic did not happen: {caught:?}");
+    faults.entries_panic_at.store(u64::MAX, Ordering::SeqCst);
+    let again = l.receipt(g.seq, "x").map(|_| ());
+    assert!(again.is_ok(), "after the panic: {again:?}");
 }

@@ -129,7 +129,10 @@ impl Ledger {
     /// made with one of them, also one assembled by hand from public outputs. A receipt
     /// made with a checkpoint signed before the revocation (between the rotation and
     /// now, say) carries no such line: checking it against a later checkpoint
-    /// ([`verify_receipt_against`](crate::verify_receipt_against)) refuses it.
+    /// ([`verify_receipt_against`](crate::verify_receipt_against)) refuses it. If the
+    /// revocation's sync fails ([`WriteError::NotDurable`]), it is in effect at once,
+    /// but no checkpoint could list it: none is signed until the ledger is reopened
+    /// ([`Ledger::checkpoint`]).
     ///
     /// # Errors
     /// [`WriteError::Input`] when `key` is the current signing key or not a key of this

@@ -46,10 +46,14 @@ impl Ledger {
         }
     }
 
-    /// Number of entries known to be durable: what a checkpoint may cover.
-    fn durable_len(&self) -> Result<u64, ReadError> {
+    /// Number of entries known to be durable: what a checkpoint may cover; and whether
+    /// a sync has failed (then no more will become durable in this session).
+    fn durable_len(&self) -> Result<(u64, bool), ReadError> {
         let s = self.inner.group.state.lock().map_err(|_| super::poisoned())?;
-        Ok(s.durable.min(self.inner.group.written.load(Ordering::SeqCst)))
+        Ok((
+            s.durable.min(self.inner.group.written.load(Ordering::SeqCst)),
+            s.failed,
+        ))
     }
 
     /// A signed checkpoint (C2SP signed note) of the durable part of the log: its size
@@ -62,31 +66,48 @@ impl Ledger {
     /// [`Durability::Relaxed`](crate::Durability::Relaxed), call [`Ledger::sync`] first,
     /// or the checkpoint covers only what was synced.
     ///
+    /// A key revocation told [`NotDurable`](crate::WriteError::NotDurable) is in effect
+    /// (receipts for the key's entries are refused) but its entry is not durable, so no
+    /// checkpoint could list it; since its sync failed, none ever will in this session.
+    /// Then no checkpoint is signed at all (a storage error): one that vouched for the
+    /// revoked key's entries, without the line a verifier needs to refuse their
+    /// receipts, would contradict what this ledger already holds. Reopen the ledger and,
+    /// if the revocation did not survive, revoke the key again.
+    ///
     /// # Errors
-    /// Storage failures while building the tree on first use.
+    /// Storage failures while building the tree on first use, or the case above.
     pub fn checkpoint(&self) -> Result<SignedCheckpoint, ReadError> {
-        let size = self.durable_len()?;
+        let (size, sync_failed) = self.durable_len()?;
         let id = self.inner.ledger_id;
-        self.with_tree(|t, key| {
-            let root = t
-                .root_at(size)
-                .ok_or(IntegrityProblem::Missing { next: t.len() })?;
-            // Taken under the writer lock (after the tree's): every revocation entry
-            // below `size` has been recorded here.
-            let revocations = self
-                .inner
-                .revocations
-                .lock()
-                .map(|r| crate::checkpoint::in_force(&r, size))
-                .map_err(|_| IntegrityProblem::InvalidField("revocations"))?;
-            SignedCheckpoint::sign(&id, size, root, &revocations, key.inner())
-                .map_err(|_| IntegrityProblem::InvalidField("checkpoint"))
-        })?
-        .map_err(|problem| {
-            IntegrityError {
+        let signed = self
+            .with_tree(|t, key| {
+                let root = t
+                    .root_at(size)
+                    .ok_or(IntegrityProblem::Missing { next: t.len() })?;
+                // Taken under the writer lock (after the tree's): every revocation entry
+                // below `size` has been recorded here.
+                let revocations = self
+                    .inner
+                    .revocations
+                    .lock()
+                    .map_err(|_| IntegrityProblem::InvalidField("revocations"))?;
+                if sync_failed && revocations.iter().any(|(.., at)| *at >= size) {
+                    return Ok(None);
+                }
+                let in_force = crate::checkpoint::in_force(&revocations, size);
+                SignedCheckpoint::sign(&id, size, root, &in_force, key.inner())
+                    .map(Some)
+                    .map_err(|_| IntegrityProblem::InvalidField("checkpoint"))
+            })?
+            .map_err(|problem| IntegrityError {
                 position: size,
                 problem,
-            }
+            })?;
+        signed.ok_or_else(|| {
+            crate::error::StorageError::new(
+                "signing a checkpoint",
+                "a key revocation in effect could not be made durable; reopen the ledger",
+            )
             .into()
         })
     }
@@ -179,16 +200,21 @@ impl Ledger {
     ///
     /// # Errors
     /// As [`Ledger::receipt`]: a key revoked for `seq` is an integrity error.
-    fn signer_of(&self, seq: u64) -> Result<crate::signing::VerifyingKey, ReadError> {
+    pub(super) fn signer_of(&self, seq: u64) -> Result<crate::signing::VerifyingKey, ReadError> {
         // The entries the state applied (see `authorize_at`): a revocation stored by an
         // `Immediate` append whose sync failed is among them (it only takes trust away).
         let applied = self.applied_len()?;
-        let mut cached = self.inner.receipt_keys.lock().map_err(|_| super::poisoned())?;
-        // Taken: a read that fails leaves none, and the next receipt starts over.
-        let mut replay = match cached.take() {
-            Some(r) if r.next_seq() <= applied => r,
-            _ => super::replay::Replay::new(false),
-        };
+        // Taken: a read that fails, or panics, leaves none, and the next receipt starts
+        // over (so a lock poisoned by a panic while reading holds nothing to distrust).
+        let mut cached = self
+            .inner
+            .receipt_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // One that a racing receipt carried past `applied` is still a history of the
+        // log's start: the key of `seq` is the same in it, and any revocation it holds
+        // besides only refuses more.
+        let mut replay = cached.take().unwrap_or_else(|| super::replay::Replay::new(false));
         let from = replay.next_seq();
         for item in self
             .inner
