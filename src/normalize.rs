@@ -7,13 +7,18 @@
 //!   "+44 (020) …", "+44 020 …": no number of those countries starts with 0 in
 //!   international form), except for the country codes whose numbers keep their 0 in
 //!   international form (+39, +378, +379, +225, +242, +229), where it is the number's
-//!   own 0 (but a "(0)" before the number's own 0, "+39 (0) 06 …", is the trunk
-//!   prefix: none of their numbers starts with "00"). A "(0)" inside the country code
+//!   own 0 (but a "(0)" or a 0 before the number's own 0, "+39 (0) 06 …", "+39 0 06
+//!   …", is the trunk prefix: none of their numbers starts with "00"; and after "+39",
+//!   "(0)" then a 3 is refused: a landline 03x… or a mobile 3xx…, which cannot be
+//!   told). A "(0)" inside the country code
 //!   ("+4(0)4 …") is refused, and so is one after the number has begun ("+49 30 1234
 //!   (0)567": dropped or kept, it gives another number). After "+1", a trunk prefix 1
 //!   ("+1 1 800 …") is dropped as a 0 is: no North American number starts with 1 or 0
-//!   there. After "+36", a 0 then a 6 is refused: Hungary's trunk prefix is "06", and
-//!   dropping either the 0 alone or both can give another number. Where the country
+//!   there. After "+7", an 8 that makes 11 digits ("+7 8 495 …", Russia's and
+//!   Kazakhstan's trunk prefix 8) is dropped too: every number there has 10 digits, and
+//!   one still longer is refused. After "+36", a 0 then a 6 is refused: Hungary's trunk
+//!   prefix is "06", and dropping either the 0 alone or both can give another number.
+//!   Where the country
 //!   code ends is known exactly (ITU-T's
 //!   codes are prefix-free). A number must be given in international form: without a
 //!   country code there is no single right normalization, so `0044…` or a national
@@ -31,12 +36,17 @@
 //!   ASCII dot-atom (RFC 5322): letters, digits, ``!#$%&'*+-/=?^_`{|}~`` and dots, no
 //!   dot first, last or twice in a row; anything else ("mailto:", a comment in
 //!   parentheses, `<`, `,`, `:`) is refused, as are quoted local parts, IP-literal
-//!   domains, whitespace and control characters.
+//!   domains, whitespace and control characters. One dot ending the domain (the root,
+//!   "example.com.") is dropped, also written as an ideographic or full-width full
+//!   stop; an internationalized domain is mapped by UTS 46, which also drops what it
+//!   ignores (a soft hyphen, a zero-width joiner: "exa\u{AD}mple.com" is
+//!   "example.com").
 //! - Device and advertising ids are trimmed and ASCII-lower-cased (UUIDs are often
 //!   written in either case): ids that differ only in case, as case-sensitive
 //!   installation ids may, are one id here.
 //!
-//! Errors are static descriptions of the problem: they never contain the input.
+//! Errors are static descriptions of the problem: they never contain the input, nor name
+//! a country (a logged refusal must not tell where a person's number is from).
 
 /// Longest raw input accepted for any identifier kind, in bytes, checked by the caller before normalizing.
 pub(crate) const MAX_INPUT_LEN: usize = 512;
@@ -198,8 +208,9 @@ const PHONE_MAX_LEN: usize = PHONE_MAX_DIGITS + 1;
 /// The common case of [`phone_into`] in one pass over the bytes: `Some` (the normal
 /// form) only for a number the general path also accepts, written the same way: `+`,
 /// then ASCII digits and the separators other than parentheses, with a country code
-/// that has no rule of its own (not +52 or +54) and no 0 after it (a trunk prefix, or
-/// the number's own 0 where it is kept), nor a 1 after "+1" (the trunk prefix there). `None` for anything else, which the general
+/// that has no rule of its own (not +52 or +54, nor +7 with more than 10 digits after
+/// it) and no 0 after it (a trunk prefix, or the number's own 0 where it is kept), nor a
+/// 1 after "+1" (the trunk prefix there). `None` for anything else, which the general
 /// path then decides, with its precise error. Bulk matching normalizes millions of
 /// numbers; the general path's rules, looked at for every character, cost more than
 /// the HMAC.
@@ -233,7 +244,14 @@ fn plain_phone(t: &str) -> Option<Scratch<PHONE_MAX_LEN>> {
     // the number's own, [`KEEP_ZERO`], and so is a 1 after "+1", the North American
     // trunk prefix: the one-pass path writes every digit it reads.)
     let after = digits.get(code_len);
-    if code == 52 || code == 54 || after == Some(&b'0') || (code == 1 && after == Some(&b'1')) {
+    // Nor a number of +7 longer than its 10 digits (a trunk 8, or refused).
+    let over_long_seven = code == 7 && digits.len() > 1 + RUSSIA_NATIONAL;
+    if code == 52
+        || code == 54
+        || after == Some(&b'0')
+        || (code == 1 && after == Some(&b'1'))
+        || over_long_seven
+    {
         return None;
     }
     Some(number)
@@ -305,7 +323,7 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
                 }
                 if !KEEP_ZERO.contains(&code) {
                     if hungarian_trunk(code, rest.get(i..).unwrap_or_default(), len) {
-                        return Err(HUNGARY);
+                        return Err(AMBIGUOUS_TRUNK);
                     }
                     continue;
                 }
@@ -313,8 +331,16 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
                 // prefix written before it (no number of these countries starts with
                 // "00", their international prefix), dropped as "+44 (0) 020 …" drops
                 // it; kept, the number had a second form (found by review r145).
-                if next_digit(rest.get(i..).unwrap_or_default(), len) == Some('0') {
+                let after = next_digit(rest.get(i..).unwrap_or_default(), len);
+                if after == Some('0') {
                     continue;
+                }
+                // "+39 (0)347 …": an Italian landline 03x… with its own 0 in
+                // parentheses (Brescia 030, Como 031, Bergamo 035, Monza 039), or a
+                // mobile 3xx… with a trunk "(0)" written out of habit, as for +44:
+                // which, cannot be told (found by review h34).
+                if code == 39 && after == Some('3') {
+                    return Err(AMBIGUOUS_TRUNK);
                 }
                 '0'
             }
@@ -333,8 +359,19 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
                     // normalizing one again gives it back).
                     if c == '0' && !KEEP_ZERO.contains(&code) {
                         if hungarian_trunk(code, rest.get(i..).unwrap_or_default(), 1) {
-                            return Err(HUNGARY);
+                            return Err(AMBIGUOUS_TRUNK);
                         }
+                        continue;
+                    }
+                    // "+39 0 06 …": the trunk 0 written bare before the number's own 0
+                    // where numbers keep it, dropped as its "(0)" is (no number of
+                    // these countries starts with "00"); kept, the number had a second
+                    // form (found by review h34).
+                    if c == '0'
+                        && trunk.is_none()
+                        && KEEP_ZERO.contains(&code)
+                        && next_digit(rest.get(i..).unwrap_or_default(), 1) == Some('0')
+                    {
                         continue;
                     }
                     // The same for the trunk prefix "1" of the North American plan
@@ -368,7 +405,7 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
     // area code: 12 digits where no Argentine number has more than 11. Refused rather
     // than stored as a second form of "+54 9 11 2345-6789".
     if code == 54 && code_len == Some(2) && digits.saturating_sub(2) > ARGENTINA_MAX_NATIONAL {
-        return Err("is longer than any Argentine number (write a mobile as +54 9, the area code and the number, without 15)");
+        return Err(OVER_LONG);
     }
     // (Three digits always tell the country code's length.)
     let Some((code_digits, national_digits)) = number.as_bytes().split_at_checked(code_len.unwrap_or(0))
@@ -385,15 +422,26 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
         [b'1', next, tail @ ..] if code == 52 && tail.len() == 9 && *next != b'0' => {
             national_digits.get(1..).unwrap_or_default()
         }
+        // A Russian or Kazakh number written with the trunk prefix 8 after "+7" ("+7 8
+        // 495 123-45-67", "+7 (8495) …": "8 (495) …" with "+7" put before it): every
+        // number there has 10 digits after the country code, so 11 starting with an 8
+        // can only hold that 8, dropped as "+1 1 …" drops the NANP's "1"; kept, the
+        // number had a second form, and another account could collect it (found by
+        // review h34).
+        [b'8', tail @ ..] if code == 7 && tail.len() == RUSSIA_NATIONAL => {
+            national_digits.get(1..).unwrap_or_default()
+        }
         _ => national_digits,
     };
+    // Longer than any number of +7 (10 digits), even without a trunk 8: refused.
+    if code == 7 && national_digits.len() > RUSSIA_NATIONAL {
+        return Err(OVER_LONG);
+    }
     // Longer than any Mexican number (10 digits): the old "044"/"045" prefixes of a
     // mobile dialled locally ("+52 044 55 1234 5678", its 0 dropped as a trunk prefix,
     // left 12 digits), a second form of the mobile's number. Refused, as for Argentina.
     if code == 52 && national_digits.len() > MEXICO_NATIONAL {
-        return Err(
-            "is longer than any Mexican number (write a mobile as +52, the area code and the number)",
-        );
+        return Err(OVER_LONG);
     }
     let written = out.push_ascii(b'+')
         && code_digits
@@ -406,8 +454,15 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Refusal of a 0 then a 6 after +36 (see [`hungarian_trunk`]).
-const HUNGARY: &str = "has a 0 then a 6 after +36: write a Hungarian number without its trunk prefix 06";
+/// Refusal of a trunk prefix that cannot be told from the number's own digits (a 0
+/// then a 6 after +36, see [`hungarian_trunk`]; "(0)" then a 3 after +39). Like every
+/// message here, it names no country: a logged refusal must not tell where a person's
+/// number is from.
+const AMBIGUOUS_TRUNK: &str =
+    "has a trunk prefix that cannot be told from the number's own digits: write the number in international form, without it";
+
+/// Refusal of a number longer than any of its country code (Argentina, Mexico, +7).
+const OVER_LONG: &str = "is longer than any number of its country code: write it in international form, without national prefixes";
 
 /// Whether a trunk 0 after +36 (its `len` characters at the start of `s`) is followed
 /// by a 6. Hungary's trunk prefix is "06", and its numbers vary in length: "+36 06 62
@@ -447,6 +502,9 @@ const KEEP_ZERO: [u32; 6] = [39, 378, 379, 225, 242, 229];
 
 /// The length of a Mexican number after the country code (since 2019, mobiles too).
 const MEXICO_NATIONAL: usize = 10;
+
+/// The length of every number of +7 (Russia, Kazakhstan) after the country code.
+const RUSSIA_NATIONAL: usize = 10;
 
 /// The longest national part (after the country code) of an Argentine number: 10
 /// digits, and a mobile's "9" before them.
@@ -757,8 +815,7 @@ mod tests {
     fn phones() {
         const INTERRUPTED: &str = "country code is interrupted by \"(0)\"";
         const INSIDE: &str = "has \"(0)\" inside the number";
-        const MEXICO: &str =
-            "is longer than any Mexican number (write a mobile as +52, the area code and the number)";
+        const MEXICO: &str = OVER_LONG;
         for (raw, want) in [
             ("+1 (555) 010-9999", "+15550109999"),
             ("+15550109999", "+15550109999"),
@@ -801,7 +858,24 @@ mod tests {
             ("+39 (0) 06 1234 5678", "+390612345678"),
             ("+39 (0)06 1234 5678", "+390612345678"),
             ("+225 (0) 07 0712 3456", "+2250707123456"),
-            ("+39 006 1234 5678", "+3900612345678"),
+            // Found by review h34: a bare trunk 0 before the number's own 0 is dropped
+            // as its "(0)" is (no number there starts with "00").
+            ("+39 006 1234 5678", "+390612345678"),
+            ("+39 0 06 1234 5678", "+390612345678"),
+            ("+225 0 07 0712 3456", "+2250707123456"),
+            ("+39 06 1234 5678", "+390612345678"),
+            ("+39 347 123 4567", "+393471234567"),
+            ("+39 030 123 4567", "+390301234567"),
+            ("+39 (0)2 1234 5678", "+390212345678"),
+            // Found by review h34: the trunk prefix 8 after +7 (every number there has
+            // 10 digits after it), and 10-digit numbers starting with 8 kept whole.
+            ("+7 8 495 123 45 67", "+74951234567"),
+            ("+7 (8495) 123-45-67", "+74951234567"),
+            ("+7 8 (495) 123-45-67", "+74951234567"),
+            ("+7 495 123 45 67", "+74951234567"),
+            ("+7 812 123 45 67", "+78121234567"),
+            ("+7 8 812 123 45 67", "+78121234567"),
+            ("+7 (0) 495 123 45 67", "+74951234567"),
             // Found by review r145: a Mexican mobile with the "1" dialled before 2019.
             ("+52 1 55 1234 5678", "+525512345678"),
             ("+521 55 1234 5678", "+525512345678"),
@@ -869,10 +943,17 @@ mod tests {
             ("+52 1 55 1234 56789", MEXICO),
             ("+52 1 0 55 1234 567", MEXICO),
             // Hungary's trunk prefix is "06": a 0 then a 6 is refused.
-            ("+36 06 62 123 456", HUNGARY),
-            ("+36 (06) 1 234 5678", HUNGARY),
-            ("+36 (0)62 123 456", HUNGARY),
-            ("+36 0 06 1 234 5678", HUNGARY),
+            ("+36 06 62 123 456", AMBIGUOUS_TRUNK),
+            ("+36 (06) 1 234 5678", AMBIGUOUS_TRUNK),
+            ("+36 (0)62 123 456", AMBIGUOUS_TRUNK),
+            ("+36 0 06 1 234 5678", AMBIGUOUS_TRUNK),
+            // Found by review h34: after +39, "(0)" then a 3 is a landline 03x… or a
+            // mobile 3xx… with a trunk "(0)".
+            ("+39 (0)347 123 4567", AMBIGUOUS_TRUNK),
+            ("+39 (0) 30 123 4567", AMBIGUOUS_TRUNK),
+            // More digits than any number of +7, with or without a trunk 8.
+            ("+7 495 123 45 678", OVER_LONG),
+            ("+7 8 8 495 123 45 67", OVER_LONG),
         ] {
             assert_eq!(phone(raw), Err(problem), "{raw:?}");
         }
@@ -996,11 +1077,10 @@ mod tests {
             "is empty",
             "contains a character that is not printable ASCII",
             "is longer than 128 characters",
-            "is longer than any Argentine number (write a mobile as +54 9, the area code and the number, without 15)",
+            OVER_LONG,
             "country code is interrupted by \"(0)\"",
             "has \"(0)\" inside the number",
-            HUNGARY,
-            "is longer than any Mexican number (write a mobile as +52, the area code and the number)",
+            AMBIGUOUS_TRUNK,
         ]
     }
 
@@ -1008,7 +1088,7 @@ mod tests {
         #[test]
         fn idempotent_total_and_never_echoing(
             s in prop_oneof![
-                "\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}|\\+54[0-9 ]{10,16}|\\+52[0-9 ()]{10,16}|\\+1[01 ()]{1,6}[0-9 ]{7,12}|\\+36[06 ()]{1,5}[0-9 ]{7,10}",
+                "\\PC{0,80}|[+0-9 ().@a-zA-Z-]{0,40}|\\+54[0-9 ]{10,16}|\\+52[0-9 ()]{10,16}|\\+1[01 ()]{1,6}[0-9 ]{7,12}|\\+36[06 ()]{1,5}[0-9 ]{7,10}|\\+7[08 ()]{1,5}[0-9 ]{9,12}|\\+39[03 ()]{1,5}[0-9 ]{6,10}",
                 PHONE_SHAPES,
                 LOCAL_PART_SHAPES
             ]
@@ -1071,6 +1151,7 @@ mod tests {
                 "\\+[0-9 ./()-]{0,20}",
                 "[ \t]{0,2}\\+[0-9]{1,3}[ 0-9./-]{4,18}[ \t]{0,2}",
                 "\\+(1|7|20|21|39|44|52|54|225|229|242|378|379|380)[ -]?0?[0-9 -]{4,14}",
+                "\\+7 ?8? ?[0-9 ]{9,12}",
                 "\\+52 ?1 ?[0-9]{9,10}|\\+54 ?9? ?[0-9 ]{9,14}",
                 PHONE_SHAPES,
             ]

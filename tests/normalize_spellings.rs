@@ -210,3 +210,31 @@ fn a_zero_in_parentheses_is_a_trunk_prefix_only_after_the_country_code() {
     second_holder_refused("+39 06 1234 5678", "+39 (0) 06 1234 5678");
     second_holder_refused("+225 07 0712 3456", "+225 (0) 07 0712 3456");
 }
+
+/// Found by review h34: "+7 8 495 …" (Russia's trunk prefix 8 with "+7" put before
+/// it, the analogue of "+1 1 800 …") and "+39 0 06 …" (the bare form of "+39 (0) 06 …")
+/// were accepted as second normal forms of numbers that cannot exist otherwise: another
+/// account collected the held number, and a 2FA-only number uploaded that way was
+/// counted unknown, not denied (the promise of the test above).
+#[test]
+fn trunk_spellings_after_plus_seven_and_plus_thirty_nine_are_one_number() {
+    second_holder_refused("+7 495 123 45 67", "+7 8 495 123 45 67");
+    second_holder_refused("+39 06 1234 5678", "+39 0 06 1234 5678");
+}
+
+/// A 2FA-only number uploaded with the trunk 8 after +7 is denied, not unknown.
+#[test]
+fn a_2fa_number_uploaded_with_a_trunk_eight_is_denied_not_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger(dir.path());
+    let s = SubjectId::new("account-1").unwrap();
+    let phone = Identifier::<Security>::phone("+7 495 123 45 67").unwrap();
+    l.collect(&s, &phone, RecipientScope::first_party()).unwrap();
+    let partner = Recipient::partner("acme-ads").unwrap();
+    let (matches, counts) = l
+        .audience::<consent_ledger::Advertising>(&partner)
+        .collect(["+7 8 495 123 45 67", "+7 (8495) 123-45-67"]);
+    assert!(matches.is_empty());
+    assert_eq!(counts.unknown, 0, "{counts}");
+    assert!(counts.denied.not_collected_for_purpose >= 1, "{counts}");
+}
