@@ -154,8 +154,9 @@ fn parse_revocations(lines: &[String], size: u64) -> Result<Vec<Revocation>, Aud
 ///
 /// Two checkpoints are equal (`==`) when they commit to the same head: the same origin,
 /// size, root and `revoked` lines. The note's signature lines are not compared, so a
-/// copy that a witness cosigned equals the ledger's own; compare [`text`] to tell
-/// them apart.
+/// copy that a witness cosigned equals the ledger's own, and so does the same head
+/// signed by another key of the ledger (each was verified under the key it was given);
+/// compare [`text`] to tell them apart.
 ///
 /// [`text`]: SignedCheckpoint::text
 #[derive(Debug, Clone)]

@@ -554,7 +554,7 @@ fn a_receipt_assembled_by_hand_for_a_revoked_key_is_refused() {
     assert_eq!(cp.revoked_from(&k0.verifying_key()), Some(g.seq));
     assert_eq!(cp.revoked_from(&k1.verifying_key()), None);
     let verified = SignedCheckpoint::verify(cp.text(), &k1.verifying_key()).unwrap();
-    assert_eq!(verified, cp);
+    assert_eq!(verified.text(), cp.text());
 
     // Assembled from public outputs only.
     let r = receipt_by_hand(&l, &g, &cp, &k0);
@@ -567,7 +567,7 @@ fn a_receipt_assembled_by_hand_for_a_revoked_key_is_refused() {
     // Before the revoked position, k0's entry is vouched for, under the same checkpoint.
     let ok = l.receipt(before.seq, "x").unwrap();
     let v = verify_receipt(&ok, &k1.verifying_key()).unwrap();
-    assert_eq!(v.checkpoint, cp);
+    assert_eq!(v.checkpoint.text(), cp.text());
 
     // Reopened, the ledger signs the same checkpoint (the revocation is read back).
     drop(l);

@@ -2459,3 +2459,57 @@ fn a_panic_reading_the_key_history_does_not_refuse_every_later_receipt() {
     let again = l.receipt(g.seq, "x").map(|_| ());
     assert!(again.is_ok(), "after the panic: {again:?}");
 }
+
+/// Found by review h34: `Change::decides` said a legacy collection of "security" on another
+/// basis than legitimate interest "changed nothing" (its docs: "decisions about
+/// \"security\" rest on its collections on their reserved basis alone, so ... this says
+/// it changed nothing"). But a collection replaces the subject's collection of that
+/// identifier for the id (`State::collect`), so the legacy entry takes the 2FA number
+/// away from the first party: the decision goes from allowed to
+/// `NotCollectedForPurpose` at exactly that entry.
+#[test]
+fn a_legacy_collection_on_another_basis_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(LEGACY_T0));
+    let l = open_at_t0(dir.path(), &clock);
+    let alice = SubjectId::new("alice-legacy").unwrap();
+    let phone = crate::Identifier::<crate::Security>::phone("+1 555 010 7777").unwrap();
+    l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
+    let before = l.authorize(&phone, &crate::Recipient::FirstParty).map(|_| ());
+    assert!(before.is_ok(), "{before:?}");
+    let pseudonym = decoded_entries(&*l.inner.store)
+        .filter_map(Result::ok)
+        .find_map(|e| match e.body {
+            Body::Collected { pseudonym, .. } => Some(pseudonym),
+            _ => None,
+        })
+        .unwrap();
+    let lookup = phone.lookup(&l.inner.pseudonym_key);
+    let subject = alice.clone();
+    l.append(Actor::Subject, move |_, _| {
+        Ok(Prepared::Append(
+            Body::Collected {
+                subject,
+                kind: crate::IdentifierKind::Phone,
+                pseudonym,
+                purpose: "security".into(),
+                basis: crate::LegalBasis::Contract,
+                scope: RecipientScope::first_party(),
+            },
+            Some(lookup),
+        ))
+    })
+    .unwrap();
+    let after = l.authorize(&phone, &crate::Recipient::FirstParty).map(|_| ());
+    assert!(
+        matches!(after, Err(crate::Denied::NotCollectedForPurpose { .. })),
+        "{after:?}"
+    );
+    let history = l.history(&alice).unwrap();
+    let last = history.last().unwrap();
+    assert!(matches!(last.change, Change::Collected { .. }));
+    assert!(
+        last.change.decides(),
+        "the entry that took the number from the first party is said to decide nothing: {last:?}"
+    );
+}

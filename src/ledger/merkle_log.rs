@@ -91,6 +91,10 @@ impl Ledger {
                     .revocations
                     .lock()
                     .map_err(|_| IntegrityProblem::InvalidField("revocations"))?;
+                // Read again here, under the writer lock: a revocation whose sync failed
+                // since `size` was read is in the list by now. (One whose sync fails
+                // after this is left out, as one made just after the checkpoint is.)
+                let sync_failed = sync_failed || self.inner.group.state.lock().map_or(true, |s| s.failed);
                 if sync_failed && revocations.iter().any(|(.., at)| *at >= size) {
                     return Ok(None);
                 }

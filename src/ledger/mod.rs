@@ -256,19 +256,18 @@ impl Change {
     /// Whether decisions take this change into account: `false` for a change that the
     /// ledger writes no longer and that a log written before built-in purpose ids were
     /// reserved for their legal basis may hold, namely a consent change (grant,
-    /// withdrawal, expiry) for `"security"`, or a collection for it on another basis
-    /// than [`Security`](crate::Security)'s. Decisions about `"security"` rest on its
+    /// withdrawal, expiry) for `"security"`. Decisions about `"security"` rest on its
     /// collections on their reserved basis alone, so a history shows such an entry as
-    /// it was recorded and this says it changed nothing.
+    /// it was recorded and this says it changed nothing. (A collection for `"security"`
+    /// on another basis, also from such a log, does decide: it replaces the
+    /// identifier's collection for the purpose, and its decisions are then
+    /// [`NotCollectedForPurpose`](crate::Denied::NotCollectedForPurpose).)
     pub fn decides(&self) -> bool {
         match self {
-            Change::Collected {
-                purpose, legal_basis, ..
-            } => crate::purpose::lone_basis(purpose).is_none_or(|b| b == *legal_basis),
+            Change::Collected { .. } | Change::Erased => true,
             Change::Granted { purpose, .. } | Change::Withdrawn { purpose } | Change::Expired { purpose } => {
                 crate::purpose::lone_basis(purpose).is_none()
             }
-            Change::Erased => true,
         }
     }
 }
@@ -1986,9 +1985,9 @@ mod tests {
         IntegrityError { position, problem }
     }
 
-    /// Only what no current write makes decides nothing: consent changes for
-    /// `"security"` and its collections on another basis; the same changes for any
-    /// other id, and `"security"`'s collections on its own basis, decide.
+    /// Only consent changes for `"security"` decide nothing; the same changes for any
+    /// other id, and every collection (one for `"security"` on another basis takes the
+    /// identifier away from it: review h34), decide.
     #[test]
     fn changes_that_decide() {
         let collected = |purpose: &str, legal_basis| Change::Collected {
@@ -2013,7 +2012,7 @@ mod tests {
             ]
         };
         assert!(collected("security", LegalBasis::LegitimateInterest).decides());
-        assert!(!collected("security", LegalBasis::Consent).decides());
+        assert!(collected("security", LegalBasis::Consent).decides());
         assert!(collected("login", LegalBasis::Consent).decides());
         assert!(collected("advertising", LegalBasis::Consent).decides());
         assert!(consent("security").iter().all(|c| !c.decides()));
