@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\nalice's history:");
     for h in ledger.history(&alice)? {
-        println!("  #{:<3} {} {:?}", h.seq, h.timestamp, h.change);
+        println!("  #{:<3} {} {}", h.seq, h.timestamp, h.change);
     }
     Ok(())
 }

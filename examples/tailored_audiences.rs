@@ -3,8 +3,10 @@
 //! advertiser right now, are matched. Numbers given for two-factor authentication
 //! never are.
 //!
-//! Run with `cargo run --release --example tailored_audiences` (debug builds sign
-//! entries far more slowly). `ACCOUNTS` (at least 5) and `UPLOAD` override the sizes.
+//! Run with `cargo run --release --example tailored_audiences`: the crate's own code
+//! (normalizing, deciding, building the state) runs unoptimized in a debug build, and
+//! the times printed are meant to be those of a release build (the dependencies are
+//! optimized in both). `ACCOUNTS` (at least 5) and `UPLOAD` override the sizes.
 
 use std::collections::HashMap;
 use std::time::Instant;

@@ -275,7 +275,8 @@ macro_rules! declare_purpose {
 
 declare_purpose!(
     /// Not consent-based: collecting an identifier for security is what allows it, and
-    /// only for the recipients named at collection (by default, the application itself).
+    /// only for the recipients named at collection (usually the application itself,
+    /// [`RecipientScope::first_party`](crate::RecipientScope::first_party)).
     pub Security,
     "security",
     "two-factor authentication, login alerts and account recovery",

@@ -1398,10 +1398,12 @@ mod key_history {
                 while !done.load(std::sync::atomic::Ordering::SeqCst) {
                     let len = l.len();
                     for seq in (1..len).rev().take(5) {
-                        // Issued or refused, never anything else.
+                        // Issued or refused, never anything else (a key change has
+                        // no receipt: `Input`).
                         match l.receipt(seq, "x") {
                             Ok(_)
                             | Err(ReadError::OutOfRange)
+                            | Err(ReadError::Input(_))
                             | Err(ReadError::Integrity(IntegrityError {
                                 problem: IntegrityProblem::RevokedKey { .. },
                                 ..

@@ -119,7 +119,9 @@ impl Ledger {
     /// Proof that entry `seq` is in the tree of the first `tree_size` entries.
     ///
     /// # Errors
-    /// [`ReadError::OutOfRange`] unless `seq < tree_size <= len()`.
+    /// [`ReadError::OutOfRange`] unless `seq < tree_size <= len()`; on the first call
+    /// of a session, which builds the tree from the log, storage failures and an
+    /// [`IntegrityError`] for an entry missing from the store.
     pub fn inclusion_proof(&self, seq: u64, tree_size: u64) -> Result<InclusionProof, ReadError> {
         let hashes = self.with_tree(|t, _| t.inclusion_proof(seq, tree_size))?;
         let hashes = hashes.ok_or(ReadError::OutOfRange)?;
@@ -134,7 +136,8 @@ impl Ledger {
     /// the first `new_size`.
     ///
     /// # Errors
-    /// [`ReadError::OutOfRange`] unless `old_size <= new_size <= len()`.
+    /// [`ReadError::OutOfRange`] unless `old_size <= new_size <= len()`; on the first
+    /// call of a session, as [`Ledger::inclusion_proof`].
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<ConsistencyProof, ReadError> {
         let hashes = self.with_tree(|t, _| t.consistency_proof(old_size, new_size))?;
         let hashes = hashes.ok_or(ReadError::OutOfRange)?;
@@ -163,9 +166,10 @@ impl Ledger {
     ///
     /// # Errors
     /// [`ReadError::Input`] when `how_to_withdraw` is longer than
-    /// [`MAX_HOW_TO_WITHDRAW_LEN`](crate::MAX_HOW_TO_WITHDRAW_LEN) bytes (checked first);
+    /// [`MAX_HOW_TO_WITHDRAW_LEN`](crate::MAX_HOW_TO_WITHDRAW_LEN) bytes (checked first),
+    /// or the entry is about no subject (the genesis entry, a key change);
     /// [`ReadError::OutOfRange`] when the entry does not exist or is not yet durable
-    /// (sync first), or is not about a subject; [`ReadError::Integrity`] with
+    /// (sync first); [`ReadError::Integrity`] with
     /// [`IntegrityProblem::RevokedKey`](crate::IntegrityProblem::RevokedKey) when it was
     /// signed by a key at or after the position it was revoked from (a receipt would
     /// vouch for an entry the stolen key may have made), or with
@@ -193,7 +197,13 @@ impl Ledger {
         if !signer.verify_entry(crate::entry::signed_part(&bytes, &stored), &stored.signature) {
             return Err(broken(crate::error::IntegrityProblem::BadSignature).into());
         }
-        Receipt::build(&bytes, &proof, &checkpoint, &signer, how_to_withdraw).ok_or(ReadError::OutOfRange)
+        Receipt::build(&bytes, &proof, &checkpoint, &signer, how_to_withdraw).ok_or_else(|| {
+            crate::error::InputError::new(
+                "receipt position",
+                "is an entry about no subject (the genesis entry or a key change): it has no receipt",
+            )
+            .into()
+        })
     }
 
     /// The public key that signed entry `seq`: the genesis key or the last rotation

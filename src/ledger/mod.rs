@@ -706,6 +706,9 @@ impl Ledger {
     }
 
     /// The public key that verifies entries signed from now on.
+    ///
+    /// # Errors
+    /// [`WriteError::Failed`] when a thread panicked while holding the writer.
     pub fn verifying_key(&self) -> Result<VerifyingKey, WriteError> {
         let w = self.inner.writer.lock().map_err(|_| WriteError::Failed)?;
         Ok(w.key.verifying_key())
@@ -873,7 +876,9 @@ impl Ledger {
     /// [`WriteError::HeldByAnotherSubject`] when the identifier is recorded for someone
     /// else, [`WriteError::SubjectErased`], [`WriteError::InvalidPurposeId`],
     /// [`WriteError::Input`] for a new purpose id once the ledger holds
-    /// [`MAX_PURPOSE_IDS`](crate::MAX_PURPOSE_IDS), storage failures.
+    /// [`MAX_PURPOSE_IDS`](crate::MAX_PURPOSE_IDS) or a scope naming more than 256
+    /// recipients, [`WriteError::TooLarge`] when the entry would exceed 7 KiB (a scope
+    /// of about 48 names of 128 bytes), storage failures.
     pub fn collect<P: Purpose>(
         &self,
         subject: &SubjectId,
@@ -890,8 +895,10 @@ impl Ledger {
     /// [`WriteError::Input`] when `P` is not consent-based (unless the subject holds an
     /// identifier collected for its id on a consent basis, or has a consent record for
     /// the id, see [`Ledger::withdraw`]) or
-    /// `expires_at` is after [`Timestamp::MAX_RFC3339`], [`WriteError::SubjectErased`],
-    /// [`WriteError::InvalidPurposeId`], storage failures.
+    /// `expires_at` is after [`Timestamp::MAX_RFC3339`] or `scope` names more than 256
+    /// recipients, [`WriteError::TooLarge`] when the entry would exceed 7 KiB,
+    /// [`WriteError::SubjectErased`], [`WriteError::InvalidPurposeId`], storage
+    /// failures.
     pub fn grant<P: Purpose>(
         &self,
         subject: &SubjectId,
@@ -914,6 +921,9 @@ impl Ledger {
     /// for that id then rest on the consent and its scope, so withdrawing it takes
     /// effect.
     ///
+    /// A withdrawal is recorded (an entry is appended) even when no consent was given:
+    /// the person's choice is then on record for an audit.
+    ///
     /// # Errors
     /// [`WriteError::Input`] when `P` is not consent-based (but as above),
     /// [`WriteError::SubjectErased`],
@@ -927,7 +937,10 @@ impl Ledger {
     /// identifier. The log keeps verifying, and decision records of past uses stay, as
     /// evidence of the disclosures (`docs/erasure.md`). Erasing twice returns the first erasure,
     /// once its removals are done: erasures run one at a time, and a repeated one does
-    /// the removals again (so retrying a failed erasure finishes it).
+    /// the removals again (so retrying a failed erasure finishes it). A subject the
+    /// ledger has never seen is erased too (an entry is appended), so that the id can
+    /// never be given data afterwards: nothing more is recorded about it
+    /// ([`WriteError::SubjectErased`]).
     ///
     /// # Errors
     /// Storage failures before the entry was appended ([`WriteError::Storage`]:

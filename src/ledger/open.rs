@@ -189,6 +189,10 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
     /// - [`OpenError::NotALedger`]: the directory holds other data (left untouched);
     /// - [`OpenError::WrongSigningKey`], [`OpenError::WrongPseudonymKey`];
     /// - [`OpenError::Integrity`] naming the first bad position;
+    /// - [`OpenError::UntrustedCheckpoint`]: with a
+    ///   [`trusted_checkpoint`](LedgerBuilder::trusted_checkpoint), the log is not the
+    ///   one it commits to (shorter, or another root), or the checkpoint is not the
+    ///   current key's;
     /// - [`OpenError::UnsupportedFormat`], [`OpenError::CorruptMetadata`], storage failures
     ///   (such as another process holding the ledger open).
     ///
