@@ -1944,32 +1944,8 @@ fn impact_judges_security_on_another_basis_as_decisions_do() {
     let alice = SubjectId::new("alice-legacy").unwrap();
     let phone = crate::Identifier::<crate::Security>::phone("+1 555 010 7777").unwrap();
     l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
-    // The subject pseudonym of that collection, as an old type on Contract basis would
-    // have written it again.
-    let pseudonym = decoded_entries(&*l.inner.store)
-        .filter_map(Result::ok)
-        .find_map(|e| match e.body {
-            Body::Collected { pseudonym, .. } => Some(pseudonym),
-            _ => None,
-        })
-        .unwrap();
-    let lookup = phone.lookup(&l.inner.pseudonym_key);
-    let subject = alice.clone();
-    let legacy = l
-        .append(Actor::Subject, move |_, _| {
-            Ok(Prepared::Append(
-                Body::Collected {
-                    subject,
-                    kind: crate::IdentifierKind::Phone,
-                    pseudonym,
-                    purpose: "security".into(),
-                    basis: crate::LegalBasis::Contract,
-                    scope: RecipientScope::first_party(),
-                },
-                Some(lookup),
-            ))
-        })
-        .unwrap();
+    // Collected again, as an old type on Contract basis would have.
+    let legacy = legacy_security_on_contract(&l, &alice, &phone);
     // The decision now: not collected for security (its reserved basis alone decides).
     let now = l.authorize(&phone, &crate::Recipient::FirstParty).map(|_| ());
     assert!(
@@ -1997,40 +1973,74 @@ fn impact_judges_security_on_another_basis_as_decisions_do() {
     );
 }
 
-/// Appends, as a legitimate-interest "advertising" type did before the reservation
-/// (`AdsLi` in commit 21a9941), a collection of `phone` for every partner. Returns its
-/// position.
-fn legacy_advertising_collection(
+/// Appends, as a type of a version before the reservation of built-in ids did (a
+/// legitimate-interest "advertising", `AdsLi` in commit 21a9941, or a contract-based
+/// "security"), a collection of `phone` (collected before through today's type, which
+/// gave it its subject pseudonym) for `purpose` on `basis`, for `scope`.
+fn append_legacy_collection<P: crate::Purpose>(
     l: &Ledger,
-    alice: &SubjectId,
-    phone: &crate::Identifier<crate::Advertising>,
-) -> u64 {
-    // The identifier and its subject pseudonym, through today's type first.
-    l.collect(alice, phone, RecipientScope::first_party()).unwrap();
+    subject: &SubjectId,
+    phone: &crate::Identifier<P>,
+    (purpose, basis, scope): (&str, crate::LegalBasis, RecipientScope),
+) -> Recorded {
     let pseudonym = decoded_entries(&*l.inner.store)
         .filter_map(Result::ok)
         .find_map(|e| match e.body {
-            Body::Collected { pseudonym, .. } => Some(pseudonym),
+            Body::Collected {
+                subject: s,
+                pseudonym,
+                ..
+            } if s == *subject => Some(pseudonym),
             _ => None,
         })
         .unwrap();
     let lookup = phone.lookup(&l.inner.pseudonym_key);
-    let subject = alice.clone();
+    let subject = subject.clone();
+    let purpose = purpose.to_owned();
     l.append(Actor::Subject, move |_, _| {
         Ok(Prepared::Append(
             Body::Collected {
                 subject,
                 kind: crate::IdentifierKind::Phone,
                 pseudonym,
-                purpose: "advertising".into(),
-                basis: crate::LegalBasis::LegitimateInterest,
-                scope: RecipientScope::all_partners(),
+                purpose,
+                basis,
+                scope,
             },
             Some(lookup),
         ))
     })
     .unwrap()
-    .seq
+}
+
+/// A legacy legitimate-interest "advertising" collection of `phone` for every partner
+/// (see [`append_legacy_collection`]). Returns its position.
+fn legacy_advertising_collection(
+    l: &Ledger,
+    alice: &SubjectId,
+    phone: &crate::Identifier<crate::Advertising>,
+) -> u64 {
+    l.collect(alice, phone, RecipientScope::first_party()).unwrap();
+    let legacy = (
+        "advertising",
+        crate::LegalBasis::LegitimateInterest,
+        RecipientScope::all_partners(),
+    );
+    append_legacy_collection(l, alice, phone, legacy).seq
+}
+
+/// A legacy contract-based "security" collection (see [`append_legacy_collection`]).
+fn legacy_security_on_contract(
+    l: &Ledger,
+    alice: &SubjectId,
+    phone: &crate::Identifier<crate::Security>,
+) -> Recorded {
+    let legacy = (
+        "security",
+        crate::LegalBasis::Contract,
+        RecipientScope::first_party(),
+    );
+    append_legacy_collection(l, alice, phone, legacy)
 }
 
 /// Found by review h34: for a consent-reserved built-in id ("advertising"), decisions always need
@@ -2349,12 +2359,12 @@ fn a_decision_saves_the_time_floor_after_its_lock() {
     assert_ne!(head(), before, "a decision did not save the floor");
 }
 
-/// Found by review h34 (receipts): a receipt that read `applied` before another receipt (after a later
-/// append) moved the cached key history past it finds the cache "ahead" and replays the
-/// whole log from position 0 again (`signer_of`: `Some(r) if r.next_seq() <= applied`,
-/// else `Replay::new`), holding `receipt_keys` meanwhile: the 1.6-3.9 s read at 1M
-/// entries that c461fd8/ed6e465 meant to do once a session. Shown by failing every read
-/// of position 0 once the cache is past it: only a replay from the start reads it.
+/// Found by review h34 (receipts): a receipt that read `applied` before another
+/// receipt (after a later append) moved the cached key history past it found the cache
+/// "ahead" and replayed the whole log from position 0 again, holding `receipt_keys`
+/// meanwhile: the 1.6-3.9 s read at 1M entries that c461fd8/ed6e465 meant to do once a
+/// session. Shown by failing every read of position 0 once the cache is past it: only
+/// a replay from the start reads it.
 #[test]
 fn a_receipt_behind_the_cached_key_history_reads_the_log_from_the_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -2436,10 +2446,10 @@ fn no_checkpoint_leaves_out_a_revocation_told_not_durable() {
     assert!(against.is_err());
 }
 
-/// Found by review h34 (receipts): a panic while `signer_of` reads the log (a store that panics on a
-/// damaged page; the caller's request handler catches it) poisons `receipt_keys`, held
-/// across the read: every later receipt of the session fails as `poisoned`, where the
-/// read-per-receipt code before c461fd8 recovered at the next receipt.
+/// Found by review h34 (receipts): a panic while `signer_of` read the log (a store that
+/// panics on a damaged page; the caller's request handler catches it) poisoned
+/// `receipt_keys`, held across the read: every later receipt of the session failed as
+/// `poisoned`, where the read-per-receipt code before c461fd8 recovered at the next one.
 #[test]
 fn a_panic_reading_the_key_history_does_not_refuse_every_later_receipt() {
     let dir = tempfile::tempdir().unwrap();
@@ -2477,29 +2487,7 @@ fn a_legacy_collection_on_another_basis_decides() {
     l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
     let before = l.authorize(&phone, &crate::Recipient::FirstParty).map(|_| ());
     assert!(before.is_ok(), "{before:?}");
-    let pseudonym = decoded_entries(&*l.inner.store)
-        .filter_map(Result::ok)
-        .find_map(|e| match e.body {
-            Body::Collected { pseudonym, .. } => Some(pseudonym),
-            _ => None,
-        })
-        .unwrap();
-    let lookup = phone.lookup(&l.inner.pseudonym_key);
-    let subject = alice.clone();
-    l.append(Actor::Subject, move |_, _| {
-        Ok(Prepared::Append(
-            Body::Collected {
-                subject,
-                kind: crate::IdentifierKind::Phone,
-                pseudonym,
-                purpose: "security".into(),
-                basis: crate::LegalBasis::Contract,
-                scope: RecipientScope::first_party(),
-            },
-            Some(lookup),
-        ))
-    })
-    .unwrap();
+    legacy_security_on_contract(&l, &alice, &phone);
     let after = l.authorize(&phone, &crate::Recipient::FirstParty).map(|_| ());
     assert!(
         matches!(after, Err(crate::Denied::NotCollectedForPurpose { .. })),
