@@ -80,9 +80,8 @@ impl fmt::Display for LegalBasis {
 /// to record anything under an invalid id. Prefer [`declare_purpose!`](crate::declare_purpose),
 /// which checks the id when the program is compiled.
 ///
-/// A built-in purpose's id is reserved for that purpose's legal basis
-/// ([`reserved_basis`]). A hand-written implementation that reuses one on another
-/// basis does not build once it is used with the ledger:
+/// A built-in purpose's id is that purpose's alone ([`reserved_basis`]). A hand-written
+/// implementation that reuses one does not build once it is used with the ledger:
 ///
 /// ```compile_fail,E0080
 /// use consent_ledger::{Ledger, LegalBasis, Purpose, RecipientScope, SubjectId};
@@ -99,6 +98,25 @@ impl fmt::Display for LegalBasis {
 /// }
 /// let _compiled: fn(&Ledger, &SubjectId) = widen;
 /// ```
+///
+/// nor one on the built-in's own basis (copied from a template: it would read two-factor
+/// numbers for another purpose, recorded as `"security"`):
+///
+/// ```compile_fail,E0080
+/// use consent_ledger::{Identifier, Ledger, LegalBasis, Purpose, Recipient};
+///
+/// enum AdAudience {}
+/// impl Purpose for AdAudience {
+///     const ID: &'static str = "security";
+///     const DESCRIPTION: &'static str = "matching advertisers' lists";
+///     const LEGAL_BASIS: LegalBasis = LegalBasis::LegitimateInterest;
+/// }
+///
+/// fn matched(ledger: &Ledger, id: &Identifier<AdAudience>) -> bool {
+///     ledger.authorize(id, &Recipient::FirstParty).is_ok()
+/// }
+/// let _compiled: fn(&Ledger, &Identifier<AdAudience>) -> bool = matched;
+/// ```
 pub trait Purpose: 'static {
     /// The stable id written to the ledger, such as `"advertising"`.
     const ID: &'static str;
@@ -107,6 +125,11 @@ pub trait Purpose: 'static {
     const DESCRIPTION: &'static str;
     /// The legal basis uses for this purpose rely on.
     const LEGAL_BASIS: LegalBasis;
+    /// Set only by this crate's own purposes ([`Security`], [`Advertising`], …), whose
+    /// ids are theirs alone (see [`reserved_basis`]). Not for implementations outside
+    /// the crate.
+    #[doc(hidden)]
+    const BUILT_IN: bool = false;
 }
 
 /// Longest purpose id accepted, in bytes.
@@ -162,10 +185,12 @@ const fn same_str(a: &str, b: &str) -> bool {
 /// another basis would therefore change what the built-in type allows: a consent-based
 /// `"security"` type could widen two-factor numbers to partners through a grant, and a
 /// legitimate-interest `"advertising"` type would label uses without consent as
-/// advertising. So a purpose type may share a built-in's id only on that purpose's
-/// basis: [`declare_purpose!`](crate::declare_purpose) refuses anything else when the
-/// program is compiled, and so does a build that uses a hand-written [`Purpose`]
-/// implementation with the ledger. A log written before this reservation may hold
+/// advertising; and a type on the same basis (a copy of the built-in declaration, its
+/// name changed but not its id) would read the built-in's identifiers for another
+/// purpose, recorded as the built-in's. So a built-in id is the built-in type's alone:
+/// [`declare_purpose!`](crate::declare_purpose) refuses it when the program is
+/// compiled, and so does a build that uses a hand-written [`Purpose`] implementation
+/// with the ledger. A log written before this reservation may hold
 /// consent records for `"security"` or collections for it on another basis: decisions
 /// for `"security"` ignore both (the collection on another basis is not one for the
 /// purpose), and a grant or withdrawal for it is refused.
@@ -211,14 +236,15 @@ pub(crate) const fn lone_basis(id: &str) -> Option<LegalBasis> {
     }
 }
 
-/// Stops the build of any use of the ledger with `P` when `P` reuses a built-in id on
-/// another legal basis (a hand-written implementation: `declare_purpose!` already
-/// refuses it). Evaluated once per purpose type, when the code using it is compiled.
+/// Stops the build of any use of the ledger with `P` when `P` reuses a built-in id and
+/// is not that built-in purpose (a hand-written implementation: `declare_purpose!`
+/// already refuses it). Evaluated once per purpose type, when the code using it is
+/// compiled.
 pub(crate) const fn keeps_reserved_ids<P: Purpose>() {
     const {
         assert!(
-            id_allows_basis(P::ID, P::LEGAL_BASIS),
-            "this purpose id is reserved for a built-in purpose on another legal basis"
+            reserved_basis(P::ID).is_none() || (P::BUILT_IN && id_allows_basis(P::ID, P::LEGAL_BASIS)),
+            "this purpose id is a built-in purpose's: use that type, or an id of your own"
         );
     }
 }
@@ -233,11 +259,20 @@ pub(crate) const fn keeps_reserved_ids<P: Purpose>() {
 /// declare_purpose!(pub Bad, "Not Valid!", "an id with spaces and capitals", LegalBasis::Consent);
 /// ```
 ///
-/// So is a built-in purpose's id on another legal basis (see [`reserved_basis`]):
+/// So is a built-in purpose's id (see [`reserved_basis`]), on another legal basis:
 ///
 /// ```compile_fail,E0080
 /// use consent_ledger::{declare_purpose, LegalBasis};
 /// declare_purpose!(pub SecurityByConsent, "security", "2FA numbers, widened by a grant", LegalBasis::Consent);
+/// ```
+///
+/// or on its own (a declaration copied from the built-in one, its name changed but not
+/// its id, would read two-factor numbers for another purpose and be recorded as
+/// `"security"`):
+///
+/// ```compile_fail,E0080
+/// use consent_ledger::{declare_purpose, LegalBasis};
+/// declare_purpose!(pub FraudChecks, "security", "fraud checks", LegalBasis::LegitimateInterest);
 /// ```
 ///
 /// while an id of the application's own may be declared by several types, on
@@ -261,8 +296,8 @@ macro_rules! declare_purpose {
         // Evaluated at compile time for every declaration, used or not.
         const _: () = assert!($crate::is_valid_purpose_id($id), "invalid purpose id");
         const _: () = assert!(
-            $crate::id_allows_basis($id, $basis),
-            "this purpose id is reserved for a built-in purpose on another legal basis"
+            $crate::reserved_basis($id).is_none(),
+            "this purpose id is a built-in purpose's: use that type, or an id of your own"
         );
 
         impl $crate::Purpose for $name {
@@ -273,7 +308,27 @@ macro_rules! declare_purpose {
     };
 }
 
-declare_purpose!(
+/// The crate's own purposes: [`declare_purpose!`] without the refusal of built-in ids,
+/// marked as built in.
+macro_rules! declare_built_in_purpose {
+    ($(#[$meta:meta])* $vis:vis $name:ident, $id:expr, $description:expr, $basis:expr $(,)?) => {
+        #[doc = concat!("Purpose `", $id, "`: ", $description, ".")]
+        $(#[$meta])*
+        #[derive(Debug)]
+        $vis enum $name {}
+
+        const _: () = assert!($crate::is_valid_purpose_id($id) && $crate::id_allows_basis($id, $basis));
+
+        impl $crate::Purpose for $name {
+            const ID: &'static str = $id;
+            const DESCRIPTION: &'static str = $description;
+            const LEGAL_BASIS: $crate::LegalBasis = $basis;
+            const BUILT_IN: bool = true;
+        }
+    };
+}
+
+declare_built_in_purpose!(
     /// Not consent-based: collecting an identifier for security is what allows it, and
     /// only for the recipients named at collection (usually the application itself,
     /// [`RecipientScope::first_party`](crate::RecipientScope::first_party)).
@@ -283,7 +338,7 @@ declare_purpose!(
     LegalBasis::LegitimateInterest
 );
 
-declare_purpose!(
+declare_built_in_purpose!(
     /// Consent-based: tailored audiences and matching of advertisers' customer lists.
     pub Advertising,
     "advertising",
@@ -291,7 +346,7 @@ declare_purpose!(
     LegalBasis::Consent
 );
 
-declare_purpose!(
+declare_built_in_purpose!(
     /// Consent-based: the "share your data with business partners" setting.
     pub PartnerSharing,
     "partner-sharing",
@@ -299,7 +354,7 @@ declare_purpose!(
     LegalBasis::Consent
 );
 
-declare_purpose!(
+declare_built_in_purpose!(
     /// Consent-based: measuring how the service is used.
     pub Analytics,
     "analytics",
@@ -307,7 +362,7 @@ declare_purpose!(
     LegalBasis::Consent
 );
 
-declare_purpose!(
+declare_built_in_purpose!(
     /// Consent-based: tailoring content to the person.
     pub Personalization,
     "personalization",
