@@ -2501,3 +2501,49 @@ fn a_legacy_collection_on_another_basis_decides() {
         "the entry that took the number from the first party is said to decide nothing: {last:?}"
     );
 }
+
+/// Found by review h34 (locking): under group commit the writer signs with a new key as
+/// soon as its rotation is applied, before the rotation is durable. A checkpoint taken
+/// then covered only the durable log, which does not authorize that key: opened again
+/// with the rotation lost, the operator's latest checkpoint was refused as untrusted.
+/// Now a checkpoint waits for the rotation's sync, and after a failed one none is signed.
+#[test]
+fn no_checkpoint_is_signed_by_a_key_its_log_does_not_authorize() {
+    for durability in [
+        Durability::GroupCommit,
+        Durability::Relaxed,
+        Durability::Immediate,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let (l, faults) = keys.open_faulty(dir.path(), durability);
+        l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
+            .unwrap();
+        // A rotation that becomes durable: the checkpoint covers it.
+        let new = crate::SigningKey::generate();
+        let rotated = l.rotate_key(new.clone()).unwrap();
+        let cp = l.checkpoint().unwrap();
+        assert!(cp.size() > rotated.seq, "{durability:?}");
+        crate::SignedCheckpoint::verify(cp.text(), &new.verifying_key()).unwrap();
+        // One whose sync fails: no checkpoint by the newest key.
+        faults.sync.store(true, Ordering::SeqCst);
+        let newest = crate::SigningKey::generate();
+        let told = l.rotate_key(newest.clone());
+        assert!(
+            matches!(told, Err(WriteError::NotDurable(_))),
+            "{durability:?}: {told:?}"
+        );
+        let refused = l.checkpoint();
+        if l.verifying_key().unwrap() == newest.verifying_key() {
+            assert!(
+                matches!(&refused, Err(ReadError::Storage(e)) if e.context() == "signing a checkpoint"),
+                "{durability:?}: {:?}",
+                refused.map(|c| c.size())
+            );
+        } else {
+            // (Immediate switches keys only after the sync: the old key still signs.)
+            assert!(refused
+                .is_ok_and(|c| crate::SignedCheckpoint::verify(c.text(), &new.verifying_key()).is_ok()));
+        }
+    }
+}

@@ -35,7 +35,10 @@ impl Ledger {
     /// misused from).
     ///
     /// The rotation is synced before this returns, whatever the durability setting: a
-    /// crash must not lose it once the caller may have destroyed the old key.
+    /// crash must not lose it once the caller may have destroyed the old key. A
+    /// checkpoint is signed with `new_key` only once the rotation is durable (one asked
+    /// for meanwhile waits for it); if its sync fails ([`WriteError::NotDurable`]),
+    /// none is signed with `new_key` until the ledger is reopened.
     ///
     /// From here on the old key vouches for nothing outside the log: receipts and
     /// checkpoints must be checked under `new_key`'s public key
@@ -80,6 +83,8 @@ impl Ledger {
             },
             move |w| {
                 w.key = new_key;
+                // (`next_seq` is already past the rotation entry.)
+                w.key_from = w.next_seq;
                 if let Ok(mut signers) = self.inner.signers.lock() {
                     signers.push(new_public);
                 }

@@ -8,14 +8,19 @@ use crate::error::{IntegrityError, IntegrityProblem, ReadError};
 use crate::merkle::{self, MerkleTree};
 use crate::receipt::Receipt;
 
+/// Why a checkpoint is not signed (see [`Ledger::checkpoint`]).
+enum Refusal {
+    /// The current key's rotation entry is not durable.
+    RotationNotDurable,
+    /// A revocation in effect is not durable, and a sync has failed.
+    RevocationNotDurable,
+}
+
 impl Ledger {
     /// Runs `f` on the Merkle tree of every entry written so far, building it on first
     /// use. The writer lock and then the storing stage are held, so no append slips in
     /// between and every entry signed is stored.
-    fn with_tree<R>(
-        &self,
-        f: impl FnOnce(&MerkleTree, &crate::signing::SigningKey) -> R,
-    ) -> Result<R, ReadError> {
+    fn with_tree<R>(&self, f: impl FnOnce(&MerkleTree, &super::Writer) -> R) -> Result<R, ReadError> {
         let w = self.inner.writer.lock().map_err(|_| super::poisoned())?;
         let _stored = self.inner.stage.lock().map_err(|_| super::poisoned())?;
         let mut tree = self.inner.tree.lock().map_err(|_| super::poisoned())?;
@@ -41,7 +46,7 @@ impl Ledger {
             *tree = Some(t);
         }
         match tree.as_ref() {
-            Some(t) => Ok(f(t, &w.key)),
+            Some(t) => Ok(f(t, &w)),
             None => Err(super::poisoned()),
         }
     }
@@ -72,46 +77,88 @@ impl Ledger {
     /// Then no checkpoint is signed at all (a storage error): one that vouched for the
     /// revoked key's entries, without the line a verifier needs to refuse their
     /// receipts, would contradict what this ledger already holds. Reopen the ledger and,
-    /// if the revocation did not survive, revoke the key again.
+    /// if the revocation did not survive, revoke the key again. The same holds for a
+    /// key rotation: a checkpoint is signed with the current key only once the rotation
+    /// to it is durable (this call syncs first when it is not yet), so that the log it
+    /// covers authorizes the key that signed it.
     ///
     /// # Errors
-    /// Storage failures while building the tree on first use, or the case above.
+    /// Storage failures while building the tree on first use or while syncing a
+    /// rotation, or the cases above.
     pub fn checkpoint(&self) -> Result<SignedCheckpoint, ReadError> {
-        let (size, sync_failed) = self.durable_len()?;
-        let id = self.inner.ledger_id;
-        let signed = self
-            .with_tree(|t, key| {
-                let root = t
-                    .root_at(size)
-                    .ok_or(IntegrityProblem::Missing { next: t.len() })?;
-                // Taken under the writer lock (after the tree's): every revocation entry
-                // below `size` has been recorded here.
-                let revocations = self
-                    .inner
-                    .revocations
-                    .lock()
-                    .map_err(|_| IntegrityProblem::InvalidField("revocations"))?;
-                // Read again here, under the writer lock: a revocation whose sync failed
-                // since `size` was read is in the list by now. (One whose sync fails
-                // after this is left out, as one made just after the checkpoint is.)
-                let sync_failed = sync_failed || self.inner.group.state.lock().map_or(true, |s| s.failed);
-                if sync_failed && revocations.iter().any(|(.., at)| *at >= size) {
-                    return Ok(None);
+        let refused =
+            |why: &'static str| ReadError::from(crate::error::StorageError::new("signing a checkpoint", why));
+        // A rotation appended but not yet durable (group commit or `Relaxed`, while
+        // its sync runs): synced first. Tried again if another rotation lands meanwhile
+        // (a few times: rotations are rare, but a stress test makes them back to back).
+        for _ in 0..8 {
+            let (size, sync_failed) = self.durable_len()?;
+            let key_from = self.inner.writer.lock().map_err(|_| super::poisoned())?.key_from;
+            if key_from > size && !sync_failed {
+                self.sync().map_err(|e| {
+                    crate::error::StorageError::new("syncing a key rotation before a checkpoint", e)
+                })?;
+                continue;
+            }
+            match self.checkpoint_of(size, sync_failed)? {
+                Ok(signed) => return Ok(signed),
+                Err(Refusal::RotationNotDurable) if !sync_failed => continue,
+                Err(Refusal::RotationNotDurable) => {
+                    return Err(refused(
+                        "the signing key's rotation could not be made durable; reopen the ledger",
+                    ))
                 }
-                let in_force = crate::checkpoint::in_force(&revocations, size);
-                SignedCheckpoint::sign(&id, size, root, &in_force, key.inner())
-                    .map(Some)
-                    .map_err(|_| IntegrityProblem::InvalidField("checkpoint"))
-            })?
-            .map_err(|problem| IntegrityError {
+                Err(Refusal::RevocationNotDurable) => {
+                    return Err(refused(
+                        "a key revocation in effect could not be made durable; reopen the ledger",
+                    ))
+                }
+            }
+        }
+        Err(refused(
+            "key rotations kept landing while the checkpoint was signed; try again",
+        ))
+    }
+
+    /// The checkpoint of the first `size` entries, unless the current key's rotation or
+    /// a revocation in effect is not among them (see [`Ledger::checkpoint`]).
+    fn checkpoint_of(
+        &self,
+        size: u64,
+        sync_failed: bool,
+    ) -> Result<Result<SignedCheckpoint, Refusal>, ReadError> {
+        let id = self.inner.ledger_id;
+        self.with_tree(|t, w| {
+            let root = t
+                .root_at(size)
+                .ok_or(IntegrityProblem::Missing { next: t.len() })?;
+            if w.key_from > size {
+                return Ok(Err(Refusal::RotationNotDurable));
+            }
+            // Taken under the writer lock (after the tree's): every revocation entry
+            // below `size` has been recorded here.
+            let revocations = self
+                .inner
+                .revocations
+                .lock()
+                .map_err(|_| IntegrityProblem::InvalidField("revocations"))?;
+            // Read again here, under the writer lock: a revocation whose sync failed
+            // since `size` was read is in the list by now. (One whose sync fails
+            // after this is left out, as one made just after the checkpoint is.)
+            let sync_failed = sync_failed || self.inner.group.state.lock().map_or(true, |s| s.failed);
+            if sync_failed && revocations.iter().any(|(.., at)| *at >= size) {
+                return Ok(Err(Refusal::RevocationNotDurable));
+            }
+            let in_force = crate::checkpoint::in_force(&revocations, size);
+            SignedCheckpoint::sign(&id, size, root, &in_force, w.key.inner())
+                .map(Ok)
+                .map_err(|_| IntegrityProblem::InvalidField("checkpoint"))
+        })?
+        .map_err(|problem| {
+            IntegrityError {
                 position: size,
                 problem,
-            })?;
-        signed.ok_or_else(|| {
-            crate::error::StorageError::new(
-                "signing a checkpoint",
-                "a key revocation in effect could not be made durable; reopen the ledger",
-            )
+            }
             .into()
         })
     }

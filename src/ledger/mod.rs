@@ -636,6 +636,10 @@ struct Writer {
     next_seq: u64,
     last_hash: Hash,
     key: SigningKey,
+    /// The first position `key` signs: one past its rotation entry (0 for the genesis
+    /// key). A checkpoint signed with `key` must cover that entry, or its log would not
+    /// authorize the key.
+    key_from: u64,
     /// Set when a write may or may not have reached the disk: no more writes.
     failed: bool,
     /// New purpose ids of changes group commit signed that the state may not include

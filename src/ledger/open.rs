@@ -552,6 +552,7 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
                 next_seq: len,
                 last_hash: head,
                 key: b.signing_key,
+                key_from: replay.keys.last().map_or(0, |k| k.from),
                 failed: false,
                 new_purposes: Vec::new(),
             }),
