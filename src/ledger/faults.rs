@@ -328,6 +328,18 @@ fn subject(t: usize, i: usize) -> SubjectId {
     SubjectId::new(&format!("caller-{t}-{i}")).unwrap()
 }
 
+/// A ledger opened through the fault store in a directory of its own, with one grant
+/// (advertising, every partner) recorded.
+fn faulty_with_a_grant(durability: Durability) -> (tempfile::TempDir, Keys, Ledger, Arc<Faults>, Recorded) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let (l, faults) = keys.open_faulty(dir.path(), durability);
+    let granted = l
+        .grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
+        .unwrap();
+    (dir, keys, l, faults, granted)
+}
+
 /// 16 threads grant at once, each to its subjects `range`; returns each thread's
 /// results (position or error text).
 fn grant_from_threads(l: &Ledger, range: std::ops::Range<usize>) -> Vec<Vec<Result<u64, String>>> {
@@ -2367,12 +2379,7 @@ fn a_decision_saves_the_time_floor_after_its_lock() {
 /// a replay from the start reads it.
 #[test]
 fn a_receipt_behind_the_cached_key_history_reads_the_log_from_the_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
-    let g = l
-        .grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
-        .unwrap();
+    let (_dir, _keys, l, faults, g) = faulty_with_a_grant(Durability::Immediate);
     // The tree is built and the cache is at the log's end.
     l.receipt(g.seq, "x").unwrap();
     let guard = l.inner.receipt_keys.lock().unwrap();
@@ -2409,12 +2416,7 @@ fn a_receipt_behind_the_cached_key_history_reads_the_log_from_the_start() {
 /// checkpoint passed `verify_receipt_against` it. Now none is signed until a reopen.
 #[test]
 fn no_checkpoint_leaves_out_a_revocation_told_not_durable() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
-    let granted = l
-        .grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
-        .unwrap();
+    let (dir, keys, l, faults, granted) = faulty_with_a_grant(Durability::Immediate);
     let old = keys.signing.verifying_key();
     let new = crate::SigningKey::generate();
     l.rotate_key(new.clone()).unwrap();
@@ -2452,12 +2454,7 @@ fn no_checkpoint_leaves_out_a_revocation_told_not_durable() {
 /// `poisoned`, where the read-per-receipt code before c461fd8 recovered at the next one.
 #[test]
 fn a_panic_reading_the_key_history_does_not_refuse_every_later_receipt() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
-    let g = l
-        .grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
-        .unwrap();
+    let (_dir, _keys, l, faults, g) = faulty_with_a_grant(Durability::Immediate);
     l.receipt(g.seq, "x").unwrap();
     let next = l
         .grant::<crate::Advertising>(&subject(0, 1), RecipientScope::all_partners(), None)
@@ -2514,11 +2511,7 @@ fn no_checkpoint_is_signed_by_a_key_its_log_does_not_authorize() {
         Durability::Relaxed,
         Durability::Immediate,
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = Keys::new();
-        let (l, faults) = keys.open_faulty(dir.path(), durability);
-        l.grant::<crate::Advertising>(&subject(0, 0), RecipientScope::all_partners(), None)
-            .unwrap();
+        let (_dir, _keys, l, faults, _) = faulty_with_a_grant(durability);
         // A rotation that becomes durable: the checkpoint covers it.
         let new = crate::SigningKey::generate();
         let rotated = l.rotate_key(new.clone()).unwrap();
