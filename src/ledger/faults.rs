@@ -1889,6 +1889,15 @@ fn open_at_t0(dir: &std::path::Path, clock: &crate::ManualClock) -> Ledger {
         .unwrap()
 }
 
+/// A ledger of its own (at `LEGACY_T0`, by a clock the test may move) and its first
+/// subject, for the tests of logs written before the reservation of built-in ids.
+fn legacy_ledger() -> (tempfile::TempDir, crate::ManualClock, Ledger, SubjectId) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(LEGACY_T0));
+    let l = open_at_t0(dir.path(), &clock);
+    (dir, clock, l, SubjectId::new("alice-legacy").unwrap())
+}
+
 const LEGACY_T0: u64 = 1_700_000_000_000;
 
 /// Found by review h34: `expiring` and `record_expiries` still read consent records for
@@ -1899,10 +1908,7 @@ const LEGACY_T0: u64 = 1_700_000_000_000;
 /// for cannot even be recorded).
 #[test]
 fn legacy_security_grants_are_not_listed_or_expired() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(LEGACY_T0));
-    let l = open_at_t0(dir.path(), &clock);
-    let alice = SubjectId::new("alice-legacy").unwrap();
+    let (_dir, clock, l, alice) = legacy_ledger();
     let phone = crate::Identifier::<crate::Security>::phone("+1 555 010 7777").unwrap();
     l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
     // As a consent-based "security" type wrote it before the reservation.
@@ -1950,10 +1956,7 @@ fn legacy_security_grants_are_not_listed_or_expired() {
 /// lawful (it checks only the collection's scope).
 #[test]
 fn impact_judges_security_on_another_basis_as_decisions_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(LEGACY_T0));
-    let l = open_at_t0(dir.path(), &clock);
-    let alice = SubjectId::new("alice-legacy").unwrap();
+    let (_dir, _clock, l, alice) = legacy_ledger();
     let phone = crate::Identifier::<crate::Security>::phone("+1 555 010 7777").unwrap();
     l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
     // Collected again, as an old type on Contract basis would have.
@@ -2062,10 +2065,7 @@ fn legacy_security_on_contract(
 /// position is `NoConsent`.
 #[test]
 fn impact_judges_advertising_without_consent_as_decisions_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(LEGACY_T0));
-    let l = open_at_t0(dir.path(), &clock);
-    let alice = SubjectId::new("alice-legacy").unwrap();
+    let (_dir, _clock, l, alice) = legacy_ledger();
     let acme = crate::Recipient::partner("acme").unwrap();
     let phone = crate::Identifier::<crate::Advertising>::phone("+1 555 010 7777").unwrap();
     let legacy = legacy_advertising_collection(&l, &alice, &phone);
@@ -2097,10 +2097,7 @@ fn impact_judges_advertising_without_consent_as_decisions_do() {
 /// `NoConsent` (the reserved id needs consent, whatever an old collection says).
 #[test]
 fn export_of_advertising_follows_the_reserved_basis() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(LEGACY_T0));
-    let l = open_at_t0(dir.path(), &clock);
-    let alice = SubjectId::new("alice-legacy").unwrap();
+    let (_dir, _clock, l, alice) = legacy_ledger();
     let acme = crate::Recipient::partner("acme").unwrap();
     let phone = crate::Identifier::<crate::Advertising>::phone("+1 555 010 7777").unwrap();
     legacy_advertising_collection(&l, &alice, &phone);
@@ -2476,10 +2473,7 @@ fn a_panic_reading_the_key_history_does_not_refuse_every_later_receipt() {
 /// `NotCollectedForPurpose` at exactly that entry.
 #[test]
 fn a_legacy_collection_on_another_basis_decides() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = crate::ManualClock::new(crate::Timestamp::from_millis(LEGACY_T0));
-    let l = open_at_t0(dir.path(), &clock);
-    let alice = SubjectId::new("alice-legacy").unwrap();
+    let (_dir, _clock, l, alice) = legacy_ledger();
     let phone = crate::Identifier::<crate::Security>::phone("+1 555 010 7777").unwrap();
     l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
     let before = l.authorize(&phone, &crate::Recipient::FirstParty).map(|_| ());
