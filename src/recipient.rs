@@ -95,13 +95,11 @@ fn refuse_lookalike(field: &'static str, value: &str) -> Result<(), InputError> 
         icu_properties::CodePointSetData::new::<icu_properties::props::DefaultIgnorableCodePoint>();
     let scripts = icu_properties::script::ScriptWithExtensions::new();
     let chars: Vec<char> = value.chars().collect();
-    for (i, c) in chars.iter().enumerate() {
-        if invisible.contains(*c) && !joins_as_written(&chars, i) {
+    let mut sets = Vec::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if invisible.contains(c) && !joins_as_written(&chars, i) {
             return Err(InputError::new(field, "contains an invisible character"));
         }
-    }
-    let mut sets = Vec::new();
-    for c in value.chars() {
         let extensions = scripts.get_script_extensions_val(c);
         if extensions.contains(&Script::Unknown) {
             return Err(InputError::new(

@@ -89,20 +89,17 @@ impl Ledger {
         let refused =
             |why: &'static str| ReadError::from(crate::error::StorageError::new("signing a checkpoint", why));
         // A rotation appended but not yet durable (group commit or `Relaxed`, while
-        // its sync runs): synced first. Tried again if another rotation lands meanwhile
-        // (a few times: rotations are rare, but a stress test makes them back to back).
+        // its sync runs): synced, then tried again (a few times: rotations are rare, but
+        // a stress test makes them back to back).
         for _ in 0..8 {
             let (size, sync_failed) = self.durable_len()?;
-            let key_from = self.inner.writer.lock().map_err(|_| super::poisoned())?.key_from;
-            if key_from > size && !sync_failed {
-                self.sync().map_err(|e| {
-                    crate::error::StorageError::new("syncing a key rotation before a checkpoint", e)
-                })?;
-                continue;
-            }
             match self.checkpoint_of(size, sync_failed)? {
                 Ok(signed) => return Ok(signed),
-                Err(Refusal::RotationNotDurable) if !sync_failed => continue,
+                Err(Refusal::RotationNotDurable) if !sync_failed => {
+                    self.sync().map_err(|e| {
+                        crate::error::StorageError::new("syncing a key rotation before a checkpoint", e)
+                    })?;
+                }
                 Err(Refusal::RotationNotDurable) => {
                     return Err(refused(
                         "the signing key's rotation could not be made durable; reopen the ledger",
