@@ -1311,7 +1311,16 @@ impl Ledger {
         if self.inner.group.state.lock().map_or(true, |s| s.failed) {
             return Err(SyncError::Refused);
         }
-        let result = self.inner.store.sync();
+        // A store that panics while syncing has failed to sync, as far as anyone can
+        // tell: caught here, so that the failure is final as any other (unwinding
+        // would leave a group sync marked as running, and its waiters waiting).
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.store.sync()))
+            .unwrap_or_else(|_| {
+                Err(StorageError::new(
+                    "syncing the store",
+                    "the store panicked while syncing",
+                ))
+            });
         if result.is_err() {
             self.fail_group_syncs();
         }
