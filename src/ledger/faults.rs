@@ -1190,6 +1190,28 @@ fn a_sync_that_panics_is_a_failed_sync() {
     }
 }
 
+/// A checkpoint taken while the current key's rotation is still syncing (group
+/// commit) waits for that sync and covers the rotation, signed by the new key.
+#[test]
+fn a_checkpoint_waits_for_the_rotation_being_synced() {
+    let (_dir, _keys, l, faults, _) = faulty_with_a_grant(Durability::GroupCommit);
+    let new = SigningKey::generate();
+    faults.hold_next.store(true, Ordering::SeqCst);
+    std::thread::scope(|s| {
+        let rotated = s.spawn(|| l.rotate_key(new.clone()));
+        wait_held(&faults);
+        // The rotation is applied (the writer signs with the new key) but not durable.
+        let cp = s.spawn(|| l.checkpoint());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!cp.is_finished(), "signed while the rotation was not durable");
+        faults.release.store(true, Ordering::SeqCst);
+        let rotated = rotated.join().unwrap().unwrap();
+        let cp = cp.join().unwrap().unwrap();
+        assert!(cp.size() > rotated.seq);
+        crate::SignedCheckpoint::verify(cp.text(), &new.verifying_key()).unwrap();
+    });
+}
+
 /// A faulty ledger in a new directory where Alice's email is collected for ads.
 fn with_alices_email(
     durability: Durability,

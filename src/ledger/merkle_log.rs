@@ -8,20 +8,12 @@ use crate::error::{IntegrityError, IntegrityProblem, ReadError};
 use crate::merkle::{self, MerkleTree};
 use crate::receipt::Receipt;
 
-/// Why a checkpoint is not signed (see [`Ledger::checkpoint`]).
-enum Refusal {
-    /// The current key's rotation entry is not durable.
-    RotationNotDurable,
-    /// A revocation in effect is not durable, and a sync has failed.
-    RevocationNotDurable,
-}
-
 impl Ledger {
     /// Runs `f` on the Merkle tree of every entry written so far, building it on first
     /// use. The writer lock and then the storing stage are held, so no append slips in
     /// between and every entry signed is stored.
-    fn with_tree<R>(&self, f: impl FnOnce(&MerkleTree, &super::Writer) -> R) -> Result<R, ReadError> {
-        let w = self.inner.writer.lock().map_err(|_| super::poisoned())?;
+    fn with_tree<R>(&self, f: impl FnOnce(&MerkleTree, &mut super::Writer) -> R) -> Result<R, ReadError> {
+        let mut w = self.inner.writer.lock().map_err(|_| super::poisoned())?;
         let _stored = self.inner.stage.lock().map_err(|_| super::poisoned())?;
         let mut tree = self.inner.tree.lock().map_err(|_| super::poisoned())?;
         if tree.is_none() {
@@ -46,7 +38,7 @@ impl Ledger {
             *tree = Some(t);
         }
         match tree.as_ref() {
-            Some(t) => Ok(f(t, &w)),
+            Some(t) => Ok(f(t, &mut w)),
             None => Err(super::poisoned()),
         }
     }
@@ -86,75 +78,64 @@ impl Ledger {
     /// Storage failures while building the tree on first use or while syncing a
     /// rotation, or the cases above.
     pub fn checkpoint(&self) -> Result<SignedCheckpoint, ReadError> {
-        let refused =
-            |why: &'static str| ReadError::from(crate::error::StorageError::new("signing a checkpoint", why));
-        // A rotation appended but not yet durable (group commit or `Relaxed`, while
-        // its sync runs): synced, then tried again (a few times: rotations are rare, but
-        // a stress test makes them back to back).
-        for _ in 0..8 {
-            let (size, sync_failed) = self.durable_len()?;
-            match self.checkpoint_of(size, sync_failed)? {
-                Ok(signed) => return Ok(signed),
-                Err(Refusal::RotationNotDurable) if !sync_failed => {
-                    self.sync().map_err(|e| {
-                        crate::error::StorageError::new("syncing a key rotation before a checkpoint", e)
-                    })?;
-                }
-                Err(Refusal::RotationNotDurable) => {
-                    return Err(refused(
-                        "the signing key's rotation could not be made durable; reopen the ledger",
-                    ))
-                }
-                Err(Refusal::RevocationNotDurable) => {
-                    return Err(refused(
-                        "a key revocation in effect could not be made durable; reopen the ledger",
-                    ))
-                }
-            }
-        }
-        Err(refused(
-            "key rotations kept landing while the checkpoint was signed; try again",
-        ))
+        self.with_tree(|t, w| self.checkpoint_locked(t, w))?
     }
 
-    /// The checkpoint of the first `size` entries, unless the current key's rotation or
-    /// a revocation in effect is not among them (see [`Ledger::checkpoint`]).
-    fn checkpoint_of(
+    /// [`Ledger::checkpoint`], with the writer lock and the storing stage held: no
+    /// entry is being signed or stored, so everything stored is counted in `written`
+    /// and the durable length and a failed sync are read together with the key.
+    fn checkpoint_locked(
         &self,
-        size: u64,
-        sync_failed: bool,
-    ) -> Result<Result<SignedCheckpoint, Refusal>, ReadError> {
-        let id = self.inner.ledger_id;
-        self.with_tree(|t, w| {
-            let root = t
-                .root_at(size)
-                .ok_or(IntegrityProblem::Missing { next: t.len() })?;
-            if w.key_from > size {
-                return Ok(Err(Refusal::RotationNotDurable));
+        t: &MerkleTree,
+        w: &mut super::Writer,
+    ) -> Result<SignedCheckpoint, ReadError> {
+        let refused =
+            |why: &'static str| ReadError::from(crate::error::StorageError::new("signing a checkpoint", why));
+        let (mut size, mut sync_failed) = self.durable_len()?;
+        if w.key_from > size && !sync_failed {
+            // The rotation to the current key is stored but not durable yet (group
+            // commit or `Relaxed`): synced now, here, so that no other rotation can land
+            // meanwhile. (The sync waits for one already running.)
+            let written = self.inner.group.written.load(Ordering::SeqCst);
+            match self.sync_unless_failed() {
+                // Unless a sync failed meanwhile (another thread's): read below.
+                Ok(()) => {
+                    let _ = self.synced_up_to(written);
+                }
+                Err(super::SyncError::Failed(e)) => {
+                    w.failed = true;
+                    return Err(crate::error::StorageError::new(
+                        "syncing a key rotation before a checkpoint",
+                        e,
+                    )
+                    .into());
+                }
+                // Another sync failed since `sync_failed` was read: refused below.
+                Err(super::SyncError::Refused) => {}
             }
-            // Taken under the writer lock (after the tree's): every revocation entry
-            // below `size` has been recorded here.
-            let revocations = self
-                .inner
-                .revocations
-                .lock()
-                .map_err(|_| IntegrityProblem::InvalidField("revocations"))?;
-            // Read again here, under the writer lock: a revocation whose sync failed
-            // since `size` was read is in the list by now. (One whose sync fails
-            // after this is left out, as one made just after the checkpoint is.)
-            let sync_failed = sync_failed || self.inner.group.state.lock().map_or(true, |s| s.failed);
-            if sync_failed && revocations.iter().any(|(.., at)| *at >= size) {
-                return Ok(Err(Refusal::RevocationNotDurable));
-            }
-            let in_force = crate::checkpoint::in_force(&revocations, size);
-            SignedCheckpoint::sign(&id, size, root, &in_force, w.key.inner())
-                .map(Ok)
-                .map_err(|_| IntegrityProblem::InvalidField("checkpoint"))
-        })?
-        .map_err(|problem| {
+            (size, sync_failed) = self.durable_len()?;
+        }
+        if w.key_from > size {
+            return Err(refused(
+                "the signing key's rotation could not be made durable; reopen the ledger",
+            ));
+        }
+        let root = t.root_at(size).ok_or(IntegrityError {
+            position: size,
+            problem: IntegrityProblem::Missing { next: t.len() },
+        })?;
+        // Every revocation entry stored has been recorded here (under the writer lock).
+        let revocations = self.inner.revocations.lock().map_err(|_| super::poisoned())?;
+        if sync_failed && revocations.iter().any(|(.., at)| *at >= size) {
+            return Err(refused(
+                "a key revocation in effect could not be made durable; reopen the ledger",
+            ));
+        }
+        let in_force = crate::checkpoint::in_force(&revocations, size);
+        SignedCheckpoint::sign(&self.inner.ledger_id, size, root, &in_force, w.key.inner()).map_err(|_| {
             IntegrityError {
                 position: size,
-                problem,
+                problem: IntegrityProblem::InvalidField("checkpoint"),
             }
             .into()
         })

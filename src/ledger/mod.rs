@@ -1270,21 +1270,26 @@ impl Ledger {
             .recorder
             .flush(&*self.inner.store, self.inner.record_key());
         self.sync_store()?;
-        {
-            let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
-            if s.failed {
-                // A sync failed meanwhile: this one proves nothing about what it covered.
-                return Err(WriteError::Failed);
-            }
-            s.durable = s.durable.max(written);
-            self.inner.head.durable_up_to(s.durable);
-        }
+        self.synced_up_to(written)?;
         // Recorded durable, with the time floor (best effort, as between syncs).
         let _ = self
             .inner
             .head
             .save(self.inner.high_water.load(Ordering::Acquire), true);
         flushed?;
+        Ok(())
+    }
+
+    /// After a sync that started once `written` entries were stored: records them
+    /// durable, unless a sync failed meanwhile (then this one proves nothing about
+    /// what it covered).
+    fn synced_up_to(&self, written: u64) -> Result<(), WriteError> {
+        let mut s = self.inner.group.state.lock().map_err(|_| WriteError::Failed)?;
+        if s.failed {
+            return Err(WriteError::Failed);
+        }
+        s.durable = s.durable.max(written);
+        self.inner.head.durable_up_to(s.durable);
         Ok(())
     }
 
