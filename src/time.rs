@@ -90,6 +90,15 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 /// the previous entry's, and a decision that depends on the time (an expiry) uses the
 /// latest time the ledger has seen, so a consent that has expired stays expired when
 /// the clock is stepped back. A clock stepped *forward* by mistake is taken as it is.
+///
+/// So after a step back, until the clock catches up with the latest time seen, every
+/// entry and every decision is stamped with that one time, and time no longer orders
+/// them: a use and a withdrawal made ten minutes apart carry the same millisecond.
+/// Their positions still order them ([`Evidence::position`](crate::Evidence::position),
+/// [`At::Decided`](crate::At::Decided)); what reads the log by time alone (
+/// [`At::Time`](crate::At::Time), an impact query's time window or its
+/// [`WithdrawalsImmediate`](crate::Hypothesis::WithdrawalsImmediate) hypothesis) counts
+/// every change stamped then as made before every use stamped then.
 /// Across a reopen, the latest time seen is what was saved of it (see the README): a
 /// crash may take up to about a second of it, a power loss what was not synced.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {

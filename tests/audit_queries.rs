@@ -180,3 +180,42 @@ fn export_holds_the_subjects_records_and_nobody_elses() {
     assert_eq!(doc["erased"], true);
     assert!(doc["@graph"].as_array().unwrap().is_empty());
 }
+
+/// Review h35-c: a past decision at a ledger position is judged at the time of the
+/// last entry before it, so it does not see a grant that lapsed since (`At::Position`
+/// says so); a decision replayed from its evidence (`At::Decided`: position and time)
+/// is the one that was made, before and after the lapse.
+#[test]
+fn a_decision_replayed_from_its_evidence_sees_an_expiry_since_the_last_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let l = ledger(dir.path(), &clock);
+    let alice = SubjectId::new("alice-1").unwrap();
+    let email = Identifier::<Advertising>::email("alice@example.com").unwrap();
+    let r = Recipient::FirstParty;
+    l.collect(&alice, &email, RecipientScope::first_party()).unwrap();
+    l.grant::<Advertising>(
+        &alice,
+        RecipientScope::first_party(),
+        Some(clock.now().saturating_add(Duration::from_secs(60))),
+    )
+    .unwrap();
+    clock.advance(Duration::from_secs(59));
+    let allowed = l.authorize(&email, &r).unwrap().evidence().clone();
+    clock.advance(Duration::from_secs(3600));
+    assert!(matches!(l.authorize(&email, &r), Err(Denied::Expired { .. })));
+    // No entry since the grant: the position alone is judged at the grant's time.
+    assert!(l.authorize_at(&email, &r, At::Position(l.len())).unwrap().is_ok());
+    assert_eq!(
+        l.authorize_at(&email, &r, At::from(&allowed)).unwrap(),
+        Ok(allowed.clone())
+    );
+    let now = At::Decided {
+        position: l.len(),
+        time: clock.now(),
+    };
+    assert!(matches!(
+        l.authorize_at(&email, &r, now).unwrap(),
+        Err(Denied::Expired { .. })
+    ));
+}

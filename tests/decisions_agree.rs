@@ -226,6 +226,15 @@ mod agree {
                     "authorize_at(now) and authorize disagree for {} {r}",
                     P::ID
                 );
+                // A use replayed from its evidence is the use.
+                if let Ok(u) = l.authorize(id, r) {
+                    assert_eq!(
+                        l.authorize_at(id, r, At::from(u.evidence())).unwrap(),
+                        Ok(u.evidence().clone()),
+                        "a use replayed from its evidence for {} {r}",
+                        P::ID
+                    );
+                }
             }
             out.extend(one);
         }

@@ -240,3 +240,52 @@ fn floor_covers_the_last_aggregated_use_after_a_crash() {
         "a grant that had lapsed before the crash is allowed again after it"
     );
 }
+
+/// Review h35-c: after the clock is stepped back (here: set an hour ahead by mistake,
+/// then corrected), every entry and every decision is stamped with the high-water
+/// time until the clock catches up, so a use and a withdrawal made ten minutes later
+/// carry the same millisecond and time alone cannot order them (documented on
+/// `Clock`, `At` and `Hypothesis::WithdrawalsImmediate`). Positions still do: the
+/// decision replayed from its evidence is the one made, and the impact report without
+/// the time-based hypothesis names nobody.
+#[test]
+fn after_a_clock_step_back_positions_order_a_use_and_a_later_withdrawal() {
+    let fx = Fx::new();
+    let l = fx.open();
+    let alice = s("alice");
+    let id = Identifier::<Advertising>::email("alice@example.org").unwrap();
+    let r = Recipient::FirstParty;
+    l.collect(&alice, &id, RecipientScope::first_party()).unwrap();
+    l.grant::<Advertising>(&alice, RecipientScope::first_party(), None)
+        .unwrap();
+    // Set an hour ahead by mistake, read once, then corrected.
+    fx.clock.set(Timestamp::from_millis(T0 + 3_600_000));
+    assert!(l.authorize(&id, &r).is_ok());
+    fx.clock.set(Timestamp::from_millis(T0 + 1_000));
+    let used = l.authorize(&id, &r).unwrap().evidence().clone();
+    // Ten minutes later (real time), the person withdraws.
+    fx.clock.advance(Duration::from_secs(600));
+    let w = l.withdraw::<Advertising>(&alice).unwrap();
+    assert_eq!(
+        w.timestamp,
+        used.decided_at(),
+        "one millisecond while the clock is behind"
+    );
+    assert!(
+        used.position() <= w.seq,
+        "the use was decided before the withdrawal"
+    );
+    assert!(matches!(l.authorize(&id, &r), Err(Denied::Withdrawn { .. })));
+    assert_eq!(
+        l.authorize_at(&id, &r, At::from(&used)).unwrap(),
+        Ok(used.clone())
+    );
+    // By time alone, the withdrawal counts as made before the use.
+    assert!(matches!(
+        l.authorize_at(&id, &r, At::Time(used.decided_at())).unwrap(),
+        Err(Denied::Withdrawn { .. })
+    ));
+    let rep = l.impact(&ImpactQuery::since(Timestamp::EPOCH)).unwrap();
+    assert_eq!(rep.records, 2);
+    assert!(rep.unlawful.is_empty(), "{:?}", rep.unlawful);
+}

@@ -36,7 +36,10 @@ pub enum Hypothesis {
     /// recorded in the same millisecond as the use counts: times are milliseconds, and
     /// which came first within one cannot be told from them (a use decided on the current
     /// state a moment before a withdrawal in the same millisecond is named), so the report
-    /// errs on the side of naming the use.
+    /// errs on the side of naming the use. While the system clock is behind the latest
+    /// time the ledger has seen (after it was stepped back), that one millisecond lasts
+    /// until the clock catches up ([`Clock`](crate::Clock)): every use made then is
+    /// judged against every change made then, and may be named wrongly.
     WithdrawalsImmediate,
     /// Consents granted in `[from, until)` count as never given (a consent switch that
     /// was on by default, a form that pre-ticked a box).

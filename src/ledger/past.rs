@@ -11,12 +11,40 @@ use crate::state::State;
 use crate::time::Timestamp;
 
 /// A moment in the ledger's past.
+///
+/// To replay a decision that was made, use [`At::Decided`] (`At::from(&evidence)`):
+/// it is the only one of the three that fixes both what the ledger held and the time
+/// expiries are judged at, as they were. A position alone does not say how long the
+/// ledger stood there (a grant may have lapsed since its last entry), and a time
+/// alone does not order a decision and an entry stamped in the same millisecond,
+/// which while the system clock is behind the latest time the ledger has seen (after
+/// it was stepped back) is every entry and decision until the clock catches up (see
+/// [`Clock`](crate::Clock)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum At {
-    /// After the first `n` entries (positions `0..n`), at the time of the last of them.
+    /// After the first `n` entries (positions `0..n`), at the time of the last of them:
+    /// an expiry after that time is not seen.
     Position(u64),
     /// At this time: every entry recorded at or before it counts.
     Time(Timestamp),
+    /// After the first `position` entries, judged at `time`: a decision replayed as it
+    /// was made, from its [`Evidence::position`] and [`Evidence::decided_at`].
+    Decided {
+        /// Entries `0..position` count.
+        position: u64,
+        /// The time expiries are judged at.
+        time: Timestamp,
+    },
+}
+
+impl From<&Evidence> for At {
+    /// The moment the decision with this evidence was made.
+    fn from(evidence: &Evidence) -> Self {
+        At::Decided {
+            position: evidence.position(),
+            time: evidence.decided_at(),
+        }
+    }
 }
 
 impl Ledger {
@@ -75,7 +103,7 @@ impl Ledger {
             })?;
             let e = stored.entry;
             let include = match at {
-                At::Position(n) => e.seq < n,
+                At::Position(n) | At::Decided { position: n, .. } => e.seq < n,
                 At::Time(t) => e.timestamp <= t,
             };
             if !include {
@@ -86,7 +114,7 @@ impl Ledger {
         }
         let now = match at {
             At::Position(_) => moment,
-            At::Time(t) => t,
+            At::Time(t) | At::Decided { time: t, .. } => t,
         };
         let lookup = identifier.lookup(&self.inner.pseudonym_key);
         Ok(state.decide::<P>(&lookup, recipient, || now))
