@@ -219,3 +219,53 @@ fn a_decision_replayed_from_its_evidence_sees_an_expiry_since_the_last_entry() {
         Err(Denied::Expired { .. })
     ));
 }
+
+/// Review h35-c: an `expired` event's `dct:date` is when `record_expiries` ran, which
+/// may be long after the consent lapsed; the export gives the lapse itself too.
+#[test]
+fn an_expiry_recorded_late_is_exported_with_the_time_the_consent_lapsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let l = ledger(dir.path(), &clock);
+    let alice = SubjectId::new("alice-1").unwrap();
+    let email = Identifier::<Advertising>::email("alice@example.com").unwrap();
+    l.collect(&alice, &email, RecipientScope::first_party()).unwrap();
+    let lapse = clock.now().saturating_add(Duration::from_secs(60));
+    l.grant::<Advertising>(&alice, RecipientScope::first_party(), Some(lapse))
+        .unwrap();
+    clock.advance(Duration::from_secs(86_400));
+    assert_eq!(l.record_expiries().unwrap().len(), 1);
+    let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&alice, "-").unwrap()).unwrap();
+    let events: Vec<&serde_json::Value> = doc["@graph"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["dct:hasPart"].as_array().unwrap())
+        .collect();
+    let expired = events.iter().find(|e| e["event"] == "expired").unwrap();
+    assert_eq!(expired["lapsed_at"], lapse.to_string());
+    assert_eq!(expired["dct:date"], clock.now().to_string());
+    let granted = events.iter().find(|e| e["event"] == "granted").unwrap();
+    assert_eq!(granted["expires_at"], lapse.to_string());
+    assert!(granted.get("lapsed_at").is_none());
+
+    // A grant given an expiry already past lapsed as it was given, not before.
+    let bob = SubjectId::new("bob-1").unwrap();
+    let bobs = Identifier::<Advertising>::email("bob@example.com").unwrap();
+    l.collect(&bob, &bobs, RecipientScope::first_party()).unwrap();
+    let given = l
+        .grant::<Advertising>(&bob, RecipientScope::first_party(), Some(lapse))
+        .unwrap();
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(l.record_expiries().unwrap().len(), 1);
+    let doc: serde_json::Value = serde_json::from_str(&l.export_subject(&bob, "-").unwrap()).unwrap();
+    let expired = doc["@graph"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["dct:hasPart"].as_array().unwrap())
+        .find(|e| e["event"] == "expired")
+        .cloned()
+        .unwrap();
+    assert_eq!(expired["lapsed_at"], given.timestamp.to_string());
+}

@@ -68,6 +68,11 @@ impl Ledger {
     ///
     /// `how_to_withdraw` is stated in each consent record (`dpv:hasWithdrawalMethod`).
     ///
+    /// Each event's `dct:date` is when it was recorded. A grant with an expiry carries
+    /// `expires_at`; the `expired` event recorded after it (by
+    /// [`Ledger::record_expiries`], which may run late) carries `lapsed_at`, that
+    /// grant's expiry: when the consent stopped allowing use.
+    ///
     /// An event signed by a key at or after the position from which the log revoked it
     /// ([`HistoryEntry::untrusted`]) carries `"untrusted": {"reason", "revoked_by",
     /// "from", "to"}` (the revocation entry and the run of entries that key signed from
@@ -301,7 +306,7 @@ impl Ledger {
             }));
         }
         let doc = json!({
-            // The crate's own terms (uses, erased, note, event, expires_at, untrusted,
+            // The crate's own terms (uses, erased, note, event, expires_at, lapsed_at, untrusted,
             // inForce...) in a vocabulary of its own, so that JSON-LD processing keeps
             // them; DPV's concepts named by value are IRIs, not strings.
             "@context": {
@@ -363,10 +368,17 @@ impl Ledger {
                 Change::Expired { .. } => ("expired", Some("dpv:ConsentExpired")),
                 Change::Erased => continue,
             };
+            // An expiry is recorded when `record_expiries` runs, which may be long
+            // after the consent lapsed: the lapse is the grant's `expires_at`.
+            let lapsed_at = match (&h.change, lapses) {
+                (Change::Expired { .. }, Some(t)) if t <= h.timestamp => Some(t),
+                _ => None,
+            };
             if term.is_some() {
                 status = term;
+                // (A grant may be given an expiry already past: it lapsed as given.)
                 lapses = match &h.change {
-                    Change::Granted { expires_at, .. } => *expires_at,
+                    Change::Granted { expires_at, .. } => expires_at.map(|t| t.max(h.timestamp)),
                     _ => None,
                 };
             }
@@ -385,6 +397,9 @@ impl Ledger {
             ) = (&h.change, part.as_object_mut())
             {
                 obj.insert("expires_at".into(), Value::String(t.to_string()));
+            }
+            if let (Some(t), Some(obj)) = (lapsed_at, part.as_object_mut()) {
+                obj.insert("lapsed_at".into(), Value::String(t.to_string()));
             }
             if let (Some(mark), Some(obj)) = (untrusted_mark(origin, h), part.as_object_mut()) {
                 obj.insert("untrusted".into(), mark);
