@@ -121,7 +121,7 @@ fn main() -> Result<(), Error> {
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut per_partner: BTreeMap<String, u64> = BTreeMap::new();
     for u in &report.unlawful {
-        *reasons.entry(format!("{:?}", u.reason)).or_default() += u.uses;
+        *reasons.entry(u.reason.to_string()).or_default() += u.uses;
         *per_partner.entry(u.record.recipient().to_string()).or_default() += u.uses;
     }
     for (reason, n) in &reasons {
@@ -134,9 +134,9 @@ fn main() -> Result<(), Error> {
     for u in report.unlawful.iter().take(5) {
         let r = &u.record;
         println!(
-            "    {} ({:?} collected at entry {}, consent entry {}) -> {} at {}",
+            "    {} ({} collected at entry {}, consent entry {}) -> {} at {}",
             r.subject(),
-            u.kind,
+            u.kind.map_or_else(|| "identifier".to_string(), |k| k.to_string()),
             r.collected_at(),
             r.allowed_by(),
             r.recipient(),

@@ -315,6 +315,10 @@ fn impact_query_finds_the_misconfigured_period() {
         == Unlawful::GivenFor {
             purpose: "security".into()
         }));
+    assert_eq!(
+        r.unlawful[0].reason.to_string(),
+        "the identifier was given for \"security\""
+    );
 
     // Hypothesis: grants made during the bad period are void. Over the whole time,
     // the victims' uses lack consent (both matches); the opted-in people are fine.

@@ -205,6 +205,34 @@ pub enum Unlawful {
     },
 }
 
+impl std::fmt::Display for Unlawful {
+    /// The reason in words, with the entries it names (no personal data: purpose ids
+    /// and ledger positions only).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unlawful::GivenFor { purpose } => write!(f, "the identifier was given for {purpose:?}"),
+            Unlawful::NoConsent => f.write_str("no consent was in force"),
+            Unlawful::Withdrawn { at } => write!(f, "consent had been withdrawn at entry {at}"),
+            Unlawful::Expired { grant } => write!(f, "the consent granted at entry {grant} had expired"),
+            Unlawful::RecipientNotCovered { grant } => {
+                write!(
+                    f,
+                    "the consent granted at entry {grant} did not cover the recipient"
+                )
+            }
+            Unlawful::CollectionNotCovering { collection } => write!(
+                f,
+                "the collection in force (entry {collection}) did not cover the recipient"
+            ),
+            Unlawful::NotCollectedOnBasis { collection } => write!(
+                f,
+                "the collection in force (entry {collection}) was on another legal basis than the purpose's"
+            ),
+            Unlawful::Erased { at } => write!(f, "the subject had been erased at entry {at}"),
+        }
+    }
+}
+
 /// A recorded use (or aggregate of uses) that had no valid basis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnlawfulUse {
