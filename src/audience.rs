@@ -54,7 +54,9 @@
 //! (the calling thread hands chunks out, processes a later one itself when the worker's
 //! next one is not done, and reports matches in upload order), holding at most four
 //! chunks. Memory is bounded by the chunk size and the number of subjects (a bit per
-//! subject to report each subject once), never by the upload's length. A change
+//! subject to report each subject once), never by the upload's length: a row longer
+//! than any identifier (over 512 bytes) is counted malformed and dropped as soon as it
+//! is read, so a chunk holds at most that much of each row's text. A change
 //! recorded (for example a withdrawal acknowledged) before a chunk's decisions start is
 //! seen by every decision of that chunk, and writers wait for at most the chunks being
 //! decided (one per thread). With two threads, a later chunk may be decided before an
@@ -401,7 +403,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
     where
         S: AsRef<str> + Send,
     {
-        self.run_inner(upload.into_iter(), guessed::<S>, on_match)
+        self.run_inner(upload.into_iter(), guessed::<S>, |s| s.as_ref().len(), on_match)
     }
 
     /// As [`AudienceMatcher::run`], with each identifier's kind given.
@@ -413,7 +415,12 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
     where
         S: AsRef<str> + Send,
     {
-        self.run_inner(upload.into_iter(), typed::<S>, on_match)
+        self.run_inner(
+            upload.into_iter(),
+            typed::<S>,
+            |(_, s)| s.as_ref().len(),
+            on_match,
+        )
     }
 
     /// As [`AudienceMatcher::run`], collecting the matches (at most one per subject).
@@ -430,13 +437,18 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
         &self,
         mut upload: impl Iterator<Item = T>,
         split: impl Fn(&T) -> (IdentifierKind, &str) + Sync,
+        raw_len: impl Fn(&T) -> usize,
         mut on_match: impl FnMut(AudienceMatch),
     ) -> AudienceCounts {
         let key = self.ledger.pseudonym_key();
-        // Normalizes, hashes and decides one chunk of rows, the first at `base`.
-        let process = |rows: &[T], base: u64| {
+        // Normalizes, hashes and decides one chunk of rows, the first at `base` (`None`:
+        // a row too long to be an identifier, dropped as it was read).
+        let process = |rows: &[Option<T>], base: u64| {
             // One message buffer for the chunk, wiped after each row.
-            let hashed: Vec<Hashed> = key.lookup_hasher().of_raws(rows.iter().map(&split));
+            let hashed: Vec<Hashed> = key.lookup_hasher().of_raws(
+                rows.iter()
+                    .map(|row| row.as_ref().map_or((IdentifierKind::Email, ""), &split)),
+            );
             self.decide(&hashed, base)
         };
         let mut run = Run {
@@ -444,10 +456,17 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             seen: Vec::new(),
         };
         let mut next_row = 0u64;
-        let mut read_chunk = |upload: &mut dyn Iterator<Item = T>| -> Option<(Vec<T>, u64)> {
+        let mut read_chunk = |upload: &mut dyn Iterator<Item = T>| -> Option<(Vec<Option<T>>, u64)> {
             // Grown as rows come: a short upload does not reserve a large chunk's room.
             let mut chunk = Vec::with_capacity(self.chunk.min(DEFAULT_CHUNK));
-            chunk.extend(upload.take(self.chunk));
+            // A row longer than any identifier is malformed whatever it holds: dropped
+            // now, so that a chunk holds at most that much of each row (review h35-a:
+            // a chunk of rows of a megabyte each was held whole).
+            chunk.extend(
+                upload
+                    .take(self.chunk)
+                    .map(|row| (raw_len(&row) <= crate::normalize::MAX_INPUT_LEN).then_some(row)),
+            );
             if chunk.is_empty() {
                 return None;
             }
@@ -477,7 +496,7 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             Mine(Decided),
         }
         std::thread::scope(|scope| {
-            let (to_worker, jobs) = mpsc::sync_channel::<(Vec<T>, u64)>(1);
+            let (to_worker, jobs) = mpsc::sync_channel::<(Vec<Option<T>>, u64)>(1);
             let (to_main, done) = mpsc::sync_channel::<Decided>(2);
             let process = &process;
             // When no thread can be started, the work (and `jobs`) is dropped: the first

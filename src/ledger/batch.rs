@@ -21,6 +21,9 @@ impl Ledger {
     /// does not take back one that [`Ledger::authorize`] returned before it. (Audience
     /// matching decides a match again before handing it out; see the
     /// [`audience` module](crate::audience).) Use each answer at once, or decide again.
+    /// Since every answer is returned, memory grows with the number of identifiers
+    /// given: for an upload of any length, stream it through
+    /// [`Ledger::audience`](crate::Ledger::audience).
     ///
     /// ```
     /// # use consent_ledger::*;
