@@ -1965,6 +1965,39 @@ fn legacy_ledger() -> (tempfile::TempDir, crate::ManualClock, Ledger, SubjectId)
 
 const LEGACY_T0: u64 = 1_700_000_000_000;
 
+/// A receipt says a change was recorded and counts: a legacy consent change for
+/// "security", which decisions ignore (`Change::decides`), has none, so that nobody is
+/// handed proof of a consent or a withdrawal that changed nothing.
+#[test]
+fn a_legacy_security_grant_has_no_receipt() {
+    let (_dir, _clock, l, alice) = legacy_ledger();
+    let phone = crate::Identifier::<crate::Security>::phone("+1 555 010 7777").unwrap();
+    let collected = l.collect(&alice, &phone, RecipientScope::first_party()).unwrap();
+    let subject = alice.clone();
+    let granted = l
+        .append_combined(
+            Actor::Subject,
+            Box::new(move |_: &State| {
+                Ok(Body::Granted {
+                    subject,
+                    purpose: "security".into(),
+                    scope: RecipientScope::all_partners(),
+                    expires_at: None,
+                })
+            }),
+        )
+        .unwrap();
+    l.sync().unwrap();
+    let r = l.receipt(collected.seq, "-").map(|_| ());
+    assert!(r.is_ok(), "{r:?}");
+    let refused = l.receipt(granted.seq, "-");
+    assert!(
+        matches!(&refused, Err(ReadError::Input(e)) if e.to_string().contains("decisions ignore")),
+        "{:?}",
+        refused.map(|_| ())
+    );
+}
+
 /// Found by review h34: `expiring` and `record_expiries` still read consent records for
 /// "security" that decisions, impact and export ignore (`lone_basis`). A legacy grant
 /// of "security" with an expiry is listed as a consent to ask again for, and

@@ -192,7 +192,9 @@ impl Ledger {
     /// # Errors
     /// [`ReadError::Input`] when `how_to_withdraw` is longer than
     /// [`MAX_HOW_TO_WITHDRAW_LEN`](crate::MAX_HOW_TO_WITHDRAW_LEN) bytes (checked first),
-    /// or the entry is about no subject (the genesis entry, a key change);
+    /// or the entry is about no subject (the genesis entry, a key change), or is a
+    /// change decisions ignore ([`Change::decides`](crate::Change::decides): a consent
+    /// change for `"security"` that an older version wrote);
     /// [`ReadError::OutOfRange`] when the entry does not exist or is not yet durable
     /// (sync first); [`ReadError::Integrity`] with
     /// [`IntegrityProblem::RevokedKey`](crate::IntegrityProblem::RevokedKey) when it was
@@ -221,6 +223,16 @@ impl Ledger {
         let stored = crate::entry::decode(&bytes).map_err(broken)?;
         if !signer.verify_entry(crate::entry::signed_part(&bytes, &stored), &stored.signature) {
             return Err(broken(crate::error::IntegrityProblem::BadSignature).into());
+        }
+        // A receipt tells a person that their change was recorded and counts: not of one
+        // that decisions ignore (a consent change for "security", from a log written
+        // before built-in ids were reserved for their basis; `Change::decides`).
+        if super::history_entry(stored.entry).is_some_and(|h| !h.change.decides()) {
+            return Err(crate::error::InputError::new(
+                "receipt position",
+                "is a consent change for a purpose that needs no consent, which decisions ignore: it has no receipt",
+            )
+            .into());
         }
         Receipt::build(&bytes, &proof, &checkpoint, &signer, how_to_withdraw).ok_or_else(|| {
             crate::error::InputError::new(
