@@ -47,7 +47,7 @@ pub use inspect::{Inspector, ValidPrefix};
 pub use ledger::{
     At, Change, Durability, ExpiringConsent, HistoryEntry, Hypothesis, ImpactQuery, ImpactReport, Ledger,
     LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded, Snapshots, Unlawful, UnlawfulUse, UntrustedRange,
-    VerifyReport,
+    UntrustedUse, VerifyReport,
 };
 pub use merkle::ProofError;
 pub use note::NoteError;

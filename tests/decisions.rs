@@ -954,3 +954,41 @@ fn withdrawals_immediate_follows_a_collection_now_on_consent() {
     assert_eq!(r.unlawful.len(), 1, "collection {}: {r:?}", again.seq);
     assert_eq!(r.unlawful[0].reason, Unlawful::NoConsent);
 }
+
+/// After a key is revoked, the impact report lists the uses that rested on an entry
+/// signed by it from the revoked position on (a consent the thief may have forged),
+/// and no other: the verdicts still take such entries as recorded.
+#[test]
+fn impact_lists_the_uses_that_rested_on_an_untrusted_entry() {
+    let f = Fixture::new();
+    let l = f.open(Recording::Every).unwrap();
+    let acme = Recipient::partner("acme-ads").unwrap();
+    let ids: Vec<Identifier<Advertising>> = (0..2)
+        .map(|i| Identifier::<Advertising>::email(&email(i)).unwrap())
+        .collect();
+    let (a, b) = (subject("a"), subject("b"));
+    l.collect(&a, &ids[0], RecipientScope::first_party()).unwrap();
+    l.collect(&b, &ids[1], RecipientScope::first_party()).unwrap();
+    l.grant::<Advertising>(&a, RecipientScope::all_partners(), None)
+        .unwrap();
+    // From here on the key is taken to be stolen: b's grant may be forged.
+    let forged = l
+        .grant::<Advertising>(&b, RecipientScope::all_partners(), None)
+        .unwrap();
+    f.tick(1);
+    for id in &ids {
+        l.authorize(id, &acme).unwrap();
+    }
+    let old = l.verifying_key().unwrap();
+    l.rotate_key(SigningKey::generate()).unwrap();
+    let revoked = l.revoke_key(old, forged.seq).unwrap();
+    let report = l.impact(&ImpactQuery::since(Timestamp::EPOCH)).unwrap();
+    assert_eq!(report.records, 2);
+    assert!(report.unlawful.is_empty());
+    assert_eq!(report.untrusted.len(), 1, "{:?}", report.untrusted);
+    let u = &report.untrusted[0];
+    assert_eq!(u.record.subject(), &b);
+    assert_eq!(u.entry, forged.seq);
+    assert_eq!((u.range.from, u.range.revoked_by), (forged.seq, revoked.seq));
+    assert_eq!(l.verify().unwrap().untrusted, vec![u.range]);
+}

@@ -276,6 +276,25 @@ pub struct ImpactReport {
     pub uses_of_unknown_verdict: u64,
     /// Subjects affected by them, sorted.
     pub unlawful_subjects: Vec<SubjectId>,
+    /// Records whose use rested on an entry the ledger no longer vouches for: one
+    /// signed by a key at or after the position the log revoked it from
+    /// ([`VerifyReport::untrusted`](crate::VerifyReport::untrusted)), in record order.
+    /// Decisions, and the verdicts above, take such entries as recorded (a revocation
+    /// rewrites nothing); after a key was stolen, these are the uses a forged consent
+    /// or collection may have allowed, to check with the people concerned.
+    pub untrusted: Vec<UntrustedUse>,
+}
+
+/// A recorded use (or aggregate of uses) that rested on an untrusted entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UntrustedUse {
+    /// The record.
+    pub record: DecisionRecord,
+    /// The untrusted entry it rested on: the one that allowed it, or else its
+    /// collection.
+    pub entry: u64,
+    /// The run of untrusted entries `entry` is in, and the revocation that made it so.
+    pub range: super::UntrustedRange,
 }
 
 /// An identifier used: the earliest collection entry the uses name, and its kind.
@@ -319,8 +338,11 @@ impl Ledger {
         // Where each identifier was first given for each purpose: a use is judged by
         // the collections made before it only.
         let mut given: HashMap<(SubjectId, Pseudonym, String), u64> = HashMap::new();
+        // Who signed each entry, for the uses that rested on an untrusted one.
+        let mut signers = super::replay::Signers::default();
         for e in super::decoded_entries(store).take(applied) {
             let e = e?;
+            signers.observe(&e);
             if let Body::Collected {
                 subject,
                 kind,
@@ -441,7 +463,19 @@ impl Ledger {
         let mut identifiers: HashMap<(SubjectId, Result<Pseudonym, u64>), IdentifierUsed> = HashMap::new();
         let mut by_recipient: BTreeMap<Recipient, u64> = BTreeMap::new();
         let mut unlawful_subjects = BTreeSet::new();
+        let untrusted = signers.untrusted();
+        let untrusted_at = |seq: u64| untrusted.iter().find(|u| u.from <= seq && seq <= u.to).copied();
         for (r, [at_first, at_last]) in records.into_iter().zip(verdicts) {
+            if let Some((entry, range)) = [r.allowed_by(), r.collected_at()]
+                .into_iter()
+                .find_map(|seq| untrusted_at(seq).map(|range| (seq, range)))
+            {
+                report.untrusted.push(UntrustedUse {
+                    record: r.clone(),
+                    entry,
+                    range,
+                });
+            }
             report.uses = report.uses.saturating_add(r.count());
             subjects.insert(r.subject().clone());
             let collection = collections.get(&r.collected_at());

@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use zeroize::Zeroizing;
 
-pub use impact::{Hypothesis, ImpactQuery, ImpactReport, Unlawful, UnlawfulUse};
+pub use impact::{Hypothesis, ImpactQuery, ImpactReport, Unlawful, UnlawfulUse, UntrustedUse};
 pub use lifecycle::ExpiringConsent;
 pub use open::{LedgerBuilder, NoPseudonymKey, NoSigningKey};
 pub use past::At;
