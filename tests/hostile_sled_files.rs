@@ -147,6 +147,16 @@ fn open_beside_a_fifo(name: &str) -> Result<String, std::sync::mpsc::RecvTimeout
 /// Opens the ledger (fixed keys) in `dir` in a child process limited to 1.5 GB of
 /// address space; returns what the open returned (its `Debug`), or the child's failure.
 #[cfg(unix)]
+/// The peak memory a child of [`open_in_a_limited_child`] reported, in kB (the
+/// largest value when it reported none).
+fn peak_kb(got: &Result<String, String>) -> u64 {
+    got.as_deref()
+        .ok()
+        .and_then(|r| r.split("peak memory ").nth(1))
+        .and_then(|p| p.trim_end_matches(" kB").parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
 fn open_in_a_limited_child(test: &str, dir: &Path) -> Result<String, String> {
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new("sh")
@@ -241,13 +251,7 @@ fn a_sparse_huge_sled_conf_does_not_exhaust_memory() {
     drop(conf);
     let got = open_in_a_limited_child("a_sparse_huge_sled_conf_does_not_exhaust_memory", dir.path());
     // Opening a ledger of one entry needs a few MB; sled read the gigabyte of the hole.
-    let peak_kb: u64 = got
-        .as_deref()
-        .ok()
-        .and_then(|r| r.split("peak memory ").nth(1))
-        .and_then(|p| p.trim_end_matches(" kB").parse().ok())
-        .unwrap_or(u64::MAX);
-    assert!(peak_kb < 256 * 1024, "{got:?}");
+    assert!(peak_kb(&got) < 256 * 1024, "{got:?}");
 }
 
 /// A first open cut short after sled made its files and before the format marker: the
@@ -397,5 +401,112 @@ fn a_fifo_named_like_an_unfinished_sled_snapshot_does_not_hang_open() {
     assert!(
         got.is_ok_and(|r| r.contains("Storage")),
         "blocked, or not refused"
+    );
+}
+
+/// Makes sled keep a page of the `meta` tree as a blob (a file of its own under
+/// `blobs/`): a value larger than sled's blob threshold under a key of its own, put
+/// through sled's API (as anyone can craft: sled's files carry a CRC-32 and no key).
+/// Returns the blob files' paths.
+fn ledger_with_a_blob(dir: &Path) -> Vec<std::path::PathBuf> {
+    drop(open(dir, &fixed_keys(), Snapshots::default()).unwrap());
+    {
+        let db = sled_util::open(dir);
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("format-padding", vec![0x5Au8; 400 * 1024]).unwrap();
+        db.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let blobs: Vec<_> = std::fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!blobs.is_empty(), "sled made no blob");
+    blobs
+}
+
+/// A FIFO in place of one of sled's blob files (`blobs/<lsn>`): sled 0.34.7 opens a
+/// blob it reads with a plain `open` and reads it with `read_to_end`
+/// (`pagecache/blob_io.rs`), so opening the ledger blocks until a writer comes, as it
+/// did for a FIFO named `snap.*` before those were screened (review h35-b). Now each
+/// file there must be a regular file of at most the largest page a ledger made.
+#[cfg(unix)]
+#[test]
+fn a_fifo_in_place_of_a_sled_blob_does_not_hang_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = ledger_with_a_blob(dir.path());
+    // A blob sled made itself opens (a log written before entries were limited to
+    // 7 KiB may have some).
+    assert!(open(dir.path(), &fixed_keys(), Snapshots::default()).is_ok());
+    for b in &blobs {
+        std::fs::remove_file(b).unwrap();
+        let status = std::process::Command::new("mkfifo").arg(b).status().unwrap();
+        assert!(status.success());
+    }
+    let path = dir.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = open(&path, &fixed_keys(), Snapshots::default()).map(|_| ());
+        let _ = tx.send(format!("{r:?}"));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+    if got.is_err() {
+        use std::os::unix::fs::OpenOptionsExt;
+        for b in &blobs {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(0o4000)
+                .open(b);
+        }
+    }
+    assert!(
+        got.as_ref()
+            .is_ok_and(|r| r.starts_with("Err") && r.contains("not a regular file")),
+        "Ledger::open still blocked after 10 s on a FIFO in place of a sled blob, or opened: {got:?}"
+    );
+}
+
+/// A symbolic link to `/dev/zero` in place of one of sled's blob files: sled reads the
+/// blob with `read_to_end`, without end. In a child limited to 1.5 GB, opening a
+/// ledger of one entry took about 530 MB (until an allocation failed; the open then
+/// succeeded); without a limit it takes what the machine has.
+#[cfg(unix)]
+#[test]
+fn a_link_to_dev_zero_in_place_of_a_sled_blob_does_not_exhaust_memory() {
+    if child_open() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = ledger_with_a_blob(dir.path());
+    for b in &blobs {
+        std::fs::remove_file(b).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", b).unwrap();
+    }
+    let got = open_in_a_limited_child(
+        "a_link_to_dev_zero_in_place_of_a_sled_blob_does_not_exhaust_memory",
+        dir.path(),
+    );
+    // Opening a ledger of one entry needs a few MB; sled read /dev/zero until an
+    // allocation failed (about 0.5 GB under the child's limit; unbounded without one).
+    assert!(peak_kb(&got) < 256 * 1024, "{got:?}");
+}
+
+/// A regular file in sled's `blobs/` longer than any page of a ledger (a blob holds one
+/// page: at most 17 entries of at most 64 KiB) is refused before sled reads it whole,
+/// by the open and by the Inspector.
+#[test]
+fn a_blob_longer_than_any_page_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = ledger_with_a_blob(dir.path());
+    std::fs::write(&blobs[0], vec![0x5Au8; 3 << 20]).unwrap();
+    let refused = open(dir.path(), &fixed_keys(), Snapshots::default()).map(|_| ());
+    assert!(
+        format!("{refused:?}").contains("larger than any page of a ledger"),
+        "{refused:?}"
+    );
+    let inspected = consent_ledger::Inspector::open(dir.path()).map(|_| ());
+    assert!(
+        format!("{inspected:?}").contains("larger than any page of a ledger"),
+        "{inspected:?}"
     );
 }

@@ -2632,3 +2632,62 @@ fn no_checkpoint_is_signed_by_a_key_its_log_does_not_authorize() {
         }
     }
 }
+
+/// Found by review h35-e: a log written before entries were limited to
+/// `MAX_WRITTEN_ENTRY_LEN` (review r146) may hold entries of up to `MAX_ENTRY_LEN`,
+/// which are "still read" (`entry.rs`). sled 0.34.7 put the pages of such entries in
+/// files under `blobs/`, and the open now refuses any file there (dacef3c): a ledger
+/// an older version wrote legitimately no longer opens.
+#[test]
+fn a_legacy_ledger_whose_large_entries_sled_put_in_blobs_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let pk = PseudonymKey::generate();
+    let open = || {
+        Ledger::builder(dir.path())
+            .signing_key(key.clone())
+            .pseudonym_key(pk.clone())
+            .open()
+    };
+    let len = {
+        let l = open().unwrap();
+        let alice = SubjectId::new("alice-legacy").unwrap();
+        let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
+        l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
+        // Entries as an older version wrote them: larger than the ledger writes now.
+        let mut w = l.inner.writer.lock().unwrap();
+        for n in 0..40u32 {
+            let scope =
+                RecipientScope::any_of((0..256).map(|i| {
+                    crate::Recipient::partner(&format!("{n:04}{i:03}{}", "x".repeat(121))).unwrap()
+                }))
+                .unwrap();
+            let e = Entry {
+                seq: w.next_seq,
+                timestamp: l.now(),
+                actor: Actor::Subject,
+                prev_hash: w.last_hash,
+                salt: [n as u8; 16],
+                body: Body::Granted {
+                    subject: alice.clone(),
+                    purpose: "advertising".into(),
+                    scope,
+                    expires_at: None,
+                },
+            };
+            let signed = entry::encode_signed_part(&e).unwrap();
+            let signature = w.key.sign_entry(&signed);
+            let bytes = entry::seal(signed, &signature);
+            assert!(bytes.len() > entry::MAX_WRITTEN_ENTRY_LEN && bytes.len() <= entry::MAX_ENTRY_LEN);
+            l.inner.store.append_entry(e.seq, &bytes).unwrap();
+            w.next_seq += 1;
+            w.last_hash = entry::entry_hash(&bytes);
+        }
+        w.next_seq
+    };
+    let blobs = std::fs::read_dir(dir.path().join("blobs")).map_or(0, |r| r.count());
+    assert!(blobs > 0, "sled made no blob: the test does not show the case");
+    let reopened = open();
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+    assert_eq!(reopened.unwrap().len(), len);
+}

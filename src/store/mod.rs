@@ -484,6 +484,11 @@ fn remove_unfinished_sled_snapshots(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The longest file of sled's `blobs/` that is read: a blob holds one page, and the
+/// largest page a ledger ever made is a leaf of the entries tree, at most 17 entries of
+/// at most 64 KiB each (`entry::MAX_ENTRY_LEN`), about 1.1 MiB.
+const SLED_BLOB_MAX: u64 = 2 << 20;
+
 /// The most a page-table snapshot of sled's may hold beyond twice its database file:
 /// it maps pages to places in that file, and takes far less room than the pages.
 const SLED_SNAPSHOT_SLACK: u64 = 1 << 20;
@@ -510,8 +515,9 @@ pub(crate) fn mostly_a_hole(m: &std::fs::Metadata) -> bool {
 /// open for good, a link to `/dev/zero` reads until memory runs out) or that is larger
 /// than twice the database plus [`SLED_SNAPSHOT_SLACK`], a `conf` longer than
 /// [`SLED_CONF_READ`] (sled reads it whole: a sparse gigabyte aborted the process;
-/// sled writes about 60 bytes), and a `db` longer than eight times its allocated size
-/// plus [`HOLE_SLACK`] (mostly a hole: [`mostly_a_hole`]).
+/// sled writes about 60 bytes), a `db` longer than eight times its allocated size
+/// plus [`HOLE_SLACK`] (mostly a hole: [`mostly_a_hole`]), and a file in `blobs/` that
+/// is not a regular file or is longer than [`SLED_BLOB_MAX`].
 fn screen_sled_files(dir: &Path) -> std::io::Result<()> {
     let refuse = |why: &'static str| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
     let db = std::fs::symlink_metadata(dir.join("db")).ok();
@@ -528,6 +534,31 @@ fn screen_sled_files(dir: &Path) -> std::io::Result<()> {
         if m.len() > SLED_CONF_READ as u64 {
             return refuse("sled's configuration file is longer than sled writes it");
         }
+    }
+    // sled reads a file under `blobs/` whole as it recovers (a plain open, then
+    // `read_to_end`): a FIFO there blocks the open for good, a link to `/dev/zero` or a
+    // huge file reads until memory runs out (review h35-b). A blob holds one page
+    // larger than about 128 KiB: the ledger writes none now, but a log written before
+    // entries were limited to 7 KiB may hold entries of up to 64 KiB, whose pages sled
+    // put there (review h35-e). So each must be a regular file no longer than
+    // [`SLED_BLOB_MAX`].
+    let blobs = dir.join("blobs");
+    match std::fs::symlink_metadata(&blobs) {
+        Ok(m) if !m.file_type().is_dir() => return refuse("sled's blobs directory is not a directory"),
+        Ok(_) => {
+            for blob in std::fs::read_dir(&blobs)? {
+                let m = std::fs::symlink_metadata(blob?.path())?;
+                if !m.file_type().is_file() {
+                    return refuse("a file in sled's blobs directory is not a regular file");
+                }
+                if m.len() > SLED_BLOB_MAX {
+                    return refuse("a file in sled's blobs directory is larger than any page of a ledger");
+                }
+            }
+        }
+        // None yet: sled makes it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -563,9 +594,9 @@ fn sled_reads_as_snapshot(name: &str) -> bool {
 /// a file made with a terabyte-long hole, which costs its maker nothing, would fill the
 /// disk of whoever inspects the directory (review r121). Reading a hole still takes
 /// time, not disk. What was opened must be a regular file (a link swapped in since the
-/// directory was listed may lead to a device), and is read no further than its length
-/// when opened.
-fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
+/// directory was listed may lead to a device), no longer than `limit`, and is read no
+/// further than its length when opened.
+fn copy_sparse(from: &Path, to: &Path, limit: u64) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
     const CHUNK: usize = 1 << 20;
     let opened = File::open(from)?;
@@ -574,6 +605,12 @@ fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "a file to copy is not a regular file",
+        ));
+    }
+    if meta.len() > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a file to copy is longer than sled's file of its kind can be",
         ));
     }
     let mut src = opened.take(meta.len());
@@ -832,14 +869,17 @@ impl PrivateCopy {
                 || name == "conf"
                 || (sled_reads_as_snapshot(&name_text) && !name_text.ends_with(".generating"));
             if sled_file && kind.is_file() {
-                copy_sparse(&item.path(), &copy.path.join(&name)).map_err(err)?;
+                copy_sparse(&item.path(), &copy.path.join(&name), u64::MAX).map_err(err)?;
             } else if name == "blobs" && kind.is_dir() {
+                // Screened above; what is opened is checked again (a file swapped in
+                // since may be longer), as sled would read it whole in the copy.
                 let blobs = copy.path.join("blobs");
                 builder.create(&blobs).map_err(err)?;
                 for blob in std::fs::read_dir(item.path()).map_err(err)? {
                     let blob = blob.map_err(err)?;
                     if blob.file_type().map_err(err)?.is_file() {
-                        copy_sparse(&blob.path(), &blobs.join(blob.file_name())).map_err(err)?;
+                        copy_sparse(&blob.path(), &blobs.join(blob.file_name()), SLED_BLOB_MAX)
+                            .map_err(err)?;
                     }
                 }
             }
