@@ -1525,3 +1525,52 @@ mod key_history {
         );
     }
 }
+
+/// Review h35-d. A log cut back across a key rotation, with the head record deleted
+/// (not detected, as documented), is opened by the operator with the current key and
+/// the latest checkpoint kept outside the database: the open is refused, but as
+/// `WrongSigningKey`, because the signing-key check runs before the trusted checkpoint
+/// is looked at. That is the cut the head record reports as a cut whatever key opens
+/// (R73-1): an operator told "wrong signing key" after a rotation made because the old
+/// key leaked may have destroyed the old key and cannot learn that the log was cut,
+/// which is exactly what the trusted checkpoint is kept for. The checkpoint verifies
+/// under the key the operator opens with, and the log is shorter than it: `Truncated`.
+#[test]
+fn a_cut_across_a_rotation_is_reported_against_the_trusted_checkpoint_as_a_cut() {
+    let Setup {
+        dir,
+        pk,
+        k0,
+        k1,
+        s,
+        l,
+        ..
+    } = setup(1);
+    l.grant::<Analytics>(&s, RecipientScope::first_party(), None)
+        .unwrap(); // 1
+    l.rotate_key(k1.clone()).unwrap(); // 2 (signed by k0)
+    l.withdraw::<Analytics>(&s).unwrap(); // 3
+    let cp = l.checkpoint().unwrap(); // size 4, signed by k1
+    assert_eq!(cp.size(), 4);
+    drop(l);
+    // The attacker cuts the log back to before the rotation and deletes the head record.
+    truncate_to(dir.path(), 2);
+    std::fs::remove_file(dir.path().join("head")).unwrap();
+    let e = open_trusting(dir.path(), &k1, &pk, None, cp.text()).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            OpenError::Integrity(IntegrityError {
+                position: 2,
+                problem: IntegrityProblem::Truncated { checkpoint_size: 4 },
+            })
+        ),
+        "the operator with the current key and its checkpoint is told: {e:?}"
+    );
+    // (With the old key, the checkpoint does not verify: refused too.)
+    let e = open_trusting(dir.path(), &k0, &pk, None, cp.text()).unwrap_err();
+    assert!(
+        matches!(e, OpenError::UntrustedCheckpoint | OpenError::Integrity(_)),
+        "{e:?}"
+    );
+}

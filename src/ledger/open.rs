@@ -188,11 +188,14 @@ impl LedgerBuilder<SigningKey, PseudonymKey> {
     /// # Errors
     /// - [`OpenError::NotALedger`]: the directory holds other data (left untouched);
     /// - [`OpenError::WrongSigningKey`], [`OpenError::WrongPseudonymKey`];
-    /// - [`OpenError::Integrity`] naming the first bad position;
-    /// - [`OpenError::UntrustedCheckpoint`]: with a
-    ///   [`trusted_checkpoint`](LedgerBuilder::trusted_checkpoint), the log is not the
-    ///   one it commits to (shorter, or another root), or the checkpoint is not the
-    ///   current key's;
+    /// - [`OpenError::Integrity`] naming the first bad position; with a
+    ///   [`trusted_checkpoint`](LedgerBuilder::trusted_checkpoint), also a log shorter
+    ///   than it or not the one it commits to (`Truncated`,
+    ///   `InconsistentWithCheckpoint`), whichever of the two it is even when the cut
+    ///   took away the rotation to the signing key given (without a checkpoint, or a
+    ///   head record showing the cut, that is [`OpenError::WrongSigningKey`]);
+    /// - [`OpenError::UntrustedCheckpoint`]: the trusted checkpoint is malformed, is
+    ///   another ledger's, or is not signed by the log's current key;
     /// - [`OpenError::UnsupportedFormat`], [`OpenError::CorruptMetadata`], storage failures
     ///   (such as another process holding the ledger open).
     ///
@@ -441,11 +444,25 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             },
         }));
     }
-    if replay.current_key() != Some(b.signing_key.verifying_key().to_bytes()) {
+    let signing_key = b.signing_key.verifying_key().to_bytes();
+    if replay.current_key() != Some(signing_key) {
+        // The log cut back to before the rotation to this key (with the head record
+        // deleted, which goes unnoticed) names an older key as current. The operator's
+        // own checkpoint, signed by the key given here, is then trusted enough to say
+        // why the open is refused: a cut is reported as a cut (review h35-d), not as a
+        // wrong key, which would send the operator to the older key.
+        if let (Some(text), Some(t)) = (&b.trusted_checkpoint, &tree) {
+            if let Some(cp) = checkpoint_of(text, Some(signing_key), &replay) {
+                check_against(&cp, t)?;
+            }
+        }
         return Err(OpenError::WrongSigningKey);
     }
     if let (Some(text), Some(t)) = (&b.trusted_checkpoint, &tree) {
-        check_trusted(text, &replay, t)?;
+        // Only the current key: an older one may have been stolen (and revoked by entries
+        // a cut removes), and with it a checkpoint for a shortened log could be forged.
+        let cp = checkpoint_of(text, replay.current_key(), &replay).ok_or(OpenError::UntrustedCheckpoint)?;
+        check_against(&cp, t)?;
     }
     // The vault opens on first use: make sure it does, so that a broken vault fails open
     // (its repairs are written once every check below has passed).
@@ -1127,18 +1144,22 @@ fn remove_leftovers(store: &dyn Backend, state: &State, index: &IndexMap) -> Res
     Ok(())
 }
 
-/// Refuses a log that is shorter than, or not an extension of, a trusted checkpoint.
-fn check_trusted(text: &str, replay: &Replay, tree: &crate::merkle::MerkleTree) -> Result<(), OpenError> {
-    // Only the current key: an older one may have been stolen (and revoked by entries a
-    // cut removes), and with it a checkpoint for a shortened log could be forged.
-    let cp = replay
-        .current_key()
-        .and_then(|k| crate::signing::VerifyingKey::from_bytes(&k).ok())
-        .and_then(|key| crate::checkpoint::SignedCheckpoint::verify(text, &key).ok())
-        .ok_or(OpenError::UntrustedCheckpoint)?;
-    if cp.origin() != crate::checkpoint::origin_of(&replay.ledger_id) {
-        return Err(OpenError::UntrustedCheckpoint);
-    }
+/// The checkpoint `text`, if `key` signed it for this ledger.
+fn checkpoint_of(
+    text: &str,
+    key: Option<[u8; 32]>,
+    replay: &Replay,
+) -> Option<crate::checkpoint::SignedCheckpoint> {
+    let key = crate::signing::VerifyingKey::from_bytes(&key?).ok()?;
+    let cp = crate::checkpoint::SignedCheckpoint::verify(text, &key).ok()?;
+    (cp.origin() == crate::checkpoint::origin_of(&replay.ledger_id)).then_some(cp)
+}
+
+/// Refuses a log that the trusted checkpoint `cp` shows cut short or changed.
+fn check_against(
+    cp: &crate::checkpoint::SignedCheckpoint,
+    tree: &crate::merkle::MerkleTree,
+) -> Result<(), OpenError> {
     if tree.len() < cp.size() {
         return Err(IntegrityError {
             position: tree.len(),
