@@ -56,8 +56,11 @@ impl Name {
     /// count as that script ("Москва ٣" mixes Cyrillic and Arabic). Not caught: a name
     /// written wholly in another script that looks like a Latin one ("асе" in
     /// Cyrillic), Latin letters that look like others (small capitals "ᴀᴄᴍᴇ"), symbols
-    /// shaped like letters ("🅰", regional indicators), and a digit of an allowed script
-    /// that looks like another ("৪" and "8"): compare names in full where it matters.
+    /// shaped like letters ("🅰", regional indicators), a digit of an allowed script
+    /// that looks like another ("৪" and "8"), punctuation that looks like ASCII's
+    /// ("acme‐ads" with U+2010 or "acme−ads" with U+2212 beside "acme-ads", "ʼ" beside
+    /// "'"), and runs of spaces ("Acme  Ads" beside "Acme Ads"): compare names in full
+    /// where it matters.
     pub fn new(name: &str) -> Result<Self, InputError> {
         check_name("recipient name", name, MAX_RECIPIENT_NAME_LEN)?;
         refuse_lookalike("recipient name", name)?;
@@ -97,7 +100,10 @@ fn refuse_lookalike(field: &'static str, value: &str) -> Result<(), InputError> 
     let chars: Vec<char> = value.chars().collect();
     let mut sets = Vec::new();
     for (i, &c) in chars.iter().enumerate() {
-        if invisible.contains(c) && !joins_as_written(&chars, i) {
+        // Braille's blank (U+2800) shows nothing either, but is neither whitespace
+        // (which the shape rules trim) nor default-ignorable (review h35-f: "⠀" and
+        // "⠀⠀" were two partners that both read as an empty name).
+        if (invisible.contains(c) || c == '\u{2800}') && !joins_as_written(&chars, i) {
             return Err(InputError::new(field, "contains an invisible character"));
         }
         let extensions = scripts.get_script_extensions_val(c);
@@ -121,8 +127,9 @@ fn refuse_lookalike(field: &'static str, value: &str) -> Result<(), InputError> 
 }
 
 /// Whether the invisible character at `at` in `chars` is one that the written word
-/// needs, in the contexts UAX #31 §2.3 allows for identifiers: a zero-width joiner or
-/// non-joiner right after a virama (Sinhala "ශ්‍රී", Devanagari half forms), or a
+/// needs, in the contexts UAX #31 §2.3 allows for identifiers: a zero-width joiner
+/// right after a virama (Sinhala "ශ්‍රී", Devanagari half forms), a non-joiner there
+/// when a letter of the virama's script follows ("क्‌ष"), or a
 /// zero-width non-joiner between two letters that would otherwise join (Arabic-script
 /// joining: a left- or dual-joining letter before it, a right- or dual-joining one after
 /// it, marks between skipped: Persian "دیجی‌کالا"). Nothing else invisible passes: a
@@ -139,7 +146,23 @@ fn joins_as_written(chars: &[char], at: usize) -> bool {
         return false;
     }
     if class.get(*before) == CanonicalCombiningClass::Virama {
-        return true;
+        if *c == '\u{200D}' {
+            // A half form or a chillu, which shows even at the end of a word.
+            return true;
+        }
+        // A non-joiner keeps the virama from joining the consonant after it: with no
+        // letter of the virama's script after it (marks between skipped), it changes
+        // nothing on screen (review h35-f: "क्‌" read as "क्").
+        let script = icu_properties::CodePointMapData::<Script>::new();
+        let category = icu_properties::CodePointMapData::<icu_properties::props::GeneralCategory>::new();
+        let next = chars.get(at + 1..).and_then(|a| {
+            a.iter()
+                .find(|c| !icu_properties::props::GeneralCategoryGroup::Mark.contains(category.get(**c)))
+        });
+        return next.is_some_and(|n| {
+            icu_properties::props::GeneralCategoryGroup::Letter.contains(category.get(*n))
+                && script.get(*n) == script.get(*before)
+        });
     }
     if *c != '\u{200C}' {
         return false;

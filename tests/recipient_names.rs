@@ -1,0 +1,53 @@
+//! Recipient names that read as another (review h35-f): a zero-width non-joiner after a
+//! virama with no consonant after it changes nothing on screen, and a name of Braille
+//! blanks shows nothing at all.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use consent_ledger::Recipient;
+
+/// A zero-width non-joiner after a virama keeps the virama visible instead of forming
+/// a conjunct with the consonant that follows ("क्‌ष" against "क्ष"): it needs a
+/// consonant after it to do anything. With none (at the end of the name, or before a
+/// space, punctuation or a letter of another script) the virama is shown anyway, so
+/// "क्‌" shows exactly as "क्", yet both are accepted as two different partners.
+/// `Name::new` refuses a name holding an invisible character but a joiner "a word
+/// needs"; this one is not needed, and the name reads as the name without it.
+/// (A zero-width joiner in the same place is left alone here: after a virama it asks
+/// for a half form or a chillu even at the end of a word, which shows.)
+#[test]
+fn a_non_joiner_after_a_virama_with_nothing_after_it_is_refused() {
+    // Control: before a consonant the non-joiner changes the shape, and stays.
+    assert!(Recipient::partner("\u{915}\u{94d}\u{200c}\u{937}").is_ok()); // क्‌ष
+    assert!(Recipient::partner("\u{915}\u{94d}").is_ok()); // क्
+    for reads_as_another in [
+        "\u{915}\u{94d}\u{200c}",      // क् + ZWNJ, at the end
+        "Acme \u{915}\u{94d}\u{200c}", // at the end, after a Latin word
+        "\u{915}\u{94d}\u{200c} Ads",  // before a space
+        "\u{915}\u{94d}\u{200c}-1",    // before punctuation
+        "\u{915}\u{94d}\u{200c}Acme",  // before a Latin letter
+    ] {
+        assert!(
+            Recipient::partner(reads_as_another).is_err(),
+            "{reads_as_another:?} was accepted, and reads as the name without its non-joiner"
+        );
+    }
+}
+
+/// Braille's blank (U+2800) shows nothing, like a space, but is neither whitespace nor a
+/// default-ignorable character: a name made of it alone passes every rule (one script,
+/// Braille), so "⠀" and "⠀⠀" are two accepted partners that both read as an empty
+/// name. (`RECOMMENDED` leaves Braille out for its blank, which only stops mixing it
+/// with Latin.)
+#[test]
+fn a_name_of_braille_blanks_is_refused() {
+    assert!(
+        Recipient::partner("\u{2800}").is_err(),
+        "a blank name was accepted"
+    );
+    assert!(
+        Recipient::partner("\u{2800}\u{2800}").is_err(),
+        "a blank name was accepted"
+    );
+    // Control: Braille with dots is a visible name.
+    assert!(Recipient::partner("\u{2801}\u{2809}").is_ok());
+}
