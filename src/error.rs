@@ -300,9 +300,11 @@ pub enum WriteError {
     /// refused because an earlier one had failed): it may or may not survive, and the
     /// ledger refuses further writes (reopen it to continue from what is on disk). A
     /// withdrawal, an expiry, an erasure or a key revocation is in effect all the same
-    /// (denying is never wrong); under [`Durability::GroupCommit`](crate::Durability::GroupCommit) every
-    /// entry is (it is applied before its sync); otherwise a collection, grant or key
-    /// rotation takes effect only if a reopen finds it on disk. After a key rotation, keep
+    /// (denying is never wrong), and so is a grant or a collection that only narrows
+    /// what is in force (a narrower scope, an earlier expiry); under
+    /// [`Durability::GroupCommit`](crate::Durability::GroupCommit) every entry is (it is
+    /// applied before its sync); otherwise any other collection, grant or key rotation
+    /// takes effect only if a reopen finds it on disk. After a key rotation, keep
     /// both keys until a reopen shows which one the log names.
     #[error("the entry was written but could not be made durable")]
     NotDurable(#[source] StorageError),

@@ -1286,6 +1286,14 @@ impl RecipientScope {
         }
     }
 
+    /// Whether this scope covers every recipient `other` covers.
+    pub(crate) fn holds(&self, other: &RecipientScope) -> bool {
+        match &other.0 {
+            ScopeRepr::AllPartners => matches!(self.0, ScopeRepr::AllPartners),
+            ScopeRepr::Recipients(list) => list.iter().all(|r| self.covers(r)),
+        }
+    }
+
     /// The listed recipients, or `None` for [`RecipientScope::all_partners`].
     pub fn recipients(&self) -> Option<&[Recipient]> {
         match &self.0 {

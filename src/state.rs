@@ -328,6 +328,65 @@ impl State {
             .map(|(_, r)| r.seq())
     }
 
+    /// Whether applying `body` can only turn allowed decisions into denied ones: a
+    /// change that only takes away ([`Body::only_takes_away`]: a withdrawal, say), or a
+    /// grant or a collection that narrows what is in force. A grant narrows when the
+    /// subject's consent for the purpose is granted now with a scope that holds the new
+    /// one and an expiry no earlier; a collection (with its lookup pseudonym), when the
+    /// identifier's collection for the purpose in force is the same subject's, on the
+    /// same basis, with a scope that holds the new one. After a failed sync such a
+    /// change is applied all the same, as a withdrawal is (review h35-g).
+    pub(crate) fn only_narrows(&self, body: &Body, lookup: Option<&Pseudonym>) -> bool {
+        match body {
+            Body::Granted {
+                subject,
+                purpose,
+                scope,
+                expires_at,
+            } => match self.consent_for(subject, purpose) {
+                Some(Consent::Granted {
+                    scope: now,
+                    expires_at: until,
+                    ..
+                }) => {
+                    now.holds(scope)
+                        && match (until, expires_at) {
+                            (None, _) => true,
+                            (Some(old), Some(new)) => *new <= old,
+                            (Some(_), None) => false,
+                        }
+                }
+                _ => false,
+            },
+            Body::Collected {
+                subject,
+                purpose,
+                basis,
+                scope,
+                ..
+            } => {
+                let (Some(lookup), Some(index), Some(p)) =
+                    (lookup, self.find_subject(subject), self.purpose_index(purpose))
+                else {
+                    return false;
+                };
+                // The record decisions read for the purpose: its holder's, not erased.
+                self.idents
+                    .find(lookup)
+                    .find(|(_, r)| r.purpose() == p && !self.is_erased(r.subject))
+                    .is_some_and(|(_, r)| {
+                        r.subject == index
+                            && basis_from(r.basis()) == *basis
+                            && usize::try_from(r.scope)
+                                .ok()
+                                .and_then(|i| self.scopes.get(i))
+                                .is_some_and(|now| now.holds(scope))
+                    })
+            }
+            other => other.only_takes_away(),
+        }
+    }
+
     /// Lookup pseudonyms of the identifiers `subject` holds (for erasure).
     pub(crate) fn lookups_of(&self, subject: &SubjectId) -> Vec<Pseudonym> {
         match self.find_subject(subject) {

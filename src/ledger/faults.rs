@@ -2691,3 +2691,101 @@ fn a_legacy_ledger_whose_large_entries_sled_put_in_blobs_opens() {
     assert!(reopened.is_ok(), "{:?}", reopened.err());
     assert_eq!(reopened.unwrap().len(), len);
 }
+
+/// Review h35-g: a narrower re-grant or re-collection only takes use away, as a
+/// withdrawal does. Told `NotDurable` (its entry stored, its sync failed), it must be in
+/// effect for the next decision, as a withdrawal told `NotDurable` is, whatever the
+/// durability setting: the person narrowed their consent (or the operator the
+/// collection's recipients), and the wider one must not go on deciding until a reopen.
+/// Under `GroupCommit` it is (applied before its sync); under `Immediate` and `Relaxed`
+/// it was not (`append_locked` applied after a failed sync only what
+/// `Body::only_takes_away` names, which counts no grant or collection), so a recipient
+/// the person just excluded was still allowed. Now `State::only_narrows` judges it.
+#[test]
+fn a_narrowing_told_not_durable_is_in_effect_at_once() {
+    let mut wrong = Vec::new();
+    for durability in [
+        Durability::GroupCommit,
+        Durability::Immediate,
+        Durability::Relaxed,
+    ] {
+        for recollect in [false, true] {
+            let (_dir, _keys, l, faults, alice, email) = with_alices_email(durability);
+            let acme = crate::Recipient::partner("acme").unwrap();
+            let other = crate::Recipient::partner("other").unwrap();
+            let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
+            l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
+                .unwrap();
+            l.collect(&alice, &phone, RecipientScope::all_partners()).unwrap();
+            assert!(l.authorize(&email, &acme).is_ok());
+            assert!(l.authorize(&phone, &acme).is_ok());
+            // Consent narrowed to "other" only, or the 2FA number's collection to it:
+            // acme is no longer covered, and nobody is added. (From all partners to the
+            // first party would add the first party, which "all partners" does not
+            // cover: not a narrowing, and not applied before a reopen.)
+            let narrow = || {
+                if recollect {
+                    l.collect(&alice, &phone, RecipientScope::only(other.clone()))
+                } else {
+                    l.grant::<crate::Advertising>(&alice, RecipientScope::only(other.clone()), None)
+                }
+            };
+            let narrowed = if durability == Durability::Relaxed {
+                during_a_failing_sync(&l, &faults, narrow)
+            } else {
+                faults.sync.store(true, Ordering::SeqCst);
+                narrow()
+            };
+            assert!(
+                matches!(narrowed, Err(WriteError::NotDurable(_))),
+                "{durability:?}: {narrowed:?}"
+            );
+            let decided = if recollect {
+                l.authorize(&phone, &acme).map(|u| u.evidence().allowed_by())
+            } else {
+                l.authorize(&email, &acme).map(|u| u.evidence().allowed_by())
+            };
+            if decided.is_ok() {
+                wrong.push(format!(
+                    "{durability:?}: narrower {} told NotDurable, acme still allowed by entry {decided:?}",
+                    if recollect { "re-collection" } else { "re-grant" }
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// The converse of `a_narrowing_told_not_durable_is_in_effect_at_once`: a grant that
+/// widens anything (here: the same scope with its expiry dropped, or a recipient added)
+/// told `NotDurable` under `Immediate` is not in effect before a reopen.
+#[test]
+fn a_widening_told_not_durable_is_not_in_effect() {
+    for widen in [0, 1] {
+        let (_dir, _keys, l, faults, alice, email) = with_alices_email(Durability::Immediate);
+        let acme = crate::Recipient::partner("acme").unwrap();
+        let other = crate::Recipient::partner("other").unwrap();
+        let until = l.now().saturating_add(std::time::Duration::from_secs(86_400));
+        let first = l
+            .grant::<crate::Advertising>(&alice, RecipientScope::only(other.clone()), Some(until))
+            .unwrap();
+        faults.sync.store(true, Ordering::SeqCst);
+        let widened = if widen == 0 {
+            l.grant::<crate::Advertising>(&alice, RecipientScope::only(other.clone()), None)
+        } else {
+            let both = RecipientScope::any_of([acme.clone(), other.clone()]).unwrap();
+            l.grant::<crate::Advertising>(&alice, both, Some(until))
+        };
+        assert!(matches!(widened, Err(WriteError::NotDurable(_))), "{widened:?}");
+        let state = l.inner.state.read().unwrap();
+        assert!(
+            matches!(
+                state.consent_for(&alice, "advertising"),
+                Some(crate::state::Consent::Granted { seq, expires_at: Some(_), .. }) if seq == first.seq
+            ),
+            "widening {widen} applied after its failed sync"
+        );
+        drop(state);
+        assert!(l.authorize(&email, &acme).is_err());
+    }
+}

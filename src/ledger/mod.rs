@@ -1413,9 +1413,16 @@ impl Ledger {
         if self.sync_has_failed() {
             return Err(WriteError::Failed);
         }
-        let prepared = {
+        // Whether the change can only take use away is judged against the state it is
+        // applied to (the writer and the storing stage are held until then).
+        let (prepared, takes_away) = {
             let state = inner.state.read().map_err(|_| WriteError::Failed)?;
-            prepare(&state, &*inner.store, w)?
+            let prepared = prepare(&state, &*inner.store, w)?;
+            let takes_away = match &prepared {
+                Prepared::Append(body, lookup) => state.only_narrows(body, lookup.as_ref()),
+                Prepared::Already(_) => false,
+            };
+            (prepared, takes_away)
         };
         let (body, lookup) = match prepared {
             Prepared::Already(seq) => return Ok((self.recorded_at(seq)?, false)),
@@ -1445,13 +1452,15 @@ impl Ledger {
         };
         // After a failed sync the entry is stored, and it may survive. A change that
         // only takes use or trust away (a withdrawal, an expiry, an erasure, a key
-        // revocation) takes effect now all the same, as every entry of a failed group
-        // does under `GroupCommit` (applied before its sync): denying is never wrong, and
-        // what the person (or the operator) asked for must not wait for a reopen. A
-        // collection, grant or key rotation waits for a reopen to find it on disk.
+        // revocation, or a grant or collection that narrows what is in force:
+        // `State::only_narrows`) takes effect now all the same, as every entry of a
+        // failed group does under `GroupCommit` (applied before its sync): denying is
+        // never wrong, and what the person (or the operator) asked for must not wait for
+        // a reopen. Any other collection, grant or key rotation waits for a reopen to
+        // find it on disk.
         w.failed |= failed_sync.is_some();
         let failed_sync = match failed_sync {
-            Some(e) if !sealed.entry.body.only_takes_away() => return Err(e.not_durable()),
+            Some(e) if !takes_away => return Err(e.not_durable()),
             other => other,
         };
         w.next_seq = sealed.entry.seq.saturating_add(1);
