@@ -83,11 +83,16 @@ impl Ledger {
     /// log: an export takes time in proportion to the log's length.
     ///
     /// # Errors
-    /// Storage and integrity failures while reading the log (any entry, see
-    /// [`Ledger::history`]);
+    /// [`ReadError::Input`] when `how_to_withdraw` is longer than
+    /// [`MAX_HOW_TO_WITHDRAW_LEN`](crate::MAX_HOW_TO_WITHDRAW_LEN) bytes, as for a
+    /// receipt (checked first: it is copied into every consent record); storage and
+    /// integrity failures while reading the log (any entry, see [`Ledger::history`]);
     /// [`ReadError::CorruptRecord`] when a stored decision record does not check (an
     /// export never leaves out uses silently).
     pub fn export_subject(&self, subject: &SubjectId, how_to_withdraw: &str) -> Result<String, ReadError> {
+        if how_to_withdraw.len() > crate::receipt::MAX_HOW_TO_WITHDRAW_LEN {
+            return Err(crate::error::InputError::new("how to withdraw", "is longer than 64 KiB").into());
+        }
         // The uses recorded of the subject's data, read first: each was decided from a
         // state no longer than the one read next, so the entry that allowed it is in the
         // history below. (Read after, a use made meanwhile could rest on an entry the

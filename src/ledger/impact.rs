@@ -129,9 +129,12 @@ impl ImpactQuery {
         self
     }
 
-    /// Judges the uses under `hypothesis` as well (hypotheses combine).
+    /// Judges the uses under `hypothesis` as well (hypotheses combine; one given twice
+    /// counts once).
     pub fn assume(mut self, hypothesis: Hypothesis) -> Self {
-        self.hypotheses.push(hypothesis);
+        if !self.hypotheses.contains(&hypothesis) {
+            self.hypotheses.push(hypothesis);
+        }
         self
     }
 
