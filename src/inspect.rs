@@ -104,8 +104,8 @@ impl Inspector {
     /// # Errors
     /// [`OpenError::NotALedger`] for a missing or empty directory or one holding other
     /// data; [`IntegrityProblem::LogEmptied`](crate::IntegrityProblem::LogEmptied) for a
-    /// ledger whose log was lost with its format marker (sled's recovery of a damaged
-    /// `db` may drop it all) while its other files show it was used, as
+    /// ledger whose log was lost, with its format marker or without (sled's recovery of
+    /// a damaged `db` may drop it all), while its other files show it was used, as
     /// [`LedgerBuilder::open`](crate::LedgerBuilder::open) says of it; [`OpenError::UnsupportedFormat`];
     /// storage failures (such as a process holding the ledger open).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, OpenError> {
@@ -122,11 +122,23 @@ impl Inspector {
             .as_deref()
             .and_then(crate::ledger::head::claimed_len);
         match store.meta(FORMAT_KEY)? {
-            Some(marker) => check_format_marker(&marker).map(|()| Inspector {
-                store,
-                _copy: copy,
-                claimed_len,
-            }),
+            Some(marker) => {
+                check_format_marker(&marker)?;
+                // No entries, while other files show the ledger was used: its log was
+                // emptied with the marker left, as `Ledger::open` refuses it (review
+                // h35-k: this reported a valid log of no entries).
+                if store.entries_from(0).next().is_none() && crate::ledger::open::was_used(&*store, dir)? {
+                    return Err(OpenError::Integrity(crate::error::IntegrityError {
+                        position: 0,
+                        problem: IntegrityProblem::LogEmptied,
+                    }));
+                }
+                Ok(Inspector {
+                    store,
+                    _copy: copy,
+                    claimed_len,
+                })
+            }
             // No marker: not a ledger, or one whose log was emptied (as `Ledger::open`
             // tells them apart).
             None => Err(crate::ledger::open::emptied_or_foreign(&*store, dir)?),

@@ -316,7 +316,7 @@ pub(crate) fn emptied_or_foreign(store: &dyn Backend, dir: &std::path::Path) -> 
     )
 }
 
-fn was_used(store: &dyn Backend, dir: &std::path::Path) -> Result<bool, OpenError> {
+pub(crate) fn was_used(store: &dyn Backend, dir: &std::path::Path) -> Result<bool, OpenError> {
     Ok(crate::store::snapshot_exists(dir)
         || store.snapshot()?.is_some()
         || crate::store::HeadFile::new(dir).read()?.is_some()

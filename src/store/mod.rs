@@ -368,6 +368,18 @@ fn remove_name(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Opens `path` to read it, in a directory someone else may change between a check
+/// and the open: a link in its place is not followed (an error), and a FIFO swapped in
+/// does not block the open (review h35-k: the Inspector hung on one). The caller checks
+/// what was opened (`File::metadata`) before reading it.
+pub(crate) fn open_to_read(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK | libc::O_NOFOLLOW);
+    options.open(path)
+}
+
 /// The bytes of the regular file at `path`, at most `limit` of them; `None` if there is
 /// none, or something else is in its place. A link is not followed (to /dev/zero, say,
 /// it would be read without end) and a FIFO is not opened (that would block).
@@ -379,7 +391,7 @@ fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     }
-    let file = match std::fs::File::open(path) {
+    let file = match open_to_read(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -453,7 +465,7 @@ fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
 /// nothing is removed (sled's open then reports the lock).
 fn remove_unfinished_sled_snapshots(dir: &Path) -> std::io::Result<()> {
     screen_sled_files(dir)?;
-    let db = match std::fs::File::open(dir.join("db")) {
+    let db = match open_to_read(&dir.join("db")) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
@@ -594,12 +606,13 @@ fn sled_reads_as_snapshot(name: &str) -> bool {
 /// a file made with a terabyte-long hole, which costs its maker nothing, would fill the
 /// disk of whoever inspects the directory (review r121). Reading a hole still takes
 /// time, not disk. What was opened must be a regular file (a link swapped in since the
-/// directory was listed may lead to a device), no longer than `limit`, and is read no
-/// further than its length when opened.
+/// directory was listed may lead to a device; a link is not followed and a FIFO does
+/// not block: [`open_to_read`]), no longer than `limit`, not mostly a hole
+/// ([`mostly_a_hole`]), and is read no further than its length when opened.
 fn copy_sparse(from: &Path, to: &Path, limit: u64) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
     const CHUNK: usize = 1 << 20;
-    let opened = File::open(from)?;
+    let opened = open_to_read(from)?;
     let meta = opened.metadata()?;
     if !meta.file_type().is_file() {
         return Err(std::io::Error::new(
@@ -611,6 +624,13 @@ fn copy_sparse(from: &Path, to: &Path, limit: u64) -> std::io::Result<()> {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "a file to copy is longer than sled's file of its kind can be",
+        ));
+    }
+    #[cfg(unix)]
+    if mostly_a_hole(&meta) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a file to copy is mostly a hole, which sled never makes",
         ));
     }
     let mut src = opened.take(meta.len());
@@ -663,7 +683,11 @@ pub(crate) fn vault_holds_index_slot(dir: &Path) -> Result<bool, StorageError> {
         }
         Ok(_) => {}
     }
-    holds_index_slot(std::io::BufReader::new(File::open(&path).map_err(err)?)).map_err(err)
+    let file = open_to_read(&path).map_err(err)?;
+    if !file.metadata().map_err(err)?.file_type().is_file() {
+        return Ok(false);
+    }
+    holds_index_slot(std::io::BufReader::new(file)).map_err(err)
 }
 
 /// [`vault_holds_index_slot`] of the vault file's bytes as `read` gives them.
@@ -773,7 +797,7 @@ fn remove_abandoned_copies(tmp: &Path, mine: &Path) {
         if !std::fs::symlink_metadata(&owner).is_ok_and(|m| m.file_type().is_file()) {
             continue;
         }
-        let Ok(owner) = File::open(owner) else {
+        let Ok(owner) = open_to_read(&owner) else {
             continue;
         };
         if owner.try_lock().is_ok() {
@@ -810,7 +834,15 @@ impl PrivateCopy {
         }
         // Nothing sled would refuse is copied (a huge snapshot file, say).
         screen_sled_files(dir).map_err(err)?;
-        let db = File::open(dir.join("db")).map_err(err)?;
+        let db = open_to_read(&dir.join("db")).map_err(err)?;
+        let db_meta = db.metadata().map_err(err)?;
+        let db_len = db_meta.len();
+        if !db_meta.file_type().is_file() {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "sled's database file is not a regular file",
+            )));
+        }
         // As sled waits for its lock (a handle just dropped may hold it a moment).
         let start = Instant::now();
         loop {
@@ -869,7 +901,16 @@ impl PrivateCopy {
                 || name == "conf"
                 || (sled_reads_as_snapshot(&name_text) && !name_text.ends_with(".generating"));
             if sled_file && kind.is_file() {
-                copy_sparse(&item.path(), &copy.path.join(&name), u64::MAX).map_err(err)?;
+                // The screen's bounds again, on what is opened: a file swapped in since
+                // the screen is held to them too (review h35-k).
+                let limit = if name == "conf" {
+                    SLED_CONF_READ as u64
+                } else if name == "db" {
+                    u64::MAX
+                } else {
+                    db_len.saturating_mul(2).saturating_add(SLED_SNAPSHOT_SLACK)
+                };
+                copy_sparse(&item.path(), &copy.path.join(&name), limit).map_err(err)?;
             } else if name == "blobs" && kind.is_dir() {
                 // Screened above; what is opened is checked again (a file swapped in
                 // since may be longer), as sled would read it whole in the copy.
