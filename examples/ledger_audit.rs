@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use consent_ledger::{
     is_valid_purpose_id, verify_receipt, verify_receipt_against, AuditError, Change, Hypothesis, ImpactQuery,
-    Inspector, Ledger, PseudonymKey, ReadError, Receipt, Recipient, SigningKey, SubjectId, Timestamp,
-    VerifyingKey,
+    Inspector, Ledger, OpenError, PseudonymKey, ReadError, Receipt, Recipient, SigningKey, SubjectId,
+    Timestamp, VerifyingKey,
 };
 use serde_json::json;
 
@@ -46,7 +46,10 @@ const USAGE: &str = "usage: ledger_audit <command> [--json] ...   (cargo run --e
 seed) and `pseudonym.key` (32 bytes), as `two_factor_vs_ads DIR` keeps them in
 `DIR/keys`. Times are milliseconds since the Unix epoch. Exit status: 0 when every
 check passed, 1 when a check failed (including a receipt refused because the log
-does not vouch for the entry), 2 for a usage or I/O error.
+does not vouch for the entry, and a log found broken when it is read or opened), 2
+for a usage or I/O error. Commands that open the ledger with its keys check the
+whole log first and do not open one that fails: opening would rewrite a damaged
+database in place.
 
 `impact` refuses what would make it answer another question than the one typed:
 a purpose id that is not valid or that no entry of the log names (a misspelling),
@@ -92,6 +95,35 @@ fn context<E: Into<Error>>(what: impl Into<String>) -> impl FnOnce(E) -> Error {
 /// The ledger in `dir`, read-only and keyless.
 fn inspect(dir: &str) -> Result<Inspector, Error> {
     Inspector::open(dir).map_err(context(format!("cannot read the ledger in {}", shown_path(dir))))
+}
+
+/// The ledger in `dir` read as [`inspect`] does, and its log checked in full: what a
+/// command that then opens the ledger itself runs first. Opening runs sled's recovery
+/// on the directory, which rewrites a damaged database in place (dropping everything
+/// after the damage): a log that fails its check is not opened, so that the evidence
+/// stays as it was found.
+fn inspect_checked(dir: &str) -> Result<Inspector, Error> {
+    let inspector = inspect(dir)?;
+    inspector.verify().map_err(context(format!(
+        "the log in {} fails its check; not opened (run verify or prefix)",
+        shown_path(dir)
+    )))?;
+    Ok(inspector)
+}
+
+/// Whether `e` is (or was caused by) a broken log: a check that failed (exit 1), not a
+/// usage or I/O error (exit 2).
+fn is_integrity(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if matches!(e.downcast_ref::<OpenError>(), Some(OpenError::Integrity(_)))
+            || matches!(e.downcast_ref::<ReadError>(), Some(ReadError::Integrity(_)))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// What the log's entries name: every purpose id (collections, consents,
@@ -284,7 +316,7 @@ impl Args {
     fn ledger(&self, dir: &str) -> Result<Ledger, Error> {
         let keys = self.keys.as_deref().ok_or("this command needs --keys KEYS")?;
         let (s, p) = load_keys(keys)?;
-        drop(inspect(dir)?);
+        drop(inspect_checked(dir)?);
         Ledger::builder(dir)
             .signing_key(s)
             .pseudonym_key(p)
@@ -766,7 +798,7 @@ fn run(a: &Args) -> Result<Result<(), Failed>, Error> {
             }
             let keys = a.keys.as_deref().ok_or("this command needs --keys KEYS")?;
             let (s, p) = load_keys(keys)?;
-            let named = named_in_log(&inspect(dir)?)?;
+            let named = named_in_log(&inspect_checked(dir)?)?;
             if let Some((id, what)) = purposes.iter().find(|(id, _)| !named.purposes.contains(id)) {
                 return Err(format!(
                     "{what}: no entry of the log names purpose {} (misspelled?); the log's \
@@ -898,7 +930,8 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             print_error(&e);
-            ExitCode::from(2)
+            // A log found broken when it was opened is a failed check too.
+            ExitCode::from(if is_integrity(&*e) { 1 } else { 2 })
         }
     }
 }

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+mod sled_util;
+
 use consent_ledger::{
     Advertising, Identifier, Ledger, PseudonymKey, Recipient, RecipientScope, Recording, Security,
     SignedCheckpoint, SigningKey, SubjectId,
@@ -866,4 +868,142 @@ fn ledger_audit_does_not_quote_a_contact_detail_typed_as_a_path() {
             assert!(stderr.contains("not shown"), "{args:?}: {stderr}");
         }
     }
+}
+
+// Review h35-k: `ledger_audit` on a damaged or emptied ledger directory.
+
+/// `ledger_audit history` (and `impact`, `checkpoint`, `receipt`) only read, but they
+/// open a full `Ledger` on the directory itself: sled's recovery, run by that open,
+/// rewrites a damaged `db` in place and drops the damaged part and everything after it,
+/// before the open even fails. The Inspector avoids exactly this by reading a private
+/// copy; the tool first runs `Inspector::open` (which only checks the format marker)
+/// and then opens the ledger anyway. After a query the evidence is gone: restoring the
+/// flipped bit no longer restores the log.
+#[test]
+fn ledger_audit_history_does_not_rewrite_a_damaged_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SigningKey::generate();
+    let p = PseudonymKey::generate();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("signing.key"), s.expose_seed()).unwrap();
+    std::fs::write(keys.join("pseudonym.key"), p.expose_bytes()).unwrap();
+    let ledger = dir.path().join("ledger");
+    let l = Ledger::builder(&ledger)
+        .signing_key(s)
+        .pseudonym_key(p)
+        .open()
+        .unwrap();
+    for i in 0..10u32 {
+        let subject = SubjectId::new(&format!("subject-{i:02}")).unwrap();
+        let id = Identifier::<Advertising>::email(&format!("p{i}@example.org")).unwrap();
+        l.collect(&subject, &id, RecipientScope::all_partners()).unwrap();
+    }
+    drop(l);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let db = ledger.join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = bytes.windows(10).position(|w| w == b"subject-05").unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(&db, &bytes).unwrap();
+
+    let out = Command::new(example("ledger_audit"))
+        .args([
+            "history",
+            ledger.to_str().unwrap(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "subject-01",
+        ])
+        .output()
+        .unwrap();
+    let after = std::fs::read(&db).unwrap();
+    assert!(
+        after == bytes,
+        "`ledger_audit history` changed the damaged db ({} -> {} bytes; status {:?}, stderr {})",
+        bytes.len(),
+        after.len(),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Keys in `dir/keys`, a closed ledger of five collections in `dir/ledger`.
+fn kept_ledger(dir: &Path) -> (PathBuf, PathBuf) {
+    let s = SigningKey::generate();
+    let p = PseudonymKey::generate();
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("signing.key"), s.expose_seed()).unwrap();
+    std::fs::write(keys.join("pseudonym.key"), p.expose_bytes()).unwrap();
+    let ledger = dir.join("ledger");
+    let l = Ledger::builder(&ledger)
+        .signing_key(s)
+        .pseudonym_key(p)
+        .open()
+        .unwrap();
+    for i in 0..5u32 {
+        let subject = SubjectId::new(&format!("subject-{i:02}")).unwrap();
+        let id = Identifier::<Advertising>::email(&format!("p{i}@example.org")).unwrap();
+        l.collect(&subject, &id, RecipientScope::all_partners()).unwrap();
+    }
+    drop(l);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    (ledger, keys)
+}
+
+/// Every entry removed (the format marker kept) and the head record deleted:
+/// `Ledger::open` refuses it (`LogEmptied`), but `ledger_audit verify` prints
+/// "ok: 0 entries" and exits 0, and `prefix` reports an intact prefix and exits 0.
+#[test]
+fn ledger_audit_verify_does_not_say_ok_for_an_emptied_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, _keys) = kept_ledger(dir.path());
+    {
+        let db = sled_util::open(&ledger);
+        db.open_tree("entries").unwrap().clear().unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::remove_file(ledger.join("head")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    for command in ["verify", "prefix"] {
+        let out = Command::new(example("ledger_audit"))
+            .args([command, ledger.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "`ledger_audit {command}` passed an emptied log: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// The whole log lost with its format marker (the head record, vault and state kept):
+/// the Inspector finds it (`LogEmptied`), a failed check, but `ledger_audit verify`
+/// exits 2, the status for a usage or I/O error, not 1 ("a check failed").
+#[test]
+fn ledger_audit_verify_exits_1_for_a_log_found_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, _keys) = kept_ledger(dir.path());
+    {
+        let db = sled_util::open(&ledger);
+        db.open_tree("entries").unwrap().clear().unwrap();
+        db.open_tree("meta").unwrap().clear().unwrap();
+        db.open_tree("decisions").unwrap().clear().unwrap();
+        db.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let out = Command::new(example("ledger_audit"))
+        .args(["verify", ledger.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
