@@ -59,8 +59,11 @@ impl Name {
     /// shaped like letters ("🅰", regional indicators), a digit of an allowed script
     /// that looks like another ("৪" and "8"), punctuation that looks like ASCII's
     /// ("acme‐ads" with U+2010 or "acme−ads" with U+2212 beside "acme-ads", "ʼ" beside
-    /// "'"), and runs of spaces ("Acme  Ads" beside "Acme Ads"): compare names in full
-    /// where it matters.
+    /// "'"), runs of spaces ("Acme  Ads" beside "Acme Ads"), and a zero-width joiner
+    /// after a virama in a script that draws no half form there (Tamil "க்‍" beside
+    /// "க்", Thai, Myanmar): compare names in full where it matters. Stricter than
+    /// UAX #31, a non-joiner after a virama passes only before a consonant of its
+    /// script, so a word-final one (older Malayalam input) is refused.
     pub fn new(name: &str) -> Result<Self, InputError> {
         check_name("recipient name", name, MAX_RECIPIENT_NAME_LEN)?;
         refuse_lookalike("recipient name", name)?;
@@ -100,10 +103,12 @@ fn refuse_lookalike(field: &'static str, value: &str) -> Result<(), InputError> 
     let chars: Vec<char> = value.chars().collect();
     let mut sets = Vec::new();
     for (i, &c) in chars.iter().enumerate() {
-        // Braille's blank (U+2800) shows nothing either, but is neither whitespace
-        // (which the shape rules trim) nor default-ignorable (review h35-f: "⠀" and
-        // "⠀⠀" were two partners that both read as an empty name).
-        if (invisible.contains(c) || c == '\u{2800}') && !joins_as_written(&chars, i) {
+        // Characters drawn blank that are neither whitespace (which the shape rules
+        // trim) nor default-ignorable: Braille's blank, the Khitan filler, the musical
+        // null notehead (reviews h35-f and h35-j: "⠀" and "⠀⠀" were two partners that
+        // both read as an empty name, "Acme𝅙" one beside "Acme").
+        let blank = matches!(c, '\u{2800}' | '\u{16FE4}' | '\u{1D159}');
+        if (invisible.contains(c) || blank) && !joins_as_written(&chars, i) {
             return Err(InputError::new(field, "contains an invisible character"));
         }
         let extensions = scripts.get_script_extensions_val(c);
@@ -151,17 +156,29 @@ fn joins_as_written(chars: &[char], at: usize) -> bool {
             return true;
         }
         // A non-joiner keeps the virama from joining the consonant after it: with no
-        // letter of the virama's script after it (marks between skipped), it changes
-        // nothing on screen (review h35-f: "क्‌" read as "क्").
+        // consonant of the virama's script after it (marks between skipped), it
+        // changes nothing on screen (reviews h35-f and h35-j: "क्‌" read as "क्", and
+        // "क्‌अ" as "क्अ").
+        use icu_properties::props::IndicSyllabicCategory as Isc;
         let script = icu_properties::CodePointMapData::<Script>::new();
         let category = icu_properties::CodePointMapData::<icu_properties::props::GeneralCategory>::new();
+        let syllabic = icu_properties::CodePointMapData::<Isc>::new();
         let next = chars.get(at + 1..).and_then(|a| {
             a.iter()
                 .find(|c| !icu_properties::props::GeneralCategoryGroup::Mark.contains(category.get(**c)))
         });
         return next.is_some_and(|n| {
-            icu_properties::props::GeneralCategoryGroup::Letter.contains(category.get(*n))
-                && script.get(*n) == script.get(*before)
+            matches!(
+                syllabic.get(*n),
+                Isc::Consonant
+                    | Isc::ConsonantDead
+                    | Isc::ConsonantHeadLetter
+                    | Isc::ConsonantMedial
+                    | Isc::ConsonantPrecedingRepha
+                    | Isc::ConsonantPrefixed
+                    | Isc::ConsonantSubjoined
+                    | Isc::ConsonantWithStacker
+            ) && script.get(*n) == script.get(*before)
         });
     }
     if *c != '\u{200C}' {

@@ -51,3 +51,59 @@ fn a_name_of_braille_blanks_is_refused() {
     // Control: Braille with dots is a visible name.
     assert!(Recipient::partner("\u{2801}\u{2809}").is_ok());
 }
+
+/// Review h35-j: the rule of `d96b8a9` asks for "a letter of the virama's script" after
+/// a non-joiner that follows a virama, but what the non-joiner changes is whether the
+/// virama joins the *consonant* after it. Before an independent vowel (Devanagari
+/// "अ", Bengali "অ"), the avagraha "ऽ" or "ॐ" there is no conjunct to break: the virama
+/// shows either way, so "क्‌अ" reads exactly as "क्अ", yet both are accepted as two
+/// different partners.
+#[test]
+fn a_non_joiner_after_a_virama_before_a_vowel_letter_is_refused() {
+    // Controls: the names without the non-joiner are fine.
+    assert!(Recipient::partner("\u{915}\u{94d}\u{905}").is_ok()); // क्अ
+    assert!(Recipient::partner("\u{995}\u{9cd}\u{985}").is_ok()); // ক্অ
+    let mut wrong = Vec::new();
+    for reads_as_another in [
+        "\u{915}\u{94d}\u{200c}\u{905}", // क् ZWNJ अ (independent vowel)
+        "\u{915}\u{94d}\u{200c}\u{906}", // क् ZWNJ आ
+        "\u{915}\u{94d}\u{200c}\u{93d}", // क् ZWNJ ऽ (avagraha)
+        "\u{915}\u{94d}\u{200c}\u{950}", // क् ZWNJ ॐ
+        "\u{995}\u{9cd}\u{200c}\u{985}", // ক্ ZWNJ অ (Bengali)
+    ] {
+        if Recipient::partner(reads_as_another).is_ok() {
+            wrong.push(reads_as_another);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "accepted, and read as the names without their non-joiner: {wrong:?}"
+    );
+}
+
+/// Review h35-j: Braille's blank is not the only character that shows nothing yet is
+/// neither whitespace nor default-ignorable. Khitan's small-script filler (U+16FE4, a
+/// mark) makes a name of one script that shows nothing, so "\u{16FE4}" and its double
+/// are two partners that read as an empty name; the musical null notehead (U+1D159,
+/// Common, drawn blank) is one too, and, being Common, can be added to any name: "Acme𝅙"
+/// reads as "Acme".
+#[test]
+fn names_of_other_blank_characters_are_refused() {
+    assert!(Recipient::partner("Acme").is_ok());
+    let mut wrong = Vec::new();
+    for blank in [
+        "\u{16FE4}",
+        "\u{16FE4}\u{16FE4}",
+        "\u{1D159}",
+        "\u{1D159}\u{1D159}",
+        "Acme\u{1D159}",
+    ] {
+        if Recipient::partner(blank).is_ok() {
+            wrong.push(blank);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "accepted, and read as a blank name or as another: {wrong:?}"
+    );
+}
