@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use consent_ledger::{
     is_valid_purpose_id, verify_receipt, verify_receipt_against, AuditError, Change, Hypothesis, ImpactQuery,
-    Inspector, Ledger, OpenError, PseudonymKey, ReadError, Receipt, Recipient, SigningKey, SubjectId,
-    Timestamp, VerifyingKey,
+    Inspector, Ledger, OpenError, PseudonymKey, ReadError, Receipt, Recipient, SigningKey, StorageError,
+    SubjectId, Timestamp, VerifyingKey,
 };
 use serde_json::json;
 
@@ -116,9 +116,20 @@ fn inspect_checked(dir: &str) -> Result<Inspector, Error> {
 fn is_integrity(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(e) = next {
-        if matches!(e.downcast_ref::<OpenError>(), Some(OpenError::Integrity(_)))
-            || matches!(e.downcast_ref::<ReadError>(), Some(ReadError::Integrity(_)))
-        {
+        // (A storage error is matched inside its variant: `OpenError` and `ReadError`
+        // pass its source through, so it is not itself in the chain.)
+        let broken = match e.downcast_ref::<OpenError>() {
+            Some(OpenError::Integrity(_) | OpenError::CorruptMetadata(_)) => true,
+            Some(OpenError::Storage(s)) => s.is_corruption(),
+            _ => match e.downcast_ref::<ReadError>() {
+                Some(ReadError::Integrity(_)) => true,
+                Some(ReadError::Storage(s)) => s.is_corruption(),
+                _ => e
+                    .downcast_ref::<StorageError>()
+                    .is_some_and(StorageError::is_corruption),
+            },
+        };
+        if broken {
             return true;
         }
         next = e.source();

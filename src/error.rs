@@ -89,6 +89,27 @@ impl StorageError {
     pub fn context(&self) -> &'static str {
         self.context
     }
+
+    /// Whether the failure is damage found in what was read (sled reporting its
+    /// database corrupt, or a file of the directory not as sled or the ledger makes
+    /// it), as opposed to storage that could not be used (an I/O error, a lock held):
+    /// for an audit, a check that failed rather than one that could not run.
+    pub fn is_corruption(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*self.source);
+        while let Some(e) = next {
+            if matches!(
+                e.downcast_ref::<sled::Error>(),
+                Some(sled::Error::Corruption { .. })
+            ) || e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+            {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
 }
 
 /// Where and how the signed log is broken.

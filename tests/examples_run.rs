@@ -1007,3 +1007,58 @@ fn ledger_audit_verify_exits_1_for_a_log_found_emptied() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Review h35-l: a byte of sled's database file flipped near its start, in a ledger
+/// opened more than once (sled then reads its log through its page-table snapshot),
+/// makes sled refuse the database as corrupt ("Read corrupted data"). That is a log found broken when it is opened, which the usage text now
+/// says exits 1 ("a check failed"), yet `verify` (and `history`) exit 2, "usage or
+/// I/O error": `is_integrity` looks only for `OpenError::Integrity` and
+/// `ReadError::Integrity`, and sled's corruption reaches it as `OpenError::Storage`.
+#[test]
+fn ledger_audit_exits_1_for_a_database_sled_finds_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, keys) = kept_ledger(dir.path());
+    // Opened and closed once more, as any later use does: sled leaves its page-table
+    // snapshot (`snap.*`), and reads the damaged start of its log through it.
+    let (s, p) = (
+        std::fs::read(keys.join("signing.key")).unwrap(),
+        std::fs::read(keys.join("pseudonym.key")).unwrap(),
+    );
+    drop(
+        Ledger::builder(&ledger)
+            .signing_key(SigningKey::from_bytes(&s.try_into().unwrap()))
+            .pseudonym_key(PseudonymKey::from_bytes(p.try_into().unwrap()))
+            .open()
+            .unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let db = ledger.join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&db, &bytes).unwrap();
+    let mut wrong = Vec::new();
+    for args in [
+        vec!["verify", ledger.to_str().unwrap()],
+        vec![
+            "history",
+            ledger.to_str().unwrap(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "subject-01",
+        ],
+    ] {
+        let out = Command::new(example("ledger_audit"))
+            .args(&args)
+            .output()
+            .unwrap();
+        if out.status.code() != Some(1) {
+            wrong.push(format!(
+                "`{}` exited {:?}: {}",
+                args[0],
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
