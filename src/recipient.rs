@@ -132,10 +132,11 @@ fn refuse_lookalike(field: &'static str, value: &str) -> Result<(), InputError> 
 }
 
 /// Whether the invisible character at `at` in `chars` is one that the written word
-/// needs, in the contexts UAX #31 §2.3 allows for identifiers: a zero-width joiner
-/// right after a virama (Sinhala "ශ්‍රී", Devanagari half forms), a non-joiner there
-/// when a letter of the virama's script follows ("क्‌ष"), or a
-/// zero-width non-joiner between two letters that would otherwise join (Arabic-script
+/// needs, in the contexts UAX #31 §2.3 allows for identifiers (one of them narrowed)
+/// and one more: a zero-width joiner right after a virama (Sinhala "ශ්‍රී", Devanagari
+/// half forms); a non-joiner right after a virama when a consonant of the virama's
+/// script follows ("क्‌ष"); either joiner between Bengali ra and a virama before ya
+/// ("র‍্যাব"); or a zero-width non-joiner between two letters that would otherwise join (Arabic-script
 /// joining: a left- or dual-joining letter before it, a right- or dual-joining one after
 /// it, marks between skipped: Persian "دیجی‌کالا"). Nothing else invisible passes: a
 /// joiner between letters that do not join ("株‌式"), a variation selector or a joiner
@@ -149,6 +150,12 @@ fn joins_as_written(chars: &[char], at: usize) -> bool {
     };
     if !matches!(c, '\u{200C}' | '\u{200D}') {
         return false;
+    }
+    // Bengali ra with ya-phalaa: <ra, ZWJ or ZWNJ, virama, ya> ("র‍্যাব"), as the
+    // Unicode Standard (and Bangladeshi usage) writes it; without the joiner the ra is
+    // drawn as a reph, another spelling (review h35-l).
+    if *before == '\u{09B0}' && chars.get(at + 1..at + 3) == Some(&['\u{09CD}', '\u{09AF}'][..]) {
+        return true;
     }
     if class.get(*before) == CanonicalCombiningClass::Virama {
         if *c == '\u{200D}' {

@@ -107,3 +107,26 @@ fn names_of_other_blank_characters_are_refused() {
         "accepted, and read as a blank name or as another: {wrong:?}"
     );
 }
+
+/// Review h35-l (pre-existing, not from the non-joiner rule of this stop): Bengali
+/// writes ra followed by ya-phalaa (not a reph) as ra, a joiner, the virama, ya: the
+/// Unicode Standard's Bengali section gives <ra, ZWJ, virama, ya>, and Bangladeshi
+/// text has <ra, ZWNJ, virama, ya>. Common names use it: "র‍্যাব" (RAB), "র‌্যাংগস"
+/// (Rangs), "র‍্যাডিসন" (Radisson). Without the joiner the cluster shows as a reph over
+/// ya, another spelling, so the joiner is needed; `joins_as_written` accepts a joiner
+/// only after a virama (or a non-joiner between Arabic-joining letters), and refuses
+/// these names as "contains an invisible character".
+#[test]
+fn bengali_ra_with_ya_phalaa_is_accepted() {
+    let mut refused = Vec::new();
+    for name in [
+        "\u{9b0}\u{200d}\u{9cd}\u{9af}\u{9be}\u{9ac}", // র‍্যাব
+        "\u{9b0}\u{200c}\u{9cd}\u{9af}\u{9be}\u{982}\u{997}\u{9b8}", // র‌্যাংগস
+        "\u{9b0}\u{200d}\u{9cd}\u{9af}\u{9be}\u{9a1}\u{9bf}\u{9b8}\u{9a8}", // র‍্যাডিসন
+    ] {
+        if let Err(e) = Recipient::partner(name) {
+            refused.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(refused.is_empty(), "refused: {refused:?}");
+}
