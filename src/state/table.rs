@@ -71,6 +71,10 @@ impl<T> Chunked<T> {
     pub(super) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
         self.chunks.iter().flatten()
     }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
+        self.chunks.iter_mut().flatten()
+    }
 }
 
 /// Largest load (occupied / capacity) before an index grows, as a fraction.
