@@ -1413,16 +1413,9 @@ impl Ledger {
         if self.sync_has_failed() {
             return Err(WriteError::Failed);
         }
-        // Whether the change can only take use away is judged against the state it is
-        // applied to (the writer and the storing stage are held until then).
-        let (prepared, takes_away) = {
+        let prepared = {
             let state = inner.state.read().map_err(|_| WriteError::Failed)?;
-            let prepared = prepare(&state, &*inner.store, w)?;
-            let takes_away = match &prepared {
-                Prepared::Append(body, lookup) => state.only_narrows(body, lookup.as_ref()),
-                Prepared::Already(_) => false,
-            };
-            (prepared, takes_away)
+            prepare(&state, &*inner.store, w)?
         };
         let (body, lookup) = match prepared {
             Prepared::Already(seq) => return Ok((self.recorded_at(seq)?, false)),
@@ -1460,7 +1453,16 @@ impl Ledger {
         // find it on disk.
         w.failed |= failed_sync.is_some();
         let failed_sync = match failed_sync {
-            Some(e) if !takes_away => return Err(e.not_durable()),
+            // Judged only then, against the state the entry is applied to (the writer
+            // and the storing stage are held until it is, so nothing else changes it).
+            Some(e)
+                if !inner
+                    .state
+                    .read()
+                    .is_ok_and(|state| state.only_narrows(&sealed.entry.body, sealed.lookup.as_ref())) =>
+            {
+                return Err(e.not_durable())
+            }
             other => other,
         };
         w.next_seq = sealed.entry.seq.saturating_add(1);
