@@ -1039,6 +1039,7 @@ fn expiry_reached_exactly_during_the_hand_out() {
 /// of them are held at once (three chunks with two threads): 4096 rows of 100 MB, as
 /// a hostile upload's CSV reader hands them out one at a time, is 400 GB held here.
 /// Counted here with 1 KiB rows that say how many are alive at once.
+/// (Now such a row is dropped as it is read.)
 #[test]
 fn rows_too_long_for_any_identifier_are_not_held_a_chunk_at_a_time() {
     use std::sync::atomic::{AtomicUsize, Ordering};

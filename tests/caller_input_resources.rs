@@ -34,6 +34,7 @@ fn open(dir: &std::path::Path) -> Ledger {
 /// length and copied it into every consent record of the subject (and JSON escapes a
 /// control character as six bytes): 4 MiB of text became a 100 MB document for a
 /// subject with four consents, and a subject's own choices multiply it.
+/// (Now refused over 64 KiB, as for a receipt.)
 #[test]
 fn an_export_does_not_copy_an_unbounded_how_to_withdraw_into_every_record() {
     let dir = tempfile::tempdir().unwrap();

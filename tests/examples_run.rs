@@ -879,6 +879,7 @@ fn ledger_audit_does_not_quote_a_contact_detail_typed_as_a_path() {
 /// copy; the tool first runs `Inspector::open` (which only checks the format marker)
 /// and then opens the ledger anyway. After a query the evidence is gone: restoring the
 /// flipped bit no longer restores the log.
+/// (Now the commands that open the ledger check the whole log first and do not open one that fails.)
 #[test]
 fn ledger_audit_history_does_not_rewrite_a_damaged_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -955,6 +956,7 @@ fn kept_ledger(dir: &Path) -> (PathBuf, PathBuf) {
 /// Every entry removed (the format marker kept) and the head record deleted:
 /// `Ledger::open` refuses it (`LogEmptied`), but `ledger_audit verify` prints
 /// "ok: 0 entries" and exits 0, and `prefix` reports an intact prefix and exits 0.
+/// (Now the Inspector refuses it (`LogEmptied`), and both exit 1.)
 #[test]
 fn ledger_audit_verify_does_not_say_ok_for_an_emptied_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -983,6 +985,7 @@ fn ledger_audit_verify_does_not_say_ok_for_an_emptied_log() {
 /// The whole log lost with its format marker (the head record, vault and state kept):
 /// the Inspector finds it (`LogEmptied`), a failed check, but `ledger_audit verify`
 /// exits 2, the status for a usage or I/O error, not 1 ("a check failed").
+/// (Now an integrity error anywhere in the error chain exits 1.)
 #[test]
 fn ledger_audit_verify_exits_1_for_a_log_found_emptied() {
     let dir = tempfile::tempdir().unwrap();
@@ -1014,6 +1017,7 @@ fn ledger_audit_verify_exits_1_for_a_log_found_emptied() {
 /// says exits 1 ("a check failed"), yet `verify` (and `history`) exit 2, "usage or
 /// I/O error": `is_integrity` looks only for `OpenError::Integrity` and
 /// `ReadError::Integrity`, and sled's corruption reaches it as `OpenError::Storage`.
+/// (Now `StorageError::is_corruption` makes it a failed check too.)
 #[test]
 fn ledger_audit_exits_1_for_a_database_sled_finds_corrupt() {
     let dir = tempfile::tempdir().unwrap();

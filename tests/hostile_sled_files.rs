@@ -470,6 +470,7 @@ fn a_fifo_in_place_of_a_sled_blob_does_not_hang_open() {
 /// blob with `read_to_end`, without end. In a child limited to 1.5 GB, opening a
 /// ledger of one entry took about 530 MB (until an allocation failed; the open then
 /// succeeded); without a limit it takes what the machine has.
+/// (Now a blob that is not a regular file is refused before sled runs.)
 #[cfg(unix)]
 #[test]
 fn a_link_to_dev_zero_in_place_of_a_sled_blob_does_not_exhaust_memory() {

@@ -39,6 +39,7 @@ fn used_ledger(dir: &Path) -> (SigningKey, PseudonymKey) {
 /// snapshot and the decision records show the ledger was used), but the Inspector reports
 /// a log of 0 entries that "checks out": `ledger_audit verify` prints "ok" and exits 0,
 /// `prefix` reports an intact prefix with no problem.
+/// (Now `Inspector::open` refuses it as `LogEmptied`, as `Ledger::open` does.)
 #[test]
 fn inspector_does_not_call_an_emptied_log_valid() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,6 +83,7 @@ fn inspector_does_not_call_an_emptied_log_valid() {
 /// `Inspector::open` (and `ledger_audit verify`) hangs. `copy_sparse` checks the file
 /// type only after the open has returned. (An adversary who controls the directory
 /// swaps the name in a loop.)
+/// (Now every such file is opened without blocking or following a link (`open_to_read`), then checked.)
 #[cfg(unix)]
 #[test]
 fn a_sled_file_swapped_for_a_fifo_while_copied_does_not_hang_the_inspector() {
@@ -145,6 +147,7 @@ fn a_sled_file_swapped_for_a_fifo_while_copied_does_not_hang_the_inspector() {
 /// holes are bounded, and `PrivateCopy::of` copies (reads) every one of them. A few
 /// hundred sparse `snap.*` files cost their maker no disk at all and make the
 /// auditor's inspection read tens of gigabytes of zeros (sled only ever keeps one).
+/// (Now a copied file that is mostly a hole is refused.)
 #[cfg(unix)]
 #[test]
 fn many_sparse_snapshot_files_do_not_make_the_inspector_read_without_bound() {

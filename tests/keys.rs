@@ -1535,6 +1535,7 @@ mod key_history {
 /// key leaked may have destroyed the old key and cannot learn that the log was cut,
 /// which is exactly what the trusted checkpoint is kept for. The checkpoint verifies
 /// under the key the operator opens with, and the log is shorter than it: `Truncated`.
+/// (Now the checkpoint is checked under the key given before the key check.)
 #[test]
 fn a_cut_across_a_rotation_is_reported_against_the_trusted_checkpoint_as_a_cut() {
     let Setup {

@@ -14,6 +14,7 @@ use consent_ledger::Recipient;
 /// needs"; this one is not needed, and the name reads as the name without it.
 /// (A zero-width joiner in the same place is left alone here: after a virama it asks
 /// for a half form or a chillu even at the end of a word, which shows.)
+/// (Now refused: a non-joiner after a virama needs a consonant of its script after it.)
 #[test]
 fn a_non_joiner_after_a_virama_with_nothing_after_it_is_refused() {
     // Control: before a consonant the non-joiner changes the shape, and stays.
@@ -38,6 +39,7 @@ fn a_non_joiner_after_a_virama_with_nothing_after_it_is_refused() {
 /// Braille), so "⠀" and "⠀⠀" are two accepted partners that both read as an empty
 /// name. (`RECOMMENDED` leaves Braille out for its blank, which only stops mixing it
 /// with Latin.)
+/// (Now refused: U+2800 counts as invisible.)
 #[test]
 fn a_name_of_braille_blanks_is_refused() {
     assert!(
@@ -58,6 +60,7 @@ fn a_name_of_braille_blanks_is_refused() {
 /// "अ", Bengali "অ"), the avagraha "ऽ" or "ॐ" there is no conjunct to break: the virama
 /// shows either way, so "क्‌अ" reads exactly as "क्अ", yet both are accepted as two
 /// different partners.
+/// (Now refused: the letter after it must be a consonant.)
 #[test]
 fn a_non_joiner_after_a_virama_before_a_vowel_letter_is_refused() {
     // Controls: the names without the non-joiner are fine.
@@ -87,6 +90,7 @@ fn a_non_joiner_after_a_virama_before_a_vowel_letter_is_refused() {
 /// are two partners that read as an empty name; the musical null notehead (U+1D159,
 /// Common, drawn blank) is one too, and, being Common, can be added to any name: "Acme𝅙"
 /// reads as "Acme".
+/// (Now refused, as U+2800 is.)
 #[test]
 fn names_of_other_blank_characters_are_refused() {
     assert!(Recipient::partner("Acme").is_ok());

@@ -2636,8 +2636,9 @@ fn no_checkpoint_is_signed_by_a_key_its_log_does_not_authorize() {
 /// Found by review h35-e: a log written before entries were limited to
 /// `MAX_WRITTEN_ENTRY_LEN` (review r146) may hold entries of up to `MAX_ENTRY_LEN`,
 /// which are "still read" (`entry.rs`). sled 0.34.7 put the pages of such entries in
-/// files under `blobs/`, and the open now refuses any file there (dacef3c): a ledger
-/// an older version wrote legitimately no longer opens.
+/// files under `blobs/`, and the first version of the screen of that directory refused
+/// any file there: a ledger an older version wrote legitimately no longer opened. (Now
+/// each file there is screened: a regular file of at most 2 MiB.)
 #[test]
 fn a_legacy_ledger_whose_large_entries_sled_put_in_blobs_opens() {
     let dir = tempfile::tempdir().unwrap();
