@@ -16,7 +16,10 @@
 //!   ("+1 1 800 …") is dropped as a 0 is: no North American number starts with 1 or 0
 //!   there. After "+7", an 8 that makes 11 digits ("+7 8 495 …", Russia's and
 //!   Kazakhstan's trunk prefix 8) is dropped too: every number there has 10 digits, and
-//!   one still longer is refused. After "+36", a 0 then a 6 is refused: Hungary's trunk
+//!   one still longer is refused. So is a number longer than the one length of its
+//!   code after +225 and +229 (10 digits) and +242 (9); there a 0 before a landline's
+//!   2 that makes one digit too many ("+225 (0)27 22 12 34 56", "+242 0 22 …") is the
+//!   trunk prefix, dropped (no number there starts "02"). After "+36", a 0 then a 6 is refused: Hungary's trunk
 //!   prefix is "06", and dropping either the 0 alone or both can give another number.
 //!   Where the country
 //!   code ends is known exactly (ITU-T's
@@ -208,8 +211,8 @@ const PHONE_MAX_LEN: usize = PHONE_MAX_DIGITS + 1;
 /// The common case of [`phone_into`] in one pass over the bytes: `Some` (the normal
 /// form) only for a number the general path also accepts, written the same way: `+`,
 /// then ASCII digits and the separators other than parentheses, with a country code
-/// that has no rule of its own (not +52 or +54, nor +7 with more than 10 digits after
-/// it) and no 0 after it (a trunk prefix, or the number's own 0 where it is kept), nor a
+/// that has no rule of its own (not +52 or +54, nor +7, +225, +229 or +242 with more
+/// digits after it than their numbers have) and no 0 after it (a trunk prefix, or the number's own 0 where it is kept), nor a
 /// 1 after "+1" (the trunk prefix there). `None` for anything else, which the general
 /// path then decides, with its precise error. Bulk matching normalizes millions of
 /// numbers; the general path's rules, looked at for every character, cost more than
@@ -246,11 +249,14 @@ fn plain_phone(t: &str) -> Option<Scratch<PHONE_MAX_LEN>> {
     let after = digits.get(code_len);
     // Nor a number of +7 longer than its 10 digits (a trunk 8, or refused).
     let over_long_seven = code == 7 && digits.len() > 1 + RUSSIA_NATIONAL;
+    // Nor one longer than a fixed length of its code (refused by the general path).
+    let over_long_fixed = fixed_national(code).is_some_and(|len| digits.len() > code_len + len);
     if code == 52
         || code == 54
         || after == Some(&b'0')
         || (code == 1 && after == Some(&b'1'))
         || over_long_seven
+        || over_long_fixed
     {
         return None;
     }
@@ -435,8 +441,25 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
         [b'8', next, tail @ ..] if code == 7 && tail.len() == RUSSIA_NATIONAL - 1 && *next != b'0' => {
             national_digits.get(1..).unwrap_or_default()
         }
+        // A trunk 0 written before a landline of Côte d'Ivoire (2x, since January 2021)
+        // or of the Republic of the Congo (22x): "+225 (0)27 22 12 34 56", "+225 0 27
+        // …". Numbers there keep their own 0 in international form (mobiles: 01, 05,
+        // 07; 04, 05, 06), so the 0 was kept as the number's, but every number there
+        // has a fixed length (10 digits; 9), and with it this one had one digit too many
+        // and no number starts "02": it can only be the trunk prefix written out of
+        // habit, dropped; kept, the landline had a second form that is no number.
+        [b'0', b'2', tail @ ..]
+            if matches!(code, 225 | 242) && fixed_national(code) == Some(tail.len() + 1) =>
+        {
+            national_digits.get(1..).unwrap_or_default()
+        }
         _ => national_digits,
     };
+    // Longer than any number of a code whose numbers have one length (+225, +229:
+    // 10 digits; +242: 9): refused, as for +7.
+    if fixed_national(code).is_some_and(|len| national_digits.len() > len) {
+        return Err(OVER_LONG);
+    }
     // Longer than any number of +7 (10 digits), even without a trunk 8: refused.
     if code == 7 && national_digits.len() > RUSSIA_NATIONAL {
         return Err(OVER_LONG);
@@ -465,7 +488,8 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
 const AMBIGUOUS_TRUNK: &str =
     "has a trunk prefix that cannot be told from the number's own digits: write the number in international form, without it";
 
-/// Refusal of a number longer than any of its country code (Argentina, Mexico, +7).
+/// Refusal of a number longer than any of its country code (Argentina, Mexico, +7,
+/// and the codes of [`fixed_national`]).
 const OVER_LONG: &str = "is longer than any number of its country code: write it in international form, without national prefixes";
 
 /// Whether a trunk 0 after +36 (its `len` characters at the start of `s`) is followed
@@ -503,6 +527,19 @@ fn is_separator(c: char) -> bool {
 /// only, "0800" after +267, +268, +501, +676, +679 or +853, for example; those lose it
 /// here. Such numbers are not a person's.)
 const KEEP_ZERO: [u32; 6] = [39, 378, 379, 225, 242, 229];
+
+/// The one length of every number (after the country code) of the codes that keep
+/// their 0 and have a closed numbering plan: Côte d'Ivoire, 10 digits since January
+/// 2021 (mobiles 01, 05, 07; landlines 21, 25, 27); Benin, 10 digits since November
+/// 2024 (all starting 01); the Republic of the Congo, 9 digits (mobiles 04, 05, 06;
+/// landlines 22). (Italy's, San Marino's and Vatican City's numbers vary in length.)
+fn fixed_national(code: u32) -> Option<usize> {
+    match code {
+        225 | 229 => Some(10),
+        242 => Some(9),
+        _ => None,
+    }
+}
 
 /// The length of a Mexican number after the country code (since 2019, mobiles too).
 const MEXICO_NATIONAL: usize = 10;
@@ -871,6 +908,21 @@ mod tests {
             ("+39 347 123 4567", "+393471234567"),
             ("+39 030 123 4567", "+390301234567"),
             ("+39 (0)2 1234 5678", "+390212345678"),
+            // A trunk 0 before a landline of +225 (2x, 10 digits) or +242 (22x, 9
+            // digits): one digit too many kept, so dropped; a mobile's own 0 kept.
+            ("+225 (0)27 22 12 34 56", "+2252722123456"),
+            ("+225 0 27 22 12 34 56", "+2252722123456"),
+            ("+225 (027) 22 12 34 56", "+2252722123456"),
+            ("+225 (0) 0 27 22 12 34 56", "+2252722123456"),
+            ("+225 27 22 12 34 56", "+2252722123456"),
+            ("+225 07 07 12 34 56", "+2250707123456"),
+            ("+242 (0)22 281 2345", "+242222812345"),
+            ("+242 0 22 281 2345", "+242222812345"),
+            ("+242 22 281 2345", "+242222812345"),
+            ("+242 06 612 3456", "+242066123456"),
+            // Before 2021, Côte d'Ivoire's numbers had 8 digits: such a one is not
+            // lengthened or shortened (it is no number now, and no other's form).
+            ("+225 (0)2 12 34 56", "+22502123456"),
             // Found by review h34: the trunk prefix 8 after +7 (every number there has
             // 10 digits after it), and 10-digit numbers starting with 8 kept whole.
             ("+7 8 495 123 45 67", "+74951234567"),
@@ -960,6 +1012,16 @@ mod tests {
             // Found by the next review: an 8 then a 0 is kept (dropped, the 0 would be
             // a trunk prefix when normalized again), and so refused.
             ("+7 8 0 12 345 67 89", OVER_LONG),
+            // More digits than any number of +225, +229 (10) or +242 (9); a 0 before a
+            // 2 that leaves one too many even without it, or before another digit.
+            ("+225 07 07 12 34 567", OVER_LONG),
+            ("+225 27 22 12 34 567", OVER_LONG),
+            ("+225 0 27 22 12 34 567", OVER_LONG),
+            ("+225 (0)7 07 12 34 567", OVER_LONG),
+            ("+229 01 97 12 34 567", OVER_LONG),
+            ("+229 (0) 1 97 12 34 567", OVER_LONG),
+            ("+242 06 612 34567", OVER_LONG),
+            ("+242 (0)6 612 34567", OVER_LONG),
             ("+780000000000", OVER_LONG),
             ("+378 (0) 66 12 34 56", AMBIGUOUS_TRUNK),
             ("+379 (0) 3 1234 567", AMBIGUOUS_TRUNK),

@@ -211,6 +211,24 @@ fn a_zero_in_parentheses_is_a_trunk_prefix_only_after_the_country_code() {
     second_holder_refused("+225 07 0712 3456", "+225 (0) 07 0712 3456");
 }
 
+/// A trunk 0 before a landline of Côte d'Ivoire or of the Republic of the Congo, whose
+/// mobiles keep their own 0 in international form: the landline had a second form
+/// (one digit too long) that another account could collect. Numbers longer than those
+/// countries' one length are refused.
+#[test]
+fn a_trunk_zero_before_a_landline_that_keeps_no_zero_is_dropped() {
+    second_holder_refused("+225 27 22 12 34 56", "+225 (0)27 22 12 34 56");
+    second_holder_refused("+225 27 22 12 34 56", "+225 0 27 22 12 34 56");
+    second_holder_refused("+242 22 281 2345", "+242 (0)22 281 2345");
+    for raw in [
+        "+225 07 07 12 34 567",
+        "+229 01 97 12 34 567",
+        "+242 06 612 34567",
+    ] {
+        assert!(Identifier::<Security>::phone(raw).is_err(), "{raw}");
+    }
+}
+
 /// Found by review h34: "+7 8 495 …" (Russia's trunk prefix 8 with "+7" put before
 /// it, the analogue of "+1 1 800 …") and "+39 0 06 …" (the bare form of "+39 (0) 06 …")
 /// were accepted as second normal forms of numbers that cannot exist otherwise: another
