@@ -542,14 +542,27 @@ fn judge(
     if let Some(at) = state.erased_at(r.subject()) {
         return Some(Unlawful::Erased { at });
     }
+    // Only the hypotheses about this use's purpose are looked up, with one key whose
+    // purpose is rewritten in place: many hypotheses cost a comparison each, not an
+    // allocation and a lookup each.
+    let mut key: Option<(SubjectId, Pseudonym, String)> = None;
     for h in &q.hypotheses {
-        if let Hypothesis::NeverConsented { given_for, used_for } = h {
-            let same_identifier_given = collections.get(&r.collected_at()).is_some_and(|c| {
-                given
-                    .get(&(c.subject.clone(), c.pseudonym, given_for.clone()))
-                    .is_some_and(|first| *first < position)
-            });
-            if used_for == r.purpose() && same_identifier_given {
+        let Hypothesis::NeverConsented { given_for, used_for } = h else {
+            continue;
+        };
+        if used_for != r.purpose() {
+            continue;
+        }
+        if key.is_none() {
+            match collections.get(&r.collected_at()) {
+                Some(c) => key = Some((c.subject.clone(), c.pseudonym, String::new())),
+                None => break,
+            }
+        }
+        if let Some(k) = key.as_mut() {
+            k.2.clear();
+            k.2.push_str(given_for);
+            if given.get(&*k).is_some_and(|first| *first < position) {
                 return Some(Unlawful::GivenFor {
                     purpose: given_for.clone(),
                 });
