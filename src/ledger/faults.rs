@@ -1136,6 +1136,35 @@ fn an_immediate_append_queued_behind_a_failing_sync_is_refused() {
     assert_eq!(recorded, before);
 }
 
+/// The Merkle tree a checkpoint is signed over is built from the log as read back
+/// from the store, on first use: bytes changed there since the open (an edit to sled's
+/// files read back after the page was evicted) are refused, not signed into a
+/// checkpoint, whether the changed entry is inside the log or its last (review of
+/// stop 35).
+#[test]
+fn a_log_changed_since_the_open_is_not_signed_into_a_checkpoint() {
+    for (flip, last) in [(3, false), (0, false), (9, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+        for i in 0..9 {
+            l.grant::<crate::Advertising>(&subject(0, i), RecipientScope::all_partners(), None)
+                .unwrap();
+        }
+        assert_eq!(l.inner.group.written.load(Ordering::SeqCst), 10);
+        faults.entries_flip_at.store(flip, Ordering::SeqCst);
+        let err = l.checkpoint().unwrap_err().to_string();
+        let at = if last { flip } else { flip + 1 };
+        assert!(
+            err.contains(&format!("entry {at}")) && err.contains("hash chain broken"),
+            "{flip}: {err}"
+        );
+        // Read back unchanged, the log is signed.
+        faults.entries_flip_at.store(u64::MAX, Ordering::SeqCst);
+        assert_eq!(l.checkpoint().unwrap().size(), 10, "{flip}");
+    }
+}
+
 /// Under `Relaxed`, a key rotation is synced before it returns, and so counted durable:
 /// the next checkpoint covers it and its receipt is given.
 #[test]

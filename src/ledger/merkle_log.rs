@@ -24,14 +24,45 @@ impl Ledger {
             let written = self.inner.group.written.load(std::sync::atomic::Ordering::SeqCst);
             let mut t = MerkleTree::new();
             let wanted = usize::try_from(written).unwrap_or(usize::MAX);
+            // The chain is checked again as the entries are read: this may be long
+            // after the open checked it, and the bytes come back from sled's files,
+            // not from what this process wrote. A tree over bytes changed since then
+            // would be signed into a checkpoint (review of stop 35: an edit to sled's
+            // files while the ledger is open, read back after sled evicted the page).
+            // It costs one more SHA-256 per entry, once per session.
+            let mut prev: Option<crate::entry::Hash> = None;
             for item in self.inner.store.entries_from(0).take(wanted) {
                 let (_, bytes) = item?;
+                let position = t.len();
+                let broken = |problem| IntegrityError { position, problem };
+                let fields = crate::entry::chain_fields(&bytes)
+                    .ok_or_else(|| broken(IntegrityProblem::Undecodable("not laid out as an entry")))?;
+                if fields.seq != position {
+                    return Err(broken(IntegrityProblem::Misplaced {
+                        stored_at: position,
+                        claims: fields.seq,
+                    })
+                    .into());
+                }
+                if prev.is_some_and(|p| p != fields.prev_hash) {
+                    return Err(broken(IntegrityProblem::ChainBroken).into());
+                }
+                prev = Some(crate::entry::entry_hash(&bytes));
                 t.push(merkle::leaf_hash(&bytes));
             }
             if t.len() != written {
                 return Err(IntegrityError {
                     position: t.len().min(written),
                     problem: IntegrityProblem::Missing { next: t.len() },
+                }
+                .into());
+            }
+            // The last entry is the one this process chained the next append to (unless
+            // an entry stored after it had its sync fail: then the writer is past it).
+            if written == w.next_seq && prev.is_some_and(|p| p != w.last_hash) {
+                return Err(IntegrityError {
+                    position: written.saturating_sub(1),
+                    problem: IntegrityProblem::ChainBroken,
                 }
                 .into());
             }
@@ -76,7 +107,9 @@ impl Ledger {
     ///
     /// # Errors
     /// Storage failures while building the tree on first use or while syncing a
-    /// rotation, or the cases above.
+    /// rotation, or the cases above. An integrity error when an entry read back to
+    /// build the tree no longer chains to the one before it, or the last one is not
+    /// the entry this process appended last: the store was changed since the open.
     pub fn checkpoint(&self) -> Result<SignedCheckpoint, ReadError> {
         self.with_tree(|t, w| self.checkpoint_locked(t, w))?
     }
