@@ -18,11 +18,12 @@ use crate::subject::SubjectId;
 /// Unlike [`Ledger::builder`](crate::Ledger::builder), opening an `Inspector` checks
 /// nothing but the format marker, so [`Inspector::verify`] can report where a broken
 /// log breaks. It never creates or changes anything in the directory: it reads a
-/// private copy of the storage engine's files (as large as the database, in the
-/// system's temporary directory, removed when the `Inspector` is dropped), because
-/// sled's recovery, run by any open, rewrites its data file and drops a damaged part
-/// and everything after it. Close any [`Ledger`](crate::Ledger) on the directory
-/// first: the copy is taken under the database's lock.
+/// private copy of the storage engine's files (as large as the database, in a directory
+/// of this user's own in the system's temporary directory, removed when the `Inspector`
+/// is dropped), because sled's recovery, run by any open, rewrites its data file and
+/// drops a damaged part and everything after it. Close any [`Ledger`](crate::Ledger) on
+/// the directory first: the copy, and the read of the head record, are taken under the
+/// database's lock.
 ///
 /// Without the pseudonym key, the head record's tag cannot be checked: a log shorter
 /// than the length it claims is reported ([`IntegrityProblem::ShorterThanRecorded`]),
@@ -96,10 +97,12 @@ fn storage_failure(e: ReadError) -> StorageError {
 
 impl Inspector {
     /// Opens the ledger in `dir` for reading. It reads a private copy of the ledger's
-    /// database, made in the system's temporary directory (readable by this user only;
-    /// it holds the log, with its subject ids in clear) and removed when the `Inspector`
-    /// is dropped. One left by a process that was killed is removed by the next
-    /// `Inspector::open` on the machine.
+    /// database, made in a directory of this user's own in the system's temporary
+    /// directory (`consent-ledger-inspect.<uid>` on Unix, mode 0700: the copy holds the
+    /// log, with its subject ids in clear) and removed when the `Inspector` is dropped.
+    /// One left by a process that was killed is removed by the next `Inspector::open`
+    /// by the same user on the machine. The head record is read with the copy, under
+    /// the database's lock, and must not change while the copy is taken.
     ///
     /// # Errors
     /// [`OpenError::NotALedger`] for a missing or empty directory or one holding other
@@ -107,7 +110,10 @@ impl Inspector {
     /// ledger whose log was lost, with its format marker or without (sled's recovery of
     /// a damaged `db` may drop it all), while its other files show it was used, as
     /// [`LedgerBuilder::open`](crate::LedgerBuilder::open) says of it; [`OpenError::UnsupportedFormat`];
-    /// storage failures (such as a process holding the ledger open).
+    /// storage failures (such as a process holding the ledger open, a head record that
+    /// changed during each of three copies, or a directory of that name in a shared
+    /// temporary directory that is another user's: set `TMPDIR` to a directory of your
+    /// own then).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, OpenError> {
         let dir = dir.as_ref();
         let Some(copy) = PrivateCopy::of(dir)? else {
@@ -117,10 +123,9 @@ impl Inspector {
             Opened::Store(s) => s,
             Opened::Foreign => return Err(OpenError::NotALedger),
         };
-        let claimed_len = crate::store::HeadFile::new(dir)
-            .read()?
-            .as_deref()
-            .and_then(crate::ledger::head::claimed_len);
+        // Read with the copy, under the database's lock (see `PrivateCopy::of`): never
+        // one from another moment than the log copied, nor torn by a write.
+        let claimed_len = copy.head().and_then(crate::ledger::head::claimed_len);
         match store.meta(FORMAT_KEY)? {
             Some(marker) => {
                 check_format_marker(&marker)?;

@@ -1,11 +1,13 @@
-//! The private copies `Inspector` reads from, in the temporary directory: one left by a
-//! killed process is removed by the next inspection; a live one, another user's or a
-//! planted one is not, and concurrent inspections do not remove each other's. Each
-//! test points `TMPDIR` at a private directory, one test at a time.
+//! The private copies `Inspector` reads from, in a directory of their own in the
+//! temporary directory: one left by a killed process is removed by the next inspection;
+//! a live one, another user's or a planted one is not, and concurrent inspections do
+//! not remove each other's. Each test points `TMPDIR` at a private directory, one test
+//! at a time.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
+    clippy::panic,
     reason = "tests"
 )]
 
@@ -34,6 +36,11 @@ fn ledger(dir: &std::path::Path) {
 /// its private copy of the database, subject ids in clear, in the temporary directory
 /// for good (found by a review). Inspecting now removes every copy whose owner is gone;
 /// a live copy, and a directory that is not a copy of ours, are left alone.
+///
+/// Copies are made in a directory of this user's own in the temporary directory
+/// (`consent-ledger-inspect.<uid>`), and only that directory is listed for abandoned
+/// ones. Copies of the old layout (`consent-ledger-inspect-*`, directly in the temporary
+/// directory) are looked for once, when that directory is made.
 #[test]
 fn an_abandoned_private_copy_is_removed_by_the_next_inspection() {
     let _serial = TMPDIR_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -44,46 +51,66 @@ fn an_abandoned_private_copy_is_removed_by_the_next_inspection() {
     let tmp = base.path().to_path_buf();
     std::env::set_var("TMPDIR", &tmp);
     assert_eq!(std::env::temp_dir(), tmp);
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        dir.path().file_name().unwrap().to_string_lossy()
-    );
     // What a killed inspection leaves: the copy, with its owner file unlocked.
-    let abandoned = tmp.join(format!("consent-ledger-inspect-abandoned-{unique}"));
-    std::fs::create_dir(&abandoned).unwrap();
-    std::fs::write(abandoned.join("owner"), b"").unwrap();
-    std::fs::write(abandoned.join("db"), b"acct-1 in clear").unwrap();
-    // Not a copy: no owner file.
-    let other = tmp.join(format!("consent-ledger-inspect-other-{unique}"));
+    let abandoned = |at: &std::path::Path| {
+        std::fs::create_dir(at).unwrap();
+        std::fs::write(at.join("owner"), b"").unwrap();
+        std::fs::write(at.join("db"), b"acct-1 in clear").unwrap();
+    };
+    // One of the old layout, and a directory of that name that is not a copy (no
+    // owner file).
+    let old = tmp.join("consent-ledger-inspect-abandoned");
+    abandoned(&old);
+    let other = tmp.join("consent-ledger-inspect-other");
     std::fs::create_dir(&other).unwrap();
     let live = Inspector::open(dir.path()).unwrap();
-    assert!(!abandoned.exists(), "the abandoned copy is still there");
+    assert!(!old.exists(), "the abandoned copy is still there");
     assert!(other.exists());
-    // The live inspection's copy survives another inspection.
-    let copies = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&tmp)
+    // The directory of copies, and nothing else, was made.
+    let made: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| *p != other)
+        .collect();
+    let [copies] = &made[..] else {
+        panic!("made in the temporary directory: {made:?}");
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(copies).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        assert_eq!(
+            copies.file_name().unwrap().to_string_lossy(),
+            format!("consent-ledger-inspect.{}", meta.uid())
+        );
+    }
+    let listed = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(copies)
             .unwrap()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("consent-ledger-inspect-")
-            })
             .collect()
     };
-    let live_copies: Vec<_> = copies()
-        .into_iter()
-        .filter(|p| p.join("owner").exists())
-        .collect();
-    assert!(!live_copies.is_empty());
+    let live_copies = listed();
+    assert_eq!(live_copies.len(), 1);
+    // Abandoned since: one in the directory of copies is removed by the next
+    // inspection; one of the old layout is not looked for again.
+    let since = copies.join("abandoned");
+    abandoned(&since);
+    let old_since = tmp.join("consent-ledger-inspect-abandoned-since");
+    abandoned(&old_since);
+    // The live inspection's copy survives another inspection.
     let second = Inspector::open(dir.path()).unwrap();
     for p in &live_copies {
         assert!(p.exists(), "a live copy was removed: {}", p.display());
     }
+    assert!(!since.exists(), "the abandoned copy is still there");
+    assert!(old_since.exists());
+    assert_eq!(listed().len(), 2);
     assert_eq!(live.verify().unwrap().entries, second.verify().unwrap().entries);
+    drop((live, second));
+    assert!(listed().is_empty());
     std::fs::remove_dir(&other).unwrap();
 }
 

@@ -748,86 +748,281 @@ pub(crate) fn is_sled_conf(conf: &[u8], beside_ledger_files: impl FnOnce() -> bo
 /// anything: sled's recovery, run by any open, rewrites its data file (a damaged part,
 /// and everything after it, is gone from the file once it has run). Removed on drop.
 ///
-/// A process that ends without dropping it (killed, or stopped by a signal) leaves it
-/// in the temporary directory, with the subject ids in the log in clear. So each copy
-/// holds a lock on its `owner` file while it lives (the system releases it when the
-/// process ends), and making a copy first removes every copy whose owner is gone.
+/// Copies live in a directory of this user's own in the temporary directory
+/// ([`copies_dir`]), and nowhere else. A process that ends without dropping one (killed,
+/// or stopped by a signal) leaves it there, with the subject ids in the log in clear.
+/// So each copy holds a lock on its `owner` file while it lives (the system releases it
+/// when the process ends), and making a copy first removes every copy in that
+/// directory whose owner is gone.
 #[derive(Debug)]
 pub(crate) struct PrivateCopy {
     path: PathBuf,
     /// Locked while the copy lives.
     _owner: File,
+    /// The ledger's head record as it was throughout the copy (see [`PrivateCopy::of`]).
+    head: Option<Vec<u8>>,
 }
 
-/// The name every private copy starts with, in the temporary directory.
-const COPY_PREFIX: &str = "consent-ledger-inspect-";
+/// The name of the directory that holds this user's private copies, in the temporary
+/// directory; followed by `.` and the user id on Unix, where that directory is shared.
+const COPIES_DIR: &str = "consent-ledger-inspect";
 
-/// Removes the private copies in `tmp` whose owners are gone: directories of ours
-/// (named so, and owned by the same user as `mine`, the copy just made) whose `owner`
-/// file can be locked. Only this user's directories are looked into: in a shared
-/// temporary directory another user could plant anything (a FIFO named `owner` would
-/// block the open), but not inside a directory of ours, mode 0700. A copy's `owner`
-/// file appears only once it is locked (it is locked under another name, then renamed),
-/// so a copy being made is never taken for an abandoned one. Best effort: what cannot
-/// be read is skipped.
-fn remove_abandoned_copies(tmp: &Path, mine: &Path) {
-    let Ok(my_dir) = std::fs::symlink_metadata(mine) else {
+/// The name every private copy started with before copies had a directory of their own
+/// (up to stop 35): made directly in the temporary directory.
+const LEGACY_COPY_PREFIX: &str = "consent-ledger-inspect-";
+
+/// How many times a copy is taken before a head record that changes during every one
+/// is refused.
+const COPY_ATTEMPTS: u32 = 3;
+
+/// The user id a file made in `tmp` gets (the owner every directory of private copies
+/// must have): from an unnamed file on Linux (`O_TMPFILE`: nothing is left if the
+/// process dies), or else from a file made under a random name and removed at once.
+#[cfg(unix)]
+fn owner_of_new_files(tmp: &Path) -> std::io::Result<u32> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).mode(0o600).custom_flags(libc::O_TMPFILE);
+        // (Not every file system supports it.)
+        if let Ok(file) = options.open(tmp) {
+            return Ok(file.metadata()?.uid());
+        }
+    }
+    let probe = tmp.join(format!(".{COPIES_DIR}-probe-{}", random_hex()));
+    let file = private_file().open(&probe)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(file.metadata()?.uid())
+}
+
+/// 32 random hexadecimal digits, for a name no one can guess.
+fn random_hex() -> String {
+    let mut name = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut name);
+    name.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The directory of this user's private copies in the temporary directory `tmp`,
+/// created (mode 0700) if missing, and this user's: on Unix `consent-ledger-inspect.<uid>`,
+/// a directory (not a link to one) owned by this user that no other user may write.
+/// Also whether it was made here, and the user id (on Unix).
+///
+/// In a shared temporary directory another user can make a directory of that name
+/// first: the copy is then refused, never made in it (set `TMPDIR` to a directory of
+/// your own). The check is made once, by name: another user cannot replace the
+/// directory afterwards in a temporary directory with the sticky bit (as shared ones
+/// have), nor reach into it (mode 0700).
+fn copies_dir(tmp: &Path) -> std::io::Result<(PathBuf, bool, u32)> {
+    let refuse = |why: &'static str| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+    #[cfg(unix)]
+    let uid = owner_of_new_files(tmp)?;
+    #[cfg(not(unix))]
+    let uid = 0;
+    let path = if cfg!(unix) {
+        tmp.join(format!("{COPIES_DIR}.{uid}"))
+    } else {
+        tmp.join(COPIES_DIR)
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    let made = match builder.create(&path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(e),
+    };
+    let meta = std::fs::symlink_metadata(&path)?;
+    if !meta.file_type().is_dir() {
+        return Err(refuse(
+            "the directory for private copies in the temporary directory is not a directory",
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.uid() != uid {
+            return Err(refuse(
+                "the directory for private copies in the temporary directory belongs to another user",
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(refuse(
+                "the directory for private copies in the temporary directory is open to other users",
+            ));
+        }
+    }
+    Ok((path, made, uid))
+}
+
+/// Whether `meta` (of a file not followed if a link) is a directory of the user `uid`
+/// (on Unix; elsewhere the temporary directory is the user's own).
+fn is_dir_of(meta: &std::fs::Metadata, uid: u32) -> bool {
+    #[cfg(unix)]
+    let ours = std::os::unix::fs::MetadataExt::uid(meta) == uid;
+    #[cfg(not(unix))]
+    let ours = {
+        let _ = uid;
+        true
+    };
+    meta.file_type().is_dir() && ours
+}
+
+/// Removes the copy at `path` if its owner is gone: a directory of the user `uid`
+/// (not a link) whose `owner` file is a regular file that can be locked. Opening the
+/// `owner` file neither follows a link nor blocks on a FIFO. Best effort.
+fn remove_if_abandoned(path: &Path, uid: u32) {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| is_dir_of(&m, uid)) {
+        return;
+    }
+    let owner = path.join("owner");
+    if !std::fs::symlink_metadata(&owner).is_ok_and(|m| m.file_type().is_file()) {
+        return;
+    }
+    let Ok(owner) = open_to_read(&owner) else {
         return;
     };
-    let Ok(items) = std::fs::read_dir(tmp) else {
+    if owner.metadata().is_ok_and(|m| m.file_type().is_file()) && owner.try_lock().is_ok() {
+        // Held locked until all is removed.
+        remove_copy(path);
+    }
+}
+
+/// Removes the copies in `copies` (the directory of this user's copies) whose owners
+/// are gone, but `mine`, the copy just made. Only that directory is listed: nothing else
+/// in the temporary directory is looked at. A copy's `owner` file appears only once it
+/// is locked (it is locked under another name, then renamed), so a copy being made is
+/// never taken for an abandoned one.
+///
+/// Left: a copy whose `owner` file never appeared (a process killed while it made the
+/// directory, before it copied anything) and an empty directory (one killed after its
+/// copy's `owner` file was removed, the last file to go: [`remove_copy`]). Neither holds
+/// anything of a ledger's, and removing them could race with a copy being made.
+fn remove_abandoned_copies(copies: &Path, mine: &Path, uid: u32) {
+    let Ok(items) = std::fs::read_dir(copies) else {
         return;
     };
     for item in items.flatten() {
         let path = item.path();
-        let named = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(COPY_PREFIX));
-        if !named || path == mine {
-            continue;
-        }
-        // Not followed if it is a symbolic link: only a directory of this user's.
-        let Ok(meta) = item.metadata() else {
-            continue;
-        };
-        if !meta.file_type().is_dir() || !same_owner(&meta, &my_dir) {
-            continue;
-        }
-        let owner = path.join("owner");
-        if !std::fs::symlink_metadata(&owner).is_ok_and(|m| m.file_type().is_file()) {
-            continue;
-        }
-        let Ok(owner) = open_to_read(&owner) else {
-            continue;
-        };
-        if owner.try_lock().is_ok() {
-            let _ = std::fs::remove_dir_all(&path);
+        if path != mine {
+            remove_if_abandoned(&path, uid);
         }
     }
 }
 
-/// Whether two files belong to the same user (on Unix; elsewhere the temporary
-/// directory is the user's own).
-fn same_owner(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        a.uid() == b.uid()
+/// Removes the copies that versions up to stop 35 made directly in the temporary
+/// directory `tmp` (named [`LEGACY_COPY_PREFIX`]) whose owners are gone. This lists
+/// the whole temporary directory, so it is done only when the directory of copies is
+/// made ([`copies_dir`]): once, on a machine that ran an older version, until the
+/// temporary directory is cleared. Only this user's directories are looked into: in a
+/// shared temporary directory another user could plant anything (a FIFO named `owner`
+/// would block the open; see [`remove_if_abandoned`]).
+fn remove_legacy_copies(tmp: &Path, uid: u32) {
+    let Ok(items) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for item in items.flatten() {
+        let named = item
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(LEGACY_COPY_PREFIX));
+        if named {
+            remove_if_abandoned(&item.path(), uid);
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = (a, b);
-        true
+}
+
+/// Removes a private copy's directory, its `owner` file last and only once everything
+/// else in it is gone: a process that dies part-way (or a failure) leaves a directory
+/// still marked as a copy, which the next [`remove_abandoned_copies`] finds, never its
+/// data without its mark. Whether all of it was removed.
+fn remove_copy(path: &Path) -> bool {
+    remove_copy_with(path, &mut |p| match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) => Err(e),
+    })
+}
+
+/// [`remove_copy`], removing each file or directory in the copy with `remove`.
+fn remove_copy_with(path: &Path, remove: &mut dyn FnMut(&Path) -> std::io::Result<()>) -> bool {
+    let Ok(items) = std::fs::read_dir(path) else {
+        return false;
+    };
+    // Listed first, then removed (not while the directory is read).
+    let mut rest = Vec::new();
+    let mut listed = true;
+    for item in items {
+        match item {
+            Ok(item) if item.file_name() != "owner" => rest.push(item.path()),
+            Ok(_) => {}
+            Err(_) => listed = false,
+        }
     }
+    let mut rest_gone = listed;
+    for p in &rest {
+        rest_gone &= remove(p).is_ok();
+    }
+    if !rest_gone {
+        return false;
+    }
+    match remove(&path.join("owner")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => return false,
+    }
+    std::fs::remove_dir(path).is_ok()
+}
+
+/// The name of the page-table snapshot that sled 0.34.7 reads as it recovers, among
+/// the names in its directory, once the `*.generating` ones are gone (see
+/// `remove_unfinished_sled_snapshots`; the private copy leaves them out): it lists
+/// every name starting `snap.` but the `*.in___motion` ones, sorts them (as paths of
+/// one directory: by their bytes) and reads the last, and only that one
+/// (`pagecache::snapshot::read_snapshot`, `Config::get_snapshot_files`). One that
+/// cannot be read or does not check makes the open fail; it never goes back to another.
+fn snapshot_sled_reads<'a>(
+    names: impl IntoIterator<Item = &'a std::ffi::OsStr>,
+) -> Option<&'a std::ffi::OsStr> {
+    names
+        .into_iter()
+        .filter(|name| {
+            let text = name.to_string_lossy();
+            sled_reads_as_snapshot(&text) && !text.ends_with(".generating")
+        })
+        .max_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()))
 }
 
 impl PrivateCopy {
     /// Copies the sled files of the database in `dir` (none of the ledger's own files),
-    /// holding its lock meanwhile; `None` if `dir` holds no sled database.
+    /// holding its lock meanwhile, with the head record as it was throughout; `None` if
+    /// `dir` holds no sled database. Made in the system's temporary directory (see
+    /// [`copies_dir`]).
+    ///
+    /// The head record is read under the lock too, before and after the copy, and must
+    /// be the same both times, so that it is from the moment the sled files are from.
+    /// A ledger writes it while sled holds that lock, with one exception: the ticker's
+    /// thread of a ledger being closed holds the head writer, not the ledger, and may
+    /// write it once more as sled lets go. And a read during a write may be torn. A
+    /// record that changed is read again with a new copy, [`COPY_ATTEMPTS`] times in
+    /// all, the lock held throughout.
     ///
     /// # Errors
-    /// Another handle holds the lock (close any `Ledger` first); I/O failures.
+    /// Another handle holds the lock (close any `Ledger` first); a head record that
+    /// changed during every copy; the directory for copies is not this user's own;
+    /// I/O failures.
     pub(crate) fn of(dir: &Path) -> Result<Option<PrivateCopy>, StorageError> {
+        Self::of_in(dir, &std::env::temp_dir(), &mut |_| {})
+    }
+
+    /// [`PrivateCopy::of`], in the temporary directory `tmp`, calling `copied` after
+    /// each attempt's copy (with the attempt's number) before the head record is read
+    /// again.
+    fn of_in(
+        dir: &Path,
+        tmp: &Path,
+        copied: &mut dyn FnMut(u32),
+    ) -> Result<Option<PrivateCopy>, StorageError> {
         let err = |e| StorageError::new("copying the database to read it", e);
         if !is_sled_database(dir) {
             return Ok(None);
@@ -859,18 +1054,44 @@ impl PrivateCopy {
                 Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
             }
         }
-        let tmp = std::env::temp_dir();
-        let mut name = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut name);
-        let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
-        let path = tmp.join(format!("{COPY_PREFIX}{hex}"));
+        let (copies, made, uid) = copies_dir(tmp).map_err(err)?;
+        if made {
+            remove_legacy_copies(tmp, uid);
+        }
+        let head_file = HeadFile::new(dir);
+        for attempt in 0..COPY_ATTEMPTS {
+            let head = head_file.read()?;
+            let mut copy = Self::new_in(&copies).map_err(err)?;
+            if attempt == 0 {
+                remove_abandoned_copies(&copies, &copy.path, uid);
+            }
+            copy.copy_files(dir, db_len).map_err(err)?;
+            copied(attempt);
+            if head_file.read()? == head {
+                copy.head = head;
+                // Dropping `db` releases the lock.
+                drop(db);
+                return Ok(Some(copy));
+            }
+            drop(copy);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(StorageError::new(
+            "reading the head record",
+            std::io::Error::other("the head record changed while the database was copied, every time"),
+        ))
+    }
+
+    /// A new, empty copy in `copies`, its `owner` file locked.
+    fn new_in(copies: &Path) -> std::io::Result<PrivateCopy> {
+        let path = copies.join(random_hex());
         let mut builder = std::fs::DirBuilder::new();
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&path).map_err(err)?;
+        builder.create(&path)?;
         // Locked under another name, then renamed: an `owner` file is always locked
         // while its copy lives.
-        let owner = File::create_new(path.join("owner.new")).and_then(|f| {
+        let owner = private_file().open(path.join("owner.new")).and_then(|f| {
             f.try_lock().map_err(|e| match e {
                 std::fs::TryLockError::Error(e) => e,
                 std::fs::TryLockError::WouldBlock => std::io::Error::other("the copy's owner file is locked"),
@@ -878,66 +1099,88 @@ impl PrivateCopy {
             std::fs::rename(path.join("owner.new"), path.join("owner"))?;
             Ok(f)
         });
-        let owner = match owner {
-            Ok(f) => f,
+        match owner {
+            Ok(owner) => Ok(PrivateCopy {
+                path,
+                _owner: owner,
+                head: None,
+            }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&path);
-                return Err(err(e));
+                Err(e)
             }
-        };
-        remove_abandoned_copies(&tmp, &path);
-        let copy = PrivateCopy { path, _owner: owner };
-        for item in std::fs::read_dir(dir).map_err(err)? {
-            let item = item.map_err(err)?;
+        }
+    }
+
+    /// Copies sled's files from `dir`, whose `db` is `db_len` bytes long, into the copy:
+    /// `db`, `conf`, the one page-table snapshot sled would read ([`snapshot_sled_reads`]:
+    /// no other is read, however many there are) and the files in `blobs/`.
+    fn copy_files(&self, dir: &Path, db_len: u64) -> std::io::Result<()> {
+        let mut snapshots = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let item = item?;
             let name = item.file_name();
-            let kind = item.file_type().map_err(err)?;
-            let name_text = name.to_string_lossy();
-            // (A page-table snapshot sled never finished is not copied; see
-            // `remove_unfinished_sled_snapshots`.)
-            // Nor one sled is moving into place (`*.in___motion`): sled never reads it,
-            // and `screen_sled_files` does not bound it (stop 32's review: a sparse one
-            // of 8 GiB took 47 s to copy).
-            let sled_file = name == "db"
-                || name == "conf"
-                || (sled_reads_as_snapshot(&name_text) && !name_text.ends_with(".generating"));
-            if sled_file && kind.is_file() {
-                // The screen's bounds again, on what is opened: a file swapped in since
-                // the screen is held to them too (review h35-k).
-                let limit = if name == "conf" {
-                    SLED_CONF_READ as u64
-                } else if name == "db" {
-                    u64::MAX
-                } else {
-                    db_len.saturating_mul(2).saturating_add(SLED_SNAPSHOT_SLACK)
-                };
-                copy_sparse(&item.path(), &copy.path.join(&name), limit).map_err(err)?;
+            let kind = item.file_type()?;
+            if name == "db" || name == "conf" {
+                if kind.is_file() {
+                    // The screen's bounds again, on what is opened: a file swapped in
+                    // since the screen is held to them too (review h35-k).
+                    let limit = if name == "conf" {
+                        SLED_CONF_READ as u64
+                    } else {
+                        u64::MAX
+                    };
+                    copy_sparse(&item.path(), &self.path.join(&name), limit)?;
+                }
+            } else if name.as_encoded_bytes().starts_with(b"snap.") {
+                snapshots.push(name);
             } else if name == "blobs" && kind.is_dir() {
-                // Screened above; what is opened is checked again (a file swapped in
-                // since may be longer), as sled would read it whole in the copy.
-                let blobs = copy.path.join("blobs");
-                builder.create(&blobs).map_err(err)?;
-                for blob in std::fs::read_dir(item.path()).map_err(err)? {
-                    let blob = blob.map_err(err)?;
-                    if blob.file_type().map_err(err)?.is_file() {
-                        copy_sparse(&blob.path(), &blobs.join(blob.file_name()), SLED_BLOB_MAX)
-                            .map_err(err)?;
+                // Screened; what is opened is checked again (a file swapped in since
+                // may be longer), as sled would read it whole in the copy.
+                let blobs = self.path.join("blobs");
+                let mut builder = std::fs::DirBuilder::new();
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder.create(&blobs)?;
+                for blob in std::fs::read_dir(item.path())? {
+                    let blob = blob?;
+                    if blob.file_type()?.is_file() {
+                        copy_sparse(&blob.path(), &blobs.join(blob.file_name()), SLED_BLOB_MAX)?;
                     }
                 }
             }
         }
-        drop(db);
-        Ok(Some(copy))
+        // Only the snapshot sled reads. Whatever is in its place is copied or refused
+        // (`copy_sparse`): were a lower one copied instead, sled would read that. Not
+        // copied: one sled never finished (`*.generating`: see
+        // `remove_unfinished_sled_snapshots`), one it is moving into place
+        // (`*.in___motion`: never read, and not bounded by `screen_sled_files`; stop
+        // 32's review: a sparse one of 8 GiB took 47 s to copy), and every older one
+        // (each within the screen's bound, but hundreds of sparse ones read gigabytes
+        // of zeros).
+        if let Some(name) = snapshot_sled_reads(snapshots.iter().map(|n| n.as_os_str())) {
+            let limit = db_len.saturating_mul(2).saturating_add(SLED_SNAPSHOT_SLACK);
+            copy_sparse(&dir.join(name), &self.path.join(name), limit)?;
+        }
+        Ok(())
     }
 
     /// Where the copy is.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The ledger's head record file's bytes as they were throughout the copy
+    /// (as [`HeadFile::read`] gives them).
+    pub(crate) fn head(&self) -> Option<&[u8]> {
+        self.head.as_deref()
+    }
 }
 
 impl Drop for PrivateCopy {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        // Its `owner` file last, while this handle still holds its lock.
+        remove_copy(&self.path);
     }
 }
 
@@ -1575,6 +1818,398 @@ mod tests {
         let copy = PrivateCopy::of(dir.path()).unwrap().unwrap();
         assert!(copy.path().join("db").is_file());
         assert!(!copy.path().join(moving).exists());
+    }
+
+    /// A closed store in a new temporary directory, and a temporary directory of its
+    /// own for the private copies.
+    fn store_and_tmp() -> (tempfile::TempDir, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            // Opened twice, with something written: sled writes its page-table snapshot
+            // as it recovers.
+            let Ok(Opened::Store(store)) = SledStore::open(dir.path(), None) else {
+                panic!("no store");
+            };
+            store.set_meta("k", b"v").unwrap();
+            store.sync().unwrap();
+        }
+        (dir, tempfile::tempdir().unwrap())
+    }
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The copies in the directory of copies in `tmp`.
+    fn copies_in(tmp: &Path) -> Vec<PathBuf> {
+        let (copies, _, _) = copies_dir(tmp).unwrap();
+        std::fs::read_dir(copies)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+
+    /// sled reads one page-table snapshot, the last name: only that one is copied.
+    /// Before, every `snap.*` was read and copied; each was within the screen's bounds
+    /// (no longer than twice the database plus 1 MiB, and not mostly a hole), so a few
+    /// hundred sparse ones, costing their maker no disk, made an inspection read
+    /// gigabytes of zeros (here 200 of 60 MiB: 12 GiB).
+    #[cfg(unix)]
+    #[test]
+    fn only_the_snapshot_sled_reads_is_copied() {
+        let (dir, tmp) = store_and_tmp();
+        let theirs: Vec<String> = names(dir.path())
+            .into_iter()
+            .filter(|n| n.starts_with("snap."))
+            .collect();
+        // sled's own, written as it recovered at the open.
+        let [sleds] = &theirs[..] else {
+            panic!("sled left {theirs:?}");
+        };
+        // A database file long enough that a snapshot of 60 MiB is within the bound,
+        // its hole within what the screen allows.
+        let db = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("db"))
+            .unwrap();
+        db.set_len(40 << 20).unwrap();
+        drop(db);
+        let sparse = |name: &str| {
+            File::create(dir.path().join(name))
+                .unwrap()
+                .set_len(60 << 20)
+                .unwrap();
+        };
+        for i in 0..200 {
+            // Sorts before any name sled writes.
+            sparse(&format!("snap.-{i:04}"));
+        }
+        // Not read by sled, so not copied either: one being moved, one unfinished.
+        sparse("snap.~.in___motion");
+        File::create(dir.path().join("snap.~~.generating")).unwrap();
+        screen_sled_files(dir.path()).unwrap();
+        let started = Instant::now();
+        let copy = PrivateCopy::of_in(dir.path(), tmp.path(), &mut |_| {})
+            .unwrap()
+            .unwrap();
+        eprintln!("copied in {:?}", started.elapsed());
+        assert_eq!(
+            names(copy.path()),
+            ["blobs", "conf", "db", "owner", sleds.as_str()]
+        );
+        assert!(matches!(SledStore::open_copy(&copy), Ok(Opened::Store(_))));
+        drop(copy);
+
+        // One that sorts after sled's own is the one sled reads: copied (alone), and
+        // the copy's open fails as sled's open of the directory would.
+        sparse("snap.~");
+        let copy = PrivateCopy::of_in(dir.path(), tmp.path(), &mut |_| {})
+            .unwrap()
+            .unwrap();
+        assert_eq!(names(copy.path()), ["blobs", "conf", "db", "owner", "snap.~"]);
+        assert!(SledStore::open_copy(&copy).is_err());
+        drop(copy);
+
+        // What sled would read is copied or refused, never passed over for a lower one.
+        std::fs::remove_file(dir.path().join("snap.~")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join(sleds), dir.path().join("snap.~")).unwrap();
+        assert!(PrivateCopy::of_in(dir.path(), tmp.path(), &mut |_| {}).is_err());
+        assert!(copies_in(tmp.path()).is_empty());
+    }
+
+    /// Which name sled reads as its snapshot, among hostile ones too: by bytes, not
+    /// text; never `*.in___motion`, nor `*.generating` (removed before sled opens, and
+    /// not copied); nothing not named `snap.*`.
+    #[test]
+    fn the_snapshot_sled_reads_is_the_last_name() {
+        use std::ffi::OsStr;
+        let pick = |names: &[&str]| {
+            snapshot_sled_reads(names.iter().map(OsStr::new)).map(|n| n.to_string_lossy().into_owned())
+        };
+        assert_eq!(pick(&[]), None);
+        assert_eq!(
+            pick(&["db", "conf", "blobs", "snap", "snapshot", "Snap.1", "state"]),
+            None
+        );
+        assert_eq!(
+            pick(&["snap.00000000000000A0", "snap.0000000000000100"]).as_deref(),
+            Some("snap.0000000000000100")
+        );
+        // Lower case sorts after sled's hex digits; `snap.` alone counts.
+        assert_eq!(
+            pick(&["snap.FFFFFFFFFFFFFFFF", "snap.a"]).as_deref(),
+            Some("snap.a")
+        );
+        assert_eq!(pick(&["snap."]).as_deref(), Some("snap."));
+        assert_eq!(
+            pick(&[
+                "snap.0000000000000001",
+                "snap.0000000000000002.generating",
+                "snap.0000000000000003.in___motion"
+            ])
+            .as_deref(),
+            Some("snap.0000000000000001")
+        );
+        assert_eq!(pick(&["snap.1.generating", "snap.2.in___motion"]), None);
+        // A suffix only counts at the end.
+        assert_eq!(
+            pick(&["snap.1", "snap.1.in___motion.x"]).as_deref(),
+            Some("snap.1.in___motion.x")
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            // Not UTF-8: ordered by its bytes (0xff after every ASCII byte).
+            let odd = OsStr::from_bytes(b"snap.\xff");
+            let names = [OsStr::new("snap.zzzz"), odd, OsStr::new("snap.0001")];
+            assert_eq!(snapshot_sled_reads(names), Some(odd));
+            let moving = OsStr::from_bytes(b"snap.\xff.in___motion");
+            assert_eq!(
+                snapshot_sled_reads([OsStr::new("snap.1"), moving]),
+                Some(OsStr::new("snap.1"))
+            );
+        }
+    }
+
+    /// The head record is read under the database's lock before and after the copy: one
+    /// that changed meanwhile is read again with a new copy, and refused if it changes
+    /// every time; no copy is left either way.
+    #[test]
+    fn a_head_record_that_changes_while_copied_is_not_taken() {
+        let (dir, tmp) = store_and_tmp();
+        let head = dir.path().join(HEAD_FILE);
+        std::fs::write(&head, [1u8; 128]).unwrap();
+        let copy = PrivateCopy::of_in(dir.path(), tmp.path(), &mut |_| {})
+            .unwrap()
+            .unwrap();
+        assert_eq!(copy.head(), Some(&[1u8; 128][..]));
+        drop(copy);
+
+        // Changed once (a ledger's last write as it closed, say): read again.
+        let mut attempts = Vec::new();
+        let copy = PrivateCopy::of_in(dir.path(), tmp.path(), &mut |attempt| {
+            attempts.push(attempt);
+            if attempt == 0 {
+                std::fs::write(&head, [2u8; 128]).unwrap();
+            }
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(attempts, [0, 1]);
+        assert_eq!(copy.head(), Some(&[2u8; 128][..]));
+        // The first attempt's copy is gone.
+        assert_eq!(copies_in(tmp.path()), [copy.path().to_path_buf()]);
+        drop(copy);
+
+        // Torn, or written each time: refused.
+        let mut n = 2u8;
+        let refused = PrivateCopy::of_in(dir.path(), tmp.path(), &mut |_| {
+            n += 1;
+            std::fs::write(&head, [n; 128]).unwrap();
+        });
+        assert!(refused.is_err());
+        assert_eq!(n, 2 + COPY_ATTEMPTS as u8);
+        assert!(copies_in(tmp.path()).is_empty());
+
+        // Removed, or made, while copied: a change too.
+        let refused = PrivateCopy::of_in(dir.path(), tmp.path(), &mut |attempt| {
+            if attempt % 2 == 0 {
+                std::fs::remove_file(&head).unwrap();
+            } else {
+                std::fs::write(&head, [9u8; 128]).unwrap();
+            }
+        });
+        assert!(refused.is_err());
+        // None before and after: no head record.
+        let _ = std::fs::remove_file(&head);
+        let copy = PrivateCopy::of_in(dir.path(), tmp.path(), &mut |_| {})
+            .unwrap()
+            .unwrap();
+        assert_eq!(copy.head(), None);
+    }
+
+    /// A copy is removed with its `owner` file last, and only once all else is gone: a
+    /// removal cut short leaves a copy the next inspection recognises as abandoned
+    /// (before, `remove_dir_all` took the files in the directory's order, and could
+    /// leave the log in clear without the mark that gets it removed).
+    #[test]
+    fn a_copy_is_removed_with_its_owner_file_last() {
+        let (dir, tmp) = store_and_tmp();
+        let copy = PrivateCopy::of_in(dir.path(), tmp.path(), &mut |_| {})
+            .unwrap()
+            .unwrap();
+        let path = copy.path().to_path_buf();
+        // What the drop removes, in order (a copy of the copy, whose `owner` file is
+        // not locked).
+        let twin = tmp.path().join("twin");
+        std::fs::create_dir(&twin).unwrap();
+        for name in names(&path) {
+            if name != "blobs" {
+                std::fs::copy(path.join(&name), twin.join(&name)).unwrap();
+            }
+        }
+        std::fs::create_dir(twin.join("blobs")).unwrap();
+        std::fs::write(twin.join("blobs").join("1"), b"page").unwrap();
+        let mut order = Vec::new();
+        assert!(remove_copy_with(&twin, &mut |p| {
+            order.push(p.file_name().unwrap().to_string_lossy().into_owned());
+            if p.is_dir() {
+                std::fs::remove_dir_all(p)
+            } else {
+                std::fs::remove_file(p)
+            }
+        }));
+        assert_eq!(order.last().map(String::as_str), Some("owner"));
+        assert_eq!(order.len(), names(&path).len());
+        assert!(!twin.exists());
+        drop(copy);
+        assert!(!path.exists());
+
+        // A removal that fails part-way leaves the `owner` file, and the next
+        // inspection's clean-up removes what is left once the owner is gone (here a
+        // copy whose process died with it: its `owner` file unlocked).
+        let (copies, _, _) = copies_dir(tmp.path()).unwrap();
+        let left = copies.join("left");
+        std::fs::create_dir(&left).unwrap();
+        for name in ["owner", "db", "conf", "snap.0000000000000001"] {
+            std::fs::write(left.join(name), b"acct-1 in clear").unwrap();
+        }
+        let mut order = Vec::new();
+        assert!(!remove_copy_with(&left, &mut |p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            order.push(name.clone());
+            if name == "db" {
+                return Err(std::io::Error::other("failed"));
+            }
+            std::fs::remove_file(p)
+        }));
+        assert!(!order.contains(&"owner".to_string()), "{order:?}");
+        assert_eq!(names(&left), ["db", "owner"]);
+        let next = PrivateCopy::of_in(dir.path(), tmp.path(), &mut |_| {})
+            .unwrap()
+            .unwrap();
+        assert!(!left.exists());
+        assert_eq!(copies_in(tmp.path()), [next.path().to_path_buf()]);
+    }
+
+    /// Copies are made in one directory of this user's, and only it is listed to find
+    /// abandoned ones: nothing else in the temporary directory is touched, but for
+    /// copies of the old name, looked for once, when the directory of copies is made.
+    #[test]
+    fn copies_live_in_a_directory_of_their_own_and_only_it_is_cleaned() {
+        let (dir, tmp) = store_and_tmp();
+        // An abandoned copy of the old name and layout (its `owner` file unlocked), and
+        // one without an `owner` file (not a copy), directly in the temporary directory.
+        let legacy = |name: &str, owner: bool| {
+            let p = tmp.path().join(format!("{LEGACY_COPY_PREFIX}{name}"));
+            std::fs::create_dir(&p).unwrap();
+            std::fs::write(p.join("db"), b"acct-1 in clear").unwrap();
+            if owner {
+                std::fs::write(p.join("owner"), b"").unwrap();
+            }
+            p
+        };
+        let old = legacy("0123", true);
+        let not_a_copy = legacy("other", false);
+        let copy = PrivateCopy::of_in(dir.path(), tmp.path(), &mut |_| {})
+            .unwrap()
+            .unwrap();
+        let (copies, made, _) = copies_dir(tmp.path()).unwrap();
+        assert!(!made);
+        assert_eq!(copy.path().parent(), Some(copies.as_path()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(std::fs::symlink_metadata(&copies).unwrap().mode() & 0o777, 0o700);
+            assert_eq!(
+                std::fs::symlink_metadata(copy.path()).unwrap().mode() & 0o777,
+                0o700
+            );
+        }
+        // Made now: the old copies were looked for.
+        assert!(!old.exists());
+        assert!(not_a_copy.exists());
+        // Once only: one of the old name left later stays (the temporary directory is
+        // not listed again).
+        let later = legacy("4567", true);
+        // Abandoned in the directory of copies: removed; a live one, and one whose
+        // `owner` file never appeared, are not.
+        let abandoned = copies.join("abandoned");
+        std::fs::create_dir(&abandoned).unwrap();
+        std::fs::write(abandoned.join("owner"), b"").unwrap();
+        std::fs::write(abandoned.join("db"), b"acct-1 in clear").unwrap();
+        let unfinished = copies.join("unfinished");
+        std::fs::create_dir(&unfinished).unwrap();
+        std::fs::write(unfinished.join("owner.new"), b"").unwrap();
+        let second = PrivateCopy::of_in(dir.path(), tmp.path(), &mut |_| {})
+            .unwrap()
+            .unwrap();
+        assert!(later.exists());
+        assert!(!abandoned.exists());
+        assert!(unfinished.exists());
+        assert!(copy.path().join("db").exists());
+        let mut expected = vec![
+            copy.path().to_path_buf(),
+            second.path().to_path_buf(),
+            unfinished.clone(),
+        ];
+        expected.sort();
+        let mut found = copies_in(tmp.path());
+        found.sort();
+        assert_eq!(found, expected);
+        drop((copy, second));
+        assert_eq!(copies_in(tmp.path()), [unfinished]);
+    }
+
+    /// A directory of copies that is not this user's own is refused, never used: a
+    /// link (even to a directory of ours), a file, one open to others, one of another
+    /// user's (checked when the tests run as root, who can make one).
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_of_copies_not_ours_alone_is_refused() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let (dir, tmp) = store_and_tmp();
+        let uid = owner_of_new_files(tmp.path()).unwrap();
+        assert_eq!(
+            uid,
+            std::fs::symlink_metadata(dir.path().join("db")).unwrap().uid()
+        );
+        let copies = tmp.path().join(format!("{COPIES_DIR}.{uid}"));
+        let refused = |why: &str| {
+            assert!(copies_dir(tmp.path()).is_err(), "{why}");
+            assert!(
+                PrivateCopy::of_in(dir.path(), tmp.path(), &mut |_| {}).is_err(),
+                "{why}"
+            );
+        };
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), &copies).unwrap();
+        refused("a link");
+        assert!(std::fs::read_dir(elsewhere.path()).unwrap().next().is_none());
+        std::fs::remove_file(&copies).unwrap();
+        std::fs::write(&copies, b"").unwrap();
+        refused("a file");
+        std::fs::remove_file(&copies).unwrap();
+        std::fs::create_dir(&copies).unwrap();
+        for mode in [0o777, 0o770, 0o701, 0o1777] {
+            std::fs::set_permissions(&copies, std::fs::Permissions::from_mode(mode)).unwrap();
+            refused(&format!("mode {mode:o}"));
+        }
+        std::fs::set_permissions(&copies, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(copies_dir(tmp.path()).is_ok());
+        if uid == 0 {
+            std::os::unix::fs::chown(&copies, Some(4242), None).unwrap();
+            refused("another user's");
+            // Nothing made in it.
+            assert!(std::fs::read_dir(&copies).unwrap().next().is_none());
+        }
     }
 
     /// A ledger in directories that do not exist yet: all are made (and each one's
