@@ -69,6 +69,21 @@
 //! it is handed out. So no match is handed out after a withdrawal or an erasure was
 //! acknowledged, or after its consent expired (what the callback then does with it is
 //! as with any `Use`).
+//!
+//! # After a failure
+//!
+//! Once the ledger has failed ([`Ledger::is_failed`]), it takes no more changes, so a
+//! withdrawal asked for during the run could not be recorded. With
+//! [`AfterFailure::DenyDecisions`](crate::AfterFailure::DenyDecisions), the default, the
+//! run is not refused but nothing more is matched: every well-formed row of a chunk
+//! decided from then on, and every match decided before but not yet handed out, is
+//! counted in [`DeniedCounts::ledger_failed`] (malformed rows are still counted
+//! malformed), so that
+//! `uploaded == malformed + unknown + matched + duplicates + denied.total()` holds as
+//! always. A row is not looked up once the ledger has failed: whether it is known is
+//! not counted (as [`Ledger::authorize`] answers [`Denied::LedgerFailed`] for any
+//! identifier). Matches handed out before the failure stand, as a `Use` returned before
+//! it does.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -121,6 +136,13 @@ pub struct DeniedCounts {
     pub subject_erased: u64,
     /// The ledger's state could not be read (fail closed).
     pub unavailable: u64,
+    /// The ledger had failed ([`Denied::LedgerFailed`]; with
+    /// [`AfterFailure::DenyDecisions`](crate::AfterFailure::DenyDecisions), the
+    /// default): every well-formed row of a chunk decided after the failure, known to the
+    /// ledger or not (it is not looked up), and every match not yet handed out when the
+    /// failure was seen. The run goes on and counts every row, so the counts still add
+    /// up, and nothing more is matched; reopen the ledger and match again.
+    pub ledger_failed: u64,
 }
 
 impl DeniedCounts {
@@ -134,6 +156,7 @@ impl DeniedCounts {
             self.recipient_not_covered,
             self.subject_erased,
             self.unavailable,
+            self.ledger_failed,
         ]
         .into_iter()
         .fold(self.not_collected_for_purpose, u64::saturating_add)
@@ -148,6 +171,7 @@ impl DeniedCounts {
             Denied::Expired { .. } => &mut self.expired,
             Denied::RecipientNotCovered { .. } => &mut self.recipient_not_covered,
             Denied::SubjectErased { .. } => &mut self.subject_erased,
+            Denied::LedgerFailed => &mut self.ledger_failed,
             // UnknownIdentifier is counted apart; anything else fails closed.
             Denied::Unavailable | Denied::UnknownIdentifier => &mut self.unavailable,
         };
@@ -164,6 +188,7 @@ impl DeniedCounts {
             recipient_not_covered,
             subject_erased,
             unavailable,
+            ledger_failed,
         } = *other;
         self.not_collected_for_purpose = self
             .not_collected_for_purpose
@@ -174,6 +199,7 @@ impl DeniedCounts {
         self.recipient_not_covered = self.recipient_not_covered.saturating_add(recipient_not_covered);
         self.subject_erased = self.subject_erased.saturating_add(subject_erased);
         self.unavailable = self.unavailable.saturating_add(unavailable);
+        self.ledger_failed = self.ledger_failed.saturating_add(ledger_failed);
     }
 }
 
@@ -203,7 +229,8 @@ pub struct AudienceCounts {
     /// Identifiers that would match a subject already matched earlier in this upload
     /// (each subject is reported once).
     pub duplicates: u64,
-    /// Known identifiers whose use is not allowed, by reason.
+    /// Known identifiers whose use is not allowed, by reason (once the ledger has
+    /// failed, every well-formed identifier: [`DeniedCounts::ledger_failed`]).
     pub denied: DeniedCounts,
 }
 
@@ -214,7 +241,7 @@ impl fmt::Display for AudienceCounts {
             f,
             "uploaded {}, malformed {}, unknown {}, matched {}, duplicates {}, denied {} \
              (not collected for the purpose {}, no consent {}, withdrawn {}, expired {}, \
-             recipient not covered {}, erased {}, unavailable {})",
+             recipient not covered {}, erased {}, unavailable {}, ledger failed {})",
             self.uploaded,
             self.malformed,
             self.unknown,
@@ -227,7 +254,8 @@ impl fmt::Display for AudienceCounts {
             d.expired,
             d.recipient_not_covered,
             d.subject_erased,
-            d.unavailable
+            d.unavailable,
+            d.ledger_failed
         )
     }
 }
@@ -595,12 +623,19 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
         // The chunk's own counts: from 0, at most one per row of the chunk (at most
         // `MAX_CHUNK`), so plain adds; `merge` adds them to the run's saturating.
         let counts = &mut d.counts;
-        match self.ledger.state().read() {
-            Err(_) => {
+        // Once the ledger has failed (and denies decisions), no row is decided: each
+        // well-formed one is denied as `authorize` denies it, unknown or not.
+        let state = if self.ledger.denies_decisions() {
+            Err(Denied::LedgerFailed)
+        } else {
+            self.ledger.state().read().map_err(|_| Denied::Unavailable)
+        };
+        match state {
+            Err(reason) => {
                 for h in rows {
                     match h {
                         None => counts.malformed += 1,
-                        Some(_) => counts.denied.unavailable += 1,
+                        Some(_) => counts.denied.count(&reason),
                     }
                 }
             }
@@ -666,9 +701,12 @@ impl<'l, P: Purpose> AudienceMatcher<'l, P> {
             // expired. Without either, one atomic load.
             // (Against the length its own decision read: a later match of the chunk is
             // not vouched for by an earlier one decided again.)
+            // Nor after the ledger failed (with decisions denied): a failed sync adds no
+            // entry, so only this load sees it.
             let changed = self.ledger.applied_hint() != decided_at_len;
             let lapsed = lapses.is_some_and(|at| self.ledger.now() >= at);
-            let (subject, m) = if changed || lapsed {
+            let failed = self.ledger.denies_decisions();
+            let (subject, m) = if changed || lapsed || failed {
                 match self.decide_again(&lookup, m) {
                     Ok(again) => again,
                     Err(Denied::UnknownIdentifier) => {
@@ -711,6 +749,9 @@ impl<P: Purpose> AudienceMatcher<'_, P> {
     /// The match `m` (of the identifier with lookup `lookup`) decided again now, under a
     /// read lock of its own.
     fn decide_again(&self, lookup: &Pseudonym, m: AudienceMatch) -> Result<(u32, AudienceMatch), Denied> {
+        if self.ledger.denies_decisions() {
+            return Err(Denied::LedgerFailed);
+        }
         let state = self.ledger.state().read().map_err(|_| Denied::Unavailable)?;
         let query = state.query::<P>(self.recipient);
         let decided = state.decide_query(
@@ -833,6 +874,7 @@ mod tests {
             recipient_not_covered: n,
             subject_erased: n,
             unavailable: n,
+            ledger_failed: n,
         };
         let counts = |n| AudienceCounts {
             uploaded: n,

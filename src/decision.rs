@@ -289,4 +289,14 @@ pub enum Denied {
     /// could not be written (a storage failure): denied either way, to fail closed.
     #[error("the ledger is unavailable; denied to fail closed")]
     Unavailable,
+    /// The ledger has failed ([`Ledger::is_failed`](crate::Ledger::is_failed): a sync of
+    /// its store failed, or an entry could not be stored) and takes no more changes
+    /// until it is reopened, so a withdrawal or an erasure asked for now cannot be
+    /// recorded: with [`AfterFailure::DenyDecisions`](crate::AfterFailure::DenyDecisions),
+    /// the default, every use is denied until then (see
+    /// [`LedgerBuilder::after_failure`](crate::LedgerBuilder::after_failure)). Says
+    /// nothing about the identifier: given for every one, known or not. Reopen the
+    /// ledger.
+    #[error("the ledger failed to write to its storage; every use is denied until it is reopened")]
+    LedgerFailed,
 }

@@ -45,9 +45,9 @@ pub use error::{
 pub use identifier::{Identifier, IdentifierKind, PseudonymKey};
 pub use inspect::{Inspector, ValidPrefix};
 pub use ledger::{
-    At, Change, Durability, ExpiringConsent, HistoryEntry, Hypothesis, ImpactQuery, ImpactReport, Ledger,
-    LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded, Snapshots, Unlawful, UnlawfulUse, UntrustedRange,
-    UntrustedUse, VerifyReport,
+    AfterFailure, At, Change, Durability, ExpiringConsent, HistoryEntry, Hypothesis, ImpactQuery,
+    ImpactReport, Ledger, LedgerBuilder, NoPseudonymKey, NoSigningKey, Recorded, Snapshots, Unlawful,
+    UnlawfulUse, UntrustedRange, UntrustedUse, VerifyReport,
 };
 pub use merkle::ProofError;
 pub use note::NoteError;

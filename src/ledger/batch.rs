@@ -10,7 +10,10 @@ use crate::state::WARM;
 
 impl Ledger {
     /// Decides, now, a use of each identifier for its purpose `P` by `recipient`: the
-    /// same answers, in the same order, as calling [`Ledger::authorize`] on each one.
+    /// same answers, in the same order, as calling [`Ledger::authorize`] on each one
+    /// (so, once the ledger has failed, [`Denied::LedgerFailed`] for every identifier of
+    /// each chunk started since, unless it was opened with
+    /// [`AfterFailure::KeepDeciding`](crate::AfterFailure::KeepDeciding)).
     ///
     /// Decisions are made in chunks of [`DEFAULT_CHUNK`](crate::audience::DEFAULT_CHUNK)
     /// under one read lock each, so a change recorded before a chunk starts is seen by
@@ -57,6 +60,12 @@ impl Ledger {
             chunk.extend(ids.by_ref().take(DEFAULT_CHUNK).map(|id| (id, id.lookup(key))));
             if chunk.is_empty() {
                 return out;
+            }
+            // As `authorize`: once the ledger has failed, every decision of a chunk
+            // started since is denied.
+            if self.inner.denies_decisions() {
+                out.extend(chunk.iter().map(|_| Err(Denied::LedgerFailed)));
+                continue;
             }
             let Ok(state) = self.inner.state.read() else {
                 out.extend(chunk.iter().map(|_| Err(Denied::Unavailable)));

@@ -229,6 +229,8 @@ impl Ledger {
         let applied = self.apply_stored(stored);
         drop(stage);
         if lost {
+            // Before any caller of the batch is answered (below).
+            inner.mark_failed();
             // The writer lock is taken before the stage, never after: only now.
             if let Ok(mut w) = inner.writer.lock() {
                 w.failed = true;
@@ -323,6 +325,7 @@ impl Ledger {
             Err(_) => {
                 // Entries were signed that can never be stored.
                 w.failed = true;
+                inner.mark_failed();
                 (
                     signed.into_iter().map(|_| Err(WriteError::Failed)).collect(),
                     None,

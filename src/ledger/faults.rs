@@ -1252,9 +1252,24 @@ fn with_alices_email(
     SubjectId,
     crate::Identifier<crate::Advertising>,
 ) {
+    with_alices_email_after(durability, AfterFailure::default())
+}
+
+/// [`with_alices_email`], deciding as `after` says once the ledger has failed.
+fn with_alices_email_after(
+    durability: Durability,
+    after: AfterFailure,
+) -> (
+    tempfile::TempDir,
+    Keys,
+    Ledger,
+    Arc<Faults>,
+    SubjectId,
+    crate::Identifier<crate::Advertising>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let (l, faults) = keys.open_faulty(dir.path(), durability);
+    let (l, faults) = keys.open_faulty_with(keys.builder(dir.path(), durability).after_failure(after));
     let alice = subject(0, 0);
     let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
     l.collect(&alice, &email, RecipientScope::all_partners()).unwrap();
@@ -1427,10 +1442,13 @@ fn during_a_failing_sync<T: Send>(l: &Ledger, faults: &Faults, change: impl FnOn
 /// then fails, is not acknowledged: the append waits the running sync out before it
 /// answers. As under `Immediate`, a grant told `NotDurable` is not in effect (review
 /// r146: it was applied before the wait, so `authorize` allowed what the caller was
-/// told may not survive).
+/// told may not survive). (The state decided from after the failure is what is
+/// checked: `AfterFailure::KeepDeciding`. By default every decision is denied then:
+/// `decisions_after_a_failure_follow_the_after_failure_setting`.)
 #[test]
 fn relaxed_change_stored_during_a_sync_that_then_fails_is_not_acknowledged() {
-    let (_dir, _keys, l, faults, alice, email) = with_alices_email(Durability::Relaxed);
+    let (_dir, _keys, l, faults, alice, email) =
+        with_alices_email_after(Durability::Relaxed, AfterFailure::KeepDeciding);
     let acme = crate::Recipient::partner("acme").unwrap();
     assert!(l.authorize(&email, &acme).is_err());
     let before = l.len();
@@ -1454,10 +1472,12 @@ fn relaxed_change_stored_during_a_sync_that_then_fails_is_not_acknowledged() {
 
 /// Under `Relaxed`, a withdrawal stored during a sync that then fails is told
 /// `NotDurable` and is in effect all the same, as under `Immediate`: denying is never
-/// wrong.
+/// wrong. (Checked in the state decisions read with `AfterFailure::KeepDeciding`; by
+/// default every decision is denied after the failure anyway.)
 #[test]
 fn relaxed_withdrawal_stored_during_a_failing_sync_is_in_effect() {
-    let (_dir, _keys, l, faults, alice, email) = with_alices_email(Durability::Relaxed);
+    let (_dir, _keys, l, faults, alice, email) =
+        with_alices_email_after(Durability::Relaxed, AfterFailure::KeepDeciding);
     let acme = crate::Recipient::partner("acme").unwrap();
     l.grant::<crate::Advertising>(&alice, RecipientScope::all_partners(), None)
         .unwrap();
@@ -1468,7 +1488,7 @@ fn relaxed_withdrawal_stored_during_a_failing_sync_is_in_effect() {
         "{withdrawn:?}"
     );
     assert!(
-        l.authorize(&email, &acme).is_err(),
+        matches!(l.authorize(&email, &acme), Err(crate::Denied::Withdrawn { .. })),
         "a withdrawal told NotDurable is not in effect"
     );
 }
@@ -1483,12 +1503,16 @@ mod stress;
 /// same moment must answer the same (`authorize_at` replayed the stored log, the entry
 /// included, and answered at a position the ledger does not have). (Review r114: this
 /// test used a withdrawal, which is now applied when its sync fails, so it could no
-/// longer fail; a grant still is not.)
+/// longer fail; a grant still is not.) With `AfterFailure::KeepDeciding`, as the
+/// live answer compared is the state's (by default it is `LedgerFailed`).
 #[test]
 fn a_past_answer_counts_only_entries_the_live_state_applied() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+    let (l, faults) = keys.open_faulty_with(
+        keys.builder(dir.path(), Durability::Immediate)
+            .after_failure(AfterFailure::KeepDeciding),
+    );
     let alice = subject(0, 0);
     let acme = crate::Recipient::partner("acme").unwrap();
     let email = crate::Identifier::<crate::Advertising>::email("alice@example.org").unwrap();
@@ -1542,13 +1566,17 @@ fn authorize_at_does_not_link_a_subject_whose_erasure_is_unfinished() {
 /// `Immediate` before): the subject's secret and index record stayed in the vault, a
 /// retry was refused (the ledger takes no more writes), and under `Immediate` the live
 /// ledger still allowed the erased subject's identifier. The removals are now done all
-/// the same. (From reviews r104 and r105.)
+/// the same. (From reviews r104 and r105.) Decided with `AfterFailure::KeepDeciding`,
+/// to see the state in memory (by default every decision is denied after the failure).
 #[test]
 fn an_erasure_told_not_durable_still_does_its_removals() {
     for durability in [Durability::GroupCommit, Durability::Immediate] {
         let dir = tempfile::tempdir().unwrap();
         let keys = Keys::new();
-        let (l, faults) = keys.open_faulty(dir.path(), durability);
+        let (l, faults) = keys.open_faulty_with(
+            keys.builder(dir.path(), durability)
+                .after_failure(AfterFailure::KeepDeciding),
+        );
         let alice = subject(0, 0);
         let acme = Recipient::partner("acme").unwrap();
         let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
@@ -1614,13 +1642,18 @@ fn a_sync_failing_at_close_leaves_the_durable_length_where_it_was() {
 /// since: an erasure whose `Immediate` sync failed (`NotDurable`) is such a change (its
 /// entry is applied all the same). A match of the erased subject
 /// decided before it was handed out after `erase` returned, while `authorize` denied
-/// her. (From review r108.)
+/// her. (From review r108.) With `AfterFailure::KeepDeciding`, so that the erasure, not
+/// the failure, is what keeps the match back (by default a failure alone does:
+/// `an_audience_match_is_not_handed_out_after_the_ledger_failed`).
 #[test]
 fn an_audience_match_is_not_handed_out_after_an_erasure_told_not_durable() {
     for fail_sync in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let keys = Keys::new();
-        let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+        let (l, faults) = keys.open_faulty_with(
+            keys.builder(dir.path(), Durability::Immediate)
+                .after_failure(AfterFailure::KeepDeciding),
+        );
         let (alice, bob) = (subject(0, 0), subject(0, 1));
         for (s, e) in [(&alice, "alice@example.com"), (&bob, "bob@example.com")] {
             let email = crate::Identifier::<crate::Advertising>::email(e).unwrap();
@@ -1694,13 +1727,17 @@ fn an_unseen_subject_erased_not_durable_is_seen_erased_as_after_a_reopen() {
 /// the live ledger denied nothing after a withdrawal told `NotDurable` until a reopen,
 /// so the person's "no" waited on the disk. A grant or collection told `NotDurable`
 /// does not take effect until a reopen finds it. Live answers and those after a
-/// reopen (the entry survived: nothing crashed) agree.
+/// reopen (the entry survived: nothing crashed) agree. (Live answers from the state in
+/// memory: `AfterFailure::KeepDeciding`; by default every one is `LedgerFailed`.)
 #[test]
 fn a_withdrawal_told_not_durable_takes_effect_at_once() {
     for kind in ["withdraw", "grant", "erase"] {
         let dir = tempfile::tempdir().unwrap();
         let keys = Keys::new();
-        let (l, faults) = keys.open_faulty(dir.path(), Durability::Immediate);
+        let (l, faults) = keys.open_faulty_with(
+            keys.builder(dir.path(), Durability::Immediate)
+                .after_failure(AfterFailure::KeepDeciding),
+        );
         let alice = subject(0, 0);
         let acme = Recipient::partner("acme").unwrap();
         let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
@@ -1856,14 +1893,16 @@ fn a_key_revocation_told_not_durable_takes_effect_at_once() {
 /// `authorize_at` does: a collection for security stored but not applied (its
 /// `Immediate` sync failed) must not turn the advertising uses decided after it into
 /// uses of a number "given for security" (review r114: nothing caught that guard's
-/// removal).
+/// removal). (The use after the failure is allowed from memory:
+/// `AfterFailure::KeepDeciding`.)
 #[test]
 fn impact_counts_only_entries_the_live_state_applied() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
     let (l, faults) = keys.open_faulty_with(
         keys.builder(dir.path(), Durability::Immediate)
-            .record_decisions(crate::Recording::Every),
+            .record_decisions(crate::Recording::Every)
+            .after_failure(AfterFailure::KeepDeciding),
     );
     let alice = subject(0, 0);
     let acme = crate::Recipient::partner("acme").unwrap();
@@ -2731,6 +2770,8 @@ fn a_legacy_ledger_whose_large_entries_sled_put_in_blobs_opens() {
 /// it was not (`append_locked` applied after a failed sync only what
 /// `Body::only_takes_away` names, which counts no grant or collection), so a recipient
 /// the person just excluded was still allowed. Now `State::only_narrows` judges it.
+/// (In the state decided from with `AfterFailure::KeepDeciding`; by default every
+/// decision is denied after the failure.)
 #[test]
 fn a_narrowing_told_not_durable_is_in_effect_at_once() {
     let mut wrong = Vec::new();
@@ -2740,7 +2781,8 @@ fn a_narrowing_told_not_durable_is_in_effect_at_once() {
         Durability::Relaxed,
     ] {
         for recollect in [false, true] {
-            let (_dir, _keys, l, faults, alice, email) = with_alices_email(durability);
+            let (_dir, _keys, l, faults, alice, email) =
+                with_alices_email_after(durability, AfterFailure::KeepDeciding);
             let acme = crate::Recipient::partner("acme").unwrap();
             let other = crate::Recipient::partner("other").unwrap();
             let phone = crate::Identifier::<crate::Security>::phone("+15550100001").unwrap();
@@ -2788,11 +2830,13 @@ fn a_narrowing_told_not_durable_is_in_effect_at_once() {
 
 /// The converse of `a_narrowing_told_not_durable_is_in_effect_at_once`: a grant that
 /// widens anything (here: the same scope with its expiry dropped, or a recipient added)
-/// told `NotDurable` under `Immediate` is not in effect before a reopen.
+/// told `NotDurable` under `Immediate` is not in effect before a reopen (decided from
+/// memory: `AfterFailure::KeepDeciding`).
 #[test]
 fn a_widening_told_not_durable_is_not_in_effect() {
     for widen in [0, 1] {
-        let (_dir, _keys, l, faults, alice, email) = with_alices_email(Durability::Immediate);
+        let (_dir, _keys, l, faults, alice, email) =
+            with_alices_email_after(Durability::Immediate, AfterFailure::KeepDeciding);
         let acme = crate::Recipient::partner("acme").unwrap();
         let other = crate::Recipient::partner("other").unwrap();
         let until = l.now().saturating_add(std::time::Duration::from_secs(86_400));
@@ -2816,6 +2860,247 @@ fn a_widening_told_not_durable_is_not_in_effect() {
             "widening {widen} applied after its failed sync"
         );
         drop(state);
-        assert!(l.authorize(&email, &acme).is_err());
+        assert!(matches!(
+            l.authorize(&email, &acme),
+            Err(crate::Denied::RecipientNotCovered { .. })
+        ));
+    }
+}
+
+/// The ways a ledger fails (the ledger takes no more writes from then on), each made
+/// to happen on `l` by a change about `bob` or a sync, under the durability it needs.
+const FAILURES: [(&str, Durability); 6] = [
+    ("Ledger::sync", Durability::Relaxed),
+    ("an Immediate withdrawal's sync", Durability::Immediate),
+    ("an Immediate erasure's sync", Durability::Immediate),
+    ("a group's sync", Durability::GroupCommit),
+    ("storing a group's entry", Durability::GroupCommit),
+    ("a Relaxed key rotation's sync", Durability::Relaxed),
+];
+
+/// Makes the ledger fail as `how` (one of [`FAILURES`]) says; returns what the call
+/// that failed answered.
+fn fail_ledger(how: &str, l: &Ledger, faults: &Faults, bob: &SubjectId) -> String {
+    let answer = match how {
+        "Ledger::sync" => {
+            faults.fail_next.store(true, Ordering::SeqCst);
+            l.sync().map(|()| 0)
+        }
+        "an Immediate withdrawal's sync" | "a group's sync" => {
+            faults.fail_next.store(true, Ordering::SeqCst);
+            l.withdraw::<crate::Advertising>(bob).map(|r| r.seq)
+        }
+        "an Immediate erasure's sync" => {
+            faults.fail_next.store(true, Ordering::SeqCst);
+            l.erase(bob, crate::Actor::Subject).map(|r| r.seq)
+        }
+        "storing a group's entry" => {
+            faults.append_at.store(l.len(), Ordering::SeqCst);
+            l.withdraw::<crate::Advertising>(bob).map(|r| r.seq)
+        }
+        "a Relaxed key rotation's sync" => {
+            faults.fail_next.store(true, Ordering::SeqCst);
+            l.rotate_key(SigningKey::generate()).map(|r| r.seq)
+        }
+        _ => unreachable!("{how}"),
+    };
+    assert!(answer.is_err(), "{how}: did not fail: {answer:?}");
+    format!("{answer:?}")
+}
+
+/// Issue (fail-open window after a failed sync): once a sync failed (or an entry of a
+/// group could not be stored), the ledger refuses every change until it is reopened,
+/// so a person's withdrawal cannot be recorded; decisions went on from the state in
+/// memory, so the uses under the consent they were withdrawing stayed allowed until
+/// the operator reopened. Now, by default (`AfterFailure::DenyDecisions`), every
+/// decision path answers `Denied::LedgerFailed` from the failing call's return on:
+/// `authorize`, `authorize_batch`, `Channel::authorize` and audience matching (which
+/// counts such rows in `denied.ledger_failed`, its counts still adding up); with
+/// `AfterFailure::KeepDeciding` they decide from memory as before. Every way the
+/// ledger is marked failed is tried, and `is_failed` tells each.
+#[test]
+fn decisions_after_a_failure_follow_the_after_failure_setting() {
+    for (how, durability) in FAILURES {
+        for setting in [None, Some(AfterFailure::KeepDeciding)] {
+            let case = format!("{how}, {setting:?}");
+            let dir = tempfile::tempdir().unwrap();
+            let keys = Keys::new();
+            let mut builder = keys.builder(dir.path(), durability);
+            if let Some(setting) = setting {
+                builder = builder.after_failure(setting);
+            }
+            let (l, faults) = keys.open_faulty_with(builder);
+            let (alice, bob) = (subject(0, 0), subject(0, 1));
+            let acme = Recipient::partner("acme").unwrap();
+            let email = crate::Identifier::<crate::Advertising>::email("alice@example.com").unwrap();
+            let stranger = crate::Identifier::<crate::Advertising>::email("carol@example.com").unwrap();
+            for (s, e) in [(&alice, "alice@example.com"), (&bob, "bob@example.com")] {
+                let id = crate::Identifier::<crate::Advertising>::email(e).unwrap();
+                l.collect(s, &id, RecipientScope::all_partners()).unwrap();
+                l.grant::<crate::Advertising>(s, RecipientScope::all_partners(), None)
+                    .unwrap();
+            }
+            let allowed_by = l.authorize(&email, &acme).unwrap().evidence().allowed_by();
+            assert!(!l.is_failed(), "{case}");
+
+            let failed_with = fail_ledger(how, &l, &faults, &bob);
+            assert!(l.is_failed(), "{case}: not failed after {failed_with}");
+            // Alice's withdrawal cannot be recorded now.
+            let withdrawn = l.withdraw::<crate::Advertising>(&alice);
+            assert!(
+                matches!(withdrawn, Err(WriteError::Failed)),
+                "{case}: {withdrawn:?}"
+            );
+
+            let one = l.authorize(&email, &acme).map(|u| u.evidence().allowed_by());
+            let unknown = l.authorize(&stranger, &acme).map(|_| ());
+            let batch: Vec<_> = l
+                .authorize_batch([&email, &stranger], &acme)
+                .into_iter()
+                .map(|d| d.map(|u| u.evidence().allowed_by()))
+                .collect();
+            let channel = l.channel(&acme, |c| c.authorize(&email).map(|p| p.evidence().allowed_by()));
+            let upload = ["alice@example.com", "carol@example.com", "not a number"];
+            for threads in [1, 2] {
+                let (matches, counts) = l
+                    .audience::<crate::Advertising>(&acme)
+                    .chunk_size(1)
+                    .threads(threads)
+                    .collect(upload);
+                let case = format!("{case}, {threads} threads");
+                assert_eq!(
+                    counts.uploaded,
+                    counts.malformed
+                        + counts.unknown
+                        + counts.matched
+                        + counts.duplicates
+                        + counts.denied.total(),
+                    "{case}: {counts}"
+                );
+                assert_eq!((counts.uploaded, counts.malformed), (3, 1), "{case}: {counts}");
+                if setting.is_none() {
+                    assert!(matches.is_empty(), "{case}: matched {matches:?}");
+                    assert_eq!(
+                        (counts.unknown, counts.denied.ledger_failed, counts.denied.total()),
+                        (0, 2, 2),
+                        "{case}: {counts}"
+                    );
+                } else {
+                    assert_eq!(matches.len(), 1, "{case}: {counts}");
+                    assert_eq!(matches[0].subject(), &alice, "{case}");
+                    assert_eq!(
+                        (counts.unknown, counts.denied.total()),
+                        (1, 0),
+                        "{case}: {counts}"
+                    );
+                }
+            }
+            let denied = Err(Denied::LedgerFailed);
+            if setting.is_none() {
+                assert_eq!(one, denied, "{case}");
+                assert_eq!(unknown, Err(Denied::LedgerFailed), "{case}");
+                assert_eq!(batch, vec![denied.clone(), denied.clone()], "{case}");
+                assert_eq!(channel, denied, "{case}");
+            } else {
+                assert_eq!(one, Ok(allowed_by), "{case}");
+                assert_eq!(unknown, Err(Denied::UnknownIdentifier), "{case}");
+                assert_eq!(
+                    batch,
+                    vec![Ok(allowed_by), Err(Denied::UnknownIdentifier)],
+                    "{case}"
+                );
+                assert_eq!(channel, Ok(allowed_by), "{case}");
+            }
+            // Receipts, histories and past decisions are not decisions about a use now:
+            // answered from what the ledger holds, whichever the setting.
+            assert!(l.history(&alice).unwrap().len() == 2, "{case}");
+            assert!(
+                l.authorize_at(&email, &acme, At::Position(4)).unwrap().is_ok(),
+                "{case}"
+            );
+            drop(l);
+            if how == "a Relaxed key rotation's sync" {
+                // (Reopened with the new key, if the rotation survived: not this test's.)
+                continue;
+            }
+            // Reopened (the disk is well again): decisions as the disk has them.
+            let l = keys.builder(dir.path(), durability).open().unwrap();
+            assert!(!l.is_failed(), "{case}");
+            assert_eq!(
+                l.authorize(&email, &acme).map(|u| u.evidence().allowed_by()),
+                Ok(allowed_by),
+                "{case}"
+            );
+        }
+    }
+}
+
+/// A failure while an audience run hands its matches out: a match decided before it and
+/// not yet handed out is not handed out after it (with the default setting), though a
+/// failed `Ledger::sync` appends nothing, so the check of the ledger's length that
+/// decides a match again finds no change. It is counted in `denied.ledger_failed`, and
+/// the counts add up. With `KeepDeciding`, it is handed out as before.
+#[test]
+fn an_audience_match_is_not_handed_out_after_the_ledger_failed() {
+    for setting in [None, Some(AfterFailure::KeepDeciding)] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let mut builder = keys.builder(dir.path(), Durability::Immediate);
+        if let Some(setting) = setting {
+            builder = builder.after_failure(setting);
+        }
+        let (l, faults) = keys.open_faulty_with(builder);
+        let (alice, bob) = (subject(0, 0), subject(0, 1));
+        for (s, e) in [(&alice, "alice@example.com"), (&bob, "bob@example.com")] {
+            let email = crate::Identifier::<crate::Advertising>::email(e).unwrap();
+            l.collect(s, &email, RecipientScope::all_partners()).unwrap();
+            l.grant::<crate::Advertising>(s, RecipientScope::all_partners(), None)
+                .unwrap();
+        }
+        let acme = Recipient::partner("acme").unwrap();
+        let mut handed_out = Vec::new();
+        let mut synced = None;
+        // One chunk, both decided before Bob's match is handed out; the ledger fails
+        // while it is.
+        let counts = l.audience::<crate::Advertising>(&acme).threads(1).run(
+            ["bob@example.com", "alice@example.com", "x"],
+            |m| {
+                handed_out.push(m.subject().clone());
+                if synced.is_none() {
+                    faults.fail_next.store(true, Ordering::SeqCst);
+                    synced = Some(l.sync());
+                }
+            },
+        );
+        assert!(synced.unwrap().is_err());
+        assert_eq!(
+            counts.uploaded,
+            counts.malformed + counts.unknown + counts.matched + counts.duplicates + counts.denied.total(),
+            "{counts}"
+        );
+        if setting.is_none() {
+            assert_eq!(handed_out, std::slice::from_ref(&bob), "{counts}");
+            assert_eq!((counts.matched, counts.denied.ledger_failed), (1, 1), "{counts}");
+            assert!(counts.to_string().ends_with("ledger failed 1)"), "{counts}");
+        } else {
+            assert_eq!(handed_out, [bob.clone(), alice.clone()], "{counts}");
+            assert_eq!((counts.matched, counts.denied.total()), (2, 0), "{counts}");
+        }
+    }
+}
+
+/// `Denied::LedgerFailed` names nothing about the identifier or its holder.
+#[test]
+fn the_ledger_failed_denial_names_no_personal_data() {
+    let (_dir, _keys, l, faults, _alice, email) = with_alices_email(Durability::Immediate);
+    faults.fail_next.store(true, Ordering::SeqCst);
+    assert!(l.sync().is_err());
+    let denied = l
+        .authorize(&email, &Recipient::partner("acme").unwrap())
+        .unwrap_err();
+    assert_eq!(denied, Denied::LedgerFailed);
+    let shown = format!("{denied} {denied:?}");
+    for personal in ["alice", "example", "@", "acme", "caller-"] {
+        assert!(!shown.contains(personal), "{shown}");
     }
 }

@@ -136,6 +136,8 @@ impl Ledger {
                     let _ = self.synced_up_to(written);
                 }
                 Err(super::SyncError::Failed(e)) => {
+                    // (Marked already by the failed sync; as everywhere the writer is.)
+                    self.inner.mark_failed();
                     w.failed = true;
                     return Err(crate::error::StorageError::new(
                         "syncing a key rotation before a checkpoint",

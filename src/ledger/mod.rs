@@ -16,7 +16,7 @@ mod ticker;
 pub(crate) mod vault_digest;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use zeroize::Zeroizing;
@@ -86,6 +86,50 @@ pub enum Durability {
     /// to finish before it answers: if the sync fails, the append is told
     /// [`WriteError::NotDurable`], not `Ok`.
     Relaxed,
+}
+
+/// What decisions answer once the ledger has failed: a sync of its store failed, or
+/// an entry signed for a group could not be stored ([`Ledger::is_failed`]). From then on
+/// the ledger takes no more writes until it is reopened: a withdrawal, an erasure, a
+/// grant are all refused ([`WriteError::Failed`], or [`WriteError::NotDurable`] for the
+/// change whose sync failed).
+///
+/// The trade-off is between availability and a person's "no":
+///
+/// - [`DenyDecisions`](AfterFailure::DenyDecisions) (the default) fails closed: every
+///   decision ([`Ledger::authorize`], [`Ledger::authorize_batch`],
+///   [`Channel::authorize`](crate::Channel::authorize), audience matching) is
+///   [`Denied::LedgerFailed`] until the ledger is reopened. A person who withdraws
+///   consent while the disk is failing cannot have the withdrawal recorded; with this
+///   setting, no use under the consent they are trying to withdraw is allowed meanwhile.
+///   The cost: every use stops, also those nobody is trying to stop, until the operator
+///   reopens the ledger.
+/// - [`KeepDeciding`](AfterFailure::KeepDeciding) keeps deciding from the state in
+///   memory, as it stood at the failure (plus the changes that only take use away,
+///   which take effect even when their sync fails). Uses go on, but so does every use
+///   that a withdrawal refused since would have stopped: a fail-open window that lasts
+///   until the ledger is reopened. Only for an application that must keep serving and
+///   that watches [`Ledger::is_failed`] to reopen at once.
+///
+/// Either way, reopen the ledger after a failure (drop every clone and open it again):
+/// it then continues from what is on disk. Retrying the sync in the same session is no
+/// fix: after a failed `fsync` the kernel may have dropped the pages it failed to write
+/// and report the next `fsync` as a success without them, so only a fresh read of the
+/// disk tells what survived. This is why a failed sync is final.
+///
+/// Receipts, histories, exports, checkpoints, past decisions ([`Ledger::authorize_at`])
+/// and impact queries are not decisions about a use now: they keep answering from
+/// what the ledger holds, whichever setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AfterFailure {
+    /// Deny every decision, as [`Denied::LedgerFailed`], until the ledger is reopened
+    /// (fail closed). The default.
+    #[default]
+    DenyDecisions,
+    /// Keep deciding from the state in memory (fail open for changes that could not be
+    /// recorded).
+    KeepDeciding,
 }
 
 /// When the ledger writes a snapshot of its decision state, so that the next open
@@ -414,6 +458,13 @@ struct Inner {
     /// kernel reports a write-back error to one fsync only, so a sync that overlapped
     /// a failed one could succeed without the pages that one lost.
     syncing: Mutex<()>,
+    /// What decisions answer once the ledger has failed.
+    after_failure: AfterFailure,
+    /// Set (never cleared) by [`Inner::mark_failed`] wherever the ledger is marked as
+    /// taking no more writes (a failed sync, an entry of a group that could not be
+    /// stored), before the failing call returns: one load on the decision path, where
+    /// the group state's and the writer's flags are behind mutexes.
+    failed: AtomicBool,
 }
 
 /// How far the time seen may run ahead of the saved floor before it is saved again:
@@ -470,6 +521,7 @@ impl Inner {
             // may since have been dropped, so the close's own sync, if it succeeds,
             // must not count anything durable after it.
             s.failed = true;
+            *self.failed.get_mut() = true;
         }
     }
 }
@@ -534,6 +586,21 @@ pub(super) fn too_many_purposes() -> WriteError {
 }
 
 impl Inner {
+    /// Marks the ledger failed ([`Ledger::is_failed`]): with
+    /// [`AfterFailure::DenyDecisions`], every decision from now on is denied. Called
+    /// wherever the writer, the storing stage or the group state is marked failed, and
+    /// before the call that failed returns, so that a caller told its change could not be
+    /// recorded (or made durable) finds decisions denied at once.
+    fn mark_failed(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Whether decisions are denied now: the ledger has failed and the setting is
+    /// [`AfterFailure::DenyDecisions`]. One load of a flag on the decision path.
+    fn denies_decisions(&self) -> bool {
+        self.after_failure == AfterFailure::DenyDecisions && self.failed.load(Ordering::Acquire)
+    }
+
     /// What this ledger's decision records are tagged with.
     fn record_key(&self) -> crate::records::TagKey<'_> {
         crate::records::TagKey {
@@ -709,6 +776,29 @@ impl Ledger {
         self.inner.ledger_id
     }
 
+    /// Whether the ledger has failed: a sync of its store failed (an append's, a
+    /// group's, [`Ledger::sync`]'s, an erasure's, a checkpoint's), or an entry signed
+    /// for a group could not be stored. A failure is final for the session: the ledger
+    /// takes no more writes, and with [`AfterFailure::DenyDecisions`] (the default)
+    /// every decision is [`Denied::LedgerFailed`]. Reopen it (drop every clone, then
+    /// open the directory again) to continue from what is on disk; see
+    /// [`AfterFailure`] for why the same session cannot recover.
+    ///
+    /// Not set by an erasure whose removals failed ([`WriteError::Unfinished`]): the
+    /// erasure is recorded and in effect, the ledger takes writes, and retrying the
+    /// erasure finishes it. Nor when storing an entry fails under
+    /// [`Durability::Immediate`] or [`Durability::Relaxed`]
+    /// ([`WriteError::Storage`]: nothing was stored, and the ledger takes writes).
+    pub fn is_failed(&self) -> bool {
+        self.inner.failed.load(Ordering::Acquire)
+    }
+
+    /// Whether decisions are denied now ([`AfterFailure::DenyDecisions`] after a
+    /// failure): what every decision path checks first.
+    pub(crate) fn denies_decisions(&self) -> bool {
+        self.inner.denies_decisions()
+    }
+
     /// The public key that verifies entries signed from now on.
     ///
     /// # Errors
@@ -728,12 +818,19 @@ impl Ledger {
     /// # Errors
     /// [`Denied`] with the reason; [`Denied::Unavailable`] when the state cannot be read
     /// or, with [`Recording::Every`](crate::Recording::Every), the use's record cannot be
-    /// written.
+    /// written; [`Denied::LedgerFailed`] for every identifier once the ledger has failed
+    /// ([`Ledger::is_failed`]), unless it was opened with
+    /// [`AfterFailure::KeepDeciding`].
     pub fn authorize<'a, P: Purpose>(
         &self,
         identifier: &'a Identifier<P>,
         recipient: &'a Recipient,
     ) -> Result<Use<'a, P>, Denied> {
+        // A decision that starts after a failing write returned (its caller told the
+        // change could not be recorded) is denied: see `AfterFailure`.
+        if self.inner.denies_decisions() {
+            return Err(Denied::LedgerFailed);
+        }
         let lookup = identifier.lookup(&self.inner.pseudonym_key);
         let state = self.inner.state.read().map_err(|_| Denied::Unavailable)?;
         let decided = state.decide_query(
@@ -1300,6 +1397,8 @@ impl Ledger {
     fn sync_store(&self) -> Result<(), SyncError> {
         let result = self.sync_unless_failed();
         if result.is_err() {
+            // Before the writer lock, which an append may hold while it waits for a sync.
+            self.inner.mark_failed();
             // The writer lock is taken before the group state, never after: only now.
             if let Ok(mut w) = self.inner.writer.lock() {
                 w.failed = true;
@@ -1337,6 +1436,9 @@ impl Ledger {
     /// may hold its lock.)
     fn fail_group_syncs(&self) {
         let group = &self.inner.group;
+        // Before the waiters are woken to fail: each is told so after decisions are
+        // denied.
+        self.inner.mark_failed();
         if let Ok(mut s) = group.state.lock() {
             s.failed = true;
         }
@@ -1451,7 +1553,10 @@ impl Ledger {
         // never wrong, and what the person (or the operator) asked for must not wait for
         // a reopen. Any other collection, grant or key rotation waits for a reopen to
         // find it on disk.
-        w.failed |= failed_sync.is_some();
+        if failed_sync.is_some() {
+            w.failed = true;
+            inner.mark_failed();
+        }
         let failed_sync = match failed_sync {
             // Judged only then, against the state the entry is applied to (the writer
             // and the storing stage are held until it is, so nothing else changes it).

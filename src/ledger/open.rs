@@ -10,7 +10,9 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use super::replay::Replay;
 use super::ticker::Ticker;
-use super::{Durability, GroupSync, Inner, Ledger, SnapshotOnDisk, Snapshots, Stage, SyncState, Writer};
+use super::{
+    AfterFailure, Durability, GroupSync, Inner, Ledger, SnapshotOnDisk, Snapshots, Stage, SyncState, Writer,
+};
 use crate::entry::{self, Actor, Body, Entry, IndexRecord};
 use crate::error::{IntegrityError, IntegrityProblem, OpenError, ReadError, StorageError};
 use crate::identifier::{Pseudonym, PseudonymKey};
@@ -43,6 +45,8 @@ pub struct NoPseudonymKey;
 ///   millisecond ticker rather than a clock read each (see [`Evidence::decided_at`](crate::Evidence::decided_at)).
 ///   Giving any clock with [`LedgerBuilder::clock`], `SystemClock` included, makes every
 ///   decision read that clock.
+/// - after a failure: [`AfterFailure::DenyDecisions`] (every decision denied until the
+///   ledger is reopened)
 pub struct LedgerBuilder<S = NoSigningKey, K = NoPseudonymKey> {
     path: PathBuf,
     signing_key: S,
@@ -54,6 +58,7 @@ pub struct LedgerBuilder<S = NoSigningKey, K = NoPseudonymKey> {
     ticker: bool,
     recording: crate::records::Recording,
     snapshots: Snapshots,
+    after_failure: AfterFailure,
 }
 
 impl<S, K> fmt::Debug for LedgerBuilder<S, K> {
@@ -62,6 +67,7 @@ impl<S, K> fmt::Debug for LedgerBuilder<S, K> {
             .field("path", &self.path)
             .field("durability", &self.durability)
             .field("clock", &self.clock)
+            .field("after_failure", &self.after_failure)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +84,7 @@ impl LedgerBuilder {
             ticker: true,
             recording: crate::records::Recording::Off,
             snapshots: Snapshots::default(),
+            after_failure: AfterFailure::default(),
         }
     }
 }
@@ -96,6 +103,7 @@ impl<K> LedgerBuilder<NoSigningKey, K> {
             ticker: self.ticker,
             recording: self.recording,
             snapshots: self.snapshots,
+            after_failure: self.after_failure,
         }
     }
 }
@@ -114,6 +122,7 @@ impl<S> LedgerBuilder<S, NoPseudonymKey> {
             ticker: self.ticker,
             recording: self.recording,
             snapshots: self.snapshots,
+            after_failure: self.after_failure,
         }
     }
 }
@@ -152,6 +161,25 @@ impl<S, K> LedgerBuilder<S, K> {
     /// [`Snapshots::OnClose`] once 10,000 entries are new). See [`Snapshots`].
     pub fn snapshots(mut self, snapshots: Snapshots) -> Self {
         self.snapshots = snapshots;
+        self
+    }
+
+    /// What decisions answer once the ledger has failed (a sync of its store failed,
+    /// or an entry could not be stored; [`Ledger::is_failed`]), when it takes no more
+    /// changes until it is reopened. Default: [`AfterFailure::DenyDecisions`], every
+    /// decision [`Denied::LedgerFailed`](crate::Denied::LedgerFailed) until then (fail
+    /// closed).
+    ///
+    /// The trade-off: denying stops every use until the operator reopens the ledger (a
+    /// loss of availability); [`AfterFailure::KeepDeciding`] keeps uses going from the
+    /// state in memory, but a person who withdraws consent meanwhile cannot have the
+    /// withdrawal recorded, and the uses it would have stopped stay allowed until the
+    /// reopen. Reopen after a failure in either case: after a failed `fsync` the pages
+    /// it failed to write may be lost, and a later `fsync` in the same session can
+    /// succeed without them, so only a reopen reads what the disk kept. See
+    /// [`AfterFailure`].
+    pub fn after_failure(mut self, after_failure: AfterFailure) -> Self {
+        self.after_failure = after_failure;
         self
     }
 
@@ -614,6 +642,8 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             receipt_keys: Mutex::new(Some(replay.key_history())),
             erasing: Mutex::new(()),
             syncing: Mutex::new(()),
+            after_failure: b.after_failure,
+            failed: std::sync::atomic::AtomicBool::new(false),
         }),
     };
     if let Some(ticker) = &ledger.inner.ticker {

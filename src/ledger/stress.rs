@@ -109,6 +109,8 @@ struct Shared {
     violations: Mutex<Vec<String>>,
     not_durable: AtomicBool,
     expiries: Mutex<HashMap<u64, Timestamp>>,
+    /// What the ledger decides once it has failed.
+    after: AfterFailure,
 }
 
 impl Shared {
@@ -128,8 +130,19 @@ impl Shared {
     }
 
     /// Checks an allowed decision made after logical time `start` against the changes
-    /// acknowledged before it.
-    fn check_allowed(&self, start: u64, ev: &crate::Evidence, purpose: &str, what: &str) {
+    /// acknowledged before it, and (`failed_before`: the ledger said it had failed
+    /// before the decision started) against the setting for after a failure.
+    fn check_allowed(
+        &self,
+        start: u64,
+        failed_before: bool,
+        ev: &crate::Evidence,
+        purpose: &str,
+        what: &str,
+    ) {
+        if failed_before && self.after == AfterFailure::DenyDecisions {
+            self.violation(format!("{what}: allowed {ev:?} after the ledger had failed"));
+        }
         if let Some(at) = self.expiries.lock().unwrap().get(&ev.allowed_by) {
             if ev.decided_at >= *at {
                 self.violation(format!(
@@ -298,6 +311,7 @@ fn worker(shared: &Shared, barrier: &Barrier, thread: usize, ops: usize, seed: u
                 let threads = 1 + rng.below(2) as usize;
                 let chunk = 1 + rng.below(4) as usize;
                 let start = shared.clock.load(Ordering::SeqCst);
+                let failed = l.is_failed();
                 let acme = &shared.recipients[rng.below(2) as usize];
                 let upload: Vec<String> = (0..SLOTS).map(|i| format!("person{i}@example.com")).collect();
                 let mut matches = Vec::new();
@@ -324,37 +338,52 @@ fn worker(shared: &Shared, barrier: &Barrier, thread: usize, ops: usize, seed: u
                 }
                 shared.uses.fetch_add(matches.len() as u64, Ordering::SeqCst);
                 for m in &matches {
-                    shared.check_allowed(start, m.evidence(), "advertising", &format!("{what} audience"));
+                    shared.check_allowed(
+                        start,
+                        failed,
+                        m.evidence(),
+                        "advertising",
+                        &format!("{what} audience"),
+                    );
                 }
                 None
             }
             52..=59 => {
                 let start = shared.clock.load(Ordering::SeqCst);
+                let failed = l.is_failed();
                 let ids: Vec<&Identifier<Advertising>> = (0..3)
                     .map(|_| &shared.emails[rng.below(SLOTS as u64) as usize])
                     .collect();
                 let r = &shared.recipients[rng.below(3) as usize];
                 for u in l.authorize_batch(ids, r).into_iter().flatten() {
                     shared.uses.fetch_add(1, Ordering::SeqCst);
-                    shared.check_allowed(start, u.evidence(), "advertising", &format!("{what} batch"));
+                    shared.check_allowed(
+                        start,
+                        failed,
+                        u.evidence(),
+                        "advertising",
+                        &format!("{what} batch"),
+                    );
                 }
                 None
             }
             60..=79 => {
                 let start = shared.clock.load(Ordering::SeqCst);
+                let failed = l.is_failed();
                 let r = &shared.recipients[rng.below(3) as usize];
                 if let Ok(u) = l.authorize(&shared.emails[slot], r) {
                     shared.uses.fetch_add(1, Ordering::SeqCst);
-                    shared.check_allowed(start, u.evidence(), "advertising", &what);
+                    shared.check_allowed(start, failed, u.evidence(), "advertising", &what);
                 }
                 None
             }
             _ => {
                 let start = shared.clock.load(Ordering::SeqCst);
+                let failed = l.is_failed();
                 let r = &shared.recipients[rng.below(3) as usize];
                 if let Ok(u) = l.authorize(&shared.phones[slot], r) {
                     shared.uses.fetch_add(1, Ordering::SeqCst);
-                    shared.check_allowed(start, u.evidence(), "security", &what);
+                    shared.check_allowed(start, failed, u.evidence(), "security", &what);
                 }
                 None
             }
@@ -454,13 +483,21 @@ enum Chaos {
     SyncFails,
 }
 
-fn run_round(durability: Durability, recording: Recording, chaos: Chaos, seed: u64, ops: usize) {
+fn run_round(
+    durability: Durability,
+    recording: Recording,
+    after: AfterFailure,
+    chaos: Chaos,
+    seed: u64,
+    ops: usize,
+) {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
     let (l, faults) = keys.open_faulty_with(
         keys.builder(dir.path(), durability)
             .record_decisions(recording)
-            .snapshots(Snapshots::Off),
+            .snapshots(Snapshots::Off)
+            .after_failure(after),
     );
     let mut shared = Shared {
         l,
@@ -484,10 +521,11 @@ fn run_round(durability: Durability, recording: Recording, chaos: Chaos, seed: u
         violations: Mutex::new(Vec::new()),
         not_durable: AtomicBool::new(false),
         expiries: Mutex::new(HashMap::new()),
+        after,
     };
     let barrier = Barrier::new(THREADS + 1);
     let finished = AtomicUsize::new(0);
-    let label = format!("{durability:?} {recording:?} {chaos:?} seed {seed}");
+    let label = format!("{durability:?} {recording:?} {after:?} {chaos:?} seed {seed}");
     let done: Vec<Done> = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let watchdog_label = label.clone();
@@ -657,13 +695,18 @@ fn stress(durability: Durability, ops: usize) {
         Chaos::SyncFails,
     ];
     for (i, c) in chaos.iter().enumerate() {
-        for recording in [
-            Recording::Every,
-            Recording::Aggregated {
-                bucket: Duration::from_secs(60),
-            },
+        // Each setting for after a failure in half the rounds (the rounds with a failed
+        // sync or store are the ones where it matters).
+        for (recording, after) in [
+            (Recording::Every, AfterFailure::DenyDecisions),
+            (
+                Recording::Aggregated {
+                    bucket: Duration::from_secs(60),
+                },
+                AfterFailure::KeepDeciding,
+            ),
         ] {
-            run_round(durability, recording, *c, base + i as u64 * 31, ops);
+            run_round(durability, recording, after, *c, base + i as u64 * 31, ops);
         }
     }
 }
