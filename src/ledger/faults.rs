@@ -57,9 +57,9 @@ struct Faults {
     entries_read_on: std::sync::Mutex<Vec<std::thread::ThreadId>>,
 }
 
-/// Something a test runs from inside the store, once.
+/// Something a test runs from inside the store (or the ledger: `TestHooks`), once.
 #[derive(Default)]
-struct Hook(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
+pub(super) struct Hook(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
 
 impl std::fmt::Debug for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +72,7 @@ impl Hook {
         *self.0.lock().unwrap() = Some(Box::new(f));
     }
 
-    fn run(&self) {
+    pub(super) fn run(&self) {
         let f = self.0.lock().unwrap().take();
         if let Some(f) = f {
             f();
@@ -2540,16 +2540,27 @@ fn a_decision_saves_the_time_floor_after_its_lock() {
 /// meanwhile: the 1.6-3.9 s read at 1M entries that c461fd8/ed6e465 meant to do once a
 /// session. Shown by failing every read of position 0 once the cache is past it: only
 /// a replay from the start reads it.
+///
+/// T1 tells (through `TestHooks::receipt_read_applied`) when it has read `applied`;
+/// until then the append waits. (An 800 ms sleep stood there: on a loaded machine T1
+/// could read `applied` only after the append, and the race was not tried.)
 #[test]
 fn a_receipt_behind_the_cached_key_history_reads_the_log_from_the_start() {
     let (_dir, _keys, l, faults, g) = faulty_with_a_grant(Durability::Immediate);
     // The tree is built and the cache is at the log's end.
     l.receipt(g.seq, "x").unwrap();
+    let applied_before = l.applied_len().unwrap();
+    let (read_applied, t1_read_applied) = std::sync::mpsc::channel();
+    l.inner.test_hooks.receipt_read_applied.set(move || {
+        read_applied.send(()).unwrap();
+    });
     let guard = l.inner.receipt_keys.lock().unwrap();
     let got = std::thread::scope(|s| {
         // T1: its checkpoint is taken, it reads `applied` (N), then waits for the cache.
         let t1 = s.spawn(|| l.receipt(g.seq, "x").map(|_| ()));
-        std::thread::sleep(std::time::Duration::from_millis(800));
+        t1_read_applied
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("T1 did not reach the cached key history");
         // Meanwhile an append, and another receipt continues the cache to N + 1 (done
         // here by hand, exactly as `signer_of` steps it).
         l.grant::<crate::Advertising>(&subject(0, 1), RecipientScope::all_partners(), None)
@@ -2563,7 +2574,8 @@ fn a_receipt_behind_the_cached_key_history_reads_the_log_from_the_start() {
             }
             r.step(item.unwrap()).unwrap();
         }
-        assert_eq!(r.next_seq(), applied);
+        // The cache is past what T1 read.
+        assert_eq!((r.next_seq(), applied), (applied_before + 1, applied_before + 1));
         faults.entries_fail_at.store(0, Ordering::SeqCst);
         drop(guard);
         t1.join().unwrap()

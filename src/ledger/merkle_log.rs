@@ -290,6 +290,8 @@ impl Ledger {
         // The entries the state applied (see `authorize_at`): a revocation stored by an
         // `Immediate` append whose sync failed is among them (it only takes trust away).
         let applied = self.applied_len()?;
+        #[cfg(test)]
+        self.inner.test_hooks.receipt_read_applied.run();
         // Taken: a read that fails, or panics, leaves none, and the next receipt starts
         // over (so a lock poisoned by a panic while reading holds nothing to distrust).
         let mut cached = self

@@ -465,6 +465,19 @@ struct Inner {
     /// stored), before the failing call returns: one load on the decision path, where
     /// the group state's and the writer's flags are behind mutexes.
     failed: AtomicBool,
+    /// Points where the crate's own tests step in.
+    #[cfg(test)]
+    test_hooks: TestHooks,
+}
+
+/// Points where the crate's own tests step in (each runs once, if set), to order
+/// threads by what they have done rather than by sleeping.
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct TestHooks {
+    /// In [`Ledger::signer_of`], once it has read how many entries the state applied
+    /// and before it takes the cached key history (`receipt_keys`).
+    receipt_read_applied: faults::Hook,
 }
 
 /// How far the time seen may run ahead of the saved floor before it is saved again:

@@ -644,6 +644,8 @@ fn load(store: Box<dyn Backend>, b: LedgerBuilder<SigningKey, PseudonymKey>) -> 
             syncing: Mutex::new(()),
             after_failure: b.after_failure,
             failed: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            test_hooks: super::TestHooks::default(),
         }),
     };
     if let Some(ticker) = &ledger.inner.ticker {
