@@ -290,7 +290,8 @@ pub enum Denied {
     #[error("the ledger is unavailable; denied to fail closed")]
     Unavailable,
     /// The ledger has failed ([`Ledger::is_failed`](crate::Ledger::is_failed): a sync of
-    /// its store failed, or an entry could not be stored) and takes no more changes
+    /// its store failed, an entry could not be stored, or a thread panicked while
+    /// recording a change) and takes no more changes
     /// until it is reopened, so a withdrawal or an erasure asked for now cannot be
     /// recorded: with [`AfterFailure::DenyDecisions`](crate::AfterFailure::DenyDecisions),
     /// the default, every use is denied until then (see

@@ -272,7 +272,7 @@ impl Ledger {
     fn sign_batch(&self, jobs: Vec<Job>) -> (Vec<Result<Sealed, WriteError>>, Option<MutexGuard<'_, Stage>>) {
         let inner = &*self.inner;
         let Ok(mut w) = inner.writer.lock() else {
-            return (jobs.iter().map(|_| Err(WriteError::Failed)).collect(), None);
+            return (jobs.iter().map(|_| Err(inner.writer_poisoned())).collect(), None);
         };
         let checked: Vec<_> = match inner.state.read() {
             Ok(state) => {

@@ -2881,8 +2881,10 @@ fn a_widening_told_not_durable_is_not_in_effect() {
 
 /// The ways a ledger fails (the ledger takes no more writes from then on), each made
 /// to happen on `l` by a change about `bob` or a sync, under the durability it needs.
-const FAILURES: [(&str, Durability); 6] = [
+const FAILURES: [(&str, Durability); 8] = [
     ("Ledger::sync", Durability::Relaxed),
+    ("a panic holding the writer", Durability::Immediate),
+    ("a panic holding the writer", Durability::GroupCommit),
     ("an Immediate withdrawal's sync", Durability::Immediate),
     ("an Immediate erasure's sync", Durability::Immediate),
     ("a group's sync", Durability::GroupCommit),
@@ -2913,6 +2915,18 @@ fn fail_ledger(how: &str, l: &Ledger, faults: &Faults, bob: &SubjectId) -> Strin
         "a Relaxed key rotation's sync" => {
             faults.fail_next.store(true, Ordering::SeqCst);
             l.rotate_key(SigningKey::generate()).map(|r| r.seq)
+        }
+        "a panic holding the writer" => {
+            // No change can be recorded once the writer lock is poisoned: the next
+            // write finds it so and marks the ledger failed.
+            std::thread::scope(|s| {
+                let poisoned = s.spawn(|| {
+                    let _w = l.inner.writer.lock().unwrap();
+                    panic!("injected panic holding the writer");
+                });
+                assert!(poisoned.join().is_err());
+            });
+            l.withdraw::<crate::Advertising>(bob).map(|r| r.seq)
         }
         _ => unreachable!("{how}"),
     };

@@ -88,8 +88,9 @@ pub enum Durability {
     Relaxed,
 }
 
-/// What decisions answer once the ledger has failed: a sync of its store failed, or
-/// an entry signed for a group could not be stored ([`Ledger::is_failed`]). From then on
+/// What decisions answer once the ledger has failed: a sync of its store failed, an
+/// entry signed for a group could not be stored, or a thread panicked while recording
+/// a change ([`Ledger::is_failed`]). From then on
 /// the ledger takes no more writes until it is reopened: a withdrawal, an erasure, a
 /// grant are all refused ([`WriteError::Failed`], or [`WriteError::NotDurable`] for the
 /// change whose sync failed).
@@ -608,6 +609,14 @@ impl Inner {
         self.failed.store(true, Ordering::Release);
     }
 
+    /// A thread panicked while holding the writer: no change can be recorded any more,
+    /// so the ledger has failed as after a failed sync (a withdrawal asked for now is
+    /// refused, and decisions are denied under [`AfterFailure::DenyDecisions`]).
+    fn writer_poisoned(&self) -> WriteError {
+        self.mark_failed();
+        WriteError::Failed
+    }
+
     /// Whether decisions are denied now: the ledger has failed and the setting is
     /// [`AfterFailure::DenyDecisions`]. One load of a flag on the decision path.
     fn denies_decisions(&self) -> bool {
@@ -790,8 +799,10 @@ impl Ledger {
     }
 
     /// Whether the ledger has failed: a sync of its store failed (an append's, a
-    /// group's, [`Ledger::sync`]'s, an erasure's, a checkpoint's), or an entry signed
-    /// for a group could not be stored. A failure is final for the session: the ledger
+    /// group's, [`Ledger::sync`]'s, an erasure's, a checkpoint's), an entry signed
+    /// for a group could not be stored, or a thread panicked while it held the lock
+    /// that orders changes (set by the next change asked for, which is refused as
+    /// [`WriteError::Failed`]). A failure is final for the session: the ledger
     /// takes no more writes, and with [`AfterFailure::DenyDecisions`] (the default)
     /// every decision is [`Denied::LedgerFailed`]. Reopen it (drop every clone, then
     /// open the directory again) to continue from what is on disk; see
@@ -1480,7 +1491,11 @@ impl Ledger {
         prepare: impl FnOnce(&State, &dyn Backend, &Writer) -> Result<Prepared, WriteError>,
         appended: impl FnOnce(&mut Writer),
     ) -> Result<Recorded, WriteError> {
-        let mut w = self.inner.writer.lock().map_err(|_| WriteError::Failed)?;
+        let mut w = self
+            .inner
+            .writer
+            .lock()
+            .map_err(|_| self.inner.writer_poisoned())?;
         let (recorded, new) = self.append_locked(&mut w, actor, prepare, appended)?;
         drop(w);
         if new {
