@@ -19,7 +19,11 @@
 //!   one still longer is refused. So is a number longer than the one length of its
 //!   code after +225 and +229 (10 digits) and +242 (9); there a 0 before a landline's
 //!   2 that makes one digit too many ("+225 (0)27 22 12 34 56", "+242 0 22 …") is the
-//!   trunk prefix, dropped (no number there starts "02"). After "+36", a 0 then a 6 is refused: Hungary's trunk
+//!   trunk prefix, dropped (no number there starts "02"). The same for the trunk
+//!   prefix 8 after +370 and +993 (8 digits) and +992 (9), and Belarus's "8 0" after
+//!   +375 (9): dropped when it makes the number too long, which is refused if it still
+//!   is; and after +55 for a number longer than Brazil's 11 digits (its national form
+//!   with a carrier code). After +378 a 0 kept before a 6 is refused, as its "(0)" is. After "+36", a 0 then a 6 is refused: Hungary's trunk
 //!   prefix is "06", and dropping either the 0 alone or both can give another number.
 //!   Where the country
 //!   code ends is known exactly (ITU-T's
@@ -42,8 +46,8 @@
 //!   domains, whitespace and control characters. One dot ending the domain (the root,
 //!   "example.com.") is dropped, also written as an ideographic or full-width full
 //!   stop; an internationalized domain is mapped by UTS 46, which also drops what it
-//!   ignores (a soft hyphen, a zero-width joiner: "exa\u{AD}mple.com" is
-//!   "example.com").
+//!   ignores (a soft hyphen: "exa\u{AD}mple.com" is "example.com"; a zero-width
+//!   joiner, which it does not ignore, is refused).
 //! - Device and advertising ids are trimmed and ASCII-lower-cased (UUIDs are often
 //!   written in either case): ids that differ only in case, as case-sensitive
 //!   installation ids may, are one id here.
@@ -250,7 +254,7 @@ fn plain_phone(t: &str) -> Option<Scratch<PHONE_MAX_LEN>> {
     // Nor a number of +7 longer than its 10 digits (a trunk 8, or refused).
     let over_long_seven = code == 7 && digits.len() > 1 + RUSSIA_NATIONAL;
     // Nor one longer than a fixed length of its code (refused by the general path).
-    let over_long_fixed = fixed_national(code).is_some_and(|len| digits.len() > code_len + len);
+    let over_long_fixed = longest_national(code).is_some_and(|len| digits.len() > code_len + len);
     if code == 52
         || code == 54
         || after == Some(&b'0')
@@ -449,16 +453,37 @@ fn phone_general(t: &str, out: &mut impl Out) -> Result<(), &'static str> {
         // and no number starts "02": it can only be the trunk prefix written out of
         // habit, dropped; kept, the landline had a second form that is no number.
         [b'0', b'2', tail @ ..]
-            if matches!(code, 225 | 242) && fixed_national(code) == Some(tail.len() + 1) =>
+            if matches!(code, 225 | 242) && longest_national(code) == Some(tail.len() + 1) =>
+        {
+            national_digits.get(1..).unwrap_or_default()
+        }
+        // The trunk prefix 8 of Lithuania, Tajikistan and Turkmenistan, and Belarus's
+        // "8 0", with "+370" and the like put before the national form ("+370 8 612
+        // 34567", "+375 8 029 123 45 67"): as after +7, an 8 that makes one digit too
+        // many (with its 0 after +375, two) can only be that prefix, dropped; kept, the
+        // number had a second form (found by review h36). Not when a 0 is left first: a
+        // 0 there would be dropped as a trunk prefix when normalized again.
+        [b'8', b'0', next, tail @ ..]
+            if code == 375 && longest_national(code) == Some(tail.len() + 1) && *next != b'0' =>
+        {
+            national_digits.get(2..).unwrap_or_default()
+        }
+        [b'8', next, tail @ ..]
+            if trunk_eight(code) && longest_national(code) == Some(tail.len() + 1) && *next != b'0' =>
         {
             national_digits.get(1..).unwrap_or_default()
         }
         _ => national_digits,
     };
-    // Longer than any number of a code whose numbers have one length (+225, +229:
-    // 10 digits; +242: 9): refused, as for +7.
-    if fixed_national(code).is_some_and(|len| national_digits.len() > len) {
+    // Longer than any number of its code ([`longest_national`]): refused, as for +7.
+    if longest_national(code).is_some_and(|len| national_digits.len() > len) {
         return Err(OVER_LONG);
+    }
+    // "+378 0 66 …", "+378 (066) …": a 0 kept as the number's own before a San Marino
+    // mobile (6…), where only landlines (0549…) have one. Refused as its "(0)" spelling
+    // is; kept, the mobile had a second form (found by review h36).
+    if code == 378 && national_digits.starts_with(b"06") {
+        return Err(AMBIGUOUS_TRUNK);
     }
     // Longer than any number of +7 (10 digits), even without a trunk 8: refused.
     if code == 7 && national_digits.len() > RUSSIA_NATIONAL {
@@ -489,7 +514,7 @@ const AMBIGUOUS_TRUNK: &str =
     "has a trunk prefix that cannot be told from the number's own digits: write the number in international form, without it";
 
 /// Refusal of a number longer than any of its country code (Argentina, Mexico, +7,
-/// and the codes of [`fixed_national`]).
+/// and the codes of [`longest_national`]).
 const OVER_LONG: &str = "is longer than any number of its country code: write it in international form, without national prefixes";
 
 /// Whether a trunk 0 after +36 (its `len` characters at the start of `s`) is followed
@@ -528,17 +553,34 @@ fn is_separator(c: char) -> bool {
 /// here. Such numbers are not a person's.)
 const KEEP_ZERO: [u32; 6] = [39, 378, 379, 225, 242, 229];
 
-/// The one length of every number (after the country code) of the codes that keep
-/// their 0 and have a closed numbering plan: Côte d'Ivoire, 10 digits since January
-/// 2021 (mobiles 01, 05, 07; landlines 21, 25, 27); Benin, 10 digits since November
-/// 2024 (all starting 01); the Republic of the Congo, 9 digits (mobiles 04, 05, 06;
-/// landlines 22). (Italy's, San Marino's and Vatican City's numbers vary in length.)
-fn fixed_national(code: u32) -> Option<usize> {
+/// The most digits a number has after the country code, for the codes where a
+/// number written with a national prefix is otherwise taken for a longer one. All but
+/// Brazil's have one length (a closed numbering plan):
+///
+/// - codes that keep their 0 ([`KEEP_ZERO`]): Côte d'Ivoire, 10 digits since January
+///   2021 (mobiles 01, 05, 07; landlines 21, 25, 27); Benin, 10 digits since November
+///   2024 (all starting 01); the Republic of the Congo, 9 digits (mobiles 04, 05, 06;
+///   landlines 22). (Italy's, San Marino's and Vatican City's numbers vary in length.)
+/// - codes whose trunk prefix is (or was) 8, as +7's is ([`trunk_eight`]): Lithuania, 8
+///   digits; Belarus, 9 (dialled "8 0" before the area code nationally); Tajikistan, 9;
+///   Turkmenistan, 8.
+/// - Brazil, 10 or 11 digits: its national long-distance form "0", a two-digit carrier
+///   code, then the area code ("0 21 11 9…") has 13 after +55 once the 0 is dropped.
+fn longest_national(code: u32) -> Option<usize> {
     match code {
         225 | 229 => Some(10),
-        242 => Some(9),
+        242 | 375 | 992 => Some(9),
+        370 | 993 => Some(8),
+        55 => Some(11),
         _ => None,
     }
+}
+
+/// Whether `code`'s trunk prefix is (or was) 8 while its numbers have one length
+/// ([`longest_national`]), as +7's is: an 8 that makes one digit too many is that
+/// prefix (also "8 0" after +375, Belarus's national "8 0" before the area code).
+fn trunk_eight(code: u32) -> bool {
+    matches!(code, 370 | 375 | 992 | 993)
 }
 
 /// The length of a Mexican number after the country code (since 2019, mobiles too).
@@ -923,6 +965,19 @@ mod tests {
             // Before 2021, Côte d'Ivoire's numbers had 8 digits: such a one is not
             // lengthened or shortened (it is no number now, and no other's form).
             ("+225 (0)2 12 34 56", "+22502123456"),
+            // Found by review h36: a trunk 8 (Belarus: "8 0") after a code whose
+            // numbers have one length, making one digit too many, is dropped; a number
+            // of that length starting with 8 is kept.
+            ("+370 8 612 34567", "+37061234567"),
+            ("+370 (8 5) 212 3456", "+37052123456"),
+            ("+370 800 12345", "+37080012345"),
+            ("+375 8 029 123 45 67", "+375291234567"),
+            ("+375 8 17 123 45 67", "+375171234567"),
+            ("+375 (029) 123 45 67", "+375291234567"),
+            ("+992 8 37 221 2345", "+992372212345"),
+            ("+992 88 123 4567", "+992881234567"),
+            ("+992 8 88 123 4567", "+992881234567"),
+            ("+993 8 12 345678", "+99312345678"),
             // Found by review h34: the trunk prefix 8 after +7 (every number there has
             // 10 digits after it), and 10-digit numbers starting with 8 kept whole.
             ("+7 8 495 123 45 67", "+74951234567"),
@@ -1022,6 +1077,20 @@ mod tests {
             ("+229 (0) 1 97 12 34 567", OVER_LONG),
             ("+242 06 612 34567", OVER_LONG),
             ("+242 (0)6 612 34567", OVER_LONG),
+            // Found by review h36: longer than any number of +370 (8), +375 (9), +992
+            // (9), +993 (8) or +55 (11): a trunk 8 before a 0, two 8s, Brazil's carrier
+            // code after its 0.
+            ("+370 8 0 612 3456", OVER_LONG),
+            ("+370 8 8 612 34567", OVER_LONG),
+            ("+375 8 0 029 123 45 67", OVER_LONG),
+            ("+992 8 8 37 221 2345", OVER_LONG),
+            ("+993 8 8 12 345678", OVER_LONG),
+            ("+55 0 21 11 91234 5678", OVER_LONG),
+            ("+55 11 91234 56789", OVER_LONG),
+            // Found by review h36: a 0 kept before a San Marino mobile, bare or in the
+            // area code's parentheses, as its "(0)" spelling is.
+            ("+378 0 66 12 34 56", AMBIGUOUS_TRUNK),
+            ("+378 (066) 12 34 56", AMBIGUOUS_TRUNK),
             ("+780000000000", OVER_LONG),
             ("+378 (0) 66 12 34 56", AMBIGUOUS_TRUNK),
             ("+379 (0) 3 1234 567", AMBIGUOUS_TRUNK),
@@ -1048,9 +1117,14 @@ mod tests {
             ("b@bu\u{308}cher.de", "b@xn--bcher-kva.de"),
             ("b@xn--bcher-kva.de", "b@xn--bcher-kva.de"),
             ("b@ｅｘａｍｐｌｅ.com", "b@example.com"),
+            // What UTS 46 ignores is dropped (a soft hyphen)...
+            ("b@exa\u{AD}mple.com", "b@example.com"),
         ] {
             assert_eq!(email(raw).unwrap(), want, "{raw}");
         }
+        // ... but a zero-width joiner is not ignored: refused (the module docs said
+        // dropped; review h36).
+        assert!(email("b@exa\u{200D}mple.com").is_err());
         for (raw, problem) in [
             ("alice.example.com", "must contain exactly one '@'"),
             ("a@b@example.com", "must contain exactly one '@'"),

@@ -67,6 +67,11 @@ fn shape() -> impl Strategy<Value = String> {
             Just("225"),
             Just("229"),
             Just("242"),
+            Just("370"),
+            Just("375"),
+            Just("992"),
+            Just("993"),
+            Just("55"),
             Just("36"),
             Just("1"),
             Just("52")
